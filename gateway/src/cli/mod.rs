@@ -1,0 +1,38 @@
+//! Command-line surface of `splpd`: one submodule per command group.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod certs;
+mod config;
+pub(crate) mod out;
+
+/// splpd: the regional government service bus gateway (SPLPD).
+///
+/// It authenticates every caller by its certificate, routes REST and gRPC calls to the owning
+/// agency, region or the national SPLP, enforces access rights and quotas, and keeps a
+/// tamper-evident audit log of every exchange.
+#[derive(Debug, Parser)]
+#[command(name = "splpd", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the region's certificate authority: create it, issue and revoke certificates, inspect any.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Work with the gateway's configuration file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Certs(cmd) => certs::run(cmd),
+        Command::Config(cmd) => config::run(cmd),
+    }
+}

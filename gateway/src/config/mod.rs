@@ -1,0 +1,104 @@
+//! The declarative configuration file (design §6): its model, loading, and whole-file validation
+//! with errors that name `file:line:column` and say how to fix the mistake.
+
+pub mod diag;
+pub mod model;
+pub mod units;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diag::{ConfigError, Diagnostic};
+pub use model::*;
+
+/// Reads, parses and validates a configuration file. Relative paths inside it are taken from the
+/// file's own directory, and are returned resolved.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration `text` as if read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(err) => {
+            let mut loc = diag::Locator::new(path, text, None);
+            let at = err.span().map_or(0, |s| s.start);
+            loc.error_at(at, syntax_message(err.message()), Some(SYNTAX_HINT.to_owned()));
+            return Err(ConfigError::Invalid(loc.into_diagnostics()));
+        }
+    };
+    let mut loc = diag::Locator::new(path, text, Some(doc));
+    let mut config: Config = match toml::from_str(text) {
+        Ok(config) => config,
+        Err(err) => {
+            let at = err.span().map_or(0, |s| s.start);
+            let message = err.message().trim().to_owned();
+            let hint = shape_hint(&message);
+            loc.error_at(at, message, hint);
+            return Err(ConfigError::Invalid(loc.into_diagnostics()));
+        }
+    };
+    validate::validate(&config, &mut loc, &base);
+    if loc.has_errors() {
+        return Err(ConfigError::Invalid(loc.into_diagnostics()));
+    }
+    config.resolve_paths(&base);
+    Ok(config)
+}
+
+const SYNTAX_HINT: &str = "this is not valid TOML here; compare with examples/region-1602.toml \
+                           (strings need double quotes, tables are [name], lists of tables [[name]])";
+
+fn syntax_message(message: &str) -> String {
+    format!("TOML syntax error: {}", message.trim())
+}
+
+/// A hint for the errors serde reports while fitting the file to the model.
+fn shape_hint(message: &str) -> Option<String> {
+    if message.contains(" identifier ") {
+        return Some("identifier parts use only A-Z a-z 0-9 and ' ( ) + , - . = ?".to_owned());
+    }
+    if message.starts_with("unknown field") {
+        Some("check the spelling: the keys this table accepts are listed above".to_owned())
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        Some(format!("add `{field} = …` to this table; see examples/region-1602.toml"))
+    } else if message.starts_with("unknown variant") {
+        Some("use one of the values listed above".to_owned())
+    } else if message.starts_with("invalid type") {
+        Some("this key takes a value of the type named above".to_owned())
+    } else {
+        Some("see examples/region-1602.toml for the keys and values this table takes".to_owned())
+    }
+}
+
+impl Config {
+    /// Makes every relative path absolute against `base`, the configuration file's directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.gateway.cert);
+        fix(&mut self.gateway.key);
+        for anchor in &mut self.trust_anchors {
+            fix(&mut anchor.ca);
+            anchor.crls.iter_mut().for_each(fix);
+        }
+        for service in &mut self.services {
+            service.openapi.iter_mut().for_each(fix);
+            if let Some(tls) = &mut service.tls {
+                tls.ca.iter_mut().for_each(fix);
+            }
+        }
+        if let Some(national) = &mut self.national {
+            national.client_secret_file.iter_mut().for_each(fix);
+        }
+        fix(&mut self.audit.dir);
+        self.audit.signing_key.iter_mut().for_each(fix);
+    }
+}

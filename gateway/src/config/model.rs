@@ -1,0 +1,443 @@
+//! The shape of the configuration file: every table and key an operator may write, with its
+//! default. Parsing fixes types and identifiers; `validate` checks the file as a whole.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use splpd_certs::id::{AdminId, ClientId, IdKind, IdPrefix, ServerId, ServiceId};
+
+use super::units::{ByteSize, EndpointPattern, Fingerprint, Instant, Span};
+
+/// A whole gateway configuration: the source of truth for one splpd instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this gateway is.
+    pub gateway: Gateway,
+    /// Where agency applications and peer gateways connect.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// The operators' listener.
+    pub admin: Option<Admin>,
+    /// Certificate authorities and the identifiers each may vouch for.
+    #[serde(default, rename = "trust_anchor")]
+    pub trust_anchors: Vec<TrustAnchor>,
+    /// Certificates from outside CAs (such as BSrE) mapped to an identity by fingerprint.
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<IdentityMapping>,
+    /// Services of this region's agencies that the gateway routes to.
+    #[serde(default, rename = "service")]
+    pub services: Vec<Service>,
+    /// Named sets of clients that grants may name.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<Group>,
+    /// Access rights: who may call what.
+    #[serde(default, rename = "grant")]
+    pub grants: Vec<Grant>,
+    /// Per-client overrides of a service's rate limit.
+    #[serde(default, rename = "quota")]
+    pub quotas: Vec<Quota>,
+    /// Other regions' gateways.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<Peer>,
+    /// The national SPLP connector.
+    pub national: Option<National>,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: Audit,
+    /// Limits applied at the edge to every request.
+    #[serde(default)]
+    pub limits: Limits,
+    /// OpenTelemetry export.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// `[gateway]`: this gateway's identity and key pair.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// The server identifier, e.g. `ID/PEMDA/1602/gw1`; its certificate must carry it.
+    pub id: ServerId,
+    /// A human name for dashboards and reports.
+    pub name: Option<String>,
+    /// The gateway's certificate (PEM, chain allowed), used as a server and towards upstreams.
+    pub cert: PathBuf,
+    /// The gateway's private key (PEM).
+    pub key: PathBuf,
+    /// The identifier prefixes whose services this gateway owns; defaults to its own member.
+    #[serde(default)]
+    pub serves: Vec<IdPrefix>,
+}
+
+impl Gateway {
+    /// The prefixes this gateway owns: `serves`, or the gateway's member when that is empty.
+    pub fn served_prefixes(&self) -> Vec<IdPrefix> {
+        if self.serves.is_empty() {
+            // A member identifier is always a valid prefix.
+            self.id.member().to_string().parse().into_iter().collect()
+        } else {
+            self.serves.clone()
+        }
+    }
+}
+
+/// How a client reaches the gateway (design §3, connection types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    /// Mutual TLS: the identity comes from the client certificate. The default, and the only
+    /// type on a listener that opts nobody in.
+    Mtls,
+    /// TLS without a client certificate; the identity comes from `X-Road-Client`.
+    Tls,
+    /// Plain HTTP; the identity comes from `X-Road-Client`.
+    Http,
+}
+
+/// `[[listener]]`: an address where clients and peers connect.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// A name used in logs and metrics.
+    pub name: String,
+    /// `IP:port`, e.g. `0.0.0.0:8443`.
+    pub address: String,
+    /// Clients opted in to a weaker connection type on this listener.
+    #[serde(default)]
+    pub clients: Vec<ClientOptIn>,
+    /// The most connections held open at once; further ones wait in the kernel backlog.
+    pub max_connections: Option<u32>,
+}
+
+/// A named client allowed to connect without a client certificate on one listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientOptIn {
+    /// The client, e.g. `ID/PEMDA/1602/SIMPEG-LAMA`.
+    pub client: ClientId,
+    /// `tls` or `http`.
+    pub connection: ConnectionType,
+}
+
+/// `[admin]`: the operators' listener (mTLS with admin certificates only).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `IP:port`, usually on loopback or the office network.
+    pub address: String,
+    /// The operators allowed in; when empty, any admin certificate of this gateway's member.
+    #[serde(default)]
+    pub operators: Vec<AdminId>,
+}
+
+/// `[[trust_anchor]]`: a CA and the identifiers it may vouch for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustAnchor {
+    /// A name that identity mappings and peers refer to.
+    pub name: String,
+    /// The CA certificate(s), PEM.
+    pub ca: PathBuf,
+    /// Identifier prefixes this CA may vouch for through the URI SAN of the certificates it
+    /// issues. Empty for a CA (such as BSrE) whose certificates only count through `[[identity]]`.
+    #[serde(default)]
+    pub scopes: Vec<IdPrefix>,
+    /// Certificate revocation lists of this CA, PEM or DER.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+/// `[[identity]]`: a certificate without our URI SAN, mapped to an identity by fingerprint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMapping {
+    /// The SHA-256 fingerprint of the certificate.
+    pub fingerprint: Fingerprint,
+    /// `subsystem` (default), `server` or `admin`.
+    #[serde(default = "default_identity_kind")]
+    pub kind: IdKind,
+    /// The identifier the certificate stands for.
+    pub id: String,
+    /// The trust anchor the certificate must chain to.
+    pub anchor: String,
+}
+
+fn default_identity_kind() -> IdKind {
+    IdKind::Subsystem
+}
+
+/// The protocol a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// REST over HTTP/1.1 or HTTP/2 (X-Road r1).
+    #[default]
+    Rest,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+/// When an exchange's audit record must be on disk (design §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// The response is released only after its record is durable (group commit).
+    #[default]
+    Sync,
+    /// As `sync`, and the request record is durable before the call is forwarded.
+    Strict,
+    /// Records are written in the background; a crash may lose the last few.
+    Async,
+}
+
+/// A service's rate limit per calling client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained calls per second.
+    pub per_second: u32,
+    /// Calls allowed in a burst above the sustained rate; defaults to `per_second`.
+    pub burst: Option<u32>,
+}
+
+/// The official responsible for a service's data (the regulation's data steward).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Steward {
+    /// Name and position.
+    pub name: String,
+    /// Where to reach them.
+    pub contact: Option<String>,
+}
+
+/// How the gateway connects to an HTTPS upstream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// CA certificate(s) that sign the upstream's certificate, PEM; defaults to the trust anchors.
+    pub ca: Option<PathBuf>,
+    /// Present the gateway's own certificate to the upstream (mutual TLS).
+    #[serde(default)]
+    pub client_cert: bool,
+    /// The name to verify on the upstream's certificate, when not the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// `[[service]]`: an agency service the gateway routes to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE`.
+    pub id: ServiceId,
+    /// What the service does, for the directory and dashboards.
+    pub description: Option<String>,
+    /// `rest` (default) or `grpc`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Base URLs of the service's endpoints, `http://` or `https://`.
+    pub upstreams: Vec<String>,
+    /// TLS towards `https://` upstreams.
+    pub tls: Option<UpstreamTls>,
+    /// Fully-qualified gRPC service names routed here when a call has no `x-road-service`.
+    #[serde(default)]
+    pub grpc_services: Vec<String>,
+    /// Time allowed to open a connection to an upstream.
+    pub connect_timeout: Option<Span>,
+    /// Time allowed for the upstream's response to start.
+    pub request_timeout: Option<Span>,
+    /// How long an unused pooled connection is kept.
+    pub idle_timeout: Option<Span>,
+    /// Largest request body accepted; defaults to `[limits] max_request_body`.
+    pub max_request_body: Option<ByteSize>,
+    /// Calls per client; unlimited when absent.
+    pub rate_limit: Option<RateLimit>,
+    /// The service's OpenAPI document, served by `getOpenAPI`.
+    pub openapi: Option<PathBuf>,
+    /// The data steward.
+    pub steward: Option<Steward>,
+    /// Audit durability for this service; defaults to `[audit] mode`.
+    pub audit: Option<AuditMode>,
+    /// Keep request and response bodies in the audit log (off unless the service opts in).
+    #[serde(default)]
+    pub store_bodies: bool,
+}
+
+/// `[[group]]`: a named set of clients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// The name grants use.
+    pub name: String,
+    /// What the group is.
+    pub description: Option<String>,
+    /// Its member subsystems.
+    pub members: Vec<ClientId>,
+}
+
+/// `[[grant]]`: an access right.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The service opened.
+    pub service: ServiceId,
+    /// The client it is opened to (or `group`).
+    pub client: Option<ClientId>,
+    /// The group it is opened to (or `client`).
+    pub group: Option<String>,
+    /// Which endpoints; every endpoint when empty.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointPattern>,
+    /// Declared purposes (`X-SPLP-Purpose`) the grant is bound to; any when empty.
+    #[serde(default)]
+    pub purposes: Vec<String>,
+    /// The grant holds from this instant.
+    pub valid_from: Option<Instant>,
+    /// The grant holds until this instant.
+    pub valid_until: Option<Instant>,
+}
+
+/// `[[quota]]`: a per-client override of a service's rate limit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// The service.
+    pub service: ServiceId,
+    /// The client.
+    pub client: ClientId,
+    /// Sustained calls per second.
+    pub per_second: u32,
+    /// Burst above the sustained rate; defaults to `per_second`.
+    pub burst: Option<u32>,
+}
+
+/// `[[peer]]`: another region's gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The peer's server identifier; its certificate must carry it.
+    pub id: ServerId,
+    /// `https://` URLs of its endpoints, tried in turn.
+    pub endpoints: Vec<String>,
+    /// Identifier prefixes the peer is authoritative for: services routed to it, and client
+    /// identities it may assert.
+    pub authoritative: Vec<IdPrefix>,
+    /// The trust anchor that vouches for the peer's server certificate.
+    pub trust_anchor: String,
+}
+
+/// `[national]`: the national SPLP connector.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct National {
+    /// Service identifiers under these prefixes are sent to the national SPLP.
+    pub prefixes: Vec<IdPrefix>,
+    /// The API manager's base URL.
+    pub base_url: String,
+    /// The tenant domain in `/t/<tenant>/…`.
+    pub tenant: String,
+    /// The OAuth2 token endpoint.
+    pub token_url: String,
+    /// The OAuth2 client id.
+    pub client_id: String,
+    /// A file holding the client secret (preferred).
+    pub client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// The header that carries the token: `Authorization` or e.g. `AuthorizationSPLP`.
+    #[serde(default = "default_token_header")]
+    pub token_header: String,
+    /// National APIs by service identifier.
+    #[serde(default, rename = "api")]
+    pub apis: Vec<NationalApi>,
+}
+
+fn default_token_header() -> String {
+    "Authorization".to_owned()
+}
+
+/// `[[national.api]]`: one national API and the service identifier it is called by.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NationalApi {
+    /// The service identifier agencies use.
+    pub service: ServiceId,
+    /// The API's context name in the API manager.
+    pub api: String,
+    /// The API's version.
+    pub version: String,
+}
+
+/// `[audit]`: the tamper-evident audit log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Where segment files are written.
+    pub dir: PathBuf,
+    /// Default durability mode.
+    pub mode: AuditMode,
+    /// Size at which a segment file is closed and a new one started.
+    pub segment_size: ByteSize,
+    /// A signed checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or after this much time, whichever comes first.
+    pub checkpoint_interval: Span,
+    /// The key that signs checkpoints; defaults to the gateway's key.
+    pub signing_key: Option<PathBuf>,
+    /// Delete segments older than this, once exported.
+    pub retain_for: Option<Span>,
+    /// Delete the oldest exported segments once the log is larger than this.
+    pub retain_size: Option<ByteSize>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("audit"),
+            mode: AuditMode::Sync,
+            segment_size: ByteSize::mib(64),
+            checkpoint_every: 10_000,
+            checkpoint_interval: Span(std::time::Duration::from_secs(1)),
+            signing_key: None,
+            retain_for: None,
+            retain_size: None,
+        }
+    }
+}
+
+/// `[limits]`: defaults applied at the edge to every request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest total size of a request's headers.
+    pub max_header_bytes: ByteSize,
+    /// Most headers in one request.
+    pub max_headers: u32,
+    /// Longest request URI.
+    pub max_uri_length: u32,
+    /// Largest request body, unless the service says otherwise.
+    pub max_request_body: ByteSize,
+    /// Time allowed for a client to send its request headers.
+    pub header_read_timeout: Span,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize::kib(64),
+            max_headers: 100,
+            max_uri_length: 8192,
+            max_request_body: ByteSize::mib(10),
+            header_read_timeout: Span(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry export.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// OTLP endpoint, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: String,
+    /// The service name reported; defaults to `splpd`.
+    pub service_name: Option<String>,
+}

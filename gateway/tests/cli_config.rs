@@ -1,0 +1,247 @@
+//! `splpd config check`: the example configuration passes, and each kind of mistake an operator
+//! can make fails with `file:line:column`, a message that names the mistake, and a hint.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+
+/// A folder holding the example configuration and the PKI files it names.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+fn ca(dir: &Path, name: &str) -> (Issuer<'static, KeyPair>, PathBuf) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("ca.crt");
+    std::fs::write(&path, cert.pem()).unwrap();
+    (Issuer::new(params, key), path)
+}
+
+fn leaf(issuer: &Issuer<'_, KeyPair>, urn: &str, cert: &Path, key_path: &Path) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(urn.try_into().unwrap())];
+    let cert_pem = params.signed_by(&key, issuer).unwrap().pem();
+    std::fs::write(cert, cert_pem).unwrap();
+    std::fs::write(key_path, key.serialize_pem()).unwrap();
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let pki = root.join("pki");
+        let (region, _) = ca(&pki.join("ca"), "Region 1602 CA");
+        let (_peer, _) = ca(&pki.join("peer-1601"), "Region 1601 CA");
+        leaf(&region, "urn:splp:server:ID:PEMDA:1602:gw1", &pki.join("gw1.crt"), &pki.join("gw1.key"));
+        let crl = CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc(),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        std::fs::write(pki.join("ca").join("crl.pem"), crl.signed_by(&region).unwrap().pem().unwrap()).unwrap();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        std::fs::create_dir_all(root.join("openapi")).unwrap();
+        std::fs::copy(examples.join("openapi/nik-verify.json"), root.join("openapi/nik-verify.json")).unwrap();
+        std::fs::copy(examples.join("region-1602.toml"), root.join("splpd.toml")).unwrap();
+        Self { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("splpd.toml")
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(self.config()).unwrap()
+    }
+
+    /// Replaces the one occurrence of `from` in the configuration with `to`.
+    fn edit(&self, from: &str, to: &str) {
+        let text = self.text();
+        assert_eq!(text.matches(from).count(), 1, "fixture edit must be unambiguous: {from:?}");
+        std::fs::write(self.config(), text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn append(&self, extra: &str) {
+        std::fs::write(self.config(), format!("{}\n{extra}", self.text())).unwrap();
+    }
+
+    /// 1-based line of the first line containing `needle`.
+    fn line_of(&self, needle: &str) -> usize {
+        self.text().lines().position(|l| l.contains(needle)).expect("needle in config") + 1
+    }
+
+    fn check(&self) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "check"]).arg(self.config()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Runs the check, expects failure, and returns stderr after asserting that it points at
+    /// `line` of the file, says `message` and gives a hint.
+    fn fails_at(&self, line: usize, message: &str) -> String {
+        let (ok, _, err) = self.check();
+        assert!(!ok, "config check should fail; stderr: {err}");
+        let place = format!("{}:{line}:", self.config().display());
+        let diag = err.lines().position(|l| l.starts_with(&place) && l.contains(message));
+        let Some(i) = diag else { panic!("expected a diagnostic at {place} containing {message:?}, got:\n{err}") };
+        let next = err.lines().nth(i + 1).unwrap_or_default();
+        assert!(next.trim_start().starts_with("hint: "), "diagnostic without a hint:\n{err}");
+        err
+    }
+}
+
+#[test]
+fn the_example_configuration_passes() {
+    let f = Fixture::new();
+    let (ok, out, err) = f.check();
+    assert!(ok, "stderr: {err}");
+    assert!(out.contains(": ok: gateway ID/PEMDA/1602/gw1"), "{out}");
+    assert!(out.contains("2 service(s), 3 grant(s), 1 peer(s)"), "{out}");
+}
+
+#[test]
+fn unknown_key_is_named_with_the_accepted_ones() {
+    let f = Fixture::new();
+    f.edit("request_timeout = \"10s\"", "request_timout = \"10s\"");
+    let err = f.fails_at(f.line_of("request_timout"), "unknown field `request_timout`");
+    assert!(err.contains("request_timeout"), "should list the accepted keys: {err}");
+}
+
+#[test]
+fn grant_naming_an_unknown_service_is_a_dangling_reference() {
+    let f = Fixture::new();
+    f.append("[[grant]]\nservice = \"ID/PEMDA/1602/DISDUKCAPIL/nik-verfy\"\nclient = \"ID/PEMDA/1602/DINKES\"\n");
+    let err = f.fails_at(f.line_of("nik-verfy"), "names service ID/PEMDA/1602/DISDUKCAPIL/nik-verfy, which is not defined");
+    assert!(err.contains("did you mean \"ID/PEMDA/1602/DISDUKCAPIL/nik-verify\"?"), "{err}");
+}
+
+#[test]
+fn grant_naming_an_unknown_group_is_a_dangling_reference() {
+    let f = Fixture::new();
+    f.edit("group = \"layanan-kesehatan\"", "group = \"layanan-kesehatn\"");
+    let err = f.fails_at(f.line_of("group = \"layanan-kesehatn\""), "group \"layanan-kesehatn\", which is not defined");
+    assert!(err.contains("did you mean \"layanan-kesehatan\"?"), "{err}");
+}
+
+#[test]
+fn quota_and_peer_references_are_checked_too() {
+    let f = Fixture::new();
+    f.edit("trust_anchor = \"peer-1601\"", "trust_anchor = \"peer-1610\"");
+    f.fails_at(f.line_of("trust_anchor = \"peer-1610\""), "peer names trust anchor \"peer-1610\", which is not defined");
+}
+
+#[test]
+fn overlapping_trust_scopes_are_refused() {
+    let f = Fixture::new();
+    f.edit("scopes = [\"ID/PEMDA/1601\"]", "scopes = [\"ID/PEMDA/1601\", \"ID/PEMDA/1602/DINKES\"]");
+    let err = f.fails_at(f.line_of("ID/PEMDA/1602/DINKES\"]"), "scope ID/PEMDA/1602/DINKES overlaps ID/PEMDA/1602 of trust anchor \"region\"");
+    assert!(err.contains("one CA only"), "{err}");
+}
+
+#[test]
+fn unreadable_certificate_file_is_named() {
+    let f = Fixture::new();
+    f.edit("ca = \"pki/peer-1601/ca.crt\"", "ca = \"pki/peer-1601/missing.crt\"");
+    let err = f.fails_at(f.line_of("missing.crt"), "cannot read");
+    assert!(err.contains("missing.crt"), "{err}");
+}
+
+#[test]
+fn a_certificate_file_holding_a_key_is_refused() {
+    let f = Fixture::new();
+    f.edit("ca = \"pki/peer-1601/ca.crt\"", "ca = \"pki/gw1.key\"");
+    f.fails_at(f.line_of("ca = \"pki/gw1.key\""), "holds no certificate");
+}
+
+#[test]
+fn a_leaf_certificate_is_not_a_trust_anchor() {
+    let f = Fixture::new();
+    f.edit("ca = \"pki/peer-1601/ca.crt\"", "ca = \"pki/gw1.crt\"");
+    f.fails_at(f.line_of("ca = \"pki/gw1.crt\""), "is not a CA certificate");
+}
+
+#[test]
+fn gateway_certificate_must_carry_the_gateway_identity() {
+    let f = Fixture::new();
+    f.edit("id = \"ID/PEMDA/1602/gw1\"", "id = \"ID/PEMDA/1602/gw2\"");
+    f.fails_at(f.line_of("cert = \"pki/gw1.crt\""), "the gateway certificate is for server ID/PEMDA/1602/gw1, but [gateway] id is ID/PEMDA/1602/gw2");
+}
+
+#[test]
+fn bad_listener_address_is_refused() {
+    let f = Fixture::new();
+    f.edit("address = \"0.0.0.0:8443\"", "address = \"gateway.local:8443\"");
+    let err = f.fails_at(f.line_of("gateway.local"), "\"gateway.local:8443\" is not an address to listen on");
+    assert!(err.contains("IP:port"), "{err}");
+}
+
+#[test]
+fn bad_upstream_url_is_refused() {
+    let f = Fixture::new();
+    f.edit("upstreams = [\"http://127.0.0.1:9101\"]", "upstreams = [\"ftp://127.0.0.1:9101\"]");
+    f.fails_at(f.line_of("ftp://"), "uses the ftp scheme");
+}
+
+#[test]
+fn malformed_identifier_in_the_file_names_the_part() {
+    let f = Fixture::new();
+    f.edit("client = \"ID/PEMDA/1602/RSUD\"\nendpoints", "client = \"ID/PEMDA/1602/RS UD\"\nendpoints");
+    let (ok, _, err) = f.check();
+    assert!(!ok);
+    let line = f.line_of("RS UD");
+    assert!(err.contains(&format!("splpd.toml:{line}:")), "{err}");
+    assert!(err.contains("the subsystem code \"RS UD\" contains ' '"), "{err}");
+}
+
+#[test]
+fn http_opt_in_on_a_public_address_is_refused() {
+    let f = Fixture::new();
+    f.edit("address = \"127.0.0.1:8080\"", "address = \"0.0.0.0:8080\"");
+    f.fails_at(f.line_of("connection = \"http\""), "not a loopback or intranet address");
+}
+
+#[test]
+fn a_peer_cannot_claim_this_regions_identifiers() {
+    let f = Fixture::new();
+    f.edit("authoritative = [\"ID/PEMDA/1601\"]", "authoritative = [\"ID/PEMDA/1601\", \"ID/PEMDA\"]");
+    f.fails_at(f.line_of("authoritative = "), "overlaps ID/PEMDA/1602 that this gateway serves");
+}
+
+#[test]
+fn syntax_errors_point_at_the_place() {
+    let f = Fixture::new();
+    f.edit("name = \"public\"", "name = public\"");
+    f.fails_at(f.line_of("name = public"), "TOML syntax error");
+}
+
+#[test]
+fn every_mistake_is_reported_not_only_the_first() {
+    let f = Fixture::new();
+    f.edit("address = \"0.0.0.0:8443\"", "address = \"0.0.0.0:99999\"");
+    f.edit("group = \"layanan-kesehatan\"", "group = \"nobody\"");
+    let (ok, _, err) = f.check();
+    assert!(!ok);
+    assert!(err.contains("0.0.0.0:99999") && err.contains("\"nobody\""), "{err}");
+    assert!(err.trim_end().ends_with("2 errors in the configuration"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "check", "/nonexistent/splpd.toml"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read configuration file /nonexistent/splpd.toml"), "{err}");
+}
