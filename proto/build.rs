@@ -29,15 +29,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     compiler.open_files(&protos)?;
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
-    fs::write(
-        out_dir.join(DESCRIPTOR_FILE),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    fs::write(out_dir.join(DESCRIPTOR_FILE), compiler.encode_file_descriptor_set())?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }
 

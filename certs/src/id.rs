@@ -109,9 +109,7 @@ impl IdKind {
         match self {
             Self::Member => "INSTANCE/CLASS/MEMBER, e.g. ID/PEMDA/1602",
             Self::Subsystem => "INSTANCE/CLASS/MEMBER/SUBSYSTEM, e.g. ID/PEMDA/1602/DINKES",
-            Self::Service => {
-                "INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE, e.g. ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
-            }
+            Self::Service => "INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE, e.g. ID/PEMDA/1602/DISDUKCAPIL/nik-verify",
             Self::Server => "INSTANCE/CLASS/MEMBER/SERVER, e.g. ID/PEMDA/1602/gw1",
             Self::Admin => "INSTANCE/CLASS/MEMBER/OPERATOR, e.g. ID/PEMDA/1602/budi",
             Self::Prefix => "one to four parts of an identifier, e.g. ID/PEMDA/1602",
@@ -167,7 +165,9 @@ pub enum IdError {
         part: PartName,
     },
     /// A part holds a character outside `A-Z a-z 0-9 ' ( ) + , - . = ?`.
-    #[error("invalid {kind} identifier {input:?}: the {part} {value:?} contains {ch:?}, which is not allowed; use only A-Z a-z 0-9 and ' ( ) + , - . = ?")]
+    #[error(
+        "invalid {kind} identifier {input:?}: the {part} {value:?} contains {ch:?}, which is not allowed; use only A-Z a-z 0-9 and ' ( ) + , - . = ?"
+    )]
     BadChar {
         /// What was being parsed.
         kind: IdKind,
@@ -257,13 +257,7 @@ impl Part {
             return Err(IdError::TooLong { kind, part, len: value.len() });
         }
         if let Some(ch) = value.chars().find(|c| !is_part_char(*c)) {
-            return Err(IdError::BadChar {
-                kind,
-                input: quoted(input),
-                part,
-                value: quoted(value),
-                ch,
-            });
+            return Err(IdError::BadChar { kind, input: quoted(input), part, value: quoted(value), ch });
         }
         if value == "." || value == ".." {
             return Err(IdError::DotPart { kind, input: quoted(input), part, value: value.to_owned() });
@@ -344,11 +338,13 @@ fn split_exact<const N: usize>(kind: IdKind, input: &str, sep: char, encoded: bo
     let parts = input
         .split(sep)
         .zip(names)
-        .map(|(raw, name)| if encoded { Part::decode(kind, input, *name, raw) } else { Part::check(kind, input, *name, raw) })
+        .map(
+            |(raw, name)| {
+                if encoded { Part::decode(kind, input, *name, raw) } else { Part::check(kind, input, *name, raw) }
+            },
+        )
         .collect::<Result<Vec<_>, _>>()?;
-    parts
-        .try_into()
-        .map_err(|_: Vec<Part>| IdError::WrongPartCount { kind, input: quoted(input), expected: N, found })
+    parts.try_into().map_err(|_: Vec<Part>| IdError::WrongPartCount { kind, input: quoted(input), expected: N, found })
 }
 
 /// A member: `INSTANCE/CLASS/MEMBER`, e.g. `ID/PEMDA/1602`.

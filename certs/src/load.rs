@@ -71,9 +71,8 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Lo
             Err(LoadError::Missing { path: path.to_owned(), wanted: "certificate", found: None })
         };
     }
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(path, &e))?;
+    let certs =
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| pem_error(path, &e))?;
     if certs.is_empty() {
         return Err(LoadError::Missing { path: path.to_owned(), wanted: "certificate", found: labels(&bytes) });
     }

@@ -1,6 +1,8 @@
 //! `splpd config check`: the example configuration passes, and each kind of mistake an operator
 //! can make fails with `file:line:column`, a message that names the mistake, and a hint.
 
+// Test fixtures fail loudly: a panic is the right report for a broken test setup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,8 +87,13 @@ impl Fixture {
     }
 
     fn check(&self) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "check"]).arg(self.config()).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "check"]).arg(self.config()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Runs the check, expects failure, and returns stderr after asserting that it points at
@@ -124,7 +131,8 @@ fn unknown_key_is_named_with_the_accepted_ones() {
 fn grant_naming_an_unknown_service_is_a_dangling_reference() {
     let f = Fixture::new();
     f.append("[[grant]]\nservice = \"ID/PEMDA/1602/DISDUKCAPIL/nik-verfy\"\nclient = \"ID/PEMDA/1602/DINKES\"\n");
-    let err = f.fails_at(f.line_of("nik-verfy"), "names service ID/PEMDA/1602/DISDUKCAPIL/nik-verfy, which is not defined");
+    let err =
+        f.fails_at(f.line_of("nik-verfy"), "names service ID/PEMDA/1602/DISDUKCAPIL/nik-verfy, which is not defined");
     assert!(err.contains("did you mean \"ID/PEMDA/1602/DISDUKCAPIL/nik-verify\"?"), "{err}");
 }
 
@@ -140,14 +148,20 @@ fn grant_naming_an_unknown_group_is_a_dangling_reference() {
 fn quota_and_peer_references_are_checked_too() {
     let f = Fixture::new();
     f.edit("trust_anchor = \"peer-1601\"", "trust_anchor = \"peer-1610\"");
-    f.fails_at(f.line_of("trust_anchor = \"peer-1610\""), "peer names trust anchor \"peer-1610\", which is not defined");
+    f.fails_at(
+        f.line_of("trust_anchor = \"peer-1610\""),
+        "peer names trust anchor \"peer-1610\", which is not defined",
+    );
 }
 
 #[test]
 fn overlapping_trust_scopes_are_refused() {
     let f = Fixture::new();
     f.edit("scopes = [\"ID/PEMDA/1601\"]", "scopes = [\"ID/PEMDA/1601\", \"ID/PEMDA/1602/DINKES\"]");
-    let err = f.fails_at(f.line_of("ID/PEMDA/1602/DINKES\"]"), "scope ID/PEMDA/1602/DINKES overlaps ID/PEMDA/1602 of trust anchor \"region\"");
+    let err = f.fails_at(
+        f.line_of("ID/PEMDA/1602/DINKES\"]"),
+        "scope ID/PEMDA/1602/DINKES overlaps ID/PEMDA/1602 of trust anchor \"region\"",
+    );
     assert!(err.contains("one CA only"), "{err}");
 }
 
@@ -177,7 +191,10 @@ fn a_leaf_certificate_is_not_a_trust_anchor() {
 fn gateway_certificate_must_carry_the_gateway_identity() {
     let f = Fixture::new();
     f.edit("id = \"ID/PEMDA/1602/gw1\"", "id = \"ID/PEMDA/1602/gw2\"");
-    f.fails_at(f.line_of("cert = \"pki/gw1.crt\""), "the gateway certificate is for server ID/PEMDA/1602/gw1, but [gateway] id is ID/PEMDA/1602/gw2");
+    f.fails_at(
+        f.line_of("cert = \"pki/gw1.crt\""),
+        "the gateway certificate is for server ID/PEMDA/1602/gw1, but [gateway] id is ID/PEMDA/1602/gw2",
+    );
 }
 
 #[test]
@@ -240,7 +257,10 @@ fn every_mistake_is_reported_not_only_the_first() {
 
 #[test]
 fn a_missing_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "check", "/nonexistent/splpd.toml"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["config", "check", "/nonexistent/splpd.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read configuration file /nonexistent/splpd.toml"), "{err}");

@@ -5,18 +5,10 @@
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every `.proto` file of
 /// this crate (with imports and source info), for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/splpd_descriptor_set.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/splpd_descriptor_set.bin"));
 
 /// Package `splpd.v1`: audit records, checkpoints and the directory service.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    unreachable_pub,
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms
-)]
+#[allow(clippy::all, clippy::pedantic, unreachable_pub, missing_docs, missing_debug_implementations, rust_2018_idioms)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/splpd.v1.rs"));
 }
@@ -72,10 +64,7 @@ mod tests {
         assert_eq!(decoded.protocol(), Protocol::Rest);
         // `optional` keeps "present with 0" apart from "absent".
         assert_eq!(decoded.grpc_status, Some(0));
-        let absent = ExchangeRecord {
-            grpc_status: None,
-            ..record
-        };
+        let absent = ExchangeRecord { grpc_status: None, ..record };
         let absent = ExchangeRecord::decode(absent.encode_to_vec().as_slice()).unwrap();
         assert_eq!(absent.grpc_status, None);
     }
@@ -96,28 +85,14 @@ mod tests {
             .find(|s| s.name() == "Directory")
             .expect("splpd.v1.Directory is in the descriptor set");
         let methods: Vec<&str> = directory.method.iter().map(|m| m.name()).collect();
-        assert_eq!(
-            methods,
-            ["ListClients", "ListMethods", "AllowedMethods", "GetOpenApi"]
-        );
-        assert_eq!(
-            directory.method[0].input_type(),
-            ".splpd.v1.ListClientsRequest"
-        );
+        assert_eq!(methods, ["ListClients", "ListMethods", "AllowedMethods", "GetOpenApi"]);
+        assert_eq!(directory.method[0].input_type(), ".splpd.v1.ListClientsRequest");
 
         // Source info is kept, so reflection clients can show the comments.
-        let audit = set
-            .file
-            .iter()
-            .find(|f| f.name() == "splpd/v1/audit.proto")
-            .expect("audit.proto is in the descriptor set");
+        let audit =
+            set.file.iter().find(|f| f.name() == "splpd/v1/audit.proto").expect("audit.proto is in the descriptor set");
         assert!(audit.source_code_info.is_some());
-        assert!(
-            audit
-                .message_type
-                .iter()
-                .any(|m| m.name() == "ExchangeRecord")
-        );
+        assert!(audit.message_type.iter().any(|m| m.name() == "ExchangeRecord"));
         assert!(audit.message_type.iter().any(|m| m.name() == "Checkpoint"));
     }
 
@@ -167,10 +142,7 @@ mod tests {
 
     #[test]
     fn generated_server_and_client_exist() {
-        assert_eq!(
-            <DirectoryServer<Stub> as tonic::server::NamedService>::NAME,
-            "splpd.v1.Directory"
-        );
+        assert_eq!(<DirectoryServer<Stub> as tonic::server::NamedService>::NAME, "splpd.v1.Directory");
         // The transport-based client type, named in a type position.
         let client: Option<DirectoryClient<tonic::transport::Channel>> = None;
         assert!(client.is_none());
@@ -183,20 +155,13 @@ mod tests {
     async fn client_calls_server_in_process() {
         let mut client = DirectoryClient::new(DirectoryServer::new(Stub));
 
-        let clients = client
-            .list_clients(ListClientsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .clients;
+        let clients = client.list_clients(ListClientsRequest {}).await.unwrap().into_inner().clients;
         assert_eq!(clients.len(), 1);
         assert_eq!(clients[0].member_code, "1602");
         assert_eq!(clients[0].subsystem_code.as_deref(), Some("DINKES"));
 
         let status = client
-            .get_open_api(GetOpenApiRequest {
-                service: "ID/PEMDA/1602/DISDUKCAPIL/nik-verify".to_owned(),
-            })
+            .get_open_api(GetOpenApiRequest { service: "ID/PEMDA/1602/DISDUKCAPIL/nik-verify".to_owned() })
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound);

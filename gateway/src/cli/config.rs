@@ -11,7 +11,9 @@ pub(crate) enum ConfigCommand {
     /// Check a configuration file: syntax, keys, identifiers, references between tables, trust
     /// scopes, certificate and key files, addresses. Prints every mistake as FILE:LINE:COLUMN with
     /// a hint, and exits with status 1 when there is any.
-    #[command(after_help = "Examples:\n  splpd config check /etc/splpd/splpd.toml\n  splpd config check examples/region-1602.toml")]
+    #[command(
+        after_help = "Examples:\n  splpd config check /etc/splpd/splpd.toml\n  splpd config check examples/region-1602.toml"
+    )]
     Check {
         /// The configuration file.
         file: PathBuf,

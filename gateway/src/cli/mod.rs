@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod certs;
 mod config;
+mod demo;
 pub(crate) mod out;
 
 /// splpd: the regional government service bus gateway (SPLPD).
@@ -25,6 +26,8 @@ enum Command {
     /// Run the region's certificate authority: create it, issue and revoke certificates, inspect any.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Build a local sandbox: a dev PKI and the sample region's configuration, checked.
+    Demo(demo::DemoArgs),
     /// Work with the gateway's configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -34,5 +37,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Config(cmd) => config::run(cmd),
+        Command::Demo(args) => demo::run(&args),
     }
 }

@@ -124,7 +124,11 @@ impl<'a> Locator<'a> {
             let next = match (*seg, table, array) {
                 (Seg::Key(k), Some(t), _) => t.iter().find(|(key, _)| key.get_ref() == k).map(|(key, v)| {
                     // A table value's own span may be its whole body; the key is a better place.
-                    if matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_)) { (key.span(), v) } else { (v.span(), v) }
+                    if matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_)) {
+                        (key.span(), v)
+                    } else {
+                        (v.span(), v)
+                    }
                 }),
                 (Seg::Index(i), _, Some(a)) => a.get(i).map(|v| (v.span(), v)),
                 _ => None,

@@ -216,10 +216,10 @@ pub struct EndpointPattern {
 impl EndpointPattern {
     /// Whether a call with this method and path (the part after the service identifier) matches.
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        if let Some(m) = &self.method {
-            if m != method {
-                return false;
-            }
+        if let Some(m) = &self.method
+            && m != method
+        {
+            return false;
         }
         let mut want = self.segments.iter();
         let mut have = path.strip_prefix('/').unwrap_or(path).split('/');

@@ -103,7 +103,11 @@ impl Validator<'_, '_, '_> {
         match url::Url::parse(text) {
             Ok(u) if !(u.scheme() == "https" || (!https_only && u.scheme() == "http")) => {
                 let wanted = if https_only { "https://" } else { "http:// or https://" };
-                self.err(path, format!("{text:?} uses the {} scheme", u.scheme()), format!("use {wanted}, e.g. {example}"));
+                self.err(
+                    path,
+                    format!("{text:?} uses the {} scheme", u.scheme()),
+                    format!("use {wanted}, e.g. {example}"),
+                );
             }
             Ok(u) if u.host_str().is_none_or(str::is_empty) => {
                 self.err(path, format!("{text:?} names no host"), format!("write e.g. {example}"));
@@ -124,11 +128,19 @@ impl Validator<'_, '_, '_> {
     }
 
     /// Reads a PEM/DER certificate file, reporting at `path` when it cannot be used.
-    fn certificates(&mut self, path: &[Seg<'_>], file: &Path) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+    fn certificates(
+        &mut self,
+        path: &[Seg<'_>],
+        file: &Path,
+    ) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
         match load::read_certificates(&self.file(file)) {
             Ok(certs) => Some(certs),
             Err(e) => {
-                self.err(path, e.to_string(), "check the path (relative paths start at the configuration file's folder)");
+                self.err(
+                    path,
+                    e.to_string(),
+                    "check the path (relative paths start at the configuration file's folder)",
+                );
                 None
             }
         }
@@ -155,7 +167,7 @@ impl Validator<'_, '_, '_> {
         };
         if let Some(chain) = self.certificates(at!["gateway", "cert"], &gw.cert.clone()) {
             match facts(&chain[0]) {
-                Ok(f) => match f.identity() {
+                Ok(f) => match &f.identity {
                     Ok(Identity::Server(id)) if *id == gw.id => {}
                     Ok(other) => self.err(
                         at!["gateway", "cert"],
@@ -168,12 +180,16 @@ impl Validator<'_, '_, '_> {
                         format!("issue one with `splpd certs issue --ca CA server {}`", gw.id),
                     ),
                 },
-                Err(e) => self.err(at!["gateway", "cert"], format!("the gateway certificate is unreadable: {e}"), "check the file"),
+                Err(e) => self.err(
+                    at!["gateway", "cert"],
+                    format!("the gateway certificate is unreadable: {e}"),
+                    "check the file",
+                ),
             }
-            if let Some(key) = key {
-                if let Err(why) = load::check_key_pair(&chain, &key) {
-                    self.err(at!["gateway", "key"], why, "use the key file that was written with this certificate");
-                }
+            if let Some(key) = key
+                && let Err(why) = load::check_key_pair(&chain, &key)
+            {
+                self.err(at!["gateway", "key"], why, "use the key file that was written with this certificate");
             }
         }
         let mut seen = HashSet::new();
@@ -197,7 +213,11 @@ impl Validator<'_, '_, '_> {
         let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {
-                self.err(at!["listener", i, "name"], format!("listener name {:?} is used twice", l.name), "give each listener its own name");
+                self.err(
+                    at!["listener", i, "name"],
+                    format!("listener name {:?} is used twice", l.name),
+                    "give each listener its own name",
+                );
             }
             let Some(addr) = self.address(at!["listener", i, "address"], &l.address) else { continue };
             if let Some(other) = addrs.insert(addr, l.name.clone()) {
@@ -210,7 +230,11 @@ impl Validator<'_, '_, '_> {
             let mut clients = HashSet::new();
             for (j, opt) in l.clients.iter().enumerate() {
                 if !clients.insert(&opt.client) {
-                    self.err(at!["listener", i, "clients", j, "client"], format!("{} is opted in twice", opt.client), "keep one entry");
+                    self.err(
+                        at!["listener", i, "clients", j, "client"],
+                        format!("{} is opted in twice", opt.client),
+                        "keep one entry",
+                    );
                 }
                 if opt.connection == ConnectionType::Mtls {
                     self.err(
@@ -231,18 +255,22 @@ impl Validator<'_, '_, '_> {
                 }
             }
             if l.max_connections == Some(0) {
-                self.err(at!["listener", i, "max_connections"], "max_connections = 0 would refuse every connection", "remove it or set a positive limit");
+                self.err(
+                    at!["listener", i, "max_connections"],
+                    "max_connections = 0 would refuse every connection",
+                    "remove it or set a positive limit",
+                );
             }
         }
         if let Some(admin) = &cfg.admin {
-            if let Some(addr) = self.address(at!["admin", "address"], &admin.address) {
-                if let Some(other) = addrs.get(&addr) {
-                    self.err(
-                        at!["admin", "address"],
-                        format!("{addr} is already the address of listener {other:?}"),
-                        "give the admin listener its own address, ideally on loopback or the office network",
-                    );
-                }
+            if let Some(addr) = self.address(at!["admin", "address"], &admin.address)
+                && let Some(other) = addrs.get(&addr)
+            {
+                self.err(
+                    at!["admin", "address"],
+                    format!("{addr} is already the address of listener {other:?}"),
+                    "give the admin listener its own address, ideally on loopback or the office network",
+                );
             }
             let member = cfg.gateway.id.member();
             for (i, op) in admin.operators.iter().enumerate() {
@@ -270,7 +298,11 @@ impl Validator<'_, '_, '_> {
         let mut scopes: Vec<(&IdPrefix, &str, usize, usize)> = Vec::new();
         for (i, a) in cfg.trust_anchors.iter().enumerate() {
             if !names.insert(a.name.as_str()) {
-                self.err(at!["trust_anchor", i, "name"], format!("trust anchor name {:?} is used twice", a.name), "give each anchor its own name");
+                self.err(
+                    at!["trust_anchor", i, "name"],
+                    format!("trust anchor name {:?} is used twice", a.name),
+                    "give each anchor its own name",
+                );
             }
             if let Some(certs) = self.certificates(at!["trust_anchor", i, "ca"], &a.ca) {
                 for (n, der) in certs.iter().enumerate() {
@@ -278,21 +310,38 @@ impl Validator<'_, '_, '_> {
                         Ok(f) if f.is_ca => {}
                         Ok(f) => self.err(
                             at!["trust_anchor", i, "ca"],
-                            format!("certificate {} in {} ({}) is not a CA certificate", n + 1, a.ca.display(), f.subject),
+                            format!(
+                                "certificate {} in {} ({}) is not a CA certificate",
+                                n + 1,
+                                a.ca.display(),
+                                f.subject
+                            ),
                             "a trust anchor is the CA that issues certificates (ca.crt), not a certificate it issued",
                         ),
-                        Err(e) => self.err(at!["trust_anchor", i, "ca"], format!("certificate {} in {}: {e}", n + 1, a.ca.display()), "check the file"),
+                        Err(e) => self.err(
+                            at!["trust_anchor", i, "ca"],
+                            format!("certificate {} in {}: {e}", n + 1, a.ca.display()),
+                            "check the file",
+                        ),
                     }
                 }
             }
             for (j, crl) in a.crls.iter().enumerate() {
                 if let Err(e) = load::read_crls(&self.file(crl)) {
-                    self.err(at!["trust_anchor", i, "crls", j], e.to_string(), "publish one with `splpd certs crl --ca DIR`");
+                    self.err(
+                        at!["trust_anchor", i, "crls", j],
+                        e.to_string(),
+                        "publish one with `splpd certs crl --ca DIR`",
+                    );
                 }
             }
             for (j, scope) in a.scopes.iter().enumerate() {
                 if let Some((other, other_name, _, _)) = scopes.iter().find(|(s, ..)| s.overlaps(scope)) {
-                    let whose = if *other_name == a.name { "this anchor".to_owned() } else { format!("trust anchor {other_name:?}") };
+                    let whose = if *other_name == a.name {
+                        "this anchor".to_owned()
+                    } else {
+                        format!("trust anchor {other_name:?}")
+                    };
                     self.err(
                         at!["trust_anchor", i, "scopes", j],
                         format!("scope {scope} overlaps {other} of {whose}"),
@@ -313,17 +362,29 @@ impl Validator<'_, '_, '_> {
         let mut seen = HashSet::new();
         for (i, m) in cfg.identities.iter().enumerate() {
             if !seen.insert(m.fingerprint) {
-                self.err(at!["identity", i, "fingerprint"], "this fingerprint is mapped twice", "one certificate has one identity; keep one entry");
+                self.err(
+                    at!["identity", i, "fingerprint"],
+                    "this fingerprint is mapped twice",
+                    "one certificate has one identity; keep one entry",
+                );
             }
             if let Err(e) = Identity::parse(m.kind, &m.id) {
                 self.err(at!["identity", i, "id"], e.to_string(), "write the identifier the certificate stands for");
             }
             if matches!(m.kind, IdKind::Member | IdKind::Service | IdKind::Prefix) {
-                self.err(at!["identity", i, "kind"], format!("a certificate cannot stand for a {}", m.kind), "use subsystem, server or admin");
+                self.err(
+                    at!["identity", i, "kind"],
+                    format!("a certificate cannot stand for a {}", m.kind),
+                    "use subsystem, server or admin",
+                );
             }
             if !cfg.trust_anchors.iter().any(|a| a.name == m.anchor) {
                 let hint = did_you_mean(&m.anchor, self.anchor_names(), "trust anchor");
-                self.err(at!["identity", i, "anchor"], format!("identity names trust anchor {:?}, which is not defined", m.anchor), hint);
+                self.err(
+                    at!["identity", i, "anchor"],
+                    format!("identity names trust anchor {:?}, which is not defined", m.anchor),
+                    hint,
+                );
             }
         }
     }
@@ -335,7 +396,11 @@ impl Validator<'_, '_, '_> {
         let mut grpc_names: HashMap<&str, usize> = HashMap::new();
         for (i, s) in cfg.services.iter().enumerate() {
             if !ids.insert(&s.id) {
-                self.err(at!["service", i, "id"], format!("service {} is defined twice", s.id), "merge the two [[service]] tables");
+                self.err(
+                    at!["service", i, "id"],
+                    format!("service {} is defined twice", s.id),
+                    "merge the two [[service]] tables",
+                );
             }
             if !served.iter().any(|p| s.id.is_within(p)) {
                 let list: Vec<String> = served.iter().map(ToString::to_string).collect();
@@ -347,27 +412,45 @@ impl Validator<'_, '_, '_> {
                 );
             }
             if s.upstreams.is_empty() {
-                self.err(at!["service", i, "upstreams"], format!("service {} has no upstream", s.id), "add the base URL of the agency's server, e.g. upstreams = [\"http://10.0.0.5:8080\"]");
+                self.err(
+                    at!["service", i, "upstreams"],
+                    format!("service {} has no upstream", s.id),
+                    "add the base URL of the agency's server, e.g. upstreams = [\"http://10.0.0.5:8080\"]",
+                );
             }
             for (j, u) in s.upstreams.iter().enumerate() {
                 self.url(at!["service", i, "upstreams", j], u, false);
             }
             if let Some(tls) = &s.tls {
                 if !s.upstreams.iter().any(|u| u.starts_with("https://")) {
-                    self.err(at!["service", i, "tls"], "[service.tls] is set but no upstream uses https://", "use https:// upstreams or remove the tls table");
+                    self.err(
+                        at!["service", i, "tls"],
+                        "[service.tls] is set but no upstream uses https://",
+                        "use https:// upstreams or remove the tls table",
+                    );
                 }
                 if let Some(ca) = &tls.ca {
                     self.certificates(at!["service", i, "tls", "ca"], ca);
                 }
             }
             if s.protocol == Protocol::Rest && !s.grpc_services.is_empty() {
-                self.err(at!["service", i, "grpc_services"], "grpc_services is set on a REST service", "set protocol = \"grpc\" or remove grpc_services");
+                self.err(
+                    at!["service", i, "grpc_services"],
+                    "grpc_services is set on a REST service",
+                    "set protocol = \"grpc\" or remove grpc_services",
+                );
             }
             for (j, name) in s.grpc_services.iter().enumerate() {
                 let valid = !name.is_empty()
-                    && name.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    && name
+                        .split('.')
+                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
                 if !valid {
-                    self.err(at!["service", i, "grpc_services", j], format!("{name:?} is not a fully-qualified gRPC service name"), "write package and service, e.g. \"kesehatan.v1.Rujukan\"");
+                    self.err(
+                        at!["service", i, "grpc_services", j],
+                        format!("{name:?} is not a fully-qualified gRPC service name"),
+                        "write package and service, e.g. \"kesehatan.v1.Rujukan\"",
+                    );
                 } else if let Some(first) = grpc_names.insert(name, i) {
                     self.err(
                         at!["service", i, "grpc_services", j],
@@ -383,7 +466,11 @@ impl Validator<'_, '_, '_> {
                     _ => s.idle_timeout,
                 };
                 if value.is_some_and(|d| d.0.is_zero()) {
-                    self.err(at!["service", i, key], format!("{key} is zero"), "give a positive duration such as \"5s\", or leave it out for the default");
+                    self.err(
+                        at!["service", i, key],
+                        format!("{key} is zero"),
+                        "give a positive duration such as \"5s\", or leave it out for the default",
+                    );
                 }
             }
             if let Some(rl) = &s.rate_limit {
@@ -393,17 +480,29 @@ impl Validator<'_, '_, '_> {
                 self.readable(at!["service", i, "openapi"], doc, "OpenAPI document");
             }
             if s.max_request_body.is_some_and(|b| b.0 == 0) {
-                self.err(at!["service", i, "max_request_body"], "max_request_body is zero", "leave it out for the default or give a size such as \"1 MiB\"");
+                self.err(
+                    at!["service", i, "max_request_body"],
+                    "max_request_body is zero",
+                    "leave it out for the default or give a size such as \"1 MiB\"",
+                );
             }
         }
     }
 
     fn rate(&mut self, path: &[Seg<'_>], per_second: u32, burst: Option<u32>) {
         if per_second == 0 {
-            self.err(path, "per_second = 0 would refuse every call", "remove the limit or set a positive rate; to close a service, remove its grants");
+            self.err(
+                path,
+                "per_second = 0 would refuse every call",
+                "remove the limit or set a positive rate; to close a service, remove its grants",
+            );
         }
         if burst == Some(0) {
-            self.err(path, "burst = 0 would refuse every call", "leave burst out (it defaults to per_second) or make it positive");
+            self.err(
+                path,
+                "burst = 0 would refuse every call",
+                "leave burst out (it defaults to per_second) or make it positive",
+            );
         }
     }
 
@@ -422,10 +521,18 @@ impl Validator<'_, '_, '_> {
         let mut names = HashSet::new();
         for (i, g) in cfg.groups.iter().enumerate() {
             if !names.insert(g.name.as_str()) {
-                self.err(at!["group", i, "name"], format!("group {:?} is defined twice", g.name), "merge the two [[group]] tables");
+                self.err(
+                    at!["group", i, "name"],
+                    format!("group {:?} is defined twice", g.name),
+                    "merge the two [[group]] tables",
+                );
             }
             if g.members.is_empty() {
-                self.err(at!["group", i, "members"], format!("group {:?} has no members", g.name), "list its subsystems, e.g. members = [\"ID/PEMDA/1602/DINKES\"]");
+                self.err(
+                    at!["group", i, "members"],
+                    format!("group {:?} has no members", g.name),
+                    "list its subsystems, e.g. members = [\"ID/PEMDA/1602/DINKES\"]",
+                );
             }
             let mut seen = HashSet::new();
             for (j, m) in g.members.iter().enumerate() {
@@ -440,15 +547,23 @@ impl Validator<'_, '_, '_> {
         let cfg = self.cfg;
         for (i, g) in cfg.grants.iter().enumerate() {
             match (&g.client, &g.group) {
-                (Some(_), Some(_)) => self.err(at!["grant", i, "group"], "a grant names both a client and a group", "split it into two grants"),
-                (None, None) => self.err(at!["grant", i], "a grant names neither a client nor a group", "add client = \"ID/PEMDA/1602/DINKES\" or group = \"<name>\""),
+                (Some(_), Some(_)) => self.err(
+                    at!["grant", i, "group"],
+                    "a grant names both a client and a group",
+                    "split it into two grants",
+                ),
+                (None, None) => self.err(
+                    at!["grant", i],
+                    "a grant names neither a client nor a group",
+                    "add client = \"ID/PEMDA/1602/DINKES\" or group = \"<name>\"",
+                ),
                 _ => {}
             }
-            if let Some(group) = &g.group {
-                if !cfg.groups.iter().any(|x| &x.name == group) {
-                    let hint = did_you_mean(group, cfg.groups.iter().map(|x| x.name.as_str()), "group");
-                    self.err(at!["grant", i, "group"], format!("grant names group {group:?}, which is not defined"), hint);
-                }
+            if let Some(group) = &g.group
+                && !cfg.groups.iter().any(|x| &x.name == group)
+            {
+                let hint = did_you_mean(group, cfg.groups.iter().map(|x| x.name.as_str()), "group");
+                self.err(at!["grant", i, "group"], format!("grant names group {group:?}, which is not defined"), hint);
             }
             let service = cfg.services.iter().find(|s| s.id == g.service);
             if service.is_none() {
@@ -467,13 +582,21 @@ impl Validator<'_, '_, '_> {
             }
             for (j, p) in g.purposes.iter().enumerate() {
                 if p.trim().is_empty() || p.chars().any(char::is_control) {
-                    self.err(at!["grant", i, "purposes", j], format!("purpose {p:?} is empty or holds control characters"), "write the purpose code callers send in X-SPLP-Purpose");
+                    self.err(
+                        at!["grant", i, "purposes", j],
+                        format!("purpose {p:?} is empty or holds control characters"),
+                        "write the purpose code callers send in X-SPLP-Purpose",
+                    );
                 }
             }
-            if let (Some(from), Some(until)) = (g.valid_from, g.valid_until) {
-                if from >= until {
-                    self.err(at!["grant", i, "valid_until"], "valid_until is not after valid_from", "the grant would never hold; check the dates");
-                }
+            if let (Some(from), Some(until)) = (g.valid_from, g.valid_until)
+                && from >= until
+            {
+                self.err(
+                    at!["grant", i, "valid_until"],
+                    "valid_until is not after valid_from",
+                    "the grant would never hold; check the dates",
+                );
             }
         }
     }
@@ -486,7 +609,11 @@ impl Validator<'_, '_, '_> {
                 self.unknown_service(at!["quota", i, "service"], "quota", &q.service);
             }
             if !seen.insert((&q.service, &q.client)) {
-                self.err(at!["quota", i], format!("a quota for {} on {} is already set", q.client, q.service), "keep one [[quota]] per client and service");
+                self.err(
+                    at!["quota", i],
+                    format!("a quota for {} on {} is already set", q.client, q.service),
+                    "keep one [[quota]] per client and service",
+                );
             }
             self.rate(at!["quota", i], q.per_second, q.burst);
         }
@@ -499,19 +626,35 @@ impl Validator<'_, '_, '_> {
         let mut claimed: Vec<(&IdPrefix, &ServerId)> = Vec::new();
         for (i, p) in cfg.peers.iter().enumerate() {
             if !ids.insert(&p.id) {
-                self.err(at!["peer", i, "id"], format!("peer {} is defined twice", p.id), "merge the two [[peer]] tables");
+                self.err(
+                    at!["peer", i, "id"],
+                    format!("peer {} is defined twice", p.id),
+                    "merge the two [[peer]] tables",
+                );
             }
             if p.id == cfg.gateway.id {
-                self.err(at!["peer", i, "id"], "a peer has this gateway's own identifier", "a peer is another region's gateway");
+                self.err(
+                    at!["peer", i, "id"],
+                    "a peer has this gateway's own identifier",
+                    "a peer is another region's gateway",
+                );
             }
             if p.endpoints.is_empty() {
-                self.err(at!["peer", i, "endpoints"], format!("peer {} has no endpoint", p.id), "add its https:// address, e.g. endpoints = [\"https://gw1.example.go.id:8443\"]");
+                self.err(
+                    at!["peer", i, "endpoints"],
+                    format!("peer {} has no endpoint", p.id),
+                    "add its https:// address, e.g. endpoints = [\"https://gw1.example.go.id:8443\"]",
+                );
             }
             for (j, e) in p.endpoints.iter().enumerate() {
                 self.url(at!["peer", i, "endpoints", j], e, true);
             }
             if p.authoritative.is_empty() {
-                self.err(at!["peer", i, "authoritative"], format!("peer {} is authoritative for nothing", p.id), "list the prefixes it serves, e.g. authoritative = [\"ID/PEMDA/1601\"]");
+                self.err(
+                    at!["peer", i, "authoritative"],
+                    format!("peer {} is authoritative for nothing", p.id),
+                    "list the prefixes it serves, e.g. authoritative = [\"ID/PEMDA/1601\"]",
+                );
             }
             for (j, prefix) in p.authoritative.iter().enumerate() {
                 if let Some(ours) = served.iter().find(|s| s.overlaps(prefix)) {
@@ -533,7 +676,11 @@ impl Validator<'_, '_, '_> {
             match cfg.trust_anchors.iter().find(|a| a.name == p.trust_anchor) {
                 None => {
                     let hint = did_you_mean(&p.trust_anchor, self.anchor_names(), "trust anchor");
-                    self.err(at!["peer", i, "trust_anchor"], format!("peer names trust anchor {:?}, which is not defined", p.trust_anchor), hint);
+                    self.err(
+                        at!["peer", i, "trust_anchor"],
+                        format!("peer names trust anchor {:?}, which is not defined", p.trust_anchor),
+                        hint,
+                    );
                 }
                 Some(a) if !a.scopes.iter().any(|s| p.id.is_within(s)) => {
                     let covered = cfg.identities.iter().any(|m| m.kind == IdKind::Server && m.id == p.id.to_string());
@@ -555,38 +702,75 @@ impl Validator<'_, '_, '_> {
         let Some(n) = &cfg.national else { return };
         let served = cfg.gateway.served_prefixes();
         if n.prefixes.is_empty() {
-            self.err(at!["national", "prefixes"], "[national] routes no prefix", "list the prefixes of national services, e.g. prefixes = [\"ID/KL\"]");
+            self.err(
+                at!["national", "prefixes"],
+                "[national] routes no prefix",
+                "list the prefixes of national services, e.g. prefixes = [\"ID/KL\"]",
+            );
         }
         for (j, prefix) in n.prefixes.iter().enumerate() {
             if let Some(ours) = served.iter().find(|s| s.overlaps(prefix)) {
-                self.err(at!["national", "prefixes", j], format!("{prefix} overlaps {ours}, which this gateway serves"), "national prefixes name national services only");
+                self.err(
+                    at!["national", "prefixes", j],
+                    format!("{prefix} overlaps {ours}, which this gateway serves"),
+                    "national prefixes name national services only",
+                );
             }
             if let Some(peer) = cfg.peers.iter().find(|p| p.authoritative.contains(prefix)) {
-                self.err(at!["national", "prefixes", j], format!("{prefix} is also routed to peer {}", peer.id), "route each prefix one way");
+                self.err(
+                    at!["national", "prefixes", j],
+                    format!("{prefix} is also routed to peer {}", peer.id),
+                    "route each prefix one way",
+                );
             }
         }
         self.url(at!["national", "base_url"], &n.base_url, true);
         self.url(at!["national", "token_url"], &n.token_url, true);
         if n.tenant.is_empty() || n.tenant.contains(['/', '?', '#', ' ']) {
-            self.err(at!["national", "tenant"], format!("tenant {:?} is not a tenant domain", n.tenant), "write the domain of /t/<tenant>/, e.g. \"okikab.go.id\"");
+            self.err(
+                at!["national", "tenant"],
+                format!("tenant {:?} is not a tenant domain", n.tenant),
+                "write the domain of /t/<tenant>/, e.g. \"okikab.go.id\"",
+            );
         }
         match (&n.client_secret_file, &n.client_secret_env) {
-            (Some(_), Some(_)) => self.err(at!["national", "client_secret_env"], "both client_secret_file and client_secret_env are set", "keep one"),
-            (None, None) => self.err(at!["national"], "no client secret is configured", "set client_secret_file (preferred) or client_secret_env"),
+            (Some(_), Some(_)) => self.err(
+                at!["national", "client_secret_env"],
+                "both client_secret_file and client_secret_env are set",
+                "keep one",
+            ),
+            (None, None) => self.err(
+                at!["national"],
+                "no client secret is configured",
+                "set client_secret_file (preferred) or client_secret_env",
+            ),
             (Some(f), None) => self.readable(at!["national", "client_secret_file"], f, "client secret file"),
             (None, Some(_)) => {}
         }
-        let header_ok = !n.token_header.is_empty() && n.token_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let header_ok = !n.token_header.is_empty()
+            && n.token_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !header_ok {
-            self.err(at!["national", "token_header"], format!("{:?} is not a header name", n.token_header), "e.g. \"Authorization\" or \"AuthorizationSPLP\"");
+            self.err(
+                at!["national", "token_header"],
+                format!("{:?} is not a header name", n.token_header),
+                "e.g. \"Authorization\" or \"AuthorizationSPLP\"",
+            );
         }
         for (i, api) in n.apis.iter().enumerate() {
             if !n.prefixes.iter().any(|p| api.service.is_within(p)) {
-                self.err(at!["national", "api", i, "service"], format!("{} is not under any national prefix", api.service), "add its prefix to [national] prefixes");
+                self.err(
+                    at!["national", "api", i, "service"],
+                    format!("{} is not under any national prefix", api.service),
+                    "add its prefix to [national] prefixes",
+                );
             }
             for (key, value) in [("api", &api.api), ("version", &api.version)] {
                 if value.is_empty() || value.contains(['/', '?', '#', ' ']) {
-                    self.err(at!["national", "api", i, key], format!("{key} {value:?} cannot be a URL segment"), "write it as the API manager shows it, without slashes");
+                    self.err(
+                        at!["national", "api", i, key],
+                        format!("{key} {value:?} cannot be a URL segment"),
+                        "write it as the API manager shows it, without slashes",
+                    );
                 }
             }
         }
@@ -595,18 +779,30 @@ impl Validator<'_, '_, '_> {
     fn audit_and_limits(&mut self) {
         let cfg = self.cfg;
         if cfg.audit.checkpoint_every == 0 {
-            self.err(at!["audit", "checkpoint_every"], "checkpoint_every = 0", "sign a checkpoint every N records, e.g. 10000");
+            self.err(
+                at!["audit", "checkpoint_every"],
+                "checkpoint_every = 0",
+                "sign a checkpoint every N records, e.g. 10000",
+            );
         }
         if cfg.audit.segment_size.0 < 1 << 20 {
-            self.err(at!["audit", "segment_size"], format!("segment_size {} is below 1 MiB", cfg.audit.segment_size), "use e.g. \"64 MiB\"");
+            self.err(
+                at!["audit", "segment_size"],
+                format!("segment_size {} is below 1 MiB", cfg.audit.segment_size),
+                "use e.g. \"64 MiB\"",
+            );
         }
         if cfg.audit.checkpoint_interval.0.is_zero() {
             self.err(at!["audit", "checkpoint_interval"], "checkpoint_interval is zero", "use e.g. \"1s\"");
         }
-        if let Some(key) = &cfg.audit.signing_key {
-            if let Err(e) = load::read_private_key(&self.file(key)) {
-                self.err(at!["audit", "signing_key"], e.to_string(), "point it at a PEM private key, or leave it out to sign with the gateway's key");
-            }
+        if let Some(key) = &cfg.audit.signing_key
+            && let Err(e) = load::read_private_key(&self.file(key))
+        {
+            self.err(
+                at!["audit", "signing_key"],
+                e.to_string(),
+                "point it at a PEM private key, or leave it out to sign with the gateway's key",
+            );
         }
         let l = &cfg.limits;
         for (key, zero) in [
@@ -617,7 +813,11 @@ impl Validator<'_, '_, '_> {
             ("header_read_timeout", l.header_read_timeout.0.is_zero()),
         ] {
             if zero {
-                self.err(at!["limits", key], format!("{key} is zero, which would refuse every request"), "leave it out for the default");
+                self.err(
+                    at!["limits", key],
+                    format!("{key} is zero, which would refuse every request"),
+                    "leave it out for the default",
+                );
             }
         }
     }
