@@ -1,6 +1,15 @@
 //! The splpd gateway: configuration, and (as the exchange path lands) the pipeline stages,
 //! registry, policy, audit log, admin and telemetry. The `splpd` binary only wires these.
 
+pub mod audit;
 pub mod authorize;
 pub mod config;
+pub mod error;
+pub mod exchange;
+pub mod forward;
+pub mod identify;
 pub mod limit;
+pub mod runtime;
+pub mod server;
+pub mod target;
+pub mod tls;

@@ -1,29 +1,59 @@
-//! `splpd demo`: builds a sandbox whose certificates verify against its CA, whose configuration
-//! passes the checker, and whose `demo.json` names real files; it never clears a folder it did
-//! not make.
+//! `splpd demo`: builds a sandbox whose certificates verify against its CA and whose
+//! configuration passes the checker, runs the gateway and the sample services in process, makes
+//! the sample calls, and describes everything in `demo.json`; while it serves, every sample call
+//! listed there gets its expected status from curl. It never clears a folder it did not make.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-fn splpd(args: &[&str], dir: &Path) -> std::process::Output {
+use serde_json::Value;
+
+fn splpd(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_splpd")).args(args).current_dir(dir).output().unwrap()
 }
 
+fn read_manifest(sandbox: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(sandbox.join("demo.json")).unwrap()).unwrap()
+}
+
+fn audit_records(manifest: &Value) -> usize {
+    std::fs::read_to_string(manifest["audit_log"].as_str().unwrap()).unwrap().lines().count()
+}
+
 #[test]
-fn demo_builds_a_checked_sandbox_described_by_demo_json() {
+fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = splpd(&["demo", "--dir", "sandbox"], tmp.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = splpd(&["demo", "--dir", "sandbox", "--no-serve"], tmp.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("splpd.toml: ok, 2 services, 3 grants, 1 peer"), "{stdout}");
 
+    // The table shows each outcome the demo is about.
+    for shown in [
+        "-> 200 OK, X-Road-Id ",
+        "{\"nik\":\"1602015708900001\",\"valid\":true,\"nama_cocok\":true}",
+        "-> 404 Not Found from the service",
+        "-> 403 Client.AccessDenied: ID/PEMDA/1602/DINKES declared purpose \"penagihan\"",
+        "-> 403 Client.AccessDenied: ID/PEMDA/1602/DISHUB has no grant",
+        "-> 403 Client.InvalidClientIdentity",
+        "429 Client.RateLimited (Retry-After: 1)",
+        "Pantau streamed DIKIRIM -> DITERIMA -> PASIEN_TIBA -> SELESAI",
+        "straight to Dinkes's server",
+        "curl -sS -i --cacert ",
+    ] {
+        assert!(stdout.contains(shown), "missing {shown:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("!!"), "an outcome differed from what the demo expects:\n{stdout}");
+
     let sandbox = tmp.path().join("sandbox");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sandbox.join("demo.json")).unwrap()).unwrap();
-    let ca = manifest["ca_file"].as_str().unwrap();
+    let manifest = read_manifest(&sandbox);
     assert_eq!(manifest["gateway"], "ID/PEMDA/1602/gw1");
+    assert_eq!(manifest["serving"], false);
+    assert!(manifest["gateway_url"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{manifest}");
+    let ca = manifest["ca_file"].as_str().unwrap();
     let clients = manifest["clients"].as_array().unwrap();
     let identities: Vec<&str> = clients.iter().map(|c| c["identity"].as_str().unwrap()).collect();
     assert!(identities.contains(&"ID/PEMDA/1602/RSUD") && identities.contains(&"ID/PEMDA/1602/DISHUB"));
@@ -33,14 +63,31 @@ fn demo_builds_a_checked_sandbox_described_by_demo_json() {
         let verify = Command::new("openssl").args(["verify", "-CAfile", ca, cert]).output().unwrap();
         assert!(verify.status.success(), "{cert}: {}", String::from_utf8_lossy(&verify.stderr));
     }
+    let calls = manifest["calls"].as_array().unwrap();
+    let statuses: Vec<u64> = calls.iter().map(|c| c["expected_status"].as_u64().unwrap()).collect();
+    assert!(statuses.contains(&200) && statuses.contains(&403), "{statuses:?}");
+    for call in calls {
+        assert!(call["url"].as_str().unwrap().contains("/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/"), "{call}");
+        assert!(call["curl"].as_str().unwrap().starts_with("curl "), "{call}");
+    }
+    assert_eq!(manifest["rate_limit"]["expected_status"], 429);
+    assert_eq!(manifest["grpc"]["grpc_service"], "kesehatan.v1.Rujukan");
 
-    // The configuration it wrote passes on its own too.
+    // Every exchange the demo made is in the audit log: the sample calls and the burst.
+    let made = calls.len() + manifest["rate_limit"]["repeat"].as_u64().unwrap() as usize;
+    assert!(audit_records(&manifest) >= made, "{} records for {made} calls", audit_records(&manifest));
+
+    // The configuration it wrote is the example's, on loopback ports of its own, and passes the
+    // checker on its own too.
+    let config = std::fs::read_to_string(manifest["config"].as_str().unwrap()).unwrap();
+    assert!(!config.contains("\naddress = \"0.0.0.0:8443\""), "{config}");
+    assert!(config.contains("# demo: the example has address = \"0.0.0.0:8443\""), "{config}");
     let check = splpd(&["config", "check", manifest["config"].as_str().unwrap()], tmp.path());
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
     // Running it again rebuilds the same sandbox with a new CA.
     let before = std::fs::read(ca).unwrap();
-    assert!(splpd(&["demo", "--dir", "sandbox"], tmp.path()).status.success());
+    assert!(splpd(&["demo", "--dir", "sandbox", "--no-serve"], tmp.path()).status.success());
     assert_ne!(std::fs::read(ca).unwrap(), before);
 }
 
@@ -52,4 +99,126 @@ fn demo_refuses_a_folder_it_did_not_make() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no earlier demo"));
     assert_eq!(std::fs::read_to_string(tmp.path().join("important.txt")).unwrap(), "keep me");
+}
+
+/// A serving demo process, killed when the test ends however it ends.
+struct Serving {
+    child: Child,
+    output: std::path::PathBuf,
+}
+
+impl Serving {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl with `args` after the common ones and returns the HTTP status it printed.
+fn curl_status(args: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("the `curl` command is needed by this test (Debian package curl)");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// curl's arguments for a call of `demo.json`, from its fields.
+fn curl_args(call: &Value, ca: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    if let (Some(cert), Some(key)) = (call["cert"].as_str(), call["key"].as_str()) {
+        args.extend(["--cacert", ca, "--cert", cert, "--key", key].map(str::to_owned));
+    }
+    args.extend(["-X".to_owned(), call["method"].as_str().unwrap().to_owned()]);
+    for (name, value) in call["headers"].as_object().unwrap() {
+        args.extend(["-H".to_owned(), format!("{name}: {}", value.as_str().unwrap())]);
+    }
+    args.push(call["url"].as_str().unwrap().to_owned());
+    args
+}
+
+#[test]
+fn every_sample_call_in_demo_json_gets_its_expected_status_from_curl_while_the_demo_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("demo.out");
+    let log = std::fs::File::create(&output).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["demo", "--dir", "sandbox"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut demo = Serving { child, output };
+
+    let sandbox = tmp.path().join("sandbox");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sandbox.join("demo.json").is_file() {
+        if let Some(status) = demo.child.try_wait().unwrap() {
+            panic!("the demo ended ({status}) before writing demo.json:\n{}", demo.output());
+        }
+        assert!(Instant::now() < deadline, "no demo.json after 120 s:\n{}", demo.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let manifest = read_manifest(&sandbox);
+    assert_eq!(manifest["serving"], true);
+    let ca = manifest["ca_file"].as_str().unwrap();
+
+    let calls = manifest["calls"].as_array().unwrap();
+    assert!(calls.len() >= 4, "{manifest}");
+    for call in calls {
+        let expected = call["expected_status"].as_u64().unwrap();
+        // From the call's fields...
+        let args = curl_args(call, ca);
+        let status = curl_status(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(u64::from(status), expected, "{}: curl {args:?}\n{}", call["name"], demo.output());
+        // ...and as the ready-to-paste command line the demo prints.
+        let line = format!("{} -o /dev/null -w '%{{http_code}}' --max-time 10", call["curl"].as_str().unwrap());
+        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        let status = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            status.trim(),
+            expected.to_string(),
+            "{}: {line}\n{}",
+            call["name"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // The burst runs into Dinkes's quota: its bucket holds `burst` calls and refills at
+    // `per_second`, so `burst + 5` calls made within 5 s get at least one 429, whatever the
+    // bucket held when they started; every other answer is a 200.
+    let burst = &manifest["rate_limit"];
+    let repeat = burst["burst"].as_u64().unwrap() + 5;
+    let args = curl_args(burst, ca);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let statuses: Vec<u16> = (0..repeat).map(|_| curl_status(&args)).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    if started.elapsed() < Duration::from_secs(5) {
+        assert!(statuses.contains(&429), "{statuses:?}");
+    }
+
+    // SIGTERM stops it cleanly, with every exchange in the audit log.
+    let pid = demo.child.id().to_string();
+    assert!(Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = demo.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop on SIGTERM:\n{}", demo.output());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}:\n{}", demo.output());
+    let made_by_curl = 2 * calls.len() + repeat as usize;
+    assert!(audit_records(&manifest) >= made_by_curl, "{}", audit_records(&manifest));
 }

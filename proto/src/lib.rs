@@ -1,16 +1,35 @@
 //! Protobuf messages and gRPC services of splpd: the audit log's records and
-//! checkpoints, and the directory service. The code is generated at build time
-//! from `proto/splpd/v1/*.proto` by protox and tonic-prost-build, so building
+//! checkpoints, and the directory service; and the sample agency service that
+//! `splpd demo` serves (`kesehatan.v1.Rujukan`). The code is generated at build
+//! time from `proto/**/*.proto` by protox and tonic-prost-build, so building
 //! needs no `protoc`.
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every `.proto` file of
-/// this crate (with imports and source info), for gRPC server reflection.
+/// this crate (with imports and source info), for gRPC server reflection. It
+/// holds the sample `kesehatan.v1` package too.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/splpd_descriptor_set.bin"));
 
 /// Package `splpd.v1`: audit records, checkpoints and the directory service.
 #[allow(clippy::all, clippy::pedantic, unreachable_pub, missing_docs, missing_debug_implementations, rust_2018_idioms)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/splpd.v1.rs"));
+}
+
+/// Sample agency services of the example region, not APIs of the gateway.
+pub mod kesehatan {
+    /// Package `kesehatan.v1`: referrals between health facilities (`Rujukan`), the gRPC
+    /// service of Dinkes that `splpd demo` serves.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        unreachable_pub,
+        missing_docs,
+        missing_debug_implementations,
+        rust_2018_idioms
+    )]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/kesehatan.v1.rs"));
+    }
 }
 
 #[cfg(test)]
@@ -75,7 +94,7 @@ mod tests {
 
         let mut names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["splpd/v1/audit.proto", "splpd/v1/directory.proto"]);
+        assert_eq!(names, ["kesehatan/v1/rujukan.proto", "splpd/v1/audit.proto", "splpd/v1/directory.proto"]);
 
         let directory = set
             .file

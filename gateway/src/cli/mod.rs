@@ -8,6 +8,7 @@ mod certs;
 mod config;
 mod demo;
 pub(crate) mod out;
+mod serve;
 
 /// splpd: the regional government service bus gateway (SPLPD).
 ///
@@ -26,7 +27,9 @@ enum Command {
     /// Run the region's certificate authority: create it, issue and revoke certificates, inspect any.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
-    /// Build a local sandbox: a dev PKI and the sample region's configuration, checked.
+    /// Run the gateway: accept exchanges on the configured listeners until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Run a local sandbox: a sample region's gateway and services, called with real certificates.
     Demo(demo::DemoArgs),
     /// Work with the gateway's configuration file.
     #[command(subcommand)]
@@ -38,5 +41,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Demo(args) => demo::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
+}
+
+/// Logs to stderr; `RUST_LOG` sets the level (default `info`).
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

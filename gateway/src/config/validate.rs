@@ -220,7 +220,10 @@ impl Validator<'_, '_, '_> {
                 );
             }
             let Some(addr) = self.address(at!["listener", i, "address"], &l.address) else { continue };
-            if let Some(other) = addrs.insert(addr, l.name.clone()) {
+            // Port 0 asks the system for a free port, so two such listeners never clash.
+            if addr.port() != 0
+                && let Some(other) = addrs.insert(addr, l.name.clone())
+            {
                 self.err(
                     at!["listener", i, "address"],
                     format!("{addr} is already the address of listener {other:?}"),

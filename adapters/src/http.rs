@@ -1,0 +1,123 @@
+//! The HTTP upstream: a pooled, keep-alive hyper client towards one service's endpoints, plain or
+//! TLS (with the gateway's own certificate when the upstream wants mutual TLS). Bodies stream
+//! through it in both directions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The error type of bodies sent upstream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as the gateway forwards it.
+pub type UpstreamBody = BoxBody<Bytes, BoxError>;
+
+/// How to reach one service's upstreams.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    /// Time allowed to open a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long an unused pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per upstream host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        Self { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle_per_host: 256 }
+    }
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be opened (refused, unreachable, TLS handshake failed, timed out).
+    #[error("cannot connect to the service at {authority}: {reason}")]
+    Connect {
+        /// `host:port` of the upstream.
+        authority: String,
+        /// What the connector said.
+        reason: String,
+    },
+    /// The upstream did not start its response in time.
+    #[error("the service at {authority} did not answer within {after:?}")]
+    Timeout {
+        /// `host:port` of the upstream.
+        authority: String,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The connection broke during the exchange, or the upstream spoke broken HTTP.
+    #[error("the exchange with the service at {authority} failed: {reason}")]
+    Broken {
+        /// `host:port` of the upstream.
+        authority: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A pooled HTTP/1.1 and HTTP/2 client for one service.
+#[derive(Debug, Clone)]
+pub struct HttpUpstream {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+}
+
+/// The innermost cause of an error, which is what tells an operator what happened.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl HttpUpstream {
+    /// A client that speaks plain HTTP to `http://` upstreams and TLS with `tls` to `https://`.
+    pub fn new(mut tls: rustls::ClientConfig, opts: &UpstreamOptions) -> Self {
+        // The connector offers ALPN itself, for the HTTP versions it enables.
+        tls.alpn_protocols.clear();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(opts.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(opts.idle_timeout)
+            .pool_max_idle_per_host(opts.max_idle_per_host)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends `req` (its URI absolute) and waits at most `timeout` for the response to start.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let authority = req.uri().authority().map(ToString::to_string).unwrap_or_default();
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout { authority, after: timeout }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect { authority, reason: root_cause(&e) }),
+            Ok(Err(e)) => Err(UpstreamError::Broken { authority, reason: root_cause(&e) }),
+        }
+    }
+}
+
+/// Convenience for configurations shared across upstreams.
+pub type SharedUpstream = Arc<HttpUpstream>;

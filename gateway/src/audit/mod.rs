@@ -1,0 +1,191 @@
+//! The audit stage of the exchange path (design §5): every exchange, allowed or denied, leaves an
+//! [`ExchangeRecord`], and is answered only once its record is as durable as its [`AuditMode`]
+//! asks. The path talks to an [`AuditSink`]; which log sits behind it is the binary's choice.
+//!
+//! Fail closed: when a sink cannot take a record, the ticket says so and the caller refuses the
+//! exchange with `Server.AuditUnavailable`, so no exchange is ever answered without its record.
+
+mod jsonl;
+mod memory;
+mod record;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+pub use self::jsonl::{DEFAULT_QUEUE_CAPACITY, JsonLinesSink, JsonLinesStats};
+pub use self::memory::MemorySink;
+pub use self::record::{BodyDigest, BodyHasher, RecordBuilder, now_nanos};
+pub use crate::config::AuditMode;
+pub use splpd_proto::v1::ExchangeRecord;
+
+/// Where the exchange path sends its records.
+///
+/// Object safe, so that the gateway holds an `Arc<dyn AuditSink>` and the log behind it (JSON
+/// lines today, the segment-file Merkle log later) changes without touching callers.
+///
+/// No method blocks or waits: disk work belongs to the sink's own writer, and callers wait by
+/// awaiting the [`AuditTicket`] they get back.
+pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
+    /// Hands a record to the log.
+    ///
+    /// The ticket resolves with `Ok` once the record is as durable as `mode` asks: on disk for
+    /// [`AuditMode::Sync`] and [`AuditMode::Strict`] (which differ only in how often the caller
+    /// appends, not here), accepted for [`AuditMode::Async`], usually at once. It resolves with an
+    /// error when the log cannot take the record; the exchange must then be refused. Once
+    /// `append` has returned, the record's fate no longer depends on the ticket: dropping it
+    /// loses the answer, not the record.
+    fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket;
+
+    /// Resolves once every record appended before the call is durable, whatever its mode.
+    fn flush(&self) -> AuditTicket;
+
+    /// Whether the log is taking records, for readiness checks and the admin dashboard.
+    fn health(&self) -> AuditHealth;
+
+    /// Stops taking records: appends after this fail with [`AuditError::Closed`]; the ticket
+    /// resolves once everything accepted before it is durable, for a graceful shutdown.
+    fn shutdown(&self) -> AuditTicket;
+}
+
+/// Whether an [`AuditSink`] is taking records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditHealth {
+    /// Records are being written.
+    Available,
+    /// The last write failed, so exchanges are being refused; the sink keeps trying and becomes
+    /// available again with the first write that succeeds.
+    Unavailable {
+        /// What went wrong, for operators.
+        reason: String,
+        /// When writes started failing, in nanoseconds since the Unix epoch.
+        since_unix_nanos: i64,
+    },
+    /// The sink has been shut down or its writer has stopped.
+    Closed,
+}
+
+impl AuditHealth {
+    /// Whether records are being written.
+    pub fn is_available(&self) -> bool {
+        matches!(self, Self::Available)
+    }
+}
+
+/// Why a record could not be taken. Every variant means the same to a client:
+/// `Server.AuditUnavailable`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// Writing or syncing the log failed.
+    #[error("the audit log cannot be written")]
+    Write(#[source] Arc<io::Error>),
+    /// The log has been shut down, or its writer has stopped.
+    #[error("the audit log is closed")]
+    Closed,
+}
+
+impl AuditError {
+    /// A write failure, shared by every record of the failed batch.
+    pub fn write(error: io::Error) -> Self {
+        Self::Write(Arc::new(error))
+    }
+}
+
+/// The answer to an [`AuditSink::append`]: a future that resolves when the record is as durable
+/// as asked, or with the reason it cannot be.
+#[must_use = "an exchange may be answered only after its audit ticket resolved with Ok"]
+#[derive(Debug)]
+pub struct AuditTicket(Ticket);
+
+#[derive(Debug)]
+enum Ticket {
+    /// Taken out (`None`) once polled to completion.
+    Ready(Option<Result<(), AuditError>>),
+    Waiting(oneshot::Receiver<Result<(), AuditError>>),
+}
+
+impl AuditTicket {
+    /// A ticket that has already succeeded.
+    pub fn ok() -> Self {
+        Self(Ticket::Ready(Some(Ok(()))))
+    }
+
+    /// A ticket that has already failed.
+    pub fn failed(error: AuditError) -> Self {
+        Self(Ticket::Ready(Some(Err(error))))
+    }
+
+    /// A ticket that a sink's writer resolves later through the [`TicketResolver`]. Should the
+    /// resolver be dropped unresolved (the writer died), the ticket fails with
+    /// [`AuditError::Closed`] rather than hanging.
+    pub fn channel() -> (Self, TicketResolver) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Ticket::Waiting(rx)), TicketResolver(tx))
+    }
+}
+
+impl Future for AuditTicket {
+    type Output = Result<(), AuditError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let result = match &mut this.0 {
+            // Polling again after completion is a caller bug; answering Closed fails closed.
+            Ticket::Ready(result) => result.take().unwrap_or(Err(AuditError::Closed)),
+            Ticket::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result.unwrap_or(Err(AuditError::Closed)),
+            },
+        };
+        this.0 = Ticket::Ready(None);
+        Poll::Ready(result)
+    }
+}
+
+/// The writer's end of a pending [`AuditTicket`].
+#[derive(Debug)]
+pub struct TicketResolver(oneshot::Sender<Result<(), AuditError>>);
+
+impl TicketResolver {
+    /// Resolves the ticket. A caller that has stopped waiting (its client went away) is no
+    /// error: the record stays in the log all the same.
+    pub fn resolve(self, result: Result<(), AuditError>) {
+        let _ = self.0.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    #[test]
+    fn sink_is_object_safe() {
+        let sink: Arc<dyn AuditSink> = Arc::new(MemorySink::new());
+        assert!(sink.health().is_available());
+    }
+
+    #[test]
+    fn ready_tickets_resolve_without_waiting() {
+        assert!(matches!(AuditTicket::ok().now_or_never(), Some(Ok(()))));
+        assert!(matches!(AuditTicket::failed(AuditError::Closed).now_or_never(), Some(Err(AuditError::Closed))));
+    }
+
+    #[tokio::test]
+    async fn ticket_waits_for_its_resolver_and_fails_closed_if_dropped() {
+        let (mut ticket, resolver) = AuditTicket::channel();
+        assert!((&mut ticket).now_or_never().is_none());
+        resolver.resolve(Ok(()));
+        assert!(ticket.await.is_ok());
+
+        let (ticket, resolver) = AuditTicket::channel();
+        drop(resolver);
+        assert!(matches!(ticket.await, Err(AuditError::Closed)));
+    }
+}

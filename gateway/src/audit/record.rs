@@ -1,0 +1,379 @@
+//! The audit record of one exchange (design §5), filled in phase by phase as the exchange moves
+//! along the path and handed to an [`AuditSink`](super::AuditSink) when it ends. Personal data in
+//! the query string enters the record only as a SHA-256 hash, never as text.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::digest;
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use splpd_certs::id::{ClientId, ServerId, ServiceId};
+use splpd_proto::v1::{self as pb, ExchangeRecord};
+use uuid::Uuid;
+
+use crate::config::{ConnectionType, Protocol};
+
+const USER_ID: HeaderName = HeaderName::from_static("x-road-userid");
+const ISSUE: HeaderName = HeaderName::from_static("x-road-issue");
+const REPRESENTED_PARTY: HeaderName = HeaderName::from_static("x-road-represented-party");
+const PURPOSE: HeaderName = HeaderName::from_static("x-splp-purpose");
+
+/// The wall-clock time in nanoseconds since the Unix epoch, the unit of every time in a record.
+///
+/// A clock set before 1970 reads as 0 ("did not happen") and one past 2262 as `i64::MAX`, rather
+/// than a panic on the request path.
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, bytes).as_ref().to_vec()
+}
+
+/// The audit record of one exchange while the exchange is under way.
+///
+/// Each phase fills in what it learned; fields it never reaches stay empty, which the record
+/// format reads as "did not happen". [`finish`](Self::finish) stamps the response time and yields
+/// the [`ExchangeRecord`] for the sink.
+#[derive(Debug, Clone)]
+pub struct RecordBuilder {
+    record: ExchangeRecord,
+}
+
+impl RecordBuilder {
+    /// Starts the record of an exchange on `gateway` whose request head arrived at
+    /// `received_at_unix_nanos`.
+    pub fn new(gateway: &ServerId, received_at_unix_nanos: i64) -> Self {
+        Self {
+            record: ExchangeRecord {
+                received_at_unix_nanos,
+                gateway: gateway.to_string(),
+                ..ExchangeRecord::default()
+            },
+        }
+    }
+
+    /// Starts the record of an exchange whose request head arrived just now.
+    pub fn received_now(gateway: &ServerId) -> Self {
+        Self::new(gateway, now_nanos())
+    }
+
+    /// The exchange's `X-Road-Id`, in canonical lowercase hyphenated form.
+    pub fn set_exchange_id(&mut self, id: Uuid) {
+        self.record.exchange_id = id.hyphenated().to_string();
+    }
+
+    /// The client the gateway established, from the certificate or an opted-in `X-Road-Client`.
+    pub fn set_client(&mut self, client: &ClientId) {
+        self.record.client = client.to_string();
+    }
+
+    /// The client's certificate (DER); only its SHA-256 is kept.
+    pub fn set_client_cert(&mut self, der: &[u8]) {
+        self.record.client_cert_sha256 = sha256(der);
+    }
+
+    /// The SHA-256 of the client's certificate, when identification already computed it.
+    pub fn set_client_cert_sha256(&mut self, fingerprint: [u8; 32]) {
+        self.record.client_cert_sha256 = fingerprint.to_vec();
+    }
+
+    /// How the client's connection was secured.
+    pub fn set_connection_type(&mut self, connection: ConnectionType) {
+        let connection = match connection {
+            ConnectionType::Mtls => pb::ConnectionType::Mtls,
+            ConnectionType::Tls => pb::ConnectionType::Tls,
+            ConnectionType::Http => pb::ConnectionType::Http,
+        };
+        self.record.set_connection_type(connection);
+    }
+
+    /// The service a call named, before it is known whether this gateway has it.
+    pub fn set_service_id(&mut self, service: &ServiceId) {
+        self.record.service = service.to_string();
+    }
+
+    /// The service that was called and the protocol it speaks.
+    pub fn set_service(&mut self, service: &ServiceId, protocol: Protocol) {
+        self.set_service_id(service);
+        let protocol = match protocol {
+            Protocol::Rest => pb::Protocol::Rest,
+            Protocol::Grpc => pb::Protocol::Grpc,
+        };
+        self.record.set_protocol(protocol);
+    }
+
+    /// The request line: method, path as sent, and the query string as a hash only.
+    pub fn set_request(&mut self, method: &Method, uri: &Uri) {
+        method.as_str().clone_into(&mut self.record.method);
+        uri.path().clone_into(&mut self.record.path);
+        self.set_query(uri.query());
+    }
+
+    /// The raw query string (the bytes after the first `?`, exactly as received), kept only as
+    /// its SHA-256: it often holds personal data such as a NIK. `None` when there was no `?`; an
+    /// empty query after a `?` is hashed like any other, so the two stay distinguishable.
+    pub fn set_query(&mut self, raw: Option<&str>) {
+        self.record.query_sha256 = raw.map(|q| sha256(q.as_bytes())).unwrap_or_default();
+    }
+
+    /// The optional X-Road headers the log keeps: `X-Road-UserId`, `X-Road-Issue`,
+    /// `X-Road-Represented-Party` and `X-SPLP-Purpose` (the first of each, if repeated).
+    pub fn set_client_headers(&mut self, headers: &HeaderMap) {
+        // Header values are bytes; a non-UTF-8 one is kept lossily rather than dropped, so the
+        // log still shows that the header was sent.
+        let text = |name: &HeaderName| {
+            headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default()
+        };
+        self.record.user_id = text(&USER_ID);
+        self.record.issue = text(&ISSUE);
+        self.record.represented_party = text(&REPRESENTED_PARTY);
+        self.record.purpose = text(&PURPOSE);
+    }
+
+    /// The request is being sent upstream now. Only the first attempt counts: retries do not
+    /// move the time, so it still shows when forwarding began.
+    pub fn mark_forwarded(&mut self) {
+        if self.record.forwarded_at_unix_nanos == 0 {
+            self.record.forwarded_at_unix_nanos = now_nanos();
+        }
+    }
+
+    /// The upstream endpoint of the final attempt and how many retries preceded it. Only scheme,
+    /// host and port are kept: credentials must not reach the log, and the path is already in
+    /// the record.
+    pub fn set_upstream(&mut self, upstream: &Uri, retries: u32) {
+        let mut endpoint = String::new();
+        if let Some(scheme) = upstream.scheme_str() {
+            endpoint.push_str(scheme);
+            endpoint.push_str("://");
+        }
+        endpoint.push_str(upstream.host().unwrap_or_default());
+        if let Some(port) = upstream.port_u16() {
+            // Writing to a String cannot fail.
+            let _ = write!(endpoint, ":{port}");
+        }
+        self.record.upstream = endpoint;
+        self.record.retries = retries;
+    }
+
+    /// The peer gateway the exchange came from or went to.
+    pub fn set_peer(&mut self, peer: &ServerId) {
+        self.record.peer = peer.to_string();
+    }
+
+    /// The upstream's response head has arrived now.
+    pub fn mark_upstream_answered(&mut self) {
+        self.record.upstream_answered_at_unix_nanos = now_nanos();
+    }
+
+    /// The HTTP status sent to the client.
+    pub fn set_status(&mut self, status: StatusCode) {
+        self.record.status = u32::from(status.as_u16());
+    }
+
+    /// The `grpc-status` the client received (0 for success).
+    pub fn set_grpc_status(&mut self, code: u32) {
+        self.record.grpc_status = Some(code);
+    }
+
+    /// The X-Road error type of a failed exchange, e.g. `Client.AccessDenied`.
+    pub fn set_error_type(&mut self, error_type: &str) {
+        error_type.clone_into(&mut self.record.error_type);
+    }
+
+    /// Size and hash of the request body as received from the client.
+    pub fn set_request_body(&mut self, body: BodyDigest) {
+        self.record.request_body_bytes = body.bytes;
+        self.record.request_body_sha256 = body.sha256.to_vec();
+    }
+
+    /// Size and hash of the response body as sent to the client.
+    pub fn set_response_body(&mut self, body: BodyDigest) {
+        self.record.response_body_bytes = body.bytes;
+        self.record.response_body_sha256 = body.sha256.to_vec();
+    }
+
+    /// The X-Road request hash: the raw SHA-512 digest (64 bytes), not its base64 header text.
+    pub fn set_request_hash(&mut self, sha512: &[u8]) {
+        self.record.request_hash = sha512.to_vec();
+    }
+
+    /// The W3C trace-context trace id of the exchange.
+    pub fn set_trace_id(&mut self, trace_id: [u8; 16]) {
+        self.record.trace_id = trace_id.to_vec();
+    }
+
+    /// The record as filled in so far.
+    pub fn record(&self) -> &ExchangeRecord {
+        &self.record
+    }
+
+    /// A copy of the record as it stands, for the request record that `strict` mode makes
+    /// durable before forwarding; the final record follows with the same exchange id.
+    pub fn snapshot(&self) -> ExchangeRecord {
+        self.record.clone()
+    }
+
+    /// The finished record, its response time stamped now.
+    pub fn finish(self) -> ExchangeRecord {
+        self.finish_at(now_nanos())
+    }
+
+    /// The finished record, with the time the last byte of the response went out.
+    pub fn finish_at(mut self, responded_at_unix_nanos: i64) -> ExchangeRecord {
+        self.record.responded_at_unix_nanos = responded_at_unix_nanos;
+        self.record
+    }
+}
+
+/// Size and SHA-256 of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDigest {
+    /// Length of the body in bytes.
+    pub bytes: u64,
+    /// SHA-256 over the body.
+    pub sha256: [u8; 32],
+}
+
+impl BodyDigest {
+    /// The digest of a body held whole in memory.
+    pub fn of(body: &[u8]) -> Self {
+        let mut hasher = BodyHasher::new();
+        hasher.update(body);
+        hasher.finish()
+    }
+}
+
+/// Hashes a body chunk by chunk as it streams through, so that auditing never makes the gateway
+/// buffer a body it could stream.
+#[derive(Clone)]
+pub struct BodyHasher {
+    context: digest::Context,
+    bytes: u64,
+}
+
+impl BodyHasher {
+    /// A hasher that has seen no bytes yet.
+    pub fn new() -> Self {
+        Self { context: digest::Context::new(&digest::SHA256), bytes: 0 }
+    }
+
+    /// Takes in the next chunk of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.context.update(chunk);
+        self.bytes = self.bytes.saturating_add(chunk.len() as u64);
+    }
+
+    /// The size and hash of everything taken in.
+    pub fn finish(self) -> BodyDigest {
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(self.context.finish().as_ref());
+        BodyDigest { bytes: self.bytes, sha256 }
+    }
+}
+
+impl Default for BodyHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for BodyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyHasher").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> ServerId {
+        "ID/PEMDA/1602/gw1".parse().unwrap()
+    }
+
+    fn hex_sha256(bytes: &[u8]) -> String {
+        hex::encode(digest::digest(&digest::SHA256, bytes))
+    }
+
+    #[test]
+    fn keeps_the_query_only_as_its_hash() {
+        let mut b = RecordBuilder::new(&gateway(), 1);
+        let uri: Uri = "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik?nik=3201234567890001".parse().unwrap();
+        b.set_request(&Method::GET, &uri);
+        let r = b.record();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik");
+        assert_eq!(hex::encode(&r.query_sha256), hex_sha256(b"nik=3201234567890001"));
+        assert!(!format!("{r:?}").contains("3201234567890001"));
+    }
+
+    #[test]
+    fn tells_no_query_from_an_empty_one() {
+        let mut b = RecordBuilder::new(&gateway(), 1);
+        b.set_query(None);
+        assert!(b.record().query_sha256.is_empty());
+        b.set_query(Some(""));
+        assert_eq!(hex::encode(&b.record().query_sha256), hex_sha256(b""));
+    }
+
+    #[test]
+    fn upstream_keeps_no_credentials_path_or_query() {
+        let mut b = RecordBuilder::new(&gateway(), 1);
+        let uri: Uri = "https://user:secret@10.1.2.3:8443/api/nik?nik=3201".parse().unwrap();
+        b.set_upstream(&uri, 2);
+        assert_eq!(b.record().upstream, "https://10.1.2.3:8443");
+        assert_eq!(b.record().retries, 2);
+        b.set_upstream(&"http://[::1]:9000/".parse().unwrap(), 0);
+        assert_eq!(b.record().upstream, "http://[::1]:9000");
+    }
+
+    #[test]
+    fn phases_fill_the_record_and_forwarding_keeps_its_first_time() {
+        let mut b = RecordBuilder::new(&gateway(), 5);
+        let id = Uuid::new_v4();
+        b.set_exchange_id(id);
+        b.set_client(&"ID/PEMDA/1602/DINKES".parse().unwrap());
+        b.set_client_cert(b"not really DER");
+        b.set_connection_type(ConnectionType::Mtls);
+        b.set_service(&"ID/PEMDA/1602/DISDUKCAPIL/nik-verify".parse().unwrap(), Protocol::Grpc);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-road-userid", "petugas-17".parse().unwrap());
+        headers.insert("x-splp-purpose", "verifikasi".parse().unwrap());
+        b.set_client_headers(&headers);
+        b.mark_forwarded();
+        let first = b.record().forwarded_at_unix_nanos;
+        assert!(first > 0);
+        b.mark_forwarded();
+        assert_eq!(b.record().forwarded_at_unix_nanos, first);
+        b.mark_upstream_answered();
+        b.set_status(StatusCode::OK);
+        b.set_grpc_status(0);
+        b.set_request_body(BodyDigest::of(b"abc"));
+        let r = b.finish_at(42);
+
+        assert_eq!(r.exchange_id, id.to_string());
+        assert_eq!(r.gateway, "ID/PEMDA/1602/gw1");
+        assert_eq!(r.client, "ID/PEMDA/1602/DINKES");
+        assert_eq!(hex::encode(&r.client_cert_sha256), hex_sha256(b"not really DER"));
+        assert_eq!(r.connection_type(), pb::ConnectionType::Mtls);
+        assert_eq!(r.protocol(), pb::Protocol::Grpc);
+        assert_eq!((r.user_id.as_str(), r.purpose.as_str(), r.issue.as_str()), ("petugas-17", "verifikasi", ""));
+        assert!(r.upstream_answered_at_unix_nanos >= first);
+        assert_eq!((r.received_at_unix_nanos, r.responded_at_unix_nanos), (5, 42));
+        assert_eq!((r.status, r.grpc_status), (200, Some(0)));
+        assert_eq!(r.request_body_bytes, 3);
+        assert_eq!(hex::encode(&r.request_body_sha256), hex_sha256(b"abc"));
+    }
+
+    #[test]
+    fn streamed_body_hashes_like_the_whole() {
+        let mut h = BodyHasher::new();
+        h.update(b"hello ");
+        h.update(b"");
+        h.update(b"world");
+        assert_eq!(h.finish(), BodyDigest::of(b"hello world"));
+    }
+}

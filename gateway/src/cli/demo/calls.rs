@@ -1,0 +1,294 @@
+//! The demo's sample calls: what each one is, how to make it (in process with hyper and rustls,
+//! or with curl), and what it answered.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use splpd_proto::kesehatan::v1::rujukan_client::RujukanClient;
+use splpd_proto::kesehatan::v1::{KirimRequest, PantauRequest};
+
+/// Time allowed for any one sample call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One sample call, as the demo makes it and as `demo.json` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct SampleCall {
+    /// A short name of what it shows.
+    pub(super) name: &'static str,
+    /// The client making it.
+    pub(super) client: &'static str,
+    /// `mtls`, or `http` for the opted-in legacy application.
+    pub(super) connection: &'static str,
+    /// The client's certificate and key (`mtls` only).
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) method: &'static str,
+    pub(super) url: String,
+    pub(super) headers: BTreeMap<&'static str, String>,
+    /// The status it gets while the demo serves.
+    pub(super) expected_status: u16,
+    /// The `X-Road-Error` it gets, when the gateway refuses it.
+    pub(super) expected_error: Option<&'static str>,
+    /// What it shows, for people.
+    pub(super) note: String,
+    /// The same call as a curl command line.
+    pub(super) curl: String,
+}
+
+impl SampleCall {
+    /// A `GET` of `url` by `client`; `credentials` are its certificate and key for mTLS, none for
+    /// plain HTTP. It expects 200 until told otherwise.
+    pub(super) fn get(
+        name: &'static str,
+        client: &'static str,
+        credentials: Option<(&Path, &Path)>,
+        url: String,
+    ) -> Self {
+        Self {
+            name,
+            client,
+            connection: if credentials.is_some() { "mtls" } else { "http" },
+            cert: credentials.map(|(c, _)| c.to_owned()),
+            key: credentials.map(|(_, k)| k.to_owned()),
+            method: "GET",
+            url,
+            headers: BTreeMap::new(),
+            expected_status: 200,
+            expected_error: None,
+            note: String::new(),
+            curl: String::new(),
+        }
+    }
+
+    /// Adds a request header.
+    pub(super) fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.insert(name, value.to_owned());
+        self
+    }
+
+    /// Sets the answer expected: a status and, for the gateway's own refusals, the X-Road error.
+    pub(super) fn expect(mut self, status: u16, error: Option<&'static str>) -> Self {
+        self.expected_status = status;
+        self.expected_error = error;
+        self
+    }
+
+    /// Says what the call shows, and fills in its curl command line.
+    pub(super) fn explained(mut self, note: impl Into<String>, ca_file: &Path) -> Self {
+        self.note = note.into();
+        self.curl = self.curl_command(ca_file, &["-i"]);
+        self
+    }
+
+    /// The call as a curl command line, ready to paste into a POSIX shell, with `extra` options
+    /// after `curl`.
+    pub(super) fn curl_command(&self, ca_file: &Path, extra: &[&str]) -> String {
+        let mut cmd = String::from("curl -sS");
+        for e in extra {
+            let _ = write!(cmd, " {e}");
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let _ = write!(
+                cmd,
+                " --cacert {} --cert {} --key {}",
+                sh_quote(&ca_file.display().to_string()),
+                sh_quote(&cert.display().to_string()),
+                sh_quote(&key.display().to_string())
+            );
+        }
+        if self.method != "GET" {
+            let _ = write!(cmd, " -X {}", self.method);
+        }
+        for (name, value) in &self.headers {
+            let _ = write!(cmd, " -H {}", sh_quote(&format!("{name}: {value}")));
+        }
+        let _ = write!(cmd, " {}", sh_quote(&self.url));
+        cmd
+    }
+
+    /// What `client` and the call look like in the table, e.g. `RSUD  GET .../nik/1602...`.
+    pub(super) fn summary(&self) -> String {
+        let short = self.client.rsplit('/').next().unwrap_or(self.client);
+        let path = self.url.split_once("/r1/").map_or(self.url.as_str(), |(_, p)| p);
+        let path = path.strip_prefix("ID/PEMDA/1602/").unwrap_or(path);
+        format!("{short:<12} {} {path}", self.method)
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but plainly safe characters.
+pub(super) fn sh_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-:=@,+%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) { s.to_owned() } else { format!("'{}'", s.replace('\'', r"'\''")) }
+}
+
+/// What a call answered.
+#[derive(Debug, Clone)]
+pub(super) struct Outcome {
+    pub(super) status: StatusCode,
+    pub(super) x_road_id: Option<String>,
+    pub(super) x_road_error: Option<String>,
+    pub(super) retry_after: Option<String>,
+    pub(super) body: String,
+}
+
+impl Outcome {
+    /// Whether it is what the sample says it should be.
+    pub(super) fn matches(&self, call: &SampleCall) -> bool {
+        self.status.as_u16() == call.expected_status && self.x_road_error.as_deref() == call.expected_error
+    }
+
+    /// `message` of an X-Road error body, or the body itself.
+    pub(super) fn message(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| self.body.clone())
+    }
+}
+
+/// An HTTPS (or, for the legacy application, plain HTTP) client for one sample client.
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// A client trusting the demo CA and, when given, presenting a client certificate.
+pub(super) fn client(ca_file: &Path, credentials: Option<(&Path, &Path)>) -> anyhow::Result<HttpClient> {
+    use splpd_certs::load::{read_certificates, read_private_key};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in read_certificates(ca_file)? {
+        roots.add(ca).context("adding the demo CA")?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match credentials {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(read_certificates(cert)?, read_private_key(key)?)
+            .with_context(|| format!("using {} as a client certificate", cert.display()))?,
+        None => builder.with_no_client_auth(),
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// Makes `call` with `client`.
+pub(super) async fn make(client: &HttpClient, call: &SampleCall) -> anyhow::Result<Outcome> {
+    let mut req = Request::builder().method(call.method).uri(&call.url);
+    for (name, value) in &call.headers {
+        req = req.header(*name, value);
+    }
+    let req = req.body(Empty::new())?;
+    let exchange = async {
+        let resp = client.request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        anyhow::Ok((parts, body))
+    };
+    let (parts, body) = tokio::time::timeout(CALL_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("{} {} took longer than {CALL_TIMEOUT:?}", call.method, call.url))?
+        .with_context(|| format!("{} {}", call.method, call.url))?;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(Outcome {
+        status: parts.status,
+        x_road_id: header("x-road-id"),
+        x_road_error: header("x-road-error"),
+        retry_after: header("retry-after"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// What the direct gRPC calls answered.
+#[derive(Debug)]
+pub(super) struct GrpcOutcome {
+    pub(super) nomor_rujukan: String,
+    /// Each update `Pantau` streamed: stage and description.
+    pub(super) updates: Vec<(String, String)>,
+}
+
+/// Sends a referral with `Kirim`, then follows it with the server-streaming `Pantau`, straight to
+/// the service at `addr` (the gateway does not proxy gRPC yet). The metadata names the service
+/// and client as they will travel through the gateway.
+pub(super) async fn grpc_direct(addr: SocketAddr, nik: &str) -> anyhow::Result<GrpcOutcome> {
+    let calls = async {
+        let mut client = RujukanClient::connect(format!("http://{addr}")).await?;
+        let mut kirim = tonic::Request::new(KirimRequest {
+            nik: nik.to_owned(),
+            faskes_asal: "PKM-KAYUAGUNG".to_owned(),
+            faskes_tujuan: "RSUD-KAYUAGUNG".to_owned(),
+            diagnosis_icd10: "J18.9".to_owned(),
+            catatan: "perlu foto toraks".to_owned(),
+        });
+        kirim.metadata_mut().insert("x-road-service", tonic::metadata::MetadataValue::from_static(RUJUKAN));
+        let sent = client.kirim(kirim).await?.into_inner();
+        let mut stream = client.pantau(PantauRequest { nomor_rujukan: sent.nomor_rujukan.clone() }).await?.into_inner();
+        let mut updates = Vec::new();
+        while let Some(update) = stream.message().await? {
+            let stage = update.tahap();
+            let stage = stage.as_str_name().strip_prefix("TAHAP_").unwrap_or(stage.as_str_name());
+            updates.push((stage.to_owned(), update.keterangan));
+        }
+        anyhow::Ok(GrpcOutcome { nomor_rujukan: sent.nomor_rujukan, updates })
+    };
+    tokio::time::timeout(CALL_TIMEOUT, calls).await.context("the gRPC calls took too long")?
+}
+
+/// The referral service's identifier.
+pub(super) const RUJUKAN: &str = "ID/PEMDA/1602/DINKES/rujukan";
+
+/// A stage name as the table prints it.
+pub(super) fn stage_names(updates: &[(String, String)]) -> String {
+    updates.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(" -> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(sh_quote("/tmp/a-b/c.crt"), "/tmp/a-b/c.crt");
+        assert_eq!(sh_quote("X-Road-Client: ID/PEMDA/1602/RSUD"), "'X-Road-Client: ID/PEMDA/1602/RSUD'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(
+            sh_quote("https://127.0.0.1:1/r1/x?nama=Siti+Aminah"),
+            "'https://127.0.0.1:1/r1/x?nama=Siti+Aminah'"
+        );
+    }
+
+    #[test]
+    fn curl_command_carries_certificates_headers_and_url() {
+        let call = SampleCall::get(
+            "allowed",
+            "ID/PEMDA/1602/RSUD",
+            Some((Path::new("/d/rsud.crt"), Path::new("/d/rsud.key"))),
+            "https://127.0.0.1:1/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1".to_owned(),
+        )
+        .header("X-Road-Client", "ID/PEMDA/1602/RSUD")
+        .explained("", Path::new("/d/ca.crt"));
+        assert_eq!(
+            call.curl,
+            "curl -sS -i --cacert /d/ca.crt --cert /d/rsud.crt --key /d/rsud.key -H 'X-Road-Client: ID/PEMDA/1602/RSUD' \
+             https://127.0.0.1:1/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1"
+        );
+        assert_eq!(call.summary(), "RSUD         GET DISDUKCAPIL/nik-verify/nik/1");
+    }
+}

@@ -1,0 +1,70 @@
+//! `splpd serve`: run the gateway on a configuration file until interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use splpd_gateway::audit::{AuditSink, JsonLinesSink};
+use splpd_gateway::config::{self, ConfigError};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  splpd serve --config /etc/splpd/splpd.toml\n  RUST_LOG=debug splpd serve --config splpd.toml"
+)]
+pub(crate) struct ServeArgs {
+    /// The configuration file (check it first with `splpd config check`).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(err @ ConfigError::Invalid(_)) => {
+            eprintln!("{err}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let audit_file = config.audit.dir.join("exchanges.jsonl");
+        let audit: Arc<dyn AuditSink> = Arc::new(
+            JsonLinesSink::open(&audit_file, splpd_gateway::audit::DEFAULT_QUEUE_CAPACITY)
+                .with_context(|| format!("opening the audit log {}", audit_file.display()))?,
+        );
+        let running = splpd_gateway::server::start(config, audit).await?;
+        for (name, addr) in running.addrs() {
+            tracing::info!(listener = %name, %addr, "listening");
+        }
+        let gateway_id = running.gateway().snapshot().gateway_id.clone();
+        tracing::info!(audit = %audit_file.display(), "gateway {gateway_id} ready");
+        wait_for_signal().await;
+        tracing::info!("stopping: no new connections; open exchanges may finish");
+        running.stop().await.context("flushing the audit log")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+pub(crate) async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

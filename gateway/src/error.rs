@@ -1,0 +1,145 @@
+//! The gateway's own errors, and the one place where each becomes an X-Road error type, an HTTP
+//! status and a JSON body (design §3). Errors from the service itself never pass through here:
+//! they reach the client untouched.
+
+use http::StatusCode;
+
+/// Why the gateway itself refused or failed an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is malformed: bad URI, bad identifier, bad header.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request URI is longer than the configured limit.
+    #[error("the request URI is {len} bytes long; at most {max} are accepted")]
+    UriTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The request headers are larger or more numerous than the configured limits.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The request body is larger than the service accepts.
+    #[error("the request body is larger than the {limit} bytes {service} accepts")]
+    BodyTooLarge {
+        /// The service's limit in bytes.
+        limit: u64,
+        /// The service.
+        service: String,
+    },
+    /// The caller could not be identified.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller claimed an identity its credentials do not cover.
+    #[error("{0}")]
+    InvalidClientIdentity(String),
+    /// No service of that identifier is known here.
+    #[error("{0}")]
+    UnknownService(String),
+    /// The caller has no grant for this call.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The caller is over its quota; retry after the given seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// What limit was hit.
+        message: String,
+        /// Seconds until a call would be allowed.
+        retry_after_secs: u64,
+    },
+    /// The service's upstream could not be reached or broke the exchange off.
+    #[error("{0}")]
+    ServiceFailed(String),
+    /// The service's upstream did not answer in time.
+    #[error("{0}")]
+    ServiceTimeout(String),
+    /// The audit log cannot take the exchange's record, so the exchange is refused (fail closed).
+    #[error("{0}")]
+    AuditUnavailable(String),
+    /// A fault inside the gateway.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The X-Road error type: `Client.*` for the caller's mistakes, `Server.ServerProxy.*` for
+    /// the provider side, `Server.*` for the gateway itself.
+    pub fn xroad_type(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) | Self::UriTooLong { .. } | Self::HeadersTooLarge(_) => "Client.BadRequest",
+            Self::BodyTooLarge { .. } => "Client.RequestTooLarge",
+            Self::Unauthenticated(_) => "Client.Unauthenticated",
+            Self::InvalidClientIdentity(_) => "Client.InvalidClientIdentity",
+            Self::UnknownService(_) => "Client.UnknownService",
+            Self::AccessDenied(_) => "Client.AccessDenied",
+            Self::RateLimited { .. } => "Client.RateLimited",
+            Self::ServiceFailed(_) => "Server.ServerProxy.ServiceFailed",
+            Self::ServiceTimeout(_) => "Server.ServerProxy.ServiceTimeout",
+            Self::AuditUnavailable(_) => "Server.AuditUnavailable",
+            Self::Internal(_) => "Server.InternalError",
+        }
+    }
+
+    /// The HTTP status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Self::UnknownService(_) => StatusCode::NOT_FOUND,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServiceFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::ServiceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body X-Road clients expect: `{"type", "message", "detail"}`; the detail is the
+    /// exchange id, which an operator can look up in the audit log.
+    pub fn json_body(&self, exchange_id: &str) -> String {
+        serde_json::json!({
+            "type": self.xroad_type(),
+            "message": self.to_string(),
+            "detail": exchange_id,
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_type_and_status() {
+        let cases = [
+            (GatewayError::AccessDenied("x".into()), "Client.AccessDenied", 403),
+            (GatewayError::RateLimited { message: "x".into(), retry_after_secs: 1 }, "Client.RateLimited", 429),
+            (GatewayError::BodyTooLarge { limit: 1, service: "s".into() }, "Client.RequestTooLarge", 413),
+            (GatewayError::HeadersTooLarge("x".into()), "Client.BadRequest", 431),
+            (GatewayError::UriTooLong { len: 2, max: 1 }, "Client.BadRequest", 414),
+            (GatewayError::ServiceFailed("x".into()), "Server.ServerProxy.ServiceFailed", 502),
+            (GatewayError::ServiceTimeout("x".into()), "Server.ServerProxy.ServiceTimeout", 504),
+            (GatewayError::AuditUnavailable("x".into()), "Server.AuditUnavailable", 503),
+        ];
+        for (err, kind, status) in cases {
+            assert_eq!(err.xroad_type(), kind);
+            assert_eq!(err.status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn json_body_has_type_message_and_detail() {
+        let err = GatewayError::AccessDenied("no grant".into());
+        let v: serde_json::Value = serde_json::from_str(&err.json_body("abc")).unwrap();
+        assert_eq!(v["type"], "Client.AccessDenied");
+        assert_eq!(v["message"], "no grant");
+        assert_eq!(v["detail"], "abc");
+    }
+}

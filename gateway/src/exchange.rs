@@ -1,0 +1,512 @@
+//! The exchange path for REST (design §4), as named phases over one per-request context:
+//! identify → parse target → route → authorize → rate-limit → forward → respond, with the audit
+//! record filled along the way. Denials and failures are exchanges too: each is answered with an
+//! X-Road error and logged, and no answer leaves before its record is as durable as asked.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use splpd_adapters::http::{BoxError, UpstreamError};
+use splpd_certs::id::{ClientId, Identity, ServiceId};
+use uuid::Uuid;
+
+use crate::audit::{AuditSink, AuditTicket, BodyHasher, RecordBuilder};
+use crate::authorize::AccessRequest;
+use crate::config::AuditMode;
+use crate::config::ConnectionType;
+use crate::error::GatewayError;
+use crate::forward::{self, MeteredRequestBody, RequestHasher, xroad};
+use crate::identify::{self, ConnectionAuth};
+use crate::runtime::{ListenerRuntime, Route, Snapshot};
+
+/// The body of every response the gateway sends.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What the exchange path shares across requests: the current configuration and the audit log.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    audit: Arc<dyn AuditSink>,
+    next_upstream: AtomicUsize,
+}
+
+/// What is known about a connection before its first request.
+#[derive(Debug)]
+pub struct Connection {
+    /// The listener it arrived on.
+    pub listener: Arc<ListenerRuntime>,
+    /// Its authentication: the certificate's identity, none, or why the certificate, although
+    /// verified, cannot stand for anyone here (its requests are refused and logged).
+    pub auth: Result<ConnectionAuth, identify::IdentifyError>,
+    /// The client's address.
+    pub remote: SocketAddr,
+}
+
+/// The per-request context carried through the phases.
+struct Ctx {
+    record: RecordBuilder,
+    exchange_id: String,
+    client: Option<ClientId>,
+    service: Option<ServiceId>,
+    mode: AuditMode,
+}
+
+/// What the checks established about an allowed call.
+struct Admitted {
+    route: Arc<Route>,
+    path_and_query: String,
+}
+
+impl Gateway {
+    /// A gateway serving `snapshot` and logging to `audit`.
+    pub fn new(snapshot: Snapshot, audit: Arc<dyn AuditSink>) -> Self {
+        Self { snapshot: ArcSwap::from_pointee(snapshot), audit, next_upstream: AtomicUsize::new(0) }
+    }
+
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Puts a new configuration in force; exchanges already running finish on the old one.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
+    /// Handles one request end to end. Never fails: every outcome is a response.
+    pub async fn handle(&self, conn: &Connection, req: Request<Incoming>) -> Response<ResponseBody> {
+        let snap = self.snapshot.load_full();
+        let mut record = RecordBuilder::received_now(&snap.gateway_id);
+        let exchange_id = req
+            .headers()
+            .get(&xroad::ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v).ok())
+            .unwrap_or_else(Uuid::new_v4);
+        record.set_exchange_id(exchange_id);
+        record.set_request(req.method(), req.uri());
+        record.set_client_headers(req.headers());
+        let mut ctx = Ctx {
+            record,
+            exchange_id: exchange_id.hyphenated().to_string(),
+            client: None,
+            service: None,
+            mode: snap.config.audit.mode,
+        };
+        match self.admit(&snap, conn, &req, &mut ctx) {
+            Ok(admitted) => self.forward(admitted, ctx, req).await,
+            Err(err) => self.refuse(ctx, &err).await,
+        }
+    }
+
+    /// The checks before anything is sent upstream.
+    fn admit(
+        &self,
+        snap: &Snapshot,
+        conn: &Connection,
+        req: &Request<Incoming>,
+        ctx: &mut Ctx,
+    ) -> Result<Admitted, GatewayError> {
+        // identify. What the certificate proves is recorded even when the call is refused, and
+        // the target too, so that a refused exchange's record says who tried what.
+        if let Ok(ConnectionAuth::Mtls(peer)) = &conn.auth {
+            ctx.record.set_client_cert_sha256(peer.cert_sha256);
+            ctx.record.set_connection_type(ConnectionType::Mtls);
+            if let Identity::Subsystem(proven) = &peer.identity {
+                ctx.record.set_client(proven);
+                ctx.client = Some(proven.clone());
+            }
+        }
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = crate::target::parse(path_and_query, snap.limits.max_uri_length as usize);
+        if let Ok(t) = &target {
+            ctx.record.set_service_id(&t.service);
+            ctx.service = Some(t.service.clone());
+        }
+        let claimed = match req.headers().get(&xroad::CLIENT) {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                GatewayError::BadRequest("X-Road-Client is not valid text; write e.g. ID/PEMDA/1602/DINKES".into())
+            })?),
+            None => None,
+        };
+        let auth = conn.auth.as_ref().map_err(identify_error)?;
+        let caller =
+            identify::identify_client(auth, &conn.listener.opt_ins, claimed).map_err(|e| identify_error(&e))?;
+        ctx.record.set_connection_type(caller.connection);
+        if let Some(fp) = caller.cert_sha256 {
+            ctx.record.set_client_cert_sha256(fp);
+        }
+        ctx.record.set_client(&caller.client);
+        ctx.client = Some(caller.client.clone());
+
+        check_header_limits(req, snap)?;
+
+        // parse target
+        let target = target?;
+
+        // route
+        let route = snap.routes.get(&target.service).cloned().ok_or_else(|| {
+            GatewayError::UnknownService(format!(
+                "no service {} is known to gateway {}; check the identifier, or ask for the directory with GET /listClients",
+                target.service, snap.gateway_id
+            ))
+        })?;
+        ctx.record.set_service(&route.id, route.protocol);
+        ctx.mode = route.audit_mode;
+
+        // authorize
+        let purpose = req.headers().get(&xroad::PURPOSE).and_then(|v| v.to_str().ok());
+        let access = AccessRequest {
+            client: &caller.client,
+            service: &route.id,
+            method: req.method().as_str(),
+            path: target.path,
+            purpose,
+        };
+        snap.policy
+            .check(&access, time::OffsetDateTime::now_utc())
+            .map_err(|d| GatewayError::AccessDenied(d.to_string()))?;
+
+        // rate-limit
+        snap.limiter.check(&caller.client, &route.id).map_err(|limited| GatewayError::RateLimited {
+            message: limited.to_string(),
+            retry_after_secs: limited.retry_after_secs(),
+        })?;
+
+        // A declared length over the limit is refused before a byte is forwarded.
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > route.max_request_body) {
+            return Err(GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() });
+        }
+
+        // Fail closed: while the log cannot be written, nothing is forwarded.
+        let health = self.audit.health();
+        if !health.is_available() {
+            return Err(GatewayError::AuditUnavailable(format!(
+                "the audit log is not accepting records ({health:?}); exchanges resume once it is"
+            )));
+        }
+        let path_and_query = match target.query {
+            Some(q) => format!("{}?{q}", target.path),
+            None => target.path.to_owned(),
+        };
+        Ok(Admitted { route, path_and_query })
+    }
+
+    fn pick_upstream<'r>(&self, route: &'r Route) -> &'r Uri {
+        let i = self.next_upstream.fetch_add(1, Ordering::Relaxed) % route.upstreams.len().max(1);
+        &route.upstreams[i]
+    }
+
+    async fn forward(&self, admitted: Admitted, mut ctx: Ctx, req: Request<Incoming>) -> Response<ResponseBody> {
+        let Admitted { route, path_and_query } = admitted;
+        let base = self.pick_upstream(&route);
+        let uri = match upstream_uri(base, &path_and_query) {
+            Ok(uri) => uri,
+            Err(e) => return self.refuse(ctx, &e).await,
+        };
+        let (parts, body) = req.into_parts();
+        let received_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let hasher = RequestHasher::new(parts.method.as_str(), received_target, &parts.headers);
+        let mut headers = parts.headers;
+        forward::strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(&xroad::REQUEST_HASH);
+        let client = ctx.client.as_ref().map(ToString::to_string).unwrap_or_default();
+        forward::set(&mut headers, xroad::CLIENT, &client);
+        forward::set(&mut headers, xroad::SERVICE, &route.id.to_string());
+        forward::set(&mut headers, xroad::ID, &ctx.exchange_id);
+
+        let (metered, summary) = MeteredRequestBody::new(body, route.max_request_body, hasher);
+        let mut upstream_req = Request::new(forward::boxed(metered));
+        *upstream_req.method_mut() = parts.method;
+        *upstream_req.uri_mut() = uri.clone();
+        *upstream_req.headers_mut() = headers;
+
+        ctx.record.set_upstream(&uri, 0);
+        ctx.record.mark_forwarded();
+        let result = route.client.send(upstream_req, route.request_timeout).await;
+        ctx.record.mark_upstream_answered();
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(err) => {
+                // A body over the limit shows up as a broken upstream exchange; say what it was.
+                let gw_err = match summary.await {
+                    Ok(Err(why)) if why.starts_with("body over") => {
+                        GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
+                    }
+                    _ => upstream_error(&route.id, &err),
+                };
+                return self.refuse(ctx, &gw_err).await;
+            }
+        };
+        // The request hash is final once the upstream has read the whole body, which it has for
+        // almost every service by the time it answers; otherwise the header is left out rather
+        // than the response held back.
+        let request_hash = match tokio::time::timeout(std::time::Duration::from_millis(100), summary).await {
+            Ok(Ok(Ok(s))) => {
+                ctx.record.set_request_body(s.body);
+                ctx.record.set_request_hash(&s.request_hash.1);
+                Some(s.request_hash)
+            }
+            _ => None,
+        };
+
+        let (mut parts, body) = resp.into_parts();
+        ctx.record.set_status(parts.status);
+        forward::strip_hop_by_hop(&mut parts.headers);
+        forward::set(&mut parts.headers, xroad::CLIENT, &client);
+        forward::set(&mut parts.headers, xroad::SERVICE, &route.id.to_string());
+        forward::set(&mut parts.headers, xroad::ID, &ctx.exchange_id);
+        match &request_hash {
+            Some((b64, _)) => forward::set(&mut parts.headers, xroad::REQUEST_HASH, b64),
+            None => {
+                parts.headers.remove(&xroad::REQUEST_HASH);
+            }
+        }
+        if body.is_end_stream() {
+            // No body to stream (204, HEAD, Content-Length: 0): hyper would never poll one, so
+            // the record is completed here and the answer waits for it.
+            ctx.record.set_response_body(BodyHasher::new().finish());
+            return match self.audit.append(ctx.record.finish(), ctx.mode).await {
+                Ok(()) => {
+                    Response::from_parts(parts, Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync())
+                }
+                Err(audit_err) => {
+                    let unavailable =
+                        GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}"));
+                    error_response(&unavailable, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref())
+                }
+            };
+        }
+        let body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode);
+        Response::from_parts(parts, UnsyncBoxBody::new(body))
+    }
+
+    /// Answers with the gateway's own error, once its record is logged. If the log cannot take
+    /// the record, the answer becomes `Server.AuditUnavailable`.
+    async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
+        tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), "{err}");
+        ctx.record.set_status(err.status());
+        ctx.record.set_error_type(err.xroad_type());
+        let ticket = self.audit.append(ctx.record.finish(), ctx.mode);
+        match ticket.await {
+            Ok(()) => error_response(err, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref()),
+            Err(audit_err) => {
+                let unavailable =
+                    GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}"));
+                error_response(&unavailable, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref())
+            }
+        }
+    }
+}
+
+fn identify_error(e: &identify::IdentifyError) -> GatewayError {
+    let message = e.to_string();
+    match e.xroad_type() {
+        "Client.InvalidClientIdentity" => GatewayError::InvalidClientIdentity(message),
+        "Client.Unauthenticated" => GatewayError::Unauthenticated(message),
+        "Client.AccessDenied" => GatewayError::AccessDenied(message),
+        _ => GatewayError::BadRequest(message),
+    }
+}
+
+fn upstream_error(service: &ServiceId, err: &UpstreamError) -> GatewayError {
+    match err {
+        UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{service}: {err}")),
+        UpstreamError::Connect { .. } | UpstreamError::Broken { .. } => {
+            GatewayError::ServiceFailed(format!("{service}: {err}"))
+        }
+    }
+}
+
+/// Headers beyond the configured count or size are refused with 431 before anything else.
+fn check_header_limits(req: &Request<Incoming>, snap: &Snapshot) -> Result<(), GatewayError> {
+    let headers = req.headers();
+    let max_count = snap.limits.max_headers as usize;
+    if headers.len() > max_count {
+        return Err(GatewayError::HeadersTooLarge(format!(
+            "the request has {} headers; at most {max_count} are accepted",
+            headers.len()
+        )));
+    }
+    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    let max_size = snap.limits.max_header_bytes.bytes();
+    if size as u64 > max_size {
+        return Err(GatewayError::HeadersTooLarge(format!(
+            "the request headers take {size} bytes; at most {max_size} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// The upstream URL: the service's base URL with the checked path and query appended. Nothing
+/// else from the client goes into it.
+fn upstream_uri(base: &Uri, path_and_query: &str) -> Result<Uri, GatewayError> {
+    let base_path = base.path().trim_end_matches('/');
+    let mut parts = base.clone().into_parts();
+    let pq = format!("{base_path}{path_and_query}");
+    parts.path_and_query =
+        Some(pq.parse().map_err(|e| GatewayError::Internal(format!("cannot build the upstream URL: {e}")))?);
+    Uri::from_parts(parts).map_err(|e| GatewayError::Internal(format!("cannot build the upstream URL: {e}")))
+}
+
+/// The gateway's error as an X-Road response.
+pub fn error_response(
+    err: &GatewayError,
+    exchange_id: &str,
+    client: Option<&ClientId>,
+    service: Option<&ServiceId>,
+) -> Response<ResponseBody> {
+    let body = Full::new(Bytes::from(err.json_body(exchange_id))).map_err(|never| match never {}).boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = err.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    forward::set(h, xroad::ERROR, err.xroad_type());
+    forward::set(h, xroad::ID, exchange_id);
+    if let Some(c) = client {
+        forward::set(h, xroad::CLIENT, &c.to_string());
+    }
+    if let Some(s) = service {
+        forward::set(h, xroad::SERVICE, &s.to_string());
+    }
+    if let GatewayError::RateLimited { retry_after_secs, .. } = err {
+        forward::set(h, header::RETRY_AFTER, &retry_after_secs.to_string());
+    }
+    resp
+}
+
+/// A response body streaming from the upstream to the client. When it ends, the exchange's
+/// record is completed and appended, and the end of the stream is held back until the record is
+/// as durable as the service's audit mode asks; a body the client abandons is logged on drop.
+struct AuditedBody {
+    inner: Incoming,
+    tally: Option<BodyHasher>,
+    record: Option<RecordBuilder>,
+    audit: Arc<dyn AuditSink>,
+    mode: AuditMode,
+    ticket: Option<AuditTicket>,
+    trailers: Option<http::HeaderMap>,
+    /// The last bytes of a body of known length, held until the record is durable.
+    held: Option<Bytes>,
+}
+
+impl std::fmt::Debug for AuditedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditedBody").field("mode", &self.mode).finish()
+    }
+}
+
+impl AuditedBody {
+    fn new(inner: Incoming, record: RecordBuilder, audit: Arc<dyn AuditSink>, mode: AuditMode) -> Self {
+        Self {
+            inner,
+            tally: Some(BodyHasher::new()),
+            record: Some(record),
+            audit,
+            mode,
+            ticket: None,
+            trailers: None,
+            held: None,
+        }
+    }
+
+    /// Completes and appends the record, once.
+    fn close(&mut self, error_type: Option<&str>) -> Option<AuditTicket> {
+        let mut record = self.record.take()?;
+        if let Some(tally) = self.tally.take() {
+            record.set_response_body(tally.finish());
+        }
+        if let Some(e) = error_type {
+            record.set_error_type(e);
+        }
+        Some(self.audit.append(record.finish(), self.mode))
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(ticket) = &mut this.ticket {
+            return match Pin::new(ticket).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    this.ticket = None;
+                    if let Some(data) = this.held.take() {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+                }
+                // Fail closed: the client does not get a complete answer that was not logged.
+                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            };
+        }
+        if this.record.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    if let Some(t) = &mut this.tally {
+                        t.update(&data);
+                    }
+                    // hyper stops polling a body of known length once that length is sent, so
+                    // its end may never be seen as `None`: the last bytes wait for the record.
+                    if this.inner.is_end_stream() {
+                        this.held = Some(data);
+                        this.ticket = this.close(None);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => {
+                    this.trailers = frame.into_trailers().ok();
+                    this.ticket = this.close(None);
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            },
+            Poll::Ready(None) => {
+                this.ticket = this.close(None);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some(Err(e))) => {
+                drop(this.close(Some("Server.ServerProxy.ServiceFailed")));
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        // The client went away before the end: the exchange is logged all the same.
+        drop(self.close(Some("Client.ResponseAbandoned")));
+    }
+}

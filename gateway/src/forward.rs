@@ -1,0 +1,365 @@
+//! Forward: what crosses the gateway between client and upstream. The header rules of X-Road's
+//! REST protocol (user headers pass, hop-by-hop headers stop, X-Road headers are the gateway's
+//! to set), the request hash, and metered bodies that hash and count bytes while they stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
+
+use crate::audit::{BodyDigest, BodyHasher};
+
+/// X-Road's message headers, set by the gateway, never taken from either side.
+pub mod xroad {
+    use http::header::HeaderName;
+
+    /// The exchange id.
+    pub const ID: HeaderName = HeaderName::from_static("x-road-id");
+    /// The calling client.
+    pub const CLIENT: HeaderName = HeaderName::from_static("x-road-client");
+    /// The service called.
+    pub const SERVICE: HeaderName = HeaderName::from_static("x-road-service");
+    /// Base64 SHA-512 of the request as received.
+    pub const REQUEST_HASH: HeaderName = HeaderName::from_static("x-road-request-hash");
+    /// The gateway's error type.
+    pub const ERROR: HeaderName = HeaderName::from_static("x-road-error");
+    /// The end user on whose behalf the client calls (audit only).
+    pub const USER_ID: HeaderName = HeaderName::from_static("x-road-userid");
+    /// A case or issue number (audit only).
+    pub const ISSUE: HeaderName = HeaderName::from_static("x-road-issue");
+    /// The party the client represents (audit only).
+    pub const REPRESENTED_PARTY: HeaderName = HeaderName::from_static("x-road-represented-party");
+    /// The declared purpose, checked against purpose-bound grants.
+    pub const PURPOSE: HeaderName = HeaderName::from_static("x-splp-purpose");
+}
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1) and never cross the gateway.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, those the `Connection` header names, and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The headers a `Connection` header names: hop-by-hop too (RFC 9110 §7.6.1).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Whether a header takes part in the request hash: everything the client sent except what is
+/// hop-by-hop or the hash itself.
+fn hashed_header(name: &HeaderName) -> bool {
+    !HOP_BY_HOP.contains(name) && name != header::UPGRADE && name != xroad::REQUEST_HASH
+}
+
+/// Computes `X-Road-Request-Hash` while the request streams: SHA-512 over the request line,
+/// the headers as received (lower-case `name: value` lines, sorted by name) and the body. The form is
+/// fixed in `docs/design.md`; both sides of a gateway hop compute it the same way.
+#[derive(Clone)]
+pub struct RequestHasher {
+    sha512: digest::Context,
+}
+
+impl std::fmt::Debug for RequestHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestHasher")
+    }
+}
+
+impl RequestHasher {
+    /// Starts the hash with the request line and headers.
+    pub fn new(method: &str, path_and_query: &str, headers: &HeaderMap) -> Self {
+        let mut sha512 = digest::Context::new(&digest::SHA512);
+        sha512.update(method.as_bytes());
+        sha512.update(b" ");
+        sha512.update(path_and_query.as_bytes());
+        sha512.update(b"\n");
+        // Sorted by name so that both sides of a hop agree whatever order a header map keeps;
+        // values of one name keep the order they were sent in.
+        // Headers the `Connection` header names are hop-by-hop as well: the next hop never sees them.
+        let named = connection_named(headers);
+        let mut lines: Vec<(&HeaderName, &HeaderValue)> =
+            headers.iter().filter(|(n, _)| hashed_header(n) && !named.contains(n)).collect();
+        lines.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for (name, value) in lines {
+            sha512.update(name.as_str().as_bytes());
+            sha512.update(b": ");
+            sha512.update(value.as_bytes());
+            sha512.update(b"\n");
+        }
+        sha512.update(b"\n");
+        Self { sha512 }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.sha512.update(data);
+    }
+
+    /// The base64 form sent in `X-Road-Request-Hash`, and the raw bytes for the audit record.
+    pub fn finish(self) -> (String, Vec<u8>) {
+        let d = self.sha512.finish();
+        (base64::engine::general_purpose::STANDARD.encode(d.as_ref()), d.as_ref().to_vec())
+    }
+}
+
+/// What a metered body saw once it ended.
+#[derive(Debug, Clone)]
+pub struct BodySummary {
+    /// Size and SHA-256 of the body.
+    pub body: BodyDigest,
+    /// The request hash: base64 and raw.
+    pub request_hash: (String, Vec<u8>),
+}
+
+/// Why a metered request body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// More bytes than the service accepts.
+    #[error("the request body exceeds the {limit} bytes the service accepts")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The client's side of the stream failed.
+    #[error("reading the request body failed: {0}")]
+    Read(String),
+}
+
+/// A request body on its way upstream: counted, hashed, bounded; reports its summary through a
+/// oneshot channel when it ends (nothing is sent if the upstream stops reading it).
+pub struct MeteredRequestBody<B> {
+    inner: B,
+    limit: u64,
+    bytes: u64,
+    empty: bool,
+    sha256: Option<BodyHasher>,
+    hasher: Option<RequestHasher>,
+    done: Option<oneshot::Sender<Result<BodySummary, String>>>,
+}
+
+impl<B> std::fmt::Debug for MeteredRequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredRequestBody").field("limit", &self.limit).field("bytes", &self.bytes).finish()
+    }
+}
+
+impl<B> MeteredRequestBody<B> {
+    /// Wraps `inner`; the returned receiver yields the summary, or why the body failed.
+    pub fn new(inner: B, limit: u64, hasher: RequestHasher) -> (Self, oneshot::Receiver<Result<BodySummary, String>>)
+    where
+        B: Body,
+    {
+        let (tx, rx) = oneshot::channel();
+        let body = Self {
+            empty: inner.is_end_stream(),
+            inner,
+            limit,
+            bytes: 0,
+            sha256: Some(BodyHasher::new()),
+            hasher: Some(hasher),
+            done: Some(tx),
+        };
+        (body, rx)
+    }
+
+    fn finish(&mut self) {
+        if let (Some(tx), Some(sha), Some(hasher)) = (self.done.take(), self.sha256.take(), self.hasher.take()) {
+            let summary = BodySummary { body: sha.finish(), request_hash: hasher.finish() };
+            let _ = tx.send(Ok(summary));
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(Err(why));
+        }
+    }
+}
+
+impl<B> Body for MeteredRequestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let why = e.to_string();
+                this.fail(why.clone());
+                Poll::Ready(Some(Err(BodyError::Read(why))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                    if this.bytes > this.limit {
+                        this.fail(format!("body over {} bytes", this.limit));
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+                    }
+                    if let Some(sha) = &mut this.sha256 {
+                        sha.update(data);
+                    }
+                    if let Some(h) = &mut this.hasher {
+                        h.update(data);
+                    }
+                }
+                // hyper stops polling a body of known length once that length is sent, so the
+                // end may never be reported as `None`: notice it here.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for MeteredRequestBody<B> {
+    fn drop(&mut self) {
+        // An empty body (a GET) is never polled: the client sees its end up front. It is still
+        // a complete body, and its summary is due.
+        if self.empty {
+            self.finish();
+        }
+    }
+}
+
+/// Sets a header from a string the gateway made; such strings are always valid header values.
+pub fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Boxes any body whose error converts into a boxed error.
+pub fn boxed<B>(body: B) -> splpd_adapters::http::UpstreamBody
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<splpd_adapters::http::BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_and_user_headers_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-agency-trace", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["content-type", "x-agency-trace"]);
+    }
+
+    #[test]
+    fn request_hash_covers_line_headers_and_body() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        let base = |body: &[u8], path: &str, headers: &HeaderMap| {
+            let mut r = RequestHasher::new("POST", path, headers);
+            r.update(body);
+            r.finish().0
+        };
+        let a = base(b"{}", "/r1/ID/X/1/A/s", &h);
+        assert_eq!(a, base(b"{}", "/r1/ID/X/1/A/s", &h));
+        assert_ne!(a, base(b"{ }", "/r1/ID/X/1/A/s", &h));
+        assert_ne!(a, base(b"{}", "/r1/ID/X/1/A/t", &h));
+        let mut h2 = h.clone();
+        h2.insert("x-a", HeaderValue::from_static("2"));
+        assert_ne!(a, base(b"{}", "/r1/ID/X/1/A/s", &h2));
+        // Connection-level headers do not change it: they differ hop by hop.
+        let mut h3 = h.clone();
+        h3.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        assert_eq!(a, base(b"{}", "/r1/ID/X/1/A/s", &h3));
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(&a).unwrap().len(), 64);
+    }
+
+    #[tokio::test]
+    async fn metered_body_reports_size_and_hashes() {
+        let hasher = RequestHasher::new("POST", "/x", &HeaderMap::new());
+        let (body, rx) = MeteredRequestBody::new(Full::new(Bytes::from_static(b"hello")), 10, hasher.clone());
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        let summary = rx.await.unwrap().unwrap();
+        assert_eq!(summary.body, BodyDigest::of(b"hello"));
+        let mut expect = hasher;
+        expect.update(b"hello");
+        assert_eq!(summary.request_hash.0, expect.finish().0);
+    }
+
+    #[tokio::test]
+    async fn metered_body_stops_at_the_limit() {
+        let hasher = RequestHasher::new("POST", "/x", &HeaderMap::new());
+        let (body, rx) = MeteredRequestBody::new(Full::new(Bytes::from_static(b"0123456789ab")), 10, hasher);
+        let err = body.collect().await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
+        assert!(rx.await.unwrap().is_err());
+    }
+}
+
+#[cfg(test)]
+mod empty_body_tests {
+    use super::*;
+    use http_body_util::Empty;
+
+    #[tokio::test]
+    async fn an_empty_body_that_is_never_polled_still_reports() {
+        let hasher = RequestHasher::new("GET", "/x", &HeaderMap::new());
+        let (body, rx) = MeteredRequestBody::new(Empty::<Bytes>::new(), 10, hasher.clone());
+        drop(body);
+        let summary = rx.await.unwrap().unwrap();
+        assert_eq!(summary.body.bytes, 0);
+        assert_eq!(summary.request_hash.0, hasher.finish().0);
+    }
+}

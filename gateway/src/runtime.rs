@@ -1,0 +1,148 @@
+//! The runtime view of one configuration: everything the exchange path needs, compiled once
+//! (trust store, TLS configurations, routes with their pooled upstream clients, access policy,
+//! quotas) and swapped whole when the configuration changes, so no request ever takes a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use splpd_adapters::http::{HttpUpstream, UpstreamOptions};
+use splpd_certs::id::{ServerId, ServiceId};
+
+use crate::authorize::AccessPolicy;
+use crate::config::{AuditMode, ClientOptIn, Config, Limits, Protocol};
+use crate::limit::Limiter;
+use crate::tls::{GatewayCert, TlsSetupError, Transport, TrustStore};
+
+/// Default time for an upstream's response to start, when a service sets none.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A local service and how to reach it.
+#[derive(Debug)]
+pub struct Route {
+    /// The service.
+    pub id: ServiceId,
+    /// REST or gRPC.
+    pub protocol: Protocol,
+    /// Base URLs of its endpoints; the path under the service is appended.
+    pub upstreams: Vec<Uri>,
+    /// The pooled client towards them.
+    pub client: HttpUpstream,
+    /// Time allowed for the response to start.
+    pub request_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_request_body: u64,
+    /// Audit durability for its exchanges.
+    pub audit_mode: AuditMode,
+}
+
+/// One listener as the server runs it.
+#[derive(Debug)]
+pub struct ListenerRuntime {
+    /// Its name, for logs.
+    pub name: String,
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    /// TLS or cleartext, and whether a client certificate is required.
+    pub transport: Transport,
+    /// The rustls configuration for TLS listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Clients opted in to a weaker connection type here.
+    pub opt_ins: Vec<ClientOptIn>,
+}
+
+/// Why a configuration could not be made ready to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Certificates, keys or CRLs could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// Something the validator should have caught.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything compiled from one configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The configuration it came from.
+    pub config: Arc<Config>,
+    /// This gateway's identifier.
+    pub gateway_id: ServerId,
+    /// Trust anchors, CRLs and identity mappings.
+    pub trust: TrustStore,
+    /// The listeners.
+    pub listeners: Vec<Arc<ListenerRuntime>>,
+    /// Local services by identifier.
+    pub routes: HashMap<ServiceId, Arc<Route>>,
+    /// Access rights.
+    pub policy: AccessPolicy,
+    /// Quotas.
+    pub limiter: Limiter,
+    /// Edge limits.
+    pub limits: Limits,
+}
+
+impl Snapshot {
+    /// Compiles a validated configuration.
+    pub fn build(config: Config) -> Result<Self, RuntimeError> {
+        let trust = TrustStore::load(&config)?;
+        let gateway = GatewayCert::from_config(&config)?;
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let address = l.address.parse().map_err(|_| RuntimeError::Invalid(format!("bad address {}", l.address)))?;
+            let transport = crate::tls::listener_transport(l);
+            let tls = match transport {
+                Transport::Tls { client_auth } => Some(crate::tls::server_config(&trust, &gateway, client_auth)?),
+                Transport::Plain => None,
+            };
+            listeners.push(Arc::new(ListenerRuntime {
+                name: l.name.clone(),
+                address,
+                transport,
+                tls,
+                opt_ins: l.clients.clone(),
+            }));
+        }
+        let mut routes = HashMap::new();
+        for s in &config.services {
+            let tls = crate::tls::upstream_client_config(&trust, &gateway, s.tls.as_ref())?;
+            let mut opts = UpstreamOptions::default();
+            if let Some(t) = s.connect_timeout {
+                opts.connect_timeout = t.0;
+            }
+            if let Some(t) = s.idle_timeout {
+                opts.idle_timeout = t.0;
+            }
+            let upstreams = s
+                .upstreams
+                .iter()
+                .map(|u| u.trim_end_matches('/').parse::<Uri>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| RuntimeError::Invalid(format!("service {}: bad upstream URL: {e}", s.id)))?;
+            routes.insert(
+                s.id.clone(),
+                Arc::new(Route {
+                    id: s.id.clone(),
+                    protocol: s.protocol,
+                    upstreams,
+                    client: HttpUpstream::new((*tls).clone(), &opts),
+                    request_timeout: s.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.0),
+                    max_request_body: s.max_request_body.unwrap_or(config.limits.max_request_body).bytes(),
+                    audit_mode: s.audit.unwrap_or(config.audit.mode),
+                }),
+            );
+        }
+        Ok(Self {
+            gateway_id: config.gateway.id.clone(),
+            policy: AccessPolicy::new(&config),
+            limiter: Limiter::new(&config),
+            limits: config.limits.clone(),
+            trust,
+            listeners,
+            routes,
+            config: Arc::new(config),
+        })
+    }
+}

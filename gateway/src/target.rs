@@ -1,0 +1,225 @@
+//! Parse target: reads `/r1/{serviceId}[/path][?query]` strictly (design §3). The service
+//! identifier is decoded and validated part by part; the path under the service and the query
+//! are checked, never rewritten, so what is forwarded is exactly what was checked.
+
+use splpd_certs::id::ServiceId;
+
+use crate::error::GatewayError;
+
+/// The protocol version prefix of X-Road's Message Protocol for REST.
+const R1: &str = "/r1/";
+
+/// The parts of a request URI the exchange path uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The service called.
+    pub service: ServiceId,
+    /// The path under the service, as received, starting with `/` (or `/` when empty).
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+}
+
+fn bad(message: String) -> GatewayError {
+    GatewayError::BadRequest(message)
+}
+
+/// Parses a request's path and query. `max_len` bounds the whole path-and-query.
+pub fn parse(path_and_query: &str, max_len: usize) -> Result<Target<'_>, GatewayError> {
+    if path_and_query.len() > max_len {
+        return Err(GatewayError::UriTooLong { len: path_and_query.len(), max: max_len });
+    }
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let Some(rest) = path.strip_prefix(R1) else {
+        return Err(if path.starts_with("/r") && path[2..].starts_with(|c: char| c.is_ascii_digit()) {
+            bad("this gateway speaks version r1 of the X-Road REST protocol; call /r1/{serviceId}/…".to_owned())
+        } else {
+            bad(format!(
+                "{:?} is not an X-Road REST call; call /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path], \
+                 e.g. /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/3201…",
+                clip(path)
+            ))
+        });
+    };
+    // The first five segments are the service identifier; the rest is the path under it.
+    let mut cut = rest.len();
+    let mut seen = 0;
+    for (i, b) in rest.bytes().enumerate() {
+        if b == b'/' {
+            seen += 1;
+            if seen == 5 {
+                cut = i;
+                break;
+            }
+        }
+    }
+    let service = ServiceId::from_url_path(&rest[..cut]).map_err(|e| bad(e.to_string()))?;
+    let under = if cut == rest.len() { "/" } else { &rest[cut..] };
+    check_path(under)?;
+    if let Some(q) = query {
+        check_query(q)?;
+    }
+    Ok(Target { service, path: under, query })
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Decodes `%XX` escapes of one segment, refusing malformed ones.
+fn decode_segment(seg: &str) -> Result<Vec<u8>, String> {
+    let bytes = seg.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                format!("{:?} has a `%` not followed by two hex digits; percent-encode it as %25", clip(seg))
+            })?;
+            out.push(value);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The path under the service: no `.`/`..` segments (plain or encoded), no encoded `/`, `\` or
+/// NUL that an upstream might decode into a different path, no empty segments inside it.
+fn check_path(path: &str) -> Result<(), GatewayError> {
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() && i != last {
+            return Err(bad(format!("the path {:?} has an empty segment (`//`)", clip(path))));
+        }
+        let decoded = decode_segment(seg).map_err(bad)?;
+        if decoded == b"." || decoded == b".." {
+            return Err(bad(format!("the path {:?} has a `.` or `..` segment, which is not allowed", clip(path))));
+        }
+        if decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+            return Err(bad(format!(
+                "the path {:?} encodes `/`, `\\` or NUL inside a segment, which is not allowed",
+                clip(path)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The query: well-formed escapes, and each parameter at most once (parameter pollution lets a
+/// caller pass one value to the gateway's checks and another to the service).
+fn check_query(query: &str) -> Result<(), GatewayError> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode_segment(&name.replace('+', " ")).map_err(bad)?;
+        decode_segment(value).map_err(bad)?;
+        if names.contains(&name) {
+            return Err(bad(format!(
+                "the query parameter {:?} appears more than once; send each parameter once",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        names.push(name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(uri: &str) -> Target<'_> {
+        parse(uri, 8192).unwrap()
+    }
+
+    fn err(uri: &str) -> String {
+        parse(uri, 8192).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn splits_service_path_and_query() {
+        let t = ok("/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/3201010101010001?nama=Budi");
+        assert_eq!(t.service.to_string(), "ID/PEMDA/1602/DISDUKCAPIL/nik-verify");
+        assert_eq!(t.path, "/nik/3201010101010001");
+        assert_eq!(t.query, Some("nama=Budi"));
+        let bare = ok("/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify");
+        assert_eq!(bare.path, "/");
+        assert_eq!(bare.query, None);
+        assert_eq!(ok("/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/").path, "/");
+    }
+
+    #[test]
+    fn service_identifier_is_decoded_and_checked() {
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/what%3F").service.code(), "what?");
+        assert!(err("/r1/ID/PEMDA/1602/DISDUKCAPIL").contains("service identifier"));
+        assert!(err("/r1/ID/PEMDA//DISDUKCAPIL/x").contains("member code is empty"));
+        assert!(err("/r1/ID/PEMDA/1602/DIS%20DUK/x").contains("percent-encoding"));
+    }
+
+    #[test]
+    fn traversal_is_refused_in_every_spelling() {
+        for uri in [
+            "/r1/ID/PEMDA/1602/A/s/../etc/passwd",
+            "/r1/ID/PEMDA/1602/A/s/%2e%2e/x",
+            "/r1/ID/PEMDA/1602/A/s/.%2E/x",
+            "/r1/ID/PEMDA/1602/A/s/./x",
+            "/r1/ID/PEMDA/1602/A/../s",
+        ] {
+            assert!(parse(uri, 8192).is_err(), "{uri}");
+        }
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%2Fb").contains("encodes `/`"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%5Cb").contains("encodes `/`"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%00").contains("NUL"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a//b").contains("empty segment"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%zz").contains("two hex digits"));
+    }
+
+    #[test]
+    fn parameter_pollution_is_refused() {
+        assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&nik=2").contains("\"nik\" appears more than once"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&n%69k=2").contains("appears more than once"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s?a=%G1").contains("two hex digits"));
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s?a=1&b=2&&").query, Some("a=1&b=2&&"));
+    }
+
+    #[test]
+    fn other_versions_and_paths_say_what_is_expected() {
+        assert!(err("/r2/ID/PEMDA/1602/A/s").contains("version r1"));
+        assert!(err("/rest/ID/PEMDA/1602/A/s").contains("not an X-Road REST call"));
+        assert!(err("/").contains("not an X-Road REST call"));
+    }
+
+    #[test]
+    fn over_long_uris_are_refused_with_414() {
+        let uri = format!("/r1/ID/PEMDA/1602/A/s/{}", "x".repeat(100));
+        let e = parse(&uri, 64).unwrap_err();
+        assert_eq!(e.status().as_u16(), 414);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_uris_never_panic(s in "/[ -~]{0,200}") {
+            let _ = parse(&s, 8192);
+        }
+
+        #[test]
+        fn accepted_paths_hold_no_traversal(segs in proptest::collection::vec("[a-zA-Z0-9.%]{0,6}", 0..6)) {
+            let uri = format!("/r1/ID/PEMDA/1602/A/s/{}", segs.join("/"));
+            if let Ok(t) = parse(&uri, 8192) {
+                for seg in t.path.split('/') {
+                    let d = decode_segment(seg).unwrap();
+                    prop_assert!(d != b"." && d != b"..");
+                }
+            }
+        }
+    }
+}

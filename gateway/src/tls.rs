@@ -1,0 +1,1130 @@
+//! TLS setup (design §2, §3): the trust store, the listeners' server configurations and the
+//! upstream client configurations, built once per configuration snapshot so that the exchange path
+//! only ever clones an `Arc`. Who a verified peer is, is decided later by `identify`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::aws_lc_rs;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::version::{TLS12, TLS13};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use splpd_certs::id::{IdError, IdPrefix, Identity};
+use splpd_certs::load::{self, LoadError};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::config::units::Fingerprint;
+use crate::config::{Config, ConnectionType, IdentityMapping, Listener, TrustAnchor, UpstreamTls};
+
+/// TLS 1.3 and 1.2 only: the regulation's confidentiality requirement rules out anything older.
+static VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
+
+/// ALPN, most preferred first. gRPC needs HTTP/2; REST clients may still speak HTTP/1.1.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why the TLS configuration of a snapshot could not be built. Each message names the file or
+/// table at fault and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// There is no trust anchor, so no client certificate could ever verify.
+    #[error(
+        "there is no [[trust_anchor]], so no client certificate could ever be verified; add the region CA, e.g. \
+         [[trust_anchor]] name = \"region\" ca = \"pki/ca.crt\" scopes = [\"ID/PEMDA/1602\"]"
+    )]
+    NoAnchors,
+    /// An anchor's CA file could not be read.
+    #[error(
+        "trust anchor {anchor:?}: {cause}; point its `ca` at the CA's own certificate (ca.crt in the CA directory)"
+    )]
+    AnchorCa {
+        /// The anchor's name.
+        anchor: String,
+        /// What went wrong reading the file.
+        cause: LoadError,
+    },
+    /// A certificate in an anchor's CA file cannot serve as a trust anchor.
+    #[error(
+        "trust anchor {anchor:?}: certificate {number} in {} cannot be used ({reason}); the file must hold the CA's own certificate, PEM or DER",
+        path.display()
+    )]
+    AnchorCaUnusable {
+        /// The anchor's name.
+        anchor: String,
+        /// The CA file.
+        path: PathBuf,
+        /// Which certificate in the file, counted from 1.
+        number: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// One CA is configured under two anchors, which would make its scope ambiguous.
+    #[error(
+        "the CA {subject} is in both trust anchor {first:?} and trust anchor {second:?}; a CA belongs to one anchor, \
+         whose scopes decide what it may vouch for: remove it from one of them"
+    )]
+    CaInTwoAnchors {
+        /// The CA's subject.
+        subject: String,
+        /// The first anchor that lists it.
+        first: String,
+        /// The second anchor that lists it.
+        second: String,
+    },
+    /// An anchor's CRL file could not be read.
+    #[error(
+        "trust anchor {anchor:?}: {cause}; publish a fresh one with `splpd certs crl --ca DIR`, or remove it from `crls`"
+    )]
+    Crl {
+        /// The anchor's name.
+        anchor: String,
+        /// What went wrong reading the file.
+        cause: LoadError,
+    },
+    /// A CRL does not parse, or was not issued and signed by a CA of its anchor. Such a CRL would
+    /// silently revoke nothing, so it is refused.
+    #[error("trust anchor {anchor:?}: the CRL in {} {reason}", path.display())]
+    CrlUnusable {
+        /// The anchor's name.
+        anchor: String,
+        /// The CRL file.
+        path: PathBuf,
+        /// What is wrong, phrased to follow "the CRL in FILE", with the fix.
+        reason: String,
+    },
+    /// An identity mapping names an anchor that does not exist.
+    #[error(
+        "[[identity]] {fingerprint} names trust anchor {anchor:?}, which is not configured; name one of the [[trust_anchor]] tables"
+    )]
+    MappingAnchor {
+        /// The mapped certificate's fingerprint.
+        fingerprint: Fingerprint,
+        /// The anchor name given.
+        anchor: String,
+    },
+    /// An identity mapping's identifier does not parse.
+    #[error("[[identity]] {fingerprint}: {cause}")]
+    MappingIdentity {
+        /// The mapped certificate's fingerprint.
+        fingerprint: Fingerprint,
+        /// Why the identifier is invalid.
+        cause: IdError,
+    },
+    /// The gateway's certificate could not be read.
+    #[error("[gateway] cert: {cause}")]
+    GatewayCert {
+        /// What went wrong.
+        cause: LoadError,
+    },
+    /// The gateway's private key could not be read.
+    #[error("[gateway] key: {cause}")]
+    GatewayKey {
+        /// What went wrong.
+        cause: LoadError,
+    },
+    /// The gateway's key cannot be used, or is not the certificate's.
+    #[error(
+        "the gateway key {} cannot be used with the certificate {}: {reason}; use the key file that was written with this certificate",
+        key.display(),
+        cert.display()
+    )]
+    GatewayKeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls reported.
+        reason: String,
+    },
+    /// A service's `tls.ca` file could not be read or used.
+    #[error("[service] tls.ca: {reason}; point it at the CA certificate that signs the upstream's certificate")]
+    UpstreamCa {
+        /// What went wrong, naming the file.
+        reason: String,
+    },
+    /// rustls refused to build a certificate verifier.
+    #[error("cannot build the certificate verifier: {reason}")]
+    Verifier {
+        /// What rustls reported.
+        reason: String,
+    },
+    /// rustls refused the protocol settings (a build without TLS 1.2 support, for instance).
+    #[error("rustls refused the TLS settings: {reason}")]
+    Rustls {
+        /// What rustls reported.
+        reason: String,
+    },
+}
+
+/// A trust anchor as the gateway uses it: its name and the identifier prefixes it may vouch for.
+#[derive(Debug)]
+pub struct Anchor {
+    name: Arc<str>,
+    scopes: Vec<IdPrefix>,
+}
+
+impl Anchor {
+    /// The `name` of its `[[trust_anchor]]`.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The prefixes it may vouch for through URI SANs; empty for a CA whose certificates only
+    /// count through `[[identity]]` mappings.
+    pub fn scopes(&self) -> &[IdPrefix] {
+        &self.scopes
+    }
+
+    /// Whether one of its scopes covers `identity`.
+    pub fn covers(&self, identity: &Identity) -> bool {
+        self.scopes.iter().any(|s| identity.is_within(s))
+    }
+}
+
+/// A CA certificate of an anchor, kept in the form `identify` needs to tell which anchor issued
+/// a certificate: the raw subject to match issuers against, and the raw public key to verify
+/// signatures with.
+#[derive(Debug)]
+pub(crate) struct AnchorCa {
+    /// Index into [`TrustStore::anchors`].
+    pub(crate) anchor: usize,
+    /// DER of the subject name.
+    pub(crate) subject: Box<[u8]>,
+    /// DER of the SubjectPublicKeyInfo.
+    pub(crate) spki: Box<[u8]>,
+}
+
+impl AnchorCa {
+    /// The parsed public key; it parsed when the store was loaded.
+    pub(crate) fn public_key(&self) -> Option<SubjectPublicKeyInfo<'_>> {
+        SubjectPublicKeyInfo::from_der(&self.spki).ok().map(|(_, spki)| spki)
+    }
+}
+
+/// An `[[identity]]` mapping, resolved.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    pub(crate) identity: Identity,
+    /// Index into [`TrustStore::anchors`].
+    pub(crate) anchor: usize,
+}
+
+/// Everything the gateway trusts, as of one configuration snapshot: every anchor's CA
+/// certificates and CRLs, and the fingerprint identity mappings.
+#[derive(Debug)]
+pub struct TrustStore {
+    anchors: Vec<Anchor>,
+    cas: Vec<AnchorCa>,
+    roots: Arc<RootCertStore>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    mappings: HashMap<[u8; 32], Mapping>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl TrustStore {
+    /// Loads the trust anchors, their CRLs and the identity mappings of a configuration.
+    pub fn load(config: &Config) -> Result<Self, TlsSetupError> {
+        Self::new(&config.trust_anchors, &config.identities)
+    }
+
+    /// Loads the given anchors and mappings (what [`TrustStore::load`] does with a whole
+    /// configuration).
+    pub fn new(anchors: &[TrustAnchor], mappings: &[IdentityMapping]) -> Result<Self, TlsSetupError> {
+        if anchors.is_empty() {
+            return Err(TlsSetupError::NoAnchors);
+        }
+        let mut store = Self {
+            anchors: Vec::with_capacity(anchors.len()),
+            cas: Vec::new(),
+            roots: Arc::new(RootCertStore::empty()),
+            crls: Vec::new(),
+            mappings: HashMap::with_capacity(mappings.len()),
+            provider: Arc::new(aws_lc_rs::default_provider()),
+        };
+        let mut roots = RootCertStore::empty();
+        for (index, anchor) in anchors.iter().enumerate() {
+            store.add_anchor(index, anchor, &mut roots)?;
+        }
+        store.roots = Arc::new(roots);
+        for m in mappings {
+            let anchor = anchors
+                .iter()
+                .position(|a| a.name == m.anchor)
+                .ok_or_else(|| TlsSetupError::MappingAnchor { fingerprint: m.fingerprint, anchor: m.anchor.clone() })?;
+            let identity = Identity::parse(m.kind, &m.id)
+                .map_err(|cause| TlsSetupError::MappingIdentity { fingerprint: m.fingerprint, cause })?;
+            store.mappings.insert(m.fingerprint.0, Mapping { identity, anchor });
+        }
+        Ok(store)
+    }
+
+    fn add_anchor(
+        &mut self,
+        index: usize,
+        anchor: &TrustAnchor,
+        roots: &mut RootCertStore,
+    ) -> Result<(), TlsSetupError> {
+        let name = &anchor.name;
+        let certs = load::read_certificates(&anchor.ca)
+            .map_err(|cause| TlsSetupError::AnchorCa { anchor: name.clone(), cause })?;
+        let first_ca = self.cas.len();
+        for (i, der) in certs.iter().enumerate() {
+            let unusable = |reason: String| TlsSetupError::AnchorCaUnusable {
+                anchor: name.clone(),
+                path: anchor.ca.clone(),
+                number: i + 1,
+                reason,
+            };
+            let cert = parse_certificate(der).map_err(unusable)?;
+            let (subject, spki) = (cert.subject().as_raw(), cert.public_key().raw);
+            if let Some(other) = self.cas[..first_ca].iter().find(|ca| *ca.subject == *subject && *ca.spki == *spki) {
+                return Err(TlsSetupError::CaInTwoAnchors {
+                    subject: cert.subject().to_string(),
+                    first: self.anchors[other.anchor].name.to_string(),
+                    second: name.clone(),
+                });
+            }
+            roots.add(der.clone()).map_err(|e| unusable(e.to_string()))?;
+            self.cas.push(AnchorCa { anchor: index, subject: subject.into(), spki: spki.into() });
+        }
+        for path in &anchor.crls {
+            let crls = load::read_crls(path).map_err(|cause| TlsSetupError::Crl { anchor: name.clone(), cause })?;
+            for crl in crls {
+                self.check_crl(name, path, &crl, first_ca)?;
+                self.crls.push(crl);
+            }
+        }
+        self.anchors.push(Anchor { name: name.as_str().into(), scopes: anchor.scopes.clone() });
+        Ok(())
+    }
+
+    /// Checks that a CRL was issued and signed by one of the anchor's CAs (`self.cas[first_ca..]`).
+    /// webpki would otherwise ignore it, and the operator would believe revocation enforced.
+    fn check_crl(
+        &self,
+        anchor: &str,
+        path: &Path,
+        der: &CertificateRevocationListDer<'_>,
+        first_ca: usize,
+    ) -> Result<(), TlsSetupError> {
+        let unusable =
+            |reason: String| TlsSetupError::CrlUnusable { anchor: anchor.to_owned(), path: path.to_owned(), reason };
+        let (_, crl) = CertificateRevocationList::from_der(der)
+            .map_err(|e| unusable(format!("cannot be parsed ({e}); check that the file holds a CRL")))?;
+        let issuer = crl.issuer();
+        let mut same_name = self.cas[first_ca..].iter().filter(|ca| *ca.subject == *issuer.as_raw()).peekable();
+        if same_name.peek().is_none() {
+            return Err(unusable(format!(
+                "was issued by {issuer}, which is not a CA of this anchor; list each CRL under the anchor of the CA that signed it"
+            )));
+        }
+        if !same_name.any(|ca| ca.public_key().is_some_and(|key| crl.verify_signature(&key).is_ok())) {
+            return Err(unusable(format!(
+                "names {issuer} as its issuer, but its signature does not verify with that CA's key; fetch it again from the CA"
+            )));
+        }
+        if let Some(next) = crl.next_update()
+            && next < x509_parser::time::ASN1Time::now()
+        {
+            // Not fatal: the operator may be about to replace it, and reloading must not fail
+            // because of it. But every certificate of this CA is refused until then.
+            tracing::warn!(
+                anchor,
+                crl = %path.display(),
+                next_update = %next,
+                "CRL is past its next update: certificates of this CA are refused until a fresh CRL is loaded \
+                 (`splpd certs crl --ca DIR`)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The trust anchors, in configuration order.
+    pub fn anchors(&self) -> &[Anchor] {
+        &self.anchors
+    }
+
+    /// The anchor with this name.
+    pub fn anchor(&self, name: &str) -> Option<&Anchor> {
+        self.anchors.iter().find(|a| &*a.name == name)
+    }
+
+    /// The CA certificates of all anchors, in configuration order.
+    pub(crate) fn anchor_cas(&self) -> &[AnchorCa] {
+        &self.cas
+    }
+
+    /// The `[[identity]]` mapping of a certificate, by its SHA-256 fingerprint.
+    pub(crate) fn mapping(&self, fingerprint: &[u8; 32]) -> Option<&Mapping> {
+        self.mappings.get(fingerprint)
+    }
+
+    /// The CRLs of all anchors; see [`server_config`] for how they are applied.
+    fn crls(&self) -> impl Iterator<Item = CertificateRevocationListDer<'static>> + '_ {
+        self.crls.iter().cloned()
+    }
+}
+
+fn parse_certificate<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
+    match X509Certificate::from_der(der) {
+        Ok(([], cert)) => Ok(cert),
+        Ok((rest, _)) => Err(format!("{} bytes of trailing data after the certificate", rest.len())),
+        Err(e) => Err(format!("not a valid X.509 certificate: {e}")),
+    }
+}
+
+/// The gateway's own certificate chain and key, loaded once and shared by every listener and
+/// every upstream connection that presents it.
+#[derive(Debug, Clone)]
+pub struct GatewayCert {
+    certified: Arc<CertifiedKey>,
+}
+
+impl GatewayCert {
+    /// Loads the chain (end-entity certificate first) and its private key, checking they match.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsSetupError> {
+        let chain = load::read_certificates(cert).map_err(|cause| TlsSetupError::GatewayCert { cause })?;
+        let key_der: PrivateKeyDer<'static> =
+            load::read_private_key(key).map_err(|cause| TlsSetupError::GatewayKey { cause })?;
+        let certified = CertifiedKey::from_der(chain, key_der, &aws_lc_rs::default_provider()).map_err(|e| {
+            TlsSetupError::GatewayKeyMismatch { cert: cert.to_owned(), key: key.to_owned(), reason: e.to_string() }
+        })?;
+        Ok(Self { certified: Arc::new(certified) })
+    }
+
+    /// Loads `[gateway] cert` and `key` of a configuration.
+    pub fn from_config(config: &Config) -> Result<Self, TlsSetupError> {
+        Self::load(&config.gateway.cert, &config.gateway.key)
+    }
+
+    /// The certificate chain, end-entity first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.certified.cert
+    }
+
+    fn resolver(&self) -> Arc<SingleCertAndKey> {
+        Arc::new(SingleCertAndKey::from(Arc::clone(&self.certified)))
+    }
+}
+
+/// Whether a TLS listener insists on a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client presents a certificate that verifies (the default: mTLS only).
+    Required,
+    /// A client may connect without a certificate; it must then be opted in to `tls` on the
+    /// listener and name itself in `X-Road-Client`. A certificate, when presented, must verify.
+    Optional,
+}
+
+/// How a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS 1.2 or 1.3.
+    Tls {
+        /// Whether a client certificate is mandatory.
+        client_auth: ClientAuth,
+    },
+    /// Cleartext HTTP. Only clients opted in to `http` on this listener are served; the identity
+    /// comes from `X-Road-Client`, so validation allows this on intranet addresses only.
+    Plain,
+}
+
+/// How `listener` must be served: cleartext when any client is opted in to `http` (one socket
+/// cannot tell a TLS client from a cleartext one before reading, and a listener meant for
+/// cleartext legacy clients should not half-serve TLS); TLS with an optional client certificate
+/// when any is opted in to `tls`; otherwise mutual TLS.
+pub fn listener_transport(listener: &Listener) -> Transport {
+    let opted = |ct| listener.clients.iter().any(|c| c.connection == ct);
+    if opted(ConnectionType::Http) {
+        Transport::Plain
+    } else if opted(ConnectionType::Tls) {
+        Transport::Tls { client_auth: ClientAuth::Optional }
+    } else {
+        Transport::Tls { client_auth: ClientAuth::Required }
+    }
+}
+
+/// The rustls server configuration of a TLS listener: TLS 1.3 and 1.2 with aws-lc-rs, ALPN `h2`
+/// then `http/1.1`, the gateway's certificate, and client certificates verified against every
+/// anchor with their CRLs. webpki enforces the chain, validity at the time of the handshake and
+/// the clientAuth extended key usage; which anchor vouched, and for whom, is `identify`'s job.
+pub fn server_config(
+    trust: &TrustStore,
+    gateway: &GatewayCert,
+    client_auth: ClientAuth,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    // Only the end-entity certificate is checked against CRLs: region CAs sign leaves directly
+    // (pathlen 0), and an outside CA's intermediates would need its root's CRL, which operators do
+    // not load. Unknown status is allowed because some anchors (BSrE, a peer region) publish no
+    // CRL that we load, and webpki would otherwise refuse every certificate of theirs. An expired
+    // CRL, on the other hand, fails closed, as `splpd certs crl` promises operators: a stale list
+    // must not keep a revoked certificate working.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&trust.roots), Arc::clone(&trust.provider))
+        .with_crls(trust.crls())
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .enforce_revocation_expiration();
+    let verifier = match client_auth {
+        ClientAuth::Required => verifier,
+        ClientAuth::Optional => verifier.allow_unauthenticated(),
+    };
+    let verifier = verifier.build().map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })?;
+    let mut config = ServerConfig::builder_with_provider(Arc::clone(&trust.provider))
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsSetupError::Rustls { reason: e.to_string() })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(gateway.resolver());
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The rustls client configuration for a service's `https://` upstreams: TLS 1.3 and 1.2, ALPN
+/// `h2` then `http/1.1`, the upstream's certificate verified against `tls.ca` when given or else
+/// every trust anchor (with their CRLs), and the gateway's own certificate presented when
+/// `tls.client_cert` is set. The name to verify (`tls.server_name` or the URL's host) is the
+/// connector's business.
+pub fn upstream_client_config(
+    trust: &TrustStore,
+    gateway: &GatewayCert,
+    tls: Option<&UpstreamTls>,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let provider = Arc::clone(&trust.provider);
+    let verifier = match tls.and_then(|t| t.ca.as_deref()) {
+        Some(path) => {
+            rustls::client::WebPkiServerVerifier::builder_with_provider(upstream_roots(path)?, provider.clone())
+        }
+        None => rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::clone(&trust.roots), provider.clone())
+            .with_crls(trust.crls())
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
+            .enforce_revocation_expiration(),
+    }
+    .build()
+    .map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsSetupError::Rustls { reason: e.to_string() })?
+        .with_webpki_verifier(verifier);
+    let mut config = if tls.is_some_and(|t| t.client_cert) {
+        builder.with_client_cert_resolver(gateway.resolver())
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+fn upstream_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
+    let certs = load::read_certificates(path).map_err(|e| TlsSetupError::UpstreamCa { reason: e.to_string() })?;
+    let mut roots = RootCertStore::empty();
+    for (i, der) in certs.into_iter().enumerate() {
+        roots.add(der).map_err(|e| TlsSetupError::UpstreamCa {
+            reason: format!("certificate {} in {} cannot be used as a trust anchor ({e})", i + 1, path.display()),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Test fixtures shared with `identify`: real CAs from the project's own PKI tooling in a
+/// temporary directory, and real handshakes on loopback.
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    use rustls::{CertificateError, Error as TlsError, PeerIncompatible, ProtocolVersion};
+    use rustls_pki_types::{PrivatePkcs8KeyDer, ServerName};
+    use splpd_certs::id::{IdKind, Identity};
+    use splpd_certs::pki::keys::random_serial;
+    use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest, RevocationReason, RevokeTarget};
+    use splpd_certs::profile::{self, ServerNames, Validity};
+    use tempfile::TempDir;
+    use time::{Duration, OffsetDateTime};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::*;
+    use crate::config::ClientOptIn;
+
+    pub(crate) const REGION_ORG: &str = "Pemerintah Kabupaten Ogan Komering Ilir";
+
+    pub(crate) fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    pub(crate) fn identity(kind: IdKind, id: &str) -> Identity {
+        Identity::parse(kind, id).unwrap()
+    }
+
+    /// A certificate chain and its key, as a client presents them.
+    #[derive(Debug)]
+    pub(crate) struct Leaf {
+        pub(crate) chain: Vec<CertificateDer<'static>>,
+        pub(crate) key: PrivateKeyDer<'static>,
+    }
+
+    impl Leaf {
+        pub(crate) fn der(&self) -> &CertificateDer<'static> {
+            &self.chain[0]
+        }
+    }
+
+    /// A CA made with `splpd_certs::pki`, in its own directory.
+    #[derive(Debug)]
+    pub(crate) struct TestCa {
+        pub(crate) ca: Ca,
+        pub(crate) dir: PathBuf,
+        issued: AtomicUsize,
+    }
+
+    impl TestCa {
+        /// A CA created ten days ago, so that certificates can be issued in the past; its first
+        /// CRL is still current.
+        pub(crate) fn new(root: &Path, name: &str, org: &str, scope: &str) -> Self {
+            let dir = root.join(name);
+            let opts = InitOptions::new(org, vec![scope.parse().unwrap()]);
+            let ca = Ca::init(&dir, &opts, now() - Duration::days(10)).unwrap();
+            Self { ca, dir, issued: AtomicUsize::new(0) }
+        }
+
+        pub(crate) fn cert_path(&self) -> PathBuf {
+            self.dir.join("ca.crt")
+        }
+
+        /// This CA as a `[[trust_anchor]]`, with its CRL.
+        pub(crate) fn anchor(&self, name: &str, scopes: &[&str]) -> TrustAnchor {
+            TrustAnchor {
+                name: name.to_owned(),
+                ca: self.cert_path(),
+                scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
+                crls: vec![self.dir.join("crl.pem")],
+            }
+        }
+
+        /// Issues through the CA tooling, as an operator would.
+        pub(crate) fn issue_at(&self, req: &LeafRequest, at: OffsetDateTime) -> (Leaf, String) {
+            let n = self.issued.fetch_add(1, Ordering::Relaxed);
+            let (cert, key) = (self.dir.join(format!("leaf{n}.crt")), self.dir.join(format!("leaf{n}.key")));
+            let issued = self.ca.issue(req, KeyType::default(), &cert, &key, false, at).unwrap();
+            let leaf =
+                Leaf { chain: load::read_certificates(&cert).unwrap(), key: load::read_private_key(&key).unwrap() };
+            (leaf, issued.serial)
+        }
+
+        pub(crate) fn issue(&self, kind: IdKind, id: &str) -> Leaf {
+            self.issue_at(&LeafRequest::new(identity(kind, id)), now()).0
+        }
+
+        /// Signs `params` with this CA's key file directly, bypassing the tooling's checks: what
+        /// a careless or hostile holder of the key could do.
+        pub(crate) fn mint(&self, params: &CertificateParams) -> Leaf {
+            let key = KeyPair::from_pem(&std::fs::read_to_string(self.dir.join("ca.key")).unwrap()).unwrap();
+            let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(self.cert_path()).unwrap(), key).unwrap();
+            let leaf_key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&leaf_key, &issuer).unwrap();
+            Leaf {
+                chain: vec![cert.der().clone()],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            }
+        }
+    }
+
+    /// Profile-conforming parameters for `identity`, valid for a month.
+    pub(crate) fn leaf_params(identity: &Identity) -> CertificateParams {
+        profile::leaf_params(
+            identity,
+            "Somewhere",
+            &ServerNames::default(),
+            Validity::days_from(now(), 30),
+            random_serial().unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// The region CA (scope `ID/PEMDA/1602`) and this gateway's certificate from it.
+    #[derive(Debug)]
+    pub(crate) struct Pki {
+        pub(crate) tmp: TempDir,
+        pub(crate) region: TestCa,
+        pub(crate) gateway: GatewayCert,
+    }
+
+    impl Pki {
+        pub(crate) fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let region = TestCa::new(tmp.path(), "region", REGION_ORG, "ID/PEMDA/1602");
+            let gateway = server_cert(&region, tmp.path(), "ID/PEMDA/1602/gw1");
+            Self { tmp, region, gateway }
+        }
+
+        pub(crate) fn ca(&self, name: &str, org: &str, scope: &str) -> TestCa {
+            TestCa::new(self.tmp.path(), name, org, scope)
+        }
+
+        pub(crate) fn region_anchor(&self) -> TrustAnchor {
+            self.region.anchor("region", &["ID/PEMDA/1602"])
+        }
+
+        pub(crate) fn region_trust(&self) -> TrustStore {
+            TrustStore::new(&[self.region_anchor()], &[]).unwrap()
+        }
+    }
+
+    /// A server certificate for `id`, valid for `localhost`, written beside the CA.
+    pub(crate) fn server_cert(ca: &TestCa, root: &Path, id: &str) -> GatewayCert {
+        let req = LeafRequest::new(identity(IdKind::Server, id))
+            .with_names(vec!["localhost".into()], vec!["127.0.0.1".parse().unwrap()]);
+        let stem = id.replace('/', "-");
+        let (cert, key) = (root.join(format!("{stem}.crt")), root.join(format!("{stem}.key")));
+        ca.ca.issue(&req, KeyType::default(), &cert, &key, false, now()).unwrap();
+        GatewayCert::load(&cert, &key).unwrap()
+    }
+
+    /// A client that trusts `ca_file` and presents `leaf`, speaking `versions`.
+    pub(crate) fn client_config(
+        ca_file: &Path,
+        leaf: Option<&Leaf>,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        for der in load::read_certificates(ca_file).unwrap() {
+            roots.add(der).unwrap();
+        }
+        let builder = ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = match leaf {
+            Some(leaf) => builder.with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key()).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// What the server saw of a completed handshake.
+    #[derive(Debug)]
+    pub(crate) struct Accepted {
+        pub(crate) peer: Option<Vec<CertificateDer<'static>>>,
+        pub(crate) alpn: Option<Vec<u8>>,
+        pub(crate) version: Option<ProtocolVersion>,
+    }
+
+    /// Both sides of one handshake.
+    #[derive(Debug)]
+    pub(crate) struct Outcome {
+        pub(crate) server: Result<Accepted, TlsError>,
+        pub(crate) client: Result<(), io::Error>,
+    }
+
+    impl Outcome {
+        /// The server's verdict, checked against the client's: a refused client must not be able
+        /// to read a byte.
+        pub(crate) fn server(self) -> Result<Accepted, TlsError> {
+            assert_eq!(self.server.is_ok(), self.client.is_ok(), "server {:?}, client {:?}", self.server, self.client);
+            self.server
+        }
+    }
+
+    fn tls_error(e: &io::Error) -> Option<&TlsError> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>())
+    }
+
+    /// The rustls error behind a failed client side.
+    pub(crate) fn client_tls_error(outcome: &Outcome) -> Option<&TlsError> {
+        outcome.client.as_ref().err().and_then(tls_error)
+    }
+
+    /// One real handshake on 127.0.0.1; after it the server writes two bytes that the client
+    /// must read, so that a client refused after its Finished (TLS 1.3) sees the refusal.
+    pub(crate) async fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Outcome {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_side = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            match TlsAcceptor::from(server).accept(tcp).await {
+                Ok(mut tls) => {
+                    let conn = tls.get_ref().1;
+                    let accepted = Accepted {
+                        peer: conn.peer_certificates().map(<[_]>::to_vec),
+                        alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+                        version: conn.protocol_version(),
+                    };
+                    tls.write_all(b"ok").await.unwrap();
+                    tls.shutdown().await.unwrap();
+                    Ok(accepted)
+                }
+                Err(e) => Err(tls_error(&e).cloned().unwrap_or_else(|| panic!("not a TLS error: {e}"))),
+            }
+        });
+        let client_side = async {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = TlsConnector::from(client).connect(name, tcp).await?;
+            let mut buf = [0u8; 2];
+            tls.read_exact(&mut buf).await?;
+            assert_eq!(&buf, b"ok");
+            Ok(())
+        };
+        let deadline = std::time::Duration::from_secs(20);
+        let client = tokio::time::timeout(deadline, client_side).await.unwrap();
+        let server = tokio::time::timeout(deadline, server_side).await.unwrap().unwrap();
+        Outcome { server, client }
+    }
+
+    pub(crate) const BOTH_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
+
+    async fn mtls(pki: &Pki, trust: &TrustStore, leaf: Option<&Leaf>) -> Result<Accepted, TlsError> {
+        let server = server_config(trust, &pki.gateway, ClientAuth::Required).unwrap();
+        handshake(server, client_config(&pki.region.cert_path(), leaf, BOTH_VERSIONS)).await.server()
+    }
+
+    fn invalid(err: &Result<Accepted, TlsError>) -> &CertificateError {
+        match err {
+            Err(TlsError::InvalidCertificate(e)) => e,
+            other => panic!("expected an invalid-certificate error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_from_the_region_ca_is_accepted() {
+        let pki = Pki::new();
+        let leaf = pki.region.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        let accepted = mtls(&pki, &pki.region_trust(), Some(&leaf)).await.unwrap();
+        assert_eq!(accepted.peer.unwrap()[0], *leaf.der());
+        assert_eq!(accepted.alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(accepted.version, Some(ProtocolVersion::TLSv1_3));
+    }
+
+    #[tokio::test]
+    async fn without_a_client_certificate_mtls_is_refused() {
+        let pki = Pki::new();
+        let err = mtls(&pki, &pki.region_trust(), None).await.unwrap_err();
+        assert_eq!(err, TlsError::NoCertificatesPresented);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_an_unknown_ca_is_refused() {
+        let pki = Pki::new();
+        let stranger = pki.ca("stranger", "Somewhere Else", "ID/PEMDA/1602");
+        let leaf = stranger.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        let result = mtls(&pki, &pki.region_trust(), Some(&leaf)).await;
+        assert_eq!(invalid(&result), &CertificateError::UnknownIssuer);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_refused_once_a_loaded_crl_revokes_it() {
+        let pki = Pki::new();
+        let (leaf, serial) =
+            pki.region.issue_at(&LeafRequest::new(identity(IdKind::Subsystem, "ID/PEMDA/1602/DINKES")), now());
+        assert!(mtls(&pki, &pki.region_trust(), Some(&leaf)).await.is_ok());
+
+        pki.region.ca.revoke(&RevokeTarget::Serial(serial), RevocationReason::KeyCompromise, now()).unwrap();
+        pki.region.ca.crl(30, now()).unwrap();
+        // The next snapshot loads the new CRL.
+        let result = mtls(&pki, &pki.region_trust(), Some(&leaf)).await;
+        assert_eq!(invalid(&result), &CertificateError::Revoked);
+        // Revocation is per certificate: the agency's replacement works.
+        let renewed = pki.region.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        assert!(mtls(&pki, &pki.region_trust(), Some(&renewed)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_crl_past_its_next_update_fails_closed() {
+        let pki = Pki::new();
+        let leaf = pki.region.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        pki.region.ca.crl(1, now() - Duration::days(3)).unwrap();
+        let result = mtls(&pki, &pki.region_trust(), Some(&leaf)).await;
+        assert!(
+            matches!(
+                invalid(&result),
+                CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. }
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_anchor_without_a_crl_still_admits_its_certificates() {
+        let pki = Pki::new();
+        let peer = pki.ca("peer", "Pemerintah Kabupaten Ogan Komering Ulu", "ID/PEMDA/1601");
+        let mut peer_anchor = peer.anchor("peer-1601", &["ID/PEMDA/1601"]);
+        peer_anchor.crls.clear();
+        let trust = TrustStore::new(&[pki.region_anchor(), peer_anchor], &[]).unwrap();
+        let leaf = peer.issue(IdKind::Subsystem, "ID/PEMDA/1601/DINKES");
+        let server = server_config(&trust, &pki.gateway, ClientAuth::Required).unwrap();
+        let outcome = handshake(server, client_config(&pki.region.cert_path(), Some(&leaf), BOTH_VERSIONS)).await;
+        assert!(outcome.server().is_ok());
+    }
+
+    #[tokio::test]
+    async fn expired_and_not_yet_valid_certificates_are_refused() {
+        let pki = Pki::new();
+        let dinkes = identity(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        let mut req = LeafRequest::new(dinkes);
+        req.days = Some(1);
+        let (expired, _) = pki.region.issue_at(&req, now() - Duration::days(3));
+        let result = mtls(&pki, &pki.region_trust(), Some(&expired)).await;
+        assert!(
+            matches!(invalid(&result), CertificateError::Expired | CertificateError::ExpiredContext { .. }),
+            "{result:?}"
+        );
+
+        let (early, _) = pki.region.issue_at(&req, now() + Duration::hours(2));
+        let result = mtls(&pki, &pki.region_trust(), Some(&early)).await;
+        assert!(
+            matches!(invalid(&result), CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_without_the_client_auth_usage_is_refused() {
+        let pki = Pki::new();
+        let mut params = leaf_params(&identity(IdKind::Subsystem, "ID/PEMDA/1602/DINKES"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = pki.region.mint(&params);
+        let result = mtls(&pki, &pki.region_trust(), Some(&leaf)).await;
+        assert!(
+            matches!(
+                invalid(&result),
+                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }
+            ),
+            "{result:?}"
+        );
+        // The same certificate with clientAuth passes: the usage alone made the difference.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        assert!(mtls(&pki, &pki.region_trust(), Some(&pki.region.mint(&params))).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_optional_listener_admits_a_client_without_certificate_but_verifies_any_it_gets() {
+        let pki = Pki::new();
+        let server = server_config(&pki.region_trust(), &pki.gateway, ClientAuth::Optional).unwrap();
+        let ca = pki.region.cert_path();
+        let anonymous = handshake(Arc::clone(&server), client_config(&ca, None, BOTH_VERSIONS)).await.server().unwrap();
+        assert!(anonymous.peer.is_none());
+
+        let stranger = pki.ca("stranger", "Somewhere Else", "ID/PEMDA/1602");
+        let leaf = stranger.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        let result = handshake(server, client_config(&ca, Some(&leaf), BOTH_VERSIONS)).await.server();
+        assert_eq!(invalid(&result), &CertificateError::UnknownIssuer);
+    }
+
+    #[tokio::test]
+    async fn tls_1_2_and_1_3_are_spoken_and_nothing_older() {
+        let pki = Pki::new();
+        let leaf = pki.region.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+        let server = server_config(&pki.region_trust(), &pki.gateway, ClientAuth::Required).unwrap();
+        let ca = pki.region.cert_path();
+        for (version, expected) in [(&TLS12, ProtocolVersion::TLSv1_2), (&TLS13, ProtocolVersion::TLSv1_3)] {
+            let client = client_config(&ca, Some(&leaf), &[version]);
+            let accepted = handshake(Arc::clone(&server), client).await.server().unwrap();
+            assert_eq!(accepted.version, Some(expected));
+            assert_eq!(accepted.alpn.as_deref(), Some(&b"h2"[..]));
+        }
+
+        // rustls cannot even offer TLS 1.1, so a ClientHello is written by hand: version 3.2, two
+        // CBC suites and an ECDHE suite, and the extensions a TLS 1.1 client sends along (P-256
+        // ECDSA signatures, X25519 and P-256 groups, uncompressed points).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = TlsAcceptor::from(server);
+        let server_side = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.map(drop)
+        });
+        let mut body = vec![0x03, 0x02];
+        body.extend_from_slice(&[0x5a; 32]);
+        body.extend_from_slice(&[0x00, 0x00, 0x06, 0xc0, 0x13, 0x00, 0x2f, 0xc0, 0x2b, 0x01, 0x00]);
+        body.extend_from_slice(&[0x00, 0x18]);
+        body.extend_from_slice(&[0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03]);
+        body.extend_from_slice(&[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
+        body.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
+        let mut hello = vec![0x16, 0x03, 0x01, 0x00, 4 + body.len() as u8, 0x01, 0x00, 0x00, body.len() as u8];
+        hello.extend_from_slice(&body);
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&hello).await.unwrap();
+        let mut reply = Vec::new();
+        tcp.read_to_end(&mut reply).await.unwrap();
+        // An alert record (21) carrying a fatal protocol_version alert (2, 70), not a ServerHello.
+        assert_eq!(reply.first(), Some(&0x15), "{reply:02x?}");
+        assert_eq!(reply.get(5..7), Some(&[0x02, 0x46][..]), "{reply:02x?}");
+        let err = server_side.await.unwrap().unwrap_err();
+        assert!(
+            matches!(tls_error(&err), Some(TlsError::PeerIncompatible(PeerIncompatible::Tls12NotOffered))),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_verify_the_service_and_present_the_gateway_certificate() {
+        let pki = Pki::new();
+        let trust = pki.region_trust();
+        // An agency service with a certificate from the region CA, requiring mTLS.
+        let service = server_cert(&pki.region, pki.tmp.path(), "ID/PEMDA/1602/svc1");
+        let upstream = server_config(&trust, &service, ClientAuth::Required).unwrap();
+
+        let mtls = UpstreamTls { ca: None, client_cert: true, server_name: None };
+        let client = upstream_client_config(&trust, &pki.gateway, Some(&mtls)).unwrap();
+        assert_eq!(client.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let accepted = handshake(Arc::clone(&upstream), client).await.server().unwrap();
+        assert_eq!(accepted.peer.unwrap(), pki.gateway.chain());
+
+        // Without client_cert the gateway presents nothing, and this upstream refuses it.
+        let client = upstream_client_config(&trust, &pki.gateway, None).unwrap();
+        let err = handshake(Arc::clone(&upstream), client).await.server().unwrap_err();
+        assert_eq!(err, TlsError::NoCertificatesPresented);
+
+        // With `ca` naming another CA, the region-issued service certificate is not trusted.
+        let other = pki.ca("other", "Somewhere Else", "ID/PEMDA/1602");
+        let pinned = UpstreamTls { ca: Some(other.cert_path()), client_cert: true, server_name: None };
+        let client = upstream_client_config(&trust, &pki.gateway, Some(&pinned)).unwrap();
+        let outcome = handshake(upstream, client).await;
+        assert!(
+            matches!(client_tls_error(&outcome), Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer))),
+            "{outcome:?}"
+        );
+    }
+
+    fn listener(opt_ins: &[(&str, ConnectionType)]) -> Listener {
+        Listener {
+            name: "intranet".into(),
+            address: "127.0.0.1:8080".into(),
+            clients: opt_ins
+                .iter()
+                .map(|(client, connection)| ClientOptIn { client: client.parse().unwrap(), connection: *connection })
+                .collect(),
+            max_connections: None,
+        }
+    }
+
+    #[test]
+    fn a_listener_is_mtls_unless_clients_are_opted_in() {
+        assert_eq!(listener_transport(&listener(&[])), Transport::Tls { client_auth: ClientAuth::Required });
+        let tls = [("ID/PEMDA/1602/SIMPEG", ConnectionType::Tls)];
+        assert_eq!(listener_transport(&listener(&tls)), Transport::Tls { client_auth: ClientAuth::Optional });
+        let http = [("ID/PEMDA/1602/SIMPEG", ConnectionType::Http)];
+        assert_eq!(listener_transport(&listener(&http)), Transport::Plain);
+        let both = [("ID/PEMDA/1602/SIMPEG", ConnectionType::Tls), ("ID/PEMDA/1602/LAMA", ConnectionType::Http)];
+        assert_eq!(listener_transport(&listener(&both)), Transport::Plain);
+    }
+
+    #[test]
+    fn the_trust_store_loads_anchors_and_mappings_from_a_configuration_file() {
+        let pki = Pki::new();
+        let dir = pki.tmp.path();
+        let gw = dir.join("ID-PEMDA-1602-gw1");
+        let fingerprint = Fingerprint(load::sha256(pki.gateway.chain()[0].as_ref()));
+        let text = format!(
+            r#"
+[gateway]
+id = "ID/PEMDA/1602/gw1"
+cert = "{cert}"
+key = "{key}"
+
+[[listener]]
+name = "public"
+address = "127.0.0.1:8443"
+
+[[trust_anchor]]
+name = "region"
+ca = "region/ca.crt"
+scopes = ["ID/PEMDA/1602"]
+crls = ["region/crl.pem"]
+
+[[identity]]
+fingerprint = "{fingerprint}"
+kind = "server"
+id = "ID/PEMDA/1602/gw9"
+anchor = "region"
+"#,
+            cert = gw.with_extension("crt").display(),
+            key = gw.with_extension("key").display(),
+        );
+        let config = crate::config::parse(&dir.join("splpd.toml"), &text).unwrap();
+        let trust = TrustStore::load(&config).unwrap();
+        assert_eq!(trust.anchors().len(), 1);
+        assert_eq!(&**trust.anchors()[0].name(), "region");
+        assert!(trust.anchor("region").unwrap().covers(&identity(IdKind::Subsystem, "ID/PEMDA/1602/DINKES")));
+        assert_eq!(trust.anchor_cas().len(), 1);
+        assert_eq!(trust.crls.len(), 1);
+        let mapped = trust.mapping(&fingerprint.0).unwrap();
+        assert_eq!(mapped.identity, identity(IdKind::Server, "ID/PEMDA/1602/gw9"));
+        assert!(GatewayCert::from_config(&config).is_ok());
+    }
+
+    fn load_error(anchors: &[TrustAnchor], mappings: &[IdentityMapping]) -> String {
+        TrustStore::new(anchors, mappings).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn trust_store_errors_name_the_anchor_the_file_and_the_fix() {
+        let pki = Pki::new();
+        let region = pki.region_anchor();
+
+        assert!(load_error(&[], &[]).contains("add the region CA"));
+
+        let mut missing = region.clone();
+        missing.ca = pki.tmp.path().join("nope.crt");
+        let msg = load_error(&[missing], &[]);
+        assert!(msg.contains("trust anchor \"region\"") && msg.contains("nope.crt"), "{msg}");
+
+        // The same CA under two names would make its scope ambiguous.
+        let mut twice = region.clone();
+        twice.name = "again".into();
+        twice.scopes = vec!["ID/PEMDA/1699".parse().unwrap()];
+        let msg = load_error(&[region.clone(), twice], &[]);
+        assert!(msg.contains("both trust anchor \"region\" and trust anchor \"again\""), "{msg}");
+
+        // A CRL of another CA would revoke nothing: refused, naming the file.
+        let other = pki.ca("other", "Somewhere Else", "ID/PEMDA/1601");
+        let mut wrong_crl = region.clone();
+        wrong_crl.crls = vec![other.dir.join("crl.pem")];
+        let msg = load_error(&[wrong_crl], &[]);
+        assert!(msg.contains("other/crl.pem") && msg.contains("not a CA of this anchor"), "{msg}");
+
+        // A CRL under this CA's name but signed by another key.
+        let imposter = pki.ca("imposter", REGION_ORG, "ID/PEMDA/1601");
+        let mut forged_crl = region.clone();
+        forged_crl.crls = vec![imposter.dir.join("crl.pem")];
+        let msg = load_error(&[forged_crl], &[]);
+        assert!(msg.contains("signature does not verify"), "{msg}");
+
+        let mapping = IdentityMapping {
+            fingerprint: Fingerprint([7; 32]),
+            kind: IdKind::Subsystem,
+            id: "ID/PEMDA/1602/SIMPUS".into(),
+            anchor: "bsre".into(),
+        };
+        let msg = load_error(std::slice::from_ref(&region), std::slice::from_ref(&mapping));
+        assert!(msg.contains("names trust anchor \"bsre\", which is not configured"), "{msg}");
+        let bad_id = IdentityMapping { id: "ID/PEMDA/1602".into(), anchor: "region".into(), ..mapping };
+        let msg = load_error(&[region], &[bad_id]);
+        assert!(msg.contains("INSTANCE/CLASS/MEMBER/SUBSYSTEM"), "{msg}");
+    }
+
+    #[test]
+    fn a_gateway_key_that_is_not_the_certificates_is_refused() {
+        let pki = Pki::new();
+        let dir = pki.tmp.path();
+        let err = GatewayCert::load(&dir.join("ID-PEMDA-1602-gw1.crt"), &pki.region.dir.join("ca.key")).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, TlsSetupError::GatewayKeyMismatch { .. }), "{msg}");
+        assert!(
+            msg.contains("ca.key") && msg.contains("use the key file that was written with this certificate"),
+            "{msg}"
+        );
+    }
+}

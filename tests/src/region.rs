@@ -1,0 +1,200 @@
+//! A region's gateway started in-process: a TOML configuration written beside the [`Pki`]
+//! (listeners on `127.0.0.1:0`), loaded through `config::parse` exactly as `splpd serve` loads
+//! its file, and served by `server::start` with a [`MemorySink`] audit log that tests read back.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use splpd_gateway::audit::{AuditSink, ExchangeRecord, MemorySink};
+use splpd_gateway::server::{self, Running};
+
+use crate::client::{self, BoxError, Call, Proto, Reply};
+use crate::pki::{ClientCert, GATEWAY_ID, Pki};
+
+/// The mTLS listener every region has.
+pub const PUBLIC: &str = "public";
+
+static CONFIGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Builds a region's configuration piece by piece.
+#[derive(Debug)]
+pub struct RegionBuilder<'p> {
+    pki: &'p Pki,
+    listeners: String,
+    services: String,
+    policy: String,
+    extra: String,
+}
+
+impl<'p> RegionBuilder<'p> {
+    /// A gateway `ID/PEMDA/1602/gw1` with an mTLS listener [`PUBLIC`] on `127.0.0.1:0` and two
+    /// trust anchors: `region` (scope `ID/PEMDA/1602`, with its CRL) and `peer-1601` (scope
+    /// `ID/PEMDA/1601`, with its CRL).
+    pub fn new(pki: &'p Pki) -> Self {
+        Self {
+            pki,
+            listeners: format!("[[listener]]\nname = \"{PUBLIC}\"\naddress = \"127.0.0.1:0\"\n\n"),
+            services: String::new(),
+            policy: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    /// A `[[service]]` with one upstream and further `key = value` lines.
+    pub fn service(mut self, id: &str, upstream: &str, extra: &str) -> Self {
+        let _ = write!(self.services, "[[service]]\nid = \"{id}\"\nupstreams = [\"{upstream}\"]\n{extra}\n\n");
+        self
+    }
+
+    /// A `[[grant]]` with these `key = value` lines.
+    pub fn grant(mut self, body: &str) -> Self {
+        let _ = write!(self.policy, "[[grant]]\n{body}\n\n");
+        self
+    }
+
+    /// A cleartext listener on `127.0.0.1:0` where `clients` are opted in to `http`.
+    pub fn http_listener(mut self, name: &str, clients: &[&str]) -> Self {
+        let opt_ins: Vec<String> =
+            clients.iter().map(|c| format!("{{ client = \"{c}\", connection = \"http\" }}")).collect();
+        let _ = write!(
+            self.listeners,
+            "[[listener]]\nname = \"{name}\"\naddress = \"127.0.0.1:0\"\nclients = [{}]\n\n",
+            opt_ins.join(", ")
+        );
+        self
+    }
+
+    /// Any further TOML (groups, quotas, `[limits]`…).
+    pub fn toml(mut self, text: &str) -> Self {
+        self.extra.push_str(text);
+        self.extra.push_str("\n\n");
+        self
+    }
+
+    /// The configuration file's text.
+    pub fn text(&self) -> String {
+        format!(
+            r#"[gateway]
+id = "{GATEWAY_ID}"
+cert = "gw1.crt"
+key = "gw1.key"
+
+{listeners}[[trust_anchor]]
+name = "region"
+ca = "region/ca.crt"
+scopes = ["ID/PEMDA/1602"]
+crls = ["region/crl.pem"]
+
+[[trust_anchor]]
+name = "peer-1601"
+ca = "peer-1601/ca.crt"
+scopes = ["ID/PEMDA/1601"]
+crls = ["peer-1601/crl.pem"]
+
+{services}{policy}{extra}"#,
+            listeners = self.listeners,
+            services = self.services,
+            policy = self.policy,
+            extra = self.extra,
+        )
+    }
+
+    /// Writes the configuration beside the PKI, validates it as `splpd` does, and starts the
+    /// gateway on the current runtime. Panics with the validator's report when it is refused.
+    pub async fn start(self) -> Region {
+        let n = CONFIGS.fetch_add(1, Ordering::Relaxed);
+        let path = self.pki.dir().join(format!("splpd-{n}.toml"));
+        let text = self.text();
+        std::fs::write(&path, &text).expect("write configuration");
+        let config = match splpd_gateway::config::parse(&path, &text) {
+            Ok(config) => config,
+            Err(e) => panic!("the configuration was refused:\n{e}\n--- {}\n{text}", path.display()),
+        };
+        let audit = Arc::new(MemorySink::new());
+        let sink: Arc<dyn AuditSink> = Arc::clone(&audit) as Arc<dyn AuditSink>;
+        let running = server::start(config, sink).await.expect("start the gateway");
+        let roots = client::read_roots(&self.pki.region_ca_cert());
+        Region { running: Some(running), audit, roots, config_path: path }
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Region {
+    running: Option<Running>,
+    audit: Arc<MemorySink>,
+    roots: Vec<CertificateDer<'static>>,
+    config_path: std::path::PathBuf,
+}
+
+impl Region {
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("the gateway is running")
+    }
+
+    /// Where the named listener is bound.
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.running().addr(listener).unwrap_or_else(|| panic!("no listener {listener:?}"))
+    }
+
+    /// The configuration file it was started from.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    /// One call over HTTPS to the [`PUBLIC`] listener, presenting `cert`.
+    pub async fn call(&self, cert: Option<&ClientCert>, proto: Proto, call: Call) -> Result<Reply, BoxError> {
+        let config = client::tls_config(&self.roots, cert, proto);
+        client::send_tls(self.addr(PUBLIC), config, proto, call).await
+    }
+
+    /// One call over cleartext HTTP/1.1 to the named listener.
+    pub async fn call_plain(&self, listener: &str, call: Call) -> Result<Reply, BoxError> {
+        client::send_plain(self.addr(listener), call).await
+    }
+
+    /// Every audit record so far.
+    pub fn records(&self) -> Vec<ExchangeRecord> {
+        self.audit.records()
+    }
+
+    /// The audit records, once there are at least `n` (waits at most 5 s, then returns what
+    /// there is), for exchanges whose client went away early or broke off.
+    pub async fn wait_records(&self, n: usize) -> Vec<ExchangeRecord> {
+        for _ in 0..500 {
+            let records = self.records();
+            if records.len() >= n {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.records()
+    }
+
+    /// The one audit record of exchange `id`; panics unless there is exactly one (waits at
+    /// most 5 s for it to appear, and a little longer for a duplicate that would follow).
+    pub async fn record(&self, id: &str) -> ExchangeRecord {
+        let matching = || self.records().into_iter().filter(|r| r.exchange_id == id).collect::<Vec<_>>();
+        for _ in 0..500 {
+            if !matching().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let found = matching();
+        assert_eq!(found.len(), 1, "exchange {id} should have exactly one audit record: {found:#?}");
+        found.into_iter().next().expect("one record")
+    }
+
+    /// Stops the gateway (at most 5 s for open exchanges) and flushes the audit log.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), running.stop()).await;
+        }
+    }
+}

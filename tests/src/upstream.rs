@@ -1,0 +1,231 @@
+//! A real agency service for the gateway to call: hyper 1.x, HTTP/1.1, on `127.0.0.1:0`, in a
+//! tokio task. It records every request it receives (method, path and query, headers, body) and
+//! answers by the first segment of the path:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/echo/…` | 200, the request body back, with the request's Content-Type, and `X-Road-*` headers of its own that the gateway must overwrite |
+//! | `/json/…` | 200, a fixed JSON document ([`FIXED_JSON`]) |
+//! | `/slow/{ms}/…` | 200 after sleeping `ms` milliseconds |
+//! | `/large/{bytes}/…` | 200, a body of `bytes` bytes streamed in 64 KiB chunks, without Content-Length ([`large_body`]) |
+//! | `/status/{code}/…` | that status, with a problem+json body of its own ([`status_body`]) |
+//! | `/empty/…` | 204, no body |
+//! | anything else | 200, `ok` |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The body `/json/…` answers with.
+pub const FIXED_JSON: &str = r#"{"nik":"valid","source":"disdukcapil"}"#;
+
+/// Headers `/echo/…` sets on its response, which the gateway must replace with its own.
+pub const UPSTREAM_XROAD_HEADERS: [(&str, &str); 4] = [
+    ("x-road-id", "upstream-made-this-up"),
+    ("x-road-client", "ID/PEMDA/9999/UPSTREAM"),
+    ("x-road-service", "ID/PEMDA/9999/UPSTREAM/fake"),
+    ("x-road-request-hash", "dXBzdHJlYW0="),
+];
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: Method,
+    /// The HTTP version.
+    pub version: Version,
+    /// Path and query, exactly as received.
+    pub path_and_query: String,
+    /// The headers as received.
+    pub headers: HeaderMap,
+    /// The body bytes that arrived (all of them, or those before the stream broke).
+    pub body: Bytes,
+    /// Whether the body ended normally rather than breaking off.
+    pub complete: bool,
+}
+
+impl Received {
+    /// A header as text; `None` when absent or not text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The body `/large/{n}` sends: byte `i` is `i % 251`.
+pub fn large_body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// The body `/status/{code}` answers with.
+pub fn status_body(code: u16) -> String {
+    format!(r#"{{"upstream_error":{code},"detail":"the service's own answer"}}"#)
+}
+
+type UpBody = BoxBody<Bytes, Infallible>;
+
+/// A running upstream service; stops when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(Arc::clone(&log), req));
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        Self { addr, received, task }
+    }
+
+    /// `http://127.0.0.1:port`, for a service's `upstreams`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in order of completion.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The requests received, once there are at least `n` (waits at most 5 s, then returns what
+    /// there is).
+    pub async fn wait_received(&self, n: usize) -> Vec<Received> {
+        for _ in 0..500 {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.received()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address on which nothing listens: bound, then released.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("address")
+}
+
+fn full(body: impl Into<Bytes>) -> UpBody {
+    Full::new(body.into()).boxed()
+}
+
+async fn handle(log: Arc<Mutex<Vec<Received>>>, req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let mut bytes = Vec::new();
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let body = Bytes::from(bytes);
+    log.lock().unwrap_or_else(PoisonError::into_inner).push(Received {
+        method: parts.method,
+        version: parts.version,
+        path_and_query: path_and_query.clone(),
+        headers: parts.headers,
+        body: body.clone(),
+        complete,
+    });
+
+    let path = path_and_query.split('?').next().unwrap_or("/");
+    let mut segments = path.trim_start_matches('/').split('/');
+    let first = segments.next().unwrap_or("");
+    let arg = segments.next().and_then(|s| s.parse::<u64>().ok());
+    let mut resp = match (first, arg) {
+        ("echo", _) => {
+            let mut resp = Response::new(full(body));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                content_type.unwrap_or_else(|| HeaderValue::from_static("application/octet-stream")),
+            );
+            for (name, value) in UPSTREAM_XROAD_HEADERS {
+                h.insert(name, HeaderValue::from_static(value));
+            }
+            // Hop-by-hop on the way back: the gateway must not pass it to the client.
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            resp
+        }
+        ("json", _) => {
+            let mut resp = Response::new(full(FIXED_JSON));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        ("slow", Some(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full("slow"))
+        }
+        ("large", Some(n)) => {
+            let data = Bytes::from(large_body(usize::try_from(n).unwrap_or(0)));
+            let chunks: Vec<Result<Frame<Bytes>, Infallible>> =
+                data.chunks(64 * 1024).map(|c| Ok(Frame::data(data.slice_ref(c)))).collect();
+            Response::new(StreamBody::new(futures_util::stream::iter(chunks)).boxed())
+        }
+        ("status", Some(code)) => {
+            let code = u16::try_from(code).unwrap_or(500);
+            let mut resp = Response::new(full(status_body(code)));
+            *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            resp.headers_mut().insert("x-upstream", HeaderValue::from_static("status"));
+            resp
+        }
+        ("empty", _) => {
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        _ => Response::new(full("ok")),
+    };
+    resp.headers_mut().insert("x-upstream-saw", HeaderValue::from_str(first).unwrap_or(HeaderValue::from_static("?")));
+    Ok(resp)
+}

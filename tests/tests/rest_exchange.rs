@@ -1,0 +1,980 @@
+//! The REST exchange path end to end (design §2–§5, docs/design.md): a real gateway started
+//! in-process from a TOML file, real mutual TLS on loopback with certificates from the region CA
+//! tooling, a real upstream service that records what reached it, and the audit records read
+//! back from the gateway's sink.
+
+// Test fixtures fail loudly: a panic is the right report for a broken test setup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{StatusCode, Version};
+use splpd_gateway::audit::ExchangeRecord;
+use splpd_proto::v1::ConnectionType;
+use splpd_tests::upstream::{FIXED_JSON, UPSTREAM_XROAD_HEADERS, large_body, status_body};
+use splpd_tests::{
+    Call, ClientCert, PUBLIC, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port, request_hash, sha256,
+};
+
+const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+const SMALL: &str = "ID/PEMDA/1602/DISDUKCAPIL/upload";
+const LIMITED: &str = "ID/PEMDA/1602/DISDUKCAPIL/limited";
+const DOWN: &str = "ID/PEMDA/1602/DISDUKCAPIL/down";
+const SLOW: &str = "ID/PEMDA/1602/DISDUKCAPIL/slow";
+
+/// Holds a grant on every endpoint of every service.
+const DINKES: &str = "ID/PEMDA/1602/DINKES";
+/// Holds a grant on `GET /json/*` of [`SERVICE`] only.
+const RSUD: &str = "ID/PEMDA/1602/RSUD";
+/// Holds a grant on `GET /json/*` of [`SERVICE`] bound to purpose `pelayanan-kesehatan`.
+const PUSKESMAS: &str = "ID/PEMDA/1602/PUSKESMAS";
+/// Held a grant on [`SERVICE`] during 2020 only.
+const DISPENDA: &str = "ID/PEMDA/1602/DISPENDA";
+/// Holds no grant at all.
+const BAPPEDA: &str = "ID/PEMDA/1602/BAPPEDA";
+/// The legacy application opted in to plain HTTP on the intranet listener.
+const LEGACY: &str = "ID/PEMDA/1602/LEGACY";
+
+/// A query holding personal data: it must reach the audit log only as a hash.
+const NIK: &str = "3201010101010001";
+const NIK_QUERY: &str = "nik=3201010101010001";
+
+const SMALL_LIMIT: usize = 64 * 1024;
+
+fn target(service: &str, path: &str) -> String {
+    format!("/r1/{service}{path}")
+}
+
+struct Setup {
+    region: Region,
+    upstream: Upstream,
+    // Last: the gateway's files live in it.
+    pki: Pki,
+}
+
+/// The region every test runs against: the services and grants described on the constants
+/// above, tight header limits, an intranet listener for the legacy client, one upstream.
+async fn setup() -> Setup {
+    setup_with(Pki::new()).await
+}
+
+async fn setup_with(pki: Pki) -> Setup {
+    let upstream = Upstream::start().await;
+    let url = upstream.url();
+    let down = format!("http://{}", closed_port().await);
+    let everything = |service: &str| format!("service = \"{service}\"\nclient = \"{DINKES}\"");
+    let region = RegionBuilder::new(&pki)
+        .http_listener("intranet", &[LEGACY])
+        .service(
+            SERVICE,
+            &url,
+            "steward = { name = \"Kepala Bidang PDI Disdukcapil\", contact = \"pdi@example.go.id\" }",
+        )
+        .service(SMALL, &url, "max_request_body = \"64 KiB\"")
+        .service(LIMITED, &url, "rate_limit = { per_second = 1, burst = 2 }")
+        .service(DOWN, &down, "connect_timeout = \"1s\"")
+        .service(SLOW, &url, "request_timeout = \"500ms\"")
+        .grant(&everything(SERVICE))
+        .grant(&everything(SMALL))
+        .grant(&everything(LIMITED))
+        .grant(&everything(DOWN))
+        .grant(&everything(SLOW))
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{RSUD}\"\nendpoints = [\"GET /json/*\"]"))
+        .grant(&format!(
+            "service = \"{SERVICE}\"\nclient = \"{PUSKESMAS}\"\nendpoints = [\"GET /json/*\"]\npurposes = [\"pelayanan-kesehatan\"]"
+        ))
+        .grant(&format!(
+            "service = \"{SERVICE}\"\nclient = \"{DISPENDA}\"\nvalid_from = 2020-01-01T00:00:00+07:00\nvalid_until = 2021-01-01T00:00:00+07:00"
+        ))
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{LEGACY}\""))
+        .toml("[limits]\nmax_header_bytes = \"16 KiB\"\nmax_headers = 50")
+        .start()
+        .await;
+    Setup { region, upstream, pki }
+}
+
+/// A gateway error as design §3 has it: the status, `X-Road-Error`, and a JSON body
+/// `{"type","message","detail"}` whose detail is the exchange id. Returns the message.
+fn assert_gateway_error(reply: &Reply, status: u16, error_type: &str) -> String {
+    assert_eq!(reply.status.as_u16(), status, "{reply:?}\n{}", reply.text());
+    assert_eq!(reply.xroad_error(), Some(error_type), "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["type"], error_type, "{body}");
+    assert_eq!(body["detail"], reply.exchange_id(), "{body}");
+    let message = body["message"].as_str().expect("message").to_owned();
+    assert!(!message.is_empty());
+    message
+}
+
+/// What an exchange's audit record must say.
+struct Expect<'a> {
+    client: &'a str,
+    service: &'a str,
+    status: u16,
+    error_type: &'a str,
+    /// The record may leave `client` and `service` empty instead: the gateway fills each in only
+    /// once the phase that establishes it has passed. It may never name anything else.
+    may_omit: bool,
+}
+
+/// The one record of `reply`'s exchange, checked against `expect`; the query, if any, only as
+/// its SHA-256.
+async fn assert_record(region: &Region, reply: &Reply, query: Option<&str>, expect: &Expect<'_>) -> ExchangeRecord {
+    let rec = region.record(reply.exchange_id()).await;
+    let fits = |got: &str, want: &str| got == want || (expect.may_omit && got.is_empty());
+    assert!(fits(&rec.client, expect.client), "client {:?}, expected {:?} in {rec:#?}", rec.client, expect.client);
+    assert!(fits(&rec.service, expect.service), "service {:?}, expected {:?} in {rec:#?}", rec.service, expect.service);
+    assert_eq!(rec.status, u32::from(expect.status), "status in {rec:#?}");
+    assert_eq!(rec.error_type, expect.error_type, "error type in {rec:#?}");
+    assert_eq!(rec.gateway, "ID/PEMDA/1602/gw1");
+    assert!(rec.received_at_unix_nanos > 0 && rec.responded_at_unix_nanos >= rec.received_at_unix_nanos);
+    assert!(!rec.path.contains('?'), "the path holds no query: {rec:#?}");
+    match query {
+        Some(q) => {
+            assert_eq!(rec.query_sha256, sha256(q.as_bytes()), "query hash in {rec:#?}");
+            for value in q.split('&').filter_map(|p| p.split_once('=').map(|(_, v)| v)).filter(|v| v.len() > 3) {
+                assert!(!format!("{rec:?}").contains(value), "the raw query value {value:?} is in the record {rec:#?}");
+            }
+        }
+        None => assert!(rec.query_sha256.is_empty(), "{rec:#?}"),
+    }
+    rec
+}
+
+/// Waits until the gateway has logged `n` exchanges in all and checks there are no more.
+async fn assert_record_count(region: &Region, n: usize) {
+    let records = region.wait_records(n).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let records = if records.len() == n { region.records() } else { records };
+    assert_eq!(records.len(), n, "expected {n} audit records, one per exchange: {records:#?}");
+}
+
+fn decode_hash(b64: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(b64).expect("request hash is base64")
+}
+
+fn assert_uuid(id: &str) -> uuid::Uuid {
+    let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("X-Road-Id {id:?} is not a UUID: {e}"));
+    assert_eq!(parsed.hyphenated().to_string(), id, "canonical lowercase hyphenated form");
+    parsed
+}
+
+/// The X-Road headers of an answer the gateway forwarded: its own, never the service's.
+fn assert_gateway_xroad_headers(reply: &Reply, client: &str, service: &str) {
+    assert_uuid(reply.exchange_id());
+    assert_eq!(reply.header("x-road-client"), Some(client));
+    assert_eq!(reply.header("x-road-service"), Some(service));
+    for (name, value) in UPSTREAM_XROAD_HEADERS {
+        assert_eq!(reply.headers.get_all(name).iter().count(), 1, "{name} appears once: {reply:?}");
+        assert_ne!(reply.header(name), Some(value), "{name} from the service reached the client");
+    }
+}
+
+/// The request hash of `reply` recomputed from what was sent.
+fn expected_hash(call: &Call, reply: &Reply) -> String {
+    request_hash(call.method.as_str(), &call.target, &reply.sent_headers, &call.body_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allowed calls
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_http1_call_returns_the_service_answer_with_the_gateways_xroad_headers() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let body = r#"{"nama":"Budi Santoso","tanggal_lahir":"1980-01-01"}"#;
+    let call = Call::post(target(SERVICE, &format!("/echo/verify?{NIK_QUERY}")), body)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("accept", "application/json")
+        .header("x-agency-trace", "abc-123")
+        .header("x-multi", "first")
+        .header("x-multi", "second")
+        // Repeating the certificate's identity is allowed.
+        .header("x-road-client", DINKES)
+        // The gateway's to set, whatever the client says.
+        .header("x-road-service", "ID/PEMDA/1602/OTHER/fake")
+        .header("x-road-request-hash", "Y2xpZW50LW1hZGU=")
+        .header("x-road-userid", "ID1234567890")
+        .header("x-road-issue", "SPT-17/2026")
+        .header("x-road-represented-party", "ID/PEMDA/1602")
+        .header("x-splp-purpose", "verifikasi")
+        // Hop-by-hop: none of it may reach the service.
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "for-this-hop-only")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("te", "trailers");
+    let reply = region.call(Some(&dinkes), Proto::H1, call.clone()).await.unwrap();
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.version, Version::HTTP_11);
+    assert_eq!(reply.body, body.as_bytes());
+    assert_eq!(reply.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(reply.xroad_error(), None);
+    assert_eq!(reply.header("x-upstream-saw"), Some("echo"));
+    assert!(reply.header("keep-alive").is_none(), "hop-by-hop header of the service reached the client");
+    assert_gateway_xroad_headers(&reply, DINKES, SERVICE);
+    let hash = reply.header("x-road-request-hash").expect("X-Road-Request-Hash");
+    assert_eq!(decode_hash(hash).len(), 64, "SHA-512");
+    assert_eq!(hash, expected_hash(&call, &reply), "request hash over {:?}", reply.sent_headers);
+
+    // What the service received.
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.path_and_query, format!("/echo/verify?{NIK_QUERY}"));
+    assert!(got.complete);
+    assert_eq!(got.body, body.as_bytes());
+    assert_eq!(got.header("x-road-client"), Some(DINKES));
+    assert_eq!(got.header("x-road-service"), Some(SERVICE));
+    assert_eq!(got.header("x-road-id"), Some(reply.exchange_id()));
+    assert_eq!(got.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(got.header("accept"), Some("application/json"));
+    assert_eq!(got.header("x-agency-trace"), Some("abc-123"));
+    let multi: Vec<&str> = got.headers.get_all("x-multi").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(multi, ["first", "second"]);
+    assert_eq!(got.header("x-road-userid"), Some("ID1234567890"));
+    assert_eq!(got.header("x-splp-purpose"), Some("verifikasi"));
+    assert_eq!(got.header("host"), Some(upstream.addr().to_string().as_str()), "the client's Host never goes upstream");
+    for name in ["x-private", "keep-alive", "proxy-authorization", "te", "x-road-request-hash"] {
+        assert!(got.headers.get(name).is_none(), "{name} reached the service: {:?}", got.headers);
+    }
+    for value in got.headers.get_all("connection") {
+        assert!(!value.to_str().unwrap().contains("x-private"), "the client's Connection header was forwarded");
+    }
+
+    let rec = assert_record(
+        &region,
+        &reply,
+        Some(NIK_QUERY),
+        &Expect { client: DINKES, service: SERVICE, status: 200, error_type: "", may_omit: false },
+    )
+    .await;
+    assert_eq!(rec.connection_type(), ConnectionType::Mtls);
+    assert_eq!(rec.client_cert_sha256, dinkes.sha256());
+    assert_eq!(rec.method, "POST");
+    assert_eq!(rec.path, target(SERVICE, "/echo/verify"));
+    assert_eq!(
+        (rec.user_id.as_str(), rec.issue.as_str(), rec.represented_party.as_str(), rec.purpose.as_str()),
+        ("ID1234567890", "SPT-17/2026", "ID/PEMDA/1602", "verifikasi")
+    );
+    assert_eq!(rec.request_hash, decode_hash(hash));
+    assert_eq!(rec.request_body_bytes, body.len() as u64);
+    assert_eq!(rec.request_body_sha256, sha256(body.as_bytes()));
+    assert_eq!(rec.response_body_bytes, body.len() as u64);
+    assert_eq!(rec.upstream, upstream.url());
+    assert!(rec.forwarded_at_unix_nanos > 0 && rec.upstream_answered_at_unix_nanos >= rec.forwarded_at_unix_nanos);
+    assert_record_count(&region, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_http2_calls_are_negotiated_by_alpn() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+
+    let get = Call::get(target(SERVICE, &format!("/json/cek?{NIK_QUERY}"))).header("accept", "application/json");
+    let reply = region.call(Some(&dinkes), Proto::H2, get.clone()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.version, Version::HTTP_2);
+    assert_eq!(reply.body, FIXED_JSON.as_bytes());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let id = assert_uuid(reply.exchange_id());
+    assert_eq!(id.get_version_num(), 4, "a generated X-Road-Id is a random UUID");
+    assert_eq!(reply.header("x-road-client"), Some(DINKES));
+    assert_eq!(reply.header("x-road-service"), Some(SERVICE));
+    assert_eq!(reply.header("x-road-request-hash"), Some(expected_hash(&get, &reply).as_str()));
+
+    let body = Bytes::from_static(b"{\"nama\":\"Siti\"}");
+    let post = Call::post(target(SERVICE, "/echo/h2"), body.clone())
+        .header("content-type", "application/json")
+        .header("x-agency-trace", "h2-trace");
+    let reply2 = region.call(Some(&dinkes), Proto::H2, post.clone()).await.unwrap();
+    assert_eq!(reply2.status, StatusCode::OK);
+    assert_eq!(reply2.version, Version::HTTP_2);
+    assert_eq!(reply2.body, body);
+    assert_gateway_xroad_headers(&reply2, DINKES, SERVICE);
+    assert_eq!(reply2.header("x-road-request-hash"), Some(expected_hash(&post, &reply2).as_str()));
+
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].path_and_query, format!("/json/cek?{NIK_QUERY}"));
+    assert_eq!(received[0].header("x-road-client"), Some(DINKES));
+    assert_eq!(received[1].body, body);
+    assert_eq!(received[1].header("x-agency-trace"), Some("h2-trace"));
+
+    let expect = Expect { client: DINKES, service: SERVICE, status: 200, error_type: "", may_omit: false };
+    let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    assert_eq!(rec.request_hash, decode_hash(reply.header("x-road-request-hash").unwrap()));
+    assert_eq!(rec.method, "GET");
+    assert_eq!(rec.response_body_bytes, FIXED_JSON.len() as u64);
+    assert_record(&region, &reply2, None, &expect).await;
+    assert_record_count(&region, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_incoming_x_road_id_is_kept_and_anything_else_replaced() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let mine = uuid::Uuid::new_v4().hyphenated().to_string();
+
+    let reply = region
+        .call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/a")).header("x-road-id", &mine))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.exchange_id(), mine);
+
+    let reply2 = region
+        .call(Some(&dinkes), Proto::H2, Call::get(target(SERVICE, "/json/b")).header("x-road-id", "not-a-uuid"))
+        .await
+        .unwrap();
+    assert_eq!(reply2.status, StatusCode::OK);
+    assert_ne!(reply2.exchange_id(), "not-a-uuid");
+    assert_ne!(reply2.exchange_id(), mine);
+    assert_uuid(reply2.exchange_id());
+
+    let received = upstream.received();
+    assert_eq!(received[0].header("x-road-id"), Some(mine.as_str()));
+    assert_eq!(received[1].header("x-road-id"), Some(reply2.exchange_id()));
+    let expect = Expect { client: DINKES, service: SERVICE, status: 200, error_type: "", may_omit: false };
+    assert_record(&region, &reply, None, &expect).await;
+    assert_record(&region, &reply2, None, &expect).await;
+    assert_record_count(&region, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_through_intact_both_ways() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let mib = Bytes::from(large_body(1024 * 1024));
+
+    // 1 MiB streamed without a declared length (chunked) over HTTP/1.1…
+    let chunks: Vec<Bytes> = mib.chunks(32 * 1024).map(|c| mib.slice_ref(c)).collect();
+    let chunked = Call::post(target(SERVICE, "/echo/upload"), Bytes::new())
+        .header("content-type", "application/octet-stream")
+        .chunked(chunks);
+    let reply = region.call(Some(&dinkes), Proto::H1, chunked.clone()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body == mib, "the echoed body differs ({} bytes)", reply.body.len());
+    assert_eq!(reply.header("x-road-request-hash"), Some(expected_hash(&chunked, &reply).as_str()));
+
+    // …and with Content-Length over HTTP/2.
+    let sized =
+        Call::post(target(SERVICE, "/echo/upload"), mib.clone()).header("content-type", "application/octet-stream");
+    let reply2 = region.call(Some(&dinkes), Proto::H2, sized.clone()).await.unwrap();
+    assert_eq!(reply2.status, StatusCode::OK);
+    assert!(reply2.body == mib, "the echoed body differs ({} bytes)", reply2.body.len());
+    assert_eq!(reply2.header("x-road-request-hash"), Some(expected_hash(&sized, &reply2).as_str()));
+
+    // A 3 MiB answer streamed by the service without Content-Length.
+    let n = 3 * 1024 * 1024;
+    let reply3 =
+        region.call(Some(&dinkes), Proto::H2, Call::get(target(SERVICE, &format!("/large/{n}")))).await.unwrap();
+    assert_eq!(reply3.status, StatusCode::OK);
+    assert!(reply3.body == large_body(n), "the streamed answer differs ({} bytes)", reply3.body.len());
+
+    let received = upstream.received();
+    assert_eq!(received.len(), 3);
+    for got in &received[..2] {
+        assert!(got.complete && got.body == mib, "the service got {} bytes", got.body.len());
+    }
+    let expect = Expect { client: DINKES, service: SERVICE, status: 200, error_type: "", may_omit: false };
+    for r in [&reply, &reply2] {
+        let rec = assert_record(&region, r, None, &expect).await;
+        assert_eq!(rec.request_body_bytes, mib.len() as u64);
+        assert_eq!(rec.request_body_sha256, sha256(&mib));
+        assert_eq!(rec.response_body_bytes, mib.len() as u64);
+    }
+    let rec = assert_record(&region, &reply3, None, &expect).await;
+    assert_eq!(rec.response_body_bytes, n as u64);
+    assert_eq!(rec.response_body_sha256, sha256(&large_body(n)));
+    assert_record_count(&region, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_of_the_service_itself_pass_through_untouched() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    for (code, proto) in [(404u16, Proto::H1), (500, Proto::H2), (503, Proto::H1)] {
+        let call = Call::get(target(SERVICE, &format!("/status/{code}?{NIK_QUERY}")));
+        let reply = region.call(Some(&dinkes), proto, call).await.unwrap();
+        assert_eq!(reply.status.as_u16(), code);
+        assert_eq!(reply.xroad_error(), None, "a service error is not the gateway's: {reply:?}");
+        assert_eq!(reply.text(), status_body(code));
+        assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+        assert_eq!(reply.header("x-upstream"), Some("status"));
+        assert_eq!(reply.header("x-road-client"), Some(DINKES));
+        assert_eq!(reply.header("x-road-service"), Some(SERVICE));
+        assert_uuid(reply.exchange_id());
+        let expect = Expect { client: DINKES, service: SERVICE, status: code, error_type: "", may_omit: false };
+        assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    }
+    assert_eq!(upstream.received().len(), 3);
+    assert_record_count(&region, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_body_is_logged_as_complete() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let mut replies = Vec::new();
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/empty"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        assert!(reply.body.is_empty());
+        assert_eq!(reply.header("x-road-client"), Some(DINKES));
+        replies.push(reply);
+    }
+    for reply in &replies {
+        let expect = Expect { client: DINKES, service: SERVICE, status: 204, error_type: "", may_omit: false };
+        let rec = assert_record(&region, reply, None, &expect).await;
+        assert_eq!(rec.response_body_bytes, 0);
+    }
+    assert_eq!(upstream.received().len(), 2);
+    assert_record_count(&region, 2).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused at the TLS handshake: no HTTP request exists, so no audit record either
+// ---------------------------------------------------------------------------------------------
+
+/// The certificate (or none) is refused by the handshake, over HTTP/1.1 and HTTP/2: the client
+/// gets an error, never an answer; nothing reaches the service or the audit log. A valid
+/// certificate on the same gateway works, so the refusal is the certificate's.
+async fn assert_refused_at_tls(cert: Option<&ClientCert>, setup: &Setup) {
+    let Setup { region, upstream, pki } = setup;
+    for proto in [Proto::H1, Proto::H2] {
+        let call = Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+        let result = region.call(cert, proto, call).await;
+        assert!(result.is_err(), "{proto:?}: expected the handshake to fail, got {:?}", result.map(|r| r.status));
+    }
+    assert!(upstream.received().is_empty());
+    assert!(region.records().is_empty(), "no HTTP request was made, so nothing is logged: {:#?}", region.records());
+
+    let ok = region.call(Some(&pki.client(DINKES)), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_record_count(region, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_client_certificate_the_handshake_fails() {
+    let setup = setup().await;
+    assert_refused_at_tls(None, &setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_untrusted_ca_is_refused() {
+    let setup = setup().await;
+    let stranger = setup.pki.untrusted_client(DINKES);
+    assert_refused_at_tls(Some(&stranger), &setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused() {
+    let pki = Pki::new();
+    // Revoked, and the CRL regenerated, before the gateway loads it.
+    let revoked = pki.revoked_client(DINKES);
+    let setup = setup_with(pki).await;
+    assert_refused_at_tls(Some(&revoked), &setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let setup = setup().await;
+    let expired = setup.pki.expired_client(DINKES);
+    assert_refused_at_tls(Some(&expired), &setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_not_yet_valid_is_refused() {
+    let setup = setup().await;
+    let early = setup.pki.not_yet_valid_client(DINKES);
+    assert_refused_at_tls(Some(&early), &setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_without_client_auth_usage_is_refused() {
+    let setup = setup().await;
+    let server_only = setup.pki.server_auth_only_client(DINKES);
+    assert_refused_at_tls(Some(&server_only), &setup).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused by identify: the handshake verifies, the identity does not hold
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_region_ca_cannot_mint_an_identity_of_this_region() {
+    let Setup { region, upstream, pki } = setup().await;
+    // Signed with the peer CA's key (a trust anchor, so the handshake verifies) for DINKES of 1602.
+    let rogue = pki.rogue_peer_client(DINKES);
+    let call = Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+    let reply = region.call(Some(&rogue), Proto::H1, call).await.unwrap();
+    let message = assert_gateway_error(&reply, 403, "Client.InvalidClientIdentity");
+    assert!(
+        message.contains("peer-1601") && message.contains(DINKES) && message.contains("outside its scopes"),
+        "{message}"
+    );
+    assert_ne!(reply.header("x-road-client"), Some(DINKES), "the rogue identity is not echoed as the client");
+    let rec = assert_record(
+        &region,
+        &reply,
+        Some(NIK_QUERY),
+        &Expect {
+            client: "",
+            service: SERVICE,
+            status: 403,
+            error_type: "Client.InvalidClientIdentity",
+            may_omit: true,
+        },
+    )
+    .await;
+    assert_eq!(rec.client, "", "an identity its CA may not vouch for is never logged as the client");
+    assert_eq!(rec.forwarded_at_unix_nanos, 0);
+
+    // The same CA vouching for its own region's client gets past identify (and then has no grant).
+    let own = pki.peer_client("ID/PEMDA/1601/DINKES");
+    let reply2 = region.call(Some(&own), Proto::H2, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_gateway_error(&reply2, 403, "Client.AccessDenied");
+    let expect = Expect {
+        client: "ID/PEMDA/1601/DINKES",
+        service: SERVICE,
+        status: 403,
+        error_type: "Client.AccessDenied",
+        may_omit: false,
+    };
+    assert_record(&region, &reply2, None, &expect).await;
+
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_x_road_client_is_refused() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    for (proto, claimed) in [(Proto::H1, RSUD), (Proto::H2, "ID/PEMDA/1601/DINKES")] {
+        let call = Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}"))).header("x-road-client", claimed);
+        let reply = region.call(Some(&dinkes), proto, call).await.unwrap();
+        let message = assert_gateway_error(&reply, 403, "Client.InvalidClientIdentity");
+        assert!(message.contains(DINKES) && message.contains(claimed), "{message}");
+        assert_ne!(reply.header("x-road-client"), Some(claimed));
+        let rec = assert_record(
+            &region,
+            &reply,
+            Some(NIK_QUERY),
+            &Expect {
+                client: DINKES,
+                service: SERVICE,
+                status: 403,
+                error_type: "Client.InvalidClientIdentity",
+                may_omit: true,
+            },
+        )
+        .await;
+        assert_ne!(rec.client, claimed, "the claimed identity is never logged as the client");
+    }
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 2).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused by authorize and rate-limit
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_grant_is_refused_with_what_is_missing() {
+    let Setup { region, upstream, pki } = setup().await;
+    let bappeda = pki.client(BAPPEDA);
+    let reply = region
+        .call(Some(&bappeda), Proto::H1, Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}"))))
+        .await
+        .unwrap();
+    let message = assert_gateway_error(&reply, 403, "Client.AccessDenied");
+    assert!(message.contains(&format!("{BAPPEDA} has no grant on {SERVICE}")), "{message}");
+    assert!(message.contains("Kepala Bidang PDI Disdukcapil"), "the data steward is named: {message}");
+    assert_eq!(reply.header("x-road-client"), Some(BAPPEDA));
+    assert_eq!(reply.header("x-road-service"), Some(SERVICE));
+    let expect =
+        Expect { client: BAPPEDA, service: SERVICE, status: 403, error_type: "Client.AccessDenied", may_omit: false };
+    let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    assert_eq!(rec.client_cert_sha256, bappeda.sha256());
+    assert_eq!(rec.forwarded_at_unix_nanos, 0);
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_outside_the_grant_is_refused() {
+    let Setup { region, upstream, pki } = setup().await;
+    let rsud = pki.client(RSUD);
+    let ok = region.call(Some(&rsud), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(ok.status, StatusCode::OK);
+
+    let denied = [
+        (Call::post(target(SERVICE, "/json/x"), "{}"), "POST /json/x"),
+        (Call::get(target(SERVICE, &format!("/echo/x?{NIK_QUERY}"))), "GET /echo/x"),
+        (Call::get(target(SERVICE, "/json/x/y")), "GET /json/x/y"),
+    ];
+    let expect =
+        Expect { client: RSUD, service: SERVICE, status: 403, error_type: "Client.AccessDenied", may_omit: false };
+    for (call, what) in denied {
+        let query = call.target.split_once('?').map(|(_, q)| q.to_owned());
+        let reply = region.call(Some(&rsud), Proto::H2, call).await.unwrap();
+        let message = assert_gateway_error(&reply, 403, "Client.AccessDenied");
+        assert!(message.contains(what) && message.contains("GET /json/*"), "{message}");
+        assert_record(&region, &reply, query.as_deref(), &expect).await;
+    }
+    assert_eq!(upstream.received().len(), 1);
+    assert_record_count(&region, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purpose_bound_grant_needs_the_declared_purpose() {
+    let Setup { region, upstream, pki } = setup().await;
+    let puskesmas = pki.client(PUSKESMAS);
+    let call = || Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+    let denied =
+        Expect { client: PUSKESMAS, service: SERVICE, status: 403, error_type: "Client.AccessDenied", may_omit: false };
+
+    let missing = region.call(Some(&puskesmas), Proto::H1, call()).await.unwrap();
+    let message = assert_gateway_error(&missing, 403, "Client.AccessDenied");
+    assert!(message.contains("without X-SPLP-Purpose") && message.contains("pelayanan-kesehatan"), "{message}");
+    assert_record(&region, &missing, Some(NIK_QUERY), &denied).await;
+
+    let wrong = region.call(Some(&puskesmas), Proto::H1, call().header("x-splp-purpose", "pemasaran")).await.unwrap();
+    let message = assert_gateway_error(&wrong, 403, "Client.AccessDenied");
+    assert!(message.contains("\"pemasaran\"") && message.contains("pelayanan-kesehatan"), "{message}");
+    let rec = assert_record(&region, &wrong, Some(NIK_QUERY), &denied).await;
+    assert_eq!(rec.purpose, "pemasaran");
+
+    let right =
+        region.call(Some(&puskesmas), Proto::H2, call().header("x-splp-purpose", "pelayanan-kesehatan")).await.unwrap();
+    assert_eq!(right.status, StatusCode::OK);
+    let allowed = Expect { client: PUSKESMAS, service: SERVICE, status: 200, error_type: "", may_omit: false };
+    let rec = assert_record(&region, &right, Some(NIK_QUERY), &allowed).await;
+    assert_eq!(rec.purpose, "pelayanan-kesehatan");
+    assert_eq!(upstream.received().len(), 1);
+    assert_record_count(&region, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_is_refused() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dispenda = pki.client(DISPENDA);
+    let reply = region.call(Some(&dispenda), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    let message = assert_gateway_error(&reply, 403, "Client.AccessDenied");
+    assert!(message.contains("expired at 2021-01-01T00:00:00+07:00"), "{message}");
+    let expect =
+        Expect { client: DISPENDA, service: SERVICE, status: 403, error_type: "Client.AccessDenied", may_omit: false };
+    assert_record(&region, &reply, None, &expect).await;
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_quota_get_429_with_retry_after() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    // per_second = 1, burst = 2: two pass at once, the third (well within a second) does not.
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        let call = Call::get(target(LIMITED, &format!("/json/x?{NIK_QUERY}")));
+        replies.push(region.call(Some(&dinkes), Proto::H1, call).await.unwrap());
+    }
+    assert!(started.elapsed() < Duration::from_millis(900), "too slow to test a 1/s quota: {:?}", started.elapsed());
+    assert_eq!(replies[0].status, StatusCode::OK);
+    assert_eq!(replies[1].status, StatusCode::OK);
+    let message = assert_gateway_error(&replies[2], 429, "Client.RateLimited");
+    assert!(message.contains("rate limit") && message.contains(LIMITED), "{message}");
+    let retry: u64 = replies[2].header("retry-after").expect("Retry-After").parse().expect("whole seconds");
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+
+    let ok = Expect { client: DINKES, service: LIMITED, status: 200, error_type: "", may_omit: false };
+    assert_record(&region, &replies[0], Some(NIK_QUERY), &ok).await;
+    assert_record(&region, &replies[1], Some(NIK_QUERY), &ok).await;
+    let limited =
+        Expect { client: DINKES, service: LIMITED, status: 429, error_type: "Client.RateLimited", may_omit: false };
+    assert_record(&region, &replies[2], Some(NIK_QUERY), &limited).await;
+    assert_eq!(upstream.received().len(), 2);
+    assert_record_count(&region, 3).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed requests and limits
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_and_malformed_uris_are_bad_requests() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let targets = [
+        target(SERVICE, "/json/../x"),
+        target(SERVICE, "/json/%2e%2e/x"),
+        target(SERVICE, "/json/.%2E/x"),
+        target(SERVICE, "/json/./x"),
+        target(SERVICE, "/json/a%2Fb"),
+        target(SERVICE, "/json//x"),
+        "/r1/ID/PEMDA/1602/../DISDUKCAPIL/nik-verify/json/x".to_owned(),
+        "/r1/ID/PEMDA/1602/DIS%20DUK/nik-verify/json/x".to_owned(),
+        "/r1/ID/PEMDA/1602/DISDUKCAPIL".to_owned(),
+        "/rest/ID/PEMDA/1602/DISDUKCAPIL/nik-verify".to_owned(),
+        target(SERVICE, "/json/x?nik=1&nik=2"),
+        target(SERVICE, &format!("/json/x?{NIK_QUERY}&n%69k=3201010101010002")),
+        target(SERVICE, "/json/x?a=%zz"),
+    ];
+    for (i, t) in targets.iter().enumerate() {
+        let proto = if i % 2 == 0 { Proto::H1 } else { Proto::H2 };
+        let reply = region.call(Some(&dinkes), proto, Call::get(t.clone())).await.unwrap();
+        let message = assert_gateway_error(&reply, 400, "Client.BadRequest");
+        assert!(!message.is_empty(), "{t}");
+        let query = t.split_once('?').map(|(_, q)| q);
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!(
+            (rec.client.as_str(), rec.status, rec.error_type.as_str()),
+            (DINKES, 400, "Client.BadRequest"),
+            "{t}"
+        );
+        assert_eq!(rec.path, t.split('?').next().unwrap(), "the path as sent");
+        match query {
+            Some(q) => assert_eq!(rec.query_sha256, sha256(q.as_bytes()), "{t}"),
+            None => assert!(rec.query_sha256.is_empty()),
+        }
+        assert!(!format!("{rec:?}").contains(NIK), "{rec:#?}");
+        assert_eq!(rec.forwarded_at_unix_nanos, 0);
+    }
+    assert!(upstream.received().is_empty(), "{:#?}", upstream.received());
+    assert_record_count(&region, targets.len()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_uris_are_refused() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let get = || Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+    let mut replies = Vec::new();
+
+    // Over max_header_bytes = 16 KiB, by one header or by many.
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&dinkes), proto, get().header("x-big", "a".repeat(20 * 1024))).await.unwrap();
+        let message = assert_gateway_error(&reply, 431, "Client.BadRequest");
+        assert!(message.contains("16384"), "{message}");
+        replies.push(reply);
+    }
+    let mut many = get();
+    for i in 0..60 {
+        many = many.header(&format!("x-h{i}"), "v");
+    }
+    let reply = region.call(Some(&dinkes), Proto::H1, many).await.unwrap();
+    let message = assert_gateway_error(&reply, 431, "Client.BadRequest");
+    assert!(message.contains("at most 50"), "{message}");
+    replies.push(reply);
+    for reply in &replies {
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.status, rec.error_type.as_str()), (431, "Client.BadRequest"));
+        // Header limits are checked before identify, so the client may not be known yet.
+        assert!(rec.client.is_empty() || rec.client == DINKES, "{rec:#?}");
+        assert_eq!(rec.query_sha256, sha256(NIK_QUERY.as_bytes()));
+        assert!(!format!("{rec:?}").contains(NIK));
+    }
+
+    // Over max_uri_length (8192 by default).
+    let long = Call::get(target(SERVICE, &format!("/json/{}", "x".repeat(9000))));
+    let reply = region.call(Some(&dinkes), Proto::H2, long).await.unwrap();
+    assert_gateway_error(&reply, 414, "Client.BadRequest");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!((rec.client.as_str(), rec.status, rec.error_type.as_str()), (DINKES, 414, "Client.BadRequest"));
+
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_over_the_limit_is_refused_before_forwarding() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let expect =
+        Expect { client: DINKES, service: SMALL, status: 413, error_type: "Client.RequestTooLarge", may_omit: false };
+    for proto in [Proto::H1, Proto::H2] {
+        let call = Call::post(target(SMALL, &format!("/echo/x?{NIK_QUERY}")), vec![7u8; 100 * 1024]);
+        let reply = region.call(Some(&dinkes), proto, call).await.unwrap();
+        let message = assert_gateway_error(&reply, 413, "Client.RequestTooLarge");
+        assert!(message.contains(&SMALL_LIMIT.to_string()) && message.contains(SMALL), "{message}");
+        let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+        assert_eq!(rec.forwarded_at_unix_nanos, 0);
+    }
+    // Just under the limit passes.
+    let fits = Call::post(target(SMALL, "/echo/x"), vec![7u8; SMALL_LIMIT]);
+    let reply = region.call(Some(&dinkes), Proto::H1, fits).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), SMALL_LIMIT);
+    assert_eq!(upstream.received().len(), 1, "only the call within the limit reached the service");
+    assert_record_count(&region, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_over_the_limit_is_cut_off() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    for (n, proto) in [(1, Proto::H1), (2, Proto::H2)] {
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let chunks: Vec<Bytes> = (0..16).map(|_| Bytes::from(vec![9u8; 16 * 1024])).collect();
+        let call = Call::post(target(SMALL, "/echo/x"), Bytes::new()).header("x-road-id", &id).chunked(chunks);
+        match region.call(Some(&dinkes), proto, call).await {
+            Ok(reply) => {
+                assert_gateway_error(&reply, 413, "Client.RequestTooLarge");
+                assert_eq!(reply.exchange_id(), id);
+                let expect = Expect {
+                    client: DINKES,
+                    service: SMALL,
+                    status: 413,
+                    error_type: "Client.RequestTooLarge",
+                    may_omit: false,
+                };
+                assert_record(&region, &reply, None, &expect).await;
+            }
+            // Also acceptable: the gateway broke the exchange off. It is logged all the same.
+            Err(_) => {
+                let rec = region.record(&id).await;
+                assert_eq!((rec.client.as_str(), rec.service.as_str()), (DINKES, SMALL));
+                assert_ne!(rec.status, 200);
+            }
+        }
+        // The service may have seen the start of the body, never more than the limit, never whole.
+        for got in upstream.wait_received(n).await {
+            assert!(got.body.len() <= SMALL_LIMIT, "{} bytes reached the service", got.body.len());
+            assert!(!got.complete, "the service got a body over the limit as complete");
+        }
+        assert_record_count(&region, n).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream failures and unknown services
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusing_connections_is_service_failed() {
+    let Setup { region, pki, upstream: _upstream } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let reply =
+        region.call(Some(&dinkes), Proto::H1, Call::get(target(DOWN, &format!("/json/x?{NIK_QUERY}")))).await.unwrap();
+    let message = assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
+    assert!(message.contains(DOWN), "{message}");
+    assert_eq!(reply.header("x-road-service"), Some(DOWN));
+    let expect = Expect {
+        client: DINKES,
+        service: DOWN,
+        status: 502,
+        error_type: "Server.ServerProxy.ServiceFailed",
+        may_omit: false,
+    };
+    assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    assert_record_count(&region, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_slow_upstream_is_service_timeout() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let started = Instant::now();
+    // request_timeout = 500ms; the service takes 3 s.
+    let reply = region.call(Some(&dinkes), Proto::H2, Call::get(target(SLOW, "/slow/3000"))).await.unwrap();
+    let elapsed = started.elapsed();
+    let message = assert_gateway_error(&reply, 504, "Server.ServerProxy.ServiceTimeout");
+    assert!(message.contains(SLOW), "{message}");
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(2500),
+        "answered after {elapsed:?}"
+    );
+    let expect = Expect {
+        client: DINKES,
+        service: SLOW,
+        status: 504,
+        error_type: "Server.ServerProxy.ServiceTimeout",
+        may_omit: false,
+    };
+    let rec = assert_record(&region, &reply, None, &expect).await;
+    assert!(rec.forwarded_at_unix_nanos > 0, "it was forwarded");
+    assert_eq!(upstream.wait_received(1).await.len(), 1);
+    assert_record_count(&region, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_service_is_404() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    for unknown in ["ID/PEMDA/1602/DISDUKCAPIL/nope", "ID/PEMDA/1601/DINKES/rujukan"] {
+        let reply = region
+            .call(Some(&dinkes), Proto::H1, Call::get(target(unknown, &format!("/json/x?{NIK_QUERY}"))))
+            .await
+            .unwrap();
+        let message = assert_gateway_error(&reply, 404, "Client.UnknownService");
+        assert!(message.contains(unknown), "{message}");
+        let expect = Expect {
+            client: DINKES,
+            service: unknown,
+            status: 404,
+            error_type: "Client.UnknownService",
+            may_omit: true,
+        };
+        assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    }
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 2).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection types
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_listener_serves_only_the_opted_in_client() {
+    let Setup { region, upstream, pki: _pki } = setup().await;
+    // Both listeners were configured on 127.0.0.1:0 and got ports of their own.
+    let (public, intranet) = (region.addr(PUBLIC), region.addr("intranet"));
+    assert!(public.port() != 0 && intranet.port() != 0 && public != intranet, "{public} {intranet}");
+    let call = || Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+
+    let reply = region.call_plain("intranet", call().header("x-road-client", LEGACY)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.body, FIXED_JSON.as_bytes());
+    assert_eq!(reply.header("x-road-client"), Some(LEGACY));
+    assert_eq!(reply.header("x-road-service"), Some(SERVICE));
+    assert_uuid(reply.exchange_id());
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].header("x-road-client"), Some(LEGACY));
+    let expect = Expect { client: LEGACY, service: SERVICE, status: 200, error_type: "", may_omit: false };
+    let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    assert_eq!(rec.connection_type(), ConnectionType::Http);
+    assert!(rec.client_cert_sha256.is_empty());
+
+    // Another client may not name itself here, even one that holds grants.
+    let other = region.call_plain("intranet", call().header("x-road-client", DINKES)).await.unwrap();
+    let message = assert_gateway_error(&other, 401, "Client.Unauthenticated");
+    assert!(message.contains(DINKES) && message.contains("not opted in"), "{message}");
+    // Nobody was established: the name in the header is not logged as the client.
+    let expect =
+        Expect { client: "", service: SERVICE, status: 401, error_type: "Client.Unauthenticated", may_omit: true };
+    assert_record(&region, &other, Some(NIK_QUERY), &expect).await;
+
+    // Without the header nobody is named.
+    let anonymous = region.call_plain("intranet", call()).await.unwrap();
+    let message = assert_gateway_error(&anonymous, 401, "Client.Unauthenticated");
+    assert!(message.contains("X-Road-Client"), "{message}");
+    assert_record(&region, &anonymous, Some(NIK_QUERY), &expect).await;
+
+    // The opt-in holds on its listener only: the mTLS listener does not even speak to it.
+    let mtls = region.call(None, Proto::H1, call().header("x-road-client", LEGACY)).await;
+    assert!(mtls.is_err(), "{:?}", mtls.map(|r| r.status));
+
+    assert_eq!(upstream.received().len(), 1);
+    assert_record_count(&region, 3).await;
+}
