@@ -213,6 +213,8 @@ enum Target {
 }
 
 struct Outcome {
+    /// CPU seconds the gateway process used during the measured window.
+    cpu: Option<f64>,
     requests: u64,
     errors: u64,
     elapsed: Duration,
@@ -279,7 +281,7 @@ async fn connect(target: &Target) -> anyhow::Result<hyper::client::conn::http1::
     }
 }
 
-async fn load(target: Target, path: &str, connections: usize, duration: Duration) -> Outcome {
+async fn load(target: Target, path: &str, connections: usize, duration: Duration, pid: Option<u32>) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let path: Arc<str> = Arc::from(path);
     let warm = Instant::now() + Duration::from_secs(1);
@@ -287,9 +289,13 @@ async fn load(target: Target, path: &str, connections: usize, duration: Duration
     for _ in 0..connections {
         tasks.push(tokio::spawn(connection_loop(target.clone(), Arc::clone(&path), Arc::clone(&stop), warm)));
     }
-    tokio::time::sleep(Duration::from_secs(1) + duration).await;
+    tokio::time::sleep_until(warm.into()).await;
+    let before = pid.and_then(cpu_seconds);
+    tokio::time::sleep(duration).await;
+    let after = pid.and_then(cpu_seconds);
     stop.store(true, Ordering::Relaxed);
-    let mut out = Outcome { requests: 0, errors: 0, elapsed: duration, latency: new_histogram() };
+    let cpu = before.zip(after).map(|(b, a)| a - b);
+    let mut out = Outcome { cpu, requests: 0, errors: 0, elapsed: duration, latency: new_histogram() };
     for t in tasks {
         if let Ok((ok, errors, hist)) = t.await {
             out.requests += ok;
@@ -326,10 +332,10 @@ async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     bail!("the gateway did not start listening on {addr}")
 }
 
-fn row(name: &str, o: &Outcome, cpu: Option<f64>, base_rps: Option<f64>) {
+fn row(name: &str, o: &Outcome, base_rps: Option<f64>) {
     let rps = o.requests as f64 / o.elapsed.as_secs_f64();
     let ratio = base_rps.map_or("1.00".to_owned(), |b| format!("{:.2}", rps / b));
-    let cpu = cpu.map_or("-".to_owned(), |c| format!("{:.3}", c * 1000.0 / o.requests.max(1) as f64));
+    let cpu = o.cpu.map_or("-".to_owned(), |c| format!("{:.3}", c * 1000.0 / o.requests.max(1) as f64));
     println!(
         "| {name:<24} | {rps:>9.0} | {ratio:>8} | {:>7} | {:>7} | {:>7} | {cpu:>14} | {:>6} |",
         o.latency.value_at_quantile(0.5),
@@ -354,9 +360,9 @@ fn quick(connections: usize, duration: Duration) -> anyhow::Result<()> {
         );
         println!("| row                      |     req/s | vs direct | p50 µs | p99 µs | p99.9 µs | CPU ms/1000 req | errors |");
         println!("|---|---|---|---|---|---|---|---|");
-        let direct = load(Target::Plain(up), "/", connections, duration).await;
+        let direct = load(Target::Plain(up), "/", connections, duration, None).await;
         let base = direct.requests as f64 / direct.elapsed.as_secs_f64();
-        row("direct (plain HTTP)", &direct, None, None);
+        row("direct (plain HTTP)", &direct, None);
         let tls = client_tls(&sb)?;
         for mode in ["async", "sync"] {
             let port = free_port()?;
@@ -364,19 +370,17 @@ fn quick(connections: usize, duration: Duration) -> anyhow::Result<()> {
             let mut child = start_gateway(&config).context("starting the gateway process")?;
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             wait_listening(addr).await?;
-            let before = cpu_seconds(child.id());
             let out = load(
                 Target::Tls { addr, tls: Arc::clone(&tls) },
                 "/r1/ID/PEMDA/1602/UPSTREAM/echo/",
                 connections,
                 duration,
+                Some(child.id()),
             )
             .await;
-            let after = cpu_seconds(child.id());
             let _ = child.kill();
             let _ = child.wait();
-            let cpu = before.zip(after).map(|(b, a)| a - b);
-            row(&format!("splpd mTLS, audit {mode}"), &out, cpu, Some(base));
+            row(&format!("splpd mTLS, audit {mode}"), &out, Some(base));
         }
         Ok(())
     })

@@ -101,6 +101,9 @@ impl Gateway {
         record.set_exchange_id(exchange_id);
         record.set_request(req.method(), req.uri());
         record.set_client_headers(req.headers());
+        if let Some(trace_id) = req.headers().get("traceparent").and_then(|v| trace_id(v.as_bytes())) {
+            record.set_trace_id(trace_id);
+        }
         let mut ctx = Ctx {
             record,
             exchange_id: exchange_id.hyphenated().to_string(),
@@ -316,6 +319,22 @@ impl Gateway {
     }
 }
 
+/// The trace id of a W3C `traceparent` header (`00-<32 hex trace id>-<16 hex span id>-<2 hex
+/// flags>`), which passes through to the upstream untouched and is kept in the audit record so
+/// that an exchange can be found from a trace.
+fn trace_id(value: &[u8]) -> Option<[u8; 16]> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(trace, &mut id).ok()?;
+    // An all-zero trace id is invalid by the specification.
+    (id != [0u8; 16]).then_some(id)
+}
+
 fn identify_error(e: &identify::IdentifyError) -> GatewayError {
     let message = e.to_string();
     match e.xroad_type() {
@@ -446,57 +465,58 @@ impl Body for AuditedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(ticket) = &mut this.ticket {
-            return match Pin::new(ticket).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(())) => {
-                    this.ticket = None;
-                    if let Some(data) = this.held.take() {
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
+        // A loop rather than a self-wake: when the record is durable at once (async mode, or a
+        // quick group commit) the last bytes go out with the headers in one write.
+        loop {
+            if let Some(ticket) = &mut this.ticket {
+                return match Pin::new(ticket).poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => {
+                        this.ticket = None;
+                        if let Some(data) = this.held.take() {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
                     }
-                    Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
-                }
-                // Fail closed: the client does not get a complete answer that was not logged.
-                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            };
-        }
-        if this.record.is_none() {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    if let Some(t) = &mut this.tally {
-                        t.update(&data);
-                    }
-                    // hyper stops polling a body of known length once that length is sent, so
-                    // its end may never be seen as `None`: the last bytes wait for the record.
-                    if this.inner.is_end_stream() {
+                    // Fail closed: the client does not get a complete answer that was not logged.
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                };
+            }
+            if this.record.is_none() {
+                return Poll::Ready(this.held.take().map(|d| Ok(Frame::data(d))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(t) = &mut this.tally {
+                            t.update(&data);
+                        }
+                        // hyper stops polling a body of known length once that length is sent,
+                        // so its end may never be seen as `None`: the last bytes wait for the
+                        // record.
+                        if !this.inner.is_end_stream() {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
                         this.held = Some(data);
                         this.ticket = this.close(None);
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
                     }
-                    Poll::Ready(Some(Ok(Frame::data(data))))
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.ticket = this.close(None);
+                    }
+                },
+                Poll::Ready(None) => this.ticket = this.close(None),
+                Poll::Ready(Some(Err(e))) => {
+                    drop(this.close(Some("Server.ServerProxy.ServiceFailed")));
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Err(frame) => {
-                    this.trailers = frame.into_trailers().ok();
-                    this.ticket = this.close(None);
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            },
-            Poll::Ready(None) => {
-                this.ticket = this.close(None);
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Poll::Ready(Some(Err(e))) => {
-                drop(this.close(Some("Server.ServerProxy.ServiceFailed")));
-                Poll::Ready(Some(Err(Box::new(e))))
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.record.is_none() && self.ticket.is_none() && self.held.is_none() && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -508,5 +528,20 @@ impl Drop for AuditedBody {
     fn drop(&mut self) {
         // The client went away before the end: the exchange is logged all the same.
         drop(self.close(Some("Client.ResponseAbandoned")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparent_headers_only() {
+        let id = trace_id(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(hex::encode(id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(trace_id(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(trace_id(b"00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01").is_none());
+        assert!(trace_id(b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
+        assert!(trace_id(b"garbage").is_none());
     }
 }
