@@ -9,10 +9,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::ServerName;
 
 /// The error type of bodies sent upstream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,11 +30,18 @@ pub struct UpstreamOptions {
     pub idle_timeout: Duration,
     /// Most idle connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// The name to verify on an `https://` upstream's certificate instead of the URL's host.
+    pub server_name: Option<String>,
 }
 
 impl Default for UpstreamOptions {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle_per_host: 256 }
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 256,
+            server_name: None,
+        }
     }
 }
 
@@ -66,6 +74,11 @@ pub enum UpstreamError {
     },
 }
 
+/// A `server_name` that cannot be verified on a certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither a DNS name nor an IP address, so no certificate can be checked against it")]
+pub struct InvalidServerName(pub String);
+
 /// A pooled HTTP/1.1 and HTTP/2 client for one service.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
@@ -83,7 +96,8 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl HttpUpstream {
     /// A client that speaks plain HTTP to `http://` upstreams and TLS with `tls` to `https://`.
-    pub fn new(mut tls: rustls::ClientConfig, opts: &UpstreamOptions) -> Self {
+    /// Fails only when `opts.server_name` is neither a DNS name nor an IP address.
+    pub fn new(mut tls: rustls::ClientConfig, opts: &UpstreamOptions) -> Result<Self, InvalidServerName> {
         // The connector offers ALPN itself, for the HTTP versions it enables.
         tls.alpn_protocols.clear();
         let mut http = HttpConnector::new();
@@ -91,16 +105,20 @@ impl HttpUpstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(opts.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let builder = match &opts.server_name {
+            Some(name) => {
+                let name = ServerName::try_from(name.clone()).map_err(|_| InvalidServerName(name.clone()))?;
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_all_versions().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(opts.idle_timeout)
             .pool_max_idle_per_host(opts.max_idle_per_host)
             .build(connector);
-        Self { client }
+        Ok(Self { client })
     }
 
     /// Sends `req` (its URI absolute) and waits at most `timeout` for the response to start.

@@ -113,7 +113,13 @@ impl Gateway {
         };
         match self.admit(&snap, conn, &req, &mut ctx) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
-            Err(err) => self.refuse(ctx, &err).await,
+            Err(err) => {
+                let body = req.into_body();
+                if !body.is_end_stream() {
+                    tokio::spawn(discard(body));
+                }
+                self.refuse(ctx, &err).await
+            }
         }
     }
 
@@ -253,7 +259,7 @@ impl Gateway {
                     Ok(Err(why)) if why.starts_with("body over") => {
                         GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
                     }
-                    _ => upstream_error(&route.id, &err),
+                    _ => upstream_error(&route.id, &err, uri.scheme_str() == Some("https")),
                 };
                 return self.refuse(ctx, &gw_err).await;
             }
@@ -319,6 +325,24 @@ impl Gateway {
     }
 }
 
+/// Most of a refused request's body read and dropped, so that the client, still sending it, gets
+/// to read the refusal: closing a socket with unread data resets the connection, and the client
+/// may then lose the answer. Bounded in bytes and time, so a refused client cannot hold it open.
+async fn discard(mut body: Incoming) {
+    const MAX_BYTES: u64 = 1 << 20;
+    const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    let _ = tokio::time::timeout(MAX_TIME, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// The trace id of a W3C `traceparent` header (`00-<32 hex trace id>-<16 hex span id>-<2 hex
 /// flags>`), which passes through to the upstream untouched and is kept in the audit record so
 /// that an exchange can be found from a trace.
@@ -345,9 +369,14 @@ fn identify_error(e: &identify::IdentifyError) -> GatewayError {
     }
 }
 
-fn upstream_error(service: &ServiceId, err: &UpstreamError) -> GatewayError {
+fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> GatewayError {
     match err {
         UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{service}: {err}")),
+        UpstreamError::Connect { .. } | UpstreamError::Broken { .. } if tls => GatewayError::ServiceFailed(format!(
+            "{service}: {err} (for an https:// upstream, check that its certificate is issued for the name in the URL \
+             or [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's own \
+             certificate: [service.tls] client_cert = true)"
+        )),
         UpstreamError::Connect { .. } | UpstreamError::Broken { .. } => {
             GatewayError::ServiceFailed(format!("{service}: {err}"))
         }

@@ -115,6 +115,7 @@ impl Snapshot {
             if let Some(t) = s.idle_timeout {
                 opts.idle_timeout = t.0;
             }
+            opts.server_name = s.tls.as_ref().and_then(|t| t.server_name.clone());
             let upstreams = s
                 .upstreams
                 .iter()
@@ -127,7 +128,8 @@ impl Snapshot {
                     id: s.id.clone(),
                     protocol: s.protocol,
                     upstreams,
-                    client: HttpUpstream::new((*tls).clone(), &opts),
+                    client: HttpUpstream::new((*tls).clone(), &opts)
+                        .map_err(|e| RuntimeError::Invalid(format!("service {}: {e}", s.id)))?,
                     request_timeout: s.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.0),
                     max_request_body: s.max_request_body.unwrap_or(config.limits.max_request_body).bytes(),
                     audit_mode: s.audit.unwrap_or(config.audit.mode),

@@ -114,6 +114,32 @@ impl Pki {
         &self.peer
     }
 
+    /// The outside CA's certificate: a CA that no gateway trusts.
+    pub fn outsider_ca_cert(&self) -> PathBuf {
+        self.outsider.dir().join("ca.crt")
+    }
+
+    /// The gateway's own certificate chain (`gw1.crt`), as it presents it.
+    pub fn gateway_chain(&self) -> Vec<CertificateDer<'static>> {
+        load::read_certificates(&self.dir().join("gw1.crt")).expect("gateway certificate")
+    }
+
+    /// A server certificate from the region CA for an agency service's own HTTPS endpoint
+    /// (server identity `id`, valid for `localhost` and `127.0.0.1`), issued through the CA
+    /// tooling. It is a chain and a key like a client's, so it comes as a [`ClientCert`].
+    pub fn service_server_cert(&self, id: &str) -> ClientCert {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let (cert, key) = (self.dir().join(format!("service{n}.crt")), self.dir().join(format!("service{n}.key")));
+        let req = LeafRequest::new(Identity::parse(IdKind::Server, id).expect("server identifier"))
+            .with_names(vec!["localhost".into()], vec![IpAddr::from([127, 0, 0, 1])]);
+        self.region.issue(&req, KeyType::default(), &cert, &key, false, now()).expect("service certificate");
+        ClientCert {
+            identity: id.to_owned(),
+            chain: load::read_certificates(&cert).expect("issued certificate"),
+            key: load::read_private_key(&key).expect("issued key"),
+        }
+    }
+
     /// Issues through the CA tooling, as an operator would, at `at`, valid for `days`.
     pub fn issue_with(&self, ca: &Ca, kind: IdKind, id: &str, days: Option<u32>, at: OffsetDateTime) -> ClientCert {
         self.issue_recorded(ca, kind, id, days, at).0

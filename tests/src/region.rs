@@ -57,9 +57,19 @@ impl<'p> RegionBuilder<'p> {
     }
 
     /// A cleartext listener on `127.0.0.1:0` where `clients` are opted in to `http`.
-    pub fn http_listener(mut self, name: &str, clients: &[&str]) -> Self {
+    pub fn http_listener(self, name: &str, clients: &[&str]) -> Self {
+        self.listener(name, "http", clients)
+    }
+
+    /// A TLS listener on `127.0.0.1:0` where `clients` are opted in to `tls` (TLS without a client
+    /// certificate); every other client still needs one.
+    pub fn tls_listener(self, name: &str, clients: &[&str]) -> Self {
+        self.listener(name, "tls", clients)
+    }
+
+    fn listener(mut self, name: &str, connection: &str, clients: &[&str]) -> Self {
         let opt_ins: Vec<String> =
-            clients.iter().map(|c| format!("{{ client = \"{c}\", connection = \"http\" }}")).collect();
+            clients.iter().map(|c| format!("{{ client = \"{c}\", connection = \"{connection}\" }}")).collect();
         let _ = write!(
             self.listeners,
             "[[listener]]\nname = \"{name}\"\naddress = \"127.0.0.1:0\"\nclients = [{}]\n\n",
@@ -148,8 +158,19 @@ impl Region {
 
     /// One call over HTTPS to the [`PUBLIC`] listener, presenting `cert`.
     pub async fn call(&self, cert: Option<&ClientCert>, proto: Proto, call: Call) -> Result<Reply, BoxError> {
+        self.call_on(PUBLIC, cert, proto, call).await
+    }
+
+    /// One call over HTTPS to the named listener, presenting `cert`.
+    pub async fn call_on(
+        &self,
+        listener: &str,
+        cert: Option<&ClientCert>,
+        proto: Proto,
+        call: Call,
+    ) -> Result<Reply, BoxError> {
         let config = client::tls_config(&self.roots, cert, proto);
-        client::send_tls(self.addr(PUBLIC), config, proto, call).await
+        client::send_tls(self.addr(listener), config, proto, call).await
     }
 
     /// One call over cleartext HTTP/1.1 to the named listener.
@@ -160,6 +181,11 @@ impl Region {
     /// Every audit record so far.
     pub fn records(&self) -> Vec<ExchangeRecord> {
         self.audit.records()
+    }
+
+    /// The audit sink itself: to read the mode each record was appended in, or to make it fail.
+    pub fn audit(&self) -> &MemorySink {
+        &self.audit
     }
 
     /// The audit records, once there are at least `n` (waits at most 5 s, then returns what

@@ -1,6 +1,8 @@
 //! A real agency service for the gateway to call: hyper 1.x, HTTP/1.1, on `127.0.0.1:0`, in a
-//! tokio task. It records every request it receives (method, path and query, headers, body) and
-//! answers by the first segment of the path:
+//! tokio task, in cleartext ([`Upstream::start`]) or over TLS ([`Upstream::start_tls`], with
+//! [`tls_server_config`], which may require a client certificate). It records every request it
+//! receives (method, path and query, headers, body, the client certificate of its connection),
+//! every TLS handshake it refused, and answers by the first segment of the path:
 //!
 //! | path | answer |
 //! |---|---|
@@ -24,8 +26,14 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::pki::ClientCert;
 
 /// The body `/json/…` answers with.
 pub const FIXED_JSON: &str = r#"{"nik":"valid","source":"disdukcapil"}"#;
@@ -53,6 +61,9 @@ pub struct Received {
     pub body: Bytes,
     /// Whether the body ended normally rather than breaking off.
     pub complete: bool,
+    /// The end-entity certificate the client presented in the TLS handshake of this request's
+    /// connection; `None` in cleartext or when it presented none.
+    pub client_cert: Option<CertificateDer<'static>>,
 }
 
 impl Received {
@@ -78,34 +89,100 @@ type UpBody = BoxBody<Bytes, Infallible>;
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
+    tls: bool,
     received: Arc<Mutex<Vec<Received>>>,
+    refused: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
+/// The TLS configuration of an HTTPS upstream: `cert` as its server certificate, HTTP/1.1 by
+/// ALPN, and, when `client_roots` is given, a client certificate required that chains to one of
+/// them (webpki: chain, validity, clientAuth usage); a client without one is refused at the
+/// handshake.
+pub fn tls_server_config(cert: &ClientCert, client_roots: Option<&[CertificateDer<'static>]>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = match client_roots {
+        Some(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for der in roots {
+                store.add(der.clone()).expect("client CA");
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(cert.chain.clone(), cert.key.clone_key()).expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 impl Upstream {
-    /// Binds `127.0.0.1:0` and starts serving.
+    /// Binds `127.0.0.1:0` and starts serving cleartext HTTP/1.1.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving HTTPS with `config` (see [`tls_server_config`]).
+    pub async fn start_tls(config: Arc<ServerConfig>) -> Self {
+        Self::start_with(Some(config)).await
+    }
+
+    async fn start_with(tls: Option<Arc<ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let received = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&received);
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let (log, refusals) = (Arc::clone(&received), Arc::clone(&refused));
+        let acceptor = tls.map(TlsAcceptor::from);
+        let is_tls = acceptor.is_some();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let log = Arc::clone(&log);
+                let (log, refusals, acceptor) = (Arc::clone(&log), Arc::clone(&refusals), acceptor.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&log), req));
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                    match acceptor {
+                        None => serve(TokioIo::new(tcp), log, None).await,
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(tls) => {
+                                let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                                serve(TokioIo::new(tls), log, peer).await;
+                            }
+                            Err(e) => refusals.lock().unwrap_or_else(PoisonError::into_inner).push(e.to_string()),
+                        },
+                    }
                 });
             }
         });
-        Self { addr, received, task }
+        Self { addr, tls: is_tls, received, refused, task }
     }
 
-    /// `http://127.0.0.1:port`, for a service's `upstreams`.
+    /// `http://127.0.0.1:port` (or `https://` for a TLS upstream), for a service's `upstreams`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Why each TLS handshake it refused failed, in order (rustls' words).
+    pub fn refused_handshakes(&self) -> Vec<String> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The refused handshakes, once there are at least `n` (waits at most 5 s, then returns what
+    /// there is): the server side of a handshake may end a moment after the client's.
+    pub async fn wait_refused_handshakes(&self, n: usize) -> Vec<String> {
+        for _ in 0..500 {
+            let got = self.refused_handshakes();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.refused_handshakes()
     }
 
     /// Where it listens.
@@ -148,7 +225,20 @@ fn full(body: impl Into<Bytes>) -> UpBody {
     Full::new(body.into()).boxed()
 }
 
-async fn handle(log: Arc<Mutex<Vec<Received>>>, req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+/// Serves HTTP/1.1 on one connection whose client presented `peer`.
+async fn serve<I>(io: I, log: Arc<Mutex<Vec<Received>>>, peer: Option<CertificateDer<'static>>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(Arc::clone(&log), peer.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+}
+
+async fn handle(
+    log: Arc<Mutex<Vec<Received>>>,
+    client_cert: Option<CertificateDer<'static>>,
+    req: Request<Incoming>,
+) -> Result<Response<UpBody>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let mut bytes = Vec::new();
     let mut complete = true;
@@ -175,6 +265,7 @@ async fn handle(log: Arc<Mutex<Vec<Received>>>, req: Request<Incoming>) -> Resul
         headers: parts.headers,
         body: body.clone(),
         complete,
+        client_cert,
     });
 
     let path = path_and_query.split('?').next().unwrap_or("/");

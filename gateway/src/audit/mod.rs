@@ -5,9 +5,12 @@
 //! Fail closed: when a sink cannot take a record, the ticket says so and the caller refuses the
 //! exchange with `Server.AuditUnavailable`, so no exchange is ever answered without its record.
 
+pub mod checkpoint;
 mod jsonl;
 mod memory;
+pub mod merkle;
 mod record;
+pub mod segment;
 
 use std::fmt;
 use std::future::Future;

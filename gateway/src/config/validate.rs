@@ -435,6 +435,15 @@ impl Validator<'_, '_, '_> {
                 if let Some(ca) = &tls.ca {
                     self.certificates(at!["service", i, "tls", "ca"], ca);
                 }
+                if let Some(name) = &tls.server_name
+                    && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+                {
+                    self.err(
+                        at!["service", i, "tls", "server_name"],
+                        format!("{name:?} is neither a DNS name nor an IP address"),
+                        "write the name the upstream's certificate carries, e.g. \"nik.disdukcapil.local\"",
+                    );
+                }
             }
             if s.protocol == Protocol::Rest && !s.grpc_services.is_empty() {
                 self.err(

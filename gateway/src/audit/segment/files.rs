@@ -1,0 +1,288 @@
+//! The writer's side of the segment files: appending whole batches to the last segment, starting
+//! a new one when it is full, and undoing a failed batch so that the files only ever hold whole
+//! frames of records that were written in full.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::format::{self, HEADER_LEN, Header};
+use crate::audit::now_nanos;
+
+/// Zeros written (and cut off again) to find out whether the disk takes writes again, when a
+/// retry has nothing else to write. A crash between the write and the cut leaves zeros at the
+/// end, which recovery cuts off as a torn tail: a zero length is never a frame.
+const PROBE: [u8; 4096] = [0; 4096];
+
+/// Creates the segment for `first_seq` in `dir` with its header, and makes both the file and its
+/// directory entry durable before any record goes in: a record synced into a segment whose name
+/// is not yet on disk could vanish with it.
+///
+/// An existing file of that name is overwritten: the writer only starts a segment for records
+/// that are not in the log yet, so such a file is a leftover of a start that failed.
+pub(super) fn create_segment(dir: &Path, first_seq: u64, faults: &Faults) -> io::Result<(PathBuf, File)> {
+    let path = dir.join(format::segment_file_name(first_seq));
+    match start_segment(dir, &path, first_seq, faults) {
+        Ok(file) => Ok((path, file)),
+        Err(e) => {
+            // Best effort: a leftover is overwritten by the next try, or, after a crash, cut
+            // off by recovery as a torn start.
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+fn start_segment(dir: &Path, path: &Path, first_seq: u64, faults: &Faults) -> io::Result<File> {
+    let mut file = OpenOptions::new().append(true).create(true).truncate(false).open(path)?;
+    file.set_len(0)?;
+    let header = Header { first_seq, created_unix_nanos: now_nanos() };
+    faults.write_all(&mut file, &header.encode())?;
+    faults.sync_data(&file)?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Makes the directory's entries (a new segment's name) durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The segment being appended to.
+///
+/// The bytes written since the last `sync_data` are also kept in memory: after a failed write or
+/// fsync, neither the file handle nor the page cache can be trusted (Linux may drop the dirty
+/// pages and report the error only once), so the file is cut back to its last synced length and
+/// those bytes are written again. They are records whose tickets were already answered, so they
+/// must not be lost; their sequence numbers stay the same.
+#[derive(Debug)]
+pub(super) struct ActiveSegment {
+    dir: PathBuf,
+    segment_size: u64,
+    path: PathBuf,
+    /// Sequence number of the segment's first record.
+    first_seq: u64,
+    /// `None` after a failure, until the file is reopened.
+    file: Option<File>,
+    /// Length of the file that is on disk for sure.
+    synced_len: u64,
+    /// Records in the log up to `synced_len`.
+    synced_seq: u64,
+    /// The frames after `synced_len`.
+    unsynced: Vec<u8>,
+    unsynced_records: u64,
+    /// The file must be cut back to `synced_len`, and `unsynced` written again, before anything
+    /// else goes in.
+    cut_back: bool,
+    /// Segments started by this writer.
+    started: u64,
+}
+
+impl ActiveSegment {
+    /// Goes on with the existing segment at `path`, which holds records up to `next_seq` and
+    /// has been synced.
+    pub(super) fn resume(dir: PathBuf, segment_size: u64, path: PathBuf, first_seq: u64, next_seq: u64) -> io::Result<Self> {
+        let file = OpenOptions::new().append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        Ok(Self {
+            dir,
+            segment_size,
+            path,
+            first_seq,
+            file: Some(file),
+            synced_len: len,
+            synced_seq: next_seq,
+            unsynced: Vec::new(),
+            unsynced_records: 0,
+            cut_back: false,
+            started: 0,
+        })
+    }
+
+    /// The sequence number the next record written gets.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.synced_seq + self.unsynced_records
+    }
+
+    /// Bytes written but not yet synced.
+    pub(super) fn unsynced_len(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    /// Segments this writer started (not counting the one it resumed).
+    pub(super) fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// Appends `frames` (holding `records` records) in one write, and syncs if `sync`. With
+    /// `probe` and nothing to write, checks that the disk takes writes (see [`PROBE`]).
+    ///
+    /// All or nothing: on error the file is cut back to its last synced length, and the
+    /// unsynced frames before this batch are written again with the next one, so that the file
+    /// never shows a part of a failed batch. The records of a failed batch are not in the log.
+    pub(super) fn write(&mut self, frames: &[u8], records: u64, sync: bool, probe: bool, faults: &Faults) -> io::Result<()> {
+        let result = self.try_write(frames, records, sync, probe, faults);
+        if result.is_err() {
+            self.cut_back = true;
+            if let Some(file) = self.file.take() {
+                // If this fails too, the cut happens at the reopen.
+                let _ = file.set_len(self.synced_len);
+            }
+        }
+        result
+    }
+
+    fn try_write(&mut self, frames: &[u8], records: u64, sync: bool, probe: bool, faults: &Faults) -> io::Result<()> {
+        let holds_records = self.next_seq() > self.first_seq;
+        let len_after = self.synced_len + (self.unsynced.len() + frames.len()) as u64;
+        // A batch is never split across segments, so a segment overshoots only when one batch is
+        // larger than a whole segment.
+        if holds_records && !frames.is_empty() && len_after > self.segment_size {
+            self.rotate(faults)?;
+        }
+        let rewrote = self.ensure_open(faults)?;
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("audit segment not open"))?;
+        faults.write_all(file, frames)?;
+        if probe && frames.is_empty() && !rewrote {
+            faults.write_all(file, &PROBE)?;
+        }
+        if sync || probe {
+            faults.sync_data(file)?;
+        }
+        if probe && frames.is_empty() && !rewrote {
+            file.set_len(self.synced_len + self.unsynced.len() as u64)?;
+        }
+        // Only now, with everything done, does the batch count.
+        if sync || probe {
+            self.synced_len += (self.unsynced.len() + frames.len()) as u64;
+            self.synced_seq += self.unsynced_records + records;
+            self.unsynced.clear();
+            self.unsynced_records = 0;
+        } else {
+            self.unsynced.extend_from_slice(frames);
+            self.unsynced_records += records;
+        }
+        Ok(())
+    }
+
+    /// Reopens the file after a failure, cutting it back and writing the unsynced frames again;
+    /// whether it did write them.
+    fn ensure_open(&mut self, faults: &Faults) -> io::Result<bool> {
+        if self.file.is_some() {
+            return Ok(false);
+        }
+        // Not `create`: a segment that vanished under the writer is an error to report, not a
+        // hole to paper over with a fresh file.
+        let mut file = OpenOptions::new().append(true).open(&self.path)?;
+        let mut rewrote = false;
+        if self.cut_back {
+            let len = file.metadata()?.len();
+            if len < self.synced_len {
+                // Extending it with zeros would hide the loss; stay failed so that it is seen.
+                return Err(io::Error::other(format!(
+                    "{} is {len} bytes, shorter than the {} bytes already synced to it",
+                    self.path.display(),
+                    self.synced_len
+                )));
+            }
+            file.set_len(self.synced_len)?;
+            faults.write_all(&mut file, &self.unsynced)?;
+            rewrote = !self.unsynced.is_empty();
+            self.cut_back = false;
+        }
+        self.file = Some(file);
+        Ok(rewrote)
+    }
+
+    /// Closes the full segment and starts the next. The old one is synced first: records synced
+    /// into a later segment while earlier ones were still only in the page cache could, after a
+    /// crash, leave a hole in the middle of the log, which recovery rightly refuses.
+    fn rotate(&mut self, faults: &Faults) -> io::Result<()> {
+        self.ensure_open(faults)?;
+        let file = self.file.as_ref().ok_or_else(|| io::Error::other("audit segment not open"))?;
+        faults.sync_data(file)?;
+        self.synced_len += self.unsynced.len() as u64;
+        self.synced_seq += self.unsynced_records;
+        self.unsynced.clear();
+        self.unsynced_records = 0;
+
+        let first_seq = self.synced_seq;
+        let (path, file) = create_segment(&self.dir, first_seq, faults)?;
+        tracing::debug!(segment = %path.display(), first_seq, "audit log started a new segment");
+        self.path = path;
+        self.first_seq = first_seq;
+        self.file = Some(file);
+        self.synced_len = HEADER_LEN as u64;
+        self.started += 1;
+        Ok(())
+    }
+}
+
+/// Faults injected into the writes and syncs, so that tests can prove the log fails closed and
+/// recovers without a broken disk. Production code never arms them; checking costs an atomic
+/// load per write.
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    writes: AtomicU64,
+    syncs: AtomicU64,
+    #[cfg(test)]
+    gate: std::sync::Mutex<Option<Gate>>,
+}
+
+/// Holds the next write until the test lets it go: `entered` tells the test the writer is inside.
+#[cfg(test)]
+#[derive(Debug)]
+pub(super) struct Gate {
+    pub(super) entered: std::sync::mpsc::Sender<()>,
+    pub(super) release: std::sync::mpsc::Receiver<()>,
+}
+
+/// Arms a fault "forever".
+pub(super) const ALWAYS: u64 = u64::MAX;
+
+impl Faults {
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self, n: u64) {
+        self.writes.store(n, Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(super) fn fail_syncs(&self, n: u64) {
+        self.syncs.store(n, Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(super) fn hold_next_write(&self, gate: Gate) {
+        *self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(gate);
+    }
+
+    fn take(counter: &AtomicU64) -> bool {
+        counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| if n == ALWAYS { n } else { n - 1 })).is_ok()
+    }
+
+    fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        #[cfg(test)]
+        if let Some(gate) = self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = gate.entered.send(());
+            let _ = gate.release.recv();
+        }
+        if Self::take(&self.writes) {
+            // Half the batch reaches the file first, as when a disk fills up in the middle of
+            // it, so that tests see the partial batch cut off again.
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)"));
+        }
+        file.write_all(bytes)
+    }
+
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        if Self::take(&self.syncs) {
+            return Err(io::Error::other("fsync failed (injected)"));
+        }
+        file.sync_data()
+    }
+}

@@ -1,0 +1,467 @@
+//! The hand-off from the exchange path to the writer thread, and the writer's loop: group commit
+//! of whole batches, one write and at most one `sync_data` each, tickets answered after that.
+//!
+//! The hand-off is a mutex-guarded `Vec` that the writer swaps out whole, plus a condvar. Its
+//! point is to wake the writer rarely. On a gateway with one core, every wake is a futex syscall
+//! and a context switch paid for out of the request budget (the JSON-lines sink's wake and write
+//! per record cost about a third of a request's CPU). So an appender wakes the writer only when
+//! the writer is asleep *and* needs to act:
+//! - a record that waits for its ticket (sync, strict, or any record while the log is failing or
+//!   the queue is full) wakes it at once: its client is waiting;
+//! - an async record wakes it only if it is idle with nothing queued (to start its linger timer),
+//!   or when the queue reaches `wake_threshold`. Otherwise the writer wakes by itself when its
+//!   linger (2 ms by default) runs out, so under load one wake carries a whole burst of records.
+//!   2 ms is well below the 1 s an async record may wait anyway, and long enough to gather
+//!   hundreds of records at thousands of exchanges per second;
+//! - while the writer is busy writing or syncing, no one wakes it: it looks at the queue again
+//!   before it sleeps, which is what makes group commit out of concurrent sync records.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::CommitHook;
+use super::files::{ActiveSegment, Faults};
+use super::format;
+use crate::audit::{AuditError, AuditHealth, AuditMode, AuditTicket, ExchangeRecord, TicketResolver, now_nanos};
+
+/// The longest pause between retries while writes fail.
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
+/// When the writer acts; see [`SegmentOptions`](super::SegmentOptions).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    pub(super) linger: Duration,
+    pub(super) wake_threshold: usize,
+    pub(super) capacity: usize,
+    pub(super) sync_interval: Duration,
+    pub(super) max_unsynced_bytes: usize,
+    pub(super) retry_interval: Duration,
+}
+
+/// What the log handle and its writer share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Read on every append, so an atomic; the reason is in `failure`.
+    failing: AtomicBool,
+    /// Why and since when writes fail.
+    failure: Mutex<Option<(String, i64)>>,
+    pub(super) counters: Counters,
+    pub(super) faults: Faults,
+    timing: Timing,
+}
+
+/// The writer's counters.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) batches: AtomicU64,
+    pub(super) failed_batches: AtomicU64,
+    pub(super) records: AtomicU64,
+    pub(super) syncs: AtomicU64,
+    pub(super) wakeups: AtomicU64,
+    pub(super) segments_started: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    /// An entry waits for its write: the writer must not linger.
+    urgent: bool,
+    writer: WriterState,
+    /// No more entries are taken; the writer drains the queue and stops.
+    closed: bool,
+}
+
+/// What the writer is doing, as far as appenders need to know to decide whether to wake it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WriterState {
+    /// Working, or woken and about to look at the queue: no wake needed.
+    #[default]
+    Busy,
+    /// Asleep with an empty queue.
+    Idle,
+    /// Asleep with async records queued, until its linger runs out.
+    Lingering,
+}
+
+// Records are by far the common entry; boxing them to shrink the rare flush and shutdown would
+// cost an allocation per exchange.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Entry {
+    Record {
+        record: ExchangeRecord,
+        /// `sync_data` before `done` resolves.
+        sync: bool,
+        /// `None` for an async record answered when queued.
+        done: Option<TicketResolver>,
+    },
+    Flush(TicketResolver),
+    Shutdown(TicketResolver),
+}
+
+impl Queue {
+    /// Called by an appender after pushing: whether it must wake the writer. A wake is owed
+    /// once; the writer is marked busy so that the appenders after it do not wake it again
+    /// before it has run.
+    fn owes_wake(&mut self, wake_threshold: usize) -> bool {
+        let wake = match self.writer {
+            WriterState::Busy => false,
+            WriterState::Idle => true,
+            WriterState::Lingering => self.urgent || self.entries.len() >= wake_threshold,
+        };
+        if wake {
+            self.writer = WriterState::Busy;
+        }
+        wake
+    }
+}
+
+impl Shared {
+    pub(super) fn new(timing: Timing) -> Self {
+        Self {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            failing: AtomicBool::new(false),
+            failure: Mutex::default(),
+            counters: Counters::default(),
+            faults: Faults::default(),
+            timing,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves a queue that is still consistent: pushes and
+        // swaps are single operations.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket {
+        let sync = mode != AuditMode::Async;
+        // While writes fail, an async record answered at once could be answered and then lost;
+        // waiting for its write keeps the log fail-closed in every mode.
+        let mut waiter = (sync || self.failing.load(Ordering::Acquire)).then(AuditTicket::channel);
+        let mut queue = self.lock();
+        if queue.closed {
+            return AuditTicket::failed(AuditError::Closed);
+        }
+        if waiter.is_none() && queue.entries.len() >= self.timing.capacity {
+            // The disk is behind. Refusing would turn a stall into errors for clients, so the
+            // record is taken, and its caller waits for its write: back-pressure reaches clients
+            // as latency, and the queue holds at most one more record per waiting exchange.
+            waiter = Some(AuditTicket::channel());
+        }
+        let (ticket, done) = match waiter {
+            Some((ticket, done)) => (ticket, Some(done)),
+            None => (AuditTicket::ok(), None),
+        };
+        queue.urgent |= done.is_some();
+        queue.entries.push(Entry::Record { record, sync, done });
+        self.wake_if_owed(queue);
+        ticket
+    }
+
+    /// Queues a flush or shutdown marker, which the writer answers after a sync.
+    pub(super) fn control(&self, shutdown: bool) -> AuditTicket {
+        let (ticket, done) = AuditTicket::channel();
+        let mut queue = self.lock();
+        if queue.closed {
+            return AuditTicket::failed(AuditError::Closed);
+        }
+        queue.urgent = true;
+        if shutdown {
+            queue.entries.push(Entry::Shutdown(done));
+            queue.closed = true;
+        } else {
+            queue.entries.push(Entry::Flush(done));
+        }
+        self.wake_if_owed(queue);
+        ticket
+    }
+
+    /// Stops taking entries; the writer writes what is queued, syncs and stops.
+    pub(super) fn close(&self) {
+        let mut queue = self.lock();
+        queue.closed = true;
+        queue.urgent = true;
+        self.wake_if_owed(queue);
+    }
+
+    fn wake_if_owed(&self, mut queue: MutexGuard<'_, Queue>) {
+        let wake = queue.owes_wake(self.timing.wake_threshold) || (queue.closed && queue.writer != WriterState::Busy);
+        // Notify after unlocking, so that the woken writer does not block on the lock at once.
+        drop(queue);
+        if wake {
+            self.counters.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Entries waiting for the writer.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub(super) fn health(&self) -> AuditHealth {
+        if self.lock().closed {
+            return AuditHealth::Closed;
+        }
+        if !self.failing.load(Ordering::Acquire) {
+            return AuditHealth::Available;
+        }
+        match &*self.failure.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((reason, since_unix_nanos)) => {
+                AuditHealth::Unavailable { reason: reason.clone(), since_unix_nanos: *since_unix_nanos }
+            }
+            // The writer recovered between the two reads.
+            None => AuditHealth::Available,
+        }
+    }
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) segment: ActiveSegment,
+    pub(super) hook: Option<Box<dyn CommitHook>>,
+    /// The sequence number the hook sees next.
+    pub(super) hooked: u64,
+    pub(super) name: String,
+}
+
+/// What the loop keeps between batches, reused so that a batch allocates nothing in the steady
+/// state.
+#[derive(Default)]
+struct Buffers {
+    /// The frames of the batch being written.
+    frames: Vec<u8>,
+    /// Spans in `frames` of records already answered (async ones), to keep if the batch fails.
+    answered: Vec<Range<usize>>,
+    /// Tickets to answer once the batch is written.
+    waiting: Vec<TicketResolver>,
+    /// Frames of answered records from failed batches: their exchanges went on, so they are
+    /// written with the next batch rather than lost. Not yet seen by the hook.
+    carry: Vec<u8>,
+    carry_records: u64,
+    /// The entries taken from the queue; swapped with the queue's empty `Vec`.
+    entries: Vec<Entry>,
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        // However the loop ends, even by a panic in the hook, the log closes and the tickets
+        // still queued fail instead of hanging.
+        let _close = CloseOnExit(Arc::clone(&self.shared));
+        let timing = self.shared.timing;
+        let mut buffers = Buffers::default();
+        let mut linger_until: Option<Instant> = None;
+        let mut unsynced_since: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = timing.retry_interval;
+        loop {
+            let closing = {
+                let mut queue = self.shared.lock();
+                let closing = loop {
+                    if queue.closed {
+                        break true;
+                    }
+                    let now = Instant::now();
+                    if !queue.entries.is_empty() {
+                        if queue.urgent || queue.entries.len() >= timing.wake_threshold {
+                            break false;
+                        }
+                        let until = *linger_until.get_or_insert(now + timing.linger);
+                        if now >= until {
+                            break false;
+                        }
+                        queue.writer = WriterState::Lingering;
+                        queue = self.wait(queue, Some(until - now));
+                        continue;
+                    }
+                    // Nothing queued; still due: a retry while failing, or a sync of async
+                    // records written a while ago.
+                    let due = if self.shared.failing.load(Ordering::Acquire) {
+                        retry_at
+                    } else {
+                        unsynced_since.map(|since| since + timing.sync_interval)
+                    };
+                    if due.is_some_and(|due| now >= due) {
+                        break false;
+                    }
+                    queue.writer = WriterState::Idle;
+                    queue = self.wait(queue, due.map(|due| due - now));
+                };
+                queue.writer = WriterState::Busy;
+                queue.urgent = false;
+                std::mem::swap(&mut queue.entries, &mut buffers.entries);
+                closing
+            };
+            linger_until = None;
+
+            let failing = self.shared.failing.load(Ordering::Acquire);
+            let (records, answered_records, mut sync) = self.encode(&mut buffers);
+            sync |= closing
+                || failing
+                || self.segment.unsynced_len() + buffers.frames.len() >= timing.max_unsynced_bytes
+                || unsynced_since.is_some_and(|since| since.elapsed() >= timing.sync_interval);
+            if buffers.frames.is_empty() && buffers.waiting.is_empty() && !sync {
+                continue;
+            }
+            let faults = &self.shared.faults;
+            match self.segment.write(&buffers.frames, records, sync, failing, faults) {
+                Ok(()) => {
+                    self.committed(&mut buffers, records, sync);
+                    retry_at = None;
+                    backoff = timing.retry_interval;
+                    if sync {
+                        unsynced_since = None;
+                    } else if records > 0 {
+                        unsynced_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                Err(e) => {
+                    self.failed(&mut buffers, answered_records, e);
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(MAX_RETRY.max(timing.retry_interval));
+                }
+            }
+            if closing {
+                break;
+            }
+        }
+        if buffers.carry_records > 0 || self.segment.unsynced_len() > 0 {
+            tracing::error!(
+                log = %self.name,
+                lost = buffers.carry_records,
+                "audit log closed with answered async records that could not be written"
+            );
+        }
+    }
+
+    fn wait<'a>(&self, queue: MutexGuard<'a, Queue>, timeout: Option<Duration>) -> MutexGuard<'a, Queue> {
+        match timeout {
+            Some(timeout) => self.shared.wake.wait_timeout(queue, timeout).unwrap_or_else(PoisonError::into_inner).0,
+            None => self.shared.wake.wait(queue).unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// Encodes the taken entries after the carried frames; returns the records in the batch,
+    /// how many of them are already answered, and whether an entry asked for a sync.
+    fn encode(&mut self, buffers: &mut Buffers) -> (u64, u64, bool) {
+        let Buffers { frames, answered, waiting, carry, carry_records, entries } = buffers;
+        frames.clear();
+        answered.clear();
+        frames.extend_from_slice(carry);
+        if !carry.is_empty() {
+            answered.push(0..carry.len());
+        }
+        let mut records = *carry_records;
+        let mut answered_records = *carry_records;
+        let mut sync = false;
+        for entry in entries.drain(..) {
+            match entry {
+                Entry::Record { record, sync: wants_sync, done } => {
+                    let start = frames.len();
+                    if let Err(e) = format::push_frame(frames, &record) {
+                        // Only an empty or absurdly large record gets here; `append` already
+                        // refuses empty ones, and the gateway's limits keep records small.
+                        tracing::error!(error = %e, exchange_id = %record.exchange_id, "audit record cannot be framed");
+                        if let Some(done) = done {
+                            done.resolve(Err(AuditError::write(e)));
+                        }
+                        continue;
+                    }
+                    records += 1;
+                    sync |= wants_sync;
+                    match done {
+                        Some(done) => waiting.push(done),
+                        None => {
+                            answered.push(start..frames.len());
+                            answered_records += 1;
+                        }
+                    }
+                }
+                Entry::Flush(done) | Entry::Shutdown(done) => {
+                    sync = true;
+                    waiting.push(done);
+                }
+            }
+        }
+        (records, answered_records, sync)
+    }
+
+    fn committed(&mut self, buffers: &mut Buffers, records: u64, synced: bool) {
+        let counters = &self.shared.counters;
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.records.fetch_add(records, Ordering::Relaxed);
+        counters.segments_started.store(self.segment.started(), Ordering::Relaxed);
+        if synced {
+            counters.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        buffers.carry.clear();
+        buffers.carry_records = 0;
+        if self.shared.failing.load(Ordering::Acquire) {
+            *self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            self.shared.failing.store(false, Ordering::Release);
+            tracing::info!(log = %self.name, "audit log writable again; exchanges resume");
+        }
+        for done in buffers.waiting.drain(..) {
+            done.resolve(Ok(()));
+        }
+        // The hook runs after the tickets are answered, so that hashing never delays an answer.
+        if let Some(hook) = self.hook.as_mut() {
+            for (seq, payload) in (self.hooked..).zip(format::payloads(&buffers.frames)) {
+                hook.appended(seq, payload);
+            }
+        }
+        self.hooked += records;
+        debug_assert_eq!(self.hooked, self.segment.next_seq(), "the hook and the files disagree on the log's length");
+        if synced && let Some(hook) = self.hook.as_mut() {
+            hook.durable(self.hooked);
+        }
+    }
+
+    fn failed(&mut self, buffers: &mut Buffers, answered_records: u64, error: std::io::Error) {
+        let mut carry = Vec::new();
+        for span in &buffers.answered {
+            carry.extend_from_slice(buffers.frames.get(span.clone()).unwrap_or_default());
+        }
+        buffers.carry = carry;
+        buffers.carry_records = answered_records;
+        self.shared.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+        let reason = error.to_string();
+        // Logged on the change only: a failing disk under load would flood the log otherwise.
+        if !self.shared.failing.load(Ordering::Acquire) {
+            tracing::error!(log = %self.name, error = %reason, "audit log cannot be written; refusing exchanges");
+        }
+        {
+            // The reason goes in before the flag, so that a health check never sees the flag alone.
+            let mut failure = self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner);
+            let since = failure.as_ref().map_or_else(now_nanos, |(_, since)| *since);
+            *failure = Some((reason, since));
+        }
+        self.shared.failing.store(true, Ordering::Release);
+        let error = AuditError::write(error);
+        for done in buffers.waiting.drain(..) {
+            done.resolve(Err(error.clone()));
+        }
+    }
+}
+
+/// Closes the log when the writer stops, however it stops: tickets still queued fail with
+/// [`AuditError::Closed`] as their resolvers are dropped, and later appends are refused.
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.closed = true;
+        let entries = std::mem::take(&mut queue.entries);
+        drop(queue);
+        drop(entries);
+    }
+}
