@@ -1,6 +1,11 @@
 //! The HTTP upstream: a pooled, keep-alive hyper client towards one service's endpoints, plain or
 //! TLS (with the gateway's own certificate when the upstream wants mutual TLS). Bodies stream
 //! through it in both directions.
+//!
+//! A REST upstream is spoken to in HTTP/1.1, or in HTTP/2 when an `https://` upstream offers it
+//! in ALPN. A gRPC upstream needs HTTP/2 whatever its scheme ([`UpstreamOptions::http2_only`]):
+//! over `https://` only `h2` is offered in ALPN, and over `http://` the client speaks HTTP/2 with
+//! prior knowledge (h2c), since hyper's client would otherwise send HTTP/1.1 to a plain URL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +17,11 @@ use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
+
+/// Interval of HTTP/2 pings on a connection with open streams, and how long an answer may take.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// The error type of bodies sent upstream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,6 +40,9 @@ pub struct UpstreamOptions {
     pub max_idle_per_host: usize,
     /// The name to verify on an `https://` upstream's certificate instead of the URL's host.
     pub server_name: Option<String>,
+    /// Speak HTTP/2 only: h2c with prior knowledge to `http://`, ALPN `h2` alone to `https://`.
+    /// gRPC upstreams need it.
+    pub http2_only: bool,
 }
 
 impl Default for UpstreamOptions {
@@ -41,6 +52,7 @@ impl Default for UpstreamOptions {
             idle_timeout: Duration::from_secs(90),
             max_idle_per_host: 256,
             server_name: None,
+            http2_only: false,
         }
     }
 }
@@ -95,7 +107,8 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl HttpUpstream {
-    /// A client that speaks plain HTTP to `http://` upstreams and TLS with `tls` to `https://`.
+    /// A client that speaks plain HTTP to `http://` upstreams and TLS with `tls` to `https://`,
+    /// HTTP/2 only when `opts.http2_only` is set.
     /// Fails only when `opts.server_name` is neither a DNS name nor an IP address.
     pub fn new(mut tls: rustls::ClientConfig, opts: &UpstreamOptions) -> Result<Self, InvalidServerName> {
         // The connector offers ALPN itself, for the HTTP versions it enables.
@@ -113,11 +126,26 @@ impl HttpUpstream {
             }
             None => builder,
         };
-        let connector = builder.enable_all_versions().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(opts.idle_timeout)
-            .pool_max_idle_per_host(opts.max_idle_per_host)
-            .build(connector);
+        let connector = if opts.http2_only {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_all_versions().wrap_connector(http)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        client.pool_idle_timeout(opts.idle_timeout).pool_max_idle_per_host(opts.max_idle_per_host);
+        if opts.http2_only {
+            // One multiplexed connection carries many long-lived streams: pings find a dead one
+            // (a NAT or firewall that dropped it) instead of leaving its calls hanging, and the
+            // flow-control window grows with the link so large streams are not throttled.
+            client
+                .http2_only(true)
+                .timer(TokioTimer::new())
+                .http2_keep_alive_interval(HTTP2_KEEP_ALIVE)
+                .http2_keep_alive_timeout(HTTP2_KEEP_ALIVE)
+                .http2_keep_alive_while_idle(false)
+                .http2_adaptive_window(true);
+        }
+        let client = client.build(connector);
         Ok(Self { client })
     }
 

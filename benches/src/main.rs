@@ -76,11 +76,8 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 fn gateway_child(config: &Path) -> anyhow::Result<()> {
     let config = splpd_gateway::config::load(config)?;
     runtime(1)?.block_on(async move {
-        let audit_file = config.audit.dir.join("exchanges.jsonl");
-        let audit = Arc::new(splpd_gateway::audit::JsonLinesSink::open(
-            &audit_file,
-            splpd_gateway::audit::DEFAULT_QUEUE_CAPACITY,
-        )?);
+        let options = splpd_gateway::audit::log::AuditLogOptions::from_config(&config);
+        let audit = Arc::new(splpd_gateway::audit::log::AuditLog::open(&options)?);
         let running = splpd_gateway::server::start(config, audit).await?;
         // Runs until the parent kills it.
         std::future::pending::<()>().await;

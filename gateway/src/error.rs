@@ -1,6 +1,6 @@
 //! The gateway's own errors, and the one place where each becomes an X-Road error type, an HTTP
-//! status and a JSON body (design §3). Errors from the service itself never pass through here:
-//! they reach the client untouched.
+//! status and a JSON body, or for gRPC calls a gRPC status code (design §3). Errors from the
+//! service itself never pass through here: they reach the client untouched.
 
 use http::StatusCode;
 
@@ -100,6 +100,21 @@ impl GatewayError {
         }
     }
 
+    /// The gRPC status code a gRPC call is answered with (the codes of `google.rpc.Code`), sent
+    /// as `grpc-status` in a trailers-only response beside the X-Road type in `x-road-error`.
+    pub fn grpc_code(&self) -> GrpcCode {
+        match self {
+            Self::BadRequest(_) | Self::UriTooLong { .. } | Self::HeadersTooLarge(_) => GrpcCode::InvalidArgument,
+            Self::BodyTooLarge { .. } | Self::RateLimited { .. } => GrpcCode::ResourceExhausted,
+            Self::Unauthenticated(_) => GrpcCode::Unauthenticated,
+            Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => GrpcCode::PermissionDenied,
+            Self::UnknownService(_) => GrpcCode::NotFound,
+            Self::ServiceFailed(_) | Self::AuditUnavailable(_) => GrpcCode::Unavailable,
+            Self::ServiceTimeout(_) => GrpcCode::DeadlineExceeded,
+            Self::Internal(_) => GrpcCode::Internal,
+        }
+    }
+
     /// The JSON body X-Road clients expect: `{"type", "message", "detail"}`; the detail is the
     /// exchange id, which an operator can look up in the audit log.
     pub fn json_body(&self, exchange_id: &str) -> String {
@@ -109,6 +124,39 @@ impl GatewayError {
             "detail": exchange_id,
         })
         .to_string()
+    }
+}
+
+/// The gRPC status codes the gateway itself answers with or records (`google.rpc.Code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum GrpcCode {
+    /// 0: the call succeeded.
+    Ok = 0,
+    /// 1: the client cancelled the call.
+    Cancelled = 1,
+    /// 3: the request is malformed.
+    InvalidArgument = 3,
+    /// 4: the deadline passed before the call completed.
+    DeadlineExceeded = 4,
+    /// 5: no such service.
+    NotFound = 5,
+    /// 7: the caller may not make this call.
+    PermissionDenied = 7,
+    /// 8: a quota or size limit was hit.
+    ResourceExhausted = 8,
+    /// 13: a fault inside the gateway.
+    Internal = 13,
+    /// 14: the service (or the audit log) cannot take the call now; it may be retried.
+    Unavailable = 14,
+    /// 16: the caller could not be identified.
+    Unauthenticated = 16,
+}
+
+impl GrpcCode {
+    /// The number sent in `grpc-status`.
+    pub fn as_u32(self) -> u32 {
+        self as u32
     }
 }
 
@@ -131,6 +179,27 @@ mod tests {
         for (err, kind, status) in cases {
             assert_eq!(err.xroad_type(), kind);
             assert_eq!(err.status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn each_error_maps_to_its_grpc_code() {
+        let cases = [
+            (GatewayError::AccessDenied("x".into()), 7),
+            (GatewayError::InvalidClientIdentity("x".into()), 7),
+            (GatewayError::RateLimited { message: "x".into(), retry_after_secs: 1 }, 8),
+            (GatewayError::BodyTooLarge { limit: 1, service: "s".into() }, 8),
+            (GatewayError::ServiceFailed("x".into()), 14),
+            (GatewayError::AuditUnavailable("x".into()), 14),
+            (GatewayError::ServiceTimeout("x".into()), 4),
+            (GatewayError::BadRequest("x".into()), 3),
+            (GatewayError::HeadersTooLarge("x".into()), 3),
+            (GatewayError::Unauthenticated("x".into()), 16),
+            (GatewayError::UnknownService("x".into()), 5),
+            (GatewayError::Internal("x".into()), 13),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.grpc_code().as_u32(), code, "{err:?}");
         }
     }
 

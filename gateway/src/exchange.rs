@@ -1,31 +1,36 @@
-//! The exchange path for REST (design §4), as named phases over one per-request context:
-//! identify → parse target → route → authorize → rate-limit → forward → respond, with the audit
-//! record filled along the way. Denials and failures are exchanges too: each is answered with an
-//! X-Road error and logged, and no answer leaves before its record is as durable as asked.
+//! The exchange path (design §4), as named phases over one per-request context: identify →
+//! parse target → route → authorize → rate-limit → forward → respond, with the audit record
+//! filled along the way. REST and gRPC calls take the same phases; a gRPC call (`grpc`) differs
+//! in its target (`/package.Service/Method` and `x-road-service`), its deadline, and the shape of
+//! the gateway's errors. Denials and failures are exchanges too: each is answered with an X-Road
+//! error (for gRPC, a gRPC status with `x-road-error`) and logged, and no answer leaves before its
+//! record is as durable as asked.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use splpd_adapters::http::{BoxError, UpstreamError};
 use splpd_certs::id::{ClientId, Identity, ServiceId};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::audit::{AuditSink, AuditTicket, BodyHasher, RecordBuilder};
 use crate::authorize::AccessRequest;
-use crate::config::AuditMode;
-use crate::config::ConnectionType;
-use crate::error::GatewayError;
-use crate::forward::{self, MeteredRequestBody, RequestHasher, xroad};
+use crate::config::{AuditMode, ConnectionType, Protocol};
+use crate::error::{GatewayError, GrpcCode};
+use crate::forward::{self, BodySummary, MeteredRequestBody, RequestHasher, xroad};
+use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
 use crate::runtime::{ListenerRuntime, Route, Snapshot};
 
@@ -59,13 +64,37 @@ struct Ctx {
     client: Option<ClientId>,
     service: Option<ServiceId>,
     mode: AuditMode,
+    /// A gRPC call: errors are answered as gRPC statuses.
+    grpc: bool,
+    /// When the request head arrived, from which a gRPC deadline counts.
+    received: Instant,
 }
 
 /// What the checks established about an allowed call.
 struct Admitted {
     route: Arc<Route>,
     path_and_query: String,
+    /// The caller's gRPC deadline (`grpc-timeout`), counted from [`Ctx::received`].
+    deadline: Option<Duration>,
 }
+
+/// What a call names: a REST resource under a service, or a gRPC method.
+enum Called<'a> {
+    Rest(crate::target::Target<'a>),
+    Grpc(grpc::GrpcTarget<'a>),
+}
+
+impl Called<'_> {
+    fn service(&self) -> &ServiceId {
+        match self {
+            Self::Rest(t) => &t.service,
+            Self::Grpc(t) => &t.service,
+        }
+    }
+}
+
+/// The body summary of a request on its way upstream, once its last byte has been forwarded.
+type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
@@ -90,6 +119,7 @@ impl Gateway {
 
     /// Handles one request end to end. Never fails: every outcome is a response.
     pub async fn handle(&self, conn: &Connection, req: Request<Incoming>) -> Response<ResponseBody> {
+        let received = Instant::now();
         let snap = self.snapshot.load_full();
         let mut record = RecordBuilder::received_now(&snap.gateway_id);
         let exchange_id = req
@@ -110,6 +140,8 @@ impl Gateway {
             client: None,
             service: None,
             mode: snap.config.audit.mode,
+            grpc: grpc::is_grpc(&req),
+            received,
         };
         match self.admit(&snap, conn, &req, &mut ctx) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
@@ -142,10 +174,19 @@ impl Gateway {
             }
         }
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let target = crate::target::parse(path_and_query, snap.limits.max_uri_length as usize);
+        let max_uri = snap.limits.max_uri_length as usize;
+        let target = if ctx.grpc {
+            grpc::target(path_and_query, req.headers(), &snap.grpc_services, max_uri).map(Called::Grpc)
+        } else {
+            crate::target::parse(path_and_query, max_uri).map(Called::Rest)
+        };
         if let Ok(t) = &target {
-            ctx.record.set_service_id(&t.service);
-            ctx.service = Some(t.service.clone());
+            if ctx.grpc {
+                ctx.record.set_service(t.service(), Protocol::Grpc);
+            } else {
+                ctx.record.set_service_id(t.service());
+            }
+            ctx.service = Some(t.service().clone());
         }
         let claimed = match req.headers().get(&xroad::CLIENT) {
             Some(v) => Some(v.to_str().map_err(|_| {
@@ -166,27 +207,54 @@ impl Gateway {
         check_header_limits(req, snap)?;
 
         // parse target
-        let target = target?;
+        let target = target.map_err(|e| match e {
+            // A gRPC client that fell back to HTTP/1.1 (no ALPN, or a proxy in between).
+            GatewayError::BadRequest(_) if grpc::has_grpc_content_type(req.headers()) => GatewayError::BadRequest(
+                "gRPC needs HTTP/2; this call came over HTTP/1.1 (check that the client offers h2 in ALPN)".into(),
+            ),
+            e => e,
+        })?;
+        let deadline = if ctx.grpc {
+            if req.method() != Method::POST {
+                return Err(GatewayError::BadRequest(format!("a gRPC call is a POST, not a {}", req.method())));
+            }
+            grpc::timeout(req.headers())?
+        } else {
+            None
+        };
 
         // route
-        let route = snap.routes.get(&target.service).cloned().ok_or_else(|| {
+        let route = snap.routes.get(target.service()).cloned().ok_or_else(|| {
             GatewayError::UnknownService(format!(
                 "no service {} is known to gateway {}; check the identifier, or ask for the directory with GET /listClients",
-                target.service, snap.gateway_id
+                target.service(),
+                snap.gateway_id
             ))
         })?;
         ctx.record.set_service(&route.id, route.protocol);
         ctx.mode = route.audit_mode;
+        let (method, path) = match (&target, route.protocol) {
+            (Called::Rest(t), Protocol::Rest) => (req.method().as_str(), t.path),
+            (Called::Grpc(t), Protocol::Grpc) => ("POST", t.path),
+            (Called::Rest(_), Protocol::Grpc) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "{} is a gRPC service; call its methods over HTTP/2 with content-type application/grpc at \
+                     /package.Service/Method, naming it in the metadata x-road-service",
+                    route.id
+                )));
+            }
+            (Called::Grpc(_), Protocol::Rest) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "{} is a REST service, not a gRPC one; call it at /r1/{}/…",
+                    route.id,
+                    route.id.to_url_path()
+                )));
+            }
+        };
 
         // authorize
         let purpose = req.headers().get(&xroad::PURPOSE).and_then(|v| v.to_str().ok());
-        let access = AccessRequest {
-            client: &caller.client,
-            service: &route.id,
-            method: req.method().as_str(),
-            path: target.path,
-            purpose,
-        };
+        let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
         snap.policy
             .check(&access, time::OffsetDateTime::now_utc())
             .map_err(|d| GatewayError::AccessDenied(d.to_string()))?;
@@ -210,11 +278,14 @@ impl Gateway {
                 "the audit log is not accepting records ({health:?}); exchanges resume once it is"
             )));
         }
-        let path_and_query = match target.query {
-            Some(q) => format!("{}?{q}", target.path),
-            None => target.path.to_owned(),
+        let path_and_query = match &target {
+            Called::Rest(t) => match t.query {
+                Some(q) => format!("{}?{q}", t.path),
+                None => t.path.to_owned(),
+            },
+            Called::Grpc(t) => t.path.to_owned(),
         };
-        Ok(Admitted { route, path_and_query })
+        Ok(Admitted { route, path_and_query, deadline })
     }
 
     fn pick_upstream<'r>(&self, route: &'r Route) -> &'r Uri {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod forward;
+pub mod grpc;
 pub mod identify;
 pub mod limit;
 pub mod runtime;

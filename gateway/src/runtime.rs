@@ -76,6 +76,9 @@ pub struct Snapshot {
     pub listeners: Vec<Arc<ListenerRuntime>>,
     /// Local services by identifier.
     pub routes: HashMap<ServiceId, Arc<Route>>,
+    /// Fully-qualified gRPC service names (`kesehatan.v1.Rujukan`) to the local service they are
+    /// routed to when a call names none in `x-road-service`.
+    pub grpc_services: HashMap<String, ServiceId>,
     /// Access rights.
     pub policy: AccessPolicy,
     /// Quotas.
@@ -106,6 +109,7 @@ impl Snapshot {
             }));
         }
         let mut routes = HashMap::new();
+        let mut grpc_services = HashMap::new();
         for s in &config.services {
             let tls = crate::tls::upstream_client_config(&trust, &gateway, s.tls.as_ref())?;
             let mut opts = UpstreamOptions::default();
@@ -116,6 +120,17 @@ impl Snapshot {
                 opts.idle_timeout = t.0;
             }
             opts.server_name = s.tls.as_ref().and_then(|t| t.server_name.clone());
+            opts.http2_only = s.protocol == Protocol::Grpc;
+            if s.protocol == Protocol::Grpc {
+                for name in &s.grpc_services {
+                    if let Some(other) = grpc_services.insert(name.clone(), s.id.clone()) {
+                        return Err(RuntimeError::Invalid(format!(
+                            "gRPC service {name} is mapped to both {other} and {}",
+                            s.id
+                        )));
+                    }
+                }
+            }
             let upstreams = s
                 .upstreams
                 .iter()
@@ -144,6 +159,7 @@ impl Snapshot {
             trust,
             listeners,
             routes,
+            grpc_services,
             config: Arc::new(config),
         })
     }

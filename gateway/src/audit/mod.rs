@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 mod jsonl;
+pub mod log;
 mod memory;
 pub mod merkle;
 mod record;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use splpd_gateway::audit::{AuditSink, JsonLinesSink};
+use splpd_gateway::audit::AuditSink;
+use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::config::{self, ConfigError};
 
 #[derive(Debug, Args)]
@@ -31,17 +32,17 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let audit_file = config.audit.dir.join("exchanges.jsonl");
+        let audit_dir = config.audit.dir.clone();
         let audit: Arc<dyn AuditSink> = Arc::new(
-            JsonLinesSink::open(&audit_file, splpd_gateway::audit::DEFAULT_QUEUE_CAPACITY)
-                .with_context(|| format!("opening the audit log {}", audit_file.display()))?,
+            AuditLog::open(&AuditLogOptions::from_config(&config))
+                .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
         );
         let running = splpd_gateway::server::start(config, audit).await?;
         for (name, addr) in running.addrs() {
             tracing::info!(listener = %name, %addr, "listening");
         }
         let gateway_id = running.gateway().snapshot().gateway_id.clone();
-        tracing::info!(audit = %audit_file.display(), "gateway {gateway_id} ready");
+        tracing::info!(audit = %audit_dir.display(), "gateway {gateway_id} ready");
         wait_for_signal().await;
         tracing::info!("stopping: no new connections; open exchanges may finish");
         running.stop().await.context("flushing the audit log")?;

@@ -82,7 +82,13 @@ pub(super) struct ActiveSegment {
 impl ActiveSegment {
     /// Goes on with the existing segment at `path`, which holds records up to `next_seq` and
     /// has been synced.
-    pub(super) fn resume(dir: PathBuf, segment_size: u64, path: PathBuf, first_seq: u64, next_seq: u64) -> io::Result<Self> {
+    pub(super) fn resume(
+        dir: PathBuf,
+        segment_size: u64,
+        path: PathBuf,
+        first_seq: u64,
+        next_seq: u64,
+    ) -> io::Result<Self> {
         let file = OpenOptions::new().append(true).open(&path)?;
         let len = file.metadata()?.len();
         Ok(Self {
@@ -121,7 +127,14 @@ impl ActiveSegment {
     /// All or nothing: on error the file is cut back to its last synced length, and the
     /// unsynced frames before this batch are written again with the next one, so that the file
     /// never shows a part of a failed batch. The records of a failed batch are not in the log.
-    pub(super) fn write(&mut self, frames: &[u8], records: u64, sync: bool, probe: bool, faults: &Faults) -> io::Result<()> {
+    pub(super) fn write(
+        &mut self,
+        frames: &[u8],
+        records: u64,
+        sync: bool,
+        probe: bool,
+        faults: &Faults,
+    ) -> io::Result<()> {
         let result = self.try_write(frames, records, sync, probe, faults);
         if result.is_err() {
             self.cut_back = true;
@@ -258,7 +271,9 @@ impl Faults {
     }
 
     fn take(counter: &AtomicU64) -> bool {
-        counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| if n == ALWAYS { n } else { n - 1 })).is_ok()
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| if n == ALWAYS { n } else { n - 1 }))
+            .is_ok()
     }
 
     fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {

@@ -22,9 +22,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use self::error::{Damage, SegmentError};
+use self::files::{ActiveSegment, Faults};
 pub use self::format::{FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_RECORD_LEN, segment_file_name};
 pub use self::read::SegmentReader;
-use self::files::{ActiveSegment, Faults};
 use self::writer::{Shared, Timing, Writer};
 use super::{AuditError, AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
 
@@ -324,7 +324,8 @@ fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recover
                 (*first_seq, path.clone())
             }
             None => {
-                let (path, _) = files::create_segment(dir, 0, &Faults::default()).map_err(|e| SegmentError::io(dir, e))?;
+                let (path, _) =
+                    files::create_segment(dir, 0, &Faults::default()).map_err(|e| SegmentError::io(dir, e))?;
                 tracing::info!(segment = %path.display(), "audit log started");
                 (0, path)
             }

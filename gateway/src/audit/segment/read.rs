@@ -82,15 +82,12 @@ impl SegmentReader {
 
     fn advance(&mut self) -> Result<Option<u64>, SegmentError> {
         loop {
-            let segment = match &mut self.current {
-                Some(segment) => segment,
-                None => {
-                    let Some((name_seq, path)) = self.segments.next() else { return Ok(None) };
-                    self.current_is_last = self.segments.len() == 0;
-                    self.current = Some(self.open_segment(name_seq, path)?);
-                    continue;
-                }
-            };
+            if self.current.is_none() {
+                let Some((name_seq, path)) = self.segments.next() else { return Ok(None) };
+                self.current_is_last = self.segments.len() == 0;
+                self.current = Some(self.open_segment(name_seq, path)?);
+            }
+            let Some(segment) = self.current.as_mut() else { continue };
             match segment.next(&mut self.payload)? {
                 Frame::Record { seq } => {
                     self.next_seq = seq + 1;
@@ -109,11 +106,8 @@ impl SegmentReader {
         let mut file = File::open(&path).map_err(|e| SegmentError::io(&path, e))?;
         let mut head = [0u8; HEADER_LEN];
         let read = read_full(&mut file, &mut head).map_err(|e| SegmentError::io(&path, e))?;
-        let header = if read < HEADER_LEN {
-            Err(Damage::ShortHeader { len: read as u64 })
-        } else {
-            Header::decode(&head)
-        };
+        let header =
+            if read < HEADER_LEN { Err(Damage::ShortHeader { len: read as u64 }) } else { Header::decode(&head) };
         let header = match header {
             Ok(header) => header,
             // A crash while a segment was being started leaves it empty or blank; only the last
@@ -186,7 +180,9 @@ struct SegmentFile {
 
 enum Frame {
     /// A whole frame whose payload is now in the buffer.
-    Record { seq: u64 },
+    Record {
+        seq: u64,
+    },
     /// The file ends cleanly after the last frame.
     End,
     Bad {
@@ -256,7 +252,7 @@ fn intact_frame_after(path: &Path, from: u64) -> io::Result<(Option<u64>, u64)> 
     let mut buf = Vec::new();
     let mut start = from + 1;
     // The smallest frame is a header and one byte.
-    while start + FRAME_HEADER_LEN as u64 + 1 <= end {
+    while start + (FRAME_HEADER_LEN as u64) < end {
         // Within a u64 difference that is at most SPAN, so the cast cannot truncate.
         let want = (end - start).min(SPAN as u64) as usize;
         buf.resize(want, 0);

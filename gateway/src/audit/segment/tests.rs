@@ -1,1 +1,798 @@
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Write as _};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
+use prost::Message as _;
+
+use super::files::{ALWAYS, Gate};
+use super::format::Header;
+use super::*;
+
+fn record(id: &str) -> ExchangeRecord {
+    ExchangeRecord {
+        exchange_id: id.to_owned(),
+        received_at_unix_nanos: 1_700_000_000_000_000_001,
+        path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/cek".to_owned(),
+        ..ExchangeRecord::default()
+    }
+}
+
+/// Options for tests: no timer-driven retries or syncs, so that what the files hold depends only
+/// on what the test does.
+fn options(dir: &Path) -> SegmentOptions {
+    SegmentOptions {
+        retry_interval: Duration::from_secs(3600),
+        sync_interval: Duration::from_secs(3600),
+        ..SegmentOptions::new(dir)
+    }
+}
+
+/// Every record of the log, strictly read, as (sequence number, exchange id).
+fn read_all(dir: &Path) -> Vec<(u64, String)> {
+    SegmentReader::open(dir)
+        .unwrap()
+        .map(|item| {
+            let (seq, payload) = item.unwrap();
+            (seq, ExchangeRecord::decode(&payload[..]).unwrap().exchange_id)
+        })
+        .collect()
+}
+
+fn ids(dir: &Path) -> Vec<String> {
+    read_all(dir).into_iter().map(|(_, id)| id).collect()
+}
+
+fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    format::list_segments(dir).unwrap().into_iter().map(|(_, path)| path).collect()
+}
+
+/// Offsets of the frames of a segment file, and the file's length.
+fn frame_offsets(path: &Path) -> (Vec<u64>, u64) {
+    let bytes = fs::read(path).unwrap();
+    let mut offsets = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        offsets.push(at as u64);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += FRAME_HEADER_LEN + len;
+    }
+    (offsets, bytes.len() as u64)
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x40;
+    fs::write(path, bytes).unwrap();
+}
+
+fn append_bytes(path: &Path, bytes: &[u8]) {
+    fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+}
+
+/// Writes `n` records (sync) and closes the log.
+async fn write_log(opts: &SegmentOptions, n: usize) {
+    let log = SegmentLog::open(opts).unwrap();
+    for i in 0..n {
+        log.append(record(&format!("r{i}")), AuditMode::Sync).await.unwrap();
+    }
+    log.shutdown().await.unwrap();
+}
+
+fn open_err(opts: &SegmentOptions) -> SegmentError {
+    SegmentLog::open(opts).unwrap_err()
+}
+
+/// Deterministic garbage (xorshift), so that a failure reproduces.
+fn garbage(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// Log output of the code run while the guard lives, on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn records_round_trip_across_rotated_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { segment_size: 1024, ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: 0, segments: 1, torn_bytes: 0 });
+    const N: usize = 300;
+    for i in 0..N {
+        let mode = [AuditMode::Sync, AuditMode::Async, AuditMode::Strict][i % 3];
+        log.append(record(&format!("r{i}")), mode).await.unwrap();
+    }
+    log.shutdown().await.unwrap();
+    assert!(log.stats().segments_started >= 10, "{:?}", log.stats());
+
+    let mut reader = SegmentReader::open(dir.path()).unwrap();
+    let mut seen = 0;
+    while let Some((seq, payload)) = reader.next_record().unwrap() {
+        assert_eq!(seq, seen);
+        assert_eq!(ExchangeRecord::decode(payload).unwrap(), record(&format!("r{seq}")));
+        seen += 1;
+    }
+    assert_eq!(seen, N as u64);
+
+    // Each segment is named by, and its header holds, the sequence number of its first record;
+    // none grew past the segment size (every batch here is small).
+    let mut expected_first = 0;
+    let paths = segment_paths(dir.path());
+    for path in &paths {
+        let bytes = fs::read(path).unwrap();
+        let header = Header::decode(bytes[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert_eq!(header.first_seq, expected_first);
+        assert!(header.created_unix_nanos > 0);
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), segment_file_name(expected_first));
+        assert!(bytes.len() <= 1024, "{} is {} bytes", path.display(), bytes.len());
+        expected_first += frame_offsets(path).0.len() as u64;
+    }
+    assert_eq!(expected_first, N as u64);
+
+    // Opening again goes on with the next sequence number, in the last segment.
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: N as u64, segments: paths.len(), torn_bytes: 0 });
+    log.append(record("after"), AuditMode::Sync).await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(read_all(dir.path()).last(), Some(&(N as u64, "after".to_owned())));
+}
+
+#[tokio::test]
+async fn sync_ticket_resolves_only_once_its_record_reads_back_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    for i in 0..5 {
+        let id = format!("sync-{i}");
+        log.append(record(&id), AuditMode::Sync).await.unwrap();
+        // A fresh reader, with its own file handle, finds it at once.
+        let on_disk = read_all(dir.path());
+        assert_eq!(on_disk.len(), i + 1);
+        assert_eq!(on_disk.last(), Some(&(i as u64, id)));
+    }
+    let stats = log.stats();
+    assert_eq!((stats.records, stats.batches, stats.syncs), (5, 5, 5), "{stats:?}");
+}
+
+#[tokio::test]
+async fn async_tickets_answer_at_once_and_are_synced_by_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    assert!(matches!(log.append(record("a"), AuditMode::Async).now_or_never(), Some(Ok(()))));
+    // Written within the linger, without a sync.
+    wait_until("the async record is written", || log.stats().records == 1).await;
+    assert_eq!(ids(dir.path()), ["a"]);
+    assert_eq!(log.stats().syncs, 0);
+    log.flush().await.unwrap();
+    assert_eq!(log.stats().syncs, 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_async_appends_wakes_the_writer_rarely() {
+    const N: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    // Room for the whole burst, so that every ticket is answered at once however slow the disk.
+    let opts = SegmentOptions { capacity: N as usize, ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    for i in 0..N {
+        assert!(matches!(log.append(record(&format!("r{i}")), AuditMode::Async).now_or_never(), Some(Ok(()))));
+    }
+    log.flush().await.unwrap();
+    let stats = log.stats();
+    assert_eq!(stats.records, N);
+    // One wake per `wake_threshold` (64) records at most, and batches to match; a wake per
+    // record would make both N.
+    assert!(stats.wakeups <= N / 32, "{stats:?}");
+    assert!(stats.batches <= N / 32, "{stats:?}");
+    assert_eq!(read_all(dir.path()).len(), N as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_appends_share_one_write_and_one_sync() {
+    const N: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(SegmentLog::open(&options(dir.path())).unwrap());
+    let (entered_tx, entered) = std_mpsc::channel();
+    let (release, release_rx) = std_mpsc::channel();
+    log.faults().hold_next_write(Gate { entered: entered_tx, release: release_rx });
+
+    let first = log.append(record("first"), AuditMode::Sync);
+    entered.recv().unwrap();
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move { log.append(record(&format!("r{i}")), AuditMode::Sync).await })
+        })
+        .collect();
+    wait_until("all appends are queued", || log.queued() == N).await;
+    release.send(()).unwrap();
+    first.await.unwrap();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+
+    let stats = log.stats();
+    assert_eq!((stats.batches, stats.records, stats.syncs), (2, N as u64 + 1, 2), "{stats:?}");
+    // Only the first append can have found the writer asleep; the rest queued while it wrote.
+    assert!(stats.wakeups <= 1, "{stats:?}");
+    let written = read_all(dir.path());
+    assert_eq!(written[0], (0, "first".to_owned()));
+    assert!(written.iter().enumerate().all(|(i, (seq, _))| *seq == i as u64));
+    assert_eq!(written.iter().map(|(_, id)| id).collect::<HashSet<_>>().len(), N + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_land_exactly_once() {
+    const N: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { segment_size: 16 * 1024, ..options(dir.path()) };
+    let log = Arc::new(SegmentLog::open(&opts).unwrap());
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let log = Arc::clone(&log);
+            let mode = if i % 3 == 0 { AuditMode::Async } else { AuditMode::Sync };
+            tokio::spawn(async move { log.append(record(&format!("r{i}")), mode).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    log.flush().await.unwrap();
+    let written = read_all(dir.path());
+    assert!(written.iter().enumerate().all(|(i, (seq, _))| *seq == i as u64));
+    let unique: HashSet<_> = written.iter().map(|(_, id)| id).collect();
+    assert_eq!((written.len(), unique.len()), (N, N));
+    let stats = log.stats();
+    assert_eq!(stats.records, N as u64);
+    assert!(stats.batches < N as u64, "{stats:?}");
+}
+
+#[tokio::test]
+async fn garbage_after_the_last_record_is_cut_at_open_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    write_log(&opts, 10).await;
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    append_bytes(&path, &garbage(100));
+
+    let (logs, _guard) = Captured::start();
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: 10, segments: 1, torn_bytes: 100 });
+    assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    let text = logs.text();
+    assert!(text.contains("WARN") && text.contains("torn tail of 100 bytes"), "{text}");
+    assert!(text.contains(&segment_file_name(0)), "{text}");
+
+    log.append(record("after"), AuditMode::Sync).await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(read_all(dir.path()).last(), Some(&(10, "after".to_owned())));
+}
+
+#[tokio::test]
+async fn a_frame_cut_short_is_cut_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    write_log(&opts, 10).await;
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let (offsets, len) = frame_offsets(&path);
+    let last = offsets[9];
+
+    // Cut in the middle of the payload, then in the middle of the frame header.
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: 9, segments: 1, torn_bytes: len - 3 - last });
+    log.shutdown().await.unwrap();
+    let (offsets, len) = frame_offsets(&path);
+    assert_eq!((offsets.len(), len), (9, last));
+
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(offsets[8] + 4).unwrap();
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: 8, segments: 1, torn_bytes: 4 });
+    log.append(record("after"), AuditMode::Sync).await.unwrap();
+    log.shutdown().await.unwrap();
+    let written = ids(dir.path());
+    assert_eq!(written.len(), 9);
+    assert_eq!(written[7..], ["r7", "after"]);
+}
+
+#[tokio::test]
+async fn zeros_after_the_last_record_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    write_log(&opts, 3).await;
+    let path = segment_paths(dir.path()).pop().unwrap();
+    append_bytes(&path, &[0; 4096]);
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: 3, segments: 1, torn_bytes: 4096 });
+}
+
+#[tokio::test]
+async fn a_segment_torn_at_its_start_is_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    write_log(&opts, 4).await;
+    let next = dir.path().join(segment_file_name(4));
+    for torn in [&b"SPLPDAU"[..], &[0; HEADER_LEN][..], &[][..]] {
+        fs::write(&next, torn).unwrap();
+        let log = SegmentLog::open(&opts).unwrap();
+        assert_eq!(log.recovered(), &Recovered { next_seq: 4, segments: 2, torn_bytes: torn.len() as u64 });
+        log.shutdown().await.unwrap();
+        let bytes = fs::read(&next).unwrap();
+        assert_eq!(Header::decode(bytes[..].try_into().unwrap()).unwrap().first_seq, 4);
+    }
+    let log = SegmentLog::open(&opts).unwrap();
+    log.append(record("r4"), AuditMode::Sync).await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(read_all(dir.path()).last(), Some(&(4, "r4".to_owned())));
+    assert_eq!(frame_offsets(&next).0.len(), 1);
+}
+
+#[tokio::test]
+async fn a_reader_reports_a_torn_tail_and_leaves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(&options(dir.path()), 3).await;
+    let path = segment_paths(dir.path()).pop().unwrap();
+    append_bytes(&path, &garbage(10));
+    let len = fs::metadata(&path).unwrap().len();
+    let items: Vec<_> = SegmentReader::open(dir.path()).unwrap().collect();
+    assert_eq!(items.len(), 4);
+    assert!(items[..3].iter().all(Result::is_ok));
+    let err = items[3].as_ref().unwrap_err();
+    assert!(err.is_torn_tail(), "{err}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), len);
+}
+
+/// A log of `n` records in segments of a few records each.
+async fn small_segments(dir: &Path, n: usize) -> (SegmentOptions, Vec<PathBuf>) {
+    let opts = SegmentOptions { segment_size: 400, ..options(dir) };
+    write_log(&opts, n).await;
+    let paths = segment_paths(dir);
+    assert!(paths.len() >= 4, "{paths:?}");
+    (opts, paths)
+}
+
+fn first_seq_of(path: &Path) -> u64 {
+    format::parse_segment_name(path.file_name().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_an_earlier_segment_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, paths) = small_segments(dir.path(), 20).await;
+    let damaged = &paths[1];
+    let offset = frame_offsets(damaged).0[2];
+    flip_byte(damaged, offset + FRAME_HEADER_LEN as u64 + 3);
+
+    let err = open_err(&opts);
+    let seq = first_seq_of(damaged) + 2;
+    match &err {
+        SegmentError::Damaged { path, offset: at, seq: s, damage: Damage::BadChecksum { .. } } => {
+            assert_eq!((path, *at, *s), (damaged, offset, seq));
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains(&segment_file_name(first_seq_of(damaged))), "{message}");
+    assert!(message.contains(&format!("byte {offset}, record {seq}: checksum mismatch")), "{message}");
+    // The reader refuses it just the same, once it gets there.
+    let read: Vec<_> = SegmentReader::open(dir.path()).unwrap().collect();
+    assert_eq!(read.len() as u64, seq + 1);
+    assert!(read.last().unwrap().as_ref().is_err_and(|e| !e.is_torn_tail()));
+}
+
+#[tokio::test]
+async fn damage_in_the_middle_of_the_last_segment_is_not_taken_for_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    write_log(&opts, 10).await;
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let (offsets, len) = frame_offsets(&path);
+
+    // A flipped payload byte: the chain of lengths still leads to the next record.
+    flip_byte(&path, offsets[3] + 12);
+    match open_err(&opts) {
+        SegmentError::Damaged { offset, seq, damage: Damage::BeforeIntactRecord { damage, intact_at }, .. } => {
+            assert_eq!((offset, seq, intact_at), (offsets[3], 3, offsets[4]));
+            assert!(matches!(*damage, Damage::BadChecksum { .. }), "{damage:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    flip_byte(&path, offsets[3] + 12);
+
+    // A damaged length sends the chain astray; the intact record after it is found all the same.
+    flip_byte(&path, offsets[5] + 3);
+    let err = open_err(&opts);
+    match &err {
+        SegmentError::Damaged { offset, seq, damage: Damage::BeforeIntactRecord { damage, intact_at }, .. } => {
+            assert_eq!((*offset, *seq, *intact_at), (offsets[5], 5, offsets[6]));
+            assert!(matches!(**damage, Damage::BadLength { .. }), "{damage:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("not a torn write"), "{err}");
+    // Nothing was cut.
+    assert_eq!(fs::metadata(&path).unwrap().len(), len);
+}
+
+#[tokio::test]
+async fn a_missing_segment_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, paths) = small_segments(dir.path(), 20).await;
+    fs::remove_file(&paths[1]).unwrap();
+    let (expected, found) = (first_seq_of(&paths[1]), first_seq_of(&paths[2]));
+    match open_err(&opts) {
+        SegmentError::Damaged { path, offset: 0, seq, damage: Damage::MissingRecords { expected: e, found: f } } => {
+            assert_eq!((path, seq, e, f), (paths[2].clone(), expected, expected, found));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The first segment too: a log starts at record 0.
+    fs::remove_file(&paths[0]).unwrap();
+    let err = open_err(&opts);
+    assert!(matches!(err, SegmentError::Damaged { damage: Damage::MissingRecords { expected: 0, .. }, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_header_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, paths) = small_segments(dir.path(), 20).await;
+    flip_byte(&paths[0], 0);
+    let err = open_err(&opts);
+    assert!(matches!(&err, SegmentError::Damaged { offset: 0, seq: 0, damage: Damage::BadMagic, .. }), "{err}");
+    assert!(err.to_string().contains(&segment_file_name(0)), "{err}");
+    flip_byte(&paths[0], 0);
+
+    // A header that names another first record than the file name does.
+    let renamed = dir.path().join(segment_file_name(first_seq_of(&paths[1]) + 1));
+    fs::rename(&paths[1], &renamed).unwrap();
+    let err = open_err(&opts);
+    assert!(matches!(&err, SegmentError::Damaged { damage: Damage::NameMismatch { .. }, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn failing_writes_fail_tickets_and_refuse_records_until_writing_works_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    log.append(record("before"), AuditMode::Sync).await.unwrap();
+    assert_eq!(log.health(), AuditHealth::Available);
+
+    log.fail_next_writes(ALWAYS);
+    // Answered at once: the log does not know yet that the disk is full.
+    assert!(matches!(log.append(record("async-in-failed-batch"), AuditMode::Async).now_or_never(), Some(Ok(()))));
+    let err = log.append(record("refused"), AuditMode::Sync).await.unwrap_err();
+    assert!(matches!(&err, AuditError::Write(e) if e.kind() == io::ErrorKind::StorageFull), "{err:?}");
+    match log.health() {
+        AuditHealth::Unavailable { reason, since_unix_nanos } => {
+            assert!(reason.contains("no space left"), "{reason}");
+            assert!(since_unix_nanos > 0);
+        }
+        other => panic!("health {other:?}"),
+    }
+    // Now that it knows, an async record waits for its write, and fails with it.
+    let (entered_tx, entered) = std_mpsc::channel();
+    let (release, release_rx) = std_mpsc::channel();
+    log.faults().hold_next_write(Gate { entered: entered_tx, release: release_rx });
+    let mut waiting = log.append(record("async-refused"), AuditMode::Async);
+    entered.recv().unwrap();
+    assert!((&mut waiting).now_or_never().is_none());
+    release.send(()).unwrap();
+    assert!(matches!(waiting.await, Err(AuditError::Write(_))));
+    assert!(log.flush().await.is_err());
+    // Every failed batch was half written, then cut off again: the file holds whole records only.
+    assert_eq!(ids(dir.path()), ["before"]);
+
+    log.fail_next_writes(0);
+    log.append(record("after"), AuditMode::Sync).await.unwrap();
+    assert_eq!(log.health(), AuditHealth::Available);
+    // The answered async record was written late but not lost; refused ones never appear.
+    assert_eq!(
+        read_all(dir.path()),
+        [(0, "before".to_owned()), (1, "async-in-failed-batch".to_owned()), (2, "after".to_owned())]
+    );
+    let stats = log.stats();
+    assert!(stats.failed_batches >= 3, "{stats:?}");
+    assert_eq!(stats.records, 3, "{stats:?}");
+}
+
+#[tokio::test]
+async fn the_writer_retries_by_itself_and_becomes_available_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { retry_interval: Duration::from_millis(5), ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    log.fail_next_writes(1);
+    assert!(log.append(record("refused"), AuditMode::Sync).await.is_err());
+    // No traffic needed: a readiness probe that keeps clients away must not keep the log down.
+    wait_until("the log is available again", || log.health().is_available()).await;
+    log.append(record("after"), AuditMode::Sync).await.unwrap();
+    assert_eq!(read_all(dir.path()), [(0, "after".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_failed_sync_writes_the_unsynced_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let durable = Arc::new(Mutex::new(Vec::new()));
+    let hook = Hook { seen: Arc::clone(&seen), durable: Arc::clone(&durable) };
+    let log = SegmentLog::open_with_hook(&options(dir.path()), hook).unwrap();
+
+    log.append(record("a"), AuditMode::Async).await.unwrap();
+    wait_until("the async record is written", || log.stats().records == 1).await;
+    log.fail_next_syncs(1);
+    // The sync fails after its batch was written: neither the handle nor the page cache can be
+    // trusted, so the file goes back to its last sync, and "a" (answered) is written again.
+    assert!(log.append(record("b"), AuditMode::Sync).await.is_err());
+    log.append(record("c"), AuditMode::Sync).await.unwrap();
+    assert_eq!(read_all(dir.path()), [(0, "a".to_owned()), (1, "c".to_owned())]);
+    wait_until("the hook has seen both", || seen.lock().unwrap().len() == 2).await;
+    assert_eq!(*seen.lock().unwrap(), [(0, "a".to_owned()), (1, "c".to_owned())]);
+    wait_until("the hook knows both are durable", || durable.lock().unwrap().last() == Some(&2)).await;
+    assert_eq!(*durable.lock().unwrap(), [0, 2], "the unsynced record counted as durable only after its sync");
+}
+
+struct Hook {
+    seen: Arc<Mutex<Vec<(u64, String)>>>,
+    durable: Arc<Mutex<Vec<u64>>>,
+}
+
+impl CommitHook for Hook {
+    fn appended(&mut self, seq: u64, payload: &[u8]) {
+        let id = ExchangeRecord::decode(payload).unwrap().exchange_id;
+        self.seen.lock().unwrap().push((seq, id));
+    }
+    fn durable(&mut self, records: u64) {
+        self.durable.lock().unwrap().push(records);
+    }
+}
+
+#[tokio::test]
+async fn the_hook_sees_the_log_at_open_then_each_new_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { segment_size: 400, ..options(dir.path()) };
+    write_log(&opts, 12).await;
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let durable = Arc::new(Mutex::new(Vec::new()));
+    let hook = Hook { seen: Arc::clone(&seen), durable: Arc::clone(&durable) };
+    let log = SegmentLog::open_with_hook(&opts, hook).unwrap();
+    // Before `open` returns, the hook has the whole log, as a Merkle tree rebuilt at open needs.
+    let expected: Vec<_> = (0..12).map(|i| (i, format!("r{i}"))).collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
+    assert_eq!(*durable.lock().unwrap(), [12]);
+
+    for id in ["n0", "n1"] {
+        log.append(record(id), AuditMode::Sync).await.unwrap();
+    }
+    wait_until("the hook has seen the new records", || seen.lock().unwrap().len() == 14).await;
+    assert_eq!(seen.lock().unwrap()[12..], [(12, "n0".to_owned()), (13, "n1".to_owned())]);
+    wait_until("the hook knows they are durable", || durable.lock().unwrap().last() == Some(&14)).await;
+
+    // The payload the hook gets is the record's encoding as stored: the Merkle leaf data.
+    let payloads = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&payloads);
+    log.shutdown().await.unwrap();
+    drop(log);
+    let _log = SegmentLog::open_with_hook(&opts, move |seq: u64, payload: &[u8]| {
+        sink.lock().unwrap().push((seq, payload.to_vec()));
+    })
+    .unwrap();
+    let read: Vec<_> = SegmentReader::open(dir.path()).unwrap().map(Result::unwrap).collect();
+    assert_eq!(*payloads.lock().unwrap(), read);
+    assert_eq!(read[13].1, record("n1").encode_to_vec());
+}
+
+#[tokio::test]
+async fn a_full_queue_makes_async_appends_wait_for_their_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { capacity: 2, ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    let (entered_tx, entered) = std_mpsc::channel();
+    let (release, release_rx) = std_mpsc::channel();
+    log.faults().hold_next_write(Gate { entered: entered_tx, release: release_rx });
+    let held = log.append(record("held"), AuditMode::Sync);
+    entered.recv().unwrap();
+
+    let queued: Vec<_> = ["q1", "q2"].iter().map(|id| log.append(record(id), AuditMode::Async)).collect();
+    let mut over = log.append(record("over"), AuditMode::Async);
+    assert!((&mut over).now_or_never().is_none(), "past capacity, an async record waits for its write");
+
+    release.send(()).unwrap();
+    held.await.unwrap();
+    for ticket in queued {
+        ticket.await.unwrap();
+    }
+    over.await.unwrap();
+    assert_eq!(ids(dir.path()), ["held", "q1", "q2", "over"]);
+}
+
+#[tokio::test]
+async fn shutdown_writes_what_was_queued_then_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    for i in 0..10 {
+        log.append(record(&format!("r{i}")), AuditMode::Async).await.unwrap();
+    }
+    log.shutdown().await.unwrap();
+    assert_eq!(ids(dir.path()).len(), 10);
+    assert!(log.stats().syncs >= 1);
+    assert!(matches!(log.append(record("late"), AuditMode::Async).await, Err(AuditError::Closed)));
+    assert!(matches!(log.flush().await, Err(AuditError::Closed)));
+    assert_eq!(log.health(), AuditHealth::Closed);
+}
+
+#[tokio::test]
+async fn dropping_the_log_writes_its_async_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    log.append(record("a"), AuditMode::Async).await.unwrap();
+    drop(log);
+    wait_until("the writer has written the record", || ids(dir.path()) == ["a"]).await;
+}
+
+#[test]
+fn an_empty_record_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    let ticket = log.append(ExchangeRecord::default(), AuditMode::Async);
+    assert!(matches!(ticket.now_or_never(), Some(Err(AuditError::Write(_)))));
+    assert!(log.health().is_available());
+}
+
+#[test]
+fn options_follow_the_audit_section() {
+    let audit = crate::config::Audit::default();
+    let opts = SegmentOptions::from_config(&audit);
+    assert_eq!((opts.dir, opts.segment_size), (audit.dir, audit.segment_size.bytes()));
+}
+
+#[tokio::test]
+async fn a_failed_start_of_a_segment_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { segment_size: 400, ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    for i in 0..5 {
+        log.append(record(&format!("r{i}")), AuditMode::Sync).await.unwrap();
+    }
+    assert_eq!(log.stats().segments_started, 0);
+    // The sixth record needs a new segment; writing its header fails.
+    log.fail_next_writes(1);
+    assert!(log.append(record("refused"), AuditMode::Sync).await.is_err());
+    assert_eq!(segment_paths(dir.path()).len(), 1, "the half-started segment is removed");
+    log.append(record("r5"), AuditMode::Sync).await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(
+        segment_paths(dir.path()),
+        [dir.path().join(segment_file_name(0)), dir.path().join(segment_file_name(5))]
+    );
+    assert_eq!(read_all(dir.path()).last(), Some(&(5, "r5".to_owned())));
+}
+
+/// CPU the calling thread has used, from the scheduler's accounting.
+fn thread_cpu() -> Duration {
+    let stat = fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// CPU the whole process has used (all threads), in clock ticks of 10 ms.
+fn process_cpu() -> Duration {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// What an append costs the exchange path, against the JSON-lines sink. Not a test: run with
+/// `cargo test --release -p splpd-gateway --lib audit::segment::tests::append_cost -- --ignored --nocapture`,
+/// under `taskset -c 0` to see the one-core case.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn append_cost() {
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = Arc::new(crate::audit::JsonLinesSink::open(&dir.path().join("a.jsonl"), 4096).unwrap());
+    let seg = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("seg"))).unwrap());
+    let sinks: [(&str, Arc<dyn AuditSink>); 2] = [("jsonl", jsonl), ("segment", Arc::clone(&seg) as _)];
+    for (name, sink) in sinks {
+        sink.flush().await.unwrap();
+        let (thread0, process0, wall0) = (thread_cpu(), process_cpu(), Instant::now());
+        for i in 0..N {
+            sink.append(record(&format!("{i:08}")), AuditMode::Async).await.unwrap();
+        }
+        let appender = thread_cpu() - thread0;
+        sink.flush().await.unwrap();
+        let (process, wall) = (process_cpu() - process0, wall0.elapsed());
+        println!(
+            "{name:8} async: appender {:>6.0} ns/record, process {:>6.0} ns/record, wall {:>6.0} ns/record",
+            appender.as_nanos() as f64 / N as f64,
+            process.as_nanos() as f64 / N as f64,
+            wall.as_nanos() as f64 / N as f64,
+        );
+    }
+    println!("segment stats: {:?}", seg.stats());
+
+    // Spaced appends, as exchanges come: a fixed piece of work between records, so that the
+    // writer has gone to sleep by the next one. The overhead is what a record adds to the
+    // process's CPU over the work alone.
+    const SPACED: u64 = 20_000;
+    fn work() -> u64 {
+        (0..20_000u64)
+            .fold(1, |acc, i| std::hint::black_box(acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i)))
+    }
+    let seg_before = seg.stats();
+    let sinks: [(&str, Option<Arc<dyn AuditSink>>); 3] = [
+        ("none", None),
+        ("jsonl", Some(Arc::new(crate::audit::JsonLinesSink::open(&dir.path().join("b.jsonl"), 4096).unwrap()))),
+        ("segment", Some(Arc::clone(&seg) as _)),
+    ];
+    let mut baseline = Duration::ZERO;
+    for (name, sink) in sinks {
+        let process0 = process_cpu();
+        for i in 0..SPACED {
+            std::hint::black_box(work());
+            if let Some(sink) = &sink {
+                sink.append(record(&format!("{i:08}")), AuditMode::Async).await.unwrap();
+            }
+        }
+        if let Some(sink) = &sink {
+            sink.flush().await.unwrap();
+        }
+        let process = process_cpu() - process0;
+        if sink.is_none() {
+            baseline = process;
+        }
+        println!(
+            "{name:8} spaced async: process {:>6.0} ns/record, over the work alone {:>6.0} ns/record",
+            process.as_nanos() as f64 / SPACED as f64,
+            process.saturating_sub(baseline).as_nanos() as f64 / SPACED as f64,
+        );
+    }
+    let after = seg.stats();
+    println!(
+        "segment spaced: {} batches, {} wakeups for {} records",
+        after.batches - seg_before.batches,
+        after.wakeups - seg_before.wakeups,
+        after.records - seg_before.records
+    );
+}

@@ -251,6 +251,53 @@ struct Buffers {
     entries: Vec<Entry>,
 }
 
+impl Buffers {
+    /// Encodes the taken entries after the carried frames; returns the records in the batch,
+    /// how many of them are already answered, and whether an entry asked for a sync.
+    fn encode(&mut self) -> (u64, u64, bool) {
+        let Self { frames, answered, waiting, carry, carry_records, entries } = self;
+        frames.clear();
+        answered.clear();
+        frames.extend_from_slice(carry);
+        if !carry.is_empty() {
+            answered.push(0..carry.len());
+        }
+        let mut records = *carry_records;
+        let mut answered_records = *carry_records;
+        let mut sync = false;
+        for entry in entries.drain(..) {
+            match entry {
+                Entry::Record { record, sync: wants_sync, done } => {
+                    let start = frames.len();
+                    if let Err(e) = format::push_frame(frames, &record) {
+                        // Only an empty or absurdly large record gets here; `append` already
+                        // refuses empty ones, and the gateway's limits keep records small.
+                        tracing::error!(error = %e, exchange_id = %record.exchange_id, "audit record cannot be framed");
+                        if let Some(done) = done {
+                            done.resolve(Err(AuditError::write(e)));
+                        }
+                        continue;
+                    }
+                    records += 1;
+                    sync |= wants_sync;
+                    match done {
+                        Some(done) => waiting.push(done),
+                        None => {
+                            answered.push(start..frames.len());
+                            answered_records += 1;
+                        }
+                    }
+                }
+                Entry::Flush(done) | Entry::Shutdown(done) => {
+                    sync = true;
+                    waiting.push(done);
+                }
+            }
+        }
+        (records, answered_records, sync)
+    }
+}
+
 impl Writer {
     pub(super) fn run(mut self) {
         // However the loop ends, even by a panic in the hook, the log closes and the tickets
@@ -303,7 +350,7 @@ impl Writer {
             linger_until = None;
 
             let failing = self.shared.failing.load(Ordering::Acquire);
-            let (records, answered_records, mut sync) = self.encode(&mut buffers);
+            let (records, answered_records, mut sync) = buffers.encode();
             sync |= closing
                 || failing
                 || self.segment.unsynced_len() + buffers.frames.len() >= timing.max_unsynced_bytes
@@ -347,51 +394,6 @@ impl Writer {
             Some(timeout) => self.shared.wake.wait_timeout(queue, timeout).unwrap_or_else(PoisonError::into_inner).0,
             None => self.shared.wake.wait(queue).unwrap_or_else(PoisonError::into_inner),
         }
-    }
-
-    /// Encodes the taken entries after the carried frames; returns the records in the batch,
-    /// how many of them are already answered, and whether an entry asked for a sync.
-    fn encode(&mut self, buffers: &mut Buffers) -> (u64, u64, bool) {
-        let Buffers { frames, answered, waiting, carry, carry_records, entries } = buffers;
-        frames.clear();
-        answered.clear();
-        frames.extend_from_slice(carry);
-        if !carry.is_empty() {
-            answered.push(0..carry.len());
-        }
-        let mut records = *carry_records;
-        let mut answered_records = *carry_records;
-        let mut sync = false;
-        for entry in entries.drain(..) {
-            match entry {
-                Entry::Record { record, sync: wants_sync, done } => {
-                    let start = frames.len();
-                    if let Err(e) = format::push_frame(frames, &record) {
-                        // Only an empty or absurdly large record gets here; `append` already
-                        // refuses empty ones, and the gateway's limits keep records small.
-                        tracing::error!(error = %e, exchange_id = %record.exchange_id, "audit record cannot be framed");
-                        if let Some(done) = done {
-                            done.resolve(Err(AuditError::write(e)));
-                        }
-                        continue;
-                    }
-                    records += 1;
-                    sync |= wants_sync;
-                    match done {
-                        Some(done) => waiting.push(done),
-                        None => {
-                            answered.push(start..frames.len());
-                            answered_records += 1;
-                        }
-                    }
-                }
-                Entry::Flush(done) | Entry::Shutdown(done) => {
-                    sync = true;
-                    waiting.push(done);
-                }
-            }
-        }
-        (records, answered_records, sync)
     }
 
     fn committed(&mut self, buffers: &mut Buffers, records: u64, synced: bool) {

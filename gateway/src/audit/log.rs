@@ -1,0 +1,370 @@
+//! The audit log as `splpd serve` runs it (design §5): the segment files, an RFC 6962 Merkle tree
+//! over their records, and checkpoints of that tree signed with the gateway's key, every N records
+//! or T milliseconds, kept in `checkpoints.log` beside the segments with the signer's certificate.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use splpd_certs::id::ServerId;
+
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
+use super::merkle::{Tree, leaf_hash};
+use super::segment::{CommitHook, SegmentError, SegmentLog, SegmentOptions};
+use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, now_nanos};
+
+/// The file of signed checkpoints in the audit directory.
+pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
+
+/// Why the audit log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditLogError {
+    /// The segments could not be opened (damage, permissions).
+    #[error(transparent)]
+    Segments(#[from] SegmentError),
+    /// The signing key could not be loaded.
+    #[error(transparent)]
+    Signer(#[from] CheckpointError),
+    /// The checkpoint file or the signer's certificate could not be written or read.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+/// What signs and where: the checkpoint half of the log.
+struct Checkpointer {
+    tree: Tree,
+    signer: CheckpointSigner,
+    gateway: ServerId,
+    every: u64,
+    interval: Duration,
+    signed_size: u64,
+    signed_at: Instant,
+    file: File,
+}
+
+impl Checkpointer {
+    /// Signs the tree as it stands and appends the checkpoint, durably.
+    fn checkpoint(&mut self) {
+        let size = self.tree.size();
+        let result = self
+            .signer
+            .sign_tree(&self.gateway, &self.tree, now_nanos())
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|cp| append_frame(&mut self.file, &cp.encode_to_vec()));
+        match result {
+            Ok(()) => {
+                self.signed_size = size;
+                self.signed_at = Instant::now();
+            }
+            // The records themselves are durable; a missing checkpoint only delays the proof that
+            // they were not changed, so exchanges go on and the operator is told.
+            Err(e) => tracing::error!("cannot write the audit checkpoint for {size} records: {e}"),
+        }
+    }
+
+    fn due(&self, records: u64) -> bool {
+        records == self.tree.size()
+            && records > self.signed_size
+            && (records - self.signed_size >= self.every || self.signed_at.elapsed() >= self.interval)
+    }
+}
+
+/// The hook the segment writer calls; shared so that shutdown can sign a last checkpoint.
+struct Hook(Arc<Mutex<Checkpointer>>);
+
+impl CommitHook for Hook {
+    fn appended(&mut self, _seq: u64, payload: &[u8]) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).tree.push(leaf_hash(payload));
+    }
+
+    fn durable(&mut self, records: u64) {
+        let mut cp = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if cp.due(records) {
+            cp.checkpoint();
+        }
+    }
+}
+
+/// The segment log with its Merkle tree and signed checkpoints.
+pub struct AuditLog {
+    segments: SegmentLog,
+    checkpointer: Arc<Mutex<Checkpointer>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("segments", &self.segments).finish_non_exhaustive()
+    }
+}
+
+/// How to open an [`AuditLog`].
+#[derive(Debug, Clone)]
+pub struct AuditLogOptions {
+    /// The segment files' options, including the directory.
+    pub segments: SegmentOptions,
+    /// The gateway whose checkpoints these are.
+    pub gateway: ServerId,
+    /// The private key that signs checkpoints (PEM).
+    pub signing_key: PathBuf,
+    /// The certificate of that key, copied beside the log so that it can be verified offline.
+    pub signing_cert: PathBuf,
+    /// A checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or once this much time has passed since the last one, at the next commit.
+    pub checkpoint_interval: Duration,
+}
+
+impl AuditLogOptions {
+    /// The options a configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let audit = &config.audit;
+        Self {
+            segments: SegmentOptions::from_config(audit),
+            gateway: config.gateway.id.clone(),
+            signing_key: audit.signing_key.clone().unwrap_or_else(|| config.gateway.key.clone()),
+            signing_cert: config.gateway.cert.clone(),
+            checkpoint_every: audit.checkpoint_every.max(1),
+            checkpoint_interval: audit.checkpoint_interval.0,
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log: recovers the segments, rebuilds the tree from them, and keeps
+    /// the signer's certificate beside them.
+    pub fn open(options: &AuditLogOptions) -> Result<Self, AuditLogError> {
+        let dir = &options.segments.dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| AuditLogError::Io { what: format!("creating {}", dir.display()), source })?;
+        let signer = CheckpointSigner::load(&options.signing_key)?;
+        keep_signer_certificate(dir, &options.signing_cert, signer.key_sha256())?;
+        let path = dir.join(CHECKPOINTS_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| AuditLogError::Io { what: format!("opening {}", path.display()), source })?;
+        let signed_size = read_checkpoints(dir).ok().and_then(|cps| cps.last().map(|c| c.tree_size)).unwrap_or(0);
+        let checkpointer = Arc::new(Mutex::new(Checkpointer {
+            tree: Tree::new(),
+            signer,
+            gateway: options.gateway.clone(),
+            every: options.checkpoint_every,
+            interval: options.checkpoint_interval,
+            signed_size,
+            signed_at: Instant::now(),
+            file,
+        }));
+        let segments = SegmentLog::open_with_hook(&options.segments, Hook(Arc::clone(&checkpointer)))?;
+        Ok(Self { segments, checkpointer })
+    }
+
+    /// Records in the log and the root of their tree.
+    pub fn tree_head(&self) -> (u64, [u8; 32]) {
+        let cp = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
+        (cp.tree.size(), cp.tree.root())
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket {
+        self.segments.append(record, mode)
+    }
+
+    fn flush(&self) -> AuditTicket {
+        self.segments.flush()
+    }
+
+    fn health(&self) -> AuditHealth {
+        self.segments.health()
+    }
+
+    fn shutdown(&self) -> AuditTicket {
+        let (ticket, resolver) = AuditTicket::channel();
+        let done = self.segments.shutdown();
+        let checkpointer = Arc::clone(&self.checkpointer);
+        let finish = async move {
+            let result = done.await;
+            // Everything is durable now: the last records get their checkpoint.
+            let mut cp = checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
+            if cp.tree.size() > cp.signed_size {
+                cp.checkpoint();
+            }
+            resolver.resolve(result);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(finish);
+            }
+            Err(_) => futures_util::FutureExt::now_or_never(finish).unwrap_or(()),
+        }
+        ticket
+    }
+}
+
+/// Writes `signer-<key sha256>.crt` into the audit directory once, so that the checkpoints signed
+/// with that key can be verified from the directory alone, after the gateway's certificate is
+/// renewed too.
+fn keep_signer_certificate(dir: &Path, cert: &Path, key_sha256: &[u8; 32]) -> Result<(), AuditLogError> {
+    let target = dir.join(format!("signer-{}.crt", hex::encode(key_sha256)));
+    if target.exists() {
+        return Ok(());
+    }
+    std::fs::copy(cert, &target).map(|_| ()).map_err(|source| AuditLogError::Io {
+        what: format!("copying the signer's certificate {} into {}", cert.display(), dir.display()),
+        source,
+    })
+}
+
+/// Appends one frame (`u32` length, `u32` CRC32C, payload; little endian) and syncs it.
+fn append_frame(file: &mut File, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("checkpoint too large"))?;
+    let mut buf = Vec::with_capacity(8 + payload.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+    file.write_all(&buf)?;
+    file.sync_data()
+}
+
+/// Reads every checkpoint of an audit directory, oldest first. A torn last frame (a crash while
+/// writing it) is ignored; damage before it is an error naming the byte offset.
+pub fn read_checkpoints(dir: &Path) -> io::Result<Vec<Checkpoint>> {
+    let path = dir.join(CHECKPOINTS_FILE);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + 8) else { break };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let Some(payload) = bytes.get(at + 8..at + 8 + len) else { break };
+        let last = at + 8 + len == bytes.len();
+        if crc32c::crc32c(payload) != crc {
+            if last {
+                break;
+            }
+            return Err(io::Error::other(format!(
+                "{}: the checkpoint at byte {at} fails its CRC; the file was changed or damaged",
+                path.display()
+            )));
+        }
+        let cp = Checkpoint::decode(payload).map_err(|e| {
+            io::Error::other(format!("{}: the checkpoint at byte {at} does not decode: {e}", path.display()))
+        })?;
+        out.push(cp);
+        at += 8 + len;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::checkpoint::verify_checkpoint;
+    use crate::audit::merkle::Tree;
+    use crate::audit::segment::SegmentReader;
+    use splpd_certs::id::Identity;
+    use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
+
+    fn gateway_files(dir: &Path) -> (PathBuf, PathBuf) {
+        let now = time::OffsetDateTime::now_utc();
+        let ca =
+            Ca::init(&dir.join("ca"), &InitOptions::new("Test", vec!["ID/PEMDA/1602".parse().unwrap()]), now).unwrap();
+        let (cert, key) = (dir.join("gw1.crt"), dir.join("gw1.key"));
+        let id = Identity::Server("ID/PEMDA/1602/gw1".parse().unwrap());
+        ca.issue(&LeafRequest::new(id), KeyType::default(), &cert, &key, false, now).unwrap();
+        (cert, key)
+    }
+
+    fn record(i: u64) -> ExchangeRecord {
+        ExchangeRecord { exchange_id: format!("ex-{i}"), status: 200, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn checkpoints_sign_the_tree_of_the_records_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cert, key) = gateway_files(tmp.path());
+        let audit = tmp.path().join("audit");
+        let options = AuditLogOptions {
+            segments: SegmentOptions::new(&audit),
+            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
+            signing_key: key,
+            signing_cert: cert.clone(),
+            checkpoint_every: 10,
+            checkpoint_interval: Duration::from_secs(3600),
+        };
+        let log = AuditLog::open(&options).unwrap();
+        for i in 0..25 {
+            log.append(record(i), AuditMode::Sync).await.unwrap();
+        }
+        log.shutdown().await.unwrap();
+        // Let the shutdown task write the last checkpoint.
+        for _ in 0..100 {
+            if read_checkpoints(&audit).unwrap().last().is_some_and(|c| c.tree_size == 25) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let mut reader = SegmentReader::open(&audit).unwrap();
+        let mut tree = Tree::new();
+        let mut roots = vec![tree.root()];
+        while let Some((_, payload)) = reader.next_record().unwrap() {
+            tree.push(leaf_hash(payload));
+            roots.push(tree.root());
+        }
+        assert_eq!(tree.size(), 25);
+        let cps = read_checkpoints(&audit).unwrap();
+        let sizes: Vec<u64> = cps.iter().map(|c| c.tree_size).collect();
+        assert_eq!(sizes, vec![10, 20, 25], "every 10 records, and one at shutdown");
+        let signer_cert = std::fs::read_dir(&audit)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with("signer-"))
+            .expect("the signer's certificate is kept beside the log")
+            .path();
+        let der = splpd_certs::load::read_certificates(&signer_cert).unwrap().remove(0);
+        for cp in &cps {
+            assert_eq!(cp.root_hash, roots[usize::try_from(cp.tree_size).unwrap()].to_vec());
+            verify_checkpoint(cp, &der).unwrap();
+        }
+
+        // Reopening rebuilds the tree from the segments.
+        let log = AuditLog::open(&options).unwrap();
+        assert_eq!(log.tree_head(), (25, tree.root()));
+        log.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_named_and_a_torn_last_one_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CHECKPOINTS_FILE);
+        let mut f = File::create(&path).unwrap();
+        let cp = Checkpoint { tree_size: 3, root_hash: vec![1; 32], ..Default::default() };
+        append_frame(&mut f, &cp.encode_to_vec()).unwrap();
+        append_frame(&mut f, &cp.encode_to_vec()).unwrap();
+        f.write_all(&[9, 0, 0]).unwrap();
+        assert_eq!(read_checkpoints(tmp.path()).unwrap().len(), 2);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[9] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_checkpoints(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("byte 0") && err.to_string().contains("CRC"), "{err}");
+    }
+}

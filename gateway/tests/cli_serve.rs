@@ -1,0 +1,92 @@
+//! `splpd serve` as an operator runs it: on the demo's configuration, it answers an agency's call
+//! over mutual TLS, writes the exchange to the segment audit log, and on SIGTERM stops cleanly,
+//! leaving a signed checkpoint that covers every record.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use splpd_gateway::audit::log::read_checkpoints;
+use splpd_gateway::audit::segment::SegmentReader;
+
+fn curl_status(args: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn wait_listening(url: &str, ca: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        // Any HTTP answer (even a refusal without a client certificate) means it is up; curl
+        // prints 000 while nothing listens.
+        let out = Command::new("curl").args(["-s", "-o", "/dev/null", "--cacert", ca, url]).status().unwrap();
+        if out.code() != Some(7) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("splpd serve did not start listening at {url}");
+}
+
+#[test]
+fn serve_answers_logs_and_stops_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["demo", "--dir", "sandbox", "--no-serve"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let sandbox = tmp.path().join("sandbox");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(sandbox.join("demo.json")).unwrap()).unwrap();
+    let config = manifest["config"].as_str().unwrap();
+    let ca = manifest["ca_file"].as_str().unwrap();
+    let url = manifest["gateway_url"].as_str().unwrap();
+    let audit = Path::new(config).parent().unwrap().join("audit");
+    // The demo's own log is in the same folder; serve gets a fresh one.
+    let _ = std::fs::remove_dir_all(&audit);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["serve", "--config", config])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(url, ca);
+
+    // Dishub has no grant: refused, and logged.
+    let pki = sandbox.join("pki");
+    let (cert, key) = (pki.join("dishub.crt"), pki.join("dishub.key"));
+    let target = format!("{url}/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1602015708900001");
+    let status =
+        curl_status(&["--cacert", ca, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), &target]);
+    assert_eq!(status, 403);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "splpd serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "splpd serve exited with {exit}");
+
+    let mut reader = SegmentReader::open(&audit).unwrap();
+    let mut records = 0;
+    while reader.next_record().unwrap().is_some() {
+        records += 1;
+    }
+    assert_eq!(records, 1, "the refused call is the one exchange in the log");
+    let checkpoints = read_checkpoints(&audit).unwrap();
+    assert_eq!(checkpoints.last().map(|c| c.tree_size), Some(1), "{checkpoints:?}");
+}
