@@ -209,9 +209,11 @@ impl Gateway {
         // parse target
         let target = target.map_err(|e| match e {
             // A gRPC client that fell back to HTTP/1.1 (no ALPN, or a proxy in between).
-            GatewayError::BadRequest(_) if grpc::has_grpc_content_type(req.headers()) => GatewayError::BadRequest(
-                "gRPC needs HTTP/2; this call came over HTTP/1.1 (check that the client offers h2 in ALPN)".into(),
-            ),
+            GatewayError::BadRequest(_) if !ctx.grpc && grpc::has_grpc_content_type(req.headers()) => {
+                GatewayError::BadRequest(
+                    "gRPC needs HTTP/2; this call came over HTTP/1.1 (check that the client offers h2 in ALPN)".into(),
+                )
+            }
             e => e,
         })?;
         let deadline = if ctx.grpc {
@@ -294,7 +296,7 @@ impl Gateway {
     }
 
     async fn forward(&self, admitted: Admitted, mut ctx: Ctx, req: Request<Incoming>) -> Response<ResponseBody> {
-        let Admitted { route, path_and_query } = admitted;
+        let Admitted { route, path_and_query, deadline } = admitted;
         let base = self.pick_upstream(&route);
         let uri = match upstream_uri(base, &path_and_query) {
             Ok(uri) => uri,
@@ -312,6 +314,27 @@ impl Gateway {
         forward::set(&mut headers, xroad::SERVICE, &route.id.to_string());
         forward::set(&mut headers, xroad::ID, &ctx.exchange_id);
 
+        // The wait for the answer to start: the service's request_timeout, or less when the
+        // caller's gRPC deadline is nearer. The service learns of the deadline too, less the time
+        // spent here.
+        let mut wait = route.request_timeout;
+        if ctx.grpc {
+            // gRPC's way of telling a proxy that does not understand trailers from one that does.
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_sub(ctx.received.elapsed());
+                if left.is_zero() {
+                    let err = GatewayError::ServiceTimeout(format!(
+                        "{}: the call's deadline ({deadline:?}) passed before it could be forwarded",
+                        route.id
+                    ));
+                    return self.refuse(ctx, &err).await;
+                }
+                headers.insert(grpc::GRPC_TIMEOUT, grpc::encode_timeout(left));
+                wait = wait.min(left);
+            }
+        }
+
         let (metered, summary) = MeteredRequestBody::new(body, route.max_request_body, hasher);
         let mut upstream_req = Request::new(forward::boxed(metered));
         *upstream_req.method_mut() = parts.method;
@@ -320,35 +343,65 @@ impl Gateway {
 
         ctx.record.set_upstream(&uri, 0);
         ctx.record.mark_forwarded();
-        let result = route.client.send(upstream_req, route.request_timeout).await;
+        // From here until the answer starts, a client that goes away (a dropped connection, an
+        // HTTP/2 RST_STREAM) drops this future, and with it the upstream request, which resets
+        // the upstream stream; the guard logs the exchange as abandoned.
+        let grpc = ctx.grpc;
+        let mut pending = Pending { ctx: Some(ctx), audit: &*self.audit };
+        let result = route.client.send(upstream_req, wait).await;
+        let Some(mut ctx) = pending.ctx.take() else {
+            let lost = GatewayError::Internal("the exchange lost its context".into());
+            return answer(grpc, "", None, None, &lost);
+        };
         ctx.record.mark_upstream_answered();
+        let mut summary = Some(summary);
         let resp = match result {
             Ok(resp) => resp,
             Err(err) => {
                 // A body over the limit shows up as a broken upstream exchange; say what it was.
-                let gw_err = match summary.await {
-                    Ok(Err(why)) if why.starts_with("body over") => {
-                        GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
-                    }
-                    _ => upstream_error(&route.id, &err, uri.scheme_str() == Some("https")),
+                let over = match summary.take() {
+                    Some(rx) => matches!(rx.await, Ok(Err(why)) if why.starts_with("body over")),
+                    None => false,
+                };
+                let gw_err = if over {
+                    GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
+                } else {
+                    upstream_error(&route.id, &err, uri.scheme_str() == Some("https"))
                 };
                 return self.refuse(ctx, &gw_err).await;
             }
         };
         // The request hash is final once the upstream has read the whole body, which it has for
-        // almost every service by the time it answers; otherwise the header is left out rather
-        // than the response held back.
-        let request_hash = match tokio::time::timeout(std::time::Duration::from_millis(100), summary).await {
-            Ok(Ok(Ok(s))) => {
+        // almost every REST service by the time it answers; otherwise the header is left out
+        // rather than the response held back, and the record takes the hash when the body ends.
+        // A gRPC answer is never held back: its request may be a stream still flowing.
+        let ready = match summary.as_mut() {
+            Some(rx) if ctx.grpc => rx.try_recv().ok(),
+            Some(rx) => tokio::time::timeout(Duration::from_millis(100), rx).await.ok().and_then(Result::ok),
+            None => None,
+        };
+        let request_hash = match ready {
+            Some(Ok(s)) => {
+                summary = None;
                 ctx.record.set_request_body(s.body);
                 ctx.record.set_request_hash(&s.request_hash.1);
                 Some(s.request_hash)
             }
-            _ => None,
+            Some(Err(_)) => {
+                summary = None;
+                None
+            }
+            None => None,
         };
 
         let (mut parts, body) = resp.into_parts();
         ctx.record.set_status(parts.status);
+        if ctx.grpc
+            && let Some(code) = grpc::status_in(&parts.headers)
+        {
+            // A trailers-only answer: the status is in the headers.
+            ctx.record.set_grpc_status(code);
+        }
         forward::strip_hop_by_hop(&mut parts.headers);
         forward::set(&mut parts.headers, xroad::CLIENT, &client);
         forward::set(&mut parts.headers, xroad::SERVICE, &route.id.to_string());
@@ -360,9 +413,14 @@ impl Gateway {
             }
         }
         if body.is_end_stream() {
-            // No body to stream (204, HEAD, Content-Length: 0): hyper would never poll one, so
-            // the record is completed here and the answer waits for it.
+            // No body to stream (204, HEAD, Content-Length: 0, a gRPC trailers-only answer):
+            // hyper would never poll one, so the record is completed here and the answer waits
+            // for it.
             ctx.record.set_response_body(BodyHasher::new().finish());
+            if let Some(Ok(Ok(s))) = summary.as_mut().map(oneshot::Receiver::try_recv) {
+                ctx.record.set_request_body(s.body);
+                ctx.record.set_request_hash(&s.request_hash.1);
+            }
             return match self.audit.append(ctx.record.finish(), ctx.mode).await {
                 Ok(()) => {
                     Response::from_parts(parts, Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync())
@@ -370,31 +428,75 @@ impl Gateway {
                 Err(audit_err) => {
                     let unavailable =
                         GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}"));
-                    error_response(&unavailable, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref())
+                    answer(ctx.grpc, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref(), &unavailable)
                 }
             };
         }
-        let body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode);
+        let body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode, ctx.grpc, route, summary);
         Response::from_parts(parts, UnsyncBoxBody::new(body))
     }
 
     /// Answers with the gateway's own error, once its record is logged. If the log cannot take
     /// the record, the answer becomes `Server.AuditUnavailable`.
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
-        tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), "{err}");
-        ctx.record.set_status(err.status());
+        tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{err}");
+        if ctx.grpc {
+            ctx.record.set_status(StatusCode::OK);
+            ctx.record.set_grpc_status(err.grpc_code().as_u32());
+        } else {
+            ctx.record.set_status(err.status());
+        }
         ctx.record.set_error_type(err.xroad_type());
         let ticket = self.audit.append(ctx.record.finish(), ctx.mode);
+        let respond =
+            |e: &GatewayError| answer(ctx.grpc, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref(), e);
         match ticket.await {
-            Ok(()) => error_response(err, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref()),
+            Ok(()) => respond(err),
             Err(audit_err) => {
-                let unavailable =
-                    GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}"));
-                error_response(&unavailable, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref())
+                respond(&GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}")))
             }
         }
     }
 }
+
+/// The gateway's error, answered as the call's protocol has it: an X-Road error, or for a gRPC
+/// call a gRPC status.
+fn answer(
+    grpc: bool,
+    exchange_id: &str,
+    client: Option<&ClientId>,
+    service: Option<&ServiceId>,
+    err: &GatewayError,
+) -> Response<ResponseBody> {
+    if grpc {
+        grpc::error_response(err, exchange_id, client, service)
+    } else {
+        error_response(err, exchange_id, client, service)
+    }
+}
+
+/// An exchange waiting for the upstream's answer to start. Dropped with its context still inside,
+/// the client went away first: the exchange is logged as abandoned.
+struct Pending<'a> {
+    ctx: Option<Ctx>,
+    audit: &'a dyn AuditSink,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(mut ctx) = self.ctx.take() {
+            tracing::debug!(exchange = %ctx.exchange_id, "the client went away before the service answered");
+            ctx.record.set_error_type(ABANDONED);
+            if ctx.grpc {
+                ctx.record.set_grpc_status(GrpcCode::Cancelled.as_u32());
+            }
+            drop(self.audit.append(ctx.record.finish(), ctx.mode));
+        }
+    }
+}
+
+/// The error type recorded for an exchange whose client went away before its answer was complete.
+const ABANDONED: &str = "Client.ResponseAbandoned";
 
 /// Most of a refused request's body read and dropped, so that the client, still sending it, gets
 /// to read the refusal: closing a socket with unread data resets the connection, and the client
@@ -514,6 +616,11 @@ pub fn error_response(
 /// A response body streaming from the upstream to the client. When it ends, the exchange's
 /// record is completed and appended, and the end of the stream is held back until the record is
 /// as durable as the service's audit mode asks; a body the client abandons is logged on drop.
+///
+/// For a gRPC call the trailers pass through as the service sent them, and their `grpc-status`
+/// goes into the record. Where a REST answer can only break off, a gRPC answer ends with the
+/// gateway's status in its trailers: `UNAVAILABLE` when the service broke the stream off or the
+/// log could not take the record.
 struct AuditedBody {
     inner: Incoming,
     tally: Option<BodyHasher>,
@@ -524,16 +631,31 @@ struct AuditedBody {
     trailers: Option<http::HeaderMap>,
     /// The last bytes of a body of known length, held until the record is durable.
     held: Option<Bytes>,
+    grpc: bool,
+    /// The service answering, for the gateway's own errors.
+    route: Arc<Route>,
+    /// The request body's summary, when it was not final by the time the answer started.
+    summary: Option<SummaryRx>,
+    /// What the request body's summary said, once it said it.
+    request: Option<Result<BodySummary, String>>,
 }
 
 impl std::fmt::Debug for AuditedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditedBody").field("mode", &self.mode).finish()
+        f.debug_struct("AuditedBody").field("mode", &self.mode).field("grpc", &self.grpc).finish()
     }
 }
 
 impl AuditedBody {
-    fn new(inner: Incoming, record: RecordBuilder, audit: Arc<dyn AuditSink>, mode: AuditMode) -> Self {
+    fn new(
+        inner: Incoming,
+        record: RecordBuilder,
+        audit: Arc<dyn AuditSink>,
+        mode: AuditMode,
+        grpc: bool,
+        route: Arc<Route>,
+        summary: Option<SummaryRx>,
+    ) -> Self {
         Self {
             inner,
             tally: Some(BodyHasher::new()),
@@ -543,11 +665,40 @@ impl AuditedBody {
             ticket: None,
             trailers: None,
             held: None,
+            grpc,
+            route,
+            summary,
+            request: None,
         }
     }
 
+    /// The request body's summary, if it has arrived by now.
+    fn request_summary(&mut self) -> Option<&Result<BodySummary, String>> {
+        if self.request.is_none()
+            && let Some(rx) = &mut self.summary
+        {
+            match rx.try_recv() {
+                Ok(summary) => {
+                    self.request = Some(summary);
+                    self.summary = None;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => self.summary = None,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        self.request.as_ref()
+    }
+
     /// Completes and appends the record, once.
-    fn close(&mut self, error_type: Option<&str>) -> Option<AuditTicket> {
+    fn close(&mut self, error_type: Option<&str>, grpc_status: Option<u32>) -> Option<AuditTicket> {
+        self.record.as_ref()?;
+        if let Some(Ok(s)) = self.request_summary() {
+            let (body, hash) = (s.body, s.request_hash.1.clone());
+            if let Some(record) = &mut self.record {
+                record.set_request_body(body);
+                record.set_request_hash(&hash);
+            }
+        }
         let mut record = self.record.take()?;
         if let Some(tally) = self.tally.take() {
             record.set_response_body(tally.finish());
@@ -555,7 +706,16 @@ impl AuditedBody {
         if let Some(e) = error_type {
             record.set_error_type(e);
         }
+        if let Some(code) = grpc_status {
+            record.set_grpc_status(code);
+        }
         Some(self.audit.append(record.finish(), self.mode))
+    }
+
+    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
+    fn fail_grpc(&mut self, err: &GatewayError) {
+        self.trailers = Some(grpc::error_trailers(err));
+        self.ticket = self.close(Some(err.xroad_type()), Some(err.grpc_code().as_u32()));
     }
 }
 
@@ -579,6 +739,14 @@ impl Body for AuditedBody {
                         Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
                     }
                     // Fail closed: the client does not get a complete answer that was not logged.
+                    // A gRPC client gets UNAVAILABLE instead of the service's status.
+                    Poll::Ready(Err(e)) if this.grpc => {
+                        this.ticket = None;
+                        this.held = None;
+                        let err = GatewayError::AuditUnavailable(format!("the exchange could not be logged: {e}"));
+                        this.trailers = None;
+                        Poll::Ready(Some(Ok(Frame::trailers(grpc::error_trailers(&err)))))
+                    }
                     Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
                 };
             }
@@ -599,16 +767,30 @@ impl Body for AuditedBody {
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         this.held = Some(data);
-                        this.ticket = this.close(None);
+                        this.ticket = this.close(None, None);
                     }
                     Err(frame) => {
-                        this.trailers = frame.into_trailers().ok();
-                        this.ticket = this.close(None);
+                        let trailers = frame.into_trailers().ok();
+                        let code = if this.grpc { trailers.as_ref().and_then(grpc::status_in) } else { None };
+                        this.trailers = trailers;
+                        this.ticket = this.close(None, code);
                     }
                 },
-                Poll::Ready(None) => this.ticket = this.close(None),
+                Poll::Ready(None) => this.ticket = this.close(None, None),
+                Poll::Ready(Some(Err(e))) if this.grpc => {
+                    // The stream broke off: because the request went over its size limit (the
+                    // gateway cut it off), or on the service's side.
+                    let over = matches!(this.request_summary(), Some(Err(why)) if why.starts_with("body over"));
+                    let route = &this.route;
+                    let err = if over {
+                        GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
+                    } else {
+                        GatewayError::ServiceFailed(format!("{}: the service broke the call off: {e}", route.id))
+                    };
+                    this.fail_grpc(&err);
+                }
                 Poll::Ready(Some(Err(e))) => {
-                    drop(this.close(Some("Server.ServerProxy.ServiceFailed")));
+                    drop(this.close(Some("Server.ServerProxy.ServiceFailed"), None));
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
             }
@@ -627,7 +809,8 @@ impl Body for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         // The client went away before the end: the exchange is logged all the same.
-        drop(self.close(Some("Client.ResponseAbandoned")));
+        let cancelled = self.grpc.then_some(GrpcCode::Cancelled.as_u32());
+        drop(self.close(Some(ABANDONED), cancelled));
     }
 }
 

@@ -20,7 +20,13 @@ fn read_manifest(sandbox: &Path) -> Value {
 }
 
 fn audit_records(manifest: &Value) -> usize {
-    std::fs::read_to_string(manifest["audit_log"].as_str().unwrap()).unwrap().lines().count()
+    let mut reader =
+        splpd_gateway::audit::segment::SegmentReader::open(Path::new(manifest["audit_log"].as_str().unwrap())).unwrap();
+    let mut n = 0;
+    while reader.next_record().unwrap().is_some() {
+        n += 1;
+    }
+    n
 }
 
 #[test]
@@ -41,7 +47,8 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
         "-> 403 Client.InvalidClientIdentity",
         "429 Client.RateLimited (Retry-After: 1)",
         "Pantau streamed DIKIRIM -> DITERIMA -> PASIEN_TIBA -> SELESAI",
-        "straight to Dinkes's server",
+        "through the gateway over HTTP/2",
+        "-> PERMISSION_DENIED (7) Client.AccessDenied: ",
         "curl -sS -i --cacert ",
     ] {
         assert!(stdout.contains(shown), "missing {shown:?} in:\n{stdout}");
@@ -72,6 +79,10 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     }
     assert_eq!(manifest["rate_limit"]["expected_status"], 429);
     assert_eq!(manifest["grpc"]["grpc_service"], "kesehatan.v1.Rujukan");
+    assert_eq!(manifest["grpc"]["through_gateway"], true);
+    assert_eq!(manifest["grpc"]["url"], manifest["gateway_url"]);
+    let proto = Path::new(manifest["grpc"]["proto_root"].as_str().unwrap()).join("kesehatan/v1/rujukan.proto");
+    assert!(proto.is_file(), "{}", proto.display());
 
     // Every exchange the demo made is in the audit log: the sample calls and the burst.
     let made = calls.len() + manifest["rate_limit"]["repeat"].as_u64().unwrap() as usize;

@@ -1,12 +1,14 @@
 //! End-to-end test support: a region PKI made with the project's own CA tooling ([`pki`]), a
 //! recording agency service over HTTP or HTTPS ([`upstream`]), a gateway started in-process from
-//! a TOML configuration ([`region`]), and HTTPS/HTTP clients that speak HTTP/1.1 or HTTP/2 with
-//! or without a client certificate ([`client`]). Everything runs on loopback with real TLS.
+//! a TOML configuration ([`region`]), HTTPS/HTTP clients that speak HTTP/1.1 or HTTP/2 with or
+//! without a client certificate ([`client`]), and a gRPC test service with its tonic client
+//! ([`grpc`]). Everything runs on loopback with real TLS.
 
 // Test fixtures fail loudly: a panic is the right report for a broken test setup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod client;
+pub mod grpc;
 pub mod pki;
 pub mod region;
 pub mod upstream;

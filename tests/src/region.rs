@@ -156,6 +156,17 @@ impl Region {
         &self.config_path
     }
 
+    /// The CA certificates a client trusts for the gateway's server certificate.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    /// A gRPC client of the test service on a new HTTP/2 connection to the [`PUBLIC`] listener,
+    /// presenting `cert`.
+    pub async fn grpc_client(&self, cert: Option<&ClientCert>) -> crate::grpc::ProbeClient {
+        crate::grpc::ProbeClient::connect(self.addr(PUBLIC), &self.roots, cert).await.expect("gRPC connection")
+    }
+
     /// One call over HTTPS to the [`PUBLIC`] listener, presenting `cert`.
     pub async fn call(&self, cert: Option<&ClientCert>, proto: Proto, call: Call) -> Result<Reply, BoxError> {
         self.call_on(PUBLIC, cert, proto, call).await

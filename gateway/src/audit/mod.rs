@@ -12,6 +12,7 @@ mod memory;
 pub mod merkle;
 mod record;
 pub mod segment;
+pub mod verify;
 
 use std::fmt;
 use std::future::Future;

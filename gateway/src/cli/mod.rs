@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod certs;
 mod config;
 mod demo;
@@ -34,10 +35,14 @@ enum Command {
     /// Work with the gateway's configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Work with the audit log: verify it, query it, prove and check records, export archives.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Demo(args) => demo::run(&args),

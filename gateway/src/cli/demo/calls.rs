@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +163,17 @@ pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>
 
 /// A client trusting the demo CA and, when given, presenting a client certificate.
 pub(super) fn client(ca_file: &Path, credentials: Option<(&Path, &Path)>) -> anyhow::Result<HttpClient> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_file, credentials)?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// TLS trusting the demo CA and, when given, presenting a client certificate.
+fn tls_config(ca_file: &Path, credentials: Option<(&Path, &Path)>) -> anyhow::Result<rustls::ClientConfig> {
     use splpd_certs::load::{read_certificates, read_private_key};
     let mut roots = rustls::RootCertStore::empty();
     for ca in read_certificates(ca_file)? {
@@ -179,13 +189,7 @@ pub(super) fn client(ca_file: &Path, credentials: Option<(&Path, &Path)>) -> any
             .with_context(|| format!("using {} as a client certificate", cert.display()))?,
         None => builder.with_no_client_auth(),
     };
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    Ok(config)
 }
 
 /// Makes `call` with `client`.
@@ -215,39 +219,115 @@ pub(super) async fn make(client: &HttpClient, call: &SampleCall) -> anyhow::Resu
     })
 }
 
-/// What the direct gRPC calls answered.
+/// What the gRPC calls through the gateway answered.
 #[derive(Debug)]
 pub(super) struct GrpcOutcome {
     pub(super) nomor_rujukan: String,
+    /// The exchange id the gateway gave `Kirim`.
+    pub(super) x_road_id: String,
     /// Each update `Pantau` streamed: stage and description.
     pub(super) updates: Vec<(String, String)>,
+    /// What the client without a grant got: code, `x-road-error` and message.
+    pub(super) refused: (tonic::Code, String, String),
 }
 
-/// Sends a referral with `Kirim`, then follows it with the server-streaming `Pantau`, straight to
-/// the service at `addr` (the gateway does not proxy gRPC yet). The metadata names the service
-/// and client as they will travel through the gateway.
-pub(super) async fn grpc_direct(addr: SocketAddr, nik: &str) -> anyhow::Result<GrpcOutcome> {
+/// A gRPC channel to the gateway at `gateway_url` over HTTP/2 and TLS, trusting the demo CA and
+/// presenting the client certificate `credentials`.
+async fn grpc_channel(
+    gateway_url: &str,
+    ca_file: &Path,
+    credentials: (&Path, &Path),
+) -> anyhow::Result<tonic::transport::Channel> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_file, Some(credentials))?)
+        .https_only()
+        .enable_http2()
+        .build();
+    let channel = tonic::transport::Endpoint::from_shared(gateway_url.to_owned())?
+        .connect_timeout(CALL_TIMEOUT)
+        .connect_with_connector(https)
+        .await
+        .with_context(|| format!("connecting to the gateway at {gateway_url} for gRPC"))?;
+    Ok(channel)
+}
+
+/// Through the gateway, as the client `caller`: sends a referral with `Kirim` (naming the service
+/// in `x-road-service` metadata), then follows it with the server-streaming `Pantau` (routed by
+/// the gRPC service name, which the configuration maps to the service). Then the client
+/// `outsider`, holding no grant, tries `Kirim` too.
+pub(super) async fn grpc_through_gateway(
+    gateway_url: &str,
+    ca_file: &Path,
+    caller: (&Path, &Path),
+    outsider: (&Path, &Path),
+    nik: &str,
+) -> anyhow::Result<GrpcOutcome> {
+    let referral = || KirimRequest {
+        nik: nik.to_owned(),
+        faskes_asal: "PKM-KAYUAGUNG".to_owned(),
+        faskes_tujuan: "RSUD-KAYUAGUNG".to_owned(),
+        diagnosis_icd10: "J18.9".to_owned(),
+        catatan: "perlu foto toraks".to_owned(),
+    };
     let calls = async {
-        let mut client = RujukanClient::connect(format!("http://{addr}")).await?;
-        let mut kirim = tonic::Request::new(KirimRequest {
-            nik: nik.to_owned(),
-            faskes_asal: "PKM-KAYUAGUNG".to_owned(),
-            faskes_tujuan: "RSUD-KAYUAGUNG".to_owned(),
-            diagnosis_icd10: "J18.9".to_owned(),
-            catatan: "perlu foto toraks".to_owned(),
-        });
+        let mut client = RujukanClient::new(grpc_channel(gateway_url, ca_file, caller).await?);
+        let mut kirim = tonic::Request::new(referral());
         kirim.metadata_mut().insert("x-road-service", tonic::metadata::MetadataValue::from_static(RUJUKAN));
-        let sent = client.kirim(kirim).await?.into_inner();
-        let mut stream = client.pantau(PantauRequest { nomor_rujukan: sent.nomor_rujukan.clone() }).await?.into_inner();
+        let sent = client.kirim(kirim).await.context("Kirim")?;
+        let x_road_id = sent.metadata().get("x-road-id").and_then(|v| v.to_str().ok()).unwrap_or("(none)").to_owned();
+        let sent = sent.into_inner();
+        let mut stream = client
+            .pantau(PantauRequest { nomor_rujukan: sent.nomor_rujukan.clone() })
+            .await
+            .context("Pantau")?
+            .into_inner();
         let mut updates = Vec::new();
-        while let Some(update) = stream.message().await? {
+        while let Some(update) = stream.message().await.context("Pantau")? {
             let stage = update.tahap();
             let stage = stage.as_str_name().strip_prefix("TAHAP_").unwrap_or(stage.as_str_name());
             updates.push((stage.to_owned(), update.keterangan));
         }
-        anyhow::Ok(GrpcOutcome { nomor_rujukan: sent.nomor_rujukan, updates })
+
+        let mut outsider = RujukanClient::new(grpc_channel(gateway_url, ca_file, outsider).await?);
+        let refused = match outsider.kirim(referral()).await {
+            Ok(_) => anyhow::bail!("a client without a grant got its referral through"),
+            Err(status) => {
+                let error = status.metadata().get("x-road-error").and_then(|v| v.to_str().ok()).unwrap_or("");
+                (status.code(), error.to_owned(), status.message().to_owned())
+            }
+        };
+        anyhow::Ok(GrpcOutcome { nomor_rujukan: sent.nomor_rujukan, x_road_id, updates, refused })
     };
     tokio::time::timeout(CALL_TIMEOUT, calls).await.context("the gRPC calls took too long")?
+}
+
+/// The `Kirim` call as a grpcurl command line for the gateway at `authority` (`host:port`), with
+/// the proto file under `proto_root`, for people who have grpcurl (the gateway does not offer
+/// server reflection yet, so grpcurl needs the proto file).
+pub(super) fn grpcurl_command(
+    authority: &str,
+    ca_file: &Path,
+    credentials: (&Path, &Path),
+    proto_root: &Path,
+    nik: &str,
+) -> String {
+    let path = |p: &Path| sh_quote(&p.display().to_string());
+    let data = format!(r#"{{"nik":"{nik}","faskes_asal":"PKM-KAYUAGUNG","faskes_tujuan":"RSUD-KAYUAGUNG"}}"#);
+    format!(
+        "grpcurl -cacert {} -cert {} -key {} -import-path {} -proto kesehatan/v1/rujukan.proto -H {} -d {} {authority} \
+         kesehatan.v1.Rujukan/Kirim",
+        path(ca_file),
+        path(credentials.0),
+        path(credentials.1),
+        path(proto_root),
+        sh_quote(&format!("x-road-service: {RUJUKAN}")),
+        sh_quote(&data),
+    )
+}
+
+/// Whether a program of this name is on the `PATH`.
+pub(super) fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// The referral service's identifier.
@@ -272,6 +352,26 @@ mod tests {
             sh_quote("https://127.0.0.1:1/r1/x?nama=Siti+Aminah"),
             "'https://127.0.0.1:1/r1/x?nama=Siti+Aminah'"
         );
+    }
+
+    #[test]
+    fn grpcurl_command_names_the_proto_certificates_service_and_method() {
+        let cmd = grpcurl_command(
+            "127.0.0.1:8443",
+            Path::new("/d/ca.crt"),
+            (Path::new("/d/rsud.crt"), Path::new("/d/rsud.key")),
+            Path::new("/d/proto"),
+            "1602021503850002",
+        );
+        assert_eq!(
+            cmd,
+            "grpcurl -cacert /d/ca.crt -cert /d/rsud.crt -key /d/rsud.key -import-path /d/proto \
+             -proto kesehatan/v1/rujukan.proto -H 'x-road-service: ID/PEMDA/1602/DINKES/rujukan' \
+             -d '{\"nik\":\"1602021503850002\",\"faskes_asal\":\"PKM-KAYUAGUNG\",\"faskes_tujuan\":\"RSUD-KAYUAGUNG\"}' \
+             127.0.0.1:8443 kesehatan.v1.Rujukan/Kirim"
+        );
+        assert!(on_path("sh"));
+        assert!(!on_path("surely-no-such-program-splpd"));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use clap::Args;
 use serde::Serialize;
 use splpd_certs::id::{IdPrefix, Identity};
 use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
-use splpd_gateway::audit::{AuditSink, DEFAULT_QUEUE_CAPACITY, JsonLinesSink};
+use splpd_gateway::audit::AuditSink;
+use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::config::Config;
 use time::OffsetDateTime;
 
@@ -29,6 +30,8 @@ use super::out;
 /// is what users run.
 const EXAMPLE_CONFIG: &str = include_str!("../../../../examples/region-1602.toml");
 const EXAMPLE_OPENAPI: &str = include_str!("../../../../examples/openapi/nik-verify.json");
+/// The sample gRPC service's proto file, written into the sandbox for gRPC clients such as grpcurl.
+const RUJUKAN_PROTO: &str = include_str!("../../../../proto/proto/kesehatan/v1/rujukan.proto");
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  splpd demo\n  splpd demo --dir /tmp/splpd-demo\n  splpd demo --no-serve")]
@@ -72,15 +75,24 @@ struct DemoBurst {
     burst: u32,
 }
 
-/// The gRPC sample, made straight to the service for now.
+/// The gRPC sample, made through the gateway.
 #[derive(Debug, Serialize)]
 struct DemoGrpc {
     service: &'static str,
     grpc_service: &'static str,
     methods: [&'static str; 2],
+    /// The gateway, which carries gRPC over HTTP/2 on the same mTLS listener as REST.
     url: String,
+    /// The client whose certificate the calls present.
+    client: &'static str,
+    cert: PathBuf,
+    key: PathBuf,
+    /// The proto file, under `proto_root`.
     proto: &'static str,
+    proto_root: PathBuf,
     through_gateway: bool,
+    /// `Kirim` as a grpcurl command line.
+    grpcurl: String,
     note: &'static str,
 }
 
@@ -146,6 +158,8 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let addrs = SandboxAddrs { public, intranet, admin, nik: sockets.nik_addr()?, rujukan: sockets.rujukan_addr()? };
     std::fs::create_dir_all(dir.join("openapi"))?;
     std::fs::write(dir.join("openapi/nik-verify.json"), EXAMPLE_OPENAPI)?;
+    std::fs::create_dir_all(dir.join("proto/kesehatan/v1"))?;
+    std::fs::write(dir.join("proto/kesehatan/v1/rujukan.proto"), RUJUKAN_PROTO)?;
     let config_path = dir.join("splpd.toml");
     std::fs::write(&config_path, addresses::sandbox_config(EXAMPLE_CONFIG, &addrs)?)?;
     let config = splpd_gateway::config::load(&config_path)?;
@@ -190,10 +204,11 @@ async fn sandbox(
         .map(|q| (q.per_second, q.burst.unwrap_or(q.per_second)))
         .context("the sample configuration has no quota for Dinkes on the NIK check")?;
     let audit_dir = config.audit.dir.clone();
-    let audit_log = audit_dir.join("exchanges.jsonl");
+    // The same tamper-evident log `splpd serve` writes: segment files and signed checkpoints.
+    let audit_log = audit_dir.clone();
     let audit: Arc<dyn AuditSink> = Arc::new(
-        JsonLinesSink::open(&audit_log, DEFAULT_QUEUE_CAPACITY)
-            .with_context(|| format!("opening the audit log {}", audit_log.display()))?,
+        AuditLog::open(&AuditLogOptions::from_config(&config))
+            .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
     );
     let running = splpd_gateway::server::start(config, audit).await.context("starting the gateway")?;
     let listener = |name: &str| running.addr(name).with_context(|| format!("the gateway has no listener {name:?}"));
@@ -235,32 +250,54 @@ async fn sandbox(
     }
     all_as_expected &= print_burst(samples.len() + 1, &rate_call, repeat, &outcomes);
 
-    let grpc = calls::grpc_direct(rujukan_addr, upstreams::RESIDENTS[1].0).await;
+    let creds = |id: &str| pki.credentials(id).with_context(|| format!("no demo certificate for {id}"));
+    let (rsud, dishub) = (creds(RSUD)?, creds(DISHUB)?);
+    let nik = upstreams::RESIDENTS[1].0;
+    let grpc = calls::grpc_through_gateway(&gateway_url, &pki.ca_file, rsud, dishub, nik).await;
+    let n = samples.len() + 2;
     out::line(&format!(
-        "  {:<2} {:<15} {:<12} kesehatan.v1.Rujukan/Kirim, then Pantau (server streaming) at http://{rujukan_addr}",
-        samples.len() + 2,
-        "gRPC, direct",
-        "(no gateway)"
+        "  {n:<2} {:<15} {:<12} kesehatan.v1.Rujukan/Kirim, then Pantau (server streaming)",
+        "gRPC", "RSUD"
+    ));
+    out::line(&format!(
+        "     {:<15}    (through the gateway over HTTP/2: Kirim names {} in x-road-service, Pantau is routed by \
+         its gRPC service name)",
+        "",
+        calls::RUJUKAN
     ));
     match &grpc {
-        Ok(g) => out::line(&format!(
-            "     {:<15} -> OK: referral {}; Pantau streamed {}",
-            "",
-            g.nomor_rujukan,
-            calls::stage_names(&g.updates)
-        )),
+        Ok(g) => {
+            out::line(&format!(
+                "     {:<15} -> OK, X-Road-Id {}: referral {}; Pantau streamed {}",
+                "",
+                g.x_road_id,
+                g.nomor_rujukan,
+                calls::stage_names(&g.updates)
+            ));
+            out::line(&format!("  {:<2} {:<15} {:<12} kesehatan.v1.Rujukan/Kirim", n + 1, "gRPC, no grant", "DISHUB"));
+            out::line(&format!(
+                "     {:<15}    (Dishub holds no grant on the referrals: a gRPC status, not an HTTP error)",
+                ""
+            ));
+            let (code, error, message) = &g.refused;
+            let expected = *code == tonic::Code::PermissionDenied && error == "Client.AccessDenied";
+            all_as_expected &= expected;
+            let flag = if expected { "" } else { "   !! expected PERMISSION_DENIED Client.AccessDenied" };
+            out::line(&format!(
+                "     {:<15} -> {} ({}) {error}: {message}{flag}",
+                "",
+                grpc_code_name(*code),
+                *code as i32
+            ));
+        }
         Err(e) => {
             all_as_expected = false;
             out::line(&format!("     {:<15} -> failed: {e:#}", ""));
         }
     }
-    out::line(&format!(
-        "     {:<15}    (straight to Dinkes's server: {} goes through the gateway once it proxies gRPC)",
-        "",
-        calls::RUJUKAN
-    ));
     out::line("");
 
+    let grpcurl = calls::grpcurl_command(&public.to_string(), &pki.ca_file, rsud, &dir.join("proto"), nik);
     let manifest = DemoManifest {
         config: config_path,
         gateway: pki.gateway.clone(),
@@ -296,10 +333,16 @@ async fn sandbox(
             service: calls::RUJUKAN,
             grpc_service: "kesehatan.v1.Rujukan",
             methods: ["Kirim", "Pantau"],
-            url: format!("http://{rujukan_addr}"),
-            proto: "proto/proto/kesehatan/v1/rujukan.proto",
-            through_gateway: false,
-            note: "called straight at the service for now; the gateway will proxy it once gRPC lands",
+            url: gateway_url.clone(),
+            client: RSUD,
+            cert: rsud.0.to_owned(),
+            key: rsud.1.to_owned(),
+            proto: "kesehatan/v1/rujukan.proto",
+            proto_root: dir.join("proto"),
+            through_gateway: true,
+            grpcurl: grpcurl.clone(),
+            note: "name the service in the metadata x-road-service, or let the gateway route kesehatan.v1.Rujukan by \
+                   its grpc_services mapping; the gateway offers no server reflection yet, so give clients the proto",
         },
         serving: !args.no_serve,
     };
@@ -314,11 +357,18 @@ async fn sandbox(
     }
     out::line(&format!("  # rate limit: {}; calls past it get 429 Client.RateLimited", rate_call.note));
     out::line(&format!("  {}", manifest.rate_limit.call.curl));
+    if calls::on_path("grpcurl") {
+        out::line("  # gRPC through the gateway: RSUD sends a referral");
+        out::line(&format!("  {grpcurl}"));
+    }
     out::line(&format!(
         "Every sample call, with its curl command and expected answer: {}",
         dir.join(MANIFEST).display()
     ));
-    out::line(&format!("Every exchange, allowed or refused, is a line of the audit log: {}", audit_log.display()));
+    out::line(&format!(
+        "Every exchange, allowed or refused, is a record of the audit log in {0}; read it with\n  splpd audit query {0} --format table\nand check it with\n  splpd audit verify {0}",
+        audit_log.display()
+    ));
     if !all_as_expected {
         out::line("Some sample exchanges did not answer as expected (marked !!): see above.");
     }
@@ -366,6 +416,19 @@ fn sample_calls(pki: &Pki, gateway_url: &str, intranet_url: &str) -> anyhow::Res
             .header("X-Road-Client", SIMPEG_LAMA)
             .explained("no certificate: opted in to plain HTTP on the intranet listener, by name", ca),
     ])
+}
+
+/// The name gRPC gives a status code, as grpcurl prints it.
+fn grpc_code_name(code: tonic::Code) -> String {
+    let words = format!("{code:?}");
+    let mut name = String::new();
+    for (i, c) in words.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
 }
 
 /// The NIK check of `nik` through the gateway at `base`.

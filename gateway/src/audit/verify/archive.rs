@@ -1,0 +1,608 @@
+//! Signed export archives for the national disaster-recovery centre: a tar file of whole segment
+//! files, the checkpoints over them, the signer certificates, and a `MANIFEST.json` (gateway,
+//! range, per-file SHA-256, the latest checkpoint, the Merkle frontier at the first record)
+//! signed with the gateway's key in `MANIFEST.sig`. Extracted, the archive is an audit directory
+//! that `splpd audit verify` checks like a live log, its manifest included.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+use splpd_certs::load::{read_certificates, read_private_key};
+
+use super::proof::CheckpointJson;
+use super::strict::list_segments;
+use super::{CheckpointReader, certificate_identity, certificate_key_sha256, signer_file_name, verify_log};
+use crate::audit::checkpoint::{Checkpoint, CheckpointSigner, SignatureAlgorithm};
+use crate::audit::log::CHECKPOINTS_FILE;
+use crate::audit::merkle::Hash;
+use crate::audit::now_nanos;
+use crate::audit::segment::{FRAME_HEADER_LEN, HEADER_LEN};
+
+/// The manifest's file name in an archive.
+pub const MANIFEST_FILE: &str = "MANIFEST.json";
+/// The file of the manifest's signature: the raw signature over the bytes of `MANIFEST.json`
+/// (ASN.1 DER for ECDSA, 64 bytes for Ed25519), made by the key named in the manifest.
+pub const MANIFEST_SIG_FILE: &str = "MANIFEST.sig";
+/// The `format` of a manifest.
+pub const MANIFEST_FORMAT: &str = "splpd-audit-export/v1";
+
+/// What an export archive holds, signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// The gateway whose log this is.
+    pub gateway: String,
+    /// When the archive was made (RFC 3339).
+    pub created: String,
+    /// The records asked for.
+    pub requested: SeqRange,
+    /// The records the archive holds: whole segments, so possibly more than asked for.
+    pub records: SeqRange,
+    /// The Merkle tree over the records before the first one held, as its frontier (the roots of
+    /// its perfect subtrees, left to right, lowercase hex): what a verifier starts the tree from.
+    pub start: Start,
+    /// Every file of the archive but the manifest and its signature.
+    pub files: Vec<FileEntry>,
+    /// The latest checkpoint in the archive.
+    pub latest_checkpoint: Option<CheckpointJson>,
+    /// The key that signed the manifest.
+    pub signer: ManifestSigner,
+}
+
+impl Manifest {
+    /// The start frontier as hashes; a malformed entry makes it empty, which
+    /// [`Tree::from_frontier`](crate::audit::merkle::Tree::from_frontier) refuses for a
+    /// non-empty tree.
+    pub fn start_frontier(&self) -> Vec<Hash> {
+        let hashes: Option<Vec<Hash>> = self
+            .start
+            .frontier
+            .iter()
+            .map(|h| hex::decode(h).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
+            .collect();
+        hashes.unwrap_or_default()
+    }
+}
+
+/// Records `first_seq..=last_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    /// The first record.
+    pub first_seq: u64,
+    /// The last record.
+    pub last_seq: u64,
+}
+
+/// The tree before an archive's first record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// Records before the first one held (the first one's sequence number).
+    pub tree_size: u64,
+    /// The tree's frontier, hex.
+    pub frontier: Vec<String>,
+}
+
+/// One file of an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Its name (no directories).
+    pub name: String,
+    /// Its length.
+    pub bytes: u64,
+    /// SHA-256 of its content, lowercase hex.
+    pub sha256: String,
+}
+
+/// Who signed a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSigner {
+    /// As checkpoints name it: ECDSA_P256_SHA256, ECDSA_P384_SHA384 or ED25519.
+    pub signature_algorithm: String,
+    /// SHA-256 of the key's SubjectPublicKeyInfo, hex.
+    pub key_sha256: String,
+    /// The certificate's file in the archive.
+    pub certificate: String,
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The audit directory.
+    pub dir: PathBuf,
+    /// The archive to write (must not exist yet).
+    pub to: PathBuf,
+    /// The first record wanted (default 0).
+    pub from_seq: Option<u64>,
+    /// The last record wanted (default the last record).
+    pub to_seq: Option<u64>,
+    /// The gateway's private key, to sign the manifest.
+    pub key: PathBuf,
+    /// The key's certificate (default: `signer-<key sha256>.crt` in the directory).
+    pub cert: Option<PathBuf>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Segment files in the archive.
+    pub segments: usize,
+    /// Checkpoints in the archive.
+    pub checkpoints: u64,
+    /// Bytes of the archive.
+    pub bytes: u64,
+    /// Worth telling: torn tails, records not yet covered by a checkpoint.
+    pub warnings: Vec<String>,
+}
+
+/// Why an export failed; nothing is left at the target then.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The log does not verify: exporting it would hand on the damage unnoticed.
+    #[error("the log does not verify, so it is not exported:\n  {}", .0.join("\n  "))]
+    Damaged(Vec<String>),
+    /// Anything else, said in full.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(text: impl Into<String>) -> ExportError {
+    ExportError::Other(text.into())
+}
+
+/// The private key that signs a manifest.
+enum ManifestKey {
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+impl ManifestKey {
+    fn load(path: &Path) -> Result<(Self, SignatureAlgorithm, [u8; 32]), String> {
+        // The checkpoint signer tells the key's kind and hash, and refuses kinds we cannot use.
+        let signer = CheckpointSigner::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let der = read_private_key(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let der = der.secret_der();
+        let bad = |_| format!("{}: the key cannot be loaded for signing", path.display());
+        let key = match signer.algorithm() {
+            SignatureAlgorithm::EcdsaP256Sha256 => Self::Ecdsa(
+                EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der).map_err(bad)?,
+            ),
+            SignatureAlgorithm::EcdsaP384Sha384 => Self::Ecdsa(
+                EcdsaKeyPair::from_private_key_der(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, der).map_err(bad)?,
+            ),
+            SignatureAlgorithm::Ed25519 => Self::Ed25519(Ed25519KeyPair::from_pkcs8(der).map_err(bad)?),
+        };
+        Ok((key, signer.algorithm(), *signer.key_sha256()))
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Ecdsa(pair) => pair
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing the manifest failed".to_owned()),
+            Self::Ed25519(pair) => pair
+                .try_sign(message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing the manifest failed".to_owned()),
+        }
+    }
+}
+
+/// Checks a manifest signature made with `algorithm` by the key of the certificate `cert_der`.
+fn verify_signature(algorithm: &str, cert_der: &[u8], message: &[u8], sig: &[u8]) -> Result<(), String> {
+    let verification: &dyn signature::VerificationAlgorithm = match SignatureAlgorithm::from_name(algorithm) {
+        Some(SignatureAlgorithm::EcdsaP256Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
+        Some(SignatureAlgorithm::EcdsaP384Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
+        Some(SignatureAlgorithm::Ed25519) => &signature::ED25519,
+        None => return Err(format!("unknown signature algorithm {algorithm:?}")),
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| format!("certificate: {e}"))?;
+    UnparsedPublicKey::new(verification, &cert.public_key().subject_public_key.data)
+        .verify(message, sig)
+        .map_err(|_| "the signature does not verify".to_owned())
+}
+
+/// SHA-256 while reading.
+struct Hashing<R> {
+    inner: R,
+    ctx: digest::Context,
+    bytes: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, ctx: digest::Context::new(&digest::SHA256), bytes: 0 }
+    }
+
+    fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.ctx.finish().as_ref()))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ctx.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// SHA-256 and length of a file.
+fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut hashing = Hashing::new(File::open(path)?);
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(hashing.finish())
+}
+
+/// The checkpoints with `lo <= tree_size <= hi`, as frames, streamed; at most `limit` of them.
+struct CheckpointFrames {
+    reader: CheckpointReader,
+    lo: u64,
+    hi: u64,
+    limit: u64,
+    taken: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl CheckpointFrames {
+    fn open(dir: &Path, lo: u64, hi: u64, limit: u64) -> io::Result<Self> {
+        let reader = CheckpointReader::open(dir).map_err(io::Error::other)?;
+        Ok(Self { reader, lo, hi, limit, taken: 0, buf: Vec::new(), pos: 0 })
+    }
+
+    /// The next frame wanted, with its checkpoint.
+    fn next_frame(&mut self) -> io::Result<Option<Checkpoint>> {
+        while self.taken < self.limit {
+            let Some(located) = self.reader.next_checkpoint().map_err(io::Error::other)? else { return Ok(None) };
+            let size = located.checkpoint.tree_size;
+            if size < self.lo || size > self.hi {
+                continue;
+            }
+            let payload = self.reader.payload();
+            self.buf.clear();
+            self.buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            self.buf.extend_from_slice(payload);
+            self.pos = 0;
+            self.taken += 1;
+            return Ok(Some(located.checkpoint));
+        }
+        Ok(None)
+    }
+}
+
+impl Read for CheckpointFrames {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() && self.next_frame()?.is_none() {
+            return Ok(0);
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The length of a segment's header and its first `records` frames, read from the frame
+/// headers alone (the frames were checked by the verification before).
+fn frames_len(path: &Path, records: u64) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut at = HEADER_LEN as u64;
+    for _ in 0..records {
+        file.seek(SeekFrom::Start(at))?;
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        file.read_exact(&mut head)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        at += (FRAME_HEADER_LEN as u64) + u64::from(len);
+    }
+    if at > file_len {
+        return Err(io::Error::other(format!("{} is shorter than its records", path.display())));
+    }
+    Ok(at)
+}
+
+/// A tar entry header for a regular file of `size` bytes.
+fn tar_header(size: u64, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header
+}
+
+/// Exports records `from_seq..=to_seq` of the log in `options.dir` as a signed tar archive at
+/// `options.to`: the log is verified first (a damaged log is not exported), the whole segments
+/// holding the range are copied up to their last checked record, with the checkpoints over
+/// them, every signer certificate, and the signed manifest. Written to `<to>.partial` and
+/// renamed once complete, so that an archive at `to` is always whole.
+pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
+    let dir = &options.dir;
+    if options.to.exists() {
+        return Err(other(format!("{} exists already; give a new file name", options.to.display())));
+    }
+    let (key, algorithm, key_sha256) = ManifestKey::load(&options.key).map_err(other)?;
+    let signer_name = signer_file_name(&key_sha256);
+    let cert_path = options.cert.clone().unwrap_or_else(|| dir.join(&signer_name));
+    let cert_der = read_certificates(&cert_path)
+        .map_err(|e| other(format!("{}: {e} (give the key's certificate with --cert)", cert_path.display())))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| other(format!("{} holds no certificate", cert_path.display())))?
+        .to_vec();
+    if certificate_key_sha256(&cert_der).map_err(other)? != key_sha256 {
+        return Err(other(format!(
+            "{} is not the certificate of the key {}",
+            cert_path.display(),
+            options.key.display()
+        )));
+    }
+
+    let segments_before = list_segments(dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+    let Some((log_first, _)) = segments_before.first() else {
+        return Err(other(format!("{}: no segment files", dir.display())));
+    };
+    let from = options.from_seq.unwrap_or(*log_first);
+    let start_seq =
+        segments_before.iter().rev().find(|(first, _)| *first <= from).map_or(*log_first, |(first, _)| *first);
+    let mut frontier = None;
+    let report = verify_log(dir, None, &mut |seq, _, tree| {
+        if seq == start_seq {
+            frontier = Some(tree.frontier().to_vec());
+        }
+    })
+    .map_err(|e| other(e.to_string()))?;
+    if !report.is_ok() {
+        let mut problems = report.problems;
+        if report.problems_omitted > 0 {
+            problems.push(format!("… and {} more", report.problems_omitted));
+        }
+        return Err(ExportError::Damaged(problems));
+    }
+    let total = report.tree_size;
+    if total == report.first_seq {
+        return Err(other("the log holds no records"));
+    }
+    let to = options.to_seq.unwrap_or(total - 1);
+    if from > to || to >= total || from < report.first_seq {
+        return Err(other(format!(
+            "records {from}..={to} are not in the log, which holds records {}..={}",
+            report.first_seq,
+            total - 1
+        )));
+    }
+    let frontier = frontier.ok_or_else(|| other("internal error: no frontier at the first record"))?;
+
+    // Segments now (the gateway may have started one meanwhile), each with its records.
+    let segments = list_segments(dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
+    let mut included = Vec::new();
+    for (k, (first, path)) in segments.iter().enumerate() {
+        let end = segments.get(k + 1).map_or(total, |(next, _)| (*next).min(total));
+        if *first <= to && end > from && *first < total {
+            included.push((*first, end, path.clone()));
+        }
+    }
+    let (Some(first_included), Some(last_included)) = (included.first(), included.last()) else {
+        return Err(other("no segment holds the records asked for"));
+    };
+    if first_included.0 != start_seq {
+        return Err(other("the log's segments changed during the export; try again"));
+    }
+    let end_seq = last_included.1;
+
+    // Checkpoints over the archive's records: counted first, for the tar header's size.
+    let (lo, hi) = (start_seq, end_seq);
+    let mut counting = CheckpointFrames::open(dir, lo, hi, u64::MAX).map_err(|e| other(e.to_string()))?;
+    let (mut checkpoints, mut checkpoints_bytes, mut latest) = (0u64, 0u64, None);
+    while let Some(cp) = counting.next_frame().map_err(|e| other(e.to_string()))? {
+        checkpoints += 1;
+        checkpoints_bytes += counting.buf.len() as u64;
+        latest = Some(cp);
+    }
+
+    // Every signer certificate of the directory, and the manifest signer's.
+    let mut certs: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| other(format!("{}: {e}", dir.display())))? {
+        let entry = entry.map_err(|e| other(format!("{}: {e}", dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("signer-") && name.ends_with(".crt") {
+            let bytes = fs::read(entry.path()).map_err(|e| other(format!("{}: {e}", entry.path().display())))?;
+            certs.push((name, bytes));
+        }
+    }
+    if !certs.iter().any(|(name, _)| *name == signer_name) {
+        let bytes = fs::read(&cert_path).map_err(|e| other(format!("{}: {e}", cert_path.display())))?;
+        certs.push((signer_name.clone(), bytes));
+    }
+    certs.sort();
+
+    let partial = partial_path(&options.to);
+    let result = write_archive(
+        &partial,
+        &included,
+        (lo, hi, checkpoints, checkpoints_bytes),
+        &certs,
+        dir,
+        |files| {
+            let gateway = latest
+                .as_ref()
+                .map(|cp: &Checkpoint| cp.gateway.clone())
+                .or_else(|| certificate_identity(&cert_der))
+                .unwrap_or_default();
+            Manifest {
+                format: MANIFEST_FORMAT.to_owned(),
+                gateway,
+                created: super::rfc3339_nanos(now_nanos()).unwrap_or_default(),
+                requested: SeqRange { first_seq: from, last_seq: to },
+                records: SeqRange { first_seq: start_seq, last_seq: end_seq - 1 },
+                start: Start { tree_size: start_seq, frontier: frontier.iter().map(hex::encode).collect() },
+                files,
+                latest_checkpoint: latest.as_ref().map(CheckpointJson::from),
+                signer: ManifestSigner {
+                    signature_algorithm: algorithm.as_str().to_owned(),
+                    key_sha256: hex::encode(key_sha256),
+                    certificate: signer_name.clone(),
+                },
+            }
+        },
+        &key,
+    );
+    let (manifest, bytes) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    fs::rename(&partial, &options.to).map_err(|e| other(format!("{}: {e}", options.to.display())))?;
+
+    let mut warnings = report.warnings;
+    let covered = latest.as_ref().map_or(start_seq, |cp| cp.tree_size);
+    if covered < end_seq {
+        warnings.push(format!(
+            "records {covered}..{end_seq} in the archive are not covered by a checkpoint yet: export again after the \
+             next checkpoint to have them signed"
+        ));
+    }
+    Ok(ExportSummary { manifest, segments: included.len(), checkpoints, bytes, warnings })
+}
+
+fn partial_path(to: &Path) -> PathBuf {
+    let mut name = to.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    to.with_file_name(name)
+}
+
+/// Writes the archive: segments, checkpoints, certificates, then the manifest `make_manifest`
+/// builds from the file list, and its signature.
+fn write_archive(
+    path: &Path,
+    segments: &[(u64, u64, PathBuf)],
+    (lo, hi, checkpoints, checkpoints_bytes): (u64, u64, u64, u64),
+    certs: &[(String, Vec<u8>)],
+    dir: &Path,
+    make_manifest: impl FnOnce(Vec<FileEntry>) -> Manifest,
+    key: &ManifestKey,
+) -> Result<(Manifest, u64), ExportError> {
+    let io_err = |e: io::Error| other(format!("{}: {e}", path.display()));
+    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err)?;
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+    let mtime = u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0);
+    let mut files = Vec::new();
+
+    for (first, end, segment) in segments {
+        let len = frames_len(segment, end - first).map_err(|e| other(format!("{}: {e}", segment.display())))?;
+        let name = segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let source = File::open(segment).map_err(|e| other(format!("{}: {e}", segment.display())))?;
+        let mut hashing = Hashing::new(source.take(len));
+        tar.append_data(&mut tar_header(len, mtime), &name, &mut hashing).map_err(io_err)?;
+        let (bytes, sha256) = hashing.finish();
+        if bytes != len {
+            return Err(other(format!("{} shrank while it was being copied", segment.display())));
+        }
+        files.push(FileEntry { name, bytes, sha256 });
+    }
+
+    let frames = CheckpointFrames::open(dir, lo, hi, checkpoints).map_err(io_err)?;
+    let mut hashing = Hashing::new(frames);
+    tar.append_data(&mut tar_header(checkpoints_bytes, mtime), CHECKPOINTS_FILE, &mut hashing).map_err(io_err)?;
+    let (bytes, sha256) = hashing.finish();
+    if bytes != checkpoints_bytes {
+        return Err(other(format!("{CHECKPOINTS_FILE} changed while it was being copied; try again")));
+    }
+    files.push(FileEntry { name: CHECKPOINTS_FILE.to_owned(), bytes, sha256 });
+
+    for (name, bytes) in certs {
+        tar.append_data(&mut tar_header(bytes.len() as u64, mtime), name, bytes.as_slice()).map_err(io_err)?;
+        let sha256 = hex::encode(digest::digest(&digest::SHA256, bytes).as_ref());
+        files.push(FileEntry { name: name.clone(), bytes: bytes.len() as u64, sha256 });
+    }
+
+    let manifest = make_manifest(files);
+    let mut text = serde_json::to_vec_pretty(&manifest).map_err(|e| other(e.to_string()))?;
+    text.push(b'\n');
+    let sig = key.sign(&text).map_err(other)?;
+    tar.append_data(&mut tar_header(text.len() as u64, mtime), MANIFEST_FILE, text.as_slice()).map_err(io_err)?;
+    tar.append_data(&mut tar_header(sig.len() as u64, mtime), MANIFEST_SIG_FILE, sig.as_slice()).map_err(io_err)?;
+    let mut out = tar.into_inner().map_err(io_err)?;
+    out.flush().map_err(io_err)?;
+    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    let bytes = file.metadata().map_err(io_err)?.len();
+    Ok((manifest, bytes))
+}
+
+/// Checks the manifest of an extracted archive in `dir`: its signature by the certificate it
+/// names, every listed file's length and SHA-256, that no segment is there unlisted, and that
+/// its latest checkpoint is the last one of `checkpoints.log`. Returns the manifest and the
+/// problems found; `Err` when there is no readable manifest at all.
+pub(crate) fn check_manifest(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<(Manifest, Vec<String>), String> {
+    let text = fs::read(dir.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("not a manifest: {e}"))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(format!("unknown format {:?}; expected {MANIFEST_FORMAT}", manifest.format));
+    }
+    let mut problems = Vec::new();
+    let plain = |name: &str| !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+
+    let cert_name = &manifest.signer.certificate;
+    let signed = (|| {
+        if !plain(cert_name) {
+            return Err(format!("the signer certificate's name {cert_name:?} is not a plain file name"));
+        }
+        let sig = fs::read(dir.join(MANIFEST_SIG_FILE)).map_err(|e| format!("{MANIFEST_SIG_FILE}: {e}"))?;
+        let der = read_certificates(&dir.join(cert_name))
+            .map_err(|e| format!("{cert_name}: {e}"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{cert_name} holds no certificate"))?;
+        if hex::encode(certificate_key_sha256(&der)?) != manifest.signer.key_sha256.to_ascii_lowercase() {
+            return Err(format!("{cert_name} is not the certificate of the key the manifest names"));
+        }
+        verify_signature(&manifest.signer.signature_algorithm, &der, &text, &sig)
+    })();
+    if let Err(e) = signed {
+        problems.push(format!("{MANIFEST_FILE}: {MANIFEST_SIG_FILE} does not verify: {e}"));
+    }
+
+    for entry in &manifest.files {
+        if !plain(&entry.name) {
+            problems.push(format!("{MANIFEST_FILE}: {:?} is not a plain file name", entry.name));
+            continue;
+        }
+        match hash_file(&dir.join(&entry.name)) {
+            Ok((bytes, sha256)) if bytes == entry.bytes && sha256 == entry.sha256.to_ascii_lowercase() => {}
+            Ok((bytes, sha256)) => problems.push(format!(
+                "{}: {bytes} bytes with SHA-256 {sha256}, but the manifest says {} bytes with SHA-256 {}: the file was \
+                 changed after the export",
+                entry.name, entry.bytes, entry.sha256
+            )),
+            Err(e) => problems.push(format!("{}: listed in {MANIFEST_FILE} but cannot be read: {e}", entry.name)),
+        }
+    }
+    for (_, path) in segments {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !manifest.files.iter().any(|f| f.name == name) {
+            problems.push(format!("{name}: a segment that {MANIFEST_FILE} does not list"));
+        }
+    }
+    let mut reader = CheckpointReader::open(dir).map_err(|e| e.to_string())?;
+    let mut last = None;
+    while let Ok(Some(located)) = reader.next_checkpoint() {
+        last = Some(located.checkpoint);
+    }
+    if last.as_ref().map(CheckpointJson::from) != manifest.latest_checkpoint {
+        problems.push(format!("{MANIFEST_FILE}: its latest checkpoint is not the last one in {CHECKPOINTS_FILE}"));
+    }
+    Ok((manifest, problems))
+}

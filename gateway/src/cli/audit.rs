@@ -1,0 +1,482 @@
+//! `splpd audit`: verify an audit log directory, query its records, print and check inclusion
+//! proofs, and export signed archives. The work is done by `splpd_gateway::audit::verify`; this
+//! module parses arguments and prints. Every command streams the log, so memory stays bounded
+//! however many records it holds.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use splpd_gateway::audit::ExchangeRecord;
+use splpd_gateway::audit::verify::{
+    self, ExportOptions, Filter, Pattern, ProofError, QueryError, RecordJson, StatusMatch, VerifyReport,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::out;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check a whole audit log: every segment, frame and checksum, the record sequence, the
+    /// Merkle tree, and every signed checkpoint against it.
+    ///
+    /// Each checkpoint's signature is checked against signer-<key sha256>.crt in DIR, its root
+    /// against the tree recomputed at its size, and checkpoints must never go backwards. Any
+    /// problem is reported with its place (file, byte offset, record, checkpoint) and the command
+    /// exits with status 1. A torn tail after the last checkpoint (a crash in the middle of a
+    /// write) is only a warning. An extracted export archive is checked against its signed
+    /// MANIFEST.json too.
+    #[command(after_help = "\
+Examples:
+  splpd audit verify /var/lib/splpd/audit
+  splpd audit verify /var/lib/splpd/audit --ca /etc/splpd/ca.crt")]
+    Verify(VerifyArgs),
+
+    /// Print the records that match every filter given, as JSON lines or a table.
+    ///
+    /// JSON lines carry the proto's field names, bytes as lowercase hex and each time both as
+    /// RFC 3339 (e.g. "received_at") and as nanoseconds ("received_at_unix_nanos"). --client,
+    /// --service and --error-type match exactly, or as a prefix when they end with '*'.
+    #[command(after_help = "\
+Examples:
+  splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
+  splpd audit query /var/lib/splpd/audit --service 'ID/PEMDA/1602/DISDUKCAPIL/*' \\
+      --since 2025-03-01T00:00:00+07:00 --until 2025-03-02T00:00:00+07:00 --format table
+  splpd audit query /var/lib/splpd/audit --error-type 'Server.*' --limit 20")]
+    Query(QueryArgs),
+
+    /// Print a proof that an exchange's record is in the log, checkable offline.
+    ///
+    /// The proof is a JSON document: the record (as JSON and as its stored bytes in base64), its
+    /// leaf index, the latest checkpoint (which covers it), the Merkle audit path from the record
+    /// to the checkpoint's root, and the certificate that signed the checkpoint. Check it with
+    /// `splpd audit check-proof`, or by hand as docs/audit-log.md describes.
+    #[command(after_help = "\
+Examples:
+  splpd audit proof /var/lib/splpd/audit 0b7e5a2c-6f1d-4e8a-9c3b-2d5f7a9e1c40 --out proof.json")]
+    Proof(ProofArgs),
+
+    /// Check an inclusion proof made by `splpd audit proof`, without the log.
+    ///
+    /// Checks that the record shown is the record stored, that its leaf hash leads along the audit
+    /// path to the checkpoint's root, and that the checkpoint is signed by the embedded
+    /// certificate, whose identity must be the checkpoint's gateway. With --ca, the certificate
+    /// must also have been issued by that CA and valid when it signed. Exits 1 when the proof
+    /// does not hold.
+    #[command(after_help = "\
+Examples:
+  splpd audit check-proof proof.json --ca ca.crt")]
+    CheckProof(CheckProofArgs),
+
+    /// Write a signed archive of the log for the national disaster-recovery centre.
+    ///
+    /// The log is verified first. The archive (tar) holds the whole segment files holding the
+    /// records asked for, the checkpoints over them, the signer certificates, and MANIFEST.json
+    /// (gateway, range, each file's SHA-256, the latest checkpoint, the Merkle frontier before the
+    /// first record) with MANIFEST.sig, its signature by the gateway key. Extracted into an
+    /// empty directory, it passes `splpd audit verify`.
+    #[command(after_help = "\
+Examples:
+  splpd audit export /var/lib/splpd/audit --to audit-2025-03.tar --key /etc/splpd/gw1.key
+  splpd audit export /var/lib/splpd/audit --to part.tar --from-seq 1000000 --to-seq 1999999 \\
+      --key gw1.key --cert gw1.crt
+Then: mkdir x && tar -xf audit-2025-03.tar -C x && splpd audit verify x")]
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The audit log directory.
+    dir: PathBuf,
+    /// Also check that every signer certificate was issued by this CA (PEM or DER) and was valid
+    /// when it signed.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum Format {
+    /// One JSON object per line.
+    #[default]
+    Jsonl,
+    /// An aligned table: time, exchange id, client, service, method, status, error type.
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// The audit log directory.
+    dir: PathBuf,
+    /// The client subsystem (a trailing '*' matches a prefix).
+    #[arg(long, value_name = "ID")]
+    client: Option<String>,
+    /// The service (a trailing '*' matches a prefix).
+    #[arg(long, value_name = "ID")]
+    service: Option<String>,
+    /// The HTTP status: a code (404) or a class (4xx, 5xx).
+    #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
+    status: Option<StatusMatch>,
+    /// The X-Road error type (a trailing '*' matches a prefix, e.g. 'Server.*').
+    #[arg(long, value_name = "T")]
+    error_type: Option<String>,
+    /// Received at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    since: Option<i64>,
+    /// Received before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    until: Option<i64>,
+    /// The exchange id.
+    #[arg(long, value_name = "UUID")]
+    exchange_id: Option<String>,
+    /// How to print the records.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Stop after this many records.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProofArgs {
+    /// The audit log directory.
+    dir: PathBuf,
+    /// The exchange id (X-Road-Id) of the record to prove.
+    exchange_id: String,
+    /// Write the proof to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckProofArgs {
+    /// The proof document.
+    file: PathBuf,
+    /// Also check that the signer certificate was issued by this CA (PEM or DER) and was valid
+    /// when the checkpoint was signed.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The audit log directory.
+    dir: PathBuf,
+    /// The archive to write (a tar file; must not exist).
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+    /// The first record to export (default: the first).
+    #[arg(long, value_name = "N")]
+    from_seq: Option<u64>,
+    /// The last record to export (default: the last).
+    #[arg(long, value_name = "M")]
+    to_seq: Option<u64>,
+    /// The gateway's private key (PEM), to sign the manifest.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The key's certificate (default: the signer certificate kept in the log directory).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+}
+
+fn parse_status(s: &str) -> Result<StatusMatch, String> {
+    s.parse()
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2025-03-01T08:00:00+07:00: {e}"))?;
+    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is out of range"))
+}
+
+pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify(args) => verify_cmd(&args),
+        AuditCommand::Query(args) => query_cmd(args),
+        AuditCommand::Proof(args) => proof_cmd(&args),
+        AuditCommand::CheckProof(args) => check_proof_cmd(&args),
+        AuditCommand::Export(args) => export_cmd(args),
+    }
+}
+
+fn read_ca(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let ders =
+        splpd_certs::load::read_certificates(path).with_context(|| format!("reading the CA {}", path.display()))?;
+    let der = ders.into_iter().next().with_context(|| format!("{} holds no certificate", path.display()))?;
+    Ok(Some(der.to_vec()))
+}
+
+fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let ca = read_ca(args.ca.as_deref())?;
+    let report = verify::verify_log(&args.dir, ca.as_deref(), &mut |_, _, _| {})?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for problem in &report.problems {
+        eprintln!("error: {problem}");
+    }
+    if report.problems_omitted > 0 {
+        eprintln!("error: … and {} more problem(s)", report.problems_omitted);
+    }
+    let dir = args.dir.display();
+    if report.is_ok() {
+        out::line(&format!("{dir}: ok: {}", summary(&report)));
+    } else {
+        let problems = report.problems.len() as u64 + report.problems_omitted;
+        out::line(&format!("{dir}: FAILED: {problems} problem(s); {}", summary(&report)));
+    }
+    out::line(&format!(
+        "read {} records ({:.1} MB) in {:.3} s: {:.0} records/s",
+        report.records_read,
+        report.bytes as f64 / 1e6,
+        report.elapsed.as_secs_f64(),
+        report.records_per_second()
+    ));
+    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn summary(report: &VerifyReport) -> String {
+    let mut text = if report.first_seq > 0 {
+        format!(
+            "records {}..{} (an archive starting at record {})",
+            report.first_seq, report.tree_size, report.first_seq
+        )
+    } else {
+        format!("{} records", report.tree_size)
+    };
+    text.push_str(&format!(
+        " in {} segment(s), root {}; {} of {} checkpoint(s) match",
+        report.segments,
+        hex::encode(report.root),
+        report.checkpoints_matched,
+        report.checkpoints
+    ));
+    if let Some(latest) = &report.latest {
+        text.push_str(&format!("; latest: {}", verify::describe_checkpoint(&latest.checkpoint)));
+    }
+    if let Some(manifest) = &report.manifest {
+        text.push_str(&format!("; manifest of {} signed by key {}", manifest.gateway, manifest.signer.key_sha256));
+    }
+    text
+}
+
+fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter {
+        client: args.client.map(pattern),
+        service: args.service.map(pattern),
+        status: args.status,
+        error_type: args.error_type.map(pattern),
+        since_unix_nanos: args.since,
+        until_unix_nanos: args.until,
+        exchange_id: args.exchange_id,
+    };
+    anyhow::ensure!(args.dir.is_dir(), "{}: no such directory", args.dir.display());
+    let mut table = Table::default();
+    let result = verify::query(&args.dir, &filter, args.limit, &mut |_, record| {
+        match args.format {
+            Format::Jsonl => {
+                let line = serde_json::to_string(&RecordJson(record)).map_err(|e| e.to_string())?;
+                out::line(&line);
+            }
+            Format::Table => table.push(record),
+        }
+        Ok(())
+    });
+    if matches!(args.format, Format::Table) {
+        table.flush();
+    }
+    match result {
+        Ok(summary) => {
+            if let Some(torn) = &summary.torn_tail {
+                eprintln!("warning: {torn}: the log ends with a torn tail (a write cut short or still in progress)");
+            }
+            if matches!(args.format, Format::Table) {
+                let limited = if summary.limited { " (stopped at --limit)" } else { "" };
+                eprintln!("{} of {} record(s) read match{limited}", summary.matched, summary.scanned);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (QueryError::Segments(_) | QueryError::Decode { .. })) => {
+            eprintln!("error: {e}");
+            eprintln!("error: the query stopped there; run `splpd audit verify` on the log");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn pattern(text: String) -> Pattern {
+    match text.strip_suffix('*') {
+        Some(prefix) => Pattern::Prefix(prefix.to_owned()),
+        None => Pattern::Exact(text),
+    }
+}
+
+/// The table output: the first rows are held to size the columns, the rest stream with those
+/// widths (a longer value widens only its own row).
+#[derive(Debug, Default)]
+struct Table {
+    held: Vec<[String; 7]>,
+    widths: Option<[usize; 7]>,
+}
+
+const TABLE_HEAD: [&str; 7] = ["TIME", "EXCHANGE ID", "CLIENT", "SERVICE", "METHOD", "STATUS", "ERROR TYPE"];
+const TABLE_SIZING_ROWS: usize = 200;
+
+impl Table {
+    fn push(&mut self, r: &ExchangeRecord) {
+        let time = verify::rfc3339_nanos(r.received_at_unix_nanos)
+            .map_or_else(|| "-".to_owned(), |t| format!("{}Z", t.get(..23).unwrap_or(&t)));
+        let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+        let row = [
+            time,
+            dash(&r.exchange_id),
+            dash(&r.client),
+            dash(&r.service),
+            dash(&r.method),
+            r.status.to_string(),
+            dash(&r.error_type),
+        ];
+        match &self.widths {
+            Some(widths) => print_row(&row, widths),
+            None => {
+                self.held.push(row);
+                if self.held.len() >= TABLE_SIZING_ROWS {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.widths.is_some() {
+            return;
+        }
+        let mut widths = TABLE_HEAD.map(str::len);
+        for row in &self.held {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        print_row(&TABLE_HEAD.map(str::to_owned), &widths);
+        for row in self.held.drain(..) {
+            print_row(&row, &widths);
+        }
+        self.widths = Some(widths);
+    }
+}
+
+fn print_row(row: &[String; 7], widths: &[usize; 7]) {
+    let mut line = String::new();
+    for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+        if i + 1 == row.len() {
+            line.push_str(cell);
+        } else {
+            // Status is a number: right-aligned.
+            let padded = if i == 5 { format!("{cell:>width$}  ") } else { format!("{cell:<width$}  ") };
+            line.push_str(&padded);
+        }
+    }
+    out::line(line.trim_end());
+}
+
+fn proof_cmd(args: &ProofArgs) -> anyhow::Result<ExitCode> {
+    match verify::make_proof(&args.dir, &args.exchange_id) {
+        Ok((text, index, cp)) => {
+            match &args.out {
+                Some(path) => {
+                    std::fs::write(path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "wrote the proof that exchange {} is record {index}, under the checkpoint of {} records, to {}",
+                        args.exchange_id,
+                        cp.tree_size,
+                        path.display()
+                    );
+                }
+                None => out::line(&text),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ProofError::NotFound { .. } | ProofError::NotCovered { .. } | ProofError::Log(_))) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
+    let ca = read_ca(args.ca.as_deref())?;
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    match verify::check_proof(&text, ca.as_deref()) {
+        Ok(checked) => {
+            let cp = &checked.checkpoint;
+            out::line(&format!(
+                "{}: ok: exchange {} is record {} of gateway {}'s audit log, under the checkpoint of {} records \
+                 (root {}) signed at {}",
+                args.file.display(),
+                checked.exchange_id,
+                checked.leaf_index,
+                cp.gateway,
+                cp.tree_size,
+                hex::encode(&cp.root_hash),
+                verify::rfc3339_nanos(cp.time_unix_nanos).unwrap_or_default()
+            ));
+            out::line(&format!(
+                "signer certificate: {} (SHA-256 {}), key {}",
+                checked.signer_identity.as_deref().unwrap_or("no splpd identity"),
+                checked.signer_fingerprint,
+                hex::encode(&cp.key_sha256)
+            ));
+            if ca.is_none() {
+                out::line("the certificate was not checked against a CA: give --ca to check it was the gateway's");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}: the proof does not hold: {e}", args.file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let options = ExportOptions {
+        dir: args.dir,
+        to: args.to,
+        from_seq: args.from_seq,
+        to_seq: args.to_seq,
+        key: args.key,
+        cert: args.cert,
+    };
+    match verify::export(&options) {
+        Ok(summary) => {
+            for warning in &summary.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let m = &summary.manifest;
+            out::line(&format!(
+                "wrote {} ({} bytes): records {}..={} of {} (asked for {}..={}) in {} segment(s), {} checkpoint(s), \
+                 manifest signed by key {}",
+                options.to.display(),
+                summary.bytes,
+                m.records.first_seq,
+                m.records.last_seq,
+                m.gateway,
+                m.requested.first_seq,
+                m.requested.last_seq,
+                summary.segments,
+                summary.checkpoints,
+                m.signer.key_sha256
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ verify::ExportError::Damaged(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,679 @@
+//! `splpd audit`: the real binary against logs written by the gateway's own `AuditLog`, then
+//! damaged the ways an attacker or a failing disk would: flipped bytes, a record cut out, records
+//! swapped, a log cut short. Verification must name the place; proofs must check offline and fail
+//! when altered; exports must verify once extracted.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test by panicking")]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use splpd_certs::id::Identity;
+use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
+use splpd_gateway::audit::checkpoint::CheckpointSigner;
+use splpd_gateway::audit::log::{AuditLog, AuditLogOptions, read_checkpoints};
+use splpd_gateway::audit::segment::SegmentOptions;
+use splpd_gateway::audit::{AuditMode, AuditSink as _, ExchangeRecord};
+
+const GATEWAY: &str = "ID/PEMDA/1602/gw1";
+/// 2025-03-01T00:00:00Z.
+const BASE_NANOS: i64 = 1_740_787_200_000_000_000;
+const CLIENTS: [&str; 3] = ["ID/PEMDA/1602/DINKES", "ID/PEMDA/1602/BAPPEDA", "ID/PEMDA/1602/DISPENDUK"];
+const SERVICES: [&str; 2] = ["ID/PEMDA/1602/DISDUKCAPIL/nik-verify", "ID/PEMDA/1602/BPKAD/pajak"];
+
+fn exchange_id(i: u64) -> String {
+    format!("0b7e5a2c-6f1d-4e8a-9c3b-{i:012x}")
+}
+
+/// Record `i`: every third client, every second service; one in ten denied (403), one in ten
+/// failed upstream (502); one second apart.
+fn record(i: u64) -> ExchangeRecord {
+    let (status, error_type) = match i % 10 {
+        3 => (403, "Client.AccessDenied"),
+        7 => (502, "Server.ServerProxy.ServiceFailed"),
+        _ => (200, ""),
+    };
+    ExchangeRecord {
+        exchange_id: exchange_id(i),
+        received_at_unix_nanos: BASE_NANOS + i as i64 * 1_000_000_000,
+        responded_at_unix_nanos: BASE_NANOS + i as i64 * 1_000_000_000 + 5_000_000,
+        client: CLIENTS[(i % 3) as usize].to_owned(),
+        client_cert_sha256: vec![0xab; 32],
+        service: SERVICES[(i % 2) as usize].to_owned(),
+        method: "GET".to_owned(),
+        path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/v1/check".to_owned(),
+        status,
+        error_type: error_type.to_owned(),
+        gateway: GATEWAY.to_owned(),
+        ..ExchangeRecord::default()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A gateway's log in `<tmp>/audit`, with its key and certificate and the CA's.
+struct Log {
+    tmp: tempfile::TempDir,
+}
+
+impl Log {
+    /// Writes `records` records through the real `AuditLog`: small segments, a checkpoint every
+    /// 100 records, and one at shutdown.
+    fn new(records: u64) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let ca =
+            Ca::init(&tmp.path().join("ca"), &InitOptions::new("Test", vec!["ID/PEMDA/1602".parse().unwrap()]), now)
+                .unwrap();
+        let (cert, key) = (tmp.path().join("gw1.crt"), tmp.path().join("gw1.key"));
+        let id = Identity::Server(GATEWAY.parse().unwrap());
+        ca.issue(&LeafRequest::new(id), KeyType::default(), &cert, &key, false, now).unwrap();
+        let log = Self { tmp };
+        let options = AuditLogOptions {
+            segments: SegmentOptions { segment_size: 8 * 1024, ..SegmentOptions::new(log.dir()) },
+            gateway: GATEWAY.parse().unwrap(),
+            signing_key: key,
+            signing_cert: cert,
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(3600),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let audit = AuditLog::open(&options).unwrap();
+            // Groups of 20 appended together are committed together, as under load.
+            for start in (0..records).step_by(20) {
+                let tickets: Vec<_> =
+                    (start..(start + 20).min(records)).map(|i| audit.append(record(i), AuditMode::Sync)).collect();
+                for ticket in tickets {
+                    ticket.await.unwrap();
+                }
+            }
+            audit.shutdown().await.unwrap();
+            for _ in 0..500 {
+                if read_checkpoints(&log.dir()).unwrap().last().is_some_and(|c| c.tree_size == records) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the last checkpoint never came");
+        });
+        log
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("audit")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn splpd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_splpd")).args(args).current_dir(self.tmp.path()).output().unwrap()
+    }
+
+    /// Runs splpd, expects success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.splpd(args);
+        assert!(out.status.success(), "splpd {args:?} failed: {}{}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Runs splpd, expects exit status 1, returns stdout and stderr together.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.splpd(args);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "splpd {args:?} should fail: {all}");
+        all
+    }
+
+    /// The segment files, in order, with their first sequence numbers.
+    fn segments(&self) -> Vec<(u64, PathBuf)> {
+        let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(self.dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".seg").map(|stem| (stem.parse().unwrap(), e.path()))
+            })
+            .collect();
+        segments.sort();
+        segments
+    }
+
+    fn checkpoint_sizes(&self) -> Vec<u64> {
+        read_checkpoints(&self.dir()).unwrap().iter().map(|c| c.tree_size).collect()
+    }
+}
+
+/// The frames of a segment file: offset and payload length of each.
+fn frames(path: &Path) -> Vec<(usize, usize)> {
+    let bytes = fs::read(path).unwrap();
+    let mut at = 32;
+    let mut out = Vec::new();
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        out.push((at, len));
+        at += 8 + len;
+    }
+    assert_eq!(at, bytes.len(), "{} holds whole frames", path.display());
+    out
+}
+
+fn name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_clean_log_verifies_and_reports_its_speed() {
+    let log = Log::new(1000);
+    assert!(log.segments().len() > 5, "small segments make many files");
+    let sizes = log.checkpoint_sizes();
+    assert!(sizes.len() >= 10 && *sizes.last().unwrap() == 1000, "{sizes:?}");
+
+    let out = log.ok(&["audit", "verify", "audit"]);
+    assert!(out.contains("audit: ok: 1000 records"), "{out}");
+    assert!(out.contains(&format!("{0} of {0} checkpoint(s) match", sizes.len())), "{out}");
+    assert!(out.contains("records/s"), "{out}");
+    // With the region's CA, the signer certificate must be the CA's too.
+    log.ok(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+    let other = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    Ca::init(&other.path().join("ca"), &InitOptions::new("Other", vec!["ID/PEMDA/1603".parse().unwrap()]), now)
+        .unwrap();
+    let other_ca = other.path().join("ca/ca.crt");
+    let all = log.fails(&["audit", "verify", "audit", "--ca", other_ca.to_str().unwrap()]);
+    assert!(all.contains("was not issued by the given CA"), "{all}");
+}
+
+#[test]
+fn a_flipped_byte_is_named_by_file_offset_and_record() {
+    let log = Log::new(300);
+    let (first, segment) = log.segments()[1].clone();
+    let (offset, len) = frames(&segment)[5];
+    let original = fs::read(&segment).unwrap();
+    let mut bytes = original.clone();
+    bytes[offset + 8 + len / 2] ^= 0x01;
+    fs::write(&segment, bytes).unwrap();
+
+    let all = log.fails(&["audit", "verify", "audit"]);
+    let place = format!("{}: byte {offset}, record {}: checksum mismatch", name(&segment), first + 5);
+    assert!(all.contains(&place), "{place}\n{all}");
+    assert!(all.contains("FAILED"), "{all}");
+    fs::write(&segment, original).unwrap();
+    log.ok(&["audit", "verify", "audit"]);
+
+    // In the last segment too, where damage followed by intact records is no torn write.
+    let (first, segment) = log.segments().last().unwrap().clone();
+    let (offset, _) = frames(&segment)[1];
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[offset + 12] ^= 0x80;
+    fs::write(&segment, bytes).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains(&format!("{}: byte {offset}, record {}", name(&segment), first + 1)), "{all}");
+}
+
+#[test]
+fn a_record_cut_out_is_found() {
+    let log = Log::new(300);
+    // In a middle segment: the next segment then starts a record too late.
+    let segments = log.segments();
+    let (_, segment) = &segments[2];
+    let (next_first, next) = &segments[3];
+    let (offset, len) = frames(segment)[4];
+    let mut bytes = fs::read(segment).unwrap();
+    bytes.drain(offset..offset + 8 + len);
+    fs::write(segment, bytes).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    let place = format!(
+        "{}: byte 0, record {}: records {}..{next_first} are missing",
+        name(next),
+        next_first - 1,
+        next_first - 1
+    );
+    assert!(all.contains(&place), "{place}\n{all}");
+    assert!(all.contains("but the log holds"), "{all}");
+
+    // In the last segment: nothing follows, so only the checkpoints tell.
+    let log = Log::new(300);
+    let (first, segment) = log.segments().last().unwrap().clone();
+    let (offset, len) = frames(&segment)[1];
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes.drain(offset..offset + 8 + len);
+    fs::write(&segment, bytes).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    let sizes = log.checkpoint_sizes();
+    let last = sizes.len() - 1;
+    assert!(all.contains(&format!("checkpoint {last}: covers 300 records but the log holds 299")), "{all}");
+    // The checkpoints before the cut still match, and the message says from where on it is not.
+    let since = format!("it matches checkpoint {}, so records {}.. are affected", last - 1, sizes[last - 1]);
+    assert!(sizes[last - 1] <= first + 1 && all.contains(&since), "{since}\n{all}");
+}
+
+#[test]
+fn swapped_records_are_found_between_two_checkpoints() {
+    let log = Log::new(400);
+    // Two frames of equal length in a segment in the middle (records of the same client, service
+    // and outcome), swapped.
+    let (first, segment) = log.segments()[6].clone();
+    let frames = frames(&segment);
+    let (i, j) = (0..frames.len())
+        .flat_map(|i| (i + 1..frames.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| frames[i].1 == frames[j].1)
+        .unwrap();
+    let ((a, len), (b, _)) = (frames[i], frames[j]);
+    let mut bytes = fs::read(&segment).unwrap();
+    let first_frame = bytes[a..a + 8 + len].to_vec();
+    bytes.copy_within(b..b + 8 + len, a);
+    bytes[b..b + 8 + len].copy_from_slice(&first_frame);
+    fs::write(&segment, bytes).unwrap();
+
+    let all = log.fails(&["audit", "verify", "audit"]);
+    let seq = first + i as u64;
+    let sizes = log.checkpoint_sizes();
+    let broken = sizes.iter().position(|s| *s > seq).unwrap();
+    let expected = if broken == 0 {
+        format!("checkpoint 0: covers {} records, but its root", sizes[0])
+    } else {
+        format!("checkpoint {broken}: covers {} records, but its root", sizes[broken])
+    };
+    assert!(all.contains(&expected), "{expected}\n{all}");
+    if broken > 0 {
+        let since = format!(
+            "records {}..{} (after checkpoint {}, which matches)",
+            sizes[broken - 1],
+            sizes[broken],
+            broken - 1
+        );
+        assert!(all.contains(&since), "{since}\n{all}");
+    }
+    assert!(all.contains("do not match either"), "the later checkpoints are counted: {all}");
+}
+
+#[test]
+fn a_log_cut_short_under_a_checkpoint_fails_and_a_torn_tail_after_it_only_warns() {
+    let log = Log::new(300);
+    let (_, segment) = log.segments().last().unwrap().clone();
+    // A torn write after the last checkpoint: a warning.
+    let mut bytes = fs::read(&segment).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 1, 2]);
+    fs::write(&segment, &bytes).unwrap();
+    let out = log.splpd(&["audit", "verify", "audit"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning:") && text(&out.stderr).contains("torn tail"), "{}", text(&out.stderr));
+
+    // Cut at a frame boundary, two records short.
+    let frames = frames_of(&bytes[..whole]);
+    let cut = frames[frames.len() - 2].0;
+    fs::write(&segment, &bytes[..cut]).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    let sizes = log.checkpoint_sizes();
+    let first_short = sizes.iter().position(|s| *s > 298).unwrap();
+    let expected = format!("checkpoint {first_short}: covers {} records but the log holds 298", sizes[first_short]);
+    assert!(all.contains(&expected), "{expected}\n{all}");
+
+    // Cut in the middle of a frame: a torn tail, but under a checkpoint, so a failure too.
+    fs::write(&segment, &bytes[..cut + 5]).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains(&format!("{expected}; the log ends with a torn tail")), "{all}");
+
+    // A whole segment deleted from the middle.
+    let log = Log::new(300);
+    let (first, gone) = log.segments()[3].clone();
+    fs::remove_file(&gone).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains(&format!("records {first}..")) && all.contains("are missing"), "{all}");
+}
+
+fn frames_of(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut at = 32;
+    let mut out = Vec::new();
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        out.push((at, len));
+        at += 8 + len;
+    }
+    out
+}
+
+#[test]
+fn an_altered_checkpoint_fails_its_signature() {
+    let log = Log::new(200);
+    let path = log.dir().join("checkpoints.log");
+    let mut bytes = fs::read(&path).unwrap();
+    // The first checkpoint's tree size is its first field, right after the frame header (tag 0x08):
+    // make it claim one record more, with a fresh CRC so that only the signature can tell.
+    let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    assert_eq!(bytes[8], 0x08);
+    bytes[9] += 1;
+    let crc = crc32c::crc32c(&bytes[8..8 + len]);
+    bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, bytes).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains("checkpoints.log: byte 0, checkpoint 0: the signature does not verify"), "{all}");
+}
+
+#[test]
+fn checkpoints_must_not_go_backwards() {
+    let log = Log::new(200);
+    let path = log.dir().join("checkpoints.log");
+    let original = fs::read(&path).unwrap();
+    // An old checkpoint replayed at the end: signed, but the log would have shrunk.
+    let first_len = 8 + u32::from_le_bytes(original[..4].try_into().unwrap()) as usize;
+    let mut replayed = original.clone();
+    replayed.extend_from_slice(&original[..first_len]);
+    fs::write(&path, &replayed).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    let n = log.checkpoint_sizes().len() - 1;
+    assert!(all.contains(&format!("checkpoint {n}: the log goes backwards")), "{all}");
+
+    // A checkpoint signed by the gateway's own key with the right root, dated before the last.
+    let last = read_checkpoints(&log.dir()).unwrap()[n - 1].clone();
+    let signer = CheckpointSigner::load(&log.path("gw1.key")).unwrap();
+    let root: [u8; 32] = last.root_hash.as_slice().try_into().unwrap();
+    let cp = signer.sign(&GATEWAY.parse().unwrap(), last.tree_size, &root, last.time_unix_nanos - 1).unwrap();
+    let payload = prost::Message::encode_to_vec(&cp);
+    let mut dated = original;
+    dated.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    dated.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    dated.extend_from_slice(&payload);
+    fs::write(&path, &dated).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains(&format!("checkpoint {n}: time goes backwards")), "{all}");
+    assert!(!all.contains("its root"), "the root itself matches: {all}");
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn query_filters_select_the_right_records() {
+    let log = Log::new(300);
+    let all = json_lines(&log.ok(&["audit", "query", "audit"]));
+    assert_eq!(all.len(), 300);
+    let first = &all[0];
+    assert_eq!(first["exchange_id"], exchange_id(0));
+    assert_eq!(first["received_at"], "2025-03-01T00:00:00.000000000Z");
+    assert_eq!(first["received_at_unix_nanos"], BASE_NANOS);
+    assert_eq!(first["client_cert_sha256"], "ab".repeat(32));
+    assert_eq!(first["forwarded_at"], serde_json::Value::Null);
+
+    let ids = |out: &str| -> Vec<String> {
+        json_lines(out).iter().map(|v| v["exchange_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let expect = |f: &dyn Fn(u64) -> bool| -> Vec<String> { (0..300).filter(|i| f(*i)).map(exchange_id).collect() };
+
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--client", CLIENTS[1]])), expect(&|i| i % 3 == 1));
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--status", "4xx"])), expect(&|i| i % 10 == 3));
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--status", "502"])), expect(&|i| i % 10 == 7));
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--error-type", "Server.*"])), expect(&|i| i % 10 == 7));
+    assert_eq!(
+        ids(&log.ok(&["audit", "query", "audit", "--service", SERVICES[0], "--status", "5xx"])),
+        expect(&|i| i % 2 == 0 && i % 10 == 7)
+    );
+    assert_eq!(
+        ids(&log.ok(&[
+            "audit",
+            "query",
+            "audit",
+            "--since",
+            "2025-03-01T07:01:40+07:00",
+            "--until",
+            "2025-03-01T00:01:50Z"
+        ])),
+        expect(&|i| (100..110).contains(&i))
+    );
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--exchange-id", &exchange_id(42)])), vec![exchange_id(42)]);
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--client", "ID/PEMDA/1602/*", "--limit", "7"])).len(), 7);
+    assert!(log.ok(&["audit", "query", "audit", "--client", "nobody"]).is_empty());
+
+    let table = log.ok(&["audit", "query", "audit", "--format", "table", "--status", "403", "--limit", "3"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("TIME") && lines[0].contains("EXCHANGE ID") && lines[0].ends_with("ERROR TYPE"));
+    assert!(lines[1].starts_with("2025-03-01T00:00:03.000Z"), "{table}");
+    let column = lines[0].find("CLIENT").unwrap();
+    assert!(lines.iter().skip(1).all(|l| l[column..].starts_with("ID/PEMDA/1602/")), "aligned: {table}");
+    assert!(lines[1].contains("Client.AccessDenied"), "{table}");
+
+    let bad = log.splpd(&["audit", "query", "audit", "--status", "6xx"]);
+    assert_eq!(bad.status.code(), Some(2), "clap refuses a bad status");
+    let bad = log.splpd(&["audit", "query", "audit", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a_proof_checks_offline_and_fails_when_altered() {
+    let log = Log::new(300);
+    for i in [0, 1, 137, 255, 299] {
+        let out = format!("proof-{i}.json");
+        log.ok(&["audit", "proof", "audit", &exchange_id(i), "--out", &out]);
+        let ok = log.ok(&["audit", "check-proof", &out, "--ca", "ca/ca.crt"]);
+        assert!(ok.contains(&format!("exchange {} is record {i} of gateway {GATEWAY}", exchange_id(i))), "{ok}");
+    }
+    // To standard output too, with the documented fields.
+    let proof: serde_json::Value =
+        serde_json::from_str(&log.ok(&["audit", "proof", "audit", &exchange_id(137)])).unwrap();
+    assert_eq!(proof["format"], "splpd-inclusion-proof/v1");
+    assert_eq!(proof["leaf_index"], 137);
+    assert_eq!(proof["checkpoint"]["tree_size"], 300);
+    assert_eq!(proof["record"]["status"], 502);
+    assert_eq!(proof["record"]["error_type"], "Server.ServerProxy.ServiceFailed");
+    assert!(proof["signer_certificate"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(proof["audit_path"].as_array().unwrap().len(), 9, "a tree of 300 leaves is 9 levels deep here");
+
+    let altered = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let mut p = proof.clone();
+        change(&mut p);
+        fs::write(log.path(name), serde_json::to_string(&p).unwrap()).unwrap();
+        log.fails(&["audit", "check-proof", name])
+    };
+    let all = altered("status.json", &|p| p["record"]["status"] = 200.into());
+    assert!(all.contains("the record shown in the proof is not the record stored") && all.contains("status"), "{all}");
+    let other = serde_json::to_string(&serde_json::json!(base64_of_record(&record(138)))).unwrap();
+    let all = altered("bytes.json", &|p| {
+        p["record_base64"] = serde_json::from_str(&other).unwrap();
+        p["record"] =
+            serde_json::from_str(&log.ok(&["audit", "query", "audit", "--exchange-id", &exchange_id(138)])).unwrap();
+        p["exchange_id"] = exchange_id(138).into();
+    });
+    assert!(all.contains("leaf_hash"), "{all}");
+    let all = altered("bytes-and-leaf.json", &|p| {
+        p["record_base64"] = serde_json::from_str(&other).unwrap();
+        p["record"] =
+            serde_json::from_str(&log.ok(&["audit", "query", "audit", "--exchange-id", &exchange_id(138)])).unwrap();
+        p["exchange_id"] = exchange_id(138).into();
+        p["leaf_hash"] = leaf_hash_hex(&record(138)).into();
+    });
+    assert!(all.contains("the audit path does not lead from leaf 137"), "{all}");
+    let all = altered("root.json", &|p| {
+        let root = p["checkpoint"]["root_hash"].as_str().unwrap().to_owned();
+        let flipped = match root.strip_prefix('0') {
+            Some(rest) => format!("1{rest}"),
+            None => format!("0{}", &root[1..]),
+        };
+        p["checkpoint"]["root_hash"] = flipped.into();
+    });
+    assert!(all.contains("the audit path does not lead"), "{all}");
+    let all = altered("index.json", &|p| p["leaf_index"] = 136.into());
+    assert!(all.contains("the audit path does not lead"), "{all}");
+    let all = altered("size.json", &|p| p["checkpoint"]["tree_size"] = 301.into());
+    assert!(all.contains("does not"), "{all}");
+    let all = altered("time.json", &|p| p["checkpoint"]["time_unix_nanos"] = BASE_NANOS.into());
+    assert!(all.contains("time"), "{all}");
+
+    let all = log.fails(&["audit", "proof", "audit", "00000000-0000-4000-8000-000000000000"]);
+    assert!(all.contains("no record with exchange id"), "{all}");
+}
+
+fn base64_of_record(r: &ExchangeRecord) -> String {
+    use base64::Engine as _;
+    use prost::Message as _;
+    base64::engine::general_purpose::STANDARD.encode(r.encode_to_vec())
+}
+
+fn leaf_hash_hex(r: &ExchangeRecord) -> String {
+    use prost::Message as _;
+    hex::encode(splpd_gateway::audit::merkle::leaf_hash(&r.encode_to_vec()))
+}
+
+fn extract(archive: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    tar::Archive::new(fs::File::open(archive).unwrap()).unpack(into).unwrap();
+}
+
+#[test]
+fn an_export_verifies_once_extracted() {
+    let log = Log::new(400);
+    let out = log.ok(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);
+    assert!(out.contains("records 0..=399"), "{out}");
+    extract(&log.path("all.tar"), &log.path("all"));
+    let ok = log.ok(&["audit", "verify", "all"]);
+    assert!(ok.contains("all: ok: 400 records") && ok.contains("manifest of ID/PEMDA/1602/gw1"), "{ok}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(log.path("all/MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(manifest["records"]["first_seq"], 0);
+    assert_eq!(manifest["latest_checkpoint"]["tree_size"], 400);
+    let files: Vec<&str> = manifest["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(files.contains(&"checkpoints.log") && files.iter().any(|f| f.starts_with("signer-")), "{files:?}");
+    // The signature is openssl-checkable: MANIFEST.sig over MANIFEST.json by the signer's key.
+    assert!(log.path("all/MANIFEST.sig").exists());
+
+    // A range from the middle: whole segments, started from the signed frontier.
+    let segments = log.segments();
+    let (from, to) = (segments[4].0 + 3, segments[7].0 + 1);
+    let out = log.ok(&[
+        "audit",
+        "export",
+        "audit",
+        "--to",
+        "part.tar",
+        "--from-seq",
+        &from.to_string(),
+        "--to-seq",
+        &to.to_string(),
+        "--key",
+        "gw1.key",
+        "--cert",
+        "gw1.crt",
+    ]);
+    assert!(out.contains(&format!("records {}..={}", segments[4].0, segments[8].0 - 1)), "{out}");
+    extract(&log.path("part.tar"), &log.path("part"));
+    let ok = log.ok(&["audit", "verify", "part"]);
+    assert!(ok.contains(&format!("an archive starting at record {}", segments[4].0)), "{ok}");
+    let extracted: Vec<String> = fs::read_dir(log.path("part"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert_eq!(extracted.len(), 4, "{extracted:?}");
+    // An archive exports again (the DR centre passing it on), and still verifies.
+    log.ok(&["audit", "export", "part", "--to", "again.tar", "--key", "gw1.key"]);
+    extract(&log.path("again.tar"), &log.path("again"));
+    let ok = log.ok(&["audit", "verify", "again"]);
+    assert!(ok.contains(&format!("an archive starting at record {}", segments[4].0)), "{ok}");
+
+    // Tampering after extraction is caught by the manifest and by the log's own checks.
+    let (_, seg) = &segments[5];
+    let copy = log.path("part").join(name(seg));
+    let mut bytes = fs::read(&copy).unwrap();
+    let (offset, _) = frames(&copy)[2];
+    bytes[offset + 20] ^= 0x04;
+    fs::write(&copy, bytes).unwrap();
+    let all = log.fails(&["audit", "verify", "part"]);
+    assert!(
+        all.contains(&format!("{}: ", name(seg))) && all.contains("the file was changed after the export"),
+        "{all}"
+    );
+    assert!(all.contains("checksum mismatch"), "{all}");
+
+    let mut manifest = fs::read_to_string(log.path("all/MANIFEST.json")).unwrap();
+    manifest = manifest.replace("\"first_seq\": 0", "\"first_seq\": 1");
+    fs::write(log.path("all/MANIFEST.json"), manifest).unwrap();
+    let all = log.fails(&["audit", "verify", "all"]);
+    assert!(all.contains("MANIFEST.sig does not verify"), "{all}");
+
+    // The target is never overwritten, and a damaged log is not exported.
+    let all = log.splpd(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);
+    assert!(!all.status.success() && text(&all.stderr).contains("exists already"));
+    let (_, seg) = &segments[2];
+    let mut bytes = fs::read(seg).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(seg, bytes).unwrap();
+    let all = log.fails(&["audit", "export", "audit", "--to", "bad.tar", "--key", "gw1.key"]);
+    assert!(all.contains("the log does not verify"), "{all}");
+    assert!(!log.path("bad.tar").exists() && !log.path("bad.tar.partial").exists());
+}
+
+/// Verify speed on a large log: `SPLPD_AUDIT_BENCH_RECORDS=200000 cargo test --release -p
+/// splpd-gateway --test cli_audit -- --ignored --nocapture verify_speed`. With
+/// `SPLPD_AUDIT_BENCH_DIR`, the log is written there and kept.
+#[test]
+#[ignore = "a benchmark: writes a large log"]
+fn verify_speed() {
+    let records: u64 = std::env::var("SPLPD_AUDIT_BENCH_RECORDS").map_or(200_000, |v| v.parse().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::env::var_os("SPLPD_AUDIT_BENCH_DIR").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    fs::create_dir_all(&base).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let ca =
+        Ca::init(&base.join("ca"), &InitOptions::new("Test", vec!["ID/PEMDA/1602".parse().unwrap()]), now).unwrap();
+    let (cert, key) = (base.join("gw1.crt"), base.join("gw1.key"));
+    ca.issue(
+        &LeafRequest::new(Identity::Server(GATEWAY.parse().unwrap())),
+        KeyType::default(),
+        &cert,
+        &key,
+        false,
+        now,
+    )
+    .unwrap();
+    let dir = base.join("audit");
+    let options = AuditLogOptions {
+        segments: SegmentOptions { segment_size: 16 << 20, ..SegmentOptions::new(&dir) },
+        gateway: GATEWAY.parse().unwrap(),
+        signing_key: key,
+        signing_cert: cert,
+        checkpoint_every: 10_000,
+        checkpoint_interval: Duration::from_secs(3600),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let started = std::time::Instant::now();
+    runtime.block_on(async {
+        let audit = AuditLog::open(&options).unwrap();
+        for start in (0..records).step_by(1000) {
+            let tickets: Vec<_> =
+                (start..(start + 1000).min(records)).map(|i| audit.append(record(i), AuditMode::Sync)).collect();
+            for ticket in tickets {
+                ticket.await.unwrap();
+            }
+        }
+        audit.shutdown().await.unwrap();
+        while read_checkpoints(&dir).unwrap().last().is_none_or(|c| c.tree_size != records) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    eprintln!("wrote {records} records in {:.2?}", started.elapsed());
+    let splpd = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_splpd")).args(args).current_dir(&base).output().unwrap();
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        (text(&out.stdout), started.elapsed())
+    };
+    let (out, _) = splpd(&["audit", "verify", "audit"]);
+    eprint!("{out}");
+    let (out, took) = splpd(&["audit", "query", "audit", "--status", "5xx", "--limit", "1"]);
+    eprintln!("query (first 5xx): {} lines in {took:.2?}", out.lines().count());
+    let (_, took) = splpd(&["audit", "query", "audit", "--client", "nobody"]);
+    eprintln!("query (full scan, no match): {took:.2?}");
+    let (_, took) = splpd(&["audit", "proof", "audit", &exchange_id(records / 2), "--out", "proof.json"]);
+    eprintln!("proof of record {}: {took:.2?}", records / 2);
+    let (_, took) = splpd(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);
+    eprintln!("export: {took:.2?}");
+}
