@@ -9,6 +9,8 @@
 
 #![allow(clippy::print_stdout)]
 
+mod audit;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -45,6 +47,21 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What handing a record to the audit log costs: JSON lines against the segment log.
+    AuditAppend {
+        /// Records appended back to back.
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        /// Records appended with a fixed piece of work between them.
+        #[arg(long, default_value_t = 20_000)]
+        spaced: u64,
+    },
+    /// How fast `splpd audit verify` reads a log of the given size.
+    AuditVerify {
+        /// Records in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
     /// Internal: runs the gateway on a configuration (the benchmark's separate process).
     #[command(hide = true)]
     Gateway {
@@ -58,6 +75,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Quick { connections, seconds } => quick(connections, Duration::from_secs(seconds)),
         Cmd::Gateway { config } => gateway_child(&config),
+        Cmd::AuditVerify { records } => runtime(1).and_then(|rt| rt.block_on(audit::verify_speed(records))),
+        Cmd::AuditAppend { records, spaced } => {
+            runtime(1).and_then(|rt| rt.block_on(audit::append_cost(records, spaced)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,6 @@
 //! `jq`, and the log the gateway runs on until the segment-file Merkle log replaces it behind the
 //! same trait. Records go over a bounded channel to one writer thread that commits them in groups.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::ops::Range;
@@ -10,12 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::{Serialize, Serializer};
-use splpd_proto::v1::{ConnectionType, Protocol};
-use time::OffsetDateTime;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::verify::RecordJson;
 use super::{AuditError, AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, TicketResolver, now_nanos};
 
 /// Records that may wait for the writer before appends start waiting for room.
@@ -444,116 +441,9 @@ impl LogTarget for FileTarget {
 
 /// Appends `record` to `out` as one JSON line.
 fn encode(record: &ExchangeRecord, out: &mut Vec<u8>) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &JsonRecord(record))?;
+    serde_json::to_writer(&mut *out, &RecordJson(record))?;
     out.push(b'\n');
     Ok(())
-}
-
-/// The line format: proto field names, bytes as lowercase hex, each time twice (RFC 3339 with
-/// nanoseconds for people, raw nanoseconds for arithmetic), enums as words. Every field is always
-/// present, so that the lines have one shape for tools.
-struct JsonRecord<'a>(&'a ExchangeRecord);
-
-impl Serialize for JsonRecord<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let r = self.0;
-        let mut map = serializer.serialize_map(Some(34))?;
-        map.serialize_entry("exchange_id", &r.exchange_id)?;
-        for (name, nanos) in [
-            ("received_at", r.received_at_unix_nanos),
-            ("forwarded_at", r.forwarded_at_unix_nanos),
-            ("upstream_answered_at", r.upstream_answered_at_unix_nanos),
-            ("responded_at", r.responded_at_unix_nanos),
-        ] {
-            map.serialize_entry(name, &Rfc3339(nanos))?;
-            map.serialize_entry(&format_args!("{name}_unix_nanos"), &nanos)?;
-        }
-        map.serialize_entry("client", &r.client)?;
-        map.serialize_entry("client_cert_sha256", &Hex(&r.client_cert_sha256))?;
-        map.serialize_entry("connection_type", connection_type(r.connection_type()))?;
-        map.serialize_entry("service", &r.service)?;
-        map.serialize_entry("protocol", protocol(r.protocol()))?;
-        map.serialize_entry("method", &r.method)?;
-        map.serialize_entry("path", &r.path)?;
-        map.serialize_entry("query_sha256", &Hex(&r.query_sha256))?;
-        map.serialize_entry("user_id", &r.user_id)?;
-        map.serialize_entry("issue", &r.issue)?;
-        map.serialize_entry("represented_party", &r.represented_party)?;
-        map.serialize_entry("purpose", &r.purpose)?;
-        map.serialize_entry("status", &r.status)?;
-        map.serialize_entry("grpc_status", &r.grpc_status)?;
-        map.serialize_entry("error_type", &r.error_type)?;
-        map.serialize_entry("request_body_bytes", &r.request_body_bytes)?;
-        map.serialize_entry("response_body_bytes", &r.response_body_bytes)?;
-        map.serialize_entry("request_body_sha256", &Hex(&r.request_body_sha256))?;
-        map.serialize_entry("response_body_sha256", &Hex(&r.response_body_sha256))?;
-        map.serialize_entry("request_hash", &Hex(&r.request_hash))?;
-        map.serialize_entry("peer", &r.peer)?;
-        map.serialize_entry("upstream", &r.upstream)?;
-        map.serialize_entry("trace_id", &Hex(&r.trace_id))?;
-        map.serialize_entry("retries", &r.retries)?;
-        map.serialize_entry("gateway", &r.gateway)?;
-        map.end()
-    }
-}
-
-fn connection_type(c: ConnectionType) -> &'static str {
-    match c {
-        ConnectionType::Unspecified => "unspecified",
-        ConnectionType::Mtls => "mtls",
-        ConnectionType::Tls => "tls",
-        ConnectionType::Http => "http",
-    }
-}
-
-fn protocol(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Unspecified => "unspecified",
-        Protocol::Rest => "rest",
-        Protocol::Grpc => "grpc",
-    }
-}
-
-/// Bytes as lowercase hex, written straight into the output.
-struct Hex<'a>(&'a [u8]);
-
-impl Serialize for Hex<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-/// A time as RFC 3339 in UTC with all nine digits of nanoseconds; `null` for 0 ("did not
-/// happen").
-struct Rfc3339(i64);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.0 == 0 {
-            return serializer.serialize_none();
-        }
-        // Every i64 of nanoseconds (years 1677 to 2262) is a time `time` can represent.
-        match OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0)) {
-            Ok(t) => serializer.collect_str(&format_args!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.nanosecond()
-            )),
-            Err(_) => serializer.serialize_none(),
-        }
-    }
 }
 
 #[cfg(test)]

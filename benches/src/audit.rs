@@ -1,0 +1,131 @@
+//! `splpd-bench audit-append`: what handing a record to the audit log costs the exchange path,
+//! for the interim JSON-lines sink against the segment log. Run it under `taskset -c 0` to see
+//! the one-core case.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use splpd_gateway::audit::segment::{SegmentLog, SegmentOptions};
+use splpd_gateway::audit::{AuditMode, AuditSink, ExchangeRecord, JsonLinesSink};
+
+/// CPU the calling thread has used, from the scheduler's accounting.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(stat.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// CPU the whole process has used (all threads); Linux counts it in ticks of 10 ms.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((tick(11) + tick(12)) * 10)
+}
+
+fn record(i: u64) -> ExchangeRecord {
+    ExchangeRecord {
+        exchange_id: format!("{i:08}"),
+        received_at_unix_nanos: 1_700_000_000_000_000_001,
+        path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/cek".to_owned(),
+        ..ExchangeRecord::default()
+    }
+}
+
+fn per_record(d: Duration, n: u64) -> f64 {
+    d.as_nanos() as f64 / n as f64
+}
+
+/// Appends `n` async records back to back, then `spaced` records with a fixed piece of work
+/// between them (as exchanges come), to each sink, and prints the cost per record.
+pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let jsonl: Arc<dyn AuditSink> = Arc::new(JsonLinesSink::open(&dir.path().join("a.jsonl"), 4096)?);
+    let seg = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("seg")))?);
+    let segment: Arc<dyn AuditSink> = Arc::clone(&seg) as _;
+    println!("| sink | burst: appender ns/record | burst: process ns/record | spaced: ns/record over the work |");
+    println!("|---|---|---|---|");
+    fn work() -> u64 {
+        (0..20_000u64)
+            .fold(1, |acc, i| std::hint::black_box(acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i)))
+    }
+    let process0 = process_cpu();
+    for i in 0..spaced {
+        std::hint::black_box(work());
+        std::hint::black_box(i);
+    }
+    let baseline = process_cpu() - process0;
+    for (name, sink) in [("json lines", jsonl), ("segment log", segment)] {
+        sink.flush().await?;
+        let (thread0, process0) = (thread_cpu(), process_cpu());
+        for i in 0..n {
+            sink.append(record(i), AuditMode::Async).await?;
+        }
+        let appender = thread_cpu() - thread0;
+        sink.flush().await?;
+        let burst = process_cpu() - process0;
+        let process0 = process_cpu();
+        for i in 0..spaced {
+            std::hint::black_box(work());
+            sink.append(record(i), AuditMode::Async).await?;
+        }
+        sink.flush().await?;
+        let spaced_cost = (process_cpu() - process0).saturating_sub(baseline);
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} |",
+            per_record(appender, n),
+            per_record(burst, n),
+            per_record(spaced_cost, spaced)
+        );
+    }
+    let stats = seg.stats();
+    println!("segment log: {} records in {} batches, {} writer wake-ups", stats.records, stats.batches, stats.wakeups);
+    Ok(())
+}
+
+/// Writes a log of `records` records with the gateway's own writer and checkpoints, then times
+/// `verify` over it (frames, CRCs, Merkle tree, checkpoint signatures).
+pub(crate) async fn verify_speed(records: u64) -> anyhow::Result<()> {
+    use splpd_certs::id::Identity;
+    use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
+    use splpd_gateway::audit::log::{AuditLog, AuditLogOptions, read_checkpoints};
+
+    let tmp = tempfile::tempdir()?;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = Ca::init(&tmp.path().join("ca"), &InitOptions::new("Bench", vec!["ID/PEMDA/1602".parse()?]), now)?;
+    let (cert, key) = (tmp.path().join("gw1.crt"), tmp.path().join("gw1.key"));
+    ca.issue(
+        &LeafRequest::new(Identity::Server("ID/PEMDA/1602/gw1".parse()?)),
+        KeyType::default(),
+        &cert,
+        &key,
+        false,
+        now,
+    )?;
+    let dir = tmp.path().join("audit");
+    let options = AuditLogOptions {
+        segments: SegmentOptions { segment_size: 16 << 20, ..SegmentOptions::new(&dir) },
+        gateway: "ID/PEMDA/1602/gw1".parse()?,
+        signing_key: key,
+        signing_cert: cert,
+        checkpoint_every: 10_000,
+        checkpoint_interval: Duration::from_secs(3600),
+    };
+    let log = AuditLog::open(&options)?;
+    for start in (0..records).step_by(1000) {
+        let tickets: Vec<_> =
+            (start..(start + 1000).min(records)).map(|i| log.append(record(i), AuditMode::Sync)).collect();
+        for t in tickets {
+            t.await?;
+        }
+    }
+    log.shutdown().await?;
+    while read_checkpoints(&dir)?.last().is_none_or(|c| c.tree_size != records) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    let report = splpd_gateway::audit::verify::verify_log(&dir, None, &mut |_, _, _| {})?;
+    let took = started.elapsed();
+    anyhow::ensure!(report.is_ok(), "the freshly written log does not verify: {report:?}");
+    println!("verify: {records} records in {took:.2?}: {:.0} records/s", records as f64 / took.as_secs_f64());
+    Ok(())
+}
