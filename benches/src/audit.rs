@@ -1,12 +1,12 @@
 //! `splpd-bench audit-append`: what handing a record to the audit log costs the exchange path,
-//! for the interim JSON-lines sink against the segment log. Run it under `taskset -c 0` to see
+//! for the segment log. Run it under `taskset -c 0` to see
 //! the one-core case.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use splpd_gateway::audit::segment::{SegmentLog, SegmentOptions};
-use splpd_gateway::audit::{AuditMode, AuditSink, ExchangeRecord, JsonLinesSink};
+use splpd_gateway::audit::{AuditMode, AuditSink, ExchangeRecord};
 
 /// CPU the calling thread has used, from the scheduler's accounting.
 fn thread_cpu() -> Duration {
@@ -39,7 +39,6 @@ fn per_record(d: Duration, n: u64) -> f64 {
 /// between them (as exchanges come), to each sink, and prints the cost per record.
 pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let jsonl: Arc<dyn AuditSink> = Arc::new(JsonLinesSink::open(&dir.path().join("a.jsonl"), 4096)?);
     let seg = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("seg")))?);
     let segment: Arc<dyn AuditSink> = Arc::clone(&seg) as _;
     println!("| sink | burst: appender ns/record | burst: process ns/record | spaced: ns/record over the work |");
@@ -54,7 +53,7 @@ pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
         std::hint::black_box(i);
     }
     let baseline = process_cpu() - process0;
-    for (name, sink) in [("json lines", jsonl), ("segment log", segment)] {
+    for (name, sink) in [("segment log", segment)] {
         sink.flush().await?;
         let (thread0, process0) = (thread_cpu(), process_cpu());
         for i in 0..n {

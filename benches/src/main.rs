@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// What handing a record to the audit log costs: JSON lines against the segment log.
+    /// What handing a record to the audit log costs the exchange path.
     AuditAppend {
         /// Records appended back to back.
         #[arg(long, default_value_t = 200_000)]

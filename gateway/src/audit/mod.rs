@@ -6,7 +6,6 @@
 //! exchange with `Server.AuditUnavailable`, so no exchange is ever answered without its record.
 
 pub mod checkpoint;
-mod jsonl;
 pub mod log;
 mod memory;
 pub mod merkle;
@@ -23,7 +22,6 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-pub use self::jsonl::{DEFAULT_QUEUE_CAPACITY, JsonLinesSink, JsonLinesStats};
 pub use self::memory::MemorySink;
 pub use self::record::{BodyDigest, BodyHasher, RecordBuilder, now_nanos};
 pub use crate::config::AuditMode;

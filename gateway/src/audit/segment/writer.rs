@@ -3,7 +3,7 @@
 //!
 //! The hand-off is a mutex-guarded `Vec` that the writer swaps out whole, plus a condvar. Its
 //! point is to wake the writer rarely. On a gateway with one core, every wake is a futex syscall
-//! and a context switch paid for out of the request budget (the JSON-lines sink's wake and write
+//! and a context switch paid for out of the request budget (an earlier JSON-lines sink's wake and write
 //! per record cost about a third of a request's CPU). So an appender wakes the writer only when
 //! the writer is asleep *and* needs to act:
 //! - a record that waits for its ticket (sync, strict, or any record while the log is failing or

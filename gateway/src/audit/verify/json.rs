@@ -1,5 +1,4 @@
-//! An [`ExchangeRecord`] as JSON, for `splpd audit query` and proofs: the same shape as the
-//! JSON-lines audit sink writes, so that one set of tools reads both. Proto field names; bytes
+//! An [`ExchangeRecord`] as JSON, for `splpd audit query` and proofs. Proto field names; bytes
 //! as lowercase hex; each time twice, as RFC 3339 with nanoseconds under the name without
 //! `_unix_nanos` (`null` for 0, "did not happen") and as the proto's integer; enums as words;
 //! every field always present.
