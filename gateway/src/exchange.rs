@@ -302,6 +302,17 @@ impl Gateway {
             Ok(uri) => uri,
             Err(e) => return self.refuse(ctx, &e).await,
         };
+        if ctx.mode == AuditMode::Strict {
+            // Strict: the request is on disk before anything reaches the service, so that a
+            // crash in flight still leaves proof that the call was made.
+            if let Err(audit_err) = self.audit.append(ctx.record.request_record(), AuditMode::Strict).await {
+                let err = GatewayError::AuditUnavailable(format!(
+                    "the request could not be logged before forwarding, as the service's strict audit mode \
+                     requires: {audit_err}"
+                ));
+                return self.refuse(ctx, &err).await;
+            }
+        }
         let (parts, body) = req.into_parts();
         let received_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let hasher = RequestHasher::new(parts.method.as_str(), received_target, &parts.headers);

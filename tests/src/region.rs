@@ -11,6 +11,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use splpd_gateway::audit::{AuditSink, ExchangeRecord, MemorySink};
 use splpd_gateway::server::{self, Running};
+use splpd_proto::v1::RecordKind;
 
 use crate::client::{self, BoxError, Call, Proto, Reply};
 use crate::pki::{ClientCert, GATEWAY_ID, Pki};
@@ -212,10 +213,13 @@ impl Region {
         self.records()
     }
 
-    /// The one audit record of exchange `id`; panics unless there is exactly one (waits at
+    /// The one exchange record of exchange `id`; panics unless there is exactly one (waits at
     /// most 5 s for it to appear, and a little longer for a duplicate that would follow).
     pub async fn record(&self, id: &str) -> ExchangeRecord {
-        let matching = || self.records().into_iter().filter(|r| r.exchange_id == id).collect::<Vec<_>>();
+        // A strict exchange also has a request record; this is the exchange's own.
+        let matching = || {
+            self.records().into_iter().filter(|r| r.exchange_id == id && r.kind() == RecordKind::Exchange).collect::<Vec<_>>()
+        };
         for _ in 0..500 {
             if !matching().is_empty() {
                 break;

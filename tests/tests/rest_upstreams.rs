@@ -12,7 +12,7 @@ use http::StatusCode;
 use splpd_certs::facts::facts;
 use splpd_certs::id::{IdKind, Identity};
 use splpd_gateway::audit::AuditMode;
-use splpd_proto::v1::ConnectionType;
+use splpd_proto::v1::{ConnectionType, RecordKind};
 use splpd_tests::client::read_roots;
 use splpd_tests::pki::GATEWAY_ID;
 use splpd_tests::upstream::{FIXED_JSON, large_body, tls_server_config};
@@ -464,4 +464,44 @@ async fn a_failing_audit_log_refuses_calls_before_anything_reaches_the_upstream(
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(upstream.received().len(), 2);
     assert!(region.records().iter().any(|r| r.exchange_id == reply.exchange_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_makes_the_request_record_durable_before_the_service_sees_the_call() {
+    let Setup { region, upstream, pki } = setup("audit = \"strict\"").await;
+    let dinkes = pki.client(DINKES);
+    // The service holds its answer for a while, so the log can be read mid-exchange.
+    let call = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/slow/1500?nik=1")));
+    let mid_exchange = async {
+        let received = upstream.wait_received(1).await;
+        (received, region.audit().appended())
+    };
+    let (reply, (received, then)) = tokio::join!(call, mid_exchange);
+    let reply = reply.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(received.len(), 1);
+    let id = reply.exchange_id();
+    assert_eq!(received[0].header("x-road-id"), Some(id));
+
+    // When the service had the call, its request record was already in the log.
+    assert_eq!(then.len(), 1, "exactly the request record while the call was with the service: {then:#?}");
+    let (request, mode) = &then[0];
+    assert_eq!(*mode, AuditMode::Strict);
+    assert_eq!(request.kind(), RecordKind::Request);
+    assert_eq!(request.exchange_id, id);
+    assert_eq!((request.client.as_str(), request.service.as_str()), (DINKES, SERVICE));
+    assert_eq!((request.method.as_str(), request.path.as_str()), ("GET", format!("/r1/{SERVICE}/slow/1500").as_str()));
+    assert_eq!(request.query_sha256.len(), 32, "the query is recorded as its hash");
+    assert_eq!((request.status, request.forwarded_at_unix_nanos, request.responded_at_unix_nanos), (0, 0, 0));
+
+    // Then the exchange's own record, with the same id, in the same mode.
+    let all = region.audit().appended();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let (exchange, mode) = &all[1];
+    assert_eq!(*mode, AuditMode::Strict);
+    assert_eq!(exchange.kind(), RecordKind::Exchange);
+    assert_eq!(exchange.exchange_id, id);
+    assert_eq!(exchange.status, 200);
+    assert!(exchange.forwarded_at_unix_nanos >= request.received_at_unix_nanos);
+    assert_eq!(region.record(id).await.status, 200, "one exchange record per exchange");
 }

@@ -216,6 +216,14 @@ impl RecordBuilder {
         self.record.clone()
     }
 
+    /// The request record of a `strict` exchange: what is known before forwarding, marked as
+    /// [`pb::RecordKind::Request`] so that no reader takes it for the exchange's own record.
+    pub fn request_record(&self) -> ExchangeRecord {
+        let mut record = self.record.clone();
+        record.set_kind(pb::RecordKind::Request);
+        record
+    }
+
     /// The finished record, its response time stamped now.
     pub fn finish(self) -> ExchangeRecord {
         self.finish_at(now_nanos())

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use serde::{Serialize, Serializer};
-use splpd_proto::v1::{ConnectionType, Protocol};
+use splpd_proto::v1::{ConnectionType, Protocol, RecordKind};
 use time::OffsetDateTime;
 
 use crate::audit::ExchangeRecord;
@@ -19,7 +19,7 @@ impl Serialize for RecordJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
         let r = self.0;
-        let mut map = serializer.serialize_map(Some(34))?;
+        let mut map = serializer.serialize_map(Some(35))?;
         map.serialize_entry("exchange_id", &r.exchange_id)?;
         for (name, nanos) in [
             ("received_at", r.received_at_unix_nanos),
@@ -55,6 +55,7 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("trace_id", &Hex(&r.trace_id))?;
         map.serialize_entry("retries", &r.retries)?;
         map.serialize_entry("gateway", &r.gateway)?;
+        map.serialize_entry("kind", kind(r.kind()))?;
         map.end()
     }
 }
@@ -73,6 +74,13 @@ fn protocol(p: Protocol) -> &'static str {
         Protocol::Unspecified => "unspecified",
         Protocol::Rest => "rest",
         Protocol::Grpc => "grpc",
+    }
+}
+
+fn kind(k: RecordKind) -> &'static str {
+    match k {
+        RecordKind::Exchange => "exchange",
+        RecordKind::Request => "request",
     }
 }
 

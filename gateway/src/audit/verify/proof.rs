@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::json::{RecordJson, rfc3339_nanos};
 use super::{CheckpointReader, Located, Signers, certificate_identity, certificates_pem, check_issued_by};
 use crate::audit::ExchangeRecord;
+use splpd_proto::v1::RecordKind;
 use crate::audit::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::audit::merkle::{Hash, Tree, leaf_hash, verify_inclusion};
 use crate::audit::segment::SegmentReader;
@@ -247,7 +248,8 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
         if found.is_none() {
             record.clear();
             record.merge(payload).map_err(|e| ProofError::Log(format!("record {seq} does not decode: {e}")))?;
-            if record.exchange_id.eq_ignore_ascii_case(exchange_id) {
+            // A strict exchange's request record shares the id; the proof is of the exchange.
+            if record.exchange_id.eq_ignore_ascii_case(exchange_id) && record.kind() == RecordKind::Exchange {
                 if seq >= n {
                     later_seq = Some(seq);
                     break;
