@@ -73,11 +73,18 @@ impl Log {
         let id = Identity::Server(GATEWAY.parse().unwrap());
         ca.issue(&LeafRequest::new(id), KeyType::default(), &cert, &key, false, now).unwrap();
         let log = Self { tmp };
+        log.write(&log.dir(), records, &record);
+        log
+    }
+
+    /// Writes `records` records made by `make` through the real `AuditLog` in `dir`, signed with
+    /// this log's gateway key: small segments, a checkpoint every 100 records, one at shutdown.
+    fn write(&self, dir: &Path, records: u64, make: &dyn Fn(u64) -> ExchangeRecord) {
         let options = AuditLogOptions {
-            segments: SegmentOptions { segment_size: 8 * 1024, ..SegmentOptions::new(log.dir()) },
+            segments: SegmentOptions { segment_size: 8 * 1024, ..SegmentOptions::new(dir) },
             gateway: GATEWAY.parse().unwrap(),
-            signing_key: key,
-            signing_cert: cert,
+            signing_key: self.path("gw1.key"),
+            signing_cert: self.path("gw1.crt"),
             checkpoint_every: 100,
             checkpoint_interval: Duration::from_secs(3600),
         };
@@ -87,21 +94,20 @@ impl Log {
             // Groups of 20 appended together are committed together, as under load.
             for start in (0..records).step_by(20) {
                 let tickets: Vec<_> =
-                    (start..(start + 20).min(records)).map(|i| audit.append(record(i), AuditMode::Sync)).collect();
+                    (start..(start + 20).min(records)).map(|i| audit.append(make(i), AuditMode::Sync)).collect();
                 for ticket in tickets {
                     ticket.await.unwrap();
                 }
             }
             audit.shutdown().await.unwrap();
             for _ in 0..500 {
-                if read_checkpoints(&log.dir()).unwrap().last().is_some_and(|c| c.tree_size == records) {
+                if read_checkpoints(dir).unwrap().last().is_some_and(|c| c.tree_size == records) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             panic!("the last checkpoint never came");
         });
-        log
     }
 
     fn dir(&self) -> PathBuf {
@@ -609,4 +615,62 @@ fn an_export_verifies_once_extracted() {
     let all = log.fails(&["audit", "export", "audit", "--to", "bad.tar", "--key", "gw1.key"]);
     assert!(all.contains("the log does not verify"), "{all}");
     assert!(!log.path("bad.tar").exists() && !log.path("bad.tar.partial").exists());
+}
+
+#[test]
+fn consistency_proofs_between_checkpoints_check_offline_and_catch_a_rewritten_history() {
+    let log = Log::new(300);
+    assert_eq!(log.checkpoint_sizes(), [100, 200, 300]);
+    log.ok(&["audit", "consistency", "audit", "--from", "100", "--out", "c.json"]);
+    let ok = log.ok(&["audit", "check-proof", "c.json", "--ca", "ca/ca.crt"]);
+    assert!(ok.contains(&format!("gateway {GATEWAY}'s audit log of 300 records")), "{ok}");
+    assert!(ok.contains("extends its log of 100 records"), "{ok}");
+    let proof: serde_json::Value =
+        serde_json::from_str(&log.ok(&["audit", "consistency", "audit", "--from", "200", "--to", "300"])).unwrap();
+    assert_eq!(proof["format"], "splpd-consistency-proof/v1");
+    assert_eq!(
+        (proof["old_checkpoint"]["tree_size"].as_u64(), proof["new_checkpoint"]["tree_size"].as_u64()),
+        (Some(200), Some(300))
+    );
+    assert!(!proof["proof"].as_array().unwrap().is_empty());
+
+    // Only signed sizes can be the ends of a proof; the error lists those there are.
+    let all = log.fails(&["audit", "consistency", "audit", "--from", "150"]);
+    assert!(all.contains("no checkpoint covers exactly 150 records") && all.contains("100, 200, 300"), "{all}");
+    let all = log.fails(&["audit", "consistency", "audit", "--from", "300", "--to", "100"]);
+    assert!(all.contains("give the smaller size first"), "{all}");
+
+    // An altered proof or checkpoint fails.
+    let c: serde_json::Value = serde_json::from_str(&fs::read_to_string(log.path("c.json")).unwrap()).unwrap();
+    let altered = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let mut p = c.clone();
+        change(&mut p);
+        fs::write(log.path(name), serde_json::to_string(&p).unwrap()).unwrap();
+        log.fails(&["audit", "check-proof", name])
+    };
+    let all = altered("hash.json", &|p| p["proof"][0] = "00".repeat(32).into());
+    assert!(all.contains("does not lead from the root of 100 records"), "{all}");
+    let all = altered("root.json", &|p| p["old_checkpoint"]["root_hash"] = "11".repeat(32).into());
+    assert!(all.contains("the checkpoint of 100 records"), "{all}");
+
+    // The real attack: the same gateway key rewrites record 53 (a denial) after checkpoint 100 was handed to
+    // an auditor, and signs new checkpoints over the rewritten log. Each new checkpoint is
+    // validly signed, but no consistency proof joins the old checkpoint to them.
+    let forged_dir = log.path("forged");
+    log.write(&forged_dir, 300, &|i| {
+        let mut r = record(i);
+        if i == 53 {
+            r.status = 200;
+            r.error_type.clear();
+        }
+        r
+    });
+    let forged: serde_json::Value =
+        serde_json::from_str(&log.ok(&["audit", "consistency", "forged", "--from", "100"])).unwrap();
+    assert_ne!(forged["old_checkpoint"]["root_hash"], c["old_checkpoint"]["root_hash"]);
+    let mut spliced = forged.clone();
+    spliced["old_checkpoint"] = c["old_checkpoint"].clone();
+    fs::write(log.path("spliced.json"), serde_json::to_string(&spliced).unwrap()).unwrap();
+    let all = log.fails(&["audit", "check-proof", "spliced.json", "--ca", "ca/ca.crt"]);
+    assert!(all.contains("the log was changed between the two checkpoints"), "{all}");
 }

@@ -218,7 +218,10 @@ impl Region {
     pub async fn record(&self, id: &str) -> ExchangeRecord {
         // A strict exchange also has a request record; this is the exchange's own.
         let matching = || {
-            self.records().into_iter().filter(|r| r.exchange_id == id && r.kind() == RecordKind::Exchange).collect::<Vec<_>>()
+            self.records()
+                .into_iter()
+                .filter(|r| r.exchange_id == id && r.kind() == RecordKind::Exchange)
+                .collect::<Vec<_>>()
         };
         for _ in 0..500 {
             if !matching().is_empty() {

@@ -283,31 +283,92 @@ pub fn consistency_proof<S: LeafSource + ?Sized>(
     if old_size > new_size {
         return Err(ProofError::SizesOutOfOrder { old_size, new_size });
     }
-    if old_size == 0 || old_size == new_size {
-        return Ok(Vec::new());
+    consistency_ranges(old_size, new_size).into_iter().map(|(lo, hi)| range_root(leaves, lo, hi)).collect()
+}
+
+/// The leaf ranges `lo..hi` whose subtree roots make the consistency proof from `old_size` to
+/// `new_size`, in the proof's order; disjoint. Empty when `old_size` is 0, equals `new_size` or
+/// exceeds it.
+pub fn consistency_ranges(old_size: u64, new_size: u64) -> Vec<(u64, u64)> {
+    if old_size == 0 || old_size >= new_size {
+        return Vec::new();
     }
     // RFC 6962's SUBPROOF(m, D[lo:hi], b), unrolled: `whole_old_subtree` is b, true while the
     // subtree we are in is one the old tree also had, whose root the verifier therefore knows.
     let (mut lo, mut hi) = (0, new_size);
     let mut whole_old_subtree = true;
-    let mut path = Vec::new();
+    let mut ranges = Vec::new();
     // The old tree always ends inside (lo, hi], so this stops at hi - lo == 1 at the latest.
     while old_size != hi {
         let mid = lo + split(hi - lo);
         if old_size <= mid {
-            path.push(range_root(leaves, mid, hi)?);
+            ranges.push((mid, hi));
             hi = mid;
         } else {
-            path.push(range_root(leaves, lo, mid)?);
+            ranges.push((lo, mid));
             lo = mid;
             whole_old_subtree = false;
         }
     }
     if !whole_old_subtree {
-        path.push(range_root(leaves, lo, hi)?);
+        ranges.push((lo, hi));
     }
-    path.reverse();
-    Ok(path)
+    ranges.reverse();
+    ranges
+}
+
+/// The roots of given disjoint leaf ranges, computed from leaves pushed in order from leaf 0, so
+/// that a proof over a log of any size is made in one streaming pass with O(log n) memory.
+#[derive(Debug)]
+pub struct RangeRoots {
+    /// The ranges as asked, with their roots once complete.
+    ranges: Vec<((u64, u64), Option<Hash>)>,
+    /// Indexes into `ranges` by ascending start.
+    order: Vec<usize>,
+    /// Position in `order` of the range being filled or next to come.
+    next: usize,
+    acc: Tree,
+    seen: u64,
+}
+
+impl RangeRoots {
+    /// Starts computing the roots of `ranges` (disjoint, each non-empty).
+    pub fn new(ranges: &[(u64, u64)]) -> Self {
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_unstable_by_key(|&i| ranges[i].0);
+        Self { ranges: ranges.iter().map(|r| (*r, None)).collect(), order, next: 0, acc: Tree::new(), seen: 0 }
+    }
+
+    /// Takes the next leaf (leaf number [`leaves_seen`](Self::leaves_seen)).
+    pub fn push(&mut self, leaf: Hash) {
+        let seq = self.seen;
+        self.seen += 1;
+        let Some(&i) = self.order.get(self.next) else { return };
+        let (lo, hi) = self.ranges[i].0;
+        if seq < lo {
+            return;
+        }
+        self.acc.push(leaf);
+        if seq + 1 == hi {
+            self.ranges[i].1 = Some(std::mem::take(&mut self.acc).root());
+            self.next += 1;
+        }
+    }
+
+    /// How many leaves have been pushed.
+    pub fn leaves_seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Whether every range's root is known, so no more leaves are needed.
+    pub fn is_complete(&self) -> bool {
+        self.next == self.order.len()
+    }
+
+    /// The roots in the order the ranges were given, or `None` while a range is incomplete.
+    pub fn finish(self) -> Option<Vec<Hash>> {
+        self.ranges.into_iter().map(|(_, root)| root).collect()
+    }
 }
 
 /// Whether `proof` shows that the leaf with hash `leaf_hash` is leaf `index` of the tree of
@@ -820,6 +881,26 @@ mod tests {
             let _ = verify_inclusion(&roots.0, index, sizes.0, &proof, &roots.1);
             let _ = verify_consistency(sizes.0, sizes.1, &roots.0, &roots.1, &proof);
             let _ = verify_consistency(sizes.0.min(sizes.1), sizes.0.max(sizes.1), &roots.0, &roots.1, &proof);
+        }
+    }
+
+    #[test]
+    fn streamed_range_roots_make_the_same_consistency_proofs() {
+        let leaves: Vec<Hash> = (0..70u64).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        for new in 1..=70u64 {
+            for old in 1..=new {
+                let ranges = consistency_ranges(old, new);
+                let mut roots = RangeRoots::new(&ranges);
+                for leaf in &leaves[..new as usize] {
+                    roots.push(*leaf);
+                }
+                assert!(roots.is_complete(), "{old} -> {new}");
+                assert_eq!(
+                    roots.finish().unwrap(),
+                    consistency_proof(old, new, leaves.as_slice()).unwrap(),
+                    "{old} -> {new}"
+                );
+            }
         }
     }
 }

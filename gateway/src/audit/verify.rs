@@ -8,6 +8,7 @@
 //! any size needs the same few megabytes. `docs/audit-log.md` describes the data design.
 
 mod archive;
+mod consistency;
 mod json;
 mod proof;
 mod query;
@@ -26,6 +27,9 @@ use splpd_certs::load::{read_certificates, sha256};
 pub use self::archive::{
     ExportError, ExportOptions, ExportSummary, FileEntry, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_SIG_FILE, Manifest,
     ManifestSigner, SeqRange, Start, export,
+};
+pub use self::consistency::{
+    CONSISTENCY_PROOF_FORMAT, CheckedConsistency, check_consistency_proof, make_consistency_proof,
 };
 pub use self::json::{RecordJson, rfc3339_nanos};
 pub use self::proof::{CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, ProofError, check_proof, make_proof};

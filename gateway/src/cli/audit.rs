@@ -58,7 +58,20 @@ Examples:
   splpd audit proof /var/lib/splpd/audit 0b7e5a2c-6f1d-4e8a-9c3b-2d5f7a9e1c40 --out proof.json")]
     Proof(ProofArgs),
 
-    /// Check an inclusion proof made by `splpd audit proof`, without the log.
+    /// Print a proof that the log under a later checkpoint extends the log under an earlier one.
+    ///
+    /// Both ends are signed checkpoints in DIR's checkpoints.log, named by the number of records
+    /// they cover (--to defaults to the latest). An auditor who kept the earlier checkpoint, from
+    /// an earlier proof or export, checks with `splpd audit check-proof` that no record before it
+    /// was changed or removed since.
+    #[command(after_help = "\
+Examples:
+  splpd audit consistency /var/lib/splpd/audit --from 120000 --out consistency.json
+  splpd audit consistency /var/lib/splpd/audit --from 120000 --to 180000")]
+    Consistency(ConsistencyArgs),
+
+    /// Check an inclusion or consistency proof made by `splpd audit proof` or `consistency`,
+    /// without the log.
     ///
     /// Checks that the record shown is the record stored, that its leaf hash leads along the audit
     /// path to the checkpoint's root, and that the checkpoint is signed by the embedded
@@ -84,6 +97,21 @@ Examples:
       --key gw1.key --cert gw1.crt
 Then: mkdir x && tar -xf audit-2025-03.tar -C x && splpd audit verify x")]
     Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsistencyArgs {
+    /// The audit log directory.
+    dir: PathBuf,
+    /// The record count of the earlier checkpoint.
+    #[arg(long, value_name = "RECORDS")]
+    from: u64,
+    /// The record count of the later checkpoint; the latest checkpoint when not given.
+    #[arg(long, value_name = "RECORDS")]
+    to: Option<u64>,
+    /// Write the proof to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +223,7 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify(args) => verify_cmd(&args),
         AuditCommand::Query(args) => query_cmd(args),
         AuditCommand::Proof(args) => proof_cmd(&args),
+        AuditCommand::Consistency(args) => consistency_cmd(&args),
         AuditCommand::CheckProof(args) => check_proof_cmd(&args),
         AuditCommand::Export(args) => export_cmd(args),
     }
@@ -407,9 +436,40 @@ fn proof_cmd(args: &ProofArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn consistency_cmd(args: &ConsistencyArgs) -> anyhow::Result<ExitCode> {
+    match verify::make_consistency_proof(&args.dir, args.from, args.to) {
+        Ok(text) => {
+            match &args.out {
+                Some(path) => {
+                    std::fs::write(path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote the consistency proof from {} records to {}", args.from, path.display());
+                }
+                None => out::line(&text),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The `format` a proof document names, to pick its checker.
+fn proof_format(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: String,
+    }
+    serde_json::from_str::<Format>(text).ok().map(|f| f.format)
+}
+
 fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
     let ca = read_ca(args.ca.as_deref())?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    if proof_format(&text).as_deref() == Some(verify::CONSISTENCY_PROOF_FORMAT) {
+        return check_consistency_cmd(args, &text, ca.as_deref());
+    }
     match verify::check_proof(&text, ca.as_deref()) {
         Ok(checked) => {
             let cp = &checked.checkpoint;
@@ -432,6 +492,35 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
             ));
             if ca.is_none() {
                 out::line("the certificate was not checked against a CA: give --ca to check it was the gateway's");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}: the proof does not hold: {e}", args.file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn check_consistency_cmd(args: &CheckProofArgs, text: &str, ca: Option<&[u8]>) -> anyhow::Result<ExitCode> {
+    match verify::check_consistency_proof(text, ca) {
+        Ok(checked) => {
+            let (old, new) = (&checked.old, &checked.new);
+            let at = |nanos| verify::rfc3339_nanos(nanos).unwrap_or_default();
+            out::line(&format!(
+                "{}: ok: gateway {}'s audit log of {} records (root {}, signed at {}) extends its log of {} records \
+                 (root {}, signed at {}) unchanged",
+                args.file.display(),
+                new.gateway,
+                new.tree_size,
+                hex::encode(&new.root_hash),
+                at(new.time_unix_nanos),
+                old.tree_size,
+                hex::encode(&old.root_hash),
+                at(old.time_unix_nanos)
+            ));
+            if ca.is_none() {
+                out::line("the certificates were not checked against a CA: give --ca to check they were the gateway's");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::json::{RecordJson, rfc3339_nanos};
 use super::{CheckpointReader, Located, Signers, certificate_identity, certificates_pem, check_issued_by};
 use crate::audit::ExchangeRecord;
-use splpd_proto::v1::RecordKind;
 use crate::audit::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::audit::merkle::{Hash, Tree, leaf_hash, verify_inclusion};
 use crate::audit::segment::SegmentReader;
+use splpd_proto::v1::RecordKind;
 
 /// The `format` of a proof document.
 pub const INCLUSION_PROOF_FORMAT: &str = "splpd-inclusion-proof/v1";
@@ -394,30 +394,35 @@ pub fn check_proof(text: &str, ca: Option<&[u8]>) -> Result<CheckedProof, ProofE
             proof.leaf_index, proof.checkpoint.root_hash, cp.tree_size
         )));
     }
-    let der = CertificateDer::pem_slice_iter(proof.signer_certificate.as_bytes())
-        .next()
-        .ok_or_else(|| invalid("signer_certificate holds no PEM certificate".to_owned()))?
-        .map_err(|e| invalid(format!("signer_certificate: {e}")))?;
-    verify_checkpoint(&cp, &der).map_err(|e| invalid(format!("the checkpoint: {e}")))?;
-    let identity = certificate_identity(&der);
-    if let Some(identity) = &identity
-        && *identity != cp.gateway
-    {
-        return Err(invalid(format!(
-            "the checkpoint names gateway {}, but the signer certificate is {identity}'s",
-            cp.gateway
-        )));
-    }
-    if let Some(ca) = ca {
-        check_issued_by(&der, ca, cp.time_unix_nanos).map_err(|e| invalid(format!("the signer certificate {e}")))?;
-    }
+    let (identity, fingerprint) = check_signed(&cp, &proof.signer_certificate, ca).map_err(invalid)?;
     Ok(CheckedProof {
         exchange_id: record.exchange_id,
         leaf_index: proof.leaf_index,
         checkpoint: cp,
         signer_identity: identity,
-        signer_fingerprint: hex::encode(splpd_certs::load::sha256(&der)),
+        signer_fingerprint: fingerprint,
     })
+}
+
+/// Checks that `cp` is signed by the certificate in `pem`, whose identity (when it has one) must
+/// be the checkpoint's gateway, and with `ca` (DER) that the CA issued it and it was valid when
+/// it signed. Returns the certificate's identity and SHA-256 fingerprint (hex).
+pub(super) fn check_signed(cp: &Checkpoint, pem: &str, ca: Option<&[u8]>) -> Result<(Option<String>, String), String> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .ok_or_else(|| "the signer certificate holds no PEM certificate".to_owned())?
+        .map_err(|e| format!("the signer certificate: {e}"))?;
+    verify_checkpoint(cp, &der).map_err(|e| format!("the checkpoint of {} records: {e}", cp.tree_size))?;
+    let identity = certificate_identity(&der);
+    if let Some(identity) = &identity
+        && *identity != cp.gateway
+    {
+        return Err(format!("the checkpoint names gateway {}, but the signer certificate is {identity}'s", cp.gateway));
+    }
+    if let Some(ca) = ca {
+        check_issued_by(&der, ca, cp.time_unix_nanos).map_err(|e| format!("the signer certificate {e}"))?;
+    }
+    Ok((identity, hex::encode(splpd_certs::load::sha256(&der))))
 }
 
 /// The names of the fields in which two record objects differ.

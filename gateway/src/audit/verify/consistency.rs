@@ -1,0 +1,167 @@
+//! Consistency proofs between two signed checkpoints of one log (RFC 6962 §2.1.2): that the log
+//! a later checkpoint covers extends the one an earlier checkpoint covered, untouched. An auditor
+//! who kept an old checkpoint (from a proof or an export) checks with one of these that nothing
+//! before it was changed or removed since, without the log.
+//!
+//! Made in one streaming pass over the records, so memory stays bounded for any log size.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::proof::{CheckpointJson, ProofError, check_signed};
+use super::{CheckpointReader, Signers, certificates_pem};
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::merkle::{Hash, RangeRoots, consistency_ranges, leaf_hash, verify_consistency};
+use crate::audit::segment::SegmentReader;
+
+/// The `format` of a consistency proof document.
+pub const CONSISTENCY_PROOF_FORMAT: &str = "splpd-consistency-proof/v1";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ConsistencyDoc {
+    format: String,
+    old_checkpoint: CheckpointJson,
+    new_checkpoint: CheckpointJson,
+    /// The subtree roots of the proof, lowercase hex, in RFC 6962's order.
+    proof: Vec<String>,
+    /// The certificates that signed the old and the new checkpoint (PEM; the same text twice when
+    /// one key signed both).
+    old_signer_certificate: String,
+    new_signer_certificate: String,
+}
+
+/// What a consistency proof that holds shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedConsistency {
+    /// The earlier checkpoint.
+    pub old: Checkpoint,
+    /// The later checkpoint, whose log extends the earlier one's.
+    pub new: Checkpoint,
+    /// The identity in each signer certificate, when it has one.
+    pub signer_identities: (Option<String>, Option<String>),
+}
+
+/// Makes the proof that the log in `dir` under its checkpoint of `new_size` records (the latest
+/// checkpoint when `None`) extends the log under its checkpoint of `old_size` records. Both sizes
+/// must be those of signed checkpoints in `checkpoints.log`.
+pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) -> Result<String, ProofError> {
+    let log = |e: String| ProofError::Log(e);
+    let mut reader = CheckpointReader::open(dir).map_err(|e| log(e.to_string()))?;
+    let (mut old, mut new, mut sizes) = (None, None, Vec::new());
+    while let Some(located) = reader.next_checkpoint().map_err(|e| log(e.to_string()))? {
+        let cp = located.checkpoint;
+        sizes.push(cp.tree_size);
+        if cp.tree_size == old_size && old.is_none() {
+            old = Some(cp.clone());
+        }
+        if new_size.is_none_or(|n| n == cp.tree_size) {
+            new = Some(cp);
+        }
+    }
+    let no_checkpoint = |size: u64, which: &str| {
+        ProofError::Invalid(format!(
+            "no checkpoint covers exactly {size} records, so the {which} end of the proof has no signed root; \
+             checkpoints in this log cover {}",
+            describe_sizes(&sizes)
+        ))
+    };
+    let old = old.ok_or_else(|| no_checkpoint(old_size, "old"))?;
+    let new = match (new, new_size) {
+        (Some(new), _) => new,
+        (None, Some(n)) => return Err(no_checkpoint(n, "new")),
+        (None, None) => return Err(log(format!("{}: no checkpoint yet; a proof needs two", dir.display()))),
+    };
+    if old.tree_size > new.tree_size {
+        return Err(ProofError::Invalid(format!(
+            "the old checkpoint ({} records) is larger than the new one ({} records): give the smaller size first",
+            old.tree_size, new.tree_size
+        )));
+    }
+
+    let mut signers = Signers::new(dir, None);
+    let mut pem = |cp: &Checkpoint| -> Result<String, ProofError> {
+        signers.check(cp).map_err(|e| log(format!("the checkpoint of {} records: {e}", cp.tree_size)))?;
+        Ok(certificates_pem(&[&signers.get(&cp.key_sha256).map_err(log)?.der]))
+    };
+    let (old_pem, new_pem) = (pem(&old)?, pem(&new)?);
+
+    let ranges = consistency_ranges(old.tree_size, new.tree_size);
+    let mut roots = RangeRoots::new(&ranges);
+    let mut records = SegmentReader::open(dir).map_err(|e| log(e.to_string()))?;
+    while !roots.is_complete() {
+        match records.next_record() {
+            Ok(Some((_, payload))) => roots.push(leaf_hash(payload)),
+            Ok(None) => break,
+            Err(e) => return Err(log(e.to_string())),
+        }
+    }
+    let seen = roots.leaves_seen();
+    let proof = roots.finish().ok_or_else(|| {
+        log(format!(
+            "the checkpoint covers {} records but only {seen} could be read: run `splpd audit verify`",
+            new.tree_size
+        ))
+    })?;
+    let doc = ConsistencyDoc {
+        format: CONSISTENCY_PROOF_FORMAT.to_owned(),
+        old_checkpoint: CheckpointJson::from(&old),
+        new_checkpoint: CheckpointJson::from(&new),
+        proof: proof.iter().map(hex::encode).collect(),
+        old_signer_certificate: old_pem,
+        new_signer_certificate: new_pem,
+    };
+    serde_json::to_string_pretty(&doc).map_err(|e| log(e.to_string()))
+}
+
+fn describe_sizes(sizes: &[u64]) -> String {
+    match sizes {
+        [] => "nothing (there is no checkpoint yet)".to_owned(),
+        [only] => format!("{only} records"),
+        [first, .., last] if sizes.len() > 8 => format!("{} sizes from {first} to {last} records", sizes.len()),
+        _ => format!("{} records", sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// Checks a consistency proof made by [`make_consistency_proof`] without the log: both
+/// checkpoints signed (by the embedded certificates, whose identity must be the checkpoints'
+/// gateway, and with `ca` (DER) issued by that CA), by the same gateway, and the proof leading
+/// from the old root to the new one.
+pub fn check_consistency_proof(text: &str, ca: Option<&[u8]>) -> Result<CheckedConsistency, ProofError> {
+    let invalid = ProofError::Invalid;
+    let doc: ConsistencyDoc =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not a consistency proof document: {e}")))?;
+    if doc.format != CONSISTENCY_PROOF_FORMAT {
+        return Err(invalid(format!("unknown proof format {:?}; expected {CONSISTENCY_PROOF_FORMAT}", doc.format)));
+    }
+    let old = doc.old_checkpoint.to_checkpoint().map_err(|e| invalid(format!("old_checkpoint: {e}")))?;
+    let new = doc.new_checkpoint.to_checkpoint().map_err(|e| invalid(format!("new_checkpoint: {e}")))?;
+    if old.gateway != new.gateway {
+        return Err(invalid(format!(
+            "the checkpoints are of two gateways' logs ({} and {}); a consistency proof relates one log",
+            old.gateway, new.gateway
+        )));
+    }
+    let (old_identity, _) = check_signed(&old, &doc.old_signer_certificate, ca).map_err(invalid)?;
+    let (new_identity, _) = check_signed(&new, &doc.new_signer_certificate, ca).map_err(invalid)?;
+    let root = |cp: &Checkpoint, which: &str| -> Result<Hash, ProofError> {
+        cp.root_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid(format!("the {which} checkpoint's root_hash is not 32 bytes")))
+    };
+    let (old_root, new_root) = (root(&old, "old")?, root(&new, "new")?);
+    let mut proof = Vec::with_capacity(doc.proof.len());
+    for (i, h) in doc.proof.iter().enumerate() {
+        let bytes = hex::decode(h).map_err(|e| invalid(format!("proof[{i}]: {e}")))?;
+        proof.push(Hash::try_from(bytes).map_err(|_| invalid(format!("proof[{i}] is not 32 bytes")))?);
+    }
+    if !verify_consistency(old.tree_size, new.tree_size, &old_root, &new_root, &proof) {
+        return Err(invalid(format!(
+            "the proof does not lead from the root of {} records ({}) to the root of {} records ({}): \
+             the log was changed between the two checkpoints, or the proof or a checkpoint was altered",
+            old.tree_size, doc.old_checkpoint.root_hash, new.tree_size, doc.new_checkpoint.root_hash
+        )));
+    }
+    Ok(CheckedConsistency { old, new, signer_identities: (old_identity, new_identity) })
+}
