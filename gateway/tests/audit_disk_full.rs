@@ -1,0 +1,281 @@
+//! The disk-full test of the audit log: `splpd serve` on the demo's configuration, its audit log on
+//! a small tmpfs of its own. With the filesystem filled up, every exchange is refused with
+//! `Server.AuditUnavailable` and none is answered without its record; once space is freed the
+//! gateway serves again by itself, and the log verifies.
+//!
+//! Mounting a tmpfs needs root (CAP_SYS_ADMIN), as CI has. Elsewhere the test says so and passes
+//! without running, unless CI is set, where not running it is a failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use serde_json::Value;
+use splpd_gateway::audit::ExchangeRecord;
+use splpd_gateway::audit::segment::SegmentReader;
+use uuid::Uuid;
+
+const NIK_CHECK: &str = "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1602015708900001";
+const TMPFS_SIZE: &str = "4m";
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts, or says why it cannot.
+    fn mount(path: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE},mode=0700"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Self { path: path.to_owned() })
+        } else {
+            Err(format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A running `splpd serve`, stopped when dropped.
+struct Gateway {
+    child: Child,
+}
+
+impl Gateway {
+    fn start(config: &Path, log: &Path, addr: SocketAddr) -> Self {
+        let stderr = OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_splpd"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut gateway = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = gateway.child.try_wait().unwrap() {
+                panic!("splpd serve exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "splpd serve did not start listening at {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateway
+    }
+
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let exit = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "splpd serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(exit.success(), "splpd serve exited with {exit}");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One answer: the exchange id the call was sent with, the status, and the X-Road-Error type.
+#[derive(Debug)]
+struct Answer {
+    id: String,
+    status: u16,
+    error: String,
+}
+
+/// `n` calls of an allowed client, over `parallel` connections at once; the answers that came
+/// back whole.
+fn calls(url: &str, pki: &Path, ca: &str, n: usize) -> Vec<Answer> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["--parallel", "--parallel-immediate", "--parallel-max", "8"]);
+    let headers_dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            cmd.arg("--next");
+        }
+        let id = Uuid::new_v4().hyphenated().to_string();
+        let headers = headers_dir.path().join(&id);
+        cmd.args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert", ca]);
+        cmd.arg("--cert").arg(pki.join("rsud.crt")).arg("--key").arg(pki.join("rsud.key"));
+        cmd.args(["-H", "X-Road-Client: ID/PEMDA/1602/RSUD", "-H", "X-SPLP-Purpose: pelayanan-kesehatan"]);
+        cmd.args(["-H", &format!("X-Road-Id: {id}")]);
+        cmd.arg("-D").arg(&headers);
+        cmd.args(["-w", &format!("{id} %{{http_code}} %{{exitcode}}\\n")]);
+        cmd.arg(url);
+        ids.push((id, headers));
+    }
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut answers = Vec::new();
+    for line in stdout.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [id, code, "0"] = fields[..] else { continue };
+        let Ok(status) = code.parse::<u16>() else { continue };
+        if status == 0 {
+            continue;
+        }
+        let headers = &ids.iter().find(|(i, _)| i == id).unwrap().1;
+        let text = std::fs::read_to_string(headers).unwrap_or_default();
+        let error = text
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("x-road-error").then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default();
+        answers.push(Answer { id: id.to_owned(), status, error });
+    }
+    answers
+}
+
+/// Every exchange id in the log.
+fn logged_ids(audit: &Path) -> HashSet<String> {
+    let mut reader = SegmentReader::open(audit).unwrap();
+    let mut ids = HashSet::new();
+    while let Some((_, payload)) = reader.next_record().unwrap() {
+        ids.insert(ExchangeRecord::decode(payload).unwrap().exchange_id);
+    }
+    ids
+}
+
+/// Fills the filesystem at `dir` with one file, until it refuses more.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    let _ = file.sync_all();
+    path
+}
+
+#[test]
+fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once_space_is_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpfs = match Tmpfs::mount(&tmp.path().join("auditfs")) {
+        Ok(t) => t,
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the disk-full test needs a small tmpfs, which needs root: {why}"
+            );
+            eprintln!("not run: the disk-full test needs root to mount a small tmpfs ({why})");
+            return;
+        }
+    };
+    let demo = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["demo", "--dir", "sandbox", "--no-serve"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let sandbox = tmp.path().join("sandbox");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(sandbox.join("demo.json")).unwrap()).unwrap();
+    let config_path = PathBuf::from(manifest["config"].as_str().unwrap());
+    let ca = manifest["ca_file"].as_str().unwrap().to_owned();
+    let base = manifest["gateway_url"].as_str().unwrap();
+    let addr: SocketAddr = base.strip_prefix("https://").unwrap().parse().unwrap();
+    let url = format!("{base}{NIK_CHECK}");
+    let pki = sandbox.join("pki");
+
+    // The log on the tmpfs, in the smallest segments allowed, so that a segment fits in it.
+    let audit = tmpfs.path.join("audit");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("dir = \"audit\"") && config.contains("segment_size = \"64 MiB\""), "{config}");
+    let config = config
+        .replace("dir = \"audit\"", &format!("dir = {:?}", audit.to_str().unwrap()))
+        .replace("segment_size = \"64 MiB\"", "segment_size = \"1 MiB\"");
+    std::fs::write(&config_path, config).unwrap();
+    let serve_log = tmp.path().join("serve.log");
+    let mut gateway = Gateway::start(&config_path, &serve_log, addr);
+
+    // Space: calls are answered (502: the demo's upstream is not running) and logged.
+    let before = calls(&url, &pki, &ca, 40);
+    assert_eq!(before.len(), 40, "every call was answered: {before:?}");
+    assert!(before.iter().all(|a| a.error != "Server.AuditUnavailable"), "{before:?}");
+
+    // No space: refused, each one, and nothing answered goes unlogged.
+    let filler = fill(&tmpfs.path);
+    let mut refused = 0;
+    let mut answered_while_full = Vec::new();
+    for round in 0..5 {
+        let answers = calls(&url, &pki, &ca, 30);
+        assert!(!answers.is_empty(), "round {round}: no call got an answer");
+        for a in answers {
+            if a.status == 503 && a.error == "Server.AuditUnavailable" {
+                refused += 1;
+            } else {
+                answered_while_full.push(a);
+            }
+        }
+    }
+    assert!(refused >= 100, "calls while the disk is full were refused with Server.AuditUnavailable: {refused} of 150");
+
+    // Freed: the gateway serves again by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let answers = calls(&url, &pki, &ca, 10);
+        if answers.len() == 10 && answers.iter().all(|a| a.error != "Server.AuditUnavailable") {
+            break answers;
+        }
+        assert!(Instant::now() < deadline, "service did not resume after space was freed: {answers:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    gateway.stop();
+
+    let verify = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["audit", "verify"]).arg(&audit).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "splpd audit verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let logged = logged_ids(&audit);
+    for a in before.iter().chain(&answered_while_full).chain(&after) {
+        assert!(logged.contains(&a.id), "exchange {} was answered {} without its record in the log", a.id, a.status);
+    }
+    let serve_text = std::fs::read_to_string(&serve_log).unwrap();
+    assert!(serve_text.contains("No space left on device"), "the operator is told why: {serve_text}");
+    eprintln!(
+        "{refused} calls refused while the disk was full, {} answered with their records; served again after",
+        answered_while_full.len()
+    );
+}
