@@ -108,6 +108,7 @@ pub(crate) async fn verify_speed(records: u64) -> anyhow::Result<()> {
         signing_cert: cert,
         checkpoint_every: 10_000,
         checkpoint_interval: Duration::from_secs(3600),
+        retention: None,
     };
     let log = AuditLog::open(&options)?;
     for start in (0..records).step_by(1000) {

@@ -8,12 +8,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use splpd_certs::id::Identity;
 use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
 use splpd_gateway::audit::checkpoint::CheckpointSigner;
 use splpd_gateway::audit::log::{AuditLog, AuditLogOptions, read_checkpoints};
+use splpd_gateway::audit::retention::{self, RetentionPolicy};
 use splpd_gateway::audit::segment::SegmentOptions;
 use splpd_gateway::audit::{AuditMode, AuditSink as _, ExchangeRecord};
 
@@ -73,13 +74,13 @@ impl Log {
         let id = Identity::Server(GATEWAY.parse().unwrap());
         ca.issue(&LeafRequest::new(id), KeyType::default(), &cert, &key, false, now).unwrap();
         let log = Self { tmp };
-        log.write(&log.dir(), records, &record);
+        log.write(&log.dir(), 0..records, &record);
         log
     }
 
-    /// Writes `records` records made by `make` through the real `AuditLog` in `dir`, signed with
+    /// Appends records `seqs` made by `make` through the real `AuditLog` in `dir`, signed with
     /// this log's gateway key: small segments, a checkpoint every 100 records, one at shutdown.
-    fn write(&self, dir: &Path, records: u64, make: &dyn Fn(u64) -> ExchangeRecord) {
+    fn write(&self, dir: &Path, seqs: std::ops::Range<u64>, make: &dyn Fn(u64) -> ExchangeRecord) {
         let options = AuditLogOptions {
             segments: SegmentOptions { segment_size: 8 * 1024, ..SegmentOptions::new(dir) },
             gateway: GATEWAY.parse().unwrap(),
@@ -87,21 +88,22 @@ impl Log {
             signing_cert: self.path("gw1.crt"),
             checkpoint_every: 100,
             checkpoint_interval: Duration::from_secs(3600),
+            retention: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let audit = AuditLog::open(&options).unwrap();
             // Groups of 20 appended together are committed together, as under load.
-            for start in (0..records).step_by(20) {
+            for start in seqs.clone().step_by(20) {
                 let tickets: Vec<_> =
-                    (start..(start + 20).min(records)).map(|i| audit.append(make(i), AuditMode::Sync)).collect();
+                    (start..(start + 20).min(seqs.end)).map(|i| audit.append(make(i), AuditMode::Sync)).collect();
                 for ticket in tickets {
                     ticket.await.unwrap();
                 }
             }
             audit.shutdown().await.unwrap();
             for _ in 0..500 {
-                if read_checkpoints(dir).unwrap().last().is_some_and(|c| c.tree_size == records) {
+                if read_checkpoints(dir).unwrap().last().is_some_and(|c| c.tree_size == seqs.end) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -657,7 +659,7 @@ fn consistency_proofs_between_checkpoints_check_offline_and_catch_a_rewritten_hi
     // an auditor, and signs new checkpoints over the rewritten log. Each new checkpoint is
     // validly signed, but no consistency proof joins the old checkpoint to them.
     let forged_dir = log.path("forged");
-    log.write(&forged_dir, 300, &|i| {
+    log.write(&forged_dir, 0..300, &|i| {
         let mut r = record(i);
         if i == 53 {
             r.status = 200;
@@ -673,4 +675,68 @@ fn consistency_proofs_between_checkpoints_check_offline_and_catch_a_rewritten_hi
     fs::write(log.path("spliced.json"), serde_json::to_string(&spliced).unwrap()).unwrap();
     let all = log.fails(&["audit", "check-proof", "spliced.json", "--ca", "ca/ca.crt"]);
     assert!(all.contains("the log was changed between the two checkpoints"), "{all}");
+}
+
+#[test]
+fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiable() {
+    let log = Log::new(600);
+    let dir = log.dir();
+    let all_segments = log.segments().len();
+    assert!(all_segments > 10, "small segments: {all_segments}");
+    let tiny = RetentionPolicy { max_age: None, max_size: Some(1) };
+
+    // Everything is due, but nothing is exported: nothing goes, and the operator is told what to do.
+    let pass = retention::apply(&dir, &tiny, SystemTime::now()).unwrap();
+    assert!(pass.removed.is_empty());
+    let why = pass.waiting_for_export.unwrap();
+    assert!(why.contains("no export holds it") && why.contains("splpd audit export"), "{why}");
+    assert_eq!(log.segments().len(), all_segments);
+
+    // An export of the first 300 records: the segments it holds go, the others stay.
+    log.ok(&["audit", "export", "audit", "--to", "part1.tar", "--key", "gw1.key", "--to-seq", "299"]);
+    let exports = retention::read_exports(&dir).unwrap();
+    assert_eq!(exports.len(), 1);
+    let held_to = exports[0].last_seq;
+    assert!((299..600).contains(&held_to), "{exports:?}");
+    let pass = retention::apply(&dir, &tiny, SystemTime::now()).unwrap();
+    assert!(!pass.removed.is_empty());
+    assert_eq!(pass.first_seq, held_to + 1, "every segment the export holds, and nothing else");
+    let left = log.segments();
+    assert_eq!(left[0].0, pass.first_seq);
+    assert_eq!(left.len() + pass.removed.len(), all_segments);
+    assert!(pass.waiting_for_export.is_some(), "the next segment is due too, but not exported");
+
+    // What is left verifies, from the base on, against the same checkpoints.
+    let out = log.splpd(&["audit", "verify", "audit"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains(&format!("records 0..{} were removed by retention", pass.first_seq)), "{all}");
+    assert!(all.contains("part1.tar"), "the note names the export that holds them: {all}");
+    // Queries, and proofs of records still there, work; removed ones are gone.
+    let q = json_lines(&log.ok(&["audit", "query", "audit", "--exchange-id", &exchange_id(550)]));
+    assert_eq!(q.len(), 1);
+    log.ok(&["audit", "proof", "audit", &exchange_id(550), "--out", "p550.json"]);
+    log.ok(&["audit", "check-proof", "p550.json", "--ca", "ca/ca.crt"]);
+    let all = log.fails(&["audit", "proof", "audit", &exchange_id(3)]);
+    assert!(all.contains("no record with exchange id"), "{all}");
+    let all = log.fails(&["audit", "consistency", "audit", "--from", "100"]);
+    assert!(all.contains("retention removed"), "{all}");
+    log.ok(&["audit", "consistency", "audit", "--from", "600"]);
+
+    // The gateway reopens the trimmed log and goes on: new checkpoints verify over it.
+    log.write(&dir, 600..750, &record);
+    let out = log.splpd(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(log.checkpoint_sizes().last(), Some(&750));
+
+    // By age: a pass as of ten days on removes what the export holds, and only that.
+    let aged = RetentionPolicy { max_age: Some(Duration::from_secs(86_400)), max_size: None };
+    let later = SystemTime::now() + Duration::from_secs(10 * 86_400);
+    let pass = retention::apply(&dir, &aged, later).unwrap();
+    assert!(pass.removed.is_empty(), "the held segments are gone already: {pass:?}");
+    log.ok(&["audit", "export", "audit", "--to", "part2.tar", "--key", "gw1.key"]);
+    let pass = retention::apply(&dir, &aged, later).unwrap();
+    assert_eq!(log.segments().len(), 1, "all but the segment being written: {pass:?}");
+    let out = log.splpd(&["audit", "verify", "audit"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }

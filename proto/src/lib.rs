@@ -36,7 +36,7 @@ pub mod kesehatan {
 mod tests {
     use super::FILE_DESCRIPTOR_SET;
     use super::v1::{
-        ConnectionType, ExchangeRecord, GetOpenApiRequest, ListClientsRequest, Protocol,
+        ConnectionType, ExchangeRecord, GetOpenApiRequest, ListClientsRequest, Protocol, RecordKind,
         directory_client::DirectoryClient, directory_server::DirectoryServer,
     };
     use prost::Message as _;
@@ -74,6 +74,7 @@ mod tests {
             trace_id: (1..=16).collect(),
             retries: 2,
             gateway: "ID/PEMDA/1602/DISKOMINFO/gw-1".to_owned(),
+            kind: RecordKind::Request.into(),
         };
 
         let bytes = record.encode_to_vec();

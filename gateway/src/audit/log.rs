@@ -13,6 +13,7 @@ use splpd_certs::id::ServerId;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
 use super::merkle::{Tree, leaf_hash};
+use super::retention::{RetentionPolicy, RetentionTask, base_tree};
 use super::segment::{CommitHook, SegmentError, SegmentLog, SegmentOptions};
 use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, now_nanos};
 
@@ -97,6 +98,8 @@ impl CommitHook for Hook {
 pub struct AuditLog {
     segments: SegmentLog,
     checkpointer: Arc<Mutex<Checkpointer>>,
+    /// Stopped when the log is dropped.
+    _retention: Option<RetentionTask>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -120,7 +123,12 @@ pub struct AuditLogOptions {
     pub checkpoint_every: u64,
     /// …or once this much time has passed since the last one, at the next commit.
     pub checkpoint_interval: Duration,
+    /// Removing old segments that exports hold, and how often to look; `None` keeps everything.
+    pub retention: Option<(RetentionPolicy, Duration)>,
 }
+
+/// How often retention looks for segments to remove.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 impl AuditLogOptions {
     /// The options a configuration asks for.
@@ -133,6 +141,13 @@ impl AuditLogOptions {
             signing_cert: config.gateway.cert.clone(),
             checkpoint_every: audit.checkpoint_every.max(1),
             checkpoint_interval: audit.checkpoint_interval.0,
+            retention: {
+                let policy = RetentionPolicy {
+                    max_age: audit.retain_for.map(|s| s.0),
+                    max_size: audit.retain_size.map(|b| b.bytes()),
+                };
+                policy.is_active().then_some((policy, RETENTION_INTERVAL))
+            },
         }
     }
 }
@@ -153,8 +168,13 @@ impl AuditLog {
             .open(&path)
             .map_err(|source| AuditLogError::Io { what: format!("opening {}", path.display()), source })?;
         let signed_size = read_checkpoints(dir).ok().and_then(|cps| cps.last().map(|c| c.tree_size)).unwrap_or(0);
+        // A log that retention trimmed goes on from the tree's frontier before its first record.
+        let tree = base_tree(dir).map_err(|e| AuditLogError::Io {
+            what: format!("reading the base of {}", dir.display()),
+            source: io::Error::other(e),
+        })?;
         let checkpointer = Arc::new(Mutex::new(Checkpointer {
-            tree: Tree::new(),
+            tree,
             signer,
             gateway: options.gateway.clone(),
             every: options.checkpoint_every,
@@ -164,7 +184,16 @@ impl AuditLog {
             file,
         }));
         let segments = SegmentLog::open_with_hook(&options.segments, Hook(Arc::clone(&checkpointer)))?;
-        Ok(Self { segments, checkpointer })
+        let retention = match options.retention {
+            Some((policy, interval)) => {
+                Some(RetentionTask::start(dir.clone(), policy, interval).map_err(|source| AuditLogError::Io {
+                    what: "starting the audit retention thread".to_owned(),
+                    source,
+                })?)
+            }
+            None => None,
+        };
+        Ok(Self { segments, checkpointer, _retention: retention })
     }
 
     /// Records in the log and the root of their tree.
@@ -308,6 +337,7 @@ mod tests {
             signing_cert: cert.clone(),
             checkpoint_every: 10,
             checkpoint_interval: Duration::from_secs(3600),
+            retention: None,
         };
         let log = AuditLog::open(&options).unwrap();
         for i in 0..25 {
@@ -348,6 +378,52 @@ mod tests {
         // Reopening rebuilds the tree from the segments.
         let log = AuditLog::open(&options).unwrap();
         assert_eq!(log.tree_head(), (25, tree.root()));
+        log.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_log_runs_retention_on_its_own_thread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cert, key) = gateway_files(tmp.path());
+        let audit = tmp.path().join("audit");
+        let policy = RetentionPolicy { max_age: None, max_size: Some(1) };
+        let options = AuditLogOptions {
+            segments: SegmentOptions { segment_size: 4096, ..SegmentOptions::new(&audit) },
+            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
+            signing_key: key,
+            signing_cert: cert,
+            checkpoint_every: 10,
+            checkpoint_interval: Duration::from_secs(3600),
+            retention: Some((policy, Duration::from_millis(20))),
+        };
+        let log = AuditLog::open(&options).unwrap();
+        // Batches of 20 committed together; a segment is rotated between batches.
+        for start in (0..2000).step_by(20) {
+            let tickets: Vec<_> = (start..start + 20).map(|i| log.append(record(i), AuditMode::Sync)).collect();
+            for ticket in tickets {
+                ticket.await.unwrap();
+            }
+        }
+        let segments = || crate::audit::segment::list_segments(&audit).unwrap();
+        assert!(segments().len() > 3);
+        // An export on record that holds the first 1000 records.
+        let entry = crate::audit::retention::ExportEntry {
+            archive: "a.tar".into(),
+            sha256: String::new(),
+            first_seq: 0,
+            last_seq: 999,
+            created: String::new(),
+        };
+        crate::audit::retention::record_export(&audit, &entry).unwrap();
+        let mut first = 0;
+        for _ in 0..500 {
+            first = segments()[0].0;
+            if first > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(first > 0 && first <= 1000, "the retention thread removed the held segments: first record {first}");
         log.shutdown().await.unwrap();
     }
 

@@ -339,6 +339,13 @@ impl RangeRoots {
         Self { ranges: ranges.iter().map(|r| (*r, None)).collect(), order, next: 0, acc: Tree::new(), seen: 0 }
     }
 
+    /// Starts at leaf `first` instead of 0, when the leaves before it are not at hand (a log
+    /// that retention trimmed); every range must start at or after it.
+    pub fn starting_at(mut self, first: u64) -> Self {
+        self.seen = first;
+        self
+    }
+
     /// Takes the next leaf (leaf number [`leaves_seen`](Self::leaves_seen)).
     pub fn push(&mut self, leaf: Hash) {
         let seq = self.seen;
@@ -355,7 +362,7 @@ impl RangeRoots {
         }
     }
 
-    /// How many leaves have been pushed.
+    /// The number of the next leaf: how many have been pushed, from the start.
     pub fn leaves_seen(&self) -> u64 {
         self.seen
     }

@@ -10,6 +10,7 @@ pub mod log;
 mod memory;
 pub mod merkle;
 mod record;
+pub mod retention;
 pub mod segment;
 pub mod verify;
 

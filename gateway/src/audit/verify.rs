@@ -12,7 +12,6 @@ mod consistency;
 mod json;
 mod proof;
 mod query;
-mod strict;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -38,7 +37,7 @@ use super::ExchangeRecord;
 use super::checkpoint::{Checkpoint, verify_checkpoint};
 use super::log::CHECKPOINTS_FILE;
 use super::merkle::{Hash, Tree, leaf_hash};
-use super::segment::{SegmentError, SegmentReader};
+use super::segment::{BASE_FILE, SegmentError, SegmentReader, list_segments, read_base};
 
 /// A checkpoint frame longer than this is damage: a real one is a few hundred bytes.
 const MAX_CHECKPOINT_LEN: u32 = 64 * 1024;
@@ -363,6 +362,8 @@ pub struct VerifyReport {
     pub problems_omitted: u64,
     /// What is worth knowing but not wrong (a torn tail after the last checkpoint).
     pub warnings: Vec<String>,
+    /// Worth knowing, not wrong: records removed by retention, and which exports hold them.
+    pub notes: Vec<String>,
     /// The manifest, when the directory is an extracted export archive.
     pub manifest: Option<Manifest>,
     /// How long the run took.
@@ -386,30 +387,6 @@ impl VerifyReport {
             self.problems.push(text);
         } else {
             self.problems_omitted += 1;
-        }
-    }
-}
-
-/// Reads records from segment files: the log's own reader from record 0, or the strict one for
-/// an archive that starts later.
-enum Records {
-    Log(SegmentReader),
-    Archive(strict::StrictReader),
-}
-
-impl Records {
-    fn open(dir: &Path, first_seq: u64) -> Result<Self, SegmentError> {
-        Ok(if first_seq == 0 {
-            Self::Log(SegmentReader::open(dir)?)
-        } else {
-            Self::Archive(strict::StrictReader::open(dir, first_seq)?)
-        })
-    }
-
-    fn next_record(&mut self) -> Result<Option<(u64, &[u8])>, SegmentError> {
-        match self {
-            Self::Log(reader) => reader.next_record(),
-            Self::Archive(reader) => reader.next_record(),
         }
     }
 }
@@ -576,7 +553,7 @@ pub fn verify_log(
             CheckpointReader::empty(dir)
         }
     };
-    let segment_names = strict::list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), source: e })?;
+    let segment_names = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), source: e })?;
     report.segments = segment_names.len();
     if segment_names.is_empty() && !checkpoints.exists() {
         return Err(VerifyError::NotALog(dir.to_owned()));
@@ -600,6 +577,29 @@ pub fn verify_log(
             }
             Err(e) => report.problem(format!("{MANIFEST_FILE}: {e}")),
         }
+    } else {
+        match read_base(dir) {
+            Ok(None) => {}
+            Ok(Some(base)) => {
+                match base
+                    .frontier_hashes()
+                    .and_then(|f| Tree::from_frontier(base.first_seq, f).map_err(|e| e.to_string()))
+                {
+                    Ok(start) => {
+                        report.first_seq = start.size();
+                        tree = start;
+                    }
+                    Err(e) => report.problem(format!("{BASE_FILE}: the frontier is malformed: {e}")),
+                }
+                report.notes.push(format!(
+                    "records 0..{} were removed by retention (last at {}); held by {}",
+                    base.first_seq,
+                    base.removed_at,
+                    if base.held_by.is_empty() { "no export on record".to_owned() } else { base.held_by.join(", ") }
+                ));
+            }
+            Err(e) => report.problem(format!("{BASE_FILE}: {e}")),
+        }
     }
 
     let mut run = Run {
@@ -620,7 +620,7 @@ pub fn verify_log(
     let mut ended = None;
     let mut damaged = false;
     let mut record = ExchangeRecord::default();
-    match Records::open(dir, tree.size()) {
+    match SegmentReader::open_from(dir, tree.size()) {
         Err(e) => {
             run.report.problem(e.to_string());
             damaged = true;
@@ -640,7 +640,8 @@ pub fn verify_log(
                     run.check_reached(&tree);
                 }
                 Ok(None) => break,
-                Err(e) if e.is_torn_tail() => {
+                // An archive holds only whole frames the exporter checked: a torn one is damage.
+                Err(e) if e.is_torn_tail() && run.report.manifest.is_none() => {
                     ended = Some(match &e {
                         SegmentError::Damaged { path, offset, .. } => {
                             format!("a torn tail at {} byte {offset}", path.display())

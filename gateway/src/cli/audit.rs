@@ -240,6 +240,9 @@ fn read_ca(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
 fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let ca = read_ca(args.ca.as_deref())?;
     let report = verify::verify_log(&args.dir, ca.as_deref(), &mut |_, _, _| {})?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

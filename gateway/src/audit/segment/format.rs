@@ -45,7 +45,7 @@ pub(super) fn parse_segment_name(name: &OsStr) -> Option<u64> {
 }
 
 /// The segment files of `dir`, in log order, each with the first sequence number of its name.
-pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

@@ -6,6 +6,7 @@
 //! [`HEADER_LEN`]) followed by frames `u32 length | u32 CRC32C(payload) | payload`, little-endian,
 //! the payload being the prost encoding of an [`ExchangeRecord`].
 
+mod base;
 mod error;
 mod files;
 mod format;
@@ -21,8 +22,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+pub use self::base::{BASE_FILE, LogBase, read_base, write_base};
 pub use self::error::{Damage, SegmentError};
 use self::files::{ActiveSegment, Faults};
+pub(crate) use self::format::list_segments;
 pub use self::format::{FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_RECORD_LEN, segment_file_name};
 pub use self::read::SegmentReader;
 use self::writer::{Shared, Timing, Writer};

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::base::{BASE_FILE, read_base};
 use super::error::{Damage, SegmentError};
 use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN, Header, MAX_RECORD_LEN};
 
@@ -35,18 +36,30 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    /// Starts reading the segments in `dir`. A log starts at record 0: a first segment that
-    /// starts later means segments are missing, and is reported as damage when reached.
+    /// Starts reading the segments in `dir`. A log starts at record 0, or where retention left
+    /// it (its `base.json`): a first segment that starts later means segments are missing, and
+    /// is reported as damage when reached.
     pub fn open(dir: &Path) -> Result<Self, SegmentError> {
-        let segments = format::list_segments(dir).map_err(|e| SegmentError::io(dir, e))?;
+        let first_seq =
+            read_base(dir).map_err(|e| SegmentError::io(dir.join(BASE_FILE), e))?.map_or(0, |b| b.first_seq);
+        Self::open_from(dir, first_seq)
+    }
+
+    /// Starts reading the segments in `dir` at record `first_seq`, which a segment must start
+    /// with (an extracted export archive, a retained log). Segments that end before it are
+    /// skipped: retention writes the base before it deletes them.
+    pub fn open_from(dir: &Path, first_seq: u64) -> Result<Self, SegmentError> {
+        let mut segments = format::list_segments(dir).map_err(|e| SegmentError::io(dir, e))?;
+        let behind = segments.windows(2).take_while(|pair| pair[1].0 <= first_seq).count();
+        segments.drain(..behind);
         Ok(Self {
             segments: segments.into_iter(),
             current: None,
             current_is_last: false,
             last: None,
-            next_seq: 0,
             payload: Vec::new(),
             done: false,
+            next_seq: first_seq,
         })
     }
 

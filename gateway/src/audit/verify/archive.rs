@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use splpd_certs::load::{read_certificates, read_private_key};
 
 use super::proof::CheckpointJson;
-use super::strict::list_segments;
 use super::{CheckpointReader, certificate_identity, certificate_key_sha256, signer_file_name, verify_log};
 use crate::audit::checkpoint::{Checkpoint, CheckpointSigner, SignatureAlgorithm};
 use crate::audit::log::CHECKPOINTS_FILE;
 use crate::audit::merkle::Hash;
 use crate::audit::now_nanos;
+use crate::audit::segment::list_segments;
 use crate::audit::segment::{FRAME_HEADER_LEN, HEADER_LEN};
 
 /// The manifest's file name in an archive.
@@ -467,6 +467,20 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     fs::rename(&partial, &options.to).map_err(|e| other(format!("{}: {e}", options.to.display())))?;
 
     let mut warnings = report.warnings;
+    // Retention removes a segment only once an export on record holds it.
+    let entry = crate::audit::retention::ExportEntry {
+        archive: options.to.display().to_string(),
+        sha256: hash_file(&options.to).map(|(_, hex)| hex).unwrap_or_default(),
+        first_seq: start_seq,
+        last_seq: end_seq - 1,
+        created: manifest.created.clone(),
+    };
+    if let Err(e) = crate::audit::retention::record_export(dir, &entry) {
+        warnings.push(format!(
+            "the export could not be recorded in {}: {e}; retention will not remove the segments it holds",
+            dir.join(crate::audit::retention::EXPORTS_FILE).display()
+        ));
+    }
     let covered = latest.as_ref().map_or(start_seq, |cp| cp.tree_size);
     if covered < end_seq {
         warnings.push(format!(

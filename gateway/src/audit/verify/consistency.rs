@@ -13,7 +13,7 @@ use super::proof::{CheckpointJson, ProofError, check_signed};
 use super::{CheckpointReader, Signers, certificates_pem};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::merkle::{Hash, RangeRoots, consistency_ranges, leaf_hash, verify_consistency};
-use crate::audit::segment::SegmentReader;
+use crate::audit::segment::{SegmentReader, read_base};
 
 /// The `format` of a consistency proof document.
 pub const CONSISTENCY_PROOF_FORMAT: &str = "splpd-consistency-proof/v1";
@@ -87,8 +87,16 @@ pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) 
     let (old_pem, new_pem) = (pem(&old)?, pem(&new)?);
 
     let ranges = consistency_ranges(old.tree_size, new.tree_size);
-    let mut roots = RangeRoots::new(&ranges);
-    let mut records = SegmentReader::open(dir).map_err(|e| log(e.to_string()))?;
+    let first = read_base(dir).map_err(|e| log(e.to_string()))?.map_or(0, |b| b.first_seq);
+    if ranges.iter().any(|(lo, _)| *lo < first) {
+        return Err(log(format!(
+            "this proof needs records before {first}, which retention removed from {}; make it from the export \
+             archives that hold them (see exports.log)",
+            dir.display()
+        )));
+    }
+    let mut roots = RangeRoots::new(&ranges).starting_at(first);
+    let mut records = SegmentReader::open_from(dir, first).map_err(|e| log(e.to_string()))?;
     while !roots.is_complete() {
         match records.next_record() {
             Ok(Some((_, payload))) => roots.push(leaf_hash(payload)),

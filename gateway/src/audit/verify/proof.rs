@@ -233,7 +233,7 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
 
     let log_err = |e: crate::audit::segment::SegmentError| ProofError::Log(e.to_string());
     let mut reader = SegmentReader::open(dir).map_err(log_err)?;
-    let mut tree = Tree::new();
+    let mut tree = crate::audit::retention::base_tree(dir).map_err(ProofError::Log)?;
     let mut found: Option<(u64, Vec<u8>, PathBuilder)> = None;
     let mut record = ExchangeRecord::default();
     let n = cp.tree_size;
