@@ -646,7 +646,7 @@ mod tests {
         peer.identity = identity(IdKind::Server, "ID/PEMDA/1601/gw1");
         let err = identify_client(&ConnectionAuth::Mtls(peer.clone()), &[], None).unwrap_err();
         assert!(matches!(err, IdentifyError::ServerAsClient { .. }), "{err:?}");
-        assert!(err.to_string().contains("federation"), "{err}");
+        assert!(err.to_string().contains("not a configured [[peer]]"), "{err}");
         peer.identity = identity(IdKind::Admin, "ID/PEMDA/1602/budi");
         let err = identify_client(&ConnectionAuth::Mtls(peer), &[], None).unwrap_err();
         assert!(matches!(err, IdentifyError::AdminAsClient { .. }), "{err:?}");

@@ -346,3 +346,65 @@ async fn national_services_are_called_at_tenant_urls_with_a_cached_token() {
     t.a.stop().await;
     t.b.stop().await;
 }
+
+/// A server holding B's genuine gateway certificate that answers every call with 200 and the
+/// given `X-Road-Request-Hash` (or none): a peer whose answer does not belong to the request.
+async fn forged_peer(pki: &Pki, hash: Option<&'static str>) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let cert = splpd_tests::ClientCert {
+        identity: "ID/PEMDA/1601/gw1".into(),
+        chain: pki.peer_gateway(),
+        key: splpd_certs::load::read_private_key(&pki.dir().join("gw-1601.key")).unwrap(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(splpd_tests::grpc::h2_server_config(&cert));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| async move {
+                    let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
+                    if let Some(h) = hash {
+                        resp.headers_mut().insert("x-road-request-hash", http::HeaderValue::from_static(h));
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_does_not_prove_its_request_is_not_passed_on() {
+    let pki = Pki::new();
+    let wrong = forged_peer(&pki, Some("dGhpcyBpcyBub3QgdGhlIGhhc2g=")).await;
+    let missing = forged_peer(&pki, None).await;
+    let peer = |addr: std::net::SocketAddr, prefix: &str| {
+        format!(
+            "[[peer]]\nid = \"ID/PEMDA/1601/gw1\"\nendpoints = [\"https://{addr}\"]\nauthoritative = [\"{prefix}\"]\n\
+             trust_anchor = \"peer-1601\"\n"
+        )
+    };
+    // Two gateways of A, each with the one peer pointing at a different forged server.
+    let a_wrong = RegionBuilder::new(&pki).grant(&grant(B_NIK, RSUD)).toml(&peer(wrong, "ID/PEMDA/1601")).start().await;
+    let a_missing =
+        RegionBuilder::new(&pki).grant(&grant(B_NIK, RSUD)).toml(&peer(missing, "ID/PEMDA/1601")).start().await;
+    let rsud = pki.client(RSUD);
+    for (a, what) in [(&a_wrong, "differs"), (&a_missing, "is missing")] {
+        let reply = a.call(Some(&rsud), Proto::H1, nik_call(B_NIK, RSUD)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "the hash {what}: {}", reply.text());
+        assert_eq!(reply.xroad_error(), Some("Server.ClientProxy.RequestHashMismatch"), "the hash {what}");
+        let record = a.record(reply.exchange_id()).await;
+        assert_eq!(record.error_type, "Server.ClientProxy.RequestHashMismatch");
+        assert_eq!(record.peer, "ID/PEMDA/1601/gw1");
+    }
+    a_wrong.stop().await;
+    a_missing.stop().await;
+}
