@@ -258,6 +258,11 @@ async fn calls_go_both_ways_and_a_peer_speaks_only_for_its_own_region() {
     let reply = t.a.call(Some(&b_cert), Proto::H2, nik_call(NATIONAL_NIK, OKU_RSUD)).await.unwrap();
     assert_eq!(reply.xroad_error(), Some("Client.UnknownService"), "{}", reply.text());
 
+    // B's CA minting a client of A's region: refused at identify, whoever presents it.
+    let rogue_client = t.pki.rogue_peer_client("ID/PEMDA/1602/RSUD");
+    let reply = t.a.call(Some(&rogue_client), Proto::H2, nik_call(A_NIK, "ID/PEMDA/1602/RSUD")).await.unwrap();
+    assert_eq!(reply.xroad_error(), Some("Client.InvalidClientIdentity"), "{}", reply.text());
+
     // B's CA minting a server certificate for a gateway of A's region: refused at identify.
     let rogue = t.pki.rogue_peer_server("ID/PEMDA/1602/gw9");
     let reply = t.a.call(Some(&rogue), Proto::H2, nik_call(A_NIK, "ID/PEMDA/1602/RSUD")).await.unwrap();
