@@ -436,12 +436,9 @@ impl ServerCertVerifier for PeerVerifier {
     }
 }
 
-/// The national connector of `config`, its client secret read now from the file or the
-/// environment variable the configuration names.
-fn national(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Result<NationalConnector, RuntimeError> {
-    let Some(n) = &config.national else {
-        return Err(RuntimeError::Invalid("no [national] table".into()));
-    };
+/// The national client secret, from `client_secret_file` (a trailing newline, which editors
+/// add, dropped) or the environment variable `client_secret_env` names.
+fn client_secret(n: &crate::config::National) -> Result<Secret, RuntimeError> {
     let invalid = |why: String| RuntimeError::Invalid(format!("[national]: {why}"));
     let secret = match (&n.client_secret_file, &n.client_secret_env) {
         (Some(file), _) => {
@@ -460,6 +457,17 @@ fn national(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Resul
     if secret.is_empty() {
         return Err(invalid("the client secret is empty".into()));
     }
+    Ok(Secret::new(secret))
+}
+
+/// The national connector of `config`, its client secret read now from the file or the
+/// environment variable the configuration names.
+fn national(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Result<NationalConnector, RuntimeError> {
+    let Some(n) = &config.national else {
+        return Err(RuntimeError::Invalid("no [national] table".into()));
+    };
+    let invalid = |why: String| RuntimeError::Invalid(format!("[national]: {why}"));
+    let secret = client_secret(n)?;
     // The API manager's certificate is verified against the trust anchors; one without scopes
     // holds the CA of a national endpoint without letting it vouch for any client.
     let tls = crate::tls::upstream_client_config(trust, gateway, None)?;
@@ -475,7 +483,7 @@ fn national(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Resul
         token_header: n.token_header.parse().map_err(|_| invalid(format!("bad token_header {:?}", n.token_header)))?,
         apis: n.apis.iter().map(|a| (a.service.clone(), a.api.clone(), a.version.clone())).collect(),
     };
-    NationalConnector::new(client, settings, &Secret::new(secret)).map_err(|e| invalid(e.to_string()))
+    NationalConnector::new(client, settings, &secret).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -570,6 +578,40 @@ mod tests {
         assert_eq!(err.xroad_type(), "Client.Unauthenticated", "{err}");
         let err = oku.accept(&cert_of("peer"), Some("not/an id")).unwrap_err();
         assert_eq!(err.xroad_type(), "Client.BadRequest", "{err}");
+    }
+
+    fn national(file: Option<std::path::PathBuf>, env: Option<&str>) -> crate::config::National {
+        crate::config::National {
+            prefixes: vec![prefix("ID/KL")],
+            base_url: "https://splp.example.go.id".into(),
+            tenant: "okikab.go.id".into(),
+            token_url: "https://splp.example.go.id/oauth2/token".into(),
+            client_id: "splpd-okikab".into(),
+            client_secret_file: file,
+            client_secret_env: env.map(str::to_owned),
+            token_header: "Authorization".into(),
+            apis: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_client_secret_comes_from_its_file_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "r4hasia sekali\n").unwrap();
+        assert_eq!(client_secret(&national(Some(file.clone()), None)).unwrap().expose(), "r4hasia sekali");
+        std::fs::write(&file, "\n").unwrap();
+        let err = client_secret(&national(Some(file), None)).unwrap_err().to_string();
+        assert!(err.contains("the client secret is empty"), "{err}");
+        let err = client_secret(&national(Some(dir.path().join("missing")), None)).unwrap_err().to_string();
+        assert!(err.contains("cannot read client_secret_file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_secret_variable_is_named() {
+        let err = client_secret(&national(None, Some("SPLPD_TEST_SECRET_THAT_IS_NEVER_SET"))).unwrap_err().to_string();
+        assert!(err.contains("SPLPD_TEST_SECRET_THAT_IS_NEVER_SET, which is not set"), "{err}");
+        assert!(!format!("{:?}", Secret::new("x")).contains('x'));
     }
 
     #[test]
