@@ -2,3 +2,6 @@
 //! HTTP/REST or gRPC backend, a peer region's gateway, or the national SPLP connector.
 
 pub mod http;
+pub mod national;
+pub mod oauth;
+pub mod peer;

@@ -55,6 +55,10 @@ pub enum GatewayError {
     /// The service's upstream did not answer in time.
     #[error("{0}")]
     ServiceTimeout(String),
+    /// A peer gateway's answer does not prove that it answers the request sent: its
+    /// `X-Road-Request-Hash` differs from the hash of the request, or is missing.
+    #[error("{0}")]
+    RequestHashMismatch(String),
     /// The audit log cannot take the exchange's record, so the exchange is refused (fail closed).
     #[error("{0}")]
     AuditUnavailable(String),
@@ -77,6 +81,7 @@ impl GatewayError {
             Self::RateLimited { .. } => "Client.RateLimited",
             Self::ServiceFailed(_) => "Server.ServerProxy.ServiceFailed",
             Self::ServiceTimeout(_) => "Server.ServerProxy.ServiceTimeout",
+            Self::RequestHashMismatch(_) => crate::peer::REQUEST_HASH_MISMATCH,
             Self::AuditUnavailable(_) => "Server.AuditUnavailable",
             Self::Internal(_) => "Server.InternalError",
         }
@@ -93,7 +98,7 @@ impl GatewayError {
             Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::UnknownService(_) => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServiceFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::ServiceFailed(_) | Self::RequestHashMismatch(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,7 +114,7 @@ impl GatewayError {
             Self::Unauthenticated(_) => GrpcCode::Unauthenticated,
             Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => GrpcCode::PermissionDenied,
             Self::UnknownService(_) => GrpcCode::NotFound,
-            Self::ServiceFailed(_) | Self::AuditUnavailable(_) => GrpcCode::Unavailable,
+            Self::ServiceFailed(_) | Self::RequestHashMismatch(_) | Self::AuditUnavailable(_) => GrpcCode::Unavailable,
             Self::ServiceTimeout(_) => GrpcCode::DeadlineExceeded,
             Self::Internal(_) => GrpcCode::Internal,
         }

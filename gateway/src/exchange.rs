@@ -32,6 +32,7 @@ use crate::error::{GatewayError, GrpcCode};
 use crate::forward::{self, BodySummary, MeteredRequestBody, RequestHasher, xroad};
 use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
+use crate::peer::{self, SendError, Via};
 use crate::runtime::{ListenerRuntime, Route, Snapshot};
 
 /// The body of every response the gateway sends.
@@ -76,6 +77,8 @@ struct Admitted {
     path_and_query: String,
     /// The caller's gRPC deadline (`grpc-timeout`), counted from [`Ctx::received`].
     deadline: Option<Duration>,
+    /// This gateway's service, a peer gateway, or the national SPLP.
+    via: Via,
 }
 
 /// What a call names: a REST resource under a service, or a gRPC method.
@@ -195,8 +198,15 @@ impl Gateway {
             None => None,
         };
         let auth = conn.auth.as_ref().map_err(identify_error)?;
-        let caller =
-            identify::identify_client(auth, &conn.listener.opt_ins, claimed).map_err(|e| identify_error(&e))?;
+        // A peer gateway's call is made for the client it asserts, within the peer's authority.
+        let from_peer = peer::inbound(snap, auth);
+        let caller = match from_peer {
+            Some((link, cert)) => {
+                ctx.record.set_peer(&link.id);
+                link.accept(cert, claimed)?
+            }
+            None => identify::identify_client(auth, &conn.listener.opt_ins, claimed).map_err(|e| identify_error(&e))?,
+        };
         ctx.record.set_connection_type(caller.connection);
         if let Some(fp) = caller.cert_sha256 {
             ctx.record.set_client_cert_sha256(fp);
@@ -225,14 +235,22 @@ impl Gateway {
             None
         };
 
-        // route
-        let route = snap.routes.get(target.service()).cloned().ok_or_else(|| {
-            GatewayError::UnknownService(format!(
-                "no service {} is known to gateway {}; check the identifier, or ask for the directory with GET /listClients",
-                target.service(),
-                snap.gateway_id
-            ))
-        })?;
+        // route: a service of this gateway, else the peer or national SPLP its prefix names. A
+        // peer's call is for this gateway's services only: gateways do not relay for each other.
+        let (route, via) = match snap.routes.get(target.service()) {
+            Some(route) => (Arc::clone(route), Via::Local),
+            None if from_peer.is_some() => {
+                return Err(GatewayError::UnknownService(format!(
+                    "gateway {} has no service {}, and does not relay a peer's calls onward",
+                    snap.gateway_id,
+                    target.service()
+                )));
+            }
+            None => peer::route_remote(snap, target.service(), ctx.grpc)?,
+        };
+        if let Some(peer) = via.peer() {
+            ctx.record.set_peer(peer);
+        }
         ctx.record.set_service(&route.id, route.protocol);
         ctx.mode = route.audit_mode;
         let (method, path) = match (&target, route.protocol) {
@@ -281,13 +299,15 @@ impl Gateway {
             )));
         }
         let path_and_query = match &target {
+            // A peer gateway is sent the request target as it was received.
+            Called::Rest(_) if matches!(via, Via::Peer(_)) => path_and_query.to_owned(),
             Called::Rest(t) => match t.query {
                 Some(q) => format!("{}?{q}", t.path),
                 None => t.path.to_owned(),
             },
             Called::Grpc(t) => t.path.to_owned(),
         };
-        Ok(Admitted { route, path_and_query, deadline })
+        Ok(Admitted { route, path_and_query, deadline, via })
     }
 
     fn pick_upstream<'r>(&self, route: &'r Route) -> &'r Uri {
@@ -296,7 +316,7 @@ impl Gateway {
     }
 
     async fn forward(&self, admitted: Admitted, mut ctx: Ctx, req: Request<Incoming>) -> Response<ResponseBody> {
-        let Admitted { route, path_and_query, deadline } = admitted;
+        let Admitted { route, path_and_query, deadline, via } = admitted;
         let base = self.pick_upstream(&route);
         let uri = match upstream_uri(base, &path_and_query) {
             Ok(uri) => uri,
@@ -359,7 +379,7 @@ impl Gateway {
         // the upstream stream; the guard logs the exchange as abandoned.
         let grpc = ctx.grpc;
         let mut pending = Pending { ctx: Some(ctx), audit: &*self.audit };
-        let result = route.client.send(upstream_req, wait).await;
+        let result = via.send(&route, upstream_req, &path_and_query, wait).await;
         let Some(mut ctx) = pending.ctx.take() else {
             let lost = GatewayError::Internal("the exchange lost its context".into());
             return answer(grpc, "", None, None, &lost);
@@ -367,7 +387,12 @@ impl Gateway {
         ctx.record.mark_upstream_answered();
         let mut summary = Some(summary);
         let resp = match result {
-            Ok(resp) => resp,
+            Ok((resp, endpoint)) => {
+                if let Some(endpoint) = endpoint {
+                    ctx.record.set_upstream(&endpoint, 0);
+                }
+                resp
+            }
             Err(err) => {
                 // A body over the limit shows up as a broken upstream exchange; say what it was.
                 let over = match summary.take() {
@@ -377,7 +402,10 @@ impl Gateway {
                 let gw_err = if over {
                     GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
                 } else {
-                    upstream_error(&route.id, &err, uri.scheme_str() == Some("https"))
+                    match err {
+                        SendError::Upstream(err) => upstream_error(&route.id, &err, uri.scheme_str() == Some("https")),
+                        SendError::Gateway(err) => err,
+                    }
                 };
                 return self.refuse(ctx, &gw_err).await;
             }
@@ -407,6 +435,9 @@ impl Gateway {
 
         let (mut parts, body) = resp.into_parts();
         ctx.record.set_status(parts.status);
+        if let Some(refused) = peer::peer_error(&via, &parts.headers) {
+            ctx.record.set_error_type(&refused);
+        }
         if ctx.grpc
             && let Some(code) = grpc::status_in(&parts.headers)
         {

@@ -182,9 +182,9 @@ pub enum IdentifyError {
     },
     /// A gateway's server certificate was used to call a service as a client.
     #[error(
-        "the certificate identifies gateway {server}, not a client subsystem; calls from peer gateways, which assert \
-         the client they authenticated, are accepted once federation is configured — until then a server certificate \
-         cannot call services"
+        "the certificate identifies gateway {server}, not a client subsystem, and {server} is not a configured \
+         [[peer]]; a gateway calls services here only as a peer, asserting the client it authenticated, so add a \
+         [[peer]] table for it (its id, endpoints, authoritative prefixes and trust anchor)"
     )]
     ServerAsClient {
         /// The gateway's identifier.
@@ -646,7 +646,7 @@ mod tests {
         peer.identity = identity(IdKind::Server, "ID/PEMDA/1601/gw1");
         let err = identify_client(&ConnectionAuth::Mtls(peer.clone()), &[], None).unwrap_err();
         assert!(matches!(err, IdentifyError::ServerAsClient { .. }), "{err:?}");
-        assert!(err.to_string().contains("federation"), "{err}");
+        assert!(err.to_string().contains("not a configured [[peer]]"), "{err}");
         peer.identity = identity(IdKind::Admin, "ID/PEMDA/1602/budi");
         let err = identify_client(&ConnectionAuth::Mtls(peer), &[], None).unwrap_err();
         assert!(matches!(err, IdentifyError::AdminAsClient { .. }), "{err:?}");

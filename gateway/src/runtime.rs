@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub limiter: Limiter,
     /// Edge limits.
     pub limits: Limits,
+    /// Peer gateways and the national SPLP.
+    pub federation: crate::peer::Federation,
 }
 
 impl Snapshot {
@@ -151,7 +153,9 @@ impl Snapshot {
                 }),
             );
         }
+        let federation = crate::peer::Federation::build(&config, &trust, &gateway)?;
         Ok(Self {
+            federation,
             gateway_id: config.gateway.id.clone(),
             policy: AccessPolicy::new(&config),
             limiter: Limiter::new(&config),

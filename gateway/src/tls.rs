@@ -366,7 +366,7 @@ impl TrustStore {
     }
 
     /// The CRLs of all anchors; see [`server_config`] for how they are applied.
-    fn crls(&self) -> impl Iterator<Item = CertificateRevocationListDer<'static>> + '_ {
+    pub(crate) fn crls(&self) -> impl Iterator<Item = CertificateRevocationListDer<'static>> + '_ {
         self.crls.iter().cloned()
     }
 }
@@ -408,7 +408,7 @@ impl GatewayCert {
         &self.certified.cert
     }
 
-    fn resolver(&self) -> Arc<SingleCertAndKey> {
+    pub(crate) fn resolver(&self) -> Arc<SingleCertAndKey> {
         Arc::new(SingleCertAndKey::from(Arc::clone(&self.certified)))
     }
 }
@@ -521,7 +521,7 @@ pub fn upstream_client_config(
     Ok(Arc::new(config))
 }
 
-fn upstream_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
+pub(crate) fn upstream_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
     let certs = load::read_certificates(path).map_err(|e| TlsSetupError::UpstreamCa { reason: e.to_string() })?;
     let mut roots = RootCertStore::empty();
     for (i, der) in certs.into_iter().enumerate() {

@@ -116,7 +116,7 @@ fn the_example_configuration_passes() {
     let (ok, out, err) = f.check();
     assert!(ok, "stderr: {err}");
     assert!(out.contains(": ok: gateway ID/PEMDA/1602/gw1"), "{out}");
-    assert!(out.contains("2 service(s), 3 grant(s), 1 peer(s)"), "{out}");
+    assert!(out.contains("2 service(s), 4 grant(s), 1 peer(s)"), "{out}");
 }
 
 #[test]

@@ -20,8 +20,11 @@ fn read_manifest(sandbox: &Path) -> Value {
 }
 
 fn audit_records(manifest: &Value) -> usize {
-    let mut reader =
-        splpd_gateway::audit::segment::SegmentReader::open(Path::new(manifest["audit_log"].as_str().unwrap())).unwrap();
+    records_in(manifest["audit_log"].as_str().unwrap())
+}
+
+fn records_in(log: &str) -> usize {
+    let mut reader = splpd_gateway::audit::segment::SegmentReader::open(Path::new(log)).unwrap();
     let mut n = 0;
     while reader.next_record().unwrap().is_some() {
         n += 1;
@@ -35,7 +38,7 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     let out = splpd(&["demo", "--dir", "sandbox", "--no-serve"], tmp.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("splpd.toml: ok, 2 services, 3 grants, 1 peer"), "{stdout}");
+    assert!(stdout.contains("splpd.toml: ok, 2 services, 4 grants, 1 peer"), "{stdout}");
 
     // The table shows each outcome the demo is about.
     for shown in [
@@ -50,6 +53,7 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
         "through the gateway over HTTP/2",
         "-> PERMISSION_DENIED (7) Client.AccessDenied: ",
         "curl -sS -i --cacert ",
+        "cross-region",
     ] {
         assert!(stdout.contains(shown), "missing {shown:?} in:\n{stdout}");
     }
@@ -74,19 +78,30 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     let statuses: Vec<u64> = calls.iter().map(|c| c["expected_status"].as_u64().unwrap()).collect();
     assert!(statuses.contains(&200) && statuses.contains(&403), "{statuses:?}");
     for call in calls {
-        assert!(call["url"].as_str().unwrap().contains("/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/"), "{call}");
+        let url = call["url"].as_str().unwrap();
+        assert!(url.contains("/r1/ID/PEMDA/160") && url.contains("/DISDUKCAPIL/nik-verify/nik/"), "{call}");
         assert!(call["curl"].as_str().unwrap().starts_with("curl "), "{call}");
     }
     assert_eq!(manifest["rate_limit"]["expected_status"], 429);
     assert_eq!(manifest["grpc"]["grpc_service"], "kesehatan.v1.Rujukan");
     assert_eq!(manifest["grpc"]["through_gateway"], true);
     assert_eq!(manifest["grpc"]["url"], manifest["gateway_url"]);
+    // The cross-region call goes to the sample gateway, which routes it to the neighbour.
+    let cross = calls.iter().find(|c| c["name"] == "cross-region").expect("a cross-region call");
+    assert!(cross["url"].as_str().unwrap().starts_with(manifest["gateway_url"].as_str().unwrap()), "{cross}");
+    assert!(cross["url"].as_str().unwrap().contains("/r1/ID/PEMDA/1601/"), "{cross}");
+    assert_eq!(cross["expected_status"], 200);
+    assert_eq!(manifest["peer_region"]["gateway"], "ID/PEMDA/1601/gw1");
+    let peer_check = splpd(&["config", "check", manifest["peer_region"]["config"].as_str().unwrap()], tmp.path());
+    assert!(peer_check.status.success(), "{}", String::from_utf8_lossy(&peer_check.stderr));
     let proto = Path::new(manifest["grpc"]["proto_root"].as_str().unwrap()).join("kesehatan/v1/rujukan.proto");
     assert!(proto.is_file(), "{}", proto.display());
 
     // Every exchange the demo made is in the audit log: the sample calls and the burst.
     let made = calls.len() + manifest["rate_limit"]["repeat"].as_u64().unwrap() as usize;
     assert!(audit_records(&manifest) >= made, "{} records for {made} calls", audit_records(&manifest));
+    // The neighbour logged its side of the cross-region call in its own log.
+    assert_eq!(records_in(manifest["peer_region"]["audit_log"].as_str().unwrap()), 1);
 
     // The configuration it wrote is the example's, on loopback ports of its own, and passes the
     // checker on its own too.

@@ -9,8 +9,10 @@
 
 pub mod client;
 pub mod grpc;
+pub mod national;
 pub mod pki;
 pub mod region;
+pub mod relay;
 pub mod upstream;
 
 pub use client::{BoxError, Call, CallBody, Proto, Reply, request_hash, sha256};

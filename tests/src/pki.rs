@@ -22,6 +22,8 @@ pub const REGION_ORG: &str = "Pemerintah Kabupaten Ogan Komering Ilir";
 pub const PEER_ORG: &str = "Pemerintah Kabupaten Ogan Komering Ulu";
 /// The gateway under test.
 pub const GATEWAY_ID: &str = "ID/PEMDA/1602/gw1";
+/// The neighbouring region's gateway, with a certificate from its own CA ([`Pki::peer_gateway`]).
+pub const PEER_GATEWAY_ID: &str = "ID/PEMDA/1601/gw1";
 /// The region's own scope.
 pub const REGION_SCOPE: &str = "ID/PEMDA/1602";
 /// The peer region's scope.
@@ -112,6 +114,37 @@ impl Pki {
     /// The peer region's CA.
     pub fn peer(&self) -> &Ca {
         &self.peer
+    }
+
+    /// The peer region CA's certificate, which clients of the peer region trust.
+    pub fn peer_ca_cert(&self) -> PathBuf {
+        self.peer.dir().join("ca.crt")
+    }
+
+    /// Issues (once) the peer region's gateway certificate `gw-1601.crt` from the peer CA, valid
+    /// for `localhost` and `127.0.0.1`, and returns its chain.
+    pub fn peer_gateway(&self) -> Vec<CertificateDer<'static>> {
+        let (cert, key) = (self.dir().join("gw-1601.crt"), self.dir().join("gw-1601.key"));
+        if !cert.exists() {
+            let req = LeafRequest::new(Identity::parse(IdKind::Server, PEER_GATEWAY_ID).expect("gateway id"))
+                .with_names(vec!["localhost".into()], vec![IpAddr::from([127, 0, 0, 1])]);
+            self.peer.issue(&req, KeyType::default(), &cert, &key, false, now()).expect("peer gateway certificate");
+        }
+        load::read_certificates(&cert).expect("peer gateway certificate")
+    }
+
+    /// A server certificate for `id` minted with the peer region CA's key file directly: the
+    /// peer CA vouching for a gateway of this region, which no gateway may accept.
+    pub fn rogue_peer_server(&self, id: &str) -> ClientCert {
+        let params = profile::leaf_params(
+            &Identity::parse(IdKind::Server, id).expect("identifier"),
+            PEER_ORG,
+            &ServerNames { dns: vec!["localhost".into()], ips: vec![IpAddr::from([127, 0, 0, 1])] },
+            Validity::days_from(now(), 30),
+            random_serial().expect("serial"),
+        )
+        .expect("leaf parameters");
+        mint(&self.peer, id, &params)
     }
 
     /// The outside CA's certificate: a CA that no gateway trusts.

@@ -14,7 +14,7 @@ use splpd_gateway::server::{self, Running};
 use splpd_proto::v1::RecordKind;
 
 use crate::client::{self, BoxError, Call, Proto, Reply};
-use crate::pki::{ClientCert, GATEWAY_ID, Pki};
+use crate::pki::{ClientCert, GATEWAY_ID, PEER_GATEWAY_ID, PEER_SCOPE, Pki, REGION_SCOPE};
 
 /// The mTLS listener every region has.
 pub const PUBLIC: &str = "public";
@@ -25,6 +25,10 @@ static CONFIGS: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug)]
 pub struct RegionBuilder<'p> {
     pki: &'p Pki,
+    gateway: String,
+    cert: String,
+    anchors: String,
+    roots: std::path::PathBuf,
     listeners: String,
     services: String,
     policy: String,
@@ -38,10 +42,34 @@ impl<'p> RegionBuilder<'p> {
     pub fn new(pki: &'p Pki) -> Self {
         Self {
             pki,
+            gateway: GATEWAY_ID.to_owned(),
+            cert: "gw1".to_owned(),
+            anchors: format!(
+                "[[trust_anchor]]\nname = \"region\"\nca = \"region/ca.crt\"\nscopes = [\"{REGION_SCOPE}\"]\ncrls = [\"region/crl.pem\"]\n\n\
+                 [[trust_anchor]]\nname = \"peer-1601\"\nca = \"peer-1601/ca.crt\"\nscopes = [\"{PEER_SCOPE}\"]\ncrls = [\"peer-1601/crl.pem\"]\n\n"
+            ),
+            roots: pki.region_ca_cert(),
             listeners: format!("[[listener]]\nname = \"{PUBLIC}\"\naddress = \"127.0.0.1:0\"\n\n"),
             services: String::new(),
             policy: String::new(),
             extra: String::new(),
+        }
+    }
+
+    /// The neighbouring region's gateway `ID/PEMDA/1601/gw1` (see [`Pki::peer_gateway`]), with
+    /// its own CA as trust anchor `region` (scope `ID/PEMDA/1601`) and this test's region CA as
+    /// `peer-1602` (scope `ID/PEMDA/1602`); an mTLS listener [`PUBLIC`] as in [`Self::new`].
+    pub fn peer_region(pki: &'p Pki) -> Self {
+        pki.peer_gateway();
+        Self {
+            gateway: PEER_GATEWAY_ID.to_owned(),
+            cert: "gw-1601".to_owned(),
+            anchors: format!(
+                "[[trust_anchor]]\nname = \"region\"\nca = \"peer-1601/ca.crt\"\nscopes = [\"{PEER_SCOPE}\"]\ncrls = [\"peer-1601/crl.pem\"]\n\n\
+                 [[trust_anchor]]\nname = \"peer-1602\"\nca = \"region/ca.crt\"\nscopes = [\"{REGION_SCOPE}\"]\ncrls = [\"region/crl.pem\"]\n\n"
+            ),
+            roots: pki.peer_ca_cert(),
+            ..Self::new(pki)
         }
     }
 
@@ -90,23 +118,14 @@ impl<'p> RegionBuilder<'p> {
     pub fn text(&self) -> String {
         format!(
             r#"[gateway]
-id = "{GATEWAY_ID}"
-cert = "gw1.crt"
-key = "gw1.key"
+id = "{gateway}"
+cert = "{cert}.crt"
+key = "{cert}.key"
 
-{listeners}[[trust_anchor]]
-name = "region"
-ca = "region/ca.crt"
-scopes = ["ID/PEMDA/1602"]
-crls = ["region/crl.pem"]
-
-[[trust_anchor]]
-name = "peer-1601"
-ca = "peer-1601/ca.crt"
-scopes = ["ID/PEMDA/1601"]
-crls = ["peer-1601/crl.pem"]
-
-{services}{policy}{extra}"#,
+{listeners}{anchors}{services}{policy}{extra}"#,
+            gateway = self.gateway,
+            cert = self.cert,
+            anchors = self.anchors,
             listeners = self.listeners,
             services = self.services,
             policy = self.policy,
@@ -128,7 +147,7 @@ crls = ["peer-1601/crl.pem"]
         let audit = Arc::new(MemorySink::new());
         let sink: Arc<dyn AuditSink> = Arc::clone(&audit) as Arc<dyn AuditSink>;
         let running = server::start(config, sink).await.expect("start the gateway");
-        let roots = client::read_roots(&self.pki.region_ca_cert());
+        let roots = client::read_roots(&self.roots);
         Region { running: Some(running), audit, roots, config_path: path }
     }
 }

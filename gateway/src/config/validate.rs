@@ -57,6 +57,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Whether a service is reached through a `[[peer]]` or `[national]` rather than served here.
+fn routed_elsewhere(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool {
+    cfg.peers.iter().flat_map(|p| &p.authoritative).any(|p| service.is_within(p))
+        || cfg.national.iter().flat_map(|n| &n.prefixes).any(|p| service.is_within(p))
+}
+
 fn did_you_mean<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>, what: &str) -> String {
     let candidates: Vec<&str> = candidates.into_iter().collect();
     match closest(name, candidates.iter().copied()) {
@@ -578,7 +584,9 @@ impl Validator<'_, '_, '_> {
                 self.err(at!["grant", i, "group"], format!("grant names group {group:?}, which is not defined"), hint);
             }
             let service = cfg.services.iter().find(|s| s.id == g.service);
-            if service.is_none() {
+            // A grant for another region's or a national service lets a client of this region
+            // call out to it; the other side applies its own grants too.
+            if service.is_none() && !routed_elsewhere(cfg, &g.service) {
                 self.unknown_service(at!["grant", i, "service"], "grant", &g.service);
             }
             if let Some(s) = service.filter(|s| s.protocol == Protocol::Grpc) {

@@ -21,6 +21,8 @@ pub(super) struct SandboxAddrs {
     pub(super) nik: SocketAddr,
     /// The in-process referral service of Dinkes.
     pub(super) rujukan: SocketAddr,
+    /// The neighbouring region's gateway, the sample region's `[[peer]]`.
+    pub(super) peer: SocketAddr,
 }
 
 /// Binds `N` loopback sockets at once, so the ports differ, and hands back their ports once the
@@ -38,10 +40,14 @@ pub(super) fn free_loopback_addrs<const N: usize>() -> anyhow::Result<[SocketAdd
     Ok(addrs)
 }
 
+/// The placeholder national client secret the sandbox's configuration names.
+pub(super) const NATIONAL_SECRET: &str = "national.secret";
+
 const HEADER: &str = "\
-# Written by `splpd demo`: examples/region-1602.toml, with its listeners and upstreams moved to
-# loopback ports chosen for this run (the lines marked `# demo:`), so that the sandbox never
-# collides with a real deployment. The demo serves it, with in-process sample services behind it.
+# Written by `splpd demo`: examples/region-1602.toml, with its listeners, upstreams and peer
+# moved to loopback ports chosen for this run (the lines marked `# demo:`), so that the sandbox
+# never collides with a real deployment, and a placeholder national client secret. The demo serves
+# it, with in-process sample services and the neighbouring region's gateway beside it.
 
 ";
 
@@ -55,6 +61,9 @@ pub(super) fn sandbox_config(example: &str, a: &SandboxAddrs) -> anyhow::Result<
         ("address = \"127.0.0.1:9443\"", format!("address = \"{}\"", a.admin)),
         ("upstreams = [\"http://127.0.0.1:9101\"]", format!("upstreams = [\"http://{}\"]", a.nik)),
         ("upstreams = [\"http://127.0.0.1:9102\"]", format!("upstreams = [\"http://{}\"]", a.rujukan)),
+        ("endpoints = [\"https://127.0.0.1:18443\"]", format!("endpoints = [\"https://{}\"]", a.peer)),
+        // The sandbox has no national SPLP; a placeholder secret lets the connector be set up.
+        ("client_secret_env = \"SPLPD_NATIONAL_CLIENT_SECRET\"", format!("client_secret_file = \"{NATIONAL_SECRET}\"")),
     ];
     let mut text = format!("{HEADER}{example}");
     for (from, to) in rewrites {
@@ -77,7 +86,14 @@ mod tests {
 
     fn addrs() -> SandboxAddrs {
         let at = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        SandboxAddrs { public: at(40001), intranet: at(40002), admin: at(40003), nik: at(40004), rujukan: at(40005) }
+        SandboxAddrs {
+            public: at(40001),
+            intranet: at(40002),
+            admin: at(40003),
+            nik: at(40004),
+            rujukan: at(40005),
+            peer: at(40006),
+        }
     }
 
     #[test]
@@ -88,6 +104,8 @@ mod tests {
         }
         assert!(text.contains("address = \"127.0.0.1:40001\"  # demo: the example has address = \"0.0.0.0:8443\""));
         assert!(text.contains("upstreams = [\"http://127.0.0.1:40005\"]"));
+        assert!(text.contains("endpoints = [\"https://127.0.0.1:40006\"]"));
+        assert!(text.contains("client_secret_file = \"national.secret\""));
         // Everything else is the example, verbatim.
         assert_eq!(text.lines().count(), super::super::EXAMPLE_CONFIG.lines().count() + HEADER.lines().count());
     }

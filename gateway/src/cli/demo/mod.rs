@@ -6,6 +6,7 @@
 
 mod addresses;
 mod calls;
+mod peer_region;
 mod upstreams;
 
 use std::path::{Path, PathBuf};
@@ -114,11 +115,15 @@ struct DemoManifest {
     calls: Vec<SampleCall>,
     rate_limit: DemoBurst,
     grpc: DemoGrpc,
+    /// The neighbouring region, reached across the two gateways.
+    peer_region: peer_region::DemoPeerRegion,
     /// Whether the demo went on serving after writing this file (false with `--no-serve`).
     serving: bool,
 }
 
 const MANIFEST: &str = "demo.json";
+/// The neighbouring region's configuration, in the sandbox.
+const PEER_CONFIG: &str = "region-1601.toml";
 /// Left in the folder first thing, so that a demo that failed half-way can be rebuilt.
 const MARKER: &str = ".splpd-demo";
 
@@ -154,15 +159,18 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // The sample services' sockets first, then free ports for the gateway: the configuration
     // names them all.
     let sockets = upstreams::Sockets::bind()?;
-    let [public, intranet, admin] = addresses::free_loopback_addrs::<3>()?;
-    let addrs = SandboxAddrs { public, intranet, admin, nik: sockets.nik_addr()?, rujukan: sockets.rujukan_addr()? };
+    let [public, intranet, admin, peer] = addresses::free_loopback_addrs::<4>()?;
+    let addrs =
+        SandboxAddrs { public, intranet, admin, nik: sockets.nik_addr()?, rujukan: sockets.rujukan_addr()?, peer };
     std::fs::create_dir_all(dir.join("openapi"))?;
     std::fs::write(dir.join("openapi/nik-verify.json"), EXAMPLE_OPENAPI)?;
     std::fs::create_dir_all(dir.join("proto/kesehatan/v1"))?;
     std::fs::write(dir.join("proto/kesehatan/v1/rujukan.proto"), RUJUKAN_PROTO)?;
     let config_path = dir.join("splpd.toml");
+    std::fs::write(dir.join(addresses::NATIONAL_SECRET), "placeholder: the sandbox has no national SPLP\n")?;
     std::fs::write(&config_path, addresses::sandbox_config(EXAMPLE_CONFIG, &addrs)?)?;
     let config = splpd_gateway::config::load(&config_path)?;
+    std::fs::write(dir.join(PEER_CONFIG), peer_region::config_text(peer, public, addrs.nik))?;
 
     out::line(&format!(
         "splpd demo: a sandbox for the sample region {REGION} (Kabupaten Ogan Komering Ilir) in {}",
@@ -179,6 +187,12 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         config.services.len(),
         config.grants.len(),
         config.peers.len()
+    ));
+    out::line(&format!(
+        "  peer region     {} (Kabupaten Ogan Komering Ulu), its own CA {}, configuration {}",
+        peer_region::GATEWAY,
+        dir.join("pki/peer-1601/ca.crt").display(),
+        dir.join(PEER_CONFIG).display()
     ));
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -211,6 +225,7 @@ async fn sandbox(
             .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
     );
     let running = splpd_gateway::server::start(config, audit).await.context("starting the gateway")?;
+    let neighbour = peer_region::PeerRegion::start(&dir.join(PEER_CONFIG)).await?;
     let listener = |name: &str| running.addr(name).with_context(|| format!("the gateway has no listener {name:?}"));
     let (public, intranet) = (listener("public")?, listener("intranet")?);
     let gateway_url = format!("https://{public}");
@@ -219,6 +234,13 @@ async fn sandbox(
     out::line(&format!("                  {} (gRPC kesehatan.v1.Rujukan) at http://{rujukan_addr}", calls::RUJUKAN));
     out::line(&format!("  gateway         {gateway_url} (mTLS), {intranet_url} (plain HTTP, {SIMPEG_LAMA} only)"));
     out::line(&format!("  audit log       {}", audit_log.display()));
+    out::line(&format!(
+        "  peer gateway    {} at {}, serving {} (audit log {})",
+        peer_region::GATEWAY,
+        neighbour.url,
+        peer_region::NIK_VERIFY,
+        neighbour.audit_dir.display()
+    ));
     out::line("");
 
     let samples = sample_calls(pki, &gateway_url, &intranet_url)?;
@@ -344,6 +366,17 @@ async fn sandbox(
             note: "name the service in the metadata x-road-service, or let the gateway route kesehatan.v1.Rujukan by \
                    its grpc_services mapping; the gateway offers no server reflection yet, so give clients the proto",
         },
+        peer_region: peer_region::DemoPeerRegion {
+            gateway: peer_region::GATEWAY,
+            gateway_url: neighbour.url.clone(),
+            config: dir.join(PEER_CONFIG),
+            ca_file: dir.join("pki/peer-1601/ca.crt"),
+            audit_log: neighbour.audit_dir.clone(),
+            service: peer_region::NIK_VERIFY,
+            note: "the \"cross-region\" call goes to the sample gateway, which routes it to this peer over mTLS \
+                   HTTP/2 with its server certificate; each gateway checks its own grants and logs the call under \
+                   the same X-Road-Id",
+        },
         serving: !args.no_serve,
     };
     write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
@@ -380,6 +413,7 @@ async fn sandbox(
         out::line("Stopping: open exchanges may finish.");
     }
     running.stop().await.context("flushing the audit log")?;
+    neighbour.stop().await?;
     upstreams.stop();
     Ok(if all_as_expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -415,6 +449,21 @@ fn sample_calls(pki: &Pki, gateway_url: &str, intranet_url: &str) -> anyhow::Res
         SampleCall::get("legacy, HTTP", SIMPEG_LAMA, None, nik_url(intranet_url, nik, None))
             .header("X-Road-Client", SIMPEG_LAMA)
             .explained("no certificate: opted in to plain HTTP on the intranet listener, by name", ca),
+        SampleCall::get(
+            "cross-region",
+            RSUD,
+            Some(creds(RSUD)?),
+            format!("{gateway_url}/r1/{}/nik/{nik}", peer_region::NIK_VERIFY),
+        )
+        .header("X-Road-Client", RSUD)
+        .explained(
+            format!(
+                "a service of Kabupaten Ogan Komering Ulu, through this gateway and its peer {}; both grant it and \
+                 both log it",
+                peer_region::GATEWAY
+            ),
+            ca,
+        ),
     ])
 }
 
@@ -516,6 +565,7 @@ fn make_pki(dir: &Path, now: OffsetDateTime) -> anyhow::Result<Pki> {
     let ca = Ca::init(&pki.join("ca"), &region, now).context("creating the demo region CA")?;
     let peer = InitOptions::new("Dinas Kominfo Kabupaten Ogan Komering Ulu (demo)", vec![prefix("ID/PEMDA/1601")?]);
     Ca::init(&pki.join("peer-1601"), &peer, now).context("creating the demo peer-region CA")?;
+    peer_region::issue_gateway_cert(&pki, now)?;
 
     let issue = |id: Identity, stem: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
         let (cert, key) = (pki.join(format!("{stem}.crt")), pki.join(format!("{stem}.key")));
