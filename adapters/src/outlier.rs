@@ -1,0 +1,186 @@
+//! Passive outlier ejection: an endpoint that fails several exchanges in a row is taken out of
+//! the rotation for a while, longer each time it is ejected again soon after coming back. What
+//! counts as a failure is a gateway failure, as Envoy calls it: no connection, a broken exchange,
+//! no answer in time, or an answer of 502, 503 or 504.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::clock::Epoch;
+
+/// When an endpoint is ejected and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierOptions {
+    /// Failures in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts; each ejection soon after the last doubles it.
+    pub base_ejection: Duration,
+    /// The longest an ejection lasts.
+    pub max_ejection: Duration,
+    /// At most this share of a service's endpoints is ejected at once (at least one may always
+    /// be), so that a fault shared by every endpoint does not empty the service.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for OutlierOptions {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+impl OutlierOptions {
+    /// How many of `endpoints` may be ejected at once.
+    pub fn max_ejected(&self, endpoints: usize) -> usize {
+        (endpoints * self.max_ejected_percent.min(100) as usize / 100).max(1)
+    }
+}
+
+/// One endpoint's record of failures and ejections, updated lock-free from every exchange.
+#[derive(Debug, Default)]
+pub struct OutlierState {
+    consecutive: AtomicU32,
+    /// End of the current or last ejection ([`Epoch`] nanoseconds, 0 for never).
+    ejected_until: AtomicU64,
+    /// Ejections in the current streak, which sets the next one's length.
+    ejections: AtomicU32,
+}
+
+impl OutlierState {
+    /// Whether the endpoint is out of the rotation at `now`.
+    pub fn is_ejected(&self, epoch: Epoch, now: Instant) -> bool {
+        self.ejected_until(epoch, now).is_some()
+    }
+
+    /// The end of the ejection in force at `now`, if any.
+    pub fn ejected_until(&self, epoch: Epoch, now: Instant) -> Option<Instant> {
+        epoch.instant(self.ejected_until.load(Ordering::Acquire)).filter(|until| *until > now)
+    }
+
+    /// Failures in a row so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive.load(Ordering::Relaxed)
+    }
+
+    /// An exchange succeeded: the run of failures is over.
+    pub fn success(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    /// An active health check passed: an ejected endpoint is back at once (it answers again, so
+    /// there is no reason to wait out the ejection), and the run of failures is over.
+    pub fn uneject(&self, epoch: Epoch, now: Instant) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        let current = self.ejected_until.load(Ordering::Acquire);
+        if epoch.instant(current).is_some_and(|until| until > now) {
+            let _ = self.ejected_until.compare_exchange(current, epoch.nanos(now), Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// An exchange failed. Returns the end of the ejection when this failure ejected the
+    /// endpoint; `may_eject` says whether the service's cap on ejected endpoints allows it.
+    pub fn failure(
+        &self,
+        opts: &OutlierOptions,
+        epoch: Epoch,
+        now: Instant,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<Instant> {
+        let failures = self.consecutive.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if failures < opts.consecutive_failures.max(1) {
+            return None;
+        }
+        let current = self.ejected_until.load(Ordering::Acquire);
+        let last_end = epoch.instant(current);
+        if last_end.is_some_and(|until| until > now) || !may_eject() {
+            return None;
+        }
+        // A streak ends when the endpoint stayed in for longer than the longest ejection.
+        let calm = last_end.is_none_or(|end| now.saturating_duration_since(end) > opts.max_ejection);
+        let streak = if calm { 0 } else { self.ejections.load(Ordering::Relaxed) };
+        let length = opts.base_ejection.saturating_mul(1u32 << streak.min(16)).min(opts.max_ejection);
+        let until = now + length;
+        // Only one of several failures racing here ejects.
+        self.ejected_until.compare_exchange(current, epoch.nanos(until), Ordering::AcqRel, Ordering::Relaxed).ok()?;
+        self.ejections.store(streak.saturating_add(1), Ordering::Relaxed);
+        self.consecutive.store(0, Ordering::Relaxed);
+        Some(until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> OutlierOptions {
+        OutlierOptions {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(60),
+            max_ejected_percent: 50,
+        }
+    }
+
+    #[test]
+    fn the_threshold_of_failures_in_a_row_ejects_and_a_success_resets_the_count() {
+        let t0 = Instant::now();
+        let (epoch, o, s) = (Epoch::new(t0), opts(), OutlierState::default());
+        assert_eq!(s.failure(&o, epoch, t0, || true), None);
+        assert_eq!(s.failure(&o, epoch, t0, || true), None);
+        s.success();
+        assert_eq!(s.failure(&o, epoch, t0, || true), None);
+        assert_eq!(s.failure(&o, epoch, t0, || true), None);
+        assert!(!s.is_ejected(epoch, t0));
+        let until = s.failure(&o, epoch, t0, || true).expect("ejected at the third failure in a row");
+        assert_eq!(until, t0 + Duration::from_secs(10));
+        assert!(s.is_ejected(epoch, t0 + Duration::from_secs(9)));
+        assert!(!s.is_ejected(epoch, t0 + Duration::from_secs(10)), "back when the ejection ends");
+    }
+
+    #[test]
+    fn ejections_soon_after_coming_back_double_up_to_the_maximum() {
+        let t0 = Instant::now();
+        let (epoch, o, s) = (Epoch::new(t0), opts(), OutlierState::default());
+        let mut now = t0;
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            let until = (0..3).find_map(|_| s.failure(&o, epoch, now, || true)).expect("ejected");
+            lengths.push((until - now).as_secs());
+            now = until + Duration::from_secs(1);
+        }
+        assert_eq!(lengths, vec![10, 20, 40, 60, 60]);
+        // In for longer than the longest ejection: the next one starts short again.
+        now += Duration::from_secs(61);
+        let until = (0..3).find_map(|_| s.failure(&o, epoch, now, || true)).expect("ejected");
+        assert_eq!((until - now).as_secs(), 10);
+    }
+
+    #[test]
+    fn the_cap_on_ejected_endpoints_holds_one_back() {
+        let t0 = Instant::now();
+        let (epoch, o, s) = (Epoch::new(t0), opts(), OutlierState::default());
+        for _ in 0..10 {
+            assert_eq!(s.failure(&o, epoch, t0, || false), None);
+        }
+        assert!(!s.is_ejected(epoch, t0));
+        assert_eq!(o.max_ejected(2), 1);
+        assert_eq!(o.max_ejected(1), 1, "a lone endpoint may still be ejected");
+        assert_eq!(o.max_ejected(10), 5);
+    }
+
+    #[test]
+    fn a_passing_health_check_ends_an_ejection_at_once() {
+        let t0 = Instant::now();
+        let (epoch, o, s) = (Epoch::new(t0), opts(), OutlierState::default());
+        let until = (0..3).find_map(|_| s.failure(&o, epoch, t0, || true)).expect("ejected");
+        let now = t0 + Duration::from_secs(2);
+        assert_eq!(s.ejected_until(epoch, now), Some(until));
+        s.uneject(epoch, now);
+        assert!(!s.is_ejected(epoch, now));
+        assert_eq!(s.consecutive_failures(), 0);
+    }
+}
