@@ -125,7 +125,14 @@ impl Circuit {
     /// A closed circuit with `opts`.
     pub fn new(opts: CircuitOptions, epoch: Epoch) -> Self {
         let slots = Arc::new(Semaphore::new(opts.max_requests.max(1) as usize));
-        Self { opts, epoch, slots, pending: AtomicU32::new(0), state: AtomicU8::new(CLOSED), open_until: AtomicU64::new(0) }
+        Self {
+            opts,
+            epoch,
+            slots,
+            pending: AtomicU32::new(0),
+            state: AtomicU8::new(CLOSED),
+            open_until: AtomicU64::new(0),
+        }
     }
 
     /// The state at `now`.
@@ -222,8 +229,7 @@ mod tests {
     use super::*;
 
     fn circuit(max_requests: u32, max_pending: u32, t0: Instant) -> Arc<Circuit> {
-        let opts =
-            CircuitOptions { max_connections: 10, max_requests, max_pending, open_for: Duration::from_secs(5) };
+        let opts = CircuitOptions { max_connections: 10, max_requests, max_pending, open_for: Duration::from_secs(5) };
         Arc::new(Circuit::new(opts, Epoch::new(t0)))
     }
 

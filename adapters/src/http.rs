@@ -7,7 +7,11 @@
 //! over `https://` only `h2` is offered in ALPN, and over `http://` the client speaks HTTP/2 with
 //! prior knowledge (h2c), since hyper's client would otherwise send HTTP/1.1 to a plain URL.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,9 +20,11 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Interval of HTTP/2 pings on a connection with open streams, and how long an answer may take.
 const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -43,6 +49,9 @@ pub struct UpstreamOptions {
     /// Speak HTTP/2 only: h2c with prior knowledge to `http://`, ALPN `h2` alone to `https://`.
     /// gRPC upstreams need it.
     pub http2_only: bool,
+    /// Most connections open to one endpoint at once; a further one waits up to
+    /// `connect_timeout` for another to close (or for a pooled one to come free).
+    pub max_connections_per_host: Option<u32>,
 }
 
 impl Default for UpstreamOptions {
@@ -53,6 +62,7 @@ impl Default for UpstreamOptions {
             max_idle_per_host: 256,
             server_name: None,
             http2_only: false,
+            max_connections_per_host: None,
         }
     }
 }
@@ -94,7 +104,101 @@ pub struct InvalidServerName(pub String);
 /// A pooled HTTP/1.1 and HTTP/2 client for one service.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<HttpsConnector<LimitedConnector>, UpstreamBody>,
+}
+
+/// The TCP connector with a cap on connections per endpoint (the circuit breaker's connection
+/// limit). Each connection holds a slot of its endpoint's semaphore until it closes. The map of
+/// semaphores is locked only while a new connection is being opened, never per request.
+#[derive(Debug, Clone)]
+pub struct LimitedConnector {
+    inner: HttpConnector,
+    limit: Option<(u32, Duration)>,
+    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+/// A TCP connection that gives its slot back when it closes.
+#[derive(Debug)]
+pub struct CountedConnection {
+    io: TokioIo<TcpStream>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::rt::Read for CountedConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for CountedConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl Connection for CountedConnection {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl tower::Service<http::Uri> for LimitedConnector {
+    type Response = CountedConnection;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<CountedConnection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower::Service::<http::Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let slots = self.limit.map(|(max, wait)| {
+            let host = uri.authority().map(ToString::to_string).unwrap_or_default();
+            let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+            (Arc::clone(hosts.entry(host).or_insert_with(|| Arc::new(Semaphore::new(max as usize)))), max, wait)
+        });
+        Box::pin(async move {
+            let slot = match slots {
+                Some((sem, max, wait)) => match tokio::time::timeout(wait, sem.acquire_owned()).await {
+                    Ok(Ok(slot)) => Some(slot),
+                    _ => {
+                        return Err(format!(
+                            "{max} connections are open to it, its limit (max_connections), and none closed within {wait:?}"
+                        )
+                        .into());
+                    }
+                },
+                None => None,
+            };
+            let io = inner.call(uri).await?;
+            Ok(CountedConnection { io, _slot: slot })
+        })
+    }
 }
 
 /// The innermost cause of an error, which is what tells an operator what happened.
@@ -118,6 +222,11 @@ impl HttpUpstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(opts.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let http = LimitedConnector {
+            inner: http,
+            limit: opts.max_connections_per_host.map(|max| (max.max(1), opts.connect_timeout)),
+            hosts: Arc::default(),
+        };
         let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
         let builder = match &opts.server_name {
             Some(name) => {

@@ -257,6 +257,11 @@ impl ServiceUpstreams {
         }
     }
 
+    /// The pooled client towards the endpoints.
+    pub fn client(&self) -> &HttpUpstream {
+        &self.client
+    }
+
     /// The base URLs of the endpoints.
     pub fn urls(&self) -> impl Iterator<Item = &Uri> {
         self.endpoints.iter().map(|e| &e.base)
@@ -391,7 +396,9 @@ impl ServiceUpstreams {
                     let why = format!("{} refused the call: {refusal}", endpoint.label);
                     notes.push(why.clone());
                     let error = match (last, refusal) {
-                        (Some((err, uri)), _) => return Err(fail(DispatchError::Upstream(err), Some(uri), attempts, &notes)),
+                        (Some((err, uri)), _) => {
+                            return Err(fail(DispatchError::Upstream(err), Some(uri), attempts, &notes));
+                        }
                         (None, Refusal::Timeout { .. }) => DispatchError::QueueTimeout(why),
                         (None, _) => DispatchError::Unavailable(why),
                     };
@@ -403,7 +410,9 @@ impl ServiceUpstreams {
                 Err(e) => return Err(fail(DispatchError::BadUri(e), None, attempts, &notes)),
             };
             let (body, back) = match &mut payload {
-                Payload::Replay(bytes) if bytes.is_empty() => (Empty::new().map_err(|never| match never {}).boxed(), None),
+                Payload::Replay(bytes) if bytes.is_empty() => {
+                    (Empty::new().map_err(|never| match never {}).boxed(), None)
+                }
                 Payload::Replay(bytes) => (Full::new(bytes.clone()).map_err(|never| match never {}).boxed(), None),
                 Payload::Stream(slot) => match slot.take() {
                     Some(body) => {
@@ -431,6 +440,8 @@ impl ServiceUpstreams {
                     attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
                     return Ok(Forwarded { response, uri, lease, attempts, note: notes.join("; ") });
                 }
+                // The wait is the exchange's, across attempts: say so rather than what was left of it.
+                Err(UpstreamError::Timeout { authority, .. }) => UpstreamError::Timeout { authority, after: wait },
                 Err(err) => err,
             };
             self.report(i, false, now);

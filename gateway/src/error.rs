@@ -59,6 +59,10 @@ pub enum GatewayError {
     /// `X-Road-Request-Hash` differs from the hash of the request, or is missing.
     #[error("{0}")]
     RequestHashMismatch(String),
+    /// No endpoint of the service can take the call now: none healthy, all ejected after
+    /// failures, or their circuits open. Nothing was sent; the call may be retried later.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// The audit log cannot take the exchange's record, so the exchange is refused (fail closed).
     #[error("{0}")]
     AuditUnavailable(String),
@@ -82,6 +86,7 @@ impl GatewayError {
             Self::ServiceFailed(_) => "Server.ServerProxy.ServiceFailed",
             Self::ServiceTimeout(_) => "Server.ServerProxy.ServiceTimeout",
             Self::RequestHashMismatch(_) => crate::peer::REQUEST_HASH_MISMATCH,
+            Self::ServiceUnavailable(_) => "Server.ServerProxy.ServiceUnavailable",
             Self::AuditUnavailable(_) => "Server.AuditUnavailable",
             Self::Internal(_) => "Server.InternalError",
         }
@@ -100,7 +105,7 @@ impl GatewayError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceFailed(_) | Self::RequestHashMismatch(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable(_) | Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,7 +119,10 @@ impl GatewayError {
             Self::Unauthenticated(_) => GrpcCode::Unauthenticated,
             Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => GrpcCode::PermissionDenied,
             Self::UnknownService(_) => GrpcCode::NotFound,
-            Self::ServiceFailed(_) | Self::RequestHashMismatch(_) | Self::AuditUnavailable(_) => GrpcCode::Unavailable,
+            Self::ServiceFailed(_)
+            | Self::RequestHashMismatch(_)
+            | Self::AuditUnavailable(_)
+            | Self::ServiceUnavailable(_) => GrpcCode::Unavailable,
             Self::ServiceTimeout(_) => GrpcCode::DeadlineExceeded,
             Self::Internal(_) => GrpcCode::Internal,
         }
@@ -180,6 +188,7 @@ mod tests {
             (GatewayError::ServiceFailed("x".into()), "Server.ServerProxy.ServiceFailed", 502),
             (GatewayError::ServiceTimeout("x".into()), "Server.ServerProxy.ServiceTimeout", 504),
             (GatewayError::AuditUnavailable("x".into()), "Server.AuditUnavailable", 503),
+            (GatewayError::ServiceUnavailable("x".into()), "Server.ServerProxy.ServiceUnavailable", 503),
         ];
         for (err, kind, status) in cases {
             assert_eq!(err.xroad_type(), kind);
@@ -196,6 +205,7 @@ mod tests {
             (GatewayError::BodyTooLarge { limit: 1, service: "s".into() }, 8),
             (GatewayError::ServiceFailed("x".into()), 14),
             (GatewayError::AuditUnavailable("x".into()), 14),
+            (GatewayError::ServiceUnavailable("x".into()), 14),
             (GatewayError::ServiceTimeout("x".into()), 4),
             (GatewayError::BadRequest("x".into()), 3),
             (GatewayError::HeadersTooLarge("x".into()), 3),

@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,9 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use splpd_adapters::circuit::Lease;
 use splpd_adapters::http::{BoxError, UpstreamError};
+use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
 use splpd_certs::id::{ClientId, Identity, ServiceId};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -43,7 +44,6 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     audit: Arc<dyn AuditSink>,
-    next_upstream: AtomicUsize,
 }
 
 /// What is known about a connection before its first request.
@@ -102,7 +102,7 @@ type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
     pub fn new(snapshot: Snapshot, audit: Arc<dyn AuditSink>) -> Self {
-        Self { snapshot: ArcSwap::from_pointee(snapshot), audit, next_upstream: AtomicUsize::new(0) }
+        Self { snapshot: ArcSwap::from_pointee(snapshot), audit }
     }
 
     /// The configuration in force.
@@ -310,18 +310,8 @@ impl Gateway {
         Ok(Admitted { route, path_and_query, deadline, via })
     }
 
-    fn pick_upstream<'r>(&self, route: &'r Route) -> &'r Uri {
-        let i = self.next_upstream.fetch_add(1, Ordering::Relaxed) % route.upstreams.len().max(1);
-        &route.upstreams[i]
-    }
-
     async fn forward(&self, admitted: Admitted, mut ctx: Ctx, req: Request<Incoming>) -> Response<ResponseBody> {
         let Admitted { route, path_and_query, deadline, via } = admitted;
-        let base = self.pick_upstream(&route);
-        let uri = match upstream_uri(base, &path_and_query) {
-            Ok(uri) => uri,
-            Err(e) => return self.refuse(ctx, &e).await,
-        };
         if ctx.mode == AuditMode::Strict {
             // Strict: the request is on disk before anything reaches the service, so that a
             // crash in flight still leaves proof that the call was made.
@@ -367,33 +357,45 @@ impl Gateway {
         }
 
         let (metered, summary) = MeteredRequestBody::new(body, route.max_request_body, hasher);
-        let mut upstream_req = Request::new(forward::boxed(metered));
-        *upstream_req.method_mut() = parts.method;
-        *upstream_req.uri_mut() = uri.clone();
-        *upstream_req.headers_mut() = headers;
+        let outgoing = Outgoing {
+            method: parts.method,
+            path_and_query: path_and_query.clone(),
+            headers,
+            body: forward::boxed(metered),
+        };
 
-        ctx.record.set_upstream(&uri, 0);
         ctx.record.mark_forwarded();
         // From here until the answer starts, a client that goes away (a dropped connection, an
         // HTTP/2 RST_STREAM) drops this future, and with it the upstream request, which resets
-        // the upstream stream; the guard logs the exchange as abandoned.
+        // the upstream stream; the guard logs the exchange as abandoned. The upstream side picks
+        // the endpoint and retries on another when the request allows it (`adapters::upstreams`).
         let grpc = ctx.grpc;
         let mut pending = Pending { ctx: Some(ctx), audit: &*self.audit };
-        let result = via.send(&route, upstream_req, &path_and_query, wait).await;
+        let sent = match &via {
+            Via::Local => route.upstreams.dispatch(outgoing, wait).await.map(Answered::from).map_err(|failed| {
+                let tls = failed.uri.as_ref().is_some_and(|u| u.scheme_str() == Some("https"));
+                NotAnswered {
+                    error: dispatch_error(&route.id, failed.error, tls),
+                    uri: failed.uri,
+                    attempts: failed.attempts,
+                    note: failed.note,
+                }
+            }),
+            hop => send_via(hop, &route, outgoing, &path_and_query, wait).await,
+        };
         let Some(mut ctx) = pending.ctx.take() else {
             let lost = GatewayError::Internal("the exchange lost its context".into());
             return answer(grpc, "", None, None, &lost);
         };
-        ctx.record.mark_upstream_answered();
         let mut summary = Some(summary);
-        let resp = match result {
-            Ok((resp, endpoint)) => {
-                if let Some(endpoint) = endpoint {
-                    ctx.record.set_upstream(&endpoint, 0);
-                }
-                resp
+        let (resp, lease) = match sent {
+            Ok(answered) => {
+                ctx.record.mark_upstream_answered();
+                crate::upstream::record(&mut ctx.record, answered.uri.as_ref(), &answered.attempts, &answered.note);
+                (answered.response, answered.lease)
             }
-            Err(err) => {
+            Err(failed) => {
+                crate::upstream::record(&mut ctx.record, failed.uri.as_ref(), &failed.attempts, &failed.note);
                 // A body over the limit shows up as a broken upstream exchange; say what it was.
                 let over = match summary.take() {
                     Some(rx) => matches!(rx.await, Ok(Err(why)) if why.starts_with("body over")),
@@ -402,10 +404,7 @@ impl Gateway {
                 let gw_err = if over {
                     GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
                 } else {
-                    match err {
-                        SendError::Upstream(err) => upstream_error(&route.id, &err, uri.scheme_str() == Some("https")),
-                        SendError::Gateway(err) => err,
-                    }
+                    failed.error
                 };
                 return self.refuse(ctx, &gw_err).await;
             }
@@ -474,7 +473,8 @@ impl Gateway {
                 }
             };
         }
-        let body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode, ctx.grpc, route, summary);
+        let mut body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode, ctx.grpc, route, summary);
+        body.lease = lease;
         Response::from_parts(parts, UnsyncBoxBody::new(body))
     }
 
@@ -584,6 +584,80 @@ fn identify_error(e: &identify::IdentifyError) -> GatewayError {
     }
 }
 
+/// An answer that started, from a local service's endpoints or over a peer or national hop.
+struct Answered {
+    response: Response<Incoming>,
+    /// The endpoint's request slot (local services only), held until the answer has streamed.
+    lease: Option<Lease>,
+    uri: Option<Uri>,
+    attempts: Vec<Attempt>,
+    note: String,
+}
+
+impl From<Forwarded> for Answered {
+    fn from(f: Forwarded) -> Self {
+        Self { response: f.response, lease: Some(f.lease), uri: Some(f.uri), attempts: f.attempts, note: f.note }
+    }
+}
+
+/// No answer, and why, as the gateway's error.
+struct NotAnswered {
+    error: GatewayError,
+    uri: Option<Uri>,
+    attempts: Vec<Attempt>,
+    note: String,
+}
+
+/// Sends a call over a peer or national hop, which choose their own endpoint.
+async fn send_via(
+    via: &Via,
+    route: &Route,
+    outgoing: Outgoing,
+    target: &str,
+    wait: Duration,
+) -> Result<Answered, NotAnswered> {
+    let not_answered = |error, uri| NotAnswered { error, uri, attempts: Vec::new(), note: String::new() };
+    let built = route.upstreams.urls().next().map(|base| endpoint_uri(base, target));
+    let uri = match built {
+        Some(Ok(uri)) => uri,
+        Some(Err(e)) => {
+            return Err(not_answered(GatewayError::Internal(format!("cannot build the upstream URL: {e}")), None));
+        }
+        None => {
+            return Err(not_answered(GatewayError::Internal(format!("{}: no endpoint to send to", route.id)), None));
+        }
+    };
+    let mut req = Request::new(outgoing.body);
+    *req.method_mut() = outgoing.method;
+    *req.uri_mut() = uri.clone();
+    *req.headers_mut() = outgoing.headers;
+    match via.send(route, req, target, wait).await {
+        Ok((response, endpoint)) => Ok(Answered {
+            response,
+            lease: None,
+            uri: Some(endpoint.unwrap_or(uri)),
+            attempts: Vec::new(),
+            note: String::new(),
+        }),
+        Err(SendError::Upstream(e)) => {
+            let tls = uri.scheme_str() == Some("https");
+            Err(not_answered(upstream_error(&route.id, &e, tls), Some(uri)))
+        }
+        Err(SendError::Gateway(e)) => Err(not_answered(e, Some(uri))),
+    }
+}
+
+/// Why no answer came from the service, as the gateway's error (`error` has the one mapping).
+fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> GatewayError {
+    match err {
+        DispatchError::Upstream(e) => upstream_error(service, &e, tls),
+        DispatchError::Unavailable(why) => GatewayError::ServiceUnavailable(format!("{service}: {why}")),
+        DispatchError::QueueTimeout(why) => GatewayError::ServiceTimeout(format!("{service}: {why}")),
+        DispatchError::Body(e) => GatewayError::BadRequest(format!("reading the request body failed: {e}")),
+        DispatchError::BadUri(why) => GatewayError::Internal(format!("{service}: {why}")),
+    }
+}
+
 fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> GatewayError {
     match err {
         UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{service}: {err}")),
@@ -616,17 +690,6 @@ fn check_header_limits(req: &Request<Incoming>, snap: &Snapshot) -> Result<(), G
         )));
     }
     Ok(())
-}
-
-/// The upstream URL: the service's base URL with the checked path and query appended. Nothing
-/// else from the client goes into it.
-fn upstream_uri(base: &Uri, path_and_query: &str) -> Result<Uri, GatewayError> {
-    let base_path = base.path().trim_end_matches('/');
-    let mut parts = base.clone().into_parts();
-    let pq = format!("{base_path}{path_and_query}");
-    parts.path_and_query =
-        Some(pq.parse().map_err(|e| GatewayError::Internal(format!("cannot build the upstream URL: {e}")))?);
-    Uri::from_parts(parts).map_err(|e| GatewayError::Internal(format!("cannot build the upstream URL: {e}")))
 }
 
 /// The gateway's error as an X-Road response.
@@ -680,6 +743,8 @@ struct AuditedBody {
     summary: Option<SummaryRx>,
     /// What the request body's summary said, once it said it.
     request: Option<Result<BodySummary, String>>,
+    /// The endpoint's request slot, held until the answer has streamed.
+    lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for AuditedBody {
@@ -711,6 +776,7 @@ impl AuditedBody {
             route,
             summary,
             request: None,
+            lease: None,
         }
     }
 
@@ -733,6 +799,7 @@ impl AuditedBody {
 
     /// Completes and appends the record, once.
     fn close(&mut self, error_type: Option<&str>, grpc_status: Option<u32>) -> Option<AuditTicket> {
+        self.lease = None;
         self.record.as_ref()?;
         if let Some(Ok(s)) = self.request_summary() {
             let (body, hash) = (s.body, s.request_hash.1.clone());

@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod server;
 pub mod target;
 pub mod tls;
+pub mod upstream;

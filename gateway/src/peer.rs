@@ -18,6 +18,7 @@ use splpd_adapters::http::{HttpUpstream, UpstreamBody, UpstreamError, UpstreamOp
 use splpd_adapters::national::{NationalConnector, NationalError, NationalSettings};
 use splpd_adapters::oauth::Secret;
 use splpd_adapters::peer::PeerEndpoints;
+use splpd_adapters::upstreams::{Policy, ServiceUpstreams};
 use splpd_certs::id::{ClientId, IdKind, IdPrefix, Identity, ServerId, ServiceId};
 use splpd_certs::load;
 use splpd_certs::profile::identity_of;
@@ -195,8 +196,7 @@ pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<
     let route = Route {
         id: service.clone(),
         protocol,
-        upstreams: vec![upstream],
-        client,
+        upstreams: ServiceUpstreams::new(vec![upstream], client, Policy::default()),
         request_timeout: REMOTE_REQUEST_TIMEOUT,
         max_request_body: config.limits.max_request_body.bytes(),
         audit_mode: config.audit.mode,
@@ -225,7 +225,9 @@ impl Via {
         timeout: Duration,
     ) -> Result<(Response<Incoming>, Option<Uri>), SendError> {
         match self {
-            Self::Local => route.client.send(req, timeout).await.map(|r| (r, None)).map_err(SendError::Upstream),
+            Self::Local => {
+                route.upstreams.client().send(req, timeout).await.map(|r| (r, None)).map_err(SendError::Upstream)
+            }
             Self::Peer(link) => send_to_peer(link, route, req, target, timeout).await.map_err(SendError::Gateway),
             Self::National(connector) => connector.send(req, timeout).await.map(|r| (r, None)).map_err(|e| {
                 SendError::Gateway(match e {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::Uri;
 use splpd_adapters::http::{HttpUpstream, UpstreamOptions};
+use splpd_adapters::upstreams::ServiceUpstreams;
 use splpd_certs::id::{ServerId, ServiceId};
 
 use crate::authorize::AccessPolicy;
@@ -25,10 +26,9 @@ pub struct Route {
     pub id: ServiceId,
     /// REST or gRPC.
     pub protocol: Protocol,
-    /// Base URLs of its endpoints; the path under the service is appended.
-    pub upstreams: Vec<Uri>,
-    /// The pooled client towards them.
-    pub client: HttpUpstream,
+    /// Its endpoints (base URLs; the path under the service is appended), the pooled client
+    /// towards them, and their balancing, health, ejection, circuits and retries.
+    pub upstreams: ServiceUpstreams,
     /// Time allowed for the response to start.
     pub request_timeout: Duration,
     /// Largest request body accepted.
@@ -123,6 +123,7 @@ impl Snapshot {
             }
             opts.server_name = s.tls.as_ref().and_then(|t| t.server_name.clone());
             opts.http2_only = s.protocol == Protocol::Grpc;
+            opts.max_connections_per_host = Some(s.circuit.max_connections);
             if s.protocol == Protocol::Grpc {
                 for name in &s.grpc_services {
                     if let Some(other) = grpc_services.insert(name.clone(), s.id.clone()) {
@@ -139,14 +140,14 @@ impl Snapshot {
                 .map(|u| u.trim_end_matches('/').parse::<Uri>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| RuntimeError::Invalid(format!("service {}: bad upstream URL: {e}", s.id)))?;
+            let client = HttpUpstream::new((*tls).clone(), &opts)
+                .map_err(|e| RuntimeError::Invalid(format!("service {}: {e}", s.id)))?;
             routes.insert(
                 s.id.clone(),
                 Arc::new(Route {
                     id: s.id.clone(),
                     protocol: s.protocol,
-                    upstreams,
-                    client: HttpUpstream::new((*tls).clone(), &opts)
-                        .map_err(|e| RuntimeError::Invalid(format!("service {}: {e}", s.id)))?,
+                    upstreams: ServiceUpstreams::new(upstreams, client, crate::config::resilience::policy(s)),
                     request_timeout: s.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.0),
                     max_request_body: s.max_request_body.unwrap_or(config.limits.max_request_body).bytes(),
                     audit_mode: s.audit.unwrap_or(config.audit.mode),

@@ -79,6 +79,13 @@ impl<'p> RegionBuilder<'p> {
         self
     }
 
+    /// A `[[service]]` with several upstreams and further `key = value` lines.
+    pub fn service_with(mut self, id: &str, upstreams: &[&str], extra: &str) -> Self {
+        let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+        let _ = write!(self.services, "[[service]]\nid = \"{id}\"\nupstreams = [{}]\n{extra}\n\n", list.join(", "));
+        self
+    }
+
     /// A `[[grant]]` with these `key = value` lines.
     pub fn grant(mut self, body: &str) -> Self {
         let _ = write!(self.policy, "[[grant]]\n{body}\n\n");
@@ -164,6 +171,11 @@ pub struct Region {
 impl Region {
     fn running(&self) -> &Running {
         self.running.as_ref().expect("the gateway is running")
+    }
+
+    /// The gateway object, for what it reports of itself (such as its upstreams' status).
+    pub fn gateway(&self) -> &Arc<splpd_gateway::exchange::Gateway> {
+        self.running().gateway()
     }
 
     /// Where the named listener is bound.

@@ -85,11 +85,11 @@ pub fn status_body(code: u16) -> String {
 
 type UpBody = BoxBody<Bytes, Infallible>;
 
-/// A running upstream service; stops when dropped.
+/// A running upstream service; stops when dropped, and with it every connection it holds.
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
-    tls: bool,
+    tls: Option<Arc<ServerConfig>>,
     received: Arc<Mutex<Vec<Received>>>,
     refused: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
@@ -138,14 +138,49 @@ impl Upstream {
         let addr = listener.local_addr().expect("upstream address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(Mutex::new(Vec::new()));
-        let (log, refusals) = (Arc::clone(&received), Arc::clone(&refused));
+        let task = Self::serve_on(listener, tls.clone(), Arc::clone(&received), Arc::clone(&refused));
+        Self { addr, tls, received, refused, task }
+    }
+
+    /// Kills the service as a crash would: it stops listening and every open connection is
+    /// dropped. [`restart`](Self::restart) brings it back on the same address.
+    pub async fn kill(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Starts serving again on the same address after [`kill`](Self::kill), keeping what it
+    /// received before.
+    pub async fn restart(&mut self) {
+        let mut listener = None;
+        for _ in 0..100 {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.expect("rebind the upstream's address");
+        self.task = Self::serve_on(listener, self.tls.clone(), Arc::clone(&self.received), Arc::clone(&self.refused));
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+        log: Arc<Mutex<Vec<Received>>>,
+        refusals: Arc<Mutex<Vec<String>>>,
+    ) -> JoinHandle<()> {
         let acceptor = tls.map(TlsAcceptor::from);
-        let is_tls = acceptor.is_some();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
+            // The connections belong to this task: aborting it drops them all.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
+                while conns.try_join_next().is_some() {}
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let (log, refusals, acceptor) = (Arc::clone(&log), Arc::clone(&refusals), acceptor.clone());
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     match acceptor {
                         None => serve(TokioIo::new(tcp), log, None).await,
                         Some(acceptor) => match acceptor.accept(tcp).await {
@@ -158,13 +193,12 @@ impl Upstream {
                     }
                 });
             }
-        });
-        Self { addr, tls: is_tls, received, refused, task }
+        })
     }
 
     /// `http://127.0.0.1:port` (or `https://` for a TLS upstream), for a service's `upstreams`.
     pub fn url(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+        format!("{}://{}", if self.tls.is_some() { "https" } else { "http" }, self.addr)
     }
 
     /// Why each TLS handshake it refused failed, in order (rustls' words).

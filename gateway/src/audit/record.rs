@@ -140,6 +140,11 @@ impl RecordBuilder {
         }
     }
 
+    /// Nothing was forwarded after all (no endpoint could take the request).
+    pub fn not_forwarded(&mut self) {
+        self.record.forwarded_at_unix_nanos = 0;
+    }
+
     /// The upstream endpoint of the final attempt and how many retries preceded it. Only scheme,
     /// host and port are kept: credentials must not reach the log, and the path is already in
     /// the record.
@@ -156,6 +161,19 @@ impl RecordBuilder {
         }
         self.record.upstream = endpoint;
         self.record.retries = retries;
+    }
+
+    /// Every attempt at the service's endpoints, and why the gateway retried, stopped retrying or
+    /// found no endpoint to try.
+    pub fn set_attempts<'a>(&mut self, attempts: impl IntoIterator<Item = (&'a str, &'a str)>, note: &str) {
+        self.record.attempts = attempts
+            .into_iter()
+            .map(|(endpoint, outcome)| pb::UpstreamAttempt {
+                endpoint: endpoint.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .collect();
+        note.clone_into(&mut self.record.upstream_note);
     }
 
     /// The peer gateway the exchange came from or went to.

@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod model;
+pub mod resilience;
 pub mod units;
 mod validate;
 

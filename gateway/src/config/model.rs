@@ -260,6 +260,17 @@ pub struct Service {
     /// Keep request and response bodies in the audit log (off unless the service opts in).
     #[serde(default)]
     pub store_bodies: bool,
+    /// Active health checks of the endpoints; off unless the table is present.
+    pub health_check: Option<super::resilience::HealthCheck>,
+    /// Passive ejection of endpoints that fail in a row.
+    #[serde(default)]
+    pub outlier: super::resilience::Outlier,
+    /// Limits per endpoint and the circuit breaker.
+    #[serde(default)]
+    pub circuit: super::resilience::Circuit,
+    /// Retries on another endpoint.
+    #[serde(default)]
+    pub retry: super::resilience::Retry,
 }
 
 /// `[[group]]`: a named set of clients.

@@ -497,6 +497,7 @@ impl Validator<'_, '_, '_> {
             if let Some(doc) = &s.openapi {
                 self.readable(at!["service", i, "openapi"], doc, "OpenAPI document");
             }
+            super::resilience::check(self.loc, i, s);
             if s.max_request_body.is_some_and(|b| b.0 == 0) {
                 self.err(
                     at!["service", i, "max_request_body"],

@@ -19,7 +19,7 @@ impl Serialize for RecordJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
         let r = self.0;
-        let mut map = serializer.serialize_map(Some(35))?;
+        let mut map = serializer.serialize_map(Some(37))?;
         map.serialize_entry("exchange_id", &r.exchange_id)?;
         for (name, nanos) in [
             ("received_at", r.received_at_unix_nanos),
@@ -56,6 +56,8 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("retries", &r.retries)?;
         map.serialize_entry("gateway", &r.gateway)?;
         map.serialize_entry("kind", kind(r.kind()))?;
+        map.serialize_entry("attempts", &Attempts(&r.attempts))?;
+        map.serialize_entry("upstream_note", &r.upstream_note)?;
         map.end()
     }
 }
@@ -81,6 +83,29 @@ fn kind(k: RecordKind) -> &'static str {
     match k {
         RecordKind::Exchange => "exchange",
         RecordKind::Request => "request",
+    }
+}
+
+/// The upstream attempts as a list of `{"endpoint", "outcome"}` objects.
+struct Attempts<'a>(&'a [splpd_proto::v1::UpstreamAttempt]);
+
+impl Serialize for Attempts<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        struct One<'a>(&'a splpd_proto::v1::UpstreamAttempt);
+        impl Serialize for One<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("endpoint", &self.0.endpoint)?;
+                map.serialize_entry("outcome", &self.0.outcome)?;
+                map.end()
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for a in self.0 {
+            seq.serialize_element(&One(a))?;
+        }
+        seq.end()
     }
 }
 

@@ -1,0 +1,360 @@
+//! Upstream resilience end to end: services with several endpoints behind a real gateway (mTLS
+//! from the client, real loopback upstreams), with endpoints killed, slowed and brought back.
+//! Failover and retries of idempotent requests, ejection, the request timeout, the circuit
+//! breaker's open and half-open states, POST never retried, and active health checks; each
+//! outcome checked in the answer, the audit record and the gateway's status of its endpoints.
+
+// Test fixtures fail loudly: a panic is the right report for a broken test setup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use splpd_gateway::upstream::{CircuitStatus, EndpointStatus};
+use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port};
+
+const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+/// A service that opts in to retrying POST.
+const OPT_IN: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-batch";
+const DINKES: &str = "ID/PEMDA/1602/DINKES";
+
+fn target(service: &str, path: &str) -> String {
+    format!("/r1/{service}{path}")
+}
+
+fn grant(service: &str) -> String {
+    format!("service = \"{service}\"\nclient = \"{DINKES}\"")
+}
+
+/// The endpoints of `service` as the gateway reports them.
+fn status(region: &Region, service: &str) -> Vec<EndpointStatus> {
+    region
+        .gateway()
+        .upstream_status()
+        .into_iter()
+        .find(|s| s.service.to_string() == service)
+        .expect("the service is reported")
+        .endpoints
+}
+
+/// The status of the endpoint at `url`.
+fn endpoint(region: &Region, service: &str, url: &str) -> EndpointStatus {
+    status(region, service).into_iter().find(|e| e.url == url).expect("the endpoint is reported")
+}
+
+/// Waits (at most 30 s) until the endpoint at `url` satisfies `ready`; panics with its last
+/// status otherwise.
+async fn wait_endpoint(region: &Region, service: &str, url: &str, what: &str, ready: impl Fn(&EndpointStatus) -> bool) {
+    for _ in 0..600 {
+        if ready(&endpoint(region, service, url)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became {what}: {:#?}", endpoint(region, service, url));
+}
+
+fn assert_gateway_error(reply: &Reply, status: u16, error_type: &str) -> String {
+    assert_eq!(reply.status.as_u16(), status, "{reply:?}\n{}", reply.text());
+    assert_eq!(reply.xroad_error(), Some(error_type), "{reply:?}");
+    let body = reply.json();
+    assert_eq!(body["type"], error_type, "{body}");
+    body["message"].as_str().expect("message").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_endpoints_killed_under_load_fails_no_idempotent_request() {
+    let pki = Pki::new();
+    let (mut a, b) = (Upstream::start().await, Upstream::start().await);
+    let region = RegionBuilder::new(&pki)
+        .service_with(
+            SERVICE,
+            &[&a.url(), &b.url()],
+            // A long ejection, so that the killed endpoint stays out for the rest of the test; a
+            // retry floor high enough that the budget is not what this test measures.
+            "outlier = { consecutive_failures = 3, base_ejection = \"10m\", max_ejection = \"10m\" }\n\
+             retry = { min_per_second = 1000 }",
+        )
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let region = Arc::new(region);
+    let dinkes = Arc::new(pki.client(DINKES));
+
+    // Concurrent clients call in a bounded loop; endpoint A is killed once a quarter of the calls
+    // are done, while the others are in flight.
+    const WORKERS: usize = 6;
+    const CALLS: usize = 30;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let (region, dinkes, done) = (Arc::clone(&region), Arc::clone(&dinkes), Arc::clone(&done));
+        workers.spawn(async move {
+            let mut replies = Vec::new();
+            for i in 0..CALLS {
+                let proto = if (w + i) % 2 == 0 { Proto::H1 } else { Proto::H2 };
+                let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                replies.push(reply);
+            }
+            replies
+        });
+    }
+    while done.load(std::sync::atomic::Ordering::Relaxed) < WORKERS * CALLS / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.kill().await;
+    let mut replies = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        replies.extend(r.unwrap());
+    }
+
+    // Not one failed: the calls that met the dead endpoint were retried on the other.
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}\n{}", reply.text());
+    }
+    let mut retried = 0;
+    for reply in &replies {
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!(rec.status, 200);
+        assert_eq!(rec.attempts.len() as u32, rec.retries + 1, "{rec:#?}");
+        if rec.retries > 0 {
+            retried += 1;
+            assert_eq!(rec.attempts[0].endpoint, a.url(), "{rec:#?}");
+            assert_eq!(rec.upstream, b.url(), "the retry went to the live endpoint: {rec:#?}");
+            assert_eq!(rec.attempts.last().unwrap().outcome, "answered 200");
+            assert!(rec.upstream_note.contains(&format!("retried after {}", a.url())), "{}", rec.upstream_note);
+        }
+    }
+    // Ejection takes three failures in a row, each of them retried.
+    assert!(retried >= 3, "only {retried} calls were retried");
+
+    // A is ejected now; calls go to B alone, first time, with nothing to retry.
+    let a_status = endpoint(&region, SERVICE, &a.url());
+    assert!(a_status.ejected_until.is_some() && !a_status.available, "{a_status:#?}");
+    assert!(endpoint(&region, SERVICE, &b.url()).available);
+    for i in 0..20 {
+        let proto = if i % 2 == 0 { Proto::H1 } else { Proto::H2 };
+        let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.retries, rec.upstream.as_str()), (0, b.url().as_str()), "{rec:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_answered_504_within_the_request_timeout_and_not_retried() {
+    let pki = Pki::new();
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let region = RegionBuilder::new(&pki)
+        .service_with(SERVICE, &[&a.url(), &b.url()], "request_timeout = \"500ms\"")
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    let started = Instant::now();
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/slow/8000/x"))).await.unwrap();
+    // Far sooner than the upstream's 8 s: the gateway gave up at its timeout.
+    assert!(started.elapsed() < Duration::from_secs(6), "answered after {:?}", started.elapsed());
+    let message = assert_gateway_error(&reply, 504, "Server.ServerProxy.ServiceTimeout");
+    assert!(message.contains("500ms"), "{message}");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!((rec.status, rec.error_type.as_str()), (504, "Server.ServerProxy.ServiceTimeout"));
+    // The timeout covers the whole exchange: a timed-out call is not sent again.
+    assert_eq!((rec.retries, rec.attempts.len()), (0, 1), "{rec:#?}");
+    assert_eq!(rec.attempts[0].outcome, "no answer within 500ms");
+    assert!(rec.upstream_note.contains("the request timeout is spent"), "{}", rec.upstream_note);
+    assert_eq!(a.received().len() + b.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_at_its_limit_then_half_opens_and_closes_on_success() {
+    let pki = Pki::new();
+    let up = Upstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &up.url(), "circuit = { max_requests = 2, max_pending = 0, open_for = \"1s\" }")
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let region = Arc::new(region);
+    let dinkes = Arc::new(pki.client(DINKES));
+    let url = up.url();
+
+    // Two slow calls take both slots.
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (region, dinkes) = (Arc::clone(&region), Arc::clone(&dinkes));
+        slow.spawn(async move {
+            region.call(Some(&dinkes), Proto::H2, Call::get(target(SERVICE, "/slow/3000/x"))).await.unwrap()
+        });
+    }
+    wait_endpoint(&region, SERVICE, &url, "busy with two calls", |e| e.active == 2).await;
+
+    // A third overflows the limits: refused at once, and the circuit opens.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
+    assert!(message.contains("2 requests in flight") && message.contains("circuit opens"), "{message}");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!((rec.status, rec.error_type.as_str()), (503, "Server.ServerProxy.ServiceUnavailable"));
+    assert!(rec.attempts.is_empty() && rec.forwarded_at_unix_nanos == 0, "nothing was forwarded: {rec:#?}");
+    assert!(rec.upstream_note.contains("circuit opens"), "{}", rec.upstream_note);
+    let opened = endpoint(&region, SERVICE, &url);
+    assert!(matches!(opened.circuit, CircuitStatus::Open { .. } | CircuitStatus::HalfOpen), "{opened:#?}");
+
+    // The slow calls finish; after its interval the circuit half-opens and lets a probe through,
+    // whose success closes it.
+    while let Some(r) = slow.join_next().await {
+        assert_eq!(r.unwrap().status, StatusCode::OK);
+    }
+    wait_endpoint(&region, SERVICE, &url, "half-open", |e| e.circuit == CircuitStatus::HalfOpen).await;
+    let received = up.received().len();
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(up.received().len(), received + 1, "the probe reached the service");
+    assert_eq!(endpoint(&region, SERVICE, &url).circuit, CircuitStatus::Closed);
+    let reply = region.call(Some(&dinkes), Proto::H2, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "closed again, calls pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_not_retried_unless_the_service_opts_in_and_a_get_is() {
+    let pki = Pki::new();
+    let live = Upstream::start().await;
+    let dead = format!("http://{}", closed_port().await);
+    // Failures never eject here, so every call has an even chance of meeting the dead endpoint.
+    let never_eject = "outlier = { consecutive_failures = 100000 }";
+    let region = RegionBuilder::new(&pki)
+        .service_with(SERVICE, &[&dead, &live.url()], never_eject)
+        .service_with(OPT_IN, &[&dead, &live.url()], &format!("{never_eject}\nretry = {{ non_idempotent = true }}"))
+        .grant(&grant(SERVICE))
+        .grant(&grant(OPT_IN))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+
+    // POSTs until one meets the dead endpoint: it fails, and is not sent again.
+    let mut failed = None;
+    for _ in 0..60 {
+        let reply =
+            region.call(Some(&dinkes), Proto::H1, Call::post(target(SERVICE, "/echo/x"), "{\"n\":1}")).await.unwrap();
+        if reply.status != StatusCode::OK {
+            failed = Some(reply);
+            break;
+        }
+    }
+    let reply = failed.expect("some POST met the dead endpoint");
+    assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!((rec.retries, rec.attempts.len()), (0, 1), "{rec:#?}");
+    assert_eq!(rec.attempts[0].endpoint, dead);
+    assert!(rec.upstream_note.contains("POST is not idempotent"), "{}", rec.upstream_note);
+    assert!(
+        !live.received().iter().any(|r| r.header("x-road-id") == Some(reply.exchange_id())),
+        "the failed POST never reached the live endpoint"
+    );
+
+    // GETs and the opted-in service's POSTs all succeed; those that met the dead endpoint first
+    // were retried on the live one, the body sent again whole.
+    for (call, service) in
+        [(Call::get(target(SERVICE, "/json/x")), SERVICE), (Call::post(target(OPT_IN, "/echo/x"), "{\"n\":2}"), OPT_IN)]
+    {
+        let mut retried = 0;
+        for _ in 0..30 {
+            let reply = region.call(Some(&dinkes), Proto::H2, call.clone()).await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK, "{service}: {}", reply.text());
+            let rec = region.record(reply.exchange_id()).await;
+            if rec.retries == 1 {
+                retried += 1;
+                assert_eq!(rec.attempts[0].endpoint, dead);
+                assert!(rec.attempts[0].outcome.starts_with("no connection"), "{rec:#?}");
+                assert_eq!(rec.upstream, live.url());
+            }
+            if service == OPT_IN {
+                assert_eq!(reply.body.as_ref(), b"{\"n\":2}");
+            }
+        }
+        assert!(retried > 0, "{service}: no call met the dead endpoint first in 30");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
+    let pki = Pki::new();
+    let (a, mut b) = (Upstream::start().await, Upstream::start().await);
+    let region = RegionBuilder::new(&pki)
+        .service_with(
+            SERVICE,
+            &[&a.url(), &b.url()],
+            "health_check = { path = \"/json/health\", interval = \"100ms\", timeout = \"1s\", \
+             healthy_threshold = 2, unhealthy_threshold = 2 }",
+        )
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    let url = b.url();
+    // The checks reach both endpoints at their path.
+    let seen = b.wait_received(1).await;
+    assert_eq!(seen[0].path_and_query, "/json/health");
+    assert_eq!(seen[0].header("user-agent"), Some("splpd-health-check"));
+
+    b.kill().await;
+    wait_endpoint(&region, SERVICE, &url, "unhealthy", |e| !e.healthy && !e.available).await;
+    // Out of the rotation: no call even tries it.
+    for _ in 0..10 {
+        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.retries, rec.upstream.as_str()), (0, a.url().as_str()), "{rec:#?}");
+    }
+
+    b.restart().await;
+    wait_endpoint(&region, SERVICE, &url, "healthy again", |e| e.healthy && e.available).await;
+    let before = b.received().iter().filter(|r| r.path_and_query == "/json/x").count();
+    let mut reached = false;
+    for _ in 0..40 {
+        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        if region.record(reply.exchange_id()).await.upstream == url {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "no call reached the endpoint that came back");
+    assert!(b.received().iter().filter(|r| r.path_and_query == "/json/x").count() > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_health_check_ends_an_ejection_early() {
+    let pki = Pki::new();
+    let (a, mut b) = (Upstream::start().await, Upstream::start().await);
+    let region = RegionBuilder::new(&pki)
+        .service_with(
+            SERVICE,
+            &[&a.url(), &b.url()],
+            // Ejected at the first failure for ten minutes; checks alone would never take it out.
+            "outlier = { consecutive_failures = 1, base_ejection = \"10m\", max_ejection = \"10m\" }\n\
+             health_check = { path = \"/json/health\", interval = \"100ms\", unhealthy_threshold = 1000000 }",
+        )
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    let url = b.url();
+    b.kill().await;
+    // Calls until one meets the dead endpoint, which ejects it; that call is retried on A.
+    for _ in 0..60 {
+        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        if endpoint(&region, SERVICE, &url).ejected_until.is_some() {
+            break;
+        }
+    }
+    let ejected = endpoint(&region, SERVICE, &url);
+    let until = ejected.ejected_until.expect("ejected");
+    assert!(until > std::time::SystemTime::now() + Duration::from_secs(60), "{ejected:#?}");
+
+    b.restart().await;
+    wait_endpoint(&region, SERVICE, &url, "back from ejection", |e| e.ejected_until.is_none() && e.available).await;
+}
