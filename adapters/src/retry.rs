@@ -45,6 +45,46 @@ pub fn idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
+/// How an attempt failed, as far as retrying it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection: nothing reached the endpoint.
+    Refused,
+    /// The exchange broke off before an answer started: the endpoint may have acted on it.
+    Broken,
+    /// No answer started before the exchange's deadline.
+    TimedOut,
+}
+
+/// Why a failed attempt may not be retried, or `None` when it may (another endpoint and the
+/// budget permitting). `body_kept`: the request body can be sent again (kept whole, or never
+/// read); `attempts`: attempts made so far.
+pub fn no_retry(
+    opts: &RetryOptions,
+    grpc: bool,
+    method: &Method,
+    failure: Failure,
+    body_kept: bool,
+    attempts: usize,
+) -> Option<String> {
+    if attempts >= opts.max_attempts.max(1) as usize {
+        Some(format!("{attempts} attempt(s) made, the most allowed"))
+    } else if failure == Failure::TimedOut {
+        Some("the request timeout is spent".to_owned())
+    } else if grpc && failure != Failure::Refused {
+        Some("a gRPC call is retried only when its connection was refused, before anything was sent".into())
+    } else if !grpc && !idempotent(method) && !opts.non_idempotent {
+        Some(format!("{method} is not idempotent (a service may opt in with [service.retry] non_idempotent)"))
+    } else if !body_kept {
+        Some(format!(
+            "the request body was already sent and is not kept (it is over {} KiB or of unknown length)",
+            MAX_REPLAY_BODY / 1024
+        ))
+    } else {
+        None
+    }
+}
+
 /// How long deposits and the per-second floor accumulate: unspent retries older than this lapse.
 const BUDGET_WINDOW_SECS: i64 = 10;
 
@@ -163,6 +203,29 @@ mod tests {
         for m in [Method::POST, Method::PATCH, Method::CONNECT, Method::from_bytes(b"PURGE").unwrap()] {
             assert!(!idempotent(&m), "{m}");
         }
+    }
+
+    #[test]
+    fn what_may_be_retried() {
+        let o = RetryOptions::default();
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(no_retry(&o, false, &get, Failure::Refused, true, 1), None);
+        assert_eq!(no_retry(&o, false, &get, Failure::Broken, true, 2), None);
+        assert!(no_retry(&o, false, &get, Failure::Broken, true, 3).unwrap().contains("3 attempt(s)"));
+        assert!(no_retry(&o, false, &get, Failure::TimedOut, true, 1).unwrap().contains("timeout"));
+        assert!(no_retry(&o, false, &get, Failure::Broken, false, 1).unwrap().contains("not kept"));
+        // POST and PATCH: never, not even refused, unless the service opts in.
+        assert!(no_retry(&o, false, &post, Failure::Refused, true, 1).unwrap().contains("POST is not idempotent"));
+        assert!(no_retry(&o, false, &Method::PATCH, Failure::Refused, true, 1).is_some());
+        let opted = RetryOptions { non_idempotent: true, ..RetryOptions::default() };
+        assert_eq!(no_retry(&opted, false, &post, Failure::Broken, true, 1), None);
+        // gRPC: only a refused connection, with the stream never read.
+        assert_eq!(no_retry(&o, true, &post, Failure::Refused, true, 1), None);
+        assert!(no_retry(&o, true, &post, Failure::Broken, true, 1).unwrap().contains("gRPC"));
+        assert!(no_retry(&o, true, &post, Failure::Refused, false, 1).is_some());
+        let off = RetryOptions { max_attempts: 1, ..RetryOptions::default() };
+        assert!(no_retry(&off, false, &get, Failure::Refused, true, 1).is_some());
     }
 
     #[test]

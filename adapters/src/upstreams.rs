@@ -21,7 +21,7 @@ use crate::clock::{self, Epoch};
 use crate::health::{HealthCheckOptions, HealthTracker};
 use crate::http::{BoxError, HttpUpstream, UpstreamBody, UpstreamError};
 use crate::outlier::{OutlierOptions, OutlierState};
-use crate::retry::{MAX_REPLAY_BODY, RetryBudget, RetryOptions, Unsent, idempotent};
+use crate::retry::{self, Failure, MAX_REPLAY_BODY, RetryBudget, RetryOptions, Unsent, idempotent};
 
 /// How a service's endpoints are balanced, checked and retried.
 #[derive(Debug, Clone, Default)]
@@ -455,28 +455,16 @@ impl ServiceUpstreams {
                 Payload::Replay(_) => true,
                 Payload::Stream(slot) => slot.is_some(),
             };
-            let refused = matches!(err, UpstreamError::Connect { .. });
-            let no_retry = if attempts.len() >= retry.max_attempts.max(1) as usize {
-                Some(format!("{} attempt(s) made, the most allowed", attempts.len()))
-            } else if matches!(err, UpstreamError::Timeout { .. }) {
-                Some("the request timeout is spent".to_owned())
-            } else if self.policy.grpc && !refused {
-                Some("a gRPC call is retried only when its connection was refused, before anything was sent".into())
-            } else if !self.policy.grpc && !repeatable {
-                Some(format!("{method} is not idempotent (a service may opt in with [service.retry] non_idempotent)"))
-            } else if !body_kept {
-                Some(format!(
-                    "the request body was already sent and is not kept (it is over {} KiB or of unknown length)",
-                    MAX_REPLAY_BODY / 1024
-                ))
-            } else if !(0..self.endpoints.len()).any(|j| !tried.contains(&j) && self.available(&self.endpoints[j], now))
-            {
-                Some("no other endpoint is available".to_owned())
-            } else if !self.budget.withdraw(now) {
-                Some("the service's retry budget is spent".to_owned())
-            } else {
-                None
+            let failure = match err {
+                UpstreamError::Connect { .. } => Failure::Refused,
+                UpstreamError::Broken { .. } => Failure::Broken,
+                UpstreamError::Timeout { .. } => Failure::TimedOut,
             };
+            let others =
+                || (0..self.endpoints.len()).any(|j| !tried.contains(&j) && self.available(&self.endpoints[j], now));
+            let no_retry = retry::no_retry(retry, self.policy.grpc, &method, failure, body_kept, attempts.len())
+                .or_else(|| (!others()).then(|| "no other endpoint is available".to_owned()))
+                .or_else(|| (!self.budget.withdraw(now)).then(|| "the service's retry budget is spent".to_owned()));
             match no_retry {
                 Some(why) => {
                     notes.push(format!("no retry after {} {}: {why}", endpoint.label, describe(&err)));
