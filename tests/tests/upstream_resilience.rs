@@ -1,8 +1,9 @@
 //! Upstream resilience end to end: services with several endpoints behind a real gateway (mTLS
-//! from the client, real loopback upstreams), with endpoints killed, slowed and brought back.
-//! Failover and retries of idempotent requests, ejection, the request timeout, the circuit
-//! breaker's open and half-open states, POST never retried, and active health checks; each
-//! outcome checked in the answer, the audit record and the gateway's status of its endpoints.
+//! from the client, real loopback upstreams, REST and gRPC), with endpoints killed, slowed and
+//! brought back. Failover and retries of idempotent requests, ejection, the request timeout, the
+//! circuit breaker's open and half-open states, POST never retried, gRPC retried only on a
+//! refused connection, and active health checks; each outcome checked in the answer, the audit
+//! record and the gateway's status of its endpoints.
 
 // Test fixtures fail loudly: a panic is the right report for a broken test setup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,12 +13,16 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use splpd_gateway::upstream::{CircuitStatus, EndpointStatus};
+use splpd_tests::grpc::pb::Ask;
+use splpd_tests::grpc::{ProbeUpstream, SERVICE_NAME, request};
 use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port};
 
 const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
 /// A service that opts in to retrying POST.
 const OPT_IN: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-batch";
 const DINKES: &str = "ID/PEMDA/1602/DINKES";
+/// A gRPC service.
+const PROBE: &str = "ID/PEMDA/1602/DINKES/probe";
 
 fn target(service: &str, path: &str) -> String {
     format!("/r1/{service}{path}")
@@ -357,4 +362,43 @@ async fn a_passing_health_check_ends_an_ejection_early() {
 
     b.restart().await;
     wait_endpoint(&region, SERVICE, &url, "back from ejection", |e| e.ejected_until.is_none() && e.available).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_is_retried_on_another_endpoint_when_its_connection_was_refused() {
+    let pki = Pki::new();
+    let probe = ProbeUpstream::start().await;
+    let dead = format!("http://{}", closed_port().await);
+    let region = RegionBuilder::new(&pki)
+        .service_with(
+            PROBE,
+            &[&dead, &probe.url()],
+            &format!(
+                "protocol = \"grpc\"\ngrpc_services = [\"{SERVICE_NAME}\"]\n\
+                 outlier = {{ consecutive_failures = 100000 }}"
+            ),
+        )
+        .grant(&grant(PROBE))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    let mut client = region.grpc_client(Some(&dinkes)).await;
+    let mut retried = 0;
+    for i in 0..30 {
+        let ask = Ask { text: format!("halo {i}"), ..Ask::default() };
+        let resp = client.unary(request(ask, &[])).await.expect("every call is answered");
+        let id = resp.metadata().get("x-road-id").and_then(|v| v.to_str().ok()).expect("x-road-id").to_owned();
+        assert_eq!(resp.into_inner().text, format!("halo {i}"));
+        let rec = region.record(&id).await;
+        assert_eq!(rec.grpc_status, Some(0), "{rec:#?}");
+        if rec.retries == 1 {
+            retried += 1;
+            assert_eq!(rec.attempts[0].endpoint, dead);
+            assert!(rec.attempts[0].outcome.starts_with("no connection"), "{rec:#?}");
+            assert_eq!(rec.upstream, probe.url());
+        }
+    }
+    // Nothing had reached the dead endpoint, so the stream could go to the live one.
+    assert!(retried > 0, "no call met the refused endpoint first in 30");
+    assert_eq!(probe.seen().len(), 30, "each call reached the service once");
 }
