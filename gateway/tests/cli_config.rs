@@ -128,6 +128,28 @@ fn unknown_key_is_named_with_the_accepted_ones() {
 }
 
 #[test]
+fn resilience_settings_are_checked_where_they_are_written() {
+    let f = Fixture::new();
+    f.edit("max_attempts = 3", "max_attempts = 0");
+    f.edit("path = \"/health\"", "path = \"health\"");
+    f.edit("max_requests = 1024", "max_requests = 0");
+    f.edit("max_ejection = \"5m\"", "max_ejection = \"10s\"");
+    let err = f.fails_at(f.line_of("max_attempts = 0"), "max_attempts is 0");
+    assert!(err.contains("give 1 (no retries) to 10 attempts"), "{err}");
+    f.fails_at(f.line_of("path = \"health\""), "\"health\" is not a path");
+    f.fails_at(f.line_of("max_requests = 0"), "max_requests is 0, which would refuse every call");
+    f.fails_at(f.line_of("max_ejection = \"10s\""), "max_ejection is shorter than base_ejection");
+}
+
+#[test]
+fn an_unknown_resilience_key_is_named() {
+    let f = Fixture::new();
+    f.edit("open_for = \"5s\"", "open_four = \"5s\"");
+    let err = f.fails_at(f.line_of("open_four"), "unknown field `open_four`");
+    assert!(err.contains("open_for"), "should list the accepted keys: {err}");
+}
+
+#[test]
 fn grant_naming_an_unknown_service_is_a_dangling_reference() {
     let f = Fixture::new();
     f.append("[[grant]]\nservice = \"ID/PEMDA/1602/DISDUKCAPIL/nik-verfy\"\nclient = \"ID/PEMDA/1602/DINKES\"\n");

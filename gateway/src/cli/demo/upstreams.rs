@@ -138,6 +138,10 @@ async fn nik_check(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
 }
 
 fn nik_answer(method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    // What the gateway's health checks ask for ([service.health_check] in the example).
+    if path == "/health" {
+        return json_response(StatusCode::OK, &json!({"status": "ok"}));
+    }
     let Some(nik) = path.strip_prefix("/nik/") else {
         return json_response(StatusCode::NOT_FOUND, &json!({"pesan": "tidak ada: layanan ini hanya GET /nik/{nik}"}));
     };
@@ -277,6 +281,7 @@ mod tests {
         let (status, body) = body_of(nik_answer(&Method::GET, &format!("/nik/{UNKNOWN_NIK}"), None));
         assert_eq!((status, &body["valid"]), (StatusCode::NOT_FOUND, &json!(false)));
         assert_eq!(nik_answer(&Method::GET, "/nik/12ab", None).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(nik_answer(&Method::GET, "/health", None).status(), StatusCode::OK);
         assert_eq!(nik_answer(&Method::POST, "/nik/1602015708900001", None).status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(nik_answer(&Method::GET, "/other", None).status(), StatusCode::NOT_FOUND);
     }
