@@ -86,6 +86,17 @@ pub enum UpstreamError {
         /// The time allowed.
         after: Duration,
     },
+    /// No connection could be had within `connect_timeout` because the endpoint has as many as
+    /// its circuit allows (`max_connections`) and none came free. Nothing was sent.
+    #[error(
+        "the service at {authority} has {max} connections open, its limit (max_connections), and none came free in time"
+    )]
+    Saturated {
+        /// `host:port` of the upstream.
+        authority: String,
+        /// The limit.
+        max: u32,
+    },
     /// The connection broke during the exchange, or the upstream spoke broken HTTP.
     #[error("the exchange with the service at {authority} failed: {reason}")]
     Broken {
@@ -186,19 +197,33 @@ impl tower::Service<http::Uri> for LimitedConnector {
             let slot = match slots {
                 Some((sem, max, wait)) => match tokio::time::timeout(wait, sem.acquire_owned()).await {
                     Ok(Ok(slot)) => Some(slot),
-                    _ => {
-                        return Err(format!(
-                            "{max} connections are open to it, its limit (max_connections), and none closed within {wait:?}"
-                        )
-                        .into());
-                    }
+                    _ => return Err(Box::new(ConnectionLimit { max }) as BoxError),
                 },
                 None => None,
             };
-            let io = inner.call(uri).await?;
+            let io = inner.call(uri).await.map_err(|e| Box::new(e) as BoxError)?;
             Ok(CountedConnection { io, _slot: slot })
         })
     }
+}
+
+/// The connector's refusal when an endpoint has all the connections its limit allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{max} connections are open to it, its limit (max_connections), and none closed in time")]
+pub struct ConnectionLimit {
+    max: u32,
+}
+
+/// The connection limit somewhere in an error's chain of causes.
+fn connection_limit(err: &(dyn std::error::Error + 'static)) -> Option<u32> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(limit) = e.downcast_ref::<ConnectionLimit>() {
+            return Some(limit.max);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// The innermost cause of an error, which is what tells an operator what happened.
@@ -268,7 +293,10 @@ impl HttpUpstream {
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout { authority, after: timeout }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect { authority, reason: root_cause(&e) }),
+            Ok(Err(e)) if e.is_connect() => match connection_limit(&e) {
+                Some(max) => Err(UpstreamError::Saturated { authority, max }),
+                None => Err(UpstreamError::Connect { authority, reason: root_cause(&e) }),
+            },
             Ok(Err(e)) => Err(UpstreamError::Broken { authority, reason: root_cause(&e) }),
         }
     }

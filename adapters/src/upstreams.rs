@@ -217,6 +217,7 @@ fn describe(err: &UpstreamError) -> String {
         UpstreamError::Connect { reason, .. } => format!("no connection ({reason})"),
         UpstreamError::Timeout { after, .. } => format!("no answer within {after:?}"),
         UpstreamError::Broken { reason, .. } => format!("broke off ({reason})"),
+        UpstreamError::Saturated { max, .. } => format!("no connection free ({max} open, its limit)"),
     }
 }
 
@@ -444,7 +445,10 @@ impl ServiceUpstreams {
                 Err(UpstreamError::Timeout { authority, .. }) => UpstreamError::Timeout { authority, after: wait },
                 Err(err) => err,
             };
-            self.report(i, false, now);
+            // Our own connection limit says nothing of the endpoint's health.
+            if !matches!(err, UpstreamError::Saturated { .. }) {
+                self.report(i, false, now);
+            }
             lease.settle(false, now);
             drop(lease);
             attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome: describe(&err) });
@@ -456,7 +460,7 @@ impl ServiceUpstreams {
                 Payload::Stream(slot) => slot.is_some(),
             };
             let failure = match err {
-                UpstreamError::Connect { .. } => Failure::Refused,
+                UpstreamError::Connect { .. } | UpstreamError::Saturated { .. } => Failure::Refused,
                 UpstreamError::Broken { .. } => Failure::Broken,
                 UpstreamError::Timeout { .. } => Failure::TimedOut,
             };

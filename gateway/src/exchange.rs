@@ -661,6 +661,7 @@ fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> Gateway
 fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> GatewayError {
     match err {
         UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{service}: {err}")),
+        UpstreamError::Saturated { .. } => GatewayError::ServiceUnavailable(format!("{service}: {err}")),
         UpstreamError::Connect { .. } | UpstreamError::Broken { .. } if tls => GatewayError::ServiceFailed(format!(
             "{service}: {err} (for an https:// upstream, check that its certificate is issued for the name in the URL \
              or [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's own \

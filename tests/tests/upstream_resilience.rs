@@ -402,3 +402,37 @@ async fn a_grpc_call_is_retried_on_another_endpoint_when_its_connection_was_refu
     assert!(retried > 0, "no call met the refused endpoint first in 30");
     assert_eq!(probe.seen().len(), 30, "each call reached the service once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_would_need_a_connection_over_the_limit_is_refused_503() {
+    let pki = Pki::new();
+    let up = Upstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &up.url(), "connect_timeout = \"300ms\"\ncircuit = { max_connections = 1 }")
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let region = Arc::new(region);
+    let dinkes = Arc::new(pki.client(DINKES));
+    // A slow call holds the one connection (HTTP/1.1: one exchange at a time).
+    let slow = {
+        let (region, dinkes) = (Arc::clone(&region), Arc::clone(&dinkes));
+        tokio::spawn(async move {
+            region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/slow/3000/x"))).await.unwrap()
+        })
+    };
+    up.wait_received(1).await;
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
+    assert!(message.contains("max_connections"), "{message}");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!(rec.attempts.len(), 1, "{rec:#?}");
+    assert_eq!(rec.attempts[0].outcome, "no connection free (1 open, its limit)");
+    assert_eq!(up.received().len(), 1, "the refused call never reached the service");
+    // The limit is the gateway's own: it counts nothing against the endpoint.
+    assert_eq!(endpoint(&region, SERVICE, &up.url()).consecutive_failures, 0);
+    // Once the slow call is done its connection serves the next one.
+    assert_eq!(slow.await.unwrap().status, StatusCode::OK);
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
