@@ -36,7 +36,7 @@ pub mod kesehatan {
 mod tests {
     use super::FILE_DESCRIPTOR_SET;
     use super::v1::{
-        ConnectionType, ExchangeRecord, GetOpenApiRequest, ListClientsRequest, Protocol, RecordKind,
+        ConnectionType, ExchangeRecord, GetOpenApiRequest, ListClientsRequest, Protocol, RecordKind, UpstreamAttempt,
         directory_client::DirectoryClient, directory_server::DirectoryServer,
     };
     use prost::Message as _;
@@ -75,6 +75,14 @@ mod tests {
             retries: 2,
             gateway: "ID/PEMDA/1602/DISKOMINFO/gw-1".to_owned(),
             kind: RecordKind::Request.into(),
+            attempts: vec![
+                UpstreamAttempt {
+                    endpoint: "https://10.1.2.4:8443".to_owned(),
+                    outcome: "no connection (Connection refused)".to_owned(),
+                },
+                UpstreamAttempt { endpoint: "https://10.1.2.3:8443".to_owned(), outcome: "answered 200".to_owned() },
+            ],
+            upstream_note: "retried after https://10.1.2.4:8443 no connection (Connection refused)".to_owned(),
         };
 
         let bytes = record.encode_to_vec();
