@@ -287,6 +287,7 @@ impl ClientCredentials {
         let resp = self.client.send(req, self.timeout).await.map_err(|e| match e {
             UpstreamError::Connect { reason, .. } | UpstreamError::Broken { reason, .. } => unreachable(reason),
             UpstreamError::Timeout { after, .. } => unreachable(format!("no answer within {after:?}")),
+            e @ UpstreamError::Saturated { .. } => unreachable(e.to_string()),
         })?;
         let status = resp.status();
         let bytes = Limited::new(resp.into_body(), MAX_TOKEN_RESPONSE)
