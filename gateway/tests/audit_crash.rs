@@ -234,8 +234,8 @@ fn every_acknowledged_exchange_survives_a_kill_9() {
         key: pki.join(format!("{name}.key")).to_str().unwrap().to_owned(),
         headers: headers.iter().map(|&h| h.to_owned()).collect(),
     };
-    // RSUD is allowed: its calls end in 502 (the demo's upstream is gone) or, past its quota, in
-    // 429. Dishub holds no grant: 403. The service is known in every case, so every record is
+    // RSUD is allowed: its calls end in 502 (the demo's upstream is gone), 503 once that endpoint
+    // is ejected, or, past its quota, in 429. Dishub holds no grant: 403. The service is known in every case, so every record is
     // written in the service's mode, sync.
     let callers = [
         caller("rsud", &["X-Road-Client: ID/PEMDA/1602/RSUD", "X-SPLP-Purpose: pelayanan-kesehatan"]),

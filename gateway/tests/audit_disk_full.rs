@@ -226,7 +226,8 @@ fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once
     let serve_log = tmp.path().join("serve.log");
     let mut gateway = Gateway::start(&config_path, &serve_log, addr);
 
-    // Space: calls are answered (502: the demo's upstream is not running) and logged.
+    // Space: calls are answered (502: the demo's upstream is not running; 503 once it is
+    // ejected) and logged.
     let before = calls(&url, &pki, &ca, 40);
     assert_eq!(before.len(), 40, "every call was answered: {before:?}");
     assert!(before.iter().all(|a| a.error != "Server.AuditUnavailable"), "{before:?}");
