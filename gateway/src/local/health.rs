@@ -78,7 +78,8 @@ impl Health for HealthApi {
 
     type WatchStream = WatchStream;
 
-    /// Sends the status at once, then again whenever it changes, until the caller goes away.
+    /// Sends the status at once, then again whenever it changes, until the caller goes away. It
+    /// answers from the configuration the call started on, as every exchange does.
     async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let call = context(&request)?;
         let service = request.into_inner().service;
