@@ -33,6 +33,7 @@ use crate::error::{GatewayError, GrpcCode};
 use crate::forward::{self, BodySummary, MeteredRequestBody, RequestHasher, xroad};
 use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
+use crate::local;
 use crate::peer::{self, SendError, Via};
 use crate::runtime::{ListenerRuntime, Route, Snapshot};
 
@@ -146,6 +147,10 @@ impl Gateway {
             grpc: grpc::is_grpc(&req),
             received,
         };
+        // The gateway's own services (health, reflection, the directory) are answered here.
+        if let Some(own) = local::recognise(&req, ctx.grpc) {
+            return self.own(own, &snap, conn, req, ctx).await;
+        }
         match self.admit(&snap, conn, &req, &mut ctx) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
             Err(err) => {
@@ -166,16 +171,8 @@ impl Gateway {
         req: &Request<Incoming>,
         ctx: &mut Ctx,
     ) -> Result<Admitted, GatewayError> {
-        // identify. What the certificate proves is recorded even when the call is refused, and
-        // the target too, so that a refused exchange's record says who tried what.
-        if let Ok(ConnectionAuth::Mtls(peer)) = &conn.auth {
-            ctx.record.set_client_cert_sha256(peer.cert_sha256);
-            ctx.record.set_connection_type(ConnectionType::Mtls);
-            if let Identity::Subsystem(proven) = &peer.identity {
-                ctx.record.set_client(proven);
-                ctx.client = Some(proven.clone());
-            }
-        }
+        // parse target, recorded even when the call is refused, so that a refused exchange's
+        // record says who tried what.
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let max_uri = snap.limits.max_uri_length as usize;
         let target = if ctx.grpc {
@@ -191,29 +188,7 @@ impl Gateway {
             }
             ctx.service = Some(t.service().clone());
         }
-        let claimed = match req.headers().get(&xroad::CLIENT) {
-            Some(v) => Some(v.to_str().map_err(|_| {
-                GatewayError::BadRequest("X-Road-Client is not valid text; write e.g. ID/PEMDA/1602/DINKES".into())
-            })?),
-            None => None,
-        };
-        let auth = conn.auth.as_ref().map_err(identify_error)?;
-        // A peer gateway's call is made for the client it asserts, within the peer's authority.
-        let from_peer = peer::inbound(snap, auth);
-        let caller = match from_peer {
-            Some((link, cert)) => {
-                ctx.record.set_peer(&link.id);
-                link.accept(cert, claimed)?
-            }
-            None => identify::identify_client(auth, &conn.listener.opt_ins, claimed).map_err(|e| identify_error(&e))?,
-        };
-        ctx.record.set_connection_type(caller.connection);
-        if let Some(fp) = caller.cert_sha256 {
-            ctx.record.set_client_cert_sha256(fp);
-        }
-        ctx.record.set_client(&caller.client);
-        ctx.client = Some(caller.client.clone());
-
+        let (caller, from_peer) = identify(snap, conn, req, ctx)?;
         check_header_limits(req, snap)?;
 
         // parse target
@@ -239,7 +214,7 @@ impl Gateway {
         // peer's call is for this gateway's services only: gateways do not relay for each other.
         let (route, via) = match snap.routes.get(target.service()) {
             Some(route) => (Arc::clone(route), Via::Local),
-            None if from_peer.is_some() => {
+            None if from_peer => {
                 return Err(GatewayError::UnknownService(format!(
                     "gateway {} has no service {}, and does not relay a peer's calls onward",
                     snap.gateway_id,
@@ -291,13 +266,7 @@ impl Gateway {
             return Err(GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() });
         }
 
-        // Fail closed: while the log cannot be written, nothing is forwarded.
-        let health = self.audit.health();
-        if !health.is_available() {
-            return Err(GatewayError::AuditUnavailable(format!(
-                "the audit log is not accepting records ({health:?}); exchanges resume once it is"
-            )));
-        }
+        self.audit_available()?;
         let path_and_query = match &target {
             // A peer gateway is sent the request target as it was received.
             Called::Rest(_) if matches!(via, Via::Peer(_)) => path_and_query.to_owned(),
@@ -308,6 +277,68 @@ impl Gateway {
             Called::Grpc(t) => t.path.to_owned(),
         };
         Ok(Admitted { route, path_and_query, deadline, via })
+    }
+
+    /// Fail closed: while the log cannot be written, nothing is forwarded or answered.
+    fn audit_available(&self) -> Result<(), GatewayError> {
+        let health = self.audit.health();
+        if health.is_available() {
+            return Ok(());
+        }
+        Err(GatewayError::AuditUnavailable(format!(
+            "the audit log is not accepting records ({health:?}); exchanges resume once it is"
+        )))
+    }
+
+    /// A call to the gateway's own services (`local`): identified, checked and logged as any
+    /// exchange, then answered by the gateway itself instead of an upstream.
+    async fn own(
+        &self,
+        own: local::Own,
+        snap: &Arc<Snapshot>,
+        conn: &Connection,
+        req: Request<Incoming>,
+        mut ctx: Ctx,
+    ) -> Response<ResponseBody> {
+        if let Some(service) = own.service_id(&snap.gateway_id) {
+            ctx.record.set_service(&service, own.protocol());
+            ctx.service = Some(service);
+        }
+        let checked = identify(snap, conn, &req, &mut ctx).and_then(|(caller, _)| {
+            let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+            let max_uri = snap.limits.max_uri_length as usize;
+            if uri_len > max_uri {
+                return Err(GatewayError::UriTooLong { len: uri_len, max: max_uri });
+            }
+            check_header_limits(&req, snap)?;
+            self.audit_available()?;
+            Ok(caller)
+        });
+        let caller = match checked {
+            Ok(caller) => caller,
+            Err(err) => {
+                let body = req.into_body();
+                if !body.is_end_stream() {
+                    tokio::spawn(discard(body));
+                }
+                return self.refuse(ctx, &err).await;
+            }
+        };
+        let call = local::Call {
+            snapshot: Arc::clone(snap),
+            client: caller.client,
+            audit: Arc::clone(&self.audit),
+            mode: ctx.mode,
+            exchange_id: ctx.exchange_id.clone(),
+            service: ctx.service.clone(),
+        };
+        match local::serve(own, call, ctx.record, req).await {
+            Ok(resp) => resp,
+            Err((record, err)) => {
+                ctx.record = record;
+                self.refuse(ctx, &err).await
+            }
+        }
     }
 
     async fn forward(&self, admitted: Admitted, mut ctx: Ctx, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -503,7 +534,7 @@ impl Gateway {
 
 /// The gateway's error, answered as the call's protocol has it: an X-Road error, or for a gRPC
 /// call a gRPC status.
-fn answer(
+pub(crate) fn answer(
     grpc: bool,
     exchange_id: &str,
     client: Option<&ClientId>,
@@ -538,7 +569,7 @@ impl Drop for Pending<'_> {
 }
 
 /// The error type recorded for an exchange whose client went away before its answer was complete.
-const ABANDONED: &str = "Client.ResponseAbandoned";
+pub(crate) const ABANDONED: &str = "Client.ResponseAbandoned";
 
 /// Most of a refused request's body read and dropped, so that the client, still sending it, gets
 /// to read the refusal: closing a socket with unread data resets the connection, and the client
@@ -572,6 +603,49 @@ fn trace_id(value: &[u8]) -> Option<[u8; 16]> {
     hex::decode_to_slice(trace, &mut id).ok()?;
     // An all-zero trace id is invalid by the specification.
     (id != [0u8; 16]).then_some(id)
+}
+
+/// identify: who the call is for, and whether a peer gateway asserts it. What the certificate
+/// proves is recorded even when the call is refused, so that a refused exchange's record says who
+/// tried.
+fn identify(
+    snap: &Snapshot,
+    conn: &Connection,
+    req: &Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<(identify::Caller, bool), GatewayError> {
+    if let Ok(ConnectionAuth::Mtls(peer)) = &conn.auth {
+        ctx.record.set_client_cert_sha256(peer.cert_sha256);
+        ctx.record.set_connection_type(ConnectionType::Mtls);
+        if let Identity::Subsystem(proven) = &peer.identity {
+            ctx.record.set_client(proven);
+            ctx.client = Some(proven.clone());
+        }
+    }
+    let claimed = match req.headers().get(&xroad::CLIENT) {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            GatewayError::BadRequest("X-Road-Client is not valid text; write e.g. ID/PEMDA/1602/DINKES".into())
+        })?),
+        None => None,
+    };
+    let auth = conn.auth.as_ref().map_err(identify_error)?;
+    // A peer gateway's call is made for the client it asserts, within the peer's authority.
+    let from_peer = peer::inbound(snap, auth);
+    let via_peer = from_peer.is_some();
+    let caller = match from_peer {
+        Some((link, cert)) => {
+            ctx.record.set_peer(&link.id);
+            link.accept(cert, claimed)?
+        }
+        None => identify::identify_client(auth, &conn.listener.opt_ins, claimed).map_err(|e| identify_error(&e))?,
+    };
+    ctx.record.set_connection_type(caller.connection);
+    if let Some(fp) = caller.cert_sha256 {
+        ctx.record.set_client_cert_sha256(fp);
+    }
+    ctx.record.set_client(&caller.client);
+    ctx.client = Some(caller.client.clone());
+    Ok((caller, via_peer))
 }
 
 fn identify_error(e: &identify::IdentifyError) -> GatewayError {

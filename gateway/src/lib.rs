@@ -10,6 +10,7 @@ pub mod forward;
 pub mod grpc;
 pub mod identify;
 pub mod limit;
+pub mod local;
 pub mod peer;
 pub mod runtime;
 pub mod server;

@@ -87,6 +87,8 @@ pub struct Snapshot {
     pub limits: Limits,
     /// Peer gateways and the national SPLP.
     pub federation: crate::peer::Federation,
+    /// Members, subsystems, services and OpenAPI documents, for the gateway's own directory.
+    pub directory: crate::local::Directory,
 }
 
 impl Snapshot {
@@ -155,8 +157,10 @@ impl Snapshot {
             );
         }
         let federation = crate::peer::Federation::build(&config, &trust, &gateway)?;
+        let directory = crate::local::Directory::build(&config).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         Ok(Self {
             federation,
+            directory,
             gateway_id: config.gateway.id.clone(),
             policy: AccessPolicy::new(&config),
             limiter: Limiter::new(&config),

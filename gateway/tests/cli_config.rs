@@ -287,3 +287,18 @@ fn a_missing_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read configuration file /nonexistent/splpd.toml"), "{err}");
 }
+
+#[test]
+fn names_the_gateway_answers_itself_are_refused_for_agency_services() {
+    let f = Fixture::new();
+    f.append(
+        "[[service]]\nid = \"ID/PEMDA/1602/DISDUKCAPIL/listMethods\"\nupstreams = [\"http://127.0.0.1:9103\"]\n\n\
+         [[service]]\nid = \"ID/PEMDA/1602/DINKES/sehat\"\nprotocol = \"grpc\"\nupstreams = [\"http://127.0.0.1:9104\"]\n\
+         grpc_services = [\"grpc.health.v1.Health\"]\n",
+    );
+    f.fails_at(f.line_of("DISDUKCAPIL/listMethods"), "service code listMethods is reserved");
+    f.fails_at(
+        f.line_of("grpc_services = [\"grpc.health.v1.Health\"]"),
+        "grpc.health.v1.Health is answered by the gateway itself",
+    );
+}

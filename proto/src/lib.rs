@@ -9,6 +9,11 @@
 /// holds the sample `kesehatan.v1` package too.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/splpd_descriptor_set.bin"));
 
+/// The encoded `google.protobuf.FileDescriptorSet` of the gateway's own APIs alone (package
+/// `splpd.v1`, with source info), which the gateway's server reflection offers.
+pub const GATEWAY_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/splpd_gateway_descriptor_set.bin"));
+
 /// Package `splpd.v1`: audit records, checkpoints and the directory service.
 #[allow(clippy::all, clippy::pedantic, unreachable_pub, missing_docs, missing_debug_implementations, rust_2018_idioms)]
 pub mod v1 {
@@ -122,6 +127,15 @@ mod tests {
         assert!(audit.source_code_info.is_some());
         assert!(audit.message_type.iter().any(|m| m.name() == "ExchangeRecord"));
         assert!(audit.message_type.iter().any(|m| m.name() == "Checkpoint"));
+    }
+
+    #[test]
+    fn gateway_descriptor_set_holds_the_gateway_apis_only() {
+        let set = prost_types::FileDescriptorSet::decode(super::GATEWAY_FILE_DESCRIPTOR_SET).unwrap();
+        let mut names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["splpd/v1/audit.proto", "splpd/v1/directory.proto"]);
+        assert!(set.file.iter().all(|f| f.package() == "splpd.v1" && f.source_code_info.is_some()));
     }
 
     /// A server over this stub type-checks only if the generated trait,

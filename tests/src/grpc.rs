@@ -452,22 +452,7 @@ impl ProbeClient {
         roots: &[CertificateDer<'static>],
         cert: Option<&ClientCert>,
     ) -> Result<Self, BoxError> {
-        let config = client::tls_config(roots, cert, Proto::H2);
-        let connector = tower::service_fn(move |_: http::Uri| {
-            let config = Arc::clone(&config);
-            async move {
-                let tcp = TcpStream::connect(addr).await?;
-                tcp.set_nodelay(true)?;
-                let name = ServerName::try_from("localhost")?;
-                let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
-                Ok::<_, BoxError>(TokioIo::new(tls))
-            }
-        });
-        let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector(connector)
-            .await?;
-        Ok(Self { inner: tonic::client::Grpc::new(channel) })
+        Ok(Self { inner: tonic::client::Grpc::new(channel(addr, roots, cert).await?) })
     }
 
     async fn ready(&mut self) -> Result<(), Status> {
@@ -512,6 +497,31 @@ impl ProbeClient {
         self.ready().await?;
         self.inner.streaming(req, Self::path(&method_path("Chat")), ProstCodec::default()).await
     }
+}
+
+/// A tonic channel on one HTTP/2 connection over TLS to `addr` (server name `localhost`),
+/// trusting `roots` and presenting `cert`, offering `h2` alone in ALPN: for any generated client.
+pub async fn channel(
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+    cert: Option<&ClientCert>,
+) -> Result<Channel, BoxError> {
+    let config = client::tls_config(roots, cert, Proto::H2);
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let config = Arc::clone(&config);
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from("localhost")?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, BoxError>(TokioIo::new(tls))
+        }
+    });
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(connector)
+        .await?;
+    Ok(channel)
 }
 
 /// A request carrying `message` and each `(key, value)` as metadata.

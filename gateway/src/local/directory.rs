@@ -1,0 +1,512 @@
+//! The directory of one configuration, compiled with its runtime snapshot: which members and
+//! subsystems are known here, which services each provider offers with which endpoints, and the
+//! OpenAPI documents, read once so that answering never touches the disk. The REST metadata
+//! services and the gRPC `splpd.v1.Directory` both answer from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Serialize;
+use splpd_certs::id::{ClientId, IdKind, IdPrefix, Identity, MemberId, ServiceId};
+use time::OffsetDateTime;
+
+use crate::authorize::{AccessPolicy, Endpoints};
+use crate::config::units::EndpointPattern;
+use crate::config::{Config, Protocol};
+use crate::error::GatewayError;
+
+/// HTTP methods an OpenAPI path item may describe, in the order they are listed.
+const OPENAPI_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// A member or subsystem known to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClientEntry {
+    /// The member.
+    pub member: MemberId,
+    /// The subsystem, for a subsystem.
+    pub subsystem: Option<ClientId>,
+    /// The member's name, when the configuration gives one (the gateway's own member's is
+    /// `[gateway] name`).
+    pub name: Option<String>,
+}
+
+/// One operation of a service: a method (`*` for any) and a path under the service, with `*`
+/// standing for one segment and `**` for the rest, as X-Road writes endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// `GET`, `POST`…, or `*`.
+    pub method: String,
+    /// `/nik/*`, or `/kesehatan.v1.Rujukan/*` for a gRPC service.
+    pub path: String,
+}
+
+impl Endpoint {
+    /// The endpoint a grant's pattern opens. gRPC methods are always `POST`.
+    fn of_pattern(pattern: &EndpointPattern, protocol: Protocol) -> Self {
+        let text = pattern.to_string();
+        let path = match pattern.method() {
+            Some(m) => text.strip_prefix(m).map_or(text.as_str(), str::trim_start).to_owned(),
+            None => text,
+        };
+        let method = match (pattern.method(), protocol) {
+            (_, Protocol::Grpc) => "POST",
+            (Some(m), Protocol::Rest) => m,
+            (None, Protocol::Rest) => "*",
+        };
+        Self { method: method.to_owned(), path }
+    }
+}
+
+/// A service's OpenAPI document, as read when the configuration was loaded.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Its text.
+    pub text: Bytes,
+    /// `application/json` or `application/yaml`.
+    pub media_type: &'static str,
+}
+
+/// A service of a provider.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    /// The service.
+    pub id: ServiceId,
+    /// REST or gRPC.
+    pub protocol: Protocol,
+    /// Its operations: from its OpenAPI document (JSON), or for a gRPC service one wildcard per
+    /// gRPC service name it serves. Empty when they are not known: the service is offered as a
+    /// whole.
+    pub endpoints: Vec<Endpoint>,
+    /// Its OpenAPI document, when it has one.
+    pub document: Option<Document>,
+}
+
+impl ServiceEntry {
+    /// X-Road's `service_type`: `OPENAPI` for a REST service described by an OpenAPI document,
+    /// `REST` for one without, and `GRPC` (splpd's own addition) for a gRPC service.
+    pub fn service_type(&self) -> &'static str {
+        match (self.protocol, &self.document) {
+            (Protocol::Grpc, _) => "GRPC",
+            (Protocol::Rest, Some(_)) => "OPENAPI",
+            (Protocol::Rest, None) => "REST",
+        }
+    }
+}
+
+/// Why a configuration's directory could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// An OpenAPI document could not be read.
+    #[error("service {service}: cannot read its OpenAPI document {}: {source}", .path.display())]
+    Read {
+        /// The service.
+        service: ServiceId,
+        /// The document.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A JSON OpenAPI document is not JSON.
+    #[error(
+        "service {service}: its OpenAPI document {} is not valid JSON ({source}); fix it, or give a YAML \
+         document a .yaml name", .path.display()
+    )]
+    Json {
+        /// The service.
+        service: ServiceId,
+        /// The document.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// The directory of one configuration.
+#[derive(Debug, Default)]
+pub struct Directory {
+    served: Vec<IdPrefix>,
+    clients: Vec<ClientEntry>,
+    providers: BTreeMap<ClientId, Vec<ServiceEntry>>,
+}
+
+impl Directory {
+    /// Compiles the directory of a validated configuration, reading its OpenAPI documents.
+    pub fn build(config: &Config) -> Result<Self, DirectoryError> {
+        let mut providers: BTreeMap<ClientId, Vec<ServiceEntry>> = BTreeMap::new();
+        for s in &config.services {
+            let document = match &s.openapi {
+                Some(path) => Some(read_document(&s.id, path)?),
+                None => None,
+            };
+            let endpoints = match (s.protocol, &document) {
+                (Protocol::Grpc, _) => s
+                    .grpc_services
+                    .iter()
+                    .map(|name| Endpoint { method: "POST".to_owned(), path: format!("/{name}/*") })
+                    .collect(),
+                (Protocol::Rest, Some(doc)) if doc.media_type == JSON => {
+                    openapi_endpoints(&s.id, s.openapi.as_deref(), doc)?
+                }
+                (Protocol::Rest, _) => Vec::new(),
+            };
+            let entry = ServiceEntry { id: s.id.clone(), protocol: s.protocol, endpoints, document };
+            providers.entry(s.id.subsystem().clone()).or_default().push(entry);
+        }
+        for services in providers.values_mut() {
+            services.sort_by(|a, b| a.id.code().cmp(b.id.code()));
+        }
+        Ok(Self { served: config.gateway.served_prefixes(), clients: clients(config), providers })
+    }
+
+    /// The members and subsystems known here, sorted, each member before its subsystems;
+    /// only those of `instance` when given.
+    pub fn clients<'a>(&'a self, instance: Option<&'a str>) -> impl Iterator<Item = &'a ClientEntry> + 'a {
+        self.clients.iter().filter(move |c| instance.is_none_or(|i| c.member.instance() == i))
+    }
+
+    /// The services `provider` offers, sorted by service code; refused when the provider is not
+    /// served by this gateway.
+    pub fn services(&self, provider: &ClientId) -> Result<&[ServiceEntry], GatewayError> {
+        if !self.served.iter().any(|p| provider.is_within(p)) {
+            let served: Vec<String> = self.served.iter().map(ToString::to_string).collect();
+            return Err(GatewayError::UnknownService(format!(
+                "{provider} is not served by this gateway, which serves {}; ask the gateway that serves it",
+                served.join(", ")
+            )));
+        }
+        Ok(self.providers.get(provider).map_or(&[], Vec::as_slice))
+    }
+
+    /// The services of `provider` that `client` holds a grant in force on at `now`, each with the
+    /// endpoints its grants open: the service's own list when a grant opens every endpoint, else
+    /// the grants' patterns. Purposes are not checked: the list shows what is open to a caller
+    /// that declares the purpose its grant asks for.
+    pub fn allowed(
+        &self,
+        policy: &AccessPolicy,
+        client: &ClientId,
+        provider: &ClientId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ServiceEntry>, GatewayError> {
+        let mut allowed = Vec::new();
+        for s in self.services(provider)? {
+            match policy.allowed_endpoints(client, &s.id, now) {
+                None => {}
+                Some(Endpoints::All) => allowed.push(s.clone()),
+                Some(Endpoints::Only(patterns)) => allowed.push(ServiceEntry {
+                    endpoints: patterns.into_iter().map(|p| Endpoint::of_pattern(p, s.protocol)).collect(),
+                    ..s.clone()
+                }),
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// The OpenAPI document of `service`, or why there is none.
+    pub fn document(&self, service: &ServiceId) -> Result<&Document, GatewayError> {
+        let entry = self.services(service.subsystem())?.iter().find(|s| s.id == *service).ok_or_else(|| {
+            GatewayError::UnknownService(format!(
+                "no service {service} is known to this gateway; GET /r1/{}/listMethods lists the services of {}",
+                service.subsystem().to_url_path(),
+                service.subsystem()
+            ))
+        })?;
+        match (&entry.document, entry.protocol) {
+            (Some(doc), _) => Ok(doc),
+            (None, Protocol::Grpc) => Err(GatewayError::UnknownService(format!(
+                "{service} is a gRPC service and has no OpenAPI document; describe it with its .proto files, or \
+                 ask its own server reflection through the gateway (metadata x-road-service: {service})"
+            ))),
+            (None, Protocol::Rest) => Err(GatewayError::UnknownService(format!(
+                "{service} has no OpenAPI document registered at this gateway; ask the gateway operator to set \
+                 `openapi` for it"
+            ))),
+        }
+    }
+}
+
+const JSON: &str = "application/json";
+const YAML: &str = "application/yaml";
+
+fn read_document(service: &ServiceId, path: &Path) -> Result<Document, DirectoryError> {
+    let text = std::fs::read(path).map_err(|source| DirectoryError::Read {
+        service: service.clone(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let media_type = match ext.as_deref() {
+        Some("json") => JSON,
+        Some("yaml" | "yml") => YAML,
+        // No telling extension: a JSON document starts with `{`.
+        _ if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => JSON,
+        _ => YAML,
+    };
+    Ok(Document { text: text.into(), media_type })
+}
+
+/// The endpoints a JSON OpenAPI document describes: every method of every path, with templated
+/// segments (`{nik}`) written `*`, as X-Road lists them.
+fn openapi_endpoints(
+    service: &ServiceId,
+    path: Option<&Path>,
+    doc: &Document,
+) -> Result<Vec<Endpoint>, DirectoryError> {
+    let value: serde_json::Value = serde_json::from_slice(&doc.text).map_err(|source| DirectoryError::Json {
+        service: service.clone(),
+        path: path.map(Path::to_owned).unwrap_or_default(),
+        source,
+    })?;
+    let mut endpoints = Vec::new();
+    let Some(paths) = value.get("paths").and_then(serde_json::Value::as_object) else {
+        return Ok(endpoints);
+    };
+    for (template, item) in paths {
+        let path: Vec<&str> = template.split('/').map(|seg| if seg.contains('{') { "*" } else { seg }).collect();
+        for method in OPENAPI_METHODS {
+            if item.get(method).is_some() {
+                endpoints.push(Endpoint { method: method.to_ascii_uppercase(), path: path.join("/") });
+            }
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Every member and subsystem the configuration names: the gateway's own member and the
+/// members it serves, the peers' members, the providers of services, and every client named by a
+/// grant, a group, a listener opt-in or an identity mapping.
+fn clients(config: &Config) -> Vec<ClientEntry> {
+    let mut members: BTreeSet<MemberId> = BTreeSet::new();
+    let mut subsystems: BTreeSet<ClientId> = BTreeSet::new();
+    members.insert(config.gateway.id.member().clone());
+    let member_of = |p: &IdPrefix| p.to_string().parse::<MemberId>().ok();
+    members.extend(config.gateway.served_prefixes().iter().filter_map(member_of));
+    members.extend(config.peers.iter().flat_map(|p| &p.authoritative).filter_map(member_of));
+    subsystems.extend(config.services.iter().map(|s| s.id.subsystem().clone()));
+    subsystems.extend(config.grants.iter().filter_map(|g| g.client.clone()));
+    subsystems.extend(config.groups.iter().flat_map(|g| g.members.iter().cloned()));
+    subsystems.extend(config.listeners.iter().flat_map(|l| l.clients.iter().map(|o| o.client.clone())));
+    subsystems.extend(config.identities.iter().filter(|m| m.kind == IdKind::Subsystem).filter_map(|m| {
+        match Identity::parse(IdKind::Subsystem, &m.id) {
+            Ok(Identity::Subsystem(id)) => Some(id),
+            _ => None,
+        }
+    }));
+    members.extend(subsystems.iter().map(|s| s.member().clone()));
+    let name = |m: &MemberId| (m == config.gateway.id.member()).then(|| config.gateway.name.clone()).flatten();
+    let mut entries: Vec<ClientEntry> =
+        members.iter().map(|m| ClientEntry { member: m.clone(), subsystem: None, name: name(m) }).collect();
+    entries.extend(subsystems.into_iter().map(|s| ClientEntry {
+        member: s.member().clone(),
+        name: name(s.member()),
+        subsystem: Some(s),
+    }));
+    // Each member before its subsystems (`None` sorts first).
+    entries.sort_by(|a, b| (&a.member, &a.subsystem).cmp(&(&b.member, &b.subsystem)));
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nik.json"),
+            r#"{"openapi":"3.0.3","paths":{"/nik/{nik}":{"get":{},"parameters":[]},"/nik/{nik}/foto":{"get":{},"put":{}}}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("pajak.yaml"), "openapi: 3.0.3\npaths: {}\n").unwrap();
+        let text = format!(
+            r#"
+[gateway]
+id = "ID/PEMDA/1602/gw1"
+name = "SPLPD Kabupaten Ogan Komering Ilir"
+cert = "gw1.crt"
+key = "gw1.key"
+
+[[peer]]
+id = "ID/PEMDA/1601/gw1"
+endpoints = ["https://127.0.0.1:18443"]
+authoritative = ["ID/PEMDA/1601"]
+trust_anchor = "peer"
+
+[[service]]
+id = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
+upstreams = ["http://127.0.0.1:1"]
+openapi = "{dir}/nik.json"
+
+[[service]]
+id = "ID/PEMDA/1602/DISDUKCAPIL/akta"
+upstreams = ["http://127.0.0.1:1"]
+
+[[service]]
+id = "ID/PEMDA/1602/BAPENDA/pajak"
+upstreams = ["http://127.0.0.1:1"]
+openapi = "{dir}/pajak.yaml"
+
+[[service]]
+id = "ID/PEMDA/1602/DINKES/rujukan"
+protocol = "grpc"
+upstreams = ["http://127.0.0.1:2"]
+grpc_services = ["kesehatan.v1.Rujukan"]
+
+{extra}
+"#,
+            dir = dir.path().display()
+        );
+        let config: Config = toml::from_str(&text).unwrap();
+        (dir, config)
+    }
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn providers_list_their_services_with_endpoints_from_the_openapi_document() {
+        let (_dir, config) = config("");
+        let d = Directory::build(&config).unwrap();
+        let services = d.services(&id("ID/PEMDA/1602/DISDUKCAPIL")).unwrap();
+        let codes: Vec<&str> = services.iter().map(|s| s.id.code()).collect();
+        assert_eq!(codes, ["akta", "nik-verify"]);
+        let nik = &services[1];
+        assert_eq!(nik.service_type(), "OPENAPI");
+        let eps: Vec<(&str, &str)> = nik.endpoints.iter().map(|e| (e.method.as_str(), e.path.as_str())).collect();
+        assert_eq!(eps, [("GET", "/nik/*"), ("GET", "/nik/*/foto"), ("PUT", "/nik/*/foto")]);
+        assert_eq!(services[0].service_type(), "REST");
+        assert!(services[0].endpoints.is_empty());
+
+        let grpc = &d.services(&id("ID/PEMDA/1602/DINKES")).unwrap()[0];
+        assert_eq!(grpc.service_type(), "GRPC");
+        assert_eq!(grpc.endpoints, [Endpoint { method: "POST".into(), path: "/kesehatan.v1.Rujukan/*".into() }]);
+
+        let yaml = d.document(&id("ID/PEMDA/1602/BAPENDA/pajak")).unwrap();
+        assert_eq!(yaml.media_type, "application/yaml");
+        assert!(d.services(&id("ID/PEMDA/1602/BAPPEDA")).unwrap().is_empty());
+        let foreign = d.services(&id("ID/PEMDA/1601/DINKES")).unwrap_err();
+        assert!(matches!(&foreign, GatewayError::UnknownService(m) if m.contains("not served by this gateway")));
+    }
+
+    #[test]
+    fn documents_are_found_or_the_reason_is_given() {
+        let (_dir, config) = config("");
+        let d = Directory::build(&config).unwrap();
+        let doc = d.document(&id("ID/PEMDA/1602/DISDUKCAPIL/nik-verify")).unwrap();
+        assert_eq!(doc.media_type, "application/json");
+        assert!(doc.text.starts_with(b"{\"openapi\""));
+        let why = |s: &str| d.document(&id(s)).unwrap_err().to_string();
+        assert!(why("ID/PEMDA/1602/DISDUKCAPIL/nope").contains("no service ID/PEMDA/1602/DISDUKCAPIL/nope"));
+        assert!(why("ID/PEMDA/1602/DISDUKCAPIL/akta").contains("no OpenAPI document"));
+        assert!(why("ID/PEMDA/1602/DINKES/rujukan").contains("gRPC service"));
+    }
+
+    #[test]
+    fn a_document_that_cannot_be_read_or_parsed_is_refused_with_its_path() {
+        let (dir, mut config) = config("");
+        std::fs::write(dir.path().join("nik.json"), "{ not json").unwrap();
+        let err = Directory::build(&config).unwrap_err().to_string();
+        assert!(err.contains("nik.json is not valid JSON"), "{err}");
+        config.services[0].openapi = Some(dir.path().join("missing.json"));
+        let err = Directory::build(&config).unwrap_err().to_string();
+        assert!(err.contains("cannot read its OpenAPI document") && err.contains("missing.json"), "{err}");
+    }
+
+    #[test]
+    fn clients_are_every_member_and_subsystem_the_configuration_names() {
+        let (_dir, config) = config(
+            r#"
+[[group]]
+name = "kesehatan"
+members = ["ID/PEMDA/1602/RSUD"]
+
+[[grant]]
+service = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
+client = "ID/PEMDA/1601/DINKES"
+"#,
+        );
+        let d = Directory::build(&config).unwrap();
+        let shown: Vec<String> = d
+            .clients(None)
+            .map(|c| c.subsystem.as_ref().map_or_else(|| c.member.to_string(), ToString::to_string))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "ID/PEMDA/1601",
+                "ID/PEMDA/1601/DINKES",
+                "ID/PEMDA/1602",
+                "ID/PEMDA/1602/BAPENDA",
+                "ID/PEMDA/1602/DINKES",
+                "ID/PEMDA/1602/DISDUKCAPIL",
+                "ID/PEMDA/1602/RSUD",
+            ]
+        );
+        let own = d.clients(None).find(|c| c.member.code() == "1602").unwrap();
+        assert_eq!(own.name.as_deref(), Some("SPLPD Kabupaten Ogan Komering Ilir"));
+        assert!(d.clients(None).filter(|c| c.member.code() == "1601").all(|c| c.name.is_none()));
+        assert_eq!(d.clients(Some("EE")).count(), 0);
+    }
+
+    #[test]
+    fn allowed_methods_follow_the_callers_grants() {
+        let (_dir, config) = config(
+            r#"
+[[grant]]
+service = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
+client = "ID/PEMDA/1602/RSUD"
+endpoints = ["GET /nik/*"]
+purposes = ["pelayanan-kesehatan"]
+
+[[grant]]
+service = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
+client = "ID/PEMDA/1602/SIMPEG"
+
+[[grant]]
+service = "ID/PEMDA/1602/DISDUKCAPIL/akta"
+client = "ID/PEMDA/1602/SIMPEG"
+valid_until = 2020-01-01T00:00:00Z
+
+[[grant]]
+service = "ID/PEMDA/1602/DINKES/rujukan"
+client = "ID/PEMDA/1602/RSUD"
+endpoints = ["/kesehatan.v1.Rujukan/Kirim"]
+"#,
+        );
+        let d = Directory::build(&config).unwrap();
+        let policy = AccessPolicy::new(&config);
+        let now = OffsetDateTime::now_utc();
+        let disdukcapil = id("ID/PEMDA/1602/DISDUKCAPIL");
+        let show = |client: &str, provider: &ClientId| -> Vec<(String, Vec<String>)> {
+            d.allowed(&policy, &id(client), provider, now)
+                .unwrap()
+                .into_iter()
+                .map(|s| {
+                    (s.id.code().to_owned(), s.endpoints.iter().map(|e| format!("{} {}", e.method, e.path)).collect())
+                })
+                .collect()
+        };
+        assert_eq!(
+            show("ID/PEMDA/1602/RSUD", &disdukcapil),
+            [("nik-verify".to_owned(), vec!["GET /nik/*".to_owned()])]
+        );
+        // A grant on every endpoint shows the service's own list; a lapsed grant shows nothing.
+        assert_eq!(
+            show("ID/PEMDA/1602/SIMPEG", &disdukcapil),
+            [(
+                "nik-verify".to_owned(),
+                vec!["GET /nik/*".to_owned(), "GET /nik/*/foto".to_owned(), "PUT /nik/*/foto".to_owned()]
+            )]
+        );
+        assert!(show("ID/PEMDA/1602/DISHUB", &disdukcapil).is_empty());
+        assert_eq!(
+            show("ID/PEMDA/1602/RSUD", &id("ID/PEMDA/1602/DINKES")),
+            [("rujukan".to_owned(), vec!["POST /kesehatan.v1.Rujukan/Kirim".to_owned()])]
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The gateway's own gRPC services, served by tonic's generated servers: `splpd.v1.Directory`
+//! (the metadata services' gRPC form, answered from the same directory), health and reflection.
+//! The call's context ([`Call`]) travels in the request's extensions; the answer streams back
+//! through [`OwnBody`], which completes the audit record when it ends.
+
+use std::convert::Infallible;
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body as _, Incoming};
+use splpd_certs::id::{ClientId, ServiceId};
+use splpd_proto::v1 as pb;
+use splpd_proto::v1::directory_server::{Directory, DirectoryServer};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_server::HealthServer;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
+
+use super::body::{OwnBody, Pending, SummaryRx, add_request};
+use super::directory::{ClientEntry, ServiceEntry};
+use super::health::HealthApi;
+use super::{Call, OwnGrpc, reflection};
+use crate::audit::BodyHasher;
+use crate::config::Protocol;
+use crate::error::GatewayError;
+use crate::exchange::{self, ResponseBody};
+use crate::forward::{self, MeteredRequestBody, xroad};
+use crate::grpc;
+
+type OwnService = BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, Infallible>;
+
+/// The services, built once: reflection decodes its descriptor sets when built.
+struct Apis {
+    health: OwnService,
+    directory: OwnService,
+    reflection: Result<OwnService, String>,
+    reflection_v1alpha: Result<OwnService, String>,
+}
+
+static APIS: LazyLock<Apis> = LazyLock::new(|| Apis {
+    health: BoxCloneSyncService::new(HealthServer::new(HealthApi)),
+    directory: BoxCloneSyncService::new(DirectoryServer::new(DirectoryApi)),
+    reflection: reflection::v1().map(BoxCloneSyncService::new).map_err(|e| e.to_string()),
+    reflection_v1alpha: reflection::v1alpha().map(BoxCloneSyncService::new).map_err(|e| e.to_string()),
+});
+
+impl Apis {
+    fn get(&self, api: OwnGrpc) -> Result<OwnService, GatewayError> {
+        let built = match api {
+            OwnGrpc::Health => return Ok(self.health.clone()),
+            OwnGrpc::Directory => return Ok(self.directory.clone()),
+            OwnGrpc::Reflection => &self.reflection,
+            OwnGrpc::ReflectionV1Alpha => &self.reflection_v1alpha,
+        };
+        built.clone().map_err(|why| GatewayError::Internal(format!("server reflection could not be set up: {why}")))
+    }
+}
+
+/// Answers a call to one of the gateway's gRPC services.
+pub(super) async fn serve(
+    api: OwnGrpc,
+    call: Call,
+    parts: Parts,
+    body: MeteredRequestBody<Incoming>,
+    mut summary: SummaryRx,
+    pending: Pending,
+) -> http::Response<ResponseBody> {
+    let mut req = http::Request::from_parts(parts, tonic::body::Body::new(body));
+    req.extensions_mut().insert(call.clone());
+    let resp = match APIS.get(api) {
+        Ok(service) => match service.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
+        Err(err) => status(&err).into_http(),
+    };
+    let mut record = pending.take();
+    let (mut parts, body) = resp.into_parts();
+    record.set_status(parts.status);
+    let h = &mut parts.headers;
+    forward::set(h, xroad::ID, &call.exchange_id);
+    forward::set(h, xroad::CLIENT, &call.client.to_string());
+    if let Some(service) = &call.service {
+        forward::set(h, xroad::SERVICE, &service.to_string());
+    }
+    if !body.is_end_stream() {
+        let body = OwnBody::new(body, record, summary, Arc::clone(&call.audit), call.mode);
+        return http::Response::from_parts(parts, http_body_util::combinators::UnsyncBoxBody::new(body));
+    }
+    // A trailers-only answer (a refusal): its status is in the headers, and the answer waits for
+    // its record, as every refusal does.
+    add_request(&mut record, &mut summary);
+    record.set_response_body(BodyHasher::new().finish());
+    if let Some(code) = grpc::status_in(&parts.headers) {
+        record.set_grpc_status(code);
+    }
+    if let Some(e) = parts.headers.get(&xroad::ERROR).and_then(|v| v.to_str().ok()) {
+        record.set_error_type(e);
+    }
+    match call.audit.append(record.finish(), call.mode).await {
+        Ok(()) => {
+            http::Response::from_parts(parts, Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync())
+        }
+        Err(e) => {
+            let err = GatewayError::AuditUnavailable(format!("the exchange could not be logged: {e}"));
+            exchange::answer(true, &call.exchange_id, Some(&call.client), call.service.as_ref(), &err)
+        }
+    }
+}
+
+/// The gateway's error as a gRPC status, with its X-Road type in `x-road-error`, as the gateway's
+/// refusals of proxied calls carry it.
+fn status(err: &GatewayError) -> Status {
+    let mut status = Status::new(tonic::Code::from_i32(err.grpc_code().as_u32() as i32), err.to_string());
+    if let Ok(value) = MetadataValue::try_from(err.xroad_type()) {
+        status.metadata_mut().insert("x-road-error", value);
+    }
+    status
+}
+
+fn context<T>(request: &Request<T>) -> Result<Call, Status> {
+    request
+        .extensions()
+        .get::<Call>()
+        .cloned()
+        .ok_or_else(|| status(&GatewayError::Internal("the directory was called outside an exchange".into())))
+}
+
+fn provider(text: &str) -> Result<ClientId, Status> {
+    text.parse().map_err(|e| {
+        status(&GatewayError::BadRequest(format!(
+            "provider {text:?}: {e}; write the provider subsystem, e.g. ID/PEMDA/1602/DISDUKCAPIL"
+        )))
+    })
+}
+
+fn client_info(c: &ClientEntry) -> pb::ClientInfo {
+    pb::ClientInfo {
+        instance: c.member.instance().to_owned(),
+        member_class: c.member.class().to_owned(),
+        member_code: c.member.code().to_owned(),
+        subsystem_code: c.subsystem.as_ref().map(|s| s.code().to_owned()),
+        name: c.name.clone().unwrap_or_default(),
+    }
+}
+
+fn service_info(s: &ServiceEntry) -> pb::ServiceInfo {
+    let protocol = match s.protocol {
+        Protocol::Rest => pb::Protocol::Rest,
+        Protocol::Grpc => pb::Protocol::Grpc,
+    };
+    pb::ServiceInfo {
+        service_id: s.id.to_string(),
+        service_code: s.id.code().to_owned(),
+        protocol: protocol.into(),
+        endpoints: s
+            .endpoints
+            .iter()
+            .map(|e| pb::Endpoint { method: e.method.clone(), path: e.path.clone() })
+            .collect(),
+    }
+}
+
+/// `splpd.v1.Directory`: the metadata services over gRPC.
+#[derive(Debug, Clone, Copy)]
+struct DirectoryApi;
+
+#[tonic::async_trait]
+impl Directory for DirectoryApi {
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let call = context(&request)?;
+        let clients = call.snapshot.directory.clients(None).map(client_info).collect();
+        Ok(Response::new(pb::ListClientsResponse { clients }))
+    }
+
+    async fn list_methods(
+        &self,
+        request: Request<pb::ListMethodsRequest>,
+    ) -> Result<Response<pb::ListMethodsResponse>, Status> {
+        let call = context(&request)?;
+        let provider = provider(&request.get_ref().provider)?;
+        let services = call.snapshot.directory.services(&provider).map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListMethodsResponse { services: services.iter().map(service_info).collect() }))
+    }
+
+    async fn allowed_methods(
+        &self,
+        request: Request<pb::AllowedMethodsRequest>,
+    ) -> Result<Response<pb::AllowedMethodsResponse>, Status> {
+        let call = context(&request)?;
+        let provider = provider(&request.get_ref().provider)?;
+        let now = time::OffsetDateTime::now_utc();
+        let allowed = call
+            .snapshot
+            .directory
+            .allowed(&call.snapshot.policy, &call.client, &provider, now)
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::AllowedMethodsResponse { services: allowed.iter().map(service_info).collect() }))
+    }
+
+    async fn get_open_api(
+        &self,
+        request: Request<pb::GetOpenApiRequest>,
+    ) -> Result<Response<pb::GetOpenApiResponse>, Status> {
+        let call = context(&request)?;
+        let text = &request.get_ref().service;
+        let service: ServiceId = text.parse().map_err(|e| {
+            status(&GatewayError::BadRequest(format!(
+                "service {text:?}: {e}; write the service identifier, e.g. ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
+            )))
+        })?;
+        let doc = call.snapshot.directory.document(&service).map_err(|e| status(&e))?;
+        let document = String::from_utf8(doc.text.to_vec()).map_err(|_| {
+            status(&GatewayError::Internal(format!("the OpenAPI document of {service} is not UTF-8 text")))
+        })?;
+        Ok(Response::new(pb::GetOpenApiResponse { document, media_type: doc.media_type.to_owned() }))
+    }
+}
