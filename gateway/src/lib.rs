@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod authorize;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod exchange;
 pub mod forward;
@@ -11,6 +12,7 @@ pub mod grpc;
 pub mod identify;
 pub mod limit;
 pub mod peer;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod target;

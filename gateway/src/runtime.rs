@@ -50,6 +50,8 @@ pub struct ListenerRuntime {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Clients opted in to a weaker connection type here.
     pub opt_ins: Vec<ClientOptIn>,
+    /// Connections held open at once; beyond it new ones are shed.
+    pub max_connections: usize,
 }
 
 /// Why a configuration could not be made ready to serve.
@@ -90,6 +92,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The listener of this name.
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerRuntime>> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
     /// Compiles a validated configuration.
     pub fn build(config: Config) -> Result<Self, RuntimeError> {
         let trust = TrustStore::load(&config)?;
@@ -108,6 +115,7 @@ impl Snapshot {
                 transport,
                 tls,
                 opt_ins: l.clients.clone(),
+                max_connections: l.max_connections.unwrap_or(config.limits.max_connections) as usize,
             }));
         }
         let mut routes = HashMap::new();
