@@ -183,6 +183,16 @@ impl Region {
         self.running().addr(listener).unwrap_or_else(|| panic!("no listener {listener:?}"))
     }
 
+    /// The gateway itself: its configuration snapshot, to reload it.
+    pub fn gateway(&self) -> &Arc<splpd_gateway::exchange::Gateway> {
+        self.running().gateway()
+    }
+
+    /// The edge counters of the named listener.
+    pub fn edge_stats(&self, listener: &str) -> Arc<splpd_gateway::edge::EdgeStats> {
+        Arc::clone(self.running().edge_stats(listener).unwrap_or_else(|| panic!("no listener {listener:?}")))
+    }
+
     /// The configuration file it was started from.
     pub fn config_path(&self) -> &std::path::Path {
         &self.config_path
