@@ -73,7 +73,8 @@ impl Reloader {
     /// Reads, checks and compiles the configuration again and puts it in force, or says why not
     /// and keeps the running one. Either way the outcome is logged.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let outcome = self.try_reload().await;
+        let (outcome, version) = self.try_reload().await;
+        let version = version.as_deref().unwrap_or("unreadable");
         match &outcome {
             Ok(report) => {
                 for key in &report.audit_needs_restart {
@@ -82,31 +83,46 @@ impl Reloader {
                          restarted ([audit] mode and a service's audit apply at once)"
                     );
                 }
-                tracing::info!(config = %self.path.display(), "configuration reloaded and in force");
+                tracing::info!(config = %self.path.display(), %version, "configuration reloaded and in force");
             }
             Err(err) => tracing::error!(
                 config = %self.path.display(),
-                "configuration reload refused; the running configuration stays in force:\n{err}"
+                "configuration reload refused (version {version}); the running configuration stays in force:\n{err}"
             ),
         }
         outcome
     }
 
-    async fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
+    /// The outcome, and the version of the file read: the first 16 hex digits of its SHA-256,
+    /// which the log shows so that an operator can tell which edit is in force.
+    async fn try_reload(&self) -> (Result<ReloadReport, ReloadError>, Option<String>) {
         let path = self.path.clone();
         let listeners = self.listeners.clone();
         let audit = self.audit.clone();
         // Reading files and building TLS configurations is blocking work.
-        let (snapshot, report) = tokio::task::spawn_blocking(move || {
-            let config = config::load(&path)?;
-            check_listeners(&listeners, &config)?;
-            let report = ReloadReport { audit_needs_restart: audit_changes(&audit, &config.audit) };
-            Ok::<_, ReloadError>((Snapshot::build(config)?, report))
+        let built = tokio::task::spawn_blocking(move || {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(source) => return (Err(ConfigError::Read { path, source }.into()), None),
+            };
+            let version = version_of(&text);
+            let built = (|| {
+                let config = config::parse(&path, &text)?;
+                check_listeners(&listeners, &config)?;
+                let report = ReloadReport { audit_needs_restart: audit_changes(&audit, &config.audit) };
+                Ok::<_, ReloadError>((Snapshot::build(config)?, report))
+            })();
+            (built, Some(version))
         })
-        .await
-        .map_err(|e| ReloadError::Task(e.to_string()))??;
-        self.gateway.replace(snapshot);
-        Ok(report)
+        .await;
+        match built {
+            Ok((Ok((snapshot, report)), version)) => {
+                self.gateway.replace(snapshot);
+                (Ok(report), version)
+            }
+            Ok((Err(e), version)) => (Err(e), version),
+            Err(e) => (Err(ReloadError::Task(e.to_string())), None),
+        }
     }
 
     /// The files whose change triggers a reload: the configuration itself and every certificate,
@@ -121,7 +137,7 @@ impl Reloader {
     /// Reloads on SIGHUP and on changes of the watched files until `stop` turns true. Reloads
     /// run one at a time, in this task.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let (tx, mut changes) = mpsc::channel::<()>(1);
+        let (tx, mut changes) = mpsc::channel::<PathBuf>(64);
         let watched = Arc::new(Mutex::new(self.watched_files()));
         let mut watcher = match file_watcher(Arc::clone(&watched), tx) {
             Ok(w) => Some(w),
@@ -132,17 +148,24 @@ impl Reloader {
         };
         let mut dirs = HashSet::new();
         if let Some(w) = &mut watcher {
-            watch_dirs(w, &lock(&watched), &mut dirs);
+            // A copy: the watcher's thread takes the lock in its callback while `watch` waits
+            // for that thread.
+            let files = lock(&watched).clone();
+            watch_dirs(w, &files, &mut dirs);
         }
         loop {
             tokio::select! {
                 () = next_hangup(&mut self.hangup) => {
                     tracing::info!("SIGHUP: reloading the configuration");
                 }
-                Some(()) = changes.recv() => {
+                Some(first) = changes.recv() => {
                     // Wait for the writes to settle: reload once the files have been quiet a while.
-                    while tokio::time::timeout(DEBOUNCE, changes.recv()).await.is_ok_and(|c| c.is_some()) {}
-                    tracing::info!("a configuration, certificate or CRL file changed: reloading");
+                    let mut changed = std::collections::BTreeSet::from([first]);
+                    while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                        changed.insert(path);
+                    }
+                    let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                    tracing::info!("file changed ({}): reloading the configuration", changed.join(", "));
                 }
                 () = stopped(&mut stop) => return,
             }
@@ -156,6 +179,12 @@ impl Reloader {
             }
         }
     }
+}
+
+/// The first 16 hex digits of the SHA-256 of a configuration's text.
+pub fn version_of(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    hex::encode(&digest.as_ref()[..8])
 }
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -211,7 +240,10 @@ fn config_files(config: &Config) -> Vec<PathBuf> {
     files
 }
 
-fn file_watcher(watched: Arc<Mutex<HashSet<PathBuf>>>, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+fn file_watcher(
+    watched: Arc<Mutex<HashSet<PathBuf>>>,
+    tx: mpsc::Sender<PathBuf>,
+) -> notify::Result<notify::RecommendedWatcher> {
     notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         // Reading a file (as a reload does) is not a change of it.
@@ -222,9 +254,13 @@ fn file_watcher(watched: Arc<Mutex<HashSet<PathBuf>>>, tx: mpsc::Sender<()>) -> 
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
             _ => false,
         };
-        if changed && event.paths.iter().any(|p| lock(&watched).contains(p)) {
-            // A full channel already holds a pending change.
-            let _ = tx.try_send(());
+        if !changed {
+            return;
+        }
+        let watched = lock(&watched);
+        for path in event.paths.into_iter().filter(|p| watched.contains(p)) {
+            // A full channel already holds pending changes enough to reload.
+            let _ = tx.try_send(path);
         }
     })
 }

@@ -141,7 +141,9 @@ async fn serve_connection(
                 }
             };
             let auth = match tls.get_ref().1.peer_certificates() {
-                Some(chain) if !chain.is_empty() => identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls),
+                Some(chain) if !chain.is_empty() => {
+                    identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls)
+                }
                 _ => Ok(ConnectionAuth::TlsNoCert),
             };
             let conn = Connection { listener, auth, remote };
@@ -154,8 +156,13 @@ async fn serve_connection(
     }
 }
 
-async fn run_http<I>(gateway: Arc<Gateway>, snap: &Snapshot, conn: Connection, io: I, mut shutdown: watch::Receiver<bool>)
-where
+async fn run_http<I>(
+    gateway: Arc<Gateway>,
+    snap: &Snapshot,
+    conn: Connection,
+    io: I,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);

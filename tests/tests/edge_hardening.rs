@@ -154,7 +154,8 @@ async fn slowloris_clients_are_closed_after_the_header_timeout_while_others_are_
 
     // Thirty HTTP/1.1 clients trickle a request head that never ends, a byte every 200 ms: at
     // 300 bytes each would take a minute. Six HTTP/2 clients finish the handshake and say nothing.
-    let head: &'static [u8] = b"GET /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/json/x HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+    let head: &'static [u8] =
+        b"GET /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/json/x HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
     let mut slow_clients = Vec::new();
     for _ in 0..30 {
         let tls = tls_connect(&region, &slow, Proto::H1).await;

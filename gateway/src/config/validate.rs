@@ -846,7 +846,9 @@ impl Validator<'_, '_, '_> {
             }
         }
         // RFC 9113 §6.5.2: a window is at least the initial 65,535 bytes and at most 2^31-1.
-        for (key, size) in [("http2_stream_window", l.http2_stream_window), ("http2_connection_window", l.http2_connection_window)] {
+        for (key, size) in
+            [("http2_stream_window", l.http2_stream_window), ("http2_connection_window", l.http2_connection_window)]
+        {
             if !(65_535..=0x7fff_ffff).contains(&size.0) {
                 self.err(
                     at!["limits", key],

@@ -1,0 +1,100 @@
+//! Hot reload in process (docs/design.md, "Reload"): a new grant takes effect, an exchange in
+//! flight finishes on the configuration it started with, a broken file is refused with its
+//! position and the running configuration kept, changed listeners are refused, and `[audit]`
+//! settings that only apply at start are reported. `gateway/tests/cli_reload.rs` does the same
+//! to a real `splpd serve` under load, by SIGHUP and by file change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use http::StatusCode;
+use splpd_gateway::reload::{ReloadError, Reloader};
+use splpd_tests::{Call, Pki, Proto, RegionBuilder, Upstream};
+
+const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+const DINKES: &str = "ID/PEMDA/1602/DINKES";
+const RSUD: &str = "ID/PEMDA/1602/RSUD";
+
+fn builder<'p>(pki: &'p Pki, upstream: &Upstream, grants: &[&str]) -> RegionBuilder<'p> {
+    let mut b = RegionBuilder::new(pki).service(SERVICE, &upstream.url(), "");
+    for client in grants {
+        b = b.grant(&format!("service = \"{SERVICE}\"\nclient = \"{client}\""));
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_grants_for_new_exchanges_while_one_in_flight_finishes_on_its_own() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let path = region.config_path().to_owned();
+    let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
+    let (dinkes, rsud) = (pki.client(DINKES), pki.client(RSUD));
+    let slow = Call::get(format!("/r1/{SERVICE}/slow/1500"));
+    let quick = || Call::get(format!("/r1/{SERVICE}/json/x"));
+
+    assert_eq!(region.call(Some(&rsud), Proto::H1, quick()).await.unwrap().xroad_error(), Some("Client.AccessDenied"));
+
+    // DINKES's slow call is under way when a configuration without its grant (and with one for
+    // RSUD) is put in force.
+    let in_flight = {
+        let config = splpd_tests::client::tls_config(region.roots(), Some(&dinkes), Proto::H2);
+        let addr = region.addr(splpd_tests::PUBLIC);
+        tokio::spawn(splpd_tests::client::send_tls(addr, config, Proto::H2, slow))
+    };
+    upstream.wait_received(1).await;
+    std::fs::write(&path, builder(&pki, &upstream, &[RSUD]).text()).unwrap();
+    reloader.reload().await.unwrap();
+
+    let finished = in_flight.await.unwrap().unwrap();
+    assert_eq!(finished.status, StatusCode::OK, "the exchange in flight keeps the grant it started with");
+    assert_eq!(region.call(Some(&rsud), Proto::H2, quick()).await.unwrap().status, StatusCode::OK);
+    let refused = region.call(Some(&dinkes), Proto::H1, quick()).await.unwrap();
+    assert_eq!(refused.xroad_error(), Some("Client.AccessDenied"));
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_kept() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let path = region.config_path().to_owned();
+    let good = builder(&pki, &upstream, &[DINKES]).text();
+    let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
+    let dinkes = pki.client(DINKES);
+    let call = || Call::get(format!("/r1/{SERVICE}/json/x"));
+
+    // A grant naming a service that does not exist: refused, with the line and column.
+    let broken =
+        good.replace(&format!("[[grant]]\nservice = \"{SERVICE}\""), "[[grant]]\nservice = \"ID/PEMDA/1602/X/nope\"");
+    assert_ne!(broken, good);
+    std::fs::write(&path, &broken).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    let line = broken.lines().position(|l| l.contains("X/nope")).unwrap() + 1;
+    let at = format!("{}:{line}:", path.display());
+    assert!(matches!(err, ReloadError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains(&at), "the error names {at}: {err}");
+    assert_eq!(region.call(Some(&dinkes), Proto::H1, call()).await.unwrap().status, StatusCode::OK);
+
+    // A listener added: listeners are bound at start, so the whole reload is refused.
+    let more = format!("{good}\n[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, more).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    assert!(matches!(err, ReloadError::Listeners(_)), "{err:?}");
+    assert!(err.to_string().contains("\"extra\"") && err.to_string().contains("restart"), "{err}");
+
+    // A certificate file that cannot be read: refused.
+    let missing = good.replace("cert = \"gw1.crt\"", "cert = \"gone.crt\"");
+    std::fs::write(&path, missing).unwrap();
+    assert!(reloader.reload().await.is_err());
+    assert_eq!(region.call(Some(&dinkes), Proto::H2, call()).await.unwrap().status, StatusCode::OK);
+
+    // [audit] settings other than the mode apply only at start, and say so.
+    let audit = format!("{good}\n[audit]\nmode = \"async\"\ncheckpoint_every = 5\n");
+    std::fs::write(&path, audit).unwrap();
+    let report = reloader.reload().await.unwrap();
+    assert_eq!(report.audit_needs_restart, vec!["checkpoint_every".to_owned()]);
+    assert_eq!(region.gateway().snapshot().config.audit.mode, splpd_gateway::config::AuditMode::Async);
+    region.stop().await;
+}
