@@ -1,11 +1,13 @@
 //! Hot reload (design §6): on SIGHUP, or when the configuration file or a certificate, key, CA or
 //! CRL file it names changes, the configuration is read, validated and compiled again, then put
 //! in force whole. A configuration that fails is refused, its errors logged, and the running one
-//! kept. Exchanges in progress finish on the snapshot they started with.
+//! kept. Exchanges in progress finish on the snapshot they started with; connections already
+//! open take the new one on their next request ([`LiveConnection`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -13,9 +15,13 @@ use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
+use arc_swap::ArcSwap;
+use rustls_pki_types::{CertificateDer, UnixTime};
+
 use crate::config::{self, Config, ConfigError};
-use crate::exchange::Gateway;
-use crate::runtime::{RuntimeError, Snapshot};
+use crate::exchange::{Connection, Gateway};
+use crate::identify::{self, ConnectionAuth, IdentifyError};
+use crate::runtime::{ListenerRuntime, RuntimeError, Snapshot};
 
 /// Quiet time after the last file change before reloading: editors and `cp` write a file in
 /// several steps, and a certificate and its key are usually replaced together.
@@ -279,6 +285,66 @@ fn watch_dirs(watcher: &mut notify::RecommendedWatcher, files: &HashSet<PathBuf>
             Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch for changes ({e}); reload with SIGHUP"),
         }
     }
+}
+
+/// A connection's view of the configuration: its listener's settings (opt-ins) and what its
+/// client certificate proves. Established at the handshake; after each reload it is checked again
+/// on the connection's next request, so that a certificate revoked by a new CRL (or an opt-in
+/// withdrawn) stops working on connections already open, not only on new ones.
+#[derive(Debug)]
+pub struct LiveConnection {
+    conn: ArcSwap<Connection>,
+    /// The client's certificate chain, end-entity first, when it presented one.
+    chain: Option<Vec<CertificateDer<'static>>>,
+    /// The [`Gateway::generation`] `conn` was checked against.
+    checked: AtomicU64,
+}
+
+impl LiveConnection {
+    /// A connection established under the gateway's configuration `generation`.
+    pub fn new(conn: Connection, chain: Option<Vec<CertificateDer<'static>>>, generation: u64) -> Self {
+        Self { conn: ArcSwap::from_pointee(conn), chain, checked: AtomicU64::new(generation) }
+    }
+
+    /// The connection as the configuration now in force sees it.
+    pub fn current(&self, gateway: &Gateway) -> Arc<Connection> {
+        let generation = gateway.generation();
+        if self.checked.load(Ordering::Acquire) != generation {
+            self.refresh(gateway, generation);
+        }
+        self.conn.load_full()
+    }
+
+    fn refresh(&self, gateway: &Gateway, generation: u64) {
+        let snap = gateway.snapshot();
+        let old = self.conn.load_full();
+        let listener = snap.listener(&old.listener.name).map_or_else(|| Arc::clone(&old.listener), Arc::clone);
+        let auth = match &self.chain {
+            Some(chain) => recheck(&listener, &snap, chain),
+            None => old.auth.clone(),
+        };
+        if let (Ok(_), Err(e)) = (&old.auth, &auth) {
+            tracing::info!(listener = %listener.name, remote = %old.remote, "{e}");
+        }
+        self.conn.store(Arc::new(Connection { listener, auth, remote: old.remote }));
+        self.checked.store(generation, Ordering::Release);
+    }
+}
+
+/// Verifies a certificate chain again, now, against the listener's verifier and trust store of
+/// the configuration in force.
+fn recheck(
+    listener: &ListenerRuntime,
+    snap: &Snapshot,
+    chain: &[CertificateDer<'static>],
+) -> Result<ConnectionAuth, IdentifyError> {
+    let (end_entity, intermediates) = chain.split_first().ok_or(IdentifyError::NoCertificate)?;
+    if let Some(verifier) = &listener.client_verifier {
+        verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map_err(|e| IdentifyError::NoLongerValid { reason: e.to_string() })?;
+    }
+    identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls)
 }
 
 #[cfg(unix)]

@@ -48,6 +48,8 @@ pub struct ListenerRuntime {
     pub transport: Transport,
     /// The rustls configuration for TLS listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Its client certificate verifier, to check connections opened before a reload again.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// Clients opted in to a weaker connection type here.
     pub opt_ins: Vec<ClientOptIn>,
     /// Connections held open at once; beyond it new ones are shed.
@@ -105,15 +107,19 @@ impl Snapshot {
         for l in &config.listeners {
             let address = l.address.parse().map_err(|_| RuntimeError::Invalid(format!("bad address {}", l.address)))?;
             let transport = crate::tls::listener_transport(l);
-            let tls = match transport {
-                Transport::Tls { client_auth } => Some(crate::tls::server_config(&trust, &gateway, client_auth)?),
-                Transport::Plain => None,
+            let (tls, client_verifier) = match transport {
+                Transport::Tls { client_auth } => (
+                    Some(crate::tls::server_config(&trust, &gateway, client_auth)?),
+                    Some(crate::tls::client_verifier(&trust, client_auth)?),
+                ),
+                Transport::Plain => (None, None),
             };
             listeners.push(Arc::new(ListenerRuntime {
                 name: l.name.clone(),
                 address,
                 transport,
                 tls,
+                client_verifier,
                 opt_ins: l.clients.clone(),
                 max_connections: l.max_connections.unwrap_or(config.limits.max_connections) as usize,
             }));

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::edge::{self, Activity, Admission, EdgeStats};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth};
+use crate::reload::LiveConnection;
 use crate::runtime::{ListenerRuntime, Snapshot};
 
 /// One bound listener: its configuration when bound, its socket and its edge counters.
@@ -84,6 +85,7 @@ async fn accept_loop(gateway: Arc<Gateway>, bound: BoundListener, mut shutdown: 
                     // Each connection takes the configuration in force when it arrives: a reload
                     // changes the certificates, CRLs and limits of the connections after it.
                     // Listeners themselves are fixed at start, so this one is always found.
+                    let generation = gateway.generation();
                     let snap = gateway.snapshot();
                     let listener = Arc::clone(snap.listener(&first.name).unwrap_or(&first));
                     match stats.admit(listener.max_connections, &listener.name) {
@@ -91,7 +93,7 @@ async fn accept_loop(gateway: Arc<Gateway>, bound: BoundListener, mut shutdown: 
                             let _ = tcp.set_nodelay(true);
                             let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
                             conns.spawn(async move {
-                                serve_connection(gateway, snap, listener, tcp, remote, shutdown).await;
+                                serve_connection(gateway, snap, generation, listener, tcp, remote, shutdown).await;
                                 drop(slot);
                             });
                         }
@@ -121,6 +123,7 @@ async fn accept_loop(gateway: Arc<Gateway>, bound: BoundListener, mut shutdown: 
 async fn serve_connection(
     gateway: Arc<Gateway>,
     snap: Arc<Snapshot>,
+    generation: u64,
     listener: Arc<ListenerRuntime>,
     tcp: TcpStream,
     remote: SocketAddr,
@@ -140,18 +143,17 @@ async fn serve_connection(
                     return;
                 }
             };
-            let auth = match tls.get_ref().1.peer_certificates() {
-                Some(chain) if !chain.is_empty() => {
-                    identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls)
-                }
-                _ => Ok(ConnectionAuth::TlsNoCert),
+            let chain = tls.get_ref().1.peer_certificates().filter(|c| !c.is_empty()).map(<[_]>::to_vec);
+            let auth = match &chain {
+                Some(chain) => identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls),
+                None => Ok(ConnectionAuth::TlsNoCert),
             };
-            let conn = Connection { listener, auth, remote };
+            let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
             run_http(gateway, &snap, conn, TokioIo::new(tls), shutdown).await;
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
-            run_http(gateway, &snap, conn, TokioIo::new(tcp), shutdown).await;
+            run_http(gateway, &snap, LiveConnection::new(conn, None, generation), TokioIo::new(tcp), shutdown).await;
         }
     }
 }
@@ -159,7 +161,7 @@ async fn serve_connection(
 async fn run_http<I>(
     gateway: Arc<Gateway>,
     snap: &Snapshot,
-    conn: Connection,
+    conn: LiveConnection,
     io: I,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -173,7 +175,7 @@ async fn run_http<I>(
         let activity = Arc::clone(&activity);
         service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
-            let conn = Arc::clone(&conn);
+            let conn = conn.current(&gateway);
             let active = activity.begin();
             async move {
                 let resp = gateway.handle(&conn, req).await;
@@ -187,6 +189,7 @@ async fn run_http<I>(
     tokio::select! {
         result = served.as_mut() => {
             if let Err(e) = result {
+                let conn = conn.current(&gateway);
                 edge::log_connection_error(&*e, conn.auth.as_ref().ok(), &snap.gateway_id, gateway.audit(), conn.remote);
             }
         }
@@ -195,7 +198,7 @@ async fn run_http<I>(
             let _ = served.await;
         }
         () = activity.idle_for(snap.limits.idle_timeout.0) => {
-            tracing::debug!(remote = %conn.remote, "closing a connection idle for {:?}", snap.limits.idle_timeout.0);
+            tracing::debug!(remote = %conn.current(&gateway).remote, "closing a connection idle for {:?}", snap.limits.idle_timeout.0);
             served.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(edge::close_grace(), served).await;
         }

@@ -6,9 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 use splpd_gateway::reload::{ReloadError, Reloader};
-use splpd_tests::{Call, Pki, Proto, RegionBuilder, Upstream};
+use splpd_tests::{Call, PUBLIC, Pki, Proto, RegionBuilder, Upstream};
 
 const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
 const DINKES: &str = "ID/PEMDA/1602/DINKES";
@@ -96,5 +100,39 @@ async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_ke
     let report = reloader.reload().await.unwrap();
     assert_eq!(report.audit_needs_restart, vec!["checkpoint_every".to_owned()]);
     assert_eq!(region.gateway().snapshot().config.audit.mode, splpd_gateway::config::AuditMode::Async);
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_a_reload_is_refused_once_a_new_crl_revokes_its_certificate() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    let (cert, serial) = pki.revocable_client(DINKES);
+
+    // One HTTP/2 connection, kept open across the reload.
+    let config = splpd_tests::client::tls_config(region.roots(), Some(&cert), Proto::H2);
+    let tcp = tokio::net::TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || Request::get(format!("https://localhost/r1/{SERVICE}/json/x")).body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::OK);
+
+    // A reload without a change of trust leaves it working.
+    reloader.reload().await.unwrap();
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::OK);
+
+    pki.revoke(&serial);
+    reloader.reload().await.unwrap();
+    let refused = sender.send_request(get()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["x-road-error"], "Client.Unauthenticated");
+    // A new connection does not get past the handshake.
+    assert!(region.call(Some(&cert), Proto::H1, Call::get(format!("/r1/{SERVICE}/json/x"))).await.is_err());
+    assert_eq!(upstream.received().len(), 2, "nothing after the revocation reached the service");
     region.stop().await;
 }
