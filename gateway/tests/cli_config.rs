@@ -287,3 +287,12 @@ fn a_missing_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read configuration file /nonexistent/splpd.toml"), "{err}");
 }
+
+#[test]
+fn edge_limits_outside_what_http2_and_the_gateway_allow_are_refused() {
+    let f = Fixture::new();
+    f.edit("http2_stream_window = \"1 MiB\"", "http2_stream_window = \"4 KiB\"");
+    f.edit("max_connections = 10000\n# HTTP/2", "max_connections = 0\n# HTTP/2");
+    let err = f.fails_at(f.line_of("http2_stream_window = \"4 KiB\""), "outside what HTTP/2 allows");
+    assert!(err.contains("max_connections is zero"), "{err}");
+}
