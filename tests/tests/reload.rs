@@ -34,7 +34,7 @@ async fn a_reload_changes_grants_for_new_exchanges_while_one_in_flight_finishes_
     let path = region.config_path().to_owned();
     let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
     let (dinkes, rsud) = (pki.client(DINKES), pki.client(RSUD));
-    let slow = Call::get(format!("/r1/{SERVICE}/slow/1500"));
+    let slow = Call::get(format!("/r1/{SERVICE}/slow/3000"));
     let quick = || Call::get(format!("/r1/{SERVICE}/json/x"));
 
     assert_eq!(region.call(Some(&rsud), Proto::H1, quick()).await.unwrap().xroad_error(), Some("Client.AccessDenied"));
