@@ -75,6 +75,8 @@ pub struct EdgeStats {
     pub shed: AtomicU64,
     /// Connections closed unanswered because the listener was full and already shedding.
     pub dropped: AtomicU64,
+    /// Requests in progress on all of the listener's connections.
+    pub requests: Arc<Activity>,
     shedding: AtomicUsize,
     /// Seconds since `started` of the last overload warning, so a flood logs once a second.
     last_warning: AtomicU64,
@@ -211,6 +213,8 @@ fn overloaded_response() -> Response<ResponseBody> {
 pub struct Activity {
     in_flight: AtomicUsize,
     changed: Notify,
+    /// The listener's count, which every request of the connection counts in too.
+    parent: Option<Arc<Activity>>,
 }
 
 /// One request in progress; dropping it ends the request for the watchdog.
@@ -218,11 +222,32 @@ pub struct Activity {
 pub struct Active(Arc<Activity>);
 
 impl Activity {
+    /// A connection's count, whose requests count in `parent` too.
+    pub fn child_of(parent: &Arc<Self>) -> Arc<Self> {
+        Arc::new(Self { parent: Some(Arc::clone(parent)), ..Self::default() })
+    }
+
+    /// Requests in progress now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Marks a request as begun.
     pub fn begin(self: &Arc<Self>) -> Active {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_waiters();
+        self.count(true);
         Active(Arc::clone(self))
+    }
+
+    fn count(&self, begun: bool) {
+        if begun {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.changed.notify_waiters();
+        if let Some(parent) = &self.parent {
+            parent.count(begun);
+        }
     }
 
     /// Resolves once nothing has been in progress for `idle`.
@@ -245,8 +270,7 @@ impl Activity {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+        self.0.count(false);
     }
 }
 

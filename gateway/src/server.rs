@@ -60,8 +60,10 @@ impl Bound {
     /// their exchanges, for at most `[limits] drain_timeout` of the configuration then in force.
     pub async fn serve(self, gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let mut loops = JoinSet::new();
+        let (force, forced) = watch::channel(false);
+        let requests: Vec<_> = self.sockets.iter().map(|b| Arc::clone(&b.stats.requests)).collect();
         for bound in self.sockets {
-            loops.spawn(accept_loop(Arc::clone(&gateway), bound, shutdown.clone()));
+            loops.spawn(accept_loop(Arc::clone(&gateway), bound, shutdown.clone(), forced.clone()));
         }
         stopped(&mut shutdown).await;
         let drain = gateway.snapshot().limits.drain_timeout.0;
@@ -71,11 +73,24 @@ impl Bound {
                 "connections still open after the drain timeout ({drain:?}) are closed; their exchanges are logged \
                  as abandoned"
             );
+            // The loops close their connections and wait until each is gone, so that every
+            // abandoned exchange has handed its record to the audit log before it is flushed.
+            let _ = force.send(true);
+            while loops.join_next().await.is_some() {}
+            // HTTP/2 streams run in tasks of their own, which end once their connection is gone.
+            for r in &requests {
+                let _ = tokio::time::timeout(edge::close_grace(), r.idle_for(Duration::ZERO)).await;
+            }
         }
     }
 }
 
-async fn accept_loop(gateway: Arc<Gateway>, bound: BoundListener, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    gateway: Arc<Gateway>,
+    bound: BoundListener,
+    mut shutdown: watch::Receiver<bool>,
+    mut forced: watch::Receiver<bool>,
+) {
     let BoundListener { listener: first, socket, stats } = bound;
     let mut conns = JoinSet::new();
     loop {
@@ -92,8 +107,10 @@ async fn accept_loop(gateway: Arc<Gateway>, bound: BoundListener, mut shutdown: 
                         Admission::Serve(slot) => {
                             let _ = tcp.set_nodelay(true);
                             let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
+                            let activity = Activity::child_of(&stats.requests);
                             conns.spawn(async move {
-                                serve_connection(gateway, snap, generation, listener, tcp, remote, shutdown).await;
+                                let accepted = Accepted { snap, generation, listener, tcp, remote, activity };
+                                serve_connection(gateway, accepted, shutdown).await;
                                 drop(slot);
                             });
                         }
@@ -117,18 +134,26 @@ async fn accept_loop(gateway: Arc<Gateway>, bound: BoundListener, mut shutdown: 
         }
     }
     drop(socket);
-    while conns.join_next().await.is_some() {}
+    tokio::select! {
+        () = async { while conns.join_next().await.is_some() {} } => {}
+        () = stopped(&mut forced) => conns.shutdown().await,
+    }
 }
 
-async fn serve_connection(
-    gateway: Arc<Gateway>,
+/// A connection just accepted, and the configuration it is served under.
+struct Accepted {
     snap: Arc<Snapshot>,
+    /// The [`Gateway::generation`] of `snap`.
     generation: u64,
     listener: Arc<ListenerRuntime>,
     tcp: TcpStream,
     remote: SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) {
+    /// Its requests in progress, counted into its listener's.
+    activity: Arc<Activity>,
+}
+
+async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: watch::Receiver<bool>) {
+    let Accepted { snap, generation, listener, tcp, remote, activity } = accepted;
     match &listener.tls {
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
@@ -149,11 +174,12 @@ async fn serve_connection(
                 None => Ok(ConnectionAuth::TlsNoCert),
             };
             let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
-            run_http(gateway, &snap, conn, TokioIo::new(tls), shutdown).await;
+            run_http(gateway, &snap, conn, TokioIo::new(tls), activity, shutdown).await;
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
-            run_http(gateway, &snap, LiveConnection::new(conn, None, generation), TokioIo::new(tcp), shutdown).await;
+            let conn = LiveConnection::new(conn, None, generation);
+            run_http(gateway, &snap, conn, TokioIo::new(tcp), activity, shutdown).await;
         }
     }
 }
@@ -163,12 +189,12 @@ async fn run_http<I>(
     snap: &Snapshot,
     conn: LiveConnection,
     io: I,
+    activity: Arc<Activity>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let activity = Arc::new(Activity::default());
     let service = {
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);

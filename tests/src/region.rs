@@ -276,6 +276,15 @@ impl Region {
         found.into_iter().next().expect("one record")
     }
 
+    /// Stops the gateway as SIGTERM does (at most 5 s for open exchanges), flushes the audit log,
+    /// and returns every audit record.
+    pub async fn stop_with_records(mut self) -> Vec<ExchangeRecord> {
+        if let Some(running) = self.running.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), running.stop()).await;
+        }
+        self.audit.records()
+    }
+
     /// Stops the gateway (at most 5 s for open exchanges) and flushes the audit log.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {

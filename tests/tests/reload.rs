@@ -1,8 +1,9 @@
 //! Hot reload in process (docs/design.md, "Reload"): a new grant takes effect, an exchange in
 //! flight finishes on the configuration it started with, a broken file is refused with its
 //! position and the running configuration kept, changed listeners are refused, and `[audit]`
-//! settings that only apply at start are reported. `gateway/tests/cli_reload.rs` does the same
-//! to a real `splpd serve` under load, by SIGHUP and by file change.
+//! settings that only apply at start are reported; on stop, open exchanges are drained until
+//! `drain_timeout`. `gateway/tests/cli_reload.rs` does the same to a real `splpd serve` under
+//! load, by SIGHUP and by file change.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -135,4 +136,34 @@ async fn a_connection_opened_before_a_reload_is_refused_once_a_new_crl_revokes_i
     assert!(region.call(Some(&cert), Proto::H1, Call::get(format!("/r1/{SERVICE}/json/x"))).await.is_err());
     assert_eq!(upstream.received().len(), 2, "nothing after the revocation reached the service");
     region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_stop_open_exchanges_finish_within_the_drain_timeout_and_later_ones_are_logged_abandoned() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).toml("[limits]\ndrain_timeout = \"2s\"").start().await;
+    let dinkes = pki.client(DINKES);
+    let addr = region.addr(PUBLIC);
+    let call = |ms: u32, proto: Proto| {
+        let config = splpd_tests::client::tls_config(region.roots(), Some(&dinkes), proto);
+        let call = Call::get(format!("/r1/{SERVICE}/slow/{ms}")).header("x-road-id", uuid::Uuid::new_v4().to_string());
+        let id = call.headers[0].1.to_str().unwrap().to_owned();
+        (id, tokio::spawn(splpd_tests::client::send_tls(addr, config, proto, call)))
+    };
+    let (quick_id, quick) = call(800, Proto::H1);
+    let (long_id, long) = call(20_000, Proto::H1);
+    let (long_h2_id, long_h2) = call(20_000, Proto::H2);
+    upstream.wait_received(3).await;
+
+    let records = region.stop_with_records().await;
+    assert_eq!(quick.await.unwrap().unwrap().status, StatusCode::OK, "an exchange within the drain finishes");
+    assert!(long.await.unwrap().is_err(), "an exchange past the drain is cut off");
+    assert!(long_h2.await.unwrap().is_err(), "an HTTP/2 exchange past the drain is cut off");
+    // Nothing is accepted any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let find = |id: &str| records.iter().find(|r| r.exchange_id == id).unwrap_or_else(|| panic!("no record of {id}"));
+    assert_eq!(find(&quick_id).status, 200);
+    assert_eq!(find(&long_id).error_type, "Client.ResponseAbandoned");
+    assert_eq!(find(&long_h2_id).error_type, "Client.ResponseAbandoned");
 }
