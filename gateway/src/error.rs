@@ -109,7 +109,9 @@ impl GatewayError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceFailed(_) | Self::RequestHashMismatch(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::AuditUnavailable(_) | Self::ServiceUnavailable(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable(_) | Self::ServiceUnavailable(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

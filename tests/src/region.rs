@@ -173,7 +173,8 @@ impl Region {
         self.running.as_ref().expect("the gateway is running")
     }
 
-    /// The gateway object, for what it reports of itself (such as its upstreams' status).
+    /// The gateway object, for what it reports of itself (such as its upstreams' status), and to
+    /// reload its configuration.
     pub fn gateway(&self) -> &Arc<splpd_gateway::exchange::Gateway> {
         self.running().gateway()
     }
@@ -181,11 +182,6 @@ impl Region {
     /// Where the named listener is bound.
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.running().addr(listener).unwrap_or_else(|| panic!("no listener {listener:?}"))
-    }
-
-    /// The gateway itself: its configuration snapshot, to reload it.
-    pub fn gateway(&self) -> &Arc<splpd_gateway::exchange::Gateway> {
-        self.running().gateway()
     }
 
     /// The edge counters of the named listener.
