@@ -66,6 +66,9 @@ pub enum GatewayError {
     /// The audit log cannot take the exchange's record, so the exchange is refused (fail closed).
     #[error("{0}")]
     AuditUnavailable(String),
+    /// The gateway holds as many connections as it is configured for, and sheds this one.
+    #[error("{0}")]
+    Overloaded(String),
     /// A fault inside the gateway.
     #[error("{0}")]
     Internal(String),
@@ -88,6 +91,7 @@ impl GatewayError {
             Self::RequestHashMismatch(_) => crate::peer::REQUEST_HASH_MISMATCH,
             Self::ServiceUnavailable(_) => "Server.ServerProxy.ServiceUnavailable",
             Self::AuditUnavailable(_) => "Server.AuditUnavailable",
+            Self::Overloaded(_) => "Server.Overloaded",
             Self::Internal(_) => "Server.InternalError",
         }
     }
@@ -105,7 +109,9 @@ impl GatewayError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceFailed(_) | Self::RequestHashMismatch(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::AuditUnavailable(_) | Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable(_) | Self::ServiceUnavailable(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,7 +128,8 @@ impl GatewayError {
             Self::ServiceFailed(_)
             | Self::RequestHashMismatch(_)
             | Self::AuditUnavailable(_)
-            | Self::ServiceUnavailable(_) => GrpcCode::Unavailable,
+            | Self::ServiceUnavailable(_)
+            | Self::Overloaded(_) => GrpcCode::Unavailable,
             Self::ServiceTimeout(_) => GrpcCode::DeadlineExceeded,
             Self::Internal(_) => GrpcCode::Internal,
         }
@@ -189,6 +196,7 @@ mod tests {
             (GatewayError::ServiceTimeout("x".into()), "Server.ServerProxy.ServiceTimeout", 504),
             (GatewayError::AuditUnavailable("x".into()), "Server.AuditUnavailable", 503),
             (GatewayError::ServiceUnavailable("x".into()), "Server.ServerProxy.ServiceUnavailable", 503),
+            (GatewayError::Overloaded("x".into()), "Server.Overloaded", 503),
         ];
         for (err, kind, status) in cases {
             assert_eq!(err.xroad_type(), kind);

@@ -45,6 +45,8 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     audit: Arc<dyn AuditSink>,
+    /// Counts [`Gateway::replace`] calls, so that a connection can tell a reload happened.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// What is known about a connection before its first request.
@@ -103,7 +105,7 @@ type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
     pub fn new(snapshot: Snapshot, audit: Arc<dyn AuditSink>) -> Self {
-        Self { snapshot: ArcSwap::from_pointee(snapshot), audit }
+        Self { snapshot: ArcSwap::from_pointee(snapshot), audit, generation: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// The configuration in force.
@@ -114,6 +116,12 @@ impl Gateway {
     /// Puts a new configuration in force; exchanges already running finish on the old one.
     pub fn replace(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many times the configuration has been replaced since start.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The audit log.

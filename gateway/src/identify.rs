@@ -108,6 +108,16 @@ pub enum IdentifyError {
     /// The connection carries no client certificate where one was expected.
     #[error("the connection presented no client certificate; connect with the certificate issued to the application")]
     NoCertificate,
+    /// The certificate verified when the connection opened, but not against the configuration
+    /// reloaded since (a new CRL revokes it, its CA was removed, or it has expired).
+    #[error(
+        "the client certificate is no longer accepted ({reason}); it was checked again after the gateway reloaded \
+         its configuration, certificates and CRLs"
+    )]
+    NoLongerValid {
+        /// What the verifier reported.
+        reason: String,
+    },
     /// The verified certificate cannot be parsed (which webpki would not normally let through).
     #[error("the client certificate cannot be read: {reason}")]
     UnreadableCertificate {
@@ -250,6 +260,7 @@ impl IdentifyError {
     pub fn xroad_type(&self) -> &'static str {
         match self {
             Self::NoCertificate
+            | Self::NoLongerValid { .. }
             | Self::UnreadableCertificate { .. }
             | Self::UnknownAnchor { .. }
             | Self::NoIdentity { .. }

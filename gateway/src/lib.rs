@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod authorize;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod exchange;
 pub mod forward;
@@ -12,6 +13,7 @@ pub mod identify;
 pub mod limit;
 pub mod local;
 pub mod peer;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod target;

@@ -48,8 +48,12 @@ pub struct ListenerRuntime {
     pub transport: Transport,
     /// The rustls configuration for TLS listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Its client certificate verifier, to check connections opened before a reload again.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// Clients opted in to a weaker connection type here.
     pub opt_ins: Vec<ClientOptIn>,
+    /// Connections held open at once; beyond it new ones are shed.
+    pub max_connections: usize,
 }
 
 /// Why a configuration could not be made ready to serve.
@@ -92,6 +96,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The listener of this name.
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerRuntime>> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
     /// Compiles a validated configuration.
     pub fn build(config: Config) -> Result<Self, RuntimeError> {
         let trust = TrustStore::load(&config)?;
@@ -100,16 +109,21 @@ impl Snapshot {
         for l in &config.listeners {
             let address = l.address.parse().map_err(|_| RuntimeError::Invalid(format!("bad address {}", l.address)))?;
             let transport = crate::tls::listener_transport(l);
-            let tls = match transport {
-                Transport::Tls { client_auth } => Some(crate::tls::server_config(&trust, &gateway, client_auth)?),
-                Transport::Plain => None,
+            let (tls, client_verifier) = match transport {
+                Transport::Tls { client_auth } => (
+                    Some(crate::tls::server_config(&trust, &gateway, client_auth)?),
+                    Some(crate::tls::client_verifier(&trust, client_auth)?),
+                ),
+                Transport::Plain => (None, None),
             };
             listeners.push(Arc::new(ListenerRuntime {
                 name: l.name.clone(),
                 address,
                 transport,
                 tls,
+                client_verifier,
                 opt_ins: l.clients.clone(),
+                max_connections: l.max_connections.unwrap_or(config.limits.max_connections) as usize,
             }));
         }
         let mut routes = HashMap::new();

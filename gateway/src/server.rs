@@ -7,23 +7,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::edge::{self, Activity, Admission, EdgeStats};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth};
-use crate::runtime::ListenerRuntime;
+use crate::reload::LiveConnection;
+use crate::runtime::{ListenerRuntime, Snapshot};
 
-/// Time allowed for a TLS handshake before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// One bound listener: its configuration when bound, its socket and its edge counters.
+#[derive(Debug)]
+struct BoundListener {
+    listener: Arc<ListenerRuntime>,
+    socket: TcpListener,
+    stats: Arc<EdgeStats>,
+}
 
 /// Listening sockets, bound before serving so that a bad address fails at start.
 #[derive(Debug)]
 pub struct Bound {
-    sockets: Vec<(Arc<ListenerRuntime>, TcpListener)>,
+    sockets: Vec<BoundListener>,
 }
 
 impl Bound {
@@ -35,45 +41,91 @@ impl Bound {
             let socket = TcpListener::bind(l.address).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {} (listener {:?}): {e}", l.address, l.name))
             })?;
-            sockets.push((Arc::clone(l), socket));
+            sockets.push(BoundListener { listener: Arc::clone(l), socket, stats: EdgeStats::new() });
         }
         Ok(Self { sockets })
     }
 
     /// The addresses actually bound (port 0 in the configuration becomes a real port).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.sockets.iter().filter_map(|(l, s)| Some((l.name.clone(), s.local_addr().ok()?))).collect()
+        self.sockets.iter().filter_map(|b| Some((b.listener.name.clone(), b.socket.local_addr().ok()?))).collect()
+    }
+
+    /// Each listener's edge counters, by name.
+    pub fn stats(&self) -> Vec<(String, Arc<EdgeStats>)> {
+        self.sockets.iter().map(|b| (b.listener.name.clone(), Arc::clone(&b.stats))).collect()
     }
 
     /// Serves until `shutdown` turns true, then stops accepting and lets open connections finish
-    /// their exchanges, for at most `drain`.
-    pub async fn serve(self, gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+    /// their exchanges, for at most `[limits] drain_timeout` of the configuration then in force.
+    pub async fn serve(self, gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let mut loops = JoinSet::new();
-        for (listener, socket) in self.sockets {
-            loops.spawn(accept_loop(Arc::clone(&gateway), listener, socket, shutdown.clone()));
+        let (force, forced) = watch::channel(false);
+        let requests: Vec<_> = self.sockets.iter().map(|b| Arc::clone(&b.stats.requests)).collect();
+        for bound in self.sockets {
+            loops.spawn(accept_loop(Arc::clone(&gateway), bound, shutdown.clone(), forced.clone()));
         }
         stopped(&mut shutdown).await;
-        let _ = tokio::time::timeout(drain, async { while loops.join_next().await.is_some() {} }).await;
+        let drain = gateway.snapshot().limits.drain_timeout.0;
+        let drained = tokio::time::timeout(drain, async { while loops.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "connections still open after the drain timeout ({drain:?}) are closed; their exchanges are logged \
+                 as abandoned"
+            );
+            // The loops close their connections and wait until each is gone, so that every
+            // abandoned exchange has handed its record to the audit log before it is flushed.
+            let _ = force.send(true);
+            while loops.join_next().await.is_some() {}
+            // HTTP/2 streams run in tasks of their own, which end once their connection is gone.
+            for r in &requests {
+                let _ = tokio::time::timeout(edge::close_grace(), r.idle_for(Duration::ZERO)).await;
+            }
+        }
     }
 }
 
 async fn accept_loop(
     gateway: Arc<Gateway>,
-    listener: Arc<ListenerRuntime>,
-    socket: TcpListener,
+    bound: BoundListener,
     mut shutdown: watch::Receiver<bool>,
+    mut forced: watch::Receiver<bool>,
 ) {
+    let BoundListener { listener: first, socket, stats } = bound;
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = socket.accept() => match accepted {
                 Ok((tcp, remote)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_connection(Arc::clone(&gateway), Arc::clone(&listener), tcp, remote, shutdown.clone()));
+                    // Each connection takes the configuration in force when it arrives: a reload
+                    // changes the certificates, CRLs and limits of the connections after it.
+                    // Listeners themselves are fixed at start, so this one is always found.
+                    let generation = gateway.generation();
+                    let snap = gateway.snapshot();
+                    let listener = Arc::clone(snap.listener(&first.name).unwrap_or(&first));
+                    match stats.admit(listener.max_connections, &listener.name) {
+                        Admission::Serve(slot) => {
+                            let _ = tcp.set_nodelay(true);
+                            let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
+                            let activity = Activity::child_of(&stats.requests);
+                            conns.spawn(async move {
+                                let accepted = Accepted { snap, generation, listener, tcp, remote, activity };
+                                serve_connection(gateway, accepted, shutdown).await;
+                                drop(slot);
+                            });
+                        }
+                        Admission::Shed(slot) => {
+                            conns.spawn(async move {
+                                edge::shed(listener, tcp).await;
+                                drop(slot);
+                            });
+                        }
+                        Admission::Drop => drop(tcp),
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                    tracing::warn!(listener = %first.name, "accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -82,20 +134,30 @@ async fn accept_loop(
         }
     }
     drop(socket);
-    while conns.join_next().await.is_some() {}
+    tokio::select! {
+        () = async { while conns.join_next().await.is_some() {} } => {}
+        () = stopped(&mut forced) => conns.shutdown().await,
+    }
 }
 
-async fn serve_connection(
-    gateway: Arc<Gateway>,
+/// A connection just accepted, and the configuration it is served under.
+struct Accepted {
+    snap: Arc<Snapshot>,
+    /// The [`Gateway::generation`] of `snap`.
+    generation: u64,
     listener: Arc<ListenerRuntime>,
     tcp: TcpStream,
     remote: SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) {
+    /// Its requests in progress, counted into its listener's.
+    activity: Arc<Activity>,
+}
+
+async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: watch::Receiver<bool>) {
+    let Accepted { snap, generation, listener, tcp, remote, activity } = accepted;
     match &listener.tls {
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(snap.limits.handshake_timeout.0, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(listener = %listener.name, %remote, "TLS handshake refused: {e}");
@@ -106,64 +168,65 @@ async fn serve_connection(
                     return;
                 }
             };
-            let auth = match tls.get_ref().1.peer_certificates() {
-                Some(chain) if !chain.is_empty() => {
-                    identify::identify_peer(&gateway.snapshot().trust, chain).map(ConnectionAuth::Mtls)
-                }
-                _ => Ok(ConnectionAuth::TlsNoCert),
+            let chain = tls.get_ref().1.peer_certificates().filter(|c| !c.is_empty()).map(<[_]>::to_vec);
+            let auth = match &chain {
+                Some(chain) => identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls),
+                None => Ok(ConnectionAuth::TlsNoCert),
             };
-            let conn = Connection { listener, auth, remote };
-            run_http(gateway, conn, TokioIo::new(tls), shutdown).await;
+            let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
+            run_http(gateway, &snap, conn, TokioIo::new(tls), activity, shutdown).await;
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
-            run_http(gateway, conn, TokioIo::new(tcp), shutdown).await;
+            let conn = LiveConnection::new(conn, None, generation);
+            run_http(gateway, &snap, conn, TokioIo::new(tcp), activity, shutdown).await;
         }
     }
 }
 
-async fn run_http<I>(gateway: Arc<Gateway>, conn: Connection, io: I, mut shutdown: watch::Receiver<bool>)
-where
+async fn run_http<I>(
+    gateway: Arc<Gateway>,
+    snap: &Snapshot,
+    conn: LiveConnection,
+    io: I,
+    activity: Arc<Activity>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let snap = gateway.snapshot();
-    let limits = &snap.limits;
     let conn = Arc::new(conn);
     let service = {
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);
+        let activity = Arc::clone(&activity);
         service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
-            let conn = Arc::clone(&conn);
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(&conn, req).await) }
+            let conn = conn.current(&gateway);
+            let active = activity.begin();
+            async move {
+                let resp = gateway.handle(&conn, req).await;
+                Ok::<_, std::convert::Infallible>(edge::hold_while_streaming(resp, active))
+            }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Headers a little over the limit still reach the exchange path, which answers 431 with an
-    // X-Road error and logs it; far larger ones are cut off by hyper itself.
-    let header_room = usize::try_from(limits.max_header_bytes.bytes()).unwrap_or(usize::MAX).saturating_mul(2);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
-        .max_buf_size(header_room.max(8192))
-        .max_headers(limits.max_headers as usize * 2);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_room).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+    let builder = edge::http_builder(&snap.limits);
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
     tokio::select! {
         result = served.as_mut() => {
             if let Err(e) = result {
-                tracing::debug!(remote = %conn.remote, "connection ended: {e}");
+                let conn = conn.current(&gateway);
+                edge::log_connection_error(&*e, conn.auth.as_ref().ok(), &snap.gateway_id, gateway.audit(), conn.remote);
             }
         }
         () = stopped(&mut shutdown) => {
             served.as_mut().graceful_shutdown();
             let _ = served.await;
+        }
+        () = activity.idle_for(snap.limits.idle_timeout.0) => {
+            tracing::debug!(remote = %conn.current(&gateway).remote, "closing a connection idle for {:?}", snap.limits.idle_timeout.0);
+            served.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(edge::close_grace(), served).await;
         }
     }
 }
@@ -179,6 +242,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 pub struct Running {
     gateway: Arc<Gateway>,
     addrs: Vec<(String, SocketAddr)>,
+    stats: Vec<(String, Arc<EdgeStats>)>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -203,9 +267,10 @@ pub async fn start(
     let gateway = Arc::new(Gateway::new(snapshot, audit));
     let bound = Bound::bind(&gateway).await?;
     let addrs = bound.local_addrs();
+    let stats = bound.stats();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(bound.serve(Arc::clone(&gateway), stopped, Duration::from_secs(10)));
-    Ok(Running { gateway, addrs, stop, task })
+    let task = tokio::spawn(bound.serve(Arc::clone(&gateway), stopped));
+    Ok(Running { gateway, addrs, stats, stop, task })
 }
 
 impl Running {
@@ -222,6 +287,11 @@ impl Running {
     /// Where the named listener is bound.
     pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
         self.addrs.iter().find(|(n, _)| n == listener).map(|(_, a)| *a)
+    }
+
+    /// The edge counters of the named listener (connections open, shed, closed for idleness).
+    pub fn edge_stats(&self, listener: &str) -> Option<&Arc<EdgeStats>> {
+        self.stats.iter().find(|(n, _)| n == listener).map(|(_, s)| s)
     }
 
     /// Stops accepting, lets open exchanges finish, and flushes the audit log.

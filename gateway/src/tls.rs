@@ -466,6 +466,22 @@ pub fn server_config(
     // CRL that we load, and webpki would otherwise refuse every certificate of theirs. An expired
     // CRL, on the other hand, fails closed, as `splpd certs crl` promises operators: a stale list
     // must not keep a revoked certificate working.
+    let verifier = client_verifier(trust, client_auth)?;
+    let mut config = ServerConfig::builder_with_provider(Arc::clone(&trust.provider))
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsSetupError::Rustls { reason: e.to_string() })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(gateway.resolver());
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The client certificate verifier of a TLS listener (see [`server_config`]); also used to check
+/// the certificates of connections opened before a reload against the new trust store.
+pub fn client_verifier(
+    trust: &TrustStore,
+    client_auth: ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsSetupError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&trust.roots), Arc::clone(&trust.provider))
         .with_crls(trust.crls())
         .only_check_end_entity_revocation()
@@ -475,14 +491,7 @@ pub fn server_config(
         ClientAuth::Required => verifier,
         ClientAuth::Optional => verifier.allow_unauthenticated(),
     };
-    let verifier = verifier.build().map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })?;
-    let mut config = ServerConfig::builder_with_provider(Arc::clone(&trust.provider))
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsSetupError::Rustls { reason: e.to_string() })?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(gateway.resolver());
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    verifier.build().map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })
 }
 
 /// The rustls client configuration for a service's `https://` upstreams: TLS 1.3 and 1.2, ALPN

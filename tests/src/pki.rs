@@ -244,6 +244,20 @@ impl Pki {
         self.issue_with(&self.region, IdKind::Subsystem, id, Some(1), now() + Duration::hours(2))
     }
 
+    /// A subsystem certificate from the region CA, valid now, with its serial for [`Pki::revoke`].
+    pub fn revocable_client(&self, id: &str) -> (ClientCert, String) {
+        self.issue_recorded(&self.region, IdKind::Subsystem, id, None, now())
+    }
+
+    /// Revokes a region certificate by serial and publishes a fresh CRL (`region/crl.pem`), as an
+    /// operator would with `splpd certs revoke` and `splpd certs crl`.
+    pub fn revoke(&self, serial: &str) {
+        self.region
+            .revoke(&RevokeTarget::Serial(serial.to_owned()), RevocationReason::KeyCompromise, now())
+            .expect("revoke");
+        self.region.crl(30, now()).expect("CRL");
+    }
+
     /// A certificate from the region CA, revoked, with a fresh CRL (`region/crl.pem`) listing it.
     /// Call before starting a gateway: CRLs are loaded at start.
     pub fn revoked_client(&self, id: &str) -> ClientCert {

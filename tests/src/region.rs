@@ -173,7 +173,8 @@ impl Region {
         self.running.as_ref().expect("the gateway is running")
     }
 
-    /// The gateway object, for what it reports of itself (such as its upstreams' status).
+    /// The gateway object, for what it reports of itself (such as its upstreams' status), and to
+    /// reload its configuration.
     pub fn gateway(&self) -> &Arc<splpd_gateway::exchange::Gateway> {
         self.running().gateway()
     }
@@ -181,6 +182,11 @@ impl Region {
     /// Where the named listener is bound.
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.running().addr(listener).unwrap_or_else(|| panic!("no listener {listener:?}"))
+    }
+
+    /// The edge counters of the named listener.
+    pub fn edge_stats(&self, listener: &str) -> Arc<splpd_gateway::edge::EdgeStats> {
+        Arc::clone(self.running().edge_stats(listener).unwrap_or_else(|| panic!("no listener {listener:?}")))
     }
 
     /// The configuration file it was started from.
@@ -270,6 +276,15 @@ impl Region {
         let found = matching();
         assert_eq!(found.len(), 1, "exchange {id} should have exactly one audit record: {found:#?}");
         found.into_iter().next().expect("one record")
+    }
+
+    /// Stops the gateway as SIGTERM does (at most 5 s for open exchanges), flushes the audit log,
+    /// and returns every audit record.
+    pub async fn stop_with_records(mut self) -> Vec<ExchangeRecord> {
+        if let Some(running) = self.running.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), running.stop()).await;
+        }
+        self.audit.records()
     }
 
     /// Stops the gateway (at most 5 s for open exchanges) and flushes the audit log.

@@ -9,6 +9,7 @@ use clap::Args;
 use splpd_gateway::audit::AuditSink;
 use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::config::{self, ConfigError};
+use splpd_gateway::reload::Reloader;
 
 #[derive(Debug, Args)]
 #[command(
@@ -41,11 +42,24 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         for (name, addr) in running.addrs() {
             tracing::info!(listener = %name, %addr, "listening");
         }
-        let gateway_id = running.gateway().snapshot().gateway_id.clone();
-        tracing::info!(audit = %audit_dir.display(), "gateway {gateway_id} ready");
+        let reloader = Reloader::new(&args.config, Arc::clone(running.gateway()));
+        let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
+        let reloading = tokio::spawn(reloader.run(reload_stopped));
+        let snap = running.gateway().snapshot();
+        tracing::info!(
+            audit = %audit_dir.display(),
+            "gateway {} ready; SIGHUP or a change of {} reloads the configuration",
+            snap.gateway_id,
+            args.config.display()
+        );
+        drop(snap);
         wait_for_signal().await;
-        tracing::info!("stopping: no new connections; open exchanges may finish");
+        let _ = stop_reload.send(true);
+        let _ = reloading.await;
+        let drain = running.gateway().snapshot().limits.drain_timeout.0;
+        tracing::info!("stopping: no new connections; open exchanges have {drain:?} to finish");
         running.stop().await.context("flushing the audit log")?;
+        tracing::info!("stopped; the audit log is flushed");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -105,7 +105,8 @@ pub struct Listener {
     /// Clients opted in to a weaker connection type on this listener.
     #[serde(default)]
     pub clients: Vec<ClientOptIn>,
-    /// The most connections held open at once; further ones wait in the kernel backlog.
+    /// The most connections held open at once; defaults to `[limits] max_connections`. Beyond
+    /// it a few more are answered `503 Server.Overloaded` and closed, and the rest closed at once.
     pub max_connections: Option<u32>,
 }
 
@@ -429,6 +430,27 @@ pub struct Limits {
     pub max_request_body: ByteSize,
     /// Time allowed for a client to send its request headers.
     pub header_read_timeout: Span,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Span,
+    /// Time a connection may stay open with no request in progress (HTTP/1.1 keep-alive, an
+    /// HTTP/2 connection with no open stream, or one that never sends its first request).
+    pub idle_timeout: Span,
+    /// Connections held open at once per listener, unless the listener says otherwise.
+    pub max_connections: u32,
+    /// HTTP/2: streams a client may have open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: the flow-control window of each stream (how much a client may send ahead).
+    pub http2_stream_window: ByteSize,
+    /// HTTP/2: the flow-control window of a whole connection.
+    pub http2_connection_window: ByteSize,
+    /// HTTP/2: streams a client may open and reset before the gateway has accepted them; beyond
+    /// it the connection is closed (the "rapid reset" attack).
+    pub http2_max_pending_resets: u32,
+    /// HTTP/2: streams the gateway may reset for a client's protocol errors before it closes the
+    /// connection.
+    pub http2_max_local_error_resets: u32,
+    /// Time open exchanges are given to finish on shutdown (SIGTERM).
+    pub drain_timeout: Span,
 }
 
 impl Default for Limits {
@@ -439,6 +461,15 @@ impl Default for Limits {
             max_uri_length: 8192,
             max_request_body: ByteSize::mib(10),
             header_read_timeout: Span(std::time::Duration::from_secs(10)),
+            handshake_timeout: Span(std::time::Duration::from_secs(10)),
+            idle_timeout: Span(std::time::Duration::from_secs(120)),
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 256,
+            http2_stream_window: ByteSize::mib(1),
+            http2_connection_window: ByteSize::mib(4),
+            http2_max_pending_resets: 20,
+            http2_max_local_error_resets: 1024,
+            drain_timeout: Span(std::time::Duration::from_secs(30)),
         }
     }
 }

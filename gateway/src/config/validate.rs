@@ -845,12 +845,28 @@ impl Validator<'_, '_, '_> {
             ("max_uri_length", l.max_uri_length == 0),
             ("max_request_body", l.max_request_body.0 == 0),
             ("header_read_timeout", l.header_read_timeout.0.is_zero()),
+            ("handshake_timeout", l.handshake_timeout.0.is_zero()),
+            ("idle_timeout", l.idle_timeout.0.is_zero()),
+            ("max_connections", l.max_connections == 0),
+            ("http2_max_concurrent_streams", l.http2_max_concurrent_streams == 0),
         ] {
             if zero {
                 self.err(
                     at!["limits", key],
                     format!("{key} is zero, which would refuse every request"),
                     "leave it out for the default",
+                );
+            }
+        }
+        // RFC 9113 §6.5.2: a window is at least the initial 65,535 bytes and at most 2^31-1.
+        for (key, size) in
+            [("http2_stream_window", l.http2_stream_window), ("http2_connection_window", l.http2_connection_window)]
+        {
+            if !(65_535..=0x7fff_ffff).contains(&size.0) {
+                self.err(
+                    at!["limits", key],
+                    format!("{key} = {size} is outside what HTTP/2 allows (64 KiB - 1 to 2 GiB - 1)"),
+                    "leave it out for the default, or use e.g. \"1 MiB\"",
                 );
             }
         }

@@ -1,0 +1,364 @@
+//! Edge hardening: what a connection lives under before and beside the exchange path. The
+//! HTTP/1.1 and HTTP/2 settings taken from `[limits]`, the per-listener connection limit with
+//! load shedding, and the idle watchdog that closes connections with nothing in progress.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::audit::{AuditSink, RecordBuilder};
+use crate::config::{AuditMode, ConnectionType, Limits};
+use crate::error::GatewayError;
+use crate::exchange::ResponseBody;
+use crate::identify::ConnectionAuth;
+use crate::runtime::ListenerRuntime;
+
+/// Connections answered `503 Server.Overloaded` at once, per listener, beyond its limit. Past
+/// these the gateway closes new connections without a word: answering costs a TLS handshake,
+/// and under a flood the answer must not become the overload.
+const SHED_ANSWERS: usize = 64;
+
+/// Time a shed connection is given for its handshake, its request and the 503.
+const SHED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time a connection closed for idleness, or shed, is given to finish what it is writing.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The hyper builder for one connection, with every limit `[limits]` sets.
+///
+/// Headers a little over `max_header_bytes` or `max_headers` still reach the exchange path, which
+/// answers 431 with an X-Road error and logs it; hyper cuts off those more than twice over (for
+/// HTTP/1.1 the connection's error is then logged by [`log_connection_error`]; HTTP/2 answers 431
+/// on the stream, and closes the connection past four times its list size).
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let header_room = usize::try_from(limits.max_header_bytes.bytes()).unwrap_or(usize::MAX).saturating_mul(2);
+    let window = |size: crate::config::units::ByteSize| u32::try_from(size.bytes()).unwrap_or(u32::MAX);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.0)
+        // hyper's read buffer also holds the request line: room for the longest URI allowed.
+        .max_buf_size(header_room.saturating_add(limits.max_uri_length as usize).max(8192))
+        .max_headers((limits.max_headers as usize).saturating_mul(2));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_room).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .initial_stream_window_size(window(limits.http2_stream_window))
+        .initial_connection_window_size(window(limits.http2_connection_window))
+        .max_pending_accept_reset_streams(limits.http2_max_pending_resets as usize)
+        .max_local_error_reset_streams(limits.http2_max_local_error_resets as usize)
+        // Pings find peers that vanished without closing; an unanswered one closes the connection.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// What one listener's edge has counted since start.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Connections answered `503 Server.Overloaded` because the listener was full.
+    pub shed: AtomicU64,
+    /// Connections closed unanswered because the listener was full and already shedding.
+    pub dropped: AtomicU64,
+    /// Requests in progress on all of the listener's connections.
+    pub requests: Arc<Activity>,
+    shedding: AtomicUsize,
+    /// Seconds since `started` of the last overload warning, so a flood logs once a second.
+    last_warning: AtomicU64,
+    started: Option<Instant>,
+}
+
+/// What the connection limit decided for a new connection.
+#[derive(Debug)]
+pub enum Admission {
+    /// Serve it; the slot is freed when the guard drops.
+    Serve(Slot),
+    /// Answer it `503 Server.Overloaded`, then close it.
+    Shed(Slot),
+    /// Close it at once.
+    Drop,
+}
+
+/// A connection's place in its listener's count; released on drop.
+#[derive(Debug)]
+pub struct Slot {
+    stats: Arc<EdgeStats>,
+    shed: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.shed { &self.stats.shedding } else { &self.stats.open };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EdgeStats {
+    /// Counters for a listener starting now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { started: Some(Instant::now()), ..Self::default() })
+    }
+
+    /// Admits a connection under a limit of `max` open at once. A counter rather than a
+    /// semaphore, so that a reload may change the limit under running connections.
+    pub fn admit(self: &Arc<Self>, max: usize, listener: &str) -> Admission {
+        if self.open.fetch_add(1, Ordering::AcqRel) < max {
+            return Admission::Serve(Slot { stats: Arc::clone(self), shed: false });
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.warn_overloaded(listener, max);
+        if self.shedding.fetch_add(1, Ordering::AcqRel) < SHED_ANSWERS {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return Admission::Shed(Slot { stats: Arc::clone(self), shed: true });
+        }
+        self.shedding.fetch_sub(1, Ordering::AcqRel);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        Admission::Drop
+    }
+
+    fn warn_overloaded(&self, listener: &str, max: usize) {
+        let now = self.started.map_or(0, |s| s.elapsed().as_secs()) + 1;
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now > last && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(
+                listener,
+                max_connections = max,
+                shed = self.shed.load(Ordering::Relaxed),
+                dropped = self.dropped.load(Ordering::Relaxed),
+                "listener is full: new connections are answered 503 Server.Overloaded or closed; raise \
+                 max_connections if the host can take more"
+            );
+        }
+    }
+}
+
+/// Answers whatever a shed connection asks with `503 Server.Overloaded` and closes it, all
+/// within [`SHED_TIMEOUT`]. Nothing of the request is looked at, so nothing is audited: the
+/// connection never entered the exchange path.
+pub async fn shed(listener: Arc<ListenerRuntime>, tcp: TcpStream) {
+    let answer = async {
+        match &listener.tls {
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    answer_overloaded(TokioIo::new(tls)).await;
+                }
+            }
+            None => answer_overloaded(TokioIo::new(tcp)).await,
+        }
+    };
+    let _ = tokio::time::timeout(SHED_TIMEOUT, answer).await;
+}
+
+async fn answer_overloaded<I>(io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let answered = Arc::new(Notify::new());
+    let service = {
+        let answered = Arc::clone(&answered);
+        service_fn(move |_req| {
+            answered.notify_one();
+            async { Ok::<_, std::convert::Infallible>(overloaded_response()) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(false);
+    let served = builder.serve_connection(io, service);
+    tokio::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => {}
+        () = answered.notified() => {
+            // HTTP/2: the stream in progress is answered, then the connection goes away.
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+        }
+    }
+}
+
+fn overloaded_response() -> Response<ResponseBody> {
+    let err = GatewayError::Overloaded(
+        "the gateway is at its connection limit; retry in a few seconds, with backoff".to_owned(),
+    );
+    let exchange_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let body = Full::new(Bytes::from(err.json_body(&exchange_id))).map_err(|never| match never {}).boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(crate::forward::xroad::ERROR, HeaderValue::from_static("Server.Overloaded"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Requests in progress on one connection, for the idle watchdog. A request counts from the
+/// moment its head is read until its response body is done or dropped.
+#[derive(Debug, Default)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    changed: Notify,
+    /// The listener's count, which every request of the connection counts in too.
+    parent: Option<Arc<Activity>>,
+}
+
+/// One request in progress; dropping it ends the request for the watchdog.
+#[derive(Debug)]
+pub struct Active(Arc<Activity>);
+
+impl Activity {
+    /// A connection's count, whose requests count in `parent` too.
+    pub fn child_of(parent: &Arc<Self>) -> Arc<Self> {
+        Arc::new(Self { parent: Some(Arc::clone(parent)), ..Self::default() })
+    }
+
+    /// Requests in progress now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Marks a request as begun.
+    pub fn begin(self: &Arc<Self>) -> Active {
+        self.count(true);
+        Active(Arc::clone(self))
+    }
+
+    fn count(&self, begun: bool) {
+        if begun {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.changed.notify_waiters();
+        if let Some(parent) = &self.parent {
+            parent.count(begun);
+        }
+    }
+
+    /// Resolves once nothing has been in progress for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the count is read, so no change between the two is missed.
+            changed.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                changed.await;
+                continue;
+            }
+            if tokio::time::timeout(idle, changed).await.is_err() && self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.count(false);
+    }
+}
+
+/// A response whose body holds `active` until it is done, so that a long stream counts as work.
+pub fn hold_while_streaming(resp: Response<ResponseBody>, active: Active) -> Response<ResponseBody> {
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _ = &active;
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+/// Time allowed, once a connection is to close, for what it is sending to finish.
+pub const fn close_grace() -> Duration {
+    CLOSE_GRACE
+}
+
+/// Logs what ended a connection. A request head too large for hyper's buffer (more than twice
+/// `[limits] max_header_bytes`) is answered by hyper with a bare 431 before the exchange path
+/// sees it; it gets an audit record here all the same, since every refusal is an exchange.
+pub fn log_connection_error(
+    err: &(dyn std::error::Error + 'static),
+    auth: Option<&ConnectionAuth>,
+    gateway_id: &splpd_certs::id::ServerId,
+    audit: &Arc<dyn AuditSink>,
+    remote: std::net::SocketAddr,
+) {
+    let hyper_err = err.downcast_ref::<hyper::Error>();
+    if hyper_err.is_some_and(hyper::Error::is_parse_too_large) {
+        tracing::info!(%remote, "request head over twice the configured header limits: answered 431");
+        let mut record = RecordBuilder::received_now(gateway_id);
+        record.set_exchange_id(uuid::Uuid::new_v4());
+        match auth {
+            Some(ConnectionAuth::Mtls(peer)) => {
+                record.set_client_cert_sha256(peer.cert_sha256);
+                record.set_connection_type(ConnectionType::Mtls);
+                if let splpd_certs::id::Identity::Subsystem(client) = &peer.identity {
+                    record.set_client(client);
+                }
+            }
+            Some(ConnectionAuth::TlsNoCert) => record.set_connection_type(ConnectionType::Tls),
+            Some(ConnectionAuth::Plain) => record.set_connection_type(ConnectionType::Http),
+            None => {}
+        }
+        record.set_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        record.set_error_type("Client.BadRequest");
+        // The answer has gone already; the record is written in the background.
+        drop(audit.append(record.finish(), AuditMode::Async));
+    } else if hyper_err.is_some_and(hyper::Error::is_timeout) {
+        tracing::info!(%remote, "closed a connection that did not send its request headers in time");
+    } else {
+        tracing::debug!(%remote, "connection ended: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_serves_then_sheds_then_drops_and_frees_slots() {
+        let stats = EdgeStats::new();
+        let served: Vec<_> = (0..3).map(|_| stats.admit(3, "t")).collect();
+        assert!(served.iter().all(|a| matches!(a, Admission::Serve(_))));
+        let shed: Vec<_> = (0..SHED_ANSWERS).map(|_| stats.admit(3, "t")).collect();
+        assert!(shed.iter().all(|a| matches!(a, Admission::Shed(_))));
+        assert!(matches!(stats.admit(3, "t"), Admission::Drop));
+        assert_eq!(stats.shed.load(Ordering::Relaxed), SHED_ANSWERS as u64);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+        drop(served);
+        assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+        assert!(matches!(stats.admit(3, "t"), Admission::Serve(_)));
+        drop(shed);
+        assert_eq!(stats.shedding.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn idleness_counts_only_while_nothing_is_in_progress() {
+        let activity = Arc::new(Activity::default());
+        let busy = activity.begin();
+        // With a request in progress, waiting many idle periods is not idleness.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(300), activity.idle_for(Duration::from_millis(10))).await;
+        assert!(waited.is_err());
+        drop(busy);
+        let waited = tokio::time::timeout(Duration::from_secs(30), activity.idle_for(Duration::from_millis(10))).await;
+        assert!(waited.is_ok());
+    }
+}

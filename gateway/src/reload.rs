@@ -1,0 +1,398 @@
+//! Hot reload (design §6): on SIGHUP, or when the configuration file or a certificate, key, CA or
+//! CRL file it names changes, the configuration is read, validated and compiled again, then put
+//! in force whole. A configuration that fails is refused, its errors logged, and the running one
+//! kept. Exchanges in progress finish on the snapshot they started with; connections already
+//! open take the new one on their next request ([`LiveConnection`]).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use crate::config::{self, Config, ConfigError};
+use crate::exchange::{Connection, Gateway};
+use crate::identify::{self, ConnectionAuth, IdentifyError};
+use crate::runtime::{ListenerRuntime, RuntimeError, Snapshot};
+
+/// Quiet time after the last file change before reloading: editors and `cp` write a file in
+/// several steps, and a certificate and its key are usually replaced together.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Why a new configuration was refused. The running one stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read, or has mistakes (each with its `file:line:column`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Certificates, keys or CRLs it names could not be loaded.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// It changes the listeners, which are bound once at start.
+    #[error(
+        "{0}; listeners are bound at start and cannot change on reload: restart splpd to apply this, or undo the \
+         change to reload the rest"
+    )]
+    Listeners(String),
+    /// The compiling task failed.
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+/// What a successful reload changed that it could not apply.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// `[audit]` keys that changed but take effect only at the next start (the log is open).
+    pub audit_needs_restart: Vec<String>,
+}
+
+/// Reloads one gateway's configuration from its file.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    gateway: Arc<Gateway>,
+    /// The listeners as bound at start.
+    listeners: Vec<(String, SocketAddr)>,
+    /// `[audit]` as the log was opened at start.
+    audit: config::Audit,
+    hangup: Hangup,
+}
+
+impl Reloader {
+    /// A reloader for `gateway`, serving the configuration read from `path`. From now on a
+    /// SIGHUP no longer ends the process; [`Reloader::run`] turns it into a reload.
+    pub fn new(path: &Path, gateway: Arc<Gateway>) -> Self {
+        let snap = gateway.snapshot();
+        let listeners = snap.listeners.iter().map(|l| (l.name.clone(), l.address)).collect();
+        let audit = snap.config.audit.clone();
+        Self { path: path.to_owned(), gateway, listeners, audit, hangup: hangup_signal() }
+    }
+
+    /// Reads, checks and compiles the configuration again and puts it in force, or says why not
+    /// and keeps the running one. Either way the outcome is logged.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (outcome, version) = self.try_reload().await;
+        let version = version.as_deref().unwrap_or("unreadable");
+        match &outcome {
+            Ok(report) => {
+                for key in &report.audit_needs_restart {
+                    tracing::warn!(
+                        "[audit] {key} changed: the audit log keeps its settings from the start until splpd is \
+                         restarted ([audit] mode and a service's audit apply at once)"
+                    );
+                }
+                tracing::info!(config = %self.path.display(), %version, "configuration reloaded and in force");
+            }
+            Err(err) => tracing::error!(
+                config = %self.path.display(),
+                "configuration reload refused (version {version}); the running configuration stays in force:\n{err}"
+            ),
+        }
+        outcome
+    }
+
+    /// The outcome, and the version of the file read: the first 16 hex digits of its SHA-256,
+    /// which the log shows so that an operator can tell which edit is in force.
+    async fn try_reload(&self) -> (Result<ReloadReport, ReloadError>, Option<String>) {
+        let path = self.path.clone();
+        let listeners = self.listeners.clone();
+        let audit = self.audit.clone();
+        // Reading files and building TLS configurations is blocking work.
+        let built = tokio::task::spawn_blocking(move || {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(source) => return (Err(ConfigError::Read { path, source }.into()), None),
+            };
+            let version = version_of(&text);
+            let built = (|| {
+                let config = config::parse(&path, &text)?;
+                check_listeners(&listeners, &config)?;
+                let report = ReloadReport { audit_needs_restart: audit_changes(&audit, &config.audit) };
+                Ok::<_, ReloadError>((Snapshot::build(config)?, report))
+            })();
+            (built, Some(version))
+        })
+        .await;
+        match built {
+            Ok((Ok((snapshot, report)), version)) => {
+                self.gateway.replace(snapshot);
+                (Ok(report), version)
+            }
+            Ok((Err(e), version)) => (Err(e), version),
+            Err(e) => (Err(ReloadError::Task(e.to_string())), None),
+        }
+    }
+
+    /// The files whose change triggers a reload: the configuration itself and every certificate,
+    /// key, CA and CRL file the running configuration names.
+    pub fn watched_files(&self) -> HashSet<PathBuf> {
+        let snap = self.gateway.snapshot();
+        let mut files = vec![self.path.clone()];
+        files.extend(config_files(&snap.config));
+        files.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect()
+    }
+
+    /// Reloads on SIGHUP and on changes of the watched files until `stop` turns true. Reloads
+    /// run one at a time, in this task.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (tx, mut changes) = mpsc::channel::<PathBuf>(64);
+        let watched = Arc::new(Mutex::new(self.watched_files()));
+        let mut watcher = match file_watcher(Arc::clone(&watched), tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot watch the configuration files ({e}); reload with SIGHUP instead");
+                None
+            }
+        };
+        let mut dirs = HashSet::new();
+        if let Some(w) = &mut watcher {
+            // A copy: the watcher's thread takes the lock in its callback while `watch` waits
+            // for that thread.
+            let files = lock(&watched).clone();
+            watch_dirs(w, &files, &mut dirs);
+        }
+        loop {
+            tokio::select! {
+                () = next_hangup(&mut self.hangup) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                }
+                Some(first) = changes.recv() => {
+                    // Wait for the writes to settle: reload once the files have been quiet a while.
+                    let mut changed = std::collections::BTreeSet::from([first]);
+                    while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                        changed.insert(path);
+                    }
+                    let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                    tracing::info!("file changed ({}): reloading the configuration", changed.join(", "));
+                }
+                () = stopped(&mut stop) => return,
+            }
+            if self.reload().await.is_ok() {
+                // The new configuration may name other files.
+                let files = self.watched_files();
+                if let Some(w) = &mut watcher {
+                    watch_dirs(w, &files, &mut dirs);
+                }
+                *lock(&watched) = files;
+            }
+        }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of a configuration's text.
+pub fn version_of(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    hex::encode(&digest.as_ref()[..8])
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Refuses a configuration whose listeners differ from those bound at start.
+fn check_listeners(bound: &[(String, SocketAddr)], config: &Config) -> Result<(), ReloadError> {
+    let mut problems = Vec::new();
+    for (name, addr) in bound {
+        match config.listeners.iter().find(|l| &l.name == name) {
+            None => problems.push(format!("listener {name:?} ({addr}) was removed")),
+            Some(l) => match l.address.parse::<SocketAddr>() {
+                Ok(new) if new == *addr => {}
+                _ => problems.push(format!("listener {name:?} moved from {addr} to {}", l.address)),
+            },
+        }
+    }
+    for l in &config.listeners {
+        if !bound.iter().any(|(name, _)| *name == l.name) {
+            problems.push(format!("listener {:?} ({}) was added", l.name, l.address));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ReloadError::Listeners(problems.join("; "))) }
+}
+
+/// The `[audit]` keys that differ, other than `mode`, which every exchange reads from the
+/// snapshot it runs on.
+fn audit_changes(old: &config::Audit, new: &config::Audit) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter().filter(|k| *k != "mode" && old.get(*k) != new.get(*k)).cloned().collect()
+}
+
+/// Every file a configuration loads certificates, keys or CRLs from.
+fn config_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.gateway.cert.clone(), config.gateway.key.clone()];
+    for anchor in &config.trust_anchors {
+        files.push(anchor.ca.clone());
+        files.extend(anchor.crls.iter().cloned());
+    }
+    for service in &config.services {
+        files.extend(service.tls.as_ref().and_then(|t| t.ca.clone()));
+    }
+    files
+}
+
+fn file_watcher(
+    watched: Arc<Mutex<HashSet<PathBuf>>>,
+    tx: mpsc::Sender<PathBuf>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        // Reading a file (as a reload does) is not a change of it.
+        let changed = match event.kind {
+            EventKind::Create(_) | EventKind::Remove(_) => true,
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+            EventKind::Modify(_) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            _ => false,
+        };
+        if !changed {
+            return;
+        }
+        let watched = lock(&watched);
+        for path in event.paths.into_iter().filter(|p| watched.contains(p)) {
+            // A full channel already holds pending changes enough to reload.
+            let _ = tx.try_send(path);
+        }
+    })
+}
+
+/// Watches the folders of `files`: editors and `mv` replace a file by renaming over it, which a
+/// watch on the file itself would lose.
+fn watch_dirs(watcher: &mut notify::RecommendedWatcher, files: &HashSet<PathBuf>, dirs: &mut HashSet<PathBuf>) {
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        if dirs.contains(dir) {
+            continue;
+        }
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                dirs.insert(dir.to_owned());
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch for changes ({e}); reload with SIGHUP"),
+        }
+    }
+}
+
+/// A connection's view of the configuration: its listener's settings (opt-ins) and what its
+/// client certificate proves. Established at the handshake; after each reload it is checked again
+/// on the connection's next request, so that a certificate revoked by a new CRL (or an opt-in
+/// withdrawn) stops working on connections already open, not only on new ones.
+#[derive(Debug)]
+pub struct LiveConnection {
+    conn: ArcSwap<Connection>,
+    /// The client's certificate chain, end-entity first, when it presented one.
+    chain: Option<Vec<CertificateDer<'static>>>,
+    /// The [`Gateway::generation`] `conn` was checked against.
+    checked: AtomicU64,
+}
+
+impl LiveConnection {
+    /// A connection established under the gateway's configuration `generation`.
+    pub fn new(conn: Connection, chain: Option<Vec<CertificateDer<'static>>>, generation: u64) -> Self {
+        Self { conn: ArcSwap::from_pointee(conn), chain, checked: AtomicU64::new(generation) }
+    }
+
+    /// The connection as the configuration now in force sees it.
+    pub fn current(&self, gateway: &Gateway) -> Arc<Connection> {
+        let generation = gateway.generation();
+        if self.checked.load(Ordering::Acquire) != generation {
+            self.refresh(gateway, generation);
+        }
+        self.conn.load_full()
+    }
+
+    fn refresh(&self, gateway: &Gateway, generation: u64) {
+        let snap = gateway.snapshot();
+        let old = self.conn.load_full();
+        let listener = snap.listener(&old.listener.name).map_or_else(|| Arc::clone(&old.listener), Arc::clone);
+        let auth = match &self.chain {
+            Some(chain) => recheck(&listener, &snap, chain),
+            None => old.auth.clone(),
+        };
+        if let (Ok(_), Err(e)) = (&old.auth, &auth) {
+            tracing::info!(listener = %listener.name, remote = %old.remote, "{e}");
+        }
+        self.conn.store(Arc::new(Connection { listener, auth, remote: old.remote }));
+        self.checked.store(generation, Ordering::Release);
+    }
+}
+
+/// Verifies a certificate chain again, now, against the listener's verifier and trust store of
+/// the configuration in force.
+fn recheck(
+    listener: &ListenerRuntime,
+    snap: &Snapshot,
+    chain: &[CertificateDer<'static>],
+) -> Result<ConnectionAuth, IdentifyError> {
+    let (end_entity, intermediates) = chain.split_first().ok_or(IdentifyError::NoCertificate)?;
+    if let Some(verifier) = &listener.client_verifier {
+        verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map_err(|e| IdentifyError::NoLongerValid { reason: e.to_string() })?;
+    }
+    identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls)
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// The SIGHUP handler, installed at once so that a SIGHUP from now on reloads rather than ends
+/// the process.
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP ({e}); the configuration reloads on file changes only");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+#[cfg(unix)]
+async fn next_hangup(hangup: &mut Hangup) {
+    let Some(signal) = hangup else { return std::future::pending().await };
+    if signal.recv().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_changes_name_every_key_but_mode() {
+        let old = config::Audit::default();
+        let mut new = old.clone();
+        new.mode = config::AuditMode::Async;
+        assert!(audit_changes(&old, &new).is_empty());
+        new.checkpoint_every = 5;
+        new.dir = PathBuf::from("elsewhere");
+        assert_eq!(audit_changes(&old, &new), vec!["checkpoint_every".to_owned(), "dir".to_owned()]);
+    }
+}

@@ -1,0 +1,271 @@
+//! Edge hardening on real sockets (docs/design.md, "Edge limits"): an HTTP/2 rapid-reset flood
+//! and slowloris clients while a normal client keeps being served, the per-listener connection
+//! limit answering 503 `Server.Overloaded` and serving again once connections close, and header
+//! lists too large for the configured limits refused on HTTP/2 and HTTP/1.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use rustls::pki_types::ServerName;
+use splpd_tests::{Call, ClientCert, PUBLIC, Pki, Proto, Region, RegionBuilder, Upstream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+const DINKES: &str = "ID/PEMDA/1602/DINKES";
+
+fn json_call() -> Call {
+    Call::get(format!("/r1/{SERVICE}/json/x"))
+}
+
+async fn region(pki: &Pki, upstream: &Upstream, limits: &str) -> Region {
+    RegionBuilder::new(pki)
+        .service(SERVICE, &upstream.url(), "")
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{DINKES}\""))
+        .toml(&format!("[limits]\n{limits}"))
+        .start()
+        .await
+}
+
+/// A TLS connection to the public listener, offering only `proto` in ALPN.
+async fn tls_connect(region: &Region, cert: &ClientCert, proto: Proto) -> TlsStream<TcpStream> {
+    let config = splpd_tests::client::tls_config(region.roots(), Some(cert), proto);
+    let tcp = TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    TlsConnector::from(config).connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// `rounds` calls one after another, alternating HTTP/1.1 and HTTP/2, each on a new connection;
+/// returns the statuses.
+async fn normal_client(region: &Region, cert: &ClientCert, rounds: usize) -> Vec<Result<StatusCode, String>> {
+    let mut statuses = Vec::new();
+    for i in 0..rounds {
+        let proto = if i % 2 == 0 { Proto::H1 } else { Proto::H2 };
+        let reply = region.call(Some(cert), proto, json_call()).await;
+        statuses.push(reply.map(|r| r.status).map_err(|e| e.to_string()));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_flood_does_not_keep_normal_clients_from_being_served() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "").await;
+    let attacker = pki.client(DINKES);
+    let normal = pki.client(DINKES);
+
+    // The attacker opens streams and resets each at once, as fast as HTTP/2 lets it, in a
+    // bounded loop; it stops early only if the gateway closes its connection.
+    const FLOOD: usize = 3000;
+    let tls = tls_connect(&region, &attacker, Proto::H2).await;
+    let flood = tokio::spawn(async move {
+        let (sender, conn) = h2::client::handshake(tls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut sender = Some(sender);
+        let mut sent = 0;
+        for _ in 0..FLOOD {
+            let Some(Ok(mut ready)) = (match sender.take() {
+                Some(s) => Some(s.ready().await),
+                None => None,
+            }) else {
+                break;
+            };
+            let req = Request::get(format!("https://localhost/r1/{SERVICE}/json/flood")).body(()).unwrap();
+            let Ok((_response, mut stream)) = ready.send_request(req, false) else { break };
+            stream.send_reset(h2::Reason::CANCEL);
+            sender = Some(ready);
+            sent += 1;
+        }
+        conn.abort();
+        sent
+    });
+    let served = normal_client(&region, &normal, 20).await;
+    let sent = flood.await.unwrap();
+
+    assert!(sent > 0, "the flood never got a stream out");
+    eprintln!("the flood opened and reset {sent} streams; the normal client made {} calls beside it", served.len());
+    assert!(
+        served.iter().all(|s| matches!(s, Ok(StatusCode::OK))),
+        "a normal client was not served during the flood ({sent} streams reset): {served:?}"
+    );
+    // And after it.
+    assert_eq!(region.call(Some(&normal), Proto::H2, json_call()).await.unwrap().status, StatusCode::OK);
+    region.stop().await;
+}
+
+/// How a slow client's connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The gateway closed it (end of stream, or a reset).
+    ClosedByGateway,
+    /// The client ran out of bytes to trickle before anything happened.
+    StillOpen,
+}
+
+/// Sends `head` one byte every `every`, never finishing the headers, until the gateway closes
+/// the connection or `max_bytes` have gone out.
+async fn trickle(mut tls: TlsStream<TcpStream>, head: &'static [u8], every: Duration, max_bytes: usize) -> Ended {
+    let mut buf = [0u8; 1024];
+    for i in 0..max_bytes {
+        tokio::select! {
+            read = tls.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return Ended::ClosedByGateway,
+                // Whatever the gateway answers (hyper may send a 408), the connection must end.
+                Ok(_) => continue,
+            },
+            () = tokio::time::sleep(every) => {
+                let byte = head.get(i).copied().unwrap_or(b'a');
+                if tls.write_all(&[byte]).await.is_err() || tls.flush().await.is_err() {
+                    return Ended::ClosedByGateway;
+                }
+            }
+        }
+    }
+    Ended::StillOpen
+}
+
+/// Reads until the gateway closes the connection, for at most `limit`.
+async fn wait_closed(mut tls: TlsStream<TcpStream>, limit: Duration) -> Ended {
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                // HTTP/2: the gateway's SETTINGS, then its GOAWAY.
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    if closed.is_ok() { Ended::ClosedByGateway } else { Ended::StillOpen }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_closed_after_the_header_timeout_while_others_are_served() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "header_read_timeout = \"2s\"\nidle_timeout = \"3s\"").await;
+    let slow = pki.client(DINKES);
+    let normal = pki.client(DINKES);
+
+    // Thirty HTTP/1.1 clients trickle a request head that never ends, a byte every 200 ms: at
+    // 300 bytes each would take a minute. Six HTTP/2 clients finish the handshake and say nothing.
+    let head: &'static [u8] =
+        b"GET /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/json/x HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+    let mut slow_clients = Vec::new();
+    for _ in 0..30 {
+        let tls = tls_connect(&region, &slow, Proto::H1).await;
+        slow_clients.push(tokio::spawn(trickle(tls, head, Duration::from_millis(200), 300)));
+    }
+    let mut silent_clients = Vec::new();
+    for _ in 0..6 {
+        let tls = tls_connect(&region, &slow, Proto::H2).await;
+        silent_clients.push(tokio::spawn(wait_closed(tls, Duration::from_secs(60))));
+    }
+    assert!(region.edge_stats(PUBLIC).open.load(Ordering::Relaxed) >= 36);
+
+    let served = normal_client(&region, &normal, 20).await;
+    assert!(
+        served.iter().all(|s| matches!(s, Ok(StatusCode::OK))),
+        "a normal client was not served beside the slow ones: {served:?}"
+    );
+    for client in slow_clients {
+        assert_eq!(client.await.unwrap(), Ended::ClosedByGateway, "a slow header sender was left open");
+    }
+    for client in silent_clients {
+        assert_eq!(client.await.unwrap(), Ended::ClosedByGateway, "a silent HTTP/2 connection was left open");
+    }
+    // None of them ever became an exchange.
+    assert!(upstream.received().iter().all(|r| r.path_and_query == "/json/x"));
+    assert_eq!(region.wait_records(20).await.len(), 20, "one record per normal call, none for the slow ones");
+    region.stop().await;
+}
+
+/// Waits (bounded) until the listener counts `n` open connections.
+async fn wait_open(region: &Region, n: usize) {
+    let stats = region.edge_stats(PUBLIC);
+    for _ in 0..1000 {
+        if stats.open.load(Ordering::Relaxed) == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the listener has {} connections open, not {n}", stats.open.load(Ordering::Relaxed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_limit_clients_get_503_overloaded_and_are_served_once_it_frees() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "max_connections = 3").await;
+    let client = pki.client(DINKES);
+
+    let held = vec![
+        tls_connect(&region, &client, Proto::H1).await,
+        tls_connect(&region, &client, Proto::H2).await,
+        tls_connect(&region, &client, Proto::H1).await,
+    ];
+    wait_open(&region, 3).await;
+
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&client), proto, json_call()).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{proto:?}: {}", reply.text());
+        assert_eq!(reply.xroad_error(), Some("Server.Overloaded"));
+        assert_eq!(reply.json()["type"], "Server.Overloaded");
+        assert!(reply.header("retry-after").is_some());
+    }
+    let stats = region.edge_stats(PUBLIC);
+    assert_eq!(stats.shed.load(Ordering::Relaxed), 2);
+    assert!(upstream.received().is_empty(), "a shed call must not reach the service");
+
+    drop(held);
+    wait_open(&region, 0).await;
+    let reply = region.call(Some(&client), Proto::H1, json_call()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_lists_over_the_limit_are_refused_on_http2_and_http1() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "max_header_bytes = \"8 KiB\"").await;
+    let client = pki.client(DINKES);
+
+    // A little over: the exchange path answers with its X-Road error, and logs it.
+    for proto in [Proto::H1, Proto::H2] {
+        let reply =
+            region.call(Some(&client), proto, json_call().header("x-padding", "p".repeat(10 * 1024))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{proto:?}");
+        assert_eq!(reply.xroad_error(), Some("Client.BadRequest"), "{proto:?}");
+        let record = region.record(reply.exchange_id()).await;
+        assert_eq!(record.status, 431);
+    }
+
+    // Far over, on HTTP/2: the protocol layer refuses the stream before the gateway reads it.
+    let far = || json_call().header("x-padding", "p".repeat(24 * 1024));
+    match region.call(Some(&client), Proto::H2, far()).await {
+        Ok(reply) => assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(e) => assert!(e.to_string().contains("refused") || e.to_string().contains("stream"), "{e}"),
+    }
+
+    // Far over, on HTTP/1.1: hyper answers 431 itself, and the refusal is logged all the same.
+    let before = region.records().len();
+    let reply = region.call(Some(&client), Proto::H1, far()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let records = region.wait_records(before + 1).await;
+    let logged = records.last().unwrap();
+    assert_eq!((logged.status, logged.error_type.as_str()), (431, "Client.BadRequest"));
+    assert_eq!(logged.client, DINKES);
+
+    assert!(upstream.received().is_empty(), "no oversized request may reach the service");
+    // The connection-level refusals leave the gateway serving.
+    let ok = region.call(Some(&client), Proto::H2, json_call()).await.unwrap();
+    assert_eq!(ok.status, StatusCode::OK);
+    region.stop().await;
+}

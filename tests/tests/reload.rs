@@ -1,0 +1,169 @@
+//! Hot reload in process (docs/design.md, "Reload"): a new grant takes effect, an exchange in
+//! flight finishes on the configuration it started with, a broken file is refused with its
+//! position and the running configuration kept, changed listeners are refused, and `[audit]`
+//! settings that only apply at start are reported; on stop, open exchanges are drained until
+//! `drain_timeout`. `gateway/tests/cli_reload.rs` does the same to a real `splpd serve` under
+//! load, by SIGHUP and by file change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use splpd_gateway::reload::{ReloadError, Reloader};
+use splpd_tests::{Call, PUBLIC, Pki, Proto, RegionBuilder, Upstream};
+
+const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+const DINKES: &str = "ID/PEMDA/1602/DINKES";
+const RSUD: &str = "ID/PEMDA/1602/RSUD";
+
+fn builder<'p>(pki: &'p Pki, upstream: &Upstream, grants: &[&str]) -> RegionBuilder<'p> {
+    let mut b = RegionBuilder::new(pki).service(SERVICE, &upstream.url(), "");
+    for client in grants {
+        b = b.grant(&format!("service = \"{SERVICE}\"\nclient = \"{client}\""));
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_grants_for_new_exchanges_while_one_in_flight_finishes_on_its_own() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let path = region.config_path().to_owned();
+    let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
+    let (dinkes, rsud) = (pki.client(DINKES), pki.client(RSUD));
+    let slow = Call::get(format!("/r1/{SERVICE}/slow/3000"));
+    let quick = || Call::get(format!("/r1/{SERVICE}/json/x"));
+
+    assert_eq!(region.call(Some(&rsud), Proto::H1, quick()).await.unwrap().xroad_error(), Some("Client.AccessDenied"));
+
+    // DINKES's slow call is under way when a configuration without its grant (and with one for
+    // RSUD) is put in force.
+    let in_flight = {
+        let config = splpd_tests::client::tls_config(region.roots(), Some(&dinkes), Proto::H2);
+        let addr = region.addr(splpd_tests::PUBLIC);
+        tokio::spawn(splpd_tests::client::send_tls(addr, config, Proto::H2, slow))
+    };
+    upstream.wait_received(1).await;
+    std::fs::write(&path, builder(&pki, &upstream, &[RSUD]).text()).unwrap();
+    reloader.reload().await.unwrap();
+
+    let finished = in_flight.await.unwrap().unwrap();
+    assert_eq!(finished.status, StatusCode::OK, "the exchange in flight keeps the grant it started with");
+    assert_eq!(region.call(Some(&rsud), Proto::H2, quick()).await.unwrap().status, StatusCode::OK);
+    let refused = region.call(Some(&dinkes), Proto::H1, quick()).await.unwrap();
+    assert_eq!(refused.xroad_error(), Some("Client.AccessDenied"));
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_kept() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let path = region.config_path().to_owned();
+    let good = builder(&pki, &upstream, &[DINKES]).text();
+    let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
+    let dinkes = pki.client(DINKES);
+    let call = || Call::get(format!("/r1/{SERVICE}/json/x"));
+
+    // A grant naming a service that does not exist: refused, with the line and column.
+    let broken =
+        good.replace(&format!("[[grant]]\nservice = \"{SERVICE}\""), "[[grant]]\nservice = \"ID/PEMDA/1602/X/nope\"");
+    assert_ne!(broken, good);
+    std::fs::write(&path, &broken).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    let line = broken.lines().position(|l| l.contains("X/nope")).unwrap() + 1;
+    let at = format!("{}:{line}:", path.display());
+    assert!(matches!(err, ReloadError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains(&at), "the error names {at}: {err}");
+    assert_eq!(region.call(Some(&dinkes), Proto::H1, call()).await.unwrap().status, StatusCode::OK);
+
+    // A listener added: listeners are bound at start, so the whole reload is refused.
+    let more = format!("{good}\n[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, more).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    assert!(matches!(err, ReloadError::Listeners(_)), "{err:?}");
+    assert!(err.to_string().contains("\"extra\"") && err.to_string().contains("restart"), "{err}");
+
+    // A certificate file that cannot be read: refused.
+    let missing = good.replace("cert = \"gw1.crt\"", "cert = \"gone.crt\"");
+    std::fs::write(&path, missing).unwrap();
+    assert!(reloader.reload().await.is_err());
+    assert_eq!(region.call(Some(&dinkes), Proto::H2, call()).await.unwrap().status, StatusCode::OK);
+
+    // [audit] settings other than the mode apply only at start, and say so.
+    let audit = format!("{good}\n[audit]\nmode = \"async\"\ncheckpoint_every = 5\n");
+    std::fs::write(&path, audit).unwrap();
+    let report = reloader.reload().await.unwrap();
+    assert_eq!(report.audit_needs_restart, vec!["checkpoint_every".to_owned()]);
+    assert_eq!(region.gateway().snapshot().config.audit.mode, splpd_gateway::config::AuditMode::Async);
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_a_reload_is_refused_once_a_new_crl_revokes_its_certificate() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    let (cert, serial) = pki.revocable_client(DINKES);
+
+    // One HTTP/2 connection, kept open across the reload.
+    let config = splpd_tests::client::tls_config(region.roots(), Some(&cert), Proto::H2);
+    let tcp = tokio::net::TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || Request::get(format!("https://localhost/r1/{SERVICE}/json/x")).body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::OK);
+
+    // A reload without a change of trust leaves it working.
+    reloader.reload().await.unwrap();
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::OK);
+
+    pki.revoke(&serial);
+    reloader.reload().await.unwrap();
+    let refused = sender.send_request(get()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["x-road-error"], "Client.Unauthenticated");
+    // A new connection does not get past the handshake.
+    assert!(region.call(Some(&cert), Proto::H1, Call::get(format!("/r1/{SERVICE}/json/x"))).await.is_err());
+    assert_eq!(upstream.received().len(), 2, "nothing after the revocation reached the service");
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_stop_open_exchanges_finish_within_the_drain_timeout_and_later_ones_are_logged_abandoned() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).toml("[limits]\ndrain_timeout = \"2s\"").start().await;
+    let dinkes = pki.client(DINKES);
+    let addr = region.addr(PUBLIC);
+    let call = |ms: u32, proto: Proto| {
+        let config = splpd_tests::client::tls_config(region.roots(), Some(&dinkes), proto);
+        let call = Call::get(format!("/r1/{SERVICE}/slow/{ms}")).header("x-road-id", uuid::Uuid::new_v4().to_string());
+        let id = call.headers[0].1.to_str().unwrap().to_owned();
+        (id, tokio::spawn(splpd_tests::client::send_tls(addr, config, proto, call)))
+    };
+    let (quick_id, quick) = call(800, Proto::H1);
+    let (long_id, long) = call(20_000, Proto::H1);
+    let (long_h2_id, long_h2) = call(20_000, Proto::H2);
+    upstream.wait_received(3).await;
+
+    let records = region.stop_with_records().await;
+    assert_eq!(quick.await.unwrap().unwrap().status, StatusCode::OK, "an exchange within the drain finishes");
+    assert!(long.await.unwrap().is_err(), "an exchange past the drain is cut off");
+    assert!(long_h2.await.unwrap().is_err(), "an HTTP/2 exchange past the drain is cut off");
+    // Nothing is accepted any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let find = |id: &str| records.iter().find(|r| r.exchange_id == id).unwrap_or_else(|| panic!("no record of {id}"));
+    assert_eq!(find(&quick_id).status, 200);
+    assert_eq!(find(&long_id).error_type, "Client.ResponseAbandoned");
+    assert_eq!(find(&long_h2_id).error_type, "Client.ResponseAbandoned");
+}
