@@ -179,9 +179,13 @@ async fn start(sb: &Sandbox, up: Upstream, tls: &Tls, subject: Subject) -> anyho
             (Proc::spawn("splpd", cmd, &log)?, proxied(crate::gateway::SERVICE_PATH))
         }
     };
-    procs::wait_listening(&mut proc, addr, Duration::from_secs(30))
-        .await
-        .with_context(|| format!("see {}", log.display()))?;
+    if let Err(e) = procs::wait_listening(&mut proc, addr, Duration::from_secs(30)).await {
+        // The sandbox goes with the run: say here what the proxy said.
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = said.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        anyhow::bail!("{e:#}; its output:\n{}", tail.join("\n"));
+    }
     Ok(Running { proc: Some(proc), target })
 }
 
@@ -200,6 +204,28 @@ async fn measure_row(
     let mut running = start(sb, up, tls, subject).await?;
     let pid = running.proc.as_ref().map(Proc::pid);
     let target = running.target.clone();
+    // Idle memory first, on a fresh process, so that memory freed by the load phases does not
+    // hide what connections cost.
+    let mut idle = None;
+    if let Some(proc) = running.proc.as_ref().filter(|_| st.idle_connections > 0) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = proc.rss_kib().unwrap_or(0);
+        let held = loadgen::idle(&target, st.idle_connections, 64).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = proc.rss_kib().unwrap_or(0);
+        let m =
+            IdleMemory { connections: held.opened, errors: held.errors, rss_before_kib: before, rss_after_kib: after };
+        eprintln!(
+            "{name}: {} idle connections ({} failed): RSS {before} → {after} KiB, {} KiB per 1000",
+            held.opened,
+            held.errors,
+            m.kib_per_1000().map_or("-".to_owned(), |k| format!("{k:.0}"))
+        );
+        held.close();
+        idle = Some(m);
+        // Let the proxy see the connections go before the next phase.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let mut loads = Vec::new();
     for load in plan.full_loads.iter().chain(&plan.saturation_loads).copied() {
         let (conns, streams) = connections(st, load, false);
@@ -221,6 +247,7 @@ async fn measure_row(
             load,
             rate: out.rate(),
             cpu_s_per_1000: out.cpu_ms_per_answer(),
+            proxy_core_busy: out.cpu.map(|c| c / window.as_secs_f64()),
             errors: out.errors,
             first_error: out.first_error.clone(),
             closed_p50_us: out.quantile_us(0.5),
@@ -258,8 +285,7 @@ async fn measure_row(
         }
     }
     let mut handshakes = None;
-    let mut idle = None;
-    if let Some(proc) = running.proc.as_ref() {
+    if running.proc.is_some() {
         let out = loadgen::handshakes(&target, st.handshake_concurrency, warm, window, pid).await;
         eprintln!("{name}: {:.0} handshakes/s, {} errors", out.rate(), out.errors);
         handshakes = Some(Handshakes {
@@ -268,28 +294,6 @@ async fn measure_row(
             errors: out.errors,
             first_error: out.first_error,
         });
-        if st.idle_connections > 0 {
-            // Let connections closed by the previous phases go before taking the baseline.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let before = proc.rss_kib().unwrap_or(0);
-            let held = loadgen::idle(&target, st.idle_connections, 64).await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let after = proc.rss_kib().unwrap_or(0);
-            let m = IdleMemory {
-                connections: held.opened,
-                errors: held.errors,
-                rss_before_kib: before,
-                rss_after_kib: after,
-            };
-            eprintln!(
-                "{name}: {} idle connections ({} failed): RSS {before} → {after} KiB, {} KiB per 1000",
-                held.opened,
-                held.errors,
-                m.kib_per_1000().map_or("-".to_owned(), |k| format!("{k:.0}"))
-            );
-            held.close();
-            idle = Some(m);
-        }
     }
     if let Some(p) = running.proc.as_mut() {
         p.check_alive()?;

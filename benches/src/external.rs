@@ -81,11 +81,11 @@ fn nginx_config(sb: &Sandbox, dir: &Path, port: u16, up: Upstream) -> String {
         r#"daemon off;
 master_process off;
 worker_processes 1;
-worker_rlimit_nofile 40000;
+worker_rlimit_nofile {nofile};
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{
-    worker_connections 30000;
+    worker_connections {conns};
 }}
 http {{
     access_log {d}/access.log combined;
@@ -131,6 +131,8 @@ http {{
         grpc = up.grpc,
         cert = sb.server_cert.display(),
         key = sb.server_key.display(),
+        nofile = crate::procs::fd_limit(),
+        conns = crate::procs::max_connections(),
         ca = sb.ca.display(),
     )
 }
@@ -141,7 +143,7 @@ fn haproxy_config(sb: &Sandbox, pem: &Path, port: u16, up: Upstream) -> String {
     format!(
         r#"global
     nbthread 1
-    maxconn 40000
+    maxconn {maxconn}
     log stdout format raw local0
 
 defaults
@@ -166,6 +168,7 @@ backend grpc_upstream
     server up {grpc} proto h2
 "#,
         pem = pem.display(),
+        maxconn = crate::procs::max_connections(),
         ca = sb.ca.display(),
         http = up.http,
         grpc = up.grpc,

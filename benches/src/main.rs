@@ -104,8 +104,8 @@ struct CompareArgs {
     /// grpc-stream (saturation only) (default: all).
     #[arg(long, value_delimiter = ',')]
     loads: Vec<String>,
-    /// Idle mTLS connections held for the memory figure (default 10000, or 1000 with --quick;
-    /// 0 skips it).
+    /// Idle mTLS connections held for the memory figure (default 3000, or 1000 with --quick;
+    /// at most 10000; 0 skips it).
     #[arg(long)]
     idle: Option<usize>,
     /// Where compare.md and compare.json are written.
@@ -189,7 +189,12 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
         open_h2_connections: 4,
         open_h2_streams: 32,
         handshake_concurrency: 16,
-        idle_connections: args.idle.unwrap_or(if quick { 1000 } else { 10_000 }),
+        idle_connections: args
+            .idle
+            .unwrap_or(if quick { 1000 } else { 3000 })
+            .min(10_000)
+            // Each idle connection holds a descriptor here and in the proxy.
+            .min(usize::try_from(procs::max_connections()).unwrap_or(10_000).saturating_sub(200)),
     };
     anyhow::ensure!(
         settings.window_s > 0.0 && settings.warmup_s >= 0.0,

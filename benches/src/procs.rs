@@ -132,6 +132,22 @@ pub(crate) async fn wait_listening(proc: &mut Proc, addr: std::net::SocketAddr, 
     }
 }
 
+/// The open-file limit processes started from here get (`Max open files` of /proc/self/limits).
+pub(crate) fn fd_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// How many client connections a proxy may hold here: haproxy needs two descriptors for each.
+pub(crate) fn max_connections() -> u64 {
+    (fd_limit().saturating_sub(200) / 2).clamp(100, 40_000)
+}
+
 /// A free loopback port (bound and released; the proxy binds it right after).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

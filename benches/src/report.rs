@@ -72,6 +72,9 @@ pub(crate) struct LoadResult {
     pub(crate) rate: f64,
     /// CPU seconds of the proxy process per 1000 answers (= CPU ms per answer).
     pub(crate) cpu_s_per_1000: Option<f64>,
+    /// Share of its core the proxy used in the window: below 1, something else (the load
+    /// generator's core, or other work on the machine) set the saturation rate.
+    pub(crate) proxy_core_busy: Option<f64>,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
     pub(crate) closed_p50_us: u64,
@@ -232,6 +235,16 @@ impl Report {
                 let v = r.load(*l).and_then(|x| x.cpu_s_per_1000);
                 let b = nginx.and_then(|n| n.load(*l)).and_then(|x| x.cpu_s_per_1000);
                 let _ = write!(s, " {} |", cell(v, b, 3));
+            }
+            s.push('\n');
+        }
+
+        header(&mut s, "Share of its core the proxy used at saturation", &loads);
+        for r in measured.iter().filter(|r| r.name != "direct") {
+            let _ = write!(s, "| {} |", r.name);
+            for l in &loads {
+                let v = r.load(*l).and_then(|x| x.proxy_core_busy);
+                let _ = write!(s, " {} |", v.map_or("-".to_owned(), |v| format!("{:.0}%", v * 100.0)));
             }
             s.push('\n');
         }
