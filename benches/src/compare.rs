@@ -229,8 +229,7 @@ async fn measure_row(
     let mut loads = Vec::new();
     for load in plan.full_loads.iter().chain(&plan.saturation_loads).copied() {
         let (conns, streams) = connections(st, load, false);
-        let slots =
-            loadgen::open_slots(&target, load, conns, streams).await.with_context(|| format!("{}", load.label()))?;
+        let slots = loadgen::open_slots(&target, load, conns, streams).await.context(load.label())?;
         let out = loadgen::closed(slots, warm, window, pid).await;
         if let Some(p) = running.proc.as_mut() {
             p.check_alive()?;
