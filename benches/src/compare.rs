@@ -69,9 +69,9 @@ pub(crate) struct Plan {
 }
 
 /// A proxy row in progress: the process and where to send load.
-struct Running {
+pub(crate) struct Running {
     proc: Option<Proc>,
-    target: Target,
+    pub(crate) target: Target,
 }
 
 pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
@@ -143,7 +143,8 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn start(sb: &Sandbox, up: Upstream, tls: &Tls, subject: Subject) -> anyhow::Result<Running> {
+/// Starts the row's proxy (nothing for the direct row) and waits until it listens.
+pub(crate) async fn start(sb: &Sandbox, up: Upstream, tls: &Tls, subject: Subject) -> anyhow::Result<Running> {
     let exe = std::env::current_exe()?;
     let port = procs::free_port()?;
     let addr = crate::gateway::listen_addr(port);

@@ -15,6 +15,7 @@ mod external;
 mod floor;
 mod gateway;
 mod loadgen;
+mod oha;
 mod pki;
 mod procs;
 mod report;
@@ -43,6 +44,16 @@ struct Cli {
 enum Cmd {
     /// The side-by-side comparison (about 13 minutes with the defaults; `--quick` for a short run).
     Compare(CompareArgs),
+    /// The load generator's HTTP/1.1 requests/s against oha's, on one row.
+    OhaCheck {
+        /// The row: direct, floor, nginx, haproxy, splpd-off, splpd-async, splpd-sync, splpd-strict.
+        #[arg(long, default_value = "nginx")]
+        row: String,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// What handing a record to the audit log costs the exchange path.
     AuditAppend {
         /// Records appended back to back.
@@ -117,6 +128,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Compare(args) => compare_cmd(&args),
+        Cmd::OhaCheck { row, connections, seconds } => subject(&row).and_then(|s| oha::run(s, connections, seconds)),
         Cmd::Gateway { config, discard_audit } => gateway::child(&config, discard_audit),
         Cmd::Floor { listen, http_upstream, grpc_upstream, ca, cert, key } => {
             runtime(1).and_then(|rt| rt.block_on(floor::serve(listen, http_upstream, grpc_upstream, &ca, &cert, &key)))
@@ -152,19 +164,18 @@ fn compare_cmd(args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn subject(key: &str) -> anyhow::Result<Subject> {
+    Subject::ALL.into_iter().find(|s| s.key() == key).ok_or_else(|| {
+        let known: Vec<String> = Subject::ALL.iter().map(|s| s.key()).collect();
+        anyhow::anyhow!("unknown row `{key}`; the rows are {}", known.join(", "))
+    })
+}
+
 fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
     let subjects = if args.rows.is_empty() {
         Subject::ALL.to_vec()
     } else {
-        let mut v = Vec::new();
-        for r in &args.rows {
-            let s = Subject::ALL.into_iter().find(|s| s.key() == *r).ok_or_else(|| {
-                let known: Vec<String> = Subject::ALL.iter().map(|s| s.key()).collect();
-                anyhow::anyhow!("unknown row `{r}` in --rows; the rows are {}", known.join(", "))
-            })?;
-            v.push(s);
-        }
-        v
+        args.rows.iter().map(|r| subject(r)).collect::<anyhow::Result<Vec<_>>>()?
     };
     let pick = |table: &[(&str, Load)]| -> Vec<Load> {
         table
