@@ -1,36 +1,40 @@
-//! splpd-bench: load through the gateway against the upstream called directly, in one run.
+//! splpd-bench: splpd side by side with what an operator would deploy instead, in one run.
 //!
-//! `cargo run -p splpd-bench --release -- quick` makes a dev PKI, starts a fixed upstream (1 KiB
-//! answers) and the gateway as a separate process (pinned to core 0 with `taskset` when it is
-//! there; the load and the upstream run on core 1), then drives both with the same closed-loop
-//! load of HTTP/1.1 keep-alive connections, and prints requests/s, latency percentiles and the
-//! gateway's CPU time per 1000 requests. The full side-by-side harness (nginx, haproxy, HTTP/2,
-//! gRPC, open loop) builds on this.
+//! `cargo run -p splpd-bench --release -- compare` makes a dev PKI, starts a fixed upstream,
+//! then measures in turn: the upstream called directly, a minimal hyper+rustls proxy (the floor),
+//! nginx and haproxy doing the gateway's job, and splpd with its audit log off, async, sync and
+//! strict; each proxy pinned to one core, the load and the upstream to the other. It prints
+//! markdown tables (every figure also as a ratio to nginx's) and writes them with a JSON copy.
+//! `audit-append` and `audit-verify` measure the audit log alone.
 
 #![allow(clippy::print_stdout)]
 
 mod audit;
+mod compare;
+mod external;
+mod floor;
+mod gateway;
+mod loadgen;
+mod oha;
+mod pki;
+mod procs;
+mod report;
+mod upstream;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
-use bytes::Bytes;
-use clap::{Parser, Subcommand};
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Empty, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use splpd_certs::id::Identity;
-use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
+use clap::{Args, Parser, Subcommand};
+
+use crate::compare::{Plan, Subject};
+use crate::loadgen::Load;
 
 #[derive(Debug, Parser)]
-#[command(name = "splpd-bench", about = "Load splpd and compare it with calling the upstream directly")]
+#[command(
+    name = "splpd-bench",
+    about = "Measure splpd side by side with nginx, haproxy, a floor proxy and direct calls"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -38,13 +42,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// One closed-loop run: direct to the upstream, then through splpd with each audit mode.
-    Quick {
-        /// Concurrent keep-alive connections.
+    /// The side-by-side comparison (about 13 minutes with the defaults; `--quick` for a short run).
+    Compare(CompareArgs),
+    /// The load generator's HTTP/1.1 requests/s against oha's, on one row.
+    OhaCheck {
+        /// The row: direct, floor, nginx, haproxy, splpd-off, splpd-async, splpd-sync, splpd-strict.
+        #[arg(long, default_value = "nginx")]
+        row: String,
         #[arg(long, default_value_t = 32)]
         connections: usize,
-        /// Seconds of load per row (after one second of warm-up).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
     /// What handing a record to the audit log costs the exchange path.
@@ -62,19 +69,70 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
     },
-    /// Internal: runs the gateway on a configuration (the benchmark's separate process).
+    /// Internal: runs the gateway on a configuration (a row of the comparison).
     #[command(hide = true)]
     Gateway {
         /// The configuration file.
         config: PathBuf,
+        /// Drop audit records instead of writing them (the `audit off` row; not a splpd mode).
+        #[arg(long)]
+        discard_audit: bool,
     },
+    /// Internal: runs the floor proxy (a row of the comparison).
+    #[command(hide = true)]
+    Floor {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        http_upstream: SocketAddr,
+        #[arg(long)]
+        grpc_upstream: SocketAddr,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// A short run for development: 0.5 s warm-up, 2 s windows, 1000 idle connections.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds measured per figure (default 5, or 2 with --quick).
+    #[arg(long)]
+    window: Option<f64>,
+    /// Seconds of warm-up before each window (default 1, or 0.5 with --quick).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Rows to run, comma-separated: direct, floor, nginx, haproxy, splpd-off, splpd-async,
+    /// splpd-sync, splpd-strict (default: all).
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
+    /// Loads to run, comma-separated: h1, h2, grpc (saturation and open loop); h1-64k, h2-64k,
+    /// grpc-stream (saturation only) (default: all).
+    #[arg(long, value_delimiter = ',')]
+    loads: Vec<String>,
+    /// Idle mTLS connections held for the memory figure (default 3000, or 1000 with --quick;
+    /// at most 10000; 0 skips it).
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Where compare.md and compare.json are written.
+    #[arg(long, default_value = "target/splpd-bench")]
+    out: PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Quick { connections, seconds } => quick(connections, Duration::from_secs(seconds)),
-        Cmd::Gateway { config } => gateway_child(&config),
+        Cmd::Compare(args) => compare_cmd(&args),
+        Cmd::OhaCheck { row, connections, seconds } => subject(&row).and_then(|s| oha::run(s, connections, seconds)),
+        Cmd::Gateway { config, discard_audit } => gateway::child(&config, discard_audit),
+        Cmd::Floor { listen, http_upstream, grpc_upstream, ca, cert, key } => {
+            runtime(1).and_then(|rt| rt.block_on(floor::serve(listen, http_upstream, grpc_upstream, &ca, &cert, &key)))
+        }
         Cmd::AuditVerify { records } => runtime(1).and_then(|rt| rt.block_on(audit::verify_speed(records))),
         Cmd::AuditAppend { records, spaced } => {
             runtime(1).and_then(|rt| rt.block_on(audit::append_cost(records, spaced)))
@@ -89,317 +147,78 @@ fn main() -> ExitCode {
     }
 }
 
+/// A tokio runtime with `threads` workers: one, for every process of the comparison.
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?)
 }
 
-/// The gateway process: one worker thread, as the comparison pins one core per proxy.
-fn gateway_child(config: &Path) -> anyhow::Result<()> {
-    let config = splpd_gateway::config::load(config)?;
-    runtime(1)?.block_on(async move {
-        let options = splpd_gateway::audit::log::AuditLogOptions::from_config(&config);
-        let audit = Arc::new(splpd_gateway::audit::log::AuditLog::open(&options)?);
-        let running = splpd_gateway::server::start(config, audit).await?;
-        // Runs until the parent kills it.
-        std::future::pending::<()>().await;
-        drop(running);
-        Ok(())
+const FULL_LOADS: [(&str, Load); 3] = [("h1", Load::H1), ("h2", Load::H2), ("grpc", Load::Grpc)];
+const SATURATION_LOADS: [(&str, Load); 3] =
+    [("h1-64k", Load::H1Large), ("h2-64k", Load::H2Large), ("grpc-stream", Load::GrpcStream)];
+
+fn compare_cmd(args: &CompareArgs) -> anyhow::Result<()> {
+    let plan = plan(args)?;
+    let report = compare::run(&plan)?;
+    println!("{}", report.markdown());
+    eprintln!("written: {0}/compare.md, {0}/compare.json", plan.out_dir.display());
+    Ok(())
+}
+
+fn subject(key: &str) -> anyhow::Result<Subject> {
+    Subject::ALL.into_iter().find(|s| s.key() == key).ok_or_else(|| {
+        let known: Vec<String> = Subject::ALL.iter().map(|s| s.key()).collect();
+        anyhow::anyhow!("unknown row `{key}`; the rows are {}", known.join(", "))
     })
 }
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-    ca: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn sandbox() -> anyhow::Result<Sandbox> {
-    let dir = tempfile::tempdir()?;
-    let now = time::OffsetDateTime::now_utc();
-    let ca = Ca::init(&dir.path().join("ca"), &InitOptions::new("Bench Region", vec!["ID/PEMDA/1602".parse()?]), now)?;
-    let issue = |id: Identity, stem: &str, names: bool| -> anyhow::Result<(PathBuf, PathBuf)> {
-        let (c, k) = (dir.path().join(format!("{stem}.crt")), dir.path().join(format!("{stem}.key")));
-        let mut req = LeafRequest::new(id);
-        if names {
-            req = req.with_names(vec!["localhost".into()], vec![[127, 0, 0, 1].into()]);
-        }
-        ca.issue(&req, KeyType::default(), &c, &k, false, now)?;
-        Ok((c, k))
+fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
+    let subjects = if args.rows.is_empty() {
+        Subject::ALL.to_vec()
+    } else {
+        args.rows.iter().map(|r| subject(r)).collect::<anyhow::Result<Vec<_>>>()?
     };
-    issue(Identity::Server("ID/PEMDA/1602/gw1".parse()?), "gw1", true)?;
-    let (client_cert, client_key) = issue(Identity::Subsystem("ID/PEMDA/1602/BENCH".parse()?), "client", false)?;
-    let ca_file = dir.path().join("ca/ca.crt");
-    Ok(Sandbox { dir, ca: ca_file, client_cert, client_key })
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn write_config(sb: &Sandbox, port: u16, upstream: SocketAddr, mode: &str) -> anyhow::Result<PathBuf> {
-    let text = format!(
-        r#"[gateway]
-id = "ID/PEMDA/1602/gw1"
-cert = "gw1.crt"
-key = "gw1.key"
-
-[[listener]]
-name = "bench"
-address = "127.0.0.1:{port}"
-
-[[trust_anchor]]
-name = "region"
-ca = "ca/ca.crt"
-scopes = ["ID/PEMDA/1602"]
-
-[[service]]
-id = "ID/PEMDA/1602/UPSTREAM/echo"
-upstreams = ["http://{upstream}"]
-
-[[grant]]
-service = "ID/PEMDA/1602/UPSTREAM/echo"
-client = "ID/PEMDA/1602/BENCH"
-
-[audit]
-dir = "audit-{mode}"
-mode = "{mode}"
-"#
-    );
-    let path = sb.dir.path().join(format!("splpd-{mode}.toml"));
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
-/// The fixed upstream: 1 KiB for every request.
-async fn upstream() -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let body = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req| {
-                    let body = body.clone();
-                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
-fn pinned(core: usize) -> Option<Command> {
-    Path::new("/usr/bin/taskset").exists().then(|| {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.args(["-c", &core.to_string()]);
-        c
-    })
-}
-
-fn start_gateway(config: &Path) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = match pinned(0) {
-        Some(mut c) => {
-            c.arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
+    let pick = |table: &[(&str, Load)]| -> Vec<Load> {
+        table
+            .iter()
+            .filter(|(k, _)| args.loads.is_empty() || args.loads.iter().any(|l| l == k))
+            .map(|(_, l)| *l)
+            .collect()
     };
-    cmd.arg("gateway").arg(config).current_dir(config.parent().unwrap_or(Path::new(".")));
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
-    Ok(cmd.spawn()?)
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Clock ticks are 100 per second on Linux for every architecture splpd targets.
-    Some((utime + stime) / 100.0)
-}
-
-#[derive(Clone)]
-enum Target {
-    Plain(SocketAddr),
-    Tls { addr: SocketAddr, tls: Arc<rustls::ClientConfig> },
-}
-
-struct Outcome {
-    /// CPU seconds the gateway process used during the measured window.
-    cpu: Option<f64>,
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
-}
-
-async fn connection_loop(
-    target: Target,
-    path: Arc<str>,
-    stop: Arc<AtomicBool>,
-    warm: Instant,
-) -> (u64, u64, Histogram<u64>) {
-    let mut hist = new_histogram();
-    let (mut ok, mut errors) = (0u64, 0u64);
-    let Ok(mut sender) = connect(&target).await else { return (0, 1, hist) };
-    while !stop.load(Ordering::Relaxed) {
-        let req = hyper::Request::get(&*path).header("host", "localhost").body(Empty::<Bytes>::new());
-        let Ok(req) = req else { break };
-        let t0 = Instant::now();
-        let result = async {
-            let resp = sender.send_request(req).await?;
-            let status = resp.status();
-            resp.into_body().collect().await?;
-            Ok::<_, hyper::Error>(status)
-        }
-        .await;
-        match result {
-            Ok(s) if s.is_success() => {
-                if t0 >= warm {
-                    ok += 1;
-                    let _ = hist.record(t0.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-                }
-            }
-            _ => errors += 1,
+    for l in &args.loads {
+        if !FULL_LOADS.iter().chain(&SATURATION_LOADS).any(|(k, _)| k == l) {
+            anyhow::bail!("unknown load `{l}` in --loads; the loads are h1, h2, grpc, h1-64k, h2-64k, grpc-stream");
         }
     }
-    (ok, errors, hist)
-}
-
-/// Latencies in microseconds, from 1 µs to 60 s, three significant digits.
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
-}
-
-async fn connect(target: &Target) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
-    match target {
-        Target::Plain(addr) => {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-            tokio::spawn(conn);
-            Ok(sender)
-        }
-        Target::Tls { addr, tls } => {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
-                .connect(ServerName::try_from("localhost")?, tcp)
-                .await?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            Ok(sender)
-        }
-    }
-}
-
-async fn load(target: Target, path: &str, connections: usize, duration: Duration, pid: Option<u32>) -> Outcome {
-    let stop = Arc::new(AtomicBool::new(false));
-    let path: Arc<str> = Arc::from(path);
-    let warm = Instant::now() + Duration::from_secs(1);
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        tasks.push(tokio::spawn(connection_loop(target.clone(), Arc::clone(&path), Arc::clone(&stop), warm)));
-    }
-    tokio::time::sleep_until(warm.into()).await;
-    let before = pid.and_then(cpu_seconds);
-    tokio::time::sleep(duration).await;
-    let after = pid.and_then(cpu_seconds);
-    stop.store(true, Ordering::Relaxed);
-    let cpu = before.zip(after).map(|(b, a)| a - b);
-    let mut out = Outcome { cpu, requests: 0, errors: 0, elapsed: duration, latency: new_histogram() };
-    for t in tasks {
-        if let Ok((ok, errors, hist)) = t.await {
-            out.requests += ok;
-            out.errors += errors;
-            let _ = out.latency.add(hist);
-        }
-    }
-    out
-}
-
-fn client_tls(sb: &Sandbox) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in splpd_certs::load::read_certificates(&sb.ca)? {
-        roots.add(c)?;
-    }
-    let chain = splpd_certs::load::read_certificates(&sb.client_cert)?;
-    let key = splpd_certs::load::read_private_key(&sb.client_key)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("the gateway did not start listening on {addr}")
-}
-
-fn row(name: &str, o: &Outcome, base_rps: Option<f64>) {
-    let rps = o.requests as f64 / o.elapsed.as_secs_f64();
-    let ratio = base_rps.map_or("1.00".to_owned(), |b| format!("{:.2}", rps / b));
-    let cpu = o.cpu.map_or("-".to_owned(), |c| format!("{:.3}", c * 1000.0 / o.requests.max(1) as f64));
-    println!(
-        "| {name:<24} | {rps:>9.0} | {ratio:>8} | {:>7} | {:>7} | {:>7} | {cpu:>14} | {:>6} |",
-        o.latency.value_at_quantile(0.5),
-        o.latency.value_at_quantile(0.99),
-        o.latency.value_at_quantile(0.999),
-        o.errors
+    let quick = args.quick;
+    let settings = report::Settings {
+        warmup_s: args.warmup.unwrap_or(if quick { 0.5 } else { 1.0 }),
+        window_s: args.window.unwrap_or(if quick { 2.0 } else { 5.0 }),
+        closed_h1_connections: 32,
+        closed_h2_connections: 4,
+        closed_h2_streams: 8,
+        open_h1_connections: 64,
+        open_h2_connections: 4,
+        open_h2_streams: 32,
+        handshake_concurrency: 16,
+        idle_connections: args
+            .idle
+            .unwrap_or(if quick { 1000 } else { 3000 })
+            .min(10_000)
+            // Each idle connection holds a descriptor here and in the proxy.
+            .min(usize::try_from(procs::max_connections()).unwrap_or(10_000).saturating_sub(200)),
+    };
+    anyhow::ensure!(
+        settings.window_s > 0.0 && settings.warmup_s >= 0.0,
+        "--window must be above 0 and --warmup not negative"
     );
-}
-
-fn quick(connections: usize, duration: Duration) -> anyhow::Result<()> {
-    let sb = sandbox()?;
-    // The load and the upstream share core 1; the gateway process gets core 0.
-    if let Some(mut c) = pinned(1) {
-        let _ = c.arg("-p").arg(std::process::id().to_string()).output();
-    }
-    let rt = runtime(1)?;
-    rt.block_on(async {
-        let up = upstream().await?;
-        println!(
-            "splpd-bench quick: {connections} HTTP/1.1 keep-alive connections, {}s per row, 1 KiB responses",
-            duration.as_secs()
-        );
-        println!("| row                      |     req/s | vs direct | p50 µs | p99 µs | p99.9 µs | CPU ms/1000 req | errors |");
-        println!("|---|---|---|---|---|---|---|---|");
-        let direct = load(Target::Plain(up), "/", connections, duration, None).await;
-        let base = direct.requests as f64 / direct.elapsed.as_secs_f64();
-        row("direct (plain HTTP)", &direct, None);
-        let tls = client_tls(&sb)?;
-        for mode in ["async", "sync"] {
-            let port = free_port()?;
-            let config = write_config(&sb, port, up, mode)?;
-            let mut child = start_gateway(&config).context("starting the gateway process")?;
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            wait_listening(addr).await?;
-            let out = load(
-                Target::Tls { addr, tls: Arc::clone(&tls) },
-                "/r1/ID/PEMDA/1602/UPSTREAM/echo/",
-                connections,
-                duration,
-                Some(child.id()),
-            )
-            .await;
-            let _ = child.kill();
-            let _ = child.wait();
-            row(&format!("splpd mTLS, audit {mode}"), &out, Some(base));
-        }
-        Ok(())
+    let command =
+        std::iter::once("splpd-bench".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    Ok(Plan {
+        subjects,
+        full_loads: pick(&FULL_LOADS),
+        saturation_loads: pick(&SATURATION_LOADS),
+        settings,
+        out_dir: args.out.clone(),
+        command,
     })
 }

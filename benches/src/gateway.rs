@@ -1,0 +1,141 @@
+//! splpd as a row of the comparison: its configuration for the benchmark (one REST service on
+//! the HTTP upstream, one gRPC service on the gRPC upstream, a grant for the load generator's
+//! certificate), and the child process that serves it on one worker thread.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use splpd_gateway::audit::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
+
+use crate::pki::Sandbox;
+use crate::upstream::Upstream;
+
+/// The path prefix of the REST service through splpd; the upstream sees what follows it.
+pub(crate) const SERVICE_PATH: &str = "/r1/ID/PEMDA/1602/UPSTREAM/echo";
+
+/// How the benchmark runs splpd's audit stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audit {
+    /// Records dropped by [`DiscardSink`]: not a production mode, only the cost of the rest.
+    Off,
+    Async,
+    Sync,
+    Strict,
+}
+
+impl Audit {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Async => "async",
+            Self::Sync => "sync",
+            Self::Strict => "strict",
+        }
+    }
+
+    /// The mode written to the configuration (`off` keeps the default and swaps the sink).
+    fn config_mode(self) -> &'static str {
+        match self {
+            Self::Off | Self::Sync => "sync",
+            Self::Async => "async",
+            Self::Strict => "strict",
+        }
+    }
+}
+
+/// Writes the configuration of one splpd row into the sandbox.
+pub(crate) fn write_config(sb: &Sandbox, port: u16, up: Upstream, audit: Audit) -> anyhow::Result<PathBuf> {
+    let mode = audit.config_mode();
+    let name = audit.name();
+    let text = format!(
+        r#"[gateway]
+id = "ID/PEMDA/1602/gw1"
+cert = "gw1.crt"
+key = "gw1.key"
+
+[[listener]]
+name = "bench"
+address = "127.0.0.1:{port}"
+
+[[trust_anchor]]
+name = "region"
+ca = "ca/ca.crt"
+scopes = ["ID/PEMDA/1602"]
+
+[[service]]
+id = "ID/PEMDA/1602/UPSTREAM/echo"
+upstreams = ["http://{http}"]
+
+[[service]]
+id = "ID/PEMDA/1602/UPSTREAM/rujukan"
+protocol = "grpc"
+upstreams = ["http://{grpc}"]
+grpc_services = ["kesehatan.v1.Rujukan"]
+
+[[grant]]
+service = "ID/PEMDA/1602/UPSTREAM/echo"
+client = "ID/PEMDA/1602/BENCH"
+
+[[grant]]
+service = "ID/PEMDA/1602/UPSTREAM/rujukan"
+client = "ID/PEMDA/1602/BENCH"
+
+[audit]
+dir = "audit-{name}"
+mode = "{mode}"
+"#,
+        http = up.http,
+        grpc = up.grpc,
+    );
+    let path = sb.path(&format!("splpd-{name}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The gateway process: one worker thread, as the comparison gives each proxy one core.
+pub(crate) fn child(config: &Path, discard_audit: bool) -> anyhow::Result<()> {
+    let config = splpd_gateway::config::load(config)?;
+    crate::runtime(1)?.block_on(async move {
+        let audit: Arc<dyn AuditSink> = if discard_audit {
+            Arc::new(DiscardSink)
+        } else {
+            let options = splpd_gateway::audit::log::AuditLogOptions::from_config(&config);
+            Arc::new(splpd_gateway::audit::log::AuditLog::open(&options)?)
+        };
+        let running = splpd_gateway::server::start(config, audit).await?;
+        // Serves until the harness kills it.
+        std::future::pending::<()>().await;
+        drop(running);
+        Ok(())
+    })
+}
+
+/// Drops every record and answers at once. NOT a production mode (splpd itself has no way to
+/// turn its audit log off): it exists so that the benchmark can show what the rest of the
+/// exchange path costs, and what the audit log adds in each durability mode.
+#[derive(Debug)]
+pub(crate) struct DiscardSink;
+
+impl AuditSink for DiscardSink {
+    fn append(&self, _record: ExchangeRecord, _mode: AuditMode) -> AuditTicket {
+        AuditTicket::ok()
+    }
+
+    fn flush(&self) -> AuditTicket {
+        AuditTicket::ok()
+    }
+
+    fn health(&self) -> AuditHealth {
+        AuditHealth::Available
+    }
+
+    fn shutdown(&self) -> AuditTicket {
+        AuditTicket::ok()
+    }
+}
+
+/// Where the gateway's listener will be.
+pub(crate) fn listen_addr(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
