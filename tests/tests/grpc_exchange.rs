@@ -213,13 +213,16 @@ async fn a_unary_call_goes_through_with_metadata_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_20_mb_server_stream_arrives_intact() {
+async fn a_50_mb_server_stream_arrives_intact_with_the_gateways_memory_bounded() {
     let Setup { region, probe: _probe, pki, .. } = setup().await;
     let rsud = pki.client(RSUD);
     let mut client = region.grpc_client(Some(&rsud)).await;
     const SIZE: usize = 64 * 1024;
-    const COUNT: u32 = 320;
+    const COUNT: u32 = 800;
 
+    // The gateway, the upstream and the client share this process: its peak resident memory,
+    // reset here, shows whether anything on the way held the stream instead of passing it on.
+    let baseline = reset_peak_rss_kib();
     let started = Instant::now();
     let resp = client.download(request(Ask { count: COUNT, size: SIZE as u32, ..ask("") }, &[])).await.unwrap();
     let id = exchange_id(resp.metadata());
@@ -232,14 +235,36 @@ async fn a_20_mb_server_stream_arrives_intact() {
         n += 1;
         bytes += reply.data.len();
     }
-    assert_eq!((n, bytes), (COUNT, 20 * MIB));
+    assert_eq!((n, bytes), (COUNT, 50 * MIB));
     let trailers = stream.trailers().await.unwrap().expect("trailers");
     assert_eq!(text(&trailers, "grpc-status").as_deref(), Some("0"));
-    eprintln!("20 MiB in {COUNT} messages through the gateway in {:?}", started.elapsed());
+    let grown_kib = peak_rss_kib().saturating_sub(baseline);
+    eprintln!(
+        "50 MiB in {COUNT} messages through the gateway in {:?}; peak memory grew by {grown_kib} KiB",
+        started.elapsed()
+    );
+    assert!(grown_kib < 24 * 1024, "the stream was held in memory on the way: peak grew by {grown_kib} KiB");
 
     let rec = assert_grpc_record(&region, &id, (RSUD, PROBE, &method_path("Download")), 0, "").await;
-    assert!(rec.response_body_bytes >= (20 * MIB) as u64, "{rec:#?}");
+    assert!(rec.response_body_bytes >= (50 * MIB) as u64, "{rec:#?}");
     assert_record_count(&region, 1).await;
+}
+
+/// Resets this process's peak resident set size to the current one (`/proc/self/clear_refs`,
+/// value 5) and returns it, in KiB.
+fn reset_peak_rss_kib() -> u64 {
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS needs Linux 4.0 or later");
+    peak_rss_kib()
+}
+
+/// This process's peak resident set size since the last reset (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
