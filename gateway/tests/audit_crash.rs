@@ -6,20 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
-use serde_json::Value;
 use splpd_gateway::audit::ExchangeRecord;
 use splpd_gateway::audit::segment::SegmentReader;
 use uuid::Uuid;
+
+use support::{Sandbox, Serve};
 
 const CRASHES: usize = 10;
 const LOAD_THREADS: usize = 3;
@@ -27,75 +29,6 @@ const LOAD_THREADS: usize = 3;
 const BATCH: usize = 24;
 const PARALLEL: &str = "12";
 const NIK_CHECK: &str = "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1602015708900001";
-
-/// A running `splpd serve`, killed (SIGKILL) and reaped when dropped, so that a failing test
-/// leaves no gateway behind.
-#[derive(Debug)]
-struct Gateway {
-    child: Child,
-}
-
-impl Gateway {
-    fn start(config: &str, log: &Path, addr: SocketAddr) -> Self {
-        let stderr = OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_splpd"))
-            .args(["serve", "--config", config])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut gateway = Self { child };
-        gateway.wait_listening(addr, log);
-        gateway
-    }
-
-    /// The audit log is opened (and recovered) before the listeners bind, so once a connection
-    /// is accepted the log is ready.
-    fn wait_listening(&mut self, addr: SocketAddr, log: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("splpd serve exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "splpd serve did not start listening at {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `kill -9`, and wait for the process to be gone.
-    fn crash(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, and wait (bounded) for a clean exit.
-    fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let exit = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "splpd serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(exit.success(), "splpd serve exited with {exit}");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// A small xorshift64, seeded from the clock: the moments of the crashes.
 #[derive(Debug)]
@@ -208,26 +141,13 @@ fn verify(audit: &Path) {
 fn every_acknowledged_exchange_survives_a_kill_9() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let demo = Command::new(env!("CARGO_BIN_EXE_splpd"))
-        .args(["demo", "--dir", "sandbox", "--no-serve"])
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
-    let sandbox = tmp.path().join("sandbox");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(sandbox.join("demo.json")).unwrap()).unwrap();
-    let config = manifest["config"].as_str().unwrap();
-    let ca = manifest["ca_file"].as_str().unwrap().to_owned();
-    let base = manifest["gateway_url"].as_str().unwrap();
-    let addr: SocketAddr = base.strip_prefix("https://").unwrap().parse().unwrap();
+    let Sandbox { config, ca, url: base, addr, audit, pki } = Sandbox::new(tmp.path());
     let url = format!("{base}{NIK_CHECK}");
-    let audit = PathBuf::from(manifest["audit_dir"].as_str().unwrap());
     // The demo's own log is in the same folder; serve gets a fresh one.
     let _ = std::fs::remove_dir_all(&audit);
     let serve_log = tmp.path().join("serve.log");
     File::create(&serve_log).unwrap();
 
-    let pki = sandbox.join("pki");
     let caller = |name: &str, headers: &[&str]| Caller {
         ca: ca.clone(),
         cert: pki.join(format!("{name}.crt")).to_str().unwrap().to_owned(),
@@ -245,7 +165,7 @@ fn every_acknowledged_exchange_survives_a_kill_9() {
     assert_eq!(callers.len(), LOAD_THREADS);
 
     let mut rng = XorShift::from_time();
-    let mut gateway = Gateway::start(config, &serve_log, addr);
+    let mut gateway = Serve::start(&config, &serve_log, addr);
     let mut all_acked: Vec<String> = Vec::new();
     for crash in 1..=CRASHES {
         let stop = AtomicBool::new(false);
@@ -272,7 +192,7 @@ fn every_acknowledged_exchange_survives_a_kill_9() {
         });
         let acked = acked.into_inner().unwrap();
 
-        gateway = Gateway::start(config, &serve_log, addr);
+        gateway = Serve::start(&config, &serve_log, addr);
         verify(&audit);
         let (logged, records) = logged_ids(&audit);
         let missing: Vec<&String> = acked.ids.iter().filter(|id| !logged.contains(*id)).collect();

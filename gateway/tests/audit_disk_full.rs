@@ -8,19 +8,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use serde_json::Value;
 use splpd_gateway::audit::ExchangeRecord;
 use splpd_gateway::audit::segment::SegmentReader;
 use uuid::Uuid;
+
+use support::{Sandbox, Serve};
 
 const NIK_CHECK: &str = "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1602015708900001";
 const TMPFS_SIZE: &str = "4m";
@@ -50,58 +52,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-/// A running `splpd serve`, stopped when dropped.
-struct Gateway {
-    child: Child,
-}
-
-impl Gateway {
-    fn start(config: &Path, log: &Path, addr: SocketAddr) -> Self {
-        let stderr = OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_splpd"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut gateway = Self { child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = gateway.child.try_wait().unwrap() {
-                panic!("splpd serve exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "splpd serve did not start listening at {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        gateway
-    }
-
-    fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let exit = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "splpd serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(exit.success(), "splpd serve exited with {exit}");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -200,20 +150,8 @@ fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once
             return;
         }
     };
-    let demo = Command::new(env!("CARGO_BIN_EXE_splpd"))
-        .args(["demo", "--dir", "sandbox", "--no-serve"])
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
-    let sandbox = tmp.path().join("sandbox");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(sandbox.join("demo.json")).unwrap()).unwrap();
-    let config_path = PathBuf::from(manifest["config"].as_str().unwrap());
-    let ca = manifest["ca_file"].as_str().unwrap().to_owned();
-    let base = manifest["gateway_url"].as_str().unwrap();
-    let addr: SocketAddr = base.strip_prefix("https://").unwrap().parse().unwrap();
+    let Sandbox { config: config_path, ca, url: base, addr, pki, .. } = Sandbox::new(tmp.path());
     let url = format!("{base}{NIK_CHECK}");
-    let pki = sandbox.join("pki");
 
     // The log on the tmpfs, in the smallest segments allowed, so that a segment fits in it.
     let audit = tmpfs.path.join("audit");
@@ -224,7 +162,7 @@ fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once
         .replace("segment_size = \"64 MiB\"", "segment_size = \"1 MiB\"");
     std::fs::write(&config_path, config).unwrap();
     let serve_log = tmp.path().join("serve.log");
-    let mut gateway = Gateway::start(&config_path, &serve_log, addr);
+    let mut gateway = Serve::start(&config_path, &serve_log, addr);
 
     // Space: calls are answered (502: the demo's upstream is not running; 503 once it is
     // ejected) and logged.
