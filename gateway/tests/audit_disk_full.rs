@@ -153,13 +153,17 @@ fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once
     let Sandbox { config: config_path, ca, url: base, addr, pki, .. } = Sandbox::new(tmp.path());
     let url = format!("{base}{NIK_CHECK}");
 
-    // The log on the tmpfs, in the smallest segments allowed, so that a segment fits in it.
+    // The log on the tmpfs, in the smallest segments allowed, so that a segment fits in it, and
+    // with little room written ahead of its records.
     let audit = tmpfs.path.join("audit");
     let config = std::fs::read_to_string(&config_path).unwrap();
     assert!(config.contains("dir = \"audit\"") && config.contains("segment_size = \"64 MiB\""), "{config}");
     let config = config
         .replace("dir = \"audit\"", &format!("dir = {:?}", audit.to_str().unwrap()))
-        .replace("segment_size = \"64 MiB\"", "segment_size = \"1 MiB\"");
+        .replace("segment_size = \"64 MiB\"", "segment_size = \"1 MiB\"")
+        // Records go into zeros written ahead of them while there are any; the few that fit
+        // are answered and logged, and the rest meet the full disk.
+        .replace("preallocate = \"1 MiB\"", "preallocate = \"4 KiB\"");
     std::fs::write(&config_path, config).unwrap();
     let serve_log = tmp.path().join("serve.log");
     let mut gateway = Serve::start(&config_path, &serve_log, addr);

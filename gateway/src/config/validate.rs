@@ -826,6 +826,23 @@ impl Validator<'_, '_, '_> {
                 "use e.g. \"64 MiB\"",
             );
         }
+        if cfg.audit.commit_delay.0 > std::time::Duration::from_millis(100) {
+            self.err(
+                at!["audit", "commit_delay"],
+                format!(
+                    "commit_delay {:?} is above 100ms: every exchange under load would wait that long",
+                    cfg.audit.commit_delay.0
+                ),
+                "use e.g. \"1ms\", or \"0s\" to sync each batch at once",
+            );
+        }
+        if cfg.audit.preallocate.0 > cfg.audit.segment_size.0 {
+            self.err(
+                at!["audit", "preallocate"],
+                format!("preallocate {} is larger than segment_size {}", cfg.audit.preallocate, cfg.audit.segment_size),
+                "use e.g. \"1 MiB\"",
+            );
+        }
         if cfg.audit.checkpoint_interval.0.is_zero() {
             self.err(at!["audit", "checkpoint_interval"], "checkpoint_interval is zero", "use e.g. \"1s\"");
         }

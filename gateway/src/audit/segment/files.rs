@@ -1,19 +1,34 @@
 //! The writer's side of the segment files: appending whole batches to the last segment, starting
 //! a new one when it is full, and undoing a failed batch so that the files only ever hold whole
 //! frames of records that were written in full.
+//!
+//! The last segment is kept zero-filled ahead of its records, [`PREALLOCATE`] bytes at a time,
+//! and records overwrite those zeros. A sync that does not change the file's length only has to
+//! write the data: measured on the ext4 disk of the benchmark machine, a write and `fdatasync`
+//! of a few KiB took 0.33 ms inside zeros already on disk against 0.73 ms at the end of the
+//! file, whose new length is a second write (the inode). `fallocate` does not help: its extents
+//! are marked unwritten, and their conversion is the same second write. A zero length is never a
+//! frame, so readers take the zeros for the end of the log (see `read`). A segment is cut to its
+//! records when the next one starts and when the log is shut down.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{self, HEADER_LEN, Header};
 use crate::audit::now_nanos;
 
-/// Zeros written (and cut off again) to find out whether the disk takes writes again, when a
-/// retry has nothing else to write. A crash between the write and the cut leaves zeros at the
-/// end, which recovery cuts off as a torn tail: a zero length is never a frame.
-const PROBE: [u8; 4096] = [0; 4096];
+/// Zeros written ahead of the records when the last segment needs more room. Each extension
+/// costs one slower sync and writes that many zeros, so about one in every few thousand batches.
+pub(super) const PREALLOCATE: u64 = 1024 * 1024;
+
+/// Zeros a probe writes when the room ahead is there already (see [`ActiveSegment::write`]).
+const PROBE_LEN: u64 = 4096;
+
+/// A run of zeros to write from.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Creates the segment for `first_seq` in `dir` with its header, and makes both the file and its
 /// directory entry durable before any record goes in: a record synced into a segment whose name
@@ -35,10 +50,10 @@ pub(super) fn create_segment(dir: &Path, first_seq: u64, faults: &Faults) -> io:
 }
 
 fn start_segment(dir: &Path, path: &Path, first_seq: u64, faults: &Faults) -> io::Result<File> {
-    let mut file = OpenOptions::new().append(true).create(true).truncate(false).open(path)?;
+    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
     file.set_len(0)?;
     let header = Header { first_seq, created_unix_nanos: now_nanos() };
-    faults.write_all(&mut file, &header.encode())?;
+    faults.write_all_at(&file, &header.encode(), 0)?;
     faults.sync_data(&file)?;
     sync_dir(dir)?;
     Ok(file)
@@ -60,13 +75,17 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(super) struct ActiveSegment {
     dir: PathBuf,
     segment_size: u64,
+    /// Zeros written ahead of the records at a time (see [`PREALLOCATE`]).
+    preallocate: u64,
     path: PathBuf,
     /// Sequence number of the segment's first record.
     first_seq: u64,
     /// `None` after a failure, until the file is reopened.
     file: Option<File>,
-    /// Length of the file that is on disk for sure.
+    /// Length of the records (and header) that are on disk for sure.
     synced_len: u64,
+    /// Length of the file: past the records, zeros written ahead of them (see [`PREALLOCATE`]).
+    allocated: u64,
     /// Records in the log up to `synced_len`.
     synced_seq: u64,
     /// The frames after `synced_len`.
@@ -80,24 +99,34 @@ pub(super) struct ActiveSegment {
 }
 
 impl ActiveSegment {
-    /// Goes on with the existing segment at `path`, which holds records up to `next_seq` and
-    /// has been synced.
+    /// Goes on with the existing segment at `path`, which holds records up to `next_seq` in its
+    /// first `records_len` bytes, followed only by zeros, and has been synced.
     pub(super) fn resume(
         dir: PathBuf,
         segment_size: u64,
+        preallocate: u64,
         path: PathBuf,
         first_seq: u64,
         next_seq: u64,
+        records_len: u64,
     ) -> io::Result<Self> {
-        let file = OpenOptions::new().append(true).open(&path)?;
+        let file = OpenOptions::new().write(true).open(&path)?;
         let len = file.metadata()?.len();
+        if len < records_len {
+            return Err(io::Error::other(format!(
+                "{} is {len} bytes, shorter than its {records_len} bytes of records",
+                path.display()
+            )));
+        }
         Ok(Self {
             dir,
             segment_size,
+            preallocate,
             path,
             first_seq,
             file: Some(file),
-            synced_len: len,
+            synced_len: records_len,
+            allocated: len,
             synced_seq: next_seq,
             unsynced: Vec::new(),
             unsynced_records: 0,
@@ -122,7 +151,9 @@ impl ActiveSegment {
     }
 
     /// Appends `frames` (holding `records` records) in one write, and syncs if `sync`. With
-    /// `probe` and nothing to write, checks that the disk takes writes (see [`PROBE`]).
+    /// `probe` and nothing to write, checks that the disk takes writes again: that the zeros
+    /// ahead of the records reach a whole [`PREALLOCATE`] (the room the next batches need, and
+    /// what a full disk refuses), and that a sync works.
     ///
     /// All or nothing: on error the file is cut back to its last synced length, and the
     /// unsynced frames before this batch are written again with the next one, so that the file
@@ -138,6 +169,9 @@ impl ActiveSegment {
         let result = self.try_write(frames, records, sync, probe, faults);
         if result.is_err() {
             self.cut_back = true;
+            // Zeros are written ahead again after the cut: the failed batch may have left a part
+            // of itself in them.
+            self.allocated = self.synced_len;
             if let Some(file) = self.file.take() {
                 // If this fails too, the cut happens at the reopen.
                 let _ = file.set_len(self.synced_len);
@@ -155,16 +189,23 @@ impl ActiveSegment {
             self.rotate(faults)?;
         }
         let rewrote = self.ensure_open(faults)?;
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("audit segment not open"))?;
-        faults.write_all(file, frames)?;
-        if probe && frames.is_empty() && !rewrote {
-            faults.write_all(file, &PROBE)?;
+        let file = self.file.as_ref().ok_or_else(|| io::Error::other("audit segment not open"))?;
+        let at = self.synced_len + self.unsynced.len() as u64;
+        let end = at + frames.len() as u64;
+        faults.write_all_at(file, frames, at)?;
+        let probing = probe && frames.is_empty() && !rewrote;
+        // A probe asks for room even when nothing is preallocated: a full disk must refuse it.
+        let ahead = if probing { self.preallocate.max(PROBE_LEN) } else { self.preallocate };
+        if end > self.allocated || (probing && end + ahead > self.allocated) {
+            let to = end + ahead;
+            write_zeros(file, self.allocated.max(end), to, faults)?;
+            self.allocated = to;
+        } else if probing {
+            // The room is there: what is left to check is that writes and syncs work.
+            faults.write_all_at(file, &ZEROS[..PROBE_LEN as usize], end)?;
         }
         if sync || probe {
             faults.sync_data(file)?;
-        }
-        if probe && frames.is_empty() && !rewrote {
-            file.set_len(self.synced_len + self.unsynced.len() as u64)?;
         }
         // Only now, with everything done, does the batch count.
         if sync || probe {
@@ -187,7 +228,7 @@ impl ActiveSegment {
         }
         // Not `create`: a segment that vanished under the writer is an error to report, not a
         // hole to paper over with a fresh file.
-        let mut file = OpenOptions::new().append(true).open(&self.path)?;
+        let file = OpenOptions::new().write(true).open(&self.path)?;
         let mut rewrote = false;
         if self.cut_back {
             let len = file.metadata()?.len();
@@ -200,8 +241,9 @@ impl ActiveSegment {
                 )));
             }
             file.set_len(self.synced_len)?;
-            faults.write_all(&mut file, &self.unsynced)?;
+            faults.write_all_at(&file, &self.unsynced, self.synced_len)?;
             rewrote = !self.unsynced.is_empty();
+            self.allocated = self.synced_len + self.unsynced.len() as u64;
             self.cut_back = false;
         }
         self.file = Some(file);
@@ -219,6 +261,9 @@ impl ActiveSegment {
         self.synced_seq += self.unsynced_records;
         self.unsynced.clear();
         self.unsynced_records = 0;
+        // Only the last segment has zeros after its records; the cut is durable before the next
+        // segment exists.
+        self.trim(faults)?;
 
         let first_seq = self.synced_seq;
         let (path, file) = create_segment(&self.dir, first_seq, faults)?;
@@ -227,9 +272,36 @@ impl ActiveSegment {
         self.first_seq = first_seq;
         self.file = Some(file);
         self.synced_len = HEADER_LEN as u64;
+        self.allocated = HEADER_LEN as u64;
         self.started += 1;
         Ok(())
     }
+
+    /// Cuts the zeros off after the records, durably, when everything written is synced: when the
+    /// segment is full, and when the log shuts down, so that a stopped log's files hold only
+    /// records. Does nothing otherwise.
+    pub(super) fn trim(&mut self, faults: &Faults) -> io::Result<()> {
+        if !self.unsynced.is_empty() || self.allocated == self.synced_len {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_ref() else { return Ok(()) };
+        file.set_len(self.synced_len)?;
+        faults.sync_data(file)?;
+        self.allocated = self.synced_len;
+        Ok(())
+    }
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64, faults: &Faults) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        // At most the length of ZEROS, so the cast cannot truncate.
+        faults.write_all_at(file, &ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Faults injected into the writes and syncs, so that tests can prove the log fails closed and
@@ -276,7 +348,7 @@ impl Faults {
             .is_ok()
     }
 
-    fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    fn write_all_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -288,10 +360,10 @@ impl Faults {
         if Self::take(&self.writes) {
             // Half the batch reaches the file first, as when a disk fills up in the middle of
             // it, so that tests see the partial batch cut off again.
-            file.write_all(&bytes[..bytes.len() / 2])?;
+            file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
             return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)"));
         }
-        file.write_all(bytes)
+        file.write_all_at(bytes, offset)
     }
 
     fn sync_data(&self, file: &File) -> io::Result<()> {

@@ -75,6 +75,13 @@ pub struct SegmentOptions {
     pub max_unsynced_bytes: usize,
     /// First pause before the writer tries again after a failure, doubling up to a second.
     pub retry_interval: Duration,
+    /// How long the writer may hold a sync to take more records into it, when the batch before
+    /// had more than one record waiting for its sync (see the `writer` module); zero syncs each
+    /// batch at once.
+    pub commit_delay: Duration,
+    /// How far ahead of its records the last segment is filled with zeros (see the `files`
+    /// module); 0 turns it off.
+    pub preallocate: u64,
 }
 
 impl SegmentOptions {
@@ -90,12 +97,19 @@ impl SegmentOptions {
             sync_interval: Duration::from_secs(1),
             max_unsynced_bytes: 1024 * 1024,
             retry_interval: Duration::from_millis(50),
+            commit_delay: Duration::from_millis(1),
+            preallocate: files::PREALLOCATE,
         }
     }
 
     /// The options of the `[audit]` section.
     pub fn from_config(audit: &crate::config::Audit) -> Self {
-        Self { segment_size: audit.segment_size.bytes(), ..Self::new(&audit.dir) }
+        Self {
+            segment_size: audit.segment_size.bytes(),
+            commit_delay: audit.commit_delay.0,
+            preallocate: audit.preallocate.bytes(),
+            ..Self::new(&audit.dir)
+        }
     }
 
     fn timing(&self) -> Timing {
@@ -106,6 +120,7 @@ impl SegmentOptions {
             sync_interval: self.sync_interval,
             max_unsynced_bytes: self.max_unsynced_bytes,
             retry_interval: self.retry_interval,
+            commit_delay: self.commit_delay,
         }
     }
 }
@@ -172,16 +187,18 @@ impl SegmentLog {
     fn start(options: &SegmentOptions, mut hook: Option<Box<dyn CommitHook>>) -> Result<Self, SegmentError> {
         let dir = &options.dir;
         fs::create_dir_all(dir).map_err(|e| SegmentError::io(dir, e))?;
-        let (recovered, last_first_seq, last_path) = recover(dir, hook.as_deref_mut())?;
+        let (recovered, last_first_seq, last_path, records_len) = recover(dir, hook.as_deref_mut())?;
         if let Some(hook) = hook.as_deref_mut() {
             hook.durable(recovered.next_seq);
         }
         let segment = ActiveSegment::resume(
             dir.clone(),
             options.segment_size,
+            options.preallocate,
             last_path.clone(),
             last_first_seq,
             recovered.next_seq,
+            records_len,
         )
         .map_err(|e| SegmentError::io(&last_path, e))?;
         let shared = Arc::new(Shared::new(options.timing()));
@@ -274,9 +291,9 @@ impl Drop for SegmentLog {
 }
 
 /// Reads the whole log, feeding `hook`, and cuts a torn tail off; returns what it found and the
-/// last segment (its first sequence number and path), where the writer goes on. An empty
-/// directory gets its first segment.
-fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recovered, u64, PathBuf), SegmentError> {
+/// last segment (its first sequence number, path and the length of its header and records),
+/// where the writer goes on. An empty directory gets its first segment.
+fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recovered, u64, PathBuf, u64), SegmentError> {
     let mut reader = SegmentReader::open(dir)?;
     let torn = loop {
         match reader.next_record() {
@@ -294,7 +311,7 @@ fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recover
     };
     let next_seq = reader.next_seq();
     let mut torn_bytes = 0;
-    let (first_seq, path) = match torn {
+    let (first_seq, path, records_len) = match torn {
         Some((path, offset, seq, bytes, damage)) => {
             tracing::warn!(
                 segment = %path.display(),
@@ -310,12 +327,12 @@ fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recover
                 // The segment's start was torn: start it again.
                 let (path, _) =
                     files::create_segment(dir, seq, &Faults::default()).map_err(|e| SegmentError::io(&path, e))?;
-                (seq, path)
+                (seq, path, HEADER_LEN as u64)
             } else {
                 let first_seq = reader.last_segment().map_or(0, |(first_seq, _)| *first_seq);
                 let file = OpenOptions::new().write(true).open(&path).map_err(|e| SegmentError::io(&path, e))?;
                 file.set_len(offset).and_then(|()| file.sync_data()).map_err(|e| SegmentError::io(&path, e))?;
-                (first_seq, path)
+                (first_seq, path, offset)
             }
         }
         None => match reader.last_segment() {
@@ -324,16 +341,16 @@ fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recover
                 // machine did not): make it durable before building on it.
                 let file = OpenOptions::new().append(true).open(path).map_err(|e| SegmentError::io(path, e))?;
                 file.sync_data().map_err(|e| SegmentError::io(path, e))?;
-                (*first_seq, path.clone())
+                (*first_seq, path.clone(), reader.records_end())
             }
             None => {
                 let (path, _) =
                     files::create_segment(dir, 0, &Faults::default()).map_err(|e| SegmentError::io(dir, e))?;
                 tracing::info!(segment = %path.display(), "audit log started");
-                (0, path)
+                (0, path, HEADER_LEN as u64)
             }
         },
     };
     let segments = format::list_segments(dir).map_err(|e| SegmentError::io(dir, e))?.len();
-    Ok((Recovered { next_seq, segments, torn_bytes }, first_seq, path))
+    Ok((Recovered { next_seq, segments, torn_bytes }, first_seq, path, records_len))
 }

@@ -3,7 +3,7 @@
 //! Every frame is checked; what is wrong is told with its file, offset and sequence number.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek as _, SeekFrom};
+use std::io::{self, BufRead as _, BufReader, Read, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::base::{BASE_FILE, read_base};
@@ -30,6 +30,8 @@ pub struct SegmentReader {
     current_is_last: bool,
     /// The segment opened last, with its first sequence number.
     last: Option<(u64, PathBuf)>,
+    /// Where the records of the segment read to its end last ended.
+    records_end: u64,
     next_seq: u64,
     payload: Vec<u8>,
     done: bool,
@@ -58,6 +60,7 @@ impl SegmentReader {
             current_is_last: false,
             last: None,
             payload: Vec::new(),
+            records_end: 0,
             done: false,
             next_seq: first_seq,
         })
@@ -93,6 +96,12 @@ impl SegmentReader {
         self.last.as_ref()
     }
 
+    /// Once the reader is at the end: the length of the last segment's header and records, which
+    /// only zeros may follow (the room the writer keeps ahead of its records).
+    pub(super) fn records_end(&self) -> u64 {
+        self.records_end
+    }
+
     fn advance(&mut self) -> Result<Option<u64>, SegmentError> {
         loop {
             if self.current.is_none() {
@@ -106,7 +115,26 @@ impl SegmentReader {
                     self.next_seq = seq + 1;
                     return Ok(Some(seq));
                 }
-                Frame::End => self.current = None,
+                Frame::End => {
+                    self.records_end = segment.offset;
+                    self.current = None;
+                }
+                // Zeros to the end of the last segment are the room the writer keeps ahead of
+                // its records (see `files`); anywhere else, a zero length is damage.
+                Frame::Zeros if self.current_is_last => {
+                    let offset = segment.offset;
+                    if segment.rest_is_zero().map_err(|e| SegmentError::io(&segment.path, e))? {
+                        self.records_end = offset;
+                        self.current = None;
+                    } else {
+                        let (path, seq) = (segment.path.clone(), segment.seq);
+                        return Err(self.bad_frame(path, offset, seq, Damage::BadLength { len: 0 }));
+                    }
+                }
+                Frame::Zeros => {
+                    let (path, offset, seq) = (segment.path.clone(), segment.offset, segment.seq);
+                    return Err(self.bad_frame(path, offset, seq, Damage::BadLength { len: 0 }));
+                }
                 Frame::Bad { offset, seq, damage } => {
                     let path = segment.path.clone();
                     return Err(self.bad_frame(path, offset, seq, damage));
@@ -198,6 +226,9 @@ enum Frame {
     },
     /// The file ends cleanly after the last frame.
     End,
+    /// Zero bytes where the next frame would start, up to eight of them or to the end of the
+    /// file: the end of the records, if only zeros follow.
+    Zeros,
     Bad {
         offset: u64,
         seq: u64,
@@ -213,6 +244,9 @@ impl SegmentFile {
         let read = read_full(&mut self.reader, &mut head).map_err(|e| SegmentError::io(&self.path, e))?;
         if read == 0 {
             return Ok(Frame::End);
+        }
+        if head[..read].iter().all(|b| *b == 0) {
+            return Ok(Frame::Zeros);
         }
         if read < FRAME_HEADER_LEN {
             return bad(Damage::Truncated { missing: (FRAME_HEADER_LEN - read) as u64 });
@@ -234,6 +268,24 @@ impl SegmentFile {
         self.offset += (FRAME_HEADER_LEN + len) as u64;
         self.seq += 1;
         Ok(Frame::Record { seq })
+    }
+}
+
+impl SegmentFile {
+    /// Whether everything after the frame header just read is zeros. Reads on to the end of the
+    /// file, a buffer at a time.
+    fn rest_is_zero(&mut self) -> io::Result<bool> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(true);
+            }
+            if buf.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            let n = buf.len();
+            self.reader.consume(n);
+        }
     }
 }
 

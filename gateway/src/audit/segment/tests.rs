@@ -288,6 +288,55 @@ async fn concurrent_appends_land_exactly_once() {
     assert!(stats.batches < N as u64, "{stats:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_a_sync_is_held_to_gather_a_group_but_never_for_a_lone_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    // A delay long enough that a record that waited for it could not be mistaken for one that
+    // did not, and that the test can place records inside it.
+    let delay = Duration::from_secs(30);
+    let log = Arc::new(SegmentLog::open(&SegmentOptions { commit_delay: delay, ..options(dir.path()) }).unwrap());
+    let started = Instant::now();
+    // Quiet: one record after another, each its own batch, none held.
+    for i in 0..3 {
+        log.append(record(&format!("alone{i}")), AuditMode::Sync).await.unwrap();
+    }
+    assert_eq!(log.stats().batches, 3);
+
+    // Two records that queued while the writer was busy make a batch of two: concurrency.
+    let (entered_tx, entered) = std_mpsc::channel();
+    let (release, release_rx) = std_mpsc::channel();
+    log.faults().hold_next_write(Gate { entered: entered_tx, release: release_rx });
+    let held = log.append(record("held"), AuditMode::Sync);
+    entered.recv().unwrap();
+    let pair = [log.append(record("pair0"), AuditMode::Sync), log.append(record("pair1"), AuditMode::Sync)];
+    wait_until("both are queued", || log.queued() == 2).await;
+    release.send(()).unwrap();
+    held.await.unwrap();
+    for ticket in pair {
+        ticket.await.unwrap();
+    }
+    assert_eq!(log.stats().batches, 5);
+
+    // So the next sync is held, and a record that comes during it joins the same batch.
+    let first = tokio::spawn({
+        let log = Arc::clone(&log);
+        async move { log.append(record("grouped0"), AuditMode::Sync).await }
+    });
+    wait_until("the writer holds the sync", || log.queued() == 1).await;
+    let second = log.append(record("grouped1"), AuditMode::Sync);
+    // …and the group does not wait out the whole delay once it has 64 records.
+    let more: Vec<_> = (0..62).map(|i| log.append(record(&format!("g{i}")), AuditMode::Sync)).collect();
+    second.await.unwrap();
+    first.await.unwrap().unwrap();
+    for ticket in more {
+        ticket.await.unwrap();
+    }
+    assert_eq!(log.stats().batches, 6, "{:?}", log.stats());
+    assert!(started.elapsed() < delay, "a record waited out the commit delay");
+    log.flush().await.unwrap();
+    assert_eq!(ids(dir.path()).len(), 3 + 3 + 64);
+}
+
 #[tokio::test]
 async fn garbage_after_the_last_record_is_cut_at_open_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,15 +386,118 @@ async fn a_frame_cut_short_is_cut_at_open() {
     assert_eq!(written[7..], ["r7", "after"]);
 }
 
+/// The length of the header and frames of a segment file, read along the frame lengths until
+/// the file or its frames end (a zero length).
+fn records_len(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    let mut at = HEADER_LEN;
+    while let Some(head) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(head.try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += FRAME_HEADER_LEN + len;
+    }
+    at as u64
+}
+
 #[tokio::test]
-async fn zeros_after_the_last_record_are_a_torn_tail() {
+async fn the_last_segment_keeps_zeros_ahead_of_its_records_and_a_shut_down_log_holds_only_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { segment_size: 1024, ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    for i in 0..60 {
+        log.append(record(&format!("r{i}")), AuditMode::Sync).await.unwrap();
+    }
+    let paths = segment_paths(dir.path());
+    assert!(paths.len() >= 3, "{paths:?}");
+    // Full segments were cut to their records before the next one started…
+    for path in &paths[..paths.len() - 1] {
+        assert_eq!(fs::metadata(path).unwrap().len(), records_len(path), "{}", path.display());
+    }
+    // …and the last one is zeros after its records, as far as its first batch plus a whole
+    // extension.
+    let last = paths.last().unwrap();
+    let (len, records) = (fs::metadata(last).unwrap().len(), records_len(last));
+    assert!(len > records && len >= HEADER_LEN as u64 + files::PREALLOCATE, "{len} bytes, {records} of records");
+    assert!(fs::read(last).unwrap()[records as usize..].iter().all(|b| *b == 0));
+    // Readers of the live log take the zeros for its end.
+    assert_eq!(ids(dir.path()).len(), 60);
+
+    log.shutdown().await.unwrap();
+    assert_eq!(fs::metadata(last).unwrap().len(), records_len(last));
+    assert_eq!(ids(dir.path()).len(), 60);
+}
+
+#[tokio::test]
+async fn zeros_after_the_last_record_are_the_end_of_the_log_and_written_over() {
     let dir = tempfile::tempdir().unwrap();
     let opts = options(dir.path());
     write_log(&opts, 3).await;
     let path = segment_paths(dir.path()).pop().unwrap();
+    let records = fs::metadata(&path).unwrap().len();
+    // As a gateway killed while running leaves its last segment; a run shorter than a frame
+    // header too.
+    for zeros in [4096, 5] {
+        append_bytes(&path, &vec![0; zeros]);
+        let (logs, _guard) = Captured::start();
+        let log = SegmentLog::open(&opts).unwrap();
+        assert_eq!(log.recovered(), &Recovered { next_seq: 3, segments: 1, torn_bytes: 0 });
+        assert!(!logs.text().contains("torn"), "{}", logs.text());
+        drop(log);
+        fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(records).unwrap();
+    }
     append_bytes(&path, &[0; 4096]);
     let log = SegmentLog::open(&opts).unwrap();
-    assert_eq!(log.recovered(), &Recovered { next_seq: 3, segments: 1, torn_bytes: 4096 });
+    log.append(record("r3"), AuditMode::Sync).await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(ids(dir.path()), ["r0", "r1", "r2", "r3"]);
+    let (offsets, len) = frame_offsets(&path);
+    assert_eq!((offsets[3], len), (records, records_len(&path)));
+}
+
+#[tokio::test]
+async fn zeros_are_the_end_only_when_nothing_but_zeros_follows_in_the_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path());
+    write_log(&opts, 3).await;
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let records = fs::metadata(&path).unwrap().len();
+
+    // Zeros, then garbage: a torn write into the zeros, cut off whole.
+    append_bytes(&path, &[0; 100]);
+    append_bytes(&path, &garbage(10));
+    let log = SegmentLog::open(&opts).unwrap();
+    assert_eq!(log.recovered(), &Recovered { next_seq: 3, segments: 1, torn_bytes: 110 });
+    log.shutdown().await.unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), records);
+
+    // Zeros, then an intact record: records lost in the middle, which no start may paper over.
+    let frame = fs::read(&path).unwrap()[frame_offsets(&path).0[2] as usize..].to_vec();
+    append_bytes(&path, &[0; 100]);
+    append_bytes(&path, &frame);
+    match open_err(&opts) {
+        SegmentError::Damaged { offset, seq: 3, damage: Damage::BeforeIntactRecord { damage, intact_at }, .. } => {
+            assert_eq!((offset, intact_at), (records, records + 100));
+            assert_eq!(*damage, Damage::BadLength { len: 0 });
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn zeros_after_the_records_of_an_earlier_segment_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opts, paths) = small_segments(dir.path(), 20).await;
+    let earlier = &paths[1];
+    let end = fs::metadata(earlier).unwrap().len();
+    append_bytes(earlier, &[0; 64]);
+    match open_err(&opts) {
+        SegmentError::Damaged { path, offset, damage: Damage::BadLength { len: 0 }, .. } => {
+            assert_eq!((&path, offset), (earlier, end));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
