@@ -129,3 +129,45 @@ pub(crate) async fn verify_speed(records: u64) -> anyhow::Result<()> {
     println!("verify: {records} records in {took:.2?}: {:.0} records/s", records as f64 / took.as_secs_f64());
     Ok(())
 }
+
+/// What one group commit costs the disk and the core, with the batch written at the end of the
+/// file (each sync also writes the file's new length) and over zeros written ahead of it (what
+/// the segment writer does, `[audit] preallocate`): the figures behind that choice.
+pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    std::fs::create_dir_all(dir)?;
+    let frames = vec![0x5a_u8; batch];
+    println!("{syncs} batches of {batch} bytes, each written and synced with fdatasync, in {}", dir.display());
+    println!();
+    println!("| where the batch goes | µs per batch (wall) | µs of CPU per batch, writing thread |");
+    println!("|---|---|---|");
+    let mut walls = Vec::new();
+    for (name, ahead) in [("end of the file", false), ("zeros written ahead", true)] {
+        let path = dir.join("sync-cost.tmp");
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+        let total = syncs * batch as u64;
+        if ahead {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = 0;
+            while at < total {
+                file.write_all_at(&zeros[..(total - at).min(zeros.len() as u64) as usize], at)?;
+                at += zeros.len() as u64;
+            }
+            file.sync_all()?;
+        }
+        let (wall0, cpu0) = (std::time::Instant::now(), thread_cpu());
+        for i in 0..syncs {
+            file.write_all_at(&frames, i * batch as u64)?;
+            file.sync_data()?;
+        }
+        let (wall, cpu) = (wall0.elapsed(), thread_cpu() - cpu0);
+        drop(file);
+        std::fs::remove_file(&path)?;
+        let wall_us = wall.as_secs_f64() * 1e6 / syncs as f64;
+        println!("| {name} | {wall_us:.0} | {:.0} |", cpu.as_secs_f64() * 1e6 / syncs as f64);
+        walls.push(wall_us);
+    }
+    println!();
+    println!("zeros written ahead / end of the file: {:.2}× the time per batch", walls[1] / walls[0]);
+    Ok(())
+}

@@ -74,6 +74,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
     },
+    /// What one group commit (a write and fdatasync) costs, at the end of a file and over zeros
+    /// written ahead.
+    AuditSync {
+        /// Batches written and synced.
+        #[arg(long, default_value_t = 2000)]
+        syncs: u64,
+        /// Bytes per batch (about 12 records of 350 bytes by default).
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// A directory on the disk to measure (the audit log's, in production).
+        #[arg(long, default_value = "target/splpd-bench")]
+        dir: PathBuf,
+    },
     /// Internal: runs the gateway on a configuration (a row of the comparison).
     #[command(hide = true)]
     Gateway {
@@ -139,6 +152,7 @@ fn main() -> ExitCode {
             runtime(1).and_then(|rt| rt.block_on(floor::serve(listen, http_upstream, grpc_upstream, &ca, &cert, &key)))
         }
         Cmd::AuditVerify { records } => runtime(1).and_then(|rt| rt.block_on(audit::verify_speed(records))),
+        Cmd::AuditSync { syncs, batch, dir } => audit::sync_cost(&dir, syncs, batch),
         Cmd::AuditAppend { records, spaced } => {
             runtime(1).and_then(|rt| rt.block_on(audit::append_cost(records, spaced)))
         }
