@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::external::External;
 use crate::gateway::Audit;
-use crate::loadgen::{self, Load, Target, Tls};
+use crate::loadgen::{self, Load, Protocol, Target, Tls};
 use crate::pki::Sandbox;
 use crate::procs::{self, Proc};
 use crate::report::{self, Handshakes, IdleMemory, LoadResult, OpenResult, Report};
@@ -130,13 +130,14 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
     // Report in the canonical order.
     rows.sort_by_key(|r| Subject::ALL.iter().position(|s| s.name() == r.name));
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let report = Report {
+    let mut report = Report {
         command: plan.command.clone(),
         machine: machine(&load_before, &load_after, versions),
         settings: plan.settings.clone(),
         rate_base: base.map(|(n, _)| n),
         rows,
     };
+    report.set_ratios_to_nginx();
     std::fs::create_dir_all(&plan.out_dir)?;
     std::fs::write(plan.out_dir.join("compare.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::write(plan.out_dir.join("compare.md"), report.markdown())?;
@@ -203,30 +204,21 @@ async fn measure_row(
     let window = Duration::from_secs_f64(st.window_s);
     let name = subject.name();
     let mut running = start(sb, up, tls, subject).await?;
+    // Idle memory first, on a fresh process for each protocol, so that memory freed by an earlier
+    // phase (the allocator keeps it) does not hide what connections cost. The last protocol's
+    // process goes on to the load phases.
+    let mut idle = Vec::new();
+    if running.proc.is_some() && st.idle_connections > 0 {
+        for (i, protocol) in st.idle_protocols.iter().enumerate() {
+            if i > 0 {
+                drop(running);
+                running = start(sb, up, tls, subject).await?;
+            }
+            idle.push(measure_idle(&running, *protocol, st.idle_connections, &name).await?);
+        }
+    }
     let pid = running.proc.as_ref().map(Proc::pid);
     let target = running.target.clone();
-    // Idle memory first, on a fresh process, so that memory freed by the load phases does not
-    // hide what connections cost.
-    let mut idle = None;
-    if let Some(proc) = running.proc.as_ref().filter(|_| st.idle_connections > 0) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = proc.rss_kib().unwrap_or(0);
-        let held = loadgen::idle(&target, st.idle_connections, 64).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = proc.rss_kib().unwrap_or(0);
-        let m =
-            IdleMemory { connections: held.opened, errors: held.errors, rss_before_kib: before, rss_after_kib: after };
-        eprintln!(
-            "{name}: {} idle connections ({} failed): RSS {before} → {after} KiB, {} KiB per 1000",
-            held.opened,
-            held.errors,
-            m.kib_per_1000().map_or("-".to_owned(), |k| format!("{k:.0}"))
-        );
-        held.close();
-        idle = Some(m);
-        // Let the proxy see the connections go before the next phase.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     let mut loads = Vec::new();
     for load in plan.full_loads.iter().chain(&plan.saturation_loads).copied() {
         let (conns, streams) = connections(st, load, false);
@@ -284,22 +276,48 @@ async fn measure_row(
             });
         }
     }
-    let mut handshakes = None;
-    if running.proc.is_some() {
-        let out = loadgen::handshakes(&target, st.handshake_concurrency, warm, window, pid).await;
-        eprintln!("{name}: {:.0} handshakes/s, {} errors", out.rate(), out.errors);
-        handshakes = Some(Handshakes {
-            per_s: out.rate(),
-            cpu_ms_each: out.cpu_ms_per_answer(),
-            errors: out.errors,
-            first_error: out.first_error,
-        });
+    let mut handshakes = Vec::new();
+    for protocol in st.handshake_protocols.iter().copied().filter(|_| running.proc.is_some()) {
+        let out = loadgen::handshakes(&target, protocol, st.handshake_concurrency, warm, window, pid).await;
+        eprintln!(
+            "{name}: {} {:.0} handshakes/s, CPU {} ms each, {} errors{}",
+            protocol.label(),
+            out.rate(),
+            out.cpu_ms_per_answer().map_or("-".to_owned(), |c| format!("{c:.3}")),
+            out.errors,
+            out.first_error.as_deref().map_or(String::new(), |e| format!(" (first: {e})"))
+        );
+        let mut h = Handshakes::new(protocol, out.rate(), out.cpu_ms_per_answer(), out.errors);
+        h.first_error = out.first_error;
+        handshakes.push(h);
     }
     if let Some(p) = running.proc.as_mut() {
         p.check_alive()?;
     }
     drop(running);
     Ok(report::Row { name, skipped: None, loads, handshakes, idle })
+}
+
+/// Holds `n` idle connections of `protocol` to the row's proxy and reads what its memory grew by.
+async fn measure_idle(running: &Running, protocol: Protocol, n: usize, name: &str) -> anyhow::Result<IdleMemory> {
+    let proc = running.proc.as_ref().context("no process to measure")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = proc.rss_kib().unwrap_or(0);
+    let held = loadgen::idle(&running.target, protocol, n, 64).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = proc.rss_kib().unwrap_or(0);
+    let m = IdleMemory::new(protocol, held.opened, held.errors, before, after);
+    eprintln!(
+        "{name}: {} {} idle connections ({} failed): RSS {before} → {after} KiB, {} KiB per 1000",
+        held.opened,
+        protocol.label(),
+        held.errors,
+        m.kib_per_1000.map_or("-".to_owned(), |k| format!("{k:.0}"))
+    );
+    held.close();
+    // Let the proxy see the connections go before the next phase.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(m)
 }
 
 /// Connections and streams per connection for a load, closed or open loop.

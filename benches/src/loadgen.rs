@@ -2,8 +2,8 @@
 //! gRPC (tonic, unary and server streaming). Closed loop (a fixed number of calls in flight, for
 //! saturation), open loop (calls sent at a fixed rate whatever the answers do, each latency
 //! counted from when the call was due, so a stall is not hidden by the calls it delayed:
-//! no coordinated omission), a new full mTLS handshake per request, and idle connections held
-//! open for memory.
+//! no coordinated omission), a new full mTLS handshake per call, and idle connections held
+//! open for memory; every connection is opened by one function, whatever it is for.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +25,7 @@ use splpd_proto::kesehatan::v1::rujukan_client::RujukanClient;
 use splpd_proto::kesehatan::v1::{KirimRequest, PantauRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 /// What one call is.
@@ -67,6 +68,68 @@ impl Load {
     fn size(self) -> &'static str {
         if matches!(self, Self::H1Large | Self::H2Large) { "64k" } else { "1k" }
     }
+
+    /// What the load's connections speak.
+    pub(crate) fn protocol(self) -> Protocol {
+        match self {
+            Self::H1 | Self::H1Large => Protocol::H1,
+            Self::H2 | Self::H2Large => Protocol::H2,
+            Self::Grpc | Self::GrpcStream => Protocol::Grpc,
+        }
+    }
+}
+
+/// What a connection speaks, for the figures measured per connection rather than per call:
+/// handshakes per second and memory per idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 (ALPN `http/1.1`).
+    H1,
+    /// HTTP/2 (ALPN `h2`).
+    H2,
+    /// gRPC: HTTP/2 connections carrying gRPC calls.
+    Grpc,
+}
+
+impl Protocol {
+    pub(crate) const ALL: [Self; 3] = [Self::H1, Self::H2, Self::Grpc];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::H1 => "HTTP/1.1",
+            Self::H2 => "HTTP/2",
+            Self::Grpc => "gRPC",
+        }
+    }
+
+    /// The one call a connection of this protocol makes: a 1 KiB GET, or a unary gRPC call.
+    pub(crate) fn load(self) -> Load {
+        match self {
+            Self::H1 => Load::H1,
+            Self::H2 => Load::H2,
+            Self::Grpc => Load::Grpc,
+        }
+    }
+
+    /// The protocols of `loads`, each once, in the order of [`Protocol::ALL`].
+    pub(crate) fn of_loads(loads: &[Load]) -> Vec<Self> {
+        Self::ALL.into_iter().filter(|p| loads.iter().any(|l| l.protocol() == *p)).collect()
+    }
+
+    /// The protocols whose idle connections differ among `protocols`: an idle gRPC connection
+    /// is an idle HTTP/2 connection (the calls it made are gone), so HTTP/2 stands for gRPC.
+    pub(crate) fn idle_of(protocols: &[Self]) -> Vec<Self> {
+        let wanted: Vec<Self> = protocols.iter().map(|p| if *p == Self::Grpc { Self::H2 } else { *p }).collect();
+        Self::ALL.into_iter().filter(|p| wanted.contains(p)).collect()
+    }
+
+    /// The protocols an idle figure of this protocol stands for.
+    pub(crate) fn idle_covers(self) -> Vec<Self> {
+        match self {
+            Self::H2 | Self::Grpc => vec![Self::H2, Self::Grpc],
+            Self::H1 => vec![Self::H1],
+        }
+    }
 }
 
 /// The client's TLS configurations; `None` in a [`Target`] for plain TCP (the direct row).
@@ -101,6 +164,12 @@ impl Target {
 
     fn addr_for(&self, load: Load) -> SocketAddr {
         if load.grpc() { self.grpc_addr } else { self.addr }
+    }
+
+    /// The request URI: origin-form for HTTP/1.1, absolute for HTTP/2 and gRPC.
+    fn uri(&self, load: Load) -> anyhow::Result<hyper::Uri> {
+        let uri = if load.h2() { format!("{}{}", self.origin(load), self.path(load)) } else { self.path(load) };
+        Ok(uri.parse()?)
     }
 }
 
@@ -161,11 +230,58 @@ enum Conn {
     Grpc(RujukanClient<Channel>),
 }
 
+impl Conn {
+    /// Another handle on the same connection, for one more stream; none for HTTP/1.1.
+    fn share(&self) -> Option<Self> {
+        match self {
+            Self::H1(_) => None,
+            Self::H2(s) => Some(Self::H2(s.clone())),
+            Self::Grpc(c) => Some(Self::Grpc(c.clone())),
+        }
+    }
+}
+
+/// A connection for `load`, with TLS and the protocol's handshake done: every connection the
+/// load generator opens (for load, for handshakes, held idle) is made here. The task driving it
+/// is returned where the caller can wait for it (tonic keeps gRPC's to itself).
+async fn connect(target: &Target, load: Load) -> anyhow::Result<(Conn, Option<JoinHandle<()>>)> {
+    let io = dial(target.addr_for(load), target.tls.as_ref(), load.h2()).await.context("connecting")?;
+    if load.grpc() {
+        let io = Mutex::new(Some(io));
+        let connector = tower::service_fn(move |_: hyper::Uri| {
+            let io = io.lock().unwrap_or_else(PoisonError::into_inner).take();
+            async move { io.map(TokioIo::new).ok_or_else(|| io::Error::other("one connection per channel")) }
+        });
+        let channel = Endpoint::from_shared(target.origin(load))?.connect_with_connector(connector).await?;
+        Ok((Conn::Grpc(RujukanClient::new(channel)), None))
+    } else if load.h2() {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.initial_stream_window_size(1 << 20).initial_connection_window_size(4 << 20);
+        let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
+        Ok((
+            Conn::H2(sender),
+            Some(tokio::spawn(async move {
+                let _ = conn.await;
+            })),
+        ))
+    } else {
+        let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
+        Ok((
+            Conn::H1(sender),
+            Some(tokio::spawn(async move {
+                let _ = conn.await;
+            })),
+        ))
+    }
+}
+
 /// One call in flight at a time: an HTTP/1.1 connection, or one stream of a shared HTTP/2 one.
 pub(crate) struct Slot {
     conn: Conn,
     load: Load,
     uri: hyper::Uri,
+    /// Ask the server to close the connection after the call (HTTP/1.1 `Connection: close`).
+    last: bool,
 }
 
 impl std::fmt::Debug for Slot {
@@ -175,13 +291,20 @@ impl std::fmt::Debug for Slot {
 }
 
 impl Slot {
+    fn new(target: &Target, load: Load, conn: Conn) -> anyhow::Result<Self> {
+        Ok(Self { conn, load, uri: target.uri(load)?, last: false })
+    }
+
     /// Makes one call; returns how many answers it counts as (messages for a stream).
     async fn call(&mut self) -> anyhow::Result<u64> {
         match &mut self.conn {
             Conn::H1(sender) => {
                 sender.ready().await?;
-                let req = hyper::Request::get(self.uri.clone()).header("host", "localhost").body(Empty::new())?;
-                let resp = sender.send_request(req).await?;
+                let mut req = hyper::Request::get(self.uri.clone()).header("host", "localhost");
+                if self.last {
+                    req = req.header("connection", "close");
+                }
+                let resp = sender.send_request(req.body(Empty::new())?).await?;
                 let status = resp.status();
                 resp.into_body().collect().await?;
                 anyhow::ensure!(status.is_success(), "status {status}");
@@ -222,34 +345,16 @@ impl Slot {
 
 /// Opens `conns` connections for `load`; an HTTP/2 or gRPC connection carries `streams` slots.
 pub(crate) async fn open_slots(target: &Target, load: Load, conns: usize, streams: usize) -> anyhow::Result<Vec<Slot>> {
-    let uri: hyper::Uri = format!("{}{}", target.origin(load), target.path(load)).parse()?;
-    let h1_uri: hyper::Uri = target.path(load).parse()?;
     let mut slots = Vec::new();
     for _ in 0..conns {
-        let io = dial(target.addr_for(load), target.tls.as_ref(), load.h2()).await.context("connecting")?;
-        if load.grpc() {
-            let io = Mutex::new(Some(io));
-            let connector = tower::service_fn(move |_: hyper::Uri| {
-                let io = io.lock().unwrap_or_else(PoisonError::into_inner).take();
-                async move { io.map(TokioIo::new).ok_or_else(|| io::Error::other("one connection per channel")) }
-            });
-            let channel = Endpoint::from_shared(target.origin(load))?.connect_with_connector(connector).await?;
-            for _ in 0..streams {
-                slots.push(Slot { conn: Conn::Grpc(RujukanClient::new(channel.clone())), load, uri: uri.clone() });
+        // The driver runs on by itself; the connection ends when its slots are dropped.
+        let (conn, _driver) = connect(target, load).await?;
+        for _ in 1..streams {
+            if let Some(shared) = conn.share() {
+                slots.push(Slot::new(target, load, shared)?);
             }
-        } else if load.h2() {
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder.initial_stream_window_size(1 << 20).initial_connection_window_size(4 << 20);
-            let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
-            tokio::spawn(conn);
-            for _ in 0..streams {
-                slots.push(Slot { conn: Conn::H2(sender.clone()), load, uri: uri.clone() });
-            }
-        } else {
-            let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
-            tokio::spawn(conn);
-            slots.push(Slot { conn: Conn::H1(sender), load, uri: h1_uri.clone() });
         }
+        slots.push(Slot::new(target, load, conn)?);
     }
     Ok(slots)
 }
@@ -438,10 +543,11 @@ pub(crate) async fn open(slots: Vec<Slot>, rate: f64, warm: Duration, window: Du
     out
 }
 
-/// A new connection, with a full mTLS handshake (resumption is off), for every HTTP/1.1
-/// request, from `concurrency` loops at once.
+/// A new connection, with a full mTLS handshake (resumption is off), for every call of
+/// `protocol` (an HTTP/1.1 or HTTP/2 GET, a unary gRPC call), from `concurrency` loops at once.
 pub(crate) async fn handshakes(
     target: &Target,
+    protocol: Protocol,
     concurrency: usize,
     warm: Duration,
     window: Duration,
@@ -457,7 +563,7 @@ pub(crate) async fn handshakes(
                 let mut out = Outcome::new(window);
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
-                    match one_request_connection(&target).await {
+                    match one_call_connection(&target, protocol.load()).await {
                         Ok(()) if t0 >= from && t0 < until => {
                             out.ok += 1;
                             let _ = out.latency.record(micros(t0.elapsed()));
@@ -485,30 +591,28 @@ pub(crate) async fn handshakes(
     total
 }
 
-async fn one_request_connection(target: &Target) -> anyhow::Result<()> {
-    let io = dial(target.addr, target.tls.as_ref(), false).await?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await?;
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(target.path(Load::H1))
-        .header("host", "localhost")
-        .header("connection", "close")
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    resp.into_body().collect().await?;
-    drop(sender);
-    let _ = conn.await;
-    anyhow::ensure!(status.is_success(), "status {status}");
-    Ok(())
+/// Opens a connection, makes one call on it and closes it. HTTP/1.1 asks the server to close
+/// (as a client without keep-alive does); HTTP/2 and gRPC close from the client's side (GOAWAY)
+/// when the last handle on the connection goes.
+async fn one_call_connection(target: &Target, load: Load) -> anyhow::Result<()> {
+    let (conn, driver) = connect(target, load).await?;
+    let mut slot = Slot::new(target, load, conn)?;
+    slot.last = true;
+    let answered = slot.call().await;
+    drop(slot);
+    if let Some(driver) = driver {
+        let _ = driver.await;
+    }
+    answered.map(|_| ())
 }
 
-/// Idle keep-alive connections, each after one mTLS handshake and one HTTP/1.1 request, held
-/// until dropped.
+/// Idle keep-alive connections, each after one mTLS handshake and one call (so an HTTP/2
+/// connection has exchanged its SETTINGS), held until dropped.
 #[derive(Debug)]
 pub(crate) struct Idle {
     pub(crate) opened: usize,
     pub(crate) errors: usize,
-    held: Vec<http1::SendRequest<Empty<Bytes>>>,
+    held: Vec<Slot>,
 }
 
 impl Idle {
@@ -517,16 +621,14 @@ impl Idle {
     }
 }
 
-pub(crate) async fn idle(target: &Target, n: usize, concurrency: usize) -> Idle {
-    let results: Vec<anyhow::Result<http1::SendRequest<Empty<Bytes>>>> = futures_util::stream::iter(0..n)
+pub(crate) async fn idle(target: &Target, protocol: Protocol, n: usize, concurrency: usize) -> Idle {
+    let load = protocol.load();
+    let results: Vec<anyhow::Result<Slot>> = futures_util::stream::iter(0..n)
         .map(|_| async {
-            let io = dial(target.addr, target.tls.as_ref(), false).await?;
-            let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await?;
-            tokio::spawn(conn);
-            let req = hyper::Request::get(target.path(Load::H1)).header("host", "localhost").body(Empty::new())?;
-            let resp = sender.send_request(req).await?;
-            resp.into_body().collect().await?;
-            Ok(sender)
+            let (conn, _driver) = connect(target, load).await?;
+            let mut slot = Slot::new(target, load, conn)?;
+            slot.call().await?;
+            Ok(slot)
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -534,4 +636,31 @@ pub(crate) async fn idle(target: &Target, n: usize, concurrency: usize) -> Idle 
     let errors = results.iter().filter(|r| r.is_err()).count();
     let held: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
     Idle { opened: held.len(), errors, held }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_load_runs_on_its_protocol() {
+        assert_eq!(Protocol::of_loads(&[Load::H1Large, Load::GrpcStream]), vec![Protocol::H1, Protocol::Grpc]);
+        assert_eq!(
+            Protocol::of_loads(&[Load::Grpc, Load::H2, Load::H1, Load::H2Large]),
+            vec![Protocol::H1, Protocol::H2, Protocol::Grpc]
+        );
+        assert!(Protocol::of_loads(&[]).is_empty());
+        for p in Protocol::ALL {
+            assert_eq!(p.load().protocol(), p);
+        }
+    }
+
+    #[test]
+    fn idle_grpc_connections_are_measured_as_http2_ones() {
+        assert_eq!(Protocol::idle_of(&Protocol::ALL), vec![Protocol::H1, Protocol::H2]);
+        assert_eq!(Protocol::idle_of(&[Protocol::Grpc]), vec![Protocol::H2]);
+        assert_eq!(Protocol::idle_of(&[Protocol::H1]), vec![Protocol::H1]);
+        assert_eq!(Protocol::H2.idle_covers(), vec![Protocol::H2, Protocol::Grpc]);
+        assert_eq!(Protocol::H1.idle_covers(), vec![Protocol::H1]);
+    }
 }

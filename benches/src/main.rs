@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compare::{Plan, Subject};
-use crate::loadgen::Load;
+use crate::loadgen::{Load, Protocol};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// The side-by-side comparison (about 13 minutes with the defaults; `--quick` for a short run).
+    /// The side-by-side comparison (about 16 minutes with the defaults; `--quick` for a short run).
     Compare(CompareArgs),
     /// The load generator's HTTP/1.1 requests/s against oha's, on one row.
     OhaCheck {
@@ -133,8 +133,8 @@ struct CompareArgs {
     /// grpc-stream (saturation only) (default: all).
     #[arg(long, value_delimiter = ',')]
     loads: Vec<String>,
-    /// Idle mTLS connections held for the memory figure (default 3000, or 1000 with --quick;
-    /// at most 10000; 0 skips it).
+    /// Idle mTLS connections held for the memory figure, per protocol (default 3000, or 1000 with
+    /// --quick; at most 10000; 0 skips it).
     #[arg(long)]
     idle: Option<usize>,
     /// Where compare.md and compare.json are written.
@@ -209,6 +209,15 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
         }
     }
     let quick = args.quick;
+    let full_loads = pick(&FULL_LOADS);
+    let saturation_loads = pick(&SATURATION_LOADS);
+    let protocols = Protocol::of_loads(&[full_loads.as_slice(), saturation_loads.as_slice()].concat());
+    let idle_connections = args
+        .idle
+        .unwrap_or(if quick { 1000 } else { 3000 })
+        .min(10_000)
+        // Each idle connection holds a descriptor here and in the proxy.
+        .min(usize::try_from(procs::max_connections()).unwrap_or(10_000).saturating_sub(200));
     let settings = report::Settings {
         warmup_s: args.warmup.unwrap_or(if quick { 0.5 } else { 1.0 }),
         window_s: args.window.unwrap_or(if quick { 2.0 } else { 5.0 }),
@@ -219,12 +228,9 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
         open_h2_connections: 4,
         open_h2_streams: 32,
         handshake_concurrency: 16,
-        idle_connections: args
-            .idle
-            .unwrap_or(if quick { 1000 } else { 3000 })
-            .min(10_000)
-            // Each idle connection holds a descriptor here and in the proxy.
-            .min(usize::try_from(procs::max_connections()).unwrap_or(10_000).saturating_sub(200)),
+        idle_connections,
+        idle_protocols: if idle_connections > 0 { Protocol::idle_of(&protocols) } else { Vec::new() },
+        handshake_protocols: protocols,
     };
     anyhow::ensure!(
         settings.window_s > 0.0 && settings.warmup_s >= 0.0,
@@ -232,12 +238,33 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
     );
     let command =
         std::iter::once("splpd-bench".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    Ok(Plan {
-        subjects,
-        full_loads: pick(&FULL_LOADS),
-        saturation_loads: pick(&SATURATION_LOADS),
-        settings,
-        out_dir: args.out.clone(),
-        command,
-    })
+    Ok(Plan { subjects, full_loads, saturation_loads, settings, out_dir: args.out.clone(), command })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(["splpd-bench", "compare"].iter().chain(args)).expect("valid arguments");
+        let Cmd::Compare(args) = cli.command else { unreachable!("a compare command") };
+        plan(&args).expect("a valid plan")
+    }
+
+    #[test]
+    fn connection_figures_follow_the_protocols_of_the_selected_loads() {
+        let p = plan_of(&["--loads", "h1-64k,grpc", "--idle", "300"]);
+        assert_eq!(p.settings.handshake_protocols, vec![Protocol::H1, Protocol::Grpc]);
+        assert_eq!(p.settings.idle_protocols, vec![Protocol::H1, Protocol::H2]);
+        let all = plan_of(&["--quick"]);
+        assert_eq!(all.settings.handshake_protocols, Protocol::ALL.to_vec());
+    }
+
+    #[test]
+    fn idle_zero_skips_idle_memory_for_every_protocol() {
+        let p = plan_of(&["--loads", "h1,h2,grpc", "--idle", "0"]);
+        assert_eq!(p.settings.idle_connections, 0);
+        assert!(p.settings.idle_protocols.is_empty());
+        assert_eq!(p.settings.handshake_protocols.len(), 3);
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::loadgen::Load;
+use crate::loadgen::{Load, Protocol};
 
 /// One full run.
 #[derive(Debug, Serialize)]
@@ -43,6 +43,10 @@ pub(crate) struct Settings {
     pub(crate) open_h2_streams: usize,
     pub(crate) handshake_concurrency: usize,
     pub(crate) idle_connections: usize,
+    /// Protocols whose handshakes are measured: those of the loads the run selects.
+    pub(crate) handshake_protocols: Vec<Protocol>,
+    /// Protocols whose idle memory is measured (HTTP/2 standing for gRPC); none with `--idle 0`.
+    pub(crate) idle_protocols: Vec<Protocol>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,17 +55,27 @@ pub(crate) struct Row {
     /// Why the row was not measured (a proxy not installed).
     pub(crate) skipped: Option<String>,
     pub(crate) loads: Vec<LoadResult>,
-    pub(crate) handshakes: Option<Handshakes>,
-    pub(crate) idle: Option<IdleMemory>,
+    /// One entry per protocol measured.
+    pub(crate) handshakes: Vec<Handshakes>,
+    /// One entry per protocol measured, each on a freshly started proxy.
+    pub(crate) idle: Vec<IdleMemory>,
 }
 
 impl Row {
     pub(crate) fn skipped(name: &str, why: String) -> Self {
-        Self { name: name.to_owned(), skipped: Some(why), loads: Vec::new(), handshakes: None, idle: None }
+        Self { name: name.to_owned(), skipped: Some(why), loads: Vec::new(), handshakes: Vec::new(), idle: Vec::new() }
     }
 
     fn load(&self, load: Load) -> Option<&LoadResult> {
         self.loads.iter().find(|l| l.load == load)
+    }
+
+    fn handshakes(&self, protocol: Protocol) -> Option<&Handshakes> {
+        self.handshakes.iter().find(|h| h.protocol == protocol)
+    }
+
+    fn idle(&self, protocol: Protocol) -> Option<&IdleMemory> {
+        self.idle.iter().find(|i| i.protocol == protocol)
     }
 }
 
@@ -94,27 +108,75 @@ pub(crate) struct OpenResult {
     pub(crate) errors: u64,
 }
 
+/// Full mTLS handshakes, a new connection for each call of one protocol.
 #[derive(Debug, Serialize)]
 pub(crate) struct Handshakes {
+    pub(crate) protocol: Protocol,
     pub(crate) per_s: f64,
     pub(crate) cpu_ms_each: Option<f64>,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
+    /// `per_s` over nginx's for the same protocol (set once every row is in).
+    pub(crate) per_s_vs_nginx: Option<f64>,
+    pub(crate) cpu_ms_each_vs_nginx: Option<f64>,
 }
 
+impl Handshakes {
+    pub(crate) fn new(protocol: Protocol, per_s: f64, cpu_ms_each: Option<f64>, errors: u64) -> Self {
+        Self {
+            protocol,
+            per_s,
+            cpu_ms_each,
+            errors,
+            first_error: None,
+            per_s_vs_nginx: None,
+            cpu_ms_each_vs_nginx: None,
+        }
+    }
+}
+
+/// What the proxy's resident memory grew by while it held idle connections of one protocol.
 #[derive(Debug, Serialize)]
 pub(crate) struct IdleMemory {
+    pub(crate) protocol: Protocol,
+    /// The protocols this figure stands for: an idle gRPC connection is an HTTP/2 one.
+    pub(crate) covers: Vec<Protocol>,
     pub(crate) connections: usize,
     pub(crate) errors: usize,
     pub(crate) rss_before_kib: u64,
     pub(crate) rss_after_kib: u64,
+    pub(crate) kib_per_1000: Option<f64>,
+    /// `kib_per_1000` over nginx's for the same protocol (set once every row is in).
+    pub(crate) kib_per_1000_vs_nginx: Option<f64>,
 }
 
 impl IdleMemory {
-    pub(crate) fn kib_per_1000(&self) -> Option<f64> {
-        (self.connections > 0)
-            .then(|| self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 * 1000.0 / self.connections as f64)
+    pub(crate) fn new(
+        protocol: Protocol,
+        connections: usize,
+        errors: usize,
+        rss_before_kib: u64,
+        rss_after_kib: u64,
+    ) -> Self {
+        let kib_per_1000 = (connections > 0)
+            .then(|| rss_after_kib.saturating_sub(rss_before_kib) as f64 * 1000.0 / connections as f64);
+        Self {
+            protocol,
+            covers: protocol.idle_covers(),
+            connections,
+            errors,
+            rss_before_kib,
+            rss_after_kib,
+            kib_per_1000,
+            kib_per_1000_vs_nginx: None,
+        }
     }
+}
+
+/// What an idle figure is headed with: HTTP/2's is gRPC's too.
+fn idle_label(protocol: Protocol) -> String {
+    let names: Vec<&str> = protocol.idle_covers().into_iter().map(Protocol::label).collect();
+    names.join(" and ")
 }
 
 fn ratio(v: Option<f64>, base: Option<f64>) -> Option<f64> {
@@ -134,6 +196,28 @@ fn cell(v: Option<f64>, base: Option<f64>, digits: usize) -> String {
 }
 
 impl Report {
+    /// Fills in every connection figure's ratio to nginx's for the same protocol.
+    pub(crate) fn set_ratios_to_nginx(&mut self) {
+        let (base_h, base_i): (Vec<_>, Vec<_>) = match self.nginx() {
+            Some(n) => (
+                n.handshakes.iter().map(|h| (h.protocol, h.per_s, h.cpu_ms_each)).collect(),
+                n.idle.iter().map(|i| (i.protocol, i.kib_per_1000)).collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        for row in &mut self.rows {
+            for h in &mut row.handshakes {
+                let base = base_h.iter().find(|(p, ..)| *p == h.protocol);
+                h.per_s_vs_nginx = ratio(Some(h.per_s), base.map(|b| b.1));
+                h.cpu_ms_each_vs_nginx = ratio(h.cpu_ms_each, base.and_then(|b| b.2));
+            }
+            for i in &mut row.idle {
+                let base = base_i.iter().find(|(p, _)| *p == i.protocol).and_then(|b| b.1);
+                i.kib_per_1000_vs_nginx = ratio(i.kib_per_1000, base);
+            }
+        }
+    }
+
     fn row(&self, name: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.name == name && r.skipped.is_none())
     }
@@ -181,7 +265,10 @@ impl Report {
             "\nEach measurement: {:.1} s warm-up, {:.1} s window. Saturation: closed loop, {} HTTP/1.1 connections, \
              or {} HTTP/2 connections × {} streams. Open loop: {} HTTP/1.1 connections or {} × {} streams, latency \
              from when each call was due. Handshakes: {} loops, each a new connection with a full mTLS handshake and \
-             one request. Idle memory: {} mTLS connections opened (one request each) and held.",
+             one call (HTTP/1.1: a GET with `Connection: close`; HTTP/2: ALPN h2, a GET; gRPC: ALPN h2, a unary \
+             call). Idle memory: {} mTLS connections opened (one call each, so HTTP/2 has exchanged its SETTINGS) \
+             and held, on a freshly started proxy for each protocol; a gRPC connection is an HTTP/2 connection, so \
+             HTTP/2's figure stands for gRPC's.",
             st.warmup_s,
             st.window_s,
             st.closed_h1_connections,
@@ -282,35 +369,58 @@ impl Report {
             }
         }
 
-        let _ = writeln!(s, "\n### Connections (× nginx)\n");
-        let _ = writeln!(
-            s,
-            "| row | full mTLS handshakes/s | CPU ms per handshake | RSS KiB per 1000 idle mTLS connections |"
-        );
-        let _ = writeln!(s, "|---|---|---|---|");
-        let nh = nginx.and_then(|n| n.handshakes.as_ref());
-        let ni = nginx.and_then(|n| n.idle.as_ref()).and_then(IdleMemory::kib_per_1000);
-        for r in measured.iter().filter(|r| r.handshakes.is_some() || r.idle.is_some()) {
-            let h = r.handshakes.as_ref();
-            let idle = r.idle.as_ref().and_then(IdleMemory::kib_per_1000);
-            let idle_note = r.idle.as_ref().map_or(String::new(), |i| {
-                if i.errors > 0 {
-                    format!(" [{} of {} opened]", i.connections, i.connections + i.errors)
-                } else {
-                    String::new()
-                }
-            });
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {}{idle_note} |",
-                r.name,
-                cell(h.map(|h| h.per_s), nh.map(|h| h.per_s), 0),
-                cell(h.and_then(|h| h.cpu_ms_each), nh.and_then(|h| h.cpu_ms_each), 3),
-                cell(idle, ni, 0),
+        s.push_str(&self.connections_table());
+        s.push_str(&self.targets());
+        s
+    }
+
+    /// Handshakes per second, CPU per handshake and idle memory, a column per protocol.
+    fn connections_table(&self) -> String {
+        let mut s = String::from("\n### Connections (× nginx)\n\n");
+        let st = &self.settings;
+        let nginx = self.nginx();
+        let mut columns: Vec<String> = Vec::new();
+        for p in &st.handshake_protocols {
+            columns.push(format!("full mTLS handshakes/s, {}", p.label()));
+        }
+        for p in &st.handshake_protocols {
+            columns.push(format!("CPU ms per handshake, {}", p.label()));
+        }
+        for p in &st.idle_protocols {
+            columns.push(format!("RSS KiB per 1000 idle mTLS connections, {}", idle_label(*p)));
+        }
+        let _ = writeln!(s, "| row | {} |", columns.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(columns.len()));
+        let measured = self.rows.iter().filter(|r| r.skipped.is_none());
+        for r in measured.filter(|r| !r.handshakes.is_empty() || !r.idle.is_empty()) {
+            let mut cells: Vec<String> = Vec::new();
+            for p in &st.handshake_protocols {
+                let h = r.handshakes(*p);
+                let errs = h.map_or(0, |h| h.errors);
+                let mark = if errs > 0 { format!(" [{errs} errors]") } else { String::new() };
+                let base = nginx.and_then(|n| n.handshakes(*p)).map(|h| h.per_s);
+                cells.push(format!("{}{mark}", cell(h.map(|h| h.per_s), base, 0)));
+            }
+            for p in &st.handshake_protocols {
+                let base = nginx.and_then(|n| n.handshakes(*p)).and_then(|h| h.cpu_ms_each);
+                cells.push(cell(r.handshakes(*p).and_then(|h| h.cpu_ms_each), base, 3));
+            }
+            for p in &st.idle_protocols {
+                let i = r.idle(*p);
+                let note = i
+                    .filter(|i| i.errors > 0)
+                    .map_or(String::new(), |i| format!(" [{} of {} opened]", i.connections, i.connections + i.errors));
+                let base = nginx.and_then(|n| n.idle(*p)).and_then(|i| i.kib_per_1000);
+                cells.push(format!("{}{note}", cell(i.and_then(|i| i.kib_per_1000), base, 0)));
+            }
+            let _ = writeln!(s, "| {} | {} |", r.name, cells.join(" | "));
+        }
+        if st.idle_protocols.contains(&Protocol::H2) {
+            s.push_str(
+                "\ngRPC calls run on HTTP/2 connections, and an idle gRPC connection is an idle HTTP/2 connection: \
+                 the HTTP/2 idle figure stands for both.\n",
             );
         }
-
-        s.push_str(&self.targets());
         s
     }
 
@@ -349,14 +459,27 @@ impl Report {
                 verdict(ratio(p99(sync), p99(nginx)), &|v| v <= 1.0)
             );
         }
-        let hs = |r: Option<&Row>| r.and_then(|r| r.handshakes.as_ref()).map(|h| h.per_s);
-        let _ = writeln!(
-            s,
-            "- full mTLS handshakes/s, audit sync / nginx ≥ 1.5: {}",
-            verdict(ratio(hs(sync), hs(nginx)), &|v| v >= 1.5)
-        );
-        let idle = sync.and_then(|r| r.idle.as_ref()).and_then(IdleMemory::kib_per_1000).map(|k| k / 1000.0);
-        let _ = writeln!(s, "- RSS per idle mTLS connection ≤ 32 KiB: {}", verdict(idle, &|v| v <= 32.0));
+        for p in &self.settings.handshake_protocols {
+            let hs = |r: Option<&Row>| r.and_then(|r| r.handshakes(*p)).map(|h| h.per_s);
+            let _ = writeln!(
+                s,
+                "- {}: full mTLS handshakes/s, audit sync / nginx ≥ 1.5: {}",
+                p.label(),
+                verdict(ratio(hs(sync), hs(nginx)), &|v| v >= 1.5)
+            );
+        }
+        for p in &self.settings.idle_protocols {
+            let idle = sync.and_then(|r| r.idle(*p)).and_then(|i| i.kib_per_1000).map(|k| k / 1000.0);
+            let _ = writeln!(
+                s,
+                "- {}: RSS per idle mTLS connection ≤ 32 KiB: {}",
+                idle_label(*p),
+                verdict(idle, &|v| v <= 32.0)
+            );
+        }
+        if self.settings.idle_protocols.is_empty() {
+            let _ = writeln!(s, "- RSS per idle mTLS connection ≤ 32 KiB: not measured");
+        }
         let _ = writeln!(s, "\nThroughput of each audit mode against audit off (same run):\n");
         for mode in ["async", "sync", "strict"] {
             let r = self.row(&format!("splpd audit {mode}"));
@@ -394,11 +517,142 @@ mod tests {
 
     #[test]
     fn idle_memory_is_per_thousand_connections_and_never_negative() {
-        let m = IdleMemory { connections: 2000, errors: 0, rss_before_kib: 10_000, rss_after_kib: 50_000 };
-        assert_eq!(m.kib_per_1000(), Some(20_000.0));
-        let shrunk = IdleMemory { connections: 10, errors: 0, rss_before_kib: 10_000, rss_after_kib: 9_000 };
-        assert_eq!(shrunk.kib_per_1000(), Some(0.0));
-        let none = IdleMemory { connections: 0, errors: 5, rss_before_kib: 1, rss_after_kib: 2 };
-        assert_eq!(none.kib_per_1000(), None);
+        let m = IdleMemory::new(Protocol::H1, 2000, 0, 10_000, 50_000);
+        assert_eq!(m.kib_per_1000, Some(20_000.0));
+        let shrunk = IdleMemory::new(Protocol::H1, 10, 0, 10_000, 9_000);
+        assert_eq!(shrunk.kib_per_1000, Some(0.0));
+        let none = IdleMemory::new(Protocol::H2, 0, 5, 1, 2);
+        assert_eq!(none.kib_per_1000, None);
+        assert_eq!(none.covers, vec![Protocol::H2, Protocol::Grpc]);
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            warmup_s: 1.0,
+            window_s: 5.0,
+            closed_h1_connections: 32,
+            closed_h2_connections: 4,
+            closed_h2_streams: 8,
+            open_h1_connections: 64,
+            open_h2_connections: 4,
+            open_h2_streams: 32,
+            handshake_concurrency: 16,
+            idle_connections: 1000,
+            handshake_protocols: Protocol::ALL.to_vec(),
+            idle_protocols: vec![Protocol::H1, Protocol::H2],
+        }
+    }
+
+    fn row(name: &str, handshakes: &[(Protocol, f64, f64)], idle: &[(Protocol, u64)]) -> Row {
+        Row {
+            name: name.to_owned(),
+            skipped: None,
+            loads: Vec::new(),
+            handshakes: handshakes.iter().map(|&(p, per_s, cpu)| Handshakes::new(p, per_s, Some(cpu), 0)).collect(),
+            idle: idle.iter().map(|&(p, kib)| IdleMemory::new(p, 1000, 0, 1000, 1000 + kib)).collect(),
+        }
+    }
+
+    fn report(rows: Vec<Row>) -> Report {
+        let machine = Machine {
+            cpu: "test CPU".to_owned(),
+            cores: 2,
+            kernel: "6.1".to_owned(),
+            memory_mib: 1024,
+            load_average_before: "0 0 0".to_owned(),
+            load_average_after: "0 0 0".to_owned(),
+            commit: "abc1234".to_owned(),
+            pinned: true,
+            versions: Vec::new(),
+        };
+        Report { command: "splpd-bench compare".to_owned(), machine, settings: settings(), rate_base: None, rows }
+    }
+
+    fn two_rows() -> Report {
+        let nginx = row(
+            "nginx",
+            &[(Protocol::H1, 100.0, 2.0), (Protocol::H2, 80.0, 2.5), (Protocol::Grpc, 50.0, 4.0)],
+            &[(Protocol::H1, 20_000), (Protocol::H2, 40_000)],
+        );
+        let sync = row(
+            "splpd audit sync",
+            &[(Protocol::H1, 300.0, 1.0), (Protocol::H2, 100.0, 2.0)],
+            &[(Protocol::H1, 30_000), (Protocol::H2, 50_000)],
+        );
+        report(vec![nginx, sync])
+    }
+
+    #[test]
+    fn connection_figures_carry_their_ratio_to_nginx_for_the_same_protocol() {
+        let mut r = two_rows();
+        r.set_ratios_to_nginx();
+        let sync = &r.rows[1];
+        let h2 = sync.handshakes(Protocol::H2).expect("measured");
+        assert_eq!(h2.per_s_vs_nginx, Some(1.25));
+        assert_eq!(h2.cpu_ms_each_vs_nginx, Some(0.8));
+        assert_eq!(sync.handshakes(Protocol::H1).and_then(|h| h.per_s_vs_nginx), Some(3.0));
+        assert_eq!(sync.idle(Protocol::H2).and_then(|i| i.kib_per_1000_vs_nginx), Some(1.25));
+        assert_eq!(sync.idle(Protocol::H1).and_then(|i| i.kib_per_1000_vs_nginx), Some(1.5));
+        let json = serde_json::to_value(&r).expect("serialisable");
+        let h = &json["rows"][1]["handshakes"][1];
+        assert_eq!(h["protocol"], "H2");
+        assert_eq!(h["per_s_vs_nginx"], 1.25);
+        assert_eq!(json["rows"][1]["idle"][1]["covers"], serde_json::json!(["H2", "Grpc"]));
+        assert_eq!(json["rows"][1]["idle"][1]["kib_per_1000"], 50_000.0);
+    }
+
+    #[test]
+    fn without_nginx_there_are_no_ratios() {
+        let mut r = two_rows();
+        r.rows.remove(0);
+        r.set_ratios_to_nginx();
+        assert_eq!(r.rows[0].handshakes[0].per_s_vs_nginx, None);
+        assert_eq!(r.rows[0].idle[0].kib_per_1000_vs_nginx, None);
+    }
+
+    #[test]
+    fn the_connections_table_has_a_column_per_protocol_and_figure() {
+        let md = two_rows().connections_table();
+        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(
+            lines[0],
+            "| row | full mTLS handshakes/s, HTTP/1.1 | full mTLS handshakes/s, HTTP/2 | full mTLS handshakes/s, gRPC \
+             | CPU ms per handshake, HTTP/1.1 | CPU ms per handshake, HTTP/2 | CPU ms per handshake, gRPC \
+             | RSS KiB per 1000 idle mTLS connections, HTTP/1.1 \
+             | RSS KiB per 1000 idle mTLS connections, HTTP/2 and gRPC |"
+        );
+        assert_eq!(lines[1], "|---|---|---|---|---|---|---|---|---|");
+        assert_eq!(
+            lines[2],
+            "| nginx | 100 (1.00×) | 80 (1.00×) | 50 (1.00×) | 2.000 (1.00×) | 2.500 (1.00×) | 4.000 (1.00×) | 20000 (1.00×) | 40000 (1.00×) |"
+        );
+        // gRPC handshakes were not measured on this row: a dash, not a borrowed figure.
+        assert_eq!(
+            lines[3],
+            "| splpd audit sync | 300 (3.00×) | 100 (1.25×) | - | 1.000 (0.50×) | 2.000 (0.80×) | - | 30000 (1.50×) | 50000 (1.25×) |"
+        );
+        assert!(md.contains("the HTTP/2 idle figure stands for both"));
+    }
+
+    #[test]
+    fn the_targets_are_judged_per_protocol() {
+        let t = two_rows().targets();
+        assert!(t.contains("- HTTP/1.1: full mTLS handshakes/s, audit sync / nginx ≥ 1.5: 3.00: met\n"), "{t}");
+        assert!(t.contains("- HTTP/2: full mTLS handshakes/s, audit sync / nginx ≥ 1.5: 1.25: not met\n"), "{t}");
+        assert!(t.contains("- gRPC: full mTLS handshakes/s, audit sync / nginx ≥ 1.5: not measured\n"), "{t}");
+        assert!(t.contains("- HTTP/1.1: RSS per idle mTLS connection ≤ 32 KiB: 30.00: met\n"), "{t}");
+        assert!(t.contains("- HTTP/2 and gRPC: RSS per idle mTLS connection ≤ 32 KiB: 50.00: not met\n"), "{t}");
+    }
+
+    #[test]
+    fn with_idle_memory_skipped_there_are_no_idle_columns() {
+        let mut r = two_rows();
+        r.settings.idle_protocols.clear();
+        r.settings.handshake_protocols = vec![Protocol::H1];
+        let md = r.connections_table();
+        let header = md.lines().find(|l| l.starts_with("| row")).expect("a header");
+        assert_eq!(header, "| row | full mTLS handshakes/s, HTTP/1.1 | CPU ms per handshake, HTTP/1.1 |");
+        assert!(!md.contains("stands for both"));
+        assert!(r.targets().contains("- RSS per idle mTLS connection ≤ 32 KiB: not measured\n"));
     }
 }
