@@ -137,6 +137,11 @@ struct CompareArgs {
     /// --quick; at most 10000; 0 skips it).
     #[arg(long)]
     idle: Option<usize>,
+    /// Concurrent calls of the closed loop (saturation): HTTP/1.1 connections, or HTTP/2 and
+    /// gRPC streams over 4 connections (default 32). A proxy that makes each answer wait, as
+    /// splpd's audit `sync` does for its disk, needs more of them to reach its saturation.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
     /// Where compare.md and compare.json are written.
     #[arg(long, default_value = "target/splpd-bench")]
     out: PathBuf,
@@ -221,9 +226,9 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
     let settings = report::Settings {
         warmup_s: args.warmup.unwrap_or(if quick { 0.5 } else { 1.0 }),
         window_s: args.window.unwrap_or(if quick { 2.0 } else { 5.0 }),
-        closed_h1_connections: 32,
+        closed_h1_connections: args.clients,
         closed_h2_connections: 4,
-        closed_h2_streams: 8,
+        closed_h2_streams: args.clients.div_ceil(4),
         open_h1_connections: 64,
         open_h2_connections: 4,
         open_h2_streams: 32,
@@ -232,6 +237,7 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
         idle_protocols: if idle_connections > 0 { Protocol::idle_of(&protocols) } else { Vec::new() },
         handshake_protocols: protocols,
     };
+    anyhow::ensure!((4..=1000).contains(&args.clients), "--clients must be 4 to 1000");
     anyhow::ensure!(
         settings.window_s > 0.0 && settings.warmup_s >= 0.0,
         "--window must be above 0 and --warmup not negative"
