@@ -95,6 +95,8 @@ mode = "{mode}"
 
 /// The gateway process: one worker thread, as the comparison gives each proxy one core.
 pub(crate) fn child(config: &Path, discard_audit: bool) -> anyhow::Result<()> {
+    // As the `splpd` binary does first thing.
+    splpd_gateway::memory::use_small_pages();
     let config = splpd_gateway::config::load(config)?;
     crate::runtime(1)?.block_on(async move {
         let audit: Arc<dyn AuditSink> = if discard_audit {

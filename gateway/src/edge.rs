@@ -40,7 +40,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// answers 431 with an X-Road error and logs it; hyper cuts off those more than twice over (for
 /// HTTP/1.1 the connection's error is then logged by [`log_connection_error`]; HTTP/2 answers 431
 /// on the stream, and closes the connection past four times its list size).
-pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub fn http_builder(limits: &Limits, version: HttpVersion) -> auto::Builder<TokioExecutor> {
     let header_room = usize::try_from(limits.max_header_bytes.bytes()).unwrap_or(usize::MAX).saturating_mul(2);
     let window = |size: crate::config::units::ByteSize| u32::try_from(size.bytes()).unwrap_or(u32::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -63,7 +63,38 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // Pings find peers that vanished without closing; an unanswered one closes the connection.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
-    builder
+    match version {
+        HttpVersion::Http1 => builder.http1_only(),
+        HttpVersion::Http2 => builder.http2_only(),
+        HttpVersion::Detect => builder,
+    }
+}
+
+/// How a connection's HTTP version is known.
+///
+/// A TLS client names it by ALPN, and the connection is then served as that version at once.
+/// Telling HTTP/1.1 from HTTP/2 by reading the first bytes instead leaves them in front of
+/// hyper's HTTP/1.1 read buffer, which then doubles to 16 KiB for the connection's whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1, chosen by ALPN.
+    Http1,
+    /// HTTP/2, chosen by ALPN.
+    Http2,
+    /// Told by the connection preface: cleartext, or a TLS client that offered no ALPN (HTTP/2
+    /// with prior knowledge).
+    Detect,
+}
+
+impl HttpVersion {
+    /// The version the ALPN protocol a TLS handshake settled on stands for.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Self::Http2,
+            Some(b"http/1.1") => Self::Http1,
+            _ => Self::Detect,
+        }
+    }
 }
 
 /// What one listener's edge has counted since start.
@@ -347,6 +378,14 @@ mod tests {
         assert!(matches!(stats.admit(3, "t"), Admission::Serve(_)));
         drop(shed);
         assert_eq!(stats.shedding.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn alpn_picks_the_version_and_anything_else_is_detected_from_the_preface() {
+        assert_eq!(HttpVersion::from_alpn(Some(b"h2")), HttpVersion::Http2);
+        assert_eq!(HttpVersion::from_alpn(Some(b"http/1.1")), HttpVersion::Http1);
+        assert_eq!(HttpVersion::from_alpn(None), HttpVersion::Detect);
+        assert_eq!(HttpVersion::from_alpn(Some(b"h3")), HttpVersion::Detect);
     }
 
     #[tokio::test]

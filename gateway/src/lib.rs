@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod identify;
 pub mod limit;
 pub mod local;
+pub mod memory;
 pub mod peer;
 pub mod reload;
 pub mod runtime;

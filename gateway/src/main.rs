@@ -13,6 +13,7 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    splpd_gateway::memory::use_small_pages();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::edge::{self, Activity, Admission, EdgeStats};
+use crate::edge::{self, Activity, Admission, EdgeStats, HttpVersion};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth};
 use crate::reload::LiveConnection;
@@ -173,13 +173,14 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
                 Some(chain) => identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls),
                 None => Ok(ConnectionAuth::TlsNoCert),
             };
+            let version = HttpVersion::from_alpn(tls.get_ref().1.alpn_protocol());
             let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
-            run_http(gateway, &snap, conn, TokioIo::new(tls), activity, shutdown).await;
+            run_http(gateway, &snap, conn, version, TokioIo::new(tls), activity, shutdown).await;
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
             let conn = LiveConnection::new(conn, None, generation);
-            run_http(gateway, &snap, conn, TokioIo::new(tcp), activity, shutdown).await;
+            run_http(gateway, &snap, conn, HttpVersion::Detect, TokioIo::new(tcp), activity, shutdown).await;
         }
     }
 }
@@ -188,6 +189,7 @@ async fn run_http<I>(
     gateway: Arc<Gateway>,
     snap: &Snapshot,
     conn: LiveConnection,
+    version: HttpVersion,
     io: I,
     activity: Arc<Activity>,
     mut shutdown: watch::Receiver<bool>,
@@ -203,13 +205,14 @@ async fn run_http<I>(
             let gateway = Arc::clone(&gateway);
             let conn = conn.current(&gateway);
             let active = activity.begin();
-            async move {
-                let resp = gateway.handle(&conn, req).await;
-                Ok::<_, std::convert::Infallible>(edge::hold_while_streaming(resp, active))
-            }
+            // The exchange path's future is about 10 KiB. Boxed, it exists only while a request
+            // is in progress: hyper's HTTP/1.1 connection keeps room for its service's future
+            // inline for the connection's whole life, busy or idle.
+            let exchange = Box::pin(async move { gateway.handle(&conn, req).await });
+            async move { Ok::<_, std::convert::Infallible>(edge::hold_while_streaming(exchange.await, active)) }
         })
     };
-    let builder = edge::http_builder(&snap.limits);
+    let builder = edge::http_builder(&snap.limits, version);
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
     tokio::select! {
