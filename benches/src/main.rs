@@ -47,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// The side-by-side comparison (about 16 minutes with the defaults; `--quick` for a short run).
+    /// The side-by-side comparison (about 15 minutes with the defaults; `--quick` for a short run).
     Compare(CompareArgs),
     /// The load generator's HTTP/1.1 requests/s against oha's, on one row.
     OhaCheck {

@@ -20,11 +20,11 @@
 //! take more records into it, as PostgreSQL's `commit_delay` and MySQL's
 //! `binlog_group_commit_sync_delay` do. It does so only when the batch before had more than one
 //! record waiting for its sync, so a lone exchange on a quiet gateway never waits for it. Why:
-//! a sync costs far more than the records in it. On the benchmark machine (a virtual machine) a
-//! write and `fdatasync` took 0.3-0.7 ms of the gateway's own core, and with 32 clients the
-//! groups that formed during one sync held about 5 records, so `sync` ran at half the requests/s
-//! of no audit log at all. Waiting 1 ms made the groups 11-18 records and brought it to about
-//! the same requests/s; the figures and the command are in `benches/RESULTS.md`.
+//! a sync costs far more than the records in it. On the benchmark machine (a virtual machine)
+//! each one cost the gateway's core 80-190 µs of CPU (`splpd-bench audit-sync`), and with 32
+//! clients the groups that formed during one sync held about 5 records. Holding the sync 1 ms
+//! made them 11-18 records; 3 ms was worse, the clients then waiting more than the core worked.
+//! The figures and commands are in `benches/RESULTS.md`.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
