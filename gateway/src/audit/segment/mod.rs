@@ -187,6 +187,7 @@ impl SegmentLog {
     fn start(options: &SegmentOptions, mut hook: Option<Box<dyn CommitHook>>) -> Result<Self, SegmentError> {
         let dir = &options.dir;
         fs::create_dir_all(dir).map_err(|e| SegmentError::io(dir, e))?;
+        let lock = lock_dir(dir)?;
         let (recovered, last_first_seq, last_path, records_len) = recover(dir, hook.as_deref_mut())?;
         if let Some(hook) = hook.as_deref_mut() {
             hook.durable(recovered.next_seq);
@@ -208,6 +209,7 @@ impl SegmentLog {
             hook,
             hooked: recovered.next_seq,
             name: dir.display().to_string(),
+            _lock: lock,
         };
         std::thread::Builder::new()
             .name("splpd-audit".to_owned())
@@ -288,6 +290,52 @@ impl Drop for SegmentLog {
     fn drop(&mut self) {
         self.shared.close();
     }
+}
+
+/// The file in the log's directory that the one process writing the log holds locked, with its
+/// process id in it.
+pub const LOCK_FILE: &str = "writer.lock";
+
+/// Takes the log's writer lock (`flock` on [`LOCK_FILE`]): two writers would interleave records
+/// and cut each other's files. A writer that is stopping (a log shut down in this process a
+/// moment ago, a gateway finishing its drain) lets go within moments, so the lock is tried for
+/// a few seconds before giving up.
+fn lock_dir(dir: &Path) -> Result<fs::File, SegmentError> {
+    use std::io::Write as _;
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SegmentError::io(&path, e))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() { "another process".to_owned() } else { format!("process {holder}") };
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "the audit log is being written by {who}; stop it first, or give this gateway its own \
+                         [audit] dir: two writers would interleave their records"
+                    ),
+                );
+                return Err(SegmentError::io(&path, e));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(SegmentError::io(&path, e)),
+        }
+    }
+    // Only a help to the operator; the lock is what counts.
+    let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// Reads the whole log, feeding `hook`, and cuts a torn tail off; returns what it found and the

@@ -10,6 +10,10 @@ use super::base::{BASE_FILE, read_base};
 use super::error::{Damage, SegmentError};
 use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN, Header, MAX_RECORD_LEN};
 
+/// Times the end of a live log's zeros is read again when something follows them (see
+/// `advance`).
+const MAX_REREADS: u32 = 3;
+
 /// Read-ahead per segment: enough for a syscall to bring in many records.
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -123,9 +127,16 @@ impl SegmentReader {
                 // its records (see `files`); anywhere else, a zero length is damage.
                 Frame::Zeros if self.current_is_last => {
                     let offset = segment.offset;
-                    if segment.rest_is_zero().map_err(|e| SegmentError::io(&segment.path, e))? {
+                    let rest_is_zero = segment.rest_is_zero().map_err(|e| SegmentError::io(&segment.path, e))?;
+                    if rest_is_zero {
                         self.records_end = offset;
                         self.current = None;
+                    } else if segment.rereads < MAX_REREADS {
+                        // A running writer may have put records there since the zeros were
+                        // read: read the place again before calling it damage.
+                        segment.rereads += 1;
+                        let path = &segment.path;
+                        segment.reader.seek(SeekFrom::Start(offset)).map_err(|e| SegmentError::io(path, e))?;
                     } else {
                         let (path, seq) = (segment.path.clone(), segment.seq);
                         return Err(self.bad_frame(path, offset, seq, Damage::BadLength { len: 0 }));
@@ -171,6 +182,7 @@ impl SegmentReader {
             reader: BufReader::with_capacity(READ_BUFFER, file),
             offset: HEADER_LEN as u64,
             seq: header.first_seq,
+            rereads: 0,
         })
     }
 
@@ -217,6 +229,8 @@ struct SegmentFile {
     offset: u64,
     /// Sequence number of the next frame.
     seq: u64,
+    /// Times the frame at `offset` was read again.
+    rereads: u32,
 }
 
 enum Frame {
@@ -267,6 +281,7 @@ impl SegmentFile {
         }
         self.offset += (FRAME_HEADER_LEN + len) as u64;
         self.seq += 1;
+        self.rereads = 0;
         Ok(Frame::Record { seq })
     }
 }

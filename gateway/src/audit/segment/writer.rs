@@ -248,6 +248,8 @@ pub(super) struct Writer {
     /// The sequence number the hook sees next.
     pub(super) hooked: u64,
     pub(super) name: String,
+    /// The log's writer lock, let go when the writer stops.
+    pub(super) _lock: std::fs::File,
 }
 
 /// What the loop keeps between batches, reused so that a batch allocates nothing in the steady
