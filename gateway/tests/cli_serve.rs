@@ -69,6 +69,14 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
         curl_status(&["--cacert", ca, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), &target]);
     assert_eq!(status, 403);
 
+    // A second gateway on the same audit log is refused, and told which process holds it, once.
+    let second = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["serve", "--config", config]).output().unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    let holder = format!("writer.lock: the audit log is being written by process {}", child.id());
+    assert_eq!(said.matches(&holder).count(), 1, "{said}");
+    assert_eq!(said.matches("two writers would interleave").count(), 1, "{said}");
+
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -553,7 +553,7 @@ pub fn verify_log(
             CheckpointReader::empty(dir)
         }
     };
-    let segment_names = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), source: e })?;
+    let segment_names = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), error: e })?;
     report.segments = segment_names.len();
     if segment_names.is_empty() && !checkpoints.exists() {
         return Err(VerifyError::NotALog(dir.to_owned()));

@@ -10,13 +10,14 @@ use super::format::{HEADER_LEN, MAX_RECORD_LEN};
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
     /// A file or the directory could not be read or written.
-    #[error("{}: {source}", path.display())]
+    // The system's error is in the message and deliberately not a `source`: printed as a chain
+    // (`{:#}`), it would be said twice.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the system said.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The log on disk is damaged, or a part of it is missing.
     #[error("{}: byte {offset}, record {seq}: {damage}", path.display())]
@@ -34,7 +35,7 @@ pub enum SegmentError {
 
 impl SegmentError {
     pub(super) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), error: source }
     }
 
     /// Whether this is only a torn tail: incomplete or unreadable bytes at the very end of the
