@@ -422,6 +422,30 @@ fn cpu_of(pid: Option<u32>) -> Option<f64> {
     pid.and_then(crate::procs::cpu_seconds)
 }
 
+/// Waits out the warm-up and the window of `tasks` (loops that run until `stop`), reading the
+/// proxy's CPU time at both ends, then stops them and adds up what they counted.
+async fn measure_window(
+    tasks: Vec<JoinHandle<Outcome>>,
+    stop: &AtomicBool,
+    from: Instant,
+    until: Instant,
+    pid: Option<u32>,
+) -> Outcome {
+    tokio::time::sleep_until(from.into()).await;
+    let before = cpu_of(pid);
+    tokio::time::sleep_until(until.into()).await;
+    let after = cpu_of(pid);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Outcome::new(until - from);
+    total.cpu = before.zip(after).map(|(b, a)| a - b);
+    for t in tasks {
+        if let Ok(out) = t.await {
+            total.merge(out);
+        }
+    }
+    total
+}
+
 /// Closed loop: every slot calls again as soon as its answer is in. Counts calls started after
 /// `warm` and before the window ends.
 pub(crate) async fn closed(slots: Vec<Slot>, warm: Duration, window: Duration, pid: Option<u32>) -> Outcome {
@@ -457,19 +481,7 @@ pub(crate) async fn closed(slots: Vec<Slot>, warm: Duration, window: Duration, p
             })
         })
         .collect();
-    tokio::time::sleep_until(from.into()).await;
-    let before = cpu_of(pid);
-    tokio::time::sleep_until(until.into()).await;
-    let after = cpu_of(pid);
-    stop.store(true, Ordering::Relaxed);
-    let mut total = Outcome::new(window);
-    total.cpu = before.zip(after).map(|(b, a)| a - b);
-    for t in tasks {
-        if let Ok(out) = t.await {
-            total.merge(out);
-        }
-    }
-    total
+    measure_window(tasks, &stop, from, until, pid).await
 }
 
 fn slot_is_closed(slot: &Slot) -> bool {
@@ -576,19 +588,7 @@ pub(crate) async fn handshakes(
             })
         })
         .collect();
-    tokio::time::sleep_until(from.into()).await;
-    let before = cpu_of(pid);
-    tokio::time::sleep_until(until.into()).await;
-    let after = cpu_of(pid);
-    stop.store(true, Ordering::Relaxed);
-    let mut total = Outcome::new(window);
-    total.cpu = before.zip(after).map(|(b, a)| a - b);
-    for t in tasks {
-        if let Ok(out) = t.await {
-            total.merge(out);
-        }
-    }
-    total
+    measure_window(tasks, &stop, from, until, pid).await
 }
 
 /// Opens a connection, makes one call on it and closes it. HTTP/1.1 asks the server to close
