@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use splpd_gateway::audit::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
+use splpd_gateway::workers::Workers;
 
 use crate::pki::Sandbox;
 use crate::upstream::Upstream;
@@ -98,11 +99,14 @@ pub(crate) fn child(config: &Path, discard_audit: bool) -> anyhow::Result<()> {
     // As the `splpd` binary does first thing.
     splpd_gateway::memory::use_small_pages();
     let config = splpd_gateway::config::load(config)?;
-    crate::runtime(1)?.block_on(async move {
+    // Built as `splpd serve` builds its runtime, with the hooks the audit log's group commit
+    // watches.
+    let workers = Arc::new(Workers::default());
+    workers.runtime(Some(1))?.block_on(async move {
         let audit: Arc<dyn AuditSink> = if discard_audit {
             Arc::new(DiscardSink)
         } else {
-            let options = splpd_gateway::audit::log::AuditLogOptions::from_config(&config);
+            let options = splpd_gateway::audit::log::AuditLogOptions::from_config(&config).with_workers(&workers);
             Arc::new(splpd_gateway::audit::log::AuditLog::open(&options)?)
         };
         let running = splpd_gateway::server::start(config, audit).await?;

@@ -7,9 +7,7 @@
 //! record is as durable as asked.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -18,7 +16,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use splpd_adapters::circuit::Lease;
 use splpd_adapters::http::{BoxError, UpstreamError};
 use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
@@ -26,7 +24,7 @@ use splpd_certs::id::{ClientId, Identity, ServiceId};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::audit::{AuditSink, AuditTicket, BodyHasher, RecordBuilder};
+use crate::audit::{AuditSink, BodyHasher, RecordBuilder};
 use crate::authorize::AccessRequest;
 use crate::config::{AuditMode, ConnectionType, Protocol};
 use crate::error::{GatewayError, GrpcCode};
@@ -35,6 +33,7 @@ use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
 use crate::local;
 use crate::peer::{self, SendError, Via};
+use crate::respond::{self, AuditedBody, Settled};
 use crate::runtime::{ListenerRuntime, Route, Snapshot};
 
 /// The body of every response the gateway sends.
@@ -100,7 +99,7 @@ impl Called<'_> {
 }
 
 /// The body summary of a request on its way upstream, once its last byte has been forwarded.
-type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
+pub(crate) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
@@ -514,7 +513,14 @@ impl Gateway {
         }
         let mut body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode, ctx.grpc, route, summary);
         body.lease = lease;
-        Response::from_parts(parts, UnsyncBoxBody::new(body))
+        match respond::settle(body).await {
+            Settled::Body(body) => Response::from_parts(parts, UnsyncBoxBody::new(body)),
+            Settled::NotLogged(audit_err) => {
+                let unavailable =
+                    GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}"));
+                answer(ctx.grpc, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref(), &unavailable)
+            }
+        }
     }
 
     /// Answers with the gateway's own error, once its record is logged. If the log cannot take
@@ -799,211 +805,6 @@ pub fn error_response(
         forward::set(h, header::RETRY_AFTER, &retry_after_secs.to_string());
     }
     resp
-}
-
-/// A response body streaming from the upstream to the client. When it ends, the exchange's
-/// record is completed and appended, and the end of the stream is held back until the record is
-/// as durable as the service's audit mode asks; a body the client abandons is logged on drop.
-///
-/// For a gRPC call the trailers pass through as the service sent them, and their `grpc-status`
-/// goes into the record. Where a REST answer can only break off, a gRPC answer ends with the
-/// gateway's status in its trailers: `UNAVAILABLE` when the service broke the stream off or the
-/// log could not take the record.
-struct AuditedBody {
-    inner: Incoming,
-    tally: Option<BodyHasher>,
-    record: Option<RecordBuilder>,
-    audit: Arc<dyn AuditSink>,
-    mode: AuditMode,
-    ticket: Option<AuditTicket>,
-    trailers: Option<http::HeaderMap>,
-    /// The last bytes of a body of known length, held until the record is durable.
-    held: Option<Bytes>,
-    grpc: bool,
-    /// The service answering, for the gateway's own errors.
-    route: Arc<Route>,
-    /// The request body's summary, when it was not final by the time the answer started.
-    summary: Option<SummaryRx>,
-    /// What the request body's summary said, once it said it.
-    request: Option<Result<BodySummary, String>>,
-    /// The endpoint's request slot, held until the answer has streamed.
-    lease: Option<Lease>,
-}
-
-impl std::fmt::Debug for AuditedBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditedBody").field("mode", &self.mode).field("grpc", &self.grpc).finish()
-    }
-}
-
-impl AuditedBody {
-    fn new(
-        inner: Incoming,
-        record: RecordBuilder,
-        audit: Arc<dyn AuditSink>,
-        mode: AuditMode,
-        grpc: bool,
-        route: Arc<Route>,
-        summary: Option<SummaryRx>,
-    ) -> Self {
-        Self {
-            inner,
-            tally: Some(BodyHasher::new()),
-            record: Some(record),
-            audit,
-            mode,
-            ticket: None,
-            trailers: None,
-            held: None,
-            grpc,
-            route,
-            summary,
-            request: None,
-            lease: None,
-        }
-    }
-
-    /// The request body's summary, if it has arrived by now.
-    fn request_summary(&mut self) -> Option<&Result<BodySummary, String>> {
-        if self.request.is_none()
-            && let Some(rx) = &mut self.summary
-        {
-            match rx.try_recv() {
-                Ok(summary) => {
-                    self.request = Some(summary);
-                    self.summary = None;
-                }
-                Err(oneshot::error::TryRecvError::Closed) => self.summary = None,
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-        }
-        self.request.as_ref()
-    }
-
-    /// Completes and appends the record, once.
-    fn close(&mut self, error_type: Option<&str>, grpc_status: Option<u32>) -> Option<AuditTicket> {
-        self.lease = None;
-        self.record.as_ref()?;
-        if let Some(Ok(s)) = self.request_summary() {
-            let (body, hash) = (s.body, s.request_hash.1.clone());
-            if let Some(record) = &mut self.record {
-                record.set_request_body(body);
-                record.set_request_hash(&hash);
-            }
-        }
-        let mut record = self.record.take()?;
-        if let Some(tally) = self.tally.take() {
-            record.set_response_body(tally.finish());
-        }
-        if let Some(e) = error_type {
-            record.set_error_type(e);
-        }
-        if let Some(code) = grpc_status {
-            record.set_grpc_status(code);
-        }
-        Some(self.audit.append(record.finish(), self.mode))
-    }
-
-    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
-    fn fail_grpc(&mut self, err: &GatewayError) {
-        self.trailers = Some(grpc::error_trailers(err));
-        self.ticket = self.close(Some(err.xroad_type()), Some(err.grpc_code().as_u32()));
-    }
-}
-
-impl Body for AuditedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        // A loop rather than a self-wake: when the record is durable at once (async mode, or a
-        // quick group commit) the last bytes go out with the headers in one write.
-        loop {
-            if let Some(ticket) = &mut this.ticket {
-                return match Pin::new(ticket).poll(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Ok(())) => {
-                        this.ticket = None;
-                        if let Some(data) = this.held.take() {
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
-                    }
-                    // Fail closed: the client does not get a complete answer that was not logged.
-                    // A gRPC client gets UNAVAILABLE instead of the service's status.
-                    Poll::Ready(Err(e)) if this.grpc => {
-                        this.ticket = None;
-                        this.held = None;
-                        let err = GatewayError::AuditUnavailable(format!("the exchange could not be logged: {e}"));
-                        this.trailers = None;
-                        Poll::Ready(Some(Ok(Frame::trailers(grpc::error_trailers(&err)))))
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-                };
-            }
-            if this.record.is_none() {
-                return Poll::Ready(this.held.take().map(|d| Ok(Frame::data(d))));
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Some(t) = &mut this.tally {
-                            t.update(&data);
-                        }
-                        // hyper stops polling a body of known length once that length is sent,
-                        // so its end may never be seen as `None`: the last bytes wait for the
-                        // record.
-                        if !this.inner.is_end_stream() {
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        this.held = Some(data);
-                        this.ticket = this.close(None, None);
-                    }
-                    Err(frame) => {
-                        let trailers = frame.into_trailers().ok();
-                        let code = if this.grpc { trailers.as_ref().and_then(grpc::status_in) } else { None };
-                        this.trailers = trailers;
-                        this.ticket = this.close(None, code);
-                    }
-                },
-                Poll::Ready(None) => this.ticket = this.close(None, None),
-                Poll::Ready(Some(Err(e))) if this.grpc => {
-                    // The stream broke off: because the request went over its size limit (the
-                    // gateway cut it off), or on the service's side.
-                    let over = matches!(this.request_summary(), Some(Err(why)) if why.starts_with("body over"));
-                    let route = &this.route;
-                    let err = if over {
-                        GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
-                    } else {
-                        GatewayError::ServiceFailed(format!("{}: the service broke the call off: {e}", route.id))
-                    };
-                    this.fail_grpc(&err);
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    drop(this.close(Some("Server.ServerProxy.ServiceFailed"), None));
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.record.is_none() && self.ticket.is_none() && self.held.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for AuditedBody {
-    fn drop(&mut self) {
-        // The client went away before the end: the exchange is logged all the same.
-        let cancelled = self.grpc.then_some(GrpcCode::Cancelled.as_u32());
-        drop(self.close(Some(ABANDONED), cancelled));
-    }
 }
 
 #[cfg(test)]

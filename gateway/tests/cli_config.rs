@@ -315,6 +315,6 @@ fn edge_limits_outside_what_http2_and_the_gateway_allow_are_refused() {
 #[test]
 fn a_commit_delay_that_would_hold_every_exchange_is_refused() {
     let f = Fixture::new();
-    f.edit("commit_delay = \"1ms\"", "commit_delay = \"250ms\"");
+    f.edit("commit_delay = \"5ms\"", "commit_delay = \"250ms\"");
     f.fails_at(f.line_of("commit_delay = \"250ms\""), "commit_delay 250ms is above 100ms");
 }

@@ -7,6 +7,8 @@
 // Test fixtures fail loudly: a panic is the right report for a broken test setup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::StatusCode;
 use splpd_certs::facts::facts;
@@ -17,6 +19,7 @@ use splpd_tests::client::read_roots;
 use splpd_tests::pki::GATEWAY_ID;
 use splpd_tests::upstream::{FIXED_JSON, large_body, tls_server_config};
 use splpd_tests::{Call, PUBLIC, Pki, Proto, Region, RegionBuilder, Reply, Upstream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A plain `http://` service.
 const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
@@ -464,6 +467,61 @@ async fn a_failing_audit_log_refuses_calls_before_anything_reaches_the_upstream(
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(upstream.received().len(), 2);
     assert!(region.records().iter().any(|r| r.exchange_id == reply.exchange_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_leaves_whole_and_only_once_its_record_is_durable() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .http_listener("intranet", &[SIMPEG])
+        .service(SERVICE, &upstream.url(), "")
+        .grant(&grant_all(SERVICE, SIMPEG))
+        .start()
+        .await;
+    // The log takes the record but is slow to make it durable.
+    region.audit().hold();
+    let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
+    let request = format!("GET {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {SIMPEG}\r\n\r\n", target(SERVICE, "/json/x"));
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(region.wait_records(1).await.len(), 1);
+    // The service has answered and the record is in the log, but not durable: not a byte of
+    // the answer, not even its head, reaches the client.
+    let mut answer = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(300), tcp.read_buf(&mut answer)).await;
+    assert!(early.is_err(), "{:?} left before the record was durable", String::from_utf8_lossy(&answer));
+
+    region.audit().release();
+    let text = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read_buf(&mut answer)).await.unwrap().unwrap();
+        assert!(n > 0, "the connection closed before the whole answer came");
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if text.ends_with(FIXED_JSON) {
+            break text;
+        }
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_record_cannot_be_logged_is_refused_whole() {
+    let Setup { region, upstream, pki } = setup("").await;
+    let dinkes = pki.client(DINKES);
+    for (n, proto) in [(1, Proto::H1), (2, Proto::H2)] {
+        // The log breaks while the service works on the call: its record cannot be written, so
+        // the client gets the log's failure instead of an answer that was not logged.
+        let call = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/slow/300/x")));
+        let breaking = async {
+            upstream.wait_received(n).await;
+            region.audit().set_failing(true);
+        };
+        let (reply, ()) = tokio::join!(call, breaking);
+        let message = assert_gateway_error(&reply.unwrap(), 503, "Server.AuditUnavailable");
+        assert!(message.contains("could not be logged"), "{proto:?}: {message}");
+        region.audit().set_failing(false);
+    }
+    assert!(region.records().is_empty(), "{:?}", region.records());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

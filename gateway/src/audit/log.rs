@@ -152,6 +152,15 @@ impl AuditLogOptions {
     }
 }
 
+impl AuditLogOptions {
+    /// Lets the writer sync at once whenever one of the runtime's workers is idle, rather than
+    /// hold it for `commit_delay` (see [`crate::workers`]).
+    pub fn with_workers(mut self, workers: &Arc<crate::workers::Workers>) -> Self {
+        self.segments.workers = Some(Arc::clone(workers));
+        self
+    }
+}
+
 impl AuditLog {
     /// Opens (or creates) the log: recovers the segments, rebuilds the tree from them, and keeps
     /// the signer's certificate beside them.

@@ -1,12 +1,12 @@
 //! An [`AuditSink`] that keeps records in memory, for tests of the stages around the audit stage:
-//! they can read back what was logged, and switch the sink to failing to prove that they fail
-//! closed.
+//! they can read back what was logged, switch the sink to failing to prove that they fail
+//! closed, and hold its tickets back, as a slow disk would, to see what waits for them.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{AuditError, AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
+use super::{AuditError, AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, TicketResolver};
 
 /// Records kept in a `Vec`, each with the mode it was appended in. Never for production: nothing
 /// survives the process.
@@ -15,6 +15,8 @@ pub struct MemorySink {
     appended: Mutex<Vec<(ExchangeRecord, AuditMode)>>,
     failing: AtomicBool,
     closed: AtomicBool,
+    /// While holding, the tickets of the appends since; `None` when not holding.
+    held: Mutex<Option<Vec<TicketResolver>>>,
 }
 
 impl MemorySink {
@@ -36,6 +38,20 @@ impl MemorySink {
     /// The records taken so far, each with the mode it was appended in.
     pub fn appended(&self) -> Vec<(ExchangeRecord, AuditMode)> {
         self.lock().clone()
+    }
+
+    /// Makes the tickets of the following appends wait, as for a slow disk, until
+    /// [`release`](Self::release). The records are taken at once.
+    pub fn hold(&self) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(Vec::new);
+    }
+
+    /// Answers the tickets held since [`hold`](Self::hold), and holds no more.
+    pub fn release(&self) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).take();
+        for done in held.into_iter().flatten() {
+            done.resolve(Ok(()));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<(ExchangeRecord, AuditMode)>> {
@@ -60,7 +76,14 @@ impl AuditSink for MemorySink {
             return AuditTicket::failed(error);
         }
         self.lock().push((record, mode));
-        AuditTicket::ok()
+        match self.held.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            Some(held) => {
+                let (ticket, done) = AuditTicket::channel();
+                held.push(done);
+                ticket
+            }
+            None => AuditTicket::ok(),
+        }
     }
 
     fn flush(&self) -> AuditTicket {
@@ -86,6 +109,7 @@ impl AuditSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt as _;
 
     #[tokio::test]
     async fn keeps_records_and_fails_on_demand() {
@@ -99,5 +123,20 @@ mod tests {
         sink.shutdown().await.unwrap();
         assert!(matches!(sink.append(record.clone(), AuditMode::Sync).await, Err(AuditError::Closed)));
         assert_eq!(sink.appended(), vec![(record, AuditMode::Strict)]);
+    }
+
+    #[tokio::test]
+    async fn holds_tickets_until_released() {
+        let sink = MemorySink::new();
+        let record = |id: &str| ExchangeRecord { exchange_id: id.to_owned(), ..ExchangeRecord::default() };
+        sink.hold();
+        let mut first = sink.append(record("a"), AuditMode::Sync);
+        let second = sink.append(record("b"), AuditMode::Sync);
+        assert_eq!(sink.records().len(), 2, "held records are taken all the same");
+        assert!((&mut first).now_or_never().is_none(), "a held ticket was answered");
+        sink.release();
+        first.await.unwrap();
+        second.await.unwrap();
+        sink.append(record("c"), AuditMode::Sync).await.unwrap();
     }
 }

@@ -10,6 +10,7 @@ use splpd_gateway::audit::AuditSink;
 use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::config::{self, ConfigError};
 use splpd_gateway::reload::Reloader;
+use splpd_gateway::workers::Workers;
 
 #[derive(Debug, Args)]
 #[command(
@@ -31,11 +32,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => return Err(err.into()),
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let workers = Arc::new(Workers::default());
+    let runtime = workers.runtime(None).context("starting the async runtime")?;
     runtime.block_on(async move {
         let audit_dir = config.audit.dir.clone();
         let audit: Arc<dyn AuditSink> = Arc::new(
-            AuditLog::open(&AuditLogOptions::from_config(&config))
+            AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(&workers))
                 .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
         );
         let running = splpd_gateway::server::start(config, audit).await?;

@@ -389,7 +389,8 @@ pub struct Audit {
     pub mode: AuditMode,
     /// Size at which a segment file is closed and a new one started.
     pub segment_size: ByteSize,
-    /// Under load, how long the writer may hold a sync to take more records into it.
+    /// While the gateway is busy, how long the writer may hold a sync to take more records
+    /// into it.
     pub commit_delay: Span,
     /// How far ahead of its records the last segment is filled with zeros, so that syncs do
     /// not change the file's length; 0 turns it off.
@@ -412,7 +413,7 @@ impl Default for Audit {
             dir: PathBuf::from("audit"),
             mode: AuditMode::Sync,
             segment_size: ByteSize::mib(64),
-            commit_delay: Span(std::time::Duration::from_millis(1)),
+            commit_delay: Span(std::time::Duration::from_millis(5)),
             preallocate: ByteSize::mib(1),
             checkpoint_every: 10_000,
             checkpoint_interval: Span(std::time::Duration::from_secs(1)),

@@ -30,6 +30,7 @@ pub use self::format::{FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_
 pub use self::read::SegmentReader;
 use self::writer::{Shared, Timing, Writer};
 use super::{AuditError, AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
+use crate::workers::Workers;
 
 /// Sees every record of the log exactly once, in sequence order: at open, the records already on
 /// disk; then, on the writer thread, each record once its batch is written. Meant for the Merkle
@@ -76,9 +77,12 @@ pub struct SegmentOptions {
     /// First pause before the writer tries again after a failure, doubling up to a second.
     pub retry_interval: Duration,
     /// How long the writer may hold a sync to take more records into it, when the batch before
-    /// had more than one record waiting for its sync (see the `writer` module); zero syncs each
-    /// batch at once.
+    /// had more than one record waiting for its sync and no runtime worker is idle (see the
+    /// `writer` module); zero syncs each batch at once.
     pub commit_delay: Duration,
+    /// The runtime's idle workers, whose going idle ends a held sync; without them a held sync
+    /// waits out its whole `commit_delay`.
+    pub workers: Option<Arc<Workers>>,
     /// How far ahead of its records the last segment is filled with zeros (see the `files`
     /// module); 0 turns it off.
     pub preallocate: u64,
@@ -97,7 +101,8 @@ impl SegmentOptions {
             sync_interval: Duration::from_secs(1),
             max_unsynced_bytes: 1024 * 1024,
             retry_interval: Duration::from_millis(50),
-            commit_delay: Duration::from_millis(1),
+            commit_delay: Duration::from_millis(5),
+            workers: None,
             preallocate: files::PREALLOCATE,
         }
     }
@@ -202,7 +207,11 @@ impl SegmentLog {
             records_len,
         )
         .map_err(|e| SegmentError::io(&last_path, e))?;
-        let shared = Arc::new(Shared::new(options.timing()));
+        let shared = Arc::new(Shared::new(options.timing(), options.workers.clone()));
+        if let Some(workers) = &options.workers {
+            let watcher: std::sync::Weak<Shared> = Arc::downgrade(&shared);
+            workers.watch(watcher);
+        }
         let writer = Writer {
             shared: Arc::clone(&shared),
             segment,

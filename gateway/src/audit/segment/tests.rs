@@ -11,6 +11,7 @@ use prost::Message as _;
 use super::files::{ALWAYS, Gate};
 use super::format::Header;
 use super::*;
+use crate::workers::Workers;
 
 fn record(id: &str) -> ExchangeRecord {
     ExchangeRecord {
@@ -288,6 +289,23 @@ async fn concurrent_appends_land_exactly_once() {
     assert!(stats.batches < N as u64, "{stats:?}");
 }
 
+/// Two records that queue while the writer is busy with a third make a batch of two, as
+/// concurrent exchanges do: the writer then holds its next sync. Two batches in all.
+async fn batch_of_two(log: &SegmentLog, name: &str) {
+    let (entered_tx, entered) = std_mpsc::channel();
+    let (release, release_rx) = std_mpsc::channel();
+    log.faults().hold_next_write(Gate { entered: entered_tx, release: release_rx });
+    let held = log.append(record(&format!("{name}-held")), AuditMode::Sync);
+    entered.recv().unwrap();
+    let pair = [0, 1].map(|i| log.append(record(&format!("{name}{i}")), AuditMode::Sync));
+    wait_until("both are queued", || log.queued() == 2).await;
+    release.send(()).unwrap();
+    held.await.unwrap();
+    for ticket in pair {
+        ticket.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_a_sync_is_held_to_gather_a_group_but_never_for_a_lone_exchange() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,19 +320,7 @@ async fn under_load_a_sync_is_held_to_gather_a_group_but_never_for_a_lone_exchan
     }
     assert_eq!(log.stats().batches, 3);
 
-    // Two records that queued while the writer was busy make a batch of two: concurrency.
-    let (entered_tx, entered) = std_mpsc::channel();
-    let (release, release_rx) = std_mpsc::channel();
-    log.faults().hold_next_write(Gate { entered: entered_tx, release: release_rx });
-    let held = log.append(record("held"), AuditMode::Sync);
-    entered.recv().unwrap();
-    let pair = [log.append(record("pair0"), AuditMode::Sync), log.append(record("pair1"), AuditMode::Sync)];
-    wait_until("both are queued", || log.queued() == 2).await;
-    release.send(()).unwrap();
-    held.await.unwrap();
-    for ticket in pair {
-        ticket.await.unwrap();
-    }
+    batch_of_two(&log, "pair").await;
     assert_eq!(log.stats().batches, 5);
 
     // So the next sync is held, and a record that comes during it joins the same batch.
@@ -335,6 +341,47 @@ async fn under_load_a_sync_is_held_to_gather_a_group_but_never_for_a_lone_exchan
     assert!(started.elapsed() < delay, "a record waited out the commit delay");
     log.flush().await.unwrap();
     assert_eq!(ids(dir.path()).len(), 3 + 3 + 64);
+}
+
+#[test]
+fn a_held_sync_waits_while_the_runtime_is_busy_and_starts_when_a_worker_goes_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let workers = Arc::new(Workers::default());
+    let runtime = workers.runtime(Some(1)).unwrap();
+    // Far longer than the test: a sync that waited it out would fail the test.
+    let delay = Duration::from_secs(60);
+    let opts = SegmentOptions { commit_delay: delay, workers: Some(Arc::clone(&workers)), ..options(dir.path()) };
+    let log = Arc::new(SegmentLog::open(&opts).unwrap());
+    let started = Instant::now();
+    runtime.block_on(batch_of_two(&log, "pair"));
+    let before = log.stats().batches;
+
+    // The only worker stays busy for a while after its record: the sync is held, and a record
+    // appended later in that busy spell joins the same batch. Once the task ends the worker
+    // parks, and the sync starts.
+    let busy = Duration::from_millis(200);
+    let tickets = runtime.block_on({
+        let log = Arc::clone(&log);
+        runtime.spawn(async move {
+            let first = log.append(record("busy0"), AuditMode::Sync);
+            std::thread::sleep(busy);
+            let second = log.append(record("busy1"), AuditMode::Sync);
+            std::thread::sleep(busy);
+            [first, second]
+        })
+    });
+    for ticket in tickets.unwrap() {
+        runtime.block_on(ticket).unwrap();
+    }
+    assert_eq!(log.stats().batches, before + 1, "the records of one busy spell were not synced together");
+
+    // With the worker idle, the next record is synced at once, although the batch before had
+    // two records waiting.
+    runtime.block_on(log.append(record("idle"), AuditMode::Sync)).unwrap();
+    assert_eq!(log.stats().batches, before + 2);
+    assert!(started.elapsed() < delay / 2, "a sync waited out the commit delay");
+    runtime.block_on(log.shutdown()).unwrap();
+    assert_eq!(ids(dir.path())[3..], ["busy0", "busy1", "idle"]);
 }
 
 #[tokio::test]

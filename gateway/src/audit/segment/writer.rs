@@ -16,15 +16,19 @@
 //! - while the writer is busy writing or syncing, no one wakes it: it looks at the queue again
 //!   before it sleeps, which is what makes group commit out of concurrent sync records.
 //!
-//! Under load the writer also holds a sync back for up to `commit_delay` (1 ms by default) to
-//! take more records into it, as PostgreSQL's `commit_delay` and MySQL's
+//! While the gateway is busy the writer also holds a sync back, for up to `commit_delay` (5 ms
+//! by default), to take more records into it, as PostgreSQL's `commit_delay` and MySQL's
 //! `binlog_group_commit_sync_delay` do. It does so only when the batch before had more than one
-//! record waiting for its sync, so a lone exchange on a quiet gateway never waits for it. Why:
-//! a sync costs far more than the records in it. On the benchmark machine (a virtual machine)
-//! each one cost the gateway's core 80-190 µs of CPU (`splpd-bench audit-sync`), and with 32
-//! clients the groups that formed during one sync held about 5 records. Holding the sync 1 ms
-//! made them 11-18 records; 3 ms was worse, the clients then waiting more than the core worked.
-//! The figures and commands are in `benches/RESULTS.md`.
+//! record waiting for its sync (so a lone exchange on a quiet gateway never waits), and only
+//! while no runtime worker is idle: the moment one parks ([`Workers`]), the sync starts, since
+//! the gateway then has nothing better to do with its CPU. Why: a sync costs far more than the
+//! records in it. On the benchmark machine (a virtual machine) each one cost the gateway's core
+//! about 250 µs of CPU, mostly exits to the host for the disk's doorbell and interrupts; at
+//! saturation the records a batch gathers are those the CPU finishes during the hold and the
+//! sync, so the sync's share of the CPU is about its cost over that time: with 1 ms, groups of
+//! 11-16 records and a sixth of the CPU; with 5 ms, 40-50 records and a twentieth. On a gateway
+//! that keeps up, workers park between bursts and no one waits for the hold. The figures and
+//! commands are in `benches/RESULTS.md`.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +39,7 @@ use super::CommitHook;
 use super::files::{ActiveSegment, Faults};
 use super::format;
 use crate::audit::{AuditError, AuditHealth, AuditMode, AuditTicket, ExchangeRecord, TicketResolver, now_nanos};
+use crate::workers::{IdleWatcher, Workers};
 
 /// The longest pause between retries while writes fail.
 const MAX_RETRY: Duration = Duration::from_secs(1);
@@ -63,6 +68,10 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     pub(super) faults: Faults,
     timing: Timing,
+    /// The runtime's idle workers; one going idle ends a held sync.
+    workers: Option<Arc<Workers>>,
+    /// The writer is holding a sync and wants to hear when a worker goes idle.
+    holding: AtomicBool,
 }
 
 /// The writer's counters.
@@ -137,7 +146,7 @@ impl Queue {
 }
 
 impl Shared {
-    pub(super) fn new(timing: Timing) -> Self {
+    pub(super) fn new(timing: Timing, workers: Option<Arc<Workers>>) -> Self {
         Self {
             queue: Mutex::default(),
             wake: Condvar::new(),
@@ -146,7 +155,22 @@ impl Shared {
             counters: Counters::default(),
             faults: Faults::default(),
             timing,
+            workers,
+            holding: AtomicBool::new(false),
         }
+    }
+
+    /// Called by the writer, queue locked, before it holds a sync: whether a worker is idle
+    /// now, so the sync should start at once. Until `holding` is cleared, a worker going idle
+    /// wakes the writer ([`IdleWatcher`]).
+    fn worker_idle_now(&self) -> bool {
+        let Some(workers) = &self.workers else {
+            return false;
+        };
+        // SeqCst on both sides: either this sees the worker's count, or the worker's hook
+        // sees `holding` and, once the writer waits, wakes it.
+        self.holding.store(true, Ordering::SeqCst);
+        workers.any_idle()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -236,6 +260,21 @@ impl Shared {
             }
             // The writer recovered between the two reads.
             None => AuditHealth::Available,
+        }
+    }
+}
+
+impl IdleWatcher for Shared {
+    fn worker_idle(&self) {
+        if !self.holding.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut queue = self.lock();
+        if queue.writer == WriterState::Delaying {
+            queue.writer = WriterState::Busy;
+            drop(queue);
+            self.counters.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.wake.notify_one();
         }
     }
 }
@@ -345,7 +384,7 @@ impl Writer {
                             break false;
                         }
                         let until = if queue.urgent {
-                            if last_group < 2 || timing.commit_delay.is_zero() {
+                            if last_group < 2 || timing.commit_delay.is_zero() || self.shared.worker_idle_now() {
                                 break false;
                             }
                             *delay_until.get_or_insert(now + timing.commit_delay)
@@ -373,6 +412,7 @@ impl Writer {
                     queue = self.wait(queue, due.map(|due| due - now));
                 };
                 queue.writer = WriterState::Busy;
+                self.shared.holding.store(false, Ordering::Relaxed);
                 queue.urgent = false;
                 queue.flushing = false;
                 std::mem::swap(&mut queue.entries, &mut buffers.entries);

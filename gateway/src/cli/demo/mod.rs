@@ -22,6 +22,7 @@ use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
 use splpd_gateway::audit::AuditSink;
 use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::config::Config;
+use splpd_gateway::workers::Workers;
 use time::OffsetDateTime;
 
 use self::addresses::SandboxAddrs;
@@ -202,8 +203,9 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         dir.join(PEER_CONFIG).display()
     ));
 
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(sandbox(args, &dir, &pki, config, sockets))
+    let workers = Arc::new(Workers::default());
+    let runtime = workers.runtime(None).context("starting the async runtime")?;
+    runtime.block_on(sandbox(args, &dir, &pki, config, sockets, &workers))
 }
 
 /// Starts the services and the gateway, makes the sample calls, writes `demo.json`, and serves.
@@ -213,6 +215,7 @@ async fn sandbox(
     pki: &Pki,
     config: Config,
     sockets: upstreams::Sockets,
+    workers: &Arc<Workers>,
 ) -> anyhow::Result<ExitCode> {
     let nik_addr = sockets.nik_addr()?;
     let rujukan_addr = sockets.rujukan_addr()?;
@@ -228,11 +231,11 @@ async fn sandbox(
     // The same tamper-evident log `splpd serve` writes: segment files and signed checkpoints.
     let audit_log = audit_dir.clone();
     let audit: Arc<dyn AuditSink> = Arc::new(
-        AuditLog::open(&AuditLogOptions::from_config(&config))
+        AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
             .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
     );
     let running = splpd_gateway::server::start(config, audit).await.context("starting the gateway")?;
-    let neighbour = peer_region::PeerRegion::start(&dir.join(PEER_CONFIG)).await?;
+    let neighbour = peer_region::PeerRegion::start(&dir.join(PEER_CONFIG), workers).await?;
     let listener = |name: &str| running.addr(name).with_context(|| format!("the gateway has no listener {name:?}"));
     let (public, intranet) = (listener("public")?, listener("intranet")?);
     let gateway_url = format!("https://{public}");

@@ -14,6 +14,7 @@ use splpd_certs::pki::{Ca, KeyType, LeafRequest};
 use splpd_gateway::audit::AuditSink;
 use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::server::Running;
+use splpd_gateway::workers::Workers;
 use time::OffsetDateTime;
 
 /// The neighbour's gateway.
@@ -120,11 +121,11 @@ pub(super) struct DemoPeerRegion {
 
 impl PeerRegion {
     /// Starts the neighbour's gateway from the configuration at `config_path`.
-    pub(super) async fn start(config_path: &Path) -> anyhow::Result<Self> {
+    pub(super) async fn start(config_path: &Path, workers: &Arc<Workers>) -> anyhow::Result<Self> {
         let config = splpd_gateway::config::load(config_path)?;
         let audit_dir = config.audit.dir.clone();
         let audit: Arc<dyn AuditSink> = Arc::new(
-            AuditLog::open(&AuditLogOptions::from_config(&config))
+            AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
                 .with_context(|| format!("opening the peer region's audit log in {}", audit_dir.display()))?,
         );
         let running =

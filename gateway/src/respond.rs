@@ -1,0 +1,330 @@
+//! The answer's way back to the client: the upstream's body streamed through [`AuditedBody`],
+//! which completes and appends the exchange's record at its end, and [`settle`], which keeps a
+//! small answer back whole until that record is as durable as the service's audit mode asks.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use splpd_adapters::circuit::Lease;
+use splpd_adapters::http::BoxError;
+use tokio::sync::oneshot;
+
+use crate::audit::{AuditError, AuditSink, AuditTicket, BodyHasher, RecordBuilder};
+use crate::config::AuditMode;
+use crate::error::{GatewayError, GrpcCode};
+use crate::exchange::{ABANDONED, SummaryRx};
+use crate::forward::BodySummary;
+use crate::grpc;
+use crate::runtime::Route;
+
+/// The largest answer kept back whole until its record is durable; see [`settle`].
+const SETTLE_LIMIT: usize = 64 * 1024;
+
+/// What [`settle`] made of an answer.
+// Returned and taken apart at once, and the body is boxed right after: boxing it here as well
+// would be a second allocation per exchange.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Settled {
+    /// Its body, to send as it comes: already read frames first, then the rest.
+    Body(ReadyThenRest),
+    /// The record could not be logged before anything of the answer was sent: the client gets
+    /// the gateway's error instead.
+    NotLogged(AuditError),
+}
+
+/// Reads the frames of the answer that are already here. When they are all of it (the common
+/// case for an answer of up to [`SETTLE_LIMIT`] bytes, which arrives with its head), the
+/// record is appended and this waits until it is as durable as the mode asks, so that the head,
+/// the body and any trailers leave together once the record is safe. Otherwise the body
+/// streams, and only its end waits for the record.
+///
+/// Why: otherwise, in `sync` mode, the head leaves at once and the last bytes after the disk
+/// sync: two writes, two TCP segments and two wake-ups of the client for each answer, and an
+/// ACK back. Measured with `splpd-bench compare` (see `benches/RESULTS.md`), that was about a
+/// third of what `sync` cost over audit off for small HTTP/1.1 answers.
+pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
+    let mut ready = VecDeque::new();
+    let mut bytes = 0;
+    while bytes < SETTLE_LIMIT {
+        let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            // Waiting for the record to be durable: every frame is here, so wait with them.
+            Poll::Pending if body.ticket.is_some() => Poll::Pending,
+            // Waiting for the upstream: the rest streams.
+            Poll::Pending => Poll::Ready(None),
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+        })
+        .await;
+        match next {
+            None => break,
+            Some(None) => return Settled::Body(ReadyThenRest { ready, rest: None }),
+            Some(Some(Ok(frame))) => {
+                bytes += frame.data_ref().map_or(0, Bytes::len);
+                ready.push_back(Ok(frame));
+            }
+            Some(Some(Err(e))) => match e.downcast::<AuditError>() {
+                Ok(audit) if ready.is_empty() => return Settled::NotLogged(*audit),
+                Ok(audit) => {
+                    ready.push_back(Err(audit));
+                    return Settled::Body(ReadyThenRest { ready, rest: None });
+                }
+                Err(e) => {
+                    ready.push_back(Err(e));
+                    return Settled::Body(ReadyThenRest { ready, rest: None });
+                }
+            },
+        }
+    }
+    Settled::Body(ReadyThenRest { ready, rest: Some(body) })
+}
+
+/// An answer's body: the frames [`settle`] read, then whatever of the [`AuditedBody`] is left.
+pub(crate) struct ReadyThenRest {
+    ready: VecDeque<Result<Frame<Bytes>, BoxError>>,
+    rest: Option<AuditedBody>,
+}
+
+impl Body for ReadyThenRest {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(frame) = this.ready.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
+        match &mut this.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && self.rest.as_ref().is_none_or(AuditedBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ready: usize = self.ready.iter().filter_map(|f| f.as_ref().ok()?.data_ref().map(Bytes::len)).sum();
+        match &self.rest {
+            None => SizeHint::with_exact(ready as u64),
+            Some(rest) => {
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + ready as u64);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + ready as u64);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// A response body streaming from the upstream to the client. When it ends, the exchange's
+/// record is completed and appended, and the end of the stream is held back until the record is
+/// as durable as the service's audit mode asks; a body the client abandons is logged on drop.
+///
+/// For a gRPC call the trailers pass through as the service sent them, and their `grpc-status`
+/// goes into the record. Where a REST answer can only break off, a gRPC answer ends with the
+/// gateway's status in its trailers: `UNAVAILABLE` when the service broke the stream off or the
+/// log could not take the record.
+pub(crate) struct AuditedBody {
+    inner: Incoming,
+    tally: Option<BodyHasher>,
+    record: Option<RecordBuilder>,
+    audit: Arc<dyn AuditSink>,
+    mode: AuditMode,
+    ticket: Option<AuditTicket>,
+    trailers: Option<http::HeaderMap>,
+    /// The last bytes of a body of known length, held until the record is durable.
+    held: Option<Bytes>,
+    grpc: bool,
+    /// The service answering, for the gateway's own errors.
+    route: Arc<Route>,
+    /// The request body's summary, when it was not final by the time the answer started.
+    summary: Option<SummaryRx>,
+    /// What the request body's summary said, once it said it.
+    request: Option<Result<BodySummary, String>>,
+    /// The endpoint's request slot, held until the answer has streamed.
+    pub(crate) lease: Option<Lease>,
+}
+
+impl std::fmt::Debug for AuditedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditedBody").field("mode", &self.mode).field("grpc", &self.grpc).finish()
+    }
+}
+
+impl AuditedBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        record: RecordBuilder,
+        audit: Arc<dyn AuditSink>,
+        mode: AuditMode,
+        grpc: bool,
+        route: Arc<Route>,
+        summary: Option<SummaryRx>,
+    ) -> Self {
+        Self {
+            inner,
+            tally: Some(BodyHasher::new()),
+            record: Some(record),
+            audit,
+            mode,
+            ticket: None,
+            trailers: None,
+            held: None,
+            grpc,
+            route,
+            summary,
+            request: None,
+            lease: None,
+        }
+    }
+
+    /// The request body's summary, if it has arrived by now.
+    fn request_summary(&mut self) -> Option<&Result<BodySummary, String>> {
+        if self.request.is_none()
+            && let Some(rx) = &mut self.summary
+        {
+            match rx.try_recv() {
+                Ok(summary) => {
+                    self.request = Some(summary);
+                    self.summary = None;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => self.summary = None,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        self.request.as_ref()
+    }
+
+    /// Completes and appends the record, once.
+    fn close(&mut self, error_type: Option<&str>, grpc_status: Option<u32>) -> Option<AuditTicket> {
+        self.lease = None;
+        self.record.as_ref()?;
+        if let Some(Ok(s)) = self.request_summary() {
+            let (body, hash) = (s.body, s.request_hash.1.clone());
+            if let Some(record) = &mut self.record {
+                record.set_request_body(body);
+                record.set_request_hash(&hash);
+            }
+        }
+        let mut record = self.record.take()?;
+        if let Some(tally) = self.tally.take() {
+            record.set_response_body(tally.finish());
+        }
+        if let Some(e) = error_type {
+            record.set_error_type(e);
+        }
+        if let Some(code) = grpc_status {
+            record.set_grpc_status(code);
+        }
+        Some(self.audit.append(record.finish(), self.mode))
+    }
+
+    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
+    fn fail_grpc(&mut self, err: &GatewayError) {
+        self.trailers = Some(grpc::error_trailers(err));
+        self.ticket = self.close(Some(err.xroad_type()), Some(err.grpc_code().as_u32()));
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        // A loop rather than a self-wake: when the record is durable at once (async mode, or a
+        // quick group commit) the last bytes go out with the headers in one write.
+        loop {
+            if let Some(ticket) = &mut this.ticket {
+                return match Pin::new(ticket).poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => {
+                        this.ticket = None;
+                        if let Some(data) = this.held.take() {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+                    }
+                    // Fail closed: the client does not get a complete answer that was not logged.
+                    // A gRPC client gets UNAVAILABLE instead of the service's status.
+                    Poll::Ready(Err(e)) if this.grpc => {
+                        this.ticket = None;
+                        this.held = None;
+                        let err = GatewayError::AuditUnavailable(format!("the exchange could not be logged: {e}"));
+                        this.trailers = None;
+                        Poll::Ready(Some(Ok(Frame::trailers(grpc::error_trailers(&err)))))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                };
+            }
+            if this.record.is_none() {
+                return Poll::Ready(this.held.take().map(|d| Ok(Frame::data(d))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(t) = &mut this.tally {
+                            t.update(&data);
+                        }
+                        // hyper stops polling a body of known length once that length is sent,
+                        // so its end may never be seen as `None`: the last bytes wait for the
+                        // record.
+                        if !this.inner.is_end_stream() {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        this.held = Some(data);
+                        this.ticket = this.close(None, None);
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().ok();
+                        let code = if this.grpc { trailers.as_ref().and_then(grpc::status_in) } else { None };
+                        this.trailers = trailers;
+                        this.ticket = this.close(None, code);
+                    }
+                },
+                Poll::Ready(None) => this.ticket = this.close(None, None),
+                Poll::Ready(Some(Err(e))) if this.grpc => {
+                    // The stream broke off: because the request went over its size limit (the
+                    // gateway cut it off), or on the service's side.
+                    let over = matches!(this.request_summary(), Some(Err(why)) if why.starts_with("body over"));
+                    let route = &this.route;
+                    let err = if over {
+                        GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
+                    } else {
+                        GatewayError::ServiceFailed(format!("{}: the service broke the call off: {e}", route.id))
+                    };
+                    this.fail_grpc(&err);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    drop(this.close(Some("Server.ServerProxy.ServiceFailed"), None));
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.record.is_none() && self.ticket.is_none() && self.held.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        // The client went away before the end: the exchange is logged all the same.
+        let cancelled = self.grpc.then_some(GrpcCode::Cancelled.as_u32());
+        drop(self.close(Some(ABANDONED), cancelled));
+    }
+}
