@@ -45,8 +45,8 @@ pub(crate) enum Settled {
 ///
 /// Why: otherwise, in `sync` mode, the head leaves at once and the last bytes after the disk
 /// sync: two writes, two TCP segments and two wake-ups of the client for each answer, and an
-/// ACK back. Measured with `splpd-bench compare` (see `benches/RESULTS.md`), that was about a
-/// third of what `sync` cost over audit off for small HTTP/1.1 answers.
+/// ACK back. Under `splpd-bench compare`'s HTTP/1.1 load that was 6.2 TCP segments per
+/// exchange against 4.1 with this (see `benches/RESULTS.md`, "The audit log's modes").
 pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
     let mut ready = VecDeque::new();
     let mut bytes = 0;
@@ -66,17 +66,15 @@ pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
                 bytes += frame.data_ref().map_or(0, Bytes::len);
                 ready.push_back(Ok(frame));
             }
-            Some(Some(Err(e))) => match e.downcast::<AuditError>() {
-                Ok(audit) if ready.is_empty() => return Settled::NotLogged(*audit),
-                Ok(audit) => {
-                    ready.push_back(Err(audit));
-                    return Settled::Body(ReadyThenRest { ready, rest: None });
-                }
-                Err(e) => {
-                    ready.push_back(Err(e));
-                    return Settled::Body(ReadyThenRest { ready, rest: None });
-                }
-            },
+            Some(Some(Err(e))) => {
+                let e = match e.downcast::<AuditError>() {
+                    Ok(audit) if ready.is_empty() => return Settled::NotLogged(*audit),
+                    Ok(audit) => audit,
+                    Err(e) => e,
+                };
+                ready.push_back(Err(e));
+                return Settled::Body(ReadyThenRest { ready, rest: None });
+            }
         }
     }
     Settled::Body(ReadyThenRest { ready, rest: Some(body) })
