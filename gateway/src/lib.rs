@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod coalesce;
 pub mod config;
 pub mod edge;
 pub mod error;

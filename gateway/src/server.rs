@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::coalesce::{Coalesce, Turns};
 use crate::edge::{self, Activity, Admission, EdgeStats, HttpVersion};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth};
@@ -192,7 +193,13 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             };
             let version = HttpVersion::from_alpn(tls.get_ref().1.alpn_protocol());
             let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
-            run_http(gateway, &snap, conn, version, TokioIo::new(tls), activity, shutdown).await;
+            if version == HttpVersion::Http2 {
+                let turns = Turns::default();
+                let io = TokioIo::new(Coalesce::new(tls, turns.clone()));
+                turns.count(run_http(gateway, &snap, conn, version, io, activity, shutdown)).await;
+            } else {
+                run_http(gateway, &snap, conn, version, TokioIo::new(tls), activity, shutdown).await;
+            }
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
