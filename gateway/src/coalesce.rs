@@ -25,6 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes kept back before they are written out regardless.
 const LIMIT: usize = 64 * 1024;
 
+/// The buffer capacity kept between writes; a batch of small answers fits in it.
+const KEEP: usize = 16 * 1024;
+
 /// How many turns a connection's task has had: [`Turns::count`] wraps the future the task
 /// runs, and its [`Coalesce`] reads the count to tell a new turn from the one it held data in.
 #[derive(Debug, Clone, Default)]
@@ -64,10 +67,6 @@ impl<T> Coalesce<T> {
     pub fn new(inner: T, turns: Turns) -> Self {
         Self { inner, buf: Vec::new(), sent: 0, turns, held: None }
     }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncWrite + Unpin> Coalesce<T> {
@@ -80,7 +79,12 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
             }
             self.sent += n;
         }
-        self.buf.clear();
+        // A connection that sent a large answer keeps no large buffer while it idles.
+        if self.buf.capacity() > KEEP {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
         self.sent = 0;
         self.held = None;
         Poll::Ready(Ok(()))
