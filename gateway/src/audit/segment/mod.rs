@@ -29,7 +29,7 @@ pub(crate) use self::format::list_segments;
 pub use self::format::{FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_RECORD_LEN, segment_file_name};
 pub use self::read::SegmentReader;
 use self::writer::{Shared, Timing, Writer};
-use super::{AuditError, AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
+use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
 use crate::workers::Workers;
 
 /// Sees every record of the log exactly once, in sequence order: at open, the records already on
@@ -271,13 +271,9 @@ impl SegmentLog {
 
 impl AuditSink for SegmentLog {
     fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket {
-        // An empty record encodes to no bytes, and a zero length is not a frame (see `format`);
-        // it could only come from a bug upstream. Cheap: the first field differs in practice.
-        if record == ExchangeRecord::default() {
-            let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty audit record");
-            return AuditTicket::failed(AuditError::write(error));
-        }
-        self.shared.append(record, mode)
+        // A record that cannot be framed (an empty one, which would encode to no bytes, or one
+        // over the frame limit) is refused here, at once; see `format::push_frame`.
+        self.shared.append(&record, mode)
     }
 
     fn flush(&self) -> AuditTicket {

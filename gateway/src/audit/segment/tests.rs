@@ -11,6 +11,7 @@ use prost::Message as _;
 use super::files::{ALWAYS, Gate};
 use super::format::Header;
 use super::*;
+use crate::audit::AuditError;
 use crate::workers::Workers;
 
 fn record(id: &str) -> ExchangeRecord {
@@ -913,13 +914,18 @@ async fn dropping_the_log_writes_its_async_records() {
     wait_until("the writer has written the record", || ids(dir.path()) == ["a"]).await;
 }
 
-#[test]
-fn an_empty_record_is_refused_at_once() {
+#[tokio::test]
+async fn empty_and_oversized_records_are_refused_at_once_and_the_next_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let log = SegmentLog::open(&options(dir.path())).unwrap();
     let ticket = log.append(ExchangeRecord::default(), AuditMode::Async);
     assert!(matches!(ticket.now_or_never(), Some(Err(AuditError::Write(_)))));
+    let huge = ExchangeRecord { path: "p".repeat(super::format::MAX_RECORD_LEN as usize), ..record("huge") };
+    let ticket = log.append(huge, AuditMode::Sync);
+    assert!(matches!(ticket.now_or_never(), Some(Err(AuditError::Write(_)))));
     assert!(log.health().is_available());
+    log.append(record("a"), AuditMode::Sync).await.unwrap();
+    assert_eq!(ids(dir.path()), ["a"]);
 }
 
 #[test]
