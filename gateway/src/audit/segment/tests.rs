@@ -230,6 +230,34 @@ async fn a_burst_of_async_appends_wakes_the_writer_rarely() {
     assert_eq!(read_all(dir.path()).len(), N as usize);
 }
 
+#[tokio::test]
+async fn after_a_batch_of_async_records_the_next_ones_do_not_wake_the_writer_until_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    // A linger far longer than the test, so that only the threshold can end one.
+    let opts = SegmentOptions { linger: Duration::from_secs(600), wake_threshold: 4, ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    let burst = |from: usize| {
+        for i in from..from + 4 {
+            assert!(matches!(log.append(record(&format!("r{i}")), AuditMode::Async).now_or_never(), Some(Ok(()))));
+        }
+    };
+    // The first record finds the writer idle and wakes it.
+    wait_until("the writer sleeps", || log.asleep() == Some(false)).await;
+    burst(0);
+    wait_until("the first burst is written", || log.stats().records == 4).await;
+    let before = log.stats().wakeups;
+    assert!(before >= 1, "{:?}", log.stats());
+    // Right after that batch the writer waits out its linger, for records it has not seen:
+    // the next burst's first record does not wake it, only the threshold does.
+    wait_until("the writer sleeps again", || log.asleep().is_some()).await;
+    assert_eq!(log.asleep(), Some(true));
+    burst(4);
+    wait_until("the second burst is written", || log.stats().records == 8).await;
+    let stats = log.stats();
+    assert_eq!((stats.wakeups - before, stats.batches), (1, 2), "{stats:?}");
+    assert_eq!(ids(dir.path()), (0..8).map(|i| format!("r{i}")).collect::<Vec<_>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sync_appends_share_one_write_and_one_sync() {
     const N: usize = 200;
