@@ -93,38 +93,44 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
         _ => 2,
     });
     let mut versions = Vec::new();
-    let mut rows = Vec::new();
+    let mut rounds = Vec::new();
     let mut base: Option<(String, Vec<(Load, f64)>)> = None;
-    for subject in order {
-        let name = subject.name();
-        if let Subject::External(e) = subject {
-            match e.binary() {
-                Some(bin) => versions.push((e.name().to_owned(), e.version(&bin))),
-                None => {
-                    let why = format!("{} is not installed: `apt-get install {}` adds it.", e.name(), e.package());
-                    eprintln!("{name}: skipped. {why}");
-                    rows.push(report::Row::skipped(&name, why));
-                    continue;
+    for round in 0..plan.settings.rounds.max(1) {
+        let mut rows = Vec::new();
+        for &subject in &order {
+            let name = subject.name();
+            if let Subject::External(e) = subject {
+                match e.binary() {
+                    Some(bin) if round == 0 => versions.push((e.name().to_owned(), e.version(&bin))),
+                    Some(_) => {}
+                    None => {
+                        let why = format!("{} is not installed: `apt-get install {}` adds it.", e.name(), e.package());
+                        eprintln!("{name}: skipped. {why}");
+                        rows.push(report::Row::skipped(&name, why));
+                        continue;
+                    }
                 }
             }
-        }
-        eprintln!("{name}: starting");
-        let row = rt.block_on(measure_row(plan, &sb, up, &tls, subject, base.as_ref()));
-        let row = match row {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{name}: failed: {e:#}");
-                report::Row::skipped(&name, format!("failed: {e:#}"))
+            eprintln!("{name}: starting (round {} of {})", round + 1, plan.settings.rounds.max(1));
+            let row = rt.block_on(measure_row(plan, &sb, up, &tls, subject, base.as_ref(), round == 0));
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{name}: failed: {e:#}");
+                    report::Row::skipped(&name, format!("failed: {e:#}"))
+                }
+            };
+            if base.is_none()
+                && row.skipped.is_none()
+                && matches!(subject, Subject::External(External::Nginx) | Subject::Floor)
+            {
+                base = Some((name.clone(), row.loads.iter().map(|l| (l.load, l.rate)).collect()));
             }
-        };
-        if base.is_none()
-            && row.skipped.is_none()
-            && matches!(subject, Subject::External(External::Nginx) | Subject::Floor)
-        {
-            base = Some((name.clone(), row.loads.iter().map(|l| (l.load, l.rate)).collect()));
+            rows.push(row);
         }
-        rows.push(row);
+        rounds.push(rows);
     }
+    let mut rows = Report::merge_rounds(rounds);
     drop(rt);
     drop(up_rt);
     // Report in the canonical order.
@@ -198,6 +204,7 @@ async fn measure_row(
     tls: &Tls,
     subject: Subject,
     base: Option<&(String, Vec<(Load, f64)>)>,
+    first_round: bool,
 ) -> anyhow::Result<report::Row> {
     let st = &plan.settings;
     let warm = Duration::from_secs_f64(st.warmup_s);
@@ -208,7 +215,7 @@ async fn measure_row(
     // phase (the allocator keeps it) does not hide what connections cost. The last protocol's
     // process goes on to the load phases.
     let mut idle = Vec::new();
-    if running.proc.is_some() && st.idle_connections > 0 {
+    if running.proc.is_some() && st.idle_connections > 0 && first_round {
         for (i, protocol) in st.idle_protocols.iter().enumerate() {
             if i > 0 {
                 drop(running);
@@ -239,16 +246,20 @@ async fn measure_row(
             load,
             rate: out.rate(),
             cpu_s_per_1000: out.cpu_ms_per_answer(),
+            audit_writer_s_per_1000: out.audit_cpu_ms_per_answer(),
             proxy_core_busy: out.cpu.map(|c| c / window.as_secs_f64()),
             errors: out.errors,
             first_error: out.first_error.clone(),
             closed_p50_us: out.quantile_us(0.5),
             closed_p99_us: out.quantile_us(0.99),
             open: Vec::new(),
+            round_rates: Vec::new(),
         });
     }
     // Open loop, at fractions of the base row's saturation (this row's own when it is the base).
-    for result in loads.iter_mut().filter(|l| plan.full_loads.contains(&l.load)) {
+    // Open loops and handshakes are measured in the first round only; later rounds repeat the
+    // saturation figures, whose ratios between rows the noise of a shared machine moves most.
+    for result in loads.iter_mut().filter(|l| plan.full_loads.contains(&l.load) && first_round) {
         let load = result.load;
         let base_rate =
             base.and_then(|(_, b)| b.iter().find(|(l, _)| *l == load).map(|(_, r)| *r)).unwrap_or(result.rate);
@@ -277,7 +288,7 @@ async fn measure_row(
         }
     }
     let mut handshakes = Vec::new();
-    for protocol in st.handshake_protocols.iter().copied().filter(|_| running.proc.is_some()) {
+    for protocol in st.handshake_protocols.iter().copied().filter(|_| running.proc.is_some() && first_round) {
         let out = loadgen::handshakes(&target, protocol, st.handshake_concurrency, warm, window, pid).await;
         eprintln!(
             "{name}: {} {:.0} handshakes/s, CPU {} ms each, {} errors{}",

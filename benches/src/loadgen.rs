@@ -371,11 +371,13 @@ pub(crate) struct Outcome {
     pub(crate) latency: Histogram<u64>,
     /// CPU seconds the proxy process used in the window.
     pub(crate) cpu: Option<f64>,
+    /// Of that, CPU seconds of splpd's audit log writer thread.
+    pub(crate) audit_cpu: Option<f64>,
 }
 
 impl Outcome {
     fn new(window: Duration) -> Self {
-        Self { ok: 0, errors: 0, first_error: None, window, latency: new_histogram(), cpu: None }
+        Self { ok: 0, errors: 0, first_error: None, window, latency: new_histogram(), cpu: None, audit_cpu: None }
     }
 
     pub(crate) fn rate(&self) -> f64 {
@@ -385,6 +387,11 @@ impl Outcome {
     /// CPU milliseconds of the proxy per answer, i.e. CPU seconds per 1000 answers.
     pub(crate) fn cpu_ms_per_answer(&self) -> Option<f64> {
         self.cpu.filter(|_| self.ok > 0).map(|c| c * 1000.0 / self.ok as f64)
+    }
+
+    /// The same for splpd's audit log writer thread alone.
+    pub(crate) fn audit_cpu_ms_per_answer(&self) -> Option<f64> {
+        self.audit_cpu.filter(|_| self.ok > 0).map(|c| c * 1000.0 / self.ok as f64)
     }
 
     pub(crate) fn quantile_us(&self, q: f64) -> u64 {
@@ -422,6 +429,11 @@ fn cpu_of(pid: Option<u32>) -> Option<f64> {
     pid.and_then(crate::procs::cpu_seconds)
 }
 
+/// CPU seconds of splpd's audit log writer thread, if the proxy has one.
+fn audit_cpu_of(pid: Option<u32>) -> Option<f64> {
+    pid.and_then(|pid| crate::procs::thread_cpu_seconds(pid, "splpd-audit"))
+}
+
 /// Waits out the warm-up and the window of `tasks` (loops that run until `stop`), reading the
 /// proxy's CPU time at both ends, then stops them and adds up what they counted.
 async fn measure_window(
@@ -433,11 +445,14 @@ async fn measure_window(
 ) -> Outcome {
     tokio::time::sleep_until(from.into()).await;
     let before = cpu_of(pid);
+    let audit_before = audit_cpu_of(pid);
     tokio::time::sleep_until(until.into()).await;
     let after = cpu_of(pid);
+    let audit_after = audit_cpu_of(pid);
     stop.store(true, Ordering::Relaxed);
     let mut total = Outcome::new(until - from);
     total.cpu = before.zip(after).map(|(b, a)| a - b);
+    total.audit_cpu = audit_before.zip(audit_after).map(|(b, a)| a - b);
     for t in tasks {
         if let Ok(out) = t.await {
             total.merge(out);

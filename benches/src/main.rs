@@ -143,6 +143,12 @@ struct CompareArgs {
     /// was measured at its latency rather than its throughput.
     #[arg(long, default_value_t = 128)]
     clients: usize,
+    /// Times each row is measured at saturation, the rows taking turns (default 1). The report
+    /// gives each load's median round, and audit modes against audit off as the median of the
+    /// rounds' ratios: on a shared, noisy machine one window per row can be off by a tenth.
+    /// Idle memory, open loops and handshakes are measured in the first round only.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Where compare.md and compare.json are written.
     #[arg(long, default_value = "target/splpd-bench")]
     out: PathBuf,
@@ -225,6 +231,7 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
         // Each idle connection holds a descriptor here and in the proxy.
         .min(usize::try_from(procs::max_connections()).unwrap_or(10_000).saturating_sub(200));
     let settings = report::Settings {
+        rounds: args.rounds,
         warmup_s: args.warmup.unwrap_or(if quick { 0.5 } else { 1.0 }),
         window_s: args.window.unwrap_or(if quick { 2.0 } else { 5.0 }),
         closed_h1_connections: args.clients,
@@ -239,6 +246,7 @@ fn plan(args: &CompareArgs) -> anyhow::Result<Plan> {
         handshake_protocols: protocols,
     };
     anyhow::ensure!((4..=1000).contains(&args.clients), "--clients must be 4 to 1000");
+    anyhow::ensure!((1..=20).contains(&args.rounds), "--rounds must be 1 to 20");
     anyhow::ensure!(
         settings.window_s > 0.0 && settings.warmup_s >= 0.0,
         "--window must be above 0 and --warmup not negative"

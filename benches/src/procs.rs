@@ -97,6 +97,23 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     parse_stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// CPU seconds of the threads of a process named `name` (their `comm`), summed; `None` when
+/// the process has no such thread.
+pub(crate) fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        if let Some(cpu) = std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(parse_stat_cpu) {
+            *total.get_or_insert(0.0) += cpu;
+        }
+    }
+    total
+}
+
 fn parse_stat_cpu(stat: &str) -> Option<f64> {
     // The command name may hold spaces and parentheses; the fields after its last ')' do not.
     let after = stat.rsplit_once(')')?.1;
@@ -162,6 +179,34 @@ mod tests {
         // Fields 14 and 15 (utime, stime) are 250 and 50 ticks.
         let stat = "42 (my (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10";
         assert_eq!(parse_stat_cpu(stat), Some(3.0));
+    }
+
+    #[test]
+    fn thread_cpu_is_that_of_the_named_threads_only() {
+        // A thread that burns about 300 ms of CPU, then waits to be looked at.
+        let (burnt_tx, burnt) = std::sync::mpsc::channel();
+        let (done, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("cpu-probe".to_owned())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                burnt_tx.send(x).unwrap();
+                let _ = done_rx.recv();
+            })
+            .unwrap();
+        burnt.recv().unwrap();
+        let pid = std::process::id();
+        let probe = thread_cpu_seconds(pid, "cpu-probe").unwrap();
+        // Ticks of 10 ms; a loaded machine may give the thread less than its wall time.
+        assert!(probe >= 0.05, "{probe}");
+        assert!(probe <= cpu_seconds(pid).unwrap());
+        assert_eq!(thread_cpu_seconds(pid, "no-such-thread"), None);
+        done.send(()).unwrap();
+        worker.join().unwrap();
     }
 
     #[test]
