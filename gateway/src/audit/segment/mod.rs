@@ -267,6 +267,11 @@ impl SegmentLog {
     fn queued(&self) -> usize {
         self.shared.queued()
     }
+
+    #[cfg(test)]
+    fn asleep(&self) -> Option<bool> {
+        self.shared.asleep()
+    }
 }
 
 impl AuditSink for SegmentLog {
