@@ -230,26 +230,28 @@ impl Report {
         if rounds.is_empty() {
             return Vec::new();
         }
-        let later = rounds.split_off(1);
+        let mut later = rounds.split_off(1);
         let mut rows = rounds.pop().unwrap_or_default();
         for row in &mut rows {
             for result in &mut row.loads {
-                let mut candidates: Vec<&LoadResult> = later
-                    .iter()
-                    .filter_map(|r| r.iter().find(|x| x.name == row.name))
-                    .filter_map(|x| x.loads.iter().find(|l| l.load == result.load))
+                // This load's results from the later rounds, taken out of them.
+                let mut others: Vec<LoadResult> = later
+                    .iter_mut()
+                    .filter_map(|r| r.iter_mut().find(|x| x.name == row.name))
+                    .filter_map(|x| {
+                        let i = x.loads.iter().position(|l| l.load == result.load)?;
+                        Some(x.loads.swap_remove(i))
+                    })
                     .collect();
-                let rates: Vec<f64> = std::iter::once(result.rate).chain(candidates.iter().map(|c| c.rate)).collect();
+                let rates: Vec<f64> = std::iter::once(result.rate).chain(others.iter().map(|c| c.rate)).collect();
                 let Some(mid) = median(&rates) else { continue };
-                if let Some(pick) = candidates.iter_mut().find(|c| c.rate == mid && result.rate != mid) {
-                    result.rate = pick.rate;
-                    result.cpu_s_per_1000 = pick.cpu_s_per_1000;
-                    result.audit_writer_s_per_1000 = pick.audit_writer_s_per_1000;
-                    result.proxy_core_busy = pick.proxy_core_busy;
-                    result.errors = pick.errors;
-                    result.first_error.clone_from(&pick.first_error);
-                    result.closed_p50_us = pick.closed_p50_us;
-                    result.closed_p99_us = pick.closed_p99_us;
+                if result.rate != mid
+                    && let Some(i) = others.iter().position(|c| c.rate == mid)
+                {
+                    // Open loops are measured in the first round only.
+                    let open = std::mem::take(&mut result.open);
+                    *result = others.swap_remove(i);
+                    result.open = open;
                 }
                 result.round_rates = rates;
             }

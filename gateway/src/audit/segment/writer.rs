@@ -398,9 +398,9 @@ impl Writer {
         // Records that waited for the last batch's sync: more than one means concurrent exchanges,
         // and a reason to hold the next sync for `commit_delay`.
         let mut last_group: usize = 0;
-        // After a batch of a busy gateway: until when, and in which state, the writer waits for
-        // the next records before it sleeps for good (see below).
-        let mut armed: Option<(Instant, WriterState)> = None;
+        // After a batch of a busy gateway: the state in which the writer waits for the next
+        // records, until `delay_until` or `linger_until`, before it sleeps for good (see below).
+        let mut armed: Option<WriterState> = None;
         let mut unsynced_since: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
         let mut backoff = timing.retry_interval;
@@ -445,7 +445,12 @@ impl Writer {
                     // queued yet, the linger or the hold that the next record would start anyway,
                     // so that this record need not wake it: that halves the writer's wakes under
                     // load, each a context switch on the exchanges' core.
-                    if let Some((until, state)) = armed {
+                    let armed_until = match armed {
+                        Some(WriterState::Delaying) => delay_until,
+                        Some(_) => linger_until,
+                        None => None,
+                    };
+                    if let (Some(state), Some(until)) = (armed, armed_until) {
                         let until = due.map_or(until, |due| due.min(until));
                         if now < until {
                             if state == WriterState::Delaying {
@@ -480,10 +485,10 @@ impl Writer {
             let now = Instant::now();
             armed = if last_group >= 2 && !timing.commit_delay.is_zero() {
                 delay_until = Some(now + timing.commit_delay);
-                Some((now + timing.commit_delay, WriterState::Delaying))
+                Some(WriterState::Delaying)
             } else if last_group == 0 && records > 0 {
                 linger_until = Some(now + timing.linger);
-                Some((now + timing.linger, WriterState::Lingering))
+                Some(WriterState::Lingering)
             } else {
                 None
             };
