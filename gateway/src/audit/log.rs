@@ -242,7 +242,17 @@ impl AuditSink for AuditLog {
             Ok(handle) => {
                 handle.spawn(finish);
             }
-            Err(_) => futures_util::FutureExt::now_or_never(finish).unwrap_or(()),
+            // Outside a runtime (a tool's last act, a benchmark's end) a thread of its own waits
+            // for the writer, so that the last checkpoint is still signed and the ticket still
+            // says how the shutdown went; should even that thread fail to start, the ticket
+            // fails as closed.
+            Err(_) => {
+                let _ = std::thread::Builder::new().name("splpd-audit-close".to_owned()).spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() {
+                        rt.block_on(finish);
+                    }
+                });
+            }
         }
         ticket
     }
@@ -434,6 +444,33 @@ mod tests {
         }
         assert!(first > 0 && first <= 1000, "the retention thread removed the held segments: first record {first}");
         log.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn shutting_down_outside_a_runtime_still_signs_the_last_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cert, key) = gateway_files(tmp.path());
+        let audit = tmp.path().join("audit");
+        let options = AuditLogOptions {
+            segments: SegmentOptions::new(&audit),
+            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
+            signing_key: key,
+            signing_cert: cert,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(3600),
+            retention: None,
+        };
+        let log = AuditLog::open(&options).unwrap();
+        for i in 0..7 {
+            // Async tickets are answered when queued: no runtime needed to take them.
+            futures_util::FutureExt::now_or_never(log.append(record(i), AuditMode::Async))
+                .expect("an async record is answered at once")
+                .unwrap();
+        }
+        let ticket = log.shutdown();
+        let waiter = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        waiter.block_on(ticket).expect("the shutdown went well");
+        assert_eq!(read_checkpoints(&audit).unwrap().last().map(|c| c.tree_size), Some(7));
     }
 
     #[test]
