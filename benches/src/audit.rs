@@ -2,14 +2,16 @@
 //! for the segment log. Run it under `taskset -c 0` to see
 //! the one-core case.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use splpd_gateway::audit::log::AuditLogOptions;
 use splpd_gateway::audit::segment::{SegmentLog, SegmentOptions};
 use splpd_gateway::audit::{AuditMode, AuditSink, ExchangeRecord};
 
 /// CPU the calling thread has used, from the scheduler's accounting.
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
     Duration::from_nanos(stat.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0))
 }
@@ -84,32 +86,11 @@ pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
 /// Writes a log of `records` records with the gateway's own writer and checkpoints, then times
 /// `verify` over it (frames, CRCs, Merkle tree, checkpoint signatures).
 pub(crate) async fn verify_speed(records: u64) -> anyhow::Result<()> {
-    use splpd_certs::id::Identity;
-    use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
-    use splpd_gateway::audit::log::{AuditLog, AuditLogOptions, read_checkpoints};
+    use splpd_gateway::audit::log::{AuditLog, read_checkpoints};
 
     let tmp = tempfile::tempdir()?;
-    let now = time::OffsetDateTime::now_utc();
-    let ca = Ca::init(&tmp.path().join("ca"), &InitOptions::new("Bench", vec!["ID/PEMDA/1602".parse()?]), now)?;
-    let (cert, key) = (tmp.path().join("gw1.crt"), tmp.path().join("gw1.key"));
-    ca.issue(
-        &LeafRequest::new(Identity::Server("ID/PEMDA/1602/gw1".parse()?)),
-        KeyType::default(),
-        &cert,
-        &key,
-        false,
-        now,
-    )?;
     let dir = tmp.path().join("audit");
-    let options = AuditLogOptions {
-        segments: SegmentOptions { segment_size: 16 << 20, ..SegmentOptions::new(&dir) },
-        gateway: "ID/PEMDA/1602/gw1".parse()?,
-        signing_key: key,
-        signing_cert: cert,
-        checkpoint_every: 10_000,
-        checkpoint_interval: Duration::from_secs(3600),
-        retention: None,
-    };
+    let options = log_options(tmp.path(), &dir, 10_000)?;
     let log = AuditLog::open(&options)?;
     for start in (0..records).step_by(1000) {
         let tickets: Vec<_> =
@@ -128,6 +109,34 @@ pub(crate) async fn verify_speed(records: u64) -> anyhow::Result<()> {
     anyhow::ensure!(report.is_ok(), "the freshly written log does not verify: {report:?}");
     println!("verify: {records} records in {took:.2?}: {:.0} records/s", records as f64 / took.as_secs_f64());
     Ok(())
+}
+
+/// The options of an audit log in `dir` as `splpd serve` opens it, signing checkpoints every
+/// `checkpoint_every` records with a gateway key issued in `pki` by a fresh CA.
+pub(crate) fn log_options(pki: &Path, dir: &Path, checkpoint_every: u64) -> anyhow::Result<AuditLogOptions> {
+    use splpd_certs::id::Identity;
+    use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
+
+    let now = time::OffsetDateTime::now_utc();
+    let ca = Ca::init(&pki.join("ca"), &InitOptions::new("Bench", vec!["ID/PEMDA/1602".parse()?]), now)?;
+    let (cert, key) = (pki.join("gw1.crt"), pki.join("gw1.key"));
+    ca.issue(
+        &LeafRequest::new(Identity::Server("ID/PEMDA/1602/gw1".parse()?)),
+        KeyType::default(),
+        &cert,
+        &key,
+        false,
+        now,
+    )?;
+    Ok(AuditLogOptions {
+        segments: SegmentOptions { segment_size: 16 << 20, ..SegmentOptions::new(dir) },
+        gateway: "ID/PEMDA/1602/gw1".parse()?,
+        signing_key: key,
+        signing_cert: cert,
+        checkpoint_every,
+        checkpoint_interval: Duration::from_secs(3600),
+        retention: None,
+    })
 }
 
 /// What one group commit costs the disk and the core, with the batch written at the end of the

@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 mod audit;
+mod audit_load;
 
 // glibc's malloc and free were 8–9% of the gateway's CPU under `splpd-bench compare` (perf); a
 // thread-caching allocator serves the per-request allocations of the exchange path cheaper.
@@ -29,6 +30,7 @@ mod upstream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -67,6 +69,27 @@ enum Cmd {
         /// Records appended with a fixed piece of work between them.
         #[arg(long, default_value_t = 20_000)]
         spaced: u64,
+    },
+    /// What the audit log costs a busy gateway in each mode, measured on a model of the exchange
+    /// path on one core (see `benches/src/audit_load.rs`): steadier than `compare` on a noisy
+    /// machine, for trying changes to the log.
+    AuditLoad {
+        /// Exchanges in flight (the closed loop's clients).
+        #[arg(long, default_value_t = 128)]
+        tasks: usize,
+        /// CPU each exchange spends besides its record, in µs (the gateway's path with the log
+        /// off took about 25 µs per 1 KiB HTTP/1.1 request in `compare`).
+        #[arg(long, default_value_t = 25.0)]
+        work_us: f64,
+        /// Seconds measured per row and round.
+        #[arg(long, default_value_t = 3.0)]
+        window: f64,
+        /// Rounds; the rows take turns in each.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// A directory on the disk to measure (the audit log's, in production).
+        #[arg(long, default_value = "target/splpd-bench")]
+        dir: PathBuf,
     },
     /// How fast `splpd audit verify` reads a log of the given size.
     AuditVerify {
@@ -164,6 +187,14 @@ fn main() -> ExitCode {
             runtime(1).and_then(|rt| rt.block_on(floor::serve(listen, http_upstream, grpc_upstream, &ca, &cert, &key)))
         }
         Cmd::AuditVerify { records } => runtime(1).and_then(|rt| rt.block_on(audit::verify_speed(records))),
+        Cmd::AuditLoad { tasks, work_us, window, rounds, dir } => audit_load::run(&audit_load::LoadArgs {
+            tasks,
+            work_us,
+            warmup: Duration::from_millis(500),
+            window: Duration::from_secs_f64(window),
+            rounds,
+            dir,
+        }),
         Cmd::AuditSync { syncs, batch, dir } => audit::sync_cost(&dir, syncs, batch),
         Cmd::AuditAppend { records, spaced } => {
             runtime(1).and_then(|rt| rt.block_on(audit::append_cost(records, spaced)))
