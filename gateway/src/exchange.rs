@@ -113,7 +113,10 @@ impl Gateway {
     }
 
     /// Puts a new configuration in force; exchanges already running finish on the old one.
-    pub fn replace(&self, snapshot: Snapshot) {
+    /// Rate-limit buckets whose limit did not change carry over, so that a reload neither hands
+    /// every client a fresh burst nor forgets one that is over its quota.
+    pub fn replace(&self, mut snapshot: Snapshot) {
+        snapshot.limiter = self.snapshot.load().limiter.reconfigure(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     }

@@ -60,6 +60,41 @@ async fn a_reload_changes_grants_for_new_exchanges_while_one_in_flight_finishes_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_rate_limit_buckets_of_unchanged_limits() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let limited = |grants: &[&str]| {
+        let mut b =
+            RegionBuilder::new(&pki).service(SERVICE, &upstream.url(), "rate_limit = { per_second = 1, burst = 1 }");
+        for client in grants {
+            b = b.grant(&format!("service = \"{SERVICE}\"\nclient = \"{client}\""));
+        }
+        b
+    };
+    let region = limited(&[DINKES]).start().await;
+    let path = region.config_path().to_owned();
+    let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
+    let dinkes = pki.client(DINKES);
+    let call = || Call::get(format!("/r1/{SERVICE}/json/x"));
+
+    let started = std::time::Instant::now();
+    assert_eq!(region.call(Some(&dinkes), Proto::H1, call()).await.unwrap().status, StatusCode::OK);
+    // An edit elsewhere in the file (a grant for RSUD) leaves the service's limit as it was.
+    std::fs::write(&path, limited(&[DINKES, RSUD]).text()).unwrap();
+    reloader.reload().await.unwrap();
+    let after = region.call(Some(&dinkes), Proto::H1, call()).await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_millis(900), "too slow to test a 1/s limit");
+    assert_eq!(after.status, StatusCode::TOO_MANY_REQUESTS, "the reload handed DINKES a fresh burst");
+
+    // A changed limit starts with a full bucket of its own.
+    let raised = limited(&[DINKES, RSUD]).text().replace("per_second = 1, burst = 1", "per_second = 1, burst = 5");
+    std::fs::write(&path, raised).unwrap();
+    reloader.reload().await.unwrap();
+    assert_eq!(region.call(Some(&dinkes), Proto::H1, call()).await.unwrap().status, StatusCode::OK);
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_kept() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;
