@@ -96,13 +96,24 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
     let mut rounds = Vec::new();
     let mut base: Option<(String, Vec<(Load, f64)>)> = None;
     for round in 0..plan.settings.rounds.max(1) {
+        if round > 0 {
+            // The rows the first round measured, in turns within each load from now on.
+            let first: &[report::Row] = rounds.first().map_or(&[], Vec::as_slice);
+            let measured: Vec<Subject> = order
+                .iter()
+                .copied()
+                .filter(|s| first.iter().any(|x| x.name == s.name() && x.skipped.is_none()))
+                .collect();
+            eprintln!("round {} of {}: the rows take turns within each load", round + 1, plan.settings.rounds.max(1));
+            rounds.push(rt.block_on(interleaved_round(plan, &sb, up, &tls, &measured, round)));
+            continue;
+        }
         let mut rows = Vec::new();
         for &subject in &order {
             let name = subject.name();
             if let Subject::External(e) = subject {
                 match e.binary() {
-                    Some(bin) if round == 0 => versions.push((e.name().to_owned(), e.version(&bin))),
-                    Some(_) => {}
+                    Some(bin) => versions.push((e.name().to_owned(), e.version(&bin))),
                     None => {
                         let why = format!("{} is not installed: `apt-get install {}` adds it.", e.name(), e.package());
                         eprintln!("{name}: skipped. {why}");
@@ -111,8 +122,8 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
                     }
                 }
             }
-            eprintln!("{name}: starting (round {} of {})", round + 1, plan.settings.rounds.max(1));
-            let row = rt.block_on(measure_row(plan, &sb, up, &tls, subject, base.as_ref(), round == 0));
+            eprintln!("{name}: starting");
+            let row = rt.block_on(measure_row(plan, &sb, up, &tls, subject, base.as_ref()));
             let row = match row {
                 Ok(r) => r,
                 Err(e) => {
@@ -204,7 +215,6 @@ async fn measure_row(
     tls: &Tls,
     subject: Subject,
     base: Option<&(String, Vec<(Load, f64)>)>,
-    first_round: bool,
 ) -> anyhow::Result<report::Row> {
     let st = &plan.settings;
     let warm = Duration::from_secs_f64(st.warmup_s);
@@ -215,7 +225,7 @@ async fn measure_row(
     // phase (the allocator keeps it) does not hide what connections cost. The last protocol's
     // process goes on to the load phases.
     let mut idle = Vec::new();
-    if running.proc.is_some() && st.idle_connections > 0 && first_round {
+    if running.proc.is_some() && st.idle_connections > 0 {
         for (i, protocol) in st.idle_protocols.iter().enumerate() {
             if i > 0 {
                 drop(running);
@@ -228,38 +238,12 @@ async fn measure_row(
     let target = running.target.clone();
     let mut loads = Vec::new();
     for load in plan.full_loads.iter().chain(&plan.saturation_loads).copied() {
-        let (conns, streams) = connections(st, load, false);
-        let slots = loadgen::open_slots(&target, load, conns, streams).await.context(load.label())?;
-        let out = loadgen::closed(slots, warm, window, pid).await;
-        if let Some(p) = running.proc.as_mut() {
-            p.check_alive()?;
-        }
-        eprintln!(
-            "{name}: {} saturation {:.0}/s, CPU {} s/1000, {} errors{}",
-            load.label(),
-            out.rate(),
-            out.cpu_ms_per_answer().map_or("-".to_owned(), |c| format!("{c:.3}")),
-            out.errors,
-            out.first_error.as_deref().map_or(String::new(), |e| format!(" (first: {e})"))
-        );
-        loads.push(LoadResult {
-            load,
-            rate: out.rate(),
-            cpu_s_per_1000: out.cpu_ms_per_answer(),
-            audit_writer_s_per_1000: out.audit_cpu_ms_per_answer(),
-            proxy_core_busy: out.cpu.map(|c| c / window.as_secs_f64()),
-            errors: out.errors,
-            first_error: out.first_error.clone(),
-            closed_p50_us: out.quantile_us(0.5),
-            closed_p99_us: out.quantile_us(0.99),
-            open: Vec::new(),
-            round_rates: Vec::new(),
-        });
+        loads.push(saturation(plan, &mut running, load, &name).await?);
     }
     // Open loop, at fractions of the base row's saturation (this row's own when it is the base).
-    // Open loops and handshakes are measured in the first round only; later rounds repeat the
-    // saturation figures, whose ratios between rows the noise of a shared machine moves most.
-    for result in loads.iter_mut().filter(|l| plan.full_loads.contains(&l.load) && first_round) {
+    // This is the first round; later ones (`interleaved_round`) repeat the saturation figures
+    // alone, whose ratios between rows the noise of a shared machine moves most.
+    for result in loads.iter_mut().filter(|l| plan.full_loads.contains(&l.load)) {
         let load = result.load;
         let base_rate =
             base.and_then(|(_, b)| b.iter().find(|(l, _)| *l == load).map(|(_, r)| *r)).unwrap_or(result.rate);
@@ -288,7 +272,7 @@ async fn measure_row(
         }
     }
     let mut handshakes = Vec::new();
-    for protocol in st.handshake_protocols.iter().copied().filter(|_| running.proc.is_some() && first_round) {
+    for protocol in st.handshake_protocols.iter().copied().filter(|_| running.proc.is_some()) {
         let out = loadgen::handshakes(&target, protocol, st.handshake_concurrency, warm, window, pid).await;
         eprintln!(
             "{name}: {} {:.0} handshakes/s, CPU {} ms each, {} errors{}",
@@ -307,6 +291,88 @@ async fn measure_row(
     }
     drop(running);
     Ok(report::Row { name, skipped: None, loads, handshakes, idle })
+}
+
+/// The closed loop at saturation of one load on a running proxy.
+async fn saturation(plan: &Plan, running: &mut Running, load: Load, name: &str) -> anyhow::Result<LoadResult> {
+    let st = &plan.settings;
+    let (warm, window) = (Duration::from_secs_f64(st.warmup_s), Duration::from_secs_f64(st.window_s));
+    let pid = running.proc.as_ref().map(Proc::pid);
+    let (conns, streams) = connections(st, load, false);
+    let slots = loadgen::open_slots(&running.target, load, conns, streams).await.context(load.label())?;
+    let out = loadgen::closed(slots, warm, window, pid).await;
+    if let Some(p) = running.proc.as_mut() {
+        p.check_alive()?;
+    }
+    eprintln!(
+        "{name}: {} saturation {:.0}/s, CPU {} s/1000, {} errors{}",
+        load.label(),
+        out.rate(),
+        out.cpu_ms_per_answer().map_or("-".to_owned(), |c| format!("{c:.3}")),
+        out.errors,
+        out.first_error.as_deref().map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+    Ok(LoadResult {
+        load,
+        rate: out.rate(),
+        cpu_s_per_1000: out.cpu_ms_per_answer(),
+        audit_writer_s_per_1000: out.audit_cpu_ms_per_answer(),
+        proxy_core_busy: out.cpu.map(|c| c / window.as_secs_f64()),
+        errors: out.errors,
+        first_error: out.first_error.clone(),
+        closed_p50_us: out.quantile_us(0.5),
+        closed_p99_us: out.quantile_us(0.99),
+        open: Vec::new(),
+        round_rates: Vec::new(),
+    })
+}
+
+/// A round after the first (`--rounds`): every row's proxy is started at once, and within each
+/// load the rows take turns, the first of them moving on by one each round. An audit mode and
+/// audit off are then measured seconds apart, rather than a row's whole set of loads apart, so
+/// that the slow swings of a shared machine move both alike. Saturation only.
+async fn interleaved_round(
+    plan: &Plan,
+    sb: &Sandbox,
+    up: Upstream,
+    tls: &Tls,
+    subjects: &[Subject],
+    round: usize,
+) -> Vec<report::Row> {
+    let mut rows = Vec::new();
+    let mut running = Vec::new();
+    for &subject in subjects {
+        match start(sb, up, tls, subject).await {
+            Ok(r) => running.push((subject, r, Vec::new())),
+            Err(e) => {
+                eprintln!("{}: failed: {e:#}", subject.name());
+                rows.push(report::Row::skipped(&subject.name(), format!("failed: {e:#}")));
+            }
+        }
+    }
+    let n = running.len();
+    for load in plan.full_loads.iter().chain(&plan.saturation_loads).copied() {
+        for i in turns(n, round) {
+            let (subject, proxy, loads) = &mut running[i];
+            match saturation(plan, proxy, load, &subject.name()).await {
+                Ok(result) => loads.push(result),
+                // The row keeps the rounds it has; its ratios fall back to its median round.
+                Err(e) => eprintln!("{}: {} failed: {e:#}", subject.name(), load.label()),
+            }
+        }
+    }
+    for (subject, proxy, loads) in running {
+        drop(proxy);
+        rows.push(report::Row { name: subject.name(), skipped: None, loads, handshakes: Vec::new(), idle: Vec::new() });
+    }
+    rows
+}
+
+/// The order in which `n` rows take their turns within a load in `round`: each row once, the
+/// first moving on by one each round, so that no row is always measured first or right after
+/// the same one.
+fn turns(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + round) % n)
 }
 
 /// Holds `n` idle connections of `protocol` to the row's proxy and reads what its memory grew by.
@@ -378,5 +444,21 @@ fn machine(before: &str, after: &str, versions: Vec<(String, String)>) -> report
         commit,
         pinned: procs::can_pin(),
         versions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_round_every_row_takes_one_turn_and_the_first_turn_moves_on() {
+        for round in 0..5 {
+            let mut order: Vec<usize> = turns(4, round).collect();
+            assert_eq!(order[0], round % 4);
+            order.sort_unstable();
+            assert_eq!(order, [0, 1, 2, 3]);
+        }
+        assert_eq!(turns(0, 3).count(), 0);
     }
 }

@@ -166,10 +166,11 @@ struct CompareArgs {
     /// was measured at its latency rather than its throughput.
     #[arg(long, default_value_t = 128)]
     clients: usize,
-    /// Times each row is measured at saturation, the rows taking turns (default 1). The report
-    /// gives each load's median round, and audit modes against audit off as the median of the
-    /// rounds' ratios: on a shared, noisy machine one window per row can be off by a tenth.
-    /// Idle memory, open loops and handshakes are measured in the first round only.
+    /// Times each row is measured at saturation (default 1). The first round measures row after
+    /// row; in each later one every row's proxy runs at once and the rows take turns within each
+    /// load. The report gives each load's median round, and audit modes against audit off as the
+    /// median of the rounds' ratios: on a shared, noisy machine one window per row can be off by
+    /// a tenth. Idle memory, open loops and handshakes are measured in the first round only.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Where compare.md and compare.json are written.

@@ -346,7 +346,8 @@ impl Report {
         if st.rounds > 1 {
             let _ = writeln!(
                 s,
-                "\nSaturation was measured in {} rounds, the rows taking turns; each saturation figure is its load's \
+                "\nSaturation was measured in {} rounds: the first row after row, each later one with every row's \
+                 proxy running and the rows taking turns within each load. Each saturation figure is its load's \
                  median round. Idle memory, open loops and handshakes are from the first round.",
                 st.rounds
             );
