@@ -10,9 +10,12 @@ use super::base::{BASE_FILE, read_base};
 use super::error::{Damage, SegmentError};
 use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN, Header, MAX_RECORD_LEN};
 
-/// Times the end of a live log's zeros is read again when something follows them (see
-/// `advance`).
+/// Times a frame at the end of a live log is read again, when zeros are followed by something or
+/// a frame fails its checks, before it is called damage (see `advance`).
 const MAX_REREADS: u32 = 3;
+
+/// The pause before such a reread, for a writer caught in the middle of its `write` to finish it.
+const REREAD_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Read-ahead per segment: enough for a syscall to bring in many records.
 const READ_BUFFER: usize = 64 * 1024;
@@ -145,6 +148,15 @@ impl SegmentReader {
                 Frame::Zeros => {
                     let (path, offset, seq) = (segment.path.clone(), segment.offset, segment.seq);
                     return Err(self.bad_frame(path, offset, seq, Damage::BadLength { len: 0 }));
+                }
+                Frame::Bad { offset, .. } if self.current_is_last && segment.rereads < MAX_REREADS => {
+                    // A frame of the last segment read while a running writer was copying it in
+                    // (a read can see part of a write, and what follows it whole): read the place
+                    // again before calling it damage. Bytes the writer has written never change.
+                    segment.rereads += 1;
+                    std::thread::sleep(REREAD_PAUSE);
+                    let path = &segment.path;
+                    segment.reader.seek(SeekFrom::Start(offset)).map_err(|e| SegmentError::io(path, e))?;
                 }
                 Frame::Bad { offset, seq, damage } => {
                     let path = segment.path.clone();
