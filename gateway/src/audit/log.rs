@@ -12,7 +12,7 @@ use prost::Message as _;
 use splpd_certs::id::ServerId;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
-use super::merkle::{Tree, leaf_hash};
+use super::merkle::{Hash, Tree};
 use super::retention::{RetentionPolicy, RetentionTask, base_tree};
 use super::segment::{CommitHook, SegmentError, SegmentLog, SegmentOptions};
 use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, now_nanos};
@@ -82,8 +82,8 @@ impl Checkpointer {
 struct Hook(Arc<Mutex<Checkpointer>>);
 
 impl CommitHook for Hook {
-    fn appended(&mut self, _seq: u64, payload: &[u8]) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).tree.push(leaf_hash(payload));
+    fn appended(&mut self, _seq: u64, _payload: &[u8], leaf: &Hash) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).tree.push(*leaf);
     }
 
     fn durable(&mut self, records: u64) {
@@ -325,7 +325,7 @@ pub fn read_checkpoints(dir: &Path) -> io::Result<Vec<Checkpoint>> {
 mod tests {
     use super::*;
     use crate::audit::checkpoint::verify_checkpoint;
-    use crate::audit::merkle::Tree;
+    use crate::audit::merkle::{Tree, leaf_hash};
     use crate::audit::segment::SegmentReader;
     use splpd_certs::id::Identity;
     use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};

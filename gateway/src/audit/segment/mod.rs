@@ -29,6 +29,7 @@ pub(crate) use self::format::list_segments;
 pub use self::format::{FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_RECORD_LEN, segment_file_name};
 pub use self::read::SegmentReader;
 use self::writer::{Shared, Timing, Writer};
+use super::merkle::{Hash, leaf_hash};
 use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord};
 use crate::workers::Workers;
 
@@ -37,10 +38,13 @@ use crate::workers::Workers;
 /// tree: `appended` feeds it the leaf, `durable` tells how far a checkpoint may reach.
 ///
 /// Runs on the writer thread after the batch's tickets are answered, so it delays no answer, but
-/// a slow hook slows the next batch.
+/// a slow hook slows the next batch. A log with a hook hashes each record's Merkle leaf on the
+/// thread that appends it, right after framing it (its bytes still in that core's cache, and the
+/// work spread over the runtime's workers instead of queued on the one writer).
 pub trait CommitHook: Send + 'static {
-    /// Record `seq` is in the log; `payload` is its encoding as stored (the Merkle leaf data).
-    fn appended(&mut self, seq: u64, payload: &[u8]);
+    /// Record `seq` is in the log; `payload` is its encoding as stored (the Merkle leaf data) and
+    /// `leaf` its RFC 6962 leaf hash.
+    fn appended(&mut self, seq: u64, payload: &[u8], leaf: &Hash);
 
     /// The first `records` records are on disk for sure (synced). A checkpoint must not cover
     /// more: records past this point can still be lost in a crash.
@@ -50,7 +54,7 @@ pub trait CommitHook: Send + 'static {
 }
 
 impl<F: FnMut(u64, &[u8]) + Send + 'static> CommitHook for F {
-    fn appended(&mut self, seq: u64, payload: &[u8]) {
+    fn appended(&mut self, seq: u64, payload: &[u8], _leaf: &Hash) {
         self(seq, payload);
     }
 }
@@ -207,7 +211,7 @@ impl SegmentLog {
             records_len,
         )
         .map_err(|e| SegmentError::io(&last_path, e))?;
-        let shared = Arc::new(Shared::new(options.timing(), options.workers.clone()));
+        let shared = Arc::new(Shared::new(options.timing(), options.workers.clone(), hook.is_some()));
         if let Some(workers) = &options.workers {
             let watcher: std::sync::Weak<Shared> = Arc::downgrade(&shared);
             workers.watch(watcher);
@@ -357,7 +361,7 @@ fn recover(dir: &Path, mut hook: Option<&mut dyn CommitHook>) -> Result<(Recover
         match reader.next_record() {
             Ok(Some((seq, payload))) => {
                 if let Some(hook) = hook.as_deref_mut() {
-                    hook.appended(seq, payload);
+                    hook.appended(seq, payload, &leaf_hash(payload));
                 }
             }
             Ok(None) => break None,

@@ -766,7 +766,10 @@ async fn a_bad_header_stops_the_open() {
 #[tokio::test]
 async fn failing_writes_fail_tickets_and_refuse_records_until_writing_works_again() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open(&options(dir.path())).unwrap();
+    // The hook checks every leaf it is given, the carried record's among them.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook = Hook { seen: Arc::clone(&seen), durable: Arc::new(Mutex::new(Vec::new())) };
+    let log = SegmentLog::open_with_hook(&options(dir.path()), hook).unwrap();
     log.append(record("before"), AuditMode::Sync).await.unwrap();
     assert_eq!(log.health(), AuditHealth::Available);
 
@@ -806,6 +809,9 @@ async fn failing_writes_fail_tickets_and_refuse_records_until_writing_works_agai
     let stats = log.stats();
     assert!(stats.failed_batches >= 3, "{stats:?}");
     assert_eq!(stats.records, 3, "{stats:?}");
+    wait_until("the hook has seen the three records", || seen.lock().unwrap().len() == 3).await;
+    let expected: Vec<_> = ["before", "async-in-failed-batch", "after"].iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(seen.lock().unwrap().iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(), expected);
 }
 
 #[tokio::test]
@@ -849,7 +855,10 @@ struct Hook {
 }
 
 impl CommitHook for Hook {
-    fn appended(&mut self, seq: u64, payload: &[u8]) {
+    fn appended(&mut self, seq: u64, payload: &[u8], leaf: &crate::audit::merkle::Hash) {
+        // Hashed on the appender's thread for new records, at open for those already on disk,
+        // on the writer for records written again after a failure: the same hash every way.
+        assert_eq!(*leaf, crate::audit::merkle::leaf_hash(payload), "record {seq}");
         let id = ExchangeRecord::decode(payload).unwrap().exchange_id;
         self.seen.lock().unwrap().push((seq, id));
     }

@@ -43,8 +43,14 @@ use std::time::{Duration, Instant};
 use super::CommitHook;
 use super::files::{ActiveSegment, Faults};
 use super::format;
+use crate::audit::merkle::{Hash, leaf_hash};
 use crate::audit::{AuditError, AuditHealth, AuditMode, AuditTicket, ExchangeRecord, TicketResolver, now_nanos};
 use crate::workers::{IdleWatcher, Workers};
+
+thread_local! {
+    /// Each appending thread's frame buffer, reused from record to record.
+    static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The longest pause between retries while writes fail.
 const MAX_RETRY: Duration = Duration::from_secs(1);
@@ -77,6 +83,8 @@ pub(super) struct Shared {
     workers: Option<Arc<Workers>>,
     /// The writer is holding a sync and wants to hear when a worker goes idle.
     holding: AtomicBool,
+    /// Appenders hash each record's Merkle leaf (the log has a hook to take them).
+    hash_leaves: bool,
 }
 
 /// The writer's counters.
@@ -123,6 +131,8 @@ enum Entry {
     Record {
         /// Its frame in the queue's `frames`.
         span: Range<usize>,
+        /// Its Merkle leaf hash, when the log has a hook.
+        leaf: Option<Hash>,
         /// `sync_data` before `done` resolves.
         sync: bool,
         /// `None` for an async record answered when queued.
@@ -154,7 +164,7 @@ impl Queue {
 }
 
 impl Shared {
-    pub(super) fn new(timing: Timing, workers: Option<Arc<Workers>>) -> Self {
+    pub(super) fn new(timing: Timing, workers: Option<Arc<Workers>>, hash_leaves: bool) -> Self {
         Self {
             queue: Mutex::default(),
             wake: Condvar::new(),
@@ -165,6 +175,7 @@ impl Shared {
             timing,
             workers,
             holding: AtomicBool::new(false),
+            hash_leaves,
         }
     }
 
@@ -188,6 +199,23 @@ impl Shared {
     }
 
     pub(super) fn append(&self, record: &ExchangeRecord, mode: AuditMode) -> AuditTicket {
+        // Framed and hashed here, on the exchange's thread and before the lock is taken: a record
+        // that cannot be framed is refused at once, its allocations are freed by the thread that
+        // made them, the leaf is hashed while the bytes are in this core's cache (and on every
+        // worker at once rather than in turn on the writer), and the lock is held only to copy
+        // the frame in.
+        FRAME.with_borrow_mut(|frame| {
+            frame.clear();
+            if let Err(e) = format::push_frame(frame, record) {
+                tracing::error!(error = %e, exchange_id = %record.exchange_id, "audit record cannot be framed");
+                return AuditTicket::failed(AuditError::write(e));
+            }
+            let leaf = self.hash_leaves.then(|| leaf_hash(frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default()));
+            self.queue_frame(frame, leaf, mode)
+        })
+    }
+
+    fn queue_frame(&self, frame: &[u8], leaf: Option<Hash>, mode: AuditMode) -> AuditTicket {
         let sync = mode != AuditMode::Async;
         // While writes fail, an async record answered at once could be answered and then lost;
         // waiting for its write keeps the log fail-closed in every mode.
@@ -202,22 +230,15 @@ impl Shared {
             // as latency, and the queue holds at most one more record per waiting exchange.
             waiter = Some(AuditTicket::channel());
         }
-        // Framed here, on the exchange's thread: a record that cannot be framed is refused at
-        // once, its allocations are freed by the thread that made them, and the writer only
-        // writes and hashes bytes. (Throughput measured the same either way, within noise.)
         let start = queue.frames.len();
-        if let Err(e) = format::push_frame(&mut queue.frames, record) {
-            drop(queue);
-            tracing::error!(error = %e, exchange_id = %record.exchange_id, "audit record cannot be framed");
-            return AuditTicket::failed(AuditError::write(e));
-        }
+        queue.frames.extend_from_slice(frame);
         let span = start..queue.frames.len();
         let (ticket, done) = match waiter {
             Some((ticket, done)) => (ticket, Some(done)),
             None => (AuditTicket::ok(), None),
         };
         queue.urgent |= done.is_some();
-        queue.entries.push(Entry::Record { span, sync, done });
+        queue.entries.push(Entry::Record { span, leaf, sync, done });
         self.wake_if_owed(queue);
         ticket
     }
@@ -333,6 +354,8 @@ struct Buffers {
     answered: Vec<Range<usize>>,
     /// Tickets to answer once the batch is written.
     waiting: Vec<TicketResolver>,
+    /// Flushes and shutdowns to answer once the batch is written and the hook has seen it.
+    controls: Vec<TicketResolver>,
     /// Frames of answered records from failed batches: their exchanges went on, so they are
     /// written with the next batch rather than lost. Not yet seen by the hook.
     carry: Vec<u8>,
@@ -341,15 +364,20 @@ struct Buffers {
     entries: Vec<Entry>,
     /// The frames taken with them, likewise.
     taken: Vec<u8>,
+    /// The leaf hashes of the batch's records, in order; `None` for the carried ones and when
+    /// the log has no hook.
+    leaves: Vec<Option<Hash>>,
 }
 
 impl Buffers {
     /// Puts the taken frames after the carried ones; returns the records in the batch, how many
     /// of them are already answered, and whether an entry asked for a sync.
     fn gather(&mut self) -> (u64, u64, bool) {
-        let Self { frames, answered, waiting, carry, carry_records, entries, taken } = self;
+        let Self { frames, answered, waiting, controls, carry, carry_records, entries, taken, leaves } = self;
         frames.clear();
         answered.clear();
+        leaves.clear();
+        leaves.resize(usize::try_from(*carry_records).unwrap_or(0), None);
         let offset = carry.len();
         if carry.is_empty() {
             // The common case: the taken frames are the batch, without a copy.
@@ -365,8 +393,9 @@ impl Buffers {
         let mut sync = false;
         for entry in entries.drain(..) {
             match entry {
-                Entry::Record { span, sync: wants_sync, done } => {
+                Entry::Record { span, leaf, sync: wants_sync, done } => {
                     records += 1;
+                    leaves.push(leaf);
                     sync |= wants_sync;
                     match done {
                         Some(done) => waiting.push(done),
@@ -378,7 +407,7 @@ impl Buffers {
                 }
                 Entry::Flush(done) | Entry::Shutdown(done) => {
                     sync = true;
-                    waiting.push(done);
+                    controls.push(done);
                 }
             }
         }
@@ -496,7 +525,7 @@ impl Writer {
                 || failing
                 || self.segment.unsynced_len() + buffers.frames.len() >= timing.max_unsynced_bytes
                 || unsynced_since.is_some_and(|since| since.elapsed() >= timing.sync_interval);
-            if buffers.frames.is_empty() && buffers.waiting.is_empty() && !sync {
+            if buffers.frames.is_empty() && buffers.waiting.is_empty() && buffers.controls.is_empty() && !sync {
                 continue;
             }
             let faults = &self.shared.faults;
@@ -564,14 +593,21 @@ impl Writer {
         }
         // The hook runs after the tickets are answered, so that hashing never delays an answer.
         if let Some(hook) = self.hook.as_mut() {
-            for (seq, payload) in (self.hooked..).zip(format::payloads(&buffers.frames)) {
-                hook.appended(seq, payload);
+            let leaves = buffers.leaves.iter().copied().chain(std::iter::repeat(None));
+            for ((seq, payload), leaf) in (self.hooked..).zip(format::payloads(&buffers.frames)).zip(leaves) {
+                // Records carried over from a failed batch are hashed here.
+                hook.appended(seq, payload, &leaf.unwrap_or_else(|| leaf_hash(payload)));
             }
         }
         self.hooked += records;
         debug_assert_eq!(self.hooked, self.segment.next_seq(), "the hook and the files disagree on the log's length");
         if synced && let Some(hook) = self.hook.as_mut() {
             hook.durable(self.hooked);
+        }
+        // A flush or shutdown is answered last: everything before it is durable and in the
+        // hook's hands (the Merkle tree a last checkpoint signs).
+        for done in buffers.controls.drain(..) {
+            done.resolve(Ok(()));
         }
     }
 
@@ -596,7 +632,7 @@ impl Writer {
         }
         self.shared.failing.store(true, Ordering::Release);
         let error = AuditError::write(error);
-        for done in buffers.waiting.drain(..) {
+        for done in buffers.waiting.drain(..).chain(buffers.controls.drain(..)) {
             done.resolve(Err(error.clone()));
         }
     }
