@@ -175,9 +175,8 @@ async fn measure(sink: &Arc<dyn AuditSink>, row: Row, args: &LoadArgs, iteration
     })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+fn median(values: &[f64]) -> f64 {
+    crate::report::median(values).unwrap_or(f64::NAN)
 }
 
 /// Runs the model: every round measures each row in turn, and each mode is set against audit off
@@ -235,11 +234,11 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<()> {
         println!(
             "| {} | {:.0} | {:.3} ({}) | {:.2} | {:.2} |",
             row.name(),
-            median(windows.iter().map(|w| w.per_s).collect()),
-            median(ratios.clone()),
+            median(&windows.iter().map(|w| w.per_s).collect::<Vec<_>>()),
+            median(&ratios),
             each.join(", "),
-            median(windows.iter().map(|w| w.cpu_us).collect()),
-            median(windows.iter().map(|w| w.writer_us).collect()),
+            median(&windows.iter().map(|w| w.cpu_us).collect::<Vec<_>>()),
+            median(&windows.iter().map(|w| w.writer_us).collect::<Vec<_>>()),
         );
     }
     let logged: Vec<String> = sinks

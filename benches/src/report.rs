@@ -187,7 +187,8 @@ fn idle_label(protocol: Protocol) -> String {
 }
 
 /// The median of `values` (the upper one of the middle two for an even count); `None` for none.
-fn median(values: &[f64]) -> Option<f64> {
+/// The median of the finite values (the upper one of an even count), if any.
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied()
