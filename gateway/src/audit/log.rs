@@ -330,14 +330,24 @@ mod tests {
     use splpd_certs::id::Identity;
     use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
 
-    fn gateway_files(dir: &Path) -> (PathBuf, PathBuf) {
+    /// The options of a log in `dir/audit` signed by a gateway key issued in `dir`, a checkpoint
+    /// every `checkpoint_every` records and never by time.
+    fn options_in(dir: &Path, checkpoint_every: u64) -> AuditLogOptions {
         let now = time::OffsetDateTime::now_utc();
         let ca =
             Ca::init(&dir.join("ca"), &InitOptions::new("Test", vec!["ID/PEMDA/1602".parse().unwrap()]), now).unwrap();
         let (cert, key) = (dir.join("gw1.crt"), dir.join("gw1.key"));
         let id = Identity::Server("ID/PEMDA/1602/gw1".parse().unwrap());
         ca.issue(&LeafRequest::new(id), KeyType::default(), &cert, &key, false, now).unwrap();
-        (cert, key)
+        AuditLogOptions {
+            segments: SegmentOptions::new(dir.join("audit")),
+            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
+            signing_key: key,
+            signing_cert: cert,
+            checkpoint_every,
+            checkpoint_interval: Duration::from_secs(3600),
+            retention: None,
+        }
     }
 
     fn record(i: u64) -> ExchangeRecord {
@@ -347,17 +357,8 @@ mod tests {
     #[tokio::test]
     async fn checkpoints_sign_the_tree_of_the_records_on_disk() {
         let tmp = tempfile::tempdir().unwrap();
-        let (cert, key) = gateway_files(tmp.path());
-        let audit = tmp.path().join("audit");
-        let options = AuditLogOptions {
-            segments: SegmentOptions::new(&audit),
-            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
-            signing_key: key,
-            signing_cert: cert.clone(),
-            checkpoint_every: 10,
-            checkpoint_interval: Duration::from_secs(3600),
-            retention: None,
-        };
+        let options = options_in(tmp.path(), 10);
+        let audit = options.segments.dir.clone();
         let log = AuditLog::open(&options).unwrap();
         for i in 0..25 {
             log.append(record(i), AuditMode::Sync).await.unwrap();
@@ -403,18 +404,11 @@ mod tests {
     #[tokio::test]
     async fn the_log_runs_retention_on_its_own_thread() {
         let tmp = tempfile::tempdir().unwrap();
-        let (cert, key) = gateway_files(tmp.path());
-        let audit = tmp.path().join("audit");
         let policy = RetentionPolicy { max_age: None, max_size: Some(1) };
-        let options = AuditLogOptions {
-            segments: SegmentOptions { segment_size: 4096, ..SegmentOptions::new(&audit) },
-            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
-            signing_key: key,
-            signing_cert: cert,
-            checkpoint_every: 10,
-            checkpoint_interval: Duration::from_secs(3600),
-            retention: Some((policy, Duration::from_millis(20))),
-        };
+        let mut options = options_in(tmp.path(), 10);
+        options.segments.segment_size = 4096;
+        options.retention = Some((policy, Duration::from_millis(20)));
+        let audit = options.segments.dir.clone();
         let log = AuditLog::open(&options).unwrap();
         // Batches of 20 committed together; a segment is rotated between batches.
         for start in (0..2000).step_by(20) {
@@ -449,17 +443,8 @@ mod tests {
     #[test]
     fn shutting_down_outside_a_runtime_still_signs_the_last_checkpoint() {
         let tmp = tempfile::tempdir().unwrap();
-        let (cert, key) = gateway_files(tmp.path());
-        let audit = tmp.path().join("audit");
-        let options = AuditLogOptions {
-            segments: SegmentOptions::new(&audit),
-            gateway: "ID/PEMDA/1602/gw1".parse().unwrap(),
-            signing_key: key,
-            signing_cert: cert,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(3600),
-            retention: None,
-        };
+        let options = options_in(tmp.path(), 1000);
+        let audit = options.segments.dir.clone();
         let log = AuditLog::open(&options).unwrap();
         for i in 0..7 {
             // Async tickets are answered when queued: no runtime needed to take them.
