@@ -373,11 +373,23 @@ pub(crate) struct Outcome {
     pub(crate) cpu: Option<f64>,
     /// Of that, CPU seconds of splpd's audit log writer thread.
     pub(crate) audit_cpu: Option<f64>,
+    /// Writes the audit log's writer thread made in the window: one per batch of records, each
+    /// followed by a sync in `sync` and `strict` mode.
+    pub(crate) audit_writes: Option<u64>,
 }
 
 impl Outcome {
     fn new(window: Duration) -> Self {
-        Self { ok: 0, errors: 0, first_error: None, window, latency: new_histogram(), cpu: None, audit_cpu: None }
+        Self {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            window,
+            latency: new_histogram(),
+            cpu: None,
+            audit_cpu: None,
+            audit_writes: None,
+        }
     }
 
     pub(crate) fn rate(&self) -> f64 {
@@ -392,6 +404,11 @@ impl Outcome {
     /// The same for splpd's audit log writer thread alone.
     pub(crate) fn audit_cpu_ms_per_answer(&self) -> Option<f64> {
         self.audit_cpu.filter(|_| self.ok > 0).map(|c| c * 1000.0 / self.ok as f64)
+    }
+
+    /// The audit log's writes (batches) per 1000 answers.
+    pub(crate) fn audit_writes_per_1000(&self) -> Option<f64> {
+        self.audit_writes.filter(|_| self.ok > 0).map(|w| w as f64 * 1000.0 / self.ok as f64)
     }
 
     pub(crate) fn quantile_us(&self, q: f64) -> u64 {
@@ -429,9 +446,11 @@ fn cpu_of(pid: Option<u32>) -> Option<f64> {
     pid.and_then(crate::procs::cpu_seconds)
 }
 
-/// CPU seconds of splpd's audit log writer thread, if the proxy has one.
-fn audit_cpu_of(pid: Option<u32>) -> Option<f64> {
-    pid.and_then(|pid| crate::procs::thread_cpu_seconds(pid, "splpd-audit"))
+/// CPU seconds and write calls of splpd's audit log writer thread, if the proxy has one.
+fn audit_of(pid: Option<u32>) -> (Option<f64>, Option<u64>) {
+    pid.map_or((None, None), |pid| {
+        (crate::procs::thread_cpu_seconds(pid, "splpd-audit"), crate::procs::thread_write_calls(pid, "splpd-audit"))
+    })
 }
 
 /// Waits out the warm-up and the window of `tasks` (loops that run until `stop`), reading the
@@ -445,14 +464,15 @@ async fn measure_window(
 ) -> Outcome {
     tokio::time::sleep_until(from.into()).await;
     let before = cpu_of(pid);
-    let audit_before = audit_cpu_of(pid);
+    let audit_before = audit_of(pid);
     tokio::time::sleep_until(until.into()).await;
     let after = cpu_of(pid);
-    let audit_after = audit_cpu_of(pid);
+    let audit_after = audit_of(pid);
     stop.store(true, Ordering::Relaxed);
     let mut total = Outcome::new(until - from);
     total.cpu = before.zip(after).map(|(b, a)| a - b);
-    total.audit_cpu = audit_before.zip(audit_after).map(|(b, a)| a - b);
+    total.audit_cpu = audit_before.0.zip(audit_after.0).map(|(b, a)| a - b);
+    total.audit_writes = audit_before.1.zip(audit_after.1).map(|(b, a)| a.saturating_sub(b));
     for t in tasks {
         if let Ok(out) = t.await {
             total.merge(out);
