@@ -317,7 +317,7 @@ async fn saturation(plan: &Plan, running: &mut Running, load: Load, name: &str) 
         rate: out.rate(),
         cpu_s_per_1000: out.cpu_ms_per_answer(),
         audit_writer_s_per_1000: out.audit_cpu_ms_per_answer(),
-        audit_writes_per_1000: out.audit_writes_per_1000(),
+        audit_batches_per_1000: out.audit_batches_per_1000(),
         proxy_core_busy: out.cpu.map(|c| c / window.as_secs_f64()),
         errors: out.errors,
         first_error: out.first_error.clone(),

@@ -107,7 +107,9 @@ pub(crate) fn child(config: &Path, discard_audit: bool) -> anyhow::Result<()> {
             Arc::new(DiscardSink)
         } else {
             let options = splpd_gateway::audit::log::AuditLogOptions::from_config(&config).with_workers(&workers);
-            Arc::new(splpd_gateway::audit::log::AuditLog::open(&options)?)
+            let log = Arc::new(splpd_gateway::audit::log::AuditLog::open(&options)?);
+            publish_writer_counts(Arc::clone(&log))?;
+            log
         };
         let running = splpd_gateway::server::start(config, audit).await?;
         // Serves until the harness kills it.
@@ -115,6 +117,30 @@ pub(crate) fn child(config: &Path, discard_audit: bool) -> anyhow::Result<()> {
         drop(running);
         Ok(())
     })
+}
+
+/// The file, in the gateway child's working directory (the run's sandbox), where it keeps its
+/// audit writer's counters for the harness: "batches syncs records".
+pub(crate) fn writer_counts_file(pid: u32) -> String {
+    format!("audit-writer-{pid}")
+}
+
+/// Writes the log's counters to [`writer_counts_file`] ten times a second, from a thread of its
+/// own (not named like the writer, whose CPU the harness reads). Each write replaces the file
+/// whole, so a reader never sees half of one.
+fn publish_writer_counts(log: Arc<splpd_gateway::audit::log::AuditLog>) -> anyhow::Result<()> {
+    let name = writer_counts_file(std::process::id());
+    let tmp = format!("{name}.tmp");
+    std::thread::Builder::new().name("bench-counts".to_owned()).spawn(move || {
+        loop {
+            let s = log.stats();
+            if std::fs::write(&tmp, format!("{} {} {}\n", s.batches, s.syncs, s.records)).is_ok() {
+                let _ = std::fs::rename(&tmp, &name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })?;
+    Ok(())
 }
 
 /// Drops every record and answers at once. NOT a production mode (splpd itself has no way to

@@ -373,9 +373,8 @@ pub(crate) struct Outcome {
     pub(crate) cpu: Option<f64>,
     /// Of that, CPU seconds of splpd's audit log writer thread.
     pub(crate) audit_cpu: Option<f64>,
-    /// Writes the audit log's writer thread made in the window: one per batch of records, each
-    /// followed by a sync in `sync` and `strict` mode.
-    pub(crate) audit_writes: Option<u64>,
+    /// Batches the audit log's writer wrote in the window, and of them those it synced.
+    pub(crate) audit_batches: Option<(u64, u64)>,
 }
 
 impl Outcome {
@@ -388,7 +387,7 @@ impl Outcome {
             latency: new_histogram(),
             cpu: None,
             audit_cpu: None,
-            audit_writes: None,
+            audit_batches: None,
         }
     }
 
@@ -406,9 +405,10 @@ impl Outcome {
         self.audit_cpu.filter(|_| self.ok > 0).map(|c| c * 1000.0 / self.ok as f64)
     }
 
-    /// The audit log's writes (batches) per 1000 answers.
-    pub(crate) fn audit_writes_per_1000(&self) -> Option<f64> {
-        self.audit_writes.filter(|_| self.ok > 0).map(|w| w as f64 * 1000.0 / self.ok as f64)
+    /// The audit log's batches and syncs per 1000 answers.
+    pub(crate) fn audit_batches_per_1000(&self) -> Option<(f64, f64)> {
+        let per_1000 = |n: u64| n as f64 * 1000.0 / self.ok as f64;
+        self.audit_batches.filter(|_| self.ok > 0).map(|(b, s)| (per_1000(b), per_1000(s)))
     }
 
     pub(crate) fn quantile_us(&self, q: f64) -> u64 {
@@ -446,11 +446,22 @@ fn cpu_of(pid: Option<u32>) -> Option<f64> {
     pid.and_then(crate::procs::cpu_seconds)
 }
 
-/// CPU seconds and write calls of splpd's audit log writer thread, if the proxy has one.
-fn audit_of(pid: Option<u32>) -> (Option<f64>, Option<u64>) {
-    pid.map_or((None, None), |pid| {
-        (crate::procs::thread_cpu_seconds(pid, "splpd-audit"), crate::procs::thread_write_calls(pid, "splpd-audit"))
-    })
+/// CPU seconds of splpd's audit log writer thread, and its batches and syncs so far, if the
+/// proxy has one.
+fn audit_of(pid: Option<u32>) -> (Option<f64>, Option<(u64, u64)>) {
+    pid.map_or((None, None), |pid| (crate::procs::thread_cpu_seconds(pid, "splpd-audit"), writer_counts(pid)))
+}
+
+/// What the gateway child last published of its writer's counters (see
+/// [`crate::gateway::writer_counts_file`]): batches and syncs.
+fn writer_counts(pid: u32) -> Option<(u64, u64)> {
+    let path = format!("/proc/{pid}/cwd/{}", crate::gateway::writer_counts_file(pid));
+    parse_writer_counts(&std::fs::read_to_string(path).ok()?)
+}
+
+fn parse_writer_counts(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    Some((fields.next()?.ok()?, fields.next()?.ok()?))
 }
 
 /// Waits out the warm-up and the window of `tasks` (loops that run until `stop`), reading the
@@ -472,7 +483,8 @@ async fn measure_window(
     let mut total = Outcome::new(until - from);
     total.cpu = before.zip(after).map(|(b, a)| a - b);
     total.audit_cpu = audit_before.0.zip(audit_after.0).map(|(b, a)| a - b);
-    total.audit_writes = audit_before.1.zip(audit_after.1).map(|(b, a)| a.saturating_sub(b));
+    total.audit_batches =
+        audit_before.1.zip(audit_after.1).map(|((b0, s0), (b1, s1))| (b1.saturating_sub(b0), s1.saturating_sub(s0)));
     for t in tasks {
         if let Ok(out) = t.await {
             total.merge(out);
@@ -676,6 +688,13 @@ pub(crate) async fn idle(target: &Target, protocol: Protocol, n: usize, concurre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_counts_are_batches_then_syncs() {
+        assert_eq!(parse_writer_counts("120 118 7000\n"), Some((120, 118)));
+        assert_eq!(parse_writer_counts("120\n"), None);
+        assert_eq!(parse_writer_counts(""), None);
+    }
 
     #[test]
     fn each_load_runs_on_its_protocol() {

@@ -100,24 +100,6 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
 /// CPU seconds of the threads of a process named `name` (their `comm`), summed; `None` when
 /// the process has no such thread.
 pub(crate) fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
-    sum_over_threads(pid, name, "stat", parse_stat_cpu)
-}
-
-/// Write system calls (`syscw` of `/proc/PID/task/TID/io`) of the threads of a process named
-/// `name`, summed; `None` when the process has no such thread.
-pub(crate) fn thread_write_calls(pid: u32, name: &str) -> Option<u64> {
-    sum_over_threads(pid, name, "io", |io| {
-        io.lines().find_map(|l| l.strip_prefix("syscw:")).and_then(|v| v.trim().parse().ok())
-    })
-}
-
-/// Reads `file` of each thread of `pid` named `name` and sums what `parse` makes of it.
-fn sum_over_threads<T: std::ops::AddAssign + Default>(
-    pid: u32,
-    name: &str,
-    file: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Option<T> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = None;
     for task in tasks.flatten() {
@@ -125,8 +107,8 @@ fn sum_over_threads<T: std::ops::AddAssign + Default>(
         if comm.trim_end() != name {
             continue;
         }
-        if let Some(v) = std::fs::read_to_string(task.path().join(file)).ok().as_deref().and_then(&parse) {
-            *total.get_or_insert_with(T::default) += v;
+        if let Some(cpu) = std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(parse_stat_cpu) {
+            *total.get_or_insert(0.0) += cpu;
         }
     }
     total
@@ -223,31 +205,6 @@ mod tests {
         assert!(probe >= 0.05, "{probe}");
         assert!(probe <= cpu_seconds(pid).unwrap());
         assert_eq!(thread_cpu_seconds(pid, "no-such-thread"), None);
-        done.send(()).unwrap();
-        worker.join().unwrap();
-    }
-
-    #[test]
-    fn write_calls_are_those_of_the_named_threads_only() {
-        use std::io::Write as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut file = std::fs::File::create(dir.path().join("w")).unwrap();
-        let (wrote_tx, wrote) = std::sync::mpsc::channel();
-        let (done, done_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::Builder::new()
-            .name("write-probe".to_owned())
-            .spawn(move || {
-                for _ in 0..25 {
-                    file.write_all(b"record").unwrap();
-                }
-                wrote_tx.send(()).unwrap();
-                let _ = done_rx.recv();
-            })
-            .unwrap();
-        wrote.recv().unwrap();
-        let pid = std::process::id();
-        assert_eq!(thread_write_calls(pid, "write-probe"), Some(25));
-        assert_eq!(thread_write_calls(pid, "no-such-thread"), None);
         done.send(()).unwrap();
         worker.join().unwrap();
     }

@@ -91,9 +91,9 @@ pub(crate) struct LoadResult {
     /// Of that, splpd's audit log writer thread: its share of what the audit log costs (the
     /// rest falls on the exchanges' threads: appending, waiting, being preempted).
     pub(crate) audit_writer_s_per_1000: Option<f64>,
-    /// The audit log's writes per 1000 answers: one per batch of records, each followed by a
-    /// sync in `sync` and `strict` mode, so 1000 over it is the records a sync carries.
-    pub(crate) audit_writes_per_1000: Option<f64>,
+    /// The audit log's batches (one write each) and syncs per 1000 answers: 1000 over the
+    /// syncs is the exchanges a group commit carries.
+    pub(crate) audit_batches_per_1000: Option<(f64, f64)>,
     /// Share of its core the proxy used in the window: below 1, something else (the load
     /// generator's core, or other work on the machine) set the saturation rate.
     pub(crate) proxy_core_busy: Option<f64>,
@@ -584,8 +584,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nCPU seconds per 1000 requests, whole gateway (of it, the audit log's writer thread; its writes per 1000 \
-             requests, each a batch of records and, for `sync` and `strict`, a sync):\n"
+            "\nCPU seconds per 1000 requests, whole gateway (of it, the audit log's writer thread; its batches and \
+             syncs per 1000 requests):\n"
         );
         for mode in ["off", "async", "sync", "strict"] {
             let r = self.row(&format!("splpd audit {mode}"));
@@ -594,8 +594,10 @@ impl Report {
                 .filter_map(|l| {
                     let x = r?.load(*l)?;
                     let total = x.cpu_s_per_1000?;
-                    Some(match (x.audit_writer_s_per_1000, x.audit_writes_per_1000) {
-                        (Some(w), Some(n)) => format!("{} {total:.4} ({w:.4}; {n:.1} writes)", l.label()),
+                    Some(match (x.audit_writer_s_per_1000, x.audit_batches_per_1000) {
+                        (Some(w), Some((b, n))) => {
+                            format!("{} {total:.4} ({w:.4}; {b:.1} batches, {n:.1} syncs)", l.label())
+                        }
                         (Some(w), None) => format!("{} {total:.4} ({w:.4})", l.label()),
                         _ => format!("{} {total:.4}", l.label()),
                     })
@@ -750,7 +752,7 @@ mod tests {
             rate,
             cpu_s_per_1000: Some(1000.0 / rate),
             audit_writer_s_per_1000: None,
-            audit_writes_per_1000: None,
+            audit_batches_per_1000: None,
             proxy_core_busy: Some(1.0),
             errors: 0,
             first_error: None,
@@ -805,9 +807,9 @@ mod tests {
         let sync = rows[1].loads.first_mut().unwrap();
         sync.cpu_s_per_1000 = Some(0.03);
         sync.audit_writer_s_per_1000 = Some(0.002);
-        sync.audit_writes_per_1000 = Some(15.625);
+        sync.audit_batches_per_1000 = Some((16.0, 15.625));
         let t = report(rows).targets();
-        assert!(t.contains("- sync: HTTP/1.1 0.0300 (0.0020; 15.6 writes)\n"), "{t}");
+        assert!(t.contains("- sync: HTTP/1.1 0.0300 (0.0020; 16.0 batches, 15.6 syncs)\n"), "{t}");
         // Audit off has no writer: its CPU alone.
         assert!(t.contains("- off: HTTP/1.1 10.0000\n"), "{t}");
     }

@@ -162,6 +162,11 @@ impl AuditLogOptions {
 }
 
 impl AuditLog {
+    /// The segment writer's counters: batches, syncs, records.
+    pub fn stats(&self) -> super::segment::SegmentStats {
+        self.segments.stats()
+    }
+
     /// Opens (or creates) the log: recovers the segments, rebuilds the tree from them, and keeps
     /// the signer's certificate beside them.
     pub fn open(options: &AuditLogOptions) -> Result<Self, AuditLogError> {
