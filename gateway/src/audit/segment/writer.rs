@@ -29,9 +29,10 @@
 //! the gateway then has nothing better to do with its CPU. Why: a sync costs far more than the
 //! records in it. On the benchmark machine (a virtual machine) each one cost the gateway's core
 //! 100–250 µs of CPU (more when the host was busy), mostly exits to the host for the disk's
-//! doorbell and interrupts; at saturation the records a batch gathers are those the CPU finishes during the hold and the
-//! sync, so the sync's share of the CPU is about its cost over that time: with 1 ms, groups of
-//! 11-16 records and a sixth of the CPU; with 5 ms, 40-50 records and a twentieth. On a gateway
+//! doorbell and interrupts; at saturation the records a batch gathers are those the CPU
+//! finishes during the hold and the sync, so the sync's share of the CPU is about its cost over
+//! that time: with 1 ms, groups of 11-16 records and a sixth of the CPU; with 5 ms, 40-50
+//! records and a twentieth. On a gateway
 //! that keeps up, workers park between bursts and no one waits for the hold. The figures and
 //! commands are in `benches/RESULTS.md`.
 
