@@ -32,9 +32,8 @@
 //! doorbell and interrupts; at saturation the records a batch gathers are those the CPU
 //! finishes during the hold and the sync, so the sync's share of the CPU is about its cost over
 //! that time: with 1 ms, groups of 11-16 records and a sixth of the CPU; with 5 ms, 40-50
-//! records and a twentieth. On a gateway
-//! that keeps up, workers park between bursts and no one waits for the hold. The figures and
-//! commands are in `benches/RESULTS.md`.
+//! records and a twentieth. On a gateway that keeps up, workers park between bursts and no one
+//! waits for the hold. The figures and commands are in `benches/RESULTS.md`.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
