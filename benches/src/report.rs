@@ -801,7 +801,7 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_threads_share_and_its_writes_are_shown_beside_the_gateways_cpu() {
+    fn the_writer_threads_share_and_its_batches_and_syncs_are_shown_beside_the_gateways_cpu() {
         let mut rows =
             vec![saturation("splpd audit off", Load::H1, 100.0), saturation("splpd audit sync", Load::H1, 90.0)];
         let sync = rows[1].loads.first_mut().unwrap();

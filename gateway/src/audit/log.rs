@@ -368,6 +368,9 @@ mod tests {
         for i in 0..25 {
             log.append(record(i), AuditMode::Sync).await.unwrap();
         }
+        // One after the other, each record waited for its own sync.
+        let stats = log.stats();
+        assert_eq!((stats.records, stats.batches, stats.syncs), (25, 25, 25), "{stats:?}");
         log.shutdown().await.unwrap();
         // Let the shutdown task write the last checkpoint.
         for _ in 0..100 {
