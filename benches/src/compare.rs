@@ -274,14 +274,8 @@ async fn measure_row(
     let mut handshakes = Vec::new();
     for protocol in st.handshake_protocols.iter().copied().filter(|_| running.proc.is_some()) {
         let out = loadgen::handshakes(&target, protocol, st.handshake_concurrency, warm, window, pid).await;
-        eprintln!(
-            "{name}: {} {:.0} handshakes/s, CPU {} ms each, {} errors{}",
-            protocol.label(),
-            out.rate(),
-            out.cpu_ms_per_answer().map_or("-".to_owned(), |c| format!("{c:.3}")),
-            out.errors,
-            out.first_error.as_deref().map_or(String::new(), |e| format!(" (first: {e})"))
-        );
+        let (cpu, errors) = cpu_and_errors(&out);
+        eprintln!("{name}: {} {:.0} handshakes/s, CPU {cpu} ms each, {errors}", protocol.label(), out.rate());
         let mut h = Handshakes::new(protocol, out.rate(), out.cpu_ms_per_answer(), out.errors);
         h.first_error = out.first_error;
         handshakes.push(h);
@@ -291,6 +285,14 @@ async fn measure_row(
     }
     drop(running);
     Ok(report::Row { name, skipped: None, loads, handshakes, idle })
+}
+
+/// The proxy's CPU per answer (or "-") and the errors with the first of them, as the progress
+/// lines show them.
+fn cpu_and_errors(out: &loadgen::Outcome) -> (String, String) {
+    let cpu = out.cpu_ms_per_answer().map_or("-".to_owned(), |c| format!("{c:.3}"));
+    let first = out.first_error.as_deref().map_or(String::new(), |e| format!(" (first: {e})"));
+    (cpu, format!("{} errors{first}", out.errors))
 }
 
 /// The closed loop at saturation of one load on a running proxy.
@@ -304,14 +306,8 @@ async fn saturation(plan: &Plan, running: &mut Running, load: Load, name: &str) 
     if let Some(p) = running.proc.as_mut() {
         p.check_alive()?;
     }
-    eprintln!(
-        "{name}: {} saturation {:.0}/s, CPU {} s/1000, {} errors{}",
-        load.label(),
-        out.rate(),
-        out.cpu_ms_per_answer().map_or("-".to_owned(), |c| format!("{c:.3}")),
-        out.errors,
-        out.first_error.as_deref().map_or(String::new(), |e| format!(" (first: {e})"))
-    );
+    let (cpu, errors) = cpu_and_errors(&out);
+    eprintln!("{name}: {} saturation {:.0}/s, CPU {cpu} s/1000, {errors}", load.label(), out.rate());
     Ok(LoadResult {
         load,
         rate: out.rate(),

@@ -137,9 +137,7 @@ impl SegmentReader {
                     } else if segment.rereads < MAX_REREADS {
                         // A running writer may have put records there since the zeros were
                         // read: read the place again before calling it damage.
-                        segment.rereads += 1;
-                        let path = &segment.path;
-                        segment.reader.seek(SeekFrom::Start(offset)).map_err(|e| SegmentError::io(path, e))?;
+                        segment.reread(offset, std::time::Duration::ZERO)?;
                     } else {
                         let (path, seq) = (segment.path.clone(), segment.seq);
                         return Err(self.bad_frame(path, offset, seq, Damage::BadLength { len: 0 }));
@@ -153,10 +151,7 @@ impl SegmentReader {
                     // A frame of the last segment read while a running writer was copying it in
                     // (a read can see part of a write, and what follows it whole): read the place
                     // again before calling it damage. Bytes the writer has written never change.
-                    segment.rereads += 1;
-                    std::thread::sleep(REREAD_PAUSE);
-                    let path = &segment.path;
-                    segment.reader.seek(SeekFrom::Start(offset)).map_err(|e| SegmentError::io(path, e))?;
+                    segment.reread(offset, REREAD_PAUSE)?;
                 }
                 Frame::Bad { offset, seq, damage } => {
                     let path = segment.path.clone();
@@ -299,6 +294,16 @@ impl SegmentFile {
 }
 
 impl SegmentFile {
+    /// Goes back to the frame at `offset` after `pause`, to read it again; counts the reread.
+    fn reread(&mut self, offset: u64, pause: std::time::Duration) -> Result<(), SegmentError> {
+        self.rereads += 1;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+        self.reader.seek(SeekFrom::Start(offset)).map_err(|e| SegmentError::io(&self.path, e))?;
+        Ok(())
+    }
+
     /// Whether everything after the frame header just read is zeros. Reads on to the end of the
     /// file, a buffer at a time.
     fn rest_is_zero(&mut self) -> io::Result<bool> {
