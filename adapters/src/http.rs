@@ -52,6 +52,9 @@ pub struct UpstreamOptions {
     /// Most connections open to one endpoint at once; a further one waits up to
     /// `connect_timeout` for another to close (or for a pooled one to come free).
     pub max_connections_per_host: Option<u32>,
+    /// HTTP/2 flow-control windows, per stream and per connection: how much the upstream may
+    /// send ahead of what the gateway has passed on.
+    pub http2_windows: (u32, u32),
 }
 
 impl Default for UpstreamOptions {
@@ -63,6 +66,7 @@ impl Default for UpstreamOptions {
             server_name: None,
             http2_only: false,
             max_connections_per_host: None,
+            http2_windows: (1024 * 1024, 4 * 1024 * 1024),
         }
     }
 }
@@ -226,8 +230,9 @@ fn connection_limit(err: &(dyn std::error::Error + 'static)) -> Option<u32> {
     None
 }
 
-/// The innermost cause of an error, which is what tells an operator what happened.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost cause of an error, which is what tells an operator what happened (under
+/// hyper's general "connection error" or "error reading a body").
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
     while let Some(next) = cur.source() {
         cur = next;
@@ -269,15 +274,20 @@ impl HttpUpstream {
         client.pool_idle_timeout(opts.idle_timeout).pool_max_idle_per_host(opts.max_idle_per_host);
         if opts.http2_only {
             // One multiplexed connection carries many long-lived streams: pings find a dead one
-            // (a NAT or firewall that dropped it) instead of leaving its calls hanging, and the
-            // flow-control window grows with the link so large streams are not throttled.
+            // (a NAT or firewall that dropped it) instead of leaving its calls hanging.
+            //
+            // Fixed windows, not hyper's adaptive one: h2 ends a connection on which more small
+            // DATA frames (under 256 bytes) wait unread than half its connection window allows,
+            // and the adaptive window starts at 64 KiB. There, about 170 small gRPC replies
+            // waiting for a slow client, or for a busy core, ended every call on the connection.
             client
                 .http2_only(true)
                 .timer(TokioTimer::new())
                 .http2_keep_alive_interval(HTTP2_KEEP_ALIVE)
                 .http2_keep_alive_timeout(HTTP2_KEEP_ALIVE)
                 .http2_keep_alive_while_idle(false)
-                .http2_adaptive_window(true);
+                .http2_initial_stream_window_size(opts.http2_windows.0)
+                .http2_initial_connection_window_size(opts.http2_windows.1);
         }
         let client = client.build(connector);
         Ok(Self { client })

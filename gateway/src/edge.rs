@@ -42,7 +42,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// on the stream, and closes the connection past four times its list size).
 pub fn http_builder(limits: &Limits, version: HttpVersion) -> auto::Builder<TokioExecutor> {
     let header_room = usize::try_from(limits.max_header_bytes.bytes()).unwrap_or(usize::MAX).saturating_mul(2);
-    let window = |size: crate::config::units::ByteSize| u32::try_from(size.bytes()).unwrap_or(u32::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -56,8 +55,8 @@ pub fn http_builder(limits: &Limits, version: HttpVersion) -> auto::Builder<Toki
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_room).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .initial_stream_window_size(window(limits.http2_stream_window))
-        .initial_connection_window_size(window(limits.http2_connection_window))
+        .initial_stream_window_size(limits.http2_windows().0)
+        .initial_connection_window_size(limits.http2_windows().1)
         .max_pending_accept_reset_streams(limits.http2_max_pending_resets as usize)
         .max_local_error_reset_streams(limits.http2_max_local_error_resets as usize)
         // Pings find peers that vanished without closing; an unanswered one closes the connection.

@@ -358,7 +358,11 @@ fn peer_link(config: &Config, trust: &TrustStore, gateway: &GatewayCert, p: &Pee
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(gateway.resolver());
     // Gateway to gateway is HTTP/2 only: REST and gRPC calls share one multiplexed connection.
-    let opts = UpstreamOptions { http2_only: true, ..UpstreamOptions::default() };
+    let opts = UpstreamOptions {
+        http2_only: true,
+        http2_windows: config.limits.http2_windows(),
+        ..UpstreamOptions::default()
+    };
     let client = HttpUpstream::new(tls, &opts).map_err(|e| invalid(e.to_string()))?;
     let endpoints = p
         .endpoints

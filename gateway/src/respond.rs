@@ -298,7 +298,8 @@ impl Body for AuditedBody {
                     let err = if over {
                         GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
                     } else {
-                        GatewayError::ServiceFailed(format!("{}: the service broke the call off: {e}", route.id))
+                        let why = splpd_adapters::http::root_cause(&e);
+                        GatewayError::ServiceFailed(format!("{}: the service broke the call off: {why}", route.id))
                     };
                     this.fail_grpc(&err);
                 }

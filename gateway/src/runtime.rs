@@ -139,6 +139,7 @@ impl Snapshot {
             }
             opts.server_name = s.tls.as_ref().and_then(|t| t.server_name.clone());
             opts.http2_only = s.protocol == Protocol::Grpc;
+            opts.http2_windows = config.limits.http2_windows();
             opts.max_connections_per_host = Some(s.circuit.max_connections);
             if s.protocol == Protocol::Grpc {
                 for name in &s.grpc_services {

@@ -452,7 +452,12 @@ impl ProbeClient {
         roots: &[CertificateDer<'static>],
         cert: Option<&ClientCert>,
     ) -> Result<Self, BoxError> {
-        Ok(Self { inner: tonic::client::Grpc::new(channel(addr, roots, cert).await?) })
+        Ok(Self::new(channel(addr, roots, cert).await?))
+    }
+
+    /// A client on `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self { inner: tonic::client::Grpc::new(channel) }
     }
 
     async fn ready(&mut self) -> Result<(), Status> {
@@ -506,6 +511,17 @@ pub async fn channel(
     roots: &[CertificateDer<'static>],
     cert: Option<&ClientCert>,
 ) -> Result<Channel, BoxError> {
+    channel_with_window(addr, roots, cert, None).await
+}
+
+/// The same, with `window` as its streams' HTTP/2 flow-control window when given: the bytes of
+/// a stream the server may send ahead of what the client has read.
+pub async fn channel_with_window(
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+    cert: Option<&ClientCert>,
+    window: Option<u32>,
+) -> Result<Channel, BoxError> {
     let config = client::tls_config(roots, cert, Proto::H2);
     let connector = tower::service_fn(move |_: http::Uri| {
         let config = Arc::clone(&config);
@@ -519,6 +535,7 @@ pub async fn channel(
     });
     let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))?
         .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(window)
         .connect_with_connector(connector)
         .await?;
     Ok(channel)

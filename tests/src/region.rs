@@ -205,6 +205,13 @@ impl Region {
         crate::grpc::ProbeClient::connect(self.addr(PUBLIC), &self.roots, cert).await.expect("gRPC connection")
     }
 
+    /// The same, for a client that reads slowly: the gateway may send at most `window` bytes of
+    /// a stream ahead of what it has read.
+    pub async fn grpc_client_with_window(&self, cert: Option<&ClientCert>, window: u32) -> crate::grpc::ProbeClient {
+        let channel = crate::grpc::channel_with_window(self.addr(PUBLIC), &self.roots, cert, Some(window)).await;
+        crate::grpc::ProbeClient::new(channel.expect("gRPC connection"))
+    }
+
     /// A tonic channel on a new HTTP/2 connection to the [`PUBLIC`] listener, presenting `cert`,
     /// for any generated gRPC client.
     pub async fn grpc_channel(&self, cert: Option<&ClientCert>) -> tonic::transport::Channel {

@@ -250,6 +250,30 @@ async fn a_50_mb_server_stream_arrives_intact_with_the_gateways_memory_bounded()
     assert_record_count(&region, 1).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_small_messages_reaches_a_client_that_reads_slowly_whole() {
+    let Setup { region, probe: _probe, pki, .. } = setup().await;
+    let rsud = pki.client(RSUD);
+    // The client lets the gateway send 1 KiB ahead of its reading, and pauses: the service's
+    // replies, each in a DATA frame of its own under 256 bytes, pile up unread in the gateway
+    // meanwhile. The gateway must keep them (flow control bounds them), not take them for a
+    // flood of small frames and end its connection to the service.
+    let mut client = region.grpc_client_with_window(Some(&rsud), 1024).await;
+    const COUNT: u32 = 600;
+    let resp = client.download(request(Ask { count: COUNT, size: 100, delay_ms: 1, ..ask("") }, &[])).await.unwrap();
+    let mut stream = resp.into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().seq, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut n = 1;
+    while let Some(reply) = stream.message().await.unwrap() {
+        assert_eq!(reply.seq, n, "replies arrive in order");
+        n += 1;
+    }
+    assert_eq!(n, COUNT);
+    let trailers = stream.trailers().await.unwrap().expect("trailers");
+    assert_eq!(text(&trailers, "grpc-status").as_deref(), Some("0"));
+}
+
 /// Resets this process's peak resident set size to the current one (`/proc/self/clear_refs`,
 /// value 5) and returns it, in KiB.
 fn reset_peak_rss_kib() -> u64 {

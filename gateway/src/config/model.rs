@@ -447,9 +447,11 @@ pub struct Limits {
     pub max_connections: u32,
     /// HTTP/2: streams a client may have open at once on one connection.
     pub http2_max_concurrent_streams: u32,
-    /// HTTP/2: the flow-control window of each stream (how much a client may send ahead).
+    /// HTTP/2: the flow-control window of each stream (how much a client, or a gRPC upstream
+    /// or peer gateway answering, may send ahead).
     pub http2_stream_window: ByteSize,
-    /// HTTP/2: the flow-control window of a whole connection.
+    /// HTTP/2: the flow-control window of a whole connection, the gateway's own to upstreams
+    /// and peers included.
     pub http2_connection_window: ByteSize,
     /// HTTP/2: streams a client may open and reset before the gateway has accepted them; beyond
     /// it the connection is closed (the "rapid reset" attack).
@@ -459,6 +461,15 @@ pub struct Limits {
     pub http2_max_local_error_resets: u32,
     /// Time open exchanges are given to finish on shutdown (SIGTERM).
     pub drain_timeout: Span,
+}
+
+impl Limits {
+    /// The HTTP/2 flow-control windows in bytes, per stream and per connection (validation keeps
+    /// them within HTTP/2's 2^31 - 1).
+    pub fn http2_windows(&self) -> (u32, u32) {
+        let window = |size: ByteSize| u32::try_from(size.bytes()).unwrap_or(u32::MAX);
+        (window(self.http2_stream_window), window(self.http2_connection_window))
+    }
 }
 
 impl Default for Limits {
