@@ -196,6 +196,9 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<()> {
         let sink: Arc<dyn AuditSink> = match row {
             Row::Off => Arc::new(DiscardSink),
             Row::Mode(_) => {
+                // Opened inside the runtime, as the gateway opens its log, so that the writer
+                // hands its answers to the runtime.
+                let _inside = rt.enter();
                 let pki = tmp.path().join(format!("pki-{}", row.name()));
                 let mut options = log_options(&pki, &tmp.path().join(format!("audit-{}", row.name())), 10_000)?;
                 // The gateway's defaults: a checkpoint every 10 000 records or every second.

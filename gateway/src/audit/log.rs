@@ -154,9 +154,11 @@ impl AuditLogOptions {
 
 impl AuditLogOptions {
     /// Lets the writer sync at once whenever one of the runtime's workers is idle, rather than
-    /// hold it for `commit_delay` (see [`crate::workers`]).
+    /// hold it for `commit_delay` (see [`crate::workers`]), and hand its answers to that runtime.
+    /// Called inside the runtime, which it takes as the current one.
     pub fn with_workers(mut self, workers: &Arc<crate::workers::Workers>) -> Self {
         self.segments.workers = Some(Arc::clone(workers));
+        self.segments.runtime = tokio::runtime::Handle::try_current().ok();
         self
     }
 }

@@ -69,7 +69,8 @@ pub struct SegmentOptions {
     pub segment_size: u64,
     /// How long the writer waits to gather async records before it writes them.
     pub linger: Duration,
-    /// Queued async records that make the writer write without waiting out its linger.
+    /// Queued async records that make the writer write without waiting out its linger; also the
+    /// records at which a held sync starts (see the `writer` module).
     pub wake_threshold: usize,
     /// Queued records past which appends wait for their write, whatever their mode.
     pub capacity: usize,
@@ -87,6 +88,10 @@ pub struct SegmentOptions {
     /// The runtime's idle workers, whose going idle ends a held sync; without them a held sync
     /// waits out its whole `commit_delay`.
     pub workers: Option<Arc<Workers>>,
+    /// The runtime whose exchanges wait for the log's tickets: the writer hands it each batch's
+    /// answers, to be given out by one of its tasks (see the `writer` module). Without it the
+    /// writer gives them out itself.
+    pub runtime: Option<tokio::runtime::Handle>,
     /// How far ahead of its records the last segment is filled with zeros (see the `files`
     /// module); 0 turns it off.
     pub preallocate: u64,
@@ -107,6 +112,7 @@ impl SegmentOptions {
             retry_interval: Duration::from_millis(50),
             commit_delay: Duration::from_millis(5),
             workers: None,
+            runtime: None,
             preallocate: files::PREALLOCATE,
         }
     }
@@ -219,6 +225,7 @@ impl SegmentLog {
         let writer = Writer {
             shared: Arc::clone(&shared),
             segment,
+            answers: options.runtime.as_ref().map(writer::answer_on),
             hook,
             hooked: recovered.next_seq,
             name: dir.display().to_string(),

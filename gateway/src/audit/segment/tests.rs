@@ -373,6 +373,41 @@ async fn under_load_a_sync_is_held_to_gather_a_group_but_never_for_a_lone_exchan
 }
 
 #[test]
+fn answers_are_given_out_by_a_task_of_the_runtime_and_by_the_writer_once_that_runtime_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let log =
+        SegmentLog::open(&SegmentOptions { runtime: Some(runtime.handle().clone()), ..options(dir.path()) }).unwrap();
+
+    // The runtime's only worker is kept busy: the record is synced, but its answer waits for
+    // the runtime to run the task that gives it out.
+    let (busy_tx, busy) = std_mpsc::channel();
+    let (release, released) = std_mpsc::channel::<()>();
+    runtime.spawn(async move {
+        busy_tx.send(()).unwrap();
+        released.recv().unwrap();
+    });
+    busy.recv().unwrap();
+    let mut ticket = log.append(record("held"), AuditMode::Sync);
+    let started = Instant::now();
+    while log.stats().syncs == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the record was never synced");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!((&mut ticket).now_or_never().is_none(), "answered while the runtime could run nothing");
+    release.send(()).unwrap();
+    runtime.block_on(ticket).unwrap();
+
+    // With the runtime gone, the writer answers itself.
+    drop(runtime);
+    let quiet = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    quiet.block_on(log.append(record("after"), AuditMode::Sync)).unwrap();
+    quiet.block_on(log.shutdown()).unwrap();
+    assert_eq!(ids(dir.path()), ["held", "after"]);
+}
+
+#[test]
 fn a_held_sync_waits_while_the_runtime_is_busy_and_starts_when_a_worker_goes_idle() {
     let dir = tempfile::tempdir().unwrap();
     let workers = Arc::new(Workers::default());

@@ -332,10 +332,36 @@ impl IdleWatcher for Shared {
     }
 }
 
+/// Where the writer sends a batch's answers: a task on the exchanges' runtime that gives them out.
+pub(super) type Answers = tokio::sync::mpsc::UnboundedSender<Vec<TicketResolver>>;
+
+/// Starts the task on `runtime` that gives out the answers the writer sends it, and returns
+/// where to send them. The task ends when the writer does.
+///
+/// Why: a ticket answered from the writer thread wakes its exchange from outside the runtime,
+/// through the runtime's shared queue, once per exchange. Answered by a task of the runtime, the
+/// exchanges are woken from inside, into the worker's own queue, and the writer wakes the runtime
+/// once per batch. Measured with 1 KiB HTTP/2 answers held and given out in batches of about 64
+/// (a stand-in log with no disk), the answers from outside cost 0.90x of the throughput without a
+/// log, and the same answers handed to a task 0.98x (`benches/RESULTS.md`, "Eighth round").
+pub(super) fn answer_on(runtime: &tokio::runtime::Handle) -> Answers {
+    let (answers, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<TicketResolver>>();
+    runtime.spawn(async move {
+        while let Some(batch) = batches.recv().await {
+            for done in batch {
+                done.resolve(Ok(()));
+            }
+        }
+    });
+    answers
+}
+
 /// The writer thread's state.
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) segment: ActiveSegment,
+    /// Where this batch's answers go, when the log serves a runtime.
+    pub(super) answers: Option<Answers>,
     pub(super) hook: Option<Box<dyn CommitHook>>,
     /// The sequence number the hook sees next.
     pub(super) hooked: u64,
@@ -588,9 +614,7 @@ impl Writer {
             self.shared.failing.store(false, Ordering::Release);
             tracing::info!(log = %self.name, "audit log writable again; exchanges resume");
         }
-        for done in buffers.waiting.drain(..) {
-            done.resolve(Ok(()));
-        }
+        self.answer(&mut buffers.waiting);
         // The hook runs after the tickets are answered, so that hashing never delays an answer.
         if let Some(hook) = self.hook.as_mut() {
             let leaves = buffers.leaves.iter().copied().chain(std::iter::repeat(None));
@@ -607,6 +631,25 @@ impl Writer {
         // A flush or shutdown is answered last: everything before it is durable and in the
         // hook's hands (the Merkle tree a last checkpoint signs).
         for done in buffers.controls.drain(..) {
+            done.resolve(Ok(()));
+        }
+    }
+
+    /// Answers `waiting` with success: through the runtime's task when there is one (and it
+    /// still runs), else here.
+    fn answer(&self, waiting: &mut Vec<TicketResolver>) {
+        if waiting.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(waiting);
+        let batch = match &self.answers {
+            Some(answers) => match answers.send(batch) {
+                Ok(()) => return,
+                Err(unsent) => unsent.0,
+            },
+            None => batch,
+        };
+        for done in batch {
             done.resolve(Ok(()));
         }
     }
