@@ -42,6 +42,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// on the stream, and closes the connection past four times its list size).
 pub fn http_builder(limits: &Limits, version: HttpVersion) -> auto::Builder<TokioExecutor> {
     let header_room = usize::try_from(limits.max_header_bytes.bytes()).unwrap_or(usize::MAX).saturating_mul(2);
+    let (stream_window, connection_window) = limits.http2_windows();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -55,8 +56,8 @@ pub fn http_builder(limits: &Limits, version: HttpVersion) -> auto::Builder<Toki
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_room).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .initial_stream_window_size(limits.http2_windows().0)
-        .initial_connection_window_size(limits.http2_windows().1)
+        .initial_stream_window_size(stream_window)
+        .initial_connection_window_size(connection_window)
         .max_pending_accept_reset_streams(limits.http2_max_pending_resets as usize)
         .max_local_error_reset_streams(limits.http2_max_local_error_resets as usize)
         // Pings find peers that vanished without closing; an unanswered one closes the connection.

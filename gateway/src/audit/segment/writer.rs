@@ -641,15 +641,13 @@ impl Writer {
         if waiting.is_empty() {
             return;
         }
-        let batch = std::mem::take(waiting);
-        let batch = match &self.answers {
-            Some(answers) => match answers.send(batch) {
+        if let Some(answers) = &self.answers {
+            match answers.send(std::mem::take(waiting)) {
                 Ok(()) => return,
-                Err(unsent) => unsent.0,
-            },
-            None => batch,
-        };
-        for done in batch {
+                Err(unsent) => *waiting = unsent.0,
+            }
+        }
+        for done in waiting.drain(..) {
             done.resolve(Ok(()));
         }
     }
