@@ -140,18 +140,34 @@ pub(crate) fn log_options(pki: &Path, dir: &Path, checkpoint_every: u64) -> anyh
 }
 
 /// What one group commit costs the disk and the core, with the batch written at the end of the
-/// file (each sync also writes the file's new length) and over zeros written ahead of it (what
-/// the segment writer does, `[audit] preallocate`): the figures behind that choice.
+/// file (each sync also writes the file's new length), over zeros written ahead of it (what the
+/// segment writer does, `[audit] preallocate`), and over such zeros with `O_DIRECT | O_DSYNC`
+/// (one aligned `pwrite` that returns once durable; a lead, not what the writer does): the
+/// figures behind the writer's choices. The sleeps are the writing thread's voluntary context
+/// switches, each a wake-up by the disk's interrupt.
 pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyhow::Result<()> {
-    use std::os::unix::fs::FileExt as _;
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
     std::fs::create_dir_all(dir)?;
-    let frames = vec![0x5a_u8; batch];
-    println!("{syncs} batches of {batch} bytes, each written and synced with fdatasync, in {}", dir.display());
+    // O_DIRECT wants the buffer, the offset and the length aligned to the device's blocks: the
+    // batch is rounded up to 4 KiB and placed at a 4 KiB boundary of a larger buffer.
+    const ALIGN: usize = 4096;
+    let batch = batch.div_ceil(ALIGN) * ALIGN;
+    let mut raw = vec![0x5a_u8; batch + ALIGN];
+    let at = raw.as_ptr().align_offset(ALIGN);
+    let frames = raw.get_mut(at..at + batch).ok_or_else(|| anyhow::anyhow!("cannot align a buffer"))?;
+    println!("{syncs} batches of {batch} bytes, each written and made durable, in {}", dir.display());
     println!();
-    println!("| where the batch goes | µs per batch (wall) | µs of CPU per batch, writing thread |");
-    println!("|---|---|---|");
+    println!(
+        "| where the batch goes, and how | µs per batch (wall) | µs of CPU per batch, writing thread | sleeps per batch |"
+    );
+    println!("|---|---|---|---|");
     let mut walls = Vec::new();
-    for (name, ahead) in [("end of the file", false), ("zeros written ahead", true)] {
+    let ways = [
+        ("end of the file, `pwrite` and `fdatasync`", false, false),
+        ("zeros written ahead, `pwrite` and `fdatasync`", true, false),
+        ("zeros written ahead, one `pwrite` with `O_DIRECT` and `O_DSYNC`", true, true),
+    ];
+    for (name, ahead, direct) in ways {
         let path = dir.join("sync-cost.tmp");
         let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
         let total = syncs * batch as u64;
@@ -164,19 +180,46 @@ pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyh
             }
             file.sync_all()?;
         }
-        let (wall0, cpu0) = (std::time::Instant::now(), thread_cpu());
+        let file = if direct {
+            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    println!("| {name} | not measured: {e} (a file system without O_DIRECT, such as tmpfs) | | |");
+                    std::fs::remove_file(&path)?;
+                    continue;
+                }
+            }
+        } else {
+            file
+        };
+        let (wall0, cpu0, sleeps0) = (std::time::Instant::now(), thread_cpu(), thread_sleeps());
         for i in 0..syncs {
-            file.write_all_at(&frames, i * batch as u64)?;
-            file.sync_data()?;
+            file.write_all_at(frames, i * batch as u64)?;
+            if !direct {
+                file.sync_data()?;
+            }
         }
-        let (wall, cpu) = (wall0.elapsed(), thread_cpu() - cpu0);
+        let (wall, cpu, sleeps) = (wall0.elapsed(), thread_cpu() - cpu0, thread_sleeps() - sleeps0);
         drop(file);
         std::fs::remove_file(&path)?;
         let wall_us = wall.as_secs_f64() * 1e6 / syncs as f64;
-        println!("| {name} | {wall_us:.0} | {:.0} |", cpu.as_secs_f64() * 1e6 / syncs as f64);
+        let cpu_us = cpu.as_secs_f64() * 1e6 / syncs as f64;
+        println!("| {name} | {wall_us:.0} | {cpu_us:.0} | {:.2} |", sleeps as f64 / syncs as f64);
         walls.push(wall_us);
     }
     println!();
-    println!("zeros written ahead / end of the file: {:.2}× the time per batch", walls[1] / walls[0]);
+    if let [end, ahead, ..] = walls[..] {
+        println!("zeros written ahead / end of the file: {:.2}× the time per batch", ahead / end);
+    }
     Ok(())
+}
+
+/// The calling thread's voluntary context switches so far: each time it slept.
+fn thread_sleeps() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }

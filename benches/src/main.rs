@@ -97,13 +97,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
     },
-    /// What one group commit (a write and fdatasync) costs, at the end of a file and over zeros
-    /// written ahead.
+    /// What one group commit costs: a write and fdatasync at the end of a file and over zeros
+    /// written ahead, and one O_DIRECT | O_DSYNC write over such zeros.
     AuditSync {
         /// Batches written and synced.
         #[arg(long, default_value_t = 2000)]
         syncs: u64,
-        /// Bytes per batch (about 12 records of 350 bytes by default).
+        /// Bytes per batch, rounded up to 4 KiB (about 12 records of 350 bytes by default).
         #[arg(long, default_value_t = 4096)]
         batch: usize,
         /// A directory on the disk to measure (the audit log's, in production).
