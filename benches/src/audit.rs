@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use splpd_gateway::audit::log::AuditLogOptions;
-use splpd_gateway::audit::segment::direct::DirectWriter;
 use splpd_gateway::audit::segment::{SegmentLog, SegmentOptions};
 use splpd_gateway::audit::{AuditMode, AuditSink, ExchangeRecord};
 
@@ -142,11 +141,10 @@ pub(crate) fn log_options(pki: &Path, dir: &Path, checkpoint_every: u64) -> anyh
 
 /// What one group commit costs the disk and the core, with the batch written at the end of the
 /// file (each sync also writes the file's new length), over zeros written ahead of it (what the
-/// segment writer does, `[audit] preallocate`, where `io_uring` is not available), over such
-/// zeros with `O_DIRECT | O_DSYNC` (one aligned `pwrite` that returns once durable), and the same
-/// submitted through `io_uring` by the segment writer's own [`DirectWriter`] (what it does where
-/// it can): the figures behind the writer's choices. The sleeps are the writing thread's
-/// voluntary context switches, each a wake-up.
+/// segment writer does, `[audit] preallocate`), and over such zeros with `O_DIRECT | O_DSYNC`
+/// (one aligned `pwrite` that returns once durable; a lead, not what the writer does): the
+/// figures behind the writer's choices. The sleeps are the writing thread's voluntary context
+/// switches, each a wake-up by the disk's interrupt.
 pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyhow::Result<()> {
     use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
     std::fs::create_dir_all(dir)?;
@@ -165,13 +163,11 @@ pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyh
     println!("|---|---|---|---|");
     let mut walls = Vec::new();
     let ways = [
-        ("end of the file, `pwrite` and `fdatasync`", Way::Buffered { ahead: false }),
-        ("zeros written ahead, `pwrite` and `fdatasync`", Way::Buffered { ahead: true }),
-        ("zeros written ahead, one `pwrite` with `O_DIRECT` and `O_DSYNC`", Way::Direct),
-        ("zeros written ahead, the same through `io_uring` (the writer's way)", Way::Uring),
+        ("end of the file, `pwrite` and `fdatasync`", false, false),
+        ("zeros written ahead, `pwrite` and `fdatasync`", true, false),
+        ("zeros written ahead, one `pwrite` with `O_DIRECT` and `O_DSYNC`", true, true),
     ];
-    for (name, way) in ways {
-        let ahead = way != Way::Buffered { ahead: false };
+    for (name, ahead, direct) in ways {
         let path = dir.join("sync-cost.tmp");
         let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
         let total = syncs * batch as u64;
@@ -184,35 +180,23 @@ pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyh
             }
             file.sync_all()?;
         }
-        let direct = match way {
-            Way::Buffered { .. } => Ok(None),
-            Way::Direct => std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-                .open(&path)
-                .map(|f| Some((f, None))),
-            Way::Uring => DirectWriter::new()
-                .and_then(|w| Ok(Some((DirectWriter::open(&path)?, Some(w)))))
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{e} (no io_uring here)"))),
-        };
-        let (file, mut uring) = match direct {
-            Ok(None) => (file, None),
-            Ok(Some((direct, uring))) => (direct, uring),
-            Err(e) => {
-                println!("| {name} | not measured: {e} | | |");
-                std::fs::remove_file(&path)?;
-                continue;
+        let file = if direct {
+            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    println!("| {name} | not measured: {e} (a file system without O_DIRECT, such as tmpfs) | | |");
+                    std::fs::remove_file(&path)?;
+                    continue;
+                }
             }
+        } else {
+            file
         };
         let (wall0, cpu0, sleeps0) = (std::time::Instant::now(), thread_cpu(), thread_sleeps());
         for i in 0..syncs {
-            match (&mut uring, way) {
-                (Some(uring), _) => uring.write(&file, i * batch as u64, &[frames])?,
-                (None, Way::Direct) => file.write_all_at(frames, i * batch as u64)?,
-                (None, _) => {
-                    file.write_all_at(frames, i * batch as u64)?;
-                    file.sync_data()?;
-                }
+            file.write_all_at(frames, i * batch as u64)?;
+            if !direct {
+                file.sync_data()?;
             }
         }
         let (wall, cpu, sleeps) = (wall0.elapsed(), thread_cpu() - cpu0, thread_sleeps() - sleeps0);
@@ -228,14 +212,6 @@ pub(crate) fn sync_cost(dir: &std::path::Path, syncs: u64, batch: usize) -> anyh
         println!("zeros written ahead / end of the file: {:.2}× the time per batch", ahead / end);
     }
     Ok(())
-}
-
-/// How [`sync_cost`] writes and syncs a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
-    Buffered { ahead: bool },
-    Direct,
-    Uring,
 }
 
 /// The calling thread's voluntary context switches so far: each time it slept.

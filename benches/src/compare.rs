@@ -37,14 +37,6 @@ impl Subject {
         Self::Splpd(Audit::Strict),
     ];
 
-    /// Rows measured only when `--rows` names them.
-    pub(crate) const ON_REQUEST: [Self; 1] = [Self::Splpd(Audit::SyncBuffered)];
-
-    /// Every row, in the report's order.
-    pub(crate) fn every() -> impl Iterator<Item = Self> {
-        Self::ALL.into_iter().chain(Self::ON_REQUEST)
-    }
-
     pub(crate) fn name(self) -> String {
         match self {
             Self::Direct => "direct".to_owned(),
@@ -153,7 +145,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<Report> {
     drop(rt);
     drop(up_rt);
     // Report in the canonical order.
-    rows.sort_by_key(|r| Subject::every().position(|s| s.name() == r.name));
+    rows.sort_by_key(|r| Subject::ALL.iter().position(|s| s.name() == r.name));
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut report = Report {
         command: plan.command.clone(),

@@ -23,9 +23,6 @@ pub(crate) enum Audit {
     Async,
     Sync,
     Strict,
-    /// `sync` with `[audit] direct_io = false`: syncs through the page cache, as where
-    /// `io_uring` or `O_DIRECT` is not available; a row on request, to measure against `sync`.
-    SyncBuffered,
 }
 
 impl Audit {
@@ -35,14 +32,13 @@ impl Audit {
             Self::Async => "async",
             Self::Sync => "sync",
             Self::Strict => "strict",
-            Self::SyncBuffered => "sync-buffered",
         }
     }
 
     /// The mode written to the configuration (`off` keeps the default and swaps the sink).
     fn config_mode(self) -> &'static str {
         match self {
-            Self::Off | Self::Sync | Self::SyncBuffered => "sync",
+            Self::Off | Self::Sync => "sync",
             Self::Async => "async",
             Self::Strict => "strict",
         }
@@ -89,11 +85,9 @@ client = "ID/PEMDA/1602/BENCH"
 [audit]
 dir = "audit-{name}"
 mode = "{mode}"
-direct_io = {direct}
 "#,
         http = up.http,
         grpc = up.grpc,
-        direct = audit != Audit::SyncBuffered,
     );
     let path = sb.path(&format!("splpd-{name}.toml"));
     std::fs::write(&path, text)?;
@@ -126,7 +120,7 @@ pub(crate) fn child(config: &Path, discard_audit: bool) -> anyhow::Result<()> {
 }
 
 /// The file, in the gateway child's working directory (the run's sandbox), where it keeps its
-/// audit writer's counters for the harness: "batches syncs records direct_writes".
+/// audit writer's counters for the harness: "batches syncs records".
 pub(crate) fn writer_counts_file(pid: u32) -> String {
     format!("audit-writer-{pid}")
 }
@@ -140,7 +134,7 @@ fn publish_writer_counts(log: Arc<splpd_gateway::audit::log::AuditLog>) -> anyho
     std::thread::Builder::new().name("bench-counts".to_owned()).spawn(move || {
         loop {
             let s = log.stats();
-            if std::fs::write(&tmp, format!("{} {} {} {}\n", s.batches, s.syncs, s.records, s.direct_writes)).is_ok() {
+            if std::fs::write(&tmp, format!("{} {} {}\n", s.batches, s.syncs, s.records)).is_ok() {
                 let _ = std::fs::rename(&tmp, &name);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -561,11 +561,8 @@ impl Report {
             "\nThroughput of each audit mode against audit off (same run{}):\n",
             if self.settings.rounds > 1 { "; the median of the rounds' ratios" } else { "" }
         );
-        for mode in ["async", "sync", "strict", "sync-buffered"] {
+        for mode in ["async", "sync", "strict"] {
             let r = self.row(&format!("splpd audit {mode}"));
-            if r.is_none() && mode == "sync-buffered" {
-                continue;
-            }
             let parts: Vec<String> = loads
                 .iter()
                 .filter_map(|l| {
@@ -590,11 +587,8 @@ impl Report {
             "\nCPU seconds per 1000 requests, whole gateway (of it, the audit log's writer thread; its batches and \
              syncs per 1000 requests):\n"
         );
-        for mode in ["off", "async", "sync", "strict", "sync-buffered"] {
+        for mode in ["off", "async", "sync", "strict"] {
             let r = self.row(&format!("splpd audit {mode}"));
-            if r.is_none() && mode == "sync-buffered" {
-                continue;
-            }
             let parts: Vec<String> = loads
                 .iter()
                 .filter_map(|l| {

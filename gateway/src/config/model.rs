@@ -395,8 +395,6 @@ pub struct Audit {
     /// How far ahead of its records the last segment is filled with zeros, so that syncs do
     /// not change the file's length; 0 turns it off.
     pub preallocate: ByteSize,
-    /// Syncs through `io_uring` with `O_DIRECT` where the kernel and the file system allow.
-    pub direct_io: bool,
     /// A signed checkpoint after this many records…
     pub checkpoint_every: u64,
     /// …or after this much time, whichever comes first.
@@ -417,7 +415,6 @@ impl Default for Audit {
             segment_size: ByteSize::mib(64),
             commit_delay: Span(std::time::Duration::from_millis(5)),
             preallocate: ByteSize::mib(1),
-            direct_io: true,
             checkpoint_every: 10_000,
             checkpoint_interval: Span(std::time::Duration::from_secs(1)),
             signing_key: None,

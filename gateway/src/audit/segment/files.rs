@@ -10,15 +10,6 @@
 //! are marked unwritten, and their conversion is the same second write. A zero length is never a
 //! frame, so readers take the zeros for the end of the log (see `read`). A segment is cut to its
 //! records when the next one starts and when the log is shut down.
-//!
-//! Where the kernel and the file system allow, a batch that must be synced and fits in the zeros
-//! ahead is written durably in one `io_uring` write with `O_DIRECT | O_DSYNC` instead (see
-//! `direct`): from the start of the 4 KiB block that holds the end of the synced records, whose
-//! bytes before that end ([`ActiveSegment`]'s `tail`) are kept in memory, to the end of the batch
-//! padded with zeros. Everything else (async batches, the zeros ahead, a new segment, the retries
-//! of a failing disk) goes through the page cache as before; after a synced write that way, the
-//! pages are dropped from the cache again, since a direct write over cached pages would have the
-//! kernel hand it to a worker thread instead of issuing it at once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -26,7 +17,6 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::direct::{self, ALIGN, DirectWriter};
 use super::format::{self, HEADER_LEN, Header};
 use crate::audit::now_nanos;
 
@@ -60,7 +50,7 @@ pub(super) fn create_segment(dir: &Path, first_seq: u64, faults: &Faults) -> io:
 }
 
 fn start_segment(dir: &Path, path: &Path, first_seq: u64, faults: &Faults) -> io::Result<File> {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
     file.set_len(0)?;
     let header = Header { first_seq, created_unix_nanos: now_nanos() };
     faults.write_all_at(&file, &header.encode(), 0)?;
@@ -106,39 +96,21 @@ pub(super) struct ActiveSegment {
     cut_back: bool,
     /// Segments started by this writer.
     started: u64,
-    /// The durable direct writes, while they work here.
-    direct: Option<Direct>,
-    /// The file's bytes from the start of the [`ALIGN`] block that holds `synced_len` up to it:
-    /// what a direct write, which starts at a block boundary, writes again before its records.
-    tail: Vec<u8>,
-    /// Batches written through `direct`.
-    direct_writes: u64,
-}
-
-/// The `io_uring` writer and the last segment opened for it.
-#[derive(Debug)]
-struct Direct {
-    writer: DirectWriter,
-    /// Opened at the first direct write into the segment.
-    file: Option<File>,
 }
 
 impl ActiveSegment {
     /// Goes on with the existing segment at `path`, which holds records up to `next_seq` in its
-    /// first `records_len` bytes, followed only by zeros, and has been synced. With `direct_io`,
-    /// syncs go through `io_uring` with `O_DIRECT` where the kernel and file system allow.
-    #[allow(clippy::too_many_arguments)]
+    /// first `records_len` bytes, followed only by zeros, and has been synced.
     pub(super) fn resume(
         dir: PathBuf,
         segment_size: u64,
         preallocate: u64,
-        direct_io: bool,
         path: PathBuf,
         first_seq: u64,
         next_seq: u64,
         records_len: u64,
     ) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = OpenOptions::new().write(true).open(&path)?;
         let len = file.metadata()?.len();
         if len < records_len {
             return Err(io::Error::other(format!(
@@ -146,8 +118,6 @@ impl ActiveSegment {
                 path.display()
             )));
         }
-        let tail = read_tail(&file, records_len)?;
-        let direct = if direct_io { start_direct(&path) } else { None };
         Ok(Self {
             dir,
             segment_size,
@@ -162,15 +132,7 @@ impl ActiveSegment {
             unsynced_records: 0,
             cut_back: false,
             started: 0,
-            direct,
-            tail,
-            direct_writes: 0,
         })
-    }
-
-    /// Batches written durably through `io_uring` with `O_DIRECT`.
-    pub(super) fn direct_writes(&self) -> u64 {
-        self.direct_writes
     }
 
     /// The sequence number the next record written gets.
@@ -214,9 +176,6 @@ impl ActiveSegment {
                 // If this fails too, the cut happens at the reopen.
                 let _ = file.set_len(self.synced_len);
             }
-            if let Some(direct) = self.direct.as_mut() {
-                direct.file = None;
-            }
         }
         result
     }
@@ -230,21 +189,6 @@ impl ActiveSegment {
             self.rotate(faults)?;
         }
         let rewrote = self.ensure_open(faults)?;
-        // Only a synced batch right after synced records, with nothing to write again or to
-        // check, and with the fault injection of tests off (it lives in the buffered path).
-        if sync
-            && !probe
-            && !rewrote
-            && self.unsynced.is_empty()
-            && !frames.is_empty()
-            && !faults.armed()
-            && self.write_direct(frames)?
-        {
-            self.synced_len += frames.len() as u64;
-            self.synced_seq += records;
-            self.direct_writes += 1;
-            return Ok(());
-        }
         let file = self.file.as_ref().ok_or_else(|| io::Error::other("audit segment not open"))?;
         let at = self.synced_len + self.unsynced.len() as u64;
         let end = at + frames.len() as u64;
@@ -253,8 +197,7 @@ impl ActiveSegment {
         // A probe asks for room even when nothing is preallocated: a full disk must refuse it.
         let ahead = if probing { self.preallocate.max(PROBE_LEN) } else { self.preallocate };
         if end > self.allocated || (probing && end + ahead > self.allocated) {
-            // To a block boundary, so that direct writes of whole blocks stay inside the zeros.
-            let to = (end + ahead).next_multiple_of(ALIGN as u64);
+            let to = end + ahead;
             write_zeros(file, self.allocated.max(end), to, faults)?;
             self.allocated = to;
         } else if probing {
@@ -266,13 +209,6 @@ impl ActiveSegment {
         }
         // Only now, with everything done, does the batch count.
         if sync || probe {
-            let block = self.synced_len - self.tail.len() as u64;
-            self.tail = last_bytes(&[&self.tail, &self.unsynced, frames], end % ALIGN as u64);
-            if self.direct.is_some() {
-                // The pages just synced are clean: dropped, they leave the next direct write
-                // nothing to wait for. Only a hint; failing costs that write a detour.
-                let _ = drop_cached(file, block, self.allocated);
-            }
             self.synced_len += (self.unsynced.len() + frames.len()) as u64;
             self.synced_seq += self.unsynced_records + records;
             self.unsynced.clear();
@@ -282,44 +218,6 @@ impl ActiveSegment {
             self.unsynced_records += records;
         }
         Ok(())
-    }
-
-    /// Writes `frames`, to go right after the synced records, durably through `io_uring`, and
-    /// returns true; false when they must go through the page cache: direct writes are off or
-    /// do not work here, or the frames do not fit in the zeros ahead.
-    fn write_direct(&mut self, frames: &[u8]) -> io::Result<bool> {
-        let Some(direct) = self.direct.as_mut() else { return Ok(false) };
-        let block = self.synced_len - self.tail.len() as u64;
-        let end = self.synced_len + frames.len() as u64;
-        // A batch larger than the zeros ahead is rare, and its sync is shared by many records
-        // anyway: it goes through the page cache, and the direct writer's buffer stays small.
-        if frames.len() as u64 > PREALLOCATE || end.next_multiple_of(ALIGN as u64) > self.allocated {
-            return Ok(false);
-        }
-        let result = match &direct.file {
-            Some(file) => direct.writer.write(file, block, &[&self.tail, frames]),
-            None => DirectWriter::open(&self.path).and_then(|file| {
-                let file = direct.file.insert(file);
-                direct.writer.write(file, block, &[&self.tail, frames])
-            }),
-        };
-        match result {
-            Ok(()) => {
-                self.tail = last_bytes(&[&self.tail, frames], end % ALIGN as u64);
-                Ok(true)
-            }
-            Err(e) if direct::unsupported(&e) || direct.writer.broken() => {
-                tracing::warn!(
-                    segment = %self.path.display(),
-                    error = %e,
-                    "audit log: a durable write through io_uring with O_DIRECT failed; syncing through the page \
-                     cache from now on"
-                );
-                self.direct = None;
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Reopens the file after a failure, cutting it back and writing the unsynced frames again;
@@ -370,16 +268,12 @@ impl ActiveSegment {
         let first_seq = self.synced_seq;
         let (path, file) = create_segment(&self.dir, first_seq, faults)?;
         tracing::debug!(segment = %path.display(), first_seq, "audit log started a new segment");
-        self.tail = read_tail(&file, HEADER_LEN as u64)?;
         self.path = path;
         self.first_seq = first_seq;
         self.file = Some(file);
         self.synced_len = HEADER_LEN as u64;
         self.allocated = HEADER_LEN as u64;
         self.started += 1;
-        if let Some(direct) = self.direct.as_mut() {
-            direct.file = None;
-        }
         Ok(())
     }
 
@@ -396,61 +290,6 @@ impl ActiveSegment {
         self.allocated = self.synced_len;
         Ok(())
     }
-}
-
-/// Sets up direct writes for the segment at `path`; `None`, said once in the log, where they do
-/// not work.
-fn start_direct(path: &Path) -> Option<Direct> {
-    let started = DirectWriter::new().map_err(|e| format!("io_uring is not available ({e})")).and_then(|writer| {
-        match DirectWriter::open(path) {
-            Ok(file) => Ok(Direct { writer, file: Some(file) }),
-            Err(e) => Err(format!("the file system refuses O_DIRECT ({e})")),
-        }
-    });
-    match started {
-        Ok(direct) => {
-            tracing::info!(segment = %path.display(), "audit log: syncs go through io_uring with O_DIRECT");
-            Some(direct)
-        }
-        Err(why) => {
-            tracing::info!(segment = %path.display(), "audit log: syncs go through the page cache: {why}");
-            None
-        }
-    }
-}
-
-/// The bytes of `file` from the start of the [`ALIGN`] block that holds `len` up to `len`.
-fn read_tail(file: &File, len: u64) -> io::Result<Vec<u8>> {
-    let n = len % ALIGN as u64;
-    let mut tail = vec![0; n as usize];
-    file.read_exact_at(&mut tail, len - n)?;
-    Ok(tail)
-}
-
-/// The last `n` bytes of `parts` put one after the other (which must hold as many).
-fn last_bytes(parts: &[&[u8]], n: u64) -> Vec<u8> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut skip = total.saturating_sub(n as usize);
-    let mut out = Vec::with_capacity(n as usize);
-    for part in parts {
-        let from = skip.min(part.len());
-        out.extend_from_slice(&part[from..]);
-        skip -= from;
-    }
-    debug_assert_eq!(out.len() as u64, n, "the block's start is before the parts");
-    out
-}
-
-/// Drops the clean cached pages of `from..to` of `file`.
-#[cfg(target_os = "linux")]
-fn drop_cached(file: &File, from: u64, to: u64) -> io::Result<()> {
-    let len = std::num::NonZeroU64::new(to.saturating_sub(from));
-    rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn drop_cached(_: &File, _: u64, _: u64) -> io::Result<()> {
-    Ok(())
 }
 
 /// Writes zeros over `from..to` of `file`.
@@ -501,16 +340,6 @@ impl Faults {
     #[cfg(test)]
     pub(super) fn hold_next_write(&self, gate: Gate) {
         *self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(gate);
-    }
-
-    /// Whether a fault waits for the next write or sync (or, in tests, a gate for the next
-    /// write): injected faults live in the buffered path, so the writer takes that one.
-    fn armed(&self) -> bool {
-        #[cfg(test)]
-        if self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
-            return true;
-        }
-        self.writes.load(Ordering::Relaxed) > 0 || self.syncs.load(Ordering::Relaxed) > 0
     }
 
     fn take(counter: &AtomicU64) -> bool {

@@ -7,37 +7,6 @@
 //! the payload being the prost encoding of an [`ExchangeRecord`].
 
 mod base;
-#[cfg(target_os = "linux")]
-pub mod direct;
-/// Elsewhere there is no `io_uring`: syncs go through the page cache.
-#[cfg(not(target_os = "linux"))]
-pub mod direct {
-    use std::{fs::File, io, path::Path};
-
-    pub(crate) const ALIGN: usize = 4096;
-
-    #[derive(Debug)]
-    pub struct DirectWriter;
-
-    impl DirectWriter {
-        pub fn new() -> io::Result<Self> {
-            Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring is Linux's"))
-        }
-        pub fn open(_: &Path) -> io::Result<File> {
-            Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring is Linux's"))
-        }
-        pub fn broken(&self) -> bool {
-            true
-        }
-        pub fn write(&mut self, _: &File, _: u64, _: &[&[u8]]) -> io::Result<()> {
-            Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring is Linux's"))
-        }
-    }
-
-    pub fn unsupported(_: &io::Error) -> bool {
-        true
-    }
-}
 mod error;
 mod files;
 mod format;
@@ -126,9 +95,6 @@ pub struct SegmentOptions {
     /// How far ahead of its records the last segment is filled with zeros (see the `files`
     /// module); 0 turns it off.
     pub preallocate: u64,
-    /// Syncs through `io_uring` with `O_DIRECT | O_DSYNC` where the kernel and the file system
-    /// allow (see the `direct` module), else through the page cache; needs `preallocate`.
-    pub direct_io: bool,
 }
 
 impl SegmentOptions {
@@ -148,7 +114,6 @@ impl SegmentOptions {
             workers: None,
             runtime: None,
             preallocate: files::PREALLOCATE,
-            direct_io: true,
         }
     }
 
@@ -158,7 +123,6 @@ impl SegmentOptions {
             segment_size: audit.segment_size.bytes(),
             commit_delay: audit.commit_delay.0,
             preallocate: audit.preallocate.bytes(),
-            direct_io: audit.direct_io,
             ..Self::new(&audit.dir)
         }
     }
@@ -202,8 +166,6 @@ pub struct SegmentStats {
     pub wakeups: u64,
     /// Segments started since open (not counting the one the log went on with).
     pub segments_started: u64,
-    /// Batches written durably through `io_uring` with `O_DIRECT` (see the `direct` module).
-    pub direct_writes: u64,
 }
 
 /// The segment-file audit log, as an [`AuditSink`].
@@ -249,7 +211,6 @@ impl SegmentLog {
             dir.clone(),
             options.segment_size,
             options.preallocate,
-            options.direct_io,
             last_path.clone(),
             last_first_seq,
             recovered.next_seq,
@@ -292,7 +253,6 @@ impl SegmentLog {
             syncs: c.syncs.load(Ordering::Relaxed),
             wakeups: c.wakeups.load(Ordering::Relaxed),
             segments_started: c.segments_started.load(Ordering::Relaxed),
-            direct_writes: c.direct_writes.load(Ordering::Relaxed),
         }
     }
 

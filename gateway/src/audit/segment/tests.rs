@@ -1005,9 +1005,6 @@ fn options_follow_the_audit_section() {
     let audit = crate::config::Audit::default();
     let opts = SegmentOptions::from_config(&audit);
     assert_eq!((opts.dir, opts.segment_size), (audit.dir, audit.segment_size.bytes()));
-    assert!(opts.direct_io, "direct writes are on by default");
-    let audit: crate::config::Audit = toml::from_str("direct_io = false").unwrap();
-    assert!(!SegmentOptions::from_config(&audit).direct_io);
 }
 
 #[tokio::test]
@@ -1050,99 +1047,4 @@ async fn a_second_writer_of_the_same_log_is_refused_until_the_first_stops() {
     second.append(record("r1"), AuditMode::Sync).await.unwrap();
     second.shutdown().await.unwrap();
     assert_eq!(ids(dir.path()), ["r0", "r1"]);
-}
-
-/// A record whose frame is `pad` bytes longer than [`record`]'s, so that frames of varying
-/// lengths start and end anywhere in a 4 KiB block.
-fn padded_record(id: &str, pad: usize) -> ExchangeRecord {
-    ExchangeRecord { path: format!("/r1/ID/PEMDA/1602/DISDUKCAPIL/{}", "x".repeat(pad)), ..record(id) }
-}
-
-/// Writes records in every mode, in batches of several sizes, across zero extensions, segment
-/// rotations and a reopen; returns the log's stats at the end.
-async fn write_mixed(opts: &SegmentOptions) -> SegmentStats {
-    let mut stats = SegmentStats::default();
-    for part in 0..2 {
-        let log = SegmentLog::open(opts).unwrap();
-        let mut appended = 0;
-        for i in 0..150 {
-            let id = format!("p{part}-r{i}");
-            let mode = if i % 7 == 3 { AuditMode::Async } else { [AuditMode::Sync, AuditMode::Strict][i % 2] };
-            let last = if i % 10 == 9 {
-                // A group of several records in one batch.
-                let tickets: Vec<_> =
-                    (0..5).map(|j| log.append(padded_record(&format!("{id}-{j}"), j * 97), mode)).collect();
-                for t in tickets {
-                    t.await.unwrap();
-                }
-                format!("{id}-4")
-            } else {
-                log.append(padded_record(&id, (i * 131) % 1500), mode).await.unwrap();
-                id
-            };
-            appended += if i % 10 == 9 { 5 } else { 1 };
-            if mode == AuditMode::Async {
-                // Written (not synced) before the next record comes: the sync after it then
-                // starts inside the unsynced bytes.
-                wait_until("the async batch is written", || log.stats().records == appended).await;
-            }
-            // What is synced reads back from the files, strictly, up to the last record.
-            if mode != AuditMode::Async && i % 5 == 0 {
-                assert_eq!(read_all(&opts.dir).last().map(|(_, id)| id.clone()), Some(last));
-            }
-        }
-        log.shutdown().await.unwrap();
-        let s = log.stats();
-        stats.direct_writes += s.direct_writes;
-        stats.syncs += s.syncs;
-        stats.segments_started += s.segments_started;
-    }
-    stats
-}
-
-#[tokio::test]
-async fn synced_batches_go_through_io_uring_with_o_direct_and_the_files_hold_every_record_in_order() {
-    let ids_written = |dir: &Path| -> Vec<String> { read_all(dir).into_iter().map(|(_, id)| id).collect() };
-    let mut contents = Vec::new();
-    for direct_io in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        // Small segments and zeros ahead, so that rotations and extensions come often.
-        let opts = SegmentOptions { segment_size: 64 * 1024, preallocate: 8 * 1024, direct_io, ..options(dir.path()) };
-        let stats = write_mixed(&opts).await;
-        assert!(stats.segments_started >= 3, "{stats:?}");
-        if direct_io {
-            // This test asks for the machine the gateway is meant for: Linux with io_uring and a
-            // file system with direct I/O. Batches that extend the zeros, start a segment or
-            // follow async records go through the page cache; most others go direct.
-            assert!(stats.direct_writes * 2 > stats.syncs, "{stats:?}");
-        } else {
-            assert_eq!(stats.direct_writes, 0, "{stats:?}");
-        }
-        let all = ids_written(dir.path());
-        assert_eq!(all.len(), 2 * (135 + 15 * 5));
-        // The same records in the same order, whichever way they were written.
-        contents.push(all);
-        // And the log opens again over them, every frame and checksum checked.
-        assert_eq!(SegmentLog::open(&opts).unwrap().recovered().next_seq, 2 * (135 + 15 * 5));
-    }
-    assert_eq!(contents[0], contents[1]);
-}
-
-#[tokio::test]
-async fn a_direct_write_rewrites_the_last_block_with_the_records_already_in_it_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = options(dir.path());
-    let log = SegmentLog::open(&opts).unwrap();
-    let path = segment_paths(dir.path()).remove(0);
-    let mut before = Vec::new();
-    for i in 0..40 {
-        log.append(padded_record(&format!("r{i}"), i * 37), AuditMode::Sync).await.unwrap();
-        // What was in the file before this record is still there, byte for byte.
-        let now = fs::read(&path).unwrap();
-        assert_eq!(&now[..before.len()], &before[..], "record {i} changed the bytes before it");
-        before = now[..usize::try_from(records_len(&path)).unwrap()].to_vec();
-    }
-    assert!(log.stats().direct_writes >= 39, "{:?}", log.stats());
-    log.shutdown().await.unwrap();
-    assert_eq!(ids(dir.path()).len(), 40);
 }

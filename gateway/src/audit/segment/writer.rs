@@ -96,7 +96,6 @@ pub(super) struct Counters {
     pub(super) syncs: AtomicU64,
     pub(super) wakeups: AtomicU64,
     pub(super) segments_started: AtomicU64,
-    pub(super) direct_writes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -605,7 +604,6 @@ impl Writer {
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.records.fetch_add(records, Ordering::Relaxed);
         counters.segments_started.store(self.segment.started(), Ordering::Relaxed);
-        counters.direct_writes.store(self.segment.direct_writes(), Ordering::Relaxed);
         if synced {
             counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
