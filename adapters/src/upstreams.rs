@@ -18,7 +18,9 @@ use hyper::body::{Body as _, Incoming};
 use crate::balance::{self, Rng};
 use crate::circuit::{Circuit, CircuitOptions, CircuitState, Lease, Refusal};
 use crate::clock::{self, Epoch};
-use crate::health::{HealthCheckOptions, HealthTracker};
+use crate::health::{
+    Checked, GRPC_HEALTH_CHECK_PATH, HealthCheckOptions, HealthTracker, grpc_check_body, read_grpc_health,
+};
 use crate::http::{BoxError, HttpUpstream, UpstreamBody, UpstreamError};
 use crate::outlier::{OutlierOptions, OutlierState};
 use crate::retry::{self, Failure, MAX_REPLAY_BODY, RetryBudget, RetryOptions, Unsent, idempotent};
@@ -492,6 +494,8 @@ async fn check_health(
     grpc: bool,
 ) {
     let mut trackers = vec![HealthTracker::default(); endpoints.len()];
+    // Endpoints already said to have no gRPC health service: said once each.
+    let mut told = vec![false; endpoints.len()];
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -499,37 +503,73 @@ async fn check_health(
         let probes = endpoints.iter().map(|e| probe(&client, e, &opts, grpc));
         let results = futures_util::future::join_all(probes).await;
         let now = Instant::now();
-        for ((endpoint, tracker), passed) in endpoints.iter().zip(&mut trackers).zip(results) {
+        for (((endpoint, tracker), told), result) in endpoints.iter().zip(&mut trackers).zip(&mut told).zip(results) {
+            let passed = result.passed();
             if passed {
                 endpoint.outlier.uneject(epoch, now);
+            }
+            if result == Checked::NoHealthService && !std::mem::replace(told, true) {
+                tracing::warn!(
+                    endpoint = %endpoint.label,
+                    "endpoint has no gRPC health service (grpc.health.v1.Health answered UNIMPLEMENTED); its checks \
+                     only show that it answers"
+                );
             }
             if let Some(healthy) = tracker.observe(passed, &opts) {
                 endpoint.healthy.store(healthy, Ordering::Relaxed);
                 if healthy {
                     tracing::info!(endpoint = %endpoint.label, "endpoint passes its health checks again");
                 } else {
-                    tracing::warn!(endpoint = %endpoint.label, "endpoint fails its health checks; taken out");
+                    let why = if let Checked::Failed(why) = &result { why.as_str() } else { "" };
+                    tracing::warn!(endpoint = %endpoint.label, last = why, "endpoint fails its health checks; taken out");
                 }
             }
         }
     }
 }
 
-/// One health check: a GET of the health path. A REST endpoint passes with a 2xx answer; a gRPC
-/// one with any answer below 500, since a gRPC server answers a plain GET with an error of its own.
-async fn probe(client: &HttpUpstream, endpoint: &Endpoint, opts: &HealthCheckOptions, grpc: bool) -> bool {
-    let Ok(uri) = endpoint_uri(&endpoint.base, &opts.path) else { return false };
-    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+/// One health check. A REST endpoint is asked for the health path with a GET and passes with a
+/// 2xx answer; a gRPC one is asked `grpc.health.v1.Health/Check` (see [`crate::health`]).
+async fn probe(client: &HttpUpstream, endpoint: &Endpoint, opts: &HealthCheckOptions, grpc: bool) -> Checked {
+    let path = if grpc { GRPC_HEALTH_CHECK_PATH } else { opts.path.as_str() };
+    let uri = match endpoint_uri(&endpoint.base, path) {
+        Ok(uri) => uri,
+        Err(e) => return Checked::Failed(e.to_string()),
+    };
+    let mut request = if grpc {
+        let body = Full::new(grpc_check_body(&opts.grpc_service)).map_err(|never| match never {}).boxed();
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        let headers = request.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        request
+    } else {
+        Request::new(Empty::new().map_err(|never| match never {}).boxed())
+    };
     *request.uri_mut() = uri;
     request.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("splpd-health-check"));
-    match client.send(request, opts.timeout).await {
-        Ok(response) => {
-            let status = response.status();
-            // The body is read off so that the connection goes back to the pool.
-            let _ = tokio::time::timeout(opts.timeout, response.into_body().collect()).await;
-            if grpc { !status.is_server_error() } else { status.is_success() }
+    let response = match client.send(request, opts.timeout).await {
+        Ok(response) => response,
+        Err(e) => return Checked::Failed(describe(&e)),
+    };
+    let (parts, body) = response.into_parts();
+    // The body is read off in any case, so that the connection goes back to the pool.
+    let collected = tokio::time::timeout(opts.timeout, body.collect()).await;
+    if !grpc {
+        return if parts.status.is_success() {
+            Checked::Passed
+        } else {
+            Checked::Failed(format!("answered {}", parts.status.as_u16()))
+        };
+    }
+    match collected {
+        Ok(Ok(collected)) => {
+            let trailers = collected.trailers().cloned();
+            read_grpc_health(parts.status, &parts.headers, trailers.as_ref(), &collected.to_bytes())
         }
-        Err(_) => false,
+        Ok(Err(e)) => Checked::Failed(format!("answer broken off: {e}")),
+        Err(_) => Checked::Failed("no whole answer in time".to_owned()),
     }
 }
 

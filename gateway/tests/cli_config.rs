@@ -142,6 +142,15 @@ fn resilience_settings_are_checked_where_they_are_written() {
 }
 
 #[test]
+fn a_grpc_health_service_named_for_a_rest_service_is_refused() {
+    let f = Fixture::new();
+    // The example's health check belongs to the REST service nik-verify.
+    f.edit("path = \"/health\"", "path = \"/health\"\ngrpc_service = \"kesehatan.v1.Rujukan\"");
+    let err = f.fails_at(f.line_of("grpc_service = "), "grpc_service is set on a REST service");
+    assert!(err.contains("checked at `path`"), "{err}");
+}
+
+#[test]
 fn an_unknown_resilience_key_is_named() {
     let f = Fixture::new();
     f.edit("open_for = \"5s\"", "open_four = \"5s\"");

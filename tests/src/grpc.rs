@@ -560,3 +560,44 @@ pub fn frame(message: &impl prost::Message) -> Bytes {
     out.extend_from_slice(&body);
     out.into()
 }
+
+/// A gRPC upstream that speaks only the standard health protocol (`grpc.health.v1.Health`),
+/// served by tonic-health over h2c, whose answers the test sets through [`Self::reporter`].
+#[allow(missing_debug_implementations)] // tonic-health's reporter is not Debug.
+pub struct HealthUpstream {
+    addr: SocketAddr,
+    /// Sets what the upstream says of each service; the server as a whole ("") starts `SERVING`.
+    pub reporter: tonic_health::server::HealthReporter,
+    task: JoinHandle<()>,
+}
+
+impl HealthUpstream {
+    /// Binds `127.0.0.1:0` and serves HTTP/2 in cleartext (h2c with prior knowledge).
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+                    let _ = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).await;
+                });
+            }
+        });
+        Self { addr, reporter, task }
+    }
+
+    /// The base URL to configure as the service's upstream.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for HealthUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

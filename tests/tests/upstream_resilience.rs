@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use splpd_gateway::upstream::{CircuitStatus, EndpointStatus};
 use splpd_tests::grpc::pb::Ask;
-use splpd_tests::grpc::{ProbeUpstream, SERVICE_NAME, request};
+use splpd_tests::grpc::{HealthUpstream, ProbeUpstream, SERVICE_NAME, request};
 use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port};
+use tonic_health::ServingStatus;
 
 const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
 /// A service that opts in to retrying POST.
@@ -362,6 +363,52 @@ async fn a_passing_health_check_ends_an_ejection_early() {
 
     b.restart().await;
     wait_endpoint(&region, SERVICE, &url, "back from ejection", |e| e.ejected_until.is_none() && e.available).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_endpoints_are_checked_with_the_grpc_health_protocol() {
+    let pki = Pki::new();
+    let mut health = HealthUpstream::start().await;
+    // Only the named service's status decides: the whole server stays SERVING throughout.
+    health.reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+    // An endpoint without a health service answers UNIMPLEMENTED: it stays in while it answers.
+    let bare = ProbeUpstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .service_with(
+            PROBE,
+            &[&health.url(), &bare.url()],
+            &format!(
+                "protocol = \"grpc\"\ngrpc_services = [\"{SERVICE_NAME}\"]\n\
+                 health_check = {{ grpc_service = \"{SERVICE_NAME}\", interval = \"100ms\", timeout = \"1s\", \
+                 healthy_threshold = 2, unhealthy_threshold = 2 }}"
+            ),
+        )
+        .grant(&grant(PROBE))
+        .start()
+        .await;
+    // The bare endpoint is asked the health protocol's Check, as gRPC.
+    for _ in 0..200 {
+        if bare.seen().iter().any(|s| s.path == "/grpc.health.v1.Health/Check") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = bare.seen().into_iter().find(|s| s.path == "/grpc.health.v1.Health/Check").expect("a health check");
+    assert_eq!(asked.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/grpc"));
+    assert_eq!(asked.headers.get("user-agent").and_then(|v| v.to_str().ok()), Some("splpd-health-check"));
+
+    health.reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+    wait_endpoint(&region, PROBE, &health.url(), "unhealthy", |e| !e.healthy && !e.available).await;
+    let bare_now = endpoint(&region, PROBE, &bare.url());
+    assert!(bare_now.healthy && bare_now.available, "{bare_now:#?}");
+
+    health.reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+    wait_endpoint(&region, PROBE, &health.url(), "healthy again", |e| e.healthy && e.available).await;
+
+    // A service the server does not know (NOT_FOUND) fails too.
+    health.reporter.clear_service_status(SERVICE_NAME).await;
+    wait_endpoint(&region, PROBE, &health.url(), "unhealthy once its service is unknown", |e| !e.healthy).await;
+    assert!(endpoint(&region, PROBE, &bare.url()).healthy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,9 @@ use super::units::Span;
 pub struct HealthCheck {
     /// The path asked for under each endpoint's base URL; a REST endpoint passes with 2xx.
     pub path: String,
+    /// For a gRPC service, the service named in the `grpc.health.v1.Health/Check` asked of each
+    /// endpoint; empty asks about the server as a whole.
+    pub grpc_service: String,
     /// Time between checks.
     pub interval: Span,
     /// Time allowed for an answer.
@@ -34,6 +37,7 @@ impl Default for HealthCheck {
         let d = HealthCheckOptions::default();
         Self {
             path: d.path,
+            grpc_service: d.grpc_service,
             interval: Span(d.interval),
             timeout: Span(d.timeout),
             healthy_threshold: d.healthy_threshold,
@@ -125,6 +129,7 @@ pub fn policy(s: &Service) -> Policy {
     Policy {
         health: s.health_check.as_ref().map(|h| HealthCheckOptions {
             path: h.path.clone(),
+            grpc_service: h.grpc_service.clone(),
             interval: h.interval.0,
             timeout: h.timeout.0,
             healthy_threshold: h.healthy_threshold,
@@ -166,6 +171,14 @@ pub(super) fn check(loc: &mut Locator<'_>, i: usize, s: &Service) {
                 at!["service", i, "health_check", "path"],
                 format!("{:?} is not a path", h.path),
                 "write the path under the endpoint's base URL, starting with /, e.g. \"/health\"",
+            );
+        }
+        if s.protocol != Protocol::Grpc && !h.grpc_service.is_empty() {
+            err(
+                at!["service", i, "health_check", "grpc_service"],
+                "grpc_service is set on a REST service".to_owned(),
+                "leave it out: a REST service's endpoints are checked at `path`; grpc_service names what a gRPC \
+                 service's endpoints are asked about",
             );
         }
         for (key, span) in [("interval", h.interval), ("timeout", h.timeout)] {
