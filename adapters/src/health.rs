@@ -60,6 +60,11 @@ impl Default for HealthTracker {
 }
 
 impl HealthTracker {
+    /// A tracker whose endpoint starts healthy or not (a verdict carried over a reload).
+    pub fn starting(healthy: bool) -> Self {
+        Self { healthy, run: 0 }
+    }
+
     /// Whether the endpoint counts as healthy.
     pub fn healthy(&self) -> bool {
         self.healthy

@@ -66,6 +66,16 @@ impl OutlierState {
         self.consecutive.load(Ordering::Relaxed)
     }
 
+    /// Takes on `old`'s state, whose times count from `old_epoch`: the same endpoint in a new
+    /// configuration, so that a reload neither lets an ejected endpoint back nor forgets its
+    /// failures in a row.
+    pub fn take_over(&self, old: &OutlierState, old_epoch: Epoch, epoch: Epoch) {
+        self.consecutive.store(old.consecutive.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.ejections.store(old.ejections.load(Ordering::Relaxed), Ordering::Relaxed);
+        let until = old_epoch.instant(old.ejected_until.load(Ordering::Acquire)).map_or(0, |at| epoch.nanos(at));
+        self.ejected_until.store(until, Ordering::Release);
+    }
+
     /// An exchange succeeded: the run of failures is over.
     pub fn success(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
@@ -139,6 +149,36 @@ mod tests {
         assert_eq!(until, t0 + Duration::from_secs(10));
         assert!(s.is_ejected(epoch, t0 + Duration::from_secs(9)));
         assert!(!s.is_ejected(epoch, t0 + Duration::from_secs(10)), "back when the ejection ends");
+    }
+
+    #[test]
+    fn a_new_configuration_takes_over_an_ejection_and_the_failures_in_a_row() {
+        let t0 = Instant::now();
+        let (old_epoch, o, old) = (Epoch::new(t0), opts(), OutlierState::default());
+        for _ in 0..3 {
+            old.failure(&o, old_epoch, t0, || true);
+        }
+        let until = old.ejected_until(old_epoch, t0).expect("ejected");
+        // The reload's state counts time from later on.
+        let t1 = t0 + Duration::from_secs(4);
+        let (epoch, new) = (Epoch::new(t1), OutlierState::default());
+        new.take_over(&old, old_epoch, epoch);
+        assert_eq!(new.ejected_until(epoch, t1), Some(until), "the same end, counted from the new epoch");
+        // Its streak goes on: the next ejection, soon after this one ends, is twice as long.
+        let back = until + Duration::from_secs(1);
+        for _ in 0..3 {
+            new.failure(&o, epoch, back, || true);
+        }
+        assert_eq!(new.ejected_until(epoch, back), Some(back + Duration::from_secs(20)));
+        // A state never ejected stays so, with its failures in a row.
+        let failing = OutlierState::default();
+        failing.failure(&o, old_epoch, t0, || true);
+        failing.failure(&o, old_epoch, t0, || true);
+        let fresh = OutlierState::default();
+        fresh.take_over(&failing, old_epoch, epoch);
+        assert!(!fresh.is_ejected(epoch, t1));
+        assert_eq!(fresh.consecutive_failures(), 2);
+        assert!(fresh.failure(&o, epoch, t1, || true).is_some(), "the third in a row ejects");
     }
 
     #[test]

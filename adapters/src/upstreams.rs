@@ -260,6 +260,21 @@ impl ServiceUpstreams {
         }
     }
 
+    /// Takes on what the same service before a reload knew of the same endpoints (by URL):
+    /// their outlier ejections and failures in a row, and, when the health checks are the same,
+    /// their verdict. A reload then neither sends calls to an endpoint known to be down, nor
+    /// forgets one that is failing, until the checks and calls say otherwise.
+    pub fn take_over(&self, old: &ServiceUpstreams) {
+        let same_checks = self.policy.health.is_some() && self.policy.health == old.policy.health;
+        for endpoint in self.endpoints.iter() {
+            let Some(before) = old.endpoints.iter().find(|o| o.base == endpoint.base) else { continue };
+            endpoint.outlier.take_over(&before.outlier, old.epoch, self.epoch);
+            if same_checks {
+                endpoint.healthy.store(before.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The pooled client towards the endpoints.
     pub fn client(&self) -> &HttpUpstream {
         &self.client
@@ -514,6 +529,11 @@ async fn check_health(
                     "endpoint has no gRPC health service (grpc.health.v1.Health answered UNIMPLEMENTED); its checks \
                      only show that it answers"
                 );
+            }
+            // A verdict taken over from the configuration before a reload (`take_over`).
+            let carried = endpoint.healthy.load(Ordering::Relaxed);
+            if tracker.healthy() != carried {
+                *tracker = HealthTracker::starting(carried);
             }
             if let Some(healthy) = tracker.observe(passed, &opts) {
                 endpoint.healthy.store(healthy, Ordering::Relaxed);

@@ -114,9 +114,18 @@ impl Gateway {
 
     /// Puts a new configuration in force; exchanges already running finish on the old one.
     /// Rate-limit buckets whose limit did not change carry over, so that a reload neither hands
-    /// every client a fresh burst nor forgets one that is over its quota.
+    /// every client a fresh burst nor forgets one that is over its quota; so does what is known
+    /// of each service's endpoints (health verdicts, ejections), so that it neither sends calls
+    /// to an endpoint known to be down nor lets an ejected one back early.
     pub fn replace(&self, mut snapshot: Snapshot) {
-        snapshot.limiter = self.snapshot.load().limiter.reconfigure(&snapshot.config);
+        let current = self.snapshot.load();
+        snapshot.limiter = current.limiter.reconfigure(&snapshot.config);
+        for (id, route) in &snapshot.routes {
+            if let Some(before) = current.routes.get(id) {
+                route.upstreams.take_over(&before.upstreams);
+            }
+        }
+        drop(current);
         self.snapshot.store(Arc::new(snapshot));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     }

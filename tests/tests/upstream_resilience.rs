@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use splpd_gateway::reload::Reloader;
 use splpd_gateway::upstream::{CircuitStatus, EndpointStatus};
 use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{HealthUpstream, ProbeUpstream, SERVICE_NAME, request};
@@ -329,6 +330,50 @@ async fn active_health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
     }
     assert!(reached, "no call reached the endpoint that came back");
     assert!(b.received().iter().filter(|r| r.path_and_query == "/json/x").count() > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_what_the_health_checks_know_of_each_endpoint() {
+    const RSUD: &str = "ID/PEMDA/1602/RSUD";
+    let pki = Pki::new();
+    let (a, mut b) = (Upstream::start().await, Upstream::start().await);
+    let urls = [a.url(), b.url()];
+    let builder = |clients: &[&str]| {
+        let mut builder = RegionBuilder::new(&pki).service_with(
+            SERVICE,
+            &[&urls[0], &urls[1]],
+            "health_check = { path = \"/json/health\", interval = \"100ms\", timeout = \"1s\", \
+             healthy_threshold = 2, unhealthy_threshold = 2 }",
+        );
+        for client in clients {
+            builder = builder.grant(&format!("service = \"{SERVICE}\"\nclient = \"{client}\""));
+        }
+        builder
+    };
+    let region = builder(&[DINKES]).start().await;
+    let dinkes = pki.client(DINKES);
+    let url = b.url();
+    b.kill().await;
+    wait_endpoint(&region, SERVICE, &url, "unhealthy", |e| !e.healthy && !e.available).await;
+
+    // An edit elsewhere in the file (a grant more) is put in force.
+    let path = region.config_path().to_owned();
+    std::fs::write(&path, builder(&[DINKES, RSUD]).text()).unwrap();
+    Reloader::new(&path, Arc::clone(region.gateway())).reload().await.unwrap();
+    assert_eq!(region.gateway().generation(), 1);
+    // The new configuration knows at once that B is down: no call goes to it.
+    let after = endpoint(&region, SERVICE, &url);
+    assert!(!after.healthy && !after.available, "{after:#?}");
+    for _ in 0..3 {
+        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.retries, rec.upstream.as_str()), (0, a.url().as_str()), "{rec:#?}");
+    }
+    // And the new configuration's checks bring B back once it answers again, starting from the
+    // verdict they took over: B is back before they could have seen it fail twice themselves.
+    b.restart().await;
+    wait_endpoint(&region, SERVICE, &url, "healthy again", |e| e.healthy && e.available).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
