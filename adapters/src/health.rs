@@ -157,6 +157,14 @@ pub fn read_grpc_health(
     match grpc_status {
         Some("0") => {}
         Some(UNIMPLEMENTED) => return Checked::NoHealthService,
+        // What grpc.health.v1 answers for a service it does not know: most likely a misspelt name.
+        Some("5") => {
+            return Checked::Failed(
+                "grpc-status 5 (NOT_FOUND): the server knows no service by the name asked about; check \
+                 [service.health_check] grpc_service"
+                    .to_owned(),
+            );
+        }
         Some(code) => return Checked::Failed(format!("grpc-status {code}")),
         None => return Checked::Failed("no grpc-status".to_owned()),
     }
@@ -221,6 +229,8 @@ mod tests {
         let unimplemented = read_grpc_health(ok, &trailers("12"), None, &[]);
         assert_eq!(unimplemented, Checked::NoHealthService);
         assert!(unimplemented.passed());
+        let unknown = read_grpc_health(ok, &trailers("5"), None, &[]);
+        assert!(matches!(&unknown, Checked::Failed(why) if why.contains("grpc_service")), "{unknown:?}");
         let unavailable = read_grpc_health(ok, &trailers("14"), None, &[]);
         assert_eq!(unavailable, Checked::Failed("grpc-status 14".into()));
         assert!(!unavailable.passed());
