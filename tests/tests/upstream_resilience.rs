@@ -16,7 +16,7 @@ use splpd_gateway::reload::Reloader;
 use splpd_gateway::upstream::{CircuitStatus, EndpointStatus};
 use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{HealthUpstream, ProbeUpstream, SERVICE_NAME, request};
-use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port};
+use splpd_tests::{Call, ClientCert, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port};
 use tonic_health::ServingStatus;
 
 const SERVICE: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
@@ -60,6 +60,17 @@ async fn wait_endpoint(region: &Region, service: &str, url: &str, what: &str, re
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{url} never became {what}: {:#?}", endpoint(region, service, url));
+}
+
+/// Makes `n` calls to [`SERVICE`] as `client`; each is answered by the endpoint at `url` at the
+/// first attempt.
+async fn calls_reach_only(region: &Region, client: &ClientCert, url: &str, n: usize) {
+    for _ in 0..n {
+        let reply = region.call(Some(client), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.retries, rec.upstream.as_str()), (0, url), "{rec:#?}");
+    }
 }
 
 fn assert_gateway_error(reply: &Reply, status: u16, error_type: &str) -> String {
@@ -309,12 +320,7 @@ async fn active_health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
     b.kill().await;
     wait_endpoint(&region, SERVICE, &url, "unhealthy", |e| !e.healthy && !e.available).await;
     // Out of the rotation: no call even tries it.
-    for _ in 0..10 {
-        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        let rec = region.record(reply.exchange_id()).await;
-        assert_eq!((rec.retries, rec.upstream.as_str()), (0, a.url().as_str()), "{rec:#?}");
-    }
+    calls_reach_only(&region, &dinkes, &a.url(), 10).await;
 
     b.restart().await;
     wait_endpoint(&region, SERVICE, &url, "healthy again", |e| e.healthy && e.available).await;
@@ -364,12 +370,7 @@ async fn a_reload_keeps_what_the_health_checks_know_of_each_endpoint() {
     // The new configuration knows at once that B is down: no call goes to it.
     let after = endpoint(&region, SERVICE, &url);
     assert!(!after.healthy && !after.available, "{after:#?}");
-    for _ in 0..3 {
-        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        let rec = region.record(reply.exchange_id()).await;
-        assert_eq!((rec.retries, rec.upstream.as_str()), (0, a.url().as_str()), "{rec:#?}");
-    }
+    calls_reach_only(&region, &dinkes, &a.url(), 3).await;
     // And the new configuration's checks bring B back once it answers again, starting from the
     // verdict they took over: B is back before they could have seen it fail twice themselves.
     b.restart().await;
