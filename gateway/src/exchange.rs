@@ -24,6 +24,8 @@ use splpd_certs::id::{ClientId, Identity, ServiceId};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::admin::Maintenance;
+use crate::admin::metrics::{ExchangeMetrics, Metered};
 use crate::audit::{AuditSink, BodyHasher, RecordBuilder};
 use crate::authorize::AccessRequest;
 use crate::config::{AuditMode, ConnectionType, Protocol};
@@ -43,9 +45,14 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
+    /// The log, behind the counters that every exchange's record passes through.
     audit: Arc<dyn AuditSink>,
+    /// The log itself, for records that are not exchanges.
+    log: Arc<dyn AuditSink>,
     /// Counts [`Gateway::replace`] calls, so that a connection can tell a reload happened.
     generation: std::sync::atomic::AtomicU64,
+    metrics: Arc<ExchangeMetrics>,
+    maintenance: Arc<Maintenance>,
 }
 
 /// What is known about a connection before its first request.
@@ -104,7 +111,15 @@ pub(crate) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
     pub fn new(snapshot: Snapshot, audit: Arc<dyn AuditSink>) -> Self {
-        Self { snapshot: ArcSwap::from_pointee(snapshot), audit, generation: std::sync::atomic::AtomicU64::new(0) }
+        let metrics = Arc::new(ExchangeMetrics::new(&snapshot));
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            audit: Arc::new(Metered::new(Arc::clone(&audit), Arc::clone(&metrics))),
+            log: audit,
+            generation: std::sync::atomic::AtomicU64::new(0),
+            metrics,
+            maintenance: Arc::default(),
+        }
     }
 
     /// The configuration in force.
@@ -126,6 +141,7 @@ impl Gateway {
             }
         }
         drop(current);
+        self.metrics.add_routes(&snapshot);
         self.snapshot.store(Arc::new(snapshot));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
@@ -138,6 +154,21 @@ impl Gateway {
     /// The audit log.
     pub fn audit(&self) -> &Arc<dyn AuditSink> {
         &self.audit
+    }
+
+    /// The audit log without the exchange counters, for the records of operators' changes.
+    pub fn operations_log(&self) -> &Arc<dyn AuditSink> {
+        &self.log
+    }
+
+    /// The exchange counters, by route.
+    pub fn metrics(&self) -> &ExchangeMetrics {
+        &self.metrics
+    }
+
+    /// Maintenance mode, which the admin listener sets.
+    pub fn maintenance(&self) -> &Arc<Maintenance> {
+        &self.maintenance
     }
 
     /// Handles one request end to end. Never fails: every outcome is a response.
@@ -304,9 +335,11 @@ impl Gateway {
         if health.is_available() {
             return Ok(());
         }
-        Err(GatewayError::AuditUnavailable(format!(
-            "the audit log is not accepting records ({health:?}); exchanges resume once it is"
-        )))
+        let when = match health {
+            crate::audit::AuditHealth::Closed => "the gateway is stopping",
+            _ => "exchanges resume once it can be written again",
+        };
+        Err(GatewayError::AuditUnavailable(format!("{health}; {when}")))
     }
 
     /// A call to the gateway's own services (`local`): identified, checked and logged as any
@@ -350,6 +383,7 @@ impl Gateway {
             mode: ctx.mode,
             exchange_id: ctx.exchange_id.clone(),
             service: ctx.service.clone(),
+            maintenance: Arc::clone(&self.maintenance),
         };
         match local::serve(own, call, ctx.record, req).await {
             Ok(resp) => resp,

@@ -1,6 +1,7 @@
 //! The splpd gateway: configuration, and (as the exchange path lands) the pipeline stages,
 //! registry, policy, audit log, admin and telemetry. The `splpd` binary only wires these.
 
+pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod coalesce;

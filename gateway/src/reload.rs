@@ -59,7 +59,7 @@ pub struct ReloadReport {
 pub struct Reloader {
     path: PathBuf,
     gateway: Arc<Gateway>,
-    /// The listeners as bound at start.
+    /// The listeners as bound at start, the admin listener under the name `[admin]`.
     listeners: Vec<(String, SocketAddr)>,
     /// `[audit]` as the log was opened at start.
     audit: config::Audit,
@@ -71,7 +71,12 @@ impl Reloader {
     /// SIGHUP no longer ends the process; [`Reloader::run`] turns it into a reload.
     pub fn new(path: &Path, gateway: Arc<Gateway>) -> Self {
         let snap = gateway.snapshot();
-        let listeners = snap.listeners.iter().map(|l| (l.name.clone(), l.address)).collect();
+        let listeners = snap
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.address))
+            .chain(snap.admin.iter().map(|a| (ADMIN.to_owned(), a.address)))
+            .collect();
         let audit = snap.config.audit.clone();
         Self { path: path.to_owned(), gateway, listeners, audit, hangup: hangup_signal() }
     }
@@ -201,21 +206,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The admin listener's name in [`check_listeners`]' messages, bracketed as in the file.
+const ADMIN: &str = "[admin]";
+
 /// Refuses a configuration whose listeners differ from those bound at start.
 fn check_listeners(bound: &[(String, SocketAddr)], config: &Config) -> Result<(), ReloadError> {
     let mut problems = Vec::new();
+    let admin = config.admin.as_ref().map(|a| (ADMIN, a.address.as_str()));
+    let configured: Vec<(&str, &str)> =
+        config.listeners.iter().map(|l| (l.name.as_str(), l.address.as_str())).chain(admin).collect();
     for (name, addr) in bound {
-        match config.listeners.iter().find(|l| &l.name == name) {
+        match configured.iter().find(|(n, _)| n == name) {
             None => problems.push(format!("listener {name:?} ({addr}) was removed")),
-            Some(l) => match l.address.parse::<SocketAddr>() {
+            Some((_, address)) => match address.parse::<SocketAddr>() {
                 Ok(new) if new == *addr => {}
-                _ => problems.push(format!("listener {name:?} moved from {addr} to {}", l.address)),
+                _ => problems.push(format!("listener {name:?} moved from {addr} to {address}")),
             },
         }
     }
-    for l in &config.listeners {
-        if !bound.iter().any(|(name, _)| *name == l.name) {
-            problems.push(format!("listener {:?} ({}) was added", l.name, l.address));
+    for (name, address) in &configured {
+        if !bound.iter().any(|(bound, _)| bound == name) {
+            problems.push(format!("listener {name:?} ({address}) was added"));
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(ReloadError::Listeners(problems.join("; "))) }

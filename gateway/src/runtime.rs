@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub federation: crate::peer::Federation,
     /// Members, subsystems, services and OpenAPI documents, for the gateway's own directory.
     pub directory: crate::local::Directory,
+    /// The operators' listener, when `[admin]` is set.
+    pub admin: Option<Arc<crate::admin::AdminListener>>,
 }
 
 impl Snapshot {
@@ -126,6 +128,17 @@ impl Snapshot {
                 max_connections: l.max_connections.unwrap_or(config.limits.max_connections) as usize,
             }));
         }
+        let admin = match &config.admin {
+            Some(a) => Some(Arc::new(crate::admin::AdminListener {
+                address: a
+                    .address
+                    .parse()
+                    .map_err(|_| RuntimeError::Invalid(format!("bad [admin] address {}", a.address)))?,
+                tls: crate::tls::server_config(&trust, &gateway, crate::tls::ClientAuth::Required)?,
+                operators: a.operators.clone(),
+            })),
+            None => None,
+        };
         let mut routes = HashMap::new();
         let mut grpc_services = HashMap::new();
         for s in &config.services {
@@ -176,6 +189,7 @@ impl Snapshot {
         Ok(Self {
             federation,
             directory,
+            admin,
             gateway_id: config.gateway.id.clone(),
             policy: AccessPolicy::new(&config),
             limiter: Limiter::new(&config),

@@ -31,6 +31,7 @@ struct BoundListener {
 #[derive(Debug)]
 pub struct Bound {
     sockets: Vec<BoundListener>,
+    admin: Option<crate::admin::BoundAdmin>,
 }
 
 impl Bound {
@@ -44,7 +45,16 @@ impl Bound {
             })?;
             sockets.push(BoundListener { listener: Arc::clone(l), socket, stats: EdgeStats::new() });
         }
-        Ok(Self { sockets })
+        let admin = match &snap.admin {
+            Some(admin) => Some(crate::admin::BoundAdmin::bind(admin).await?),
+            None => None,
+        };
+        Ok(Self { sockets, admin })
+    }
+
+    /// Where the admin listener is bound, when `[admin]` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The addresses actually bound (port 0 in the configuration becomes a real port).
@@ -61,11 +71,16 @@ impl Bound {
     /// their exchanges, for at most `[limits] drain_timeout` of the configuration then in force.
     pub async fn serve(self, gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let mut loops = JoinSet::new();
-        // Aborted when `serve` returns.
-        let mut armed = JoinSet::new();
-        armed.spawn(keep_a_timer_armed());
+        // Tasks that run as long as the server, aborted when `serve` returns: the timer below
+        // and the admin listener, which so stays up for operators to watch the drain.
+        let mut background = JoinSet::new();
+        background.spawn(keep_a_timer_armed());
         let (force, forced) = watch::channel(false);
         let requests: Vec<_> = self.sockets.iter().map(|b| Arc::clone(&b.stats.requests)).collect();
+        if let Some(admin) = self.admin {
+            let stats = self.sockets.iter().map(|b| (b.listener.name.clone(), Arc::clone(&b.stats))).collect();
+            background.spawn(admin.serve(Arc::clone(&gateway), stats, forced.clone()));
+        }
         for bound in self.sockets {
             loops.spawn(accept_loop(Arc::clone(&gateway), bound, shutdown.clone(), forced.clone()));
         }
@@ -269,6 +284,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 pub struct Running {
     gateway: Arc<Gateway>,
     addrs: Vec<(String, SocketAddr)>,
+    admin_addr: Option<SocketAddr>,
     stats: Vec<(String, Arc<EdgeStats>)>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -294,10 +310,11 @@ pub async fn start(
     let gateway = Arc::new(Gateway::new(snapshot, audit));
     let bound = Bound::bind(&gateway).await?;
     let addrs = bound.local_addrs();
+    let admin_addr = bound.admin_addr();
     let stats = bound.stats();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(bound.serve(Arc::clone(&gateway), stopped));
-    Ok(Running { gateway, addrs, stats, stop, task })
+    Ok(Running { gateway, addrs, admin_addr, stats, stop, task })
 }
 
 impl Running {
@@ -309,6 +326,11 @@ impl Running {
     /// Where each listener is bound, by name.
     pub fn addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
+    }
+
+    /// Where the admin listener is bound, when `[admin]` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Where the named listener is bound.

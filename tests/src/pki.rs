@@ -224,6 +224,16 @@ impl Pki {
         self.issue_with(&self.region, IdKind::Subsystem, id, None, now())
     }
 
+    /// An admin (operator) certificate from the region CA, valid now.
+    pub fn admin(&self, id: &str) -> ClientCert {
+        self.issue_with(&self.region, IdKind::Admin, id, None, now())
+    }
+
+    /// An admin certificate of the peer region, from its CA.
+    pub fn peer_admin(&self, id: &str) -> ClientCert {
+        self.issue_with(&self.peer, IdKind::Admin, id, None, now())
+    }
+
     /// A subsystem certificate from the peer region's CA, within its scope.
     pub fn peer_client(&self, id: &str) -> ClientCert {
         self.issue_with(&self.peer, IdKind::Subsystem, id, None, now())

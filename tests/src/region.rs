@@ -235,6 +235,17 @@ impl Region {
         client::send_tls(self.addr(listener), config, proto, call).await
     }
 
+    /// Where the admin listener is bound; panics without `[admin]`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.running().admin_addr().expect("the configuration has an [admin] listener")
+    }
+
+    /// One call over HTTPS/1.1 to the admin listener, presenting `cert`.
+    pub async fn call_admin(&self, cert: Option<&ClientCert>, call: Call) -> Result<Reply, BoxError> {
+        let config = client::tls_config(&self.roots, cert, Proto::H1);
+        client::send_tls(self.admin_addr(), config, Proto::H1, call).await
+    }
+
     /// One call over cleartext HTTP/1.1 to the named listener.
     pub async fn call_plain(&self, listener: &str, call: Call) -> Result<Reply, BoxError> {
         client::send_plain(self.addr(listener), call).await

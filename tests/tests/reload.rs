@@ -124,6 +124,13 @@ async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_ke
     assert!(matches!(err, ReloadError::Listeners(_)), "{err:?}");
     assert!(err.to_string().contains("\"extra\"") && err.to_string().contains("restart"), "{err}");
 
+    // So is an admin listener added after start.
+    let admin = format!("{good}\n[admin]\naddress = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, admin).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    assert!(matches!(err, ReloadError::Listeners(_)), "{err:?}");
+    assert!(err.to_string().contains("\"[admin]\" (127.0.0.1:0) was added"), "{err}");
+
     // A certificate file that cannot be read: refused.
     let missing = good.replace("cert = \"gw1.crt\"", "cert = \"gone.crt\"");
     std::fs::write(&path, missing).unwrap();

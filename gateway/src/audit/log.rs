@@ -232,6 +232,17 @@ impl AuditSink for AuditLog {
         self.segments.health()
     }
 
+    fn counters(&self) -> Option<super::AuditCounters> {
+        let s = self.segments.stats();
+        Some(super::AuditCounters {
+            records: s.records,
+            batches: s.batches,
+            syncs: s.syncs,
+            failed_batches: s.failed_batches,
+            tree_size: self.tree_head().0,
+        })
+    }
+
     fn shutdown(&self) -> AuditTicket {
         let (ticket, resolver) = AuditTicket::channel();
         let done = self.segments.shutdown();

@@ -55,6 +55,27 @@ pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
     /// Stops taking records: appends after this fail with [`AuditError::Closed`]; the ticket
     /// resolves once everything accepted before it is durable, for a graceful shutdown.
     fn shutdown(&self) -> AuditTicket;
+
+    /// What the log has written since it opened, for metrics; `None` for a sink that does not
+    /// count.
+    fn counters(&self) -> Option<AuditCounters> {
+        None
+    }
+}
+
+/// What an audit log has written since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditCounters {
+    /// Records written.
+    pub records: u64,
+    /// Batches written (one write each).
+    pub batches: u64,
+    /// Batches made durable with a sync.
+    pub syncs: u64,
+    /// Batches whose write or sync failed.
+    pub failed_batches: u64,
+    /// Records in the Merkle tree, those of earlier runs included.
+    pub tree_size: u64,
 }
 
 /// Whether an [`AuditSink`] is taking records.
@@ -72,6 +93,23 @@ pub enum AuditHealth {
     },
     /// The sink has been shut down or its writer has stopped.
     Closed,
+}
+
+impl fmt::Display for AuditHealth {
+    /// For operators: what is wrong and since when.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Available => f.write_str("the audit log is taking records"),
+            Self::Unavailable { reason, since_unix_nanos } => {
+                let since = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*since_unix_nanos))
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_else(|| "an unknown time".to_owned());
+                write!(f, "the audit log cannot be written since {since}: {reason}")
+            }
+            Self::Closed => f.write_str("the audit log is closed"),
+        }
+    }
 }
 
 impl AuditHealth {

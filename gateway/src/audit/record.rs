@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest;
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
-use splpd_certs::id::{ClientId, ServerId, ServiceId};
+use splpd_certs::id::{AdminId, ClientId, ServerId, ServiceId};
 use splpd_proto::v1::{self as pb, ExchangeRecord};
 use uuid::Uuid;
 
@@ -67,6 +67,12 @@ impl RecordBuilder {
     /// The client the gateway established, from the certificate or an opted-in `X-Road-Client`.
     pub fn set_client(&mut self, client: &ClientId) {
         self.record.client = client.to_string();
+    }
+
+    /// The operator who made a change through the admin listener, recorded where an exchange's
+    /// client goes (an admin identifier has four parts, a client five).
+    pub fn set_operator(&mut self, operator: &AdminId) {
+        self.record.client = operator.to_string();
     }
 
     /// The client's certificate (DER); only its SHA-256 is kept.

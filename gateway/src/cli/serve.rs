@@ -32,6 +32,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => return Err(err.into()),
     };
+    if config.telemetry.is_some() {
+        tracing::warn!("{}", config::TELEMETRY_NOT_EXPORTED);
+    }
     let workers = Arc::new(Workers::default());
     let runtime = workers.runtime(None).context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -43,6 +46,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let running = splpd_gateway::server::start(config, audit).await?;
         for (name, addr) in running.addrs() {
             tracing::info!(listener = %name, %addr, "listening");
+        }
+        if let Some(addr) = running.admin_addr() {
+            tracing::info!(%addr, "admin listener: /healthz, /readyz, /metrics and /maintenance for operators");
         }
         let reloader = Reloader::new(&args.config, Arc::clone(running.gateway()));
         let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);

@@ -493,6 +493,10 @@ impl Default for Limits {
     }
 }
 
+/// What `[telemetry]` set says while export over OpenTelemetry is not built: so that an operator
+/// who configured it is told, rather than left waiting for data that never comes.
+pub const TELEMETRY_NOT_EXPORTED: &str = "[telemetry] is set, but this splpd does not export over OpenTelemetry yet:      nothing is sent to otlp_endpoint; scrape GET /metrics on the [admin] listener instead";
+
 /// `[telemetry]`: OpenTelemetry export.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,7 @@
 //! `grpc.health.v1.Health` of the gateway itself. The overall status (service `""`, or the name
-//! of one of the gateway's own gRPC services) is `SERVING` while the audit log takes records:
-//! without it the gateway refuses every exchange, so it cannot serve. A service of the registry,
+//! of one of the gateway's own gRPC services) is `SERVING` while the audit log takes records
+//! (without it the gateway refuses every exchange, so it cannot serve) and maintenance mode is
+//! off (an operator is taking the gateway out of rotation). A service of the registry,
 //! asked for by its X-Road identifier (`ID/PEMDA/1602/DINKES/rujukan`) or by a gRPC service name
 //! it is mapped to (`kesehatan.v1.Rujukan`), is `SERVING` when the gateway is and the service
 //! has endpoints that answer ([`answering`]). Anything else is `NOT_FOUND` to `Check` and
@@ -17,8 +18,7 @@ use tonic_health::pb::health_server::Health;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::{Call, OwnGrpc};
-use crate::audit::AuditSink;
-use crate::runtime::{Route, Snapshot};
+use crate::runtime::Route;
 
 /// How often a `Watch` looks again. The audit log and the upstream checks have no change
 /// notification to subscribe to; a look is a few loads, so once a second costs nothing and
@@ -33,9 +33,10 @@ pub fn answering(route: &Route) -> bool {
 }
 
 /// The status of `service` as the health protocol names it, or `None` when it is not known here.
-pub fn status_of(snapshot: &Snapshot, audit: &dyn AuditSink, service: &str) -> Option<ServingStatus> {
+pub fn status_of(call: &Call, service: &str) -> Option<ServingStatus> {
+    let (snapshot, audit) = (&call.snapshot, &call.audit);
     let up = |serving: bool| if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-    let gateway = audit.health().is_available();
+    let gateway = audit.health().is_available() && !call.maintenance.is_on();
     if service.is_empty() || OwnGrpc::from_name(service).is_some() {
         return Some(up(gateway));
     }
@@ -72,7 +73,7 @@ impl Health for HealthApi {
     async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let call = context(&request)?;
         let service = &request.get_ref().service;
-        let status = status_of(&call.snapshot, &*call.audit, service).ok_or_else(|| unknown(service))?;
+        let status = status_of(&call, service).ok_or_else(|| unknown(service))?;
         Ok(Response::new(HealthCheckResponse { status: status.into() }))
     }
 
@@ -86,7 +87,7 @@ impl Health for HealthApi {
         let state = (call, service, None::<ServingStatus>);
         let stream = futures_util::stream::unfold(state, |(call, service, last)| async move {
             loop {
-                let now = status_of(&call.snapshot, &*call.audit, &service).unwrap_or(ServingStatus::ServiceUnknown);
+                let now = status_of(&call, &service).unwrap_or(ServingStatus::ServiceUnknown);
                 if last != Some(now) {
                     let item = Ok(HealthCheckResponse { status: now.into() });
                     return Some((item, (call, service, Some(now))));

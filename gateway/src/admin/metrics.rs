@@ -1,0 +1,463 @@
+//! What the exchange path counts, and the Prometheus text the admin listener's `/metrics` makes of
+//! it and of the gateway's other state.
+//!
+//! Exchanges are counted from their audit records, as they are handed to the log ([`Metered`]):
+//! every exchange, allowed or denied, has exactly one, so the figures and the log agree by
+//! construction. The counters are atomics, found per record by one map lookup; the text is made
+//! only when scraped. The exposition format is a handful of line rules
+//! (<https://prometheus.io/docs/instrumenting/exposition_formats/>), written here rather than
+//! through a registry crate, whose labelled families would put a lock and a label allocation on
+//! every exchange.
+
+use std::collections::HashMap;
+use std::fmt::{self, Display, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use splpd_proto::v1::{ExchangeRecord, RecordKind};
+
+use crate::audit::{AuditCounters, AuditHealth, AuditMode, AuditSink, AuditTicket};
+use crate::runtime::Snapshot;
+
+/// Upper bounds of the duration buckets, in seconds: from a millisecond (a local service on the
+/// same machine) to a minute (a slow national API).
+const BOUNDS_SECS: [f64; 15] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The same bounds in nanoseconds, the unit of the record's times.
+const BOUNDS_NANOS: [i64; 15] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+
+/// The X-Road error types the gateway answers with itself. A peer gateway's answer may carry any
+/// text; those count as `other`, so that a peer cannot add series without bound.
+const ERROR_TYPES: [&str; 15] = [
+    "Client.BadRequest",
+    "Client.RequestTooLarge",
+    "Client.Unauthenticated",
+    "Client.InvalidClientIdentity",
+    "Client.UnknownService",
+    "Client.AccessDenied",
+    "Client.RateLimited",
+    "Client.ResponseAbandoned",
+    "Server.ServerProxy.ServiceFailed",
+    "Server.ServerProxy.ServiceTimeout",
+    "Server.ServerProxy.ServiceUnavailable",
+    "Server.ClientProxy.RequestHashMismatch",
+    "Server.AuditUnavailable",
+    "Server.Overloaded",
+    "Server.InternalError",
+];
+
+/// Status codes are counted by value; anything outside HTTP's range counts under 0.
+const CODES: usize = 600;
+
+/// A histogram of durations with [`BOUNDS_SECS`].
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    buckets: [AtomicU64; BOUNDS_NANOS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, nanos: i64) {
+        let i = BOUNDS_NANOS.iter().position(|b| nanos <= *b).unwrap_or(BOUNDS_NANOS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(nanos).unwrap_or(0), Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The counters of one route: a local service, or a peer gateway that calls were sent to.
+#[derive(Debug)]
+struct RouteMeter {
+    service: Box<str>,
+    peer: Box<str>,
+    codes: Box<[AtomicU64]>,
+    /// By [`ERROR_TYPES`], then `other`.
+    errors: [AtomicU64; ERROR_TYPES.len() + 1],
+    /// From the request head's arrival to the response's end.
+    duration: Histogram,
+    /// From forwarding to the upstream's answer, for exchanges that reached one.
+    upstream: Histogram,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+}
+
+impl RouteMeter {
+    fn new(service: &str, peer: &str) -> Self {
+        Self {
+            service: service.into(),
+            peer: peer.into(),
+            codes: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
+            errors: Default::default(),
+            duration: Histogram::default(),
+            upstream: Histogram::default(),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, r: &ExchangeRecord) {
+        let code = usize::try_from(r.status).ok().filter(|c| *c < CODES).unwrap_or(0);
+        self.codes[code].fetch_add(1, Ordering::Relaxed);
+        if !r.error_type.is_empty() {
+            let i = ERROR_TYPES.iter().position(|t| *t == r.error_type).unwrap_or(ERROR_TYPES.len());
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if r.responded_at_unix_nanos > 0 && r.received_at_unix_nanos > 0 {
+            self.duration.observe(r.responded_at_unix_nanos.saturating_sub(r.received_at_unix_nanos).max(0));
+        }
+        if r.forwarded_at_unix_nanos > 0 && r.upstream_answered_at_unix_nanos > 0 {
+            self.upstream.observe(r.upstream_answered_at_unix_nanos.saturating_sub(r.forwarded_at_unix_nanos).max(0));
+        }
+        self.request_bytes.fetch_add(r.request_body_bytes, Ordering::Relaxed);
+        self.response_bytes.fetch_add(r.response_body_bytes, Ordering::Relaxed);
+    }
+
+    fn labels(&self) -> [(&str, &str); 2] {
+        [("service", &self.service), ("peer", &self.peer)]
+    }
+}
+
+/// The exchange counters, one set per route that the configuration names.
+///
+/// Label values come only from the configuration (local services, national APIs, peer
+/// gateways) and the gateway's own services: a call for a service nobody configured counts under
+/// empty labels, so that no
+/// client can grow the metrics by inventing identifiers.
+#[derive(Debug)]
+pub struct ExchangeMetrics {
+    /// Local services, national APIs and the gateway's own services by service identifier;
+    /// peers by gateway identifier.
+    routes: ArcSwap<HashMap<Box<str>, Arc<RouteMeter>>>,
+    /// Exchanges refused before a configured route was found.
+    unrouted: Arc<RouteMeter>,
+}
+
+impl ExchangeMetrics {
+    /// Counters for the routes of `snapshot`.
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let metrics =
+            Self { routes: ArcSwap::from_pointee(HashMap::new()), unrouted: Arc::new(RouteMeter::new("", "")) };
+        metrics.add_routes(snapshot);
+        metrics
+    }
+
+    /// Adds the routes a reloaded configuration names. Routes it no longer names keep their
+    /// counters until the gateway stops: a counter that vanished would read as a reset.
+    pub fn add_routes(&self, snapshot: &Snapshot) {
+        let config = &snapshot.config;
+        let own = crate::local::Own::all().filter_map(|own| own.service_id(&snapshot.gateway_id));
+        let services = config
+            .services
+            .iter()
+            .map(|s| s.id.to_string())
+            .chain(config.national.iter().flat_map(|n| n.apis.iter().map(|a| a.service.to_string())))
+            .chain(own.map(|id| id.to_string()));
+        let peers = config.peers.iter().map(|p| p.id.to_string());
+        let current = self.routes.load();
+        let mut routes = HashMap::clone(&current);
+        for service in services {
+            routes.entry(service.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new(&service, "")));
+        }
+        for peer in peers {
+            routes.entry(peer.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new("", &peer)));
+        }
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// Counts one exchange by its record.
+    pub fn observe(&self, record: &ExchangeRecord) {
+        let routes = self.routes.load();
+        // A call sent to a peer names the peer's service, which is not configured here: it counts
+        // under the peer. A call that arrived from a peer for a service here counts under it.
+        let meter = routes
+            .get(record.service.as_str())
+            .filter(|m| !m.service.is_empty())
+            .or_else(|| routes.get(record.peer.as_str()))
+            .unwrap_or(&self.unrouted);
+        meter.observe(record);
+    }
+
+    /// Writes the exchange families.
+    pub fn encode(&self, out: &mut Exposition) {
+        let routes = self.routes.load();
+        let mut meters: Vec<&Arc<RouteMeter>> = routes.values().collect();
+        meters.push(&self.unrouted);
+        meters.sort_by(|a, b| (&a.service, &a.peer).cmp(&(&b.service, &b.peer)));
+
+        out.family("splpd_exchanges_total", "counter", "Exchanges answered, by route and HTTP status.");
+        for m in &meters {
+            for (code, n) in m.codes.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let code = code.to_string();
+                    let [s, p] = m.labels();
+                    out.sample("splpd_exchanges_total", &[s, p, ("code", &code)], n);
+                }
+            }
+        }
+        out.family(
+            "splpd_exchange_errors_total",
+            "counter",
+            "Exchanges answered with an X-Road error, by route and error type.",
+        );
+        for m in &meters {
+            for (i, n) in m.errors.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let [s, p] = m.labels();
+                    out.sample(
+                        "splpd_exchange_errors_total",
+                        &[s, p, ("type", ERROR_TYPES.get(i).unwrap_or(&"other"))],
+                        n,
+                    );
+                }
+            }
+        }
+        out.family(
+            "splpd_exchange_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to the end of its response, by route.",
+        );
+        for m in meters.iter().filter(|m| m.duration.count.load(Ordering::Relaxed) > 0) {
+            out.histogram("splpd_exchange_duration_seconds", &m.labels(), &m.duration);
+        }
+        out.family(
+            "splpd_upstream_duration_seconds",
+            "histogram",
+            "Time from forwarding a request to the upstream's answer, by route.",
+        );
+        for m in meters.iter().filter(|m| m.upstream.count.load(Ordering::Relaxed) > 0) {
+            out.histogram("splpd_upstream_duration_seconds", &m.labels(), &m.upstream);
+        }
+        for (name, help, pick) in [
+            (
+                "splpd_request_body_bytes_total",
+                "Request body bytes received, by route.",
+                (|m: &RouteMeter| &m.request_bytes) as fn(&RouteMeter) -> &AtomicU64,
+            ),
+            ("splpd_response_body_bytes_total", "Response body bytes sent, by route.", |m: &RouteMeter| {
+                &m.response_bytes
+            }),
+        ] {
+            out.family(name, "counter", help);
+            for m in meters.iter().filter(|m| m.duration.count.load(Ordering::Relaxed) > 0) {
+                out.sample(name, &m.labels(), pick(m).load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+/// An [`AuditSink`] that counts each exchange record into [`ExchangeMetrics`] on its way to the
+/// log. Request records (`strict` mode's first record) are not counted: their exchange is counted
+/// once, by its final record.
+///
+/// An exchange is counted by the status its record holds. The few in flight when the log fails
+/// are then refused with `Server.AuditUnavailable` although counted by the status they were
+/// about to get; every exchange that starts while the log is down is recorded, and counted, as
+/// refused.
+#[derive(Debug)]
+pub struct Metered {
+    inner: Arc<dyn AuditSink>,
+    metrics: Arc<ExchangeMetrics>,
+}
+
+impl Metered {
+    /// Counts into `metrics` what goes to `inner`.
+    pub fn new(inner: Arc<dyn AuditSink>, metrics: Arc<ExchangeMetrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl AuditSink for Metered {
+    fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket {
+        if record.kind != RecordKind::Request as i32 {
+            self.metrics.observe(&record);
+        }
+        self.inner.append(record, mode)
+    }
+
+    fn flush(&self) -> AuditTicket {
+        self.inner.flush()
+    }
+
+    fn health(&self) -> AuditHealth {
+        self.inner.health()
+    }
+
+    fn shutdown(&self) -> AuditTicket {
+        self.inner.shutdown()
+    }
+
+    fn counters(&self) -> Option<AuditCounters> {
+        self.inner.counters()
+    }
+}
+
+/// Prometheus text exposition (format 0.0.4), written family by family.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// The content type of the text.
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+
+    /// Starts a family: its help and type lines. Its samples must follow before the next family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample of the current family.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        self.labels(labels, None);
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A family with a single unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let mut cumulative = 0;
+        for (i, n) in h.buckets.iter().enumerate() {
+            cumulative += n.load(Ordering::Relaxed);
+            let le = BOUNDS_SECS.get(i).map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+            let _ = write!(self.text, "{name}_bucket");
+            self.labels(labels, Some(&le));
+            let _ = writeln!(self.text, " {cumulative}");
+        }
+        let _ = write!(self.text, "{name}_sum");
+        self.labels(labels, None);
+        #[allow(clippy::cast_precision_loss)] // Seconds to the nanosecond up to 104 days' worth.
+        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(self.text, " {sum}");
+        let _ = write!(self.text, "{name}_count");
+        self.labels(labels, None);
+        // The bucket total, not `count`, so that a scrape between the two adds never disagrees.
+        let _ = writeln!(self.text, " {cumulative}");
+    }
+
+    fn labels(&mut self, labels: &[(&str, &str)], le: Option<&str>) {
+        let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+        let mut first = true;
+        for (key, value) in all {
+            self.text.push(if first { '{' } else { ',' });
+            first = false;
+            let _ = write!(self.text, "{key}=\"{}\"", Escaped(value));
+        }
+        if !first {
+            self.text.push('}');
+        }
+    }
+
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+/// A label value with `\`, `"` and line feeds escaped, as the format asks.
+struct Escaped<'a>(&'a str);
+
+impl Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter_text(observe: impl FnOnce(&RouteMeter)) -> String {
+        let meter = RouteMeter::new("ID/PEMDA/1602/X/svc", "");
+        observe(&meter);
+        let mut out = Exposition::default();
+        out.family("t", "histogram", "h");
+        out.histogram("t", &meter.labels(), &meter.duration);
+        out.finish()
+    }
+
+    fn record(received: i64, responded: i64) -> ExchangeRecord {
+        ExchangeRecord {
+            received_at_unix_nanos: received,
+            responded_at_unix_nanos: responded,
+            status: 200,
+            ..ExchangeRecord::default()
+        }
+    }
+
+    #[test]
+    fn durations_fall_in_cumulative_buckets_with_a_bound_counting_as_within() {
+        let text = meter_text(|m| {
+            m.observe(&record(1, 1 + 1_000_000)); // exactly 1 ms: within the first bucket
+            m.observe(&record(1, 1 + 1_000_001)); // just over
+            m.observe(&record(1, 1 + 120_000_000_000)); // two minutes: above every bound
+            m.observe(&record(0, 5)); // no arrival time: not a duration at all
+        });
+        let bucket = |le: &str| {
+            let prefix = format!("t_bucket{{service=\"ID/PEMDA/1602/X/svc\",peer=\"\",le=\"{le}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {le} in {text}")).to_owned()
+        };
+        assert_eq!(bucket("0.001"), "1");
+        assert_eq!(bucket("0.0025"), "2");
+        assert_eq!(bucket("60"), "2");
+        assert_eq!(bucket("+Inf"), "3");
+        assert!(text.contains("t_count{service=\"ID/PEMDA/1602/X/svc\",peer=\"\"} 3\n"), "{text}");
+        assert!(text.contains("t_sum{service=\"ID/PEMDA/1602/X/svc\",peer=\"\"} 120.002000001\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped_and_unknown_error_types_count_as_other() {
+        let mut out = Exposition::default();
+        out.family("x_total", "counter", "a \\ and\na line");
+        out.sample("x_total", &[("v", "quote \" back \\ nl \n end")], 1);
+        let text = out.finish();
+        assert_eq!(
+            text,
+            "# HELP x_total a \\\\ and\\na line\n# TYPE x_total counter\nx_total{v=\"quote \\\" back \\\\ nl \\n end\"} 1\n"
+        );
+
+        let meter = RouteMeter::new("", "ID/PEMDA/1601/gw1");
+        for error in ["Client.AccessDenied", "Peer.Made.This.Up", "Another.Invention"] {
+            meter.observe(&ExchangeRecord { status: 403, error_type: error.to_owned(), ..ExchangeRecord::default() });
+        }
+        assert_eq!(meter.errors[ERROR_TYPES.len()].load(Ordering::Relaxed), 2);
+        let denied = ERROR_TYPES.iter().position(|t| *t == "Client.AccessDenied").unwrap();
+        assert_eq!(meter.errors[denied].load(Ordering::Relaxed), 1);
+        assert_eq!(meter.codes[403].load(Ordering::Relaxed), 3);
+    }
+}

@@ -1,0 +1,378 @@
+//! The operators' listener (design §6): mutual TLS with admin certificates of this gateway's
+//! member only, serving liveness, readiness with a maintenance mode, and Prometheus metrics.
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process serves |
+//! | `GET /readyz` | 200 when exchanges can be served and maintenance is off; 503 with the reasons |
+//! | `GET /metrics` | Prometheus text: exchanges, the audit log, listeners, upstream endpoints |
+//! | `GET /maintenance` | whether maintenance mode is on, since when, set by whom and why |
+//! | `POST /maintenance/on`, `POST /maintenance/off` | turns it on or off; audit-logged |
+//!
+//! Maintenance mode takes the gateway out of load balancers' rotation without refusing anyone:
+//! readiness and the gateway's gRPC health say it is not serving, while exchanges that still
+//! arrive are served as usual.
+
+mod maintenance;
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use splpd_certs::id::{AdminId, Identity};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use self::maintenance::{Maintenance, MaintenanceState};
+use self::metrics::Exposition;
+use crate::audit::{AuditMode, RecordBuilder};
+use crate::config::ConnectionType;
+use crate::edge::EdgeStats;
+use crate::exchange::Gateway;
+use crate::identify::{self, PeerIdentity};
+
+/// Time allowed for an operator's TLS handshake and request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An admin connection left idle this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The admin listener as the server runs it: where it listens and whom it lets in.
+#[derive(Debug)]
+pub struct AdminListener {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// mTLS, client certificate required, verified against every trust anchor with its CRLs.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The operators allowed in; empty: any admin certificate of the gateway's member.
+    pub operators: Vec<AdminId>,
+}
+
+/// The admin listener's socket, bound at start so that a bad address fails then.
+#[derive(Debug)]
+pub struct BoundAdmin {
+    socket: TcpListener,
+}
+
+impl BoundAdmin {
+    /// Binds `admin`'s address.
+    pub async fn bind(admin: &AdminListener) -> std::io::Result<Self> {
+        let socket = TcpListener::bind(admin.address).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {} (the [admin] listener): {e}", admin.address))
+        })?;
+        Ok(Self { socket })
+    }
+
+    /// Where it is bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serves operators until `shutdown` turns true; open admin connections are then closed.
+    /// `listeners` are the exchange listeners' counters, for the metrics.
+    pub async fn serve(
+        self,
+        gateway: Arc<Gateway>,
+        listeners: Vec<(String, Arc<EdgeStats>)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let listeners = Arc::new(listeners);
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.socket.accept() => match accepted {
+                    Ok((tcp, remote)) => {
+                        let (gateway, listeners) = (Arc::clone(&gateway), Arc::clone(&listeners));
+                        conns.spawn(async move { serve_connection(gateway, listeners, tcp, remote).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!("admin listener: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = stopped(&mut shutdown) => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        conns.shutdown().await;
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    listeners: Arc<Vec<(String, Arc<EdgeStats>)>>,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+) {
+    // The configuration in force when the operator connects: a reload's new CRLs and anchors
+    // apply to the connections after it.
+    let Some(admin) = gateway.snapshot().admin.clone() else { return };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&admin.tls));
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!(%remote, "admin listener: TLS handshake refused: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "admin listener: TLS handshake timed out");
+            return;
+        }
+    };
+    let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+    let peer = identify::identify_peer(&gateway.snapshot().trust, &chain);
+    let peer = Arc::new(peer);
+    let service = service_fn(move |req| {
+        let (gateway, listeners, peer) = (Arc::clone(&gateway), Arc::clone(&listeners), Arc::clone(&peer));
+        async move { Ok::<_, Infallible>(handle(&gateway, &listeners, &peer, remote, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+    let served = builder.serve_connection(TokioIo::new(tls), service);
+    if tokio::time::timeout(IDLE_TIMEOUT, served).await.is_err() {
+        tracing::debug!(%remote, "admin listener: connection closed after {IDLE_TIMEOUT:?}");
+    }
+}
+
+/// Who may use the admin listener: an admin certificate of the gateway's own member, and one of
+/// `[admin] operators` when that list is given.
+fn operator(
+    gateway: &Gateway,
+    peer: &Result<PeerIdentity, identify::IdentifyError>,
+) -> Result<(AdminId, [u8; 32]), String> {
+    let peer = peer.as_ref().map_err(ToString::to_string)?;
+    let snap = gateway.snapshot();
+    let member = snap.gateway_id.member();
+    let Identity::Admin(id) = &peer.identity else {
+        return Err(format!(
+            "the admin listener takes admin certificates only, and this one is for {}; issue one with \
+             `splpd certs issue --ca CA admin {member}/NAME`",
+            peer.identity
+        ));
+    };
+    if id.member() != member {
+        return Err(format!("{id} is an operator of {}, not of {member}, which runs this gateway", id.member()));
+    }
+    let operators = snap.admin.as_ref().map(|a| a.operators.as_slice()).unwrap_or_default();
+    if !operators.is_empty() && !operators.contains(id) {
+        return Err(format!("{id} is not among [admin] operators; add it there to let it in"));
+    }
+    Ok((id.clone(), peer.cert_sha256))
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+async fn handle(
+    gateway: &Gateway,
+    listeners: &[(String, Arc<EdgeStats>)],
+    peer: &Result<PeerIdentity, identify::IdentifyError>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> AdminResponse {
+    let (operator, cert_sha256) = match operator(gateway, peer) {
+        Ok(op) => op,
+        Err(message) => {
+            tracing::warn!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
+            return error(StatusCode::FORBIDDEN, "Client.AccessDenied", &message);
+        }
+    };
+    let path = req.uri().path();
+    let allowed = match path {
+        "/healthz" | "/readyz" | "/metrics" | "/maintenance" => "GET",
+        "/maintenance/on" | "/maintenance/off" => "POST",
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "Client.BadRequest",
+                &format!(
+                    "no {path} here; the admin listener serves GET /healthz, /readyz, /metrics, /maintenance \
+                     and POST /maintenance/on, /maintenance/off"
+                ),
+            );
+        }
+    };
+    if req.method().as_str() != allowed && !(allowed == "GET" && req.method() == Method::HEAD) {
+        let mut resp =
+            error(StatusCode::METHOD_NOT_ALLOWED, "Client.BadRequest", &format!("{path} takes {allowed} only"));
+        resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        return resp;
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        "/readyz" => readiness(gateway),
+        "/metrics" => text(StatusCode::OK, Exposition::CONTENT_TYPE, render_metrics(gateway, listeners)),
+        "/maintenance" => json_response(StatusCode::OK, &gateway.maintenance().json()),
+        on_off => {
+            let on = on_off == "/maintenance/on";
+            set_maintenance(gateway, &operator, cert_sha256, &req, on).await
+        }
+    }
+}
+
+/// Ready when the audit log takes records (without it every exchange is refused) and maintenance
+/// mode is off.
+fn readiness(gateway: &Gateway) -> AdminResponse {
+    let mut reasons = Vec::new();
+    let health = gateway.audit().health();
+    if !health.is_available() {
+        reasons.push(format!("{health}; every exchange is refused until it is written again"));
+    }
+    if let Some(m) = gateway.maintenance().state() {
+        reasons.push(format!("maintenance mode is on: {}", m.describe()));
+    }
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons }))
+}
+
+/// Turns maintenance mode on or off once the change is in the audit log, as every change made
+/// through the admin listener is. When the log cannot take the record, nothing changes.
+async fn set_maintenance(
+    gateway: &Gateway,
+    operator: &AdminId,
+    cert_sha256: [u8; 32],
+    req: &Request<Incoming>,
+    on: bool,
+) -> AdminResponse {
+    let snap = gateway.snapshot();
+    let mut record = RecordBuilder::received_now(&snap.gateway_id);
+    record.set_exchange_id(uuid::Uuid::new_v4());
+    record.set_operator(operator);
+    record.set_client_cert_sha256(cert_sha256);
+    record.set_connection_type(ConnectionType::Mtls);
+    record.set_request(req.method(), req.uri());
+    record.set_client_headers(req.headers());
+    record.set_status(StatusCode::OK);
+    let reason = req.headers().get("x-road-issue").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if let Err(e) = gateway.operations_log().append(record.finish(), AuditMode::Sync).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Server.AuditUnavailable",
+            &format!("maintenance mode is unchanged: the change could not be written to the audit log ({e})"),
+        );
+    }
+    let state = if on {
+        gateway.maintenance().turn_on(operator, &reason)
+    } else {
+        gateway.maintenance().turn_off();
+        None
+    };
+    match &state {
+        Some(s) => tracing::warn!("maintenance mode on: {}", s.describe()),
+        None => tracing::warn!(%operator, "maintenance mode off"),
+    }
+    json_response(StatusCode::OK, &gateway.maintenance().json())
+}
+
+/// The Prometheus text of the gateway's state.
+pub fn render_metrics(gateway: &Gateway, listeners: &[(String, Arc<EdgeStats>)]) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let snap = gateway.snapshot();
+    let mut out = Exposition::default();
+    out.family("splpd_build_info", "gauge", "The gateway's identifier and version.");
+    out.sample(
+        "splpd_build_info",
+        &[("gateway", &snap.gateway_id.to_string()), ("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.single(
+        "splpd_maintenance",
+        "gauge",
+        "1 while maintenance mode is on.",
+        u8::from(gateway.maintenance().state().is_some()),
+    );
+    out.single(
+        "splpd_config_reloads_total",
+        "counter",
+        "Configurations put in force since start.",
+        gateway.generation(),
+    );
+    let audit = gateway.audit();
+    out.single(
+        "splpd_audit_available",
+        "gauge",
+        "1 while the audit log takes records; 0 while exchanges are refused for want of it.",
+        u8::from(audit.health().is_available()),
+    );
+    if let Some(c) = audit.counters() {
+        out.single("splpd_audit_records_total", "counter", "Records written to the audit log.", c.records);
+        out.single("splpd_audit_batches_total", "counter", "Batches (one write each) written.", c.batches);
+        out.single("splpd_audit_syncs_total", "counter", "Batches made durable with fdatasync.", c.syncs);
+        out.single(
+            "splpd_audit_failed_batches_total",
+            "counter",
+            "Batches whose write or sync failed.",
+            c.failed_batches,
+        );
+        out.single("splpd_audit_tree_size", "gauge", "Records in the audit log's Merkle tree.", c.tree_size);
+    }
+    out.family("splpd_listener_connections", "gauge", "Connections open, by listener.");
+    for (name, s) in listeners {
+        out.sample("splpd_listener_connections", &[("listener", name)], s.open.load(Relaxed));
+    }
+    out.family("splpd_listener_requests_in_flight", "gauge", "Requests in progress, by listener.");
+    for (name, s) in listeners {
+        out.sample("splpd_listener_requests_in_flight", &[("listener", name)], s.requests.in_flight());
+    }
+    out.family(
+        "splpd_listener_shed_total",
+        "counter",
+        "Connections answered 503 Server.Overloaded because the listener was full, by listener.",
+    );
+    for (name, s) in listeners {
+        out.sample("splpd_listener_shed_total", &[("listener", name)], s.shed.load(Relaxed));
+    }
+    let mut routes: Vec<_> = snap.routes.values().collect();
+    routes.sort_by(|a, b| a.id.cmp(&b.id));
+    let endpoints: Vec<_> = routes.iter().map(|r| (r.id.to_string(), r.upstreams.status())).collect();
+    out.family(
+        "splpd_upstream_endpoint_up",
+        "gauge",
+        "1 when an endpoint passes its health checks and is not ejected, by service and endpoint.",
+    );
+    for (service, list) in &endpoints {
+        for e in list {
+            let up = u8::from(e.healthy && e.ejected_until.is_none());
+            out.sample("splpd_upstream_endpoint_up", &[("service", service), ("endpoint", &e.url)], up);
+        }
+    }
+    out.family("splpd_upstream_endpoint_in_flight", "gauge", "Requests in flight to an endpoint.");
+    for (service, list) in &endpoints {
+        for e in list {
+            out.sample("splpd_upstream_endpoint_in_flight", &[("service", service), ("endpoint", &e.url)], e.active);
+        }
+    }
+    gateway.metrics().encode(&mut out);
+    out.finish()
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> AdminResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> AdminResponse {
+    let mut body = value.to_string();
+    body.push('\n');
+    text(status, "application/json", body)
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> AdminResponse {
+    json_response(status, &json!({ "type": kind, "message": message }))
+}

@@ -1,0 +1,262 @@
+//! The operators' listener end to end: a real gateway with `[admin]`, reached over mTLS by
+//! operators holding admin certificates of the region CA; who is let in, the metrics of real
+//! exchanges against their audit records, readiness as the audit log fails and recovers, and
+//! maintenance mode, which takes the gateway out of rotation without refusing anyone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use http::{Method, StatusCode};
+use splpd_proto::v1::RecordKind;
+use splpd_tests::{Call, ClientCert, Pki, Proto, Region, RegionBuilder, Upstream, closed_port};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const NIK: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+const DOWN: &str = "ID/PEMDA/1602/DISDUKCAPIL/down";
+/// Logged in `strict` mode: a request record before forwarding, then the exchange's.
+const STRICT: &str = "ID/PEMDA/1602/DISDUKCAPIL/strict";
+const RSUD: &str = "ID/PEMDA/1602/RSUD";
+const DISHUB: &str = "ID/PEMDA/1602/DISHUB";
+const BUDI: &str = "ID/PEMDA/1602/budi";
+const SITI: &str = "ID/PEMDA/1602/siti";
+
+struct Setup {
+    region: Region,
+    pki: Pki,
+    upstream: Upstream,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let down = format!("http://{}", closed_port().await);
+    let region = RegionBuilder::new(&pki)
+        .service(NIK, &upstream.url(), "")
+        .service(DOWN, &down, "connect_timeout = \"1s\"")
+        .service(STRICT, &upstream.url(), "audit = \"strict\"")
+        .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
+        .grant(&format!("service = \"{STRICT}\"\nclient = \"{RSUD}\""))
+        .grant(&format!("service = \"{DOWN}\"\nclient = \"{RSUD}\""))
+        .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\", \"{SITI}\"]"))
+        .start()
+        .await;
+    Setup { region, pki, upstream }
+}
+
+async fn admin(region: &Region, cert: &ClientCert, method: Method, path: &str) -> splpd_tests::Reply {
+    region.call_admin(Some(cert), Call::new(method, path)).await.unwrap()
+}
+
+/// The samples of one metric: each sample's labels, and its value.
+fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (head, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = match head.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (head, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let labels = labels
+                .split("\",")
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once("=\"").expect("label");
+                    (k.to_owned(), v.trim_end_matches('"').to_owned())
+                })
+                .collect();
+            Some((labels, value.parse().expect("a number")))
+        })
+        .collect()
+}
+
+/// The value of the sample of `name` whose labels include `labels`, summed over the others.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, name)
+        .into_iter()
+        .filter(|(have, _)| labels.iter().all(|(k, v)| have.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn metrics(s: &Setup) -> String {
+    let reply = admin(&s.region, &s.pki.admin(BUDI), Method::GET, "/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(reply.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"), "{reply:?}");
+    reply.text()
+}
+
+#[tokio::test]
+async fn the_admin_listener_lets_in_the_operators_of_the_gateways_member_only() {
+    let s = setup().await;
+    let budi = s.pki.admin(BUDI);
+    let reply = admin(&s.region, &budi, Method::GET, "/healthz").await;
+    assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "ok\n"));
+    assert_eq!(admin(&s.region, &s.pki.admin(SITI), Method::GET, "/healthz").await.status, StatusCode::OK);
+
+    // An operator of the member who is not on the list, an agency's certificate, and an
+    // operator of the neighbouring region: each refused, saying why.
+    let refusals = [
+        (s.pki.admin("ID/PEMDA/1602/joko"), "not among [admin] operators"),
+        (s.pki.client(RSUD), "admin certificates only"),
+        (s.pki.peer_admin("ID/PEMDA/1601/andi"), "is an operator of ID/PEMDA/1601, not of ID/PEMDA/1602"),
+    ];
+    for (cert, why) in &refusals {
+        let reply = admin(&s.region, cert, Method::GET, "/metrics").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}: {}", cert.identity, reply.text());
+        assert_eq!(reply.json()["type"], "Client.AccessDenied");
+        assert!(reply.json()["message"].as_str().unwrap().contains(why), "{}: {}", cert.identity, reply.text());
+    }
+    // Without a certificate there is no TLS session at all.
+    assert!(s.region.call_admin(None, Call::get("/healthz")).await.is_err());
+
+    let reply = admin(&s.region, &budi, Method::GET, "/nope").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(reply.text().contains("/readyz") && reply.text().contains("/maintenance/on"), "{}", reply.text());
+    let reply = admin(&s.region, &budi, Method::POST, "/metrics").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.header("allow"), Some("GET"));
+    let reply = admin(&s.region, &budi, Method::GET, "/maintenance/on").await;
+    assert_eq!((reply.status, reply.header("allow")), (StatusCode::METHOD_NOT_ALLOWED, Some("POST")));
+
+    // Nothing here is an exchange between agencies: reading leaves the audit log alone.
+    assert!(s.region.records().is_empty(), "{:#?}", s.region.records());
+    s.region.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_each_exchange_as_its_audit_record_has_it() {
+    let s = setup().await;
+    let (rsud, dishub) = (s.pki.client(RSUD), s.pki.client(DISHUB));
+    for i in 0..3 {
+        let reply = s.region.call(Some(&rsud), Proto::H1, Call::get(format!("/r1/{NIK}/json/{i}"))).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let reply = s.region.call(Some(&rsud), Proto::H2, Call::get(format!("/r1/{NIK}/status/404"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = s.region.call(Some(&dishub), Proto::H1, Call::get(format!("/r1/{NIK}/json/x"))).await.unwrap();
+    assert_eq!(reply.xroad_error(), Some("Client.AccessDenied"));
+    let reply = s.region.call(Some(&rsud), Proto::H1, Call::get(format!("/r1/{DOWN}/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let reply = s.region.call(Some(&rsud), Proto::H1, Call::get(format!("/r1/{STRICT}/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    // A service nobody configured: counted, but under no service label of its own.
+    let invented = "ID/PEMDA/1602/DISDUKCAPIL/invented-by-a-client";
+    let reply = s.region.call(Some(&rsud), Proto::H1, Call::get(format!("/r1/{invented}/x"))).await.unwrap();
+    assert_eq!(reply.xroad_error(), Some("Client.UnknownService"));
+
+    let text = metrics(&s).await;
+    let nik = [("service", NIK), ("peer", "")];
+    let with = |extra: (&'static str, &'static str)| [nik[0], nik[1], extra];
+    assert_eq!(value(&text, "splpd_exchanges_total", &with(("code", "200"))), 3.0, "{text}");
+    assert_eq!(value(&text, "splpd_exchanges_total", &with(("code", "404"))), 1.0, "{text}");
+    assert_eq!(value(&text, "splpd_exchanges_total", &with(("code", "403"))), 1.0, "{text}");
+    assert_eq!(value(&text, "splpd_exchange_errors_total", &with(("type", "Client.AccessDenied"))), 1.0, "{text}");
+    let down = [("service", DOWN), ("type", "Server.ServerProxy.ServiceFailed")];
+    assert_eq!(value(&text, "splpd_exchange_errors_total", &down), 1.0, "{text}");
+    let unrouted = [("service", ""), ("peer", ""), ("type", "Client.UnknownService")];
+    assert_eq!(value(&text, "splpd_exchange_errors_total", &unrouted), 1.0, "{text}");
+    assert!(!text.contains("invented-by-a-client"), "{text}");
+
+    // The histogram: every one of NIK's five exchanges took under a minute, and the four that
+    // reached the upstream have an upstream time too.
+    assert_eq!(value(&text, "splpd_exchange_duration_seconds_count", &nik), 5.0, "{text}");
+    assert_eq!(value(&text, "splpd_exchange_duration_seconds_bucket", &with(("le", "+Inf"))), 5.0, "{text}");
+    assert_eq!(value(&text, "splpd_exchange_duration_seconds_bucket", &with(("le", "60"))), 5.0, "{text}");
+    assert!(value(&text, "splpd_exchange_duration_seconds_sum", &nik) > 0.0, "{text}");
+    assert_eq!(value(&text, "splpd_upstream_duration_seconds_count", &nik), 4.0, "{text}");
+
+    // A strict exchange counts once, although it left two records.
+    assert_eq!(value(&text, "splpd_exchanges_total", &[("service", STRICT)]), 1.0, "{text}");
+    let strict_records = s.region.records().into_iter().filter(|r| r.service == STRICT).count();
+    assert_eq!(strict_records, 2);
+
+    // The figures and the log agree: as many exchanges counted as exchange records.
+    let records = s.region.records().into_iter().filter(|r| r.kind() == RecordKind::Exchange).count();
+    assert_eq!(value(&text, "splpd_exchanges_total", &[]), records as f64, "{text}");
+
+    // The gateway's state beside them.
+    assert_eq!(value(&text, "splpd_audit_available", &[]), 1.0);
+    assert_eq!(value(&text, "splpd_maintenance", &[]), 0.0);
+    let endpoint = s.upstream.url();
+    let up = [("service", NIK), ("endpoint", endpoint.as_str())];
+    assert_eq!(value(&text, "splpd_upstream_endpoint_up", &up), 1.0, "{text}");
+    assert_eq!(samples(&text, "splpd_listener_connections").len(), 1, "{text}");
+    assert_eq!(samples(&text, "splpd_build_info")[0].0["gateway"], "ID/PEMDA/1602/gw1");
+    s.region.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_audit_log_and_maintenance_mode_which_is_itself_logged() {
+    let s = setup().await;
+    let (budi, rsud) = (s.pki.admin(BUDI), s.pki.client(RSUD));
+    let ready = |reply: &splpd_tests::Reply| (reply.status, reply.json()["ready"].as_bool().unwrap());
+    assert_eq!(ready(&admin(&s.region, &budi, Method::GET, "/readyz").await), (StatusCode::OK, true));
+
+    // The log fails: every exchange would be refused, so the gateway is not ready.
+    s.region.audit().set_failing(true);
+    let reply = admin(&s.region, &budi, Method::GET, "/readyz").await;
+    assert_eq!(ready(&reply), (StatusCode::SERVICE_UNAVAILABLE, false));
+    assert!(reply.json()["reasons"][0].as_str().unwrap().contains("audit log"), "{}", reply.text());
+    assert_eq!(value(&metrics(&s).await, "splpd_audit_available", &[]), 0.0);
+    // Nor can maintenance mode change while its change cannot be logged.
+    let refused = admin(&s.region, &budi, Method::POST, "/maintenance/on").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text());
+    assert_eq!(refused.json()["type"], "Server.AuditUnavailable");
+    assert_eq!(admin(&s.region, &budi, Method::GET, "/maintenance").await.json()["maintenance"], false);
+    s.region.audit().set_failing(false);
+    assert_eq!(ready(&admin(&s.region, &budi, Method::GET, "/readyz").await), (StatusCode::OK, true));
+
+    // Maintenance on, with the change's ticket as the reason.
+    let on = Call::new(Method::POST, "/maintenance/on").header("x-road-issue", "CHG-9 kernel update");
+    let reply = s.region.call_admin(Some(&budi), on).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!((reply.json()["maintenance"].as_bool(), reply.json()["by"].as_str()), (Some(true), Some(BUDI)));
+    let reply = admin(&s.region, &budi, Method::GET, "/readyz").await;
+    assert_eq!(ready(&reply), (StatusCode::SERVICE_UNAVAILABLE, false));
+    let reason = reply.json()["reasons"][0].as_str().unwrap().to_owned();
+    assert!(reason.contains("maintenance mode is on") && reason.contains(BUDI) && reason.contains("CHG-9"), "{reason}");
+    // The gateway's gRPC health says so too, for gRPC-aware balancers; exchanges still work.
+    let mut health = HealthClient::new(s.region.grpc_channel(Some(&rsud)).await);
+    let status = health.check(HealthCheckRequest::default()).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    let call = s.region.call(Some(&rsud), Proto::H1, Call::get(format!("/r1/{NIK}/json/a"))).await.unwrap();
+    assert_eq!(call.status, StatusCode::OK);
+    assert_eq!(value(&metrics(&s).await, "splpd_maintenance", &[]), 1.0);
+
+    // The change is in the audit log, by the operator's certificate.
+    let changes: Vec<_> = s.region.records().into_iter().filter(|r| r.path.starts_with("/maintenance")).collect();
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    let change = &changes[0];
+    assert_eq!(
+        (change.client.as_str(), change.method.as_str(), change.path.as_str()),
+        (BUDI, "POST", "/maintenance/on")
+    );
+    assert_eq!((change.status, change.issue.as_str()), (200, "CHG-9 kernel update"));
+    assert_eq!(change.client_cert_sha256, budi.sha256().to_vec());
+    assert_eq!(
+        s.region.audit().appended().iter().find(|(r, _)| r.path == "/maintenance/on").unwrap().1,
+        splpd_gateway::audit::AuditMode::Sync
+    );
+
+    // Another operator ends it.
+    let siti = s.pki.admin(SITI);
+    let reply = admin(&s.region, &siti, Method::POST, "/maintenance/off").await;
+    assert_eq!((reply.status, reply.json()["maintenance"].as_bool()), (StatusCode::OK, Some(false)));
+    assert_eq!(ready(&admin(&s.region, &budi, Method::GET, "/readyz").await), (StatusCode::OK, true));
+    let status = health.check(HealthCheckRequest::default()).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let off = s.region.records().into_iter().find(|r| r.path == "/maintenance/off").expect("the change is logged");
+    assert_eq!(off.client, SITI);
+    // An operator's change is in the log, but it is not an exchange: the counters leave it out.
+    let text = metrics(&s).await;
+    let exchanges = s.region.records().into_iter().filter(|r| !r.path.starts_with("/maintenance")).count();
+    assert_eq!(value(&text, "splpd_exchanges_total", &[]), exchanges as f64, "{text}");
+    s.region.stop().await;
+}
