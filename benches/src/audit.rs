@@ -28,9 +28,19 @@ fn record(i: u64) -> ExchangeRecord {
     ExchangeRecord {
         exchange_id: format!("{i:08}"),
         received_at_unix_nanos: 1_700_000_000_000_000_001,
+        responded_at_unix_nanos: 1_700_000_000_000_400_001,
+        service: service(i % SERVICES),
+        status: 200,
         path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/cek".to_owned(),
         ..ExchangeRecord::default()
     }
+}
+
+/// Services the records name in turn.
+const SERVICES: u64 = 40;
+
+fn service(k: u64) -> String {
+    format!("ID/PEMDA/1602/DISDUKCAPIL/service-{k}")
 }
 
 fn per_record(d: Duration, n: u64) -> f64 {
@@ -39,10 +49,21 @@ fn per_record(d: Duration, n: u64) -> f64 {
 
 /// Appends `n` async records back to back, then `spaced` records with a fixed piece of work
 /// between them (as exchanges come), to each sink, and prints the cost per record.
+///
+/// The second row is the same log behind the counters the admin listener's `/metrics` shows
+/// (`admin::metrics::Metered`, as the gateway runs it), for 40 services and 3 peers: the
+/// difference is what counting costs an exchange.
 pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
+    use splpd_gateway::admin::metrics::{ExchangeMetrics, Metered};
+
     let dir = tempfile::tempdir()?;
     let seg = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("seg")))?);
     let segment: Arc<dyn AuditSink> = Arc::clone(&seg) as _;
+    let services: Vec<String> = (0..SERVICES).map(service).collect();
+    let peers: Vec<String> = (1..=3).map(|k| format!("ID/PEMDA/160{k}/gw1")).collect();
+    let metrics = Arc::new(ExchangeMetrics::for_routes(&services, &peers));
+    let counted_log = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("counted")))?);
+    let counted: Arc<dyn AuditSink> = Arc::new(Metered::new(counted_log, metrics));
     println!("| sink | burst: appender ns/record | burst: process ns/record | spaced: ns/record over the work |");
     println!("|---|---|---|---|");
     fn work() -> u64 {
@@ -55,7 +76,7 @@ pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
         std::hint::black_box(i);
     }
     let baseline = process_cpu() - process0;
-    for (name, sink) in [("segment log", segment)] {
+    for (name, sink) in [("segment log", segment), ("segment log, counted for /metrics", counted)] {
         sink.flush().await?;
         let (thread0, process0) = (thread_cpu(), process_cpu());
         for i in 0..n {

@@ -73,7 +73,6 @@ struct Histogram {
     /// Observations per bucket (not cumulative); the last is above every bound.
     buckets: [AtomicU64; BOUNDS_NANOS.len() + 1],
     sum_nanos: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
@@ -81,7 +80,12 @@ impl Histogram {
         let i = BOUNDS_NANOS.iter().position(|b| nanos <= *b).unwrap_or(BOUNDS_NANOS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(u64::try_from(nanos).unwrap_or(0), Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far: the buckets' total (a count of its own would be one more atomic
+    /// addition per exchange, and could disagree with the buckets in a scrape between the two).
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -128,14 +132,22 @@ impl RouteMeter {
         if r.forwarded_at_unix_nanos > 0 && r.upstream_answered_at_unix_nanos > 0 {
             self.upstream.observe(r.upstream_answered_at_unix_nanos.saturating_sub(r.forwarded_at_unix_nanos).max(0));
         }
-        self.request_bytes.fetch_add(r.request_body_bytes, Ordering::Relaxed);
-        self.response_bytes.fetch_add(r.response_body_bytes, Ordering::Relaxed);
+        for (total, bytes) in
+            [(&self.request_bytes, r.request_body_bytes), (&self.response_bytes, r.response_body_bytes)]
+        {
+            if bytes > 0 {
+                total.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
     }
 
     fn labels(&self) -> [(&str, &str); 2] {
         [("service", &self.service), ("peer", &self.peer)]
     }
 }
+
+/// Route meters by service or peer identifier.
+type Routes = HashMap<Box<str>, Arc<RouteMeter>, foldhash::fast::RandomState>;
 
 /// The exchange counters, one set per route that the configuration names.
 ///
@@ -147,7 +159,7 @@ impl RouteMeter {
 pub struct ExchangeMetrics {
     /// Local services, national APIs and the gateway's own services by service identifier;
     /// peers by gateway identifier.
-    routes: ArcSwap<HashMap<Box<str>, Arc<RouteMeter>>>,
+    routes: ArcSwap<Routes>,
     /// Exchanges refused before a configured route was found.
     unrouted: Arc<RouteMeter>,
 }
@@ -155,9 +167,16 @@ pub struct ExchangeMetrics {
 impl ExchangeMetrics {
     /// Counters for the routes of `snapshot`.
     pub fn new(snapshot: &Snapshot) -> Self {
-        let metrics =
-            Self { routes: ArcSwap::from_pointee(HashMap::new()), unrouted: Arc::new(RouteMeter::new("", "")) };
+        let metrics = Self::default();
         metrics.add_routes(snapshot);
+        metrics
+    }
+
+    /// Counters for these services and peer gateways (by identifier), as a configuration would
+    /// name them.
+    pub fn for_routes(services: &[String], peers: &[String]) -> Self {
+        let metrics = Self::default();
+        metrics.add(services.iter().cloned(), peers.iter().cloned());
         metrics
     }
 
@@ -173,8 +192,12 @@ impl ExchangeMetrics {
             .chain(config.national.iter().flat_map(|n| n.apis.iter().map(|a| a.service.to_string())))
             .chain(own.map(|id| id.to_string()));
         let peers = config.peers.iter().map(|p| p.id.to_string());
+        self.add(services, peers);
+    }
+
+    fn add(&self, services: impl Iterator<Item = String>, peers: impl Iterator<Item = String>) {
         let current = self.routes.load();
-        let mut routes = HashMap::clone(&current);
+        let mut routes = Routes::clone(&current);
         for service in services {
             routes.entry(service.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new(&service, "")));
         }
@@ -238,7 +261,7 @@ impl ExchangeMetrics {
             "histogram",
             "Time from a request's arrival to the end of its response, by route.",
         );
-        for m in meters.iter().filter(|m| m.duration.count.load(Ordering::Relaxed) > 0) {
+        for m in meters.iter().filter(|m| m.duration.count() > 0) {
             out.histogram("splpd_exchange_duration_seconds", &m.labels(), &m.duration);
         }
         out.family(
@@ -246,7 +269,7 @@ impl ExchangeMetrics {
             "histogram",
             "Time from forwarding a request to the upstream's answer, by route.",
         );
-        for m in meters.iter().filter(|m| m.upstream.count.load(Ordering::Relaxed) > 0) {
+        for m in meters.iter().filter(|m| m.upstream.count() > 0) {
             out.histogram("splpd_upstream_duration_seconds", &m.labels(), &m.upstream);
         }
         for (name, help, pick) in [
@@ -260,10 +283,17 @@ impl ExchangeMetrics {
             }),
         ] {
             out.family(name, "counter", help);
-            for m in meters.iter().filter(|m| m.duration.count.load(Ordering::Relaxed) > 0) {
+            for m in meters.iter().filter(|m| m.duration.count() > 0) {
                 out.sample(name, &m.labels(), pick(m).load(Ordering::Relaxed));
             }
         }
+    }
+}
+
+impl Default for ExchangeMetrics {
+    /// No routes yet: everything counts as unrouted.
+    fn default() -> Self {
+        Self { routes: ArcSwap::from_pointee(Routes::default()), unrouted: Arc::new(RouteMeter::new("", "")) }
     }
 }
 
@@ -358,7 +388,6 @@ impl Exposition {
         let _ = writeln!(self.text, " {sum}");
         let _ = write!(self.text, "{name}_count");
         self.labels(labels, None);
-        // The bucket total, not `count`, so that a scrape between the two adds never disagrees.
         let _ = writeln!(self.text, " {cumulative}");
     }
 
