@@ -20,9 +20,9 @@ use splpd_proto::v1::{ExchangeRecord, RecordKind};
 use crate::audit::{AuditCounters, AuditHealth, AuditMode, AuditSink, AuditTicket};
 use crate::runtime::Snapshot;
 
-/// Upper bounds of the duration buckets, in seconds: from a millisecond (a local service on the
+/// Upper bounds of the duration histograms' buckets, in seconds: from a millisecond (a local service on the
 /// same machine) to a minute (a slow national API).
-const BOUNDS_SECS: [f64; 15] =
+pub const BOUNDS_SECS: [f64; 15] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// The same bounds in nanoseconds, the unit of the record's times.
@@ -82,10 +82,10 @@ impl Histogram {
         self.sum_nanos.fetch_add(u64::try_from(nanos).unwrap_or(0), Ordering::Relaxed);
     }
 
-    /// Observations so far: the buckets' total (a count of its own would be one more atomic
-    /// addition per exchange, and could disagree with the buckets in a scrape between the two).
-    fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    fn snapshot(&self) -> HistogramSnapshot {
+        #[allow(clippy::cast_precision_loss)] // Seconds to the nanosecond up to 104 days' worth.
+        let sum_seconds = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        HistogramSnapshot { buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(), sum_seconds }
     }
 }
 
@@ -141,8 +141,35 @@ impl RouteMeter {
         }
     }
 
-    fn labels(&self) -> [(&str, &str); 2] {
-        [("service", &self.service), ("peer", &self.peer)]
+    /// `None` while the route has had no exchange.
+    fn snapshot(&self) -> Option<RouteSnapshot> {
+        let codes: Vec<(u16, u64)> = self
+            .codes
+            .iter()
+            .enumerate()
+            .filter_map(|(code, n)| Some((u16::try_from(code).ok()?, n.load(Ordering::Relaxed))))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if codes.is_empty() {
+            return None;
+        }
+        let errors = self
+            .errors
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*ERROR_TYPES.get(i).unwrap_or(&"other"), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Some(RouteSnapshot {
+            service: self.service.to_string(),
+            peer: self.peer.to_string(),
+            codes,
+            errors,
+            duration: self.duration.snapshot(),
+            upstream: self.upstream.snapshot(),
+            request_bytes: self.request_bytes.load(Ordering::Relaxed),
+            response_bytes: self.response_bytes.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -220,73 +247,243 @@ impl ExchangeMetrics {
         meter.observe(record);
     }
 
-    /// Writes the exchange families.
-    pub fn encode(&self, out: &mut Exposition) {
+    /// Every route with exchanges, as its counters read now, sorted by service and peer.
+    pub fn snapshot(&self) -> Vec<RouteSnapshot> {
         let routes = self.routes.load();
-        let mut meters: Vec<&Arc<RouteMeter>> = routes.values().collect();
-        meters.push(&self.unrouted);
-        meters.sort_by(|a, b| (&a.service, &a.peer).cmp(&(&b.service, &b.peer)));
+        let mut out: Vec<RouteSnapshot> =
+            routes.values().chain([&self.unrouted]).filter_map(|m| m.snapshot()).collect();
+        out.sort_by(|a, b| (&a.service, &a.peer).cmp(&(&b.service, &b.peer)));
+        out
+    }
+}
 
-        out.family("splpd_exchanges_total", "counter", "Exchanges answered, by route and HTTP status.");
-        for m in &meters {
-            for (code, n) in m.codes.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    let code = code.to_string();
-                    let [s, p] = m.labels();
-                    out.sample("splpd_exchanges_total", &[s, p, ("code", &code)], n);
-                }
-            }
+/// One route's counters as read at one moment, for an exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSnapshot {
+    /// The local service, national API or own service; empty for a peer or for no route.
+    pub service: String,
+    /// The peer gateway calls were sent to; empty otherwise.
+    pub peer: String,
+    /// Exchanges by HTTP status (0: none was sent), statuses without any left out.
+    pub codes: Vec<(u16, u64)>,
+    /// Exchanges by X-Road error type (`other` for a peer's own), types without any left out.
+    pub errors: Vec<(&'static str, u64)>,
+    /// From a request's arrival to the end of its response.
+    pub duration: HistogramSnapshot,
+    /// From forwarding to the upstream's answer.
+    pub upstream: HistogramSnapshot,
+    /// Request body bytes received.
+    pub request_bytes: u64,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+}
+
+/// A duration histogram as read at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket of [`BOUNDS_SECS`], the last above every bound; not cumulative.
+    pub buckets: Vec<u64>,
+    /// The observations' sum, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl HistogramSnapshot {
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// What the gateway reports of itself besides its exchanges, read at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSnapshot {
+    /// The gateway's identifier.
+    pub gateway: String,
+    /// Whether maintenance mode is on.
+    pub maintenance: bool,
+    /// Configurations put in force since start.
+    pub reloads: u64,
+    /// Whether the audit log takes records.
+    pub audit_available: bool,
+    /// What the audit log has written, when it counts.
+    pub audit: Option<AuditCounters>,
+    /// Each exchange listener.
+    pub listeners: Vec<ListenerSnapshot>,
+    /// Each local service's endpoints.
+    pub endpoints: Vec<EndpointSnapshot>,
+}
+
+/// One exchange listener's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Connections open.
+    pub connections: u64,
+    /// Requests in progress.
+    pub in_flight: u64,
+    /// Connections answered 503 because it was full, since start.
+    pub shed: u64,
+}
+
+/// One upstream endpoint of a local service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSnapshot {
+    /// The service.
+    pub service: String,
+    /// The endpoint's base URL.
+    pub endpoint: String,
+    /// Passing its health checks and not ejected.
+    pub up: bool,
+    /// Requests in flight to it.
+    pub in_flight: u64,
+}
+
+impl StateSnapshot {
+    /// Reads `gateway`'s state, with the counters of its exchange `listeners`.
+    pub fn read(gateway: &crate::exchange::Gateway, listeners: &[(String, Arc<crate::edge::EdgeStats>)]) -> Self {
+        let snap = gateway.snapshot();
+        let audit = gateway.audit();
+        let mut routes: Vec<_> = snap.routes.values().collect();
+        routes.sort_by(|a, b| a.id.cmp(&b.id));
+        let endpoints = routes
+            .iter()
+            .flat_map(|r| {
+                let service = r.id.to_string();
+                r.upstreams.status().into_iter().map(move |e| EndpointSnapshot {
+                    service: service.clone(),
+                    endpoint: e.url,
+                    up: e.healthy && e.ejected_until.is_none(),
+                    in_flight: u64::from(e.active),
+                })
+            })
+            .collect();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Self {
+            gateway: snap.gateway_id.to_string(),
+            maintenance: gateway.maintenance().is_on(),
+            reloads: gateway.generation(),
+            audit_available: audit.health().is_available(),
+            audit: audit.counters(),
+            listeners: listeners
+                .iter()
+                .map(|(name, s)| ListenerSnapshot {
+                    name: name.clone(),
+                    connections: count(s.open.load(Ordering::Relaxed)),
+                    in_flight: count(s.requests.in_flight()),
+                    shed: s.shed.load(Ordering::Relaxed),
+                })
+                .collect(),
+            endpoints,
         }
-        out.family(
-            "splpd_exchange_errors_total",
+    }
+}
+
+/// Writes the gateway's state in Prometheus text.
+pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
+    out.family("splpd_build_info", "gauge", "The gateway's identifier and version.");
+    out.sample("splpd_build_info", &[("gateway", &s.gateway), ("version", env!("CARGO_PKG_VERSION"))], 1);
+    out.single("splpd_maintenance", "gauge", "1 while maintenance mode is on.", u8::from(s.maintenance));
+    out.single("splpd_config_reloads_total", "counter", "Configurations put in force since start.", s.reloads);
+    out.single(
+        "splpd_audit_available",
+        "gauge",
+        "1 while the audit log takes records; 0 while exchanges are refused for want of it.",
+        u8::from(s.audit_available),
+    );
+    if let Some(c) = &s.audit {
+        out.single("splpd_audit_records_total", "counter", "Records written to the audit log.", c.records);
+        out.single("splpd_audit_batches_total", "counter", "Batches (one write each) written.", c.batches);
+        out.single("splpd_audit_syncs_total", "counter", "Batches made durable with fdatasync.", c.syncs);
+        out.single(
+            "splpd_audit_failed_batches_total",
             "counter",
-            "Exchanges answered with an X-Road error, by route and error type.",
+            "Batches whose write or sync failed.",
+            c.failed_batches,
         );
-        for m in &meters {
-            for (i, n) in m.errors.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    let [s, p] = m.labels();
-                    out.sample(
-                        "splpd_exchange_errors_total",
-                        &[s, p, ("type", ERROR_TYPES.get(i).unwrap_or(&"other"))],
-                        n,
-                    );
-                }
-            }
-        }
-        out.family(
-            "splpd_exchange_duration_seconds",
-            "histogram",
-            "Time from a request's arrival to the end of its response, by route.",
+        out.single("splpd_audit_tree_size", "gauge", "Records in the audit log's Merkle tree.", c.tree_size);
+    }
+    out.family("splpd_listener_connections", "gauge", "Connections open, by listener.");
+    for l in &s.listeners {
+        out.sample("splpd_listener_connections", &[("listener", &l.name)], l.connections);
+    }
+    out.family("splpd_listener_requests_in_flight", "gauge", "Requests in progress, by listener.");
+    for l in &s.listeners {
+        out.sample("splpd_listener_requests_in_flight", &[("listener", &l.name)], l.in_flight);
+    }
+    out.family(
+        "splpd_listener_shed_total",
+        "counter",
+        "Connections answered 503 Server.Overloaded because the listener was full, by listener.",
+    );
+    for l in &s.listeners {
+        out.sample("splpd_listener_shed_total", &[("listener", &l.name)], l.shed);
+    }
+    out.family(
+        "splpd_upstream_endpoint_up",
+        "gauge",
+        "1 when an endpoint passes its health checks and is not ejected, by service and endpoint.",
+    );
+    for e in &s.endpoints {
+        out.sample("splpd_upstream_endpoint_up", &[("service", &e.service), ("endpoint", &e.endpoint)], u8::from(e.up));
+    }
+    out.family("splpd_upstream_endpoint_in_flight", "gauge", "Requests in flight to an endpoint.");
+    for e in &s.endpoints {
+        out.sample(
+            "splpd_upstream_endpoint_in_flight",
+            &[("service", &e.service), ("endpoint", &e.endpoint)],
+            e.in_flight,
         );
-        for m in meters.iter().filter(|m| m.duration.count() > 0) {
-            out.histogram("splpd_exchange_duration_seconds", &m.labels(), &m.duration);
+    }
+}
+
+fn labels(r: &RouteSnapshot) -> [(&'static str, &str); 2] {
+    [("service", r.service.as_str()), ("peer", r.peer.as_str())]
+}
+
+/// Writes the exchange families of `routes` in Prometheus text.
+pub fn encode_exchanges(out: &mut Exposition, routes: &[RouteSnapshot]) {
+    out.family("splpd_exchanges_total", "counter", "Exchanges answered, by route and HTTP status.");
+    for r in routes {
+        for (code, n) in &r.codes {
+            let [s, p] = labels(r);
+            out.sample("splpd_exchanges_total", &[s, p, ("code", &code.to_string())], n);
         }
-        out.family(
-            "splpd_upstream_duration_seconds",
-            "histogram",
-            "Time from forwarding a request to the upstream's answer, by route.",
-        );
-        for m in meters.iter().filter(|m| m.upstream.count() > 0) {
-            out.histogram("splpd_upstream_duration_seconds", &m.labels(), &m.upstream);
+    }
+    out.family(
+        "splpd_exchange_errors_total",
+        "counter",
+        "Exchanges answered with an X-Road error, by route and error type.",
+    );
+    for r in routes {
+        for (kind, n) in &r.errors {
+            let [s, p] = labels(r);
+            out.sample("splpd_exchange_errors_total", &[s, p, ("type", kind)], n);
         }
-        for (name, help, pick) in [
-            (
-                "splpd_request_body_bytes_total",
-                "Request body bytes received, by route.",
-                (|m: &RouteMeter| &m.request_bytes) as fn(&RouteMeter) -> &AtomicU64,
-            ),
-            ("splpd_response_body_bytes_total", "Response body bytes sent, by route.", |m: &RouteMeter| {
-                &m.response_bytes
-            }),
-        ] {
-            out.family(name, "counter", help);
-            for m in meters.iter().filter(|m| m.duration.count() > 0) {
-                out.sample(name, &m.labels(), pick(m).load(Ordering::Relaxed));
-            }
-        }
+    }
+    out.family(
+        "splpd_exchange_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to the end of its response, by route.",
+    );
+    for r in routes.iter().filter(|r| r.duration.count() > 0) {
+        out.histogram("splpd_exchange_duration_seconds", &labels(r), &r.duration);
+    }
+    out.family(
+        "splpd_upstream_duration_seconds",
+        "histogram",
+        "Time from forwarding a request to the upstream's answer, by route.",
+    );
+    for r in routes.iter().filter(|r| r.upstream.count() > 0) {
+        out.histogram("splpd_upstream_duration_seconds", &labels(r), &r.upstream);
+    }
+    out.family("splpd_request_body_bytes_total", "counter", "Request body bytes received, by route.");
+    for r in routes {
+        out.sample("splpd_request_body_bytes_total", &labels(r), r.request_bytes);
+    }
+    out.family("splpd_response_body_bytes_total", "counter", "Response body bytes sent, by route.");
+    for r in routes {
+        out.sample("splpd_response_body_bytes_total", &labels(r), r.response_bytes);
     }
 }
 
@@ -372,10 +569,10 @@ impl Exposition {
         self.sample(name, &[], value);
     }
 
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
         let mut cumulative = 0;
         for (i, n) in h.buckets.iter().enumerate() {
-            cumulative += n.load(Ordering::Relaxed);
+            cumulative += n;
             let le = BOUNDS_SECS.get(i).map_or_else(|| "+Inf".to_owned(), ToString::to_string);
             let _ = write!(self.text, "{name}_bucket");
             self.labels(labels, Some(&le));
@@ -383,9 +580,7 @@ impl Exposition {
         }
         let _ = write!(self.text, "{name}_sum");
         self.labels(labels, None);
-        #[allow(clippy::cast_precision_loss)] // Seconds to the nanosecond up to 104 days' worth.
-        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(self.text, " {sum}");
+        let _ = writeln!(self.text, " {}", h.sum_seconds);
         let _ = write!(self.text, "{name}_count");
         self.labels(labels, None);
         let _ = writeln!(self.text, " {cumulative}");
@@ -436,7 +631,7 @@ mod tests {
         observe(&meter);
         let mut out = Exposition::default();
         out.family("t", "histogram", "h");
-        out.histogram("t", &meter.labels(), &meter.duration);
+        out.histogram("t", &[("service", "ID/PEMDA/1602/X/svc"), ("peer", "")], &meter.duration.snapshot());
         out.finish()
     }
 

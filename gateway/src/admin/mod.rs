@@ -277,85 +277,11 @@ async fn set_maintenance(
     json_response(StatusCode::OK, &gateway.maintenance().json())
 }
 
-/// The Prometheus text of the gateway's state.
+/// The Prometheus text of the gateway's state and exchanges.
 pub fn render_metrics(gateway: &Gateway, listeners: &[(String, Arc<EdgeStats>)]) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let snap = gateway.snapshot();
     let mut out = Exposition::default();
-    out.family("splpd_build_info", "gauge", "The gateway's identifier and version.");
-    out.sample(
-        "splpd_build_info",
-        &[("gateway", &snap.gateway_id.to_string()), ("version", env!("CARGO_PKG_VERSION"))],
-        1,
-    );
-    out.single(
-        "splpd_maintenance",
-        "gauge",
-        "1 while maintenance mode is on.",
-        u8::from(gateway.maintenance().state().is_some()),
-    );
-    out.single(
-        "splpd_config_reloads_total",
-        "counter",
-        "Configurations put in force since start.",
-        gateway.generation(),
-    );
-    let audit = gateway.audit();
-    out.single(
-        "splpd_audit_available",
-        "gauge",
-        "1 while the audit log takes records; 0 while exchanges are refused for want of it.",
-        u8::from(audit.health().is_available()),
-    );
-    if let Some(c) = audit.counters() {
-        out.single("splpd_audit_records_total", "counter", "Records written to the audit log.", c.records);
-        out.single("splpd_audit_batches_total", "counter", "Batches (one write each) written.", c.batches);
-        out.single("splpd_audit_syncs_total", "counter", "Batches made durable with fdatasync.", c.syncs);
-        out.single(
-            "splpd_audit_failed_batches_total",
-            "counter",
-            "Batches whose write or sync failed.",
-            c.failed_batches,
-        );
-        out.single("splpd_audit_tree_size", "gauge", "Records in the audit log's Merkle tree.", c.tree_size);
-    }
-    out.family("splpd_listener_connections", "gauge", "Connections open, by listener.");
-    for (name, s) in listeners {
-        out.sample("splpd_listener_connections", &[("listener", name)], s.open.load(Relaxed));
-    }
-    out.family("splpd_listener_requests_in_flight", "gauge", "Requests in progress, by listener.");
-    for (name, s) in listeners {
-        out.sample("splpd_listener_requests_in_flight", &[("listener", name)], s.requests.in_flight());
-    }
-    out.family(
-        "splpd_listener_shed_total",
-        "counter",
-        "Connections answered 503 Server.Overloaded because the listener was full, by listener.",
-    );
-    for (name, s) in listeners {
-        out.sample("splpd_listener_shed_total", &[("listener", name)], s.shed.load(Relaxed));
-    }
-    let mut routes: Vec<_> = snap.routes.values().collect();
-    routes.sort_by(|a, b| a.id.cmp(&b.id));
-    let endpoints: Vec<_> = routes.iter().map(|r| (r.id.to_string(), r.upstreams.status())).collect();
-    out.family(
-        "splpd_upstream_endpoint_up",
-        "gauge",
-        "1 when an endpoint passes its health checks and is not ejected, by service and endpoint.",
-    );
-    for (service, list) in &endpoints {
-        for e in list {
-            let up = u8::from(e.healthy && e.ejected_until.is_none());
-            out.sample("splpd_upstream_endpoint_up", &[("service", service), ("endpoint", &e.url)], up);
-        }
-    }
-    out.family("splpd_upstream_endpoint_in_flight", "gauge", "Requests in flight to an endpoint.");
-    for (service, list) in &endpoints {
-        for e in list {
-            out.sample("splpd_upstream_endpoint_in_flight", &[("service", service), ("endpoint", &e.url)], e.active);
-        }
-    }
-    gateway.metrics().encode(&mut out);
+    metrics::encode_state(&mut out, &metrics::StateSnapshot::read(gateway, listeners));
+    metrics::encode_exchanges(&mut out, &gateway.metrics().snapshot());
     out.finish()
 }
 

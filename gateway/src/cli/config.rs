@@ -34,9 +34,6 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                     cfg.grants.len(),
                     cfg.peers.len(),
                 ));
-                if cfg.telemetry.is_some() {
-                    super::out::line(&format!("note: {}", config::TELEMETRY_NOT_EXPORTED));
-                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(err @ ConfigError::Invalid(_)) => {

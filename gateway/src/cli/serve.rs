@@ -32,9 +32,6 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => return Err(err.into()),
     };
-    if config.telemetry.is_some() {
-        tracing::warn!("{}", config::TELEMETRY_NOT_EXPORTED);
-    }
     let workers = Arc::new(Workers::default());
     let runtime = workers.runtime(None).context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -493,16 +493,33 @@ impl Default for Limits {
     }
 }
 
-/// What `[telemetry]` set says while export over OpenTelemetry is not built: so that an operator
-/// who configured it is told, rather than left waiting for data that never comes.
-pub const TELEMETRY_NOT_EXPORTED: &str = "[telemetry] is set, but this splpd does not export over OpenTelemetry yet:      nothing is sent to otlp_endpoint; scrape GET /metrics on the [admin] listener instead";
-
 /// `[telemetry]`: OpenTelemetry export.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
-    /// OTLP endpoint, e.g. `http://127.0.0.1:4317`.
+    /// The OpenTelemetry collector's OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
     pub otlp_endpoint: String,
     /// The service name reported; defaults to `splpd`.
     pub service_name: Option<String>,
+    /// The share of exchanges sent as spans, from 0 to 1; defaults to 1 (every exchange).
+    pub traces_sample_ratio: Option<f64>,
+    /// How often the metrics are sent; defaults to 15 s.
+    pub metrics_interval: Option<Span>,
+}
+
+impl Telemetry {
+    /// The service name reported.
+    pub fn service_name(&self) -> &str {
+        self.service_name.as_deref().unwrap_or("splpd")
+    }
+
+    /// The share of exchanges sent as spans.
+    pub fn sample_ratio(&self) -> f64 {
+        self.traces_sample_ratio.unwrap_or(1.0)
+    }
+
+    /// How often the metrics are sent.
+    pub fn metrics_interval(&self) -> std::time::Duration {
+        self.metrics_interval.map_or(std::time::Duration::from_secs(15), |s| s.0)
+    }
 }

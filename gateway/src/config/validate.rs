@@ -26,6 +26,7 @@ pub(super) fn validate(cfg: &Config, loc: &mut Locator<'_>, base: &Path) {
     v.peers();
     v.national();
     v.audit_and_limits();
+    v.telemetry();
 }
 
 struct Validator<'c, 'l, 'a> {
@@ -100,6 +101,52 @@ impl Validator<'_, '_, '_> {
                 );
                 None
             }
+        }
+    }
+
+    fn telemetry(&mut self) {
+        let Some(t) = &self.cfg.telemetry else { return };
+        let endpoint = &t.otlp_endpoint;
+        match url::Url::parse(endpoint) {
+            Ok(u) if u.scheme() != "http" => self.err(
+                at!["telemetry", "otlp_endpoint"],
+                format!("{endpoint:?} uses the {} scheme; splpd sends OTLP over cleartext gRPC", u.scheme()),
+                "run the collector (or its agent) on the gateway host or a trusted network, e.g. http://127.0.0.1:4317",
+            ),
+            Ok(u) if u.host_str().is_none_or(str::is_empty) || u.port().is_none() => self.err(
+                at!["telemetry", "otlp_endpoint"],
+                format!("{endpoint:?} names no host and port"),
+                "write the collector's OTLP/gRPC address, e.g. http://127.0.0.1:4317",
+            ),
+            Ok(u) if !matches!(u.path(), "" | "/") || u.query().is_some() => self.err(
+                at!["telemetry", "otlp_endpoint"],
+                format!("{endpoint:?} has a path or query"),
+                "OTLP/gRPC takes the address only, e.g. http://127.0.0.1:4317",
+            ),
+            Ok(_) => {}
+            Err(e) => self.err(
+                at!["telemetry", "otlp_endpoint"],
+                format!("{endpoint:?} is not a URL ({e})"),
+                "write e.g. http://127.0.0.1:4317",
+            ),
+        }
+        if let Some(r) = t.traces_sample_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            self.err(
+                at!["telemetry", "traces_sample_ratio"],
+                format!("traces_sample_ratio {r} is not between 0 and 1"),
+                "0.1 sends one exchange in ten as a span, 1 every one, 0 none",
+            );
+        }
+        if let Some(i) = t.metrics_interval
+            && i.0 < std::time::Duration::from_millis(100)
+        {
+            self.err(
+                at!["telemetry", "metrics_interval"],
+                format!("metrics_interval {:?} is shorter than 100ms", i.0),
+                "collectors expect metrics every 10 to 60 seconds; 15s is usual",
+            );
         }
     }
 
