@@ -111,10 +111,19 @@ pub(crate) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
     pub fn new(snapshot: Snapshot, audit: Arc<dyn AuditSink>) -> Self {
+        Self::with_spans(snapshot, audit, None)
+    }
+
+    /// A gateway that also hands each exchange's record to `spans`, for OpenTelemetry.
+    pub fn with_spans(
+        snapshot: Snapshot,
+        audit: Arc<dyn AuditSink>,
+        spans: Option<Arc<crate::telemetry::SpanSink>>,
+    ) -> Self {
         let metrics = Arc::new(ExchangeMetrics::new(&snapshot));
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
-            audit: Arc::new(Metered::new(Arc::clone(&audit), Arc::clone(&metrics))),
+            audit: Arc::new(Metered::new(Arc::clone(&audit), Arc::clone(&metrics)).with_spans(spans)),
             log: audit,
             generation: std::sync::atomic::AtomicU64::new(0),
             metrics,

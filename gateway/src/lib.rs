@@ -21,6 +21,7 @@ pub(crate) mod respond;
 pub mod runtime;
 pub mod server;
 pub mod target;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod workers;

@@ -52,6 +52,8 @@ pub enum ReloadError {
 pub struct ReloadReport {
     /// `[audit]` keys that changed but take effect only at the next start (the log is open).
     pub audit_needs_restart: Vec<String>,
+    /// `[telemetry]` changed, which takes effect only at the next start (the exporter runs).
+    pub telemetry_needs_restart: bool,
 }
 
 /// Reloads one gateway's configuration from its file.
@@ -63,6 +65,8 @@ pub struct Reloader {
     listeners: Vec<(String, SocketAddr)>,
     /// `[audit]` as the log was opened at start.
     audit: config::Audit,
+    /// `[telemetry]` as the exporter was started.
+    telemetry: Option<config::Telemetry>,
     hangup: Hangup,
 }
 
@@ -78,7 +82,8 @@ impl Reloader {
             .chain(snap.admin.iter().map(|a| (ADMIN.to_owned(), a.address)))
             .collect();
         let audit = snap.config.audit.clone();
-        Self { path: path.to_owned(), gateway, listeners, audit, hangup: hangup_signal() }
+        let telemetry = snap.config.telemetry.clone();
+        Self { path: path.to_owned(), gateway, listeners, audit, telemetry, hangup: hangup_signal() }
     }
 
     /// Reads, checks and compiles the configuration again and puts it in force, or says why not
@@ -92,6 +97,11 @@ impl Reloader {
                     tracing::warn!(
                         "[audit] {key} changed: the audit log keeps its settings from the start until splpd is \
                          restarted ([audit] mode and a service's audit apply at once)"
+                    );
+                }
+                if report.telemetry_needs_restart {
+                    tracing::warn!(
+                        "[telemetry] changed: the exporter keeps its settings from the start until splpd is restarted"
                     );
                 }
                 tracing::info!(config = %self.path.display(), %version, "configuration reloaded and in force");
@@ -110,6 +120,7 @@ impl Reloader {
         let path = self.path.clone();
         let listeners = self.listeners.clone();
         let audit = self.audit.clone();
+        let telemetry = serde_json::to_value(&self.telemetry).ok();
         // Reading files and building TLS configurations is blocking work.
         let built = tokio::task::spawn_blocking(move || {
             let text = match std::fs::read_to_string(&path) {
@@ -120,7 +131,10 @@ impl Reloader {
             let built = (|| {
                 let config = config::parse(&path, &text)?;
                 check_listeners(&listeners, &config)?;
-                let report = ReloadReport { audit_needs_restart: audit_changes(&audit, &config.audit) };
+                let report = ReloadReport {
+                    audit_needs_restart: audit_changes(&audit, &config.audit),
+                    telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != telemetry,
+                };
                 Ok::<_, ReloadError>((Snapshot::build(config)?, report))
             })();
             (built, Some(version))

@@ -286,6 +286,7 @@ pub struct Running {
     addrs: Vec<(String, SocketAddr)>,
     admin_addr: Option<SocketAddr>,
     stats: Vec<(String, Arc<EdgeStats>)>,
+    telemetry: Option<crate::telemetry::Exporting>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -299,6 +300,9 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] std::io::Error),
+    /// The OpenTelemetry exporter could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Compiles `config`, binds its listeners and starts serving, logging to `audit`.
@@ -306,15 +310,21 @@ pub async fn start(
     config: crate::config::Config,
     audit: Arc<dyn crate::audit::AuditSink>,
 ) -> Result<Running, StartError> {
+    let telemetry = match &config.telemetry {
+        Some(t) => Some(crate::telemetry::Telemetry::new(t, &config.gateway.id)?),
+        None => None,
+    };
     let snapshot = crate::runtime::Snapshot::build(config)?;
-    let gateway = Arc::new(Gateway::new(snapshot, audit));
+    let spans = telemetry.as_ref().map(crate::telemetry::Telemetry::span_sink);
+    let gateway = Arc::new(Gateway::with_spans(snapshot, audit, spans));
     let bound = Bound::bind(&gateway).await?;
     let addrs = bound.local_addrs();
     let admin_addr = bound.admin_addr();
     let stats = bound.stats();
+    let telemetry = telemetry.map(|t| t.start(Arc::clone(&gateway), stats.clone()));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(bound.serve(Arc::clone(&gateway), stopped));
-    Ok(Running { gateway, addrs, admin_addr, stats, stop, task })
+    Ok(Running { gateway, addrs, admin_addr, stats, telemetry, stop, task })
 }
 
 impl Running {
@@ -343,10 +353,20 @@ impl Running {
         self.stats.iter().find(|(n, _)| n == listener).map(|(_, s)| s)
     }
 
-    /// Stops accepting, lets open exchanges finish, and flushes the audit log.
+    /// What the OpenTelemetry exporter has sent, with `[telemetry]`.
+    pub fn telemetry(&self) -> Option<&Arc<crate::telemetry::ExportStats>> {
+        self.telemetry.as_ref().map(crate::telemetry::Exporting::stats)
+    }
+
+    /// Stops accepting, lets open exchanges finish, flushes the audit log, and sends the last
+    /// spans and metrics.
     pub async fn stop(self) -> Result<(), crate::audit::AuditError> {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        self.gateway.audit().shutdown().await
+        let flushed = self.gateway.audit().shutdown().await;
+        if let Some(telemetry) = self.telemetry {
+            telemetry.finish().await;
+        }
+        flushed
     }
 }

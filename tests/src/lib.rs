@@ -1,8 +1,8 @@
 //! End-to-end test support: a region PKI made with the project's own CA tooling ([`pki`]), a
 //! recording agency service over HTTP or HTTPS ([`upstream`]), a gateway started in-process from
 //! a TOML configuration ([`region`]), HTTPS/HTTP clients that speak HTTP/1.1 or HTTP/2 with or
-//! without a client certificate ([`client`]), and a gRPC test service with its tonic client
-//! ([`grpc`]). Everything runs on loopback with real TLS.
+//! without a client certificate ([`client`]), a gRPC test service with its tonic client
+//! ([`grpc`]), and a stand-in OpenTelemetry collector ([`otlp`]). Everything runs on loopback with real TLS.
 
 // Test fixtures fail loudly: a panic is the right report for a broken test setup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,6 +10,7 @@
 pub mod client;
 pub mod grpc;
 pub mod national;
+pub mod otlp;
 pub mod pki;
 pub mod region;
 pub mod relay;

@@ -235,6 +235,11 @@ impl Region {
         client::send_tls(self.addr(listener), config, proto, call).await
     }
 
+    /// What the OpenTelemetry exporter has done; panics without `[telemetry]`.
+    pub fn telemetry(&self) -> Arc<splpd_gateway::telemetry::ExportStats> {
+        Arc::clone(self.running().telemetry().expect("the configuration has [telemetry]"))
+    }
+
     /// Where the admin listener is bound; panics without `[admin]`.
     pub fn admin_addr(&self) -> SocketAddr {
         self.running().admin_addr().expect("the configuration has an [admin] listener")

@@ -142,7 +142,13 @@ async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_ke
     std::fs::write(&path, audit).unwrap();
     let report = reloader.reload().await.unwrap();
     assert_eq!(report.audit_needs_restart, vec!["checkpoint_every".to_owned()]);
+    assert!(!report.telemetry_needs_restart);
     assert_eq!(region.gateway().snapshot().config.audit.mode, splpd_gateway::config::AuditMode::Async);
+
+    // So does [telemetry]: the exporter runs with what it started with.
+    let telemetry = format!("{good}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n");
+    std::fs::write(&path, telemetry).unwrap();
+    assert!(reloader.reload().await.unwrap().telemetry_needs_restart);
     region.stop().await;
 }
 

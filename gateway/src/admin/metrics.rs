@@ -236,6 +236,12 @@ impl ExchangeMetrics {
 
     /// Counts one exchange by its record.
     pub fn observe(&self, record: &ExchangeRecord) {
+        self.observe_then(record, |_, _| {});
+    }
+
+    /// Counts one exchange by its record, then gives `then` the route labels it was counted
+    /// under (service, peer).
+    pub fn observe_then(&self, record: &ExchangeRecord, then: impl FnOnce(&str, &str)) {
         let routes = self.routes.load();
         // A call sent to a peer names the peer's service, which is not configured here: it counts
         // under the peer. A call that arrived from a peer for a service here counts under it.
@@ -245,6 +251,7 @@ impl ExchangeMetrics {
             .or_else(|| routes.get(record.peer.as_str()))
             .unwrap_or(&self.unrouted);
         meter.observe(record);
+        then(&meter.service, &meter.peer);
     }
 
     /// Every route with exchanges, as its counters read now, sorted by service and peer.
@@ -494,8 +501,8 @@ impl Default for ExchangeMetrics {
     }
 }
 
-/// An [`AuditSink`] that counts each exchange record into [`ExchangeMetrics`] on its way to the
-/// log. Request records (`strict` mode's first record) are not counted: their exchange is counted
+/// An [`AuditSink`] that counts each exchange record into [`ExchangeMetrics`] (and, with
+/// `[telemetry]`, makes it a span) on its way to the log. Request records (`strict` mode's first record) are not counted: their exchange is counted
 /// once, by its final record.
 ///
 /// An exchange is counted by the status its record holds. The few in flight when the log fails
@@ -506,19 +513,31 @@ impl Default for ExchangeMetrics {
 pub struct Metered {
     inner: Arc<dyn AuditSink>,
     metrics: Arc<ExchangeMetrics>,
+    spans: Option<Arc<crate::telemetry::SpanSink>>,
 }
 
 impl Metered {
     /// Counts into `metrics` what goes to `inner`.
     pub fn new(inner: Arc<dyn AuditSink>, metrics: Arc<ExchangeMetrics>) -> Self {
-        Self { inner, metrics }
+        Self { inner, metrics, spans: None }
+    }
+
+    /// Also makes each exchange a span for OpenTelemetry.
+    pub fn with_spans(mut self, spans: Option<Arc<crate::telemetry::SpanSink>>) -> Self {
+        self.spans = spans;
+        self
     }
 }
 
 impl AuditSink for Metered {
     fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket {
         if record.kind != RecordKind::Request as i32 {
-            self.metrics.observe(&record);
+            match &self.spans {
+                Some(spans) => {
+                    self.metrics.observe_then(&record, |service, peer| spans.exchange(&record, service, peer));
+                }
+                None => self.metrics.observe(&record),
+            }
         }
         self.inner.append(record, mode)
     }

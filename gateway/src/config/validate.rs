@@ -113,11 +113,14 @@ impl Validator<'_, '_, '_> {
                 format!("{endpoint:?} uses the {} scheme; splpd sends OTLP over cleartext gRPC", u.scheme()),
                 "run the collector (or its agent) on the gateway host or a trusted network, e.g. http://127.0.0.1:4317",
             ),
-            Ok(u) if u.host_str().is_none_or(str::is_empty) || u.port().is_none() => self.err(
-                at!["telemetry", "otlp_endpoint"],
-                format!("{endpoint:?} names no host and port"),
-                "write the collector's OTLP/gRPC address, e.g. http://127.0.0.1:4317",
-            ),
+            Ok(u) if u.host_str().is_none_or(str::is_empty) || u.port().is_none() => {
+                let missing = if u.host_str().is_none_or(str::is_empty) { "host" } else { "port" };
+                self.err(
+                    at!["telemetry", "otlp_endpoint"],
+                    format!("{endpoint:?} names no {missing}"),
+                    "write the collector's OTLP/gRPC address with its port, e.g. http://127.0.0.1:4317",
+                );
+            }
             Ok(u) if !matches!(u.path(), "" | "/") || u.query().is_some() => self.err(
                 at!["telemetry", "otlp_endpoint"],
                 format!("{endpoint:?} has a path or query"),
