@@ -260,3 +260,37 @@ async fn readiness_follows_the_audit_log_and_maintenance_mode_which_is_itself_lo
     assert_eq!(value(&text, "splpd_exchanges_total", &[]), exchanges as f64, "{text}");
     s.region.stop().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_operators_the_gateway_in_bahasa_indonesia_or_english() {
+    let s = setup().await;
+    let (budi, rsud) = (s.pki.admin(BUDI), s.pki.client(RSUD));
+    let reply = s.region.call(Some(&rsud), Proto::H1, Call::get(format!("/r1/{NIK}/json/a"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let page = admin(&s.region, &budi, Method::GET, "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = page.text();
+    assert!(html.contains("Siap melayani") && html.contains("Log audit"), "{html}");
+    // NIK's row: one exchange, a 2xx, its median under a bucket bound.
+    let row = html.lines().find(|l| l.contains(&format!("<td>{NIK}</td>"))).unwrap_or_else(|| panic!("{html}"));
+    assert!(row.contains("<td class=\"num\">1</td><td class=\"num\">1</td>") && row.contains("≤ "), "{row}");
+    assert!(html.contains(&s.upstream.url()), "the endpoint is listed: {html}");
+
+    let english = s.region.call_admin(Some(&budi), Call::get("/").header("accept-language", "en-GB,en;q=0.9")).await;
+    let english = english.unwrap().text();
+    assert!(english.contains("Ready") && english.contains("Exchanges since start"), "{english}");
+    assert!(admin(&s.region, &budi, Method::GET, "/?lang=en").await.text().contains("Audit log"));
+
+    // Maintenance shows, with the operator's words escaped.
+    let on = Call::new(Method::POST, "/maintenance/on").header("x-road-issue", "<b>CHG-3</b> ganti disk");
+    assert_eq!(s.region.call_admin(Some(&budi), on).await.unwrap().status, StatusCode::OK);
+    let html = admin(&s.region, &budi, Method::GET, "/").await.text();
+    assert!(html.contains("Tidak siap") && html.contains("Mode pemeliharaan aktif"), "{html}");
+    assert!(html.contains("&lt;b&gt;CHG-3&lt;/b&gt; ganti disk") && !html.contains("<b>CHG-3"), "{html}");
+
+    // An agency's certificate does not get the page.
+    assert_eq!(admin(&s.region, &rsud, Method::GET, "/").await.status, StatusCode::FORBIDDEN);
+    s.region.stop().await;
+}

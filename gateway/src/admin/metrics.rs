@@ -26,7 +26,7 @@ pub const BOUNDS_SECS: [f64; 15] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// The same bounds in nanoseconds, the unit of the record's times.
-const BOUNDS_NANOS: [i64; 15] = [
+pub(crate) const BOUNDS_NANOS: [i64; 15] = [
     1_000_000,
     2_500_000,
     5_000_000,

@@ -3,6 +3,7 @@
 //!
 //! | path | what |
 //! |---|---|
+//! | `GET /` | the dashboard: one page for operators, in Bahasa Indonesia or English |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when exchanges can be served and maintenance is off; 503 with the reasons |
 //! | `GET /metrics` | Prometheus text: exchanges, the audit log, listeners, upstream endpoints |
@@ -13,6 +14,7 @@
 //! readiness and the gateway's gRPC health say it is not serving, while exchanges that still
 //! arrive are served as usual.
 
+mod dashboard;
 mod maintenance;
 pub mod metrics;
 
@@ -192,15 +194,15 @@ async fn handle(
     };
     let path = req.uri().path();
     let allowed = match path {
-        "/healthz" | "/readyz" | "/metrics" | "/maintenance" => "GET",
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/maintenance" => "GET",
         "/maintenance/on" | "/maintenance/off" => "POST",
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
                 "Client.BadRequest",
                 &format!(
-                    "no {path} here; the admin listener serves GET /healthz, /readyz, /metrics, /maintenance \
-                     and POST /maintenance/on, /maintenance/off"
+                    "no {path} here; the admin listener serves GET / (the dashboard), /healthz, /readyz, \
+                     /metrics, /maintenance and POST /maintenance/on, /maintenance/off"
                 ),
             );
         }
@@ -212,6 +214,7 @@ async fn handle(
         return resp;
     }
     match path {
+        "/" => dashboard(gateway, listeners, &req),
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         "/readyz" => readiness(gateway),
         "/metrics" => text(StatusCode::OK, Exposition::CONTENT_TYPE, render_metrics(gateway, listeners)),
@@ -223,19 +226,43 @@ async fn handle(
     }
 }
 
-/// Ready when the audit log takes records (without it every exchange is refused) and maintenance
-/// mode is off.
+/// Whether the gateway should be sent exchanges, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Empty when ready.
+    pub reasons: Vec<String>,
+}
+
+impl Readiness {
+    /// Ready when the audit log takes records (without it every exchange is refused) and
+    /// maintenance mode is off.
+    pub fn of(gateway: &Gateway) -> Self {
+        let mut reasons = Vec::new();
+        let health = gateway.audit().health();
+        if !health.is_available() {
+            reasons.push(format!("{health}; every exchange is refused until it is written again"));
+        }
+        if let Some(m) = gateway.maintenance().state() {
+            reasons.push(format!("maintenance mode is on: {}", m.describe()));
+        }
+        Self { reasons }
+    }
+}
+
 fn readiness(gateway: &Gateway) -> AdminResponse {
-    let mut reasons = Vec::new();
-    let health = gateway.audit().health();
-    if !health.is_available() {
-        reasons.push(format!("{health}; every exchange is refused until it is written again"));
-    }
-    if let Some(m) = gateway.maintenance().state() {
-        reasons.push(format!("maintenance mode is on: {}", m.describe()));
-    }
+    let Readiness { reasons } = Readiness::of(gateway);
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons }))
+}
+
+fn dashboard(gateway: &Gateway, listeners: &[(String, Arc<EdgeStats>)], req: &Request<Incoming>) -> AdminResponse {
+    let accept = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    let lang = dashboard::Lang::choose(req.uri().query(), accept);
+    let state = metrics::StateSnapshot::read(gateway, listeners);
+    let maintenance = gateway.maintenance().state();
+    let page =
+        dashboard::render(lang, &state, &gateway.metrics().snapshot(), &Readiness::of(gateway), maintenance.as_ref());
+    text(StatusCode::OK, "text/html; charset=utf-8", page)
 }
 
 /// Turns maintenance mode on or off once the change is in the audit log, as every change made

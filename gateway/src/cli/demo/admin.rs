@@ -1,5 +1,5 @@
 //! The demo's calls to the admin listener, as the region's operator Budi makes them: readiness,
-//! and the Prometheus metrics of the exchanges just made.
+//! the Prometheus metrics of the exchanges just made, and the dashboard.
 
 use std::path::Path;
 
@@ -17,6 +17,7 @@ pub(super) fn calls(credentials: (&Path, &Path), base: &str, ca_file: &Path) -> 
     vec![
         call("readiness", "/readyz", "ready while the audit log takes records and maintenance mode is off"),
         call("metrics", "/metrics", "Prometheus text: exchanges by service and status, the audit log, endpoints"),
+        call("dashboard", "/?lang=en", "the operators' page, in Bahasa Indonesia (the default) or English"),
     ]
 }
 
@@ -42,6 +43,10 @@ fn gist(call: &SampleCall, body: &str) -> String {
             Ok(v) => format!("not ready: {}", v["reasons"]),
             Err(_) => format!("{} bytes", body.len()),
         };
+    }
+    if call.name == "dashboard" {
+        let ready = if body.contains("<h2 class=\"ok\">") { "ready" } else { "not ready" };
+        return format!("an HTML page ({} bytes): {ready}", body.len());
     }
     // The sum over every splpd_exchanges_total sample, and the audit log's state.
     let exchanges: u64 =
