@@ -52,7 +52,8 @@ fn per_record(d: Duration, n: u64) -> f64 {
 ///
 /// The second row is the same log behind the counters the admin listener's `/metrics` shows
 /// (`admin::metrics::Metered`, as the gateway runs it), for 40 services and 3 peers: the
-/// difference is what counting costs an exchange.
+/// difference is what counting costs an exchange. The third also makes each record a span, as
+/// `[telemetry]` does with every exchange sampled.
 pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
     use splpd_gateway::admin::metrics::{ExchangeMetrics, Metered};
 
@@ -63,7 +64,19 @@ pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
     let peers: Vec<String> = (1..=3).map(|k| format!("ID/PEMDA/160{k}/gw1")).collect();
     let metrics = Arc::new(ExchangeMetrics::for_routes(&services, &peers));
     let counted_log = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("counted")))?);
-    let counted: Arc<dyn AuditSink> = Arc::new(Metered::new(counted_log, metrics));
+    let counted: Arc<dyn AuditSink> = Arc::new(Metered::new(counted_log, Arc::clone(&metrics)));
+    // Every exchange a span too, as with `[telemetry] traces_sample_ratio = 1`. Nothing exports
+    // them: once the queue is full each span is still made, then dropped.
+    let telemetry = splpd_gateway::config::Telemetry {
+        otlp_endpoint: "http://127.0.0.1:4317".to_owned(),
+        service_name: None,
+        traces_sample_ratio: None,
+        metrics_interval: None,
+    };
+    let gateway_id = "ID/PEMDA/1602/gw1".parse()?;
+    let exporter = splpd_gateway::telemetry::Telemetry::new(&telemetry, &gateway_id)?;
+    let traced_log = Arc::new(SegmentLog::open(&SegmentOptions::new(dir.path().join("traced")))?);
+    let traced: Arc<dyn AuditSink> = Arc::new(Metered::new(traced_log, metrics).with_spans(Some(exporter.span_sink())));
     println!("| sink | burst: appender ns/record | burst: process ns/record | spaced: ns/record over the work |");
     println!("|---|---|---|---|");
     fn work() -> u64 {
@@ -76,7 +89,11 @@ pub(crate) async fn append_cost(n: u64, spaced: u64) -> anyhow::Result<()> {
         std::hint::black_box(i);
     }
     let baseline = process_cpu() - process0;
-    for (name, sink) in [("segment log", segment), ("segment log, counted for /metrics", counted)] {
+    for (name, sink) in [
+        ("segment log", segment),
+        ("segment log, counted for /metrics", counted),
+        ("segment log, counted and each a span", traced),
+    ] {
         sink.flush().await?;
         let (thread0, process0) = (thread_cpu(), process_cpu());
         for i in 0..n {

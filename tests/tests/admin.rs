@@ -294,3 +294,32 @@ async fn the_dashboard_shows_operators_the_gateway_in_bahasa_indonesia_or_englis
     assert_eq!(admin(&s.region, &rsud, Method::GET, "/").await.status, StatusCode::FORBIDDEN);
     s.region.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_connections_on_the_admin_port_is_capped_and_operators_get_in_once_it_ends() {
+    use tokio::io::AsyncReadExt as _;
+    let s = setup().await;
+    let addr = s.region.admin_addr();
+    // 64 connections that never start TLS hold every slot (each for up to its handshake timeout).
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the 65th connection is closed at once: {read:?}");
+    drop(held);
+    let budi = s.pki.admin(BUDI);
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(reply) = s.region.call_admin(Some(&budi), Call::get("/healthz")).await {
+            status = Some(reply.status);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, Some(StatusCode::OK));
+    s.region.stop().await;
+}

@@ -46,6 +46,10 @@ use crate::identify::{self, PeerIdentity};
 /// Time allowed for an operator's TLS handshake and request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Admin connections open at once; more are closed unanswered. Operators and a scraper need a
+/// handful; the cap keeps a flood on the admin port from taking the gateway's file descriptors.
+const MAX_CONNECTIONS: usize = 64;
+
 /// An admin connection is closed after this long, busy or not: an operator's requests are short,
 /// and a browser showing the dashboard simply connects again.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
@@ -91,9 +95,17 @@ impl BoundAdmin {
     ) {
         let listeners = Arc::new(listeners);
         let mut conns = JoinSet::new();
+        let mut last_warning = None;
         loop {
             tokio::select! {
                 accepted = self.socket.accept() => match accepted {
+                    Ok((_, remote)) if conns.len() >= MAX_CONNECTIONS => {
+                        // Once a minute at most: a flood must not flood the log too.
+                        if last_warning.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60)) {
+                            tracing::warn!(%remote, "admin listener: {MAX_CONNECTIONS} connections already open; closing new ones");
+                            last_warning = Some(std::time::Instant::now());
+                        }
+                    }
                     Ok((tcp, remote)) => {
                         let (gateway, listeners) = (Arc::clone(&gateway), Arc::clone(&listeners));
                         conns.spawn(async move { serve_connection(gateway, listeners, tcp, remote).await });
