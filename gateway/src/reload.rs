@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use arc_swap::ArcSwap;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+use crate::audit::{AuditMode, ExchangeRecord, RecordBuilder};
 use crate::config::{self, Config, ConfigError};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth, IdentifyError};
@@ -45,6 +46,9 @@ pub enum ReloadError {
     /// The compiling task failed.
     #[error("the reload task failed: {0}")]
     Task(String),
+    /// The audit log could not take the record of the change, so the change was not made.
+    #[error("{0}; the change was not made, since every configuration put in force is recorded first")]
+    Unlogged(String),
 }
 
 /// What a successful reload changed that it could not apply.
@@ -128,6 +132,7 @@ impl Reloader {
                 Err(source) => return (Err(ConfigError::Read { path, source }.into()), None),
             };
             let version = version_of(&text);
+            let digest = sha256(&text);
             let built = (|| {
                 let config = config::parse(&path, &text)?;
                 check_listeners(&listeners, &config)?;
@@ -135,13 +140,18 @@ impl Reloader {
                     audit_needs_restart: audit_changes(&audit, &config.audit),
                     telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != telemetry,
                 };
-                Ok::<_, ReloadError>((Snapshot::build(config)?, report))
+                Ok::<_, ReloadError>((Snapshot::build(config)?, report, (digest, text.len())))
             })();
             (built, Some(version))
         })
         .await;
         match built {
-            Ok((Ok((snapshot, report)), version)) => {
+            Ok((Ok((snapshot, report, (digest, len))), version)) => {
+                // Like every change, a new configuration is in the audit log before it is in force.
+                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len);
+                if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
+                    return (Err(ReloadError::Unlogged(e.to_string())), version);
+                }
                 self.gateway.replace(snapshot);
                 (Ok(report), version)
             }
@@ -208,8 +218,29 @@ impl Reloader {
 
 /// The first 16 hex digits of the SHA-256 of a configuration's text.
 pub fn version_of(text: &str) -> String {
+    hex::encode(&sha256(text)[..8])
+}
+
+fn sha256(text: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-    hex::encode(&digest.as_ref()[..8])
+    digest.as_ref().try_into().unwrap_or([0; 32])
+}
+
+/// The audit record of a configuration put in force (`action`: `START` or `RELOAD`): the file,
+/// and the SHA-256 of its text, by which an auditor can tell which grants were in force when.
+fn configuration_record(gateway: &Gateway, action: &str, path: &Path, digest: [u8; 32], len: usize) -> ExchangeRecord {
+    let mut record = RecordBuilder::received_now(&gateway.snapshot().gateway_id);
+    record.set_exchange_id(uuid::Uuid::new_v4());
+    record.set_configuration(action, &path.display().to_string(), digest, u64::try_from(len).unwrap_or(u64::MAX));
+    record.finish()
+}
+
+/// Writes to the audit log that the configuration in `path` was put in force at start, so that
+/// the log says from its first record which configuration its exchanges ran under.
+pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let record = configuration_record(gateway, "START", path, sha256(&text), text.len());
+    gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
 }
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {

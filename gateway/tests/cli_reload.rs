@@ -396,4 +396,19 @@ fn twenty_reloads_under_load_fail_no_call_and_a_new_crl_refuses_the_revoked_clie
     };
     assert!(exit.success(), "splpd serve exited with {exit}:\n{}", log.text());
     log.wait_for(&["audit log is flushed"]);
+
+    // The configuration at start and each one a reload put in force are in the audit log; the
+    // broken file, never in force, is not.
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["audit", "query", "reload-audit"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = String::from_utf8_lossy(&out.stdout);
+    let count = |method: &str| records.lines().filter(|l| l.contains(&format!("\"method\":\"{method}\""))).count();
+    assert_eq!(count("START"), 1, "{records}");
+    let reloads = log.text().matches("configuration reloaded and in force").count();
+    assert!(reloads >= 19, "{reloads} reloads logged");
+    assert_eq!(count("RELOAD"), reloads, "{records}");
 }

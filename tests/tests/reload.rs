@@ -215,3 +215,42 @@ async fn on_stop_open_exchanges_finish_within_the_drain_timeout_and_later_ones_a
     assert_eq!(find(&long_id).error_type, "Client.ResponseAbandoned");
     assert_eq!(find(&long_h2_id).error_type, "Client.ResponseAbandoned");
 }
+
+#[tokio::test]
+async fn a_configuration_is_in_the_audit_log_before_it_is_in_force() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let path = region.config_path().to_owned();
+    let reloader = Reloader::new(&path, std::sync::Arc::clone(region.gateway()));
+    let rsud = pki.client(RSUD);
+    let call = || Call::get(format!("/r1/{SERVICE}/json/x"));
+    let sha256 = |text: &str| splpd_tests::sha256(text.as_bytes());
+
+    // A grant for RSUD: the change is recorded, naming the file and its text's hash.
+    let granted = builder(&pki, &upstream, &[DINKES, RSUD]).text();
+    std::fs::write(&path, &granted).unwrap();
+    reloader.reload().await.unwrap();
+    let reloads: Vec<_> = region.records().into_iter().filter(|r| r.method == "RELOAD").collect();
+    assert_eq!(reloads.len(), 1, "{reloads:#?}");
+    assert_eq!(reloads[0].path, path.display().to_string());
+    assert_eq!(reloads[0].request_body_sha256, sha256(&granted));
+    assert_eq!(reloads[0].request_body_bytes, granted.len() as u64);
+    assert_eq!(region.call(Some(&rsud), Proto::H1, call()).await.unwrap().status, StatusCode::OK);
+
+    // While the log cannot be written, a change is refused and the one in force stays.
+    region.audit().set_failing(true);
+    std::fs::write(&path, builder(&pki, &upstream, &[DINKES]).text()).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    assert!(matches!(err, ReloadError::Unlogged(_)), "{err:?}");
+    assert!(err.to_string().contains("the change was not made"), "{err}");
+    region.audit().set_failing(false);
+    assert_eq!(region.call(Some(&rsud), Proto::H1, call()).await.unwrap().status, StatusCode::OK);
+    assert_eq!(region.records().iter().filter(|r| r.method == "RELOAD").count(), 1);
+
+    // A refused file changes nothing, and so records nothing either.
+    std::fs::write(&path, "[gateway]\nid = \"nonsense").unwrap();
+    assert!(reloader.reload().await.is_err());
+    assert_eq!(region.records().iter().filter(|r| r.method == "RELOAD").count(), 1);
+    region.stop().await;
+}

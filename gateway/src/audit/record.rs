@@ -75,6 +75,17 @@ impl RecordBuilder {
         self.record.client = operator.to_string();
     }
 
+    /// A configuration put in force, recorded where an exchange's request goes: `action`
+    /// (`START`, `RELOAD`) as the method, the file as the path, the SHA-256 and size of its text
+    /// as the request body's, and 200.
+    pub fn set_configuration(&mut self, action: &str, file: &str, sha256: [u8; 32], size: u64) {
+        action.clone_into(&mut self.record.method);
+        file.clone_into(&mut self.record.path);
+        self.record.request_body_sha256 = sha256.to_vec();
+        self.record.request_body_bytes = size;
+        self.record.status = 200;
+    }
+
     /// The client's certificate (DER); only its SHA-256 is kept.
     pub fn set_client_cert(&mut self, der: &[u8]) {
         self.record.client_cert_sha256 = sha256(der);

@@ -47,6 +47,9 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(addr) = running.admin_addr() {
             tracing::info!(%addr, "admin listener: /healthz, /readyz, /metrics and /maintenance for operators");
         }
+        if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), &args.config).await {
+            tracing::error!("the configuration in force could not be recorded in the audit log: {e}");
+        }
         let reloader = Reloader::new(&args.config, Arc::clone(running.gateway()));
         let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
         let reloading = tokio::spawn(reloader.run(reload_stopped));

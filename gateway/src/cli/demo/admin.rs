@@ -52,7 +52,7 @@ fn gist(call: &SampleCall, body: &str) -> String {
     let exchanges: u64 =
         body.lines().filter_map(|l| sample(l, "splpd_exchanges_total")).filter_map(|v| v.parse::<u64>().ok()).sum();
     let records = body.lines().find_map(|l| sample(l, "splpd_audit_records_total")).unwrap_or("?");
-    format!("{exchanges} exchanges counted so far, {records} audit records written")
+    format!("{exchanges} exchanges counted so far; {records} audit records written, the configuration's among them")
 }
 
 /// The value of a sample line of metric `name`, if `line` is one.

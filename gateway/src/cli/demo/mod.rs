@@ -248,6 +248,9 @@ async fn sandbox(
             .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
     );
     let running = splpd_gateway::server::start(config, audit).await.context("starting the gateway")?;
+    splpd_gateway::reload::record_start(running.gateway(), &config_path)
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the configuration in the audit log: {e}"))?;
     let neighbour = peer_region::PeerRegion::start(&dir.join(PEER_CONFIG), workers).await?;
     let listener = |name: &str| running.addr(name).with_context(|| format!("the gateway has no listener {name:?}"));
     let (public, intranet) = (listener("public")?, listener("intranet")?);
