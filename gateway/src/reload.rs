@@ -235,8 +235,8 @@ fn configuration_record(gateway: &Gateway, action: &str, path: &Path, digest: [u
     record.finish()
 }
 
-/// Writes to the audit log that the configuration in `path` was put in force at start, so that
-/// the log says from its first record which configuration its exchanges ran under.
+/// Writes to the audit log that the configuration in `path` was put in force at start, as soon as
+/// the gateway serves (an exchange that arrives in the same instant may come just before it).
 pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
     let record = configuration_record(gateway, "START", path, sha256(&text), text.len());
