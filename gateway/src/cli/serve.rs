@@ -45,7 +45,7 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(listener = %name, %addr, "listening");
         }
         if let Some(addr) = running.admin_addr() {
-            tracing::info!(%addr, "admin listener: /healthz, /readyz, /metrics and /maintenance for operators");
+            tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance for operators");
         }
         if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), &args.config).await {
             tracing::error!("the configuration in force could not be recorded in the audit log: {e}");
