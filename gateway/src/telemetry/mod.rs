@@ -212,6 +212,7 @@ async fn send_spans(
     let mut batch = Vec::with_capacity(BATCH);
     let mut failures = FailureLog::default();
     let mut linger = tokio::time::interval(LINGER);
+    linger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // A batch goes out when full, at the linger tick, or at the stop.
         let (due, stopping) = tokio::select! {
@@ -274,6 +275,9 @@ async fn send_metrics(
     let started = crate::audit::now_nanos();
     let mut failures = FailureLog::default();
     let mut tick = tokio::time::interval(interval);
+    // After an export that waited on a slow collector, the next one comes an interval later, not
+    // at once to catch up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         let stopping = tokio::select! {
