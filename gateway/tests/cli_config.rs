@@ -327,3 +327,99 @@ fn a_commit_delay_that_would_hold_every_exchange_is_refused() {
     f.edit("commit_delay = \"5ms\"", "commit_delay = \"250ms\"");
     f.fails_at(f.line_of("commit_delay = \"250ms\""), "commit_delay 250ms is above 100ms");
 }
+
+/// Runs `splpd config ARGS` in the fixture's folder with `input` on standard input.
+fn config_cmd(f: &Fixture, args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .arg("config")
+        .args(args)
+        .current_dir(f.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn history(f: &Fixture) -> Vec<PathBuf> {
+    let mut kept: Vec<PathBuf> = std::fs::read_dir(f.dir.path().join("splpd-history"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    kept.sort();
+    kept
+}
+
+#[test]
+fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
+    let f = Fixture::new();
+    let original = f.text();
+    let changed = original.replacen("request_timeout = \"10s\"", "request_timeout = \"20s\"", 1);
+    assert_ne!(changed, original);
+    std::fs::write(f.dir.path().join("new.toml"), &changed).unwrap();
+
+    // Declined (or no answer, as from a script without --yes): nothing changes.
+    for answer in ["n\n", ""] {
+        let (ok, out, _) = config_cmd(&f, &["apply", "--config", "splpd.toml", "new.toml"], answer);
+        assert!(!ok);
+        assert!(out.contains("-request_timeout = \"10s\"") && out.contains("+request_timeout = \"20s\""), "{out}");
+        assert!(out.contains("Nothing changed"), "{out}");
+        assert_eq!(f.text(), original);
+        assert!(history(&f).is_empty());
+    }
+
+    // Confirmed: in place, and the old version kept.
+    let (ok, out, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "new.toml"], "y\n");
+    assert!(ok, "{out}{err}");
+    assert_eq!(f.text(), changed);
+    let kept = history(&f);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), original);
+    let version = splpd_gateway::reload::version_of(&changed);
+    assert!(out.contains(&format!("now holds version {version}")) && out.contains("splpd config undo"), "{out}");
+
+    // Undo puts the old version back, after showing the way back as a diff.
+    let (ok, out, err) = config_cmd(&f, &["undo", "--config", "splpd.toml", "--yes"], "");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("+request_timeout = \"10s\""), "{out}");
+    assert_eq!(f.text(), original);
+    assert_eq!(history(&f).len(), 2, "the undone version is kept too, so undo again redoes it");
+    let (ok, _, _) = config_cmd(&f, &["undo", "--config", "splpd.toml", "--yes"], "");
+    assert!(ok);
+    assert_eq!(f.text(), changed);
+}
+
+#[test]
+fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
+    let f = Fixture::new();
+    let original = f.text();
+    let broken = original.replacen("request_timeout = \"10s\"", "request_timout = \"10s\"", 1);
+    std::fs::write(f.dir.path().join("new.toml"), &broken).unwrap();
+    let (ok, out, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "new.toml", "--yes"], "");
+    assert!(!ok);
+    let line = broken.lines().position(|l| l.contains("request_timout")).unwrap() + 1;
+    assert!(err.contains(&format!("new.toml:{line}:")) && err.contains("unknown field `request_timout`"), "{err}");
+    assert!(err.contains("splpd.toml is unchanged"), "{err}");
+    assert!(out.is_empty(), "no diff for a version that cannot be put in force: {out}");
+    assert_eq!(f.text(), original);
+    assert!(history(&f).is_empty());
+
+    // Its relative file names are those of the configuration's folder, where it will run.
+    let elsewhere = f.dir.path().join("drafts");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("new.toml"), original.replacen("\"10s\"", "\"11s\"", 1)).unwrap();
+    let (ok, _, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "drafts/new.toml", "--yes"], "");
+    assert!(ok, "{err}");
+
+    // Undo with nothing kept says so.
+    let g = Fixture::new();
+    let (ok, _, err) = config_cmd(&g, &["undo", "--config", "splpd.toml", "--yes"], "");
+    assert!(!ok && err.contains("only changes made with `splpd config apply` can be undone"), "{err}");
+}

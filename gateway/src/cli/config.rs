@@ -1,4 +1,4 @@
-//! `splpd config`: check a configuration file before it is used.
+//! `splpd config`: check a configuration file before it is used, and change the one in force.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +17,35 @@ pub(crate) enum ConfigCommand {
     Check {
         /// The configuration file.
         file: PathBuf,
+    },
+    /// Put a new version of the configuration in force: check it where it will run, show what
+    /// changes as a diff, ask (or take --yes), keep the version it replaces for `undo`, and write
+    /// it over the configuration file, which a running `splpd serve` then reloads by itself (and
+    /// writes to its audit log first).
+    #[command(after_help = "Examples:
+  splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml
+  splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml --yes")]
+    Apply {
+        /// The configuration file in force.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new version.
+        new: PathBuf,
+        /// Make the change without asking.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Put back the version the last `apply` (or `undo`) replaced, after showing the diff and
+    /// asking; running it again redoes the change.
+    #[command(after_help = "Examples:
+  splpd config undo --config /etc/splpd/splpd.toml")]
+    Undo {
+        /// The configuration file in force.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Make the change without asking.
+        #[arg(long, short)]
+        yes: bool,
     },
 }
 
@@ -42,5 +71,7 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             }
             Err(err) => Err(err.into()),
         },
+        ConfigCommand::Apply { config, new, yes } => super::config_change::apply(&config, &new, yes),
+        ConfigCommand::Undo { config, yes } => super::config_change::undo(&config, yes),
     }
 }

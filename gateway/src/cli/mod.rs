@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod certs;
 mod config;
+mod config_change;
 mod demo;
 pub(crate) mod out;
 mod serve;

@@ -22,6 +22,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates configuration `text` as if read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+    parse_in(path, &base, text)
+}
+
+/// Parses and validates configuration `text` read from `path`, its relative file names taken
+/// from `base`: a new version checked where it is to be put in force, its mistakes reported in
+/// its own file.
+pub fn parse_in(path: &Path, base: &Path, text: &str) -> Result<Config, ConfigError> {
+    let base = base.to_owned();
     let doc = match toml::de::DeTable::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
