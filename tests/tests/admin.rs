@@ -323,3 +323,29 @@ async fn a_flood_of_connections_on_the_admin_port_is_capped_and_operators_get_in
     assert_eq!(status, Some(StatusCode::OK));
     s.region.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_changes_who_may_use_the_admin_listener() {
+    let s = setup().await;
+    let (budi, siti) = (s.pki.admin(BUDI), s.pki.admin(SITI));
+    assert_eq!(admin(&s.region, &siti, Method::GET, "/healthz").await.status, StatusCode::OK);
+
+    // Siti leaves the operators' list.
+    let path = s.region.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let fewer =
+        text.replacen(&format!("operators = [\"{BUDI}\", \"{SITI}\"]"), &format!("operators = [\"{BUDI}\"]"), 1);
+    assert_ne!(fewer, text);
+    std::fs::write(&path, fewer).unwrap();
+    let reloader = splpd_gateway::reload::Reloader::new(&path, std::sync::Arc::clone(s.region.gateway()));
+    reloader.reload().await.unwrap();
+
+    let refused = admin(&s.region, &siti, Method::GET, "/healthz").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.text().contains("not among [admin] operators"), "{}", refused.text());
+    assert_eq!(admin(&s.region, &budi, Method::GET, "/healthz").await.status, StatusCode::OK);
+    // The reload itself is in the audit log; the gateway's counters for /metrics go on.
+    assert_eq!(s.region.records().iter().filter(|r| r.method == "RELOAD").count(), 1);
+    assert_eq!(value(&metrics(&s).await, "splpd_config_reloads_total", &[]), 1.0);
+    s.region.stop().await;
+}
