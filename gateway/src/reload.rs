@@ -23,6 +23,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth, IdentifyError};
 use crate::runtime::{ListenerRuntime, RuntimeError, Snapshot};
+use crate::server::stopped;
 
 /// Quiet time after the last file change before reloading: editors and `cp` write a file in
 /// several steps, and a certificate and its key are usually replaced together.
@@ -132,7 +133,7 @@ impl Reloader {
                 Err(source) => return (Err(ConfigError::Read { path, source }.into()), None),
             };
             let version = version_of(&text);
-            let digest = sha256(&text);
+            let digest = splpd_certs::load::sha256(text.as_bytes());
             let built = (|| {
                 let config = config::parse(&path, &text)?;
                 check_listeners(&listeners, &config)?;
@@ -218,12 +219,7 @@ impl Reloader {
 
 /// The first 16 hex digits of the SHA-256 of a configuration's text.
 pub fn version_of(text: &str) -> String {
-    hex::encode(&sha256(text)[..8])
-}
-
-fn sha256(text: &str) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-    digest.as_ref().try_into().unwrap_or([0; 32])
+    hex::encode(&splpd_certs::load::sha256(text.as_bytes())[..8])
 }
 
 /// The audit record of a configuration put in force (`action`: `START` or `RELOAD`): the file,
@@ -239,12 +235,8 @@ fn configuration_record(gateway: &Gateway, action: &str, path: &Path, digest: [u
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
 pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let record = configuration_record(gateway, "START", path, sha256(&text), text.len());
+    let record = configuration_record(gateway, "START", path, splpd_certs::load::sha256(text.as_bytes()), text.len());
     gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
-}
-
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

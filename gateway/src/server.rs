@@ -273,8 +273,9 @@ async fn run_http<I>(
     }
 }
 
-/// Resolves once a stop has been asked for (or the sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+/// Resolves once a stop has been asked for (or the sender is gone). The server, the admin
+/// listener, the reload watcher and the telemetry exporter all stop on it.
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 

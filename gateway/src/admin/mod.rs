@@ -42,6 +42,7 @@ use crate::config::ConnectionType;
 use crate::edge::EdgeStats;
 use crate::exchange::Gateway;
 use crate::identify::{self, PeerIdentity};
+use crate::server::stopped;
 
 /// Time allowed for an operator's TLS handshake and request head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,10 +122,6 @@ impl BoundAdmin {
         }
         conns.shutdown().await;
     }
-}
-
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn serve_connection(

@@ -68,7 +68,7 @@ fn change(current: &Path, old_text: &str, new_text: &str, source: &str, yes: boo
         return Ok(ExitCode::FAILURE);
     }
     let kept = keep(current, old_text, &old_version)?;
-    write_atomically(current, new_text)?;
+    super::write_atomically(current, new_text.as_bytes())?;
     super::out::line(&format!(
         "{} now holds version {new_version}; version {old_version} is kept in {}.\nA running splpd serve reloads \
          it within a second and writes it to its audit log first; its log says \"configuration reloaded and in \
@@ -137,17 +137,4 @@ fn latest(dir: &Path, current: &Path) -> anyhow::Result<Option<PathBuf>> {
     // The names start with the UTC time, so they sort in the order they were kept.
     names.sort();
     Ok(names.pop())
-}
-
-/// Replaces `path` in one rename, so that the running gateway never reads half a file.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("toml.new");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = file.set_permissions(meta.permissions());
-    }
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
 }

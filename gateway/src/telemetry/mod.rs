@@ -218,7 +218,7 @@ async fn send_spans(
         let (due, stopping) = tokio::select! {
             n = queue.recv_many(&mut batch, BATCH) => (batch.len() >= BATCH, n == 0),
             _ = linger.tick() => (true, false),
-            _ = stop.wait_for(|s| *s) => (true, true),
+            () = crate::server::stopped(&mut stop) => (true, true),
         };
         if stopping {
             while let Ok(span) = queue.try_recv() {
@@ -282,7 +282,7 @@ async fn send_metrics(
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
-            _ = stop.wait_for(|s| *s) => true,
+            () = crate::server::stopped(&mut stop) => true,
         };
         let request = otlp_metrics::request(&gateway, &listeners, &shared, started);
         match client.export(request).await {

@@ -439,7 +439,7 @@ async fn sandbox(
         },
         serving: !args.no_serve,
     };
-    write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
+    super::write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
 
     out::line("Call it yourself (the gateway's certificate is for 127.0.0.1 and localhost):");
     for name in ["allowed", "no grant"] {
@@ -698,12 +698,6 @@ fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Writes `path` whole or not at all, so that a script waiting for it never reads half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
 /// Logs to stderr at `warn` unless `RUST_LOG` says otherwise: the refusals the demo provokes on
 /// purpose are logged at `info` and would only clutter its table.
 fn init_tracing() {
