@@ -53,6 +53,9 @@ pub struct Gateway {
     generation: std::sync::atomic::AtomicU64,
     metrics: Arc<ExchangeMetrics>,
     maintenance: Arc<Maintenance>,
+    /// What changes the configuration file for the admin listener, when the gateway runs from
+    /// one (`splpd serve`); weak, since it holds the gateway.
+    reloader: std::sync::OnceLock<std::sync::Weak<crate::reload::Reloader>>,
 }
 
 /// What is known about a connection before its first request.
@@ -128,6 +131,7 @@ impl Gateway {
             generation: std::sync::atomic::AtomicU64::new(0),
             metrics,
             maintenance: Arc::default(),
+            reloader: std::sync::OnceLock::new(),
         }
     }
 
@@ -178,6 +182,17 @@ impl Gateway {
     /// Maintenance mode, which the admin listener sets.
     pub fn maintenance(&self) -> &Arc<Maintenance> {
         &self.maintenance
+    }
+
+    /// Lets the admin listener change the configuration file through `reloader`. Once only: a
+    /// second call is ignored.
+    pub fn attach_reloader(&self, reloader: &Arc<crate::reload::Reloader>) {
+        let _ = self.reloader.set(Arc::downgrade(reloader));
+    }
+
+    /// What changes the configuration file, when the gateway runs from one.
+    pub fn reloader(&self) -> Option<Arc<crate::reload::Reloader>> {
+        self.reloader.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// Handles one request end to end. Never fails: every outcome is a response.

@@ -421,5 +421,5 @@ fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
     // Undo with nothing kept says so.
     let g = Fixture::new();
     let (ok, _, err) = config_cmd(&g, &["undo", "--config", "splpd.toml", "--yes"], "");
-    assert!(!ok && err.contains("only changes made with `splpd config apply` can be undone"), "{err}");
+    assert!(!ok && err.contains("only changes made with `splpd config apply` or the admin listener"), "{err}");
 }

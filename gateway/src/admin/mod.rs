@@ -1,5 +1,6 @@
 //! The operators' listener (design §6): mutual TLS with admin certificates of this gateway's
-//! member only, serving liveness, readiness with a maintenance mode, and Prometheus metrics.
+//! member only, serving liveness, readiness with a maintenance mode, Prometheus metrics, and the
+//! API that changes the configuration file (`config_api`).
 //!
 //! | path | what |
 //! |---|---|
@@ -9,11 +10,13 @@
 //! | `GET /metrics` | Prometheus text: exchanges, the audit log, listeners, upstream endpoints |
 //! | `GET /maintenance` | whether maintenance mode is on, since when, set by whom and why |
 //! | `POST /maintenance/on`, `POST /maintenance/off` | turns it on or off; audit-logged |
+//! | `GET /config`, `POST /config/check`, `PUT /config`, `POST /config/undo`, `GET /config/history` | the configuration file: read, check with a diff, change, undo; changes audit-logged |
 //!
 //! Maintenance mode takes the gateway out of load balancers' rotation without refusing anyone:
 //! readiness and the gateway's gRPC health say it is not serving, while exchanges that still
 //! arrive are served as usual.
 
+mod config_api;
 mod dashboard;
 mod maintenance;
 pub mod metrics;
@@ -206,22 +209,30 @@ async fn handle(
     let allowed = match path {
         "/" | "/healthz" | "/readyz" | "/metrics" | "/maintenance" => "GET",
         "/maintenance/on" | "/maintenance/off" => "POST",
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "Client.BadRequest",
-                &format!(
-                    "no {path} here; the admin listener serves GET / (the dashboard), /healthz, /readyz, \
-                     /metrics, /maintenance and POST /maintenance/on, /maintenance/off"
-                ),
-            );
-        }
+        _ => match config_api::PATHS.iter().find(|(p, _)| *p == path) {
+            Some((_, methods)) => methods,
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "Client.BadRequest",
+                    &format!(
+                        "no {path} here; the admin listener serves GET / (the dashboard), /healthz, /readyz, \
+                         /metrics, /maintenance, POST /maintenance/on, /maintenance/off, and the configuration \
+                         API: GET and PUT /config, POST /config/check, POST /config/undo, GET /config/history"
+                    ),
+                );
+            }
+        },
     };
-    if req.method().as_str() != allowed && !(allowed == "GET" && req.method() == Method::HEAD) {
+    let method = req.method();
+    if !allowed.split(", ").any(|m| m == method.as_str() || (m == "GET" && method == Method::HEAD)) {
         let mut resp =
             error(StatusCode::METHOD_NOT_ALLOWED, "Client.BadRequest", &format!("{path} takes {allowed} only"));
         resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allowed));
         return resp;
+    }
+    if path.starts_with("/config") {
+        return config_api::handle(gateway, &operator, cert_sha256, req).await;
     }
     match path {
         "/" => dashboard(gateway, listeners, &req),

@@ -75,6 +75,11 @@ impl RecordBuilder {
         self.record.client = operator.to_string();
     }
 
+    /// The `X-Road-Issue` of a change made by an operator: the ticket or reason given.
+    pub fn set_issue(&mut self, issue: &str) {
+        issue.clone_into(&mut self.record.issue);
+    }
+
     /// A configuration put in force, recorded where an exchange's request goes: `action`
     /// (`START`, `RELOAD`) as the method, the file as the path, the SHA-256 and size of its text
     /// as the request body's, and 200.

@@ -6,18 +6,16 @@
 //! configuration's folder), shown as a unified diff, and written over the configuration file in
 //! one rename; the running `splpd serve` notices the file change and reloads it, writing the new
 //! version to its audit log before putting it in force (`RELOAD`, with the SHA-256 of the text).
-//! The version it replaces goes to `HISTORY_DIR` beside the file, named by time and version.
+//! The version it replaces goes to the history beside the file (`config::history`), as changes
+//! made through the admin listener's `/config` do: either way can undo the other's change.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use splpd_gateway::config::history::{self, History, version_of};
 use splpd_gateway::config::{self, ConfigError};
-use splpd_gateway::reload::version_of;
-
-/// Where replaced versions are kept, beside the configuration file.
-const HISTORY_DIR: &str = "splpd-history";
 
 /// Checks `new` as a replacement of the configuration at `current`, shows the change, asks, and
 /// puts it in place.
@@ -41,16 +39,17 @@ pub(crate) fn apply(current: &Path, new: &Path, yes: bool) -> anyhow::Result<Exi
 /// redoes it).
 pub(crate) fn undo(current: &Path, yes: bool) -> anyhow::Result<ExitCode> {
     let old_text = read(current)?;
-    let history = history_dir(current);
-    let Some(last) = latest(&history, current)? else {
+    let history = History::of(current);
+    let Some(last) = history.latest()? else {
         bail!(
-            "{} holds no earlier version of {}: only changes made with `splpd config apply` can be undone",
-            history.display(),
+            "{} holds no earlier version of {}: only changes made with `splpd config apply` or the admin \
+             listener's /config can be undone",
+            history.dir().display(),
             current.display()
         );
     };
-    let previous = read(&last)?;
-    change(current, &old_text, &previous, &last.display().to_string(), yes)
+    let previous = read(&last.path)?;
+    change(current, &old_text, &previous, &last.path.display().to_string(), yes)
 }
 
 fn change(current: &Path, old_text: &str, new_text: &str, source: &str, yes: bool) -> anyhow::Result<ExitCode> {
@@ -59,16 +58,15 @@ fn change(current: &Path, old_text: &str, new_text: &str, source: &str, yes: boo
         super::out::line(&format!("{} already holds this version ({new_version}); nothing to do.", current.display()));
         return Ok(ExitCode::SUCCESS);
     }
-    let diff = similar::TextDiff::from_lines(old_text, new_text);
     let old_name = format!("{} (version {old_version}, in force)", current.display());
     let new_name = format!("{source} (version {new_version})");
-    super::out::line(diff.unified_diff().context_radius(3).header(&old_name, &new_name).to_string().trim_end());
+    super::out::line(history::unified_diff(old_text, new_text, &old_name, &new_name).trim_end());
     if !yes && !confirm(current)? {
         super::out::line(&format!("Nothing changed: {} still holds version {old_version}.", current.display()));
         return Ok(ExitCode::FAILURE);
     }
-    let kept = keep(current, old_text, &old_version)?;
-    super::write_atomically(current, new_text.as_bytes())?;
+    let kept = History::of(current).keep(old_text)?;
+    history::write_atomically(current, new_text.as_bytes())?;
     super::out::line(&format!(
         "{} now holds version {new_version}; version {old_version} is kept in {}.\nA running splpd serve reloads \
          it within a second and writes it to its audit log first; its log says \"configuration reloaded and in \
@@ -94,47 +92,4 @@ fn confirm(current: &Path) -> anyhow::Result<bool> {
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "ya"))
-}
-
-fn history_dir(current: &Path) -> PathBuf {
-    current.parent().map_or_else(|| PathBuf::from("."), Path::to_owned).join(HISTORY_DIR)
-}
-
-/// Keeps `text`, the version being replaced, as `HISTORY_DIR/<UTC time>-<version>-<file name>`.
-fn keep(current: &Path, text: &str, version: &str) -> anyhow::Result<PathBuf> {
-    let dir = history_dir(current);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond()
-    );
-    let name = current.file_name().map_or_else(|| "splpd.toml".into(), |n| n.to_string_lossy().into_owned());
-    let path = dir.join(format!("{stamp}-{version}-{name}"));
-    std::fs::write(&path, text).with_context(|| format!("keeping the replaced version in {}", path.display()))?;
-    Ok(path)
-}
-
-/// The most recently kept version of `current` (the folder may keep other files' too).
-fn latest(dir: &Path, current: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let suffix = format!("-{}", current.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut names: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&suffix)))
-        .collect();
-    // The names start with the UTC time, so they sort in the order they were kept.
-    names.sort();
-    Ok(names.pop())
 }

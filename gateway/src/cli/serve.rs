@@ -45,12 +45,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(listener = %name, %addr, "listening");
         }
         if let Some(addr) = running.admin_addr() {
-            tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance for operators");
+            tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance and /config for operators");
         }
         if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), &args.config).await {
             tracing::error!("the configuration in force could not be recorded in the audit log: {e}");
         }
-        let reloader = Reloader::new(&args.config, Arc::clone(running.gateway()));
+        let reloader = Arc::new(Reloader::new(&args.config, Arc::clone(running.gateway())));
+        // Operators may also change the file through the admin listener's /config.
+        running.gateway().attach_reloader(&reloader);
         let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
         let reloading = tokio::spawn(reloader.run(reload_stopped));
         let snap = running.gateway().snapshot();

@@ -2,6 +2,7 @@
 //! with errors that name `file:line:column` and say how to fix the mistake.
 
 pub mod diag;
+pub mod history;
 pub mod model;
 pub mod resilience;
 pub mod units;

@@ -1,5 +1,5 @@
 //! The demo's calls to the admin listener, as the region's operator Budi makes them: readiness,
-//! the Prometheus metrics of the exchanges just made, and the dashboard.
+//! the Prometheus metrics of the exchanges just made, the dashboard, and the configuration file.
 
 use std::path::Path;
 
@@ -18,6 +18,7 @@ pub(super) fn calls(credentials: (&Path, &Path), base: &str, ca_file: &Path) -> 
         call("readiness", "/readyz", "ready while the audit log takes records and maintenance mode is off"),
         call("metrics", "/metrics", "Prometheus text: exchanges by service and status, the audit log, endpoints"),
         call("dashboard", "/?lang=en", "the operators' page, in Bahasa Indonesia (the default) or English"),
+        call("configuration", "/config", "the file in force; POST /config/check and PUT /config change it"),
     ]
 }
 
@@ -43,6 +44,9 @@ fn gist(call: &SampleCall, body: &str) -> String {
             Ok(v) => format!("not ready: {}", v["reasons"]),
             Err(_) => format!("{} bytes", body.len()),
         };
+    }
+    if call.name == "configuration" {
+        return format!("{} lines of TOML: the configuration in force", body.lines().count());
     }
     if call.name == "dashboard" {
         let ready = if body.contains("<h2 class=\"ok\">") { "ready" } else { "not ready" };

@@ -251,6 +251,12 @@ async fn sandbox(
     splpd_gateway::reload::record_start(running.gateway(), &config_path)
         .await
         .map_err(|e| anyhow::anyhow!("recording the configuration in the audit log: {e}"))?;
+    // As under `splpd serve`: edits of splpd.toml, and changes through the admin listener's
+    // /config, are checked, logged and put in force.
+    let reloader = Arc::new(splpd_gateway::reload::Reloader::new(&config_path, Arc::clone(running.gateway())));
+    running.gateway().attach_reloader(&reloader);
+    let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
+    let reloading = tokio::spawn(reloader.run(reload_stopped));
     let neighbour = peer_region::PeerRegion::start(&dir.join(PEER_CONFIG), workers).await?;
     let listener = |name: &str| running.addr(name).with_context(|| format!("the gateway has no listener {name:?}"));
     let (public, intranet) = (listener("public")?, listener("intranet")?);
@@ -439,7 +445,7 @@ async fn sandbox(
         },
         serving: !args.no_serve,
     };
-    super::write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
+    splpd_gateway::config::history::write_atomically(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
 
     out::line("Call it yourself (the gateway's certificate is for 127.0.0.1 and localhost):");
     for name in ["allowed", "no grant"] {
@@ -488,6 +494,8 @@ async fn sandbox(
         super::serve::wait_for_signal().await;
         out::line("Stopping: open exchanges may finish.");
     }
+    let _ = stop_reload.send(true);
+    let _ = reloading.await;
     running.stop().await.context("flushing the audit log")?;
     neighbour.stop().await?;
     upstreams.stop();

@@ -3,6 +3,9 @@
 //! in force whole. A configuration that fails is refused, its errors logged, and the running one
 //! kept. Exchanges in progress finish on the snapshot they started with; connections already
 //! open take the new one on their next request ([`LiveConnection`]).
+//!
+//! Operators can also change the file through the admin listener (`change`): the new text is
+//! checked, written and put in force at once, and its audit record names the operator.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -24,6 +27,10 @@ use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth, IdentifyError};
 use crate::runtime::{ListenerRuntime, RuntimeError, Snapshot};
 use crate::server::stopped;
+
+mod change;
+pub use crate::config::history::version_of;
+pub use change::{ChangeError, Changed, ChangedBy, Checked};
 
 /// Quiet time after the last file change before reloading: editors and `cp` write a file in
 /// several steps, and a certificate and its key are usually replaced together.
@@ -72,7 +79,13 @@ pub struct Reloader {
     audit: config::Audit,
     /// `[telemetry]` as the exporter was started.
     telemetry: Option<config::Telemetry>,
-    hangup: Hangup,
+    /// Taken by [`Reloader::run`].
+    hangup: Mutex<Option<Hangup>>,
+    /// Reloads and changes run one at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// The SHA-256 of the configuration text in force, when known: a file event for the text
+    /// already in force (a change made through the admin listener) needs no reload.
+    in_force: Mutex<Option<[u8; 32]>>,
 }
 
 impl Reloader {
@@ -88,12 +101,29 @@ impl Reloader {
             .collect();
         let audit = snap.config.audit.clone();
         let telemetry = snap.config.telemetry.clone();
-        Self { path: path.to_owned(), gateway, listeners, audit, telemetry, hangup: hangup_signal() }
+        // The file the gateway was started with, read again: small, and read once.
+        let in_force = std::fs::read(path).ok().map(|text| splpd_certs::load::sha256(&text));
+        Self {
+            path: path.to_owned(),
+            gateway,
+            listeners,
+            audit,
+            telemetry,
+            hangup: Mutex::new(Some(hangup_signal())),
+            changing: tokio::sync::Mutex::new(()),
+            in_force: Mutex::new(in_force),
+        }
+    }
+
+    /// The configuration file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Reads, checks and compiles the configuration again and puts it in force, or says why not
     /// and keeps the running one. Either way the outcome is logged.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.changing.lock().await;
         let (outcome, version) = self.try_reload().await;
         let version = version.as_deref().unwrap_or("unreadable");
         match &outcome {
@@ -123,9 +153,7 @@ impl Reloader {
     /// which the log shows so that an operator can tell which edit is in force.
     async fn try_reload(&self) -> (Result<ReloadReport, ReloadError>, Option<String>) {
         let path = self.path.clone();
-        let listeners = self.listeners.clone();
-        let audit = self.audit.clone();
-        let telemetry = serde_json::to_value(&self.telemetry).ok();
+        let check = self.checker();
         // Reading files and building TLS configurations is blocking work.
         let built = tokio::task::spawn_blocking(move || {
             let text = match std::fs::read_to_string(&path) {
@@ -134,31 +162,45 @@ impl Reloader {
             };
             let version = version_of(&text);
             let digest = splpd_certs::load::sha256(text.as_bytes());
-            let built = (|| {
-                let config = config::parse(&path, &text)?;
-                check_listeners(&listeners, &config)?;
-                let report = ReloadReport {
-                    audit_needs_restart: audit_changes(&audit, &config.audit),
-                    telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != telemetry,
-                };
-                Ok::<_, ReloadError>((Snapshot::build(config)?, report, (digest, text.len())))
-            })();
+            let built =
+                check.build(&path, &path, &text).map(|(snapshot, report)| (snapshot, report, (digest, text.len())));
             (built, Some(version))
         })
         .await;
         match built {
             Ok((Ok((snapshot, report, (digest, len))), version)) => {
                 // Like every change, a new configuration is in the audit log before it is in force.
-                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len);
+                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len, None);
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
+                *lock(&self.in_force) = Some(digest);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
             Err(e) => (Err(ReloadError::Task(e.to_string())), None),
         }
+    }
+
+    /// What a new configuration is checked against: the listeners bound at start, and the
+    /// `[audit]` and `[telemetry]` the running log and exporter were started with.
+    fn checker(&self) -> Checker {
+        Checker {
+            listeners: self.listeners.clone(),
+            audit: self.audit.clone(),
+            telemetry: serde_json::to_value(&self.telemetry).ok(),
+        }
+    }
+
+    /// Whether the only file that changed is the configuration, and it holds the text in force.
+    fn already_in_force(&self, changed: &std::collections::BTreeSet<PathBuf>) -> bool {
+        let config = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+        if changed.iter().any(|p| *p != config) {
+            return false;
+        }
+        let Some(in_force) = *lock(&self.in_force) else { return false };
+        std::fs::read(&self.path).is_ok_and(|text| splpd_certs::load::sha256(&text) == in_force)
     }
 
     /// The files whose change triggers a reload: the configuration itself and every certificate,
@@ -172,7 +214,8 @@ impl Reloader {
 
     /// Reloads on SIGHUP and on changes of the watched files until `stop` turns true. Reloads
     /// run one at a time, in this task.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut hangup: Hangup = lock(&self.hangup).take().unwrap_or_default();
         let (tx, mut changes) = mpsc::channel::<PathBuf>(64);
         let watched = Arc::new(Mutex::new(self.watched_files()));
         let mut watcher = match file_watcher(Arc::clone(&watched), tx) {
@@ -191,7 +234,7 @@ impl Reloader {
         }
         loop {
             tokio::select! {
-                () = next_hangup(&mut self.hangup) => {
+                () = next_hangup(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading the configuration");
                 }
                 Some(first) = changes.recv() => {
@@ -199,6 +242,10 @@ impl Reloader {
                     let mut changed = std::collections::BTreeSet::from([first]);
                     while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {
                         changed.insert(path);
+                    }
+                    if self.already_in_force(&changed) {
+                        tracing::debug!("the configuration file holds the version in force; nothing to reload");
+                        continue;
                     }
                     let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
                     tracing::info!("file changed ({}): reloading the configuration", changed.join(", "));
@@ -217,17 +264,26 @@ impl Reloader {
     }
 }
 
-/// The first 16 hex digits of the SHA-256 of a configuration's text.
-pub fn version_of(text: &str) -> String {
-    hex::encode(&splpd_certs::load::sha256(text.as_bytes())[..8])
-}
-
 /// The audit record of a configuration put in force (`action`: `START` or `RELOAD`): the file,
-/// and the SHA-256 of its text, by which an auditor can tell which grants were in force when.
-fn configuration_record(gateway: &Gateway, action: &str, path: &Path, digest: [u8; 32], len: usize) -> ExchangeRecord {
+/// and the SHA-256 of its text, by which an auditor can tell which grants were in force when;
+/// and, for a change made through the admin listener, the operator who made it.
+fn configuration_record(
+    gateway: &Gateway,
+    action: &str,
+    path: &Path,
+    digest: [u8; 32],
+    len: usize,
+    by: Option<&ChangedBy>,
+) -> ExchangeRecord {
     let mut record = RecordBuilder::received_now(&gateway.snapshot().gateway_id);
     record.set_exchange_id(uuid::Uuid::new_v4());
     record.set_configuration(action, &path.display().to_string(), digest, u64::try_from(len).unwrap_or(u64::MAX));
+    if let Some(by) = by {
+        record.set_operator(&by.operator);
+        record.set_client_cert_sha256(by.cert_sha256);
+        record.set_connection_type(config::ConnectionType::Mtls);
+        record.set_issue(&by.issue);
+    }
     record.finish()
 }
 
@@ -235,12 +291,36 @@ fn configuration_record(gateway: &Gateway, action: &str, path: &Path, digest: [u
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
 pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let record = configuration_record(gateway, "START", path, splpd_certs::load::sha256(text.as_bytes()), text.len());
+    let record =
+        configuration_record(gateway, "START", path, splpd_certs::load::sha256(text.as_bytes()), text.len(), None);
     gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks and compiles a configuration against what cannot change while the gateway runs.
+#[derive(Debug, Clone)]
+struct Checker {
+    listeners: Vec<(String, SocketAddr)>,
+    audit: config::Audit,
+    telemetry: Option<serde_json::Value>,
+}
+
+impl Checker {
+    /// Parses `text` (its mistakes reported as in `name`, its relative file names taken from
+    /// beside `path`), checks it and builds its snapshot. Blocking: it loads certificates.
+    fn build(&self, name: &Path, path: &Path, text: &str) -> Result<(Snapshot, ReloadReport), ReloadError> {
+        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+        let config = config::parse_in(name, &base, text)?;
+        check_listeners(&self.listeners, &config)?;
+        let report = ReloadReport {
+            audit_needs_restart: audit_changes(&self.audit, &config.audit),
+            telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != self.telemetry,
+        };
+        Ok((Snapshot::build(config)?, report))
+    }
 }
 
 /// The admin listener's name in [`check_listeners`]' messages, bracketed as in the file.

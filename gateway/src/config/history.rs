@@ -1,0 +1,164 @@
+//! The versions of a configuration file that changes replaced, kept beside it so that a change
+//! can be undone, and the pieces every way of changing the file shares: the unified diff an
+//! operator is shown, and the atomic write. Used by `splpd config apply` and `undo` on the host
+//! and by the admin listener's `/config` API.
+//!
+//! A kept version is a plain copy named `<UTC time>-<version>-<file name>` in [`HISTORY_DIR`]:
+//! an operator can read, compare or restore one with ordinary tools, and the names sort in the
+//! order the versions were replaced.
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Where replaced versions are kept, beside the configuration file.
+pub const HISTORY_DIR: &str = "splpd-history";
+
+/// The first 16 hex digits of the SHA-256 of a configuration's text: how logs, the audit log's
+/// records and the admin API name a version.
+pub fn version_of(text: &str) -> String {
+    hex::encode(&splpd_certs::load::sha256(text.as_bytes())[..8])
+}
+
+/// The unified diff from `old` to `new`, with three lines of context, headed by their names.
+pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    let diff = similar::TextDiff::from_lines(old, new);
+    diff.unified_diff().context_radius(3).header(old_name, new_name).to_string()
+}
+
+/// Replaces `path` with `bytes` in one rename, after they are on disk, keeping the file's
+/// permissions: a reader (the running gateway's reload) sees the old text or the new, never half.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()));
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let tmp = path.with_file_name(name);
+    let mut file = std::fs::File::create(&tmp).map_err(|e| context("writing", &tmp, e))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = file.set_permissions(meta.permissions());
+    }
+    file.write_all(bytes).map_err(|e| context("writing", &tmp, e))?;
+    file.sync_all().map_err(|e| context("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| context("replacing", path, e))
+}
+
+/// One kept version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The file holding it.
+    pub path: PathBuf,
+    /// When it was replaced, as in its name (`20261124T130501.123456789Z`).
+    pub replaced_at: String,
+    /// Its version ([`version_of`] its text).
+    pub version: String,
+}
+
+/// The kept versions of one configuration file.
+#[derive(Debug, Clone)]
+pub struct History {
+    dir: PathBuf,
+    /// `-<file name>`, the end of every kept version's name.
+    suffix: String,
+    file_name: String,
+}
+
+impl History {
+    /// The history of the configuration file at `current`.
+    pub fn of(current: &Path) -> Self {
+        let dir = current.parent().map_or_else(|| PathBuf::from("."), Path::to_owned).join(HISTORY_DIR);
+        let file_name = current.file_name().map_or_else(|| "splpd.toml".into(), |n| n.to_string_lossy().into_owned());
+        Self { dir, suffix: format!("-{file_name}"), file_name }
+    }
+
+    /// The folder it is kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Keeps `text`, the version being replaced, and returns where.
+    pub fn keep(&self, text: &str) -> io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.nanosecond()
+        );
+        let path = self.dir.join(format!("{stamp}-{}-{}", version_of(text), self.file_name));
+        std::fs::write(&path, text).map_err(|e| {
+            io::Error::new(e.kind(), format!("keeping the replaced version in {}: {e}", path.display()))
+        })?;
+        Ok(path)
+    }
+
+    /// The kept versions, oldest first. A missing folder is an empty history.
+    pub fn list(&self) -> io::Result<Vec<Kept>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("reading {}: {e}", self.dir.display()))),
+        };
+        let mut kept: Vec<Kept> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .filter_map(|path| {
+                // The folder may keep other files' versions too.
+                let name = path.file_name()?.to_str()?.strip_suffix(&self.suffix)?.to_owned();
+                let (replaced_at, version) = name.split_once('-')?;
+                Some(Kept { replaced_at: replaced_at.to_owned(), version: version.to_owned(), path: path.clone() })
+            })
+            .collect();
+        // The names start with the UTC time, so they sort in the order they were kept.
+        kept.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(kept)
+    }
+
+    /// The version the latest change replaced.
+    pub fn latest(&self) -> io::Result<Option<Kept>> {
+        Ok(self.list()?.pop())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_versions_come_back_newest_last_and_other_files_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("splpd.toml");
+        let history = History::of(&current);
+        assert_eq!(history.latest().unwrap(), None, "no folder yet is an empty history");
+        let first = history.keep("a = 1\n").unwrap();
+        let second = history.keep("a = 2\n").unwrap();
+        // Another configuration file's version in the same folder.
+        History::of(&dir.path().join("other.toml")).keep("b = 1\n").unwrap();
+        let kept = history.list().unwrap();
+        assert_eq!(kept.iter().map(|k| k.path.clone()).collect::<Vec<_>>(), vec![first, second.clone()]);
+        assert_eq!(kept[1].version, version_of("a = 2\n"));
+        assert!(kept[0].replaced_at.ends_with('Z') && kept[0].replaced_at.contains('T'), "{:?}", kept[0]);
+        assert_eq!(history.latest().unwrap().unwrap().path, second);
+        assert_eq!(std::fs::read_to_string(second).unwrap(), "a = 2\n");
+    }
+
+    #[test]
+    fn an_atomic_write_keeps_the_files_permissions_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("splpd.toml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let diff = unified_diff("a\nb\n", "a\nc\n", "old", "new");
+        assert!(diff.contains("--- old") && diff.contains("+++ new") && diff.contains("-b\n+c"), "{diff}");
+    }
+}

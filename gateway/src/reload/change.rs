@@ -1,0 +1,241 @@
+//! Changes of the configuration file made through the admin listener (design §6): the new text
+//! is checked where it is to be put in force and shown as a diff against the file (`check`), then
+//! put in force only against the version the operator saw (`apply`, `undo`, with `If-Match`).
+//!
+//! A change, one at a time with reloads: the new text is checked and compiled; the version it
+//! replaces is kept in the history beside the file ([`History`]); the file is replaced in one
+//! rename; the change goes to the audit log (`RELOAD`, naming the operator and the reason they
+//! gave), and only then is it in force. When the log cannot take the record, the old text is
+//! written back and nothing changes. The file watcher then sees a file that holds the version in
+//! force, and does not reload it again.
+
+use std::path::PathBuf;
+
+use splpd_certs::id::AdminId;
+
+use super::{Checker, ReloadError, ReloadReport, Reloader, configuration_record, lock};
+use crate::audit::AuditMode;
+use crate::config::history::{self, History, Kept, version_of};
+use crate::runtime::Snapshot;
+
+/// Who made a change through the admin listener, for its audit record.
+#[derive(Debug, Clone)]
+pub struct ChangedBy {
+    /// The operator's admin identifier.
+    pub operator: AdminId,
+    /// The SHA-256 of the operator's certificate.
+    pub cert_sha256: [u8; 32],
+    /// The `X-Road-Issue` sent with the change: a ticket or a reason; may be empty.
+    pub issue: String,
+}
+
+/// A new text checked against the file, not put in force.
+#[derive(Debug)]
+pub struct Checked {
+    /// The version the file holds now, which `apply` must be given.
+    pub current: String,
+    /// The new text's version.
+    pub version: String,
+    /// The unified diff from the file to the new text; empty when they are the same.
+    pub diff: String,
+    /// What would need a restart.
+    pub report: ReloadReport,
+}
+
+/// A change put in force.
+#[derive(Debug)]
+pub struct Changed {
+    /// The version replaced.
+    pub previous: String,
+    /// The version now in force.
+    pub version: String,
+    /// Where the replaced version is kept; `None` when the text was the one in force already.
+    pub kept: Option<PathBuf>,
+    /// The unified diff from the replaced version.
+    pub diff: String,
+    /// What needs a restart to take effect.
+    pub report: ReloadReport,
+}
+
+/// Why a change was not made. Nothing changed: neither the file nor the configuration in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The file is no longer at the version the operator checked the change against.
+    #[error(
+        "the configuration file holds version {current}, not {expected}: it changed since you read it; read it \
+         again (GET /config), check your change against it (POST /config/check) and send it with If-Match: \
+         \"{current}\""
+    )]
+    Stale {
+        /// The version the file holds.
+        current: String,
+        /// The version the change was made against.
+        expected: String,
+    },
+    /// The new text is refused: its mistakes, or what it cannot change while the gateway runs.
+    #[error(transparent)]
+    Refused(#[from] ReloadError),
+    /// There is no earlier version to go back to.
+    #[error(
+        "{dir} holds no earlier version of {file}: only changes made through the admin listener or `splpd config \
+         apply` can be undone"
+    )]
+    NoHistory {
+        /// The history folder.
+        dir: PathBuf,
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// The file or its history could not be read or written.
+    #[error("{0}")]
+    File(String),
+}
+
+impl Reloader {
+    /// The configuration file's text as it is now, and its version.
+    pub async fn current(&self) -> Result<(String, String), ChangeError> {
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| ChangeError::File(format!("reading {}: {e}", self.path.display())))?;
+        let version = version_of(&text);
+        Ok((text, version))
+    }
+
+    /// The versions earlier changes replaced, oldest first.
+    pub async fn history(&self) -> Result<Vec<Kept>, ChangeError> {
+        let history = History::of(&self.path);
+        tokio::task::spawn_blocking(move || history.list())
+            .await
+            .map_err(|e| ChangeError::File(e.to_string()))?
+            .map_err(|e| ChangeError::File(e.to_string()))
+    }
+
+    /// Checks `text` as a replacement of the file, and shows the change; changes nothing.
+    pub async fn check(&self, text: String) -> Result<Checked, ChangeError> {
+        let (current_text, current) = self.current().await?;
+        let (_, report) = self.build(text.clone()).await?;
+        let version = version_of(&text);
+        let diff = self.diff(&current_text, &current, &text, &version, "new");
+        Ok(Checked { current, version, diff, report })
+    }
+
+    /// Puts `text` in force in place of version `expected` of the file.
+    pub async fn apply(&self, text: String, expected: &str, by: &ChangedBy) -> Result<Changed, ChangeError> {
+        let _one_at_a_time = self.changing.lock().await;
+        self.put_in_force(text, "new", expected, by).await
+    }
+
+    /// Puts back the version the latest change replaced, in place of version `expected`. The
+    /// version it replaces is kept in turn, so a second undo redoes the change.
+    pub async fn undo(&self, expected: &str, by: &ChangedBy) -> Result<Changed, ChangeError> {
+        let _one_at_a_time = self.changing.lock().await;
+        let history = History::of(&self.path);
+        let latest = history.latest().map_err(|e| ChangeError::File(e.to_string()))?;
+        let Some(latest) = latest else {
+            return Err(ChangeError::NoHistory { dir: history.dir().to_owned(), file: self.path.clone() });
+        };
+        let text = tokio::fs::read_to_string(&latest.path)
+            .await
+            .map_err(|e| ChangeError::File(format!("reading {}: {e}", latest.path.display())))?;
+        self.put_in_force(text, &latest.path.display().to_string(), expected, by).await
+    }
+
+    async fn put_in_force(
+        &self,
+        text: String,
+        source: &str,
+        expected: &str,
+        by: &ChangedBy,
+    ) -> Result<Changed, ChangeError> {
+        let (old_text, previous) = self.current().await?;
+        if previous != expected {
+            return Err(ChangeError::Stale { current: previous, expected: expected.to_owned() });
+        }
+        let digest = splpd_certs::load::sha256(text.as_bytes());
+        let version = version_of(&text);
+        let diff = self.diff(&old_text, &previous, &text, &version, source);
+        if text == old_text && *lock(&self.in_force) == Some(digest) {
+            return Ok(Changed { previous, version, kept: None, diff, report: ReloadReport::default() });
+        }
+        let (snapshot, report) = self.build(text.clone()).await?;
+        let kept = self.replace_file(old_text.clone(), text.clone()).await?;
+        // In the audit log before it is in force, as every change is; without the record, the
+        // file goes back to what it held.
+        let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), Some(by));
+        if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
+            if let Err(undo) = self.write(old_text).await {
+                tracing::error!("{undo}; {} holds a version that is not in force", self.path.display());
+            }
+            // No change was made, so there is none to undo.
+            let _ = tokio::fs::remove_file(&kept).await;
+            return Err(ReloadError::Unlogged(e.to_string()).into());
+        }
+        self.gateway.replace(snapshot);
+        *lock(&self.in_force) = Some(digest);
+        tracing::info!(
+            config = %self.path.display(),
+            %version,
+            %previous,
+            operator = %by.operator,
+            issue = %by.issue,
+            "configuration changed through the admin listener and in force"
+        );
+        Ok(Changed { previous, version, kept: Some(kept), diff, report })
+    }
+
+    /// Checks and compiles `text` as the file's new content, off the runtime.
+    async fn build(&self, text: String) -> Result<(Snapshot, ReloadReport), ChangeError> {
+        let check: Checker = self.checker();
+        let path = self.path.clone();
+        let file_name = path.file_name().map_or_else(|| "splpd.toml".into(), |n| n.to_string_lossy().into_owned());
+        // Its mistakes are reported in the new text's own lines, not in the file's.
+        let name = PathBuf::from(format!("{file_name} (new version)"));
+        tokio::task::spawn_blocking(move || check.build(&name, &path, &text))
+            .await
+            .map_err(|e| ChangeError::from(ReloadError::Task(e.to_string())))?
+            .map_err(ChangeError::from)
+    }
+
+    /// Keeps `old` in the history and writes `new` over the file.
+    async fn replace_file(&self, old: String, new: String) -> Result<PathBuf, ChangeError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let kept = History::of(&path).keep(&old)?;
+            history::write_atomically(&path, new.as_bytes())?;
+            Ok::<_, std::io::Error>(kept)
+        })
+        .await
+        .map_err(|e| ChangeError::File(e.to_string()))?
+        .map_err(|e| ChangeError::File(e.to_string()))
+    }
+
+    async fn write(&self, text: String) -> Result<(), String> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || history::write_atomically(&path, text.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    fn diff(&self, old: &str, old_version: &str, new: &str, new_version: &str, source: &str) -> String {
+        let file = self.path.display();
+        history::unified_diff(
+            old,
+            new,
+            &format!("{file} (version {old_version})"),
+            &format!("{source} (version {new_version})"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_change_says_which_version_to_read_and_send() {
+        let e = ChangeError::Stale { current: "aaaa".into(), expected: "bbbb".into() };
+        let text = e.to_string();
+        assert!(text.contains("holds version aaaa, not bbbb") && text.contains("If-Match: \"aaaa\""), "{text}");
+    }
+}

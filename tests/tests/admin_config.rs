@@ -1,0 +1,213 @@
+//! The admin listener's configuration API end to end: an operator reads the file, checks a new
+//! version and sees the diff, puts it in force against the version seen, and undoes it; every
+//! change is in the audit log under the operator's name, and a change that cannot be made
+//! leaves both the file and the configuration in force as they were.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use splpd_gateway::reload::Reloader;
+use splpd_proto::v1::ExchangeRecord;
+use splpd_tests::{Call, ClientCert, Pki, Proto, Region, RegionBuilder, Upstream};
+
+const NIK: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
+const RSUD: &str = "ID/PEMDA/1602/RSUD";
+const DISHUB: &str = "ID/PEMDA/1602/DISHUB";
+const BUDI: &str = "ID/PEMDA/1602/budi";
+
+struct Setup {
+    region: Region,
+    pki: Pki,
+    budi: ClientCert,
+    _upstream: Upstream,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .service(NIK, &upstream.url(), "")
+        .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
+        .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\"]"))
+        .start()
+        .await;
+    let budi = pki.admin(BUDI);
+    Setup { region, pki, budi, _upstream: upstream }
+}
+
+/// Runs the reloader as `splpd serve` does: watching the file, and serving the admin API.
+fn attach(region: &Region) -> (Arc<Reloader>, tokio::sync::watch::Sender<bool>) {
+    let reloader = Arc::new(Reloader::new(region.config_path(), Arc::clone(region.gateway())));
+    region.gateway().attach_reloader(&reloader);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(Arc::clone(&reloader).run(stopped));
+    (reloader, stop)
+}
+
+async fn call(s: &Setup, call: Call) -> splpd_tests::Reply {
+    s.region.call_admin(Some(&s.budi), call).await.unwrap()
+}
+
+async fn rsud_calls_nik(s: &Setup) -> StatusCode {
+    let reply = s.region.call(Some(&s.pki.client(RSUD)), Proto::H1, Call::get(format!("/r1/{NIK}/json/a"))).await;
+    reply.unwrap().status
+}
+
+fn reloads(region: &Region) -> Vec<ExchangeRecord> {
+    region.records().into_iter().filter(|r| r.method == "RELOAD").collect()
+}
+
+fn etag(reply: &splpd_tests::Reply) -> String {
+    reply.header("etag").expect("an ETag").trim_matches('"').to_owned()
+}
+
+#[tokio::test]
+async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_and_undoes_it() {
+    let s = setup().await;
+    let path = s.region.config_path().to_owned();
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    // A gateway not run from a file it can change says so.
+    let reply = call(&s, Call::get("/config")).await;
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "Server.ConfigurationUnavailable");
+    let (_reloader, stop) = attach(&s.region);
+
+    // The file as it is, its version as the ETag.
+    let reply = call(&s, Call::get("/config")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), original);
+    assert!(reply.header("content-type").unwrap().starts_with("application/toml"));
+    let v1 = etag(&reply);
+    assert_eq!(v1, splpd_gateway::config::history::version_of(&original));
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::OK);
+
+    // A new version that gives the service to DISHUB instead of RSUD: checked, with the diff.
+    let moved = original.replacen(&format!("client = \"{RSUD}\""), &format!("client = \"{DISHUB}\""), 1);
+    assert_ne!(moved, original);
+    let reply = call(&s, Call::post("/config/check", moved.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let checked = reply.json();
+    assert_eq!((checked["current"].as_str(), checked["changed"].as_bool()), (Some(v1.as_str()), Some(true)));
+    let diff = checked["diff"].as_str().unwrap();
+    assert!(
+        diff.contains(&format!("-client = \"{RSUD}\"")) && diff.contains(&format!("+client = \"{DISHUB}\"")),
+        "{diff}"
+    );
+    // Checking changes nothing.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::OK);
+
+    // A change is made only against the version the operator saw.
+    let reply = call(&s, Call::new(Method::PUT, "/config").body(moved.clone())).await;
+    assert_eq!(reply.status, StatusCode::PRECONDITION_REQUIRED, "{}", reply.text());
+    assert!(reply.json()["message"].as_str().unwrap().contains("If-Match"), "{}", reply.text());
+    let stale = Call::new(Method::PUT, "/config").body(moved.clone()).header("if-match", "\"0000000000000000\"");
+    let reply = call(&s, stale).await;
+    assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "Client.StaleConfiguration");
+    assert_eq!(etag(&reply), v1, "a stale change is told the version to read");
+
+    let put = Call::new(Method::PUT, "/config")
+        .body(moved.clone())
+        .header("if-match", format!("\"{v1}\""))
+        .header("x-road-issue", "CHG-42 DISHUB takes over NIK checks");
+    let reply = call(&s, put).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let changed = reply.json();
+    let v2 = changed["version"].as_str().unwrap().to_owned();
+    assert_eq!((changed["previous"].as_str(), changed["changed"].as_bool()), (Some(v1.as_str()), Some(true)));
+    let kept = changed["kept"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), original, "the replaced version is kept");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), moved);
+    // In force at once.
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::FORBIDDEN);
+
+    // In the audit log, under the operator's name and certificate, with the reason given.
+    let logged = reloads(&s.region);
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert_eq!((logged[0].client.as_str(), logged[0].issue.as_str()), (BUDI, "CHG-42 DISHUB takes over NIK checks"));
+    assert_eq!(logged[0].client_cert_sha256, s.budi.sha256().to_vec());
+    assert_eq!(logged[0].request_body_sha256, splpd_tests::sha256(moved.as_bytes()));
+    assert_eq!(logged[0].path, path.display().to_string());
+
+    // The history lists the replaced version.
+    let reply = call(&s, Call::get("/config/history")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let versions = reply.json()["versions"].as_array().unwrap().clone();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["version"], v1.as_str());
+
+    // The file watcher sees a file holding the version in force, and does not reload it again.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(reloads(&s.region).len(), 1, "the change was reloaded a second time");
+
+    // Undo, against the version now in force: the original is back, and in force.
+    let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v2}\""));
+    let reply = call(&s, undo).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["version"], v1.as_str());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::OK);
+    let logged = reloads(&s.region);
+    assert_eq!((logged.len(), logged[1].client.as_str()), (2, BUDI));
+    assert_eq!(logged[1].request_body_sha256, splpd_tests::sha256(original.as_bytes()));
+    let _ = stop.send(true);
+    s.region.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_made_leaves_the_file_and_the_configuration_in_force_alone() {
+    let s = setup().await;
+    let path = s.region.config_path().to_owned();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let (_reloader, stop) = attach(&s.region);
+    let v1 = splpd_gateway::config::history::version_of(&original);
+    let put = |text: String| Call::new(Method::PUT, "/config").body(text).header("if-match", format!("\"{v1}\""));
+
+    // A mistake: reported in the new text's own lines.
+    let broken = format!("{original}\n[gateway\n");
+    let broken_line = broken.lines().count();
+    for reply in [call(&s, Call::post("/config/check", broken.clone())).await, call(&s, put(broken.clone())).await] {
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text());
+        assert_eq!(reply.json()["type"], "Client.InvalidConfiguration");
+        let message = reply.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(&format!("(new version):{broken_line}:")), "{message}");
+        assert!(message.contains("Nothing was changed"), "{message}");
+    }
+
+    // A listener cannot move while the gateway runs.
+    let moved = original.replacen("address = \"127.0.0.1:0\"\noperators", "address = \"127.0.0.1:1\"\noperators", 1);
+    assert_ne!(moved, original);
+    let reply = call(&s, put(moved)).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text());
+    assert!(reply.json()["message"].as_str().unwrap().contains("listeners are bound at start"), "{}", reply.text());
+
+    // The audit log cannot take the change's record: the file goes back, nothing is in force.
+    let denied = original.replacen(&format!("client = \"{RSUD}\""), &format!("client = \"{DISHUB}\""), 1);
+    s.region.audit().set_failing(true);
+    let reply = call(&s, put(denied.clone())).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "Server.AuditUnavailable");
+    s.region.audit().set_failing(false);
+
+    // Nothing to undo: no change was made.
+    let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v1}\""));
+    let reply = call(&s, undo).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "Client.NothingToUndo");
+
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::OK);
+    assert!(reloads(&s.region).is_empty(), "{:#?}", reloads(&s.region));
+    // Wrong methods and bodies are told what is taken.
+    let reply = call(&s, Call::new(Method::DELETE, "/config")).await;
+    assert_eq!((reply.status, reply.header("allow")), (StatusCode::METHOD_NOT_ALLOWED, Some("GET, PUT")));
+    let reply = call(&s, put("a = \u{0}".to_owned()).body(vec![0xff, 0xfe])).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(reply.json()["message"].as_str().unwrap().contains("UTF-8"), "{}", reply.text());
+    let _ = stop.send(true);
+    s.region.stop().await;
+}
