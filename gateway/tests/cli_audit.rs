@@ -444,11 +444,19 @@ fn query_filters_select_the_right_records() {
     let table = log.ok(&["audit", "query", "audit", "--format", "table", "--status", "403", "--limit", "3"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
-    assert!(lines[0].starts_with("TIME") && lines[0].contains("EXCHANGE ID") && lines[0].ends_with("ERROR TYPE"));
+    assert!(
+        lines[0].starts_with("TIME")
+            && lines[0].contains("EXCHANGE ID")
+            && lines[0].contains("ERROR TYPE")
+            && lines[0].ends_with("PATH")
+    );
     assert!(lines[1].starts_with("2025-03-01T00:00:03.000Z"), "{table}");
     let column = lines[0].find("CLIENT").unwrap();
     assert!(lines.iter().skip(1).all(|l| l[column..].starts_with("ID/PEMDA/1602/")), "aligned: {table}");
     assert!(lines[1].contains("Client.AccessDenied"), "{table}");
+    // The path last, where the records' paths start in the head's column.
+    let path = lines[0].find("PATH").unwrap();
+    assert!(lines.iter().skip(1).all(|l| l[path..].starts_with("/r1/ID/PEMDA/1602/")), "{table}");
 
     let bad = log.splpd(&["audit", "query", "audit", "--status", "6xx"]);
     assert_eq!(bad.status.code(), Some(2), "clap refuses a bad status");

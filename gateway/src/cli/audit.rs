@@ -350,11 +350,12 @@ fn pattern(text: String) -> Pattern {
 /// widths (a longer value widens only its own row).
 #[derive(Debug, Default)]
 struct Table {
-    held: Vec<[String; 7]>,
-    widths: Option<[usize; 7]>,
+    held: Vec<[String; 8]>,
+    widths: Option<[usize; 8]>,
 }
 
-const TABLE_HEAD: [&str; 7] = ["TIME", "EXCHANGE ID", "CLIENT", "SERVICE", "METHOD", "STATUS", "ERROR TYPE"];
+/// The path comes last: it is the longest, and left unpadded it does not push the columns apart.
+const TABLE_HEAD: [&str; 8] = ["TIME", "EXCHANGE ID", "CLIENT", "SERVICE", "METHOD", "STATUS", "ERROR TYPE", "PATH"];
 const TABLE_SIZING_ROWS: usize = 200;
 
 impl Table {
@@ -370,6 +371,7 @@ impl Table {
             dash(&r.method),
             r.status.to_string(),
             dash(&r.error_type),
+            dash(&r.path),
         ];
         match &self.widths {
             Some(widths) => print_row(&row, widths),
@@ -400,7 +402,7 @@ impl Table {
     }
 }
 
-fn print_row(row: &[String; 7], widths: &[usize; 7]) {
+fn print_row(row: &[String; 8], widths: &[usize; 8]) {
     let mut line = String::new();
     for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
         if i + 1 == row.len() {
