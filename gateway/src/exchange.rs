@@ -56,6 +56,8 @@ pub struct Gateway {
     /// What changes the configuration file for the admin listener, when the gateway runs from
     /// one (`splpd serve`); weak, since it holds the gateway.
     reloader: std::sync::OnceLock<std::sync::Weak<crate::reload::Reloader>>,
+    /// The OpenTelemetry exporter's counters, when it runs.
+    telemetry: Option<Arc<crate::telemetry::ExportStats>>,
 }
 
 /// What is known about a connection before its first request.
@@ -124,6 +126,7 @@ impl Gateway {
         spans: Option<Arc<crate::telemetry::SpanSink>>,
     ) -> Self {
         let metrics = Arc::new(ExchangeMetrics::new(&snapshot));
+        let telemetry = spans.as_ref().map(|s| Arc::clone(s.stats()));
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit: Arc::new(Metered::new(Arc::clone(&audit), Arc::clone(&metrics)).with_spans(spans)),
@@ -132,6 +135,7 @@ impl Gateway {
             metrics,
             maintenance: Arc::default(),
             reloader: std::sync::OnceLock::new(),
+            telemetry,
         }
     }
 
@@ -188,6 +192,11 @@ impl Gateway {
     /// second call is ignored.
     pub fn attach_reloader(&self, reloader: &Arc<crate::reload::Reloader>) {
         let _ = self.reloader.set(Arc::downgrade(reloader));
+    }
+
+    /// The OpenTelemetry exporter's counters, when `[telemetry]` is set.
+    pub fn telemetry(&self) -> Option<&Arc<crate::telemetry::ExportStats>> {
+        self.telemetry.as_ref()
     }
 
     /// What changes the configuration file, when the gateway runs from one.

@@ -29,7 +29,9 @@ async fn region(pki: &Pki, upstream: &Upstream, endpoint: &str) -> Region {
         .service(DOWN, &down, "connect_timeout = \"1s\"")
         .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
         .grant(&format!("service = \"{DOWN}\"\nclient = \"{RSUD}\""))
-        .toml(&format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\nmetrics_interval = \"200ms\""))
+        .toml(&format!(
+            "[telemetry]\notlp_endpoint = \"{endpoint}\"\nmetrics_interval = \"200ms\"\n\n[admin]\naddress = \"127.0.0.1:0\""
+        ))
         .start()
         .await
 }
@@ -167,6 +169,17 @@ async fn a_gateway_starts_and_serves_while_its_collector_is_not_there() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(stats.failed_exports.load(Ordering::Relaxed) > 0, "the exporter knows it cannot reach the collector");
+    // And operators see it on /metrics.
+    let budi = pki.admin("ID/PEMDA/1602/budi");
+    let metrics = region.call_admin(Some(&budi), Call::get("/metrics")).await.unwrap().text();
+    let sample = |name: &str| -> u64 {
+        let line =
+            metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(sample("splpd_telemetry_failed_exports_total") >= 1, "{metrics}");
+    assert_eq!(sample("splpd_telemetry_spans_sent_total"), 0, "{metrics}");
+    assert!(metrics.contains("# TYPE splpd_telemetry_spans_dropped_total counter"), "{metrics}");
     region.stop().await;
     assert_eq!(stats.spans_dropped.load(Ordering::Relaxed), 1, "the exchange's span, sent at the stop, failed");
 }

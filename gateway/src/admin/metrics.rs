@@ -318,6 +318,21 @@ pub struct StateSnapshot {
     pub listeners: Vec<ListenerSnapshot>,
     /// Each local service's endpoints.
     pub endpoints: Vec<EndpointSnapshot>,
+    /// The OpenTelemetry exporter's counters, when it runs.
+    pub telemetry: Option<TelemetrySnapshot>,
+}
+
+/// What the OpenTelemetry exporter has done since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetrySnapshot {
+    /// Spans the collector took.
+    pub spans_sent: u64,
+    /// Spans dropped: the queue was full, or their export failed.
+    pub spans_dropped: u64,
+    /// Metric exports the collector took.
+    pub metric_exports: u64,
+    /// Exports of either kind that failed.
+    pub failed_exports: u64,
 }
 
 /// One exchange listener's counters.
@@ -382,6 +397,12 @@ impl StateSnapshot {
                 })
                 .collect(),
             endpoints,
+            telemetry: gateway.telemetry().map(|t| TelemetrySnapshot {
+                spans_sent: t.spans_sent.load(Ordering::Relaxed),
+                spans_dropped: t.spans_dropped.load(Ordering::Relaxed),
+                metric_exports: t.metric_exports.load(Ordering::Relaxed),
+                failed_exports: t.failed_exports.load(Ordering::Relaxed),
+            }),
         }
     }
 }
@@ -409,6 +430,16 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
             c.failed_batches,
         );
         out.single("splpd_audit_tree_size", "gauge", "Records in the audit log's Merkle tree.", c.tree_size);
+    }
+    if let Some(t) = &s.telemetry {
+        let sent = "Spans the OpenTelemetry collector took.";
+        out.single("splpd_telemetry_spans_sent_total", "counter", sent, t.spans_sent);
+        let dropped = "Spans dropped: the export queue was full, or the collector did not take them.";
+        out.single("splpd_telemetry_spans_dropped_total", "counter", dropped, t.spans_dropped);
+        let exports = "Metric exports the OpenTelemetry collector took.";
+        out.single("splpd_telemetry_metric_exports_total", "counter", exports, t.metric_exports);
+        let failed = "Exports to the OpenTelemetry collector that failed, spans or metrics.";
+        out.single("splpd_telemetry_failed_exports_total", "counter", failed, t.failed_exports);
     }
     out.family("splpd_listener_connections", "gauge", "Connections open, by listener.");
     for l in &s.listeners {

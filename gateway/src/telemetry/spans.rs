@@ -34,6 +34,11 @@ impl SpanSink {
         Self { tx, threshold, all: ratio >= 1.0, stats }
     }
 
+    /// The exporter's counters, which `/metrics` shows too.
+    pub fn stats(&self) -> &Arc<ExportStats> {
+        &self.stats
+    }
+
     /// Makes and queues the span of the exchange `record`, counted under `service` and `peer`
     /// (the route labels of the metrics), if its trace is sampled.
     pub fn exchange(&self, record: &ExchangeRecord, service: &str, peer: &str) {
