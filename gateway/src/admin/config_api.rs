@@ -9,6 +9,7 @@
 //! | `PUT /config` | the body put in force, `If-Match` the version it replaces |
 //! | `POST /config/undo` | the version the last change replaced, put back; `If-Match` as above |
 //! | `GET /config/history` | the versions changes replaced, oldest first |
+//! | `GET /config/previous` | the version the last change replaced, which undo puts back, `ETag` its version |
 //!
 //! `If-Match` is the confirmation the design asks for: a change is made only against the version
 //! the operator checked it against, so two operators cannot overwrite each other unseen.
@@ -28,8 +29,13 @@ use crate::reload::{ChangeError, Changed, ChangedBy, ReloadError, ReloadReport};
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The paths served here, and the methods each takes.
-pub(super) const PATHS: [(&str, &str); 4] =
-    [("/config", "GET, PUT"), ("/config/check", "POST"), ("/config/undo", "POST"), ("/config/history", "GET")];
+pub(super) const PATHS: [(&str, &str); 5] = [
+    ("/config", "GET, PUT"),
+    ("/config/check", "POST"),
+    ("/config/undo", "POST"),
+    ("/config/history", "GET"),
+    ("/config/previous", "GET"),
+];
 
 /// Serves one configuration request; the path and method were checked against [`PATHS`].
 pub(super) async fn handle(
@@ -50,16 +56,8 @@ pub(super) async fn handle(
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (path.as_str(), method.as_str()) {
-        ("/config", "GET" | "HEAD") => match reloader.current().await {
-            Ok((toml, version)) => {
-                let mut resp = text(StatusCode::OK, "application/toml; charset=utf-8", toml);
-                if let Ok(etag) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
-                    resp.headers_mut().insert(header::ETAG, etag);
-                }
-                resp
-            }
-            Err(e) => failure(&e),
-        },
+        ("/config", "GET" | "HEAD") => toml_response(reloader.current().await),
+        ("/config/previous", _) => toml_response(reloader.previous().await),
         ("/config/history", _) => match reloader.history().await {
             Ok(kept) => {
                 let versions: Vec<_> = kept
@@ -116,6 +114,20 @@ pub(super) async fn handle(
             };
             changed(reloader.undo(&expected, &by).await)
         }
+    }
+}
+
+/// A configuration's text, its version as the `ETag`.
+fn toml_response(outcome: Result<(String, String), ChangeError>) -> AdminResponse {
+    match outcome {
+        Ok((toml, version)) => {
+            let mut resp = text(StatusCode::OK, "application/toml; charset=utf-8", toml);
+            if let Ok(etag) = header::HeaderValue::from_str(&format!("\"{version}\"")) {
+                resp.headers_mut().insert(header::ETAG, etag);
+            }
+            resp
+        }
+        Err(e) => failure(&e),
     }
 }
 

@@ -218,7 +218,8 @@ async fn handle(
                     &format!(
                         "no {path} here; the admin listener serves GET / (the dashboard), /healthz, /readyz, \
                          /metrics, /maintenance, POST /maintenance/on, /maintenance/off, and the configuration \
-                         API: GET and PUT /config, POST /config/check, POST /config/undo, GET /config/history"
+                         API: GET and PUT /config, POST /config/check, POST /config/undo, GET /config/history and \
+                         /config/previous"
                     ),
                 );
             }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use splpd_gateway::config::{self, ConfigError};
 
 #[derive(Debug, Subcommand)]
@@ -21,32 +21,60 @@ pub(crate) enum ConfigCommand {
     /// Put a new version of the configuration in force: check it where it will run, show what
     /// changes as a diff, ask (or take --yes), keep the version it replaces for `undo`, and write
     /// it over the configuration file, which a running `splpd serve` then reloads by itself (and
-    /// writes to its audit log first).
+    /// writes to its audit log first). With --admin, the same through the gateway's admin
+    /// listener, as an operator: the audit log then names you, and the reason given with --issue.
     #[command(after_help = "Examples:
   splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml
-  splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml --yes")]
+  splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml --yes
+  splpd config apply --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key \\
+      --issue 'CHG-13 quota for Dinkes' splpd-new.toml")]
     Apply {
-        /// The configuration file in force.
-        #[arg(long, short)]
-        config: PathBuf,
+        /// The configuration file in force (on this host).
+        #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
+        config: Option<PathBuf>,
         /// The new version.
         new: PathBuf,
         /// Make the change without asking.
         #[arg(long, short)]
         yes: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Put back the version the last `apply` (or `undo`) replaced, after showing the diff and
-    /// asking; running it again redoes the change.
+    /// asking; running it again redoes the change. With --admin, through the admin listener.
     #[command(after_help = "Examples:
-  splpd config undo --config /etc/splpd/splpd.toml")]
+  splpd config undo --config /etc/splpd/splpd.toml
+  splpd config undo --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key")]
     Undo {
-        /// The configuration file in force.
-        #[arg(long, short)]
-        config: PathBuf,
+        /// The configuration file in force (on this host).
+        #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
+        config: Option<PathBuf>,
         /// Make the change without asking.
         #[arg(long, short)]
         yes: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
+}
+
+/// A gateway's admin listener, and the operator's certificate to reach it with.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Remote {
+    /// The gateway's admin listener (`https://HOST:PORT`), instead of --config.
+    #[arg(long, requires_all = ["ca", "cert", "key"])]
+    pub(crate) admin: Option<String>,
+    /// The CA certificate(s) to trust for the gateway's certificate.
+    #[arg(long, requires = "admin")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Your admin certificate (`splpd certs issue ... admin ID/PEMDA/1602/NAME`).
+    #[arg(long, requires = "admin")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "admin")]
+    pub(crate) key: Option<PathBuf>,
+    /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
+    #[arg(long, requires = "admin", default_value = "")]
+    pub(crate) issue: String,
 }
 
 pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -71,7 +99,9 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             }
             Err(err) => Err(err.into()),
         },
-        ConfigCommand::Apply { config, new, yes } => super::config_change::apply(&config, &new, yes),
-        ConfigCommand::Undo { config, yes } => super::config_change::undo(&config, yes),
+        ConfigCommand::Apply { config: Some(config), new, yes, .. } => super::config_change::apply(&config, &new, yes),
+        ConfigCommand::Undo { config: Some(config), yes, .. } => super::config_change::undo(&config, yes),
+        ConfigCommand::Apply { config: None, new, yes, remote } => super::config_remote::apply(&remote, &new, yes),
+        ConfigCommand::Undo { config: None, yes, remote } => super::config_remote::undo(&remote, yes),
     }
 }

@@ -61,7 +61,7 @@ fn change(current: &Path, old_text: &str, new_text: &str, source: &str, yes: boo
     let old_name = format!("{} (version {old_version}, in force)", current.display());
     let new_name = format!("{source} (version {new_version})");
     super::out::line(history::unified_diff(old_text, new_text, &old_name, &new_name).trim_end());
-    if !yes && !confirm(current)? {
+    if !yes && !confirm(&current.display().to_string())? {
         super::out::line(&format!("Nothing changed: {} still holds version {old_version}.", current.display()));
         return Ok(ExitCode::FAILURE);
     }
@@ -84,10 +84,10 @@ fn read(path: &Path) -> anyhow::Result<String> {
 
 /// Asks, and reads the answer from standard input: `y` or `yes` (or `ya`) confirms; anything
 /// else, or nothing at all (a script without `--yes`), declines.
-fn confirm(current: &Path) -> anyhow::Result<bool> {
+pub(crate) fn confirm(place: &str) -> anyhow::Result<bool> {
     let stdin = std::io::stdin();
     let mut err = std::io::stderr();
-    write!(err, "Put this in force in {}? [y/N] ", current.display())?;
+    write!(err, "Put this in force in {place}? [y/N] ")?;
     err.flush()?;
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;

@@ -8,7 +8,9 @@ mod audit;
 mod certs;
 mod config;
 mod config_change;
+mod config_remote;
 mod demo;
+mod https;
 pub(crate) mod out;
 mod serve;
 

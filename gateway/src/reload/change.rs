@@ -110,6 +110,19 @@ impl Reloader {
             .map_err(|e| ChangeError::File(e.to_string()))
     }
 
+    /// The version the latest change replaced, which `undo` would put back: its text and version.
+    pub async fn previous(&self) -> Result<(String, String), ChangeError> {
+        let history = History::of(&self.path);
+        let latest = history.latest().map_err(|e| ChangeError::File(e.to_string()))?;
+        let Some(latest) = latest else {
+            return Err(ChangeError::NoHistory { dir: history.dir().to_owned(), file: self.path.clone() });
+        };
+        let text = tokio::fs::read_to_string(&latest.path)
+            .await
+            .map_err(|e| ChangeError::File(format!("reading {}: {e}", latest.path.display())))?;
+        Ok((text, latest.version))
+    }
+
     /// Checks `text` as a replacement of the file, and shows the change; changes nothing.
     pub async fn check(&self, text: String) -> Result<Checked, ChangeError> {
         let (current_text, current) = self.current().await?;
@@ -129,15 +142,9 @@ impl Reloader {
     /// version it replaces is kept in turn, so a second undo redoes the change.
     pub async fn undo(&self, expected: &str, by: &ChangedBy) -> Result<Changed, ChangeError> {
         let _one_at_a_time = self.changing.lock().await;
-        let history = History::of(&self.path);
-        let latest = history.latest().map_err(|e| ChangeError::File(e.to_string()))?;
-        let Some(latest) = latest else {
-            return Err(ChangeError::NoHistory { dir: history.dir().to_owned(), file: self.path.clone() });
-        };
-        let text = tokio::fs::read_to_string(&latest.path)
-            .await
-            .map_err(|e| ChangeError::File(format!("reading {}: {e}", latest.path.display())))?;
-        self.put_in_force(text, &latest.path.display().to_string(), expected, by).await
+        let (text, _) = self.previous().await?;
+        let source = format!("the version kept in {}", History::of(&self.path).dir().display());
+        self.put_in_force(text, &source, expected, by).await
     }
 
     async fn put_in_force(

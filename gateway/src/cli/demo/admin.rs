@@ -36,6 +36,20 @@ pub(super) fn maintenance_commands(credentials: (&Path, &Path), base: &str, ca_f
     [cmd("on", "CHG-1 planned restart"), cmd("off", "")]
 }
 
+/// `splpd config apply --admin` and `undo --admin` as Budi would type them.
+pub(super) fn config_commands(credentials: (&Path, &Path), base: &str, ca_file: &Path) -> [String; 2] {
+    let remote = format!(
+        "--admin {base} --ca {} --cert {} --key {}",
+        ca_file.display(),
+        credentials.0.display(),
+        credentials.1.display()
+    );
+    [
+        format!("splpd config apply {remote} --issue 'CHG-2 quota for RSUD' splpd-new.toml"),
+        format!("splpd config undo {remote}"),
+    ]
+}
+
 /// What an answer of the admin listener holds, in a few words.
 fn gist(call: &SampleCall, body: &str) -> String {
     if call.name == "readiness" {

@@ -4,17 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt as _, Full};
 use serde::Serialize;
 use splpd_proto::kesehatan::v1::rujukan_client::RujukanClient;
 use splpd_proto::kesehatan::v1::{KirimRequest, PantauRequest};
@@ -158,47 +153,13 @@ impl Outcome {
     }
 }
 
-/// An HTTPS (or, for the legacy application, plain HTTP) client for one sample client.
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// A client trusting the demo CA and, when given, presenting a client certificate.
-pub(super) fn client(ca_file: &Path, credentials: Option<(&Path, &Path)>) -> anyhow::Result<HttpClient> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(ca_file, credentials)?)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
-}
-
-/// TLS trusting the demo CA and, when given, presenting a client certificate.
-fn tls_config(ca_file: &Path, credentials: Option<(&Path, &Path)>) -> anyhow::Result<rustls::ClientConfig> {
-    use splpd_certs::load::{read_certificates, read_private_key};
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in read_certificates(ca_file)? {
-        roots.add(ca).context("adding the demo CA")?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match credentials {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(read_certificates(cert)?, read_private_key(key)?)
-            .with_context(|| format!("using {} as a client certificate", cert.display()))?,
-        None => builder.with_no_client_auth(),
-    };
-    Ok(config)
-}
-
 /// Makes `call` with `client`.
-pub(super) async fn make(client: &HttpClient, call: &SampleCall) -> anyhow::Result<Outcome> {
+pub(super) async fn make(client: &super::super::https::HttpClient, call: &SampleCall) -> anyhow::Result<Outcome> {
     let mut req = Request::builder().method(call.method).uri(&call.url);
     for (name, value) in &call.headers {
         req = req.header(*name, value);
     }
-    let req = req.body(Empty::new())?;
+    let req = req.body(Full::new(Bytes::new()))?;
     let exchange = async {
         let resp = client.request(req).await?;
         let (parts, body) = resp.into_parts();
@@ -239,7 +200,7 @@ async fn grpc_channel(
     credentials: (&Path, &Path),
 ) -> anyhow::Result<tonic::transport::Channel> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(ca_file, Some(credentials))?)
+        .with_tls_config(super::super::https::tls_config(ca_file, Some(credentials))?)
         .https_only()
         .enable_http2()
         .build();

@@ -140,6 +140,8 @@ struct DemoAdmin {
     calls: Vec<SampleCall>,
     /// Maintenance mode on (with the reason in `X-Road-Issue`) and off, as curl command lines.
     maintenance: [String; 2],
+    /// Changing the configuration through the admin listener as Budi, and undoing it.
+    config_change: [String; 2],
 }
 
 const MANIFEST: &str = "demo.json";
@@ -294,13 +296,13 @@ async fn sandbox(
     out::line("Sample exchanges, made just now through the gateway with the clients' own certificates:");
     let mut all_as_expected = true;
     for (i, call) in samples.iter().enumerate() {
-        let client = calls::client(&pki.ca_file, pki.credentials(call.client))?;
+        let client = super::https::client(&pki.ca_file, pki.credentials(call.client))?;
         let outcome = calls::make(&client, call).await?;
         all_as_expected &= print_row(i + 1, call, &outcome);
     }
 
     // The burst: one connection, calls back to back, so the quota's bucket empties.
-    let client = calls::client(&pki.ca_file, pki.credentials(DINKES))?;
+    let client = super::https::client(&pki.ca_file, pki.credentials(DINKES))?;
     let mut outcomes = Vec::new();
     for _ in 0..repeat {
         outcomes.push(calls::make(&client, &rate_call).await?);
@@ -355,7 +357,7 @@ async fn sandbox(
 
     // The gateway's own directory, as an agency developer discovers services.
     let directory_calls = directory::calls(RSUD, rsud, &gateway_url, &pki.ca_file);
-    let client = calls::client(&pki.ca_file, Some(rsud))?;
+    let client = super::https::client(&pki.ca_file, Some(rsud))?;
     for (i, call) in directory_calls.iter().enumerate() {
         let outcome = calls::make(&client, call).await?;
         all_as_expected &= directory::print_row(n + 2 + i, call, &outcome);
@@ -364,7 +366,7 @@ async fn sandbox(
     // The operator's view: readiness, and the metrics of the exchanges above.
     let budi = creds(admin::OPERATOR)?;
     let admin_calls = admin::calls(budi, &admin_url, &pki.ca_file);
-    let client = calls::client(&pki.ca_file, Some(budi))?;
+    let client = super::https::client(&pki.ca_file, Some(budi))?;
     let first = n + 2 + directory_calls.len();
     for (i, call) in admin_calls.iter().enumerate() {
         let outcome = calls::make(&client, call).await?;
@@ -442,6 +444,7 @@ async fn sandbox(
             operator: admin::OPERATOR,
             calls: admin_calls.clone(),
             maintenance: admin::maintenance_commands(budi, &admin_url, &pki.ca_file),
+            config_change: admin::config_commands(budi, &admin_url, &pki.ca_file),
         },
         serving: !args.no_serve,
     };
@@ -466,6 +469,10 @@ async fn sandbox(
         out::line(&format!("  {}", call.curl));
     }
     for cmd in &manifest.admin.maintenance {
+        out::line(&format!("  {cmd}"));
+    }
+    out::line("  # a configuration change as Budi (edit a copy of splpd.toml first): diff, confirm, in force, logged");
+    for cmd in &manifest.admin.config_change {
         out::line(&format!("  {cmd}"));
     }
     if !calls::on_path("grpcurl") {

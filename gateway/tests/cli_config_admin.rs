@@ -1,0 +1,166 @@
+//! `splpd config apply --admin` and `undo --admin` against a real `splpd serve` on the demo's
+//! configuration: an operator changes the running gateway's file through its admin listener with
+//! an admin certificate, the change is shown, confirmed, put in force and undone, mistakes are
+//! reported in the operator's own file, and the audit log names the operator for each change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use splpd_gateway::audit::segment::SegmentReader;
+use splpd_gateway::config::history::version_of;
+
+const BUDI: &str = "ID/PEMDA/1602/budi";
+
+struct Served {
+    dir: PathBuf,
+    config: PathBuf,
+    ca: String,
+    admin: String,
+    child: Child,
+}
+
+impl Served {
+    fn start(tmp: &Path) -> Self {
+        let demo = splpd(tmp, &["demo", "--dir", "sandbox", "--no-serve"], "");
+        assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+        let dir = tmp.join("sandbox");
+        let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("demo.json")).unwrap()).unwrap();
+        let config = PathBuf::from(manifest["config"].as_str().unwrap());
+        let ca = manifest["ca_file"].as_str().unwrap().to_owned();
+        let admin = manifest["admin"]["url"].as_str().unwrap().to_owned();
+        // The demo's own log is in the same folder; serve gets a fresh one.
+        let _ = std::fs::remove_dir_all(dir.join("audit"));
+        let child = Command::new(env!("CARGO_BIN_EXE_splpd"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let served = Self { dir, config, ca, admin, child };
+        served.wait_listening();
+        served
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            // Any answer (even a refusal without a certificate) means it is up; curl exits with
+            // 7 while nothing listens.
+            let out = Command::new("curl").args(["-s", "-o", "/dev/null", "--cacert", &self.ca, &self.admin]).status();
+            if out.unwrap().code() != Some(7) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("splpd serve's admin listener did not start at {}", self.admin);
+    }
+
+    /// `splpd config VERB --admin ... ARGS` as `who` (a certificate in the demo's PKI folder).
+    fn config(&self, verb: &str, who: &str, args: &[&str], stdin: &str) -> Output {
+        let pki = self.dir.join("pki");
+        let (cert, key) = (pki.join(format!("{who}.crt")), pki.join(format!("{who}.key")));
+        let mut all = vec!["config", verb, "--admin", &self.admin, "--ca", &self.ca];
+        let (cert, key) = (cert.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned());
+        all.extend(["--cert", &cert, "--key", &key]);
+        all.extend(args);
+        splpd(&self.dir, &all, stdin)
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap()
+    }
+
+    /// Stops the gateway with SIGTERM and returns the records of its audit log.
+    fn stop(mut self) -> Vec<splpd_gateway::audit::ExchangeRecord> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "splpd serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut reader = SegmentReader::open(&self.dir.join("audit")).unwrap();
+        let mut records = Vec::new();
+        while let Some((_, bytes)) = reader.next_record().unwrap() {
+            records.push(prost::Message::decode(bytes).unwrap());
+        }
+        records
+    }
+}
+
+fn splpd(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn an_operator_changes_and_undoes_the_running_gateways_configuration_through_its_admin_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path());
+    let original = served.text();
+    let new = original.replacen("per_second = 200", "per_second = 250", 1);
+    assert_ne!(new, original, "the demo's configuration has RSUD's quota of 200 a second");
+    std::fs::write(served.dir.join("new.toml"), &new).unwrap();
+
+    // The diff is shown and the question asked; no answer is no.
+    let declined = served.config("apply", "admin-budi", &["new.toml"], "");
+    assert!(!declined.status.success());
+    let out = text(&declined.stdout);
+    assert!(out.contains("-per_second = 200\n+per_second = 250"), "{out}");
+    assert!(out.contains("Nothing changed") && out.contains(&version_of(&original)), "{out}");
+    assert_eq!(served.text(), original);
+
+    // Confirmed, with the reason: in force, and the replaced version kept.
+    let applied = served.config("apply", "admin-budi", &["new.toml", "--issue", "CHG-20 RSUD quota"], "y\n");
+    assert!(applied.status.success(), "{}{}", text(&applied.stdout), text(&applied.stderr));
+    let out = text(&applied.stdout);
+    assert!(out.contains(&format!("now runs version {}", version_of(&new))), "{out}");
+    assert!(out.contains("splpd-history") && out.contains("To go back: splpd config undo --admin"), "{out}");
+    assert_eq!(served.text(), new);
+
+    // A mistake is reported in the operator's own file, and changes nothing.
+    std::fs::write(served.dir.join("broken.toml"), "[gateway\n").unwrap();
+    let broken = served.config("apply", "admin-budi", &["broken.toml", "--yes"], "");
+    assert!(!broken.status.success());
+    let err = text(&broken.stderr);
+    assert!(err.contains("broken.toml:1:") && err.contains("unchanged"), "{err}");
+    assert_eq!(served.text(), new);
+
+    // An agency's certificate is not an operator's.
+    let refused = served.config("undo", "dinkes", &["--yes"], "");
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("403") && text(&refused.stderr).contains("admin certificates only"));
+
+    // Undo: the diff back, then the original in force again.
+    let undone = served.config("undo", "admin-budi", &["--yes", "--issue", "CHG-20 back"], "");
+    assert!(undone.status.success(), "{}", text(&undone.stderr));
+    assert!(text(&undone.stdout).contains("-per_second = 250\n+per_second = 200"), "{}", text(&undone.stdout));
+    assert_eq!(served.text(), original);
+
+    // Each change in the audit log, under Budi's name, with the reason and the text's hash.
+    let records = served.stop();
+    let changes: Vec<_> = records.iter().filter(|r| r.method == "RELOAD").collect();
+    assert_eq!(changes.len(), 2, "{records:#?}");
+    let sha = |t: &str| splpd_certs::load::sha256(t.as_bytes()).to_vec();
+    assert_eq!((changes[0].client.as_str(), changes[0].issue.as_str()), (BUDI, "CHG-20 RSUD quota"));
+    assert_eq!(changes[0].request_body_sha256, sha(&new));
+    assert_eq!((changes[1].client.as_str(), changes[1].issue.as_str()), (BUDI, "CHG-20 back"));
+    assert_eq!(changes[1].request_body_sha256, sha(&original));
+}
