@@ -133,6 +133,11 @@ async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_a
     assert_eq!(logged[0].request_body_sha256, splpd_tests::sha256(moved.as_bytes()));
     assert_eq!(logged[0].path, path.display().to_string());
 
+    // The dashboard shows operators the version in force and who put it there.
+    let page = call(&s, Call::get("/?lang=en")).await.text();
+    assert!(page.contains(&format!("<th>Version in force</th><td>{v2}</td>")), "{page}");
+    assert!(page.contains(&format!("by {BUDI} (CHG-42 DISHUB takes over NIK checks)")), "{page}");
+
     // The history lists the replaced version.
     let reply = call(&s, Call::get("/config/history")).await;
     assert_eq!(reply.status, StatusCode::OK);

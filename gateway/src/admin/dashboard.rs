@@ -115,6 +115,27 @@ pub(super) fn render(
         }
     }
 
+    if let Some(c) = &state.config {
+        let _ = writeln!(h, "<h2>{}</h2><table>", t("Konfigurasi", "Configuration"));
+        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", t("Berkas", "File"), Html(&c.file));
+        let version = c.version.as_deref().unwrap_or("?");
+        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", t("Versi berlaku", "Version in force"), Html(version));
+        let last = match &c.last_change {
+            None => t("tidak ada sejak mulai", "none since start").to_owned(),
+            Some(change) => {
+                let at = change.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                let who = match &change.by {
+                    Some(op) => format!("{} {op}", t("oleh", "by")),
+                    None => t("berkas dimuat ulang", "the file was reloaded").to_owned(),
+                };
+                let why = if change.issue.is_empty() { String::new() } else { format!(" ({})", change.issue) };
+                format!("{} {at}, {who}{why}", change.version)
+            }
+        };
+        let _ =
+            writeln!(h, "<tr><th>{}</th><td>{}</td></tr></table>", t("Perubahan terakhir", "Last change"), Html(&last));
+    }
+
     let _ = writeln!(h, "<h2>{}</h2><table>", t("Log audit", "Audit log"));
     let available = if state.audit_available {
         format!("<span class=\"ok\">{}</span>", t("menerima catatan", "taking records"))

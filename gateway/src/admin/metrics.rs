@@ -320,6 +320,19 @@ pub struct StateSnapshot {
     pub endpoints: Vec<EndpointSnapshot>,
     /// The OpenTelemetry exporter's counters, when it runs.
     pub telemetry: Option<TelemetrySnapshot>,
+    /// The configuration file and its version in force, when the gateway runs from one.
+    pub config: Option<ConfigSnapshot>,
+}
+
+/// The configuration file a gateway runs from, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSnapshot {
+    /// The file.
+    pub file: String,
+    /// The version of its text in force, when known.
+    pub version: Option<String>,
+    /// The latest configuration put in force since start.
+    pub last_change: Option<crate::reload::LastChange>,
 }
 
 /// What the OpenTelemetry exporter has done since start.
@@ -397,6 +410,11 @@ impl StateSnapshot {
                 })
                 .collect(),
             endpoints,
+            config: gateway.reloader().map(|r| ConfigSnapshot {
+                file: r.path().display().to_string(),
+                version: r.version_in_force(),
+                last_change: r.last_change(),
+            }),
             telemetry: gateway.telemetry().map(|t| TelemetrySnapshot {
                 spans_sent: t.spans_sent.load(Ordering::Relaxed),
                 spans_dropped: t.spans_dropped.load(Ordering::Relaxed),

@@ -178,7 +178,7 @@ impl Reloader {
             return Err(ReloadError::Unlogged(e.to_string()).into());
         }
         self.gateway.replace(snapshot);
-        *lock(&self.in_force) = Some(digest);
+        self.now_in_force(digest, version.clone(), Some(by));
         tracing::info!(
             config = %self.path.display(),
             %version,

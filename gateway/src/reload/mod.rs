@@ -86,6 +86,21 @@ pub struct Reloader {
     /// The SHA-256 of the configuration text in force, when known: a file event for the text
     /// already in force (a change made through the admin listener) needs no reload.
     in_force: Mutex<Option<[u8; 32]>>,
+    /// The latest configuration put in force since start, for the dashboard.
+    last_change: Mutex<Option<LastChange>>,
+}
+
+/// A configuration put in force since start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastChange {
+    /// Its version.
+    pub version: String,
+    /// When.
+    pub at: time::OffsetDateTime,
+    /// The operator, for a change made through the admin listener; `None` for a reload of the file.
+    pub by: Option<splpd_certs::id::AdminId>,
+    /// The reason the operator gave.
+    pub issue: String,
 }
 
 impl Reloader {
@@ -112,7 +127,29 @@ impl Reloader {
             hangup: Mutex::new(Some(hangup_signal())),
             changing: tokio::sync::Mutex::new(()),
             in_force: Mutex::new(in_force),
+            last_change: Mutex::new(None),
         }
+    }
+
+    /// The version of the configuration text in force, when known.
+    pub fn version_in_force(&self) -> Option<String> {
+        lock(&self.in_force).map(|digest| hex::encode(&digest[..8]))
+    }
+
+    /// The latest configuration put in force since start.
+    pub fn last_change(&self) -> Option<LastChange> {
+        lock(&self.last_change).clone()
+    }
+
+    /// Notes `digest` (of version `version`) as in force, put there by `by`.
+    fn now_in_force(&self, digest: [u8; 32], version: String, by: Option<&ChangedBy>) {
+        *lock(&self.in_force) = Some(digest);
+        *lock(&self.last_change) = Some(LastChange {
+            version,
+            at: time::OffsetDateTime::now_utc(),
+            by: by.map(|b| b.operator.clone()),
+            issue: by.map(|b| b.issue.clone()).unwrap_or_default(),
+        });
     }
 
     /// The configuration file.
@@ -175,7 +212,7 @@ impl Reloader {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
-                *lock(&self.in_force) = Some(digest);
+                self.now_in_force(digest, hex::encode(&digest[..8]), None);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
