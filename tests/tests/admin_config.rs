@@ -216,3 +216,28 @@ async fn a_change_that_cannot_be_made_leaves_the_file_and_the_configuration_in_f
     let _ = stop.send(true);
     s.region.stop().await;
 }
+
+#[tokio::test]
+async fn two_operators_changing_the_same_version_at_once_cannot_overwrite_each_other() {
+    let s = setup().await;
+    let path = s.region.config_path().to_owned();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let (_reloader, stop) = attach(&s.region);
+    let v1 = splpd_gateway::config::history::version_of(&original);
+    let texts: Vec<String> = (1..=2).map(|n| format!("{original}\n# change {n}\n")).collect();
+    let puts = texts.iter().map(|text| {
+        let put = Call::new(Method::PUT, "/config").body(text.clone()).header("if-match", format!("\"{v1}\""));
+        call(&s, put)
+    });
+    let replies = futures_util::future::join_all(puts).await;
+    let statuses: Vec<StatusCode> = replies.iter().map(|r| r.status).collect();
+    let won = statuses.iter().position(|s| *s == StatusCode::OK).expect("one change is made");
+    let lost = 1 - won;
+    assert_eq!(statuses[lost], StatusCode::PRECONDITION_FAILED, "{}", replies[lost].text());
+    // The loser is told the winner's version, to read and check against.
+    assert_eq!(etag(&replies[lost]), splpd_gateway::config::history::version_of(&texts[won]));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), texts[won]);
+    assert_eq!(reloads(&s.region).len(), 1);
+    let _ = stop.send(true);
+    s.region.stop().await;
+}
