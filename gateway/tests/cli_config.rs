@@ -411,6 +411,14 @@ fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
     assert_eq!(f.text(), original);
     assert!(history(&f).is_empty());
 
+    // A listener moved: the running gateway would refuse to reload it, so it is refused here.
+    let moved = original.replacen("address = \"0.0.0.0:8443\"", "address = \"0.0.0.0:9443\"", 1);
+    assert_ne!(moved, original);
+    std::fs::write(f.dir.path().join("moved.toml"), &moved).unwrap();
+    let (ok, _, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "moved.toml", "--yes"], "");
+    assert!(!ok && err.contains("listeners are bound at start") && err.contains("splpd.toml is unchanged"), "{err}");
+    assert_eq!(f.text(), original);
+
     // Its relative file names are those of the configuration's folder, where it will run.
     let elsewhere = f.dir.path().join("drafts");
     std::fs::create_dir_all(&elsewhere).unwrap();

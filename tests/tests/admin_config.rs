@@ -148,6 +148,16 @@ async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_a
     // The file watcher sees a file holding the version in force, and does not reload it again.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(reloads(&s.region).len(), 1, "the change was reloaded a second time");
+    // While an edit by hand is reloaded as ever, with no operator to name.
+    let edited = format!("{moved}\n# edited by hand\n");
+    std::fs::write(&path, &edited).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reloads(&s.region).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the edit was not reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reloads(&s.region)[1].client, "");
+    let v2 = splpd_gateway::config::history::version_of(&edited);
 
     // Undo, against the version now in force: the original is back, and in force.
     let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v2}\""));
@@ -157,8 +167,8 @@ async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_a
     assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
     assert_eq!(rsud_calls_nik(&s).await, StatusCode::OK);
     let logged = reloads(&s.region);
-    assert_eq!((logged.len(), logged[1].client.as_str()), (2, BUDI));
-    assert_eq!(logged[1].request_body_sha256, splpd_tests::sha256(original.as_bytes()));
+    assert_eq!((logged.len(), logged[2].client.as_str()), (3, BUDI));
+    assert_eq!(logged[2].request_body_sha256, splpd_tests::sha256(original.as_bytes()));
     let _ = stop.send(true);
     s.region.stop().await;
 }
@@ -197,6 +207,9 @@ async fn a_change_that_cannot_be_made_leaves_the_file_and_the_configuration_in_f
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
     assert_eq!(reply.json()["type"], "Server.AuditUnavailable");
     s.region.audit().set_failing(false);
+
+    // Nor does the file watcher reload anything after the file went back.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     // Nothing to undo: no change was made.
     let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v1}\""));

@@ -57,7 +57,13 @@ pub(super) async fn handle(
     let method = req.method().clone();
     match (path.as_str(), method.as_str()) {
         ("/config", "GET" | "HEAD") => toml_response(reloader.current().await),
-        ("/config/previous", _) => toml_response(reloader.previous().await),
+        ("/config/previous", _) => match reloader.previous().await {
+            // Nothing kept is a resource that is not there, not a conflict as for an undo.
+            Err(e @ ChangeError::NoHistory { .. }) => {
+                error(StatusCode::NOT_FOUND, "Client.NothingToUndo", &e.to_string())
+            }
+            outcome => toml_response(outcome),
+        },
         ("/config/history", _) => match reloader.history().await {
             Ok(kept) => {
                 let versions: Vec<_> = kept
@@ -81,8 +87,9 @@ pub(super) async fn handle(
                     StatusCode::OK,
                     &json!({
                         "current": checked.current,
+                        "in_force": checked.in_force,
                         "version": checked.version,
-                        "changed": checked.current != checked.version,
+                        "changed": checked.changed,
                         "diff": checked.diff,
                         "needs_restart": needs_restart(&checked.report),
                         "next": format!(
@@ -185,12 +192,13 @@ fn missing_if_match() -> AdminResponse {
     )
 }
 
-/// The version named by `If-Match` (`"v"`, `W/"v"` or bare `v`).
+/// The version named by `If-Match` (`"v"`, `W/"v"` or bare `v`). `*` and lists name no one
+/// version, so they confirm nothing and count as missing.
 fn if_match(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
     let value = value.strip_prefix("W/").unwrap_or(value);
     let value = value.trim_matches('"');
-    (!value.is_empty()).then(|| value.to_owned())
+    (!value.is_empty() && value != "*" && !value.contains(',')).then(|| value.to_owned())
 }
 
 fn issue(headers: &HeaderMap) -> String {
@@ -234,6 +242,8 @@ mod tests {
             ("W/\"0123abcd\"", Some("0123abcd")),
             ("0123abcd", Some("0123abcd")),
             ("\"\"", None),
+            ("*", None),
+            ("\"0123abcd\", \"4567\"", None),
         ] {
             headers.insert(header::IF_MATCH, sent.parse().unwrap());
             assert_eq!(if_match(&headers).as_deref(), want, "{sent}");

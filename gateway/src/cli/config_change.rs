@@ -10,7 +10,7 @@
 //! made through the admin listener's `/config` do: either way can undo the other's change.
 
 use std::io::{BufRead as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -22,15 +22,24 @@ use splpd_gateway::config::{self, ConfigError};
 pub(crate) fn apply(current: &Path, new: &Path, yes: bool) -> anyhow::Result<ExitCode> {
     let old_text = read(current)?;
     let new_text = read(new)?;
-    let base = current.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
-    match config::parse_in(new, &base, &new_text) {
-        Ok(_) => {}
+    let base = history::folder_of(current);
+    let new_config = match config::parse_in(new, &base, &new_text) {
+        Ok(config) => config,
         Err(err @ ConfigError::Invalid(_)) => {
             eprintln!("{err}");
             eprintln!("{} is unchanged.", current.display());
             return Ok(ExitCode::FAILURE);
         }
         Err(err) => return Err(err.into()),
+    };
+    // What the running gateway would refuse to reload (the file in force may itself be broken,
+    // an edit whose reload was refused: then there is nothing to compare with).
+    if let Ok(old_config) = config::parse(current, &old_text)
+        && let Err(err) = splpd_gateway::reload::check_listeners_kept(&old_config, &new_config)
+    {
+        eprintln!("{}: {err}", new.display());
+        eprintln!("{} is unchanged.", current.display());
+        return Ok(ExitCode::FAILURE);
     }
     change(current, &old_text, &new_text, &new.display().to_string(), yes)
 }

@@ -56,7 +56,7 @@ pub(crate) fn undo(remote: &Remote, yes: bool) -> anyhow::Result<ExitCode> {
         let admin = Admin::new(remote)?;
         let current = admin.call(Method::GET, "/config", None, None).await?.toml("/config")?;
         let previous = admin.call(Method::GET, "/config/previous", None, None).await?;
-        if previous.status == StatusCode::CONFLICT {
+        if previous.status == StatusCode::NOT_FOUND {
             eprintln!("{}", previous.message());
             return Ok(ExitCode::FAILURE);
         }

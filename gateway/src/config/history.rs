@@ -16,7 +16,22 @@ pub const HISTORY_DIR: &str = "splpd-history";
 /// The first 16 hex digits of the SHA-256 of a configuration's text: how logs, the audit log's
 /// records and the admin API name a version.
 pub fn version_of(text: &str) -> String {
-    hex::encode(&splpd_certs::load::sha256(text.as_bytes())[..8])
+    version_of_digest(&splpd_certs::load::sha256(text.as_bytes()))
+}
+
+/// The version of a text whose SHA-256 is `digest`.
+pub fn version_of_digest(digest: &[u8; 32]) -> String {
+    hex::encode(&digest[..8])
+}
+
+/// The folder a configuration file's relative names are taken from, and its history kept in.
+pub fn folder_of(path: &Path) -> PathBuf {
+    path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// A configuration file's name, for messages and the names of kept versions.
+pub fn file_name_of(path: &Path) -> String {
+    path.file_name().map_or_else(|| "splpd.toml".into(), |n| n.to_string_lossy().into_owned())
 }
 
 /// The unified diff from `old` to `new`, with three lines of context, headed by their names.
@@ -25,20 +40,37 @@ pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Str
     diff.unified_diff().context_radius(3).header(old_name, new_name).to_string()
 }
 
-/// Replaces `path` with `bytes` in one rename, after they are on disk, keeping the file's
-/// permissions: a reader (the running gateway's reload) sees the old text or the new, never half.
+/// Replaces `path` with `bytes` in one rename, after they are on disk: a reader (the running
+/// gateway's reload) sees the old text or the new, never half. The new file has the old one's
+/// mode from the start, and its owner and group where this process may set them (a root
+/// `config apply` keeps a `root:splpd 0640` file readable by the gateway). A symbolic link is
+/// followed, so that the link stays and its target is replaced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()));
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".new");
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let old = std::fs::metadata(&path).ok();
+    // Named by process, so that the gateway and a `config apply` on the host never share one.
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.new", std::process::id()));
     let tmp = path.with_file_name(name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| context("writing", &tmp, e))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = file.set_permissions(meta.permissions());
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true).mode(old.as_ref().map_or(0o644, |m| m.mode() & 0o7777));
+        let mut file = options.open(&tmp).map_err(|e| context("writing", &tmp, e))?;
+        if let Some(m) = &old {
+            // Not permitted unless root (or the owner keeping its group); the mode is kept anyway.
+            let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
+        }
+        file.write_all(bytes).map_err(|e| context("writing", &tmp, e))?;
+        file.sync_all().map_err(|e| context("writing", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| context("replacing", &path, e))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    file.write_all(bytes).map_err(|e| context("writing", &tmp, e))?;
-    file.sync_all().map_err(|e| context("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| context("replacing", path, e))
+    written
 }
 
 /// One kept version.
@@ -64,8 +96,8 @@ pub struct History {
 impl History {
     /// The history of the configuration file at `current`.
     pub fn of(current: &Path) -> Self {
-        let dir = current.parent().map_or_else(|| PathBuf::from("."), Path::to_owned).join(HISTORY_DIR);
-        let file_name = current.file_name().map_or_else(|| "splpd.toml".into(), |n| n.to_string_lossy().into_owned());
+        let dir = folder_of(current).join(HISTORY_DIR);
+        let file_name = file_name_of(current);
         Self { dir, suffix: format!("-{file_name}"), file_name }
     }
 
@@ -108,10 +140,17 @@ impl History {
             .map(|e| e.path())
             .filter(|p| p.is_file())
             .filter_map(|path| {
-                // The folder may keep other files' versions too.
+                // The folder may keep other files' versions too, whose names may end in this
+                // one's (`a-b.toml` and `b.toml`): the name must be exactly time, version, file.
                 let name = path.file_name()?.to_str()?.strip_suffix(&self.suffix)?.to_owned();
                 let (replaced_at, version) = name.split_once('-')?;
-                Some(Kept { replaced_at: replaced_at.to_owned(), version: version.to_owned(), path: path.clone() })
+                let stamp_like = replaced_at.len() == 26 && replaced_at.ends_with('Z') && replaced_at.contains('T');
+                let version_like = version.len() == 16 && version.bytes().all(|b| b.is_ascii_hexdigit());
+                (stamp_like && version_like).then(|| Kept {
+                    replaced_at: replaced_at.to_owned(),
+                    version: version.to_owned(),
+                    path: path.clone(),
+                })
             })
             .collect();
         // The names start with the UTC time, so they sort in the order they were kept.
@@ -137,8 +176,9 @@ mod tests {
         assert_eq!(history.latest().unwrap(), None, "no folder yet is an empty history");
         let first = history.keep("a = 1\n").unwrap();
         let second = history.keep("a = 2\n").unwrap();
-        // Another configuration file's version in the same folder.
+        // Other configuration files' versions in the same folder, one whose name ends in this one's.
         History::of(&dir.path().join("other.toml")).keep("b = 1\n").unwrap();
+        History::of(&dir.path().join("old-splpd.toml")).keep("c = 1\n").unwrap();
         let kept = history.list().unwrap();
         assert_eq!(kept.iter().map(|k| k.path.clone()).collect::<Vec<_>>(), vec![first, second.clone()]);
         assert_eq!(kept[1].version, version_of("a = 2\n"));
@@ -158,6 +198,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Through a symbolic link: the link stays, its target is replaced.
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        write_atomically(&link, b"newer").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
         let diff = unified_diff("a\nb\n", "a\nc\n", "old", "new");
         assert!(diff.contains("--- old") && diff.contains("+++ new") && diff.contains("-b\n+c"), "{diff}");
     }

@@ -22,7 +22,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates configuration `text` as if read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let base = history::folder_of(path);
     parse_in(path, &base, text)
 }
 

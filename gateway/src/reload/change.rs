@@ -34,6 +34,11 @@ pub struct ChangedBy {
 pub struct Checked {
     /// The version the file holds now, which `apply` must be given.
     pub current: String,
+    /// The version in force, when known; differs from `current` when an edit of the file was
+    /// refused.
+    pub in_force: Option<String>,
+    /// Whether putting the new text in force would change the configuration in force.
+    pub changed: bool,
     /// The new text's version.
     pub version: String,
     /// The unified diff from the file to the new text; empty when they are the same.
@@ -129,7 +134,11 @@ impl Reloader {
         let (_, report) = self.build(text.clone()).await?;
         let version = version_of(&text);
         let diff = self.diff(&current_text, &current, &text, &version, "new");
-        Ok(Checked { current, version, diff, report })
+        // Against what is in force: the file may hold an edit whose reload was refused, and
+        // putting that same text through here would still change the configuration.
+        let in_force = self.version_in_force();
+        let changed = in_force.as_deref().unwrap_or(&current) != version;
+        Ok(Checked { current, in_force, version, changed, diff, report })
     }
 
     /// Puts `text` in force in place of version `expected` of the file.
@@ -170,15 +179,28 @@ impl Reloader {
         // file goes back to what it held.
         let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), Some(by));
         if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
-            if let Err(undo) = self.write(old_text).await {
-                tracing::error!("{undo}; {} holds a version that is not in force", self.path.display());
+            match self.write(old_text).await {
+                // No change was made, so there is none to undo; the kept copy goes only once the
+                // file holds its text again.
+                Ok(()) => {
+                    if let Err(e) = tokio::fs::remove_file(&kept).await {
+                        tracing::warn!(
+                            "cannot remove {} ({e}): undo would put back the version in force",
+                            kept.display()
+                        );
+                    }
+                }
+                Err(undo) => tracing::error!(
+                    "{undo}; {} holds version {version}, which is not in force; the version in force is kept in {}",
+                    self.path.display(),
+                    kept.display()
+                ),
             }
-            // No change was made, so there is none to undo.
-            let _ = tokio::fs::remove_file(&kept).await;
             return Err(ReloadError::Unlogged(e.to_string()).into());
         }
         self.gateway.replace(snapshot);
         self.now_in_force(digest, version.clone(), Some(by));
+        self.changed_elsewhere.notify_one();
         tracing::info!(
             config = %self.path.display(),
             %version,
@@ -194,9 +216,8 @@ impl Reloader {
     async fn build(&self, text: String) -> Result<(Snapshot, ReloadReport), ChangeError> {
         let check: Checker = self.checker();
         let path = self.path.clone();
-        let file_name = path.file_name().map_or_else(|| "splpd.toml".into(), |n| n.to_string_lossy().into_owned());
         // Its mistakes are reported in the new text's own lines, not in the file's.
-        let name = PathBuf::from(format!("{file_name} (new version)"));
+        let name = PathBuf::from(format!("{} (new version)", history::file_name_of(&path)));
         tokio::task::spawn_blocking(move || check.build(&name, &path, &text))
             .await
             .map_err(|e| ChangeError::from(ReloadError::Task(e.to_string())))?
@@ -208,7 +229,11 @@ impl Reloader {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let kept = History::of(&path).keep(&old)?;
-            history::write_atomically(&path, new.as_bytes())?;
+            if let Err(e) = history::write_atomically(&path, new.as_bytes()) {
+                // The file is unchanged: a kept copy of it would make undo a no-op.
+                let _ = std::fs::remove_file(&kept);
+                return Err(e);
+            }
             Ok::<_, std::io::Error>(kept)
         })
         .await

@@ -88,6 +88,9 @@ pub struct Reloader {
     in_force: Mutex<Option<[u8; 32]>>,
     /// The latest configuration put in force since start, for the dashboard.
     last_change: Mutex<Option<LastChange>>,
+    /// A change through the admin listener put a configuration in force: [`Reloader::run`]
+    /// watches the files it names.
+    changed_elsewhere: tokio::sync::Notify,
 }
 
 /// A configuration put in force since start.
@@ -128,12 +131,13 @@ impl Reloader {
             changing: tokio::sync::Mutex::new(()),
             in_force: Mutex::new(in_force),
             last_change: Mutex::new(None),
+            changed_elsewhere: tokio::sync::Notify::new(),
         }
     }
 
     /// The version of the configuration text in force, when known.
     pub fn version_in_force(&self) -> Option<String> {
-        lock(&self.in_force).map(|digest| hex::encode(&digest[..8]))
+        lock(&self.in_force).as_ref().map(config::history::version_of_digest)
     }
 
     /// The latest configuration put in force since start.
@@ -161,6 +165,11 @@ impl Reloader {
     /// and keeps the running one. Either way the outcome is logged.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.changing.lock().await;
+        self.reload_held().await
+    }
+
+    /// [`Reloader::reload`], with `changing` held by the caller.
+    async fn reload_held(&self) -> Result<ReloadReport, ReloadError> {
         let (outcome, version) = self.try_reload().await;
         let version = version.as_deref().unwrap_or("unreadable");
         match &outcome {
@@ -212,7 +221,7 @@ impl Reloader {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
-                self.now_in_force(digest, hex::encode(&digest[..8]), None);
+                self.now_in_force(digest, config::history::version_of_digest(&digest), None);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
@@ -270,9 +279,10 @@ impl Reloader {
             watch_dirs(w, &files, &mut dirs);
         }
         loop {
-            tokio::select! {
+            let changed = tokio::select! {
                 () = next_hangup(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading the configuration");
+                    None
                 }
                 Some(first) = changes.recv() => {
                     // Wait for the writes to settle: reload once the files have been quiet a while.
@@ -280,16 +290,33 @@ impl Reloader {
                     while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {
                         changed.insert(path);
                     }
-                    if self.already_in_force(&changed) {
-                        tracing::debug!("the configuration file holds the version in force; nothing to reload");
-                        continue;
+                    Some(changed)
+                }
+                // A change through the admin listener is in force: only the files to watch change.
+                () = self.changed_elsewhere.notified() => {
+                    let files = self.watched_files();
+                    if let Some(w) = &mut watcher {
+                        watch_dirs(w, &files, &mut dirs);
                     }
-                    let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
-                    tracing::info!("file changed ({}): reloading the configuration", changed.join(", "));
+                    *lock(&watched) = files;
+                    continue;
                 }
                 () = stopped(&mut stop) => return,
+            };
+            let one_at_a_time = self.changing.lock().await;
+            if let Some(changed) = changed {
+                // Asked under the lock: a change through the admin listener has either not
+                // written the file yet, or has put its text in force.
+                if self.already_in_force(&changed) {
+                    tracing::debug!("the configuration file holds the version in force; nothing to reload");
+                    continue;
+                }
+                let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                tracing::info!("file changed ({}): reloading the configuration", changed.join(", "));
             }
-            if self.reload().await.is_ok() {
+            let reloaded = self.reload_held().await.is_ok();
+            drop(one_at_a_time);
+            if reloaded {
                 // The new configuration may name other files.
                 let files = self.watched_files();
                 if let Some(w) = &mut watcher {
@@ -349,7 +376,7 @@ impl Checker {
     /// Parses `text` (its mistakes reported as in `name`, its relative file names taken from
     /// beside `path`), checks it and builds its snapshot. Blocking: it loads certificates.
     fn build(&self, name: &Path, path: &Path, text: &str) -> Result<(Snapshot, ReloadReport), ReloadError> {
-        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_owned);
+        let base = config::history::folder_of(path);
         let config = config::parse_in(name, &base, text)?;
         check_listeners(&self.listeners, &config)?;
         let report = ReloadReport {
@@ -362,6 +389,15 @@ impl Checker {
 
 /// The admin listener's name in [`check_listeners`]' messages, bracketed as in the file.
 const ADMIN: &str = "[admin]";
+
+/// Refuses `new` when it adds, removes or moves a listener of `old`, the configuration running:
+/// what a reload would refuse, for `splpd config apply` to say before the file is replaced.
+pub fn check_listeners_kept(old: &Config, new: &Config) -> Result<(), ReloadError> {
+    let admin = old.admin.as_ref().and_then(|a| Some((ADMIN.to_owned(), a.address.parse().ok()?)));
+    let bound: Vec<(String, SocketAddr)> =
+        old.listeners.iter().filter_map(|l| Some((l.name.clone(), l.address.parse().ok()?))).chain(admin).collect();
+    check_listeners(&bound, new)
+}
 
 /// Refuses a configuration whose listeners differ from those bound at start.
 fn check_listeners(bound: &[(String, SocketAddr)], config: &Config) -> Result<(), ReloadError> {
