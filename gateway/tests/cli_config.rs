@@ -391,6 +391,13 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
     assert!(out.contains("+request_timeout = \"10s\""), "{out}");
     assert_eq!(f.text(), original);
     assert_eq!(history(&f).len(), 2, "the undone version is kept too, so undo again redoes it");
+    // The history lists both, oldest first, the one undo puts back last.
+    let (ok, out, _) = config_cmd(&f, &["history", "--config", "splpd.toml"], "");
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[1].contains(&splpd_gateway::reload::version_of(&original)), "{out}");
+    assert!(lines[2].contains(&version) && lines[3].contains(&format!("the last ({version})")), "{out}");
     let (ok, _, _) = config_cmd(&f, &["undo", "--config", "splpd.toml", "--yes"], "");
     assert!(ok);
     assert_eq!(f.text(), changed);

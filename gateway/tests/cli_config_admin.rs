@@ -135,6 +135,12 @@ fn an_operator_changes_and_undoes_the_running_gateways_configuration_through_its
     assert!(out.contains("splpd-history") && out.contains("To go back: splpd config undo --admin"), "{out}");
     assert_eq!(served.text(), new);
 
+    // The gateway's history, read as an operator: the original, kept by the change.
+    let listed = served.config("history", "admin-budi", &[], "");
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let out = text(&listed.stdout);
+    assert!(out.contains(&version_of(&original)) && out.contains("splpd-history"), "{out}");
+
     // A mistake is reported in the operator's own file, and changes nothing.
     std::fs::write(served.dir.join("broken.toml"), "[gateway\n").unwrap();
     let broken = served.config("apply", "admin-budi", &["broken.toml", "--yes"], "");

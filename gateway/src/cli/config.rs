@@ -39,6 +39,9 @@ pub(crate) enum ConfigCommand {
         yes: bool,
         #[command(flatten)]
         remote: Remote,
+        /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
+        #[arg(long, requires = "admin", default_value = "")]
+        issue: String,
     },
     /// Put back the version the last `apply` (or `undo`) replaced, after showing the diff and
     /// asking; running it again redoes the change. With --admin, through the admin listener.
@@ -52,6 +55,21 @@ pub(crate) enum ConfigCommand {
         /// Make the change without asking.
         #[arg(long, short)]
         yes: bool,
+        #[command(flatten)]
+        remote: Remote,
+        /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
+        #[arg(long, requires = "admin", default_value = "")]
+        issue: String,
+    },
+    /// List the versions earlier changes replaced, oldest first: when, which version, and the
+    /// file that keeps it (on the gateway's host). The last is the one `undo` puts back.
+    #[command(after_help = "Examples:
+  splpd config history --config /etc/splpd/splpd.toml
+  splpd config history --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key")]
+    History {
+        /// The configuration file in force (on this host).
+        #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -72,9 +90,6 @@ pub(crate) struct Remote {
     /// Its private key.
     #[arg(long, requires = "admin")]
     pub(crate) key: Option<PathBuf>,
-    /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
-    #[arg(long, requires = "admin", default_value = "")]
-    pub(crate) issue: String,
 }
 
 pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -101,7 +116,35 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
         },
         ConfigCommand::Apply { config: Some(config), new, yes, .. } => super::config_change::apply(&config, &new, yes),
         ConfigCommand::Undo { config: Some(config), yes, .. } => super::config_change::undo(&config, yes),
-        ConfigCommand::Apply { config: None, new, yes, remote } => super::config_remote::apply(&remote, &new, yes),
-        ConfigCommand::Undo { config: None, yes, remote } => super::config_remote::undo(&remote, yes),
+        ConfigCommand::Apply { config: None, new, yes, remote, issue } => {
+            super::config_remote::apply(&remote, &issue, &new, yes)
+        }
+        ConfigCommand::Undo { config: None, yes, remote, issue } => super::config_remote::undo(&remote, &issue, yes),
+        ConfigCommand::History { config: Some(config), .. } => {
+            let kept = splpd_gateway::config::history::History::of(&config).list()?;
+            let rows: Vec<[String; 3]> =
+                kept.into_iter().map(|k| [k.replaced_at, k.version, k.path.display().to_string()]).collect();
+            Ok(print_history(&config.display().to_string(), &rows))
+        }
+        ConfigCommand::History { config: None, remote } => {
+            let (file, rows) = super::config_remote::history(&remote)?;
+            Ok(print_history(&file, &rows))
+        }
     }
+}
+
+/// Prints the kept versions of `file` as a table, or says there are none.
+fn print_history(file: &str, rows: &[[String; 3]]) -> ExitCode {
+    if rows.is_empty() {
+        super::out::line(&format!(
+            "No earlier version of {file} is kept: no change was made with `config apply` or through the admin listener."
+        ));
+        return ExitCode::SUCCESS;
+    }
+    super::out::line(&format!("{:<27} {:<16}  KEPT IN", "REPLACED AT (UTC)", "VERSION"));
+    for [at, version, path] in rows {
+        super::out::line(&format!("{at:<27} {version:<16}  {path}"));
+    }
+    super::out::line(&format!("`undo` puts back the last ({}).", rows.last().map_or("", |r| r[1].as_str())));
+    ExitCode::SUCCESS
 }

@@ -27,10 +27,10 @@ use super::out;
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Puts the text of `new` in force on the gateway at `remote`.
-pub(crate) fn apply(remote: &Remote, new: &Path, yes: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn apply(remote: &Remote, issue: &str, new: &Path, yes: bool) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(new).with_context(|| format!("reading {}", new.display()))?;
     runtime()?.block_on(async {
-        let admin = Admin::new(remote)?;
+        let admin = Admin::new(remote, issue)?;
         let checked = admin.call(Method::POST, "/config/check", Some(text.clone()), None).await?;
         if checked.status == StatusCode::UNPROCESSABLE_ENTITY {
             eprintln!("{}", in_own_file(&checked.message(), new));
@@ -51,9 +51,9 @@ pub(crate) fn apply(remote: &Remote, new: &Path, yes: bool) -> anyhow::Result<Ex
 }
 
 /// Puts back, on the gateway at `remote`, the version its latest change replaced.
-pub(crate) fn undo(remote: &Remote, yes: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn undo(remote: &Remote, issue: &str, yes: bool) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let admin = Admin::new(remote)?;
+        let admin = Admin::new(remote, issue)?;
         let current = admin.call(Method::GET, "/config", None, None).await?.toml("/config")?;
         let previous = admin.call(Method::GET, "/config/previous", None, None).await?;
         if previous.status == StatusCode::NOT_FOUND {
@@ -72,6 +72,23 @@ pub(crate) fn undo(remote: &Remote, yes: bool) -> anyhow::Result<ExitCode> {
         let new_name = format!("{}/config/previous (version {})", admin.base, previous.1);
         out::line(history::unified_diff(&current.0, &previous.0, &old_name, &new_name).trim_end());
         admin.confirm_and_send(yes, &current.1, Method::POST, "/config/undo", None).await
+    })
+}
+
+/// The versions the gateway at `remote` keeps: its configuration file, and for each kept version
+/// when it was replaced, its version and the file that keeps it.
+pub(crate) fn history(remote: &Remote) -> anyhow::Result<(String, Vec<[String; 3]>)> {
+    runtime()?.block_on(async {
+        let admin = Admin::new(remote, "")?;
+        let listed = admin.call(Method::GET, "/config/history", None, None).await?.json("/config/history")?;
+        let field = |v: &Value, name: &str| v[name].as_str().unwrap_or_default().to_owned();
+        let rows = listed["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| [field(v, "replaced_at"), field(v, "version"), field(v, "file")])
+            .collect();
+        Ok((format!("{} ({})", field(&listed, "file"), admin.base), rows))
     })
 }
 
@@ -125,7 +142,7 @@ impl Answer {
 }
 
 impl Admin {
-    fn new(remote: &Remote) -> anyhow::Result<Self> {
+    fn new(remote: &Remote, issue: &str) -> anyhow::Result<Self> {
         let (Some(admin), Some(ca), Some(cert), Some(key)) = (&remote.admin, &remote.ca, &remote.cert, &remote.key)
         else {
             bail!("--admin needs --ca, --cert and --key");
@@ -135,7 +152,7 @@ impl Admin {
             bail!("--admin {admin}: the admin listener takes mutual TLS only; give it as https://HOST:PORT");
         }
         let client = super::https::client(ca, Some((cert, key)))?;
-        Ok(Self { client, base, issue: remote.issue.clone(), remote: remote.clone() })
+        Ok(Self { client, base, issue: issue.to_owned(), remote: remote.clone() })
     }
 
     async fn call(
