@@ -136,6 +136,7 @@ impl Snapshot {
                     .map_err(|_| RuntimeError::Invalid(format!("bad [admin] address {}", a.address)))?,
                 tls: crate::tls::server_config(&trust, &gateway, crate::tls::ClientAuth::Required)?,
                 operators: a.operators.clone(),
+                viewers: a.viewers.clone(),
             })),
             None => None,
         };

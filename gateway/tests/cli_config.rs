@@ -438,3 +438,12 @@ fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
     let (ok, _, err) = config_cmd(&g, &["undo", "--config", "splpd.toml", "--yes"], "");
     assert!(!ok && err.contains("only changes made with `splpd config apply` or the admin listener"), "{err}");
 }
+
+#[test]
+fn an_admin_viewer_must_be_of_this_member_and_not_an_operator_too() {
+    let f = Fixture::new();
+    f.edit("viewers = [\"ID/PEMDA/1602/prometheus\"]", "viewers = [\"ID/PEMDA/1601/andi\", \"ID/PEMDA/1602/budi\"]");
+    let line = f.line_of("viewers = ");
+    let err = f.fails_at(line, "viewer ID/PEMDA/1601/andi belongs to another member than this gateway");
+    assert!(err.contains("ID/PEMDA/1602/budi is both an operator and a viewer"), "{err}");
+}

@@ -22,6 +22,8 @@ const RSUD: &str = "ID/PEMDA/1602/RSUD";
 const DISHUB: &str = "ID/PEMDA/1602/DISHUB";
 const BUDI: &str = "ID/PEMDA/1602/budi";
 const SITI: &str = "ID/PEMDA/1602/siti";
+/// A scraper's certificate: it may read, and change nothing.
+const PROMETHEUS: &str = "ID/PEMDA/1602/prometheus";
 
 struct Setup {
     region: Region,
@@ -40,7 +42,9 @@ async fn setup() -> Setup {
         .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
         .grant(&format!("service = \"{STRICT}\"\nclient = \"{RSUD}\""))
         .grant(&format!("service = \"{DOWN}\"\nclient = \"{RSUD}\""))
-        .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\", \"{SITI}\"]"))
+        .toml(&format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\", \"{SITI}\"]\nviewers = [\"{PROMETHEUS}\"]"
+        ))
         .start()
         .await;
     Setup { region, pki, upstream }
@@ -113,6 +117,19 @@ async fn the_admin_listener_lets_in_the_operators_of_the_gateways_member_only() 
         assert_eq!(reply.json()["type"], "Client.AccessDenied");
         assert!(reply.json()["message"].as_str().unwrap().contains(why), "{}: {}", cert.identity, reply.text());
     }
+    // A viewer reads the state, and nothing else: no change, not the configuration.
+    let scraper = s.pki.admin(PROMETHEUS);
+    for path in ["/metrics", "/healthz", "/readyz", "/maintenance", "/"] {
+        let reply = admin(&s.region, &scraper, Method::GET, path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+    }
+    for (method, path) in [(Method::POST, "/maintenance/on"), (Method::GET, "/config"), (Method::PUT, "/config")] {
+        let reply = admin(&s.region, &scraper, method.clone(), path).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}: {}", reply.text());
+        assert!(reply.json()["message"].as_str().unwrap().contains("[admin] viewers, which may only read"));
+    }
+    assert_eq!(admin(&s.region, &budi, Method::GET, "/maintenance").await.json()["maintenance"], false);
+
     // Without a certificate there is no TLS session at all.
     assert!(s.region.call_admin(None, Call::get("/healthz")).await.is_err());
 

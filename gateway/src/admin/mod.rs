@@ -67,7 +67,13 @@ pub struct AdminListener {
     pub tls: Arc<rustls::ServerConfig>,
     /// The operators allowed in; empty: any admin certificate of the gateway's member.
     pub operators: Vec<AdminId>,
+    /// Admin certificates that may only read (see [`READABLE`]).
+    pub viewers: Vec<AdminId>,
 }
+
+/// What a viewer (`[admin] viewers`) may read: the state, never the configuration, and nothing
+/// that changes anything.
+const READABLE: [&str; 5] = ["/", "/healthz", "/readyz", "/metrics", "/maintenance"];
 
 /// The admin listener's socket, bound at start so that a bad address fails then.
 #[derive(Debug)]
@@ -164,10 +170,13 @@ async fn serve_connection(
 }
 
 /// Who may use the admin listener: an admin certificate of the gateway's own member, and one of
-/// `[admin] operators` when that list is given.
+/// `[admin] operators` when that list is given; one of `[admin] viewers` only to read
+/// ([`READABLE`]).
 fn operator(
     gateway: &Gateway,
     peer: &Result<PeerIdentity, identify::IdentifyError>,
+    method: &Method,
+    path: &str,
 ) -> Result<(AdminId, [u8; 32]), String> {
     let peer = peer.as_ref().map_err(ToString::to_string)?;
     let snap = gateway.snapshot();
@@ -181,6 +190,18 @@ fn operator(
     };
     if id.member() != member {
         return Err(format!("{id} is an operator of {}, not of {member}, which runs this gateway", id.member()));
+    }
+    let viewers = snap.admin.as_ref().map(|a| a.viewers.as_slice()).unwrap_or_default();
+    if viewers.contains(id) {
+        let reading = matches!(*method, Method::GET | Method::HEAD) && READABLE.contains(&path);
+        if !reading {
+            return Err(format!(
+                "{id} is among [admin] viewers, which may only read {}; changes and the configuration are for \
+                 [admin] operators",
+                READABLE.join(", ")
+            ));
+        }
+        return Ok((id.clone(), peer.cert_sha256));
     }
     let operators = snap.admin.as_ref().map(|a| a.operators.as_slice()).unwrap_or_default();
     if !operators.is_empty() && !operators.contains(id) {
@@ -198,7 +219,7 @@ async fn handle(
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> AdminResponse {
-    let (operator, cert_sha256) = match operator(gateway, peer) {
+    let (operator, cert_sha256) = match operator(gateway, peer, req.method(), req.uri().path()) {
         Ok(op) => op,
         Err(message) => {
             tracing::warn!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");

@@ -129,6 +129,11 @@ pub struct Admin {
     /// The operators allowed in; when empty, any admin certificate of this gateway's member.
     #[serde(default)]
     pub operators: Vec<AdminId>,
+    /// Admin certificates that may only read: health, readiness, metrics, the dashboard and
+    /// whether maintenance mode is on. For a Prometheus scraper or a wall display, whose key, if
+    /// taken, must not change the gateway.
+    #[serde(default)]
+    pub viewers: Vec<AdminId>,
 }
 
 /// `[[trust_anchor]]`: a CA and the identifiers it may vouch for.

@@ -341,6 +341,21 @@ impl Validator<'_, '_, '_> {
                     );
                 }
             }
+            for (i, viewer) in admin.viewers.iter().enumerate() {
+                if viewer.member() != member {
+                    self.err(
+                        at!["admin", "viewers", i],
+                        format!("viewer {viewer} belongs to another member than this gateway ({member})"),
+                        format!("viewers of this gateway are {member}/<name>"),
+                    );
+                } else if admin.operators.contains(viewer) {
+                    self.err(
+                        at!["admin", "viewers", i],
+                        format!("{viewer} is both an operator and a viewer"),
+                        "list it under operators to let it make changes, or under viewers to let it only read",
+                    );
+                }
+            }
         }
     }
 
