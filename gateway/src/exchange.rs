@@ -473,7 +473,7 @@ impl Gateway {
             }
         }
 
-        let (metered, summary) = MeteredRequestBody::new(body, route.max_request_body, hasher);
+        let (metered, summary) = MeteredRequestBody::new(body, route.max_request_body, hasher, route.stored_body);
         let outgoing = Outgoing {
             method: parts.method,
             path_and_query: path_and_query.clone(),
@@ -538,8 +538,7 @@ impl Gateway {
         let request_hash = match ready {
             Some(Ok(s)) => {
                 summary = None;
-                ctx.record.set_request_body(s.body);
-                ctx.record.set_request_hash(&s.request_hash.1);
+                s.record_into(&mut ctx.record);
                 Some(s.request_hash)
             }
             Some(Err(_)) => {
@@ -576,8 +575,7 @@ impl Gateway {
             // for it.
             ctx.record.set_response_body(BodyHasher::new().finish());
             if let Some(Ok(Ok(s))) = summary.as_mut().map(oneshot::Receiver::try_recv) {
-                ctx.record.set_request_body(s.body);
-                ctx.record.set_request_hash(&s.request_hash.1);
+                s.record_into(&mut ctx.record);
             }
             return match self.audit.append(ctx.record.finish(), ctx.mode).await {
                 Ok(()) => {

@@ -134,6 +134,54 @@ pub struct BodySummary {
     pub body: BodyDigest,
     /// The request hash: base64 and raw.
     pub request_hash: (String, Vec<u8>),
+    /// The body's first bytes, for a service that keeps bodies in its records.
+    pub kept: Option<Bytes>,
+}
+
+impl BodySummary {
+    /// Puts what it knows of the request's body into the exchange's record.
+    pub fn record_into(&self, record: &mut crate::audit::RecordBuilder) {
+        record.set_request_body(self.body);
+        record.set_request_hash(&self.request_hash.1);
+        if let Some(kept) = &self.kept {
+            record.set_request_content(kept);
+        }
+    }
+}
+
+/// The first bytes of a body as it streams past, for a service that keeps bodies in its audit
+/// records (`store_bodies`). Holds the chunks themselves (shared, not copied) until the body
+/// ends, at most `limit` bytes of them.
+#[derive(Debug, Default)]
+pub struct BodyKeeper {
+    limit: usize,
+    held: usize,
+    chunks: Vec<Bytes>,
+}
+
+impl BodyKeeper {
+    /// Keeps up to `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, held: 0, chunks: Vec::new() }
+    }
+
+    /// Takes what is still wanted of `data`.
+    pub fn update(&mut self, data: &Bytes) {
+        let room = self.limit - self.held;
+        if room > 0 && !data.is_empty() {
+            let take = room.min(data.len());
+            self.chunks.push(data.slice(..take));
+            self.held += take;
+        }
+    }
+
+    /// The bytes kept, in one piece.
+    pub fn finish(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.chunks) {
+            Ok([one]) => one,
+            Err(chunks) => Bytes::from(chunks.concat()),
+        }
+    }
 }
 
 /// Why a metered request body stopped early.
@@ -159,6 +207,7 @@ pub struct MeteredRequestBody<B> {
     empty: bool,
     sha256: Option<BodyHasher>,
     hasher: Option<RequestHasher>,
+    keeper: Option<BodyKeeper>,
     done: Option<oneshot::Sender<Result<BodySummary, String>>>,
 }
 
@@ -169,8 +218,14 @@ impl<B> std::fmt::Debug for MeteredRequestBody<B> {
 }
 
 impl<B> MeteredRequestBody<B> {
-    /// Wraps `inner`; the returned receiver yields the summary, or why the body failed.
-    pub fn new(inner: B, limit: u64, hasher: RequestHasher) -> (Self, oneshot::Receiver<Result<BodySummary, String>>)
+    /// Wraps `inner`; the returned receiver yields the summary, or why the body failed. With
+    /// `keep`, the summary also holds the body's first `keep` bytes.
+    pub fn new(
+        inner: B,
+        limit: u64,
+        hasher: RequestHasher,
+        keep: Option<usize>,
+    ) -> (Self, oneshot::Receiver<Result<BodySummary, String>>)
     where
         B: Body,
     {
@@ -182,6 +237,7 @@ impl<B> MeteredRequestBody<B> {
             bytes: 0,
             sha256: Some(BodyHasher::new()),
             hasher: Some(hasher),
+            keeper: keep.map(BodyKeeper::new),
             done: Some(tx),
         };
         (body, rx)
@@ -189,7 +245,8 @@ impl<B> MeteredRequestBody<B> {
 
     fn finish(&mut self) {
         if let (Some(tx), Some(sha), Some(hasher)) = (self.done.take(), self.sha256.take(), self.hasher.take()) {
-            let summary = BodySummary { body: sha.finish(), request_hash: hasher.finish() };
+            let kept = self.keeper.take().map(BodyKeeper::finish);
+            let summary = BodySummary { body: sha.finish(), request_hash: hasher.finish(), kept };
             let _ = tx.send(Ok(summary));
         }
     }
@@ -234,6 +291,9 @@ where
                     }
                     if let Some(h) = &mut this.hasher {
                         h.update(data);
+                    }
+                    if let Some(k) = &mut this.keeper {
+                        k.update(data);
                     }
                 }
                 // hyper stops polling a body of known length once that length is sent, so the
@@ -328,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn metered_body_reports_size_and_hashes() {
         let hasher = RequestHasher::new("POST", "/x", &HeaderMap::new());
-        let (body, rx) = MeteredRequestBody::new(Full::new(Bytes::from_static(b"hello")), 10, hasher.clone());
+        let (body, rx) = MeteredRequestBody::new(Full::new(Bytes::from_static(b"hello")), 10, hasher.clone(), None);
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
         let summary = rx.await.unwrap().unwrap();
@@ -336,12 +396,26 @@ mod tests {
         let mut expect = hasher;
         expect.update(b"hello");
         assert_eq!(summary.request_hash.0, expect.finish().0);
+        assert_eq!(summary.kept, None, "kept only when asked for");
+    }
+
+    #[test]
+    fn a_body_keeper_keeps_the_first_bytes_across_chunks_and_no_more() {
+        let mut keeper = BodyKeeper::new(5);
+        for chunk in [&b"ab"[..], b"", b"cde", b"fgh"] {
+            keeper.update(&Bytes::copy_from_slice(chunk));
+        }
+        assert_eq!(&keeper.finish()[..], b"abcde");
+        let mut one = BodyKeeper::new(10);
+        one.update(&Bytes::from_static(b"xyz"));
+        assert_eq!(&one.finish()[..], b"xyz");
+        assert!(BodyKeeper::new(10).finish().is_empty());
     }
 
     #[tokio::test]
     async fn metered_body_stops_at_the_limit() {
         let hasher = RequestHasher::new("POST", "/x", &HeaderMap::new());
-        let (body, rx) = MeteredRequestBody::new(Full::new(Bytes::from_static(b"0123456789ab")), 10, hasher);
+        let (body, rx) = MeteredRequestBody::new(Full::new(Bytes::from_static(b"0123456789ab")), 10, hasher, None);
         let err = body.collect().await.unwrap_err();
         assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
         assert!(rx.await.unwrap().is_err());
@@ -356,7 +430,7 @@ mod empty_body_tests {
     #[tokio::test]
     async fn an_empty_body_that_is_never_polled_still_reports() {
         let hasher = RequestHasher::new("GET", "/x", &HeaderMap::new());
-        let (body, rx) = MeteredRequestBody::new(Empty::<Bytes>::new(), 10, hasher.clone());
+        let (body, rx) = MeteredRequestBody::new(Empty::<Bytes>::new(), 10, hasher.clone(), None);
         drop(body);
         let summary = rx.await.unwrap().unwrap();
         assert_eq!(summary.body.bytes, 0);

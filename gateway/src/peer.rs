@@ -200,6 +200,8 @@ pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<
         request_timeout: REMOTE_REQUEST_TIMEOUT,
         max_request_body: config.limits.max_request_body.bytes(),
         audit_mode: config.audit.mode,
+        // Bodies are kept by the gateway that owns the service.
+        stored_body: None,
     };
     Ok((Arc::new(route), via))
 }
@@ -261,7 +263,7 @@ async fn send_to_peer(
     let (mut parts, body) = req.into_parts();
     settle_content_length(&parts.method, &mut parts.headers, body.size_hint().exact());
     let hasher = RequestHasher::new(parts.method.as_str(), target, &parts.headers);
-    let (body, sent) = MeteredRequestBody::new(body, u64::MAX, hasher);
+    let (body, sent) = MeteredRequestBody::new(body, u64::MAX, hasher, None);
     let req = Request::from_parts(parts, forward::boxed(body));
     let (resp, endpoint) = link.endpoints.send(req, target, timeout).await.map_err(|e| match e {
         UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{}: peer {}: {e}", route.id, link.id)),

@@ -18,7 +18,7 @@ use crate::audit::{AuditError, AuditSink, AuditTicket, BodyHasher, RecordBuilder
 use crate::config::AuditMode;
 use crate::error::{GatewayError, GrpcCode};
 use crate::exchange::{ABANDONED, SummaryRx};
-use crate::forward::BodySummary;
+use crate::forward::{BodyKeeper, BodySummary};
 use crate::grpc;
 use crate::runtime::Route;
 
@@ -133,6 +133,8 @@ impl Body for ReadyThenRest {
 pub(crate) struct AuditedBody {
     inner: Incoming,
     tally: Option<BodyHasher>,
+    /// The body's first bytes, for a service that keeps bodies in its records.
+    keeper: Option<BodyKeeper>,
     record: Option<RecordBuilder>,
     audit: Arc<dyn AuditSink>,
     mode: AuditMode,
@@ -170,6 +172,7 @@ impl AuditedBody {
         Self {
             inner,
             tally: Some(BodyHasher::new()),
+            keeper: route.stored_body.map(BodyKeeper::new),
             record: Some(record),
             audit,
             mode,
@@ -205,16 +208,17 @@ impl AuditedBody {
     fn close(&mut self, error_type: Option<&str>, grpc_status: Option<u32>) -> Option<AuditTicket> {
         self.lease = None;
         self.record.as_ref()?;
-        if let Some(Ok(s)) = self.request_summary() {
-            let (body, hash) = (s.body, s.request_hash.1.clone());
-            if let Some(record) = &mut self.record {
-                record.set_request_body(body);
-                record.set_request_hash(&hash);
-            }
+        if let Some(Ok(s)) = self.request_summary().cloned()
+            && let Some(record) = &mut self.record
+        {
+            s.record_into(record);
         }
         let mut record = self.record.take()?;
         if let Some(tally) = self.tally.take() {
             record.set_response_body(tally.finish());
+        }
+        if let Some(keeper) = self.keeper.take() {
+            record.set_response_content(&keeper.finish());
         }
         if let Some(e) = error_type {
             record.set_error_type(e);
@@ -272,6 +276,9 @@ impl Body for AuditedBody {
                     Ok(data) => {
                         if let Some(t) = &mut this.tally {
                             t.update(&data);
+                        }
+                        if let Some(k) = &mut this.keeper {
+                            k.update(&data);
                         }
                         // hyper stops polling a body of known length once that length is sent,
                         // so its end may never be seen as `None`: the last bytes wait for the

@@ -35,6 +35,8 @@ pub struct Route {
     pub max_request_body: u64,
     /// Audit durability for its exchanges.
     pub audit_mode: AuditMode,
+    /// How much of each body its records keep (`store_bodies`); `None` keeps none.
+    pub stored_body: Option<usize>,
 }
 
 /// One listener as the server runs it.
@@ -182,6 +184,9 @@ impl Snapshot {
                     request_timeout: s.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.0),
                     max_request_body: s.max_request_body.unwrap_or(config.limits.max_request_body).bytes(),
                     audit_mode: s.audit.unwrap_or(config.audit.mode),
+                    stored_body: s
+                        .store_bodies
+                        .then(|| usize::try_from(config.audit.max_stored_body.bytes()).unwrap_or(usize::MAX)),
                 }),
             );
         }

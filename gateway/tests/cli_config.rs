@@ -447,3 +447,12 @@ fn an_admin_viewer_must_be_of_this_member_and_not_an_operator_too() {
     let err = f.fails_at(line, "viewer ID/PEMDA/1601/andi belongs to another member than this gateway");
     assert!(err.contains("ID/PEMDA/1602/budi is both an operator and a viewer"), "{err}");
 }
+
+#[test]
+fn a_stored_body_limit_an_audit_record_cannot_hold_is_refused() {
+    let f = Fixture::new();
+    f.edit("max_stored_body = \"64 KiB\"", "max_stored_body = \"1 MiB\"");
+    let err =
+        f.fails_at(f.line_of("max_stored_body = "), "max_stored_body 1 MiB is more than an audit record can hold");
+    assert!(err.contains("at most 256 KiB"), "{err}");
+}

@@ -88,6 +88,8 @@ mod tests {
                 UpstreamAttempt { endpoint: "https://10.1.2.3:8443".to_owned(), outcome: "answered 200".to_owned() },
             ],
             upstream_note: "retried after https://10.1.2.4:8443 no connection (Connection refused)".to_owned(),
+            request_body: Vec::new(),
+            response_body: b"{\"valid\":true}".to_vec(),
         };
 
         let bytes = record.encode_to_vec();

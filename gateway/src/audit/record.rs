@@ -75,6 +75,16 @@ impl RecordBuilder {
         self.record.client = operator.to_string();
     }
 
+    /// The request body's first bytes, for a service that keeps bodies (`store_bodies`).
+    pub fn set_request_content(&mut self, kept: &[u8]) {
+        kept.clone_into(&mut self.record.request_body);
+    }
+
+    /// The response body's first bytes, likewise.
+    pub fn set_response_content(&mut self, kept: &[u8]) {
+        kept.clone_into(&mut self.record.response_body);
+    }
+
     /// The `X-Road-Issue` of a change made by an operator: the ticket or reason given.
     pub fn set_issue(&mut self, issue: &str) {
         issue.clone_into(&mut self.record.issue);

@@ -410,6 +410,8 @@ pub struct Audit {
     pub retain_for: Option<Span>,
     /// Delete the oldest exported segments once the log is larger than this.
     pub retain_size: Option<ByteSize>,
+    /// For a service that keeps bodies (`store_bodies`), how much of each body its records keep.
+    pub max_stored_body: ByteSize,
 }
 
 impl Default for Audit {
@@ -425,6 +427,7 @@ impl Default for Audit {
             signing_key: None,
             retain_for: None,
             retain_size: None,
+            max_stored_body: ByteSize::kib(64),
         }
     }
 }

@@ -911,6 +911,19 @@ impl Validator<'_, '_, '_> {
         if cfg.audit.checkpoint_interval.0.is_zero() {
             self.err(at!["audit", "checkpoint_interval"], "checkpoint_interval is zero", "use e.g. \"1s\"");
         }
+        // A record is at most 1 MiB framed (`audit::segment::MAX_RECORD_LEN`), and holds
+        // both bodies and the rest of the exchange.
+        let max_stored = crate::audit::segment::MAX_STORED_BODY;
+        if cfg.audit.max_stored_body.bytes() > max_stored {
+            self.err(
+                at!["audit", "max_stored_body"],
+                format!("max_stored_body {} is more than an audit record can hold", cfg.audit.max_stored_body),
+                format!(
+                    "keep at most {} KiB of each body; its SHA-256 covers the whole body anyway",
+                    max_stored / 1024
+                ),
+            );
+        }
         if let Some(key) = &cfg.audit.signing_key
             && let Err(e) = load::read_private_key(&self.file(key))
         {

@@ -24,8 +24,7 @@ pub(super) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 /// Puts the request body's size, digest and request hash into the record, if they are known.
 pub(super) fn add_request(record: &mut RecordBuilder, summary: &mut SummaryRx) {
     if let Ok(Ok(s)) = summary.try_recv() {
-        record.set_request_body(s.body);
-        record.set_request_hash(&s.request_hash.1);
+        s.record_into(record);
     }
 }
 

@@ -198,7 +198,7 @@ pub async fn serve(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let hasher = RequestHasher::new(parts.method.as_str(), target, &parts.headers);
     let limit = call.snapshot.limits.max_request_body.bytes();
-    let (body, summary) = MeteredRequestBody::new(body, limit, hasher);
+    let (body, summary) = MeteredRequestBody::new(body, limit, hasher, None);
     let pending = body::Pending::new(record, Arc::clone(&call.audit), call.mode, own.protocol());
     if matches!(own, Own::Grpc(_)) && parts.method != http::Method::POST {
         let err = GatewayError::BadRequest(format!("a gRPC call is a POST, not a {}", parts.method));

@@ -24,6 +24,10 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// below it; the bound lets a reader size its buffer, and tells a damaged length from a real one.
 pub const MAX_RECORD_LEN: u32 = 1 << 20;
 
+/// The most of each body a record may keep (`[audit] max_stored_body`): two of them leave half of
+/// [`MAX_RECORD_LEN`] for the rest of the record.
+pub const MAX_STORED_BODY: u64 = 256 * 1024;
+
 const EXTENSION: &str = "seg";
 /// Digits of a segment's file name: enough for every u64.
 const NAME_DIGITS: usize = 20;

@@ -26,7 +26,9 @@ pub use self::base::{BASE_FILE, LogBase, read_base, write_base};
 pub use self::error::{Damage, SegmentError};
 use self::files::{ActiveSegment, Faults};
 pub(crate) use self::format::list_segments;
-pub use self::format::{FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_RECORD_LEN, segment_file_name};
+pub use self::format::{
+    FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_RECORD_LEN, MAX_STORED_BODY, segment_file_name,
+};
 pub use self::read::SegmentReader;
 use self::writer::{Shared, Timing, Writer};
 use super::merkle::{Hash, leaf_hash};

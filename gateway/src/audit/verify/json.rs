@@ -58,6 +58,13 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("kind", kind(r.kind()))?;
         map.serialize_entry("attempts", &Attempts(&r.attempts))?;
         map.serialize_entry("upstream_note", &r.upstream_note)?;
+        // Kept bodies (`store_bodies`) only where there are some: most records have none.
+        if !r.request_body.is_empty() {
+            map.serialize_entry("request_body", &Hex(&r.request_body))?;
+        }
+        if !r.response_body.is_empty() {
+            map.serialize_entry("response_body", &Hex(&r.response_body))?;
+        }
         map.end()
     }
 }
