@@ -29,19 +29,12 @@ pub(crate) enum ConfigCommand {
   splpd config apply --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key \\
       --issue 'CHG-13 quota for Dinkes' splpd-new.toml")]
     Apply {
-        /// The configuration file in force (on this host).
-        #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
         /// The new version.
         new: PathBuf,
-        /// Make the change without asking.
-        #[arg(long, short)]
-        yes: bool,
         #[command(flatten)]
-        remote: Remote,
-        /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
-        #[arg(long, requires = "admin", default_value = "")]
-        issue: String,
+        change: Change,
     },
     /// Put back the version the last `apply` (or `undo`) replaced, after showing the diff and
     /// asking; running it again redoes the change. With --admin, through the admin listener.
@@ -49,17 +42,10 @@ pub(crate) enum ConfigCommand {
   splpd config undo --config /etc/splpd/splpd.toml
   splpd config undo --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key")]
     Undo {
-        /// The configuration file in force (on this host).
-        #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
-        config: Option<PathBuf>,
-        /// Make the change without asking.
-        #[arg(long, short)]
-        yes: bool,
         #[command(flatten)]
-        remote: Remote,
-        /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
-        #[arg(long, requires = "admin", default_value = "")]
-        issue: String,
+        target: Target,
+        #[command(flatten)]
+        change: Change,
     },
     /// List the versions earlier changes replaced, oldest first: when, which version, and the
     /// file that keeps it (on the gateway's host). The last is the one `undo` puts back.
@@ -67,12 +53,30 @@ pub(crate) enum ConfigCommand {
   splpd config history --config /etc/splpd/splpd.toml
   splpd config history --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key")]
     History {
-        /// The configuration file in force (on this host).
-        #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
-        config: Option<PathBuf>,
         #[command(flatten)]
-        remote: Remote,
+        target: Target,
     },
+}
+
+/// Which configuration: the file on this host, or the one a gateway's admin listener serves.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Target {
+    /// The configuration file in force (on this host).
+    #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// How a change is made.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Change {
+    /// Make the change without asking.
+    #[arg(long, short)]
+    yes: bool,
+    /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
+    #[arg(long, requires = "admin", default_value = "")]
+    issue: String,
 }
 
 /// A gateway's admin listener, and the operator's certificate to reach it with.
@@ -114,20 +118,23 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             }
             Err(err) => Err(err.into()),
         },
-        ConfigCommand::Apply { config: Some(config), new, yes, .. } => super::config_change::apply(&config, &new, yes),
-        ConfigCommand::Undo { config: Some(config), yes, .. } => super::config_change::undo(&config, yes),
-        ConfigCommand::Apply { config: None, new, yes, remote, issue } => {
-            super::config_remote::apply(&remote, &issue, &new, yes)
-        }
-        ConfigCommand::Undo { config: None, yes, remote, issue } => super::config_remote::undo(&remote, &issue, yes),
-        ConfigCommand::History { config: Some(config), .. } => {
-            let kept = splpd_gateway::config::history::History::of(&config).list()?;
-            let rows: Vec<[String; 3]> =
-                kept.into_iter().map(|k| [k.replaced_at, k.version, k.path.display().to_string()]).collect();
-            Ok(print_history(&config.display().to_string(), &rows))
-        }
-        ConfigCommand::History { config: None, remote } => {
-            let (file, rows) = super::config_remote::history(&remote)?;
+        ConfigCommand::Apply { target, new, change } => match &target.config {
+            Some(config) => super::config_change::apply(config, &new, change.yes),
+            None => super::config_remote::apply(&target.remote, &change.issue, &new, change.yes),
+        },
+        ConfigCommand::Undo { target, change } => match &target.config {
+            Some(config) => super::config_change::undo(config, change.yes),
+            None => super::config_remote::undo(&target.remote, &change.issue, change.yes),
+        },
+        ConfigCommand::History { target } => {
+            let (file, rows) = match &target.config {
+                Some(config) => {
+                    let kept = splpd_gateway::config::history::History::of(config).list()?;
+                    let rows = kept.into_iter().map(|k| [k.replaced_at, k.version, k.path.display().to_string()]);
+                    (config.display().to_string(), rows.collect())
+                }
+                None => super::config_remote::history(&target.remote)?,
+            };
             Ok(print_history(&file, &rows))
         }
     }
