@@ -150,37 +150,30 @@ impl BodySummary {
 }
 
 /// The first bytes of a body as it streams past, for a service that keeps bodies in its audit
-/// records (`store_bodies`). Holds the chunks themselves (shared, not copied) until the body
-/// ends, at most `limit` bytes of them.
+/// records (`store_bodies`): at most `limit` bytes, copied. Not slices of the chunks: a chunk
+/// shares its connection's read buffer, and a slice kept of each would keep every buffer the
+/// body was read into (a client sending a byte per TLS record would pin megabytes).
 #[derive(Debug, Default)]
 pub struct BodyKeeper {
     limit: usize,
-    held: usize,
-    chunks: Vec<Bytes>,
+    kept: Vec<u8>,
 }
 
 impl BodyKeeper {
     /// Keeps up to `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { limit, held: 0, chunks: Vec::new() }
+        Self { limit, kept: Vec::new() }
     }
 
     /// Takes what is still wanted of `data`.
-    pub fn update(&mut self, data: &Bytes) {
-        let room = self.limit - self.held;
-        if room > 0 && !data.is_empty() {
-            let take = room.min(data.len());
-            self.chunks.push(data.slice(..take));
-            self.held += take;
-        }
+    pub fn update(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..room.min(data.len())]);
     }
 
-    /// The bytes kept, in one piece.
+    /// The bytes kept.
     pub fn finish(self) -> Bytes {
-        match <[Bytes; 1]>::try_from(self.chunks) {
-            Ok([one]) => one,
-            Err(chunks) => Bytes::from(chunks.concat()),
-        }
+        Bytes::from(self.kept)
     }
 }
 
@@ -403,11 +396,11 @@ mod tests {
     fn a_body_keeper_keeps_the_first_bytes_across_chunks_and_no_more() {
         let mut keeper = BodyKeeper::new(5);
         for chunk in [&b"ab"[..], b"", b"cde", b"fgh"] {
-            keeper.update(&Bytes::copy_from_slice(chunk));
+            keeper.update(chunk);
         }
         assert_eq!(&keeper.finish()[..], b"abcde");
         let mut one = BodyKeeper::new(10);
-        one.update(&Bytes::from_static(b"xyz"));
+        one.update(b"xyz");
         assert_eq!(&one.finish()[..], b"xyz");
         assert!(BodyKeeper::new(10).finish().is_empty());
     }

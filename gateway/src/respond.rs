@@ -208,7 +208,9 @@ impl AuditedBody {
     fn close(&mut self, error_type: Option<&str>, grpc_status: Option<u32>) -> Option<AuditTicket> {
         self.lease = None;
         self.record.as_ref()?;
-        if let Some(Ok(s)) = self.request_summary().cloned()
+        // Taken, not cloned: the kept request body goes with the record, not stays here too.
+        self.request_summary();
+        if let Some(Ok(s)) = self.request.take()
             && let Some(record) = &mut self.record
         {
             s.record_into(record);

@@ -282,7 +282,28 @@ impl RecordBuilder {
     /// The finished record, with the time the last byte of the response went out.
     pub fn finish_at(mut self, responded_at_unix_nanos: i64) -> ExchangeRecord {
         self.record.responded_at_unix_nanos = responded_at_unix_nanos;
+        fit_kept_bodies(&mut self.record);
         self.record
+    }
+}
+
+/// Cuts the kept bodies (`store_bodies`) so that the record fits the largest frame: long headers
+/// and a long path can leave less room than `[audit] max_stored_body` assumes, and a record that
+/// cannot be framed would refuse the exchange. The response body is cut first, then the request
+/// body; their sizes and hashes still describe the whole bodies.
+fn fit_kept_bodies(record: &mut ExchangeRecord) {
+    use prost::Message as _;
+    let max = crate::audit::segment::MAX_RECORD_LEN as usize;
+    let len = record.encoded_len();
+    if len <= max || (record.request_body.is_empty() && record.response_body.is_empty()) {
+        return;
+    }
+    // A field's length prefix shrinks with it, so cutting `over` bytes is always enough.
+    let mut over = len - max;
+    for body in [&mut record.response_body, &mut record.request_body] {
+        let cut = over.min(body.len());
+        body.truncate(body.len() - cut);
+        over -= cut;
     }
 }
 
@@ -350,6 +371,25 @@ mod tests {
 
     fn gateway() -> ServerId {
         "ID/PEMDA/1602/gw1".parse().unwrap()
+    }
+
+    #[test]
+    fn kept_bodies_are_cut_so_that_a_record_with_long_headers_still_frames() {
+        use prost::Message as _;
+        let max = crate::audit::segment::MAX_RECORD_LEN as usize;
+        let mut record = RecordBuilder::received_now(&gateway());
+        let kept = vec![b'x'; 256 * 1024];
+        record.set_request_content(&kept);
+        record.set_response_content(&kept);
+        // A small record keeps both bodies whole.
+        let small = record.clone().finish();
+        assert_eq!((small.request_body.len(), small.response_body.len()), (kept.len(), kept.len()));
+        // Headers of 700 KB leave room for less: the response body is cut first.
+        record.set_issue(&"i".repeat(700_000));
+        let big = record.finish();
+        assert!(big.encoded_len() <= max, "{} bytes", big.encoded_len());
+        assert_eq!(big.request_body.len(), kept.len());
+        assert!(big.response_body.len() < kept.len() && big.response_body.len() > max - 700_000 - kept.len() - 1024);
     }
 
     fn hex_sha256(bytes: &[u8]) -> String {

@@ -422,8 +422,8 @@ fn check_listeners(bound: &[(String, SocketAddr)], config: &Config) -> Result<()
     if problems.is_empty() { Ok(()) } else { Err(ReloadError::Listeners(problems.join("; "))) }
 }
 
-/// The `[audit]` keys that differ, other than `mode`, which every exchange reads from the
-/// snapshot it runs on.
+/// The `[audit]` keys that differ, other than `mode` and `max_stored_body`, which every
+/// exchange reads from the snapshot it runs on.
 fn audit_changes(old: &config::Audit, new: &config::Audit) -> Vec<String> {
     let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
         (serde_json::to_value(old), serde_json::to_value(new))
@@ -431,7 +431,9 @@ fn audit_changes(old: &config::Audit, new: &config::Audit) -> Vec<String> {
         return Vec::new();
     };
     let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    keys.into_iter().filter(|k| *k != "mode" && old.get(*k) != new.get(*k)).cloned().collect()
+    // `mode` and `max_stored_body` are read from the snapshot, so a reload applies them at once.
+    let at_once = ["mode", "max_stored_body"];
+    keys.into_iter().filter(|k| !at_once.contains(&k.as_str()) && old.get(*k) != new.get(*k)).cloned().collect()
 }
 
 /// Every file a configuration loads certificates, keys or CRLs from.
@@ -587,10 +589,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn audit_changes_name_every_key_but_mode() {
+    fn audit_changes_name_every_key_but_those_applied_at_once() {
         let old = config::Audit::default();
         let mut new = old.clone();
         new.mode = config::AuditMode::Async;
+        new.max_stored_body = config::units::ByteSize::kib(8);
         assert!(audit_changes(&old, &new).is_empty());
         new.checkpoint_every = 5;
         new.dir = PathBuf::from("elsewhere");
