@@ -199,7 +199,7 @@ impl Reloader {
             return Err(ReloadError::Unlogged(e.to_string()).into());
         }
         self.gateway.replace(snapshot);
-        self.now_in_force(digest, version.clone(), Some(by));
+        self.now_in_force(digest, Some(by));
         self.changed_elsewhere.notify_one();
         tracing::info!(
             config = %self.path.display(),

@@ -145,11 +145,11 @@ impl Reloader {
         lock(&self.last_change).clone()
     }
 
-    /// Notes `digest` (of version `version`) as in force, put there by `by`.
-    fn now_in_force(&self, digest: [u8; 32], version: String, by: Option<&ChangedBy>) {
+    /// Notes the text whose SHA-256 is `digest` as in force, put there by `by`.
+    fn now_in_force(&self, digest: [u8; 32], by: Option<&ChangedBy>) {
         *lock(&self.in_force) = Some(digest);
         *lock(&self.last_change) = Some(LastChange {
-            version,
+            version: config::history::version_of_digest(&digest),
             at: time::OffsetDateTime::now_utc(),
             by: by.map(|b| b.operator.clone()),
             issue: by.map(|b| b.issue.clone()).unwrap_or_default(),
@@ -221,7 +221,7 @@ impl Reloader {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
-                self.now_in_force(digest, config::history::version_of_digest(&digest), None);
+                self.now_in_force(digest, None);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
