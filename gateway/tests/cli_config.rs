@@ -353,6 +353,8 @@ fn history(f: &Fixture) -> Vec<PathBuf> {
     let mut kept: Vec<PathBuf> = std::fs::read_dir(f.dir.path().join("splpd-history"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
+    // The note a change leaves for the running gateway's reload is not a kept version.
+    kept.retain(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
     kept.sort();
     kept
 }
@@ -376,13 +378,19 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
     }
 
     // Confirmed: in place, and the old version kept.
-    let (ok, out, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "new.toml"], "y\n");
+    let (ok, out, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "new.toml", "--issue", "CHG-7"], "y\n");
     assert!(ok, "{out}{err}");
     assert_eq!(f.text(), changed);
     let kept = history(&f);
     assert_eq!(kept.len(), 1);
     assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), original);
     let version = splpd_gateway::reload::version_of(&changed);
+    // Left for the running gateway, whose reload of this very text names the account and reason.
+    let note = splpd_gateway::config::history::History::of(&f.config()).note_for(&version).expect("a note");
+    assert_eq!(
+        (note.issue.as_str(), note.host_user.as_str()),
+        ("CHG-7", splpd_gateway::config::history::host_account().as_str())
+    );
     assert!(out.contains(&format!("now holds version {version}")) && out.contains("splpd config undo"), "{out}");
 
     // Undo puts the old version back, after showing the way back as a diff.

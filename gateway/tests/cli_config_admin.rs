@@ -35,6 +35,11 @@ impl Served {
         let admin = manifest["admin"]["url"].as_str().unwrap().to_owned();
         // The demo's own log is in the same folder; serve gets a fresh one.
         let _ = std::fs::remove_dir_all(dir.join("audit"));
+        Self::serve(dir, config, ca, admin)
+    }
+
+    /// `splpd serve` on the demo's configuration in `dir`, its log in `dir/audit`.
+    fn serve(dir: PathBuf, config: PathBuf, ca: String, admin: String) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_splpd"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -171,4 +176,109 @@ fn an_operator_changes_and_undoes_the_running_gateways_configuration_through_its
     assert_eq!(changes[0].request_body_sha256, sha(&new));
     assert_eq!((changes[1].client.as_str(), changes[1].issue.as_str()), (BUDI, "CHG-20 back"));
     assert_eq!(changes[1].request_body_sha256, sha(&original));
+}
+
+impl Served {
+    /// The admin dashboard, in English, as Budi sees it.
+    fn dashboard(&self) -> String {
+        let pki = self.dir.join("pki");
+        let (cert, key) = (pki.join("admin-budi.crt"), pki.join("admin-budi.key"));
+        let out = Command::new("curl")
+            .args(["-s", "--cacert", &self.ca, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
+            .arg(format!("{}/?lang=en", self.admin.trim_end_matches('/')))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    }
+
+    /// Waits until the dashboard shows `version` as the last change, and returns the page.
+    fn wait_for_change(&self, version: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = self.dashboard();
+            if page.contains(&format!("Last change</th><td>{version} ")) {
+                return page;
+            }
+            assert!(Instant::now() < deadline, "the gateway did not put version {version} in force:\n{page}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_change_made_on_the_host_is_recorded_under_the_host_account_and_a_hand_edit_is_not() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path());
+    let original = served.text();
+    let new = original.replacen("per_second = 200", "per_second = 300", 1);
+    assert_ne!(new, original);
+    std::fs::write(served.dir.join("new.toml"), &new).unwrap();
+    let config = served.config.to_str().unwrap().to_owned();
+
+    // `apply --config` on the host, with a reason: the reload that follows names this account.
+    let applied =
+        splpd(&served.dir, &["config", "apply", "--config", &config, "new.toml", "--yes", "--issue", "CHG-21"], "");
+    assert!(applied.status.success(), "{}{}", text(&applied.stdout), text(&applied.stderr));
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let account = format!("(uid {uid})");
+    assert!(text(&applied.stdout).contains(&account), "{}", text(&applied.stdout));
+    let page = served.wait_for_change(&version_of(&new));
+    assert!(page.contains("on the host by") && page.contains(&account) && page.contains("CHG-21"), "{page}");
+    // The note was taken with the change, and is not left for a later one.
+    let history = served.config.parent().unwrap().join("splpd-history");
+    let notes: Vec<_> = std::fs::read_dir(&history).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+    assert!(notes.iter().all(|n| !n.to_string_lossy().ends_with(".change")), "{notes:?}");
+
+    // A hand edit afterwards is a reload by nobody known.
+    let edited = format!("{new}# edited by hand\n");
+    std::fs::write(&served.config, &edited).unwrap();
+    let page = served.wait_for_change(&version_of(&edited));
+    assert!(page.contains("the file was reloaded") && !page.contains("CHG-21"), "{page}");
+
+    let served_dir = served.dir.clone();
+    let records = served.stop();
+    let changes: Vec<_> = records.iter().filter(|r| r.method == "RELOAD").collect();
+    assert_eq!(changes.len(), 2, "{records:#?}");
+    assert!(changes[0].host_user.contains(&account), "{:?}", changes[0]);
+    assert_eq!((changes[0].client.as_str(), changes[0].issue.as_str()), ("", "CHG-21"));
+    assert_eq!(changes[0].request_body_sha256, splpd_certs::load::sha256(new.as_bytes()).to_vec());
+    assert_eq!((changes[1].host_user.as_str(), changes[1].issue.as_str()), ("", ""), "{:?}", changes[1]);
+    // `audit query` shows the account where there is one.
+    let query = splpd(&served_dir, &["audit", "query", "audit"], "");
+    assert!(query.status.success(), "{}", text(&query.stderr));
+    let lines: Vec<Value> = text(&query.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reloads: Vec<&Value> = lines.iter().filter(|l| l["method"] == "RELOAD").collect();
+    assert_eq!(reloads.len(), 2, "{lines:#?}");
+    assert!(reloads[0]["host_user"].as_str().unwrap().contains(&account), "{:#?}", reloads[0]);
+    assert!(reloads[1].get("host_user").is_none(), "{:#?}", reloads[1]);
+}
+
+#[test]
+fn a_change_made_on_the_host_while_the_gateway_is_stopped_is_named_in_its_start_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path());
+    let (dir, config, ca, admin) = (served.dir.clone(), served.config.clone(), served.ca.clone(), served.admin.clone());
+    let new = served.text().replacen("per_second = 200", "per_second = 150", 1);
+    std::fs::write(dir.join("new.toml"), &new).unwrap();
+    served.stop();
+
+    let applied = splpd(
+        &dir,
+        &["config", "apply", "--config", config.to_str().unwrap(), "new.toml", "--yes", "--issue", "CHG-22"],
+        "",
+    );
+    assert!(applied.status.success(), "{}{}", text(&applied.stdout), text(&applied.stderr));
+    let records = Served::serve(dir, config, ca, admin).stop();
+    let starts: Vec<_> = records.iter().filter(|r| r.method == "START").collect();
+    assert_eq!(starts.len(), 2, "{records:#?}");
+    assert_eq!((starts[0].host_user.as_str(), starts[0].issue.as_str()), ("", ""), "{:?}", starts[0]);
+    let uid = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    };
+    assert!(starts[1].host_user.contains(&format!("(uid {uid})")), "{:?}", starts[1]);
+    assert_eq!(starts[1].issue, "CHG-22");
+    assert_eq!(starts[1].request_body_sha256, splpd_certs::load::sha256(new.as_bytes()).to_vec());
+    assert!(records.iter().all(|r| r.method != "RELOAD"), "{records:#?}");
 }

@@ -90,6 +90,7 @@ mod tests {
             upstream_note: "retried after https://10.1.2.4:8443 no connection (Connection refused)".to_owned(),
             request_body: Vec::new(),
             response_body: b"{\"valid\":true}".to_vec(),
+            host_user: String::new(),
         };
 
         let bytes = record.encode_to_vec();

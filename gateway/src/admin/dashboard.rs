@@ -124,9 +124,10 @@ pub(super) fn render(
             None => t("tidak ada sejak mulai", "none since start").to_owned(),
             Some(change) => {
                 let at = change.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-                let who = match &change.by {
-                    Some(op) => format!("{} {op}", t("oleh", "by")),
-                    None => t("berkas dimuat ulang", "the file was reloaded").to_owned(),
+                let who = match (&change.by, &change.host_user) {
+                    (Some(op), _) => format!("{} {op}", t("oleh", "by")),
+                    (None, Some(account)) => format!("{} {account}", t("di host oleh", "on the host by")),
+                    (None, None) => t("berkas dimuat ulang", "the file was reloaded").to_owned(),
                 };
                 let why = if change.issue.is_empty() { String::new() } else { format!(" ({})", change.issue) };
                 format!("{} {at}, {who}{why}", change.version)

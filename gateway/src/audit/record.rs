@@ -85,6 +85,11 @@ impl RecordBuilder {
         kept.clone_into(&mut self.record.response_body);
     }
 
+    /// The host account that changed the configuration on the gateway's host.
+    pub fn set_host_user(&mut self, account: &str) {
+        account.clone_into(&mut self.record.host_user);
+    }
+
     /// The `X-Road-Issue` of a change made by an operator: the ticket or reason given.
     pub fn set_issue(&mut self, issue: &str) {
         issue.clone_into(&mut self.record.issue);

@@ -21,11 +21,12 @@ pub(crate) enum ConfigCommand {
     /// Put a new version of the configuration in force: check it where it will run, show what
     /// changes as a diff, ask (or take --yes), keep the version it replaces for `undo`, and write
     /// it over the configuration file, which a running `splpd serve` then reloads by itself (and
-    /// writes to its audit log first). With --admin, the same through the gateway's admin
-    /// listener, as an operator: the audit log then names you, and the reason given with --issue.
+    /// writes to its audit log first, naming your account on the host and the reason given with
+    /// --issue). With --admin, the same through the gateway's admin listener, as an operator: the
+    /// audit log then names your admin certificate.
     #[command(after_help = "Examples:
   splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml
-  splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml --yes
+  splpd config apply --config /etc/splpd/splpd.toml splpd-new.toml --yes --issue 'CHG-12 new CRL URL'
   splpd config apply --admin https://splpd.okikab.go.id:9443 --ca ca.crt --cert budi.crt --key budi.key \\
       --issue 'CHG-13 quota for Dinkes' splpd-new.toml")]
     Apply {
@@ -74,8 +75,8 @@ pub(crate) struct Change {
     /// Make the change without asking.
     #[arg(long, short)]
     yes: bool,
-    /// Why: a change ticket or a few words, kept in the change's audit record (X-Road-Issue).
-    #[arg(long, requires = "admin", default_value = "")]
+    /// Why: a change ticket or a few words, kept in the change's audit record (`issue`).
+    #[arg(long, default_value = "")]
     issue: String,
 }
 
@@ -119,11 +120,11 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             Err(err) => Err(err.into()),
         },
         ConfigCommand::Apply { target, new, change } => match &target.config {
-            Some(config) => super::config_change::apply(config, &new, change.yes),
+            Some(config) => super::config_change::apply(config, &new, &change.issue, change.yes),
             None => super::config_remote::apply(&target.remote, &change.issue, &new, change.yes),
         },
         ConfigCommand::Undo { target, change } => match &target.config {
-            Some(config) => super::config_change::undo(config, change.yes),
+            Some(config) => super::config_change::undo(config, &change.issue, change.yes),
             None => super::config_remote::undo(&target.remote, &change.issue, change.yes),
         },
         ConfigCommand::History { target } => {

@@ -7,19 +7,22 @@
 //! one rename; the running `splpd serve` notices the file change and reloads it, writing the new
 //! version to its audit log before putting it in force (`RELOAD`, with the SHA-256 of the text).
 //! The version it replaces goes to the history beside the file (`config::history`), as changes
-//! made through the admin listener's `/config` do: either way can undo the other's change.
+//! made through the admin listener's `/config` do: either way can undo the other's change. So
+//! that the reload's audit record can say who made the change and why, the command leaves a
+//! note there first (`ChangeNote`: the host account, the reason, the version written), which the
+//! gateway takes only for a reload of that very text.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use splpd_gateway::config::history::{self, History, version_of};
+use splpd_gateway::config::history::{self, ChangeNote, History, version_of};
 use splpd_gateway::config::{self, ConfigError};
 
 /// Checks `new` as a replacement of the configuration at `current`, shows the change, asks, and
 /// puts it in place.
-pub(crate) fn apply(current: &Path, new: &Path, yes: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyhow::Result<ExitCode> {
     let old_text = read(current)?;
     let new_text = read(new)?;
     let base = history::folder_of(current);
@@ -41,12 +44,12 @@ pub(crate) fn apply(current: &Path, new: &Path, yes: bool) -> anyhow::Result<Exi
         eprintln!("{} is unchanged.", current.display());
         return Ok(ExitCode::FAILURE);
     }
-    change(current, &old_text, &new_text, &new.display().to_string(), yes)
+    change(current, &old_text, &new_text, &new.display().to_string(), issue, yes)
 }
 
 /// Puts back the version the last change replaced (the change itself is kept, so a second undo
 /// redoes it).
-pub(crate) fn undo(current: &Path, yes: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn undo(current: &Path, issue: &str, yes: bool) -> anyhow::Result<ExitCode> {
     let old_text = read(current)?;
     let history = History::of(current);
     let Some(last) = history.latest()? else {
@@ -58,10 +61,17 @@ pub(crate) fn undo(current: &Path, yes: bool) -> anyhow::Result<ExitCode> {
         );
     };
     let previous = read(&last.path)?;
-    change(current, &old_text, &previous, &last.path.display().to_string(), yes)
+    change(current, &old_text, &previous, &last.path.display().to_string(), issue, yes)
 }
 
-fn change(current: &Path, old_text: &str, new_text: &str, source: &str, yes: bool) -> anyhow::Result<ExitCode> {
+fn change(
+    current: &Path,
+    old_text: &str,
+    new_text: &str,
+    source: &str,
+    issue: &str,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
     let (old_version, new_version) = (version_of(old_text), version_of(new_text));
     if old_text == new_text {
         super::out::line(&format!("{} already holds this version ({new_version}); nothing to do.", current.display()));
@@ -74,14 +84,25 @@ fn change(current: &Path, old_text: &str, new_text: &str, source: &str, yes: boo
         super::out::line(&format!("Nothing changed: {} still holds version {old_version}.", current.display()));
         return Ok(ExitCode::FAILURE);
     }
-    let kept = History::of(current).keep(old_text)?;
-    history::write_atomically(current, new_text.as_bytes())?;
+    let history = History::of(current);
+    let kept = history.keep(old_text)?;
+    let note = ChangeNote { version: new_version.clone(), host_user: history::host_account(), issue: issue.to_owned() };
+    let written = history.leave_note(&note).and_then(|()| history::write_atomically(current, new_text.as_bytes()));
+    if let Err(e) = written {
+        // Nothing changed: no note, and no kept copy of the text still in force (which undo
+        // would take for the change's).
+        history.clear_note();
+        let _ = std::fs::remove_file(&kept);
+        return Err(e.into());
+    }
     super::out::line(&format!(
         "{} now holds version {new_version}; version {old_version} is kept in {}.\nA running splpd serve reloads \
-         it within a second and writes it to its audit log first; its log says \"configuration reloaded and in \
-         force\" with version {new_version}, or why it refused it. To go back: splpd config undo --config {}",
+         it within a second and writes it to its audit log first, as changed by {}; its log says \"configuration \
+         reloaded and in force\" with version {new_version}, or why it refused it. To go back: splpd config undo \
+         --config {}",
         current.display(),
         kept.display(),
+        note.host_user,
         current.display()
     ));
     Ok(ExitCode::SUCCESS)

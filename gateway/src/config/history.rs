@@ -106,10 +106,27 @@ impl History {
         &self.dir
     }
 
-    /// Keeps `text`, the version being replaced, and returns where.
-    pub fn keep(&self, text: &str) -> io::Result<PathBuf> {
+    /// Creates the folder when missing, with the owner, group and mode of the configuration's
+    /// folder where this process may set them: whichever of the gateway (through the admin
+    /// listener) and a root `config apply` makes it first, the other can still write there.
+    fn make_dir(&self) -> io::Result<()> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        if self.dir.is_dir() {
+            return Ok(());
+        }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
+        if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
+            // Not permitted unless root; the folder is usable by its maker either way.
+            let _ = std::os::unix::fs::chown(&self.dir, Some(parent.uid()), Some(parent.gid()));
+            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(parent.mode() & 0o7777));
+        }
+        Ok(())
+    }
+
+    /// Keeps `text`, the version being replaced, and returns where.
+    pub fn keep(&self, text: &str) -> io::Result<PathBuf> {
+        self.make_dir()?;
         let now = time::OffsetDateTime::now_utc();
         let stamp = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
@@ -162,6 +179,80 @@ impl History {
     pub fn latest(&self) -> io::Result<Option<Kept>> {
         Ok(self.list()?.pop())
     }
+
+    /// Where a change made on the host leaves its [`ChangeNote`]: hidden, and not named like a
+    /// kept version.
+    fn note_path(&self) -> PathBuf {
+        self.dir.join(format!(".{}.change", self.file_name))
+    }
+
+    /// Leaves `note` for the running gateway's reload of the text it describes, replacing any
+    /// note left before.
+    pub fn leave_note(&self, note: &ChangeNote) -> io::Result<()> {
+        self.make_dir()?;
+        let json = serde_json::to_vec_pretty(note).map_err(io::Error::other)?;
+        write_atomically(&self.note_path(), &json)
+    }
+
+    /// The note left by the change that wrote the text of `version`, if that is what the last
+    /// note describes. A missing, unreadable or other version's note is none.
+    pub fn note_for(&self, version: &str) -> Option<ChangeNote> {
+        let bytes = std::fs::read(self.note_path()).ok()?;
+        serde_json::from_slice::<ChangeNote>(&bytes).ok().filter(|n| n.version == version)
+    }
+
+    /// Removes the note: the text it describes is in force (or was replaced since), so that it
+    /// cannot be taken for a later change's.
+    pub fn clear_note(&self) {
+        let path = self.note_path();
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {e}; it names the account of a change already in force", path.display());
+        }
+    }
+}
+
+/// Who changed the configuration file on the gateway's host (`splpd config apply` or `undo` with
+/// `--config`), for the running gateway to name in the audit record of its reload: the file alone
+/// says nothing of who wrote it. It is as trustworthy as the host account that can write the
+/// configuration file, which could write this too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeNote {
+    /// The version ([`version_of`]) of the text the change wrote: the note is that text's only.
+    pub version: String,
+    /// The host account, as [`host_account`] describes it.
+    pub host_user: String,
+    /// The reason given (`--issue`); may be empty.
+    pub issue: String,
+}
+
+/// The account this process runs for, in words for an audit record: the account it runs as,
+/// and, where they differ, the one that logged in (the kernel's login uid, which `sudo` and `su`
+/// keep: `budi (uid 1000) as root (uid 0)`).
+pub fn host_account() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    // The owner of /proc/self is the process's effective user.
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let login = std::fs::read_to_string("/proc/self/loginuid")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|&id| id != u32::MAX);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let named = |id: u32| {
+        let name = passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == id).then(|| name.to_owned())
+        });
+        name.map_or_else(|| format!("uid {id}"), |name| format!("{name} (uid {id})"))
+    };
+    match (login, uid) {
+        (Some(login), Some(uid)) if login != uid => format!("{} as {}", named(login), named(uid)),
+        (_, Some(uid)) => named(uid),
+        (Some(login), None) => named(login),
+        (None, None) => "an unknown account".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -206,5 +297,32 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
         let diff = unified_diff("a\nb\n", "a\nc\n", "old", "new");
         assert!(diff.contains("--- old") && diff.contains("+++ new") && diff.contains("-b\n+c"), "{diff}");
+    }
+
+    #[test]
+    fn a_change_note_is_found_for_its_own_version_only_and_is_not_a_kept_version() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::of(&dir.path().join("splpd.toml"));
+        assert_eq!(history.note_for(&version_of("a = 1\n")), None, "no note yet");
+        let note = ChangeNote { version: version_of("a = 1\n"), host_user: host_account(), issue: "CHG-1".into() };
+        history.leave_note(&note).unwrap();
+        assert_eq!(history.note_for(&version_of("a = 1\n")), Some(note.clone()));
+        assert_eq!(history.note_for(&version_of("a = 2\n")), None, "another text is not that change's");
+        assert_eq!(history.list().unwrap(), Vec::new(), "a note is not a kept version");
+        history.clear_note();
+        assert_eq!(history.note_for(&note.version), None);
+        history.clear_note();
+        // The folder was made with the configuration folder's mode.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let other = History::of(&dir.path().join("sub").join("splpd.toml"));
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::set_permissions(dir.path().join("sub"), std::fs::Permissions::from_mode(0o770)).unwrap();
+        other.keep("a = 1\n").unwrap();
+        assert_eq!(std::fs::metadata(other.dir()).unwrap().permissions().mode() & 0o777, 0o770);
+        // The account this test runs as, by its uid.
+        let uid = std::fs::metadata("/proc/self").unwrap().uid();
+        assert!(note.host_user.contains(&format!("(uid {uid})")), "{}", note.host_user);
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use splpd_certs::id::AdminId;
 
-use super::{Checker, ReloadError, ReloadReport, Reloader, configuration_record, lock};
+use super::{Author, Checker, ReloadError, ReloadReport, Reloader, configuration_record, lock};
 use crate::audit::AuditMode;
 use crate::config::history::{self, History, Kept, version_of};
 use crate::runtime::Snapshot;
@@ -177,7 +177,8 @@ impl Reloader {
         let kept = self.replace_file(old_text.clone(), text.clone()).await?;
         // In the audit log before it is in force, as every change is; without the record, the
         // file goes back to what it held.
-        let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), Some(by));
+        let record =
+            configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), Author::Operator(by));
         if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
             match self.write(old_text).await {
                 // No change was made, so there is none to undo; the kept copy goes only once the
@@ -199,7 +200,7 @@ impl Reloader {
             return Err(ReloadError::Unlogged(e.to_string()).into());
         }
         self.gateway.replace(snapshot);
-        self.now_in_force(digest, Some(by));
+        self.now_in_force(digest, Author::Operator(by));
         self.changed_elsewhere.notify_one();
         tracing::info!(
             config = %self.path.display(),

@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::audit::{AuditMode, ExchangeRecord, RecordBuilder};
+use crate::config::history::{ChangeNote, History};
 use crate::config::{self, Config, ConfigError};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth, IdentifyError};
@@ -100,10 +101,23 @@ pub struct LastChange {
     pub version: String,
     /// When.
     pub at: time::OffsetDateTime,
-    /// The operator, for a change made through the admin listener; `None` for a reload of the file.
+    /// The operator, for a change made through the admin listener.
     pub by: Option<splpd_certs::id::AdminId>,
-    /// The reason the operator gave.
+    /// The host account, for a change made on the host with `splpd config apply --config`.
+    pub host_user: Option<String>,
+    /// The reason given.
     pub issue: String,
+}
+
+/// Who put a configuration in force, for its audit record and the dashboard.
+#[derive(Debug, Clone, Copy)]
+enum Author<'a> {
+    /// Not known: the file changed, or a SIGHUP.
+    Unknown,
+    /// An operator, through the admin listener.
+    Operator(&'a ChangedBy),
+    /// An account on the host, with `splpd config apply` or `undo --config`.
+    Host(&'a ChangeNote),
 }
 
 impl Reloader {
@@ -146,14 +160,22 @@ impl Reloader {
     }
 
     /// Notes the text whose SHA-256 is `digest` as in force, put there by `by`.
-    fn now_in_force(&self, digest: [u8; 32], by: Option<&ChangedBy>) {
+    fn now_in_force(&self, digest: [u8; 32], by: Author<'_>) {
         *lock(&self.in_force) = Some(digest);
+        let (operator, host_user, issue) = match by {
+            Author::Unknown => (None, None, String::new()),
+            Author::Operator(b) => (Some(b.operator.clone()), None, b.issue.clone()),
+            Author::Host(note) => (None, Some(note.host_user.clone()), note.issue.clone()),
+        };
         *lock(&self.last_change) = Some(LastChange {
             version: config::history::version_of_digest(&digest),
             at: time::OffsetDateTime::now_utc(),
-            by: by.map(|b| b.operator.clone()),
-            issue: by.map(|b| b.issue.clone()).unwrap_or_default(),
+            by: operator,
+            host_user,
+            issue,
         });
+        // A note left by a change on the host describes a text now in force or replaced since.
+        History::of(&self.path).clear_note();
     }
 
     /// The configuration file.
@@ -208,20 +230,24 @@ impl Reloader {
             };
             let version = version_of(&text);
             let digest = splpd_certs::load::sha256(text.as_bytes());
-            let built =
-                check.build(&path, &path, &text).map(|(snapshot, report)| (snapshot, report, (digest, text.len())));
+            // Who wrote this text, when it was a change made on the host.
+            let note = History::of(&path).note_for(&version);
+            let built = check
+                .build(&path, &path, &text)
+                .map(|(snapshot, report)| (snapshot, report, (digest, text.len()), note));
             (built, Some(version))
         })
         .await;
         match built {
-            Ok((Ok((snapshot, report, (digest, len))), version)) => {
+            Ok((Ok((snapshot, report, (digest, len), note)), version)) => {
+                let by = note.as_ref().map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
-                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len, None);
+                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len, by);
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
-                self.now_in_force(digest, None);
+                self.now_in_force(digest, by);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
@@ -330,34 +356,50 @@ impl Reloader {
 
 /// The audit record of a configuration put in force (`action`: `START` or `RELOAD`): the file,
 /// and the SHA-256 of its text, by which an auditor can tell which grants were in force when;
-/// and, for a change made through the admin listener, the operator who made it.
+/// and who made the change, where known: the operator (through the admin listener) or the host
+/// account (`splpd config apply --config`), with the reason they gave.
 fn configuration_record(
     gateway: &Gateway,
     action: &str,
     path: &Path,
     digest: [u8; 32],
     len: usize,
-    by: Option<&ChangedBy>,
+    by: Author<'_>,
 ) -> ExchangeRecord {
     let mut record = RecordBuilder::received_now(&gateway.snapshot().gateway_id);
     record.set_exchange_id(uuid::Uuid::new_v4());
     record.set_configuration(action, &path.display().to_string(), digest, u64::try_from(len).unwrap_or(u64::MAX));
-    if let Some(by) = by {
-        record.set_operator(&by.operator);
-        record.set_client_cert_sha256(by.cert_sha256);
-        record.set_connection_type(config::ConnectionType::Mtls);
-        record.set_issue(&by.issue);
+    match by {
+        Author::Unknown => {}
+        Author::Operator(by) => {
+            record.set_operator(&by.operator);
+            record.set_client_cert_sha256(by.cert_sha256);
+            record.set_connection_type(config::ConnectionType::Mtls);
+            record.set_issue(&by.issue);
+        }
+        Author::Host(note) => {
+            record.set_host_user(&note.host_user);
+            record.set_issue(&note.issue);
+        }
     }
     record.finish()
 }
 
 /// Writes to the audit log that the configuration in `path` was put in force at start, as soon as
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
+/// A change made on the host while the gateway was stopped is named in this record.
 pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let history = History::of(path);
+    let note = history.note_for(&version_of(&text));
+    let by = note.as_ref().map_or(Author::Unknown, Author::Host);
     let record =
-        configuration_record(gateway, "START", path, splpd_certs::load::sha256(text.as_bytes()), text.len(), None);
-    gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
+        configuration_record(gateway, "START", path, splpd_certs::load::sha256(text.as_bytes()), text.len(), by);
+    gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())?;
+    if note.is_some() {
+        history.clear_note();
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

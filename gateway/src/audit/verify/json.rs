@@ -58,7 +58,10 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("kind", kind(r.kind()))?;
         map.serialize_entry("attempts", &Attempts(&r.attempts))?;
         map.serialize_entry("upstream_note", &r.upstream_note)?;
-        // Kept bodies (`store_bodies`) only where there are some: most records have none.
+        // Fields most records leave empty, only where they are set.
+        if !r.host_user.is_empty() {
+            map.serialize_entry("host_user", &r.host_user)?;
+        }
         if !r.request_body.is_empty() {
             map.serialize_entry("request_body", &Hex(&r.request_body))?;
         }
