@@ -252,6 +252,15 @@ fn a_change_made_on_the_host_is_recorded_under_the_host_account_and_a_hand_edit_
     assert_eq!(reloads.len(), 2, "{lines:#?}");
     assert!(reloads[0]["host_user"].as_str().unwrap().contains(&account), "{:#?}", reloads[0]);
     assert!(reloads[1].get("host_user").is_none(), "{:#?}", reloads[1]);
+    // An auditor's question, "what changed, and who changed it": the table names the account.
+    let table = splpd(&served_dir, &["audit", "query", "audit", "--method", "RELOAD", "--format", "table"], "");
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let rows: Vec<String> = text(&table.stdout).lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(rows[0].contains("host: ") && rows[0].contains(&account) && rows[0].contains("RELOAD"), "{rows:#?}");
+    assert!(!rows[1].contains("host: "), "{rows:#?}");
+    let starts = splpd(&served_dir, &["audit", "query", "audit", "--method", "START"], "");
+    assert_eq!(text(&starts.stdout).lines().count(), 1, "{}", text(&starts.stdout));
 }
 
 #[test]

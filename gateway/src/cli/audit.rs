@@ -38,13 +38,15 @@ Examples:
     ///
     /// JSON lines carry the proto's field names, bytes as lowercase hex and each time both as
     /// RFC 3339 (e.g. "received_at") and as nanoseconds ("received_at_unix_nanos"). --client,
-    /// --service and --error-type match exactly, or as a prefix when they end with '*'.
+    /// --service, --error-type, --method and --path match exactly, or as a prefix when they end
+    /// with '*'.
     #[command(after_help = "\
 Examples:
   splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
   splpd audit query /var/lib/splpd/audit --service 'ID/PEMDA/1602/DISDUKCAPIL/*' \\
       --since 2025-03-01T00:00:00+07:00 --until 2025-03-02T00:00:00+07:00 --format table
-  splpd audit query /var/lib/splpd/audit --error-type 'Server.*' --limit 20")]
+  splpd audit query /var/lib/splpd/audit --error-type 'Server.*' --limit 20
+  splpd audit query /var/lib/splpd/audit --method RELOAD --format table   # configuration changes, and by whom")]
     Query(QueryArgs),
 
     /// Print a proof that an exchange's record is in the log, checkable offline.
@@ -149,6 +151,14 @@ pub(crate) struct QueryArgs {
     /// The X-Road error type (a trailing '*' matches a prefix, e.g. 'Server.*').
     #[arg(long, value_name = "T")]
     error_type: Option<String>,
+    /// The request's method; RELOAD and START select the configurations put in force, and who
+    /// put them there (a trailing '*' matches a prefix).
+    #[arg(long, value_name = "M")]
+    method: Option<String>,
+    /// The request's path (a trailing '*' matches a prefix, e.g. '/maintenance/*' for maintenance
+    /// mode turned on and off).
+    #[arg(long, value_name = "P")]
+    path: Option<String>,
     /// Received at or after this time (RFC 3339).
     #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
     since: Option<i64>,
@@ -300,6 +310,8 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         service: args.service.map(pattern),
         status: args.status,
         error_type: args.error_type.map(pattern),
+        method: args.method.map(pattern),
+        path: args.path.map(pattern),
         since_unix_nanos: args.since,
         until_unix_nanos: args.until,
         exchange_id: args.exchange_id,
@@ -366,7 +378,12 @@ impl Table {
         let row = [
             time,
             dash(&r.exchange_id),
-            dash(&r.client),
+            // A change made on the gateway's host has no client, but a host account.
+            if r.client.is_empty() && !r.host_user.is_empty() {
+                format!("host: {}", r.host_user)
+            } else {
+                dash(&r.client)
+            },
             dash(&r.service),
             dash(&r.method),
             r.status.to_string(),

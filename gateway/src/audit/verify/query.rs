@@ -88,6 +88,10 @@ pub struct Filter {
     pub status: Option<StatusMatch>,
     /// The X-Road error type.
     pub error_type: Option<Pattern>,
+    /// The request's method (`RELOAD` and `START` for configurations put in force).
+    pub method: Option<Pattern>,
+    /// The request's path.
+    pub path: Option<Pattern>,
     /// Received at or after this time (nanoseconds since the Unix epoch).
     pub since_unix_nanos: Option<i64>,
     /// Received before this time.
@@ -103,6 +107,8 @@ impl Filter {
             && self.service.as_ref().is_none_or(|p| p.matches(&r.service))
             && self.status.is_none_or(|s| s.matches(r.status))
             && self.error_type.as_ref().is_none_or(|p| p.matches(&r.error_type))
+            && self.method.as_ref().is_none_or(|p| p.matches(&r.method))
+            && self.path.as_ref().is_none_or(|p| p.matches(&r.path))
             && self.since_unix_nanos.is_none_or(|t| r.received_at_unix_nanos >= t)
             && self.until_unix_nanos.is_none_or(|t| r.received_at_unix_nanos < t)
             && self.exchange_id.as_ref().is_none_or(|id| r.exchange_id.eq_ignore_ascii_case(id))
@@ -218,12 +224,16 @@ mod tests {
             service: "ID/PEMDA/1602/DISDUKCAPIL/nik".to_owned(),
             status: 403,
             error_type: "Client.AccessDenied".to_owned(),
+            method: "GET".to_owned(),
+            path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik/verify".to_owned(),
             received_at_unix_nanos: 100,
             ..ExchangeRecord::default()
         };
         assert!(Filter::default().matches(&r));
         let f = Filter {
             client: Some(Pattern::Exact("ID/PEMDA/1602/DINKES".to_owned())),
+            method: Some(Pattern::Exact("GET".to_owned())),
+            path: Some(Pattern::Prefix("/r1/ID/PEMDA/1602/".to_owned())),
             status: Some(StatusMatch::Class(4)),
             since_unix_nanos: Some(100),
             until_unix_nanos: Some(101),
@@ -232,6 +242,8 @@ mod tests {
         };
         assert!(f.matches(&r));
         assert!(!Filter { until_unix_nanos: Some(100), ..f.clone() }.matches(&r));
+        assert!(!Filter { method: Some(Pattern::Exact("RELOAD".to_owned())), ..f.clone() }.matches(&r));
+        assert!(!Filter { path: Some(Pattern::Exact("/r1/ID/PEMDA/1602/".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { service: Some(Pattern::Prefix("ID/PEMDA/1603".to_owned())), ..f }.matches(&r));
     }
 }
