@@ -9,7 +9,7 @@
 //! The version it replaces goes to the history beside the file (`config::history`), as changes
 //! made through the admin listener's `/config` do: either way can undo the other's change. So
 //! that the reload's audit record can say who made the change and why, the command leaves a
-//! note there first (`ChangeNote`: the host account, the reason, the version written), which the
+//! note there first (`ChangeNote`: the host account, the reason, the SHA-256 of the text), which the
 //! gateway takes only for a reload of that very text.
 
 use std::io::{BufRead as _, Write as _};
@@ -86,12 +86,12 @@ fn change(
     }
     let history = History::of(current);
     let kept = history.keep(old_text)?;
-    let note = ChangeNote { version: new_version.clone(), host_user: history::host_account(), issue: issue.to_owned() };
+    let note = ChangeNote::of(new_text, issue);
     let written = history.leave_note(&note).and_then(|()| history::write_atomically(current, new_text.as_bytes()));
     if let Err(e) = written {
         // Nothing changed: no note, and no kept copy of the text still in force (which undo
         // would take for the change's).
-        history.clear_note();
+        history.clear_note_for(&splpd_certs::load::sha256(new_text.as_bytes()));
         let _ = std::fs::remove_file(&kept);
         return Err(e.into());
     }

@@ -106,22 +106,41 @@ impl History {
         &self.dir
     }
 
-    /// Creates the folder when missing, with the owner, group and mode of the configuration's
-    /// folder where this process may set them: whichever of the gateway (through the admin
-    /// listener) and a root `config apply` makes it first, the other can still write there.
+    /// Creates the folder when missing, with the owner and group of the configuration's folder
+    /// and its mode for owner and group (never for others), where this process may set them:
+    /// whichever of the gateway (through the admin listener) and a root `config apply` makes it
+    /// first, the other can still write there if it can write the configuration's folder.
     fn make_dir(&self) -> io::Result<()> {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-        if self.dir.is_dir() {
-            return Ok(());
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
+            if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
+                // Not permitted unless root; the folder is usable by its maker either way.
+                let _ = std::os::unix::fs::chown(&self.dir, Some(parent.uid()), Some(parent.gid()));
+                let mode = (parent.mode() & 0o2770) | 0o700;
+                let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode));
+            }
         }
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
-        if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
-            // Not permitted unless root; the folder is usable by its maker either way.
-            let _ = std::os::unix::fs::chown(&self.dir, Some(parent.uid()), Some(parent.gid()));
-            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(parent.mode() & 0o7777));
+        self.check_closed()
+    }
+
+    /// Refuses a folder that every account may write to: anyone could then plant a version for
+    /// `undo` to put in force, or a note naming someone else.
+    fn check_closed(&self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::metadata(&self.dir) {
+            Ok(m) if m.mode() & 0o002 != 0 => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} may be written by every account on this host, so the versions kept there cannot be trusted; \
+                     `chmod o-w {}` (and check what it holds) before changing the configuration",
+                    self.dir.display(),
+                    self.dir.display()
+                ),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Keeps `text`, the version being replaced, and returns where.
@@ -147,6 +166,7 @@ impl History {
 
     /// The kept versions, oldest first. A missing folder is an empty history.
     pub fn list(&self) -> io::Result<Vec<Kept>> {
+        self.check_closed()?;
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -187,49 +207,86 @@ impl History {
     }
 
     /// Leaves `note` for the running gateway's reload of the text it describes, replacing any
-    /// note left before.
+    /// note left before. Written to a new file that is then renamed over the note: a symbolic
+    /// link planted in its place is replaced, not followed.
     pub fn leave_note(&self, note: &ChangeNote) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         self.make_dir()?;
         let json = serde_json::to_vec_pretty(note).map_err(io::Error::other)?;
-        write_atomically(&self.note_path(), &json)
+        let path = self.note_path();
+        let tmp = self.dir.join(format!(".{}.change.{}.new", self.file_name, std::process::id()));
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", tmp.display()));
+        let _ = std::fs::remove_file(&tmp);
+        let written = (|| {
+            // `create_new` is O_CREAT | O_EXCL, which does not follow a link either.
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })()
+        .map_err(context);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
-    /// The note left by the change that wrote the text of `version`, if that is what the last
-    /// note describes. A missing, unreadable or other version's note is none.
-    pub fn note_for(&self, version: &str) -> Option<ChangeNote> {
+    /// The note left by the change that wrote the text whose SHA-256 is `sha256`, if that is what
+    /// the last note describes. A missing, unreadable or other text's note is none.
+    pub fn note_for(&self, sha256: &[u8; 32]) -> Option<ChangeNote> {
         let bytes = std::fs::read(self.note_path()).ok()?;
-        serde_json::from_slice::<ChangeNote>(&bytes).ok().filter(|n| n.version == version)
+        serde_json::from_slice::<ChangeNote>(&bytes).ok().filter(|n| n.sha256 == hex::encode(sha256))
     }
 
-    /// Removes the note: the text it describes is in force (or was replaced since), so that it
-    /// cannot be taken for a later change's.
-    pub fn clear_note(&self) {
+    /// Removes the note if it describes the text whose SHA-256 is `sha256` (now in force, or a
+    /// change that failed): a note of another change, made meanwhile, stays for its reload.
+    pub fn clear_note_for(&self, sha256: &[u8; 32]) {
+        if self.note_for(sha256).is_none() {
+            return;
+        }
         let path = self.note_path();
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
         {
-            tracing::warn!("cannot remove {}: {e}; it names the account of a change already in force", path.display());
+            tracing::debug!("cannot remove {}: {e}; it names the account that wrote the text in force", path.display());
         }
     }
 }
 
 /// Who changed the configuration file on the gateway's host (`splpd config apply` or `undo` with
-/// `--config`), for the running gateway to name in the audit record of its reload: the file alone
-/// says nothing of who wrote it. It is as trustworthy as the host account that can write the
-/// configuration file, which could write this too.
+/// `--config`), for the running gateway to name in the audit record of the configuration put in
+/// force: the file alone says nothing of who wrote it. A note belongs to one text, by its
+/// SHA-256, and says who wrote that text; it is as trustworthy as the accounts that can write the
+/// history folder (those that can write the configuration's folder).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChangeNote {
-    /// The version ([`version_of`]) of the text the change wrote: the note is that text's only.
+    /// The version ([`version_of`]) of the text the change wrote, as operators see it.
     pub version: String,
+    /// The SHA-256 of that text, in hex: the note is that text's only.
+    pub sha256: String,
     /// The host account, as [`host_account`] describes it.
     pub host_user: String,
     /// The reason given (`--issue`); may be empty.
     pub issue: String,
 }
 
+impl ChangeNote {
+    /// A note of `text`, written now by this process's account for `issue`.
+    pub fn of(text: &str, issue: &str) -> Self {
+        let sha256 = splpd_certs::load::sha256(text.as_bytes());
+        Self {
+            version: version_of_digest(&sha256),
+            sha256: hex::encode(sha256),
+            host_user: host_account(),
+            issue: issue.to_owned(),
+        }
+    }
+}
+
 /// The account this process runs for, in words for an audit record: the account it runs as,
 /// and, where they differ, the one that logged in (the kernel's login uid, which `sudo` and `su`
-/// keep: `budi (uid 1000) as root (uid 0)`).
+/// keep: `budi (uid 1000) as root (uid 0)`). Names come from `/etc/passwd`; an account known
+/// only to a directory service is `uid 1000`.
 pub fn host_account() -> String {
     use std::os::unix::fs::MetadataExt as _;
     // The owner of /proc/self is the process's effective user.
@@ -300,29 +357,63 @@ mod tests {
     }
 
     #[test]
-    fn a_change_note_is_found_for_its_own_version_only_and_is_not_a_kept_version() {
-        use std::os::unix::fs::MetadataExt as _;
+    fn a_change_note_is_found_for_its_own_text_only_and_is_not_a_kept_version() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let sha = |t: &str| splpd_certs::load::sha256(t.as_bytes());
         let dir = tempfile::tempdir().unwrap();
         let history = History::of(&dir.path().join("splpd.toml"));
-        assert_eq!(history.note_for(&version_of("a = 1\n")), None, "no note yet");
-        let note = ChangeNote { version: version_of("a = 1\n"), host_user: host_account(), issue: "CHG-1".into() };
+        assert_eq!(history.note_for(&sha("a = 1\n")), None, "no note yet");
+        let note = ChangeNote::of("a = 1\n", "CHG-1");
+        assert_eq!(note.version, version_of("a = 1\n"));
         history.leave_note(&note).unwrap();
-        assert_eq!(history.note_for(&version_of("a = 1\n")), Some(note.clone()));
-        assert_eq!(history.note_for(&version_of("a = 2\n")), None, "another text is not that change's");
+        assert_eq!(history.note_for(&sha("a = 1\n")), Some(note.clone()));
+        assert_eq!(history.note_for(&sha("a = 2\n")), None, "another text is not that change's");
         assert_eq!(history.list().unwrap(), Vec::new(), "a note is not a kept version");
-        history.clear_note();
-        assert_eq!(history.note_for(&note.version), None);
-        history.clear_note();
-        // The folder was made with the configuration folder's mode.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
-        let other = History::of(&dir.path().join("sub").join("splpd.toml"));
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::set_permissions(dir.path().join("sub"), std::fs::Permissions::from_mode(0o770)).unwrap();
-        other.keep("a = 1\n").unwrap();
-        assert_eq!(std::fs::metadata(other.dir()).unwrap().permissions().mode() & 0o777, 0o770);
+        history.clear_note_for(&sha("a = 2\n"));
+        assert!(history.note_for(&sha("a = 1\n")).is_some(), "only the note of the text named is removed");
+        history.clear_note_for(&sha("a = 1\n"));
+        assert_eq!(history.note_for(&sha("a = 1\n")), None);
+
+        // A link planted where the note goes is replaced, not followed.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, history.note_path()).unwrap();
+        history.leave_note(&note).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert!(!std::fs::symlink_metadata(history.note_path()).unwrap().file_type().is_symlink());
+        assert_eq!(history.note_for(&sha("a = 1\n")), Some(note.clone()));
+
         // The account this test runs as, by its uid.
         let uid = std::fs::metadata("/proc/self").unwrap().uid();
-        assert!(note.host_user.contains(&format!("(uid {uid})")), "{}", note.host_user);
+        assert!(note.host_user.contains(&format!("uid {uid}")), "{}", note.host_user);
+
+        // The folder takes the configuration folder's mode for owner and group, never for others;
+        // one that every account may write to is refused.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let other = History::of(&sub.join("splpd.toml"));
+        other.keep("a = 1\n").unwrap();
+        assert_eq!(std::fs::metadata(other.dir()).unwrap().permissions().mode() & 0o7777, 0o770);
+        // Its owner and group are the configuration folder's where this process may set them
+        // (as root: a root `config apply` leaves a folder the gateway's account can write).
+        let (me, parent) = (std::fs::metadata("/proc/self").unwrap().uid(), std::fs::metadata(&sub).unwrap());
+        let owned = dir.path().join("owned");
+        std::fs::create_dir(&owned).unwrap();
+        let _ = std::os::unix::fs::chown(&owned, Some(65534), Some(65534));
+        let owner = std::fs::metadata(&owned).unwrap();
+        History::of(&owned.join("splpd.toml")).keep("a = 1\n").unwrap();
+        let made = std::fs::metadata(owned.join(HISTORY_DIR)).unwrap();
+        if me == 0 {
+            assert_eq!((made.uid(), made.gid()), (65534, 65534));
+        } else {
+            assert_eq!(made.uid(), me, "not root: its maker's");
+        }
+        assert_eq!(owner.uid() == 65534, me == 0);
+        assert_eq!(parent.uid(), std::fs::metadata(other.dir()).unwrap().uid());
+        std::fs::set_permissions(other.dir(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = other.list().unwrap_err().to_string();
+        assert!(err.contains("every account") && err.contains("chmod o-w"), "{err}");
+        assert!(other.keep("a = 2\n").is_err());
     }
 }

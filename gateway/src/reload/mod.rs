@@ -161,6 +161,9 @@ impl Reloader {
 
     /// Notes the text whose SHA-256 is `digest` as in force, put there by `by`.
     fn now_in_force(&self, digest: [u8; 32], by: Author<'_>) {
+        // Done with, whoever put the text in force; first, so that the dashboard's last change
+        // is shown only once it is gone.
+        History::of(&self.path).clear_note_for(&digest);
         *lock(&self.in_force) = Some(digest);
         let (operator, host_user, issue) = match by {
             Author::Unknown => (None, None, String::new()),
@@ -174,8 +177,6 @@ impl Reloader {
             host_user,
             issue,
         });
-        // A note left by a change on the host describes a text now in force or replaced since.
-        History::of(&self.path).clear_note();
     }
 
     /// The configuration file.
@@ -231,7 +232,7 @@ impl Reloader {
             let version = version_of(&text);
             let digest = splpd_certs::load::sha256(text.as_bytes());
             // Who wrote this text, when it was a change made on the host.
-            let note = History::of(&path).note_for(&version);
+            let note = History::of(&path).note_for(&digest);
             let built = check
                 .build(&path, &path, &text)
                 .map(|(snapshot, report)| (snapshot, report, (digest, text.len()), note));
@@ -240,7 +241,10 @@ impl Reloader {
         .await;
         match built {
             Ok((Ok((snapshot, report, (digest, len), note)), version)) => {
-                let by = note.as_ref().map_or(Author::Unknown, Author::Host);
+                // A reload of the text in force (a SIGHUP, a new certificate or CRL) is no
+                // change of it: the note's account did not make this one.
+                let changed = *lock(&self.in_force) != Some(digest);
+                let by = note.as_ref().filter(|_| changed).map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
                 let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len, by);
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
@@ -387,18 +391,17 @@ fn configuration_record(
 
 /// Writes to the audit log that the configuration in `path` was put in force at start, as soon as
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
-/// A change made on the host while the gateway was stopped is named in this record.
+/// When the text was written with `splpd config apply` (or `undo`) on the host, whose note is
+/// still there (made while the gateway was stopped), the record names that account.
 pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let digest = splpd_certs::load::sha256(text.as_bytes());
     let history = History::of(path);
-    let note = history.note_for(&version_of(&text));
+    let note = history.note_for(&digest);
     let by = note.as_ref().map_or(Author::Unknown, Author::Host);
-    let record =
-        configuration_record(gateway, "START", path, splpd_certs::load::sha256(text.as_bytes()), text.len(), by);
+    let record = configuration_record(gateway, "START", path, digest, text.len(), by);
     gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())?;
-    if note.is_some() {
-        history.clear_note();
-    }
+    history.clear_note_for(&digest);
     Ok(())
 }
 
