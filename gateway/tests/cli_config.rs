@@ -388,6 +388,7 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
     // Left for the running gateway, whose reload of this very text names the account and reason.
     let kept_by = splpd_gateway::config::history::History::of(&f.config());
     let note = kept_by.note_for(&splpd_certs::load::sha256(changed.as_bytes())).expect("a note");
+    assert_eq!(note.replaces, hex::encode(splpd_certs::load::sha256(original.as_bytes())));
     assert_eq!(
         (note.issue.as_str(), note.host_user.as_str()),
         ("CHG-7", splpd_gateway::config::history::host_account().as_str())

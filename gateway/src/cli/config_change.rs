@@ -9,8 +9,9 @@
 //! The version it replaces goes to the history beside the file (`config::history`), as changes
 //! made through the admin listener's `/config` do: either way can undo the other's change. So
 //! that the reload's audit record can say who made the change and why, the command leaves a
-//! note there first (`ChangeNote`: the host account, the reason, the SHA-256 of the text), which the
-//! gateway takes only for a reload of that very text.
+//! note there first (`ChangeNote`: the host account, the reason, the SHA-256 of the old and the
+//! new text), which the gateway takes only for a reload that puts that new text in place of that
+//! old one.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
@@ -86,7 +87,7 @@ fn change(
     }
     let history = History::of(current);
     let kept = history.keep(old_text)?;
-    let note = ChangeNote::of(new_text, issue);
+    let note = ChangeNote::of(old_text, new_text, issue);
     let written = history.leave_note(&note).and_then(|()| history::write_atomically(current, new_text.as_bytes()));
     if let Err(e) = written {
         // Nothing changed: no note, and no kept copy of the text still in force (which undo

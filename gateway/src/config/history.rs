@@ -111,9 +111,13 @@ impl History {
     /// whichever of the gateway (through the admin listener) and a root `config apply` makes it
     /// first, the other can still write there if it can write the configuration's folder.
     fn make_dir(&self) -> io::Result<()> {
-        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
         if !self.dir.is_dir() {
-            std::fs::create_dir_all(&self.dir)
+            // Made closed, and opened to the group only once it has its owner and group.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
                 .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
             if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
                 // Not permitted unless root; the folder is usable by its maker either way.
@@ -134,7 +138,7 @@ impl History {
                 io::ErrorKind::PermissionDenied,
                 format!(
                     "{} may be written by every account on this host, so the versions kept there cannot be trusted; \
-                     `chmod o-w {}` (and check what it holds) before changing the configuration",
+                     `chmod o-w {}` (and check what it holds) before using it",
                     self.dir.display(),
                     self.dir.display()
                 ),
@@ -200,23 +204,26 @@ impl History {
         Ok(self.list()?.pop())
     }
 
-    /// Where a change made on the host leaves its [`ChangeNote`]: hidden, and not named like a
-    /// kept version.
-    fn note_path(&self) -> PathBuf {
-        self.dir.join(format!(".{}.change", self.file_name))
+    /// Where a change made on the host leaves its [`ChangeNote`] of the text whose SHA-256 is
+    /// `sha256`: hidden, not named like a kept version, and one file per text, so that removing
+    /// one text's note can never remove another's.
+    fn note_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!(".{}.{sha256}.change", self.file_name))
     }
 
-    /// Leaves `note` for the running gateway's reload of the text it describes, replacing any
-    /// note left before. Written to a new file that is then renamed over the note: a symbolic
-    /// link planted in its place is replaced, not followed.
+    /// Leaves `note` for the running gateway's reload of the text it describes. Written to a new
+    /// file that is then renamed into place: a symbolic link planted there is replaced, not
+    /// followed. Notes of other texts are removed, except the one of the text being replaced
+    /// (its reload may still be pending): they describe texts no longer in the file.
     pub fn leave_note(&self, note: &ChangeNote) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         self.make_dir()?;
         let json = serde_json::to_vec_pretty(note).map_err(io::Error::other)?;
-        let path = self.note_path();
-        let tmp = self.dir.join(format!(".{}.change.{}.new", self.file_name, std::process::id()));
+        let path = self.note_path(&note.sha256);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let tmp =
+            path.with_file_name(format!(".{}.{}.{}.{nanos}.new", self.file_name, note.sha256, std::process::id()));
         let context = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", tmp.display()));
-        let _ = std::fs::remove_file(&tmp);
         let written = (|| {
             // `create_new` is O_CREAT | O_EXCL, which does not follow a link either.
             let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
@@ -227,36 +234,47 @@ impl History {
         .map_err(context);
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            return written;
         }
-        written
+        let keep = [self.note_path(&note.sha256), self.note_path(&note.replaces)];
+        let prefix = format!(".{}.", self.file_name);
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let hash = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".change"));
+            if hash.is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                && !keep.contains(&entry.path())
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
     }
 
-    /// The note left by the change that wrote the text whose SHA-256 is `sha256`, if that is what
-    /// the last note describes. A missing, unreadable or other text's note is none.
+    /// The note left by the change that wrote the text whose SHA-256 is `sha256`. A missing or
+    /// unreadable note is none.
     pub fn note_for(&self, sha256: &[u8; 32]) -> Option<ChangeNote> {
-        let bytes = std::fs::read(self.note_path()).ok()?;
-        serde_json::from_slice::<ChangeNote>(&bytes).ok().filter(|n| n.sha256 == hex::encode(sha256))
+        let hex = hex::encode(sha256);
+        let bytes = std::fs::read(self.note_path(&hex)).ok()?;
+        serde_json::from_slice::<ChangeNote>(&bytes).ok().filter(|n| n.sha256 == hex)
     }
 
-    /// Removes the note if it describes the text whose SHA-256 is `sha256` (now in force, or a
-    /// change that failed): a note of another change, made meanwhile, stays for its reload.
+    /// Removes the note of the text whose SHA-256 is `sha256` (now in force, or a change that
+    /// failed); other texts' notes stay.
     pub fn clear_note_for(&self, sha256: &[u8; 32]) {
-        if self.note_for(sha256).is_none() {
-            return;
-        }
-        let path = self.note_path();
+        let path = self.note_path(&hex::encode(sha256));
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
         {
-            tracing::debug!("cannot remove {}: {e}; it names the account that wrote the text in force", path.display());
+            tracing::debug!("cannot remove {}: {e}; the next `config apply` removes it", path.display());
         }
     }
 }
 
 /// Who changed the configuration file on the gateway's host (`splpd config apply` or `undo` with
 /// `--config`), for the running gateway to name in the audit record of the configuration put in
-/// force: the file alone says nothing of who wrote it. A note belongs to one text, by its
-/// SHA-256, and says who wrote that text; it is as trustworthy as the accounts that can write the
+/// force: the file alone says nothing of who wrote it. A note describes one change, from one
+/// text to another, each by its SHA-256; it is as trustworthy as the accounts that can write the
 /// history folder (those that can write the configuration's folder).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChangeNote {
@@ -264,6 +282,8 @@ pub struct ChangeNote {
     pub version: String,
     /// The SHA-256 of that text, in hex: the note is that text's only.
     pub sha256: String,
+    /// The SHA-256 of the text it replaced, in hex: the note is of that change only.
+    pub replaces: String,
     /// The host account, as [`host_account`] describes it.
     pub host_user: String,
     /// The reason given (`--issue`); may be empty.
@@ -271,12 +291,13 @@ pub struct ChangeNote {
 }
 
 impl ChangeNote {
-    /// A note of `text`, written now by this process's account for `issue`.
-    pub fn of(text: &str, issue: &str) -> Self {
-        let sha256 = splpd_certs::load::sha256(text.as_bytes());
+    /// A note of the change from `old` to `new`, made now by this process's account for `issue`.
+    pub fn of(old: &str, new: &str, issue: &str) -> Self {
+        let sha256 = splpd_certs::load::sha256(new.as_bytes());
         Self {
             version: version_of_digest(&sha256),
             sha256: hex::encode(sha256),
+            replaces: hex::encode(splpd_certs::load::sha256(old.as_bytes())),
             host_user: host_account(),
             issue: issue.to_owned(),
         }
@@ -363,24 +384,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let history = History::of(&dir.path().join("splpd.toml"));
         assert_eq!(history.note_for(&sha("a = 1\n")), None, "no note yet");
-        let note = ChangeNote::of("a = 1\n", "CHG-1");
+        let note = ChangeNote::of("a = 0\n", "a = 1\n", "CHG-1");
         assert_eq!(note.version, version_of("a = 1\n"));
         history.leave_note(&note).unwrap();
         assert_eq!(history.note_for(&sha("a = 1\n")), Some(note.clone()));
         assert_eq!(history.note_for(&sha("a = 2\n")), None, "another text is not that change's");
         assert_eq!(history.list().unwrap(), Vec::new(), "a note is not a kept version");
+        // The next change's note, from a = 1 to a = 2, keeps a = 1's (its reload may be pending).
+        let next = ChangeNote::of("a = 1\n", "a = 2\n", "CHG-2");
+        history.leave_note(&next).unwrap();
         history.clear_note_for(&sha("a = 2\n"));
         assert!(history.note_for(&sha("a = 1\n")).is_some(), "only the note of the text named is removed");
+        // A later change's note removes those of texts no longer in the file.
+        history.leave_note(&ChangeNote::of("a = 3\n", "a = 4\n", "CHG-4")).unwrap();
+        assert_eq!(history.note_for(&sha("a = 1\n")), None);
+        assert!(history.note_for(&sha("a = 4\n")).is_some());
+        history.clear_note_for(&sha("a = 4\n"));
         history.clear_note_for(&sha("a = 1\n"));
         assert_eq!(history.note_for(&sha("a = 1\n")), None);
 
         // A link planted where the note goes is replaced, not followed.
         let elsewhere = dir.path().join("elsewhere");
         std::fs::write(&elsewhere, "untouched").unwrap();
-        std::os::unix::fs::symlink(&elsewhere, history.note_path()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, history.note_path(&note.sha256)).unwrap();
         history.leave_note(&note).unwrap();
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
-        assert!(!std::fs::symlink_metadata(history.note_path()).unwrap().file_type().is_symlink());
+        assert!(!std::fs::symlink_metadata(history.note_path(&note.sha256)).unwrap().file_type().is_symlink());
         assert_eq!(history.note_for(&sha("a = 1\n")), Some(note.clone()));
 
         // The account this test runs as, by its uid.

@@ -241,10 +241,14 @@ impl Reloader {
         .await;
         match built {
             Ok((Ok((snapshot, report, (digest, len), note)), version)) => {
-                // A reload of the text in force (a SIGHUP, a new certificate or CRL) is no
-                // change of it: the note's account did not make this one.
-                let changed = *lock(&self.in_force) != Some(digest);
-                let by = note.as_ref().filter(|_| changed).map_or(Author::Unknown, Author::Host);
+                // The note's account made this change only if the text it replaced is the one in
+                // force: not a SIGHUP or certificate reload of the same text, nor the same text
+                // put back by hand after other edits.
+                let replaced = lock(&self.in_force).map(hex::encode);
+                let by = note
+                    .as_ref()
+                    .filter(|n| replaced.as_deref() == Some(n.replaces.as_str()))
+                    .map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
                 let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len, by);
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
@@ -391,18 +395,18 @@ fn configuration_record(
 
 /// Writes to the audit log that the configuration in `path` was put in force at start, as soon as
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
-/// When the text was written with `splpd config apply` (or `undo`) on the host, whose note is
-/// still there (made while the gateway was stopped), the record names that account.
+/// It names no one: what the text replaced, and so whose change it was, is not known here.
 pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let digest = splpd_certs::load::sha256(text.as_bytes());
-    let history = History::of(path);
-    let note = history.note_for(&digest);
-    let by = note.as_ref().map_or(Author::Unknown, Author::Host);
-    let record = configuration_record(gateway, "START", path, digest, text.len(), by);
-    gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())?;
-    history.clear_note_for(&digest);
-    Ok(())
+    let record = configuration_record(
+        gateway,
+        "START",
+        path,
+        splpd_certs::load::sha256(text.as_bytes()),
+        text.len(),
+        Author::Unknown,
+    );
+    gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
