@@ -24,8 +24,8 @@ pub(crate) struct ServeArgs {
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let config = match config::load(&args.config) {
-        Ok(c) => c,
+    let (config, text) = match config::load_with_text(&args.config) {
+        Ok(loaded) => loaded,
         Err(err @ ConfigError::Invalid(_)) => {
             eprintln!("{err}");
             return Ok(ExitCode::FAILURE);
@@ -47,10 +47,10 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(addr) = running.admin_addr() {
             tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance and /config for operators");
         }
-        if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), &args.config).await {
+        if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), &args.config, &text).await {
             tracing::error!("the configuration in force could not be recorded in the audit log: {e}");
         }
-        let reloader = Arc::new(Reloader::new(&args.config, Arc::clone(running.gateway())));
+        let reloader = Arc::new(Reloader::started_with(&args.config, Arc::clone(running.gateway()), Some(text.as_bytes())));
         // Operators may also change the file through the admin listener's /config.
         running.gateway().attach_reloader(&reloader);
         let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);

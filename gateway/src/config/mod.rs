@@ -16,8 +16,15 @@ pub use model::*;
 /// Reads, parses and validates a configuration file. Relative paths inside it are taken from the
 /// file's own directory, and are returned resolved.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// Loads the configuration at `path`, and returns the text it was read from with it: what the
+/// gateway records as in force at start must be the very text it loaded, not the file read again
+/// (which a change may have replaced meanwhile).
+pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    parse(path, &text)
+    parse(path, &text).map(|config| (config, text))
 }
 
 /// Parses and validates configuration `text` as if read from `path`.

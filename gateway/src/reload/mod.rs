@@ -124,6 +124,14 @@ impl Reloader {
     /// A reloader for `gateway`, serving the configuration read from `path`. From now on a
     /// SIGHUP no longer ends the process; [`Reloader::run`] turns it into a reload.
     pub fn new(path: &Path, gateway: Arc<Gateway>) -> Self {
+        // The file the gateway was started with, read again: small, and read once.
+        let text = std::fs::read(path).ok();
+        Self::started_with(path, gateway, text.as_deref())
+    }
+
+    /// A reloader for `gateway`, started with the configuration `text` (when known) read from
+    /// `path`: the text in force, against which the next reload tells whether it changed.
+    pub fn started_with(path: &Path, gateway: Arc<Gateway>, text: Option<&[u8]>) -> Self {
         let snap = gateway.snapshot();
         let listeners = snap
             .listeners
@@ -133,8 +141,7 @@ impl Reloader {
             .collect();
         let audit = snap.config.audit.clone();
         let telemetry = snap.config.telemetry.clone();
-        // The file the gateway was started with, read again: small, and read once.
-        let in_force = std::fs::read(path).ok().map(|text| splpd_certs::load::sha256(&text));
+        let in_force = text.map(splpd_certs::load::sha256);
         Self {
             path: path.to_owned(),
             gateway,
@@ -396,8 +403,7 @@ fn configuration_record(
 /// Writes to the audit log that the configuration in `path` was put in force at start, as soon as
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
 /// It names no one: what the text replaced, and so whose change it was, is not known here.
-pub async fn record_start(gateway: &Gateway, path: &Path) -> Result<(), String> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
+pub async fn record_start(gateway: &Gateway, path: &Path, text: &str) -> Result<(), String> {
     let record = configuration_record(
         gateway,
         "START",

@@ -192,7 +192,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let config_path = dir.join("splpd.toml");
     std::fs::write(dir.join(addresses::NATIONAL_SECRET), "placeholder: the sandbox has no national SPLP\n")?;
     std::fs::write(&config_path, addresses::sandbox_config(EXAMPLE_CONFIG, &addrs)?)?;
-    let config = splpd_gateway::config::load(&config_path)?;
+    let (config, config_text) = splpd_gateway::config::load_with_text(&config_path)?;
     std::fs::write(dir.join(PEER_CONFIG), peer_region::config_text(peer, public, addrs.nik))?;
 
     out::line(&format!(
@@ -220,7 +220,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     let workers = Arc::new(Workers::default());
     let runtime = workers.runtime(None).context("starting the async runtime")?;
-    runtime.block_on(sandbox(args, &dir, &pki, config, sockets, &workers))
+    runtime.block_on(sandbox(args, &dir, &pki, (config, config_text), sockets, &workers))
 }
 
 /// Starts the services and the gateway, makes the sample calls, writes `demo.json`, and serves.
@@ -228,7 +228,7 @@ async fn sandbox(
     args: &DemoArgs,
     dir: &Path,
     pki: &Pki,
-    config: Config,
+    (config, config_text): (Config, String),
     sockets: upstreams::Sockets,
     workers: &Arc<Workers>,
 ) -> anyhow::Result<ExitCode> {
@@ -250,12 +250,16 @@ async fn sandbox(
             .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
     );
     let running = splpd_gateway::server::start(config, audit).await.context("starting the gateway")?;
-    splpd_gateway::reload::record_start(running.gateway(), &config_path)
+    splpd_gateway::reload::record_start(running.gateway(), &config_path, &config_text)
         .await
         .map_err(|e| anyhow::anyhow!("recording the configuration in the audit log: {e}"))?;
     // As under `splpd serve`: edits of splpd.toml, and changes through the admin listener's
     // /config, are checked, logged and put in force.
-    let reloader = Arc::new(splpd_gateway::reload::Reloader::new(&config_path, Arc::clone(running.gateway())));
+    let reloader = Arc::new(splpd_gateway::reload::Reloader::started_with(
+        &config_path,
+        Arc::clone(running.gateway()),
+        Some(config_text.as_bytes()),
+    ));
     running.gateway().attach_reloader(&reloader);
     let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
     let reloading = tokio::spawn(reloader.run(reload_stopped));
