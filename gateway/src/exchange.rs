@@ -536,7 +536,7 @@ impl Gateway {
             None => None,
         };
         let request_hash = match ready {
-            Some(Ok(s)) => {
+            Some(Ok(mut s)) => {
                 summary = None;
                 s.record_into(&mut ctx.record);
                 Some(s.request_hash)
@@ -574,7 +574,7 @@ impl Gateway {
             // hyper would never poll one, so the record is completed here and the answer waits
             // for it.
             ctx.record.set_response_body(BodyHasher::new().finish());
-            if let Some(Ok(Ok(s))) = summary.as_mut().map(oneshot::Receiver::try_recv) {
+            if let Some(Ok(Ok(mut s))) = summary.as_mut().map(oneshot::Receiver::try_recv) {
                 s.record_into(&mut ctx.record);
             }
             return match self.audit.append(ctx.record.finish(), ctx.mode).await {

@@ -135,15 +135,16 @@ pub struct BodySummary {
     /// The request hash: base64 and raw.
     pub request_hash: (String, Vec<u8>),
     /// The body's first bytes, for a service that keeps bodies in its records.
-    pub kept: Option<Bytes>,
+    pub kept: Option<Vec<u8>>,
 }
 
 impl BodySummary {
-    /// Puts what it knows of the request's body into the exchange's record.
-    pub fn record_into(&self, record: &mut crate::audit::RecordBuilder) {
+    /// Puts what it knows of the request's body into the exchange's record; the kept bytes move
+    /// there.
+    pub fn record_into(&mut self, record: &mut crate::audit::RecordBuilder) {
         record.set_request_body(self.body);
         record.set_request_hash(&self.request_hash.1);
-        if let Some(kept) = &self.kept {
+        if let Some(kept) = self.kept.take() {
             record.set_request_content(kept);
         }
     }
@@ -172,8 +173,8 @@ impl BodyKeeper {
     }
 
     /// The bytes kept.
-    pub fn finish(self) -> Bytes {
-        Bytes::from(self.kept)
+    pub fn finish(self) -> Vec<u8> {
+        self.kept
     }
 }
 

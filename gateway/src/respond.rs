@@ -210,7 +210,7 @@ impl AuditedBody {
         self.record.as_ref()?;
         // Taken, not cloned: the kept request body goes with the record, not stays here too.
         self.request_summary();
-        if let Some(Ok(s)) = self.request.take()
+        if let Some(Ok(mut s)) = self.request.take()
             && let Some(record) = &mut self.record
         {
             s.record_into(record);
@@ -220,7 +220,7 @@ impl AuditedBody {
             record.set_response_body(tally.finish());
         }
         if let Some(keeper) = self.keeper.take() {
-            record.set_response_content(&keeper.finish());
+            record.set_response_content(keeper.finish());
         }
         if let Some(e) = error_type {
             record.set_error_type(e);

@@ -76,13 +76,13 @@ impl RecordBuilder {
     }
 
     /// The request body's first bytes, for a service that keeps bodies (`store_bodies`).
-    pub fn set_request_content(&mut self, kept: &[u8]) {
-        kept.clone_into(&mut self.record.request_body);
+    pub fn set_request_content(&mut self, kept: Vec<u8>) {
+        self.record.request_body = kept;
     }
 
     /// The response body's first bytes, likewise.
-    pub fn set_response_content(&mut self, kept: &[u8]) {
-        kept.clone_into(&mut self.record.response_body);
+    pub fn set_response_content(&mut self, kept: Vec<u8>) {
+        self.record.response_body = kept;
     }
 
     /// The host account that changed the configuration on the gateway's host.
@@ -388,8 +388,8 @@ mod tests {
         let max = crate::audit::segment::MAX_RECORD_LEN as usize;
         let mut record = RecordBuilder::received_now(&gateway());
         let kept = vec![b'x'; 256 * 1024];
-        record.set_request_content(&kept);
-        record.set_response_content(&kept);
+        record.set_request_content(kept.clone());
+        record.set_response_content(kept.clone());
         // A small record keeps both bodies whole.
         let small = record.clone().finish();
         assert_eq!((small.request_body.len(), small.response_body.len()), (kept.len(), kept.len()));

@@ -46,26 +46,35 @@ pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Str
 /// `config apply` keeps a `root:splpd 0640` file readable by the gateway). A symbolic link is
 /// followed, so that the link stays and its target is replaced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-    let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()));
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let old = std::fs::metadata(&path).ok();
-    // Named by process, so that the gateway and a `config apply` on the host never share one.
+    replace_file(&path, bytes, old.as_ref())
+}
+
+/// Writes `bytes` to a new file beside `path` and renames it over `path` once they are on disk,
+/// with the mode, owner and group of `like` where this process may set them (else 0644, its
+/// own). The new file is named by process and time, so that the gateway and a `config apply`
+/// never share one, and made with `create_new` (O_CREAT | O_EXCL, which follows no link); the
+/// rename replaces whatever is at `path`, a link included, itself.
+fn replace_file(path: &Path, bytes: &[u8], like: Option<&std::fs::Metadata>) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut name = std::ffi::OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.new", std::process::id()));
+    name.push(format!(".{}.{nanos}.new", std::process::id()));
     let tmp = path.with_file_name(name);
     let written = (|| {
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true).mode(old.as_ref().map_or(0o644, |m| m.mode() & 0o7777));
+        options.write(true).create_new(true).mode(like.map_or(0o644, |m| m.mode() & 0o7777));
         let mut file = options.open(&tmp).map_err(|e| context("writing", &tmp, e))?;
-        if let Some(m) = &old {
+        if let Some(m) = like {
             // Not permitted unless root (or the owner keeping its group); the mode is kept anyway.
             let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
         }
         file.write_all(bytes).map_err(|e| context("writing", &tmp, e))?;
         file.sync_all().map_err(|e| context("writing", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| context("replacing", &path, e))
+        std::fs::rename(&tmp, path).map_err(|e| context("replacing", path, e))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -216,26 +225,9 @@ impl History {
     /// followed. Notes of other texts are removed, except the one of the text being replaced
     /// (its reload may still be pending): they describe texts no longer in the file.
     pub fn leave_note(&self, note: &ChangeNote) -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         self.make_dir()?;
         let json = serde_json::to_vec_pretty(note).map_err(io::Error::other)?;
-        let path = self.note_path(&note.sha256);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let tmp =
-            path.with_file_name(format!(".{}.{}.{}.{nanos}.new", self.file_name, note.sha256, std::process::id()));
-        let context = |e: io::Error| io::Error::new(e.kind(), format!("writing {}: {e}", tmp.display()));
-        let written = (|| {
-            // `create_new` is O_CREAT | O_EXCL, which does not follow a link either.
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })()
-        .map_err(context);
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return written;
-        }
+        replace_file(&self.note_path(&note.sha256), &json, None)?;
         let keep = [self.note_path(&note.sha256), self.note_path(&note.replaces)];
         let prefix = format!(".{}.", self.file_name);
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().filter_map(Result::ok) {

@@ -23,7 +23,7 @@ pub(super) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
 
 /// Puts the request body's size, digest and request hash into the record, if they are known.
 pub(super) fn add_request(record: &mut RecordBuilder, summary: &mut SummaryRx) {
-    if let Ok(Ok(s)) = summary.try_recv() {
+    if let Ok(Ok(mut s)) = summary.try_recv() {
         s.record_into(record);
     }
 }
