@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
@@ -713,6 +713,7 @@ fn identify(
             ctx.client = Some(proven.clone());
         }
     }
+    refuse_repeated(req.headers())?;
     let claimed = match req.headers().get(&xroad::CLIENT) {
         Some(v) => Some(v.to_str().map_err(|_| {
             GatewayError::BadRequest("X-Road-Client is not valid text; write e.g. ID/PEMDA/1602/DINKES".into())
@@ -835,6 +836,27 @@ fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> Gatewa
         UpstreamError::Connect { .. } | UpstreamError::Broken { .. } => {
             GatewayError::ServiceFailed(format!("{service}: {err}"))
         }
+    }
+}
+
+/// The headers the gateway checks or records as one value. Sent twice, the gateway would check or
+/// log one value while the service might act on the other, so such a request is refused.
+const SINGLE_VALUED: [(HeaderName, &str); 6] = [
+    (xroad::CLIENT, "X-Road-Client"),
+    (xroad::ID, "X-Road-Id"),
+    (xroad::PURPOSE, "X-SPLP-Purpose"),
+    (xroad::USER_ID, "X-Road-UserId"),
+    (xroad::ISSUE, "X-Road-Issue"),
+    (xroad::REPRESENTED_PARTY, "X-Road-Represented-Party"),
+];
+
+fn refuse_repeated(headers: &HeaderMap) -> Result<(), GatewayError> {
+    match SINGLE_VALUED.iter().find(|(name, _)| headers.get_all(name).iter().nth(1).is_some()) {
+        Some((_, shown)) => Err(GatewayError::BadRequest(format!(
+            "{shown} is sent more than once; send it once, since the gateway checks and records one value and the \
+             service must see that same one"
+        ))),
+        None => Ok(()),
     }
 }
 

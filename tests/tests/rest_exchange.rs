@@ -583,6 +583,37 @@ async fn a_spoofed_x_road_client_is_refused() {
     assert_record_count(&region, 2).await;
 }
 
+/// A header the gateway checks or records, sent twice, is refused: otherwise the gateway would
+/// check the first value while the service might act on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_or_purpose_header_sent_twice_is_refused() {
+    let Setup { region, upstream, pki } = setup().await;
+    let puskesmas = pki.client(PUSKESMAS);
+    let call = || Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+    let twice = [
+        (Proto::H1, "x-road-client", PUSKESMAS, DINKES, "X-Road-Client"),
+        (Proto::H2, "x-splp-purpose", "pelayanan-kesehatan", "pemasaran", "X-SPLP-Purpose"),
+        (Proto::H1, "x-road-userid", "ID1234", "ID9999", "X-Road-UserId"),
+    ];
+    let expect =
+        Expect { client: PUSKESMAS, service: SERVICE, status: 400, error_type: "Client.BadRequest", may_omit: true };
+    for (proto, name, first, second, shown) in twice {
+        let sent = call().header("x-splp-purpose", "pelayanan-kesehatan");
+        let sent = if name == "x-splp-purpose" { call() } else { sent };
+        let reply = region.call(Some(&puskesmas), proto, sent.header(name, first).header(name, second)).await.unwrap();
+        let message = assert_gateway_error(&reply, 400, "Client.BadRequest");
+        assert!(message.contains(&format!("{shown} is sent more than once")), "{message}");
+        let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+        assert_eq!(rec.client, PUSKESMAS, "the certificate's client is recorded");
+    }
+    assert!(upstream.received().is_empty(), "nothing reached the service");
+
+    // Each sent once, the same call goes through.
+    let once = call().header("x-splp-purpose", "pelayanan-kesehatan").header("x-road-client", PUSKESMAS);
+    assert_eq!(region.call(Some(&puskesmas), Proto::H2, once).await.unwrap().status, StatusCode::OK);
+    assert_eq!(upstream.received().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refused by authorize and rate-limit
 // ---------------------------------------------------------------------------------------------
