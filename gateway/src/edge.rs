@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
+use hyper::body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -314,6 +315,26 @@ pub fn hold_while_streaming(resp: Response<ResponseBody>, active: Active) -> Res
         })
         .boxed_unsync()
     })
+}
+
+/// The answer to a HEAD request: the status and headers the GET would get, and no body. Over
+/// HTTP/2 a body after a HEAD breaks the stream, and the gateway's own answers (its errors, its
+/// directory) have one. The body is read to its end here, not sent, so that the exchange's record
+/// is complete, and as durable as its mode asks, before the answer goes, as with any other answer.
+pub async fn answer_head(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, mut body) = resp.into_parts();
+    if let Some(length) = body.size_hint().exact().filter(|n| *n > 0)
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+    let empty = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
+    Response::from_parts(parts, empty)
 }
 
 /// Time allowed, once a connection is to close, for what it is sending to finish.

@@ -247,7 +247,11 @@ async fn run_http<I>(
             // The exchange path's future is about 10 KiB. Boxed, it exists only while a request
             // is in progress: hyper's HTTP/1.1 connection keeps room for its service's future
             // inline for the connection's whole life, busy or idle.
-            let exchange = Box::pin(async move { gateway.handle(&conn, req).await });
+            let head = req.method() == http::Method::HEAD;
+            let exchange = Box::pin(async move {
+                let resp = gateway.handle(&conn, req).await;
+                if head { edge::answer_head(resp).await } else { resp }
+            });
             async move { Ok::<_, std::convert::Infallible>(edge::hold_while_streaming(exchange.await, active)) }
         })
     };

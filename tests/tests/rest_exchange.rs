@@ -614,6 +614,35 @@ async fn an_identity_or_purpose_header_sent_twice_is_refused() {
     assert_eq!(upstream.received().len(), 1);
 }
 
+/// HEAD answers carry no body, whoever makes them: the service, or the gateway itself (its
+/// errors, its directory). Over HTTP/2 a body after a HEAD is a protocol error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_calls_get_the_status_and_headers_without_a_body() {
+    let Setup { region, upstream, pki } = setup().await;
+    let bappeda = pki.client(BAPPEDA);
+    let dinkes = pki.client(DINKES);
+    let head = |target: String| Call::new(http::Method::HEAD, target);
+    for proto in [Proto::H1, Proto::H2] {
+        let refused = region.call(Some(&bappeda), proto, head(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{proto:?}");
+        assert_eq!(refused.header("x-road-error"), Some("Client.AccessDenied"), "{proto:?}");
+        assert!(refused.body.is_empty(), "{proto:?}: {:?}", refused.body);
+
+        let directory = region.call(Some(&dinkes), proto, head("/listClients".into())).await.unwrap();
+        assert_eq!(directory.status, StatusCode::OK, "{proto:?}");
+        assert!(directory.body.is_empty(), "{proto:?}");
+
+        let answered = region.call(Some(&dinkes), proto, head(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_eq!(answered.status, StatusCode::OK, "{proto:?}");
+        assert!(answered.body.is_empty(), "{proto:?}");
+        // Logged as a whole exchange, not as one the client abandoned.
+        let expect = Expect { client: DINKES, service: SERVICE, status: 200, error_type: "", may_omit: false };
+        let rec = assert_record(&region, &answered, None, &expect).await;
+        assert_eq!(rec.method, "HEAD");
+    }
+    assert_eq!(upstream.received().len(), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refused by authorize and rate-limit
 // ---------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ fn provider(path: &str, meta: Meta) -> Result<ClientId, GatewayError> {
 }
 
 fn answer(meta: Meta, call: &Call, parts: &Parts) -> Result<Answer, GatewayError> {
-    if parts.method != Method::GET {
+    if parts.method != Method::GET && parts.method != Method::HEAD {
         return Err(GatewayError::BadRequest(format!("{} is called with GET, not {}", meta.code(), parts.method)));
     }
     let directory = &call.snapshot.directory;
