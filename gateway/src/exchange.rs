@@ -705,13 +705,19 @@ fn identify(
     req: &Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<(identify::Caller, bool), GatewayError> {
-    if let Ok(ConnectionAuth::Mtls(peer)) = &conn.auth {
-        ctx.record.set_client_cert_sha256(peer.cert_sha256);
-        ctx.record.set_connection_type(ConnectionType::Mtls);
-        if let Identity::Subsystem(proven) = &peer.identity {
-            ctx.record.set_client(proven);
-            ctx.client = Some(proven.clone());
+    // How the caller connected is recorded even when it is refused.
+    match &conn.auth {
+        Ok(ConnectionAuth::Mtls(peer)) => {
+            ctx.record.set_client_cert_sha256(peer.cert_sha256);
+            ctx.record.set_connection_type(ConnectionType::Mtls);
+            if let Identity::Subsystem(proven) = &peer.identity {
+                ctx.record.set_client(proven);
+                ctx.client = Some(proven.clone());
+            }
         }
+        Ok(ConnectionAuth::TlsNoCert) => ctx.record.set_connection_type(ConnectionType::Tls),
+        Ok(ConnectionAuth::Plain) => ctx.record.set_connection_type(ConnectionType::Http),
+        Err(_) => {}
     }
     refuse_repeated(req.headers())?;
     let claimed = match req.headers().get(&xroad::CLIENT) {

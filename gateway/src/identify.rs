@@ -220,6 +220,13 @@ pub enum IdentifyError {
         /// The header as sent.
         header: Quoted,
     },
+    /// A connection without a certificate, on a listener where no client is opted in to `tls`.
+    #[error(
+        "no client certificate was presented, and this listener serves only clients that present one (mTLS): \
+         connect with the certificate and key issued to the application (e.g. curl --cert app.crt --key app.key), \
+         which the region's CA issues with `splpd certs issue --ca DIR subsystem ID/...`"
+    )]
+    CertificateRequired,
     /// A connection without a certificate carries no `X-Road-Client`.
     #[error(
         "this {} connection carries no X-Road-Client header; without a client certificate the caller must name \
@@ -260,6 +267,7 @@ impl IdentifyError {
     pub fn xroad_type(&self) -> &'static str {
         match self {
             Self::NoCertificate
+            | Self::CertificateRequired
             | Self::NoLongerValid { .. }
             | Self::UnreadableCertificate { .. }
             | Self::UnknownAnchor { .. }
@@ -378,6 +386,9 @@ pub fn identify_client(
         ConnectionAuth::TlsNoCert => ConnectionType::Tls,
         ConnectionAuth::Plain => ConnectionType::Http,
     };
+    if connection == ConnectionType::Tls && !listener_opt_ins.iter().any(|o| o.connection == ConnectionType::Tls) {
+        return Err(IdentifyError::CertificateRequired);
+    }
     let header = x_road_client.ok_or(IdentifyError::MissingClientHeader { connection })?;
     let client: ClientId = header.parse().map_err(|cause| IdentifyError::BadClientHeader { cause })?;
     match listener_opt_ins.iter().find(|o| o.client == client) {

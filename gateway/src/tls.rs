@@ -416,10 +416,11 @@ impl GatewayCert {
 /// Whether a TLS listener insists on a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
-    /// Every client presents a certificate that verifies (the default: mTLS only).
+    /// Every client presents a certificate that verifies (the admin listener).
     Required,
-    /// A client may connect without a certificate; it must then be opted in to `tls` on the
-    /// listener and name itself in `X-Road-Client`. A certificate, when presented, must verify.
+    /// A client may connect without a certificate, to be refused per request unless it is opted
+    /// in to `tls` on the listener (see [`listener_transport`]). A certificate, when presented,
+    /// must verify.
     Optional,
 }
 
@@ -438,16 +439,17 @@ pub enum Transport {
 
 /// How `listener` must be served: cleartext when any client is opted in to `http` (one socket
 /// cannot tell a TLS client from a cleartext one before reading, and a listener meant for
-/// cleartext legacy clients should not half-serve TLS); TLS with an optional client certificate
-/// when any is opted in to `tls`; otherwise mutual TLS.
+/// cleartext legacy clients should not half-serve TLS); otherwise TLS, where a client certificate
+/// is asked for but not demanded by the handshake. A client without one is refused by `identify`
+/// with `401 Client.Unauthenticated` saying what to present, and the refusal is logged, where a
+/// failed handshake would leave the caller a bare TLS alert and the operator nothing; only a
+/// client opted in to `tls` on the listener is served without one. A certificate that is
+/// presented must still verify in the handshake.
 pub fn listener_transport(listener: &Listener) -> Transport {
-    let opted = |ct| listener.clients.iter().any(|c| c.connection == ct);
-    if opted(ConnectionType::Http) {
+    if listener.clients.iter().any(|c| c.connection == ConnectionType::Http) {
         Transport::Plain
-    } else if opted(ConnectionType::Tls) {
-        Transport::Tls { client_auth: ClientAuth::Optional }
     } else {
-        Transport::Tls { client_auth: ClientAuth::Required }
+        Transport::Tls { client_auth: ClientAuth::Optional }
     }
 }
 
@@ -1020,8 +1022,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_listener_is_mtls_unless_clients_are_opted_in() {
-        assert_eq!(listener_transport(&listener(&[])), Transport::Tls { client_auth: ClientAuth::Required });
+    fn a_listener_is_tls_unless_clients_are_opted_in_to_cleartext() {
+        assert_eq!(listener_transport(&listener(&[])), Transport::Tls { client_auth: ClientAuth::Optional });
         let tls = [("ID/PEMDA/1602/SIMPEG", ConnectionType::Tls)];
         assert_eq!(listener_transport(&listener(&tls)), Transport::Tls { client_auth: ClientAuth::Optional });
         let http = [("ID/PEMDA/1602/SIMPEG", ConnectionType::Http)];

@@ -499,9 +499,10 @@ async fn an_unidentified_caller_is_refused() {
     let status = HealthClient::new(channel).check(HealthCheckRequest::default()).await.unwrap_err();
     assert_eq!((status.code(), xroad_error(&status)), (Code::Unauthenticated, Some("Client.Unauthenticated")));
 
-    // On the mTLS listener a client without a certificate does not get past the handshake.
-    let no_cert = s.region.call(None, Proto::H1, Call::get("/listClients")).await;
-    assert!(no_cert.is_err(), "{no_cert:?}");
+    // On the mTLS listener a client without a certificate is refused, and told to present one.
+    let no_cert = s.region.call(None, Proto::H1, Call::get("/listClients")).await.unwrap();
+    assert_eq!(no_cert.status, http::StatusCode::UNAUTHORIZED);
+    assert!(no_cert.text().contains("no client certificate was presented"), "{}", no_cert.text());
     s.region.stop().await;
 }
 

@@ -440,7 +440,8 @@ async fn an_answer_without_a_body_is_logged_as_complete() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Refused at the TLS handshake: no HTTP request exists, so no audit record either
+// Refused at the TLS handshake (a certificate that does not verify): no HTTP request exists, so
+// no audit record either
 // ---------------------------------------------------------------------------------------------
 
 /// The certificate (or none) is refused by the handshake, over HTTP/1.1 and HTTP/2: the client
@@ -461,10 +462,24 @@ async fn assert_refused_at_tls(cert: Option<&ClientCert>, setup: &Setup) {
     assert_record_count(region, 1).await;
 }
 
+/// Without a certificate the handshake succeeds, so that the caller hears why it is refused (a
+/// bare TLS alert would tell it nothing) and the refusal is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_client_certificate_the_handshake_fails() {
-    let setup = setup().await;
-    assert_refused_at_tls(None, &setup).await;
+async fn without_a_client_certificate_the_call_is_refused_401_saying_what_to_present() {
+    let Setup { region, upstream, .. } = setup().await;
+    let expect =
+        Expect { client: "", service: SERVICE, status: 401, error_type: "Client.Unauthenticated", may_omit: true };
+    for proto in [Proto::H1, Proto::H2] {
+        let call = Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")));
+        let reply = region.call(None, proto, call).await.unwrap();
+        let message = assert_gateway_error(&reply, 401, "Client.Unauthenticated");
+        assert!(message.contains("no client certificate was presented") && message.contains("--cert"), "{message}");
+        let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+        assert_eq!(rec.connection_type(), ConnectionType::Tls);
+        assert!(rec.client_cert_sha256.is_empty());
+    }
+    assert!(upstream.received().is_empty());
+    assert_record_count(&region, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1031,10 +1046,12 @@ async fn a_plain_http_listener_serves_only_the_opted_in_client() {
     assert!(message.contains("X-Road-Client"), "{message}");
     assert_record(&region, &anonymous, Some(NIK_QUERY), &expect).await;
 
-    // The opt-in holds on its listener only: the mTLS listener does not even speak to it.
-    let mtls = region.call(None, Proto::H1, call().header("x-road-client", LEGACY)).await;
-    assert!(mtls.is_err(), "{:?}", mtls.map(|r| r.status));
+    // The opt-in holds on its listener only: the mTLS listener asks for a certificate.
+    let mtls = region.call(None, Proto::H1, call().header("x-road-client", LEGACY)).await.unwrap();
+    let message = assert_gateway_error(&mtls, 401, "Client.Unauthenticated");
+    assert!(message.contains("no client certificate was presented"), "{message}");
+    assert_record(&region, &mtls, Some(NIK_QUERY), &expect).await;
 
     assert_eq!(upstream.received().len(), 1);
-    assert_record_count(&region, 3).await;
+    assert_record_count(&region, 4).await;
 }

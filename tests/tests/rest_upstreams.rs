@@ -327,12 +327,15 @@ async fn a_tls_listener_serves_the_opted_in_client_by_name_and_everyone_else_by_
     let stranger = pki.untrusted_client(SIMPEG);
     let result = region.call_on(INTRANET_TLS, Some(&stranger), Proto::H1, call().header("x-road-client", SIMPEG)).await;
     assert!(result.is_err(), "{:?}", result.map(|r| r.status));
-    // The opt-in holds on its own listener only: the mTLS listener does not speak to it.
-    let result = region.call_on(PUBLIC, None, Proto::H1, call().header("x-road-client", SIMPEG)).await;
-    assert!(result.is_err(), "{:?}", result.map(|r| r.status));
+    // The opt-in holds on its own listener only: the mTLS listener asks it for a certificate.
+    let reply = region.call_on(PUBLIC, None, Proto::H1, call().header("x-road-client", SIMPEG)).await.unwrap();
+    let message = assert_gateway_error(&reply, 401, "Client.Unauthenticated");
+    assert!(message.contains("no client certificate was presented"), "{message}");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!((rec.client.as_str(), rec.connection_type()), ("", ConnectionType::Tls));
 
     assert_eq!(upstream.received().len(), 3);
-    assert_eq!(region.records().len(), 6, "{:#?}", region.records());
+    assert_eq!(region.records().len(), 7, "{:#?}", region.records());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ use splpd_certs::id::ServerId;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
 use super::merkle::{Hash, Tree};
-use super::retention::{RetentionPolicy, RetentionTask, base_tree};
+use super::retention::{self, RetentionPolicy, base_tree};
 use super::segment::{CommitHook, SegmentError, SegmentLog, SegmentOptions};
+use super::ticker::Ticker;
 use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, now_nanos};
 
 /// The file of signed checkpoints in the audit directory.
@@ -48,6 +49,8 @@ struct Checkpointer {
     interval: Duration,
     signed_size: u64,
     signed_at: Instant,
+    /// Records durable on disk, as the writer last said.
+    durable: u64,
     file: File,
 }
 
@@ -88,6 +91,7 @@ impl CommitHook for Hook {
 
     fn durable(&mut self, records: u64) {
         let mut cp = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cp.durable = records;
         if cp.due(records) {
             cp.checkpoint();
         }
@@ -99,7 +103,10 @@ pub struct AuditLog {
     segments: SegmentLog,
     checkpointer: Arc<Mutex<Checkpointer>>,
     /// Stopped when the log is dropped.
-    _retention: Option<RetentionTask>,
+    _retention: Option<Ticker>,
+    /// Signs the checkpoint that records written before a quiet spell are still waiting for;
+    /// stopped when the log is dropped.
+    _quiet_checkpoints: Ticker,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -197,19 +204,32 @@ impl AuditLog {
             interval: options.checkpoint_interval,
             signed_size,
             signed_at: Instant::now(),
+            durable: 0,
             file,
         }));
         let segments = SegmentLog::open_with_hook(&options.segments, Hook(Arc::clone(&checkpointer)))?;
         let retention = match options.retention {
             Some((policy, interval)) => {
-                Some(RetentionTask::start(dir.clone(), policy, interval).map_err(|source| AuditLogError::Io {
+                Some(retention::start_task(dir.clone(), policy, interval).map_err(|source| AuditLogError::Io {
                     what: "starting the audit retention thread".to_owned(),
                     source,
                 })?)
             }
             None => None,
         };
-        Ok(Self { segments, checkpointer, _retention: retention })
+        // A checkpoint is otherwise signed after a batch is durable, so the last records before
+        // a quiet spell would wait for the next exchange: this signs them `interval` later.
+        let quiet = Arc::clone(&checkpointer);
+        let tick = (options.checkpoint_interval / 2).max(Duration::from_millis(10));
+        let quiet_checkpoints = Ticker::start("splpd-audit-checkpoint", tick, move || {
+            let mut cp = quiet.lock().unwrap_or_else(PoisonError::into_inner);
+            let durable = cp.durable;
+            if cp.due(durable) {
+                cp.checkpoint();
+            }
+        })
+        .map_err(|source| AuditLogError::Io { what: "starting the audit checkpoint thread".to_owned(), source })?;
+        Ok(Self { segments, checkpointer, _retention: retention, _quiet_checkpoints: quiet_checkpoints })
     }
 
     /// Records in the log and the root of their tree.
@@ -419,6 +439,34 @@ mod tests {
         // Reopening rebuilds the tree from the segments.
         let log = AuditLog::open(&options).unwrap();
         assert_eq!(log.tree_head(), (25, tree.root()));
+        log.shutdown().await.unwrap();
+    }
+
+    /// The records before a quiet spell get their checkpoint `checkpoint_interval` later, with
+    /// no exchange after them to prompt it, so that they can be proven without waiting for one.
+    #[tokio::test]
+    async fn records_before_a_quiet_spell_are_checkpointed_after_the_interval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut options = options_in(tmp.path(), 1000);
+        options.checkpoint_interval = Duration::from_millis(300);
+        let audit = options.segments.dir.clone();
+        let log = AuditLog::open(&options).unwrap();
+        let tickets: Vec<_> = (0..5).map(|i| log.append(record(i), AuditMode::Sync)).collect();
+        for ticket in tickets {
+            ticket.await.unwrap();
+        }
+        let covered = || read_checkpoints(&audit).unwrap().last().map_or(0, |c| c.tree_size);
+        let mut waited = Duration::ZERO;
+        while covered() < 5 && waited < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
+        assert_eq!(covered(), 5, "the quiet log's records were checkpointed");
+        let cps = read_checkpoints(&audit).unwrap();
+        assert_eq!(cps.len(), 1, "one checkpoint, not one per tick: {cps:?}");
+        // Nothing new: no further checkpoint.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(read_checkpoints(&audit).unwrap().len(), 1);
         log.shutdown().await.unwrap();
     }
 

@@ -12,6 +12,7 @@ pub mod merkle;
 mod record;
 pub mod retention;
 pub mod segment;
+mod ticker;
 pub mod verify;
 
 use std::fmt;

@@ -10,14 +10,13 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{Tree, leaf_hash};
 use super::segment::{LogBase, SegmentReader, list_segments, read_base, write_base};
+use super::ticker::Ticker;
 use super::verify::rfc3339_nanos;
 
 /// The list of exports in the audit directory: one JSON object per line, appended by
@@ -198,49 +197,26 @@ pub fn apply(dir: &Path, policy: &RetentionPolicy, now: SystemTime) -> Result<Re
     Ok(pass)
 }
 
-/// Runs [`apply`] every `interval` on its own thread until dropped.
-#[derive(Debug)]
-pub(crate) struct RetentionTask {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RetentionTask {
-    pub(crate) fn start(dir: PathBuf, policy: RetentionPolicy, interval: Duration) -> io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new().name("splpd-audit-retention".into()).spawn(move || {
-            let mut told = None;
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                match apply(&dir, &policy, SystemTime::now()) {
-                    Ok(pass) => {
-                        if !pass.removed.is_empty() {
-                            tracing::info!(
-                                segments = pass.removed.len(),
-                                first_record = pass.first_seq,
-                                "audit retention removed segments held by exports"
-                            );
-                        }
-                        // Said once per segment, not every pass.
-                        if pass.waiting_for_export != told {
-                            if let Some(why) = &pass.waiting_for_export {
-                                tracing::warn!("{why}");
-                            }
-                            told = pass.waiting_for_export;
-                        }
-                    }
-                    Err(e) => tracing::error!("{e}"),
-                }
+/// Runs [`apply`] every `interval` on its own thread until the ticker is dropped.
+pub(crate) fn start_task(dir: PathBuf, policy: RetentionPolicy, interval: Duration) -> io::Result<Ticker> {
+    let mut told = None;
+    Ticker::start("splpd-audit-retention", interval, move || match apply(&dir, &policy, SystemTime::now()) {
+        Ok(pass) => {
+            if !pass.removed.is_empty() {
+                tracing::info!(
+                    segments = pass.removed.len(),
+                    first_record = pass.first_seq,
+                    "audit retention removed segments held by exports"
+                );
             }
-        })?;
-        Ok(Self { stop: Some(stop), thread: Some(thread) })
-    }
-}
-
-impl Drop for RetentionTask {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // Said once per segment, not every pass.
+            if pass.waiting_for_export != told {
+                if let Some(why) = &pass.waiting_for_export {
+                    tracing::warn!("{why}");
+                }
+                told = pass.waiting_for_export;
+            }
         }
-    }
+        Err(e) => tracing::error!("{e}"),
+    })
 }
