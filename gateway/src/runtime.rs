@@ -136,7 +136,7 @@ impl Snapshot {
                     .address
                     .parse()
                     .map_err(|_| RuntimeError::Invalid(format!("bad [admin] address {}", a.address)))?,
-                tls: crate::tls::server_config(&trust, &gateway, crate::tls::ClientAuth::Required)?,
+                tls: crate::tls::server_config(&trust, &gateway, crate::tls::ClientAuth::Operators)?,
                 operators: a.operators.clone(),
                 viewers: a.viewers.clone(),
             })),

@@ -328,8 +328,35 @@ pub async fn start(
     let stats = bound.stats();
     let telemetry = telemetry.map(|t| t.start(Arc::clone(&gateway), stats.clone()));
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(watch_crls(Arc::downgrade(&gateway), stopped.clone()));
     let task = tokio::spawn(bound.serve(Arc::clone(&gateway), stopped));
     Ok(Running { gateway, addrs, admin_addr, stats, telemetry, stop, task })
+}
+
+/// How often a running gateway looks at its CRLs' next updates.
+const CRL_WATCH: Duration = Duration::from_secs(3600);
+
+/// Says, every hour while the gateway runs, which CRLs are within a week of their next update or
+/// past it: a CRL signed once at `certs init-ca` and never again would otherwise stop every
+/// exchange a month later with no word beforehand. (Loading one says so too; this covers a CRL
+/// that ages while loaded.) `/readyz` and `splpd_crl_next_update_timestamp_seconds` say it too.
+async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + CRL_WATCH, CRL_WATCH);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stopped(&mut shutdown) => return,
+        }
+        let Some(gateway) = gateway.upgrade() else { return };
+        let now = time::OffsetDateTime::now_utc();
+        for crl in gateway.snapshot().trust.crl_status() {
+            match crl.concern(now) {
+                Some(concern) if crl.expired(now) => tracing::error!("{concern}"),
+                Some(concern) => tracing::warn!("{concern}"),
+                None => {}
+            }
+        }
+    }
 }
 
 impl Running {

@@ -223,8 +223,60 @@ pub struct TrustStore {
     cas: Vec<AnchorCa>,
     roots: Arc<RootCertStore>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    crl_status: Vec<CrlStatus>,
     mappings: HashMap<[u8; 32], Mapping>,
     provider: Arc<CryptoProvider>,
+}
+
+/// When a CRL the gateway loaded is due to be replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlStatus {
+    /// The anchor it belongs to.
+    pub anchor: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its next update: past it, every certificate of the anchor's CA is refused. `None` when
+    /// the CRL names none.
+    pub next_update: Option<time::OffsetDateTime>,
+}
+
+/// How long before a CRL's next update the gateway starts saying so.
+pub const CRL_WARNING: time::Duration = time::Duration::days(7);
+
+impl CrlStatus {
+    /// Whether the CRL has passed its next update at `now`.
+    pub fn expired(&self, now: time::OffsetDateTime) -> bool {
+        self.next_update.is_some_and(|next| next <= now)
+    }
+
+    /// What an operator should hear about this CRL at `now`: that it has expired, or expires
+    /// within [`CRL_WARNING`]; `None` while it is fresh.
+    pub fn concern(&self, now: time::OffsetDateTime) -> Option<String> {
+        let next = self.next_update?;
+        let when = next.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| next.to_string());
+        let fix = "sign a fresh one with `splpd certs crl --ca DIR` and copy it there (run that from cron or a \
+                   systemd timer, e.g. weekly, well within the CRL's lifetime)";
+        if next <= now {
+            Some(format!(
+                "the CRL {} of trust anchor {:?} passed its next update at {when}: every certificate of that CA is \
+                 refused until a fresh CRL is loaded; {fix}",
+                self.path.display(),
+                self.anchor
+            ))
+        } else if next - now <= CRL_WARNING {
+            let hours = (next - now).whole_hours();
+            Some(format!(
+                "the CRL {} of trust anchor {:?} reaches its next update at {when}, in {} day(s) {} hour(s); after \
+                 that every certificate of that CA is refused until a fresh CRL is loaded: {fix}",
+                self.path.display(),
+                self.anchor,
+                hours / 24,
+                hours % 24
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 impl TrustStore {
@@ -244,6 +296,7 @@ impl TrustStore {
             cas: Vec::new(),
             roots: Arc::new(RootCertStore::empty()),
             crls: Vec::new(),
+            crl_status: Vec::new(),
             mappings: HashMap::with_capacity(mappings.len()),
             provider: Arc::new(aws_lc_rs::default_provider()),
         };
@@ -296,7 +349,8 @@ impl TrustStore {
         for path in &anchor.crls {
             let crls = load::read_crls(path).map_err(|cause| TlsSetupError::Crl { anchor: name.clone(), cause })?;
             for crl in crls {
-                self.check_crl(name, path, &crl, first_ca)?;
+                let status = self.check_crl(name, path, &crl, first_ca)?;
+                self.crl_status.push(status);
                 self.crls.push(crl);
             }
         }
@@ -312,7 +366,7 @@ impl TrustStore {
         path: &Path,
         der: &CertificateRevocationListDer<'_>,
         first_ca: usize,
-    ) -> Result<(), TlsSetupError> {
+    ) -> Result<CrlStatus, TlsSetupError> {
         let unusable =
             |reason: String| TlsSetupError::CrlUnusable { anchor: anchor.to_owned(), path: path.to_owned(), reason };
         let (_, crl) = CertificateRevocationList::from_der(der)
@@ -329,20 +383,22 @@ impl TrustStore {
                 "names {issuer} as its issuer, but its signature does not verify with that CA's key; fetch it again from the CA"
             )));
         }
-        if let Some(next) = crl.next_update()
-            && next < x509_parser::time::ASN1Time::now()
-        {
-            // Not fatal: the operator may be about to replace it, and reloading must not fail
-            // because of it. But every certificate of this CA is refused until then.
-            tracing::warn!(
-                anchor,
-                crl = %path.display(),
-                next_update = %next,
-                "CRL is past its next update: certificates of this CA are refused until a fresh CRL is loaded \
-                 (`splpd certs crl --ca DIR`)"
-            );
+        let status = CrlStatus {
+            anchor: anchor.to_owned(),
+            path: path.to_owned(),
+            next_update: crl.next_update().map(|t| t.to_datetime()),
+        };
+        // Not fatal: the operator may be about to replace it, and reloading must not fail
+        // because of it. But every certificate of this CA is refused once it has expired.
+        if let Some(concern) = status.concern(time::OffsetDateTime::now_utc()) {
+            tracing::warn!("{concern}");
         }
-        Ok(())
+        Ok(status)
+    }
+
+    /// When each loaded CRL is due to be replaced, in configuration order.
+    pub fn crl_status(&self) -> &[CrlStatus] {
+        &self.crl_status
     }
 
     /// The trust anchors, in configuration order.
@@ -416,8 +472,13 @@ impl GatewayCert {
 /// Whether a TLS listener insists on a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
-    /// Every client presents a certificate that verifies (the admin listener).
+    /// Every client presents a certificate that verifies.
     Required,
+    /// Every client presents a certificate that verifies, checked against the CRLs even once
+    /// they are past their next update (revocations they list still count): the admin listener,
+    /// so that operators can still reach the dashboard and `/readyz` that say a CRL expired,
+    /// while every exchange listener refuses that CA's certificates.
+    Operators,
     /// A client may connect without a certificate, to be refused per request unless it is opted
     /// in to `tls` on the listener (see [`listener_transport`]). A certificate, when presented,
     /// must verify.
@@ -487,11 +548,11 @@ pub fn client_verifier(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&trust.roots), Arc::clone(&trust.provider))
         .with_crls(trust.crls())
         .only_check_end_entity_revocation()
-        .allow_unknown_revocation_status()
-        .enforce_revocation_expiration();
+        .allow_unknown_revocation_status();
     let verifier = match client_auth {
-        ClientAuth::Required => verifier,
-        ClientAuth::Optional => verifier.allow_unauthenticated(),
+        ClientAuth::Required => verifier.enforce_revocation_expiration(),
+        ClientAuth::Optional => verifier.enforce_revocation_expiration().allow_unauthenticated(),
+        ClientAuth::Operators => verifier,
     };
     verifier.build().map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })
 }
@@ -849,6 +910,46 @@ pub(crate) mod tests {
         // Revocation is per certificate: the agency's replacement works.
         let renewed = pki.region.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
         assert!(mtls(&pki, &pki.region_trust(), Some(&renewed)).await.is_ok());
+    }
+
+    /// The admin listener still lets operators in past a CRL's next update, so that they can see
+    /// what is wrong; a revocation the stale CRL lists still counts there.
+    #[tokio::test]
+    async fn operators_get_in_past_a_crls_next_update_unless_it_revokes_them() {
+        let pki = Pki::new();
+        let request = LeafRequest::new(identity(IdKind::Admin, "ID/PEMDA/1602/budi"));
+        let (budi, _) = pki.region.issue_at(&request, now());
+        let (ani, ani_serial) =
+            pki.region.issue_at(&LeafRequest::new(identity(IdKind::Admin, "ID/PEMDA/1602/ani")), now());
+        pki.region.ca.revoke(&RevokeTarget::Serial(ani_serial), RevocationReason::KeyCompromise, now()).unwrap();
+        pki.region.ca.crl(1, now() - Duration::days(3)).unwrap();
+        let trust = pki.region_trust();
+        let admin = |leaf| {
+            let server = server_config(&trust, &pki.gateway, ClientAuth::Operators).unwrap();
+            handshake(server, client_config(&pki.region.cert_path(), Some(leaf), BOTH_VERSIONS))
+        };
+        assert!(admin(&budi).await.server().is_ok());
+        assert_eq!(invalid(&admin(&ani).await.server()), &CertificateError::Revoked);
+        // The exchange listeners refuse the same certificate.
+        assert!(mtls(&pki, &trust, Some(&budi)).await.is_err());
+    }
+
+    #[test]
+    fn a_crl_near_or_past_its_next_update_is_a_concern_saying_what_to_do() {
+        let now = time::OffsetDateTime::now_utc();
+        let status = |days: i64| CrlStatus {
+            anchor: "region".into(),
+            path: "/etc/splpd/pki/crl.pem".into(),
+            next_update: Some(now + Duration::days(days)),
+        };
+        assert_eq!(status(8).concern(now), None);
+        let soon = status(3).concern(now).expect("three days ahead");
+        assert!(soon.contains("in 3 day(s)") && soon.contains("splpd certs crl --ca DIR"), "{soon}");
+        assert!(!status(3).expired(now));
+        let past = status(-1).concern(now).expect("a day past");
+        assert!(past.contains("passed its next update") && past.contains("every certificate of that CA is refused"));
+        assert!(status(-1).expired(now));
+        assert_eq!(CrlStatus { next_update: None, ..status(1) }.concern(now), None);
     }
 
     #[tokio::test]

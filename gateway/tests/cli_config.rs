@@ -40,6 +40,11 @@ fn leaf(issuer: &Issuer<'_, KeyPair>, urn: &str, cert: &Path, key_path: &Path) {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_crl_for(time::Duration::days(30))
+    }
+
+    /// The fixture with the region CA's CRL reaching its next update `next_update` from now.
+    fn with_crl_for(next_update: time::Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let pki = root.join("pki");
@@ -47,8 +52,10 @@ impl Fixture {
         let (_peer, _) = ca(&pki.join("peer-1601"), "Region 1601 CA");
         leaf(&region, "urn:splp:server:ID:PEMDA:1602:gw1", &pki.join("gw1.crt"), &pki.join("gw1.key"));
         let crl = CertificateRevocationListParams {
-            this_update: time::OffsetDateTime::now_utc(),
-            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(7),
+            // A CRL past its next update was signed before it.
+            this_update: time::OffsetDateTime::now_utc() + next_update.min(time::Duration::ZERO)
+                - time::Duration::days(1),
+            next_update: time::OffsetDateTime::now_utc() + next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: vec![],
@@ -117,6 +124,21 @@ fn the_example_configuration_passes() {
     assert!(ok, "stderr: {err}");
     assert!(out.contains(": ok: gateway ID/PEMDA/1602/gw1"), "{out}");
     assert!(out.contains("2 service(s), 4 grant(s), 1 peer(s)"), "{out}");
+}
+
+#[test]
+fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
+    let (ok, _, err) = Fixture::new().check();
+    assert!(ok && !err.contains("warning"), "a fresh CRL: {err}");
+
+    let (ok, out, err) = Fixture::with_crl_for(time::Duration::days(3) + time::Duration::hours(1)).check();
+    assert!(ok && out.contains(": ok:"), "a warning, not an error: {err}");
+    assert!(err.contains("warning: the CRL") && err.contains("in 3 day(s)"), "{err}");
+    assert!(err.contains("splpd certs crl --ca DIR"), "{err}");
+
+    let (ok, _, err) = Fixture::with_crl_for(-time::Duration::days(1)).check();
+    assert!(ok, "the gateway still starts (a fresh CRL may be on its way): {err}");
+    assert!(err.contains("passed its next update") && err.contains("every certificate of that CA is refused"), "{err}");
 }
 
 #[test]

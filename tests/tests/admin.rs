@@ -209,6 +209,37 @@ async fn metrics_count_each_exchange_as_its_audit_record_has_it() {
     s.region.stop().await;
 }
 
+/// A CRL past its next update refuses every certificate of its CA on the exchange listeners.
+/// Operators still reach the admin listener, which says so: `/readyz` names the CRL and what to
+/// do, and `/metrics` has every CRL's next update for an alert before it comes to that.
+#[tokio::test]
+async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_why() {
+    let s = setup().await;
+    let metrics_text = metrics(&s).await;
+    let next = samples(&metrics_text, "splpd_crl_next_update_timestamp_seconds");
+    let region_crl = next.iter().find(|(labels, _)| labels["anchor"] == "region").expect("the region's CRL");
+    let in_days = (region_crl.1 - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
+    assert!(in_days > 7.0 && in_days <= 31.0, "the test PKI's CRL is fresh: next update in {in_days} days");
+    s.region.stop().await;
+
+    // The same region, its CRL signed three days ago for one day.
+    let pki = s.pki;
+    pki.region().crl(1, time::OffsetDateTime::now_utc() - time::Duration::days(3)).unwrap();
+    let region = RegionBuilder::new(&pki)
+        .service(NIK, &s.upstream.url(), "")
+        .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
+        .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\"]"))
+        .start()
+        .await;
+    let refused = region.call(Some(&pki.client(RSUD)), Proto::H1, Call::get(format!("/r1/{NIK}/x"))).await;
+    assert!(refused.is_err(), "the exchange listener refuses the CA's certificates: {:?}", refused.map(|r| r.status));
+    let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    let reason = reply.json()["reasons"][0].as_str().unwrap().to_owned();
+    assert!(reason.contains("passed its next update") && reason.contains("splpd certs crl"), "{reason}");
+    region.stop().await;
+}
+
 #[tokio::test]
 async fn readiness_follows_the_audit_log_and_maintenance_mode_which_is_itself_logged() {
     let s = setup().await;

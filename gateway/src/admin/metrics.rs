@@ -322,6 +322,8 @@ pub struct StateSnapshot {
     pub telemetry: Option<TelemetrySnapshot>,
     /// The configuration file and its version in force, when the gateway runs from one.
     pub config: Option<ConfigSnapshot>,
+    /// When each loaded CRL is due to be replaced.
+    pub crls: Vec<crate::tls::CrlStatus>,
 }
 
 /// The configuration file a gateway runs from, for the dashboard.
@@ -395,6 +397,7 @@ impl StateSnapshot {
             .collect();
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Self {
+            crls: snap.trust.crl_status().to_vec(),
             gateway: snap.gateway_id.to_string(),
             maintenance: gateway.maintenance().is_on(),
             reloads: gateway.generation(),
@@ -482,6 +485,19 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     );
     for e in &s.endpoints {
         out.sample("splpd_upstream_endpoint_up", &[("service", &e.service), ("endpoint", &e.endpoint)], u8::from(e.up));
+    }
+    out.family(
+        "splpd_crl_next_update_timestamp_seconds",
+        "gauge",
+        "When each loaded CRL reaches its next update (Unix time), by trust anchor and file: past it, every \
+         certificate of that CA is refused until a fresh CRL is loaded.",
+    );
+    for c in &s.crls {
+        if let Some(next) = c.next_update {
+            let file = c.path.display().to_string();
+            let labels = [("anchor", c.anchor.as_str()), ("file", file.as_str())];
+            out.sample("splpd_crl_next_update_timestamp_seconds", &labels, next.unix_timestamp());
+        }
     }
     out.family("splpd_upstream_endpoint_in_flight", "gauge", "Requests in flight to an endpoint.");
     for e in &s.endpoints {

@@ -277,8 +277,8 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Ready when the audit log takes records (without it every exchange is refused) and
-    /// maintenance mode is off.
+    /// Ready when the audit log takes records (without it every exchange is refused),
+    /// maintenance mode is off, and no CRL has expired (every certificate of its CA is refused).
     pub fn of(gateway: &Gateway) -> Self {
         let mut reasons = Vec::new();
         let health = gateway.audit().health();
@@ -287,6 +287,10 @@ impl Readiness {
         }
         if let Some(m) = gateway.maintenance().state() {
             reasons.push(format!("maintenance mode is on: {}", m.describe()));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        for crl in gateway.snapshot().trust.crl_status().iter().filter(|c| c.expired(now)) {
+            reasons.extend(crl.concern(now));
         }
         Self { reasons }
     }

@@ -101,6 +101,20 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => match config::load(&file) {
             Ok(cfg) => {
+                // The certificates and CRLs as the gateway will load them: a CRL of the wrong CA
+                // fails here rather than at start, and one near its next update is named.
+                match splpd_gateway::tls::TrustStore::load(&cfg) {
+                    Ok(trust) => {
+                        let now = time::OffsetDateTime::now_utc();
+                        for concern in trust.crl_status().iter().filter_map(|c| c.concern(now)) {
+                            eprintln!("warning: {concern}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("{}: {e}", file.display());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
                 super::out::line(&format!(
                     "{}: ok: gateway {}, {} listener(s), {} trust anchor(s), {} service(s), {} grant(s), {} peer(s)",
                     file.display(),
