@@ -21,7 +21,6 @@ use splpd_adapters::circuit::Lease;
 use splpd_adapters::http::{BoxError, UpstreamError};
 use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
 use splpd_certs::id::{ClientId, Identity, ServiceId};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::admin::Maintenance;
@@ -30,7 +29,7 @@ use crate::audit::{AuditSink, BodyHasher, RecordBuilder};
 use crate::authorize::AccessRequest;
 use crate::config::{AuditMode, ConnectionType, Protocol};
 use crate::error::{GatewayError, GrpcCode};
-use crate::forward::{self, BodySummary, MeteredRequestBody, RequestHasher, xroad};
+use crate::forward::{self, MeteredRequestBody, RequestHasher, xroad};
 use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
 use crate::local;
@@ -111,7 +110,7 @@ impl Called<'_> {
 }
 
 /// The body summary of a request on its way upstream, once its last byte has been forwarded.
-pub(crate) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
+pub(crate) type SummaryRx = crate::forward::RequestBodyWatch;
 
 impl Gateway {
     /// A gateway serving `snapshot` and logging to `audit`.
@@ -333,9 +332,19 @@ impl Gateway {
         // authorize
         let purpose = req.headers().get(&xroad::PURPOSE).and_then(|v| v.to_str().ok());
         let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
-        snap.policy
-            .check(&access, time::OffsetDateTime::now_utc())
-            .map_err(|d| GatewayError::AccessDenied(d.to_string()))?;
+        snap.policy.check(&access, time::OffsetDateTime::now_utc()).map_err(|d| {
+            let mut message = d.to_string();
+            // Of another region's service this gateway cannot tell whether it exists at all: a
+            // mistyped identifier is refused here for want of a grant, so say that too.
+            if matches!(d, crate::authorize::Denial::NoGrant { .. }) && !matches!(via, Via::Local) {
+                message.push_str(&format!(
+                    "; {} is served by another gateway, which alone knows whether it exists, so check the identifier \
+                     too",
+                    route.id
+                ));
+            }
+            GatewayError::AccessDenied(message)
+        })?;
 
         // rate-limit
         snap.limiter.check(&caller.client, &route.id).map_err(|limited| GatewayError::RateLimited {
@@ -515,7 +524,20 @@ impl Gateway {
                 crate::upstream::record(&mut ctx.record, failed.uri.as_ref(), &failed.attempts, &failed.note);
                 // A body over the limit shows up as a broken upstream exchange; say what it was.
                 let over = match summary.take() {
-                    Some(rx) => matches!(rx.await, Ok(Err(why)) if why.starts_with("body over")),
+                    Some(mut rx) => match (&mut rx).await {
+                        Ok(Ok(mut s)) => {
+                            s.record_into(&mut ctx.record);
+                            false
+                        }
+                        Ok(Err(why)) => {
+                            ctx.record.set_request_body_unfinished(rx.passed());
+                            why.starts_with("body over")
+                        }
+                        Err(_) => {
+                            ctx.record.set_request_body_unfinished(rx.passed());
+                            false
+                        }
+                    },
                     None => false,
                 };
                 let gw_err = if over {
@@ -541,11 +563,8 @@ impl Gateway {
                 s.record_into(&mut ctx.record);
                 Some(s.request_hash)
             }
-            Some(Err(_)) => {
-                summary = None;
-                None
-            }
-            None => None,
+            // Kept, so that the record says how much of the body passed.
+            Some(Err(_)) | None => None,
         };
 
         let (mut parts, body) = resp.into_parts();
@@ -574,7 +593,7 @@ impl Gateway {
             // hyper would never poll one, so the record is completed here and the answer waits
             // for it.
             ctx.record.set_response_body(BodyHasher::new().finish());
-            if let Some(Ok(Ok(mut s))) = summary.as_mut().map(oneshot::Receiver::try_recv) {
+            if let Some(Ok(Ok(mut s))) = summary.as_mut().map(SummaryRx::try_recv) {
                 s.record_into(&mut ctx.record);
             }
             return match self.audit.append(ctx.record.finish(), ctx.mode).await {

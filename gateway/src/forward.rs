@@ -2,7 +2,10 @@
 //! REST protocol (user headers pass, hop-by-hop headers stop, X-Road headers are the gateway's
 //! to set), the request hash, and metered bodies that hash and count bytes while they stream.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use aws_lc_rs::digest;
@@ -192,12 +195,44 @@ pub enum BodyError {
     Read(String),
 }
 
+/// The far end of a [`MeteredRequestBody`]: the body's summary once it has ended (awaited, or
+/// taken with `try_recv`), and meanwhile how many of its bytes have passed. An exchange can end
+/// before its request body does (a service that answers without reading it all): its record then
+/// says how much had passed, with no hash.
+#[derive(Debug)]
+pub struct RequestBodyWatch {
+    summary: oneshot::Receiver<Result<BodySummary, String>>,
+    passed: Arc<AtomicU64>,
+}
+
+impl RequestBodyWatch {
+    /// The summary, if the body has ended (or failed) by now.
+    pub fn try_recv(&mut self) -> Result<Result<BodySummary, String>, oneshot::error::TryRecvError> {
+        self.summary.try_recv()
+    }
+
+    /// The body's bytes that have passed so far.
+    pub fn passed(&self) -> u64 {
+        self.passed.load(Ordering::Relaxed)
+    }
+}
+
+impl Future for RequestBodyWatch {
+    type Output = Result<Result<BodySummary, String>, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.summary).poll(cx)
+    }
+}
+
 /// A request body on its way upstream: counted, hashed, bounded; reports its summary through a
-/// oneshot channel when it ends (nothing is sent if the upstream stops reading it).
+/// [`RequestBodyWatch`] when it ends (nothing is sent if the upstream stops reading it, but the
+/// watch still counts what passed).
 pub struct MeteredRequestBody<B> {
     inner: B,
     limit: u64,
     bytes: u64,
+    passed: Arc<AtomicU64>,
     empty: bool,
     sha256: Option<BodyHasher>,
     hasher: Option<RequestHasher>,
@@ -214,27 +249,24 @@ impl<B> std::fmt::Debug for MeteredRequestBody<B> {
 impl<B> MeteredRequestBody<B> {
     /// Wraps `inner`; the returned receiver yields the summary, or why the body failed. With
     /// `keep`, the summary also holds the body's first `keep` bytes.
-    pub fn new(
-        inner: B,
-        limit: u64,
-        hasher: RequestHasher,
-        keep: Option<usize>,
-    ) -> (Self, oneshot::Receiver<Result<BodySummary, String>>)
+    pub fn new(inner: B, limit: u64, hasher: RequestHasher, keep: Option<usize>) -> (Self, RequestBodyWatch)
     where
         B: Body,
     {
         let (tx, rx) = oneshot::channel();
+        let passed = Arc::new(AtomicU64::new(0));
         let body = Self {
             empty: inner.is_end_stream(),
             inner,
             limit,
             bytes: 0,
+            passed: Arc::clone(&passed),
             sha256: Some(BodyHasher::new()),
             hasher: Some(hasher),
             keeper: keep.map(BodyKeeper::new),
             done: Some(tx),
         };
-        (body, rx)
+        (body, RequestBodyWatch { summary: rx, passed })
     }
 
     fn finish(&mut self) {
@@ -276,6 +308,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    this.passed.store(this.bytes, Ordering::Relaxed);
                     if this.bytes > this.limit {
                         this.fail(format!("body over {} bytes", this.limit));
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));

@@ -164,9 +164,14 @@ pub fn inbound<'s>(snap: &'s Snapshot, auth: &'s ConnectionAuth) -> Option<(&'s 
 /// path needs of a service (its identifier, protocol, limits); its client is the hop's.
 pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<(Arc<Route>, Via), GatewayError> {
     let unknown = || {
+        let listing = if grpc {
+            "the gateway's splpd.v1.Directory service lists them".to_owned()
+        } else {
+            format!("GET /r1/{}/listMethods lists the provider's services", service.subsystem().to_url_path())
+        };
         GatewayError::UnknownService(format!(
-            "no service {service} is known to gateway {}, and no [[peer]] or [national] prefix covers it; check the \
-             identifier, or ask for the directory with GET /listClients",
+            "no service {service} is known to gateway {}, nor does it belong to another region or the national SPLP \
+             that this gateway reaches; check the identifier (identifiers are case-sensitive): {listing}",
             snap.gateway_id
         ))
     };

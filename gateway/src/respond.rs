@@ -197,8 +197,8 @@ impl AuditedBody {
                     self.request = Some(summary);
                     self.summary = None;
                 }
-                Err(oneshot::error::TryRecvError::Closed) => self.summary = None,
-                Err(oneshot::error::TryRecvError::Empty) => {}
+                // Kept: it still says how much of the body passed.
+                Err(oneshot::error::TryRecvError::Closed | oneshot::error::TryRecvError::Empty) => {}
             }
         }
         self.request.as_ref()
@@ -210,12 +210,14 @@ impl AuditedBody {
         self.record.as_ref()?;
         // Taken, not cloned: the kept request body goes with the record, not stays here too.
         self.request_summary();
-        if let Some(Ok(mut s)) = self.request.take()
-            && let Some(record) = &mut self.record
-        {
-            s.record_into(record);
-        }
         let mut record = self.record.take()?;
+        match (self.request.take(), &self.summary) {
+            (Some(Ok(mut s)), _) => s.record_into(&mut record),
+            // The answer ended before the request body did (or the body failed): as much as
+            // passed, and no hash, since the body was not read whole.
+            (_, Some(watch)) => record.set_request_body_unfinished(watch.passed()),
+            (Some(Err(_)), None) | (None, None) => {}
+        }
         if let Some(tally) = self.tally.take() {
             record.set_response_body(tally.finish());
         }

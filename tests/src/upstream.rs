@@ -12,6 +12,7 @@
 //! | `/large/{bytes}/…` | 200, a body of `bytes` bytes streamed in 64 KiB chunks, without Content-Length ([`large_body`]) |
 //! | `/status/{code}/…` | that status, with a problem+json body of its own ([`status_body`]) |
 //! | `/empty/…` | 204, no body |
+//! | `/partial/{n}/…` | 200, `ok`, once `n` bytes of the request body are in; the rest is read and dropped half a second later |
 //! | anything else | 200, `ok` |
 
 use std::convert::Infallible;
@@ -274,9 +275,28 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<UpBody>, Infallible> {
     let (parts, mut body) = req.into_parts();
+    // `/partial/N`: the answer comes once N bytes of the body are in, the rest left unread.
+    let read_at_most = parts
+        .uri
+        .path()
+        .strip_prefix("/partial/")
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.parse::<usize>().ok());
     let mut bytes = Vec::new();
     let mut complete = true;
     while let Some(frame) = body.frame().await {
+        if read_at_most.is_some_and(|n| bytes.len() >= n) {
+            // The rest is read and dropped after the answer, as a server that answers early
+            // does to keep its connection (closing it would fail the client's upload).
+            complete = false;
+            // Half a second later: long after the gateway has given up waiting for the body's end
+            // before answering.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                while body.frame().await.is_some() {}
+            });
+            break;
+        }
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {

@@ -172,6 +172,12 @@ async fn a_cross_region_call_without_a_grant_is_refused_where_the_grant_is_missi
     let reply = t.a.call(Some(&dishub), Proto::H1, nik_call(B_NIK, DISHUB)).await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.xroad_error(), Some("Client.AccessDenied"));
+    // A cannot know whether B has such a service, and says so.
+    assert!(
+        reply.text().contains("served by another gateway, which alone knows whether it exists"),
+        "{}",
+        reply.text()
+    );
     let ra = t.a.record(reply.exchange_id()).await;
     assert_eq!(ra.error_type, "Client.AccessDenied");
     assert_eq!(ra.peer, "ID/PEMDA/1601/gw1");

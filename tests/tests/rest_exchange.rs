@@ -418,6 +418,41 @@ async fn errors_of_the_service_itself_pass_through_untouched() {
     assert_record_count(&region, 3).await;
 }
 
+/// A service may answer before it has read the request body. The record then says how much of
+/// the body had passed when the exchange ended, and gives no hash for a body not read whole (it
+/// said nothing of the body before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_service_did_not_read_whole_is_logged_as_far_as_it_passed() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    // More than the sockets between client, gateway and service hold while the service is not
+    // reading, so that the body is still on its way when the answer ends.
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &upstream.url(), "max_request_body = \"256 MiB\"")
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{DINKES}\""))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    let chunks = 48 * 16;
+    let total = chunks * chunk.len();
+    for proto in [Proto::H1, Proto::H2] {
+        let call = Call::new(http::Method::PUT, target(SERVICE, "/partial/1000")).chunked(vec![chunk.clone(); chunks]);
+        let reply = region.call(Some(&dinkes), proto, call).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{proto:?}: {}", reply.text());
+        let rec = region.record(reply.exchange_id()).await;
+        let passed = usize::try_from(rec.request_body_bytes).unwrap();
+        if rec.request_body_sha256.is_empty() {
+            assert!((1000..total).contains(&passed), "{proto:?}: {passed} bytes of {total} passed");
+            assert!(rec.request_hash.is_empty(), "{proto:?}: no hash of a body not read whole");
+        } else {
+            // The whole body got through before the answer ended: then it is all there.
+            assert_eq!(passed, total, "{proto:?}");
+        }
+    }
+    assert_eq!(upstream.received().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_without_a_body_is_logged_as_complete() {
     let Setup { region, upstream, pki } = setup().await;

@@ -244,6 +244,13 @@ impl RecordBuilder {
         self.record.request_body_sha256 = body.sha256.to_vec();
     }
 
+    /// The request body had not ended (or broke off) when the record was made: `bytes` of it had
+    /// passed, and it has no hash, since it was not read whole.
+    pub fn set_request_body_unfinished(&mut self, bytes: u64) {
+        self.record.request_body_bytes = bytes;
+        self.record.request_body_sha256.clear();
+    }
+
     /// Size and hash of the response body as sent to the client.
     pub fn set_response_body(&mut self, body: BodyDigest) {
         self.record.response_body_bytes = body.bytes;

@@ -9,17 +9,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::oneshot;
 
 use crate::audit::{AuditMode, AuditSink, AuditTicket, BodyHasher, RecordBuilder};
 use crate::config::Protocol;
 use crate::error::{GatewayError, GrpcCode};
 use crate::exchange::ABANDONED;
-use crate::forward::{BodySummary, xroad};
+use crate::forward::xroad;
 use crate::grpc;
 
 /// The request body's summary, once its last byte has been read.
-pub(super) type SummaryRx = oneshot::Receiver<Result<BodySummary, String>>;
+pub(super) use crate::exchange::SummaryRx;
 
 /// Puts the request body's size, digest and request hash into the record, if they are known.
 pub(super) fn add_request(record: &mut RecordBuilder, summary: &mut SummaryRx) {

@@ -175,7 +175,16 @@ impl Directory {
                 served.join(", ")
             )));
         }
-        Ok(self.providers.get(provider).map_or(&[], Vec::as_slice))
+        match self.providers.get(provider) {
+            Some(services) => Ok(services),
+            // A subsystem the configuration names offers nothing; one it never names is most
+            // likely a mistyped identifier, which an empty list would hide.
+            None if self.clients.iter().any(|c| c.subsystem.as_ref() == Some(provider)) => Ok(&[]),
+            None => Err(GatewayError::UnknownService(format!(
+                "no subsystem {provider} is known to this gateway; GET /listClients lists its members and subsystems \
+                 (identifiers are case-sensitive)"
+            ))),
+        }
     }
 
     /// The services of `provider` that `client` holds a grant in force on at `now`, each with the
@@ -388,7 +397,7 @@ grpc_services = ["kesehatan.v1.Rujukan"]
 
         let yaml = d.document(&id("ID/PEMDA/1602/BAPENDA/pajak")).unwrap();
         assert_eq!(yaml.media_type, "application/yaml");
-        assert!(d.services(&id("ID/PEMDA/1602/BAPPEDA")).unwrap().is_empty());
+        assert!(d.services(&id("ID/PEMDA/1602/BAPPEDA")).is_err(), "named nowhere in the configuration");
         let foreign = d.services(&id("ID/PEMDA/1601/DINKES")).unwrap_err();
         assert!(matches!(&foreign, GatewayError::UnknownService(m) if m.contains("not served by this gateway")));
     }
@@ -404,6 +413,27 @@ grpc_services = ["kesehatan.v1.Rujukan"]
         assert!(why("ID/PEMDA/1602/DISDUKCAPIL/nope").contains("no service ID/PEMDA/1602/DISDUKCAPIL/nope"));
         assert!(why("ID/PEMDA/1602/DISDUKCAPIL/akta").contains("no OpenAPI document"));
         assert!(why("ID/PEMDA/1602/DINKES/rujukan").contains("gRPC service"));
+    }
+
+    #[test]
+    fn a_provider_never_named_is_unknown_and_a_named_one_without_services_has_none() {
+        let (_dir, config) = config(
+            r#"
+[[grant]]
+service = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify"
+client = "ID/PEMDA/1602/RSUD"
+"#,
+        );
+        let d = Directory::build(&config).unwrap();
+        let rsud: ClientId = "ID/PEMDA/1602/RSUD".parse().unwrap();
+        assert!(d.clients(None).any(|c| c.subsystem.as_ref() == Some(&rsud)), "named by the configuration");
+        assert!(d.services(&rsud).unwrap().is_empty());
+        let typo: ClientId = "ID/PEMDA/1602/DISDUKCAPlL".parse().unwrap();
+        let err = d.services(&typo).unwrap_err().to_string();
+        assert!(
+            err.contains("no subsystem ID/PEMDA/1602/DISDUKCAPlL is known") && err.contains("/listClients"),
+            "{err}"
+        );
     }
 
     #[test]
