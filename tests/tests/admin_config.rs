@@ -230,6 +230,37 @@ async fn a_change_that_cannot_be_made_leaves_the_file_and_the_configuration_in_f
     s.region.stop().await;
 }
 
+/// A hand edit that is refused leaves the file holding a version that is not in force: the
+/// operator sees it in `GET /config`'s headers, on the dashboard and in `/metrics`, not only in
+/// the log; the next good edit clears it from the dashboard.
+#[tokio::test]
+async fn a_refused_edit_of_the_file_shows_beside_the_version_still_in_force() {
+    let s = setup().await;
+    let (reloader, stop) = attach(&s.region);
+    let path = s.region.config_path().to_owned();
+    let good = std::fs::read_to_string(&path).unwrap();
+    let before = call(&s, Call::new(Method::GET, "/config")).await;
+    let in_force = etag(&before);
+    assert_eq!(before.header("x-splpd-version-in-force"), Some(format!("\"{in_force}\"").as_str()));
+
+    std::fs::write(&path, format!("{good}\n[[grant]]\nservice = \"ID/PEMDA/1602/NOWHERE/x\"\nclient = \"{RSUD}\"\n"))
+        .unwrap();
+    assert!(reloader.reload().await.is_err());
+    let after = call(&s, Call::new(Method::GET, "/config")).await;
+    assert_ne!(etag(&after), in_force, "the file as it is");
+    assert_eq!(after.header("x-splpd-version-in-force"), Some(format!("\"{in_force}\"").as_str()));
+    let metrics = call(&s, Call::new(Method::GET, "/metrics")).await.text();
+    assert!(metrics.contains("splpd_config_reloads_refused_total 1"), "{metrics}");
+    let page = call(&s, Call::new(Method::GET, "/?lang=en")).await.text();
+    assert!(page.contains("Reload refused") && page.contains(&etag(&after)), "{page}");
+
+    std::fs::write(&path, &good).unwrap();
+    reloader.reload().await.unwrap();
+    let page = call(&s, Call::new(Method::GET, "/?lang=en")).await.text();
+    assert!(!page.contains("Reload refused"), "{page}");
+    let _ = stop.send(true);
+}
+
 #[tokio::test]
 async fn two_operators_changing_the_same_version_at_once_cannot_overwrite_each_other() {
     let s = setup().await;

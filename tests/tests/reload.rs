@@ -94,6 +94,25 @@ async fn a_reload_keeps_the_rate_limit_buckets_of_unchanged_limits() {
     region.stop().await;
 }
 
+/// A new key for the gateway goes into TLS at once, but not into the audit log, which signs its
+/// checkpoints with the key it was opened with: the reload says so, for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    assert!(!reloader.reload().await.unwrap().signing_key_changed, "the same key");
+
+    let id = splpd_certs::id::Identity::parse(splpd_certs::id::IdKind::Server, "ID/PEMDA/1602/gw1").unwrap();
+    let req = splpd_certs::pki::LeafRequest::new(id)
+        .with_names(vec!["localhost".into()], vec![std::net::IpAddr::from([127, 0, 0, 1])]);
+    let (cert, key) = (pki.dir().join("gw1.crt"), pki.dir().join("gw1.key"));
+    let now = time::OffsetDateTime::now_utc();
+    pki.region().issue(&req, splpd_certs::pki::KeyType::default(), &cert, &key, true, now).unwrap();
+    assert!(reloader.reload().await.unwrap().signing_key_changed, "a new key");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_or_unappliable_configuration_is_refused_and_the_running_one_kept() {
     let pki = Pki::new();

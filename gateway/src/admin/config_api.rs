@@ -4,7 +4,7 @@
 //!
 //! | request | what |
 //! |---|---|
-//! | `GET /config` | the file as it is, `ETag` its version |
+//! | `GET /config` | the file as it is, `ETag` its version; `X-Splpd-Version-In-Force` the version running |
 //! | `POST /config/check` | the body checked as the new file: its mistakes, or the diff; changes nothing |
 //! | `PUT /config` | the body put in force, `If-Match` the version it replaces |
 //! | `POST /config/undo` | the version the last change replaced, put back; `If-Match` as above |
@@ -24,6 +24,10 @@ use splpd_certs::id::AdminId;
 use super::{AdminResponse, error, json_response, text};
 use crate::exchange::Gateway;
 use crate::reload::{ChangeError, Changed, ChangedBy, ReloadError, ReloadReport};
+
+/// On `GET /config`, the version in force, to compare with the file's `ETag`: they differ while
+/// the file holds an edit that was refused.
+const VERSION_IN_FORCE: header::HeaderName = header::HeaderName::from_static("x-splpd-version-in-force");
 
 /// The largest configuration the API takes; real ones are a few hundred KiB at most.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -56,7 +60,16 @@ pub(super) async fn handle(
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (path.as_str(), method.as_str()) {
-        ("/config", "GET" | "HEAD") => toml_response(reloader.current().await),
+        ("/config", "GET" | "HEAD") => {
+            let mut resp = toml_response(reloader.current().await);
+            // The file may hold a version that was refused; say which one runs.
+            if let Some(v) = reloader.version_in_force()
+                && let Ok(value) = header::HeaderValue::from_str(&format!("\"{v}\""))
+            {
+                resp.headers_mut().insert(VERSION_IN_FORCE, value);
+            }
+            resp
+        }
         ("/config/previous", _) => match reloader.previous().await {
             // Nothing kept is a resource that is not there, not a conflict as for an undo.
             Err(e @ ChangeError::NoHistory { .. }) => {

@@ -133,8 +133,25 @@ pub(super) fn render(
                 format!("{} {at}, {who}{why}", change.version)
             }
         };
-        let _ =
-            writeln!(h, "<tr><th>{}</th><td>{}</td></tr></table>", t("Perubahan terakhir", "Last change"), Html(&last));
+        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", t("Perubahan terakhir", "Last change"), Html(&last));
+        if let Some(refused) = &c.last_refused {
+            let at = refused.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            let said = format!(
+                "{} {at}: {}",
+                refused.version,
+                t(
+                    "berkas tidak diberlakukan; konfigurasi sebelumnya tetap berlaku (lihat log)",
+                    "the file was not put in force; the configuration before it still is (see the log)"
+                )
+            );
+            let _ = writeln!(
+                h,
+                "<tr><th>{}</th><td><span class=\"bad\">{}</span></td></tr>",
+                t("Muat ulang ditolak", "Reload refused"),
+                Html(&said)
+            );
+        }
+        h.push_str("</table>\n");
     }
 
     let _ = writeln!(h, "<h2>{}</h2><table>", t("Log audit", "Audit log"));

@@ -335,6 +335,10 @@ pub struct ConfigSnapshot {
     pub version: Option<String>,
     /// The latest configuration put in force since start.
     pub last_change: Option<crate::reload::LastChange>,
+    /// Reloads refused since start.
+    pub refused: u64,
+    /// The latest reload refused, unless a configuration went into force after it.
+    pub last_refused: Option<crate::reload::RefusedReload>,
 }
 
 /// What the OpenTelemetry exporter has done since start.
@@ -417,6 +421,8 @@ impl StateSnapshot {
                 file: r.path().display().to_string(),
                 version: r.version_in_force(),
                 last_change: r.last_change(),
+                refused: r.refused(),
+                last_refused: r.last_refused(),
             }),
             telemetry: gateway.telemetry().map(|t| TelemetrySnapshot {
                 spans_sent: t.spans_sent.load(Ordering::Relaxed),
@@ -434,6 +440,14 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     out.sample("splpd_build_info", &[("gateway", &s.gateway), ("version", env!("CARGO_PKG_VERSION"))], 1);
     out.single("splpd_maintenance", "gauge", "1 while maintenance mode is on.", u8::from(s.maintenance));
     out.single("splpd_config_reloads_total", "counter", "Configurations put in force since start.", s.reloads);
+    if let Some(c) = &s.config {
+        out.single(
+            "splpd_config_reloads_refused_total",
+            "counter",
+            "Reloads of the configuration file refused since start: the file holds a version not in force.",
+            c.refused,
+        );
+    }
     out.single(
         "splpd_audit_available",
         "gauge",

@@ -67,6 +67,9 @@ pub struct ReloadReport {
     pub audit_needs_restart: Vec<String>,
     /// `[telemetry]` changed, which takes effect only at the next start (the exporter runs).
     pub telemetry_needs_restart: bool,
+    /// The gateway's key is another than at start: TLS uses the new one, while the audit log
+    /// signs its checkpoints with the one it opened with until the next start.
+    pub signing_key_changed: bool,
 }
 
 /// Reloads one gateway's configuration from its file.
@@ -89,6 +92,12 @@ pub struct Reloader {
     in_force: Mutex<Option<[u8; 32]>>,
     /// The latest configuration put in force since start, for the dashboard.
     last_change: Mutex<Option<LastChange>>,
+    /// Reloads refused since start, for `/metrics`.
+    refused: std::sync::atomic::AtomicU64,
+    /// The latest reload refused, until a configuration goes into force after it.
+    last_refused: Mutex<Option<RefusedReload>>,
+    /// The SHA-256 of the gateway's key file at start: the key the audit log signs with.
+    signing_key: Option<[u8; 32]>,
     /// A change through the admin listener put a configuration in force: [`Reloader::run`]
     /// watches the files it names.
     changed_elsewhere: tokio::sync::Notify,
@@ -107,6 +116,17 @@ pub struct LastChange {
     pub host_user: Option<String>,
     /// The reason given.
     pub issue: String,
+}
+
+/// A reload that was refused, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedReload {
+    /// The version of the text refused ("unreadable" when the file could not be read).
+    pub version: String,
+    /// When.
+    pub at: time::OffsetDateTime,
+    /// Why, as the log says it.
+    pub why: String,
 }
 
 /// Who put a configuration in force, for its audit record and the dashboard.
@@ -142,6 +162,7 @@ impl Reloader {
         let audit = snap.config.audit.clone();
         let telemetry = snap.config.telemetry.clone();
         let in_force = text.map(splpd_certs::load::sha256);
+        let signing_key = std::fs::read(&snap.config.gateway.key).ok().map(|k| splpd_certs::load::sha256(&k));
         Self {
             path: path.to_owned(),
             gateway,
@@ -152,8 +173,21 @@ impl Reloader {
             changing: tokio::sync::Mutex::new(()),
             in_force: Mutex::new(in_force),
             last_change: Mutex::new(None),
+            refused: std::sync::atomic::AtomicU64::new(0),
+            last_refused: Mutex::new(None),
+            signing_key,
             changed_elsewhere: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Reloads refused since start (the file, or a change, that did not go into force).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest reload refused since start, unless a configuration went into force after it.
+    pub fn last_refused(&self) -> Option<RefusedReload> {
+        lock(&self.last_refused).clone()
     }
 
     /// The version of the configuration text in force, when known.
@@ -172,6 +206,7 @@ impl Reloader {
         // is shown only once it is gone.
         History::of(&self.path).clear_note_for(&digest);
         *lock(&self.in_force) = Some(digest);
+        *lock(&self.last_refused) = None;
         let (operator, host_user, issue) = match by {
             Author::Unknown => (None, None, String::new()),
             Author::Operator(b) => (Some(b.operator.clone()), None, b.issue.clone()),
@@ -215,12 +250,27 @@ impl Reloader {
                         "[telemetry] changed: the exporter keeps its settings from the start until splpd is restarted"
                     );
                 }
+                if report.signing_key_changed {
+                    tracing::warn!(
+                        "the gateway's key changed: TLS uses the new one now, but the audit log signs its checkpoints \
+                         with the key it was opened with until splpd is restarted; restart it soon, and at once if the \
+                         old key may have been compromised"
+                    );
+                }
                 tracing::info!(config = %self.path.display(), %version, "configuration reloaded and in force");
             }
-            Err(err) => tracing::error!(
-                config = %self.path.display(),
-                "configuration reload refused (version {version}); the running configuration stays in force:\n{err}"
-            ),
+            Err(err) => {
+                *lock(&self.last_refused) = Some(RefusedReload {
+                    version: version.to_owned(),
+                    at: time::OffsetDateTime::now_utc(),
+                    why: err.to_string(),
+                });
+                self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    config = %self.path.display(),
+                    "configuration reload refused (version {version}); the running configuration stays in force:\n{err}"
+                );
+            }
         }
         outcome
     }
@@ -277,6 +327,7 @@ impl Reloader {
             listeners: self.listeners.clone(),
             audit: self.audit.clone(),
             telemetry: serde_json::to_value(&self.telemetry).ok(),
+            signing_key: self.signing_key,
         }
     }
 
@@ -425,6 +476,8 @@ struct Checker {
     listeners: Vec<(String, SocketAddr)>,
     audit: config::Audit,
     telemetry: Option<serde_json::Value>,
+    /// The SHA-256 of the gateway's key file as the audit log was opened with it.
+    signing_key: Option<[u8; 32]>,
 }
 
 impl Checker {
@@ -434,9 +487,11 @@ impl Checker {
         let base = config::history::folder_of(path);
         let config = config::parse_in(name, &base, text)?;
         check_listeners(&self.listeners, &config)?;
+        let key_now = std::fs::read(&config.gateway.key).ok().map(|k| splpd_certs::load::sha256(&k));
         let report = ReloadReport {
             audit_needs_restart: audit_changes(&self.audit, &config.audit),
             telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != self.telemetry,
+            signing_key_changed: self.signing_key.is_some() && key_now != self.signing_key,
         };
         Ok((Snapshot::build(config)?, report))
     }
