@@ -455,7 +455,12 @@ fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
     assert_ne!(moved, original);
     std::fs::write(f.dir.path().join("moved.toml"), &moved).unwrap();
     let (ok, _, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "moved.toml", "--yes"], "");
-    assert!(!ok && err.contains("listeners are bound at start") && err.contains("splpd.toml is unchanged"), "{err}");
+    assert!(
+        !ok && err.contains("listeners are bound at start")
+            && err.contains("by hand and restart splpd")
+            && err.contains("splpd.toml is unchanged"),
+        "{err}"
+    );
     assert_eq!(f.text(), original);
 
     // Its relative file names are those of the configuration's folder, where it will run.

@@ -48,8 +48,9 @@ pub enum ReloadError {
     Runtime(#[from] RuntimeError),
     /// It changes the listeners, which are bound once at start.
     #[error(
-        "{0}; listeners are bound at start and cannot change on reload: restart splpd to apply this, or undo the \
-         change to reload the rest"
+        "{0}; listeners are bound at start and cannot change while splpd runs: put the file with the new listeners \
+         in place by hand and restart splpd (a reload of such a file is refused and the configuration in force \
+         stays; `splpd config apply` and the admin API do not write it)"
     )]
     Listeners(String),
     /// The compiling task failed.
