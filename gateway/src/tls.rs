@@ -456,6 +456,9 @@ impl GatewayCert {
 
     /// Loads `[gateway] cert` and `key` of a configuration.
     pub fn from_config(config: &Config) -> Result<Self, TlsSetupError> {
+        if let Some(concern) = key_file_concern(&config.gateway.key) {
+            tracing::warn!("{concern}");
+        }
         Self::load(&config.gateway.cert, &config.gateway.key)
     }
 
@@ -467,6 +470,21 @@ impl GatewayCert {
     pub(crate) fn resolver(&self) -> Arc<SingleCertAndKey> {
         Arc::new(SingleCertAndKey::from(Arc::clone(&self.certified)))
     }
+}
+
+/// What is wrong with how a private key file is kept, if anything: other accounts may read it
+/// (`splpd certs` writes keys 0600, but a copy or an unpacked archive may not be).
+pub fn key_file_concern(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the gateway's private key {} may be read by other accounts on this host (mode {mode:04o}): `chmod 600 {}`, \
+             and make it owned by the account splpd runs as",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// Whether a TLS listener insists on a client certificate.

@@ -129,7 +129,7 @@ fn the_example_configuration_passes() {
 #[test]
 fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     let (ok, _, err) = Fixture::new().check();
-    assert!(ok && !err.contains("warning"), "a fresh CRL: {err}");
+    assert!(ok && !err.contains("warning: the CRL"), "a fresh CRL: {err}");
 
     let (ok, out, err) = Fixture::with_crl_for(time::Duration::days(3) + time::Duration::hours(1)).check();
     assert!(ok && out.contains(": ok:"), "a warning, not an error: {err}");
@@ -139,6 +139,39 @@ fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     let (ok, _, err) = Fixture::with_crl_for(-time::Duration::days(1)).check();
     assert!(ok, "the gateway still starts (a fresh CRL may be on its way): {err}");
     assert!(err.contains("passed its next update") && err.contains("every certificate of that CA is refused"), "{err}");
+}
+
+/// What the file cannot show but `splpd serve` depends on is said as a warning: a gateway key
+/// other accounts may read, a secret's environment variable that is not set.
+#[test]
+fn a_readable_key_and_an_unset_secret_variable_are_warned_of() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = Fixture::new();
+    let key = f.dir.path().join("pki/gw1.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["config", "check"])
+        .arg(f.config())
+        .env_remove("SPLPD_NATIONAL_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "warnings, not errors: {err}");
+    assert!(
+        err.contains("may be read by other accounts") && err.contains("mode 0644") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(err.contains("SPLPD_NATIONAL_CLIENT_SECRET, which is not set here"), "{err}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["config", "check"])
+        .arg(f.config())
+        .env("SPLPD_NATIONAL_CLIENT_SECRET", "rahasia")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("other accounts") && !err.contains("not set here"), "{err}");
 }
 
 #[test]

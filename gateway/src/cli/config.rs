@@ -115,6 +115,20 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::FAILURE);
                     }
                 }
+                // What depends on the host splpd runs on rather than on the file: said, not
+                // failed, since the check may run under another account or shell.
+                if let Some(concern) = splpd_gateway::tls::key_file_concern(&cfg.gateway.key) {
+                    eprintln!("warning: {concern}");
+                }
+                if let Some(var) = cfg.national.as_ref().and_then(|n| n.client_secret_env.as_deref())
+                    && std::env::var_os(var).is_none()
+                {
+                    eprintln!(
+                        "warning: [national] client_secret_env names {var}, which is not set here; splpd serve will \
+                         not start without it: set it where splpd runs (e.g. Environment= in its systemd unit), or \
+                         use client_secret_file"
+                    );
+                }
                 super::out::line(&format!(
                     "{}: ok: gateway {}, {} listener(s), {} trust anchor(s), {} service(s), {} grant(s), {} peer(s)",
                     file.display(),
