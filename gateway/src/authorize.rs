@@ -23,6 +23,16 @@ pub struct GrantRule {
     valid_until: Option<OffsetDateTime>,
 }
 
+/// The terms of a client's grants on a service, as the directory shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantTerms {
+    /// The purposes one of which the client must declare in `X-SPLP-Purpose`; empty when it
+    /// need declare none.
+    pub purposes: Vec<String>,
+    /// When the last of its grants ends; `None` when one does not.
+    pub valid_until: Option<OffsetDateTime>,
+}
+
 /// Where `now` falls against a grant's validity window.
 enum Window {
     Early(OffsetDateTime),
@@ -222,6 +232,27 @@ impl AccessPolicy {
             }
         }
         any.then_some(Endpoints::Only(only))
+    }
+
+    /// On what terms `client` may call `service` at `now`, for the directory: the purposes it
+    /// must declare (none when one of its grants in force asks for none), and until when its
+    /// grants hold (none when one has no end).
+    pub fn terms(&self, client: &ClientId, service: &ServiceId, now: OffsetDateTime) -> GrantTerms {
+        let rules: Vec<_> = self.rules(client, service).iter().filter(|r| r.is_in_force(now)).collect();
+        let mut purposes: Vec<String> = Vec::new();
+        if !rules.iter().any(|r| r.purposes.is_empty()) {
+            for p in rules.iter().flat_map(|r| r.purposes()) {
+                if !purposes.iter().any(|q| q == p) {
+                    purposes.push(p.to_owned());
+                }
+            }
+        }
+        let valid_until = if rules.iter().any(|r| r.valid_until.is_none()) {
+            None
+        } else {
+            rules.iter().filter_map(|r| r.valid_until).max()
+        };
+        GrantTerms { purposes, valid_until }
     }
 
     /// The services on which `client` holds a grant in force at `now`, sorted.

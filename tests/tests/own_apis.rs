@@ -379,10 +379,10 @@ async fn allowed_methods_differ_by_the_callers_grants() {
             reply.json()
         }
     };
-    assert_eq!(
-        allowed(&rsud, DISDUKCAPIL).await,
-        json!({"service": [method_json(DISDUKCAPIL, "nik-verify", "OPENAPI", &[("GET", "/nik/*")])]})
-    );
+    // RSUD's grant is bound to a purpose, which the list names.
+    let mut rsud_nik = method_json(DISDUKCAPIL, "nik-verify", "OPENAPI", &[("GET", "/nik/*")]);
+    rsud_nik["purposes"] = json!(["pelayanan-kesehatan"]);
+    assert_eq!(allowed(&rsud, DISDUKCAPIL).await, json!({"service": [rsud_nik]}));
     assert_eq!(
         allowed(&simpeg, DISDUKCAPIL).await,
         json!({"service": [

@@ -80,6 +80,8 @@ pub struct ServiceEntry {
     pub endpoints: Vec<Endpoint>,
     /// Its OpenAPI document, when it has one.
     pub document: Option<Document>,
+    /// In `allowedMethods`, the terms of the caller's grants on it; default otherwise.
+    pub terms: crate::authorize::GrantTerms,
 }
 
 impl ServiceEntry {
@@ -150,7 +152,8 @@ impl Directory {
                 }
                 (Protocol::Rest, _) => Vec::new(),
             };
-            let entry = ServiceEntry { id: s.id.clone(), protocol: s.protocol, endpoints, document };
+            let entry =
+                ServiceEntry { id: s.id.clone(), protocol: s.protocol, endpoints, document, terms: Default::default() };
             providers.entry(s.id.subsystem().clone()).or_default().push(entry);
         }
         for services in providers.values_mut() {
@@ -189,8 +192,9 @@ impl Directory {
 
     /// The services of `provider` that `client` holds a grant in force on at `now`, each with the
     /// endpoints its grants open: the service's own list when a grant opens every endpoint, else
-    /// the grants' patterns. Purposes are not checked: the list shows what is open to a caller
-    /// that declares the purpose its grant asks for.
+    /// the grants' patterns, and the terms of those grants (the purpose to declare, the end).
+    /// Purposes are not checked: the list shows what is open to a caller that declares the
+    /// purpose its grant asks for.
     pub fn allowed(
         &self,
         policy: &AccessPolicy,
@@ -200,11 +204,13 @@ impl Directory {
     ) -> Result<Vec<ServiceEntry>, GatewayError> {
         let mut allowed = Vec::new();
         for s in self.services(provider)? {
+            let terms = || policy.terms(client, &s.id, now);
             match policy.allowed_endpoints(client, &s.id, now) {
                 None => {}
-                Some(Endpoints::All) => allowed.push(s.clone()),
+                Some(Endpoints::All) => allowed.push(ServiceEntry { terms: terms(), ..s.clone() }),
                 Some(Endpoints::Only(patterns)) => allowed.push(ServiceEntry {
                     endpoints: patterns.into_iter().map(|p| Endpoint::of_pattern(p, s.protocol)).collect(),
+                    terms: terms(),
                     ..s.clone()
                 }),
             }
@@ -506,6 +512,7 @@ valid_until = 2020-01-01T00:00:00Z
 service = "ID/PEMDA/1602/DINKES/rujukan"
 client = "ID/PEMDA/1602/RSUD"
 endpoints = ["/kesehatan.v1.Rujukan/Kirim"]
+valid_until = 2099-01-01T00:00:00Z
 "#,
         );
         let d = Directory::build(&config).unwrap();
@@ -538,5 +545,25 @@ endpoints = ["/kesehatan.v1.Rujukan/Kirim"]
             show("ID/PEMDA/1602/RSUD", &id("ID/PEMDA/1602/DINKES")),
             [("rujukan".to_owned(), vec!["POST /kesehatan.v1.Rujukan/Kirim".to_owned()])]
         );
+
+        // The terms come along: the purpose to declare, and when the grants end.
+        let terms = |client: &str, provider: &str| {
+            d.allowed(&policy, &id(client), &id(provider), now)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.terms)
+                .collect::<Vec<_>>()
+        };
+        let rsud_nik = &terms("ID/PEMDA/1602/RSUD", "ID/PEMDA/1602/DISDUKCAPIL")[0];
+        assert_eq!(
+            (rsud_nik.purposes.as_slice(), rsud_nik.valid_until),
+            (&["pelayanan-kesehatan".to_owned()][..], None)
+        );
+        let simpeg_nik = &terms("ID/PEMDA/1602/SIMPEG", "ID/PEMDA/1602/DISDUKCAPIL")[0];
+        assert!(simpeg_nik.purposes.is_empty(), "no purpose to declare: {simpeg_nik:?}");
+        let rujukan = &terms("ID/PEMDA/1602/RSUD", "ID/PEMDA/1602/DINKES")[0];
+        assert_eq!(rujukan.valid_until, Some(time::macros::datetime!(2099-01-01 00:00 UTC)));
+        // listMethods says nothing of anyone's grants.
+        assert!(d.services(&disdukcapil).unwrap().iter().all(|s| s.terms == crate::authorize::GrantTerms::default()));
     }
 }

@@ -75,6 +75,12 @@ struct MethodJson<'a> {
     service_code: &'a str,
     service_type: &'static str,
     endpoint_list: &'a [Endpoint],
+    /// allowedMethods only (not in X-Road's shape): the purposes one of which the caller must
+    /// declare in X-SPLP-Purpose, and when its grants end.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    purposes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_until: Option<String>,
 }
 
 impl<'a> From<&'a ServiceEntry> for MethodJson<'a> {
@@ -90,6 +96,11 @@ impl<'a> From<&'a ServiceEntry> for MethodJson<'a> {
             service_code: s.id.code(),
             service_type: s.service_type(),
             endpoint_list: &s.endpoints,
+            purposes: &s.terms.purposes,
+            valid_until: s
+                .terms
+                .valid_until
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
         }
     }
 }
@@ -273,6 +284,7 @@ mod tests {
             protocol: crate::config::Protocol::Grpc,
             endpoints: vec![Endpoint { method: "POST".into(), path: "/kesehatan.v1.Rujukan/*".into() }],
             document: None,
+            terms: crate::authorize::GrantTerms::default(),
         };
         let v = serde_json::to_value(MethodList { service: vec![MethodJson::from(&service)] }).unwrap();
         assert_eq!(
@@ -281,5 +293,13 @@ mod tests {
                 "member_code": "1602", "subsystem_code": "DINKES", "service_code": "rujukan", "service_type": "GRPC",
                 "endpoint_list": [{"method": "POST", "path": "/kesehatan.v1.Rujukan/*"}]}]})
         );
+        // allowedMethods adds the terms of the caller's grants.
+        let terms = crate::authorize::GrantTerms {
+            purposes: vec!["rujukan-pasien".into()],
+            valid_until: Some(time::macros::datetime!(2030-01-01 00:00 UTC)),
+        };
+        let v = serde_json::to_value(MethodJson::from(&ServiceEntry { terms, ..service })).unwrap();
+        assert_eq!(v["purposes"], serde_json::json!(["rujukan-pasien"]));
+        assert_eq!(v["valid_until"], "2030-01-01T00:00:00Z");
     }
 }
