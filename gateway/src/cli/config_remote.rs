@@ -180,7 +180,8 @@ impl Admin {
         let (parts, body) = tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
             .with_context(|| format!("{method} {url} took longer than {CALL_TIMEOUT:?}"))?
-            .with_context(|| format!("{method} {url}"))?;
+            .with_context(|| format!("{method} {url}"))
+            .map_err(|e| explain_name_mismatch(e, &self.base))?;
         let etag =
             parts.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
         Ok(Answer { status: parts.status, etag, body: String::from_utf8_lossy(&body).into_owned() })
@@ -245,5 +246,42 @@ fn warn_restart(v: &Value) {
     let keys: Vec<&str> = v["needs_restart"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if !keys.is_empty() {
         eprintln!("Note: {} take effect only when splpd is restarted.", keys.join(", "));
+    }
+}
+
+/// rustls says only that the certificate is "not valid for name" (or `NotValidForName`, without
+/// the names); say what to do about it.
+fn explain_name_mismatch(e: anyhow::Error, base: &str) -> anyhow::Error {
+    let said = format!("{e:#}");
+    if said.contains("not valid for name") || said.contains("NotValidForName") {
+        e.context(format!(
+            "the gateway's certificate carries no name or address of {base}: use one it carries (`splpd certs inspect` \
+             lists them), or issue it with that --dns or --ip as well"
+        ))
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_the_certificate_does_not_carry_is_explained() {
+        let context = rustls::CertificateError::NotValidForNameContext {
+            expected: rustls::pki_types::ServerName::try_from("10.0.0.5").unwrap().to_owned(),
+            presented: vec!["DnsName(\"splpd.okikab.go.id\")".into()],
+        };
+        for mismatch in [rustls::CertificateError::NotValidForName, context] {
+            let e = anyhow::Error::new(rustls::Error::InvalidCertificate(mismatch));
+            let said = format!("{:#}", explain_name_mismatch(e, "https://10.0.0.5:9443"));
+            assert!(
+                said.contains("carries no name or address of https://10.0.0.5:9443") && said.contains("--ip"),
+                "{said}"
+            );
+        }
+        let other = anyhow::anyhow!("connection refused");
+        assert_eq!(format!("{:#}", explain_name_mismatch(other, "https://10.0.0.5:9443")), "connection refused");
     }
 }
