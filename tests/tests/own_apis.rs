@@ -225,7 +225,15 @@ async fn reflection_lists_and_describes_the_gateways_own_services_in_both_versio
     };
     let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "splpd.v1.Directory"]);
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "splpd.v1.Directory"
+        ]
+    );
     let Some(refl::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
         &replies[1].message_response
     else {
@@ -254,7 +262,16 @@ async fn reflection_lists_and_describes_the_gateways_own_services_in_both_versio
     };
     let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     names.sort_unstable();
-    assert_eq!(names, ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "splpd.v1.Directory"]);
+    // Each version lists both, so that a client of either learns of the other.
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "splpd.v1.Directory"
+        ]
+    );
     let unknown = replies.message().await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     assert!(unknown.message().contains("kesehatan.v1.Rujukan"), "{unknown:?}");

@@ -8,8 +8,13 @@ use tonic_reflection::server::Builder;
 use tonic_reflection::server::v1::{ServerReflection as V1, ServerReflectionServer as V1Server};
 use tonic_reflection::server::v1alpha::{ServerReflection as V1Alpha, ServerReflectionServer as V1AlphaServer};
 
+/// Both versions of reflection describe both: left to itself, each would list only its own, and
+/// a client speaking v1alpha (grpcurl) could not learn that v1 is there too.
 fn builder() -> Builder<'static> {
     Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(splpd_proto::GATEWAY_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
