@@ -212,7 +212,7 @@ pub enum IdError {
         /// The part at fault.
         part: PartName,
         /// What is wrong with the escape.
-        reason: &'static str,
+        reason: String,
     },
     /// A certificate URI is not of the form `urn:splp:<kind>:<parts joined by ':'>`.
     #[error("invalid identity URI {input:?}: {reason}; expected e.g. urn:splp:subsystem:ID:PEMDA:1602:DINKES")]
@@ -293,13 +293,18 @@ impl Part {
         let mut i = 0;
         while i < bytes.len() {
             if bytes[i] == b'%' {
-                let bad = |reason| IdError::BadEncoding { kind, input: quoted(input), part, reason };
-                let hex = bytes.get(i + 1..i + 3).ok_or_else(|| bad("`%` is not followed by two hex digits"))?;
-                let hi = hex_val(hex[0]).ok_or_else(|| bad("`%` is not followed by two hex digits"))?;
-                let lo = hex_val(hex[1]).ok_or_else(|| bad("`%` is not followed by two hex digits"))?;
+                let bad = |reason: String| IdError::BadEncoding { kind, input: quoted(input), part, reason };
+                let no_hex = || bad("`%` is not followed by two hex digits".to_owned());
+                let hex = bytes.get(i + 1..i + 3).ok_or_else(no_hex)?;
+                let hi = hex_val(hex[0]).ok_or_else(no_hex)?;
+                let lo = hex_val(hex[1]).ok_or_else(no_hex)?;
                 let c = char::from(hi << 4 | lo);
                 if !is_part_char(c) {
-                    return Err(bad("it encodes a character that identifiers may not contain"));
+                    return Err(bad(format!(
+                        "%{}{} encodes {c:?}, which identifiers may not contain",
+                        char::from(hex[0]),
+                        char::from(hex[1])
+                    )));
                 }
                 out.push(c);
                 i += 3;
@@ -845,6 +850,9 @@ mod tests {
         for bad in ["ID/PEMDA/1602/X/a%2", "ID/PEMDA/1602/X/a%zz", "ID/PEMDA/1602/X/a%2Fb", "ID/PEMDA/1602/X/%20"] {
             assert!(matches!(ServiceId::from_url_path(bad), Err(IdError::BadEncoding { .. })), "{bad}");
         }
+        // The character refused is named.
+        let said = ServiceId::from_url_path("ID/PEMDA/1602/X/nik%20verify").unwrap_err().to_string();
+        assert!(said.contains("%20 encodes ' ', which identifiers may not contain"), "{said}");
         // Percent-encoding an allowed character is accepted and means the character itself.
         assert_eq!(ServiceId::from_url_path("ID/PEMDA/1602/X/%61").unwrap().code(), "a");
     }

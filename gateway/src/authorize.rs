@@ -33,6 +33,13 @@ pub struct GrantTerms {
     pub valid_until: Option<OffsetDateTime>,
 }
 
+impl GrantTerms {
+    /// `valid_until` in RFC 3339, as the directory shows it.
+    pub fn valid_until_text(&self) -> Option<String> {
+        self.valid_until.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    }
+}
+
 /// Where `now` falls against a grant's validity window.
 enum Window {
     Early(OffsetDateTime),

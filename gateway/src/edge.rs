@@ -321,25 +321,65 @@ pub fn hold_while_streaming(resp: Response<ResponseBody>, active: Active) -> Res
 /// HTTP/2 a body after a HEAD breaks the stream, and the gateway's own answers (its errors, its
 /// directory) have one. The body is read to its end here, not sent, so that the exchange's record
 /// is complete, and as durable as its mode asks, before the answer goes, as with any other answer.
-pub async fn answer_head(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+/// If the body then breaks off, or has not ended within [`HEAD_DRAIN`], the status it began with
+/// no longer holds: the answer is 502 `Server.ServerProxy.ServiceFailed`, or 503
+/// `Server.AuditUnavailable` when `audit_available` says the log cannot take records.
+pub async fn answer_head(resp: Response<ResponseBody>, audit_available: impl Fn() -> bool) -> Response<ResponseBody> {
     let (mut parts, mut body) = resp.into_parts();
     if let Some(length) = body.size_hint().exact().filter(|n| *n > 0)
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            break;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            frame?;
         }
+        Ok::<_, splpd_adapters::http::BoxError>(())
+    };
+    if !matches!(tokio::time::timeout(HEAD_DRAIN, drain).await, Ok(Ok(()))) {
+        let (status, kind) = if audit_available() {
+            (StatusCode::BAD_GATEWAY, "Server.ServerProxy.ServiceFailed")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "Server.AuditUnavailable")
+        };
+        parts.status = status;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert("x-road-error", HeaderValue::from_static(kind));
     }
     let empty = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
     Response::from_parts(parts, empty)
 }
 
+/// How long a HEAD answer's body may take to end (the gateway's own end at once; a service's
+/// answer to a HEAD has none).
+const HEAD_DRAIN: Duration = Duration::from_secs(10);
+
 /// Time allowed, once a connection is to close, for what it is sending to finish.
 pub const fn close_grace() -> Duration {
     CLOSE_GRACE
+}
+
+/// Puts how the caller connected into its record, and the client its certificate proves, which
+/// is returned; recorded even when the call is then refused, so that the record says who tried.
+pub fn record_connection(
+    record: &mut RecordBuilder,
+    auth: Option<&ConnectionAuth>,
+) -> Option<splpd_certs::id::ClientId> {
+    match auth {
+        Some(ConnectionAuth::Mtls(peer)) => {
+            record.set_client_cert_sha256(peer.cert_sha256);
+            record.set_connection_type(ConnectionType::Mtls);
+            if let splpd_certs::id::Identity::Subsystem(client) = &peer.identity {
+                record.set_client(client);
+                return Some(client.clone());
+            }
+        }
+        Some(ConnectionAuth::TlsNoCert) => record.set_connection_type(ConnectionType::Tls),
+        Some(ConnectionAuth::Plain) => record.set_connection_type(ConnectionType::Http),
+        None => {}
+    }
+    None
 }
 
 /// Logs what ended a connection. A request head too large for hyper's buffer (more than twice
@@ -357,18 +397,7 @@ pub fn log_connection_error(
         tracing::info!(%remote, "request head over twice the configured header limits: answered 431");
         let mut record = RecordBuilder::received_now(gateway_id);
         record.set_exchange_id(uuid::Uuid::new_v4());
-        match auth {
-            Some(ConnectionAuth::Mtls(peer)) => {
-                record.set_client_cert_sha256(peer.cert_sha256);
-                record.set_connection_type(ConnectionType::Mtls);
-                if let splpd_certs::id::Identity::Subsystem(client) = &peer.identity {
-                    record.set_client(client);
-                }
-            }
-            Some(ConnectionAuth::TlsNoCert) => record.set_connection_type(ConnectionType::Tls),
-            Some(ConnectionAuth::Plain) => record.set_connection_type(ConnectionType::Http),
-            None => {}
-        }
+        record_connection(&mut record, auth);
         record.set_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         record.set_error_type("Client.BadRequest");
         // The answer has gone already; the record is written in the background.
@@ -383,6 +412,38 @@ pub fn log_connection_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(body: ResponseBody) -> Response<ResponseBody> {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::OK;
+        resp
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_keeps_its_status_and_length_and_loses_its_body() {
+        let full = Full::new(Bytes::from_static(b"{\"service\": []}")).map_err(|never| match never {}).boxed_unsync();
+        let resp = answer_head(answer(full), || true).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_LENGTH], "15");
+        assert!(resp.into_body().is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_whose_body_breaks_off_is_not_the_status_it_began_with() {
+        let broken = || {
+            let frames =
+                futures_util::stream::iter([Err::<hyper::body::Frame<Bytes>, splpd_adapters::http::BoxError>(
+                    "the service broke off".into(),
+                )]);
+            http_body_util::StreamBody::new(frames).boxed_unsync()
+        };
+        let resp = answer_head(answer(broken()), || true).await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(resp.headers()["x-road-error"], "Server.ServerProxy.ServiceFailed");
+        let resp = answer_head(answer(broken()), || false).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["x-road-error"], "Server.AuditUnavailable");
+    }
 
     #[test]
     fn the_limit_serves_then_sheds_then_drops_and_frees_slots() {

@@ -20,14 +20,14 @@ use hyper::body::{Body, Incoming};
 use splpd_adapters::circuit::Lease;
 use splpd_adapters::http::{BoxError, UpstreamError};
 use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
-use splpd_certs::id::{ClientId, Identity, ServiceId};
+use splpd_certs::id::{ClientId, ServiceId};
 use uuid::Uuid;
 
 use crate::admin::Maintenance;
 use crate::admin::metrics::{ExchangeMetrics, Metered};
 use crate::audit::{AuditSink, BodyHasher, RecordBuilder};
 use crate::authorize::AccessRequest;
-use crate::config::{AuditMode, ConnectionType, Protocol};
+use crate::config::{AuditMode, Protocol};
 use crate::error::{GatewayError, GrpcCode};
 use crate::forward::{self, MeteredRequestBody, RequestHasher, xroad};
 use crate::grpc;
@@ -108,6 +108,11 @@ impl Called<'_> {
         }
     }
 }
+
+/// Marks an answer after which the connection is to close (HTTP/1.1 without keep-alive, an
+/// HTTP/2 GOAWAY): the caller must connect again to call again.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnection;
 
 /// The body summary of a request on its way upstream, once its last byte has been forwarded.
 pub(crate) type SummaryRx = crate::forward::RequestBodyWatch;
@@ -240,7 +245,16 @@ impl Gateway {
                 if !body.is_end_stream() {
                     tokio::spawn(discard(body));
                 }
-                self.refuse(ctx, &err).await
+                // A caller with no identity at all is answered once per connection: each such
+                // refusal, and its record, then costs it a TLS handshake, as a refused handshake
+                // did before the gateway answered it.
+                let anonymous = matches!(err, GatewayError::Unauthenticated(_))
+                    && matches!(conn.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain));
+                let mut resp = self.refuse(ctx, &err).await;
+                if anonymous {
+                    resp.extensions_mut().insert(CloseConnection);
+                }
+                resp
             }
         }
     }
@@ -593,8 +607,12 @@ impl Gateway {
             // hyper would never poll one, so the record is completed here and the answer waits
             // for it.
             ctx.record.set_response_body(BodyHasher::new().finish());
-            if let Some(Ok(Ok(mut s))) = summary.as_mut().map(SummaryRx::try_recv) {
-                s.record_into(&mut ctx.record);
+            if let Some(watch) = summary.as_mut() {
+                match watch.try_recv() {
+                    Ok(Ok(mut s)) => s.record_into(&mut ctx.record),
+                    // Not ended, or broken off: as much as passed (a 204 before the body was read).
+                    _ => ctx.record.set_request_body_unfinished(watch.passed()),
+                }
             }
             return match self.audit.append(ctx.record.finish(), ctx.mode).await {
                 Ok(()) => {
@@ -724,20 +742,13 @@ fn identify(
     req: &Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<(identify::Caller, bool), GatewayError> {
-    // How the caller connected is recorded even when it is refused.
-    match &conn.auth {
-        Ok(ConnectionAuth::Mtls(peer)) => {
-            ctx.record.set_client_cert_sha256(peer.cert_sha256);
-            ctx.record.set_connection_type(ConnectionType::Mtls);
-            if let Identity::Subsystem(proven) = &peer.identity {
-                ctx.record.set_client(proven);
-                ctx.client = Some(proven.clone());
-            }
-        }
-        Ok(ConnectionAuth::TlsNoCert) => ctx.record.set_connection_type(ConnectionType::Tls),
-        Ok(ConnectionAuth::Plain) => ctx.record.set_connection_type(ConnectionType::Http),
-        Err(_) => {}
+    if let Some(proven) = crate::edge::record_connection(&mut ctx.record, conn.auth.as_ref().ok()) {
+        ctx.client = Some(proven);
     }
+    // Who is calling is settled before what the call says: a caller with no identity hears that
+    // first.
+    let auth = conn.auth.as_ref().map_err(identify_error)?;
+    identify::require_certificate(auth, &conn.listener.opt_ins).map_err(|e| identify_error(&e))?;
     refuse_repeated(req.headers())?;
     let claimed = match req.headers().get(&xroad::CLIENT) {
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -745,7 +756,6 @@ fn identify(
         })?),
         None => None,
     };
-    let auth = conn.auth.as_ref().map_err(identify_error)?;
     // A peer gateway's call is made for the client it asserts, within the peer's authority.
     let from_peer = peer::inbound(snap, auth);
     let via_peer = from_peer.is_some();
@@ -876,6 +886,10 @@ const SINGLE_VALUED: [(HeaderName, &str); 6] = [
 ];
 
 fn refuse_repeated(headers: &HeaderMap) -> Result<(), GatewayError> {
+    // Most requests repeat no header at all: then there is nothing to look up.
+    if headers.len() == headers.keys_len() {
+        return Ok(());
+    }
     match SINGLE_VALUED.iter().find(|(name, _)| headers.get_all(name).iter().nth(1).is_some()) {
         Some((_, shown)) => Err(GatewayError::BadRequest(format!(
             "{shown} is sent more than once; send it once, since the gateway checks and records one value and the \

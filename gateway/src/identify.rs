@@ -32,7 +32,8 @@ pub struct PeerIdentity {
 pub enum ConnectionAuth {
     /// TLS with a verified client certificate.
     Mtls(PeerIdentity),
-    /// TLS without a client certificate, on a listener where some client is opted in to `tls`.
+    /// TLS without a client certificate: served only for a client opted in to `tls` on the
+    /// listener, refused with 401 otherwise.
     TlsNoCert,
     /// Cleartext HTTP, on a listener where some client is opted in to `http`.
     Plain,
@@ -386,14 +387,22 @@ pub fn identify_client(
         ConnectionAuth::TlsNoCert => ConnectionType::Tls,
         ConnectionAuth::Plain => ConnectionType::Http,
     };
-    if connection == ConnectionType::Tls && !listener_opt_ins.iter().any(|o| o.connection == ConnectionType::Tls) {
-        return Err(IdentifyError::CertificateRequired);
-    }
+    require_certificate(conn, listener_opt_ins)?;
     let header = x_road_client.ok_or(IdentifyError::MissingClientHeader { connection })?;
     let client: ClientId = header.parse().map_err(|cause| IdentifyError::BadClientHeader { cause })?;
     match listener_opt_ins.iter().find(|o| o.client == client) {
         Some(opt) if opt.connection == connection => Ok(Caller { client, connection, cert_sha256: None }),
         other => Err(IdentifyError::NotOptedIn { client, connection, opted: other.map(|o| o.connection) }),
+    }
+}
+
+/// Refuses a TLS connection without a certificate on a listener where no client is opted in to
+/// `tls`: such a caller is nobody, whatever its headers say.
+pub fn require_certificate(conn: &ConnectionAuth, listener_opt_ins: &[ClientOptIn]) -> Result<(), IdentifyError> {
+    let opted_in = || listener_opt_ins.iter().any(|o| o.connection == ConnectionType::Tls);
+    match conn {
+        ConnectionAuth::TlsNoCert if !opted_in() => Err(IdentifyError::CertificateRequired),
+        _ => Ok(()),
     }
 }
 

@@ -44,7 +44,8 @@ impl Rate {
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} calls/s, burst {}", self.per_second, self.burst)
+        let calls = if self.per_second.get() == 1 { "call" } else { "calls" };
+        write!(f, "{} {calls}/s, burst {}", self.per_second, self.burst)
     }
 }
 

@@ -164,14 +164,18 @@ pub fn inbound<'s>(snap: &'s Snapshot, auth: &'s ConnectionAuth) -> Option<(&'s 
 /// path needs of a service (its identifier, protocol, limits); its client is the hop's.
 pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<(Arc<Route>, Via), GatewayError> {
     let unknown = || {
-        let listing = if grpc {
-            "the gateway's splpd.v1.Directory service lists them".to_owned()
-        } else {
-            format!("GET /r1/{}/listMethods lists the provider's services", service.subsystem().to_url_path())
+        let provider = service.subsystem();
+        let ours = snap.config.gateway.served_prefixes().iter().any(|p| provider.is_within(p));
+        let listing = match (ours, grpc) {
+            (true, true) => "the gateway's splpd.v1.Directory service lists the provider's services".to_owned(),
+            (true, false) => format!("GET /r1/{}/listMethods lists the provider's services", provider.to_url_path()),
+            (false, _) => "it is not of this region, and this gateway has no [[peer]] or [national] route to the \
+                           region it names: ask the gateway's operator whether that region is connected"
+                .to_owned(),
         };
         GatewayError::UnknownService(format!(
-            "no service {service} is known to gateway {}, nor does it belong to another region or the national SPLP \
-             that this gateway reaches; check the identifier (identifiers are case-sensitive): {listing}",
+            "no service {service} is known to gateway {}; check the identifier (identifiers are case-sensitive): \
+             {listing}",
             snap.gateway_id
         ))
     };

@@ -194,8 +194,11 @@ impl AuditedBody {
         {
             match rx.try_recv() {
                 Ok(summary) => {
+                    // A failed body's watch is kept: it still says how much of the body passed.
+                    if summary.is_ok() {
+                        self.summary = None;
+                    }
                     self.request = Some(summary);
-                    self.summary = None;
                 }
                 // Kept: it still says how much of the body passed.
                 Err(oneshot::error::TryRecvError::Closed | oneshot::error::TryRecvError::Empty) => {}

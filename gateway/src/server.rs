@@ -236,21 +236,34 @@ async fn run_http<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
+    // Notified when an answer asks for the connection to close after it.
+    let close = Arc::new(tokio::sync::Notify::new());
     let service = {
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);
         let activity = Arc::clone(&activity);
+        let close = Arc::clone(&close);
         service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
             let conn = conn.current(&gateway);
             let active = activity.begin();
+            let close = Arc::clone(&close);
             // The exchange path's future is about 10 KiB. Boxed, it exists only while a request
             // is in progress: hyper's HTTP/1.1 connection keeps room for its service's future
             // inline for the connection's whole life, busy or idle.
             let head = req.method() == http::Method::HEAD;
+            let http1 = req.version() < http::Version::HTTP_2;
             let exchange = Box::pin(async move {
-                let resp = gateway.handle(&conn, req).await;
-                if head { edge::answer_head(resp).await } else { resp }
+                let mut resp = gateway.handle(&conn, req).await;
+                if resp.extensions().get::<crate::exchange::CloseConnection>().is_some() {
+                    // HTTP/1.1 must also be told in the answer, or requests already read behind
+                    // this one would still be served.
+                    if http1 {
+                        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    }
+                    close.notify_one();
+                }
+                if head { edge::answer_head(resp, || gateway.audit().health().is_available()).await } else { resp }
             });
             async move { Ok::<_, std::convert::Infallible>(edge::hold_while_streaming(exchange.await, active)) }
         })
@@ -268,6 +281,11 @@ async fn run_http<I>(
         () = stopped(&mut shutdown) => {
             served.as_mut().graceful_shutdown();
             let _ = served.await;
+        }
+        () = close.notified() => {
+            // Keep-alive off (HTTP/1.1) or a GOAWAY (HTTP/2): the answer in progress still goes out.
+            served.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(edge::close_grace(), served).await;
         }
         () = activity.idle_for(snap.limits.idle_timeout.0) => {
             tracing::debug!(remote = %conn.current(&gateway).remote, "closing a connection idle for {:?}", snap.limits.idle_timeout.0);

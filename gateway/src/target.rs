@@ -39,7 +39,7 @@ pub fn parse(path_and_query: &str, max_len: usize) -> Result<Target<'_>, Gateway
         } else {
             bad(format!(
                 "{:?} is not an X-Road REST call; call /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path], \
-                 e.g. /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/3201…",
+                 e.g. /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1602…",
                 clip(path)
             ))
         });
@@ -56,7 +56,19 @@ pub fn parse(path_and_query: &str, max_len: usize) -> Result<Target<'_>, Gateway
             }
         }
     }
-    let service = ServiceId::from_url_path(&rest[..cut]).map_err(|e| bad(e.to_string()))?;
+    let service = ServiceId::from_url_path(&rest[..cut]).map_err(|e| {
+        if seen < 4 {
+            // Fewer than five parts: the URL names no service at all.
+            bad(format!(
+                "the URL names no service: after /r1/ comes the service identifier \
+                 INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE, then the path under it, e.g. \
+                 /r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik/1602…; a provider's services are listed at \
+                 /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/listMethods ({e})"
+            ))
+        } else {
+            bad(e.to_string())
+        }
+    })?;
     let under = if cut == rest.len() { "/" } else { &rest[cut..] };
     check_path(under)?;
     if let Some(q) = query {
@@ -163,6 +175,11 @@ mod tests {
         assert!(err("/r1/ID/PEMDA/1602/DISDUKCAPIL").contains("service identifier"));
         assert!(err("/r1/ID/PEMDA//DISDUKCAPIL/x").contains("member code is empty"));
         assert!(err("/r1/ID/PEMDA/1602/DIS%20DUK/x").contains("percent-encoding"));
+        // Too few parts: the URL names no service, and the message shows what one looks like.
+        for short in ["/r1/", "/r1/ID/PEMDA/1602/listMethods"] {
+            let said = err(short);
+            assert!(said.contains("the URL names no service") && said.contains("/listMethods"), "{short}: {said}");
+        }
     }
 
     #[test]

@@ -490,7 +490,8 @@ pub fn key_file_concern(path: &Path) -> Option<String> {
 /// Whether a TLS listener insists on a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
-    /// Every client presents a certificate that verifies.
+    /// Every client presents a certificate that verifies. No listener of the gateway uses it
+    /// (see [`listener_transport`]); tests use it to stand for services that demand one.
     Required,
     /// Every client presents a certificate that verifies, checked against the CRLs even once
     /// they are past their next update (revocations they list still count): the admin listener,

@@ -222,15 +222,27 @@ async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_wh
     assert!(in_days > 7.0 && in_days <= 31.0, "the test PKI's CRL is fresh: next update in {in_days} days");
     s.region.stop().await;
 
-    // The same region, its CRL signed three days ago for one day.
     let pki = s.pki;
-    pki.region().crl(1, time::OffsetDateTime::now_utc() - time::Duration::days(3)).unwrap();
-    let region = RegionBuilder::new(&pki)
-        .service(NIK, &s.upstream.url(), "")
-        .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
-        .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\"]"))
-        .start()
-        .await;
+    let start = || {
+        RegionBuilder::new(&pki)
+            .service(NIK, &s.upstream.url(), "")
+            .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
+            .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\"]"))
+            .start()
+    };
+    let three_days_ago = time::OffsetDateTime::now_utc() - time::Duration::days(3);
+
+    // The neighbouring region's CRL expired: its calls are refused, but the gateway serves its
+    // own region and stays ready.
+    pki.peer().crl(1, three_days_ago).unwrap();
+    let region = start().await;
+    let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    region.stop().await;
+
+    // The region's own CRL signed three days ago for one day.
+    pki.region().crl(1, three_days_ago).unwrap();
+    let region = start().await;
     let refused = region.call(Some(&pki.client(RSUD)), Proto::H1, Call::get(format!("/r1/{NIK}/x"))).await;
     assert!(refused.is_err(), "the exchange listener refuses the CA's certificates: {:?}", refused.map(|r| r.status));
     let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;

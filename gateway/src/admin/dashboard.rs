@@ -140,8 +140,10 @@ pub(super) fn render(
                 "{} {at}: {}",
                 refused.version,
                 t(
-                    "berkas tidak diberlakukan; konfigurasi sebelumnya tetap berlaku (lihat log)",
-                    "the file was not put in force; the configuration before it still is (see the log)"
+                    "berkas konfigurasi (atau sertifikat, kunci atau CRL yang disebutnya) tidak dapat diberlakukan; \
+                     konfigurasi yang berlaku tetap (lihat log)",
+                    "the configuration file (or a certificate, key or CRL it names) could not be put in force; the \
+                     configuration in force stays (see the log)"
                 )
             );
             let _ = writeln!(

@@ -444,7 +444,8 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
         out.single(
             "splpd_config_reloads_refused_total",
             "counter",
-            "Reloads of the configuration file refused since start: the file holds a version not in force.",
+            "Reloads refused since start: the configuration file, or a certificate, key or CRL it names, could \
+             not be put in force.",
             c.refused,
         );
     }

@@ -278,7 +278,8 @@ pub struct Readiness {
 
 impl Readiness {
     /// Ready when the audit log takes records (without it every exchange is refused),
-    /// maintenance mode is off, and no CRL has expired (every certificate of its CA is refused).
+    /// maintenance mode is off, and the CRL of the gateway's own region has not expired (every
+    /// certificate of its CA would be refused).
     pub fn of(gateway: &Gateway) -> Self {
         let mut reasons = Vec::new();
         let health = gateway.audit().health();
@@ -288,9 +289,15 @@ impl Readiness {
         if let Some(m) = gateway.maintenance().state() {
             reasons.push(format!("maintenance mode is on: {}", m.describe()));
         }
+        // Only the CA that vouches for this gateway's own region: a peer region's expired CRL
+        // stops that region's calls, not the gateway (the log and /metrics say so).
+        let snap = gateway.snapshot();
+        let own = Identity::Server(snap.gateway_id.clone());
         let now = time::OffsetDateTime::now_utc();
-        for crl in gateway.snapshot().trust.crl_status().iter().filter(|c| c.expired(now)) {
-            reasons.extend(crl.concern(now));
+        for crl in snap.trust.crl_status().iter().filter(|c| c.expired(now)) {
+            if snap.trust.anchor(&crl.anchor).is_some_and(|a| a.covers(&own)) {
+                reasons.extend(crl.concern(now));
+            }
         }
         Self { reasons }
     }

@@ -20,10 +20,13 @@ use crate::grpc;
 /// The request body's summary, once its last byte has been read.
 pub(super) use crate::exchange::SummaryRx;
 
-/// Puts the request body's size, digest and request hash into the record, if they are known.
+/// Puts the request body's size, digest and request hash into the record; for a body that has
+/// not ended, its size so far.
 pub(super) fn add_request(record: &mut RecordBuilder, summary: &mut SummaryRx) {
-    if let Ok(Ok(mut s)) = summary.try_recv() {
-        s.record_into(record);
+    match summary.try_recv() {
+        Ok(Ok(mut s)) => s.record_into(record),
+        // Not ended, or broken off: as much as passed, with no hash.
+        _ => record.set_request_body_unfinished(summary.passed()),
     }
 }
 

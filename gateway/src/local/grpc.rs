@@ -162,7 +162,7 @@ fn service_info(s: &ServiceEntry) -> pb::ServiceInfo {
             .map(|e| pb::Endpoint { method: e.method.clone(), path: e.path.clone() })
             .collect(),
         purposes: s.terms.purposes.clone(),
-        valid_until: s.terms.valid_until.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+        valid_until: s.terms.valid_until_text(),
     }
 }
 

@@ -97,10 +97,7 @@ impl<'a> From<&'a ServiceEntry> for MethodJson<'a> {
             service_type: s.service_type(),
             endpoint_list: &s.endpoints,
             purposes: &s.terms.purposes,
-            valid_until: s
-                .terms
-                .valid_until
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            valid_until: s.terms.valid_until_text(),
         }
     }
 }

@@ -68,8 +68,9 @@ pub struct ReloadReport {
     pub audit_needs_restart: Vec<String>,
     /// `[telemetry]` changed, which takes effect only at the next start (the exporter runs).
     pub telemetry_needs_restart: bool,
-    /// The gateway's key is another than at start: TLS uses the new one, while the audit log
-    /// signs its checkpoints with the one it opened with until the next start.
+    /// The audit log's signing key (the gateway's, unless `[audit] signing_key` names another)
+    /// is another than at start: TLS uses a new gateway key at once, while the audit log signs
+    /// its checkpoints with the one it opened with until the next start.
     pub signing_key_changed: bool,
 }
 
@@ -97,7 +98,7 @@ pub struct Reloader {
     refused: std::sync::atomic::AtomicU64,
     /// The latest reload refused, until a configuration goes into force after it.
     last_refused: Mutex<Option<RefusedReload>>,
-    /// The SHA-256 of the gateway's key file at start: the key the audit log signs with.
+    /// The SHA-256 of the key file the audit log was opened with (see [`signing_key_digest`]).
     signing_key: Option<[u8; 32]>,
     /// A change through the admin listener put a configuration in force: [`Reloader::run`]
     /// watches the files it names.
@@ -163,7 +164,7 @@ impl Reloader {
         let audit = snap.config.audit.clone();
         let telemetry = snap.config.telemetry.clone();
         let in_force = text.map(splpd_certs::load::sha256);
-        let signing_key = std::fs::read(&snap.config.gateway.key).ok().map(|k| splpd_certs::load::sha256(&k));
+        let signing_key = signing_key_digest(&snap.config);
         Self {
             path: path.to_owned(),
             gateway,
@@ -477,7 +478,7 @@ struct Checker {
     listeners: Vec<(String, SocketAddr)>,
     audit: config::Audit,
     telemetry: Option<serde_json::Value>,
-    /// The SHA-256 of the gateway's key file as the audit log was opened with it.
+    /// The SHA-256 of the key file the audit log was opened with.
     signing_key: Option<[u8; 32]>,
 }
 
@@ -488,7 +489,7 @@ impl Checker {
         let base = config::history::folder_of(path);
         let config = config::parse_in(name, &base, text)?;
         check_listeners(&self.listeners, &config)?;
-        let key_now = std::fs::read(&config.gateway.key).ok().map(|k| splpd_certs::load::sha256(&k));
+        let key_now = signing_key_digest(&config);
         let report = ReloadReport {
             audit_needs_restart: audit_changes(&self.audit, &config.audit),
             telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != self.telemetry,
@@ -496,6 +497,13 @@ impl Checker {
         };
         Ok((Snapshot::build(config)?, report))
     }
+}
+
+/// The SHA-256 of the key file the audit log signs checkpoints with under `config`: `[audit]
+/// signing_key`, or else the gateway's own key.
+fn signing_key_digest(config: &Config) -> Option<[u8; 32]> {
+    let path = config.audit.signing_key.as_ref().unwrap_or(&config.gateway.key);
+    std::fs::read(path).ok().map(|key| splpd_certs::load::sha256(&key))
 }
 
 /// The admin listener's name in [`check_listeners`]' messages, bracketed as in the file.
