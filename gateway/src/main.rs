@@ -18,8 +18,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` prints the whole chain of causes on one line: "what failed: why".
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::out::error_line(&err));
             ExitCode::FAILURE
         }
     }

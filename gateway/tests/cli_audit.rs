@@ -465,6 +465,32 @@ fn query_filters_select_the_right_records() {
 }
 
 #[test]
+fn every_command_refuses_a_folder_that_holds_no_log() {
+    let log = Log::new(1);
+    // The CA's folder, and the folder holding the gateway's key: easy to give by mistake.
+    for dir in ["ca", "."] {
+        for args in [
+            &["audit", "verify", dir][..],
+            &["audit", "query", dir],
+            &["audit", "query", dir, "--format", "table"],
+            &["audit", "proof", dir, &exchange_id(0)],
+            &["audit", "consistency", dir, "--from", "1"],
+            &["audit", "export", dir, "--to", "x.tar", "--key", "gw1.key"],
+        ] {
+            let out = log.splpd(args);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "splpd {args:?} should fail: {stderr}");
+            assert!(stderr.starts_with(&format!("error: {dir}: no audit log here")), "{args:?}: {stderr}");
+            assert!(stderr.contains("[audit] section"), "says where the log is: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?} prints no result: {}", text(&out.stdout));
+        }
+    }
+    assert!(!log.path("x.tar").exists());
+    // The real log still answers.
+    assert_eq!(json_lines(&log.ok(&["audit", "query", "audit"])).len(), 1);
+}
+
+#[test]
 fn a_proof_checks_offline_and_fails_when_altered() {
     let log = Log::new(300);
     for i in [0, 1, 137, 255, 299] {

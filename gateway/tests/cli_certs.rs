@@ -437,6 +437,50 @@ fn keys_are_private_and_existing_files_are_kept_unless_forced() {
     assert!(!env.path("fresh.csr").exists());
 }
 
+#[test]
+fn missing_output_folders_are_made_private_above_keys_and_not_left_by_a_refusal() {
+    let env = Env::new();
+    env.ok(&["certs", "issue", "--ca", "ca", "subsystem", DINKES, "--out", "agencies/dinkes/app"]);
+    assert_eq!((env.mode("agencies"), env.mode("agencies/dinkes")), (0o700, 0o700));
+    assert_eq!((env.mode("agencies/dinkes/app.key"), env.mode("agencies/dinkes/app.crt")), (0o600, 0o644));
+    env.verify("agencies/dinkes/app.crt");
+
+    env.ok(&["certs", "csr", "subsystem", DINKES, "--key", "keys/a.key", "--out", "requests/a.csr"]);
+    assert_eq!(env.mode("keys"), 0o700);
+    env.ok(&[
+        "certs",
+        "sign-csr",
+        "--ca",
+        "ca",
+        "--csr",
+        "requests/a.csr",
+        "subsystem",
+        DINKES,
+        "--cert",
+        "signed/a.crt",
+    ]);
+    env.verify("signed/a.crt");
+    env.ok(&["certs", "crl", "--ca", "ca", "--out", "public/crl.pem"]);
+    assert!(env.path("public/crl.pem").is_file());
+
+    // Refused, for the identity or for an existing output: no folder is left behind either.
+    env.refused(&["certs", "issue", "--ca", "ca", "subsystem", "ID/PEMDA/1601/DINKES", "--out", "outside/x"]);
+    let err = env.refused(&[
+        "certs",
+        "issue",
+        "--ca",
+        "ca",
+        "subsystem",
+        DINKES,
+        "--cert",
+        "new/deeper/x.crt",
+        "--key",
+        "keys/a.key",
+    ]);
+    assert!(err.contains("keys/a.key already exists"), "{err}");
+    assert!(!env.path("outside").exists() && !env.path("new").exists());
+}
+
 /// openssl's fingerprint line, `sha256 Fingerprint=AB:CD:...`, as the bare colon hex.
 fn openssl_fingerprint(env: &Env, cert: &str, form: &str) -> String {
     let out = env.openssl(&["x509", "-in", cert, "-inform", form, "-fingerprint", "-sha256", "-noout"]);

@@ -54,8 +54,11 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
     // The demo's own log is in the same folder; serve gets a fresh one.
     let _ = std::fs::remove_dir_all(&audit);
 
+    // Its log goes to a pipe, as to a file or the journal: no colours, even when the test's
+    // environment would turn them off anyway.
     let mut child = Command::new(env!("CARGO_BIN_EXE_splpd"))
         .args(["serve", "--config", config])
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,12 +74,31 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
     assert_eq!(status, 403);
 
     // A second gateway on the same audit log is refused, and told which process holds it, once.
-    let second = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["serve", "--config", config]).output().unwrap();
+    // It signs with a key of its own, whose certificate it must not leave in the running log.
+    let files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let before = files(&audit);
+    let second_config = sandbox.join("second.toml");
+    let text = std::fs::read_to_string(config).unwrap().replacen(
+        "\n[audit]\n",
+        "\n[audit]\nsigning_key = \"pki/gw-1601.key\"\n",
+        1,
+    );
+    assert!(text.contains("signing_key = \"pki/gw-1601.key\""), "the demo's configuration has an [audit] section");
+    std::fs::write(&second_config, text).unwrap();
+    let second =
+        Command::new(env!("CARGO_BIN_EXE_splpd")).arg("serve").arg("--config").arg(&second_config).output().unwrap();
     assert!(!second.status.success());
     let said = String::from_utf8_lossy(&second.stderr);
     let holder = format!("writer.lock: the audit log is being written by process {}", child.id());
+    assert!(said.starts_with("error: "), "{said}");
     assert_eq!(said.matches(&holder).count(), 1, "{said}");
     assert_eq!(said.matches("two writers would interleave").count(), 1, "{said}");
+    assert_eq!(files(&audit), before, "the refused gateway wrote nothing into the running one's log");
 
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -89,6 +111,10 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "splpd serve exited with {exit}");
+    let mut logged = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logged).unwrap();
+    assert!(logged.contains("listening") && logged.contains("stopped"), "{logged}");
+    assert!(!logged.contains('\x1b'), "no colour codes in a log that is not a terminal: {logged:?}");
 
     let mut reader = SegmentReader::open(&audit).unwrap();
     let mut methods = Vec::new();
@@ -99,4 +125,18 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
     assert_eq!(methods, ["START", "GET"], "{methods:?}");
     let checkpoints = read_checkpoints(&audit).unwrap();
     assert_eq!(checkpoints.last().map(|c| c.tree_size), Some(2), "{checkpoints:?}");
+}
+
+#[test]
+fn a_missing_configuration_file_is_named_with_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["serve", "--config", "nowhere/splpd.toml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.starts_with("error: cannot read configuration file nowhere/splpd.toml: "), "{said}");
+    assert_eq!(said.matches("No such file or directory").count(), 1, "{said}");
 }

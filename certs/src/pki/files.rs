@@ -159,6 +159,60 @@ pub fn create_private_dir(path: &Path) -> Result<(), PkiError> {
     builder.create(path).map_err(PkiError::io("create directory", path))
 }
 
+/// The folders [`create_parents`] made, removed again (those still empty, deepest first) when
+/// dropped, unless [`kept`](Self::keep): a command that refuses leaves no folder behind either.
+#[derive(Debug)]
+#[must_use = "dropping it removes the folders it made"]
+pub struct NewDirs {
+    created: Vec<PathBuf>,
+}
+
+impl NewDirs {
+    /// Keeps the folders: the outputs are written.
+    pub fn keep(mut self) {
+        self.created.clear();
+    }
+}
+
+impl Drop for NewDirs {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Creates the missing folders above each output (a path, and whether it is a private key), so
+/// that an output may go into a folder of its own without a `mkdir` first. Above a private key
+/// they get mode 0700, like the CA directory; otherwise the default mode.
+pub fn create_parents<'a>(outputs: impl IntoIterator<Item = (&'a Path, bool)>) -> Result<NewDirs, PkiError> {
+    let mut outputs: Vec<(&Path, bool)> = outputs.into_iter().collect();
+    // A folder shared by a key and a certificate is made for the key, with the key's mode.
+    outputs.sort_by_key(|(_, secret)| !secret);
+    let mut made = NewDirs { created: Vec::new() };
+    for (path, secret) in outputs {
+        let missing: Vec<&Path> =
+            parent_of(path).ancestors().take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists()).collect();
+        for dir in missing.into_iter().rev() {
+            let mut builder = fs::DirBuilder::new();
+            #[cfg(unix)]
+            if secret {
+                use std::os::unix::fs::DirBuilderExt as _;
+                builder.mode(CA_DIR_MODE);
+            }
+            #[cfg(not(unix))]
+            let _ = secret;
+            match builder.create(dir) {
+                Ok(()) => made.created.push(dir.to_owned()),
+                // `a/..` in a path, or another process making it meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                Err(e) => return Err(PkiError::Io { action: "create directory", path: dir.to_owned(), cause: e }),
+            }
+        }
+    }
+    Ok(made)
+}
+
 /// An exclusive hold on a CA directory while a command changes it, so that two operators
 /// issuing at once cannot lose each other's index entries or reuse a CRL number.
 #[derive(Debug)]

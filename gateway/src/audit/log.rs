@@ -14,7 +14,7 @@ use splpd_certs::id::ServerId;
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
 use super::merkle::{Hash, Tree};
 use super::retention::{self, RetentionPolicy, base_tree};
-use super::segment::{CommitHook, SegmentError, SegmentLog, SegmentOptions};
+use super::segment::{CommitHook, SegmentError, SegmentLog, SegmentOptions, WriterLock};
 use super::ticker::Ticker;
 use super::{AuditHealth, AuditMode, AuditSink, AuditTicket, ExchangeRecord, now_nanos};
 
@@ -182,6 +182,9 @@ impl AuditLog {
         let dir = &options.segments.dir;
         std::fs::create_dir_all(dir)
             .map_err(|source| AuditLogError::Io { what: format!("creating {}", dir.display()), source })?;
+        // Before anything is written here: a second gateway given this folder by mistake must
+        // leave the running one's log as it found it.
+        let lock = WriterLock::take(dir)?;
         let signer = CheckpointSigner::load(&options.signing_key)?;
         keep_signer_certificate(dir, &options.signing_cert, signer.key_sha256())?;
         let path = dir.join(CHECKPOINTS_FILE);
@@ -207,7 +210,7 @@ impl AuditLog {
             durable: 0,
             file,
         }));
-        let segments = SegmentLog::open_with_hook(&options.segments, Hook(Arc::clone(&checkpointer)))?;
+        let segments = SegmentLog::open_locked_with_hook(&options.segments, lock, Hook(Arc::clone(&checkpointer)))?;
         let retention = match options.retention {
             Some((policy, interval)) => {
                 Some(retention::start_task(dir.clone(), policy, interval).map_err(|source| AuditLogError::Io {

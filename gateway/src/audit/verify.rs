@@ -322,13 +322,33 @@ pub(crate) fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at_unix_nanos: i64
     Ok(())
 }
 
+/// A directory given as an audit log holds none: no segment file and no `checkpoints.log`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: no audit log here (no segment files and no {CHECKPOINTS_FILE}); give the gateway's audit directory, \
+     the `dir` of its configuration's [audit] section",
+    .0.display()
+)]
+pub struct NotALog(pub PathBuf);
+
+/// Refuses a directory that holds no audit log, so that a command given the wrong folder says so
+/// instead of reporting an empty log. A gateway makes its first segment when it opens the log,
+/// so even a log without records has one.
+pub fn ensure_log(dir: &Path) -> Result<(), VerifyError> {
+    let segments = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), error: e })?;
+    if segments.is_empty() && !dir.join(CHECKPOINTS_FILE).exists() {
+        return Err(NotALog(dir.to_owned()).into());
+    }
+    Ok(())
+}
+
 /// Why a directory could not be verified at all (as opposed to a log that fails verification,
 /// which is a [`VerifyReport`] with problems).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The directory holds no audit log.
-    #[error("{}: no audit log here (no segment files and no {CHECKPOINTS_FILE})", .0.display())]
-    NotALog(PathBuf),
+    #[error(transparent)]
+    NotALog(#[from] NotALog),
     /// The directory or a file could not be read.
     #[error(transparent)]
     Segments(#[from] SegmentError),
@@ -556,7 +576,7 @@ pub fn verify_log(
     let segment_names = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), error: e })?;
     report.segments = segment_names.len();
     if segment_names.is_empty() && !checkpoints.exists() {
-        return Err(VerifyError::NotALog(dir.to_owned()));
+        return Err(NotALog(dir.to_owned()).into());
     }
 
     let mut tree = Tree::new();

@@ -328,7 +328,8 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     });
-    if matches!(args.format, Format::Table) {
+    // Rows read before damage are printed; a folder that holds no log gets no table at all.
+    if matches!(args.format, Format::Table) && !matches!(result, Err(QueryError::NotALog(_))) {
         table.flush();
     }
     match result {

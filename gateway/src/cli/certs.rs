@@ -81,7 +81,7 @@ Then publish the new crl.pem to every gateway that trusts this CA.")]
     ///
     /// Always written to crl.pem in the CA directory; --out also writes a copy elsewhere (an
     /// existing CRL there is replaced; any other existing file needs --force). Run it before the
-    /// previous CRL's next update, e.g. monthly from cron.
+    /// previous CRL's next update, e.g. weekly from cron, and copy crl.pem to the gateway.
     #[command(after_help = "\
 Examples:
   splpd certs crl --ca ca
@@ -234,12 +234,14 @@ pub(crate) struct IssueArgs {
     #[command(flatten)]
     identity: IdentityArgs,
     /// Write STEM.crt and STEM.key [default: the identifier with / as -, in the current directory].
+    /// Missing folders are created, mode 0700.
     #[arg(long, value_name = "STEM", conflicts_with_all = ["cert", "key"])]
     out: Option<PathBuf>,
     /// Write the certificate to FILE (with --key).
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<PathBuf>,
-    /// Write the private key to FILE, mode 0600 (with --cert).
+    /// Write the private key to FILE, mode 0600 (with --cert). Missing folders are created: mode
+    /// 0700 above the key.
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
     #[command(flatten)]
@@ -262,7 +264,8 @@ pub(crate) struct SignCsrArgs {
     csr: PathBuf,
     #[command(flatten)]
     identity: IdentityArgs,
-    /// Where to write the certificate [default: the identifier with / as -, plus .crt].
+    /// Where to write the certificate [default: the identifier with / as -, plus .crt]; missing
+    /// folders are created.
     #[arg(long, value_name = "FILE")]
     cert: Option<PathBuf>,
     /// Issue for the identity given here even when the CSR names another one.
@@ -279,7 +282,8 @@ pub(crate) struct SignCsrArgs {
 pub(crate) struct CsrArgs {
     #[command(flatten)]
     identity: IdentityArgs,
-    /// Where to write the new private key (mode 0600). Keep it on the machine that uses it.
+    /// Where to write the new private key (mode 0600; missing folders are created, mode 0700). Keep
+    /// it on the machine that uses it.
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
     /// Where to write the CSR to send to the CA.
@@ -315,7 +319,7 @@ pub(crate) struct CrlArgs {
     /// The CA directory.
     #[arg(long, value_name = "DIR")]
     ca: PathBuf,
-    /// Also write the CRL to FILE.
+    /// Also write the CRL to FILE; missing folders are created.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Days until the next update.
@@ -406,7 +410,9 @@ fn issue(args: IssueArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     };
     let ca = Ca::open(&args.ca).map_err(advise)?;
     let req = args.leaf.request(identity);
+    let dirs = pki::files::create_parents([(key.as_path(), true), (cert.as_path(), false)]).map_err(advise)?;
     let issued = ca.issue(&req, args.key_type.into(), &cert, &key, args.force, now).map_err(advise)?;
+    dirs.keep();
     print_issued(&issued);
     Ok(())
 }
@@ -416,7 +422,9 @@ fn sign_csr(args: SignCsrArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     let cert = args.cert.unwrap_or_else(|| with_suffix(&default_stem(&identity), "crt"));
     let ca = Ca::open(&args.ca).map_err(advise)?;
     let req = args.leaf.request(identity);
+    let dirs = pki::files::create_parents([(cert.as_path(), false)]).map_err(advise)?;
     let issued = ca.sign_csr(&args.csr, &req, args.ignore_csr_identity, &cert, args.force, now).map_err(advise)?;
+    dirs.keep();
     print_issued(&issued);
     Ok(())
 }
@@ -438,7 +446,9 @@ fn print_issued(issued: &Issued) {
 
 fn csr(args: &CsrArgs) -> anyhow::Result<()> {
     let identity = args.identity.parse()?;
+    let dirs = pki::files::create_parents([(args.key.as_path(), true), (args.out.as_path(), false)]).map_err(advise)?;
     pki::csr::write_csr(&identity, args.key_type.into(), &args.key, &args.out, args.force).map_err(advise)?;
+    dirs.keep();
     out::line(&format!("made a key and a certificate signing request for {identity}"));
     fields(&[
         ("identity", identity.to_urn()),
@@ -471,6 +481,7 @@ fn revoke(args: RevokeArgs, now: OffsetDateTime) -> anyhow::Result<()> {
 }
 
 fn crl(args: &CrlArgs, now: OffsetDateTime) -> anyhow::Result<()> {
+    let dirs = pki::files::create_parents(args.out.iter().map(|out| (out.as_path(), false))).map_err(advise)?;
     if let Some(out) = &args.out {
         check_crl_copy(out, args.force)?;
     }
@@ -479,6 +490,7 @@ fn crl(args: &CrlArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         pki::files::replace_atomically(path, crl.pem.as_bytes(), false).map_err(advise)?;
     }
+    dirs.keep();
     print_crl(&crl);
     if let Some(path) = &args.out {
         fields(&[("copy", path.display().to_string())]);

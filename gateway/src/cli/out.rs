@@ -10,3 +10,65 @@ pub(crate) fn line(text: &str) {
         std::process::exit(0);
     }
 }
+
+/// An error and its causes on one line, "what failed: why: why that", like anyhow's `{:#}` but
+/// without the causes the line already says: many error types quote their source in their own
+/// message (`cannot read FILE: {source}`) and also report it as their source.
+pub(crate) fn error_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    /// Quotes its source in its message, and reports it as its source too.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Quoting {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    }
+
+    /// Reports its source without quoting it.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the key is unusable")]
+    struct Silent {
+        #[source]
+        source: io::Error,
+    }
+
+    fn not_found() -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, "No such file or directory (os error 2)")
+    }
+
+    #[test]
+    fn a_cause_the_message_already_quotes_is_not_repeated() {
+        let err = anyhow::Error::new(Quoting { path: "splpd.toml", source: not_found() });
+        assert_eq!(error_line(&err), "cannot read splpd.toml: No such file or directory (os error 2)");
+        let err = err.context("reading the configuration");
+        assert_eq!(
+            error_line(&err),
+            "reading the configuration: cannot read splpd.toml: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_cause_not_in_the_message_is_kept() {
+        let err = anyhow::Error::new(Silent { source: not_found() });
+        assert_eq!(error_line(&err), "the key is unusable: No such file or directory (os error 2)");
+        let err = anyhow::Error::new(not_found()).context("opening gw1.key");
+        assert_eq!(error_line(&err), "opening gw1.key: No such file or directory (os error 2)");
+    }
+}

@@ -23,7 +23,7 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    super::init_tracing();
+    super::init_tracing("info");
     let (config, text) = match config::load_with_text(&args.config) {
         Ok(loaded) => loaded,
         Err(err @ ConfigError::Invalid(_)) => {

@@ -192,19 +192,39 @@ impl SegmentLog {
     /// and starting over it would bury the damage. Blocking I/O that reads the whole log: call it
     /// at startup.
     pub fn open(options: &SegmentOptions) -> Result<Self, SegmentError> {
-        Self::start(options, None)
+        Self::start(options, None, None)
     }
 
     /// As [`open`](Self::open), with a hook that first sees every record already in the log,
     /// then every record written (to rebuild and grow the Merkle tree).
     pub fn open_with_hook(options: &SegmentOptions, hook: impl CommitHook) -> Result<Self, SegmentError> {
-        Self::start(options, Some(Box::new(hook)))
+        Self::start(options, None, Some(Box::new(hook)))
     }
 
-    fn start(options: &SegmentOptions, mut hook: Option<Box<dyn CommitHook>>) -> Result<Self, SegmentError> {
+    /// As [`open_with_hook`](Self::open_with_hook), with the writer lock the caller took first,
+    /// so that it could write files of its own beside the log once it held it.
+    pub fn open_locked_with_hook(
+        options: &SegmentOptions,
+        lock: WriterLock,
+        hook: impl CommitHook,
+    ) -> Result<Self, SegmentError> {
+        debug_assert_eq!(lock.dir, options.dir, "the writer lock is of another directory");
+        Self::start(options, Some(lock), Some(Box::new(hook)))
+    }
+
+    fn start(
+        options: &SegmentOptions,
+        lock: Option<WriterLock>,
+        mut hook: Option<Box<dyn CommitHook>>,
+    ) -> Result<Self, SegmentError> {
         let dir = &options.dir;
-        fs::create_dir_all(dir).map_err(|e| SegmentError::io(dir, e))?;
-        let lock = lock_dir(dir)?;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => {
+                fs::create_dir_all(dir).map_err(|e| SegmentError::io(dir, e))?;
+                WriterLock::take(dir)?
+            }
+        };
         let (recovered, last_first_seq, last_path, records_len) = recover(dir, hook.as_deref_mut())?;
         if let Some(hook) = hook.as_deref_mut() {
             hook.durable(recovered.next_seq);
@@ -319,10 +339,23 @@ impl Drop for SegmentLog {
 /// process id in it.
 pub const LOCK_FILE: &str = "writer.lock";
 
-/// Takes the log's writer lock (`flock` on [`LOCK_FILE`]): two writers would interleave records
-/// and cut each other's files. A writer that is stopping (a log shut down in this process a
-/// moment ago, a gateway finishing its drain) lets go within moments, so the lock is tried for
-/// a few seconds before giving up.
+/// The log's writer lock (`flock` on [`LOCK_FILE`]), held until dropped: two writers would
+/// interleave records and cut each other's files.
+#[derive(Debug)]
+pub struct WriterLock {
+    dir: PathBuf,
+    _file: fs::File,
+}
+
+impl WriterLock {
+    /// Takes the lock of the log in `dir`, which must exist. A writer that is stopping (a log
+    /// shut down in this process a moment ago, a gateway finishing its drain) lets go within
+    /// moments, so the lock is tried for a few seconds before giving up.
+    pub fn take(dir: &Path) -> Result<Self, SegmentError> {
+        Ok(Self { dir: dir.to_owned(), _file: lock_dir(dir)? })
+    }
+}
+
 fn lock_dir(dir: &Path) -> Result<fs::File, SegmentError> {
     use std::io::Write as _;
     let path = dir.join(LOCK_FILE);

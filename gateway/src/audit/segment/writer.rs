@@ -367,7 +367,7 @@ pub(super) struct Writer {
     pub(super) hooked: u64,
     pub(super) name: String,
     /// The log's writer lock, let go when the writer stops.
-    pub(super) _lock: std::fs::File,
+    pub(super) _lock: super::WriterLock,
 }
 
 /// What the loop keeps between batches, reused so that a batch allocates nothing in the steady

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use splpd_certs::load::{read_certificates, read_private_key};
 
 use super::proof::CheckpointJson;
-use super::{CheckpointReader, certificate_identity, certificate_key_sha256, signer_file_name, verify_log};
+use super::{CheckpointReader, certificate_identity, certificate_key_sha256, ensure_log, signer_file_name, verify_log};
 use crate::audit::checkpoint::{Checkpoint, CheckpointSigner, SignatureAlgorithm};
 use crate::audit::log::CHECKPOINTS_FILE;
 use crate::audit::merkle::Hash;
@@ -328,6 +328,9 @@ fn tar_header(size: u64, mtime: u64) -> tar::Header {
 /// renamed once complete, so that an archive at `to` is always whole.
 pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     let dir = &options.dir;
+    // Before the key and certificate: without a log, the missing signer certificate would hide
+    // the real mistake.
+    ensure_log(dir).map_err(|e| other(e.to_string()))?;
     if options.to.exists() {
         return Err(other(format!("{} exists already; give a new file name", options.to.display())));
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::proof::{CheckpointJson, ProofError, check_signed};
-use super::{CheckpointReader, Signers, certificates_pem};
+use super::{CheckpointReader, Signers, certificates_pem, ensure_log};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::merkle::{Hash, RangeRoots, consistency_ranges, leaf_hash, verify_consistency};
 use crate::audit::segment::{SegmentReader, read_base};
@@ -47,6 +47,7 @@ pub struct CheckedConsistency {
 /// must be those of signed checkpoints in `checkpoints.log`.
 pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) -> Result<String, ProofError> {
     let log = |e: String| ProofError::Log(e);
+    ensure_log(dir).map_err(|e| log(e.to_string()))?;
     let mut reader = CheckpointReader::open(dir).map_err(|e| log(e.to_string()))?;
     let (mut old, mut new, mut sizes) = (None, None, Vec::new());
     while let Some(located) = reader.next_checkpoint().map_err(|e| log(e.to_string()))? {

@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 
 use super::json::{RecordJson, rfc3339_nanos};
-use super::{CheckpointReader, Located, Signers, certificate_identity, certificates_pem, check_issued_by};
+use super::{CheckpointReader, Located, Signers, certificate_identity, certificates_pem, check_issued_by, ensure_log};
 use crate::audit::ExchangeRecord;
 use crate::audit::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::audit::merkle::{Hash, Tree, leaf_hash, verify_inclusion};
@@ -222,6 +222,7 @@ impl PathBuilder {
 /// The latest checkpoint's signature is checked, and so is its root against the records, so
 /// that a damaged or altered log yields an error rather than a proof that fails later.
 pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpoint), ProofError> {
+    ensure_log(dir).map_err(|e| ProofError::Log(e.to_string()))?;
     let latest = latest_checkpoint(dir)?;
     let cp = &latest.checkpoint;
     let mut signers = Signers::new(dir, None);

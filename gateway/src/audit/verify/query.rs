@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use prost::Message as _;
 
+use super::{VerifyError, ensure_log};
 use crate::audit::ExchangeRecord;
 use crate::audit::segment::{SegmentError, SegmentReader};
 
@@ -131,6 +132,9 @@ pub struct QuerySummary {
 /// Why a query stopped before the end of the log.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// The directory holds no audit log, or cannot be listed.
+    #[error(transparent)]
+    NotALog(#[from] VerifyError),
     /// The log is damaged (or unreadable) here.
     #[error(transparent)]
     Segments(#[from] SegmentError),
@@ -156,6 +160,7 @@ pub fn query(
     limit: Option<u64>,
     each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
 ) -> Result<QuerySummary, QueryError> {
+    ensure_log(dir)?;
     let mut reader = SegmentReader::open(dir)?;
     let mut summary = QuerySummary::default();
     let mut record = ExchangeRecord::default();

@@ -175,7 +175,9 @@ impl Pki {
 }
 
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    // `warn`: the refusals the demo provokes on purpose are logged at `info` and would only
+    // clutter its table.
+    super::init_tracing("warn");
     let dir = prepare(&args.dir)?;
     let pki = make_pki(&dir, OffsetDateTime::now_utc())?;
 
@@ -355,7 +357,7 @@ async fn sandbox(
         }
         Err(e) => {
             all_as_expected = false;
-            out::line(&format!("     {:<15} -> failed: {e:#}", ""));
+            out::line(&format!("     {:<15} -> failed: {}", "", out::error_line(e)));
         }
     }
 
@@ -714,13 +716,4 @@ fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join(MARKER), "made by `splpd demo`, which may clear this folder when run again\n")?;
     dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))
-}
-
-/// Writes `path` whole or not at all, so that a script waiting for it never reads half a file.
-/// Logs to stderr at `warn` unless `RUST_LOG` says otherwise: the refusals the demo provokes on
-/// purpose are logged at `info` and would only clutter its table.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
