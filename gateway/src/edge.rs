@@ -344,8 +344,16 @@ pub async fn answer_head(resp: Response<ResponseBody>, audit_available: impl Fn(
             (StatusCode::SERVICE_UNAVAILABLE, "Server.AuditUnavailable")
         };
         parts.status = status;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert("x-road-error", HeaderValue::from_static(kind));
+        // Only the gateway's own headers: the service's (validators, caching) described an
+        // answer that did not come.
+        let mut kept = http::HeaderMap::new();
+        for (name, value) in &parts.headers {
+            if name.as_str().starts_with("x-road-") {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        kept.insert("x-road-error", HeaderValue::from_static(kind));
+        parts.headers = kept;
     }
     let empty = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
     Response::from_parts(parts, empty)
@@ -437,8 +445,13 @@ mod tests {
                 )]);
             http_body_util::StreamBody::new(frames).boxed_unsync()
         };
-        let resp = answer_head(answer(broken()), || true).await;
+        let mut began = answer(broken());
+        began.headers_mut().insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        began.headers_mut().insert("x-road-id", HeaderValue::from_static("ex-1"));
+        let resp = answer_head(began, || true).await;
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert!(resp.headers().get(header::ETAG).is_none(), "the service's headers are not the error's");
+        assert_eq!(resp.headers()["x-road-id"], "ex-1");
         assert_eq!(resp.headers()["x-road-error"], "Server.ServerProxy.ServiceFailed");
         let resp = answer_head(answer(broken()), || false).await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -225,7 +225,7 @@ impl Gateway {
         if let Some(trace_id) = req.headers().get("traceparent").and_then(|v| trace_id(v.as_bytes())) {
             record.set_trace_id(trace_id);
         }
-        let mut ctx = Ctx {
+        let ctx = Ctx {
             record,
             exchange_id: exchange_id.hyphenated().to_string(),
             client: None,
@@ -234,27 +234,38 @@ impl Gateway {
             grpc: grpc::is_grpc(&req),
             received,
         };
+        // A connection with no certificate where one is required can only be refused, whatever
+        // it asks: it is answered once, then closed, so that each refusal, and its record, costs
+        // the caller a new TLS handshake, as a refused handshake did before the gateway answered.
+        let nobody =
+            matches!(&conn.auth, Ok(auth) if identify::require_certificate(auth, &conn.listener.opt_ins).is_err());
+        let mut resp = self.answer(&snap, conn, req, ctx).await;
+        if nobody {
+            resp.extensions_mut().insert(CloseConnection);
+        }
+        resp
+    }
+
+    /// The answer to one request: from the gateway's own services, or forwarded, or refused.
+    async fn answer(
+        &self,
+        snap: &Arc<Snapshot>,
+        conn: &Connection,
+        req: Request<Incoming>,
+        mut ctx: Ctx,
+    ) -> Response<ResponseBody> {
         // The gateway's own services (health, reflection, the directory) are answered here.
         if let Some(own) = local::recognise(&req, ctx.grpc) {
-            return self.own(own, &snap, conn, req, ctx).await;
+            return self.own(own, snap, conn, req, ctx).await;
         }
-        match self.admit(&snap, conn, &req, &mut ctx) {
+        match self.admit(snap, conn, &req, &mut ctx) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
             Err(err) => {
                 let body = req.into_body();
                 if !body.is_end_stream() {
                     tokio::spawn(discard(body));
                 }
-                // A caller with no identity at all is answered once per connection: each such
-                // refusal, and its record, then costs it a TLS handshake, as a refused handshake
-                // did before the gateway answered it.
-                let anonymous = matches!(err, GatewayError::Unauthenticated(_))
-                    && matches!(conn.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain));
-                let mut resp = self.refuse(ctx, &err).await;
-                if anonymous {
-                    resp.extensions_mut().insert(CloseConnection);
-                }
-                resp
+                self.refuse(ctx, &err).await
             }
         }
     }
@@ -566,6 +577,7 @@ impl Gateway {
         // almost every REST service by the time it answers; otherwise the header is left out
         // rather than the response held back, and the record takes the hash when the body ends.
         // A gRPC answer is never held back: its request may be a stream still flowing.
+        let mut failed = None;
         let ready = match summary.as_mut() {
             Some(rx) if ctx.grpc => rx.try_recv().ok(),
             Some(rx) => tokio::time::timeout(Duration::from_millis(100), rx).await.ok().and_then(Result::ok),
@@ -577,8 +589,13 @@ impl Gateway {
                 s.record_into(&mut ctx.record);
                 Some(s.request_hash)
             }
-            // Kept, so that the record says how much of the body passed.
-            Some(Err(_)) | None => None,
+            // The watch is kept, so that the record says how much of the body passed; why the
+            // body failed goes to the answer's body, which tells a cut-off stream by it.
+            Some(Err(why)) => {
+                failed = Some(why);
+                None
+            }
+            None => None,
         };
 
         let (mut parts, body) = resp.into_parts();
@@ -627,6 +644,9 @@ impl Gateway {
         }
         let mut body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode, ctx.grpc, route, summary);
         body.lease = lease;
+        if let Some(why) = failed {
+            body.request_failed(why);
+        }
         match respond::settle(body).await {
             Settled::Body(body) => Response::from_parts(parts, UnsyncBoxBody::new(body)),
             Settled::NotLogged(audit_err) => {

@@ -187,6 +187,11 @@ impl AuditedBody {
         }
     }
 
+    /// The request body failed (`why`, e.g. "body over N bytes") before the answer started.
+    pub(crate) fn request_failed(&mut self, why: String) {
+        self.request = Some(Err(why));
+    }
+
     /// The request body's summary, if it has arrived by now.
     fn request_summary(&mut self) -> Option<&Result<BodySummary, String>> {
         if self.request.is_none()

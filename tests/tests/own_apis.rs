@@ -194,6 +194,14 @@ async fn an_agency_services_own_health_is_reached_by_naming_it() {
     s.region.stop().await;
 }
 
+/// The gateway's own gRPC services, as reflection lists them (sorted).
+const OWN_GRPC_SERVICES: [&str; 4] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "splpd.v1.Directory",
+];
+
 #[tokio::test]
 async fn reflection_lists_and_describes_the_gateways_own_services_in_both_versions() {
     let s = setup().await;
@@ -225,15 +233,7 @@ async fn reflection_lists_and_describes_the_gateways_own_services_in_both_versio
     };
     let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
-    assert_eq!(
-        names,
-        [
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-            "splpd.v1.Directory"
-        ]
-    );
+    assert_eq!(names, OWN_GRPC_SERVICES);
     let Some(refl::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
         &replies[1].message_response
     else {
@@ -263,15 +263,7 @@ async fn reflection_lists_and_describes_the_gateways_own_services_in_both_versio
     let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     names.sort_unstable();
     // Each version lists both, so that a client of either learns of the other.
-    assert_eq!(
-        names,
-        [
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-            "splpd.v1.Directory"
-        ]
-    );
+    assert_eq!(names, OWN_GRPC_SERVICES);
     let unknown = replies.message().await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     assert!(unknown.message().contains("kesehatan.v1.Rujukan"), "{unknown:?}");

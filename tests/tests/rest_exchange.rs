@@ -519,8 +519,9 @@ async fn without_a_client_certificate_the_call_is_refused_401_saying_what_to_pre
     let tcp = tokio::net::TcpStream::connect(region.addr(splpd_tests::PUBLIC)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
-    let ask = format!("GET {} HTTP/1.1\r\nhost: localhost\r\n\r\n", target(SERVICE, "/json/x"));
-    tls.write_all(format!("{ask}{ask}").as_bytes()).await.unwrap();
+    // The gateway's own directory first, then a service: the same for both.
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    tls.write_all(format!("{}{}", ask("/listClients"), ask(&target(SERVICE, "/json/x"))).as_bytes()).await.unwrap();
     let mut answers = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answers)).await;
     assert!(read.is_ok(), "the connection was closed");

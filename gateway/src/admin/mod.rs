@@ -289,18 +289,30 @@ impl Readiness {
         if let Some(m) = gateway.maintenance().state() {
             reasons.push(format!("maintenance mode is on: {}", m.describe()));
         }
-        // Only the CA that vouches for this gateway's own region: a peer region's expired CRL
-        // stops that region's calls, not the gateway (the log and /metrics say so).
+        // Only CAs that vouch for this gateway's own region (their scopes overlap what it
+        // serves, or they vouch for the gateway itself): a peer region's expired CRL stops that
+        // region's calls, not the gateway (the log and /metrics say so).
         let snap = gateway.snapshot();
         let own = Identity::Server(snap.gateway_id.clone());
+        let served = snap.config.gateway.served_prefixes();
+        let ours = |a: &crate::tls::Anchor| {
+            a.covers(&own) || a.scopes().iter().any(|scope| served.iter().any(|p| overlap(scope, p)))
+        };
         let now = time::OffsetDateTime::now_utc();
         for crl in snap.trust.crl_status().iter().filter(|c| c.expired(now)) {
-            if snap.trust.anchor(&crl.anchor).is_some_and(|a| a.covers(&own)) {
+            if snap.trust.anchor(&crl.anchor).is_some_and(ours) {
                 reasons.extend(crl.concern(now));
             }
         }
         Self { reasons }
     }
+}
+
+/// Whether one identifier prefix lies within the other.
+fn overlap(a: &splpd_certs::id::IdPrefix, b: &splpd_certs::id::IdPrefix) -> bool {
+    let (a, b) = (a.to_string(), b.to_string());
+    let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+    within(&a, &b) || within(&b, &a)
 }
 
 fn readiness(gateway: &Gateway) -> AdminResponse {
@@ -382,4 +394,19 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> AdminResponse
 
 fn error(status: StatusCode, kind: &str, message: &str) -> AdminResponse {
     json_response(status, &json!({ "type": kind, "message": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_overlap_when_one_lies_within_the_other_by_whole_parts() {
+        let p = |s: &str| s.parse::<splpd_certs::id::IdPrefix>().unwrap();
+        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA/1602")));
+        assert!(overlap(&p("ID/PEMDA"), &p("ID/PEMDA/1602")));
+        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA")));
+        assert!(!overlap(&p("ID/PEMDA/1601"), &p("ID/PEMDA/1602")));
+        assert!(!overlap(&p("ID/PEMDA/160"), &p("ID/PEMDA/1602")), "whole parts only");
+    }
 }

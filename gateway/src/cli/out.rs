@@ -16,12 +16,16 @@ pub(crate) fn line(text: &str) {
 /// message (`cannot read FILE: {source}`) and also report it as their source.
 pub(crate) fn error_line(err: &anyhow::Error) -> String {
     let mut line = err.to_string();
+    let mut previous = line.clone();
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
-        if !line.contains(&cause) {
+        // Quoted by the link before it, which ends with it ("cannot read X: {source}"); a
+        // cause merely found elsewhere in the line is still a cause of its own.
+        if !previous.ends_with(&format!(": {cause}")) {
             line.push_str(": ");
             line.push_str(&cause);
         }
+        previous = cause;
     }
     line
 }
@@ -70,5 +74,9 @@ mod tests {
         assert_eq!(error_line(&err), "the key is unusable: No such file or directory (os error 2)");
         let err = anyhow::Error::new(not_found()).context("opening gw1.key");
         assert_eq!(error_line(&err), "opening gw1.key: No such file or directory (os error 2)");
+        // Found in the line, but not as the quoted cause: kept.
+        let denied = io::Error::new(io::ErrorKind::PermissionDenied, "denied");
+        let err = anyhow::Error::new(denied).context("opening /srv/denied");
+        assert_eq!(error_line(&err), "opening /srv/denied: denied");
     }
 }
