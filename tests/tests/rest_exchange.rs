@@ -528,6 +528,27 @@ async fn without_a_client_certificate_the_call_is_refused_401_saying_what_to_pre
     let answers = String::from_utf8_lossy(&answers);
     assert_eq!(answers.matches("HTTP/1.1 401").count(), 1, "{answers}");
     assert_record_count(&region, 3).await;
+
+    // Over HTTP/2 the connection is closed with a GOAWAY after the refusal: the next call on it
+    // does not get through.
+    let config = splpd_tests::client::tls_config(region.roots(), None, Proto::H2);
+    let tcp = tokio::net::TcpStream::connect(region.addr(splpd_tests::PUBLIC)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(conn);
+    let get = || {
+        let uri = format!("https://localhost{}", target(SERVICE, "/json/x"));
+        http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new()).unwrap()
+    };
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(ended.is_ok(), "the gateway ended the HTTP/2 connection");
+    assert!(sender.send_request(get()).await.is_err());
+    assert_record_count(&region, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
