@@ -348,7 +348,7 @@ pub async fn answer_head(resp: Response<ResponseBody>, audit_available: impl Fn(
         // answer that did not come.
         let mut kept = http::HeaderMap::new();
         for (name, value) in &parts.headers {
-            if name.as_str().starts_with("x-road-") {
+            if name.as_str().starts_with("x-road-") || name == header::CONNECTION {
                 kept.append(name.clone(), value.clone());
             }
         }
@@ -357,6 +357,15 @@ pub async fn answer_head(resp: Response<ResponseBody>, audit_available: impl Fn(
     }
     let empty = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
     Response::from_parts(parts, empty)
+}
+
+/// The answer to a request on a connection that is closing after its refusal: 401, no body,
+/// no record (see `server::run_http`).
+pub fn closing_answer() -> Response<ResponseBody> {
+    let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    resp.headers_mut().insert("x-road-error", HeaderValue::from_static("Client.Unauthenticated"));
+    resp
 }
 
 /// How long a HEAD answer's body may take to end (the gateway's own end at once; a service's

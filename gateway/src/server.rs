@@ -238,24 +238,34 @@ async fn run_http<I>(
     let conn = Arc::new(conn);
     // Notified when an answer asks for the connection to close after it.
     let close = Arc::new(tokio::sync::Notify::new());
+    // Set once it has: whatever else arrives on the connection before it is closed (HTTP/2
+    // streams until the client acknowledges the GOAWAY, say) gets a bare 401, unlogged, as a
+    // refused handshake was, so that one connection yields one refusal to log.
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = {
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);
         let activity = Arc::clone(&activity);
         let close = Arc::clone(&close);
+        let closing = Arc::clone(&closing);
         service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
             let conn = conn.current(&gateway);
             let active = activity.begin();
             let close = Arc::clone(&close);
+            let closing = Arc::clone(&closing);
             // The exchange path's future is about 10 KiB. Boxed, it exists only while a request
             // is in progress: hyper's HTTP/1.1 connection keeps room for its service's future
             // inline for the connection's whole life, busy or idle.
             let head = req.method() == http::Method::HEAD;
             let http1 = req.version() < http::Version::HTTP_2;
             let exchange = Box::pin(async move {
+                if closing.load(std::sync::atomic::Ordering::Acquire) {
+                    return edge::closing_answer();
+                }
                 let mut resp = gateway.handle(&conn, req).await;
                 if resp.extensions().get::<crate::exchange::CloseConnection>().is_some() {
+                    closing.store(true, std::sync::atomic::Ordering::Release);
                     // HTTP/1.1 must also be told in the answer, or requests already read behind
                     // this one would still be served.
                     if http1 {
@@ -268,7 +278,13 @@ async fn run_http<I>(
             async move { Ok::<_, std::convert::Infallible>(edge::hold_while_streaming(exchange.await, active)) }
         })
     };
-    let builder = edge::http_builder(&snap.limits, version);
+    let mut builder = edge::http_builder(&snap.limits, version);
+    // A connection that can only be refused gets one stream at a time.
+    let current = conn.current(&gateway);
+    if matches!(&current.auth, Ok(auth) if crate::identify::require_certificate(auth, &current.listener.opt_ins).is_err())
+    {
+        builder.http2().max_concurrent_streams(1);
+    }
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
     tokio::select! {
