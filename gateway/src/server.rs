@@ -224,6 +224,14 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
     }
 }
 
+/// A connection's "close after this answer": the signal to `run_http`, and the mark its later
+/// requests see.
+#[derive(Debug, Default)]
+struct Closing {
+    notify: tokio::sync::Notify,
+    set: std::sync::atomic::AtomicBool,
+}
+
 async fn run_http<I>(
     gateway: Arc<Gateway>,
     snap: &Snapshot,
@@ -236,42 +244,39 @@ async fn run_http<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    // Notified when an answer asks for the connection to close after it.
-    let close = Arc::new(tokio::sync::Notify::new());
-    // Set once it has: whatever else arrives on the connection before it is closed (HTTP/2
-    // streams until the client acknowledges the GOAWAY, say) gets a bare 401, unlogged, as a
-    // refused handshake was, so that one connection yields one refusal to log.
-    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Notified, and set, when an answer asks for the connection to close after it. Once set,
+    // whatever else arrives on the connection before it is closed (HTTP/2 streams until the
+    // client acknowledges the GOAWAY, say) gets a bare 401, unlogged, as a refused handshake
+    // was, so that one connection yields one refusal to log.
+    let close = Arc::new(Closing::default());
     let service = {
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);
         let activity = Arc::clone(&activity);
         let close = Arc::clone(&close);
-        let closing = Arc::clone(&closing);
         service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
             let conn = conn.current(&gateway);
             let active = activity.begin();
             let close = Arc::clone(&close);
-            let closing = Arc::clone(&closing);
             // The exchange path's future is about 10 KiB. Boxed, it exists only while a request
             // is in progress: hyper's HTTP/1.1 connection keeps room for its service's future
             // inline for the connection's whole life, busy or idle.
             let head = req.method() == http::Method::HEAD;
             let http1 = req.version() < http::Version::HTTP_2;
             let exchange = Box::pin(async move {
-                if closing.load(std::sync::atomic::Ordering::Acquire) {
+                if close.set.load(std::sync::atomic::Ordering::Acquire) {
                     return edge::closing_answer();
                 }
                 let mut resp = gateway.handle(&conn, req).await;
                 if resp.extensions().get::<crate::exchange::CloseConnection>().is_some() {
-                    closing.store(true, std::sync::atomic::Ordering::Release);
+                    close.set.store(true, std::sync::atomic::Ordering::Release);
                     // HTTP/1.1 must also be told in the answer, or requests already read behind
                     // this one would still be served.
                     if http1 {
                         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                     }
-                    close.notify_one();
+                    close.notify.notify_one();
                 }
                 if head { edge::answer_head(resp, || gateway.audit().health().is_available()).await } else { resp }
             });
@@ -298,7 +303,7 @@ async fn run_http<I>(
             served.as_mut().graceful_shutdown();
             let _ = served.await;
         }
-        () = close.notified() => {
+        () = close.notify.notified() => {
             // Keep-alive off (HTTP/1.1) or a GOAWAY (HTTP/2): the answer in progress still goes out.
             served.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(edge::close_grace(), served).await;
