@@ -135,6 +135,10 @@ pub enum DispatchError {
     /// The request waited for a free slot until its deadline.
     #[error("{0}")]
     QueueTimeout(String),
+    /// The request body, read whole to be sent again should an attempt fail, did not arrive
+    /// within the time allowed.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     /// The request body could not be read from the client.
     #[error("{0}")]
     Body(BoxError),
@@ -376,10 +380,7 @@ impl ServiceUpstreams {
             match tokio::time::timeout(wait, body.collect()).await {
                 Ok(Ok(collected)) => Payload::Replay(collected.to_bytes()),
                 Ok(Err(e)) => return Err(fail(DispatchError::Body(e), None, Vec::new(), &[])),
-                Err(_) => {
-                    let why = format!("the request body did not arrive within {wait:?}");
-                    return Err(fail(DispatchError::QueueTimeout(why), None, Vec::new(), &[]));
-                }
+                Err(_) => return Err(fail(DispatchError::BodyTimeout(wait), None, Vec::new(), &[])),
             }
         } else {
             Payload::Stream(Some(body))

@@ -2,6 +2,9 @@
 //! status and a JSON body, or for gRPC calls a gRPC status code (design §3). Errors from the
 //! service itself never pass through here: they reach the client untouched.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use http::StatusCode;
 
 /// Why the gateway itself refused or failed an exchange.
@@ -51,10 +54,10 @@ pub enum GatewayError {
     },
     /// The service's upstream could not be reached or broke the exchange off.
     #[error("{0}")]
-    ServiceFailed(String),
+    ServiceFailed(Failure),
     /// The service's upstream did not answer in time.
     #[error("{0}")]
-    ServiceTimeout(String),
+    ServiceTimeout(Failure),
     /// A peer gateway's answer does not prove that it answers the request sent: its
     /// `X-Road-Request-Hash` differs from the hash of the request, or is missing.
     #[error("{0}")]
@@ -62,7 +65,7 @@ pub enum GatewayError {
     /// No endpoint of the service can take the call now: none healthy, all ejected after
     /// failures, or their circuits open. Nothing was sent; the call may be retried later.
     #[error("{0}")]
-    ServiceUnavailable(String),
+    ServiceUnavailable(Failure),
     /// The audit log cannot take the exchange's record, so the exchange is refused (fail closed).
     #[error("{0}")]
     AuditUnavailable(String),
@@ -71,7 +74,7 @@ pub enum GatewayError {
     Overloaded(String),
     /// A fault inside the gateway.
     #[error("{0}")]
-    Internal(String),
+    Internal(Failure),
 }
 
 impl GatewayError {
@@ -135,6 +138,17 @@ impl GatewayError {
         }
     }
 
+    /// The error as the gateway's operator is told it, in its log: with what the caller is not
+    /// told (see [`Failure`]).
+    pub fn for_operator(&self) -> Cow<'_, str> {
+        match self {
+            Self::ServiceFailed(f) | Self::ServiceTimeout(f) | Self::ServiceUnavailable(f) | Self::Internal(f) => {
+                Cow::Borrowed(f.for_operator())
+            }
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+
     /// The JSON body X-Road clients expect: `{"type", "message", "detail"}`; the detail is the
     /// exchange id, which an operator can look up in the audit log.
     pub fn json_body(&self, exchange_id: &str) -> String {
@@ -144,6 +158,51 @@ impl GatewayError {
             "detail": exchange_id,
         })
         .to_string()
+    }
+}
+
+/// A failure on the provider's side or inside the gateway, told two ways. The caller (often
+/// another agency) is told what failed and whether to try again, but not the service's internal
+/// addresses, nor the gateway's configuration that the operator may have to fix: those are
+/// the operator's, in the gateway's log under the exchange's id, which the caller has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    caller: String,
+    operator: Option<String>,
+}
+
+impl Failure {
+    /// What the caller is told, and the whole story for the operator. The caller's text is
+    /// followed by where the operator finds the cause.
+    pub fn hidden(caller: impl fmt::Display, operator: impl Into<String>) -> Self {
+        Self {
+            caller: format!("{caller}; the gateway's operator finds the cause in its log under this exchange's id"),
+            operator: Some(operator.into()),
+        }
+    }
+
+    /// The operator's text: the whole story.
+    pub fn for_operator(&self) -> &str {
+        self.operator.as_deref().unwrap_or(&self.caller)
+    }
+}
+
+/// Words that are the same for the caller and the operator: nothing in them is internal.
+impl From<String> for Failure {
+    fn from(caller: String) -> Self {
+        Self { caller, operator: None }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(caller: &str) -> Self {
+        caller.to_owned().into()
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.caller)
     }
 }
 
@@ -233,5 +292,25 @@ mod tests {
         assert_eq!(v["type"], "Client.AccessDenied");
         assert_eq!(v["message"], "no grant");
         assert_eq!(v["detail"], "abc");
+    }
+
+    #[test]
+    fn a_hidden_failure_tells_the_caller_less_than_the_operator() {
+        let err = GatewayError::ServiceFailed(Failure::hidden(
+            "S: the gateway could not connect to the service",
+            "S: cannot connect to the service at 10.0.0.5:8080: refused",
+        ));
+        let v: serde_json::Value = serde_json::from_str(&err.json_body("abc")).unwrap();
+        let told = v["message"].as_str().unwrap();
+        assert!(told.starts_with("S: the gateway could not connect to the service; "), "{told}");
+        assert!(told.contains("operator") && !told.contains("10.0.0.5"), "{told}");
+        assert_eq!(err.for_operator(), "S: cannot connect to the service at 10.0.0.5:8080: refused");
+        // Plain words are the same for both.
+        let plain = GatewayError::ServiceTimeout("S: no answer within 1s".into());
+        assert_eq!(
+            (plain.to_string(), plain.for_operator().into_owned()),
+            ("S: no answer within 1s".into(), "S: no answer within 1s".into())
+        );
+        assert_eq!(GatewayError::AccessDenied("no grant".into()).for_operator(), "no grant");
     }
 }

@@ -28,7 +28,7 @@ use crate::admin::metrics::{ExchangeMetrics, Metered};
 use crate::audit::{AuditSink, BodyHasher, RecordBuilder};
 use crate::authorize::AccessRequest;
 use crate::config::{AuditMode, Protocol};
-use crate::error::{GatewayError, GrpcCode};
+use crate::error::{Failure, GatewayError, GrpcCode};
 use crate::forward::{self, MeteredRequestBody, RequestHasher, xroad};
 use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
@@ -496,10 +496,10 @@ impl Gateway {
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_sub(ctx.received.elapsed());
                 if left.is_zero() {
-                    let err = GatewayError::ServiceTimeout(format!(
-                        "{}: the call's deadline ({deadline:?}) passed before it could be forwarded",
-                        route.id
-                    ));
+                    let err = GatewayError::ServiceTimeout(
+                        format!("{}: the call's deadline ({deadline:?}) passed before it could be forwarded", route.id)
+                            .into(),
+                    );
                     return self.refuse(ctx, &err).await;
                 }
                 headers.insert(grpc::GRPC_TIMEOUT, grpc::encode_timeout(left));
@@ -660,7 +660,7 @@ impl Gateway {
     /// Answers with the gateway's own error, once its record is logged. If the log cannot take
     /// the record, the answer becomes `Server.AuditUnavailable`.
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
-        tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{err}");
+        tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
         if ctx.grpc {
             ctx.record.set_status(StatusCode::OK);
             ctx.record.set_grpc_status(err.grpc_code().as_u32());
@@ -842,10 +842,17 @@ async fn send_via(
     let uri = match built {
         Some(Ok(uri)) => uri,
         Some(Err(e)) => {
-            return Err(not_answered(GatewayError::Internal(format!("cannot build the upstream URL: {e}")), None));
+            let failure = Failure::hidden(
+                format!("{}: the gateway could not build the URL to send to", route.id),
+                format!("{}: cannot build the upstream URL: {e}", route.id),
+            );
+            return Err(not_answered(GatewayError::Internal(failure), None));
         }
         None => {
-            return Err(not_answered(GatewayError::Internal(format!("{}: no endpoint to send to", route.id)), None));
+            return Err(not_answered(
+                GatewayError::Internal(format!("{}: no endpoint to send to", route.id).into()),
+                None,
+            ));
         }
     };
     let mut req = Request::new(outgoing.body);
@@ -869,27 +876,57 @@ async fn send_via(
 }
 
 /// Why no answer came from the service, as the gateway's error (`error` has the one mapping).
+/// The caller is told what failed; the endpoints' addresses and what in the configuration to
+/// check are for the operator ([`Failure`]).
 fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> GatewayError {
     match err {
         DispatchError::Upstream(e) => upstream_error(service, &e, tls),
-        DispatchError::Unavailable(why) => GatewayError::ServiceUnavailable(format!("{service}: {why}")),
-        DispatchError::QueueTimeout(why) => GatewayError::ServiceTimeout(format!("{service}: {why}")),
+        DispatchError::Unavailable(why) => GatewayError::ServiceUnavailable(Failure::hidden(
+            format!("{service}: no endpoint of the service can take calls now; try again later"),
+            format!("{service}: {why}"),
+        )),
+        DispatchError::QueueTimeout(why) => GatewayError::ServiceTimeout(Failure::hidden(
+            format!("{service}: the service stayed busy until the call's deadline; try again later"),
+            format!("{service}: {why}"),
+        )),
+        DispatchError::BodyTimeout(after) => {
+            GatewayError::ServiceTimeout(format!("{service}: the request body did not arrive within {after:?}").into())
+        }
         DispatchError::Body(e) => GatewayError::BadRequest(format!("reading the request body failed: {e}")),
-        DispatchError::BadUri(why) => GatewayError::Internal(format!("{service}: {why}")),
+        DispatchError::BadUri(why) => GatewayError::Internal(Failure::hidden(
+            format!("{service}: the gateway could not build the service's URL"),
+            format!("{service}: {why}"),
+        )),
     }
 }
 
 fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> GatewayError {
+    let operator = format!("{service}: {err}");
     match err {
-        UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{service}: {err}")),
-        UpstreamError::Saturated { .. } => GatewayError::ServiceUnavailable(format!("{service}: {err}")),
-        UpstreamError::Connect { .. } | UpstreamError::Broken { .. } if tls => GatewayError::ServiceFailed(format!(
-            "{service}: {err} (for an https:// upstream, check that its certificate is issued for the name in the URL \
-             or [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's own \
-             certificate: [service.tls] client_cert = true)"
+        UpstreamError::Timeout { after, .. } => GatewayError::ServiceTimeout(Failure::hidden(
+            format!("{service}: the service did not answer within {after:?}"),
+            operator,
+        )),
+        UpstreamError::Saturated { .. } => GatewayError::ServiceUnavailable(Failure::hidden(
+            format!("{service}: the service has as many calls open as the gateway allows it; try again later"),
+            operator,
         )),
         UpstreamError::Connect { .. } | UpstreamError::Broken { .. } => {
-            GatewayError::ServiceFailed(format!("{service}: {err}"))
+            let caller = if matches!(err, UpstreamError::Connect { .. }) {
+                format!("{service}: the gateway could not connect to the service")
+            } else {
+                format!("{service}: the exchange with the service broke off")
+            };
+            let operator = if tls {
+                format!(
+                    "{operator} (for an https:// upstream, check that its certificate is issued for the name in the \
+                     URL or [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's \
+                     own certificate: [service.tls] client_cert = true)"
+                )
+            } else {
+                operator
+            };
+            GatewayError::ServiceFailed(Failure::hidden(caller, operator))
         }
     }
 }

@@ -25,7 +25,7 @@ use splpd_certs::profile::identity_of;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{Config, ConnectionType, Peer, Protocol};
-use crate::error::GatewayError;
+use crate::error::{Failure, GatewayError};
 use crate::forward::{self, BodySummary, MeteredRequestBody, RequestHasher, xroad};
 use crate::identify::{Caller, ConnectionAuth, PeerIdentity};
 use crate::runtime::{Route, RuntimeError, Snapshot};
@@ -242,10 +242,20 @@ impl Via {
             Self::Peer(link) => send_to_peer(link, route, req, target, timeout).await.map_err(SendError::Gateway),
             Self::National(connector) => connector.send(req, timeout).await.map(|r| (r, None)).map_err(|e| {
                 SendError::Gateway(match e {
-                    NationalError::Upstream(UpstreamError::Timeout { .. }) => {
-                        GatewayError::ServiceTimeout(format!("{}: the national SPLP: {e}", route.id))
+                    NationalError::Upstream(UpstreamError::Timeout { after, .. }) => {
+                        GatewayError::ServiceTimeout(Failure::hidden(
+                            format!("{}: the national SPLP did not answer within {after:?}", route.id),
+                            format!("{}: the national SPLP: {e}", route.id),
+                        ))
                     }
-                    e => GatewayError::ServiceFailed(format!("{}: the national SPLP: {e}", route.id)),
+                    // The caller's own body: nothing of the gateway's in it.
+                    NationalError::Body(_) => {
+                        GatewayError::ServiceFailed(format!("{}: the national SPLP: {e}", route.id).into())
+                    }
+                    e => GatewayError::ServiceFailed(Failure::hidden(
+                        format!("{}: the call to the national SPLP failed", route.id),
+                        format!("{}: the national SPLP: {e}", route.id),
+                    )),
                 })
             }),
         }
@@ -275,14 +285,20 @@ async fn send_to_peer(
     let (body, sent) = MeteredRequestBody::new(body, u64::MAX, hasher, None);
     let req = Request::from_parts(parts, forward::boxed(body));
     let (resp, endpoint) = link.endpoints.send(req, target, timeout).await.map_err(|e| match e {
-        UpstreamError::Timeout { .. } => GatewayError::ServiceTimeout(format!("{}: peer {}: {e}", route.id, link.id)),
-        e => GatewayError::ServiceFailed(format!(
-            "{}: peer {}: {e} (every endpoint of the peer was tried; check its endpoints, and that its certificate is \
-             issued by trust anchor {:?} for the endpoint's host and carries urn:splp:server:{})",
-            route.id,
-            link.id,
-            link.anchor,
-            link.id.part_strs().collect::<Vec<_>>().join(":")
+        UpstreamError::Timeout { after, .. } => GatewayError::ServiceTimeout(Failure::hidden(
+            format!("{}: peer gateway {} did not answer within {after:?}", route.id, link.id),
+            format!("{}: peer {}: {e}", route.id, link.id),
+        )),
+        e => GatewayError::ServiceFailed(Failure::hidden(
+            format!("{}: the gateway could not reach peer gateway {}", route.id, link.id),
+            format!(
+                "{}: peer {}: {e} (every endpoint of the peer was tried; check its endpoints, and that its \
+                 certificate is issued by trust anchor {:?} for the endpoint's host and carries urn:splp:server:{})",
+                route.id,
+                link.id,
+                link.anchor,
+                link.id.part_strs().collect::<Vec<_>>().join(":")
+            ),
         )),
     })?;
     let theirs = resp.headers().get(&xroad::REQUEST_HASH).cloned();

@@ -318,7 +318,9 @@ impl Body for AuditedBody {
                         GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
                     } else {
                         let why = splpd_adapters::http::root_cause(&e);
-                        GatewayError::ServiceFailed(format!("{}: the service broke the call off: {why}", route.id))
+                        GatewayError::ServiceFailed(
+                            format!("{}: the service broke the call off: {why}", route.id).into(),
+                        )
                     };
                     this.fail_grpc(&err);
                 }

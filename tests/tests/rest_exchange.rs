@@ -1033,8 +1033,12 @@ async fn an_upstream_refusing_connections_is_service_failed() {
         error_type: "Server.ServerProxy.ServiceFailed",
         may_omit: false,
     };
-    assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    let rec = assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
     assert_record_count(&region, 1).await;
+    // The record keeps the endpoint for the operator; the calling agency is not shown it.
+    let authority = rec.upstream.trim_start_matches("http://").trim_end_matches('/');
+    assert!(authority.contains(':'), "the record names the endpoint: {:?}", rec.upstream);
+    assert!(!message.contains(authority) && message.contains("operator"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1046,7 +1050,8 @@ async fn a_too_slow_upstream_is_service_timeout() {
     let reply = region.call(Some(&dinkes), Proto::H2, Call::get(target(SLOW, "/slow/3000"))).await.unwrap();
     let elapsed = started.elapsed();
     let message = assert_gateway_error(&reply, 504, "Server.ServerProxy.ServiceTimeout");
-    assert!(message.contains(SLOW), "{message}");
+    assert!(message.contains(SLOW) && message.contains("did not answer within 500ms"), "{message}");
+    assert!(!message.contains(&upstream.addr().to_string()), "{message}");
     assert!(
         elapsed >= Duration::from_millis(450) && elapsed < Duration::from_millis(2500),
         "answered after {elapsed:?}"

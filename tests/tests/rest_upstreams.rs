@@ -16,6 +16,7 @@ use splpd_certs::id::{IdKind, Identity};
 use splpd_gateway::audit::AuditMode;
 use splpd_proto::v1::{ConnectionType, RecordKind};
 use splpd_tests::client::read_roots;
+use splpd_tests::logs::Logs;
 use splpd_tests::pki::GATEWAY_ID;
 use splpd_tests::upstream::{FIXED_JSON, large_body, tls_server_config};
 use splpd_tests::{Call, PUBLIC, Pki, Proto, Region, RegionBuilder, Reply, Upstream};
@@ -93,6 +94,8 @@ struct TlsSetup {
 }
 
 async fn tls_setup() -> TlsSetup {
+    // Before any gateway logs: the tests read what the operator is told.
+    Logs::capture();
     let pki = Pki::new();
     let server_cert = pki.service_server_cert(SERVICE_SERVER);
     let region_ca = read_roots(&pki.region_ca_cert());
@@ -205,11 +208,20 @@ async fn an_upstream_whose_certificate_the_configured_ca_did_not_sign_is_refused
     let TlsSetup { region, mtls, open: _open, pki } = tls_setup().await;
     let dinkes = pki.client(DINKES);
 
+    let address = mtls.addr().to_string();
     for proto in [Proto::H1, Proto::H2] {
         let reply = region.call(Some(&dinkes), proto, Call::get(target(WRONG_CA, "/json/x"))).await.unwrap();
         let message = assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
-        assert!(message.contains(WRONG_CA), "{message}");
-        assert!(message.contains("certificate"), "the refusal names the certificate: {message}");
+        assert!(message.contains(WRONG_CA) && message.contains("could not connect"), "{message}");
+        // The calling agency is not shown the service's address, nor the gateway's
+        // configuration; the operator is, in the gateway's log under the exchange's id.
+        assert!(message.contains("operator") && !message.contains(&address), "{message}");
+        assert!(!message.contains("[service.tls]"), "{message}");
+        let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+        assert!(
+            logged.iter().any(|l| l.contains(&address) && l.contains("certificate") && l.contains("[service.tls]")),
+            "the operator's log names the address, the certificate and what to check: {logged:#?}"
+        );
         let rec = region.record(reply.exchange_id()).await;
         assert_eq!((rec.service.as_str(), rec.status), (WRONG_CA, 502));
         assert_eq!(rec.error_type, "Server.ServerProxy.ServiceFailed");
@@ -235,7 +247,12 @@ async fn server_name_sets_the_name_verified_on_the_upstreams_certificate() {
 
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(MISNAMED, "/json/x"))).await.unwrap();
     let message = assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
-    assert!(message.contains("certificate") && message.contains("server_name"), "{message}");
+    assert!(message.contains(MISNAMED) && !message.contains("server_name"), "{message}");
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(
+        logged.iter().any(|l| l.contains("certificate") && l.contains("server_name")),
+        "the operator's log says to check server_name: {logged:#?}"
+    );
     assert_eq!(open.received().len(), 1, "nothing reached the upstream whose name did not match");
 }
 

@@ -167,7 +167,7 @@ impl Body for OwnBody {
                 },
                 Poll::Ready(None) => this.close(None, None, None),
                 Poll::Ready(Some(Err(e))) => {
-                    let err = GatewayError::Internal(format!("the gateway's own service failed: {e}"));
+                    let err = GatewayError::Internal(format!("the gateway's own service failed: {e}").into());
                     this.close(None, Some(err.xroad_type()), Some(err.grpc_code().as_u32()));
                     this.trailers = Some(grpc::error_trailers(&err));
                 }

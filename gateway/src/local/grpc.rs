@@ -55,7 +55,9 @@ impl Apis {
             OwnGrpc::Reflection => &self.reflection,
             OwnGrpc::ReflectionV1Alpha => &self.reflection_v1alpha,
         };
-        built.clone().map_err(|why| GatewayError::Internal(format!("server reflection could not be set up: {why}")))
+        built
+            .clone()
+            .map_err(|why| GatewayError::Internal(format!("server reflection could not be set up: {why}").into()))
     }
 }
 
@@ -219,7 +221,7 @@ impl Directory for DirectoryApi {
         })?;
         let doc = call.snapshot.directory.document(&service).map_err(|e| status(&e))?;
         let document = String::from_utf8(doc.text.to_vec()).map_err(|_| {
-            status(&GatewayError::Internal(format!("the OpenAPI document of {service} is not UTF-8 text")))
+            status(&GatewayError::Internal(format!("the OpenAPI document of {service} is not UTF-8 text").into()))
         })?;
         Ok(Response::new(pb::GetOpenApiResponse { document, media_type: doc.media_type.to_owned() }))
     }

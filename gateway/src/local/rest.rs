@@ -110,7 +110,7 @@ struct Answer {
 
 fn json(value: &impl Serialize) -> Result<Answer, GatewayError> {
     let body = serde_json::to_vec(value)
-        .map_err(|e| GatewayError::Internal(format!("the metadata answer could not be written as JSON: {e}")))?;
+        .map_err(|e| GatewayError::Internal(format!("the metadata answer could not be written as JSON: {e}").into()))?;
     Ok(Answer { media_type: "application/json", body: body.into() })
 }
 
