@@ -16,6 +16,7 @@ use splpd_gateway::reload::Reloader;
 use splpd_gateway::upstream::{CircuitStatus, EndpointStatus};
 use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{HealthUpstream, ProbeUpstream, SERVICE_NAME, request};
+use splpd_tests::logs::Logs;
 use splpd_tests::{Call, ClientCert, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port};
 use tonic_health::ServingStatus;
 
@@ -188,6 +189,7 @@ async fn a_slow_upstream_is_answered_504_within_the_request_timeout_and_not_retr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_at_its_limit_then_half_opens_and_closes_on_success() {
+    Logs::capture();
     let pki = Pki::new();
     let up = Upstream::start().await;
     let region = RegionBuilder::new(&pki)
@@ -212,7 +214,10 @@ async fn the_circuit_opens_at_its_limit_then_half_opens_and_closes_on_success() 
     // A third overflows the limits: refused at once, and the circuit opens.
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
-    assert!(message.contains("2 requests in flight") && message.contains("circuit opens"), "{message}");
+    assert!(message.contains("try again later") && !message.contains(&url), "{message}");
+    // Why is the operator's to see, in the log and the record.
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(logged.iter().any(|l| l.contains("2 requests in flight") && l.contains("circuit opens")), "{logged:#?}");
     let rec = region.record(reply.exchange_id()).await;
     assert_eq!((rec.status, rec.error_type.as_str()), (503, "Server.ServerProxy.ServiceUnavailable"));
     assert!(rec.attempts.is_empty() && rec.forwarded_at_unix_nanos == 0, "nothing was forwarded: {rec:#?}");
@@ -507,6 +512,7 @@ async fn a_grpc_call_is_retried_on_another_endpoint_when_its_connection_was_refu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_would_need_a_connection_over_the_limit_is_refused_503() {
+    Logs::capture();
     let pki = Pki::new();
     let up = Upstream::start().await;
     let region = RegionBuilder::new(&pki)
@@ -526,7 +532,9 @@ async fn a_call_that_would_need_a_connection_over_the_limit_is_refused_503() {
     up.wait_received(1).await;
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
-    assert!(message.contains("max_connections"), "{message}");
+    assert!(message.contains("try again later") && !message.contains("max_connections"), "{message}");
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(logged.iter().any(|l| l.contains("max_connections")), "the operator is told the limit: {logged:#?}");
     let rec = region.record(reply.exchange_id()).await;
     assert_eq!(rec.attempts.len(), 1, "{rec:#?}");
     assert_eq!(rec.attempts[0].outcome, "no connection free (1 open, its limit)");
