@@ -234,13 +234,19 @@ impl Gateway {
             grpc: grpc::is_grpc(&req),
             received,
         };
-        // A connection with no certificate where one is required can only be refused, whatever
-        // it asks: it is answered once, then closed, so that each refusal, and its record, costs
-        // the caller a new TLS handshake, as a refused handshake did before the gateway answered.
-        let nobody =
-            matches!(&conn.auth, Ok(auth) if identify::require_certificate(auth, &conn.listener.opt_ins).is_err());
+        // A connection that can only be refused, whatever it asks, is answered once, then
+        // closed: one with no certificate where one is required, so that each refusal, and its
+        // record, costs the caller a new TLS handshake, as a refused handshake did before the
+        // gateway answered; and one whose certificate identifies no one, or no longer verifies
+        // since a reload (a new CRL, a CA taken out), so that a client that pools connections,
+        // such as a peer gateway, connects again and meets the new configuration in the
+        // handshake rather than being refused on its old connection for ever.
+        let refused_for_good = match &conn.auth {
+            Ok(auth) => identify::require_certificate(auth, &conn.listener.opt_ins).is_err(),
+            Err(_) => true,
+        };
         let mut resp = self.answer(&snap, conn, req, ctx).await;
-        if nobody {
+        if refused_for_good {
             resp.extensions_mut().insert(CloseConnection);
         }
         resp

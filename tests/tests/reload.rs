@@ -186,7 +186,7 @@ async fn a_connection_opened_before_a_reload_is_refused_once_a_new_crl_revokes_i
     let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let connection = tokio::spawn(conn);
     let get = || Request::get(format!("https://localhost/r1/{SERVICE}/json/x")).body(Empty::<Bytes>::new()).unwrap();
     assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::OK);
 
@@ -199,6 +199,11 @@ async fn a_connection_opened_before_a_reload_is_refused_once_a_new_crl_revokes_i
     let refused = sender.send_request(get()).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(refused.headers()["x-road-error"], "Client.Unauthenticated");
+    // The connection is closed after the refusal (GOAWAY), so that a client that pools
+    // connections, such as a peer gateway, connects again instead of being refused on it for ever.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+    assert!(closed.is_ok(), "the connection stayed open after its certificate was refused");
+    assert!(sender.send_request(get()).await.is_err(), "the closed connection took another request");
     // A new connection does not get past the handshake.
     assert!(region.call(Some(&cert), Proto::H1, Call::get(format!("/r1/{SERVICE}/json/x"))).await.is_err());
     assert_eq!(upstream.received().len(), 2, "nothing after the revocation reached the service");
