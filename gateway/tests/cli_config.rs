@@ -241,9 +241,24 @@ fn quota_and_peer_references_are_checked_too() {
 }
 
 #[test]
+fn a_peer_anchor_that_does_not_cover_the_peer_is_refused_with_the_narrow_scope_to_give() {
+    let f = Fixture::new();
+    f.edit("scopes = [\"ID/PEMDA/1601/gw1\"]", "scopes = [\"ID/PEMDA/1601/gw2\"]");
+    let err = f.fails_at(
+        f.line_of("trust_anchor = \"peer-1601\""),
+        "trust anchor \"peer-1601\" may not vouch for ID/PEMDA/1601/gw1",
+    );
+    assert!(err.contains("add \"ID/PEMDA/1601/gw1\" to that anchor's scopes (the peer gateway alone"), "{err}");
+    // Naming the region's own CA for the peer is answered with what a peer's anchor is.
+    f.edit("trust_anchor = \"peer-1601\"", "trust_anchor = \"region\"");
+    let err = f.fails_at(f.line_of("trust_anchor = \"region\""), "trust anchor \"region\" may not vouch for");
+    assert!(err.contains("\"region\" is the CA of this gateway's own region"), "{err}");
+}
+
+#[test]
 fn overlapping_trust_scopes_are_refused() {
     let f = Fixture::new();
-    f.edit("scopes = [\"ID/PEMDA/1601\"]", "scopes = [\"ID/PEMDA/1601\", \"ID/PEMDA/1602/DINKES\"]");
+    f.edit("scopes = [\"ID/PEMDA/1601/gw1\"]", "scopes = [\"ID/PEMDA/1601/gw1\", \"ID/PEMDA/1602/DINKES\"]");
     let err = f.fails_at(
         f.line_of("ID/PEMDA/1602/DINKES\"]"),
         "scope ID/PEMDA/1602/DINKES overlaps ID/PEMDA/1602 of trust anchor \"region\"",

@@ -784,10 +784,30 @@ impl Validator<'_, '_, '_> {
                 Some(a) if !a.scopes.iter().any(|s| p.id.is_within(s)) => {
                     let covered = cfg.identities.iter().any(|m| m.kind == IdKind::Server && m.id == p.id.to_string());
                     if !covered {
+                        let own = a.scopes.iter().any(|s| cfg.gateway.id.is_within(s));
+                        let hint = if own {
+                            format!(
+                                "{:?} is the CA of this gateway's own region; the peer's certificate comes from its \
+                                 region's CA: give that CA a [[trust_anchor]] of its own with scopes = [\"{}\"] and \
+                                 name it here",
+                                a.name, p.id
+                            )
+                        } else {
+                            format!(
+                                "add \"{}\" to that anchor's scopes (the peer gateway alone: with \"{}\", every \
+                                 agency of that region could call here directly, past its own gateway's grants and \
+                                 log), or map the peer's certificate in an [[identity]]",
+                                p.id,
+                                p.id.member()
+                            )
+                        };
                         self.err(
                             at!["peer", i, "trust_anchor"],
-                            format!("trust anchor {:?} may not vouch for {}: no scope of it covers the peer", a.name, p.id),
-                            format!("add {} (or its region) to that anchor's scopes, or map the peer's certificate in an [[identity]]", p.id.member()),
+                            format!(
+                                "trust anchor {:?} may not vouch for {}: no scope of it covers the peer",
+                                a.name, p.id
+                            ),
+                            hint,
                         );
                     }
                 }

@@ -61,12 +61,12 @@ ca = "pki/peer-1601/ca.crt"
 scopes = ["ID/PEMDA/1601"]
 crls = ["pki/peer-1601/crl.pem"]
 
-# …and the sample region's CA for the sample region only: its gateway's certificate, and the
-# clients that gateway asserts.
+# …and the sample region's CA for that region's gateway alone: its agencies call here through it,
+# and it names them ([[peer]] authoritative).
 [[trust_anchor]]
 name = "peer-1602"
 ca = "pki/ca/ca.crt"
-scopes = ["ID/PEMDA/1602"]
+scopes = ["ID/PEMDA/1602/gw1"]
 crls = ["pki/ca/crl.pem"]
 
 [[service]]
