@@ -138,6 +138,21 @@ impl GatewayError {
         }
     }
 
+    /// The same error, its caller told which gateway's operator has the story it leaves out
+    /// (`None` when it leaves nothing out).
+    pub fn told_by(&self, gateway: &impl fmt::Display) -> Option<Self> {
+        let mut told = self.clone();
+        match &mut told {
+            Self::ServiceFailed(f) | Self::ServiceTimeout(f) | Self::ServiceUnavailable(f) | Self::Internal(f)
+                if f.operator.is_some() =>
+            {
+                f.gateway = Some(gateway.to_string());
+                Some(told)
+            }
+            _ => None,
+        }
+    }
+
     /// The error as the gateway's operator is told it, in its log: with what the caller is not
     /// told (see [`Failure`]).
     pub fn for_operator(&self) -> Cow<'_, str> {
@@ -169,16 +184,16 @@ impl GatewayError {
 pub struct Failure {
     caller: String,
     operator: Option<String>,
+    /// The gateway whose operator has the whole story, once known ([`GatewayError::told_by`]):
+    /// behind a peer hop, the caller must know which region to ask.
+    gateway: Option<String>,
 }
 
 impl Failure {
     /// What the caller is told, and the whole story for the operator. The caller's text is
     /// followed by where the operator finds the cause.
-    pub fn hidden(caller: impl fmt::Display, operator: impl Into<String>) -> Self {
-        Self {
-            caller: format!("{caller}; the gateway's operator finds the cause in its log under this exchange's id"),
-            operator: Some(operator.into()),
-        }
+    pub fn hidden(caller: impl Into<String>, operator: impl Into<String>) -> Self {
+        Self { caller: caller.into(), operator: Some(operator.into()), gateway: None }
     }
 
     /// The operator's text: the whole story.
@@ -190,7 +205,7 @@ impl Failure {
 /// Words that are the same for the caller and the operator: nothing in them is internal.
 impl From<String> for Failure {
     fn from(caller: String) -> Self {
-        Self { caller, operator: None }
+        Self { caller, operator: None, gateway: None }
     }
 }
 
@@ -202,7 +217,16 @@ impl From<&str> for Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.caller)
+        f.write_str(&self.caller)?;
+        match (&self.operator, &self.gateway) {
+            (None, _) => Ok(()),
+            (Some(_), Some(gateway)) => {
+                write!(f, "; the operator of gateway {gateway} finds the cause in its log under this exchange's id")
+            }
+            (Some(_), None) => {
+                f.write_str("; the gateway's operator finds the cause in its log under this exchange's id")
+            }
+        }
     }
 }
 
@@ -304,6 +328,15 @@ mod tests {
         let told = v["message"].as_str().unwrap();
         assert!(told.starts_with("S: the gateway could not connect to the service; "), "{told}");
         assert!(told.contains("operator") && !told.contains("10.0.0.5"), "{told}");
+        // Behind a peer hop the caller must know which region to ask.
+        let named = err.told_by(&"ID/PEMDA/1602/gw1").unwrap().to_string();
+        assert!(
+            named.ends_with(
+                "the operator of gateway ID/PEMDA/1602/gw1 finds the cause in its log under this exchange's id"
+            ),
+            "{named}"
+        );
+        assert!(GatewayError::ServiceFailed("plain".into()).told_by(&"g").is_none());
         assert_eq!(err.for_operator(), "S: cannot connect to the service at 10.0.0.5:8080: refused");
         // Plain words are the same for both.
         let plain = GatewayError::ServiceTimeout("S: no answer within 1s".into());

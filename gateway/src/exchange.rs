@@ -666,6 +666,8 @@ impl Gateway {
     /// Answers with the gateway's own error, once its record is logged. If the log cannot take
     /// the record, the answer becomes `Server.AuditUnavailable`.
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
+        let named = err.told_by(&self.snapshot().gateway_id);
+        let err = named.as_ref().unwrap_or(err);
         tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
         if ctx.grpc {
             ctx.record.set_status(StatusCode::OK);

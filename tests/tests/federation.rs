@@ -12,13 +12,15 @@ use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{ProbeUpstream, request};
 use splpd_tests::national::{CLIENT_ID, CLIENT_SECRET, NationalStandIn, TENANT};
 use splpd_tests::relay::Relay;
-use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Upstream};
+use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Upstream, closed_port};
 use tonic::Code;
 
 /// B's REST service.
 const B_NIK: &str = "ID/PEMDA/1601/DISDUKCAPIL/nik-verify";
 /// B's gRPC service.
 const B_PROBE: &str = "ID/PEMDA/1601/DINKES/probe";
+/// B's service whose upstream is down.
+const B_DOWN: &str = "ID/PEMDA/1601/DISDUKCAPIL/down";
 /// A's REST service.
 const A_NIK: &str = "ID/PEMDA/1602/DISDUKCAPIL/nik-verify";
 /// A national API.
@@ -64,6 +66,8 @@ async fn topology() -> Topology {
     let b = RegionBuilder::peer_region(&pki)
         .service(B_NIK, &b_rest.url(), "")
         .service(B_PROBE, &b_grpc.url(), "protocol = \"grpc\"")
+        .service(B_DOWN, &format!("http://{}", closed_port().await), "connect_timeout = \"1s\"")
+        .grant(&grant(B_DOWN, RSUD))
         .grant(&grant(B_NIK, RSUD))
         .grant(&grant(B_PROBE, RSUD))
         .toml(&format!(
@@ -81,6 +85,7 @@ async fn topology() -> Topology {
         // Outbound grants: who of this region may call out to B and to the national SPLP.
         .grant(&grant(B_NIK, RSUD))
         .grant(&grant(B_PROBE, RSUD))
+        .grant(&grant(B_DOWN, RSUD))
         .grant(&grant(B_NIK, DINKES))
         .grant(&grant(NATIONAL_NIK, RSUD))
         .toml(&format!(
@@ -301,6 +306,34 @@ async fn a_killed_peer_endpoint_fails_over_to_the_next() {
     }
     t.a.stop().await;
     t.b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_behind_a_peer_names_the_gateway_whose_operator_has_its_cause() {
+    let mut t = topology().await;
+    let rsud = t.pki.client(RSUD);
+    let message = |reply: &splpd_tests::Reply| reply.json()["message"].as_str().unwrap_or_default().to_owned();
+
+    // B's own service is down: B's refusal reaches RSUD through A, and names B, whose operator
+    // alone can look it up.
+    let reply = t.a.call(Some(&rsud), Proto::H1, nik_call(B_DOWN, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert_eq!(reply.xroad_error(), Some("Server.ServerProxy.ServiceFailed"));
+    let told = message(&reply);
+    assert!(told.contains("the operator of gateway ID/PEMDA/1601/gw1 finds the cause"), "{told}");
+    let b_side = t.b.record(reply.exchange_id()).await;
+    assert!(!b_side.upstream.is_empty() && !told.contains(b_side.upstream.trim_start_matches("http://")), "{told}");
+
+    // B cannot be reached at all: A's own refusal names A.
+    t.relay_b.kill().await;
+    let b = t.b;
+    b.stop().await;
+    let reply = t.a.call(Some(&rsud), Proto::H1, nik_call(B_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let told = message(&reply);
+    assert!(told.contains("could not reach peer gateway ID/PEMDA/1601/gw1"), "{told}");
+    assert!(told.contains("the operator of gateway ID/PEMDA/1602/gw1 finds the cause"), "{told}");
+    t.a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
