@@ -71,6 +71,57 @@ impl Default for UpstreamOptions {
     }
 }
 
+/// Which side a failed connection points to: what an operator should look at first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFault {
+    /// Nothing answered: nothing listens there, the name does not resolve, no route.
+    Unreachable,
+    /// The far side ended the TLS handshake with an alert: when about a certificate, it does
+    /// not accept this gateway's (or wanted one and got none).
+    RefusedByFarSide,
+    /// This gateway did not accept the far side's certificate.
+    TheirCertificate,
+    /// The far side does not speak TLS there.
+    NotTls,
+}
+
+impl ConnectFault {
+    /// Reads the fault from a connector's error, by the types in its chain of causes.
+    pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Self::of_tls(tls);
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                // tokio-rustls hands rustls's error over inside an io::Error.
+                if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                    return Self::of_tls(tls);
+                }
+                use std::io::ErrorKind as K;
+                if matches!(
+                    io.kind(),
+                    K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable
+                ) || io.to_string().contains("lookup address")
+                {
+                    return Some(Self::Unreachable);
+                }
+            }
+            cur = e.source();
+        }
+        None
+    }
+
+    fn of_tls(err: &rustls::Error) -> Option<Self> {
+        match err {
+            rustls::Error::AlertReceived(_) => Some(Self::RefusedByFarSide),
+            rustls::Error::InvalidCertificate(_) => Some(Self::TheirCertificate),
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => Some(Self::NotTls),
+            _ => None,
+        }
+    }
+}
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -81,6 +132,8 @@ pub enum UpstreamError {
         authority: String,
         /// What the connector said.
         reason: String,
+        /// Which side the failure points to, when the cause tells.
+        fault: Option<ConnectFault>,
     },
     /// The upstream did not start its response in time.
     #[error("the service at {authority} did not answer within {after:?}")]
@@ -108,6 +161,9 @@ pub enum UpstreamError {
         authority: String,
         /// What went wrong.
         reason: String,
+        /// Which side the failure points to, when the cause tells: under TLS 1.3 a server that
+        /// refuses the gateway's certificate says so after the handshake, as the request goes.
+        fault: Option<ConnectFault>,
     },
 }
 
@@ -305,12 +361,34 @@ impl HttpUpstream {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => match connection_limit(&e) {
                 Some(max) => Err(UpstreamError::Saturated { authority, max }),
-                None => Err(UpstreamError::Connect { authority, reason: root_cause(&e) }),
+                None => Err(UpstreamError::Connect { authority, reason: root_cause(&e), fault: ConnectFault::of(&e) }),
             },
-            Ok(Err(e)) => Err(UpstreamError::Broken { authority, reason: root_cause(&e) }),
+            Ok(Err(e)) => Err(UpstreamError::Broken { authority, reason: root_cause(&e), fault: ConnectFault::of(&e) }),
         }
     }
 }
 
 /// Convenience for configurations shared across upstreams.
 pub type SharedUpstream = Arc<HttpUpstream>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_failure_is_read_for_the_side_it_points_to() {
+        let io = |kind| std::io::Error::from(kind);
+        assert_eq!(ConnectFault::of(&io(std::io::ErrorKind::ConnectionRefused)), Some(ConnectFault::Unreachable));
+        // rustls's errors reach the connector inside an io::Error, as tokio-rustls hands them over.
+        let tls = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let alert = tls(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired));
+        assert_eq!(ConnectFault::of(&alert), Some(ConnectFault::RefusedByFarSide));
+        let theirs = tls(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        assert_eq!(ConnectFault::of(&theirs), Some(ConnectFault::TheirCertificate));
+        let plain = tls(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
+        assert_eq!(ConnectFault::of(&plain), Some(ConnectFault::NotTls));
+        // Anything else is not guessed at.
+        assert_eq!(ConnectFault::of(&io(std::io::ErrorKind::PermissionDenied)), None);
+        assert_eq!(ConnectFault::of(&tls(rustls::Error::DecryptError)), None);
+    }
+}

@@ -62,6 +62,7 @@ impl PeerEndpoints {
             let uri = endpoint_uri(&self.endpoints[i], path_and_query).map_err(|e| UpstreamError::Broken {
                 authority: self.endpoints[i].authority().map(ToString::to_string).unwrap_or_default(),
                 reason: format!("cannot build the peer URL: {e}"),
+                fault: None,
             })?;
             // Handed back if the attempt drops it unread.
             let (lent, back) = Unsent::new(lent);
@@ -89,6 +90,7 @@ impl PeerEndpoints {
         Err(last_err.unwrap_or_else(|| UpstreamError::Connect {
             authority: String::new(),
             reason: "the peer has no endpoint".into(),
+            fault: None,
         }))
     }
 }

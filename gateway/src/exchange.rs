@@ -18,7 +18,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Incoming};
 use splpd_adapters::circuit::Lease;
-use splpd_adapters::http::{BoxError, UpstreamError};
+use splpd_adapters::http::{BoxError, ConnectFault, UpstreamError};
 use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
 use splpd_certs::id::{ClientId, ServiceId};
 use uuid::Uuid;
@@ -925,14 +925,30 @@ fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> Gatewa
             } else {
                 format!("{service}: the exchange with the service broke off")
             };
-            let operator = if tls {
-                format!(
-                    "{operator} (for an https:// upstream, check that its certificate is issued for the name in the \
-                     URL or [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's \
-                     own certificate: [service.tls] client_cert = true)"
-                )
-            } else {
-                operator
+            let hint = match err {
+                UpstreamError::Connect { fault: Some(fault), .. }
+                | UpstreamError::Broken { fault: Some(fault), .. } => Some(match fault {
+                    ConnectFault::Unreachable => "check that the service runs and listens there",
+                    ConnectFault::RefusedByFarSide => {
+                        "the service refused the TLS handshake: if it wants the gateway's own certificate, set \
+                         [service.tls] client_cert = true; if it has it, the service must trust the CA that issued it"
+                    }
+                    ConnectFault::TheirCertificate => {
+                        "check that its certificate is issued for the name in the URL or [service.tls] server_name, \
+                         by a CA the gateway trusts ([service.tls] ca, or a trust anchor)"
+                    }
+                    ConnectFault::NotTls => "nothing speaks TLS there: is the upstream http:// rather than https://?",
+                }),
+                _ if tls => Some(
+                    "for an https:// upstream, check that its certificate is issued for the name in the URL or \
+                     [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's own \
+                     certificate: [service.tls] client_cert = true",
+                ),
+                _ => None,
+            };
+            let operator = match hint {
+                Some(hint) => format!("{operator} ({hint})"),
+                None => operator,
             };
             GatewayError::ServiceFailed(Failure::hidden(caller, operator))
         }

@@ -14,7 +14,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use splpd_adapters::http::{HttpUpstream, UpstreamBody, UpstreamError, UpstreamOptions};
+use splpd_adapters::http::{ConnectFault, HttpUpstream, UpstreamBody, UpstreamError, UpstreamOptions};
 use splpd_adapters::national::{NationalConnector, NationalError, NationalSettings};
 use splpd_adapters::oauth::Secret;
 use splpd_adapters::peer::PeerEndpoints;
@@ -289,17 +289,33 @@ async fn send_to_peer(
             format!("{}: peer gateway {} did not answer within {after:?}", route.id, link.id),
             format!("{}: peer {}: {e}", route.id, link.id),
         )),
-        e => GatewayError::ServiceFailed(Failure::hidden(
-            format!("{}: the gateway could not reach peer gateway {}", route.id, link.id),
-            format!(
-                "{}: peer {}: {e} (every endpoint of the peer was tried; check its endpoints, and that its \
-                 certificate is issued by trust anchor {:?} for the endpoint's host and carries urn:splp:server:{})",
-                route.id,
-                link.id,
-                link.anchor,
-                link.id.part_strs().collect::<Vec<_>>().join(":")
-            ),
-        )),
+        e => {
+            let their_certificate = || {
+                format!(
+                    "check that its certificate is issued by trust anchor {:?} for the endpoint's host and carries \
+                     urn:splp:server:{}",
+                    link.anchor,
+                    link.id.part_strs().collect::<Vec<_>>().join(":")
+                )
+            };
+            let hint = match e {
+                UpstreamError::Connect { fault: Some(fault), .. }
+                | UpstreamError::Broken { fault: Some(fault), .. } => match fault {
+                    ConnectFault::Unreachable => "check that the peer gateway runs and listens there".to_owned(),
+                    ConnectFault::RefusedByFarSide => "the peer refused this gateway's certificate in the handshake: \
+                                                      its configuration needs a [[trust_anchor]] for our CA whose \
+                                                      scopes cover this gateway's id, and a [[peer]] table for us"
+                        .to_owned(),
+                    ConnectFault::TheirCertificate => their_certificate(),
+                    ConnectFault::NotTls => "nothing speaks TLS there: is it the peer's exchange listener?".to_owned(),
+                },
+                _ => format!("check its endpoints, and {}", their_certificate()),
+            };
+            GatewayError::ServiceFailed(Failure::hidden(
+                format!("{}: the gateway could not reach peer gateway {}", route.id, link.id),
+                format!("{}: peer {}: {e} (every endpoint of the peer was tried; {hint})", route.id, link.id),
+            ))
+        }
     })?;
     let theirs = resp.headers().get(&xroad::REQUEST_HASH).cloned();
     let refused_by_peer = resp.headers().contains_key(&xroad::ERROR);

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{StatusCode, Version};
 use splpd_gateway::audit::ExchangeRecord;
 use splpd_proto::v1::ConnectionType;
+use splpd_tests::logs::Logs;
 use splpd_tests::upstream::{FIXED_JSON, UPSTREAM_XROAD_HEADERS, large_body, status_body};
 use splpd_tests::{
     Call, ClientCert, PUBLIC, Pki, Proto, Region, RegionBuilder, Reply, Upstream, closed_port, request_hash, sha256,
@@ -1019,6 +1020,7 @@ async fn a_streamed_body_over_the_limit_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_refusing_connections_is_service_failed() {
+    Logs::capture();
     let Setup { region, pki, upstream: _upstream } = setup().await;
     let dinkes = pki.client(DINKES);
     let reply =
@@ -1039,6 +1041,11 @@ async fn an_upstream_refusing_connections_is_service_failed() {
     let authority = rec.upstream.trim_start_matches("http://").trim_end_matches('/');
     assert!(authority.contains(':'), "the record names the endpoint: {:?}", rec.upstream);
     assert!(!message.contains(authority) && message.contains("operator"), "{message}");
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(
+        logged.iter().any(|l| l.contains(authority) && l.contains("check that the service runs and listens there")),
+        "{logged:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,6 +191,12 @@ async fn without_client_cert_an_upstream_requiring_one_refuses_the_gateway() {
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(NO_CERT, "/json/x?nik=1"))).await.unwrap();
     let message = assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
     assert!(message.contains(NO_CERT), "{message}");
+    // The operator is told which side refused, and what to set.
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(
+        logged.iter().any(|l| l.contains("the service refused the TLS handshake") && l.contains("client_cert = true")),
+        "{logged:#?}"
+    );
     assert_eq!(reply.header("x-road-service"), Some(NO_CERT));
     // The upstream refused the handshake for want of a certificate; no request reached it.
     let refused = mtls.wait_refused_handshakes(1).await;
