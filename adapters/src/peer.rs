@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::http::{HttpUpstream, UpstreamBody, UpstreamError};
 use crate::retry::Unsent;
-use crate::upstreams::endpoint_uri;
+use crate::upstreams::{Attempt, describe, endpoint_label, endpoint_uri};
 
 /// The endpoints of one peer gateway behind one pooled HTTP/2 client.
 #[derive(Debug)]
@@ -41,29 +41,36 @@ impl PeerEndpoints {
 
     /// Sends `req` to `path_and_query` under the first endpoint that takes it, starting with the
     /// one that answered last, and waits at most `timeout` in all for the answer to start.
-    /// Returns the answer and the endpoint that gave it. A call moves on to the next endpoint
-    /// when the connection could not be opened, or broke before any of the body was sent; it
-    /// never moves on after a timeout, since the peer may be acting on the request.
+    /// Returns the answer, the endpoint that gave it, and every attempt. A call moves on to the
+    /// next endpoint when the connection could not be opened, or broke before any of the body
+    /// was sent; it never moves on after a timeout, since the peer may be acting on the request.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
         path_and_query: &str,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Uri), UpstreamError> {
+    ) -> Result<PeerAnswer, PeerFailure> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let mut body = Some(body);
         let n = self.endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut last_err = None;
+        let mut attempts = Vec::new();
+        let mut last: Option<(UpstreamError, Uri)> = None;
         for k in 0..n {
             let i = (first + k) % n;
             let Some(lent) = body.take() else { break };
-            let uri = endpoint_uri(&self.endpoints[i], path_and_query).map_err(|e| UpstreamError::Broken {
-                authority: self.endpoints[i].authority().map(ToString::to_string).unwrap_or_default(),
-                reason: format!("cannot build the peer URL: {e}"),
-                fault: None,
-            })?;
+            let uri = match endpoint_uri(&self.endpoints[i], path_and_query) {
+                Ok(uri) => uri,
+                Err(e) => {
+                    let error = UpstreamError::Broken {
+                        authority: self.endpoints[i].authority().map(ToString::to_string).unwrap_or_default(),
+                        reason: format!("cannot build the peer URL: {e}"),
+                        fault: None,
+                    };
+                    return Err(PeerFailure { error, endpoint: None, attempts });
+                }
+            };
             // Handed back if the attempt drops it unread.
             let (lent, back) = Unsent::new(lent);
             let mut attempt = Request::new(lent.boxed());
@@ -71,28 +78,64 @@ impl PeerEndpoints {
             *attempt.uri_mut() = uri.clone();
             *attempt.headers_mut() = parts.headers.clone();
             let left = timeout.saturating_sub(started.elapsed());
+            let label = endpoint_label(&self.endpoints[i]);
             match self.client.send(attempt, left).await {
-                Ok(resp) => {
+                Ok(response) => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok((resp, uri));
+                    attempts
+                        .push(Attempt { endpoint: label, outcome: format!("answered {}", response.status().as_u16()) });
+                    return Ok(PeerAnswer { response, endpoint: uri, attempts });
                 }
-                Err(e @ UpstreamError::Timeout { .. }) => return Err(e),
+                Err(error @ UpstreamError::Timeout { .. }) => {
+                    attempts.push(Attempt { endpoint: label, outcome: describe(&error) });
+                    return Err(PeerFailure { error, endpoint: Some(uri), attempts });
+                }
                 Err(e) => {
+                    attempts.push(Attempt { endpoint: label, outcome: describe(&e) });
                     // The attempt is over and dropped; an untouched body is back.
                     body = back.await.ok();
                     if body.is_some() && k + 1 < n {
                         tracing::warn!(endpoint = %uri, "peer endpoint failed, trying the next: {e}");
                     }
-                    last_err = Some(e);
+                    last = Some((e, uri));
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| UpstreamError::Connect {
-            authority: String::new(),
-            reason: "the peer has no endpoint".into(),
-            fault: None,
-        }))
+        Err(match last {
+            Some((error, uri)) => PeerFailure { error, endpoint: Some(uri), attempts },
+            None => PeerFailure {
+                error: UpstreamError::Connect {
+                    authority: String::new(),
+                    reason: "the peer has no endpoint".into(),
+                    fault: None,
+                },
+                endpoint: None,
+                attempts,
+            },
+        })
     }
+}
+
+/// A peer's answer, with every attempt it took.
+#[derive(Debug)]
+pub struct PeerAnswer {
+    /// The answer, its body still to stream.
+    pub response: Response<Incoming>,
+    /// The URL it came from.
+    pub endpoint: Uri,
+    /// Each endpoint tried, in order; the last one answered.
+    pub attempts: Vec<Attempt>,
+}
+
+/// No answer from a peer: the last attempt's error, with every attempt.
+#[derive(Debug)]
+pub struct PeerFailure {
+    /// Why the last attempt failed.
+    pub error: UpstreamError,
+    /// The URL of the last attempt, if one was made.
+    pub endpoint: Option<Uri>,
+    /// Each endpoint tried, in order.
+    pub attempts: Vec<Attempt>,
 }
 
 #[cfg(test)]

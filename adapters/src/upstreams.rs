@@ -218,7 +218,8 @@ pub fn endpoint_uri(base: &Uri, path_and_query: &str) -> Result<Uri, String> {
     Uri::from_parts(parts).map_err(|e| format!("{e}"))
 }
 
-fn describe(err: &UpstreamError) -> String {
+/// An attempt's outcome in words for the record, e.g. "no connection (Connection refused)".
+pub(crate) fn describe(err: &UpstreamError) -> String {
     match err {
         UpstreamError::Connect { reason, .. } => format!("no connection ({reason})"),
         UpstreamError::Timeout { after, .. } => format!("no answer within {after:?}"),

@@ -33,7 +33,7 @@ use crate::forward::{self, MeteredRequestBody, RequestHasher, xroad};
 use crate::grpc;
 use crate::identify::{self, ConnectionAuth};
 use crate::local;
-use crate::peer::{self, SendError, Via};
+use crate::peer::{self, NotSent, SendError, Sent, Via};
 use crate::respond::{self, AuditedBody, Settled};
 use crate::runtime::{ListenerRuntime, Route, Snapshot};
 
@@ -868,18 +868,16 @@ async fn send_via(
     *req.uri_mut() = uri.clone();
     *req.headers_mut() = outgoing.headers;
     match via.send(route, req, target, wait).await {
-        Ok((response, endpoint)) => Ok(Answered {
-            response,
-            lease: None,
-            uri: Some(endpoint.unwrap_or(uri)),
-            attempts: Vec::new(),
-            note: String::new(),
-        }),
-        Err(SendError::Upstream(e)) => {
-            let tls = uri.scheme_str() == Some("https");
-            Err(not_answered(upstream_error(&route.id, &e, tls), Some(uri)))
+        Ok(Sent { response, endpoint, attempts }) => {
+            Ok(Answered { response, lease: None, uri: Some(endpoint.unwrap_or(uri)), attempts, note: String::new() })
         }
-        Err(SendError::Gateway(e)) => Err(not_answered(e, Some(uri))),
+        Err(NotSent { error, endpoint, attempts }) => {
+            let error = match error {
+                SendError::Upstream(e) => upstream_error(&route.id, &e, uri.scheme_str() == Some("https")),
+                SendError::Gateway(e) => e,
+            };
+            Err(NotAnswered { error, uri: Some(endpoint.unwrap_or(uri)), attempts, note: String::new() })
+        }
     }
 }
 

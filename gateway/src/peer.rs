@@ -17,8 +17,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use splpd_adapters::http::{ConnectFault, HttpUpstream, UpstreamBody, UpstreamError, UpstreamOptions};
 use splpd_adapters::national::{NationalConnector, NationalError, NationalSettings};
 use splpd_adapters::oauth::Secret;
-use splpd_adapters::peer::PeerEndpoints;
-use splpd_adapters::upstreams::{Policy, ServiceUpstreams};
+use splpd_adapters::peer::{PeerAnswer, PeerEndpoints, PeerFailure};
+use splpd_adapters::upstreams::{Attempt, Policy, ServiceUpstreams};
 use splpd_certs::id::{ClientId, IdKind, IdPrefix, Identity, ServerId, ServiceId};
 use splpd_certs::load;
 use splpd_certs::profile::identity_of;
@@ -215,6 +215,35 @@ pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<
     Ok((Arc::new(route), via))
 }
 
+/// A hop's answer, with the endpoints tried for it (a peer's; none recorded for the national
+/// SPLP's one endpoint).
+#[derive(Debug)]
+pub struct Sent {
+    /// The answer, its body still to stream.
+    pub response: Response<Incoming>,
+    /// The URL it came from, when not the route's first.
+    pub endpoint: Option<Uri>,
+    /// Each endpoint tried, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Why a hop gave no answer, with the endpoints tried.
+#[derive(Debug)]
+pub struct NotSent {
+    /// Why.
+    pub error: SendError,
+    /// The URL of the last attempt, when known.
+    pub endpoint: Option<Uri>,
+    /// Each endpoint tried, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+impl NotSent {
+    fn plain(error: SendError) -> Self {
+        Self { error, endpoint: None, attempts: Vec::new() }
+    }
+}
+
 /// Why a call could not be sent.
 #[derive(Debug)]
 pub enum SendError {
@@ -234,14 +263,19 @@ impl Via {
         req: Request<UpstreamBody>,
         target: &str,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Uri>), SendError> {
+    ) -> Result<Sent, NotSent> {
+        let sent = |response| Sent { response, endpoint: None, attempts: Vec::new() };
         match self {
-            Self::Local => {
-                route.upstreams.client().send(req, timeout).await.map(|r| (r, None)).map_err(SendError::Upstream)
-            }
-            Self::Peer(link) => send_to_peer(link, route, req, target, timeout).await.map_err(SendError::Gateway),
-            Self::National(connector) => connector.send(req, timeout).await.map(|r| (r, None)).map_err(|e| {
-                SendError::Gateway(match e {
+            Self::Local => route
+                .upstreams
+                .client()
+                .send(req, timeout)
+                .await
+                .map(sent)
+                .map_err(|e| NotSent::plain(SendError::Upstream(e))),
+            Self::Peer(link) => send_to_peer(link, route, req, target, timeout).await,
+            Self::National(connector) => connector.send(req, timeout).await.map(sent).map_err(|e| {
+                NotSent::plain(SendError::Gateway(match e {
                     NationalError::Upstream(UpstreamError::Timeout { after, .. }) => {
                         GatewayError::ServiceTimeout(Failure::hidden(
                             format!("{}: the national SPLP did not answer within {after:?}", route.id),
@@ -256,7 +290,7 @@ impl Via {
                         format!("{}: the call to the national SPLP failed", route.id),
                         format!("{}: the national SPLP: {e}", route.id),
                     )),
-                })
+                }))
             }),
         }
     }
@@ -278,13 +312,66 @@ async fn send_to_peer(
     req: Request<UpstreamBody>,
     target: &str,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Option<Uri>), GatewayError> {
+) -> Result<Sent, NotSent> {
     let (mut parts, body) = req.into_parts();
     settle_content_length(&parts.method, &mut parts.headers, body.size_hint().exact());
     let hasher = RequestHasher::new(parts.method.as_str(), target, &parts.headers);
     let (body, sent) = MeteredRequestBody::new(body, u64::MAX, hasher, None);
     let req = Request::from_parts(parts, forward::boxed(body));
-    let (resp, endpoint) = link.endpoints.send(req, target, timeout).await.map_err(|e| match e {
+    let answer = link.endpoints.send(req, target, timeout).await.map_err(|failed| {
+        let PeerFailure { error, endpoint, attempts } = failed;
+        let error = peer_failure(link, route, error);
+        NotSent { error: SendError::Gateway(error), endpoint, attempts }
+    })?;
+    let PeerAnswer { response: resp, endpoint, attempts } = answer;
+    let refuse = |error: GatewayError| NotSent {
+        error: SendError::Gateway(error),
+        endpoint: Some(endpoint.clone()),
+        attempts: attempts.clone(),
+    };
+    let theirs = resp.headers().get(&xroad::REQUEST_HASH).cloned();
+    let refused_by_peer = resp.headers().contains_key(&xroad::ERROR);
+    match theirs {
+        Some(theirs) => {
+            let ours = tokio::time::timeout(OWN_HASH_WAIT, sent).await.ok().and_then(Result::ok);
+            match ours {
+                Some(Ok(BodySummary { request_hash: (ours, _), .. })) if theirs.as_bytes() == ours.as_bytes() => {}
+                Some(Ok(BodySummary { request_hash: (ours, _), .. })) => {
+                    return Err(refuse(GatewayError::RequestHashMismatch(format!(
+                        "peer {} answered with X-Road-Request-Hash {}, but the request sent to it hashes to {ours}: \
+                         the answer is not proven to answer this request, so it is not passed on",
+                        link.id,
+                        String::from_utf8_lossy(theirs.as_bytes())
+                    ))));
+                }
+                _ => {
+                    return Err(refuse(GatewayError::RequestHashMismatch(format!(
+                        "peer {} answered with X-Road-Request-Hash, but the request sent to it was not complete, so \
+                         the hash cannot match",
+                        link.id
+                    ))));
+                }
+            }
+        }
+        // A REST answer that the peer's service gave must say which request it answers; a peer's
+        // own refusal need not, and a gRPC answer may start before its request stream has ended.
+        None if route.protocol == Protocol::Rest && !refused_by_peer => {
+            return Err(refuse(GatewayError::RequestHashMismatch(format!(
+                "peer {} answered {} without X-Road-Request-Hash, so the answer is not proven to answer this request \
+                 (is the endpoint the peer's exchange listener?)",
+                link.id,
+                resp.status().as_u16()
+            ))));
+        }
+        None => {}
+    }
+    Ok(Sent { response: resp, endpoint: Some(endpoint), attempts })
+}
+
+/// Why no endpoint of a peer answered, as the gateway's error: told to the caller without the
+/// peer's addresses, and to the operator with what to check.
+fn peer_failure(link: &PeerLink, route: &Route, e: UpstreamError) -> GatewayError {
+    match e {
         UpstreamError::Timeout { after, .. } => GatewayError::ServiceTimeout(Failure::hidden(
             format!("{}: peer gateway {} did not answer within {after:?}", route.id, link.id),
             format!("{}: peer {}: {e}", route.id, link.id),
@@ -316,42 +403,7 @@ async fn send_to_peer(
                 format!("{}: peer {}: {e} (every endpoint of the peer was tried; {hint})", route.id, link.id),
             ))
         }
-    })?;
-    let theirs = resp.headers().get(&xroad::REQUEST_HASH).cloned();
-    let refused_by_peer = resp.headers().contains_key(&xroad::ERROR);
-    match theirs {
-        Some(theirs) => {
-            let ours = tokio::time::timeout(OWN_HASH_WAIT, sent).await.ok().and_then(Result::ok);
-            match ours {
-                Some(Ok(BodySummary { request_hash: (ours, _), .. })) if theirs.as_bytes() == ours.as_bytes() => {}
-                Some(Ok(BodySummary { request_hash: (ours, _), .. })) => {
-                    return Err(GatewayError::RequestHashMismatch(format!(
-                        "peer {} answered with X-Road-Request-Hash {}, but the request sent to it hashes to {ours}: \
-                         the answer is not proven to answer this request, so it is not passed on",
-                        link.id,
-                        String::from_utf8_lossy(theirs.as_bytes())
-                    )));
-                }
-                _ => {
-                    return Err(GatewayError::RequestHashMismatch(format!(
-                        "peer {} answered with X-Road-Request-Hash, but the request sent to it was not complete, so \
-                         the hash cannot match",
-                        link.id
-                    )));
-                }
-            }
-        }
-        // A REST answer that the peer's service gave must say which request it answers; a peer's
-        // own refusal need not, and a gRPC answer may start before its request stream has ended.
-        None if route.protocol == Protocol::Rest && !refused_by_peer => {
-            return Err(GatewayError::RequestHashMismatch(format!(
-                "peer {} answered without X-Road-Request-Hash, so the answer is not proven to answer this request",
-                link.id
-            )));
-        }
-        None => {}
     }
-    Ok((resp, Some(endpoint)))
 }
 
 /// The `Content-Length` hyper's HTTP/2 client would add to a body of known size, added before

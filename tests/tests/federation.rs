@@ -300,7 +300,16 @@ async fn a_killed_peer_endpoint_fails_over_to_the_next() {
     let first = t.a.record(&ids[0]).await;
     assert_eq!(first.upstream, t.relay_b.https_url());
     let last = t.a.record(&ids[5]).await;
-    assert_eq!(last.upstream, format!("https://{}", t.b.addr(splpd_tests::PUBLIC)), "A moved to B's second endpoint");
+    let second = format!("https://{}", t.b.addr(splpd_tests::PUBLIC));
+    assert_eq!(last.upstream, second, "A moved to B's second endpoint");
+    // The call that met the killed endpoint says so in A's record: both attempts, one retry.
+    let moved = t.a.record(&ids[3]).await;
+    let tried: Vec<(&str, &str)> = moved.attempts.iter().map(|a| (a.endpoint.as_str(), a.outcome.as_str())).collect();
+    assert_eq!(tried.len(), 2, "{tried:?}");
+    assert_eq!(tried[0].0, t.relay_b.https_url().trim_end_matches('/'));
+    assert!(tried[0].1.starts_with("no connection") || tried[0].1.starts_with("broke off"), "{tried:?}");
+    assert_eq!(tried[1], (second.as_str(), "answered 200"));
+    assert_eq!(moved.retries, 1);
     for id in &ids {
         t.b.record(id).await;
     }
@@ -323,6 +332,11 @@ async fn a_failure_behind_a_peer_names_the_gateway_whose_operator_has_its_cause(
     assert!(told.contains("the operator of gateway ID/PEMDA/1601/gw1 finds the cause"), "{told}");
     let b_side = t.b.record(reply.exchange_id()).await;
     assert!(!b_side.upstream.is_empty() && !told.contains(b_side.upstream.trim_start_matches("http://")), "{told}");
+    // A's record tells it from an unreachable peer: B answered, with its refusal.
+    let a_side = t.a.record(reply.exchange_id()).await;
+    let outcomes: Vec<&str> = a_side.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["answered 502"], "{a_side:#?}");
+    assert_eq!(a_side.error_type, "Server.ServerProxy.ServiceFailed");
 
     // B cannot be reached at all: A's own refusal names A.
     t.relay_b.kill().await;
@@ -333,6 +347,10 @@ async fn a_failure_behind_a_peer_names_the_gateway_whose_operator_has_its_cause(
     let told = message(&reply);
     assert!(told.contains("could not reach peer gateway ID/PEMDA/1601/gw1"), "{told}");
     assert!(told.contains("the operator of gateway ID/PEMDA/1602/gw1 finds the cause"), "{told}");
+    let a_side = t.a.record(reply.exchange_id()).await;
+    let outcomes: Vec<&str> = a_side.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes.len(), 2, "both of B's endpoints were tried: {a_side:#?}");
+    assert!(outcomes.iter().all(|o| o.starts_with("no connection") || o.starts_with("broke off")), "{outcomes:?}");
     t.a.stop().await;
 }
 
