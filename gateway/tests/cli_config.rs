@@ -122,6 +122,7 @@ fn the_example_configuration_passes() {
     let f = Fixture::new();
     let (ok, out, err) = f.check();
     assert!(ok, "stderr: {err}");
+    assert!(!err.contains("warning: a grant names"), "every client the example grants to can be identified: {err}");
     assert!(out.contains(": ok: gateway ID/PEMDA/1602/gw1"), "{out}");
     assert!(out.contains("2 service(s), 4 grant(s), 1 peer(s)"), "{out}");
 }
@@ -296,6 +297,42 @@ fn gateway_certificate_must_carry_the_gateway_identity() {
         f.line_of("cert = \"pki/gw1.crt\""),
         "the gateway certificate is for server ID/PEMDA/1602/gw1, but [gateway] id is ID/PEMDA/1602/gw2",
     );
+}
+
+#[test]
+fn a_gateway_certificate_of_the_wrong_kind_is_named_as_such() {
+    let f = Fixture::new();
+    let pki = f.dir.path().join("pki");
+    let (other, _) = ca(&f.dir.path().join("other-ca"), "Another CA");
+    leaf(&other, "urn:splp:subsystem:ID:PEMDA:1602:gw1", &pki.join("gw1.crt"), &pki.join("gw1.key"));
+    let err = f.fails_at(
+        f.line_of("cert = \"pki/gw1.crt\""),
+        "the gateway certificate is an agency's (subsystem) certificate",
+    );
+    assert!(err.contains("a gateway needs a server certificate for ID/PEMDA/1602/gw1"), "{err}");
+    assert!(err.contains("splpd certs issue --ca CA server ID/PEMDA/1602/gw1"), "{err}");
+}
+
+#[test]
+fn a_grant_for_another_regions_service_without_a_peer_says_a_peer_is_needed() {
+    let f = Fixture::new();
+    f.edit("service = \"ID/PEMDA/1601/DISDUKCAPIL/nik-verify\"", "service = \"ID/PEMDA/1603/DISDUKCAPIL/nik-verify\"");
+    let err = f.fails_at(
+        f.line_of("ID/PEMDA/1603/DISDUKCAPIL"),
+        "ID/PEMDA/1603/DISDUKCAPIL/nik-verify, which this gateway does not serve, and no [[peer]]",
+    );
+    assert!(err.contains("authoritative = [\"ID/PEMDA/1603\"]"), "{err}");
+}
+
+#[test]
+fn a_grant_to_a_client_no_one_can_identify_is_warned_of() {
+    let f = Fixture::new();
+    f.append("[[grant]]\nservice = \"ID/PEMDA/1602/DISDUKCAPIL/nik-verify\"\nclient = \"ID/PEMDA/1699/RSUD\"\n");
+    let (ok, _, err) = f.check();
+    assert!(ok, "a warning, not a failure: {err}");
+    let warned: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: a grant names")).collect();
+    assert_eq!(warned.len(), 1, "{err}");
+    assert!(warned[0].contains("ID/PEMDA/1699/RSUD") && warned[0].contains("region code"), "{err}");
 }
 
 #[test]

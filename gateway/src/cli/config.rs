@@ -120,6 +120,12 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 if let Some(concern) = splpd_gateway::tls::key_file_concern(&cfg.gateway.key) {
                     eprintln!("warning: {concern}");
                 }
+                for client in config::unidentifiable_clients(&cfg) {
+                    eprintln!(
+                        "warning: a grant names {client}, whom no trust anchor's scopes, [[identity]], [[peer]] or \
+                         listener can identify, so it can never be used: check the identifier (its region code?)"
+                    );
+                }
                 if let Some(var) = cfg.national.as_ref().and_then(|n| n.client_secret_env.as_deref())
                     && std::env::var_os(var).is_none()
                 {

@@ -8,6 +8,8 @@ pub mod resilience;
 pub mod units;
 mod validate;
 
+pub use validate::unidentifiable_clients;
+
 use std::path::{Path, PathBuf};
 
 pub use diag::{ConfigError, Diagnostic};

@@ -64,6 +64,34 @@ fn routed_elsewhere(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool 
         || cfg.national.iter().flat_map(|n| &n.prefixes).any(|p| service.is_within(p))
 }
 
+/// Clients named by grants (directly or through a group) that nothing in the configuration could
+/// ever identify: no trust anchor's scope covers them, no [[identity]] maps a certificate to them,
+/// no [[peer]] speaks for them, and no listener names them. Such a grant can never be used, which
+/// is most often a typo in the identifier.
+pub fn unidentifiable_clients(cfg: &Config) -> Vec<String> {
+    let identifiable = |c: &splpd_certs::id::ClientId| {
+        cfg.trust_anchors.iter().flat_map(|a| &a.scopes).any(|s| c.is_within(s))
+            || cfg.peers.iter().flat_map(|p| &p.authoritative).any(|p| c.is_within(p))
+            || cfg.identities.iter().any(|m| m.id == c.to_string())
+            || cfg.listeners.iter().flat_map(|l| &l.clients).any(|o| &o.client == c)
+    };
+    let mut named: Vec<String> = Vec::new();
+    for g in &cfg.grants {
+        let clients: Vec<&splpd_certs::id::ClientId> = match (&g.client, &g.group) {
+            (Some(c), _) => vec![c],
+            (None, Some(group)) => cfg.groups.iter().filter(|x| &x.name == group).flat_map(|x| &x.members).collect(),
+            (None, None) => Vec::new(),
+        };
+        for c in clients {
+            let text = c.to_string();
+            if !identifiable(c) && !named.contains(&text) {
+                named.push(text);
+            }
+        }
+    }
+    named
+}
+
 fn did_you_mean<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>, what: &str) -> String {
     let candidates: Vec<&str> = candidates.into_iter().collect();
     match closest(name, candidates.iter().copied()) {
@@ -225,6 +253,16 @@ impl Validator<'_, '_, '_> {
             match facts(&chain[0]) {
                 Ok(f) => match &f.identity {
                     Ok(Identity::Server(id)) if *id == gw.id => {}
+                    Ok(other @ (Identity::Subsystem(_) | Identity::Admin(_))) => self.err(
+                        at!["gateway", "cert"],
+                        format!(
+                            "the gateway certificate is {} certificate ({other}); a gateway needs a server certificate \
+                             for {}",
+                            if matches!(other, Identity::Admin(_)) { "an admin" } else { "an agency's (subsystem)" },
+                            gw.id
+                        ),
+                        format!("issue one with `splpd certs issue --ca CA server {}`", gw.id),
+                    ),
                     Ok(other) => self.err(
                         at!["gateway", "cert"],
                         format!("the gateway certificate is for {other}, but [gateway] id is {}", gw.id),
@@ -666,7 +704,24 @@ impl Validator<'_, '_, '_> {
             // A grant for another region's or a national service lets a client of this region
             // call out to it; the other side applies its own grants too.
             if service.is_none() && !routed_elsewhere(cfg, &g.service) {
-                self.unknown_service(at!["grant", i, "service"], "grant", &g.service);
+                let ours = cfg.gateway.served_prefixes().iter().any(|p| g.service.is_within(p));
+                if ours {
+                    self.unknown_service(at!["grant", i, "service"], "grant", &g.service);
+                } else {
+                    self.err(
+                        at!["grant", i, "service"],
+                        format!(
+                            "grant names service {}, which this gateway does not serve, and no [[peer]] (nor \
+                             [national]) is authoritative for it",
+                            g.service
+                        ),
+                        format!(
+                            "to let a client of ours call out to it, add a [[peer]] table for the gateway that serves \
+                             it, with authoritative = [\"{}\"]; or correct the service's identifier",
+                            g.service.subsystem().member()
+                        ),
+                    );
+                }
             }
             if let Some(s) = service.filter(|s| s.protocol == Protocol::Grpc) {
                 for (j, e) in g.endpoints.iter().enumerate() {
