@@ -190,10 +190,12 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
     match &listener.tls {
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-            let tls = match tokio::time::timeout(snap.limits.handshake_timeout.0, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(snap.limits.handshake_timeout.0, acceptor.accept(tcp));
+            let (outcome, refused) = crate::tls::naming_refused(handshake).await;
+            let tls = match outcome {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    tracing::info!(listener = %listener.name, %remote, "TLS handshake refused: {e}");
+                    tracing::info!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
                     return;
                 }
                 Err(_) => {

@@ -573,7 +573,106 @@ pub fn client_verifier(
         ClientAuth::Optional => verifier.enforce_revocation_expiration().allow_unauthenticated(),
         ClientAuth::Operators => verifier,
     };
-    verifier.build().map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })
+    let verifier = verifier.build().map_err(|e| TlsSetupError::Verifier { reason: e.to_string() })?;
+    Ok(Arc::new(NamingVerifier(verifier)))
+}
+
+tokio::task_local! {
+    /// The client certificate the handshake in progress on this task refused, described.
+    static REFUSED: std::cell::RefCell<Option<String>>;
+}
+
+/// Runs a TLS handshake, and returns with its outcome the client certificate it refused, if it
+/// refused one, described for the operator's log ("who was that?"): the refusal itself, sent as
+/// a TLS alert, names no certificate.
+pub async fn naming_refused<F: std::future::Future>(handshake: F) -> (F::Output, Option<String>) {
+    REFUSED
+        .scope(std::cell::RefCell::new(None), async {
+            let outcome = handshake.await;
+            (outcome, REFUSED.with(|r| r.borrow_mut().take()))
+        })
+        .await
+}
+
+/// The log line of a refused handshake: why, and the certificate refused when one was.
+pub fn refusal(err: &dyn std::fmt::Display, refused: Option<String>) -> String {
+    match refused {
+        Some(cert) => format!("TLS handshake refused: {err}: the client certificate {cert}"),
+        None => format!("TLS handshake refused: {err}"),
+    }
+}
+
+/// The certificate as an operator would look for it: its identity, subject, issuer and SHA-256.
+fn describe_refused(der: &CertificateDer<'_>) -> String {
+    let fingerprint = hex::encode(load::sha256(der));
+    match X509Certificate::from_der(der) {
+        Ok((_, cert)) => {
+            let identity = match splpd_certs::facts::facts(der).map(|f| f.identity) {
+                Ok(Ok(id)) => id.to_string(),
+                _ => "no urn:splp: identity".to_owned(),
+            };
+            format!("{identity} (subject {}, issuer {}, sha256 {fingerprint})", cert.subject(), cert.issuer())
+        }
+        Err(_) => format!("an unreadable certificate (sha256 {fingerprint})"),
+    }
+}
+
+/// A client certificate verifier that notes, for [`naming_refused`], which certificate it
+/// refused; otherwise the verifier it wraps, unchanged (the same alerts go to the client).
+#[derive(Debug)]
+struct NamingVerifier(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for NamingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now).inspect_err(|_| {
+            // Outside a handshake (a connection checked again after a reload) there is no one to
+            // tell, and nothing is lost.
+            let _ = REFUSED.try_with(|r| *r.borrow_mut() = Some(describe_refused(end_entity)));
+        })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
 }
 
 /// The rustls client configuration for a service's `https://` upstreams: TLS 1.3 and 1.2, ALPN

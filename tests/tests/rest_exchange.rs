@@ -568,9 +568,18 @@ async fn without_a_client_certificate_the_call_is_refused_401_saying_what_to_pre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_an_untrusted_ca_is_refused() {
+    Logs::capture();
     let setup = setup().await;
     let stranger = setup.pki.untrusted_client(DINKES);
     assert_refused_at_tls(&stranger, &setup).await;
+    // The operator's log names the certificate refused, which the TLS alert does not.
+    let logged = Logs::capture().lines_with("TLS handshake refused").await;
+    assert!(
+        logged.iter().any(|l| l.contains("the client certificate subsystem ID/PEMDA/1602/DINKES")
+            && l.contains("Entah Dimana")
+            && l.contains("sha256 ")),
+        "{logged:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,10 +143,12 @@ async fn serve_connection(
     // apply to the connections after it.
     let Some(admin) = gateway.snapshot().admin.clone() else { return };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&admin.tls));
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let (outcome, refused) =
+        crate::tls::naming_refused(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))).await;
+    let tls = match outcome {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::info!(%remote, "admin listener: TLS handshake refused: {e}");
+            tracing::info!(%remote, "admin listener: {}", crate::tls::refusal(&e, refused));
             return;
         }
         Err(_) => {
