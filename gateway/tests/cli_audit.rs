@@ -517,7 +517,8 @@ fn a_proof_checks_offline_and_fails_when_altered() {
         log.fails(&["audit", "check-proof", name])
     };
     let all = altered("status.json", &|p| p["record"]["status"] = 200.into());
-    assert!(all.contains("the record shown in the proof is not the record stored") && all.contains("status"), "{all}");
+    assert!(all.contains("the record shown in the proof is not the record stored"), "{all}");
+    assert!(all.contains("field status differs;"), "{all}");
     let other = serde_json::to_string(&serde_json::json!(base64_of_record(&record(138)))).unwrap();
     let all = altered("bytes.json", &|p| {
         p["record_base64"] = serde_json::from_str(&other).unwrap();
@@ -773,4 +774,228 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     assert_eq!(log.segments().len(), 1, "all but the segment being written: {pass:?}");
     let out = log.splpd(&["audit", "verify", "audit"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// Issues a certificate and key for `identity` from the CA in `ca_dir`, as `<stem>.crt` and
+/// `<stem>.key` beside the log.
+fn issue(log: &Log, ca_dir: &Path, identity: Identity, stem: &str) {
+    let ca = Ca::open(ca_dir).unwrap();
+    let (cert, key) = (log.path(&format!("{stem}.crt")), log.path(&format!("{stem}.key")));
+    ca.issue(&LeafRequest::new(identity), KeyType::default(), &cert, &key, false, time::OffsetDateTime::now_utc())
+        .unwrap();
+}
+
+/// Signs the extracted archive in `dir` again with the key and certificate `<stem>.key` and
+/// `<stem>.crt`, as someone holding that key would: the manifest names it, and its certificate
+/// is put beside it.
+fn resign_manifest(log: &Log, dir: &Path, stem: &str) {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+
+    let key = log.path(&format!("{stem}.key"));
+    let signer = CheckpointSigner::load(&key).unwrap();
+    let cert_name = format!("signer-{}.crt", hex::encode(signer.key_sha256()));
+    fs::copy(log.path(&format!("{stem}.crt")), dir.join(&cert_name)).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("MANIFEST.json")).unwrap()).unwrap();
+    manifest["signer"]["key_sha256"] = hex::encode(signer.key_sha256()).into();
+    manifest["signer"]["certificate"] = cert_name.into();
+    let text = serde_json::to_vec_pretty(&manifest).unwrap();
+    let der = splpd_certs::load::read_private_key(&key).unwrap();
+    let pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_ASN1_SIGNING, der.secret_der()).unwrap();
+    let sig = pair.sign(&aws_lc_rs::rand::SystemRandom::new(), &text).unwrap();
+    fs::write(dir.join("MANIFEST.json"), &text).unwrap();
+    fs::write(dir.join("MANIFEST.sig"), sig.as_ref()).unwrap();
+}
+
+#[test]
+fn an_export_and_its_manifest_are_signed_only_by_the_logs_own_gateway() {
+    let log = Log::new(200);
+    let ca_dir = log.path("ca");
+    issue(&log, &ca_dir, Identity::Server("ID/PEMDA/1602/gw2".parse().unwrap()), "gw2");
+    issue(&log, &ca_dir, Identity::Subsystem("ID/PEMDA/1602/DINKES".parse().unwrap()), "dinkes");
+
+    // Another gateway's key, or an agency's client key: refused, nothing written or recorded.
+    for (stem, what) in [("gw2", "is gateway ID/PEMDA/1602/gw2's"), ("dinkes", "subsystem ID/PEMDA/1602/DINKES")] {
+        let (key, cert) = (format!("{stem}.key"), format!("{stem}.crt"));
+        let out = log.splpd(&["audit", "export", "audit", "--to", "x.tar", "--key", &key, "--cert", &cert]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(what) && stderr.contains(&format!("expected gateway {GATEWAY}'s own server certificate")),
+            "{stderr}"
+        );
+        assert!(!log.path("x.tar").exists() && !log.dir().join("exports.log").exists(), "{stderr}");
+    }
+
+    // An archive whose manifest was signed again with such a key after the export fails to verify.
+    log.ok(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);
+    extract(&log.path("all.tar"), &log.path("all"));
+    log.ok(&["audit", "verify", "all", "--ca", "ca/ca.crt"]);
+    for (stem, what) in [("gw2", "is gateway ID/PEMDA/1602/gw2's"), ("dinkes", "subsystem ID/PEMDA/1602/DINKES")] {
+        let dir = log.path(&format!("all-{stem}"));
+        extract(&log.path("all.tar"), &dir);
+        resign_manifest(&log, &dir, stem);
+        let dir = name(&dir);
+        for args in [&["audit", "verify", &dir][..], &["audit", "verify", &dir, "--ca", "ca/ca.crt"]] {
+            let all = log.fails(args);
+            let expected = format!("MANIFEST.json: it names gateway {GATEWAY}, but its signer certificate");
+            assert!(all.contains(&expected) && all.contains(what), "{args:?}: {all}");
+        }
+    }
+    // A certificate of the right gateway made by some other CA: only --ca tells.
+    let other = tempfile::tempdir().unwrap();
+    Ca::init(
+        &other.path().join("ca"),
+        &InitOptions::new("Other", vec!["ID/PEMDA/1602".parse().unwrap()]),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    issue(&log, &other.path().join("ca"), Identity::Server(GATEWAY.parse().unwrap()), "self-made");
+    let dir = log.path("all-self-made");
+    extract(&log.path("all.tar"), &dir);
+    resign_manifest(&log, &dir, "self-made");
+    let ok = log.ok(&["audit", "verify", "all-self-made"]);
+    assert!(ok.contains("not checked against any CA") && ok.contains("--ca"), "{ok}");
+    let all = log.fails(&["audit", "verify", "all-self-made", "--ca", "ca/ca.crt"]);
+    assert!(all.contains("MANIFEST.json: ") && all.contains("was not issued by the given CA"), "{all}");
+}
+
+#[test]
+fn a_partial_archive_is_refused_naming_the_missing_file() {
+    let log = Log::new(150);
+    log.ok(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);
+    for (gone, kept) in [("MANIFEST.json", "MANIFEST.sig"), ("MANIFEST.sig", "MANIFEST.json")] {
+        let dir = log.path(&format!("without-{gone}"));
+        extract(&log.path("all.tar"), &dir);
+        fs::remove_file(dir.join(gone)).unwrap();
+        assert!(dir.join(kept).exists());
+        let all = log.fails(&["audit", "verify", &name(&dir), "--ca", "ca/ca.crt"]);
+        assert!(
+            all.contains(&format!("{gone} is missing")) && all.contains("extract the whole archive again"),
+            "{all}"
+        );
+    }
+}
+
+/// Alters record `seq` of the log in `dir` (a flipped bit in its payload) and gives its frame a
+/// fresh CRC, so that only the Merkle tree can tell.
+fn alter_record(log: &Log, seq: u64) {
+    let (first, segment) = log.segments().into_iter().rev().find(|(first, _)| *first <= seq).unwrap();
+    let (offset, len) = frames(&segment)[(seq - first) as usize];
+    let mut bytes = fs::read(&segment).unwrap();
+    let payload = offset + 8..offset + 8 + len;
+    bytes[payload.end - 1] ^= 0x01;
+    let crc = crc32c::crc32c(&bytes[payload]);
+    bytes[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segment, bytes).unwrap();
+}
+
+#[test]
+fn a_consistency_proof_is_refused_from_a_log_that_does_not_match_its_checkpoints() {
+    let log = Log::new(300);
+    alter_record(&log, 150);
+    // As `proof` does: the checkpoint whose root no longer matches is named.
+    let all = log.fails(&["audit", "proof", "audit", &exchange_id(10)]);
+    assert!(all.contains("checkpoint 2 does not match the log's records"), "{all}");
+    let all = log.fails(&["audit", "consistency", "audit", "--from", "100", "--out", "c.json"]);
+    assert!(
+        all.contains("checkpoint 2 does not match the log's records") && all.contains("splpd audit verify"),
+        "{all}"
+    );
+    assert!(!log.path("c.json").exists());
+    let all = log.fails(&["audit", "consistency", "audit", "--from", "200", "--to", "300"]);
+    assert!(all.contains("checkpoint 1 does not match the log's records"), "{all}");
+    // The part before the altered record still proves.
+    log.ok(&["audit", "consistency", "audit", "--from", "100", "--to", "100"]);
+}
+
+#[test]
+fn records_without_any_checkpoint_fail_verification_and_a_clean_log_says_what_ca_checked() {
+    let log = Log::new(150);
+    let ok = log.ok(&["audit", "verify", "audit"]);
+    assert!(ok.contains("not checked against any CA") && ok.contains("--ca with the region's CA certificate"), "{ok}");
+    let ok = log.ok(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+    assert!(!ok.contains("not checked against"), "{ok}");
+
+    let path = log.dir().join("checkpoints.log");
+    let original = fs::read(&path).unwrap();
+    // Emptied, then deleted.
+    fs::write(&path, b"").unwrap();
+    for deleted in [false, true] {
+        if deleted {
+            fs::remove_file(&path).unwrap();
+        }
+        let all = log.fails(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+        assert!(all.contains("none of the log's 150 records is covered by a signed checkpoint"), "{all}");
+        assert!(all.contains("checkpoint_interval") && all.contains("FAILED"), "{all}");
+    }
+    fs::write(&path, original).unwrap();
+    log.ok(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+}
+
+#[test]
+fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
+    let log = Log::new(300);
+    // The auditor keeps a proof handed out at 300 records, and the checkpoint in it.
+    log.ok(&["audit", "proof", "audit", &exchange_id(53), "--out", "kept.json"]);
+    let kept: serde_json::Value = serde_json::from_str(&fs::read_to_string(log.path("kept.json")).unwrap()).unwrap();
+    fs::write(log.path("kept-checkpoint.json"), kept["checkpoint"].to_string()).unwrap();
+
+    // The honest log grows; a proof from the kept checkpoint holds, in each file format kept.
+    log.write(&log.dir(), 300..400, &record);
+    log.ok(&["audit", "consistency", "audit", "--kept", "kept.json", "--out", "c.json"]);
+    for kept in ["kept.json", "kept-checkpoint.json"] {
+        let ok = log.ok(&["audit", "check-proof", "c.json", "--ca", "ca/ca.crt", "--kept", kept]);
+        assert!(ok.contains("extends its log of 300 records") && ok.contains("was not rewritten since"), "{ok}");
+    }
+    // A proof from another size cannot tell.
+    log.ok(&["audit", "consistency", "audit", "--from", "100", "--out", "c100.json"]);
+    let all = log.fails(&["audit", "check-proof", "c100.json", "--kept", "kept.json"]);
+    assert!(all.contains("covers 300 records") && all.contains("--from 300"), "{all}");
+
+    // The same key rewrites record 53 and signs the result: self-consistent, but not the kept one.
+    let forged = log.path("forged");
+    log.write(&forged, 0..400, &|i| {
+        let mut r = record(i);
+        if i == 53 {
+            r.status = 200;
+            r.error_type.clear();
+        }
+        r
+    });
+    log.ok(&["audit", "verify", "forged", "--ca", "ca/ca.crt"]);
+    log.ok(&["audit", "consistency", "forged", "--from", "300", "--out", "f.json"]);
+    log.ok(&["audit", "check-proof", "f.json", "--ca", "ca/ca.crt"]);
+    let all = log.fails(&["audit", "check-proof", "f.json", "--ca", "ca/ca.crt", "--kept", "kept.json"]);
+    assert!(all.contains("the log was rewritten since the kept checkpoint"), "{all}");
+    let all = log.fails(&["audit", "consistency", "forged", "--kept", "kept.json", "--out", "f2.json"]);
+    assert!(all.contains("the log was rewritten since the kept checkpoint") && !log.path("f2.json").exists(), "{all}");
+}
+
+#[test]
+fn reversed_ranges_and_empty_results_are_told() {
+    let log = Log::new(100);
+    let out = log.splpd(&[
+        "audit",
+        "export",
+        "audit",
+        "--to",
+        "x.tar",
+        "--key",
+        "gw1.key",
+        "--from-seq",
+        "20",
+        "--to-seq",
+        "10",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("from (--from-seq 20) is after to (--to-seq 10)"), "{}", text(&out.stderr));
+    let out =
+        log.splpd(&["audit", "query", "audit", "--since", "2025-03-02T00:00:00Z", "--until", "2025-03-01T00:00:00Z"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not before --until"), "{}", text(&out.stderr));
+
+    let out = log.splpd(&["audit", "query", "audit", "--client", "nobody"]);
+    assert!(out.status.success() && out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("0 of 100 record(s) read match"), "{}", text(&out.stderr));
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use splpd_certs::id::Identity;
 use splpd_certs::load::{read_certificates, sha256};
 
 pub use self::archive::{
@@ -28,7 +29,7 @@ pub use self::archive::{
     ManifestSigner, SeqRange, Start, export,
 };
 pub use self::consistency::{
-    CONSISTENCY_PROOF_FORMAT, CheckedConsistency, check_consistency_proof, make_consistency_proof,
+    CONSISTENCY_PROOF_FORMAT, CheckedConsistency, check_consistency_proof, make_consistency_proof, read_kept_checkpoint,
 };
 pub use self::json::{RecordJson, rfc3339_nanos};
 pub use self::proof::{CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, ProofError, check_proof, make_proof};
@@ -235,8 +236,6 @@ fn read_checkpoint_frame(reader: &mut impl io::Read, remaining: u64, payload: &m
 struct Signer {
     file: String,
     der: Vec<u8>,
-    /// The identity in the certificate, when it has one.
-    identity: Option<String>,
 }
 
 /// The signer certificates of an audit directory, loaded once each, by key hash.
@@ -268,18 +267,8 @@ impl<'a> Signers<'a> {
     fn check(&mut self, cp: &Checkpoint) -> Result<(), String> {
         let signer = self.get(&cp.key_sha256)?;
         verify_checkpoint(cp, &signer.der).map_err(|e| format!("{e} (certificate {})", signer.file))?;
-        if let Some(identity) = &signer.identity
-            && *identity != cp.gateway
-        {
-            return Err(format!(
-                "it names gateway {}, but its signer certificate {} is {identity}'s",
-                cp.gateway, signer.file
-            ));
-        }
-        if let Some(ca) = self.ca {
-            check_issued_by(&signer.der, ca, cp.time_unix_nanos).map_err(|e| format!("{} {e}", signer.file))?;
-        }
-        Ok(())
+        check_gateway_certificate(&signer.der, &cp.gateway, self.ca, cp.time_unix_nanos)
+            .map_err(|e| format!("it names gateway {}, but its signer certificate {} {e}", cp.gateway, signer.file))
     }
 }
 
@@ -293,14 +282,41 @@ fn load_signer(path: &Path, file: &str) -> Result<Signer, String> {
         .next()
         .ok_or_else(|| format!("{file} holds no certificate"))?
         .to_vec();
-    let identity = certificate_identity(&der);
-    Ok(Signer { file: file.to_owned(), der, identity })
+    Ok(Signer { file: file.to_owned(), der })
 }
 
 /// The splpd identity (`ID/PEMDA/1602/gw1`) a certificate carries, if any.
 pub(crate) fn certificate_identity(der: &[u8]) -> Option<String> {
+    certificate_identity_of(der).map(|id| id.id_string())
+}
+
+fn certificate_identity_of(der: &[u8]) -> Option<Identity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    splpd_certs::profile::identity_of(&cert).ok().map(|id| id.id_string())
+    splpd_certs::profile::identity_of(&cert).ok()
+}
+
+/// Checks that the certificate `der` may sign for gateway `gateway` (a checkpoint, a manifest):
+/// when it carries a splpd identity, it must be that gateway's server certificate; with `ca`
+/// (DER), it must also carry that identity, have been issued by the CA, and have been valid at
+/// `at_unix_nanos`. The error says what is wrong, to follow the certificate's name.
+pub(crate) fn check_gateway_certificate(
+    der: &[u8],
+    gateway: &str,
+    ca: Option<&[u8]>,
+    at_unix_nanos: i64,
+) -> Result<(), String> {
+    let expected = format!("gateway {gateway}'s own server certificate");
+    match certificate_identity_of(der) {
+        Some(Identity::Server(id)) if id.to_string() == gateway => {}
+        Some(Identity::Server(id)) => return Err(format!("is gateway {id}'s; expected {expected}")),
+        Some(other) => return Err(format!("is the certificate of {other}, not of a gateway; expected {expected}")),
+        None if ca.is_some() => return Err(format!("carries no splpd identity; expected {expected}")),
+        None => {}
+    }
+    if let Some(ca) = ca {
+        check_issued_by(der, ca, at_unix_nanos)?;
+    }
+    Ok(())
 }
 
 /// Checks that `ca_der` issued `cert_der` (its signature) and that the certificate was valid at
@@ -580,8 +596,16 @@ pub fn verify_log(
     }
 
     let mut tree = Tree::new();
+    if !dir.join(MANIFEST_FILE).exists() && dir.join(MANIFEST_SIG_FILE).exists() {
+        // Part of an archive: what is left cannot be told from a live log.
+        report.problem(format!(
+            "{}: {MANIFEST_SIG_FILE} is here but {MANIFEST_FILE} is missing: an export archive extracted in part, \
+             or its manifest deleted; extract the whole archive again into an empty directory",
+            dir.display()
+        ));
+    }
     if dir.join(MANIFEST_FILE).exists() {
-        match archive::check_manifest(dir, &segment_names) {
+        match archive::check_manifest(dir, &segment_names, ca) {
             Ok((manifest, problems)) => {
                 for p in problems {
                     report.problem(p);
@@ -728,8 +752,16 @@ pub fn verify_log(
             run.checkpoints.path().display()
         ));
     }
-    if run.report.checkpoints == 0 && run.report.problems.is_empty() {
-        run.report.warnings.push("the log has no checkpoint yet: its records are not signed".to_owned());
+    if run.report.checkpoints == 0 && tree.size() > 0 {
+        run.report.problem(format!(
+            "{}: none of the log's {} records is covered by a signed checkpoint, so nothing in it is proven: \
+             {CHECKPOINTS_FILE} is missing, empty or was emptied. A running gateway signs its first checkpoint \
+             within its checkpoint_interval (1 s by default), so verify a brand-new log again shortly",
+            run.checkpoints.path().display(),
+            tree.size()
+        ));
+    } else if run.report.checkpoints == 0 && run.report.problems.is_empty() {
+        run.report.warnings.push("the log has no records and no checkpoint yet".to_owned());
     } else if let Some(latest) = &run.report.latest
         && latest.checkpoint.tree_size < tree.size()
     {

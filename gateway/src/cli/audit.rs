@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use splpd_gateway::audit::ExchangeRecord;
+use splpd_gateway::audit::checkpoint::Checkpoint;
 use splpd_gateway::audit::verify::{
     self, ExportOptions, Filter, Pattern, ProofError, QueryError, RecordJson, StatusMatch, VerifyReport,
 };
@@ -69,7 +70,8 @@ Examples:
     #[command(after_help = "\
 Examples:
   splpd audit consistency /var/lib/splpd/audit --from 120000 --out consistency.json
-  splpd audit consistency /var/lib/splpd/audit --from 120000 --to 180000")]
+  splpd audit consistency /var/lib/splpd/audit --from 120000 --to 180000
+  splpd audit consistency /var/lib/splpd/audit --kept proof-kept-in-march.json --out consistency.json")]
     Consistency(ConsistencyArgs),
 
     /// Check an inclusion or consistency proof made by `splpd audit proof` or `consistency`,
@@ -78,11 +80,13 @@ Examples:
     /// Checks that the record shown is the record stored, that its leaf hash leads along the audit
     /// path to the checkpoint's root, and that the checkpoint is signed by the embedded
     /// certificate, whose identity must be the checkpoint's gateway. With --ca, the certificate
-    /// must also have been issued by that CA and valid when it signed. Exits 1 when the proof
-    /// does not hold.
+    /// must also have been issued by that CA and valid when it signed. With --kept, a consistency
+    /// proof must start from the checkpoint kept from earlier: one of the same size with another
+    /// root means the log was rewritten since. Exits 1 when the proof does not hold.
     #[command(after_help = "\
 Examples:
-  splpd audit check-proof proof.json --ca ca.crt")]
+  splpd audit check-proof proof.json --ca ca.crt
+  splpd audit check-proof consistency.json --ca ca.crt --kept proof-kept-in-march.json")]
     CheckProof(CheckProofArgs),
 
     /// Write a signed archive of the log for the national disaster-recovery centre.
@@ -105,9 +109,14 @@ Then: mkdir x && tar -xf audit-2025-03.tar -C x && splpd audit verify x")]
 pub(crate) struct ConsistencyArgs {
     /// The audit log directory.
     dir: PathBuf,
-    /// The record count of the earlier checkpoint.
-    #[arg(long, value_name = "RECORDS")]
-    from: u64,
+    /// The record count of the earlier checkpoint (default: the kept checkpoint's, with --kept).
+    #[arg(long, value_name = "RECORDS", required_unless_present = "kept")]
+    from: Option<u64>,
+    /// The checkpoint kept from earlier (an inclusion or consistency proof, an export's
+    /// MANIFEST.json, or the checkpoint alone): the proof starts from it, and is refused when the
+    /// log's checkpoint of that size is not that one.
+    #[arg(long, value_name = "FILE")]
+    kept: Option<PathBuf>,
     /// The record count of the later checkpoint; the latest checkpoint when not given.
     #[arg(long, value_name = "RECORDS")]
     to: Option<u64>,
@@ -195,6 +204,11 @@ pub(crate) struct CheckProofArgs {
     /// when the checkpoint was signed.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// For a consistency proof: the checkpoint kept from earlier (an inclusion or consistency
+    /// proof, an export's MANIFEST.json, or the checkpoint alone), which the proof's old
+    /// checkpoint must be.
+    #[arg(long, value_name = "FILE")]
+    kept: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +279,9 @@ fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.display();
     if report.is_ok() {
         out::line(&format!("{dir}: ok: {}", summary(&report)));
+        if ca.is_none() && (report.checkpoints > 0 || report.manifest.is_some()) {
+            out::line(&not_checked_against_ca("the signer certificates were", "they were"));
+        }
     } else {
         let problems = report.problems.len() as u64 + report.problems_omitted;
         out::line(&format!("{dir}: FAILED: {problems} problem(s); {}", summary(&report)));
@@ -277,6 +294,15 @@ fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         report.records_per_second()
     ));
     Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What a check without `--ca` leaves open: anyone can make a key and a certificate naming the
+/// gateway, and sign with them.
+fn not_checked_against_ca(what_was: &str, they_were: &str) -> String {
+    format!(
+        "{what_was} not checked against any CA: the signatures show that nothing was changed since signing, not who \
+         signed; give --ca with the region's CA certificate (ca.crt) to check {they_were} the gateway's"
+    )
 }
 
 fn summary(report: &VerifyReport) -> String {
@@ -317,6 +343,14 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         exchange_id: args.exchange_id,
     };
     anyhow::ensure!(args.dir.is_dir(), "{}: no such directory", args.dir.display());
+    if let (Some(since), Some(until)) = (args.since, args.until) {
+        anyhow::ensure!(
+            since < until,
+            "the time range is empty: --since {} is not before --until {}; give the earlier time with --since",
+            verify::rfc3339_nanos(since).unwrap_or_default(),
+            verify::rfc3339_nanos(until).unwrap_or_default()
+        );
+    }
     let mut table = Table::default();
     let result = verify::query(&args.dir, &filter, args.limit, &mut |_, record| {
         match args.format {
@@ -337,10 +371,10 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
             if let Some(torn) = &summary.torn_tail {
                 eprintln!("warning: {torn}: the log ends with a torn tail (a write cut short or still in progress)");
             }
-            if matches!(args.format, Format::Table) {
-                let limited = if summary.limited { " (stopped at --limit)" } else { "" };
-                eprintln!("{} of {} record(s) read match{limited}", summary.matched, summary.scanned);
-            }
+            // On standard error for JSON lines too: no output at all would not tell "nothing
+            // matched" from "nothing ran".
+            let limited = if summary.limited { " (stopped at --limit)" } else { "" };
+            eprintln!("{} of {} record(s) read match{limited}", summary.matched, summary.scanned);
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (QueryError::Segments(_) | QueryError::Decode { .. })) => {
@@ -459,23 +493,49 @@ fn proof_cmd(args: &ProofArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The checkpoint an auditor kept, from the file given with `--kept`.
+fn read_kept(path: &Path) -> anyhow::Result<Checkpoint> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    verify::read_kept_checkpoint(&text).map_err(|e| anyhow::anyhow!("{} (given with --kept): {e}", path.display()))
+}
+
 fn consistency_cmd(args: &ConsistencyArgs) -> anyhow::Result<ExitCode> {
-    match verify::make_consistency_proof(&args.dir, args.from, args.to) {
-        Ok(text) => {
-            match &args.out {
-                Some(path) => {
-                    std::fs::write(path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote the consistency proof from {} records to {}", args.from, path.display());
-                }
-                None => out::line(&text),
+    let kept = args.kept.as_deref().map(read_kept).transpose()?;
+    let from = match (args.from, &kept) {
+        (Some(from), Some(kept)) if from != kept.tree_size => anyhow::bail!(
+            "--from {from} is not the size of the kept checkpoint ({} records): leave --from out with --kept",
+            kept.tree_size
+        ),
+        (Some(from), _) => from,
+        (None, Some(kept)) => kept.tree_size,
+        (None, None) => anyhow::bail!("give --from RECORDS or --kept FILE"),
+    };
+    match verify::make_consistency_proof(&args.dir, from, args.to) {
+        // The log's checkpoint of that size must be the one kept; the same check as check-proof's.
+        Ok(text) if kept.is_some() => {
+            if let Err(e) = verify::check_consistency_proof(&text, None, kept.as_ref()) {
+                eprintln!("error: {}: {e}", args.dir.display());
+                return Ok(ExitCode::FAILURE);
             }
-            Ok(ExitCode::SUCCESS)
+            write_consistency(args, from, &text)
         }
+        Ok(text) => write_consistency(args, from, &text),
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn write_consistency(args: &ConsistencyArgs, from: u64, text: &str) -> anyhow::Result<ExitCode> {
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote the consistency proof from {from} records to {}", path.display());
+        }
+        None => out::line(text),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The `format` a proof document names, to pick its checker.
@@ -490,8 +550,17 @@ fn proof_format(text: &str) -> Option<String> {
 fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
     let ca = read_ca(args.ca.as_deref())?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let kept = args.kept.as_deref().map(read_kept).transpose()?;
     if proof_format(&text).as_deref() == Some(verify::CONSISTENCY_PROOF_FORMAT) {
-        return check_consistency_cmd(args, &text, ca.as_deref());
+        return check_consistency_cmd(args, &text, ca.as_deref(), kept.as_ref());
+    }
+    if let Some(kept) = &kept {
+        anyhow::bail!(
+            "--kept goes with a consistency proof: make one from the kept checkpoint with `splpd audit consistency \
+             DIR --kept {}` (or --from {}) and check that",
+            args.kept.as_deref().unwrap_or(Path::new("")).display(),
+            kept.tree_size
+        );
     }
     match verify::check_proof(&text, ca.as_deref()) {
         Ok(checked) => {
@@ -514,7 +583,7 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
                 hex::encode(&cp.key_sha256)
             ));
             if ca.is_none() {
-                out::line("the certificate was not checked against a CA: give --ca to check it was the gateway's");
+                out::line(&not_checked_against_ca("the signer certificate was", "it was"));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -525,8 +594,13 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check_consistency_cmd(args: &CheckProofArgs, text: &str, ca: Option<&[u8]>) -> anyhow::Result<ExitCode> {
-    match verify::check_consistency_proof(text, ca) {
+fn check_consistency_cmd(
+    args: &CheckProofArgs,
+    text: &str,
+    ca: Option<&[u8]>,
+    kept: Option<&Checkpoint>,
+) -> anyhow::Result<ExitCode> {
+    match verify::check_consistency_proof(text, ca, kept) {
         Ok(checked) => {
             let (old, new) = (&checked.old, &checked.new);
             let at = |nanos| verify::rfc3339_nanos(nanos).unwrap_or_default();
@@ -542,8 +616,14 @@ fn check_consistency_cmd(args: &CheckProofArgs, text: &str, ca: Option<&[u8]>) -
                 hex::encode(&old.root_hash),
                 at(old.time_unix_nanos)
             ));
+            if let Some(path) = &args.kept {
+                out::line(&format!(
+                    "it starts from the checkpoint kept in {}: the log was not rewritten since",
+                    path.display()
+                ));
+            }
             if ca.is_none() {
-                out::line("the certificates were not checked against a CA: give --ca to check they were the gateway's");
+                out::line(&not_checked_against_ca("the signer certificates were", "they were"));
             }
             Ok(ExitCode::SUCCESS)
         }

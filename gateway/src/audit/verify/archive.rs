@@ -12,9 +12,12 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use splpd_certs::load::{read_certificates, read_private_key};
+use time::format_description::well_known::Rfc3339;
 
 use super::proof::CheckpointJson;
-use super::{CheckpointReader, certificate_identity, certificate_key_sha256, ensure_log, signer_file_name, verify_log};
+use super::{
+    CheckpointReader, certificate_key_sha256, check_gateway_certificate, ensure_log, signer_file_name, verify_log,
+};
 use crate::audit::checkpoint::{Checkpoint, CheckpointSigner, SignatureAlgorithm};
 use crate::audit::log::CHECKPOINTS_FILE;
 use crate::audit::merkle::Hash;
@@ -334,6 +337,13 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     if options.to.exists() {
         return Err(other(format!("{} exists already; give a new file name", options.to.display())));
     }
+    if let (Some(from), Some(to)) = (options.from_seq, options.to_seq)
+        && from > to
+    {
+        return Err(other(format!(
+            "the range is reversed: from (--from-seq {from}) is after to (--to-seq {to}); give the first record first"
+        )));
+    }
     let (key, algorithm, key_sha256) = ManifestKey::load(&options.key).map_err(other)?;
     let signer_name = signer_file_name(&key_sha256);
     let cert_path = options.cert.clone().unwrap_or_else(|| dir.join(&signer_name));
@@ -376,6 +386,20 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     if total == report.first_seq {
         return Err(other("the log holds no records"));
     }
+    // The manifest is signed for the gateway whose log this is: its checkpoints name it, and a
+    // verified log with records has one.
+    let gateway = report
+        .latest
+        .as_ref()
+        .map(|l| l.checkpoint.gateway.clone())
+        .ok_or_else(|| other("the log has no checkpoint, so which gateway's it is is not known"))?;
+    check_gateway_certificate(&cert_der, &gateway, None, now_nanos()).map_err(|e| {
+        other(format!(
+            "{} {e}: the manifest of gateway {gateway}'s log must be signed with that gateway's own key and \
+             certificate (give them with --key and --cert)",
+            cert_path.display()
+        ))
+    })?;
     let to = options.to_seq.unwrap_or(total - 1);
     if from > to || to >= total || from < report.first_seq {
         return Err(other(format!(
@@ -436,27 +460,20 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
         (lo, hi, checkpoints, checkpoints_bytes),
         &certs,
         dir,
-        |files| {
-            let gateway = latest
-                .as_ref()
-                .map(|cp: &Checkpoint| cp.gateway.clone())
-                .or_else(|| certificate_identity(&cert_der))
-                .unwrap_or_default();
-            Manifest {
-                format: MANIFEST_FORMAT.to_owned(),
-                gateway,
-                created: super::rfc3339_nanos(now_nanos()).unwrap_or_default(),
-                requested: SeqRange { first_seq: from, last_seq: to },
-                records: SeqRange { first_seq: start_seq, last_seq: end_seq - 1 },
-                start: Start { tree_size: start_seq, frontier: frontier.iter().map(hex::encode).collect() },
-                files,
-                latest_checkpoint: latest.as_ref().map(CheckpointJson::from),
-                signer: ManifestSigner {
-                    signature_algorithm: algorithm.as_str().to_owned(),
-                    key_sha256: hex::encode(key_sha256),
-                    certificate: signer_name.clone(),
-                },
-            }
+        |files| Manifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            gateway,
+            created: super::rfc3339_nanos(now_nanos()).unwrap_or_default(),
+            requested: SeqRange { first_seq: from, last_seq: to },
+            records: SeqRange { first_seq: start_seq, last_seq: end_seq - 1 },
+            start: Start { tree_size: start_seq, frontier: frontier.iter().map(hex::encode).collect() },
+            files,
+            latest_checkpoint: latest.as_ref().map(CheckpointJson::from),
+            signer: ManifestSigner {
+                signature_algorithm: algorithm.as_str().to_owned(),
+                key_sha256: hex::encode(key_sha256),
+                certificate: signer_name.clone(),
+            },
         },
         &key,
     );
@@ -560,10 +577,16 @@ fn write_archive(
 }
 
 /// Checks the manifest of an extracted archive in `dir`: its signature by the certificate it
-/// names, every listed file's length and SHA-256, that no segment is there unlisted, and that
-/// its latest checkpoint is the last one of `checkpoints.log`. Returns the manifest and the
-/// problems found; `Err` when there is no readable manifest at all.
-pub(crate) fn check_manifest(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<(Manifest, Vec<String>), String> {
+/// names, that this certificate is the manifest's gateway's (with `ca` (DER), issued by that CA
+/// and valid when the manifest was made), every listed file's length and SHA-256, that no
+/// segment is there unlisted, and that its latest checkpoint is the last one of
+/// `checkpoints.log`, of the same gateway. Returns the manifest and the problems found; `Err`
+/// when there is no readable manifest at all.
+pub(crate) fn check_manifest(
+    dir: &Path,
+    segments: &[(u64, PathBuf)],
+    ca: Option<&[u8]>,
+) -> Result<(Manifest, Vec<String>), String> {
     let text = fs::read(dir.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("not a manifest: {e}"))?;
     if manifest.format != MANIFEST_FORMAT {
@@ -577,7 +600,13 @@ pub(crate) fn check_manifest(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<
         if !plain(cert_name) {
             return Err(format!("the signer certificate's name {cert_name:?} is not a plain file name"));
         }
-        let sig = fs::read(dir.join(MANIFEST_SIG_FILE)).map_err(|e| format!("{MANIFEST_SIG_FILE}: {e}"))?;
+        let sig = fs::read(dir.join(MANIFEST_SIG_FILE)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!(
+                "{MANIFEST_SIG_FILE} is missing: the archive is incomplete; extract the whole archive again into an \
+                 empty directory"
+            ),
+            _ => format!("{MANIFEST_SIG_FILE}: {e}"),
+        })?;
         let der = read_certificates(&dir.join(cert_name))
             .map_err(|e| format!("{cert_name}: {e}"))?
             .into_iter()
@@ -586,10 +615,25 @@ pub(crate) fn check_manifest(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<
         if hex::encode(certificate_key_sha256(&der)?) != manifest.signer.key_sha256.to_ascii_lowercase() {
             return Err(format!("{cert_name} is not the certificate of the key the manifest names"));
         }
-        verify_signature(&manifest.signer.signature_algorithm, &der, &text, &sig)
+        verify_signature(&manifest.signer.signature_algorithm, &der, &text, &sig)?;
+        Ok(der)
     })();
-    if let Err(e) = signed {
-        problems.push(format!("{MANIFEST_FILE}: {MANIFEST_SIG_FILE} does not verify: {e}"));
+    match signed {
+        // Signed, but by whom: as for checkpoints, the gateway's own certificate.
+        Ok(der) => {
+            let by_gateway = time::OffsetDateTime::parse(&manifest.created, &Rfc3339)
+                .map_err(|e| format!("its time created {:?} is not RFC 3339: {e}", manifest.created))
+                .and_then(|created| {
+                    let at = i64::try_from(created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+                    check_gateway_certificate(&der, &manifest.gateway, ca, at).map_err(|e| {
+                        format!("it names gateway {}, but its signer certificate {cert_name} {e}", manifest.gateway)
+                    })
+                });
+            if let Err(e) = by_gateway {
+                problems.push(format!("{MANIFEST_FILE}: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!("{MANIFEST_FILE}: {MANIFEST_SIG_FILE} does not verify: {e}")),
     }
 
     for entry in &manifest.files {
@@ -620,6 +664,14 @@ pub(crate) fn check_manifest(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<
     }
     if last.as_ref().map(CheckpointJson::from) != manifest.latest_checkpoint {
         problems.push(format!("{MANIFEST_FILE}: its latest checkpoint is not the last one in {CHECKPOINTS_FILE}"));
+    }
+    if let Some(last) = &last
+        && last.gateway != manifest.gateway
+    {
+        problems.push(format!(
+            "{MANIFEST_FILE}: it names gateway {}, but the checkpoints in {CHECKPOINTS_FILE} are gateway {}'s",
+            manifest.gateway, last.gateway
+        ));
     }
     Ok((manifest, problems))
 }

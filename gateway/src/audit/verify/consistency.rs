@@ -9,11 +9,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::proof::{CheckpointJson, ProofError, check_signed};
+use super::archive::{MANIFEST_FILE, MANIFEST_FORMAT};
+use super::json::rfc3339_nanos;
+use super::proof::{CheckpointJson, INCLUSION_PROOF_FORMAT, ProofError, check_against_records, check_signed};
 use super::{CheckpointReader, Signers, certificates_pem, ensure_log};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::merkle::{Hash, RangeRoots, consistency_ranges, leaf_hash, verify_consistency};
-use crate::audit::segment::{SegmentReader, read_base};
+use crate::audit::retention::base_tree;
+use crate::audit::segment::SegmentReader;
 
 /// The `format` of a consistency proof document.
 pub const CONSISTENCY_PROOF_FORMAT: &str = "splpd-consistency-proof/v1";
@@ -51,13 +54,13 @@ pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) 
     let mut reader = CheckpointReader::open(dir).map_err(|e| log(e.to_string()))?;
     let (mut old, mut new, mut sizes) = (None, None, Vec::new());
     while let Some(located) = reader.next_checkpoint().map_err(|e| log(e.to_string()))? {
-        let cp = located.checkpoint;
-        sizes.push(cp.tree_size);
-        if cp.tree_size == old_size && old.is_none() {
-            old = Some(cp.clone());
+        let size = located.checkpoint.tree_size;
+        sizes.push(size);
+        if size == old_size && old.is_none() {
+            old = Some(located.clone());
         }
-        if new_size.is_none_or(|n| n == cp.tree_size) {
-            new = Some(cp);
+        if new_size.is_none_or(|n| n == size) {
+            new = Some(located);
         }
     }
     let no_checkpoint = |size: u64, which: &str| {
@@ -67,12 +70,13 @@ pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) 
             describe_sizes(&sizes)
         ))
     };
-    let old = old.ok_or_else(|| no_checkpoint(old_size, "old"))?;
-    let new = match (new, new_size) {
+    let old_located = old.ok_or_else(|| no_checkpoint(old_size, "old"))?;
+    let new_located = match (new, new_size) {
         (Some(new), _) => new,
         (None, Some(n)) => return Err(no_checkpoint(n, "new")),
         (None, None) => return Err(log(format!("{}: no checkpoint yet; a proof needs two", dir.display()))),
     };
+    let (old, new) = (&old_located.checkpoint, &new_located.checkpoint);
     if old.tree_size > new.tree_size {
         return Err(ProofError::Invalid(format!(
             "the old checkpoint ({} records) is larger than the new one ({} records): give the smaller size first",
@@ -85,11 +89,15 @@ pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) 
         signers.check(cp).map_err(|e| log(format!("the checkpoint of {} records: {e}", cp.tree_size)))?;
         Ok(certificates_pem(&[&signers.get(&cp.key_sha256).map_err(log)?.der]))
     };
-    let (old_pem, new_pem) = (pem(&old)?, pem(&new)?);
+    let (old_pem, new_pem) = (pem(old)?, pem(new)?);
 
     let ranges = consistency_ranges(old.tree_size, new.tree_size);
-    let first = read_base(dir).map_err(|e| log(e.to_string()))?.map_or(0, |b| b.first_seq);
-    if ranges.iter().any(|(lo, _)| *lo < first) {
+    // Both checkpoints are checked against the records as they stream past, as for an inclusion
+    // proof: a proof from a log that no longer matches them would fail later, blaming the wrong
+    // thing.
+    let mut tree = base_tree(dir).map_err(log)?;
+    let first = tree.size();
+    if old.tree_size < first || ranges.iter().any(|(lo, _)| *lo < first) {
         return Err(log(format!(
             "this proof needs records before {first}, which retention removed from {}; make it from the export \
              archives that hold them (see exports.log)",
@@ -98,24 +106,29 @@ pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) 
     }
     let mut roots = RangeRoots::new(&ranges).starting_at(first);
     let mut records = SegmentReader::open_from(dir, first).map_err(|e| log(e.to_string()))?;
-    while !roots.is_complete() {
+    loop {
+        if tree.size() == old.tree_size {
+            check_against_records(old_located.index, old, &tree)?;
+        }
+        if tree.size() >= new.tree_size {
+            break;
+        }
         match records.next_record() {
-            Ok(Some((_, payload))) => roots.push(leaf_hash(payload)),
+            Ok(Some((_, payload))) => {
+                let leaf = leaf_hash(payload);
+                roots.push(leaf);
+                tree.push(leaf);
+            }
             Ok(None) => break,
             Err(e) => return Err(log(e.to_string())),
         }
     }
-    let seen = roots.leaves_seen();
-    let proof = roots.finish().ok_or_else(|| {
-        log(format!(
-            "the checkpoint covers {} records but only {seen} could be read: run `splpd audit verify`",
-            new.tree_size
-        ))
-    })?;
+    check_against_records(new_located.index, new, &tree)?;
+    let proof = roots.finish().ok_or_else(|| log("internal error: the proof's subtrees are incomplete".to_owned()))?;
     let doc = ConsistencyDoc {
         format: CONSISTENCY_PROOF_FORMAT.to_owned(),
-        old_checkpoint: CheckpointJson::from(&old),
-        new_checkpoint: CheckpointJson::from(&new),
+        old_checkpoint: CheckpointJson::from(old),
+        new_checkpoint: CheckpointJson::from(new),
         proof: proof.iter().map(hex::encode).collect(),
         old_signer_certificate: old_pem,
         new_signer_certificate: new_pem,
@@ -132,11 +145,82 @@ fn describe_sizes(sizes: &[u64]) -> String {
     }
 }
 
+/// Reads a checkpoint an auditor kept, from any document that carries one: an inclusion proof
+/// (its `checkpoint`), a consistency proof (its `new_checkpoint`), an export's `MANIFEST.json`
+/// (its `latest_checkpoint`), or the checkpoint object alone.
+pub fn read_kept_checkpoint(text: &str) -> Result<Checkpoint, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let field = match value.get("format").and_then(|f| f.as_str()) {
+        Some(INCLUSION_PROOF_FORMAT) => "checkpoint",
+        Some(CONSISTENCY_PROOF_FORMAT) => "new_checkpoint",
+        Some(MANIFEST_FORMAT) => "latest_checkpoint",
+        Some(other) => {
+            return Err(format!(
+                "a document of format {other:?} carries no checkpoint; give an inclusion or consistency proof, an \
+                 export's {MANIFEST_FILE}, or a checkpoint object"
+            ));
+        }
+        None => "",
+    };
+    let checkpoint = if field.is_empty() { value } else { value.get(field).cloned().unwrap_or_default() };
+    if checkpoint.is_null() {
+        return Err(format!("its {field} is empty: the document carries no checkpoint"));
+    }
+    let json: CheckpointJson = serde_json::from_value(checkpoint).map_err(|e| {
+        format!(
+            "not a checkpoint: {e}; give an inclusion or consistency proof, an export's {MANIFEST_FILE}, or a \
+             checkpoint object as they hold it"
+        )
+    })?;
+    json.to_checkpoint()
+}
+
+/// Refuses a proof whose old checkpoint is not the one the auditor kept (`kept`): one of another
+/// gateway or size cannot tell, and one of the same size with another root means that the log
+/// was rewritten since the kept checkpoint was signed, whoever signed the new one.
+fn check_kept(kept: &Checkpoint, old: &Checkpoint) -> Result<(), String> {
+    if kept.gateway != old.gateway {
+        return Err(format!(
+            "the kept checkpoint is gateway {}'s, but the proof is of gateway {}'s log: give the checkpoint kept of \
+             that gateway",
+            kept.gateway, old.gateway
+        ));
+    }
+    if kept.tree_size != old.tree_size {
+        return Err(format!(
+            "the proof starts from the checkpoint of {} records, but the kept checkpoint covers {} records: make the \
+             proof from it with `splpd audit consistency DIR --from {}`",
+            old.tree_size, kept.tree_size, kept.tree_size
+        ));
+    }
+    if kept.root_hash != old.root_hash {
+        return Err(format!(
+            "the log was rewritten since the kept checkpoint: the kept checkpoint of {} records (signed at {}) has \
+             root {}, but the log's checkpoint of {} records now has root {} (signed at {}): records before {} were \
+             changed, removed, inserted or reordered since",
+            kept.tree_size,
+            rfc3339_nanos(kept.time_unix_nanos).unwrap_or_default(),
+            hex::encode(&kept.root_hash),
+            old.tree_size,
+            hex::encode(&old.root_hash),
+            rfc3339_nanos(old.time_unix_nanos).unwrap_or_default(),
+            old.tree_size
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a consistency proof made by [`make_consistency_proof`] without the log: both
 /// checkpoints signed (by the embedded certificates, whose identity must be the checkpoints'
 /// gateway, and with `ca` (DER) issued by that CA), by the same gateway, and the proof leading
-/// from the old root to the new one.
-pub fn check_consistency_proof(text: &str, ca: Option<&[u8]>) -> Result<CheckedConsistency, ProofError> {
+/// from the old root to the new one. With `kept`, the checkpoint the auditor kept from earlier
+/// (see [`read_kept_checkpoint`]), the proof's old checkpoint must be that one: the folder the
+/// proof was made from may have been rewritten and its checkpoints signed again.
+pub fn check_consistency_proof(
+    text: &str,
+    ca: Option<&[u8]>,
+    kept: Option<&Checkpoint>,
+) -> Result<CheckedConsistency, ProofError> {
     let invalid = ProofError::Invalid;
     let doc: ConsistencyDoc =
         serde_json::from_str(text).map_err(|e| invalid(format!("not a consistency proof document: {e}")))?;
@@ -150,6 +234,9 @@ pub fn check_consistency_proof(text: &str, ca: Option<&[u8]>) -> Result<CheckedC
             "the checkpoints are of two gateways' logs ({} and {}); a consistency proof relates one log",
             old.gateway, new.gateway
         )));
+    }
+    if let Some(kept) = kept {
+        check_kept(kept, &old).map_err(invalid)?;
     }
     let (old_identity, _) = check_signed(&old, &doc.old_signer_certificate, ca).map_err(invalid)?;
     let (new_identity, _) = check_signed(&new, &doc.new_signer_certificate, ca).map_err(invalid)?;

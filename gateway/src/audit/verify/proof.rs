@@ -16,7 +16,9 @@ use rustls_pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 
 use super::json::{RecordJson, rfc3339_nanos};
-use super::{CheckpointReader, Located, Signers, certificate_identity, certificates_pem, check_issued_by, ensure_log};
+use super::{
+    CheckpointReader, Located, Signers, certificate_identity, certificates_pem, check_gateway_certificate, ensure_log,
+};
 use crate::audit::ExchangeRecord;
 use crate::audit::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::audit::merkle::{Hash, Tree, leaf_hash, verify_inclusion};
@@ -277,21 +279,7 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
     let Some((index, payload, builder)) = found else {
         return Err(ProofError::NotFound { exchange_id: exchange_id.to_owned(), scanned: reader.next_seq() });
     };
-    if tree.size() < n {
-        return Err(ProofError::Log(format!(
-            "checkpoint {} covers {n} records but the log holds {}: run `splpd audit verify`",
-            latest.index,
-            tree.size()
-        )));
-    }
-    if tree.root() != cp.root_hash.as_slice() {
-        return Err(ProofError::Log(format!(
-            "checkpoint {} does not match the log's records (root {} signed, {} computed): run `splpd audit verify`",
-            latest.index,
-            hex::encode(&cp.root_hash),
-            hex::encode(tree.root())
-        )));
-    }
+    check_against_records(latest.index, cp, &tree)?;
     let path = builder.finish().ok_or_else(|| ProofError::Log("internal error: incomplete audit path".to_owned()))?;
     let leaf = leaf_hash(&payload);
     if !verify_inclusion(&leaf, index, n, &path, &tree.root()) {
@@ -312,6 +300,27 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
     };
     let text = serde_json::to_string_pretty(&out).map_err(|e| ProofError::Log(e.to_string()))?;
     Ok((text, index, cp.clone()))
+}
+
+/// Refuses checkpoint `index` unless `tree`, the log's records read up to the checkpoint's size,
+/// holds all the records it covers and has its root: a proof from a log that does not match its
+/// checkpoints would only fail later, blaming the wrong thing.
+pub(super) fn check_against_records(index: u64, cp: &Checkpoint, tree: &Tree) -> Result<(), ProofError> {
+    if tree.size() < cp.tree_size {
+        return Err(ProofError::Log(format!(
+            "checkpoint {index} covers {} records but the log holds {}: run `splpd audit verify`",
+            cp.tree_size,
+            tree.size()
+        )));
+    }
+    if tree.root() != cp.root_hash.as_slice() {
+        return Err(ProofError::Log(format!(
+            "checkpoint {index} does not match the log's records (root {} signed, {} computed): run `splpd audit verify`",
+            hex::encode(&cp.root_hash),
+            hex::encode(tree.root())
+        )));
+    }
+    Ok(())
 }
 
 /// The last checkpoint of `checkpoints.log` in `dir`.
@@ -357,9 +366,13 @@ pub fn check_proof(text: &str, ca: Option<&[u8]>) -> Result<CheckedProof, ProofE
     let shown = serde_json::to_value(RecordJson(&record)).map_err(|e| invalid(e.to_string()))?;
     if shown != proof.record {
         let differing = differing_fields(&shown, &proof.record);
+        let fields = match differing.as_slice() {
+            [one] => format!("field {one} differs"),
+            many => format!("fields {} differ", many.join(", ")),
+        };
         return Err(invalid(format!(
-            "the record shown in the proof is not the record stored (record_base64): {} differ",
-            differing.join(", ")
+            "the record shown in the proof is not the record stored (record_base64): {fields}; the proof was altered: make it \
+             again with `splpd audit proof`"
         )));
     }
     if !proof.exchange_id.eq_ignore_ascii_case(&record.exchange_id) {
@@ -414,16 +427,9 @@ pub(super) fn check_signed(cp: &Checkpoint, pem: &str, ca: Option<&[u8]>) -> Res
         .ok_or_else(|| "the signer certificate holds no PEM certificate".to_owned())?
         .map_err(|e| format!("the signer certificate: {e}"))?;
     verify_checkpoint(cp, &der).map_err(|e| format!("the checkpoint of {} records: {e}", cp.tree_size))?;
-    let identity = certificate_identity(&der);
-    if let Some(identity) = &identity
-        && *identity != cp.gateway
-    {
-        return Err(format!("the checkpoint names gateway {}, but the signer certificate is {identity}'s", cp.gateway));
-    }
-    if let Some(ca) = ca {
-        check_issued_by(&der, ca, cp.time_unix_nanos).map_err(|e| format!("the signer certificate {e}"))?;
-    }
-    Ok((identity, hex::encode(splpd_certs::load::sha256(&der))))
+    check_gateway_certificate(&der, &cp.gateway, ca, cp.time_unix_nanos)
+        .map_err(|e| format!("the checkpoint names gateway {}, but the signer certificate {e}", cp.gateway))?;
+    Ok((certificate_identity(&der), hex::encode(splpd_certs::load::sha256(&der))))
 }
 
 /// The names of the fields in which two record objects differ.
