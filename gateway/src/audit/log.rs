@@ -211,6 +211,15 @@ impl AuditLog {
             file,
         }));
         let segments = SegmentLog::open_locked_with_hook(&options.segments, lock, Hook(Arc::clone(&checkpointer)))?;
+        {
+            // Records a crash left unsigned (recovered, and made durable, by the open above) are
+            // signed now rather than after the next exchange: a log is provable from its start,
+            // and `audit verify` right after a restart does not find records no checkpoint covers.
+            let mut cp = checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
+            if cp.durable == cp.tree.size() && cp.tree.size() > cp.signed_size {
+                cp.checkpoint();
+            }
+        }
         let retention = match options.retention {
             Some((policy, interval)) => {
                 Some(retention::start_task(dir.clone(), policy, interval).map_err(|source| AuditLogError::Io {
