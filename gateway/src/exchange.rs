@@ -607,6 +607,11 @@ impl Gateway {
         let (mut parts, body) = resp.into_parts();
         ctx.record.set_status(parts.status);
         if let Some(refused) = peer::peer_error(&via, &parts.headers) {
+            // The peer's own refusal: its log has why; this one says who refused.
+            tracing::info!(
+                exchange = %ctx.exchange_id, peer = %via.peer().map_or_else(String::new, ToString::to_string), status = parts.status.as_u16(),
+                "the peer gateway refused the call: {refused}; its operator finds why in its log under this exchange id"
+            );
             ctx.record.set_error_type(&refused);
         }
         if ctx.grpc

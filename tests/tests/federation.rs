@@ -10,6 +10,7 @@
 use http::StatusCode;
 use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{ProbeUpstream, request};
+use splpd_tests::logs::Logs;
 use splpd_tests::national::{CLIENT_ID, CLIENT_SECRET, NationalStandIn, TENANT};
 use splpd_tests::relay::Relay;
 use splpd_tests::{Call, Pki, Proto, Region, RegionBuilder, Upstream, closed_port};
@@ -319,6 +320,7 @@ async fn a_killed_peer_endpoint_fails_over_to_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_behind_a_peer_names_the_gateway_whose_operator_has_its_cause() {
+    Logs::capture();
     let mut t = topology().await;
     let rsud = t.pki.client(RSUD);
     let message = |reply: &splpd_tests::Reply| reply.json()["message"].as_str().unwrap_or_default().to_owned();
@@ -337,6 +339,13 @@ async fn a_failure_behind_a_peer_names_the_gateway_whose_operator_has_its_cause(
     let outcomes: Vec<&str> = a_side.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["answered 502"], "{a_side:#?}");
     assert_eq!(a_side.error_type, "Server.ServerProxy.ServiceFailed");
+    // A's operator is told that the peer refused, and which peer.
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(
+        logged.iter().any(|l| l.contains("the peer gateway refused the call: Server.ServerProxy.ServiceFailed")
+            && l.contains("ID/PEMDA/1601/gw1")),
+        "{logged:#?}"
+    );
 
     // B cannot be reached at all: A's own refusal names A.
     t.relay_b.kill().await;
