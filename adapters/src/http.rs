@@ -85,6 +85,18 @@ pub enum ConnectFault {
     NotTls,
 }
 
+/// The TLS alerts by which a server refuses the certificate it was shown, or the lack of one.
+const CERTIFICATE_ALERTS: [rustls::AlertDescription; 8] = [
+    rustls::AlertDescription::BadCertificate,
+    rustls::AlertDescription::UnsupportedCertificate,
+    rustls::AlertDescription::CertificateRevoked,
+    rustls::AlertDescription::CertificateExpired,
+    rustls::AlertDescription::CertificateUnknown,
+    rustls::AlertDescription::UnknownCA,
+    rustls::AlertDescription::AccessDenied,
+    rustls::AlertDescription::CertificateRequired,
+];
+
 impl ConnectFault {
     /// Reads the fault from a connector's error, by the types in its chain of causes.
     pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<Self> {
@@ -99,12 +111,18 @@ impl ConnectFault {
                     return Self::of_tls(tls);
                 }
                 use std::io::ErrorKind as K;
-                if matches!(
-                    io.kind(),
-                    K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable
-                ) || io.to_string().contains("lookup address")
+                if matches!(io.kind(), K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable)
+                    || io.to_string().contains("lookup address")
                 {
                     return Some(Self::Unreachable);
+                }
+                // h2 keeps an I/O error's kind and text only, not its type: an alert received on
+                // an HTTP/2 connection is known by rustls's words for it.
+                if io.kind() == K::InvalidData
+                    && let Some(alert) = io.to_string().strip_prefix("received fatal alert: ")
+                {
+                    let certificate = CERTIFICATE_ALERTS.iter().any(|a| format!("{a:?}") == alert.trim());
+                    return certificate.then_some(Self::RefusedByFarSide);
                 }
             }
             cur = e.source();
@@ -114,7 +132,7 @@ impl ConnectFault {
 
     fn of_tls(err: &rustls::Error) -> Option<Self> {
         match err {
-            rustls::Error::AlertReceived(_) => Some(Self::RefusedByFarSide),
+            rustls::Error::AlertReceived(alert) if CERTIFICATE_ALERTS.contains(alert) => Some(Self::RefusedByFarSide),
             rustls::Error::InvalidCertificate(_) => Some(Self::TheirCertificate),
             rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => Some(Self::NotTls),
             _ => None,
@@ -387,6 +405,14 @@ mod tests {
         assert_eq!(ConnectFault::of(&theirs), Some(ConnectFault::TheirCertificate));
         let plain = tls(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
         assert_eq!(ConnectFault::of(&plain), Some(ConnectFault::NotTls));
+        // Over HTTP/2 the alert arrives as words only (h2 keeps an I/O error's kind and text).
+        let flattened = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: UnknownCA");
+        assert_eq!(ConnectFault::of(&flattened), Some(ConnectFault::RefusedByFarSide));
+        // An alert about something else than a certificate is not a refused certificate.
+        let alpn = tls(rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol));
+        assert_eq!(ConnectFault::of(&alpn), None);
+        let words = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: HandshakeFailure");
+        assert_eq!(ConnectFault::of(&words), None);
         // Anything else is not guessed at.
         assert_eq!(ConnectFault::of(&io(std::io::ErrorKind::PermissionDenied)), None);
         assert_eq!(ConnectFault::of(&tls(rustls::Error::DecryptError)), None);

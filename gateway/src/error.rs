@@ -61,7 +61,7 @@ pub enum GatewayError {
     /// A peer gateway's answer does not prove that it answers the request sent: its
     /// `X-Road-Request-Hash` differs from the hash of the request, or is missing.
     #[error("{0}")]
-    RequestHashMismatch(String),
+    RequestHashMismatch(Failure),
     /// No endpoint of the service can take the call now: none healthy, all ejected after
     /// failures, or their circuits open. Nothing was sent; the call may be retried later.
     #[error("{0}")]
@@ -143,7 +143,11 @@ impl GatewayError {
     pub fn told_by(&self, gateway: &impl fmt::Display) -> Option<Self> {
         let mut told = self.clone();
         match &mut told {
-            Self::ServiceFailed(f) | Self::ServiceTimeout(f) | Self::ServiceUnavailable(f) | Self::Internal(f)
+            Self::ServiceFailed(f)
+            | Self::ServiceTimeout(f)
+            | Self::ServiceUnavailable(f)
+            | Self::RequestHashMismatch(f)
+            | Self::Internal(f)
                 if f.operator.is_some() =>
             {
                 f.gateway = Some(gateway.to_string());
@@ -157,9 +161,11 @@ impl GatewayError {
     /// told (see [`Failure`]).
     pub fn for_operator(&self) -> Cow<'_, str> {
         match self {
-            Self::ServiceFailed(f) | Self::ServiceTimeout(f) | Self::ServiceUnavailable(f) | Self::Internal(f) => {
-                Cow::Borrowed(f.for_operator())
-            }
+            Self::ServiceFailed(f)
+            | Self::ServiceTimeout(f)
+            | Self::ServiceUnavailable(f)
+            | Self::RequestHashMismatch(f)
+            | Self::Internal(f) => Cow::Borrowed(f.for_operator()),
             other => Cow::Owned(other.to_string()),
         }
     }

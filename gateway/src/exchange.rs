@@ -18,7 +18,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Incoming};
 use splpd_adapters::circuit::Lease;
-use splpd_adapters::http::{BoxError, ConnectFault, UpstreamError};
+use splpd_adapters::http::{BoxError, UpstreamError};
 use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
 use splpd_certs::id::{ClientId, ServiceId};
 use uuid::Uuid;
@@ -69,6 +69,22 @@ pub struct Connection {
     pub auth: Result<ConnectionAuth, identify::IdentifyError>,
     /// The client's address.
     pub remote: SocketAddr,
+}
+
+impl Connection {
+    /// Whether every request on this connection can only be refused, whatever it asks: it has no
+    /// certificate where one is required, or its certificate identifies no one here (or no
+    /// longer verifies since a reload). Such a connection gets one HTTP/2 stream at a time and is
+    /// closed after its first refusal (`server::run_http`): each refusal, and its record, costs
+    /// the caller a new TLS handshake, as a refused handshake did before the gateway answered;
+    /// and a client that pools connections, such as a peer gateway, connects again and meets
+    /// the new configuration in the handshake rather than being refused on its old connection.
+    pub fn can_only_be_refused(&self) -> bool {
+        match &self.auth {
+            Ok(auth) => identify::require_certificate(auth, &self.listener.opt_ins).is_err(),
+            Err(_) => true,
+        }
+    }
 }
 
 /// The per-request context carried through the phases.
@@ -234,17 +250,7 @@ impl Gateway {
             grpc: grpc::is_grpc(&req),
             received,
         };
-        // A connection that can only be refused, whatever it asks, is answered once, then
-        // closed: one with no certificate where one is required, so that each refusal, and its
-        // record, costs the caller a new TLS handshake, as a refused handshake did before the
-        // gateway answered; and one whose certificate identifies no one, or no longer verifies
-        // since a reload (a new CRL, a CA taken out), so that a client that pools connections,
-        // such as a peer gateway, connects again and meets the new configuration in the
-        // handshake rather than being refused on its old connection for ever.
-        let refused_for_good = match &conn.auth {
-            Ok(auth) => identify::require_certificate(auth, &conn.listener.opt_ins).is_err(),
-            Err(_) => true,
-        };
+        let refused_for_good = conn.can_only_be_refused();
         let mut resp = self.answer(&snap, conn, req, ctx).await;
         if refused_for_good {
             resp.extensions_mut().insert(CloseConnection);
@@ -673,7 +679,13 @@ impl Gateway {
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
         let named = err.told_by(&self.snapshot().gateway_id);
         let err = named.as_ref().unwrap_or(err);
-        tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
+        if named.is_some() {
+            // The caller was told to ask the operator, so this must reach the log at the levels an
+            // operator runs with (warn and above, as the demo does).
+            tracing::warn!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
+        } else {
+            tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
+        }
         if ctx.grpc {
             ctx.record.set_status(StatusCode::OK);
             ctx.record.set_grpc_status(err.grpc_code().as_u32());
@@ -928,27 +940,7 @@ fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> Gatewa
             } else {
                 format!("{service}: the exchange with the service broke off")
             };
-            let hint = match err {
-                UpstreamError::Connect { fault: Some(fault), .. }
-                | UpstreamError::Broken { fault: Some(fault), .. } => Some(match fault {
-                    ConnectFault::Unreachable => "check that the service runs and listens there",
-                    ConnectFault::RefusedByFarSide => {
-                        "the service refused the TLS handshake: if it wants the gateway's own certificate, set \
-                         [service.tls] client_cert = true; if it has it, the service must trust the CA that issued it"
-                    }
-                    ConnectFault::TheirCertificate => {
-                        "check that its certificate is issued for the name in the URL or [service.tls] server_name, \
-                         by a CA the gateway trusts ([service.tls] ca, or a trust anchor)"
-                    }
-                    ConnectFault::NotTls => "nothing speaks TLS there: is the upstream http:// rather than https://?",
-                }),
-                _ if tls => Some(
-                    "for an https:// upstream, check that its certificate is issued for the name in the URL or \
-                     [service.tls] server_name, by a CA the gateway trusts, and whether it wants the gateway's own \
-                     certificate: [service.tls] client_cert = true",
-                ),
-                _ => None,
-            };
+            let hint = crate::upstream::connect_hint(err, &crate::upstream::Side::Service { tls });
             let operator = match hint {
                 Some(hint) => format!("{operator} ({hint})"),
                 None => operator,

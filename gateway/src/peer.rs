@@ -14,7 +14,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use splpd_adapters::http::{ConnectFault, HttpUpstream, UpstreamBody, UpstreamError, UpstreamOptions};
+use splpd_adapters::http::{HttpUpstream, UpstreamBody, UpstreamError, UpstreamOptions};
 use splpd_adapters::national::{NationalConnector, NationalError, NationalSettings};
 use splpd_adapters::oauth::Secret;
 use splpd_adapters::peer::{PeerAnswer, PeerEndpoints, PeerFailure};
@@ -337,31 +337,38 @@ async fn send_to_peer(
             match ours {
                 Some(Ok(BodySummary { request_hash: (ours, _), .. })) if theirs.as_bytes() == ours.as_bytes() => {}
                 Some(Ok(BodySummary { request_hash: (ours, _), .. })) => {
-                    return Err(refuse(GatewayError::RequestHashMismatch(format!(
-                        "peer {} answered with X-Road-Request-Hash {}, but the request sent to it hashes to {ours}: \
-                         the answer is not proven to answer this request, so it is not passed on",
-                        link.id,
-                        String::from_utf8_lossy(theirs.as_bytes())
-                    ))));
+                    return Err(refuse(GatewayError::RequestHashMismatch(
+                        format!(
+                            "peer {} answered with X-Road-Request-Hash {}, but the request sent to it hashes to \
+                             {ours}: the answer is not proven to answer this request, so it is not passed on",
+                            link.id,
+                            String::from_utf8_lossy(theirs.as_bytes())
+                        )
+                        .into(),
+                    )));
                 }
                 _ => {
-                    return Err(refuse(GatewayError::RequestHashMismatch(format!(
-                        "peer {} answered with X-Road-Request-Hash, but the request sent to it was not complete, so \
-                         the hash cannot match",
-                        link.id
-                    ))));
+                    return Err(refuse(GatewayError::RequestHashMismatch(
+                        format!(
+                            "peer {} answered with X-Road-Request-Hash, but the request sent to it was not complete, \
+                             so the hash cannot match",
+                            link.id
+                        )
+                        .into(),
+                    )));
                 }
             }
         }
         // A REST answer that the peer's service gave must say which request it answers; a peer's
         // own refusal need not, and a gRPC answer may start before its request stream has ended.
         None if route.protocol == Protocol::Rest && !refused_by_peer => {
-            return Err(refuse(GatewayError::RequestHashMismatch(format!(
-                "peer {} answered {} without X-Road-Request-Hash, so the answer is not proven to answer this request \
-                 (is the endpoint the peer's exchange listener?)",
+            let why = format!(
+                "peer {} answered {} without X-Road-Request-Hash, so the answer is not proven to answer this request",
                 link.id,
                 resp.status().as_u16()
-            ))));
+            );
+            let operator = format!("{why} (is the endpoint {endpoint} the peer's exchange listener?)");
+            return Err(refuse(GatewayError::RequestHashMismatch(Failure::hidden(why, operator))));
         }
         None => {}
     }
@@ -377,27 +384,8 @@ fn peer_failure(link: &PeerLink, route: &Route, e: UpstreamError) -> GatewayErro
             format!("{}: peer {}: {e}", route.id, link.id),
         )),
         e => {
-            let their_certificate = || {
-                format!(
-                    "check that its certificate is issued by trust anchor {:?} for the endpoint's host and carries \
-                     urn:splp:server:{}",
-                    link.anchor,
-                    link.id.part_strs().collect::<Vec<_>>().join(":")
-                )
-            };
-            let hint = match e {
-                UpstreamError::Connect { fault: Some(fault), .. }
-                | UpstreamError::Broken { fault: Some(fault), .. } => match fault {
-                    ConnectFault::Unreachable => "check that the peer gateway runs and listens there".to_owned(),
-                    ConnectFault::RefusedByFarSide => "the peer refused this gateway's certificate in the handshake: \
-                                                      its configuration needs a [[trust_anchor]] for our CA whose \
-                                                      scopes cover this gateway's id, and a [[peer]] table for us"
-                        .to_owned(),
-                    ConnectFault::TheirCertificate => their_certificate(),
-                    ConnectFault::NotTls => "nothing speaks TLS there: is it the peer's exchange listener?".to_owned(),
-                },
-                _ => format!("check its endpoints, and {}", their_certificate()),
-            };
+            let side = crate::upstream::Side::Peer { anchor: &link.anchor, id: &link.id };
+            let hint = crate::upstream::connect_hint(&e, &side).unwrap_or_default();
             GatewayError::ServiceFailed(Failure::hidden(
                 format!("{}: the gateway could not reach peer gateway {}", route.id, link.id),
                 format!("{}: peer {}: {e} (every endpoint of the peer was tried; {hint})", route.id, link.id),

@@ -287,9 +287,7 @@ async fn run_http<I>(
     };
     let mut builder = edge::http_builder(&snap.limits, version);
     // A connection that can only be refused gets one stream at a time.
-    let current = conn.current(&gateway);
-    if matches!(&current.auth, Ok(auth) if crate::identify::require_certificate(auth, &current.listener.opt_ins).is_err())
-    {
+    if conn.current(&gateway).can_only_be_refused() {
         builder.http2().max_concurrent_streams(1);
     }
     let served = builder.serve_connection(io, service);

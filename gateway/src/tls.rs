@@ -611,7 +611,14 @@ fn describe_refused(der: &CertificateDer<'_>) -> String {
                 Ok(Ok(id)) => id.to_string(),
                 _ => "no urn:splp: identity".to_owned(),
             };
-            format!("{identity} (subject {}, issuer {}, sha256 {fingerprint})", cert.subject(), cert.issuer())
+            // The names are the client's to choose, and go into a log read line by line: escaped
+            // (no line breaks or control characters) and cut short.
+            let shown = |name: String| name.chars().take(200).flat_map(char::escape_debug).collect::<String>();
+            format!(
+                "{identity} (subject {}, issuer {}, sha256 {fingerprint})",
+                shown(cert.subject().to_string()),
+                shown(cert.issuer().to_string())
+            )
         }
         Err(_) => format!("an unreadable certificate (sha256 {fingerprint})"),
     }
@@ -748,6 +755,17 @@ pub(crate) mod tests {
     use crate::config::ClientOptIn;
 
     pub(crate) const REGION_ORG: &str = "Pemerintah Kabupaten Ogan Komering Ilir";
+
+    #[test]
+    fn a_refused_certificate_is_described_on_one_line_whatever_its_names_hold() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "evil\nINFO exchange=forged");
+        let der = params.self_signed(&key).unwrap().der().clone();
+        let told = describe_refused(&der);
+        assert!(!told.contains('\n') && told.contains("evil\\nINFO"), "{told}");
+        assert!(told.starts_with("no urn:splp: identity (subject ") && told.contains("sha256 "), "{told}");
+    }
 
     pub(crate) fn now() -> OffsetDateTime {
         OffsetDateTime::now_utc()

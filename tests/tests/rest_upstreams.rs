@@ -194,7 +194,8 @@ async fn without_client_cert_an_upstream_requiring_one_refuses_the_gateway() {
     // The operator is told which side refused, and what to set.
     let logged = Logs::capture().lines_with(reply.exchange_id()).await;
     assert!(
-        logged.iter().any(|l| l.contains("the service refused the TLS handshake") && l.contains("client_cert = true")),
+        logged.iter().any(|l| l.contains("the service refused the gateway's certificate in the TLS handshake")
+            && l.contains("client_cert = true")),
         "{logged:#?}"
     );
     assert_eq!(reply.header("x-road-service"), Some(NO_CERT));
