@@ -187,13 +187,7 @@ impl AuditLog {
         let lock = WriterLock::take(dir)?;
         let signer = CheckpointSigner::load(&options.signing_key)?;
         keep_signer_certificate(dir, &options.signing_cert, signer.key_sha256())?;
-        let path = dir.join(CHECKPOINTS_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| AuditLogError::Io { what: format!("opening {}", path.display()), source })?;
-        let signed_size = read_checkpoints(dir).ok().and_then(|cps| cps.last().map(|c| c.tree_size)).unwrap_or(0);
+        let (file, signed_size) = open_checkpoints(&dir.join(CHECKPOINTS_FILE))?;
         // A log that retention trimmed goes on from the tree's frontier before its first record.
         let tree = base_tree(dir).map_err(|e| AuditLogError::Io {
             what: format!("reading the base of {}", dir.display()),
@@ -345,6 +339,13 @@ pub fn read_checkpoints(dir: &Path) -> io::Result<Vec<Checkpoint>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
+    scan_checkpoints(&bytes, &path).map(|(checkpoints, _)| checkpoints)
+}
+
+/// The checkpoints in `bytes` (the file at `path`), and how many bytes their whole frames take:
+/// a last frame cut short or failing its CRC is a checkpoint whose write a crash interrupted,
+/// and is left out; damage anywhere before it is an error that says where.
+fn scan_checkpoints(bytes: &[u8], path: &Path) -> io::Result<(Vec<Checkpoint>, usize)> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -368,7 +369,35 @@ pub fn read_checkpoints(dir: &Path) -> io::Result<Vec<Checkpoint>> {
         out.push(cp);
         at += 8 + len;
     }
-    Ok(out)
+    Ok((out, at))
+}
+
+/// Opens the checkpoint file for appending, and returns the number of records its last
+/// checkpoint covers. A last checkpoint whose write a crash cut short is cut off, durably,
+/// before anything is appended after it (which would leave it damaged inside the file for good);
+/// damage before it stops the start, naming the place.
+fn open_checkpoints(path: &Path) -> Result<(File, u64), AuditLogError> {
+    let io_err = |what: &str, source| AuditLogError::Io { what: format!("{what} {}", path.display()), source };
+    let mut file =
+        OpenOptions::new().create(true).read(true).append(true).open(path).map_err(|e| io_err("opening", e))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| io_err("reading", e))?;
+    let (checkpoints, whole) = scan_checkpoints(&bytes, path).map_err(|e| AuditLogError::Io {
+        what: format!("{} is damaged; `splpd audit verify` on the folder says more", path.display()),
+        source: e,
+    })?;
+    if whole < bytes.len() {
+        file.set_len(whole as u64)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| io_err("cutting a torn checkpoint off", e))?;
+        tracing::warn!(
+            "audit log: cut off a torn checkpoint of {} bytes at the end of {}, left by a crash in the middle of its \
+             write; the records it was to cover are signed again",
+            bytes.len() - whole,
+            path.display()
+        );
+    }
+    Ok((file, checkpoints.last().map_or(0, |c| c.tree_size)))
 }
 
 #[cfg(test)]
@@ -537,6 +566,55 @@ mod tests {
         let waiter = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         waiter.block_on(ticket).expect("the shutdown went well");
         assert_eq!(read_checkpoints(&audit).unwrap().last().map(|c| c.tree_size), Some(7));
+    }
+
+    /// Opens the log again once the writer of the one dropped before has let its lock go.
+    fn reopen(options: &AuditLogOptions) -> Result<AuditLog, AuditLogError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match AuditLog::open(options) {
+                Err(AuditLogError::Segments(e))
+                    if Instant::now() < deadline && e.to_string().contains("writer.lock") =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn records_a_crash_left_unsigned_are_signed_when_the_log_opens_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = options_in(tmp.path(), 1000);
+        let audit = options.segments.dir.clone();
+        let log = AuditLog::open(&options).unwrap();
+        let tickets: Vec<_> = (0..3).map(|i| log.append(record(i), AuditMode::Sync)).collect();
+        for ticket in tickets {
+            ticket.await.unwrap();
+        }
+        // Dropped without its shutdown, as a killed gateway's: no last checkpoint.
+        drop(log);
+        assert!(read_checkpoints(&audit).unwrap().is_empty());
+        // And the crash came in the middle of a checkpoint's write.
+        let path = audit.join(CHECKPOINTS_FILE);
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&[40, 0, 0, 0, 1, 2]).unwrap();
+
+        let log = reopen(&options).unwrap();
+        let sizes = || read_checkpoints(&audit).unwrap().iter().map(|c| c.tree_size).collect::<Vec<_>>();
+        assert_eq!(sizes(), [3], "the recovered records are signed at open, after the torn bytes were cut");
+        drop(log);
+        let log = reopen(&options).unwrap();
+        assert_eq!(sizes(), [3], "nothing new to sign: no second checkpoint");
+        log.shutdown().await.unwrap();
+
+        // Damage before the last checkpoint stops the open, and says where.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_within(..);
+        bytes[9] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = reopen(&options).unwrap_err().to_string();
+        assert!(err.contains("is damaged") && err.contains("byte 0"), "{err}");
     }
 
     #[test]
