@@ -336,6 +336,32 @@ fn a_grant_to_a_client_no_one_can_identify_is_warned_of() {
 }
 
 #[test]
+fn a_signing_key_comes_with_its_own_certificate_for_the_gateway() {
+    let f = Fixture::new();
+    let pki = f.dir.path().join("pki");
+    let (other, _) = ca(&f.dir.path().join("signing-ca"), "Signing CA");
+    leaf(&other, "urn:splp:server:ID:PEMDA:1602:gw1", &pki.join("sign.crt"), &pki.join("sign.key"));
+    // The example with these lines first in its [audit] section, and no others of the kind.
+    let original = f.text();
+    assert!(original.contains("\n[audit]\n"), "the example has an [audit] section");
+    let with = |extra: &str| {
+        let text = original.replacen("\n[audit]\n", &format!("\n[audit]\n{extra}"), 1);
+        std::fs::write(f.config(), text).unwrap();
+    };
+    // Without its certificate, its checkpoints could never be checked.
+    with("signing_key = \"pki/sign.key\"\n");
+    let err = f.fails_at(f.line_of("signing_key"), "signing_key is set without signing_cert");
+    assert!(err.contains("splpd certs issue --ca CA server ID/PEMDA/1602/gw1"), "{err}");
+    // With another key's certificate.
+    with("signing_key = \"pki/sign.key\"\nsigning_cert = \"pki/gw1.crt\"\n");
+    f.fails_at(f.line_of("signing_cert"), "the signing certificate is not signing_key's");
+    // With its own.
+    with("signing_key = \"pki/sign.key\"\nsigning_cert = \"pki/sign.crt\"\n");
+    let (ok, _, err) = f.check();
+    assert!(ok, "{err}");
+}
+
+#[test]
 fn bad_listener_address_is_refused() {
     let f = Fixture::new();
     f.edit("address = \"0.0.0.0:8443\"", "address = \"gateway.local:8443\"");

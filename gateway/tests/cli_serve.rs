@@ -83,12 +83,18 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
     };
     let before = files(&audit);
     let second_config = sandbox.join("second.toml");
+    let issued = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["certs", "issue", "--ca", "pki/ca", "server", "ID/PEMDA/1602/gw1", "--out", "pki/gw1-signing"])
+        .current_dir(&sandbox)
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
     let text = std::fs::read_to_string(config).unwrap().replacen(
         "\n[audit]\n",
-        "\n[audit]\nsigning_key = \"pki/gw-1601.key\"\n",
+        "\n[audit]\nsigning_key = \"pki/gw1-signing.key\"\nsigning_cert = \"pki/gw1-signing.crt\"\n",
         1,
     );
-    assert!(text.contains("signing_key = \"pki/gw-1601.key\""), "the demo's configuration has an [audit] section");
+    assert!(text.contains("signing_key = \"pki/gw1-signing.key\""), "the demo's configuration has an [audit] section");
     std::fs::write(&second_config, text).unwrap();
     let second =
         Command::new(env!("CARGO_BIN_EXE_splpd")).arg("serve").arg("--config").arg(&second_config).output().unwrap();

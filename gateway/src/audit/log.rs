@@ -30,6 +30,17 @@ pub enum AuditLogError {
     /// The signing key could not be loaded.
     #[error(transparent)]
     Signer(#[from] CheckpointError),
+    /// The certificate given for the signing key is not its certificate.
+    #[error(
+        "{}: not the certificate of the key that signs the audit log's checkpoints (its public key differs), so \
+         no checkpoint could be checked; give [audit] signing_cert the certificate issued for [audit] signing_key, or \
+         leave both out to sign with the gateway's key",
+        cert.display()
+    )]
+    SignerMismatch {
+        /// The certificate.
+        cert: PathBuf,
+    },
     /// The checkpoint file or the signer's certificate could not be written or read.
     #[error("{what}: {source}")]
     Io {
@@ -145,7 +156,11 @@ impl AuditLogOptions {
             segments: SegmentOptions::from_config(audit),
             gateway: config.gateway.id.clone(),
             signing_key: audit.signing_key.clone().unwrap_or_else(|| config.gateway.key.clone()),
-            signing_cert: config.gateway.cert.clone(),
+            // A key of its own comes with its own certificate (the validator asks for both).
+            signing_cert: match (&audit.signing_key, &audit.signing_cert) {
+                (Some(_), Some(cert)) => cert.clone(),
+                _ => config.gateway.cert.clone(),
+            },
             checkpoint_every: audit.checkpoint_every.max(1),
             checkpoint_interval: audit.checkpoint_interval.0,
             retention: {
@@ -186,6 +201,14 @@ impl AuditLog {
         // leave the running one's log as it found it.
         let lock = WriterLock::take(dir)?;
         let signer = CheckpointSigner::load(&options.signing_key)?;
+        let cert = splpd_certs::load::read_certificates(&options.signing_cert).map_err(|e| AuditLogError::Io {
+            what: format!("reading the signer's certificate {}", options.signing_cert.display()),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let matches = cert.first().and_then(|der| super::verify::certificate_key_sha256(der).ok());
+        if matches.as_ref() != Some(signer.key_sha256()) {
+            return Err(AuditLogError::SignerMismatch { cert: options.signing_cert.clone() });
+        }
         keep_signer_certificate(dir, &options.signing_cert, signer.key_sha256())?;
         let (file, signed_size) = open_checkpoints(&dir.join(CHECKPOINTS_FILE))?;
         // A log that retention trimmed goes on from the tree's frontier before its first record.
@@ -566,6 +589,36 @@ mod tests {
         let waiter = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         waiter.block_on(ticket).expect("the shutdown went well");
         assert_eq!(read_checkpoints(&audit).unwrap().last().map(|c| c.tree_size), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_signing_key_of_its_own_signs_checkpoints_that_verify_against_its_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut options = options_in(tmp.path(), 2);
+        let now = time::OffsetDateTime::now_utc();
+        let ca = Ca::open(&tmp.path().join("ca")).unwrap();
+        let (cert, key) = (tmp.path().join("sign.crt"), tmp.path().join("sign.key"));
+        let id = Identity::Server("ID/PEMDA/1602/gw1".parse().unwrap());
+        ca.issue(&LeafRequest::new(id), KeyType::default(), &cert, &key, false, now).unwrap();
+
+        // The gateway's certificate for another key is refused at open, before anything is written.
+        let gateway_cert = options.signing_cert.clone();
+        options.signing_key = key;
+        let err = AuditLog::open(&options).unwrap_err();
+        assert!(matches!(err, AuditLogError::SignerMismatch { .. }), "{err}");
+        assert!(!options.segments.dir.join(CHECKPOINTS_FILE).exists());
+        assert!(gateway_cert.exists());
+
+        options.signing_cert = cert;
+        let log = AuditLog::open(&options).unwrap();
+        let tickets: Vec<_> = (0..4).map(|i| log.append(record(i), AuditMode::Sync)).collect();
+        for ticket in tickets {
+            ticket.await.unwrap();
+        }
+        log.shutdown().await.unwrap();
+        let ca_der = splpd_certs::load::read_certificates(&tmp.path().join("ca").join("ca.crt")).unwrap().remove(0);
+        let report = crate::audit::verify::verify_log(&options.segments.dir, Some(&ca_der), &mut |_, _, _| {}).unwrap();
+        assert!(report.is_ok() && report.checkpoints > 0, "{:?}", report.problems);
     }
 
     /// Opens the log again once the writer of the one dropped before has let its lock go.

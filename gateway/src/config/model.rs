@@ -406,6 +406,9 @@ pub struct Audit {
     pub checkpoint_interval: Span,
     /// The key that signs checkpoints; defaults to the gateway's key.
     pub signing_key: Option<PathBuf>,
+    /// The certificate of `signing_key`, a server certificate for the gateway's id, kept beside
+    /// the log so that its checkpoints can be checked; required with `signing_key`.
+    pub signing_cert: Option<PathBuf>,
     /// Delete segments older than this, once exported.
     pub retain_for: Option<Span>,
     /// Delete the oldest exported segments once the log is larger than this.
@@ -425,6 +428,7 @@ impl Default for Audit {
             checkpoint_every: 10_000,
             checkpoint_interval: Span(std::time::Duration::from_secs(1)),
             signing_key: None,
+            signing_cert: None,
             retain_for: None,
             retain_size: None,
             max_stored_body: ByteSize::kib(64),

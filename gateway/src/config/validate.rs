@@ -641,6 +641,71 @@ impl Validator<'_, '_, '_> {
         }
     }
 
+    /// `[audit] signing_key` and `signing_cert`: both or neither; the certificate the key's, and
+    /// a server certificate for the gateway, as checkpoints are checked against it.
+    fn signing_key(&mut self) {
+        let cfg = self.cfg;
+        let (key, cert) = match (&cfg.audit.signing_key, &cfg.audit.signing_cert) {
+            (None, None) => return,
+            (Some(_), None) => {
+                self.err(
+                    at!["audit", "signing_key"],
+                    "signing_key is set without signing_cert, so its checkpoints could not be checked",
+                    format!(
+                        "add signing_cert: the key's certificate, issued with `splpd certs issue --ca CA server {}`",
+                        cfg.gateway.id
+                    ),
+                );
+                return;
+            }
+            (None, Some(_)) => {
+                self.err(
+                    at!["audit", "signing_cert"],
+                    "signing_cert is set without signing_key",
+                    "add the key it certifies as signing_key, or leave both out to sign with the gateway's key",
+                );
+                return;
+            }
+            (Some(key), Some(cert)) => (key, cert),
+        };
+        let signer = match load::read_private_key(&self.file(key))
+            .map_err(|e| e.to_string())
+            .and_then(|k| crate::audit::checkpoint::CheckpointSigner::from_private_key(&k).map_err(|e| e.to_string()))
+        {
+            Ok(signer) => signer,
+            Err(e) => {
+                self.err(
+                    at!["audit", "signing_key"],
+                    e,
+                    "point it at a PEM private key (ECDSA or Ed25519), or leave it out to sign with the gateway's key",
+                );
+                return;
+            }
+        };
+        let Some(chain) = self.certificates(at!["audit", "signing_cert"], &cert.clone()) else { return };
+        let fix = format!("issue one for signing_key with `splpd certs issue --ca CA server {}`", cfg.gateway.id);
+        match facts(&chain[0]).map(|f| f.identity) {
+            Ok(Ok(Identity::Server(id))) if id == cfg.gateway.id => {}
+            Ok(Ok(other)) => self.err(
+                at!["audit", "signing_cert"],
+                format!("the signing certificate is for {other}; checkpoints are checked against {}'s", cfg.gateway.id),
+                fix.clone(),
+            ),
+            Ok(Err(why)) => {
+                self.err(at!["audit", "signing_cert"], format!("the signing certificate: {why}"), fix.clone())
+            }
+            Err(e) => self.err(at!["audit", "signing_cert"], e, fix.clone()),
+        }
+        let certified = crate::audit::verify::certificate_key_sha256(&chain[0]).ok();
+        if certified.as_ref() != Some(signer.key_sha256()) {
+            self.err(
+                at!["audit", "signing_cert"],
+                "the signing certificate is not signing_key's: their public keys differ",
+                fix,
+            );
+        }
+    }
+
     fn service_names(&self) -> Vec<String> {
         self.cfg.services.iter().map(|s| s.id.to_string()).collect()
     }
@@ -999,15 +1064,7 @@ impl Validator<'_, '_, '_> {
                 ),
             );
         }
-        if let Some(key) = &cfg.audit.signing_key
-            && let Err(e) = load::read_private_key(&self.file(key))
-        {
-            self.err(
-                at!["audit", "signing_key"],
-                e.to_string(),
-                "point it at a PEM private key, or leave it out to sign with the gateway's key",
-            );
-        }
+        self.signing_key();
         let l = &cfg.limits;
         for (key, zero) in [
             ("max_header_bytes", l.max_header_bytes.0 == 0),
