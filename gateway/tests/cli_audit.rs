@@ -195,7 +195,14 @@ fn a_clean_log_verifies_and_reports_its_speed() {
         .unwrap();
     let other_ca = other.path().join("ca/ca.crt");
     let all = log.fails(&["audit", "verify", "audit", "--ca", other_ca.to_str().unwrap()]);
-    assert!(all.contains("was not issued by the given CA"), "{all}");
+    // The signature verifies and the identity is right: only the CA check fails, and says so.
+    let only_ca = format!("is gateway {GATEWAY}'s own server certificate, but it was not issued by the given CA");
+    assert!(all.contains("checkpoint 0: the signature verifies, and its signer certificate signer-"), "{all}");
+    assert!(all.contains(&only_ca) && !all.contains("does not verify") && !all.contains("but its signer"), "{all}");
+    log.ok(&["audit", "proof", "audit", &exchange_id(7), "--out", "p7.json"]);
+    let all = log.fails(&["audit", "check-proof", "p7.json", "--ca", other_ca.to_str().unwrap()]);
+    assert!(all.contains(&format!("the signer certificate {only_ca}")), "{all}");
+    assert!(!all.contains("does not verify") && !all.contains("names gateway"), "{all}");
 }
 
 #[test]
@@ -588,9 +595,12 @@ fn an_export_verifies_once_extracted() {
     // The signature is openssl-checkable: MANIFEST.sig over MANIFEST.json by the signer's key.
     assert!(log.path("all/MANIFEST.sig").exists());
 
-    // A range from the middle: whole segments, started from the signed frontier.
+    // A range from the middle: whole segments, started from the signed frontier, up to the
+    // segment holding the last record of the checkpoint of 200 records.
     let segments = log.segments();
-    let (from, to) = (segments[4].0 + 3, segments[7].0 + 1);
+    let last = segments.iter().rposition(|(first, _)| *first < 200).unwrap();
+    assert!(last > 5 && segments[4].0 < 200, "{segments:?}");
+    let (from, to) = (segments[4].0 + 3, segments[last].0);
     let out = log.ok(&[
         "audit",
         "export",
@@ -606,7 +616,7 @@ fn an_export_verifies_once_extracted() {
         "--cert",
         "gw1.crt",
     ]);
-    assert!(out.contains(&format!("records {}..={}", segments[4].0, segments[8].0 - 1)), "{out}");
+    assert!(out.contains(&format!("records {}..={}", segments[4].0, segments[last + 1].0 - 1)), "{out}");
     extract(&log.path("part.tar"), &log.path("part"));
     let ok = log.ok(&["audit", "verify", "part"]);
     assert!(ok.contains(&format!("an archive starting at record {}", segments[4].0)), "{ok}");
@@ -615,7 +625,7 @@ fn an_export_verifies_once_extracted() {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|n| n.ends_with(".seg"))
         .collect();
-    assert_eq!(extracted.len(), 4, "{extracted:?}");
+    assert_eq!(extracted.len(), last - 3, "{extracted:?}");
     // An archive exports again (the DR centre passing it on), and still verifies.
     log.ok(&["audit", "export", "part", "--to", "again.tar", "--key", "gw1.key"]);
     extract(&log.path("again.tar"), &log.path("again"));
@@ -857,7 +867,9 @@ fn an_export_and_its_manifest_are_signed_only_by_the_logs_own_gateway() {
     let ok = log.ok(&["audit", "verify", "all-self-made"]);
     assert!(ok.contains("not checked against any CA") && ok.contains("--ca"), "{ok}");
     let all = log.fails(&["audit", "verify", "all-self-made", "--ca", "ca/ca.crt"]);
-    assert!(all.contains("MANIFEST.json: ") && all.contains("was not issued by the given CA"), "{all}");
+    let only_ca = format!("is gateway {GATEWAY}'s own server certificate, but it was not issued by the given CA");
+    assert!(all.contains("MANIFEST.json: the signature verifies, and its signer certificate signer-"), "{all}");
+    assert!(all.contains(&only_ca) && !all.contains("names gateway") && !all.contains("does not verify"), "{all}");
 }
 
 #[test]
@@ -926,8 +938,11 @@ fn records_without_any_checkpoint_fail_verification_and_a_clean_log_says_what_ca
             fs::remove_file(&path).unwrap();
         }
         let all = log.fails(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
-        assert!(all.contains("none of the log's 150 records is covered by a signed checkpoint"), "{all}");
-        assert!(all.contains("checkpoint_interval") && all.contains("FAILED"), "{all}");
+        let none = "none of the log's 150 record(s) (records 0..150) is covered by a signed checkpoint";
+        assert!(all.contains(none) && all.contains("checkpoints.log is missing, empty or was emptied"), "{all}");
+        // When a running gateway signs: at open, and after a quiet spell up to 1.5 intervals later.
+        let when = "signs a checkpoint when it opens the log and within one and a half checkpoint_intervals";
+        assert!(all.contains(when) && all.contains("FAILED"), "{all}");
     }
     fs::write(&path, original).unwrap();
     log.ok(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
@@ -946,7 +961,10 @@ fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
     log.ok(&["audit", "consistency", "audit", "--kept", "kept.json", "--out", "c.json"]);
     for kept in ["kept.json", "kept-checkpoint.json"] {
         let ok = log.ok(&["audit", "check-proof", "c.json", "--ca", "ca/ca.crt", "--kept", kept]);
-        assert!(ok.contains("extends its log of 300 records") && ok.contains("was not rewritten since"), "{ok}");
+        assert!(ok.contains("extends its log of 300 records"), "{ok}");
+        // Offline it shows only that the new checkpoint's log extends the kept one.
+        assert!(ok.contains("the log under the new checkpoint extends the kept one"), "{ok}");
+        assert!(ok.contains("keep the new checkpoint") && !ok.contains("not rewritten"), "{ok}");
     }
     // A proof from another size cannot tell.
     log.ok(&["audit", "consistency", "audit", "--from", "100", "--out", "c100.json"]);
@@ -998,4 +1016,152 @@ fn reversed_ranges_and_empty_results_are_told() {
     let out = log.splpd(&["audit", "query", "audit", "--client", "nobody"]);
     assert!(out.status.success() && out.stdout.is_empty());
     assert!(text(&out.stderr).contains("0 of 100 record(s) read match"), "{}", text(&out.stderr));
+}
+
+/// Runs `splpd audit export audit --to FILE --key gw1.key --from-seq FROM --to-seq TO`.
+fn export_range(log: &Log, file: &str, from: u64, to: u64) -> Output {
+    let (from, to) = (from.to_string(), to.to_string());
+    log.splpd(&["audit", "export", "audit", "--to", file, "--key", "gw1.key", "--from-seq", &from, "--to-seq", &to])
+}
+
+#[test]
+fn an_export_no_checkpoint_would_cover_is_refused_naming_the_ranges_that_would_be() {
+    let log = Log::new(300);
+    assert_eq!(log.checkpoint_sizes(), [100, 200, 300]);
+    let segments = log.segments();
+    let refused = |file: &str, from: u64, to: u64| {
+        let out = export_range(&log, file, from, to);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!log.path(file).exists() && !log.path(&format!("{file}.partial")).exists(), "{stderr}");
+        assert!(!log.dir().join("exports.log").exists(), "nothing recorded for retention: {stderr}");
+        stderr
+    };
+
+    // Record 0 only: its segment ends before the first checkpoint.
+    let stderr = refused("x.tar", 0, 0);
+    let held = format!("no checkpoint covers any of records 0..={}", segments[1].0 - 1);
+    assert!(stderr.contains(&held) && stderr.contains("it would prove nothing, so it is not written"), "{stderr}");
+    assert!(stderr.contains("the nearest checkpoints cover 100 records;"), "{stderr}");
+    assert!(stderr.contains("end the range at or after the checkpoint of 100 records (--to-seq 99)"), "{stderr}");
+
+    // A segment between two checkpoints: both ways out are named, and both give an archive that verifies.
+    let k = (0..segments.len() - 1).find(|&k| segments[k].0 > 100 && segments[k + 1].0 <= 200).unwrap();
+    let (first, next) = (segments[k].0, segments[k + 1].0);
+    let stderr = refused("x.tar", first, first);
+    assert!(stderr.contains(&format!("no checkpoint covers any of records {first}..={}", next - 1)), "{stderr}");
+    assert!(stderr.contains("the nearest checkpoints cover 100 records and 200 records"), "{stderr}");
+    assert!(stderr.contains("(--to-seq 199)") && stderr.contains("(--from-seq 99 or earlier)"), "{stderr}");
+    for (file, from, to) in [("later-end.tar", first, 199), ("earlier-start.tar", 99, first)] {
+        let out = export_range(&log, file, from, to);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let dir = log.path(file.trim_end_matches(".tar"));
+        extract(&log.path(file), &dir);
+        log.ok(&["audit", "verify", &name(&dir), "--ca", "ca/ca.crt"]);
+    }
+
+    // An archive made before export refused these (its checkpoints.log holding none over its
+    // records, the manifest signed over that) fails verify, worded for an archive and counting
+    // its own records.
+    let dir = log.path("later-end");
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("MANIFEST.json")).unwrap()).unwrap();
+    let (a, b) =
+        (manifest["records"]["first_seq"].as_u64().unwrap(), manifest["records"]["last_seq"].as_u64().unwrap());
+    fs::write(dir.join("checkpoints.log"), b"").unwrap();
+    let mut manifest = manifest;
+    for file in manifest["files"].as_array_mut().unwrap() {
+        if file["name"] == "checkpoints.log" {
+            file["bytes"] = 0.into();
+            file["sha256"] = hex::encode(splpd_certs::load::sha256(b"")).into();
+        }
+    }
+    manifest["latest_checkpoint"] = serde_json::Value::Null;
+    fs::write(dir.join("MANIFEST.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    resign_manifest(&log, &dir, "gw1");
+    let all = log.fails(&["audit", "verify", "later-end", "--ca", "ca/ca.crt"]);
+    let none = format!("none of the archive's {} record(s) (records {a}..{}) is covered", b + 1 - a, b + 1);
+    assert!(all.contains(&none) && all.contains("FAILED: 1 problem(s)"), "{all}");
+    assert!(all.contains("export these records again") && !all.contains("brand-new"), "{all}");
+}
+
+#[test]
+fn an_export_ships_and_checks_only_the_gateways_own_current_certificate() {
+    let log = Log::new(150);
+    let refused = |key: &str, cert: &str| {
+        let all = log.fails(&["audit", "export", "audit", "--to", "x.tar", "--key", key, "--cert", cert]);
+        assert!(!log.path("x.tar").exists() && !log.dir().join("exports.log").exists(), "{all}");
+        all
+    };
+    // A fresh key with a self-made certificate naming no splpd identity, as `openssl req -x509` makes.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gw1.example".to_owned()]).unwrap().self_signed(&key).unwrap();
+    fs::write(log.path("plain.key"), key.serialize_pem()).unwrap();
+    fs::write(log.path("plain.crt"), cert.pem()).unwrap();
+    let all = refused("plain.key", "plain.crt");
+    let expected = format!(
+        "plain.crt: the log's checkpoints name gateway {GATEWAY}, but this certificate carries no splpd identity; \
+         expected gateway {GATEWAY}'s own server certificate"
+    );
+    assert!(all.contains(&expected), "{all}");
+
+    // The gateway's own certificate, but expired.
+    let ca = Ca::open(&log.path("ca")).unwrap();
+    let request = LeafRequest { days: Some(1), ..LeafRequest::new(Identity::Server(GATEWAY.parse().unwrap())) };
+    let ten_days_ago = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    ca.issue(&request, KeyType::default(), &log.path("old.crt"), &log.path("old.key"), false, ten_days_ago).unwrap();
+    let all = refused("old.key", "old.crt");
+    assert!(all.contains(&format!("is gateway {GATEWAY}'s own server certificate, but it was not valid at")), "{all}");
+
+    // The archive ships the certificate the log keeps for the key, so that one is checked too:
+    // here one of gw1's key, self-made, naming no identity (the log still verifies without --ca).
+    let kept = fs::read_dir(log.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| name(p).starts_with("signer-"))
+        .unwrap();
+    let original = fs::read(&kept).unwrap();
+    let gw1_key = rcgen::KeyPair::from_pem(&fs::read_to_string(log.path("gw1.key")).unwrap()).unwrap();
+    let self_made =
+        rcgen::CertificateParams::new(vec!["gw1.example".to_owned()]).unwrap().self_signed(&gw1_key).unwrap();
+    fs::write(&kept, self_made.pem()).unwrap();
+    log.ok(&["audit", "verify", "audit"]);
+    let all = refused("gw1.key", "gw1.crt");
+    assert!(all.contains(&format!("{}: the log's checkpoints name gateway {GATEWAY}", name(&kept))), "{all}");
+    assert!(all.contains("carries no splpd identity") && all.contains("the archive ships this file"), "{all}");
+
+    fs::write(&kept, original).unwrap();
+    log.ok(&["audit", "export", "audit", "--to", "x.tar", "--key", "gw1.key", "--cert", "gw1.crt"]);
+    extract(&log.path("x.tar"), &log.path("x"));
+    log.ok(&["audit", "verify", "x", "--ca", "ca/ca.crt"]);
+}
+
+#[test]
+fn a_kept_checkpoint_the_log_no_longer_reaches_or_holds_is_evidence_it_was_cut_short_or_rewritten() {
+    let log = Log::new(250);
+    assert_eq!(log.checkpoint_sizes(), [100, 200, 250]);
+    log.ok(&["audit", "proof", "audit", &exchange_id(10), "--out", "kept.json"]);
+    let evidence = "this is evidence that the log was cut short or rewritten since the kept checkpoint was signed";
+
+    // Cut short: its latest checkpoint is before the kept one.
+    log.write(&log.path("short"), 0..200, &record);
+    let all = log.fails(&["audit", "consistency", "short", "--kept", "kept.json", "--out", "c.json"]);
+    assert!(all.contains("checkpoints cover at most 200 records, fewer than the kept checkpoint of 250"), "{all}");
+    assert!(all.contains(evidence) && !all.contains("give the smaller size first"), "{all}");
+
+    // Rewritten: larger, but without the kept checkpoint's size; then without any checkpoint.
+    let other = log.path("other");
+    log.write(&other, 0..300, &record);
+    let all = log.fails(&["audit", "consistency", "other", "--kept", "kept.json", "--out", "c.json"]);
+    assert!(all.contains("the log has no checkpoint of 250 records") && all.contains("100, 200, 300"), "{all}");
+    assert!(all.contains(evidence), "{all}");
+    fs::write(other.join("checkpoints.log"), b"").unwrap();
+    let all = log.fails(&["audit", "consistency", "other", "--kept", "kept.json", "--out", "c.json"]);
+    assert!(all.contains("the log has no checkpoint at all") && all.contains(evidence), "{all}");
+
+    // A --to before the kept checkpoint is a mistake in the command, not evidence.
+    let all = log.fails(&["audit", "consistency", "audit", "--kept", "kept.json", "--to", "200", "--out", "c.json"]);
+    assert!(all.contains("--to 200 is before the kept checkpoint of 250 records") && !all.contains(evidence), "{all}");
+    assert!(!log.path("c.json").exists());
+    log.ok(&["audit", "consistency", "audit", "--kept", "kept.json", "--out", "c.json"]);
 }

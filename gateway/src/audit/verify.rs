@@ -29,7 +29,8 @@ pub use self::archive::{
     ManifestSigner, SeqRange, Start, export,
 };
 pub use self::consistency::{
-    CONSISTENCY_PROOF_FORMAT, CheckedConsistency, check_consistency_proof, make_consistency_proof, read_kept_checkpoint,
+    CONSISTENCY_PROOF_FORMAT, CheckedConsistency, check_consistency_proof, make_consistency_proof,
+    make_kept_consistency_proof, read_kept_checkpoint,
 };
 pub use self::json::{RecordJson, rfc3339_nanos};
 pub use self::proof::{CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, ProofError, check_proof, make_proof};
@@ -264,11 +265,17 @@ impl<'a> Signers<'a> {
     /// Checks the checkpoint's signature against its signer's certificate, the certificate's
     /// identity against the checkpoint's gateway, and with a CA, that the CA issued it and it was
     /// valid when the checkpoint was made.
+    ///
+    /// The error is a whole sentence, to follow where the checkpoint is: that the signature does
+    /// not verify (or cannot be checked) only when it does not; a certificate that is not the
+    /// gateway's, or that the CA did not issue, is said as such.
     fn check(&mut self, cp: &Checkpoint) -> Result<(), String> {
-        let signer = self.get(&cp.key_sha256)?;
-        verify_checkpoint(cp, &signer.der).map_err(|e| format!("{e} (certificate {})", signer.file))?;
-        check_gateway_certificate(&signer.der, &cp.gateway, self.ca, cp.time_unix_nanos)
-            .map_err(|e| format!("it names gateway {}, but its signer certificate {} {e}", cp.gateway, signer.file))
+        let signer = self.get(&cp.key_sha256).map_err(|e| format!("the signature cannot be checked: {e}"))?;
+        verify_checkpoint(cp, &signer.der)
+            .map_err(|e| format!("the signature does not verify: {e} (certificate {})", signer.file))?;
+        check_gateway_certificate(&signer.der, &cp.gateway, self.ca, cp.time_unix_nanos).map_err(|problem| {
+            problem.describe("it names", &cp.gateway, &format!("its signer certificate {}", signer.file))
+        })
     }
 }
 
@@ -295,36 +302,85 @@ fn certificate_identity_of(der: &[u8]) -> Option<Identity> {
     splpd_certs::profile::identity_of(&cert).ok()
 }
 
+/// Why a certificate may not sign for a gateway (a checkpoint, a manifest), as
+/// [`check_gateway_certificate`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CertificateProblem {
+    /// It is not the gateway's own server certificate: what it is instead, to follow the
+    /// certificate's name ("is gateway ID/PEMDA/1602/gw2's", "carries no splpd identity").
+    NotTheGateways(String),
+    /// It is the gateway's own server certificate, but the CA check failed: how, to follow
+    /// "it" ("was not issued by the given CA", "was not valid at …").
+    Ca(String),
+    /// It is the gateway's own server certificate, but was not valid at the time asked about
+    /// (an export's: now): when, to follow "it".
+    NotValid(String),
+}
+
+impl CertificateProblem {
+    /// The problem as one sentence, the same wherever a signer certificate is checked:
+    /// `names` says what names the gateway, with its verb ("it names", "the checkpoint names"),
+    /// and `cert` the certificate ("its signer certificate signer-….crt"). Each reads true: a
+    /// certificate of another identity is not said to fail the CA, nor one that failed only the
+    /// CA to be another's, and neither to have a signature that does not verify.
+    pub(crate) fn describe(&self, names: &str, gateway: &str, cert: &str) -> String {
+        match self {
+            Self::NotTheGateways(what) => {
+                format!(
+                    "{names} gateway {gateway}, but {cert} {what}; expected gateway {gateway}'s own server certificate"
+                )
+            }
+            Self::Ca(what) => format!(
+                "the signature verifies, and {cert} is gateway {gateway}'s own server certificate, but it {what}, so it \
+                 does not show that gateway {gateway} signed: check that --ca is the region's CA certificate"
+            ),
+            Self::NotValid(what) => format!("{cert} is gateway {gateway}'s own server certificate, but it {what}"),
+        }
+    }
+}
+
 /// Checks that the certificate `der` may sign for gateway `gateway` (a checkpoint, a manifest):
 /// when it carries a splpd identity, it must be that gateway's server certificate; with `ca`
 /// (DER), it must also carry that identity, have been issued by the CA, and have been valid at
-/// `at_unix_nanos`. The error says what is wrong, to follow the certificate's name.
+/// `at_unix_nanos`. [`CertificateProblem::describe`] words what is wrong.
 pub(crate) fn check_gateway_certificate(
     der: &[u8],
     gateway: &str,
     ca: Option<&[u8]>,
     at_unix_nanos: i64,
-) -> Result<(), String> {
-    let expected = format!("gateway {gateway}'s own server certificate");
+) -> Result<(), CertificateProblem> {
     match certificate_identity_of(der) {
         Some(Identity::Server(id)) if id.to_string() == gateway => {}
-        Some(Identity::Server(id)) => return Err(format!("is gateway {id}'s; expected {expected}")),
-        Some(other) => return Err(format!("is the certificate of {other}, not of a gateway; expected {expected}")),
-        None if ca.is_some() => return Err(format!("carries no splpd identity; expected {expected}")),
+        Some(Identity::Server(id)) => return Err(CertificateProblem::NotTheGateways(format!("is gateway {id}'s"))),
+        Some(other) => {
+            return Err(CertificateProblem::NotTheGateways(format!("is the certificate of {other}, not of a gateway")));
+        }
+        None if ca.is_some() => {
+            return Err(CertificateProblem::NotTheGateways("carries no splpd identity".to_owned()));
+        }
         None => {}
     }
     if let Some(ca) = ca {
-        check_issued_by(der, ca, at_unix_nanos)?;
+        check_issued_by(der, ca, at_unix_nanos).map_err(CertificateProblem::Ca)?;
     }
     Ok(())
 }
 
-/// Checks that `ca_der` issued `cert_der` (its signature) and that the certificate was valid at
-/// `at_unix_nanos`.
-pub(crate) fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at_unix_nanos: i64) -> Result<(), String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| format!("cannot be parsed: {e}"))?;
-    let (_, ca) = x509_parser::parse_x509_certificate(ca_der).map_err(|e| format!("the CA cannot be parsed: {e}"))?;
-    cert.verify_signature(Some(ca.public_key())).map_err(|_| "was not issued by the given CA".to_owned())?;
+/// Checks that the certificate `der` is gateway `gateway`'s own server certificate (it must
+/// carry that identity, with or without a CA) and is valid at `at_unix_nanos`: what an export
+/// requires of the certificate it ships for the manifest's key. The error follows the
+/// certificate's name.
+pub(crate) fn check_own_certificate(der: &[u8], gateway: &str, at_unix_nanos: i64) -> Result<(), CertificateProblem> {
+    if certificate_identity_of(der).is_none() {
+        return Err(CertificateProblem::NotTheGateways("carries no splpd identity".to_owned()));
+    }
+    check_gateway_certificate(der, gateway, None, at_unix_nanos)?;
+    check_valid_at(der, at_unix_nanos).map_err(CertificateProblem::NotValid)
+}
+
+/// Checks that the certificate `der` was valid at `at_unix_nanos`.
+fn check_valid_at(der: &[u8], at_unix_nanos: i64) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot be parsed: {e}"))?;
     let secs = at_unix_nanos.div_euclid(1_000_000_000);
     let at = x509_parser::time::ASN1Time::from_timestamp(secs).map_err(|e| format!("bad time: {e}"))?;
     if !cert.validity().is_valid_at(at) {
@@ -336,6 +392,16 @@ pub(crate) fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at_unix_nanos: i64
         ));
     }
     Ok(())
+}
+
+/// Checks that `ca_der` issued `cert_der` (its signature) and that the certificate was valid at
+/// `at_unix_nanos`.
+pub(crate) fn check_issued_by(cert_der: &[u8], ca_der: &[u8], at_unix_nanos: i64) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| format!("cannot be parsed: {e}"))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| format!("could not be checked: the given CA cannot be parsed: {e}"))?;
+    cert.verify_signature(Some(ca.public_key())).map_err(|_| "was not issued by the given CA".to_owned())?;
+    check_valid_at(cert_der, at_unix_nanos)
 }
 
 /// A directory given as an audit log holds none: no segment file and no `checkpoints.log`.
@@ -450,6 +516,9 @@ struct Run<'a> {
     first_mismatch: Option<u64>,
     later_mismatches: u64,
     checkpoint_file_failed: bool,
+    /// The most records any checkpoint read claims to cover, signed or not: whether the records
+    /// here are under a checkpoint at all.
+    largest: Option<u64>,
 }
 
 impl Run<'_> {
@@ -469,10 +538,11 @@ impl Run<'_> {
             };
             self.report.checkpoints += 1;
             self.report.latest = Some(located.clone());
+            self.largest = self.largest.max(Some(located.checkpoint.tree_size));
             let cp = &located.checkpoint;
             let at = checkpoint_place(self.checkpoints.path(), &located);
             if let Err(e) = self.signers.check(cp) {
-                self.report.problem(format!("{at}: the signature does not verify: {e}"));
+                self.report.problem(format!("{at}: {e}"));
                 continue;
             }
             let gateway = self.gateway.get_or_insert_with(|| cp.gateway.clone());
@@ -657,6 +727,7 @@ pub fn verify_log(
         first_mismatch: None,
         later_mismatches: 0,
         checkpoint_file_failed: false,
+        largest: None,
     };
     run.next_pending(tree.size());
     run.check_reached(&tree);
@@ -752,14 +823,11 @@ pub fn verify_log(
             run.checkpoints.path().display()
         ));
     }
-    if run.report.checkpoints == 0 && tree.size() > 0 {
-        run.report.problem(format!(
-            "{}: none of the log's {} records is covered by a signed checkpoint, so nothing in it is proven: \
-             {CHECKPOINTS_FILE} is missing, empty or was emptied. A running gateway signs its first checkpoint \
-             within its checkpoint_interval (1 s by default), so verify a brand-new log again shortly",
-            run.checkpoints.path().display(),
-            tree.size()
-        ));
+    let first_seq = run.report.first_seq;
+    let records = tree.size() - first_seq;
+    if records > 0 && run.largest.is_none_or(|size| size <= first_seq) {
+        let text = uncovered(dir, &run, records, tree.size());
+        run.report.problem(text);
     } else if run.report.checkpoints == 0 && run.report.problems.is_empty() {
         run.report.warnings.push("the log has no records and no checkpoint yet".to_owned());
     } else if let Some(latest) = &run.report.latest
@@ -776,6 +844,39 @@ pub fn verify_log(
     report.root = tree.root();
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// What is wrong with a folder none of whose `records` records (up to `end`) any checkpoint
+/// covers, worded for what the folder is: an extracted archive, or a log (trimmed by retention
+/// or not).
+fn uncovered(dir: &Path, run: &Run<'_>, records: u64, end: u64) -> String {
+    let first = run.report.first_seq;
+    let file = run.checkpoints.path().display();
+    let archive = run.report.manifest.is_some() || dir.join(MANIFEST_FILE).exists();
+    let none = format!(
+        "none of the {}'s {records} record(s) ({}) is covered by a signed checkpoint, so nothing in it is proven",
+        if archive { "archive" } else { "log" },
+        if records == 1 { format!("record {first}") } else { format!("records {first}..{end}") }
+    );
+    let found = match run.largest {
+        Some(largest) => format!(
+            "its {} checkpoint(s) cover only records before record {first} (at most {largest} records)",
+            run.report.checkpoints
+        ),
+        None => format!("{CHECKPOINTS_FILE} is missing, empty or was emptied"),
+    };
+    if archive {
+        return format!(
+            "{file}: {none}: {found}. An export holds the checkpoints over the records it holds, so this archive was \
+             made of records no checkpoint covered yet (which splpd audit export refuses now), or its \
+             {CHECKPOINTS_FILE} was replaced: export these records again from the gateway's log, in a range that \
+             ends at or after one of its checkpoints"
+        );
+    }
+    format!(
+        "{file}: {none}: {found}. A running gateway signs a checkpoint when it opens the log and within one and a \
+         half checkpoint_intervals (1 s by default) of its last records, so verify a brand-new log again shortly"
+    )
 }
 
 /// A checkpoint's fields as text, for messages and summaries.

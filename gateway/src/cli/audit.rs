@@ -95,7 +95,9 @@ Examples:
     /// records asked for, the checkpoints over them, the signer certificates, and MANIFEST.json
     /// (gateway, range, each file's SHA-256, the latest checkpoint, the Merkle frontier before the
     /// first record) with MANIFEST.sig, its signature by the gateway key. Extracted into an
-    /// empty directory, it passes `splpd audit verify`.
+    /// empty directory, it passes `splpd audit verify`. A range that no checkpoint would cover is
+    /// refused, naming the ranges that would be; so is a certificate that is not the gateway's
+    /// own current server certificate.
     #[command(after_help = "\
 Examples:
   splpd audit export /var/lib/splpd/audit --to audit-2025-03.tar --key /etc/splpd/gw1.key
@@ -114,7 +116,8 @@ pub(crate) struct ConsistencyArgs {
     from: Option<u64>,
     /// The checkpoint kept from earlier (an inclusion or consistency proof, an export's
     /// MANIFEST.json, or the checkpoint alone): the proof starts from it, and is refused when the
-    /// log's checkpoint of that size is not that one.
+    /// log's checkpoint of that size is not that one, or when the log no longer holds or reaches
+    /// a checkpoint of that size (evidence that it was cut short or rewritten).
     #[arg(long, value_name = "FILE")]
     kept: Option<PathBuf>,
     /// The record count of the later checkpoint; the latest checkpoint when not given.
@@ -501,24 +504,25 @@ fn read_kept(path: &Path) -> anyhow::Result<Checkpoint> {
 
 fn consistency_cmd(args: &ConsistencyArgs) -> anyhow::Result<ExitCode> {
     let kept = args.kept.as_deref().map(read_kept).transpose()?;
-    let from = match (args.from, &kept) {
-        (Some(from), Some(kept)) if from != kept.tree_size => anyhow::bail!(
+    if let (Some(from), Some(kept)) = (args.from, &kept)
+        && from != kept.tree_size
+    {
+        anyhow::bail!(
             "--from {from} is not the size of the kept checkpoint ({} records): leave --from out with --kept",
             kept.tree_size
-        ),
-        (Some(from), _) => from,
-        (None, Some(kept)) => kept.tree_size,
-        (None, None) => anyhow::bail!("give --from RECORDS or --kept FILE"),
+        );
+    }
+    // `--from` is `required_unless_present = "kept"`: clap refuses a command line with neither.
+    let Some(from) = args.from.or(kept.as_ref().map(|k| k.tree_size)) else {
+        unreachable!("clap requires --from unless --kept is given")
     };
-    match verify::make_consistency_proof(&args.dir, from, args.to) {
-        // The log's checkpoint of that size must be the one kept; the same check as check-proof's.
-        Ok(text) if kept.is_some() => {
-            if let Err(e) = verify::check_consistency_proof(&text, None, kept.as_ref()) {
-                eprintln!("error: {}: {e}", args.dir.display());
-                return Ok(ExitCode::FAILURE);
-            }
-            write_consistency(args, from, &text)
-        }
+    // With --kept, the log's checkpoint of the kept size must be the kept one (the same check as
+    // check-proof's), and a log whose checkpoints no longer reach it is told as cut short.
+    let made = match &kept {
+        Some(kept) => verify::make_kept_consistency_proof(&args.dir, kept, args.to),
+        None => verify::make_consistency_proof(&args.dir, from, args.to),
+    };
+    match made {
         Ok(text) => write_consistency(args, from, &text),
         Err(e) => {
             eprintln!("error: {e}");
@@ -617,9 +621,15 @@ fn check_consistency_cmd(
                 at(old.time_unix_nanos)
             ));
             if let Some(path) = &args.kept {
+                // Offline, this shows no more than that the log under the new checkpoint extends
+                // the kept one: whether it was rewritten after the new one is for the next check,
+                // from the new one.
                 out::line(&format!(
-                    "it starts from the checkpoint kept in {}: the log was not rewritten since",
-                    path.display()
+                    "it starts from the checkpoint kept in {}: the log under the new checkpoint extends the kept one, \
+                     so the {} records the kept one covers are unchanged in it; keep the new checkpoint (this proof) \
+                     to check the next proof against",
+                    path.display(),
+                    old.tree_size
                 ));
             }
             if ca.is_none() {

@@ -692,7 +692,7 @@ impl Validator<'_, '_, '_> {
                 fix.clone(),
             ),
             Ok(Err(why)) => {
-                self.err(at!["audit", "signing_cert"], format!("the signing certificate: {why}"), fix.clone())
+                self.err(at!["audit", "signing_cert"], format!("the signing certificate: {why}"), fix.clone());
             }
             Err(e) => self.err(at!["audit", "signing_cert"], e, fix.clone()),
         }

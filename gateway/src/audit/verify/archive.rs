@@ -16,7 +16,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::proof::CheckpointJson;
 use super::{
-    CheckpointReader, certificate_key_sha256, check_gateway_certificate, ensure_log, signer_file_name, verify_log,
+    CheckpointReader, certificate_key_sha256, check_gateway_certificate, check_own_certificate, ensure_log,
+    signer_file_name, verify_log,
 };
 use crate::audit::checkpoint::{Checkpoint, CheckpointSigner, SignatureAlgorithm};
 use crate::audit::log::CHECKPOINTS_FILE;
@@ -393,13 +394,44 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
         .as_ref()
         .map(|l| l.checkpoint.gateway.clone())
         .ok_or_else(|| other("the log has no checkpoint, so which gateway's it is is not known"))?;
-    check_gateway_certificate(&cert_der, &gateway, None, now_nanos()).map_err(|e| {
+    // The certificate shipped for the manifest's key is the one checked. When the directory keeps
+    // one for that key already (`signer-<sha>.crt`, which the gateway wrote when the key began
+    // signing checkpoints), the archive ships that file, not the one given with --cert: the
+    // checkpoints that key signed are checked against it, and one file name holds one
+    // certificate, so replacing it would change what those checkpoints are checked against
+    // (with --ca, a renewed certificate need not have been valid when they were signed). So that
+    // file is checked too, with the same rules as the one given.
+    let now = now_nanos();
+    check_own_certificate(&cert_der, &gateway, now).map_err(|problem| {
         other(format!(
-            "{} {e}: the manifest of gateway {gateway}'s log must be signed with that gateway's own key and \
-             certificate (give them with --key and --cert)",
-            cert_path.display()
+            "{}: {}: the manifest of gateway {gateway}'s log must be signed with that gateway's own key and its \
+             current server certificate (give them with --key and --cert)",
+            cert_path.display(),
+            problem.describe("the log's checkpoints name", &gateway, "this certificate")
         ))
     })?;
+    let kept_path = dir.join(&signer_name);
+    let shipped = if kept_path.exists() {
+        let bytes = fs::read(&kept_path).map_err(|e| other(format!("{}: {e}", kept_path.display())))?;
+        let der =
+            first_certificate(&bytes).ok_or_else(|| other(format!("{} holds no certificate", kept_path.display())))?;
+        if der != cert_der {
+            check_own_certificate(&der, &gateway, now).map_err(|problem| {
+                other(format!(
+                    "{}: {}: the archive ships this file, the certificate the log keeps for the key {}, for the \
+                     manifest and the checkpoints that key signed, so it must be fit to sign the manifest too; sign \
+                     with the key the gateway signs with now (--key), or renew this certificate for the same key and \
+                     put it in place of this file",
+                    kept_path.display(),
+                    problem.describe("the log's checkpoints name", &gateway, "this certificate"),
+                    options.key.display()
+                ))
+            })?;
+        }
+        bytes
+    } else {
+        fs::read(&cert_path).map_err(|e| other(format!("{}: {e}", cert_path.display())))?
+    };
     let to = options.to_seq.unwrap_or(total - 1);
     if from > to || to >= total || from < report.first_seq {
         return Err(other(format!(
@@ -430,11 +462,19 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     // Checkpoints over the archive's records: counted first, for the tar header's size.
     let (lo, hi) = (start_seq, end_seq);
     let mut counting = CheckpointFrames::open(dir, lo, hi, u64::MAX).map_err(|e| other(e.to_string()))?;
-    let (mut checkpoints, mut checkpoints_bytes, mut latest) = (0u64, 0u64, None);
+    let (mut checkpoints, mut checkpoints_bytes, mut latest, mut covering) = (0u64, 0u64, None, 0u64);
     while let Some(cp) = counting.next_frame().map_err(|e| other(e.to_string()))? {
         checkpoints += 1;
         checkpoints_bytes += counting.buf.len() as u64;
+        if cp.tree_size > start_seq {
+            covering += 1;
+        }
         latest = Some(cp);
+    }
+    // An archive that no checkpoint covers proves nothing, fails `verify` once extracted, and
+    // would yet let retention delete the segments it holds: refused before anything is written.
+    if covering == 0 {
+        return Err(other(uncovered_range(dir, (from, to), (start_seq, end_seq))?));
     }
 
     // Every signer certificate of the directory, and the manifest signer's.
@@ -447,10 +487,9 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
             certs.push((name, bytes));
         }
     }
-    if !certs.iter().any(|(name, _)| *name == signer_name) {
-        let bytes = fs::read(&cert_path).map_err(|e| other(format!("{}: {e}", cert_path.display())))?;
-        certs.push((signer_name.clone(), bytes));
-    }
+    // The manifest signer's certificate: the very bytes checked above.
+    certs.retain(|(name, _)| *name != signer_name);
+    certs.push((signer_name.clone(), shipped));
     certs.sort();
 
     let partial = partial_path(&options.to);
@@ -509,6 +548,57 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
         ));
     }
     Ok(ExportSummary { manifest, segments: included.len(), checkpoints, bytes, warnings })
+}
+
+/// Why the archive of records `start..end` (the whole segments holding the records `from..=to`
+/// asked for) would be covered by no checkpoint, with the ranges that would be: ending at or
+/// after the next checkpoint, or starting before the one before.
+fn uncovered_range(dir: &Path, (from, to): (u64, u64), (start, end): (u64, u64)) -> Result<String, ExportError> {
+    let mut reader = CheckpointReader::open(dir).map_err(|e| other(e.to_string()))?;
+    let (mut before, mut after) = (None, None);
+    while let Some(located) = reader.next_checkpoint().map_err(|e| other(e.to_string()))? {
+        let size = located.checkpoint.tree_size;
+        if size > 0 && size <= start {
+            before = Some(size);
+        } else if size >= end && after.is_none() {
+            after = Some(size);
+        }
+    }
+    let mut text = format!(
+        "no checkpoint covers any of records {start}..={}, which the archive would hold (the whole segments holding \
+         records {from}..={to}): it would prove nothing, so it is not written",
+        end - 1
+    );
+    let nearest: Vec<String> = before.iter().chain(after.iter()).map(|s| format!("{s} records")).collect();
+    if !nearest.is_empty() {
+        text.push_str(&format!("; the nearest checkpoints cover {}", nearest.join(" and ")));
+    }
+    let mut ways = Vec::new();
+    if let Some(after) = after {
+        ways.push(format!("end the range at or after the checkpoint of {after} records (--to-seq {})", after - 1));
+    }
+    if let Some(before) = before {
+        ways.push(format!("start it before the checkpoint of {before} records (--from-seq {} or earlier)", before - 1));
+    }
+    if after.is_none() {
+        ways.push(
+            "wait for the next checkpoint, which a running gateway signs within one and a half checkpoint_intervals \
+             of its last records, and export again"
+                .to_owned(),
+        );
+    }
+    text.push_str(&format!("; to export records a checkpoint covers, {}", ways.join(", or ")));
+    Ok(text)
+}
+
+/// The first certificate of a file's bytes, PEM or DER, as DER.
+fn first_certificate(bytes: &[u8]) -> Option<Vec<u8>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return CertificateDer::pem_slice_iter(bytes).next()?.ok().map(|der| der.to_vec());
+    }
+    (bytes.first() == Some(&0x30)).then(|| bytes.to_vec())
 }
 
 fn partial_path(to: &Path) -> PathBuf {
@@ -625,8 +715,8 @@ pub(crate) fn check_manifest(
                 .map_err(|e| format!("its time created {:?} is not RFC 3339: {e}", manifest.created))
                 .and_then(|created| {
                     let at = i64::try_from(created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
-                    check_gateway_certificate(&der, &manifest.gateway, ca, at).map_err(|e| {
-                        format!("it names gateway {}, but its signer certificate {cert_name} {e}", manifest.gateway)
+                    check_gateway_certificate(&der, &manifest.gateway, ca, at).map_err(|problem| {
+                        problem.describe("it names", &manifest.gateway, &format!("its signer certificate {cert_name}"))
                     })
                 });
             if let Err(e) = by_gateway {

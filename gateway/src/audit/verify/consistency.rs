@@ -49,6 +49,19 @@ pub struct CheckedConsistency {
 /// checkpoint when `None`) extends the log under its checkpoint of `old_size` records. Both sizes
 /// must be those of signed checkpoints in `checkpoints.log`.
 pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) -> Result<String, ProofError> {
+    make(dir, old_size, new_size, None)
+}
+
+/// Makes the proof that the log in `dir` under its checkpoint of `new_size` records (the latest
+/// when `None`) extends the checkpoint an auditor kept (see [`read_kept_checkpoint`]). The log's
+/// checkpoint of the kept size must be the kept one; a log whose checkpoints no longer reach or
+/// hold the kept one is refused as evidence that it was cut short or rewritten since, all before
+/// the records are read.
+pub fn make_kept_consistency_proof(dir: &Path, kept: &Checkpoint, new_size: Option<u64>) -> Result<String, ProofError> {
+    make(dir, kept.tree_size, new_size, Some(kept))
+}
+
+fn make(dir: &Path, old_size: u64, new_size: Option<u64>, kept: Option<&Checkpoint>) -> Result<String, ProofError> {
     let log = |e: String| ProofError::Log(e);
     ensure_log(dir).map_err(|e| log(e.to_string()))?;
     let mut reader = CheckpointReader::open(dir).map_err(|e| log(e.to_string()))?;
@@ -70,6 +83,10 @@ pub fn make_consistency_proof(dir: &Path, old_size: u64, new_size: Option<u64>) 
             describe_sizes(&sizes)
         ))
     };
+    if let Some(kept) = kept {
+        // Before the records are read: what the checkpoints alone show about the kept one.
+        kept_against_checkpoints(dir, kept, old.as_ref().map(|l| &l.checkpoint), new.as_ref(), new_size, &sizes)?;
+    }
     let old_located = old.ok_or_else(|| no_checkpoint(old_size, "old"))?;
     let new_located = match (new, new_size) {
         (Some(new), _) => new,
@@ -173,6 +190,73 @@ pub fn read_kept_checkpoint(text: &str) -> Result<Checkpoint, String> {
         )
     })?;
     json.to_checkpoint()
+}
+
+/// Refuses to make a proof from the checkpoint an auditor kept (`kept`) when the checkpoints of
+/// the log in `dir` show already that the log is not the kept one's grown on: another gateway's,
+/// no checkpoint of the kept size (`old`), or none as large (the latest being `new`, of `sizes`),
+/// or the kept size's with another root. A log holds every checkpoint it signed, so the last
+/// three are evidence that the log was cut short or rewritten since, unless `dir` is an export
+/// archive, which holds only the checkpoints over its own records.
+fn kept_against_checkpoints(
+    dir: &Path,
+    kept: &Checkpoint,
+    old: Option<&Checkpoint>,
+    new: Option<&super::Located>,
+    new_size: Option<u64>,
+    sizes: &[u64],
+) -> Result<(), ProofError> {
+    let invalid = |text: String| ProofError::Invalid(format!("{}: {text}", dir.display()));
+    let kept_text = format!(
+        "the kept checkpoint of {} records (signed at {})",
+        kept.tree_size,
+        rfc3339_nanos(kept.time_unix_nanos).unwrap_or_default()
+    );
+    if let Some(latest) = new.map(|l| &l.checkpoint)
+        && latest.gateway != kept.gateway
+    {
+        return Err(invalid(format!(
+            "the kept checkpoint is gateway {}'s, but this log's checkpoints are gateway {}'s: give gateway {}'s audit \
+             directory",
+            kept.gateway, latest.gateway, kept.gateway
+        )));
+    }
+    if let Some(n) = new_size
+        && n < kept.tree_size
+    {
+        return Err(invalid(format!(
+            "--to {n} is before {kept_text}: a proof runs from the kept checkpoint to a later one; give a larger --to, \
+             or leave it out for the latest checkpoint"
+        )));
+    }
+    if dir.join(MANIFEST_FILE).exists() && old.is_none() {
+        return Err(invalid(format!(
+            "this export archive does not hold {kept_text}: an archive holds only the checkpoints over its own \
+             records ({}); make the proof from the gateway's audit directory, or from an archive of the records up to \
+             the kept checkpoint",
+            describe_sizes(sizes)
+        )));
+    }
+    let evidence = "this is evidence that the log was cut short or rewritten since the kept checkpoint was signed, \
+                    unless this is not the directory of the log it was kept from";
+    let largest = sizes.iter().max().copied();
+    match (old, largest) {
+        (_, None) => Err(invalid(format!(
+            "the log has no checkpoint at all, though {kept_text} shows that it had signed one over {} records: \
+             {evidence}",
+            kept.tree_size
+        ))),
+        (_, Some(largest)) if largest < kept.tree_size => Err(invalid(format!(
+            "the log's checkpoints cover at most {largest} records, fewer than {kept_text}: {evidence}"
+        ))),
+        (None, Some(_)) => Err(invalid(format!(
+            "the log has no checkpoint of {} records, though {kept_text} is one it signed, and a log keeps every \
+             checkpoint it signed (its checkpoints cover {}): {evidence}",
+            kept.tree_size,
+            describe_sizes(sizes)
+        ))),
+        (Some(old), Some(_)) => check_kept(kept, old).map_err(invalid),
+    }
 }
 
 /// Refuses a proof whose old checkpoint is not the one the auditor kept (`kept`): one of another

@@ -228,9 +228,7 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
     let latest = latest_checkpoint(dir)?;
     let cp = &latest.checkpoint;
     let mut signers = Signers::new(dir, None);
-    signers.check(cp).map_err(|e| {
-        ProofError::Log(format!("checkpoint {} (the latest): the signature does not verify: {e}", latest.index))
-    })?;
+    signers.check(cp).map_err(|e| ProofError::Log(format!("checkpoint {} (the latest): {e}", latest.index)))?;
     let signer = signers.get(&cp.key_sha256).map_err(ProofError::Log)?;
     let signer_pem = certificates_pem(&[&signer.der]);
 
@@ -428,7 +426,7 @@ pub(super) fn check_signed(cp: &Checkpoint, pem: &str, ca: Option<&[u8]>) -> Res
         .map_err(|e| format!("the signer certificate: {e}"))?;
     verify_checkpoint(cp, &der).map_err(|e| format!("the checkpoint of {} records: {e}", cp.tree_size))?;
     check_gateway_certificate(&der, &cp.gateway, ca, cp.time_unix_nanos)
-        .map_err(|e| format!("the checkpoint names gateway {}, but the signer certificate {e}", cp.gateway))?;
+        .map_err(|problem| problem.describe("the checkpoint names", &cp.gateway, "the signer certificate"))?;
     Ok((certificate_identity(&der), hex::encode(splpd_certs::load::sha256(&der))))
 }
 
