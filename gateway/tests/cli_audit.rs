@@ -1085,6 +1085,25 @@ fn an_export_no_checkpoint_would_cover_is_refused_naming_the_ranges_that_would_b
 }
 
 #[test]
+fn records_after_an_archives_last_checkpoint_are_not_recorded_for_retention() {
+    let log = Log::new(300);
+    assert_eq!(log.checkpoint_sizes(), [100, 200, 300]);
+    // A range whose last segment ends between the checkpoints of 100 and 200 records.
+    let segments = log.segments();
+    let end = segments.iter().map(|(first, _)| *first).find(|&first| first > 101 && first < 200).unwrap();
+    let out = export_range(&log, "tail.tar", 0, end - 1);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("records 100..{end} in the archive come after its last checkpoint")), "{stderr}");
+    let entry: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(log.dir().join("exports.log")).unwrap().lines().next().unwrap())
+            .unwrap();
+    assert_eq!((entry["first_seq"].as_u64(), entry["last_seq"].as_u64()), (Some(0), Some(99)), "{entry}");
+    let archive = Path::new(entry["archive"].as_str().unwrap());
+    assert!(archive.is_absolute() && archive.ends_with("tail.tar"), "{entry}");
+}
+
+#[test]
 fn an_export_ships_and_checks_only_the_gateways_own_current_certificate() {
     let log = Log::new(150);
     let refused = |key: &str, cert: &str| {

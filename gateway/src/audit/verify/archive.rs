@@ -526,25 +526,31 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     fs::rename(&partial, &options.to).map_err(|e| other(format!("{}: {e}", options.to.display())))?;
 
     let mut warnings = report.warnings;
-    // Retention removes a segment only once an export on record holds it.
+    // Retention removes a segment only once an export on record holds it, and only records a
+    // checkpoint in the archive covers are held in a way the archive can prove: those after its
+    // last checkpoint are left out of the entry, so their segment stays until an export covers it.
+    let covered = latest.as_ref().map_or(start_seq, |cp| cp.tree_size).min(end_seq);
     let entry = crate::audit::retention::ExportEntry {
-        archive: options.to.display().to_string(),
+        // Whole, so that retention's messages name the archive wherever they are read from.
+        archive: fs::canonicalize(&options.to).unwrap_or_else(|_| options.to.clone()).display().to_string(),
         sha256: hash_file(&options.to).map(|(_, hex)| hex).unwrap_or_default(),
         first_seq: start_seq,
-        last_seq: end_seq - 1,
+        last_seq: covered.saturating_sub(1),
         created: manifest.created.clone(),
     };
-    if let Err(e) = crate::audit::retention::record_export(dir, &entry) {
+    if covered > start_seq
+        && let Err(e) = crate::audit::retention::record_export(dir, &entry)
+    {
         warnings.push(format!(
             "the export could not be recorded in {}: {e}; retention will not remove the segments it holds",
             dir.join(crate::audit::retention::EXPORTS_FILE).display()
         ));
     }
-    let covered = latest.as_ref().map_or(start_seq, |cp| cp.tree_size);
     if covered < end_seq {
         warnings.push(format!(
-            "records {covered}..{end_seq} in the archive are not covered by a checkpoint yet: export again after the \
-             next checkpoint to have them signed"
+            "records {covered}..{end_seq} in the archive come after its last checkpoint, so it cannot prove them, and \
+             retention keeps their segment: to have them covered, export a range that ends at or after a later \
+             checkpoint (`splpd audit verify` on the log lists them)"
         ));
     }
     Ok(ExportSummary { manifest, segments: included.len(), checkpoints, bytes, warnings })
