@@ -1085,6 +1085,28 @@ fn an_export_no_checkpoint_would_cover_is_refused_naming_the_ranges_that_would_b
 }
 
 #[test]
+fn proofs_are_made_from_an_archive_that_starts_after_record_0() {
+    let log = Log::new(300);
+    // An archive from a segment that starts between record 0 and the first checkpoint.
+    let start = log.segments().iter().map(|(first, _)| *first).find(|&first| first > 0 && first < 100).unwrap();
+    let out = export_range(&log, "late.tar", start, 299);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    extract(&log.path("late.tar"), &log.path("late"));
+    log.ok(&["audit", "verify", "late", "--ca", "ca/ca.crt"]);
+
+    let i = start + 1;
+    log.ok(&["audit", "proof", "late", &exchange_id(i), "--out", "late-proof.json"]);
+    let ok = log.ok(&["audit", "check-proof", "late-proof.json", "--ca", "ca/ca.crt"]);
+    assert!(ok.contains(&format!("exchange {} is record {i} of gateway {GATEWAY}", exchange_id(i))), "{ok}");
+    // Its records are queried from where it starts.
+    let found = log.ok(&["audit", "query", "late", "--exchange-id", &exchange_id(i), "--format", "jsonl"]);
+    assert_eq!(json_lines(&found).len(), 1, "{found}");
+    // A consistency proof that needs records before the archive's start says so in an archive's words.
+    let all = log.fails(&["audit", "consistency", "late", "--from", "200"]);
+    assert!(all.contains(&format!("needs records before {start}, which this archive does not hold")), "{all}");
+}
+
+#[test]
 fn records_after_an_archives_last_checkpoint_are_not_recorded_for_retention() {
     let log = Log::new(300);
     assert_eq!(log.checkpoint_sizes(), [100, 200, 300]);

@@ -672,6 +672,22 @@ fn write_archive(
     Ok((manifest, bytes))
 }
 
+/// The tree over the records before the first one held in `dir`: an extracted archive's from
+/// its manifest's start frontier, a live log's from what retention left (`base.json`), empty
+/// for a log that starts at record 0. The frontier is not trusted here: every proof built on it
+/// ends in a signed checkpoint's root, which a wrong one would not reach.
+pub(crate) fn starting_tree(dir: &Path) -> Result<crate::audit::merkle::Tree, String> {
+    let path = dir.join(MANIFEST_FILE);
+    if !path.exists() {
+        return crate::audit::retention::base_tree(dir);
+    }
+    let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
+    crate::audit::merkle::Tree::from_frontier(manifest.start.tree_size, manifest.start_frontier())
+        .map_err(|e| format!("{}: the start frontier is malformed: {e}", path.display()))
+}
+
 /// Checks the manifest of an extracted archive in `dir`: its signature by the certificate it
 /// names, that this certificate is the manifest's gateway's (with `ca` (DER), issued by that CA
 /// and valid when the manifest was made), every listed file's length and SHA-256, that no

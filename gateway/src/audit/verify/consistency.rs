@@ -15,7 +15,6 @@ use super::proof::{CheckpointJson, INCLUSION_PROOF_FORMAT, ProofError, check_aga
 use super::{CheckpointReader, Signers, certificates_pem, ensure_log};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::merkle::{Hash, RangeRoots, consistency_ranges, leaf_hash, verify_consistency};
-use crate::audit::retention::base_tree;
 use crate::audit::segment::SegmentReader;
 
 /// The `format` of a consistency proof document.
@@ -112,14 +111,15 @@ fn make(dir: &Path, old_size: u64, new_size: Option<u64>, kept: Option<&Checkpoi
     // Both checkpoints are checked against the records as they stream past, as for an inclusion
     // proof: a proof from a log that no longer matches them would fail later, blaming the wrong
     // thing.
-    let mut tree = base_tree(dir).map_err(log)?;
+    let mut tree = super::archive::starting_tree(dir).map_err(log)?;
     let first = tree.size();
     if old.tree_size < first || ranges.iter().any(|(lo, _)| *lo < first) {
-        return Err(log(format!(
-            "this proof needs records before {first}, which retention removed from {}; make it from the export \
-             archives that hold them (see exports.log)",
-            dir.display()
-        )));
+        let whence = if dir.join(super::MANIFEST_FILE).exists() {
+            "which this archive does not hold; make it from the live log, or from an archive that starts earlier"
+        } else {
+            "which retention removed; make it from the export archives that hold them (see exports.log)"
+        };
+        return Err(log(format!("this proof needs records before {first}, {whence} ({})", dir.display())));
     }
     let mut roots = RangeRoots::new(&ranges).starting_at(first);
     let mut records = SegmentReader::open_from(dir, first).map_err(|e| log(e.to_string()))?;

@@ -233,8 +233,8 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
     let signer_pem = certificates_pem(&[&signer.der]);
 
     let log_err = |e: crate::audit::segment::SegmentError| ProofError::Log(e.to_string());
-    let mut reader = SegmentReader::open(dir).map_err(log_err)?;
-    let mut tree = crate::audit::retention::base_tree(dir).map_err(ProofError::Log)?;
+    let mut tree = super::archive::starting_tree(dir).map_err(ProofError::Log)?;
+    let mut reader = SegmentReader::open_from(dir, tree.size()).map_err(log_err)?;
     let mut found: Option<(u64, Vec<u8>, PathBuilder)> = None;
     let mut record = ExchangeRecord::default();
     let n = cp.tree_size;

@@ -138,6 +138,9 @@ pub enum QueryError {
     /// The log is damaged (or unreadable) here.
     #[error(transparent)]
     Segments(#[from] SegmentError),
+    /// Where the log starts cannot be read (an archive's manifest, a trimmed log's base).
+    #[error("{0}")]
+    Start(String),
     /// A frame is intact but is not a record.
     #[error("record {seq}: the frame is intact but does not decode: {source}")]
     Decode {
@@ -161,7 +164,9 @@ pub fn query(
     each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
 ) -> Result<QuerySummary, QueryError> {
     ensure_log(dir)?;
-    let mut reader = SegmentReader::open(dir)?;
+    // An extracted archive starts where its manifest says, a trimmed log where retention left it.
+    let first = super::archive::starting_tree(dir).map_err(QueryError::Start)?.size();
+    let mut reader = SegmentReader::open_from(dir, first)?;
     let mut summary = QuerySummary::default();
     let mut record = ExchangeRecord::default();
     if limit == Some(0) {
