@@ -11,6 +11,7 @@
 //! | `/slow/{ms}/…` | 200 after sleeping `ms` milliseconds |
 //! | `/large/{bytes}/…` | 200, a body of `bytes` bytes streamed in 64 KiB chunks, without Content-Length ([`large_body`]) |
 //! | `/status/{code}/…` | that status, with a problem+json body of its own ([`status_body`]) |
+//! | `/cut/{bytes}/…` | 200 with a Content-Length of twice `bytes`, then `bytes` bytes: an answer that breaks off |
 //! | `/empty/…` | 204, no body |
 //! | `/partial/{n}/…` | 200, `ok`, once `n` bytes of the request body are in; the rest is read and dropped half a second later |
 //! | anything else | 200, `ok` |
@@ -362,6 +363,20 @@ async fn handle(
             *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
             resp.headers_mut().insert("x-upstream", HeaderValue::from_static("status"));
+            resp
+        }
+        ("cut", Some(n)) => {
+            // Promises twice the bytes it sends: the answer breaks off after it started.
+            // A stream, so that hyper takes the length from the header rather than the body; its
+            // end comes a moment later, so that the head and the first bytes have gone out.
+            let data = Bytes::from(large_body(usize::try_from(n).unwrap_or(0)));
+            let first = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(data))]);
+            let end = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Frame::data(Bytes::new()))
+            });
+            let mut resp = Response::new(StreamBody::new(futures_util::StreamExt::chain(first, end)).boxed());
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n * 2));
             resp
         }
         ("empty", _) => {

@@ -1058,6 +1058,20 @@ async fn an_upstream_refusing_connections_is_service_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_breaks_off_after_it_started_is_logged_under_its_exchange_id() {
+    Logs::capture();
+    let Setup { region, upstream: _upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    // The client sees the status, then a body cut short; it may not see the whole of either.
+    let _ = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/cut/4096"))).await;
+    let records = region.wait_records(1).await;
+    let rec = records.iter().find(|r| r.path.ends_with("/cut/4096")).expect("the exchange is logged");
+    assert_eq!(rec.error_type, "Server.ServerProxy.ServiceFailed", "{rec:#?}");
+    let logged = Logs::capture().lines_with(&rec.exchange_id).await;
+    assert!(logged.iter().any(|l| l.contains("the service's answer broke off after it started")), "{logged:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_too_slow_upstream_is_service_timeout() {
     let Setup { region, upstream, pki } = setup().await;
     let dinkes = pki.client(DINKES);

@@ -64,6 +64,11 @@ impl RecordBuilder {
         self.record.exchange_id = id.hyphenated().to_string();
     }
 
+    /// The exchange id set so far (empty before [`Self::set_exchange_id`]).
+    pub fn exchange_id(&self) -> &str {
+        &self.record.exchange_id
+    }
+
     /// The client the gateway established, from the certificate or an opted-in `X-Road-Client`.
     pub fn set_client(&mut self, client: &ClientId) {
         self.record.client = client.to_string();
