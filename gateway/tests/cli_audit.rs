@@ -1107,6 +1107,22 @@ fn proofs_are_made_from_an_archive_that_starts_after_record_0() {
 }
 
 #[test]
+fn query_selects_the_exchanges_that_crossed_a_peer() {
+    let log = Log::new(1);
+    // Every fourth of the next 40 crossed the neighbouring region's gateway.
+    let peer = |i: u64| if i.is_multiple_of(4) { "ID/PEMDA/1601/gw1" } else { "" };
+    log.write(&log.dir(), 1..41, &|i| ExchangeRecord { peer: peer(i).to_owned(), ..record(i) });
+    let expected: Vec<String> = (1_u64..41).filter(|i| i.is_multiple_of(4)).map(exchange_id).collect();
+    for pattern in ["ID/PEMDA/1601/gw1", "ID/PEMDA/1601/*"] {
+        let out = log.ok(&["audit", "query", "audit", "--peer", pattern, "--format", "jsonl"]);
+        let ids: Vec<String> = json_lines(&out).iter().map(|r| r["exchange_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids, expected, "--peer {pattern}");
+    }
+    let out = log.ok(&["audit", "query", "audit", "--peer", "ID/PEMDA/1603/*", "--format", "jsonl"]);
+    assert!(json_lines(&out).is_empty(), "{out}");
+}
+
+#[test]
 fn records_after_an_archives_last_checkpoint_are_not_recorded_for_retention() {
     let log = Log::new(300);
     assert_eq!(log.checkpoint_sizes(), [100, 200, 300]);

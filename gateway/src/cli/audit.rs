@@ -39,8 +39,8 @@ Examples:
     ///
     /// JSON lines carry the proto's field names, bytes as lowercase hex and each time both as
     /// RFC 3339 (e.g. "received_at") and as nanoseconds ("received_at_unix_nanos"). --client,
-    /// --service, --error-type, --method and --path match exactly, or as a prefix when they end
-    /// with '*'.
+    /// --service, --peer, --error-type, --method and --path match exactly, or as a prefix when
+    /// they end with '*'.
     #[command(after_help = "\
 Examples:
   splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
@@ -157,6 +157,10 @@ pub(crate) struct QueryArgs {
     /// The service (a trailing '*' matches a prefix).
     #[arg(long, value_name = "ID")]
     service: Option<String>,
+    /// The peer gateway the exchange crossed, either way (a trailing '*' matches a prefix:
+    /// 'ID/PEMDA/1601/*' for every gateway of that member).
+    #[arg(long, value_name = "ID")]
+    peer: Option<String>,
     /// The HTTP status: a code (404) or a class (4xx, 5xx).
     #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
     status: Option<StatusMatch>,
@@ -341,6 +345,7 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         error_type: args.error_type.map(pattern),
         method: args.method.map(pattern),
         path: args.path.map(pattern),
+        peer: args.peer.map(pattern),
         since_unix_nanos: args.since,
         until_unix_nanos: args.until,
         exchange_id: args.exchange_id,

@@ -93,6 +93,8 @@ pub struct Filter {
     pub method: Option<Pattern>,
     /// The request's path.
     pub path: Option<Pattern>,
+    /// The peer gateway the exchange crossed (`peer` in the record; empty for none).
+    pub peer: Option<Pattern>,
     /// Received at or after this time (nanoseconds since the Unix epoch).
     pub since_unix_nanos: Option<i64>,
     /// Received before this time.
@@ -110,6 +112,7 @@ impl Filter {
             && self.error_type.as_ref().is_none_or(|p| p.matches(&r.error_type))
             && self.method.as_ref().is_none_or(|p| p.matches(&r.method))
             && self.path.as_ref().is_none_or(|p| p.matches(&r.path))
+            && self.peer.as_ref().is_none_or(|p| p.matches(&r.peer))
             && self.since_unix_nanos.is_none_or(|t| r.received_at_unix_nanos >= t)
             && self.until_unix_nanos.is_none_or(|t| r.received_at_unix_nanos < t)
             && self.exchange_id.as_ref().is_none_or(|id| r.exchange_id.eq_ignore_ascii_case(id))
