@@ -241,14 +241,14 @@ impl AuditedBody {
         Some(self.audit.append(record.finish(), self.mode))
     }
 
-    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
     /// Logs an answer that broke off after it started, under its exchange id: the client sees
     /// only a cut stream, and the operator looks the exchange up by its id.
     fn log_broken(&self, what: &str) {
         let exchange = self.record.as_ref().map_or("", RecordBuilder::exchange_id);
-        tracing::warn!(exchange, "{what}");
+        tracing::warn!(exchange = %exchange, "{what}");
     }
 
+    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
     fn fail_grpc(&mut self, err: &GatewayError) {
         self.trailers = Some(grpc::error_trailers(err));
         self.ticket = self.close(Some(err.xroad_type()), Some(err.grpc_code().as_u32()));
@@ -329,15 +329,22 @@ impl Body for AuditedBody {
                             format!("{}: the service broke the call off: {why}", route.id).into(),
                         )
                     };
-                    this.log_broken(&err.to_string());
+                    if !over {
+                        this.log_broken(&err.to_string());
+                    }
                     this.fail_grpc(&err);
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    let why = splpd_adapters::http::root_cause(&e);
-                    this.log_broken(&format!(
-                        "{}: the service's answer broke off after it started: {why}",
-                        this.route.id
-                    ));
+                    // The client's own body over its limit can cut a streaming answer too: that is
+                    // the client's doing, and its record says so.
+                    let over = matches!(this.request_summary(), Some(Err(why)) if why.starts_with("body over"));
+                    if !over {
+                        let why = splpd_adapters::http::root_cause(&e);
+                        this.log_broken(&format!(
+                            "{}: the service's answer broke off after it started: {why}",
+                            this.route.id
+                        ));
+                    }
                     drop(this.close(Some("Server.ServerProxy.ServiceFailed"), None));
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }

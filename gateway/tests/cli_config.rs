@@ -359,6 +359,10 @@ fn a_signing_key_comes_with_its_own_certificate_for_the_gateway() {
     with("signing_key = \"pki/sign.key\"\nsigning_cert = \"pki/sign.crt\"\n");
     let (ok, _, err) = f.check();
     assert!(ok, "{err}");
+    // Both are taken from the configuration's folder, as `serve` reads them from wherever it runs.
+    let cfg = splpd_gateway::config::load(&f.config()).unwrap();
+    assert_eq!(cfg.audit.signing_key, Some(pki.join("sign.key")));
+    assert_eq!(cfg.audit.signing_cert, Some(pki.join("sign.crt")));
 }
 
 #[test]

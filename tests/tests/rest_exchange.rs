@@ -1068,7 +1068,10 @@ async fn an_answer_that_breaks_off_after_it_started_is_logged_under_its_exchange
     let rec = records.iter().find(|r| r.path.ends_with("/cut/4096")).expect("the exchange is logged");
     assert_eq!(rec.error_type, "Server.ServerProxy.ServiceFailed", "{rec:#?}");
     let logged = Logs::capture().lines_with(&rec.exchange_id).await;
-    assert!(logged.iter().any(|l| l.contains("the service's answer broke off after it started")), "{logged:#?}");
+    assert!(
+        logged.iter().any(|l| l.contains(" WARN ") && l.contains("the service's answer broke off after it started")),
+        "{logged:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,7 +331,25 @@ impl AuditSink for AuditLog {
 fn keep_signer_certificate(dir: &Path, cert: &Path, key_sha256: &[u8; 32]) -> Result<(), AuditLogError> {
     let target = dir.join(format!("signer-{}.crt", hex::encode(key_sha256)));
     if target.exists() {
-        return Ok(());
+        let kept = splpd_certs::load::read_certificates(&target).ok().and_then(|certs| certs.into_iter().next());
+        if kept.and_then(|der| super::verify::certificate_key_sha256(&der).ok()).as_ref() == Some(key_sha256) {
+            return Ok(());
+        }
+        // Not the key's certificate: kept so by a gateway that signed with `[audit] signing_key`
+        // before `signing_cert` existed, and no checkpoint of that key could be checked against it.
+        // It is put aside, not removed, and the key's own takes its place.
+        let aside = target.with_extension("crt.mismatched");
+        std::fs::rename(&target, &aside).map_err(|source| AuditLogError::Io {
+            what: format!("putting aside {}, which is not the signing key's certificate", target.display()),
+            source,
+        })?;
+        tracing::warn!(
+            "audit log: {} was not the certificate of the key that signs checkpoints; it is now {}, and the key's own \
+             certificate ({}) takes its place",
+            target.display(),
+            aside.display(),
+            cert.display()
+        );
     }
     std::fs::copy(cert, &target).map(|_| ()).map_err(|source| AuditLogError::Io {
         what: format!("copying the signer's certificate {} into {}", cert.display(), dir.display()),
@@ -365,34 +383,79 @@ pub fn read_checkpoints(dir: &Path) -> io::Result<Vec<Checkpoint>> {
     scan_checkpoints(&bytes, &path).map(|(checkpoints, _)| checkpoints)
 }
 
-/// The checkpoints in `bytes` (the file at `path`), and how many bytes their whole frames take:
-/// a last frame cut short or failing its CRC is a checkpoint whose write a crash interrupted,
-/// and is left out; damage anywhere before it is an error that says where.
+/// The largest checkpoint frame the log writes, with room to spare (one is about 200 bytes): a
+/// length field past it is damage, not the start of a checkpoint whose write was cut short.
+const MAX_CHECKPOINT_FRAME: usize = 4096;
+
+/// The checkpoints in `bytes` (the file at `path`), and how many bytes their whole frames take.
+/// What may follow them is the one checkpoint whose write a crash cut short, which is left out:
+/// bytes to the end that are no longer than one frame (the last whole one's size, give or take
+/// its signature's few bytes, or [`MAX_CHECKPOINT_FRAME`] with none before it) and start a frame
+/// that does not fit or fails its CRC; or zeros to the end. Anything else is damage, an error
+/// that says where: a tail longer than one frame would be whole checkpoints, lost to a damaged
+/// length field if it were cut.
 fn scan_checkpoints(bytes: &[u8], path: &Path) -> io::Result<(Vec<Checkpoint>, usize)> {
     let mut out = Vec::new();
     let mut at = 0usize;
+    let mut last_frame = 0usize;
+    let damaged = |at: usize, what: &str| {
+        io::Error::other(format!(
+            "{}: the checkpoint at byte {at} {what}; the file was changed or damaged (`splpd audit verify` on the \
+             folder says more)",
+            path.display()
+        ))
+    };
     while at < bytes.len() {
-        let Some(head) = bytes.get(at..at + 8) else { break };
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let Some(payload) = bytes.get(at + 8..at + 8 + len) else { break };
-        let last = at + 8 + len == bytes.len();
-        if crc32c::crc32c(payload) != crc {
-            if last {
+        let rest = &bytes[at..];
+        if rest.iter().all(|b| *b == 0) {
+            // Zeros to the end: space a crash left allocated but never written.
+            break;
+        }
+        let one_frame = if last_frame == 0 { MAX_CHECKPOINT_FRAME } else { last_frame + 16 };
+        // A torn write is the last thing written: no whole checkpoint follows it.
+        let torn = rest.len() <= one_frame && !holds_a_whole_frame(&rest[1..]);
+        let Some(head) = rest.get(..8) else {
+            if torn {
                 break;
             }
-            return Err(io::Error::other(format!(
-                "{}: the checkpoint at byte {at} fails its CRC; the file was changed or damaged",
-                path.display()
-            )));
+            return Err(damaged(at, "is cut short"));
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || 8 + len > MAX_CHECKPOINT_FRAME {
+            return Err(damaged(at, &format!("claims a length of {len} bytes, which no checkpoint has")));
         }
-        let cp = Checkpoint::decode(payload).map_err(|e| {
-            io::Error::other(format!("{}: the checkpoint at byte {at} does not decode: {e}", path.display()))
-        })?;
+        let Some(payload) = rest.get(8..8 + len) else {
+            if torn {
+                break;
+            }
+            return Err(damaged(at, "runs past the end of the file, with more than one checkpoint's bytes left"));
+        };
+        if crc32c::crc32c(payload) != crc {
+            if torn && 8 + len == rest.len() {
+                break;
+            }
+            return Err(damaged(at, "fails its CRC"));
+        }
+        let cp = Checkpoint::decode(payload).map_err(|e| damaged(at, &format!("does not decode ({e})")))?;
         out.push(cp);
+        last_frame = 8 + len;
         at += 8 + len;
     }
     Ok((out, at))
+}
+
+/// Whether a whole checkpoint frame (a plausible length, its CRC right) starts anywhere in
+/// `bytes`: tails are at most one frame long, so trying every offset is cheap.
+fn holds_a_whole_frame(bytes: &[u8]) -> bool {
+    (0..bytes.len()).any(|at| {
+        let Some(head) = bytes.get(at..at + 8) else { return false };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        len > 0
+            && 8 + len <= MAX_CHECKPOINT_FRAME
+            && bytes.get(at + 8..at + 8 + len).is_some_and(|payload| crc32c::crc32c(payload) == crc)
+    })
 }
 
 /// Opens the checkpoint file for appending, and returns the number of records its last
@@ -406,7 +469,10 @@ fn open_checkpoints(path: &Path) -> Result<(File, u64), AuditLogError> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(|e| io_err("reading", e))?;
     let (checkpoints, whole) = scan_checkpoints(&bytes, path).map_err(|e| AuditLogError::Io {
-        what: format!("{} is damaged; `splpd audit verify` on the folder says more", path.display()),
+        what: "the audit log's checkpoint file is damaged, so the gateway does not start on it (appending would \
+               hide the damage); keep a copy of the folder for the audit, then move the file aside to start with the \
+               records signed again"
+            .to_owned(),
         source: e,
     })?;
     if whole < bytes.len() {
@@ -668,6 +734,68 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = reopen(&options).unwrap_err().to_string();
         assert!(err.contains("is damaged") && err.contains("byte 0"), "{err}");
+    }
+
+    #[test]
+    fn only_one_checkpoints_worth_of_tail_or_zeros_count_as_torn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CHECKPOINTS_FILE);
+        let cp = Checkpoint { tree_size: 3, root_hash: vec![1; 32], ..Default::default() };
+        let whole = |n: usize| {
+            let mut f = File::create(&path).unwrap();
+            for _ in 0..n {
+                append_frame(&mut f, &cp.encode_to_vec()).unwrap();
+            }
+            std::fs::read(&path).unwrap()
+        };
+        let frame = whole(1).len();
+        // Zeros a crash left to the end are not checkpoints.
+        let mut bytes = whole(2);
+        bytes.extend_from_slice(&[0; 64]);
+        assert_eq!(scan_checkpoints(&bytes, &path).unwrap(), (vec![cp.clone(), cp.clone()], 2 * frame));
+        // A damaged length in the first of three makes the rest look cut short: more than one
+        // checkpoint's bytes, so it is damage, not a torn write to cut off.
+        let mut bytes = whole(3);
+        bytes[0] = bytes[0].wrapping_add(200);
+        let err = scan_checkpoints(&bytes, &path).unwrap_err().to_string();
+        assert!(err.contains("byte 0") && err.contains("more than one checkpoint"), "{err}");
+        // A length no checkpoint has is damage too, wherever it is.
+        let mut bytes = whole(2);
+        bytes[frame + 3] = 0x7f;
+        let err = scan_checkpoints(&bytes, &path).unwrap_err().to_string();
+        assert!(err.contains(&format!("byte {frame}")) && err.contains("no checkpoint has"), "{err}");
+        // A write cut short after two whole ones is the torn last one.
+        let bytes = whole(3);
+        let cut = &bytes[..3 * frame - 5];
+        assert_eq!(scan_checkpoints(cut, &path).unwrap().1, 2 * frame);
+    }
+
+    #[tokio::test]
+    async fn a_kept_certificate_that_is_not_the_signing_keys_is_put_aside_for_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = options_in(tmp.path(), 2);
+        let audit = options.segments.dir.clone();
+        std::fs::create_dir_all(&audit).unwrap();
+        let key = CheckpointSigner::load(&options.signing_key).unwrap().key_sha256().to_owned();
+        let kept = audit.join(format!("signer-{}.crt", hex::encode(key)));
+        // Another key's certificate under this key's name, as an older gateway left it.
+        let now = time::OffsetDateTime::now_utc();
+        let ca = Ca::open(&tmp.path().join("ca")).unwrap();
+        let other = (tmp.path().join("other.crt"), tmp.path().join("other.key"));
+        let id = Identity::Server("ID/PEMDA/1602/gw1".parse().unwrap());
+        ca.issue(&LeafRequest::new(id), KeyType::default(), &other.0, &other.1, false, now).unwrap();
+        std::fs::copy(&other.0, &kept).unwrap();
+
+        let log = AuditLog::open(&options).unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), std::fs::read(&options.signing_cert).unwrap());
+        assert_eq!(std::fs::read(kept.with_extension("crt.mismatched")).unwrap(), std::fs::read(&other.0).unwrap());
+        let tickets: Vec<_> = (0..2).map(|i| log.append(record(i), AuditMode::Sync)).collect();
+        for ticket in tickets {
+            ticket.await.unwrap();
+        }
+        log.shutdown().await.unwrap();
+        let report = crate::audit::verify::verify_log(&audit, None, &mut |_, _, _| {}).unwrap();
+        assert!(report.is_ok() && report.checkpoints > 0, "{:?}", report.problems);
     }
 
     #[test]

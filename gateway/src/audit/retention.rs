@@ -26,13 +26,13 @@ pub const EXPORTS_FILE: &str = "exports.log";
 /// One export archive, as `exports.log` records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportEntry {
-    /// The archive's path as given to the exporter.
+    /// The archive's path, made whole by the exporter.
     pub archive: String,
     /// SHA-256 of the archive file, lowercase hex.
     pub sha256: String,
     /// The first record the archive holds.
     pub first_seq: u64,
-    /// The last record the archive holds.
+    /// The last record the archive holds that a checkpoint in it covers.
     pub last_seq: u64,
     /// When it was written (RFC 3339).
     pub created: String,

@@ -119,5 +119,6 @@ impl Config {
         }
         fix(&mut self.audit.dir);
         self.audit.signing_key.iter_mut().for_each(fix);
+        self.audit.signing_cert.iter_mut().for_each(fix);
     }
 }

@@ -141,7 +141,7 @@ pub enum QueryError {
     /// The log is damaged (or unreadable) here.
     #[error(transparent)]
     Segments(#[from] SegmentError),
-    /// Where the log starts cannot be read (an archive's manifest, a trimmed log's base).
+    /// The folder's segments cannot be listed.
     #[error("{0}")]
     Start(String),
     /// A frame is intact but is not a record.
@@ -167,8 +167,13 @@ pub fn query(
     each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
 ) -> Result<QuerySummary, QueryError> {
     ensure_log(dir)?;
-    // An extracted archive starts where its manifest says, a trimmed log where retention left it.
-    let first = super::archive::starting_tree(dir).map_err(QueryError::Start)?.size();
+    // Every record there is, from the first segment on: an extracted archive starts after record
+    // 0, and a query reads records, it does not check the log (verify does), so that nothing in
+    // the folder is hidden from it, whatever a manifest or base.json says.
+    let first = crate::audit::segment::list_segments(dir)
+        .map_err(|e| QueryError::Start(format!("{}: {e}", dir.display())))?
+        .first()
+        .map_or(0, |(first, _)| *first);
     let mut reader = SegmentReader::open_from(dir, first)?;
     let mut summary = QuerySummary::default();
     let mut record = ExchangeRecord::default();
