@@ -568,7 +568,7 @@ impl Gateway {
                         }
                         Ok(Err(why)) => {
                             ctx.record.set_request_body_unfinished(rx.passed());
-                            why.starts_with("body over")
+                            crate::forward::over_limit(&why)
                         }
                         Err(_) => {
                             ctx.record.set_request_body_unfinished(rx.passed());

@@ -18,6 +18,14 @@ use tokio::sync::oneshot;
 
 use crate::audit::{BodyDigest, BodyHasher};
 
+/// How a request body's summary says it was cut at its size limit ("body over N bytes").
+const OVER_LIMIT: &str = "body over";
+
+/// Whether a request body's failure (`why`, from its summary) was its size limit.
+pub(crate) fn over_limit(why: &str) -> bool {
+    why.starts_with(OVER_LIMIT)
+}
+
 /// X-Road's message headers, set by the gateway, never taken from either side.
 pub mod xroad {
     use http::header::HeaderName;
@@ -310,7 +318,7 @@ where
                     this.bytes += data.len() as u64;
                     this.passed.store(this.bytes, Ordering::Relaxed);
                     if this.bytes > this.limit {
-                        this.fail(format!("body over {} bytes", this.limit));
+                        this.fail(format!("{OVER_LIMIT} {} bytes", this.limit));
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                     }
                     if let Some(sha) = &mut this.sha256 {

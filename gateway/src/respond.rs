@@ -241,6 +241,11 @@ impl AuditedBody {
         Some(self.audit.append(record.finish(), self.mode))
     }
 
+    /// Whether the request body was cut at its size limit: the client's doing, not the service's.
+    fn request_over_limit(&mut self) -> bool {
+        matches!(self.request_summary(), Some(Err(why)) if crate::forward::over_limit(why))
+    }
+
     /// Logs an answer that broke off after it started, under its exchange id: the client sees
     /// only a cut stream, and the operator looks the exchange up by its id.
     fn log_broken(&self, what: &str) {
@@ -319,7 +324,7 @@ impl Body for AuditedBody {
                 Poll::Ready(Some(Err(e))) if this.grpc => {
                     // The stream broke off: because the request went over its size limit (the
                     // gateway cut it off), or on the service's side.
-                    let over = matches!(this.request_summary(), Some(Err(why)) if why.starts_with("body over"));
+                    let over = this.request_over_limit();
                     let route = &this.route;
                     let err = if over {
                         GatewayError::BodyTooLarge { limit: route.max_request_body, service: route.id.to_string() }
@@ -337,7 +342,7 @@ impl Body for AuditedBody {
                 Poll::Ready(Some(Err(e))) => {
                     // The client's own body over its limit can cut a streaming answer too: that is
                     // the client's doing, and its record says so.
-                    let over = matches!(this.request_summary(), Some(Err(why)) if why.starts_with("body over"));
+                    let over = this.request_over_limit();
                     if !over {
                         let why = splpd_adapters::http::root_cause(&e);
                         this.log_broken(&format!(

@@ -413,9 +413,9 @@ fn scan_checkpoints(bytes: &[u8], path: &Path) -> io::Result<(Vec<Checkpoint>, u
         }
         let one_frame = if last_frame == 0 { MAX_CHECKPOINT_FRAME } else { last_frame + 16 };
         // A torn write is the last thing written: no whole checkpoint follows it.
-        let torn = rest.len() <= one_frame && !holds_a_whole_frame(&rest[1..]);
+        let torn = || rest.len() <= one_frame && !holds_a_whole_frame(&rest[1..]);
         let Some(head) = rest.get(..8) else {
-            if torn {
+            if torn() {
                 break;
             }
             return Err(damaged(at, "is cut short"));
@@ -426,13 +426,13 @@ fn scan_checkpoints(bytes: &[u8], path: &Path) -> io::Result<(Vec<Checkpoint>, u
             return Err(damaged(at, &format!("claims a length of {len} bytes, which no checkpoint has")));
         }
         let Some(payload) = rest.get(8..8 + len) else {
-            if torn {
+            if torn() {
                 break;
             }
             return Err(damaged(at, "runs past the end of the file, with more than one checkpoint's bytes left"));
         };
         if crc32c::crc32c(payload) != crc {
-            if torn && 8 + len == rest.len() {
+            if 8 + len == rest.len() && torn() {
                 break;
             }
             return Err(damaged(at, "fails its CRC"));
