@@ -102,14 +102,10 @@ impl ConnectFault {
     pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<Self> {
         let mut cur = Some(err);
         while let Some(e) = cur {
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            if let Some(tls) = tls_error(e) {
                 return Self::of_tls(tls);
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                // tokio-rustls hands rustls's error over inside an io::Error.
-                if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                    return Self::of_tls(tls);
-                }
                 use std::io::ErrorKind as K;
                 if matches!(io.kind(), K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable)
                     || io.to_string().contains("lookup address")
@@ -304,12 +300,30 @@ fn connection_limit(err: &(dyn std::error::Error + 'static)) -> Option<u32> {
     None
 }
 
+/// rustls's error, as such or inside `io::Error`s: tokio-rustls hands it over in one, and
+/// hyper-rustls's connector wraps that in another. (`io::Error::source` skips the error it
+/// wraps, so a chain of causes never reaches it.)
+fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = err;
+    loop {
+        if let Some(tls) = cur.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cur = cur.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+}
+
 /// The innermost cause of an error, which is what tells an operator what happened (under
 /// hyper's general "connection error" or "error reading a body").
 pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
     while let Some(next) = cur.source() {
         cur = next;
+    }
+    // rustls shows a verifier's own reason for refusing a certificate by its debug form
+    // (`Other(OtherError(..))`); the reason's words are what the operator needs.
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) = tls_error(cur) {
+        return format!("invalid peer certificate: {}", other.0);
     }
     cur.to_string()
 }
@@ -405,6 +419,9 @@ mod tests {
         assert_eq!(ConnectFault::of(&theirs), Some(ConnectFault::TheirCertificate));
         let plain = tls(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType));
         assert_eq!(ConnectFault::of(&plain), Some(ConnectFault::NotTls));
+        // hyper-rustls's connector wraps tokio-rustls's io::Error in one of its own.
+        let wrapped = std::io::Error::other(tls(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)));
+        assert_eq!(ConnectFault::of(&wrapped), Some(ConnectFault::TheirCertificate));
         // Over HTTP/2 the alert arrives as words only (h2 keeps an I/O error's kind and text).
         let flattened = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: UnknownCA");
         assert_eq!(ConnectFault::of(&flattened), Some(ConnectFault::RefusedByFarSide));
@@ -416,5 +433,26 @@ mod tests {
         // Anything else is not guessed at.
         assert_eq!(ConnectFault::of(&io(std::io::ErrorKind::PermissionDenied)), None);
         assert_eq!(ConnectFault::of(&tls(rustls::Error::DecryptError)), None);
+    }
+
+    #[test]
+    fn a_verifiers_own_reason_for_refusing_a_certificate_is_told_in_its_words() {
+        #[derive(Debug)]
+        struct Reason;
+        impl std::fmt::Display for Reason {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("it identifies someone else")
+            }
+        }
+        impl std::error::Error for Reason {}
+        let refused =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(Reason))));
+        let wrapped = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, refused));
+        assert_eq!(root_cause(&wrapped), "invalid peer certificate: it identifies someone else");
+        assert_eq!(ConnectFault::of(&wrapped), Some(ConnectFault::TheirCertificate));
+        // Any other error keeps its own words.
+        let other =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError));
+        assert_eq!(root_cause(&other), "cannot decrypt peer's message");
     }
 }

@@ -487,15 +487,15 @@ impl ServerCertVerifier for PeerVerifier {
         }
         let cert = match X509Certificate::from_der(end_entity) {
             Ok((_, cert)) => cert,
-            Err(e) => return Err(rustls::Error::General(format!("the peer's certificate cannot be read: {e}"))),
+            Err(e) => return Err(not_the_peer(format!("the peer's certificate cannot be read: {e}"))),
         };
         match identity_of(&cert) {
             Ok(Identity::Server(id)) if id == self.expected => Ok(ServerCertVerified::assertion()),
-            Ok(other) => Err(rustls::Error::General(format!(
+            Ok(other) => Err(not_the_peer(format!(
                 "the certificate at this endpoint identifies {other}, not peer {}",
                 self.expected
             ))),
-            Err(e) => Err(rustls::Error::General(format!(
+            Err(e) => Err(not_the_peer(format!(
                 "the certificate at this endpoint carries no identity of peer {}: {e}",
                 self.expected
             ))),
@@ -523,6 +523,21 @@ impl ServerCertVerifier for PeerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
     }
+}
+
+/// A peer's certificate that verifies but is not the peer's, as rustls's error for a bad
+/// certificate: the connector then tells it as the far side's certificate (not as rustls's
+/// "unexpected error"), and the peer is sent `certificate_unknown` rather than `internal_error`.
+fn not_the_peer(why: String) -> rustls::Error {
+    #[derive(Debug)]
+    struct NotThePeer(String);
+    impl std::fmt::Display for NotThePeer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for NotThePeer {}
+    rustls::CertificateError::Other(rustls::OtherError(Arc::new(NotThePeer(why)))).into()
 }
 
 /// The national client secret, from `client_secret_file` (a trailing newline, which editors

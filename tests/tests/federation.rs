@@ -7,6 +7,9 @@
 // Test fixtures fail loudly: a panic is the right report for a broken test setup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use http::StatusCode;
 use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{ProbeUpstream, request};
@@ -256,11 +259,7 @@ async fn calls_go_both_ways_and_a_peer_speaks_only_for_its_own_region() {
     // B's gateway certificate asserting a client of A's region: refused by A, however B's
     // certificate is genuine. (The call is made directly with B's certificate, as a B that
     // tried it would.)
-    let b_cert = splpd_tests::ClientCert {
-        identity: "ID/PEMDA/1601/gw1".into(),
-        chain: t.pki.peer_gateway(),
-        key: splpd_certs::load::read_private_key(&t.pki.dir().join("gw-1601.key")).unwrap(),
-    };
+    let b_cert = b_gateway_cert(&t.pki);
     let reply = t.a.call(Some(&b_cert), Proto::H2, nik_call(A_NIK, "ID/PEMDA/1602/RSUD")).await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.xroad_error(), Some("Client.InvalidClientIdentity"));
@@ -418,30 +417,43 @@ async fn national_services_are_called_at_tenant_urls_with_a_cached_token() {
     t.b.stop().await;
 }
 
-/// A server holding B's genuine gateway certificate that answers every call with 200 and the
-/// given `X-Road-Request-Hash` (or none): a peer whose answer does not belong to the request.
-async fn forged_peer(pki: &Pki, hash: Option<&'static str>) -> std::net::SocketAddr {
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let cert = splpd_tests::ClientCert {
+/// B's genuine gateway certificate.
+fn b_gateway_cert(pki: &Pki) -> splpd_tests::ClientCert {
+    splpd_tests::ClientCert {
         identity: "ID/PEMDA/1601/gw1".into(),
         chain: pki.peer_gateway(),
         key: splpd_certs::load::read_private_key(&pki.dir().join("gw-1601.key")).unwrap(),
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(splpd_tests::grpc::h2_server_config(&cert));
+    }
+}
+
+/// A server holding `cert` that answers every call with 200 and the given
+/// `X-Road-Request-Hash` (or none), counting the calls it answers: with B's genuine
+/// certificate, a peer whose answer does not belong to the request.
+async fn forged_peer(
+    cert: &splpd_tests::ClientCert,
+    hash: Option<&'static str>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let acceptor = tokio_rustls::TlsAcceptor::from(splpd_tests::grpc::h2_server_config(cert));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&answered);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let (acceptor, count) = (acceptor.clone(), Arc::clone(&count));
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| async move {
-                    let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
-                    if let Some(h) = hash {
-                        resp.headers_mut().insert("x-road-request-hash", http::HeaderValue::from_static(h));
+                let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
+                        if let Some(h) = hash {
+                            resp.headers_mut().insert("x-road-request-hash", http::HeaderValue::from_static(h));
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
-                    Ok::<_, std::convert::Infallible>(resp)
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
@@ -449,14 +461,14 @@ async fn forged_peer(pki: &Pki, hash: Option<&'static str>) -> std::net::SocketA
             });
         }
     });
-    addr
+    (addr, answered)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_does_not_prove_its_request_is_not_passed_on() {
     let pki = Pki::new();
-    let wrong = forged_peer(&pki, Some("dGhpcyBpcyBub3QgdGhlIGhhc2g=")).await;
-    let missing = forged_peer(&pki, None).await;
+    let (wrong, _) = forged_peer(&b_gateway_cert(&pki), Some("dGhpcyBpcyBub3QgdGhlIGhhc2g=")).await;
+    let (missing, _) = forged_peer(&b_gateway_cert(&pki), None).await;
     let peer = |addr: std::net::SocketAddr, prefix: &str| {
         format!(
             "[[peer]]\nid = \"ID/PEMDA/1601/gw1\"\nendpoints = [\"https://{addr}\"]\nauthoritative = [\"{prefix}\"]\n\
@@ -478,4 +490,34 @@ async fn an_answer_that_does_not_prove_its_request_is_not_passed_on() {
     }
     a_wrong.stop().await;
     a_missing.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_endpoint_showing_another_gateways_certificate_gets_no_call() {
+    Logs::capture();
+    let pki = Pki::new();
+    // A certificate of B's own CA, for the endpoint's address, but for another gateway of B's
+    // region: whoever holds it may not answer for B's gateway.
+    let (other, answered) = forged_peer(&pki.rogue_peer_server("ID/PEMDA/1601/gw2"), Some("x")).await;
+    let a = RegionBuilder::new(&pki)
+        .grant(&grant(B_NIK, RSUD))
+        .toml(&format!(
+            "[[peer]]\nid = \"ID/PEMDA/1601/gw1\"\nendpoints = [\"https://{other}\"]\n\
+             authoritative = [\"ID/PEMDA/1601\"]\ntrust_anchor = \"peer-1601\"\n"
+        ))
+        .start()
+        .await;
+    let reply = a.call(Some(&pki.client(RSUD)), Proto::H1, nik_call(B_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert!(reply.text().contains("could not reach peer gateway ID/PEMDA/1601/gw1"), "{}", reply.text());
+    assert_eq!(answered.load(Ordering::SeqCst), 0, "the call went to a gateway that is not the peer");
+    let record = a.record(reply.exchange_id()).await;
+    assert!(record.attempts.iter().all(|a| a.outcome.starts_with("no connection")), "{record:#?}");
+    // The operator is told whose certificate answered and what the peer's must carry.
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    let line = logged.iter().find(|l| l.contains("identifies")).unwrap_or_else(|| panic!("{logged:#?}"));
+    assert!(line.contains("identifies server ID/PEMDA/1601/gw2, not peer ID/PEMDA/1601/gw1"), "{line}");
+    assert!(line.contains("carries urn:splp:server:ID:PEMDA:1601:gw1"), "{line}");
+    assert!(!line.contains("unexpected error") && !line.contains("OtherError"), "{line}");
+    a.stop().await;
 }
