@@ -13,6 +13,7 @@ pub mod forward;
 pub mod grpc;
 pub mod identify;
 pub mod limit;
+pub mod linger;
 pub mod local;
 pub mod memory;
 pub mod peer;

@@ -16,6 +16,7 @@ use crate::coalesce::{Coalesce, Turns};
 use crate::edge::{self, Activity, Admission, EdgeStats, HttpVersion};
 use crate::exchange::{Connection, Gateway};
 use crate::identify::{self, ConnectionAuth};
+use crate::linger::Linger;
 use crate::reload::LiveConnection;
 use crate::runtime::{ListenerRuntime, Snapshot};
 
@@ -212,19 +213,23 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
             if version == HttpVersion::Http2 {
                 let turns = Turns::default();
-                let io = TokioIo::new(Coalesce::new(tls, turns.clone()));
+                let io = TokioIo::new(Coalesce::new(Linger::new(tls), turns.clone()));
                 turns.count(run_http(gateway, &snap, conn, version, io, activity, shutdown)).await;
             } else {
-                run_http(gateway, &snap, conn, version, TokioIo::new(tls), activity, shutdown).await;
+                run_http(gateway, &snap, conn, version, TokioIo::new(Linger::new(tls)), activity, shutdown).await;
             }
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
             let conn = LiveConnection::new(conn, None, generation);
-            run_http(gateway, &snap, conn, HttpVersion::Detect, TokioIo::new(tcp), activity, shutdown).await;
+            run_http(gateway, &snap, conn, HttpVersion::Detect, TokioIo::new(Linger::new(tcp)), activity, shutdown)
+                .await;
         }
     }
 }
+
+/// How long after an answer that closes an HTTP/2 connection its GOAWAY is sent.
+const GOAWAY_AFTER_REFUSAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A connection's "close after this answer": the signal to `run_http`, and the mark its later
 /// requests see.
@@ -277,8 +282,18 @@ async fn run_http<I>(
                     // this one would still be served.
                     if http1 {
                         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                        close.notify.notify_one();
+                    } else {
+                        // HTTP/2's GOAWAY comes a moment after the answer, not with it: hyper's
+                        // client drops an answer it has received but not yet handed over when
+                        // the connection ends under it (hyper issue 2500), and it ends the
+                        // connection as soon as a GOAWAY leaves it no open stream.
+                        let close = Arc::clone(&close);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(GOAWAY_AFTER_REFUSAL).await;
+                            close.notify.notify_one();
+                        });
                     }
-                    close.notify.notify_one();
                 }
                 if head { edge::answer_head(resp, || gateway.audit().health().is_available()).await } else { resp }
             });
