@@ -276,6 +276,20 @@ fn unreadable_certificate_file_is_named() {
 }
 
 #[test]
+fn an_openapi_setting_naming_anything_but_an_openapi_document_is_refused() {
+    // The document is served to every caller: a slip of the path must not publish a key.
+    let f = Fixture::new();
+    f.edit("openapi = \"openapi/nik-verify.json\"", "openapi = \"pki/gw1.key\"");
+    let err = f.fails_at(f.line_of("openapi = \"pki/gw1.key\""), "is not an OpenAPI document");
+    assert!(err.contains("PEM data"), "{err}");
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("notes.txt"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    f.edit("openapi = \"openapi/nik-verify.json\"", "openapi = \"notes.txt\"");
+    let err = f.fails_at(f.line_of("openapi = \"notes.txt\""), "is not an OpenAPI document");
+    assert!(err.contains("top-level `openapi:`"), "{err}");
+}
+
+#[test]
 fn a_certificate_file_holding_a_key_is_refused() {
     let f = Fixture::new();
     f.edit("ca = \"pki/peer-1601/ca.crt\"", "ca = \"pki/gw1.key\"");

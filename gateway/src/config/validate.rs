@@ -611,7 +611,15 @@ impl Validator<'_, '_, '_> {
                 self.rate(at!["service", i, "rate_limit"], rl.per_second, rl.burst);
             }
             if let Some(doc) = &s.openapi {
-                self.readable(at!["service", i, "openapi"], doc, "OpenAPI document");
+                let file = self.file(doc);
+                if let Err(why) = crate::local::directory::check_openapi_file(&file) {
+                    self.err(
+                        at!["service", i, "openapi"],
+                        why,
+                        "point `openapi` at the service's OpenAPI document (JSON or YAML); it is served to every \
+                         caller (relative paths start at the configuration file's folder)",
+                    );
+                }
             }
             super::resilience::check(self.loc, i, s);
             if s.max_request_body.is_some_and(|b| b.0 == 0) {

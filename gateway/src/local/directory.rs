@@ -109,6 +109,16 @@ pub enum DirectoryError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is not an OpenAPI document.
+    #[error("service {service}: {} is not an OpenAPI document: {why}", .path.display())]
+    NotOpenApi {
+        /// The service.
+        service: ServiceId,
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        why: Box<str>,
+    },
     /// A JSON OpenAPI document is not JSON.
     #[error(
         "service {service}: its OpenAPI document {} is not valid JSON ({source}); fix it, or give a YAML \
@@ -250,15 +260,62 @@ fn read_document(service: &ServiceId, path: &Path) -> Result<Document, Directory
         path: path.to_owned(),
         source,
     })?;
+    let media_type = media_type(path, &text);
+    if let Err(why) = check_openapi(&text, media_type) {
+        return Err(DirectoryError::NotOpenApi { service: service.clone(), path: path.to_owned(), why: why.into() });
+    }
+    Ok(Document { text: text.into(), media_type })
+}
+
+/// JSON or YAML, by the file's name, else by its first character.
+fn media_type(path: &Path, text: &[u8]) -> &'static str {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    let media_type = match ext.as_deref() {
+    match ext.as_deref() {
         Some("json") => JSON,
         Some("yaml" | "yml") => YAML,
         // No telling extension: a JSON document starts with `{`.
         _ if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => JSON,
         _ => YAML,
-    };
-    Ok(Document { text: text.into(), media_type })
+    }
+}
+
+/// Whether the file `openapi` names is an OpenAPI document (or Swagger 2's): a JSON object, or
+/// YAML, with a top-level `openapi` (`swagger`) field. The document is served to every caller,
+/// so a wrong path (the gateway's key, a system file) must not start, not go out.
+fn check_openapi(text: &[u8], media_type: &str) -> Result<(), String> {
+    const KEYS: [&str; 2] = ["openapi", "swagger"];
+    let pem = text.windows(11).any(|w| w == b"-----BEGIN ");
+    if pem {
+        return Err("it holds PEM data (a key or a certificate), which must never be served".into());
+    }
+    if media_type == JSON {
+        let value: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| format!("it is not valid JSON ({e})"))?;
+        let object = value.as_object().ok_or("its JSON is not an object")?;
+        return match KEYS.iter().any(|k| object.get(*k).is_some_and(serde_json::Value::is_string)) {
+            true => Ok(()),
+            false => Err("its JSON has no top-level \"openapi\" (or \"swagger\") version field".into()),
+        };
+    }
+    let text = std::str::from_utf8(text).map_err(|_| "it is neither UTF-8 JSON nor YAML")?;
+    // No YAML parser here: a top-level mapping key starts its line, quoted or not.
+    let top_level = text.lines().any(|line| {
+        let key = line.split(':').next().unwrap_or_default().trim_end();
+        line.contains(':') && KEYS.iter().any(|k| [*k, &format!("\"{k}\""), &format!("'{k}'")].contains(&key))
+    });
+    match top_level {
+        true => Ok(()),
+        false => Err("it has no top-level `openapi:` (or `swagger:`) version field; an OpenAPI document in YAML \
+                      starts with one"
+            .into()),
+    }
+}
+
+/// Checks that `path` holds an OpenAPI document, for `config check`: why not, if not.
+pub fn check_openapi_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read OpenAPI document {}: {e}", path.display()))?;
+    check_openapi(&text, media_type(path, &text))
+        .map_err(|why| format!("{} is not an OpenAPI document: {why}", path.display()))
 }
 
 /// The endpoints a JSON OpenAPI document describes: every method of every path, with templated
@@ -565,5 +622,23 @@ valid_until = 2099-01-01T00:00:00Z
         assert_eq!(rujukan.valid_until, Some(time::macros::datetime!(2099-01-01 00:00 UTC)));
         // listMethods says nothing of anyone's grants.
         assert!(d.services(&disdukcapil).unwrap().iter().all(|s| s.terms == crate::authorize::GrantTerms::default()));
+    }
+
+    #[test]
+    fn only_an_openapi_document_is_taken_for_one() {
+        let ok = |text: &str, media| check_openapi(text.as_bytes(), media);
+        assert_eq!(ok(r#"{"openapi": "3.0.3", "paths": {}}"#, JSON), Ok(()));
+        assert_eq!(ok(r#"{"swagger": "2.0"}"#, JSON), Ok(()));
+        assert_eq!(ok("# comment\nopenapi: 3.1.0\ninfo: {}\n", YAML), Ok(()));
+        assert_eq!(ok("\"openapi\": \"3.0.0\"\n", YAML), Ok(()));
+        let why = |text: &str, media| check_openapi(text.as_bytes(), media).unwrap_err();
+        assert!(why("-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n", YAML).contains("PEM"));
+        assert!(why("{\"openapi\": \"3.0.3\", \"x\": \"-----BEGIN CERTIFICATE-----\"}", JSON).contains("PEM"));
+        assert!(why("{\"paths\": {}}", JSON).contains("no top-level"));
+        assert!(why("[1, 2]", JSON).contains("not an object"));
+        assert!(why("{not json", JSON).contains("not valid JSON"));
+        assert!(why("root:x:0:0:root:/root:/bin/bash\n", YAML).contains("no top-level"));
+        // Nested, the key does not make a document.
+        assert!(why("info:\n  openapi: 3.0.0\n", YAML).contains("no top-level"));
     }
 }
