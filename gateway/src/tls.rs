@@ -238,6 +238,63 @@ pub struct CrlStatus {
     /// Its next update: past it, every certificate of the anchor's CA is refused. `None` when
     /// the CRL names none.
     pub next_update: Option<time::OffsetDateTime>,
+    /// When it was issued.
+    pub this_update: time::OffsetDateTime,
+    /// Its CRL number, when it has one.
+    pub number: Option<x509_parser::num_bigint::BigUint>,
+    /// The SubjectPublicKeyInfo of the CA whose signature it carries: CRLs of one CA, and only
+    /// those, are in a sequence.
+    pub signer: Box<[u8]>,
+}
+
+impl CrlStatus {
+    /// Why this CRL, read on a reload, must not replace `in_force`: it is an older one of the
+    /// same CA (a lower CRL number, or without numbers an earlier issue), which would let
+    /// certificates revoked since back in. `None` when it may, or when the two are of different
+    /// CAs.
+    pub fn older_than(&self, in_force: &CrlStatus) -> Option<String> {
+        if self.signer != in_force.signer {
+            return None;
+        }
+        let older = match (&self.number, &in_force.number) {
+            (Some(new), Some(old)) => new < old,
+            _ => self.this_update < in_force.this_update,
+        };
+        let describe = |c: &CrlStatus| match &c.number {
+            Some(n) => format!("number {n}, issued {}", rfc3339(c.this_update)),
+            None => format!("issued {}", rfc3339(c.this_update)),
+        };
+        older.then(|| {
+            format!(
+                "trust anchor {:?}: CRL {} ({}) is older than the one in force ({}), so certificates its CA has \
+                 revoked since would be let back in; put the CA's latest CRL there (`splpd certs crl --ca DIR` signs \
+                 a fresh one)",
+                self.anchor,
+                self.path.display(),
+                describe(self),
+                describe(in_force)
+            )
+        })
+    }
+}
+
+/// Why a reload's CRLs must not replace those in force: for some CA, the latest CRL read is
+/// older than the latest in force (see [`CrlStatus::older_than`]).
+pub fn older_crls(new: &[CrlStatus], in_force: &[CrlStatus]) -> Option<String> {
+    let latest = |all: &'_ [CrlStatus], signer: &[u8]| {
+        all.iter()
+            .filter(|c| *c.signer == *signer)
+            .max_by(|a, b| a.number.cmp(&b.number).then(a.this_update.cmp(&b.this_update)))
+            .cloned()
+    };
+    new.iter().find_map(|c| {
+        let (read, kept) = (latest(new, &c.signer)?, latest(in_force, &c.signer)?);
+        read.older_than(&kept)
+    })
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// How long before a CRL's next update the gateway starts saying so.
@@ -378,15 +435,19 @@ impl TrustStore {
                 "was issued by {issuer}, which is not a CA of this anchor; list each CRL under the anchor of the CA that signed it"
             )));
         }
-        if !same_name.any(|ca| ca.public_key().is_some_and(|key| crl.verify_signature(&key).is_ok())) {
+        let Some(signer) = same_name.find(|ca| ca.public_key().is_some_and(|key| crl.verify_signature(&key).is_ok()))
+        else {
             return Err(unusable(format!(
                 "names {issuer} as its issuer, but its signature does not verify with that CA's key; fetch it again from the CA"
             )));
-        }
+        };
         let status = CrlStatus {
             anchor: anchor.to_owned(),
             path: path.to_owned(),
             next_update: crl.next_update().map(|t| t.to_datetime()),
+            this_update: crl.last_update().to_datetime(),
+            number: crl.crl_number().cloned(),
+            signer: signer.spki.clone(),
         };
         // Not fatal: the operator may be about to replace it, and reloading must not fail
         // because of it. But every certificate of this CA is refused once it has expired.
@@ -1071,12 +1132,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn only_an_older_crl_of_the_same_ca_is_taken_for_a_step_back() {
+        let now = time::OffsetDateTime::now_utc();
+        let crl = |signer: &[u8], number: Option<u32>, age: i64| CrlStatus {
+            anchor: "region".into(),
+            path: "crl.pem".into(),
+            next_update: None,
+            this_update: now - Duration::days(age),
+            number: number.map(Into::into),
+            signer: signer.into(),
+        };
+        // By number, whatever the dates say.
+        let why = crl(b"ca", Some(2), 0).older_than(&crl(b"ca", Some(3), 5)).expect("a lower number");
+        assert!(why.contains("number 2") && why.contains("number 3") && why.contains("older than the one in force"));
+        assert_eq!(crl(b"ca", Some(3), 5).older_than(&crl(b"ca", Some(3), 0)), None);
+        assert_eq!(crl(b"ca", Some(4), 5).older_than(&crl(b"ca", Some(3), 0)), None);
+        // Without numbers, by when they were issued.
+        assert!(crl(b"ca", None, 2).older_than(&crl(b"ca", None, 1)).is_some());
+        assert_eq!(crl(b"ca", None, 1).older_than(&crl(b"ca", None, 2)), None);
+        // Another CA's (a new key under the same name) starts a sequence of its own.
+        assert_eq!(crl(b"new", Some(1), 0).older_than(&crl(b"ca", Some(9), 0)), None);
+        // With several files of one CA, the latest of each side counts.
+        let in_force = [crl(b"ca", Some(2), 9), crl(b"ca", Some(5), 1)];
+        assert!(older_crls(&[crl(b"ca", Some(4), 0)], &in_force).is_some());
+        assert_eq!(older_crls(&[crl(b"ca", Some(1), 9), crl(b"ca", Some(5), 1)], &in_force), None);
+    }
+
+    #[test]
     fn a_crl_near_or_past_its_next_update_is_a_concern_saying_what_to_do() {
         let now = time::OffsetDateTime::now_utc();
         let status = |days: i64| CrlStatus {
             anchor: "region".into(),
             path: "/etc/splpd/pki/crl.pem".into(),
             next_update: Some(now + Duration::days(days)),
+            this_update: now,
+            number: None,
+            signer: Box::default(),
         };
         assert_eq!(status(8).concern(now), None);
         let soon = status(3).concern(now).expect("three days ahead");

@@ -211,6 +211,70 @@ async fn a_connection_opened_before_a_reload_is_refused_once_a_new_crl_revokes_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_crl_put_back_is_refused_and_the_revocation_stays_in_force() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    let (cert, serial) = pki.revocable_client(DINKES);
+    let crl = pki.dir().join("region/crl.pem");
+    let before = std::fs::read(&crl).unwrap();
+    pki.revoke(&serial);
+    reloader.reload().await.unwrap();
+    let call = || region.call(Some(&cert), Proto::H1, Call::get(format!("/r1/{SERVICE}/json/x")));
+    assert!(call().await.is_err(), "the revoked certificate got past the handshake");
+
+    // The CRL from before the revocation, genuine and still within its validity, put back (a
+    // backup restored, a stale copy from the CA's host): the reload is refused.
+    std::fs::write(&crl, &before).unwrap();
+    let err = reloader.reload().await.unwrap_err();
+    assert!(matches!(err, ReloadError::OlderCrl(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("is older than the one in force") && text.contains("splpd certs crl"), "{text}");
+    assert!(call().await.is_err(), "the older CRL let a revoked certificate back in");
+    assert!(upstream.received().is_empty());
+
+    // A CRL of the same age as the one in force, or newer, is taken.
+    pki.revoke(&pki.revocable_client(RSUD).1);
+    reloader.reload().await.unwrap();
+    reloader.reload().await.unwrap();
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_put_back_as_in_force_after_a_refused_edit_clears_the_refusal() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let reloader = std::sync::Arc::new(Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway())));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watching = tokio::spawn(std::sync::Arc::clone(&reloader).run(stopped));
+    let good = std::fs::read_to_string(region.config_path()).unwrap();
+    // Writes `text` (again, each second, in case the watcher started after a write) until `done`.
+    let write_until = async |text: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..20 {
+            std::fs::write(region.config_path(), text).unwrap();
+            for _ in 0..20 {
+                if done() {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        false
+    };
+    let broken = format!("{good}\noops = \n");
+    assert!(write_until(&broken, &|| reloader.last_refused().is_some()).await, "the broken edit was not refused");
+    assert!(
+        write_until(&good, &|| reloader.last_refused().is_none()).await,
+        "the refusal stayed after the file was put back"
+    );
+    stop.send(true).unwrap();
+    watching.await.unwrap();
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_stop_open_exchanges_finish_within_the_drain_timeout_and_later_ones_are_logged_abandoned() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;

@@ -53,6 +53,9 @@ pub enum ReloadError {
          stays; `splpd config apply` and the admin API do not write it)"
     )]
     Listeners(String),
+    /// A CRL it names is older than the one of the same CA in force.
+    #[error("{0}")]
+    OlderCrl(String),
     /// The compiling task failed.
     #[error("the reload task failed: {0}")]
     Task(String),
@@ -330,6 +333,7 @@ impl Reloader {
             audit: self.audit.clone(),
             telemetry: serde_json::to_value(&self.telemetry).ok(),
             signing_key: self.signing_key,
+            crls: self.gateway.snapshot().trust.crl_status().to_vec(),
         }
     }
 
@@ -402,7 +406,15 @@ impl Reloader {
                 // Asked under the lock: a change through the admin listener has either not
                 // written the file yet, or has put its text in force.
                 if self.already_in_force(&changed) {
-                    tracing::debug!("the configuration file holds the version in force; nothing to reload");
+                    // Put back as it was: a refusal of the edit in between no longer stands.
+                    match lock(&self.last_refused).take() {
+                        Some(refused) => tracing::info!(
+                            "the configuration file holds the version in force again; the refused version {} is \
+                             gone, and nothing needs reloading",
+                            refused.version
+                        ),
+                        None => tracing::debug!("the configuration file holds the version in force; nothing to reload"),
+                    }
                     continue;
                 }
                 let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
@@ -480,6 +492,8 @@ struct Checker {
     telemetry: Option<serde_json::Value>,
     /// The SHA-256 of the key file the audit log was opened with.
     signing_key: Option<[u8; 32]>,
+    /// The CRLs in force: a configuration may not put an older one of the same CA in their place.
+    crls: Vec<crate::tls::CrlStatus>,
 }
 
 impl Checker {
@@ -495,7 +509,11 @@ impl Checker {
             telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != self.telemetry,
             signing_key_changed: self.signing_key.is_some() && key_now != self.signing_key,
         };
-        Ok((Snapshot::build(config)?, report))
+        let snapshot = Snapshot::build(config)?;
+        if let Some(why) = crate::tls::older_crls(snapshot.trust.crl_status(), &self.crls) {
+            return Err(ReloadError::OlderCrl(why));
+        }
+        Ok((snapshot, report))
     }
 }
 
