@@ -78,6 +78,8 @@ pub struct Snapshot {
     pub gateway_id: ServerId,
     /// Trust anchors, CRLs and identity mappings.
     pub trust: TrustStore,
+    /// The gateway's own certificate and key.
+    pub gateway_cert: GatewayCert,
     /// The listeners.
     pub listeners: Vec<Arc<ListenerRuntime>>,
     /// Local services by identifier.
@@ -201,6 +203,7 @@ impl Snapshot {
             limiter: Limiter::new(&config),
             limits: config.limits.clone(),
             trust,
+            gateway_cert: gateway,
             listeners,
             routes,
             grpc_services,

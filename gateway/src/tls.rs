@@ -501,7 +501,12 @@ fn parse_certificate<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<
 #[derive(Debug, Clone)]
 pub struct GatewayCert {
     certified: Arc<CertifiedKey>,
+    /// The end of its end-entity certificate's validity.
+    not_after: time::OffsetDateTime,
 }
+
+/// How long before the gateway's certificate expires the gateway starts saying so.
+pub const GATEWAY_CERT_WARNING: time::Duration = time::Duration::days(30);
 
 impl GatewayCert {
     /// Loads the chain (end-entity certificate first) and its private key, checking they match.
@@ -509,10 +514,22 @@ impl GatewayCert {
         let chain = load::read_certificates(cert).map_err(|cause| TlsSetupError::GatewayCert { cause })?;
         let key_der: PrivateKeyDer<'static> =
             load::read_private_key(key).map_err(|cause| TlsSetupError::GatewayKey { cause })?;
+        let not_after = match chain.first().map(|der| parse_certificate(der)) {
+            Some(Ok(leaf)) => leaf.validity().not_after.to_datetime(),
+            Some(Err(reason)) => {
+                return Err(TlsSetupError::GatewayCert {
+                    cause: load::LoadError::Pem { path: cert.to_owned(), reason },
+                });
+            }
+            None => {
+                let cause = load::LoadError::Missing { path: cert.to_owned(), wanted: "certificate", found: None };
+                return Err(TlsSetupError::GatewayCert { cause });
+            }
+        };
         let certified = CertifiedKey::from_der(chain, key_der, &aws_lc_rs::default_provider()).map_err(|e| {
             TlsSetupError::GatewayKeyMismatch { cert: cert.to_owned(), key: key.to_owned(), reason: e.to_string() }
         })?;
-        Ok(Self { certified: Arc::new(certified) })
+        Ok(Self { certified: Arc::new(certified), not_after })
     }
 
     /// Loads `[gateway] cert` and `key` of a configuration.
@@ -520,7 +537,35 @@ impl GatewayCert {
         if let Some(concern) = key_file_concern(&config.gateway.key) {
             tracing::warn!("{concern}");
         }
-        Self::load(&config.gateway.cert, &config.gateway.key)
+        let loaded = Self::load(&config.gateway.cert, &config.gateway.key)?;
+        if let Some(concern) = loaded.concern(time::OffsetDateTime::now_utc()) {
+            tracing::warn!("{concern}");
+        }
+        Ok(loaded)
+    }
+
+    /// Whether the certificate has expired at `now`: agencies and peers then refuse it.
+    pub fn expired(&self, now: time::OffsetDateTime) -> bool {
+        now >= self.not_after
+    }
+
+    /// What to say about the certificate's end at `now`: that it has passed, or is within
+    /// [`GATEWAY_CERT_WARNING`]; `None` when it is further off.
+    pub fn concern(&self, now: time::OffsetDateTime) -> Option<String> {
+        let when = rfc3339(self.not_after);
+        let renew = "issue a new one with `splpd certs issue --ca CA server ID` (or from the CA that issued it), put it \
+                     in place of [gateway] cert and key, and reload";
+        if self.expired(now) {
+            Some(format!("the gateway's certificate expired at {when}: agencies and peer gateways refuse it; {renew}"))
+        } else if self.not_after - now <= GATEWAY_CERT_WARNING {
+            Some(format!(
+                "the gateway's certificate expires at {when}, in {} day(s); after that agencies and peer gateways \
+                 refuse it: {renew}",
+                (self.not_after - now).whole_days()
+            ))
+        } else {
+            None
+        }
     }
 
     /// The certificate chain, end-entity first.
@@ -1452,6 +1497,21 @@ anchor = "region"
         let bad_id = IdentityMapping { id: "ID/PEMDA/1602".into(), anchor: "region".into(), ..mapping };
         let msg = load_error(&[region], &[bad_id]);
         assert!(msg.contains("INSTANCE/CLASS/MEMBER/SUBSYSTEM"), "{msg}");
+    }
+
+    #[test]
+    fn the_end_of_the_gateways_certificate_is_told_before_and_after_it() {
+        let pki = Pki::new();
+        let cert = server_cert(&pki.region, pki.tmp.path(), "ID/PEMDA/1602/gw7");
+        let end = cert.not_after;
+        assert!(end > now() + Duration::days(60), "the test CA issues for longer");
+        assert_eq!(cert.concern(end - Duration::days(31)), None);
+        let soon = cert.concern(end - Duration::days(5)).expect("five days before");
+        assert!(soon.contains("expires at") && soon.contains("in 5 day(s)") && soon.contains("splpd certs issue"));
+        assert!(!cert.expired(end - Duration::seconds(1)));
+        let past = cert.concern(end).expect("at its end");
+        assert!(past.contains("expired at") && past.contains("refuse it"), "{past}");
+        assert!(cert.expired(end));
     }
 
     #[test]

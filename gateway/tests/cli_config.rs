@@ -14,6 +14,8 @@ use rcgen::{
 /// A folder holding the example configuration and the PKI files it names.
 struct Fixture {
     dir: tempfile::TempDir,
+    /// The region CA, which issued the gateway's certificate and signs the CRL.
+    region: Issuer<'static, KeyPair>,
 }
 
 fn ca(dir: &Path, name: &str) -> (Issuer<'static, KeyPair>, PathBuf) {
@@ -30,9 +32,21 @@ fn ca(dir: &Path, name: &str) -> (Issuer<'static, KeyPair>, PathBuf) {
 }
 
 fn leaf(issuer: &Issuer<'_, KeyPair>, urn: &str, cert: &Path, key_path: &Path) {
+    leaf_with(issuer, urn, cert, key_path, |_| {});
+}
+
+/// [`leaf`], its parameters changed by `change` first.
+fn leaf_with(
+    issuer: &Issuer<'_, KeyPair>,
+    urn: &str,
+    cert: &Path,
+    key_path: &Path,
+    change: impl FnOnce(&mut CertificateParams),
+) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     params.subject_alt_names = vec![SanType::URI(urn.try_into().unwrap())];
+    change(&mut params);
     let cert_pem = params.signed_by(&key, issuer).unwrap().pem();
     std::fs::write(cert, cert_pem).unwrap();
     std::fs::write(key_path, key.serialize_pem()).unwrap();
@@ -66,7 +80,7 @@ impl Fixture {
         std::fs::create_dir_all(root.join("openapi")).unwrap();
         std::fs::copy(examples.join("openapi/nik-verify.json"), root.join("openapi/nik-verify.json")).unwrap();
         std::fs::copy(examples.join("region-1602.toml"), root.join("splpd.toml")).unwrap();
-        Self { dir }
+        Self { dir, region }
     }
 
     fn config(&self) -> PathBuf {
@@ -325,6 +339,58 @@ fn a_gateway_certificate_of_the_wrong_kind_is_named_as_such() {
     );
     assert!(err.contains("a gateway needs a server certificate for ID/PEMDA/1602/gw1"), "{err}");
     assert!(err.contains("splpd certs issue --ca CA server ID/PEMDA/1602/gw1"), "{err}");
+}
+
+/// The fixture with its gateway certificate reissued, by the region CA when `ca_dir` is `None`,
+/// else by a new CA whose certificate is written to `ca_dir` (replacing any there), with
+/// `change` applied to its parameters.
+fn reissued_gateway(ca_dir: Option<&str>, change: impl FnOnce(&mut CertificateParams)) -> Fixture {
+    let f = Fixture::new();
+    let pki = f.dir.path().join("pki");
+    let (cert, key) = (pki.join("gw1.crt"), pki.join("gw1.key"));
+    let urn = "urn:splp:server:ID:PEMDA:1602:gw1";
+    match ca_dir {
+        None => leaf_with(&f.region, urn, &cert, &key, change),
+        Some(dir) => leaf_with(&ca(&f.dir.path().join(dir), "Another CA").0, urn, &cert, &key, change),
+    }
+    f
+}
+
+#[test]
+fn a_gateway_certificate_agencies_and_peers_would_refuse_is_refused() {
+    let now = time::OffsetDateTime::now_utc();
+    let line = |f: &Fixture| f.line_of("cert = \"pki/gw1.crt\"");
+    // Expired.
+    let f = reissued_gateway(None, |p| {
+        p.not_before = now - time::Duration::days(60);
+        p.not_after = now - time::Duration::days(1);
+    });
+    f.fails_at(line(&f), "the gateway certificate cannot serve: expired at");
+    // Not yet valid.
+    let f = reissued_gateway(None, |p| p.not_before = now + time::Duration::days(2));
+    f.fails_at(line(&f), "the gateway certificate cannot serve: not valid before");
+    // Not for TLS servers.
+    let f = reissued_gateway(None, |p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]);
+    f.fails_at(line(&f), "needs serverAuth");
+    // From the peer region's CA (its anchor vouches for the peer's gateway alone).
+    let f = reissued_gateway(Some("pki/peer-1601"), |_| {});
+    let err = f.fails_at(line(&f), "whose scopes do not include ID/PEMDA/1602/gw1");
+    assert!(err.contains("trust anchor \"peer-1601\""), "{err}");
+    // From a CA no anchor names.
+    let f = reissued_gateway(Some("other-ca"), |_| {});
+    let err = f.fails_at(line(&f), "which is not the CA of any [[trust_anchor]]");
+    assert!(err.contains("splpd certs issue --ca CA server ID/PEMDA/1602/gw1"), "{err}");
+}
+
+#[test]
+fn a_gateway_certificate_near_its_end_is_warned_of() {
+    let now = time::OffsetDateTime::now_utc();
+    let f = reissued_gateway(None, |p| p.not_after = now + time::Duration::days(10));
+    let (ok, _, err) = f.check();
+    assert!(ok, "{err}");
+    assert!(err.contains("warning: the gateway's certificate expires at") && err.contains("in 9 day(s)"), "{err}");
+    let (ok, _, err) = Fixture::new().check();
+    assert!(ok && !err.contains("the gateway's certificate expires"), "{err}");
 }
 
 #[test]

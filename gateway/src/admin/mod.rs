@@ -280,7 +280,8 @@ pub struct Readiness {
 
 impl Readiness {
     /// Ready when the audit log takes records (without it every exchange is refused),
-    /// maintenance mode is off, and the CRL of the gateway's own region has not expired (every
+    /// maintenance mode is off, the gateway's certificate has not expired (agencies and peers
+    /// would refuse it), and the CRL of the gateway's own region has not expired (every
     /// certificate of its CA would be refused).
     pub fn of(gateway: &Gateway) -> Self {
         let mut reasons = Vec::new();
@@ -301,6 +302,9 @@ impl Readiness {
             a.covers(&own) || a.scopes().iter().any(|scope| served.iter().any(|p| overlap(scope, p)))
         };
         let now = time::OffsetDateTime::now_utc();
+        if snap.gateway_cert.expired(now) {
+            reasons.extend(snap.gateway_cert.concern(now));
+        }
         for crl in snap.trust.crl_status().iter().filter(|c| c.expired(now)) {
             if snap.trust.anchor(&crl.anchor).is_some_and(ours) {
                 reasons.extend(crl.concern(now));

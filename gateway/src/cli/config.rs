@@ -120,6 +120,13 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 if let Some(concern) = splpd_gateway::tls::key_file_concern(&cfg.gateway.key) {
                     eprintln!("warning: {concern}");
                 }
+                // An expired certificate is a mistake in the file, reported above; one near its
+                // end is said.
+                if let Ok(cert) = splpd_gateway::tls::GatewayCert::load(&cfg.gateway.cert, &cfg.gateway.key)
+                    && let Some(concern) = cert.concern(time::OffsetDateTime::now_utc())
+                {
+                    eprintln!("warning: {concern}");
+                }
                 for client in config::unidentifiable_clients(&cfg) {
                     eprintln!(
                         "warning: a grant names {client}, whom no trust anchor's scopes, [[identity]], [[peer]] or \

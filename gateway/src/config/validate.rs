@@ -285,12 +285,72 @@ impl Validator<'_, '_, '_> {
             {
                 self.err(at!["gateway", "key"], why, "use the key file that was written with this certificate");
             }
+            self.gateway_certificate(&chain);
         }
         let mut seen = HashSet::new();
         for (i, prefix) in gw.serves.iter().enumerate() {
             if !seen.insert(prefix) {
                 self.err(at!["gateway", "serves", i], format!("{prefix} is listed twice"), "remove the duplicate");
             }
+        }
+    }
+
+    /// What agencies and peer gateways would refuse the gateway's certificate for: outside its
+    /// validity, not for TLS servers, or not issued by a CA this gateway's trust anchors name
+    /// for its identifier (the CA that agencies and peers trust for this region).
+    fn gateway_certificate(&mut self, chain: &[rustls_pki_types::CertificateDer<'static>]) {
+        use splpd_certs::profile::{Problem, Role, check_as};
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let id = self.cfg.gateway.id.clone();
+        let reissue = format!("issue a new one with `splpd certs issue --ca CA server {id}`");
+        let Some(Ok((_, leaf))) = chain.first().map(|der| X509Certificate::from_der(der)) else { return };
+        for problem in check_as(&leaf, Role::Leaf, time::OffsetDateTime::now_utc()) {
+            if matches!(
+                problem,
+                Problem::Expired { .. } | Problem::NotYetValid { .. } | Problem::MissingServerAuth | Problem::LeafIsCa
+            ) {
+                self.err(at!["gateway", "cert"], format!("the gateway certificate cannot serve: {problem}"), &reissue);
+            }
+        }
+        let parsed: Vec<X509Certificate<'_>> =
+            chain.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c)).collect();
+        let mut issuers = Vec::new();
+        for a in &self.cfg.trust_anchors {
+            // An unreadable CA file is reported where it is named.
+            let Ok(cas) = load::read_certificates(&self.file(&a.ca)) else { continue };
+            let signed = cas.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c)).any(|ca| {
+                parsed.iter().any(|c| {
+                    c.issuer().as_raw() == ca.subject().as_raw() && c.verify_signature(Some(ca.public_key())).is_ok()
+                })
+            });
+            if signed {
+                issuers.push(a);
+            }
+        }
+        let fix_anchor = format!(
+            "issue it from the CA that agencies and peers trust for this region, the one whose [[trust_anchor]] scopes \
+             include {id} (`splpd certs issue --ca CA server {id}`)"
+        );
+        match issuers.as_slice() {
+            [] => self.err(
+                at!["gateway", "cert"],
+                format!(
+                    "the gateway certificate is issued by {}, which is not the CA of any [[trust_anchor]]: agencies \
+                     and peer gateways, which trust this region's CA, would refuse it",
+                    leaf.issuer()
+                ),
+                fix_anchor,
+            ),
+            found if !found.iter().any(|a| a.scopes.iter().any(|s| id.is_within(s))) => self.err(
+                at!["gateway", "cert"],
+                format!(
+                    "the gateway certificate is issued by the CA of trust anchor {:?}, whose scopes do not include \
+                     {id}: that CA may not vouch for this gateway, and peers refuse it",
+                    found[0].name
+                ),
+                fix_anchor,
+            ),
+            _ => {}
         }
     }
 
