@@ -3,6 +3,7 @@
 //! resilience units (balancing, health checks, outlier ejection, circuit breaking, retries) are
 //! each testable without the network; `upstreams` puts them together for one service.
 
+pub mod arriving;
 pub mod balance;
 pub mod circuit;
 pub mod clock;

@@ -15,6 +15,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 
+use crate::arriving::{Arrival, Watched};
 use crate::balance::{self, Rng};
 use crate::circuit::{Circuit, CircuitOptions, CircuitState, Lease, Refusal};
 use crate::clock::{self, Epoch};
@@ -135,8 +136,8 @@ pub enum DispatchError {
     /// The request waited for a free slot until its deadline.
     #[error("{0}")]
     QueueTimeout(String),
-    /// The request body, read whole to be sent again should an attempt fail, did not arrive
-    /// within the time allowed.
+    /// The request body did not arrive from the caller within the time allowed: read whole to be
+    /// sent again should an attempt fail, or streamed to a service that was waiting for it.
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(Duration),
     /// The request body could not be read from the client.
@@ -369,6 +370,8 @@ impl ServiceUpstreams {
         let repeatable = idempotent(&method) || retry.non_idempotent;
         let fail = |error, uri, attempts, note: &[String]| Failed { error, uri, attempts, note: note.join("; ") };
 
+        // Of a body streamed to the service: whether it still waits on the caller.
+        let mut caller: Option<Arrival> = None;
         let mut payload = if body.is_end_stream() {
             Payload::Replay(Bytes::new())
         } else if !self.policy.grpc
@@ -384,7 +387,9 @@ impl ServiceUpstreams {
                 Err(_) => return Err(fail(DispatchError::BodyTimeout(wait), None, Vec::new(), &[])),
             }
         } else {
-            Payload::Stream(Some(body))
+            let (watched, arrival) = Watched::new(body);
+            caller = Some(arrival);
+            Payload::Stream(Some(watched.boxed()))
         };
 
         let mut attempts: Vec<Attempt> = Vec::new();
@@ -459,6 +464,14 @@ impl ServiceUpstreams {
                     let outcome = format!("answered {}", response.status().as_u16());
                     attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
                     return Ok(Forwarded { response, uri, lease, attempts, note: notes.join("; ") });
+                }
+                // The service was reading the body and the caller had not sent the rest: the
+                // caller's slowness, which says nothing of the endpoint and is not retried.
+                Err(UpstreamError::Timeout { .. }) if caller.as_ref().is_some_and(Arrival::waiting_on_caller) => {
+                    lease.settle(true, now);
+                    let outcome = "the request body was still arriving from the caller".to_owned();
+                    attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
+                    return Err(fail(DispatchError::BodyTimeout(wait), Some(uri), attempts, &notes));
                 }
                 // The wait is the exchange's, across attempts: say so rather than what was left of it.
                 Err(UpstreamError::Timeout { authority, .. }) => UpstreamError::Timeout { authority, after: wait },

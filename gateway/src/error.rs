@@ -32,6 +32,10 @@ pub enum GatewayError {
         /// The service.
         service: String,
     },
+    /// The caller did not send its request body within the time the service's answer is
+    /// waited for, while the service was waiting for it.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The caller could not be identified.
     #[error("{0}")]
     Unauthenticated(String),
@@ -84,6 +88,7 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) | Self::UriTooLong { .. } | Self::HeadersTooLarge(_) => "Client.BadRequest",
             Self::BodyTooLarge { .. } => "Client.RequestTooLarge",
+            Self::RequestTimeout(_) => "Client.RequestTimeout",
             Self::Unauthenticated(_) => "Client.Unauthenticated",
             Self::InvalidClientIdentity(_) => "Client.InvalidClientIdentity",
             Self::UnknownService(_) => "Client.UnknownService",
@@ -106,6 +111,7 @@ impl GatewayError {
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::UnknownService(_) => StatusCode::NOT_FOUND,
@@ -133,7 +139,7 @@ impl GatewayError {
             | Self::AuditUnavailable(_)
             | Self::ServiceUnavailable(_)
             | Self::Overloaded(_) => GrpcCode::Unavailable,
-            Self::ServiceTimeout(_) => GrpcCode::DeadlineExceeded,
+            Self::ServiceTimeout(_) | Self::RequestTimeout(_) => GrpcCode::DeadlineExceeded,
             Self::Internal(_) => GrpcCode::Internal,
         }
     }

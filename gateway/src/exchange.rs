@@ -491,6 +491,7 @@ impl Gateway {
         let hasher = RequestHasher::new(parts.method.as_str(), received_target, &parts.headers);
         let mut headers = parts.headers;
         forward::strip_hop_by_hop(&mut headers);
+        forward::keep_streamed_body(&parts.method, &body, &mut headers);
         headers.remove(header::HOST);
         headers.remove(&xroad::REQUEST_HASH);
         let client = ctx.client.as_ref().map(ToString::to_string).unwrap_or_default();
@@ -912,9 +913,10 @@ fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> Gateway
             format!("{service}: the service stayed busy until the call's deadline; try again later"),
             format!("{service}: {why}"),
         )),
-        DispatchError::BodyTimeout(after) => {
-            GatewayError::ServiceTimeout(format!("{service}: the request body did not arrive within {after:?}").into())
-        }
+        DispatchError::BodyTimeout(after) => GatewayError::RequestTimeout(format!(
+            "{service}: the request body did not arrive from the caller within {after:?}, the time the service's \
+             answer is waited for; send the body at once, or ask the operator for a longer request_timeout"
+        )),
         DispatchError::Body(e) => GatewayError::BadRequest(format!("reading the request body failed: {e}")),
         DispatchError::BadUri(why) => GatewayError::Internal(Failure::hidden(
             format!("{service}: the gateway could not build the service's URL"),

@@ -360,6 +360,17 @@ impl<B> Drop for MeteredRequestBody<B> {
     }
 }
 
+/// Makes sure a body of unknown length is sent on: hyper's HTTP/1.1 client sends no body at all
+/// for a GET, HEAD or CONNECT whose length it does not know unless `Transfer-Encoding: chunked`
+/// is set, so a GET streamed in by a client (chunked, or HTTP/2 without Content-Length) would
+/// reach the service empty, unhashed and past the size limit. (HTTP/2 upstreams drop the header.)
+pub fn keep_streamed_body(method: &http::Method, body: &impl Body, headers: &mut HeaderMap) {
+    let dropped = [http::Method::GET, http::Method::HEAD, http::Method::CONNECT].contains(method);
+    if dropped && !body.is_end_stream() && body.size_hint().exact().is_none() {
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+}
+
 /// Sets a header from a string the gateway made; such strings are always valid header values.
 pub fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {

@@ -987,6 +987,80 @@ async fn a_declared_body_over_the_limit_is_refused_before_forwarding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_a_streamed_body_passes_it_on_hashed_and_within_the_limit() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    let body = Bytes::from_static(b"AAAA");
+    for proto in [Proto::H1, Proto::H2] {
+        // Chunked over HTTP/1.1 (which hyper's client too sends for a GET only when told to),
+        // DATA without Content-Length over HTTP/2.
+        let mut call = Call::new(http::Method::GET, target(SERVICE, "/echo/x")).chunked(vec![body.clone()]);
+        if proto == Proto::H1 {
+            call = call.header("transfer-encoding", "chunked");
+        }
+        let reply = region.call(Some(&dinkes), proto, call.clone()).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.body, body, "the service did not get the body over {proto:?}");
+        assert_eq!(reply.header("x-road-request-hash"), Some(expected_hash(&call, &reply).as_str()));
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.request_body_bytes, rec.request_body_sha256.clone()), (4, sha256(&body)));
+    }
+    assert!(upstream.received().iter().all(|r| r.body == body && r.complete));
+    // The size limit holds for such a body too.
+    let chunks: Vec<Bytes> = (0..16).map(|_| Bytes::from(vec![9u8; 16 * 1024])).collect();
+    let over =
+        Call::new(http::Method::GET, target(SMALL, "/echo/x")).header("transfer-encoding", "chunked").chunked(chunks);
+    if let Ok(reply) = region.call(Some(&dinkes), Proto::H1, over).await {
+        assert_gateway_error(&reply, 413, "Client.RequestTooLarge");
+    }
+    for got in upstream.wait_received(3).await.iter().skip(2) {
+        assert!(!got.complete && got.body.len() <= SMALL_LIMIT, "{} bytes reached the service", got.body.len());
+    }
+}
+
+/// A POST whose body's first bytes come at once and the rest never, over its own connection:
+/// the answer's status and headers, read while the body is still open.
+async fn post_stalled_body(region: &Region, cert: &ClientCert, target: String) -> http::response::Parts {
+    use hyper_util::rt::TokioIo;
+    let config = splpd_tests::client::tls_config(region.roots(), Some(cert), Proto::H1);
+    let tcp = tokio::net::TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let req = http::Request::post(target).header("host", "localhost").body(body).unwrap();
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"the first bytes")))).await.unwrap();
+    let answer = sender.send_request(req).await.unwrap().into_parts().0;
+    drop(tx);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_too_slow_with_its_body_is_told_so_and_the_service_is_not_blamed() {
+    let Setup { region, upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    // More stalled calls at once than the failures in a row that eject an endpoint.
+    let stalled = (0..6).map(|_| post_stalled_body(&region, &dinkes, format!("/r1/{SLOW}/echo/x")));
+    for answer in futures_util::future::join_all(stalled).await {
+        assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(answer.headers["x-road-error"], "Client.RequestTimeout");
+        let id = answer.headers["x-road-id"].to_str().unwrap();
+        let record = region.record(id).await;
+        assert_eq!(record.error_type, "Client.RequestTimeout");
+        assert!(record.attempts.iter().all(|a| a.outcome.contains("still arriving from the caller")), "{record:#?}");
+    }
+    assert_eq!(upstream.wait_received(6).await.len(), 6);
+    // The service answers the next caller: the slow ones did not count against it.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SLOW, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // A service that does not answer in time is still the service's timeout.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SLOW, "/slow/2000/x"))).await.unwrap();
+    assert_gateway_error(&reply, 504, "Server.ServerProxy.ServiceTimeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_over_the_limit_is_cut_off() {
     let Setup { region, upstream, pki } = setup().await;
     let dinkes = pki.client(DINKES);

@@ -504,7 +504,7 @@ client = "ID/PEMDA/1602/RSUD"
         let (dir, mut config) = config("");
         std::fs::write(dir.path().join("nik.json"), "{ not json").unwrap();
         let err = Directory::build(&config).unwrap_err().to_string();
-        assert!(err.contains("nik.json is not valid JSON"), "{err}");
+        assert!(err.contains("nik.json is not an OpenAPI document: it is not valid JSON"), "{err}");
         config.services[0].openapi = Some(dir.path().join("missing.json"));
         let err = Directory::build(&config).unwrap_err().to_string();
         assert!(err.contains("cannot read its OpenAPI document") && err.contains("missing.json"), "{err}");
