@@ -20,6 +20,7 @@ pub mod peer;
 pub mod reload;
 pub(crate) mod respond;
 pub mod runtime;
+pub mod send_timeout;
 pub mod server;
 pub mod target;
 pub mod telemetry;

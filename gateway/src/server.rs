@@ -19,6 +19,7 @@ use crate::identify::{self, ConnectionAuth};
 use crate::linger::Linger;
 use crate::reload::LiveConnection;
 use crate::runtime::{ListenerRuntime, Snapshot};
+use crate::send_timeout::SendTimeout;
 
 /// One bound listener: its configuration when bound, its socket and its edge counters.
 #[derive(Debug)]
@@ -188,6 +189,7 @@ struct Accepted {
 
 async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: watch::Receiver<bool>) {
     let Accepted { snap, generation, listener, tcp, remote, activity } = accepted;
+    let send_timeout = snap.limits.send_timeout.0;
     match &listener.tls {
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
@@ -213,17 +215,26 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
             if version == HttpVersion::Http2 {
                 let turns = Turns::default();
-                let io = TokioIo::new(Coalesce::new(Linger::new(tls), turns.clone()));
+                let io = TokioIo::new(Coalesce::new(Linger::new(SendTimeout::new(tls, send_timeout)), turns.clone()));
                 turns.count(run_http(gateway, &snap, conn, version, io, activity, shutdown)).await;
             } else {
-                run_http(gateway, &snap, conn, version, TokioIo::new(Linger::new(tls)), activity, shutdown).await;
+                let io = TokioIo::new(Linger::new(SendTimeout::new(tls, send_timeout)));
+                run_http(gateway, &snap, conn, version, io, activity, shutdown).await;
             }
         }
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
             let conn = LiveConnection::new(conn, None, generation);
-            run_http(gateway, &snap, conn, HttpVersion::Detect, TokioIo::new(Linger::new(tcp)), activity, shutdown)
-                .await;
+            run_http(
+                gateway,
+                &snap,
+                conn,
+                HttpVersion::Detect,
+                TokioIo::new(Linger::new(SendTimeout::new(tcp, send_timeout))),
+                activity,
+                shutdown,
+            )
+            .await;
         }
     }
 }

@@ -269,3 +269,27 @@ async fn header_lists_over_the_limit_are_refused_on_http2_and_http1() {
     assert_eq!(ok.status, StatusCode::OK);
     region.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_is_cut_off_and_the_exchange_logged_abandoned() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "send_timeout = \"1s\"").await;
+    let dinkes = pki.client(DINKES);
+    // Asks over HTTP/1.1 for an answer far larger than the sockets' buffers, and reads nothing.
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let mut tls = tls_connect(&region, &dinkes, Proto::H1).await;
+    let head = format!("GET /r1/{SERVICE}/large/200000000/x HTTP/1.1\r\nhost: localhost\r\nx-road-id: {id}\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    // The exchange ends as abandoned, though the client keeps its connection open.
+    let record = region.record(&id).await;
+    assert_eq!(record.error_type, "Client.ResponseAbandoned", "{record:#?}");
+    assert!(record.response_body_bytes < 200_000_000, "{record:#?}");
+    // And the connection is closed: what the client reads now ends.
+    assert!(matches!(wait_closed(tls, Duration::from_secs(20)).await, Ended::ClosedByGateway));
+    // The service is free for the next call.
+    let reply = region.call(Some(&dinkes), Proto::H1, json_call()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    region.stop().await;
+}

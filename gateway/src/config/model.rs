@@ -455,6 +455,9 @@ pub struct Limits {
     /// Time a connection may stay open with no request in progress (HTTP/1.1 keep-alive, an
     /// HTTP/2 connection with no open stream, or one that never sends its first request).
     pub idle_timeout: Span,
+    /// Time the gateway's writes to a client may make no progress (the client reads nothing of
+    /// its answer) before the connection is closed.
+    pub send_timeout: Span,
     /// Connections held open at once per listener, unless the listener says otherwise.
     pub max_connections: u32,
     /// HTTP/2: streams a client may have open at once on one connection.
@@ -494,6 +497,7 @@ impl Default for Limits {
             header_read_timeout: Span(std::time::Duration::from_secs(10)),
             handshake_timeout: Span(std::time::Duration::from_secs(10)),
             idle_timeout: Span(std::time::Duration::from_secs(120)),
+            send_timeout: Span(std::time::Duration::from_secs(60)),
             max_connections: 10_000,
             http2_max_concurrent_streams: 256,
             http2_stream_window: ByteSize::mib(1),

@@ -1142,6 +1142,7 @@ impl Validator<'_, '_, '_> {
             ("header_read_timeout", l.header_read_timeout.0.is_zero()),
             ("handshake_timeout", l.handshake_timeout.0.is_zero()),
             ("idle_timeout", l.idle_timeout.0.is_zero()),
+            ("send_timeout", l.send_timeout.0.is_zero()),
             ("max_connections", l.max_connections == 0),
             ("http2_max_concurrent_streams", l.http2_max_concurrent_streams == 0),
         ] {
