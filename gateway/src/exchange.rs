@@ -69,6 +69,9 @@ pub struct Connection {
     pub auth: Result<ConnectionAuth, identify::IdentifyError>,
     /// The client's address.
     pub remote: SocketAddr,
+    /// The SHA-256 of the client certificate presented, whether or not it identifies anyone:
+    /// the record of a refused exchange names it.
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 impl Connection {
@@ -790,6 +793,11 @@ fn identify(
 ) -> Result<(identify::Caller, bool), GatewayError> {
     if let Some(proven) = crate::edge::record_connection(&mut ctx.record, conn.auth.as_ref().ok()) {
         ctx.client = Some(proven);
+    }
+    // A certificate that identifies no one here: the record still says which one tried.
+    if let (Err(_), Some(sha)) = (&conn.auth, conn.cert_sha256) {
+        ctx.record.set_client_cert_sha256(sha);
+        ctx.record.set_connection_type(crate::config::ConnectionType::Mtls);
     }
     // Who is calling is settled before what the call says: a caller with no identity hears that
     // first.

@@ -153,6 +153,18 @@ pub enum IdentifyError {
         /// The anchor that issued the certificate.
         issued_by: Arc<str>,
     },
+    /// The certificate has no extended key usage, so it is not issued for TLS clients as such.
+    #[error(
+        "the client certificate {fingerprint} from trust anchor {anchor:?} has no extended key usage, so it was not \
+         issued for calling services: the profile requires clientAuth (TLS Web Client Authentication); have the CA \
+         issue one with it (`splpd certs issue` does), or register this one in [[identity]] if it must serve as it is"
+    )]
+    NotForClients {
+        /// The certificate's fingerprint.
+        fingerprint: Fingerprint,
+        /// The anchor that issued it.
+        anchor: Arc<str>,
+    },
     /// The certificate carries no `urn:splp:` identity and is not mapped.
     #[error(
         "the client certificate {fingerprint} from trust anchor {anchor:?} carries no identity: {cause}; e.g. \
@@ -273,6 +285,7 @@ impl IdentifyError {
             | Self::UnreadableCertificate { .. }
             | Self::UnknownAnchor { .. }
             | Self::NoIdentity { .. }
+            | Self::NotForClients { .. }
             | Self::MissingClientHeader { .. }
             | Self::NotOptedIn { .. } => "Client.Unauthenticated",
             Self::MappedUnderOtherAnchor { .. }
@@ -321,6 +334,15 @@ pub fn identify_peer(trust: &TrustStore, chain: &[CertificateDer<'_>]) -> Result
         return Ok(PeerIdentity { identity: mapping.identity.clone(), cert_sha256, anchor: Arc::clone(anchor.name()) });
     }
 
+    // webpki refuses an extended key usage without clientAuth; with none at all a certificate is
+    // good for any purpose, which the profile does not allow for callers. (A certificate
+    // registered in [[identity]] is vouched for by the operator as it is.)
+    if !matches!(leaf.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth) {
+        return Err(IdentifyError::NotForClients {
+            fingerprint: Fingerprint(cert_sha256),
+            anchor: Arc::clone(anchor.name()),
+        });
+    }
     let identity = identity_of(&leaf).map_err(|cause| {
         let (fingerprint, anchor) = (Fingerprint(cert_sha256), Arc::clone(anchor.name()));
         match cause {

@@ -212,7 +212,8 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
                 None => Ok(ConnectionAuth::TlsNoCert),
             };
             let version = HttpVersion::from_alpn(tls.get_ref().1.alpn_protocol());
-            let conn = LiveConnection::new(Connection { listener, auth, remote }, chain, generation);
+            let cert_sha256 = chain.as_ref().and_then(|c| c.first()).map(|der| splpd_certs::load::sha256(der));
+            let conn = LiveConnection::new(Connection { listener, auth, remote, cert_sha256 }, chain, generation);
             if version == HttpVersion::Http2 {
                 let turns = Turns::default();
                 let io = TokioIo::new(Coalesce::new(Linger::new(SendTimeout::new(tls, send_timeout)), turns.clone()));
@@ -223,7 +224,7 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             }
         }
         None => {
-            let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote };
+            let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote, cert_sha256: None };
             let conn = LiveConnection::new(conn, None, generation);
             run_http(
                 gateway,

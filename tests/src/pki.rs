@@ -307,6 +307,23 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A subsystem certificate from the region CA's key with the profile's identity but no
+    /// extended key usage at all: good for any purpose, which TLS itself lets through.
+    pub fn any_purpose_client(&self, id: &str) -> ClientCert {
+        let mut params = profile::leaf_params(
+            &Identity::parse(IdKind::Subsystem, id).expect("identifier"),
+            REGION_ORG,
+            &ServerNames::default(),
+            Validity::days_from(now(), 30),
+            random_serial().expect("serial"),
+        )
+        .expect("leaf parameters");
+        params.extended_key_usages.clear();
+        mint(&self.region, id, &params)
+    }
+}
+
 /// Signs `params` with the key file of `ca`, as a holder of that file could.
 fn mint(ca: &Ca, id: &str, params: &rcgen::CertificateParams) -> ClientCert {
     let key_pem = std::fs::read_to_string(ca.dir().join("ca.key")).expect("CA key file");

@@ -617,6 +617,18 @@ async fn a_certificate_without_client_auth_usage_is_refused() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_with_no_extended_key_usage_is_not_taken_for_a_caller() {
+    let Setup { region, upstream, pki } = setup().await;
+    let any_purpose = pki.any_purpose_client(DINKES);
+    let reply = region.call(Some(&any_purpose), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    let message = assert_gateway_error(&reply, 401, "Client.Unauthenticated");
+    assert!(message.contains("no extended key usage") && message.contains("clientAuth"), "{message}");
+    let rec = region.record(reply.exchange_id()).await;
+    assert_eq!((rec.client.as_str(), rec.client_cert_sha256.clone()), ("", any_purpose.sha256().to_vec()));
+    assert!(upstream.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_region_ca_cannot_mint_an_identity_of_this_region() {
     let Setup { region, upstream, pki } = setup().await;
     // Signed with the peer CA's key (a trust anchor, so the handshake verifies) for DINKES of 1602.
@@ -644,6 +656,9 @@ async fn a_peer_region_ca_cannot_mint_an_identity_of_this_region() {
     .await;
     assert_eq!(rec.client, "", "an identity its CA may not vouch for is never logged as the client");
     assert_eq!(rec.forwarded_at_unix_nanos, 0);
+    // Which certificate tried is in the record, for the auditor to trace.
+    assert_eq!(rec.client_cert_sha256, rogue.sha256().to_vec());
+    assert_eq!(rec.connection_type(), ConnectionType::Mtls);
 
     // The same CA vouching for its own region's client gets past identify (and then has no grant).
     let own = pki.peer_client("ID/PEMDA/1601/DINKES");

@@ -666,7 +666,7 @@ impl LiveConnection {
         if let (Ok(_), Err(e)) = (&old.auth, &auth) {
             tracing::info!(listener = %listener.name, remote = %old.remote, "{e}");
         }
-        self.conn.store(Arc::new(Connection { listener, auth, remote: old.remote }));
+        self.conn.store(Arc::new(Connection { listener, auth, remote: old.remote, cert_sha256: old.cert_sha256 }));
         self.checked.store(generation, Ordering::Release);
     }
 }
