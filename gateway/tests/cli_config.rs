@@ -394,6 +394,18 @@ fn a_gateway_certificate_near_its_end_is_warned_of() {
 }
 
 #[test]
+fn an_audit_folder_this_account_cannot_write_is_warned_of() {
+    let f = Fixture::new();
+    let (ok, _, err) = f.check();
+    assert!(ok && !err.contains("[audit] dir"), "{err}");
+    // /proc takes no new files, whoever asks (root included).
+    f.edit("dir = \"audit\"", "dir = \"/proc/splpd-audit\"");
+    let (ok, _, err) = f.check();
+    assert!(ok, "said, not failed: the check may run as another account: {err}");
+    assert!(err.contains("warning: [audit] dir /proc/splpd-audit: this account cannot write /proc"), "{err}");
+}
+
+#[test]
 fn a_grant_for_another_regions_service_without_a_peer_says_a_peer_is_needed() {
     let f = Fixture::new();
     f.edit("service = \"ID/PEMDA/1601/DISDUKCAPIL/nik-verify\"", "service = \"ID/PEMDA/1603/DISDUKCAPIL/nik-verify\"");

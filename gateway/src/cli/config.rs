@@ -142,6 +142,9 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                          use client_secret_file"
                     );
                 }
+                if let Some(concern) = audit_dir_concern(&cfg.audit.dir) {
+                    eprintln!("warning: {concern}");
+                }
                 super::out::line(&format!(
                     "{}: ok: gateway {}, {} listener(s), {} trust anchor(s), {} service(s), {} grant(s), {} peer(s)",
                     file.display(),
@@ -196,4 +199,24 @@ fn print_history(file: &str, rows: &[[String; 3]]) -> ExitCode {
     }
     super::out::line(&format!("`undo` puts back the last ({}).", rows.last().map_or("", |r| r[1].as_str())));
     ExitCode::SUCCESS
+}
+
+/// Why this account could not write the audit log's folder, if it could not: the gateway would
+/// not start. Tried by making and removing a file there (or in the nearest folder that exists,
+/// where the log's folder would be made).
+fn audit_dir_concern(dir: &std::path::Path) -> Option<String> {
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+    let probe = existing.join(format!(".splpd-config-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "[audit] dir {}: this account cannot write {} ({e}); splpd serve will not start unless the account it \
+             runs as can (create the folder and give it to that account)",
+            dir.display(),
+            existing.display()
+        )),
+    }
 }
