@@ -468,7 +468,8 @@ impl ServiceUpstreams {
                 // The service was reading the body and the caller had not sent the rest: the
                 // caller's slowness, which says nothing of the endpoint and is not retried.
                 Err(UpstreamError::Timeout { .. }) if caller.as_ref().is_some_and(Arrival::waiting_on_caller) => {
-                    lease.settle(true, now);
+                    // Neither success nor failure: a probe of a half-open circuit stays unsettled.
+                    drop(lease);
                     let outcome = "the request body was still arriving from the caller".to_owned();
                     attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
                     return Err(fail(DispatchError::BodyTimeout(wait), Some(uri), attempts, &notes));

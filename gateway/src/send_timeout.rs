@@ -20,25 +20,36 @@ use tokio::time::Sleep;
 pub struct SendTimeout<T> {
     inner: T,
     limit: Duration,
-    /// Running while writes wait; gone once one goes through.
-    stalled: Option<Pin<Box<Sleep>>>,
+    /// The timer of a wait, made at the first and reset at each later one.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the present wait.
+    waiting: bool,
 }
 
 impl<T> SendTimeout<T> {
     /// `inner`, its writes allowed to wait `limit` at most.
     pub const fn new(inner: T, limit: Duration) -> Self {
-        Self { inner, limit, stalled: None }
+        Self { inner, limit, timer: None, waiting: false }
     }
 
     /// The outcome of a write step: through, or still waiting and within the limit.
     fn progress<R>(&mut self, polled: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         if polled.is_ready() {
-            self.stalled = None;
+            self.waiting = false;
             return polled;
         }
         let limit = self.limit;
-        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match stalled.as_mut().poll(cx) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let timer = match (&mut self.timer, self.waiting) {
+            (Some(timer), true) => timer,
+            (Some(timer), false) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            (timer @ None, _) => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.waiting = true;
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("the client read nothing of the answer for {limit:?} ([limits] send_timeout)"),

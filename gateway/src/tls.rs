@@ -278,18 +278,21 @@ impl CrlStatus {
     }
 }
 
-/// Why a reload's CRLs must not replace those in force: for some CA, the latest CRL read is
-/// older than the latest in force (see [`CrlStatus::older_than`]).
-pub fn older_crls(new: &[CrlStatus], in_force: &[CrlStatus]) -> Option<String> {
-    let latest = |all: &'_ [CrlStatus], signer: &[u8]| {
-        all.iter()
-            .filter(|c| *c.signer == *signer)
-            .max_by(|a, b| a.number.cmp(&b.number).then(a.this_update.cmp(&b.this_update)))
-            .cloned()
-    };
-    new.iter().find_map(|c| {
-        let (read, kept) = (latest(new, &c.signer)?, latest(in_force, &c.signer)?);
-        read.older_than(&kept)
+/// Why a reload's CRLs must not replace those in force: for some CA, the CRL read is older
+/// than the one in force (see [`CrlStatus::older_than`]), or there is none while one is in
+/// force and the CA is still trusted, which would let every certificate it revoked back in.
+/// (A store holds one CRL per CA, the latest: [`TrustStore::new`].)
+pub fn crl_step_back(new: &TrustStore, in_force: &[CrlStatus]) -> Option<String> {
+    in_force.iter().find_map(|kept| match new.crl_status.iter().find(|c| c.signer == kept.signer) {
+        Some(read) => read.older_than(kept),
+        None if new.cas.iter().any(|ca| ca.spki == kept.signer) => Some(format!(
+            "trust anchor {:?}: the CA's CRL {} is in force, and the new configuration lists none of that CA, so \
+             every certificate it has revoked would be let back in; list its CRL in `crls` (or restart splpd, if \
+             the CA truly publishes none any more)",
+            kept.anchor,
+            kept.path.display()
+        )),
+        None => None,
     })
 }
 
@@ -361,6 +364,7 @@ impl TrustStore {
         for (index, anchor) in anchors.iter().enumerate() {
             store.add_anchor(index, anchor, &mut roots)?;
         }
+        store.keep_latest_crls();
         store.roots = Arc::new(roots);
         for m in mappings {
             let anchor = anchors
@@ -372,6 +376,35 @@ impl TrustStore {
             store.mappings.insert(m.fingerprint.0, Mapping { identity, anchor });
         }
         Ok(store)
+    }
+
+    /// Of several CRLs of one CA, keeps the latest alone: webpki checks a certificate against the
+    /// first CRL of its issuer it is given, which an older one listed first would be.
+    fn keep_latest_crls(&mut self) {
+        let latest: Vec<bool> = (0..self.crl_status.len())
+            .map(|i| {
+                let c = &self.crl_status[i];
+                !self.crl_status.iter().enumerate().any(|(j, other)| {
+                    other.signer == c.signer
+                        && ((&other.number, other.this_update) > (&c.number, c.this_update)
+                            || ((&other.number, other.this_update) == (&c.number, c.this_update) && j < i))
+                })
+            })
+            .collect();
+        let mut keep = latest.iter();
+        for (status, &kept) in self.crl_status.iter().zip(&latest) {
+            if !kept {
+                tracing::warn!(
+                    "CRL {} of trust anchor {:?} is not used: a later CRL of the same CA is listed too, and only the \
+                     latest counts; take the older one out of `crls`",
+                    status.path.display(),
+                    status.anchor
+                );
+            }
+        }
+        self.crls.retain(|_| *keep.next().unwrap_or(&true));
+        let mut keep = latest.iter();
+        self.crl_status.retain(|_| *keep.next().unwrap_or(&true));
     }
 
     fn add_anchor(
@@ -1197,10 +1230,37 @@ pub(crate) mod tests {
         assert_eq!(crl(b"ca", None, 1).older_than(&crl(b"ca", None, 2)), None);
         // Another CA's (a new key under the same name) starts a sequence of its own.
         assert_eq!(crl(b"new", Some(1), 0).older_than(&crl(b"ca", Some(9), 0)), None);
-        // With several files of one CA, the latest of each side counts.
-        let in_force = [crl(b"ca", Some(2), 9), crl(b"ca", Some(5), 1)];
-        assert!(older_crls(&[crl(b"ca", Some(4), 0)], &in_force).is_some());
-        assert_eq!(older_crls(&[crl(b"ca", Some(1), 9), crl(b"ca", Some(5), 1)], &in_force), None);
+    }
+
+    #[test]
+    fn of_several_crls_of_one_ca_the_latest_alone_is_used_and_one_cannot_go_missing_on_reload() {
+        let pki = Pki::new();
+        pki.region.ca.crl(30, now()).unwrap();
+        let dir = &pki.region.dir;
+        std::fs::copy(dir.join("crl.pem"), dir.join("older.pem")).unwrap();
+        pki.region.ca.crl(30, now()).unwrap();
+        // The older listed first, where webpki would take it.
+        let mut anchor = pki.region_anchor();
+        anchor.crls = vec![dir.join("older.pem"), dir.join("crl.pem")];
+        let both = TrustStore::new(std::slice::from_ref(&anchor), &[]).unwrap();
+        assert_eq!((both.crls.len(), both.crl_status().len()), (1, 1));
+        assert_eq!(both.crl_status()[0].path, dir.join("crl.pem"));
+        let latest = TrustStore::new(&[pki.region_anchor()], &[]).unwrap();
+        assert_eq!(crl_step_back(&both, latest.crl_status()), None);
+        // The older one alone, or none at all, would let revoked certificates back in.
+        anchor.crls = vec![dir.join("older.pem")];
+        let older = TrustStore::new(std::slice::from_ref(&anchor), &[]).unwrap();
+        assert!(
+            crl_step_back(&older, latest.crl_status()).is_some_and(|why| why.contains("older than the one in force"))
+        );
+        anchor.crls.clear();
+        let none = TrustStore::new(&[anchor], &[]).unwrap();
+        let why = crl_step_back(&none, latest.crl_status()).expect("no CRL where one was in force");
+        assert!(why.contains("lists none of that CA"), "{why}");
+        // A CA no longer trusted at all takes its CRL with it.
+        let other = pki.ca("other", "Other", "ID/PEMDA/1699");
+        let without = TrustStore::new(&[other.anchor("other", &["ID/PEMDA/1699"])], &[]).unwrap();
+        assert_eq!(crl_step_back(&without, latest.crl_status()), None);
     }
 
     #[test]

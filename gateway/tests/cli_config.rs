@@ -46,6 +46,8 @@ fn leaf_with(
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     params.subject_alt_names = vec![SanType::URI(urn.try_into().unwrap())];
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     change(&mut params);
     let cert_pem = params.signed_by(&key, issuer).unwrap().pem();
     std::fs::write(cert, cert_pem).unwrap();
@@ -295,7 +297,7 @@ fn an_openapi_setting_naming_anything_but_an_openapi_document_is_refused() {
     let f = Fixture::new();
     f.edit("openapi = \"openapi/nik-verify.json\"", "openapi = \"pki/gw1.key\"");
     let err = f.fails_at(f.line_of("openapi = \"pki/gw1.key\""), "is not an OpenAPI document");
-    assert!(err.contains("PEM data"), "{err}");
+    assert!(err.contains("private key"), "{err}");
     let f = Fixture::new();
     std::fs::write(f.dir.path().join("notes.txt"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     f.edit("openapi = \"openapi/nik-verify.json\"", "openapi = \"notes.txt\"");
@@ -372,6 +374,11 @@ fn a_gateway_certificate_agencies_and_peers_would_refuse_is_refused() {
     // Not for TLS servers.
     let f = reissued_gateway(None, |p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]);
     f.fails_at(line(&f), "needs serverAuth");
+    // Not for TLS clients, which it is to the peers the example has.
+    let f = reissued_gateway(None, |p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]);
+    f.fails_at(line(&f), "lacks clientAuth");
+    let f = reissued_gateway(None, |p| p.extended_key_usages.clear());
+    f.fails_at(line(&f), "no extended key usage");
     // From the peer region's CA (its anchor vouches for the peer's gateway alone).
     let f = reissued_gateway(Some("pki/peer-1601"), |_| {});
     let err = f.fails_at(line(&f), "whose scopes do not include ID/PEMDA/1602/gw1");

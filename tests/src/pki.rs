@@ -212,6 +212,14 @@ impl Pki {
         (leaf, issued.serial, (cert, key))
     }
 
+    /// Replaces the gateway's certificate and key (`gw1.crt`, `gw1.key`) with ones issued at `at`
+    /// for `days`, as an operator putting a new certificate in place would.
+    pub fn reissue_gateway(&self, days: u32, at: OffsetDateTime) {
+        let (_, _, (cert, key)) = self.issue_files(&self.region, IdKind::Server, "ID/PEMDA/1602/gw1", Some(days), at);
+        std::fs::copy(cert, self.dir().join("gw1.crt")).expect("gateway certificate");
+        std::fs::copy(key, self.dir().join("gw1.key")).expect("gateway key");
+    }
+
     /// A subsystem certificate from the region CA, valid now, with the PEM files it was written
     /// to (certificate, key), for command-line clients such as curl and grpcurl.
     pub fn client_files(&self, id: &str) -> (ClientCert, PathBuf, PathBuf) {

@@ -275,6 +275,21 @@ async fn a_file_put_back_as_in_force_after_a_refused_edit_clears_the_refusal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_certificate_that_lapsed_while_running_does_not_block_reloads() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = builder(&pki, &upstream, &[DINKES]).start().await;
+    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    // A certificate that ended yesterday: a new CRL or grant must still go in force meanwhile.
+    pki.reissue_gateway(1, time::OffsetDateTime::now_utc() - time::Duration::days(2));
+    reloader.reload().await.expect("a lapsed gateway certificate is no mistake in the file");
+    // Starting with it is refused, as config check does.
+    let err = splpd_gateway::config::load(region.config_path()).unwrap_err().to_string();
+    assert!(err.contains("the gateway certificate cannot serve: expired at"), "{err}");
+    region.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_stop_open_exchanges_finish_within_the_drain_timeout_and_later_ones_are_logged_abandoned() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;

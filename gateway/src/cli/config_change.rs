@@ -27,7 +27,7 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
     let old_text = read(current)?;
     let new_text = read(new)?;
     let base = history::folder_of(current);
-    let new_config = match config::parse_in(new, &base, &new_text) {
+    let new_config = match config::parse_running(new, &base, &new_text) {
         Ok(config) => config,
         Err(err @ ConfigError::Invalid(_)) => {
             eprintln!("{err}");

@@ -39,6 +39,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 /// from `base`: a new version checked where it is to be put in force, its mistakes reported in
 /// its own file.
 pub fn parse_in(path: &Path, base: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_checked(path, base, text, validate::When::Starting)
+}
+
+/// [`parse_in`] for a configuration to replace the one a running gateway has in force: the same
+/// checks, except that a gateway certificate outside its validity is not a mistake in the file
+/// (it lapsed while the gateway ran, and a new CRL or grant must still go in force; the log and
+/// `/readyz` say it has lapsed).
+pub fn parse_running(path: &Path, base: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_checked(path, base, text, validate::When::Running)
+}
+
+fn parse_checked(path: &Path, base: &Path, text: &str, when: validate::When) -> Result<Config, ConfigError> {
     let base = base.to_owned();
     let doc = match toml::de::DeTable::parse(text) {
         Ok(doc) => doc,
@@ -60,7 +72,7 @@ pub fn parse_in(path: &Path, base: &Path, text: &str) -> Result<Config, ConfigEr
             return Err(ConfigError::Invalid(loc.into_diagnostics()));
         }
     };
-    validate::validate(&config, &mut loc, &base);
+    validate::validate(&config, &mut loc, &base, when);
     if loc.has_errors() {
         return Err(ConfigError::Invalid(loc.into_diagnostics()));
     }

@@ -13,8 +13,16 @@ use splpd_certs::load;
 use super::diag::{Locator, Seg, at};
 use super::model::{Config, ConnectionType, Protocol};
 
-pub(super) fn validate(cfg: &Config, loc: &mut Locator<'_>, base: &Path) {
-    let mut v = Validator { cfg, loc, base };
+/// Whether a configuration is checked to start a gateway (or by `config check`), or to replace
+/// the one a running gateway has in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    Starting,
+    Running,
+}
+
+pub(super) fn validate(cfg: &Config, loc: &mut Locator<'_>, base: &Path, when: When) {
+    let mut v = Validator { cfg, loc, base, when };
     v.gateway();
     v.listeners();
     v.trust_anchors();
@@ -33,6 +41,7 @@ struct Validator<'c, 'l, 'a> {
     cfg: &'c Config,
     loc: &'l mut Locator<'a>,
     base: &'c Path,
+    when: When,
 }
 
 /// The closest of `candidates` to `name`, if close enough to be a likely typo.
@@ -304,11 +313,16 @@ impl Validator<'_, '_, '_> {
         let id = self.cfg.gateway.id.clone();
         let reissue = format!("issue a new one with `splpd certs issue --ca CA server {id}`");
         let Some(Ok((_, leaf))) = chain.first().map(|der| X509Certificate::from_der(der)) else { return };
+        let peers = !self.cfg.peers.is_empty();
         for problem in check_as(&leaf, Role::Leaf, time::OffsetDateTime::now_utc()) {
-            if matches!(
-                problem,
-                Problem::Expired { .. } | Problem::NotYetValid { .. } | Problem::MissingServerAuth | Problem::LeafIsCa
-            ) {
+            let fatal = match problem {
+                Problem::Expired { .. } | Problem::NotYetValid { .. } => self.when == When::Starting,
+                Problem::MissingServerAuth | Problem::LeafIsCa => true,
+                // Peers take the gateway's certificate as a client's, and refuse it without.
+                Problem::MissingClientAuth | Problem::NoExtendedKeyUsage => peers,
+                _ => false,
+            };
+            if fatal {
                 self.err(at!["gateway", "cert"], format!("the gateway certificate cannot serve: {problem}"), &reissue);
             }
         }

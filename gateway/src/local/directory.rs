@@ -284,24 +284,34 @@ fn media_type(path: &Path, text: &[u8]) -> &'static str {
 /// so a wrong path (the gateway's key, a system file) must not start, not go out.
 fn check_openapi(text: &[u8], media_type: &str) -> Result<(), String> {
     const KEYS: [&str; 2] = ["openapi", "swagger"];
-    let pem = text.windows(11).any(|w| w == b"-----BEGIN ");
-    if pem {
-        return Err("it holds PEM data (a key or a certificate), which must never be served".into());
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    // An example certificate in a document is fine; a private key never is.
+    if text.windows(16).any(|w| w == b"PRIVATE KEY-----") {
+        return Err("it holds a private key (PEM), which must never be served".into());
     }
-    if media_type == JSON {
-        let value: serde_json::Value =
-            serde_json::from_slice(text).map_err(|e| format!("it is not valid JSON ({e})"))?;
-        let object = value.as_object().ok_or("its JSON is not an object")?;
-        return match KEYS.iter().any(|k| object.get(*k).is_some_and(serde_json::Value::is_string)) {
-            true => Ok(()),
-            false => Err("its JSON has no top-level \"openapi\" (or \"swagger\") version field".into()),
-        };
+    let json = serde_json::from_slice::<serde_json::Value>(text);
+    let value = match (json, media_type) {
+        (Ok(value), _) => value,
+        (Err(e), JSON) => return Err(format!("it is not valid JSON ({e})")),
+        // Not JSON, so YAML (of which JSON is a part).
+        (Err(_), _) => return check_yaml_openapi(text, &KEYS),
+    };
+    let object = value.as_object().ok_or("its JSON is not an object")?;
+    match KEYS.iter().any(|k| object.get(*k).is_some_and(serde_json::Value::is_string)) {
+        true => Ok(()),
+        false => Err("its JSON has no top-level \"openapi\" (or \"swagger\") version field".into()),
     }
+}
+
+/// The YAML half of [`check_openapi`]. No YAML parser here: a top-level mapping key starts its
+/// line, quoted or not (or follows the `{` of a one-line flow mapping).
+fn check_yaml_openapi(text: &[u8], keys: &[&str]) -> Result<(), String> {
     let text = std::str::from_utf8(text).map_err(|_| "it is neither UTF-8 JSON nor YAML")?;
-    // No YAML parser here: a top-level mapping key starts its line, quoted or not.
     let top_level = text.lines().any(|line| {
-        let key = line.split(':').next().unwrap_or_default().trim_end();
-        line.contains(':') && KEYS.iter().any(|k| [*k, &format!("\"{k}\""), &format!("'{k}'")].contains(&key))
+        let line = line.strip_prefix('{').map_or(line, str::trim_start);
+        let Some((key, _)) = line.split_once(':') else { return false };
+        let key = key.trim_end();
+        keys.iter().any(|k| [*k, &format!("\"{k}\""), &format!("'{k}'")].contains(&key))
     });
     match top_level {
         true => Ok(()),
@@ -629,15 +639,22 @@ valid_until = 2099-01-01T00:00:00Z
         let ok = |text: &str, media| check_openapi(text.as_bytes(), media);
         assert_eq!(ok(r#"{"openapi": "3.0.3", "paths": {}}"#, JSON), Ok(()));
         assert_eq!(ok(r#"{"swagger": "2.0"}"#, JSON), Ok(()));
-        assert_eq!(ok("# comment\nopenapi: 3.1.0\ninfo: {}\n", YAML), Ok(()));
+        assert_eq!(ok("# comment\r\n---\r\nopenapi: 3.1.0\r\ninfo: {}\r\n", YAML), Ok(()));
         assert_eq!(ok("\"openapi\": \"3.0.0\"\n", YAML), Ok(()));
+        assert_eq!(ok("\u{feff}openapi: 3.1.0\n", YAML), Ok(()), "a byte order mark first");
+        assert_eq!(ok("{\n  \"openapi\": \"3.0.3\"\n}\n", YAML), Ok(()), "JSON saved as .yaml");
+        assert_eq!(ok("{openapi: 3.0.3, paths: {}}\n", YAML), Ok(()), "a one-line flow mapping");
+        let with_example = "{\"openapi\": \"3.0.3\", \"x\": \"-----BEGIN CERTIFICATE-----\"}";
+        assert_eq!(ok(with_example, JSON), Ok(()), "an example certificate in a document");
         let why = |text: &str, media| check_openapi(text.as_bytes(), media).unwrap_err();
-        assert!(why("-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n", YAML).contains("PEM"));
-        assert!(why("{\"openapi\": \"3.0.3\", \"x\": \"-----BEGIN CERTIFICATE-----\"}", JSON).contains("PEM"));
+        assert!(why("-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n", YAML).contains("private key"));
+        let key_inside = "openapi: 3.0.0\nx: |\n  -----BEGIN EC PRIVATE KEY-----\n";
+        assert!(why(key_inside, YAML).contains("private key"));
         assert!(why("{\"paths\": {}}", JSON).contains("no top-level"));
         assert!(why("[1, 2]", JSON).contains("not an object"));
         assert!(why("{not json", JSON).contains("not valid JSON"));
         assert!(why("root:x:0:0:root:/root:/bin/bash\n", YAML).contains("no top-level"));
+        assert!(why("-----BEGIN CERTIFICATE-----\nMIIB\n", YAML).contains("no top-level"));
         // Nested, the key does not make a document.
         assert!(why("info:\n  openapi: 3.0.0\n", YAML).contains("no top-level"));
     }

@@ -406,8 +406,17 @@ impl Reloader {
                 // Asked under the lock: a change through the admin listener has either not
                 // written the file yet, or has put its text in force.
                 if self.already_in_force(&changed) {
-                    // Put back as it was: a refusal of the edit in between no longer stands.
-                    match lock(&self.last_refused).take() {
+                    // Put back as it was: a refusal of an edit in between no longer stands (one
+                    // of the version in force itself, for another file it names, still does).
+                    let in_force = self.version_in_force();
+                    let refused = {
+                        let mut shown = lock(&self.last_refused);
+                        match &*shown {
+                            Some(r) if Some(&r.version) != in_force.as_ref() => shown.take(),
+                            _ => None,
+                        }
+                    };
+                    match refused {
                         Some(refused) => tracing::info!(
                             "the configuration file holds the version in force again; the refused version {} is \
                              gone, and nothing needs reloading",
@@ -501,7 +510,7 @@ impl Checker {
     /// beside `path`), checks it and builds its snapshot. Blocking: it loads certificates.
     fn build(&self, name: &Path, path: &Path, text: &str) -> Result<(Snapshot, ReloadReport), ReloadError> {
         let base = config::history::folder_of(path);
-        let config = config::parse_in(name, &base, text)?;
+        let config = config::parse_running(name, &base, text)?;
         check_listeners(&self.listeners, &config)?;
         let key_now = signing_key_digest(&config);
         let report = ReloadReport {
@@ -510,7 +519,7 @@ impl Checker {
             signing_key_changed: self.signing_key.is_some() && key_now != self.signing_key,
         };
         let snapshot = Snapshot::build(config)?;
-        if let Some(why) = crate::tls::older_crls(snapshot.trust.crl_status(), &self.crls) {
+        if let Some(why) = crate::tls::crl_step_back(&snapshot.trust, &self.crls) {
             return Err(ReloadError::OlderCrl(why));
         }
         Ok((snapshot, report))
