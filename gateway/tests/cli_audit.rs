@@ -1222,3 +1222,31 @@ fn a_kept_checkpoint_the_log_no_longer_reaches_or_holds_is_evidence_it_was_cut_s
     assert!(!log.path("c.json").exists());
     log.ok(&["audit", "consistency", "audit", "--kept", "kept.json", "--out", "c.json"]);
 }
+
+#[test]
+fn an_exchange_id_two_callers_chose_is_proved_only_once_told_whose() {
+    let log = Log::new(60);
+    // Record 71 carries record 10's id: another client chose the same X-Road-Id.
+    log.write(&log.dir(), 60..80, &|i| ExchangeRecord {
+        exchange_id: exchange_id(if i == 71 { 10 } else { i }),
+        ..record(i)
+    });
+    let (first, second) = (CLIENTS[1], CLIENTS[2]);
+    let id = exchange_id(10);
+    let all = log.fails(&["audit", "proof", "audit", &id]);
+    assert!(all.contains("is carried by 2 records"), "{all}");
+    assert!(
+        all.contains(&format!("record 10, client {first}")) && all.contains(&format!("record 71, client {second}"))
+    );
+    assert!(all.contains("--client"), "{all}");
+    for (args, leaf) in [(vec!["--client", second], 71), (vec!["--client", first], 10), (vec!["--record", "71"], 71)] {
+        let mut cmd = vec!["audit", "proof", "audit", &id];
+        cmd.extend(args);
+        let proof: serde_json::Value = serde_json::from_str(&log.ok(&cmd)).unwrap();
+        assert_eq!(proof["leaf_index"], leaf, "{cmd:?}");
+    }
+    let all = log.fails(&["audit", "proof", "audit", &id, "--client", CLIENTS[0]]);
+    assert!(all.contains("no record with exchange id"), "{all}");
+    // An id carried once needs no such help.
+    log.ok(&["audit", "proof", "audit", &exchange_id(11)]);
+}

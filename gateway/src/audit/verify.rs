@@ -33,7 +33,9 @@ pub use self::consistency::{
     make_kept_consistency_proof, read_kept_checkpoint,
 };
 pub use self::json::{RecordJson, rfc3339_nanos};
-pub use self::proof::{CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, ProofError, check_proof, make_proof};
+pub use self::proof::{
+    CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, Pick, ProofError, check_proof, make_proof,
+};
 pub use self::query::{Filter, Pattern, QueryError, QuerySummary, StatusMatch, query};
 use super::ExchangeRecord;
 use super::checkpoint::{Checkpoint, verify_checkpoint};

@@ -198,6 +198,12 @@ pub(crate) struct ProofArgs {
     dir: PathBuf,
     /// The exchange id (X-Road-Id) of the record to prove.
     exchange_id: String,
+    /// When several exchanges carry the id (callers choose their ids): the one of this client.
+    #[arg(long, value_name = "CLIENT")]
+    client: Option<String>,
+    /// When several exchanges carry the id: the one at this record number.
+    #[arg(long, value_name = "SEQ")]
+    record: Option<u64>,
     /// Write the proof to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -477,7 +483,8 @@ fn print_row(row: &[String; 8], widths: &[usize; 8]) {
 }
 
 fn proof_cmd(args: &ProofArgs) -> anyhow::Result<ExitCode> {
-    match verify::make_proof(&args.dir, &args.exchange_id) {
+    let pick = verify::Pick { client: args.client.as_deref(), record: args.record };
+    match verify::make_proof(&args.dir, &args.exchange_id, pick) {
         Ok((text, index, cp)) => {
             match &args.out {
                 Some(path) => {
@@ -493,7 +500,12 @@ fn proof_cmd(args: &ProofArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ (ProofError::NotFound { .. } | ProofError::NotCovered { .. } | ProofError::Log(_))) => {
+        Err(
+            e @ (ProofError::NotFound { .. }
+            | ProofError::NotCovered { .. }
+            | ProofError::Ambiguous { .. }
+            | ProofError::Log(_)),
+        ) => {
             eprintln!("error: {e}");
             Ok(ExitCode::FAILURE)
         }

@@ -54,6 +54,19 @@ pub enum ProofError {
         /// The latest checkpoint's size.
         covered: u64,
     },
+    /// Several exchange records carry the id: callers choose their ids, and two may choose one.
+    #[error(
+        "exchange id {exchange_id} is carried by {} records ({}): callers choose their X-Road-Id, so several \
+         exchanges may share one; give --client (or --record) to say which to prove",
+        .records.len(),
+        .records.iter().map(|(seq, client)| format!("record {seq}, client {client}")).collect::<Vec<_>>().join("; ")
+    )]
+    Ambiguous {
+        /// The id.
+        exchange_id: String,
+        /// The records carrying it: sequence number and client.
+        records: Vec<(u64, String)>,
+    },
     /// The log cannot back a proof: no checkpoint, damage, a checkpoint that does not match.
     #[error("{0}")]
     Log(String),
@@ -218,12 +231,23 @@ impl PathBuilder {
     }
 }
 
-/// Makes the inclusion proof of the first record with `exchange_id` in the log in `dir`, against
-/// the latest checkpoint, as a JSON document (see `docs/audit-log.md`).
+/// Which of the records carrying an exchange id to prove: the one of this client, or this
+/// record; with neither, the id must be carried by one record alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pick<'a> {
+    /// The client whose exchange it is.
+    pub client: Option<&'a str>,
+    /// The record's sequence number.
+    pub record: Option<u64>,
+}
+
+/// Makes the inclusion proof of the exchange record with `exchange_id` (the one `pick` picks) in
+/// the log in `dir`, against the latest checkpoint, as a JSON document (see
+/// `docs/audit-log.md`). Several covered records carrying the id, picked alike, are refused.
 ///
 /// The latest checkpoint's signature is checked, and so is its root against the records, so
 /// that a damaged or altered log yields an error rather than a proof that fails later.
-pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpoint), ProofError> {
+pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(String, u64, Checkpoint), ProofError> {
     ensure_log(dir).map_err(|e| ProofError::Log(e.to_string()))?;
     let latest = latest_checkpoint(dir)?;
     let cp = &latest.checkpoint;
@@ -239,6 +263,8 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
     let mut record = ExchangeRecord::default();
     let n = cp.tree_size;
     let mut later_seq = None;
+    // Every covered record carrying the id (and picked), to tell when it is not one alone.
+    let mut carrying: Vec<(u64, String)> = Vec::new();
     loop {
         let (seq, payload) = match reader.next_record() {
             Ok(Some(next)) => next,
@@ -246,11 +272,18 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
             Err(e) if e.is_torn_tail() && tree.size() >= n => break,
             Err(e) => return Err(log_err(e)),
         };
-        if found.is_none() {
+        if found.is_none() || seq < n {
             record.clear();
             record.merge(payload).map_err(|e| ProofError::Log(format!("record {seq} does not decode: {e}")))?;
             // A strict exchange's request record shares the id; the proof is of the exchange.
-            if record.exchange_id.eq_ignore_ascii_case(exchange_id) && record.kind() == RecordKind::Exchange {
+            let picked = record.exchange_id.eq_ignore_ascii_case(exchange_id)
+                && record.kind() == RecordKind::Exchange
+                && pick.client.is_none_or(|c| record.client == c)
+                && pick.record.is_none_or(|r| r == seq);
+            if picked {
+                carrying.push((seq, record.client.clone()));
+            }
+            if picked && found.is_none() {
                 if seq >= n {
                     later_seq = Some(seq);
                     break;
@@ -277,6 +310,9 @@ pub fn make_proof(dir: &Path, exchange_id: &str) -> Result<(String, u64, Checkpo
     let Some((index, payload, builder)) = found else {
         return Err(ProofError::NotFound { exchange_id: exchange_id.to_owned(), scanned: reader.next_seq() });
     };
+    if carrying.len() > 1 {
+        return Err(ProofError::Ambiguous { exchange_id: exchange_id.to_owned(), records: carrying });
+    }
     check_against_records(latest.index, cp, &tree)?;
     let path = builder.finish().ok_or_else(|| ProofError::Log("internal error: incomplete audit path".to_owned()))?;
     let leaf = leaf_hash(&payload);
