@@ -399,9 +399,11 @@ pub fn record_connection(
     None
 }
 
-/// Logs what ended a connection. A request head too large for hyper's buffer (more than twice
-/// `[limits] max_header_bytes`) is answered by hyper with a bare 431 before the exchange path
-/// sees it; it gets an audit record here all the same, since every refusal is an exchange.
+/// Logs what ended a connection. An HTTP/1.1 request head hyper cannot take, too large for its
+/// buffer (more than twice `[limits] max_header_bytes`) or malformed (a header line without a
+/// colon, two Content-Lengths, folded lines), is answered by hyper with a bare 431 or 400 before
+/// the exchange path sees it; it gets an audit record here all the same, since every refusal is
+/// an exchange.
 pub fn log_connection_error(
     err: &(dyn std::error::Error + 'static),
     auth: Option<&ConnectionAuth>,
@@ -410,12 +412,22 @@ pub fn log_connection_error(
     remote: std::net::SocketAddr,
 ) {
     let hyper_err = err.downcast_ref::<hyper::Error>();
-    if hyper_err.is_some_and(hyper::Error::is_parse_too_large) {
-        tracing::info!(%remote, "request head over twice the configured header limits: answered 431");
+    let refused = match hyper_err {
+        Some(e) if e.is_parse_too_large() => {
+            tracing::info!(%remote, "request head over twice the configured header limits: answered 431");
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
+        Some(e) if e.is_parse() => {
+            tracing::info!(%remote, "malformed HTTP/1.1 request: answered 400 ({err})");
+            Some(StatusCode::BAD_REQUEST)
+        }
+        _ => None,
+    };
+    if let Some(status) = refused {
         let mut record = RecordBuilder::received_now(gateway_id);
         record.set_exchange_id(uuid::Uuid::new_v4());
         record_connection(&mut record, auth);
-        record.set_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        record.set_status(status);
         record.set_error_type("Client.BadRequest");
         // The answer has gone already; the record is written in the background.
         drop(audit.append(record.finish(), AuditMode::Async));

@@ -293,3 +293,32 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off_and_the_exchange_logg
     assert_eq!(reply.status, StatusCode::OK);
     region.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_http1_request_is_answered_400_and_logged() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "").await;
+    let dinkes = pki.client(DINKES);
+    let heads: [&[u8]; 3] = [
+        b"GET /r1/x HTTP/1.1\r\nhost: localhost\r\na header line without a colon\r\n\r\n",
+        b"POST /r1/x HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+        b"GET /r1/x HTTP/1.1\r\nhost: localhost\r\nx-a: 1\r\n folded\r\n\r\n",
+    ];
+    for (n, head) in heads.into_iter().enumerate() {
+        let before = region.records().len();
+        let mut tls = tls_connect(&region, &dinkes, Proto::H1).await;
+        tls.write_all(head).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "head {n}: {answer}");
+        let records = region.wait_records(before + 1).await;
+        let logged = records.last().unwrap();
+        assert_eq!((logged.status, logged.error_type.as_str()), (400, "Client.BadRequest"), "head {n}");
+        assert_eq!((logged.client.as_str(), logged.client_cert_sha256.clone()), (DINKES, dinkes.sha256().to_vec()));
+    }
+    assert!(upstream.received().is_empty());
+    region.stop().await;
+}
