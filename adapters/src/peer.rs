@@ -10,6 +10,7 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
+use crate::arriving::Watched;
 use crate::http::{HttpUpstream, UpstreamBody, UpstreamError};
 use crate::retry::Unsent;
 use crate::upstreams::{Attempt, describe, endpoint_label, endpoint_uri};
@@ -52,7 +53,9 @@ impl PeerEndpoints {
     ) -> Result<PeerAnswer, PeerFailure> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let mut body = Some(body);
+        // Whether the body, when the wait runs out, waits on the caller rather than the peer.
+        let (body, arrival) = Watched::new(body);
+        let mut body = Some(body.boxed());
         let n = self.endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed);
         let mut attempts = Vec::new();
@@ -68,7 +71,7 @@ impl PeerEndpoints {
                         reason: format!("cannot build the peer URL: {e}"),
                         fault: None,
                     };
-                    return Err(PeerFailure { error, endpoint: None, attempts });
+                    return Err(PeerFailure { error, endpoint: None, attempts, waiting_on_caller: false });
                 }
             };
             // Handed back if the attempt drops it unread.
@@ -87,8 +90,13 @@ impl PeerEndpoints {
                     return Ok(PeerAnswer { response, endpoint: uri, attempts });
                 }
                 Err(error @ UpstreamError::Timeout { .. }) => {
-                    attempts.push(Attempt { endpoint: label, outcome: describe(&error) });
-                    return Err(PeerFailure { error, endpoint: Some(uri), attempts });
+                    let waiting_on_caller = arrival.waiting_on_caller();
+                    let outcome = match waiting_on_caller {
+                        true => "the request body was still arriving from the caller".to_owned(),
+                        false => describe(&error),
+                    };
+                    attempts.push(Attempt { endpoint: label, outcome });
+                    return Err(PeerFailure { error, endpoint: Some(uri), attempts, waiting_on_caller });
                 }
                 Err(e) => {
                     attempts.push(Attempt { endpoint: label, outcome: describe(&e) });
@@ -102,7 +110,7 @@ impl PeerEndpoints {
             }
         }
         Err(match last {
-            Some((error, uri)) => PeerFailure { error, endpoint: Some(uri), attempts },
+            Some((error, uri)) => PeerFailure { error, endpoint: Some(uri), attempts, waiting_on_caller: false },
             None => PeerFailure {
                 error: UpstreamError::Connect {
                     authority: String::new(),
@@ -111,6 +119,7 @@ impl PeerEndpoints {
                 },
                 endpoint: None,
                 attempts,
+                waiting_on_caller: false,
             },
         })
     }
@@ -136,6 +145,9 @@ pub struct PeerFailure {
     pub endpoint: Option<Uri>,
     /// Each endpoint tried, in order.
     pub attempts: Vec<Attempt>,
+    /// The wait ran out while the peer was reading the request body and the caller had not sent
+    /// the rest: the caller's slowness, not the peer's.
+    pub waiting_on_caller: bool,
 }
 
 #[cfg(test)]
@@ -143,6 +155,65 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A peer over cleartext HTTP/2 that reads each request's body whole, then answers, except
+    /// under `/never`, where it never answers.
+    async fn peer_reading_bodies() -> std::net::SocketAddr {
+        use http_body_util::{BodyExt as _, Empty};
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let never = req.uri().path() == "/never";
+                        let _ = req.into_body().collect().await;
+                        if never {
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(Response::new(Empty::<bytes::Bytes>::new()))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_runs_out_while_the_caller_still_sends_its_body_is_the_callers() {
+        use http_body_util::{BodyExt as _, Full, StreamBody};
+        use hyper::body::Frame;
+        let addr = peer_reading_bodies().await;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let opts = crate::http::UpstreamOptions { http2_only: true, ..Default::default() };
+        let peer =
+            PeerEndpoints::new(HttpUpstream::new(tls, &opts).unwrap(), vec![format!("http://{addr}").parse().unwrap()]);
+        let wait = Duration::from_millis(300);
+
+        // The first bytes of the body, and no more while the wait lasts.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<bytes::Bytes>, crate::http::BoxError>>(1);
+        tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"first")))).await.unwrap();
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let req = Request::post("/r1/x").body(StreamBody::new(frames).boxed()).unwrap();
+        let failed = peer.send(req, "/r1/x", wait).await.unwrap_err();
+        assert!(failed.waiting_on_caller, "{:?}", failed.attempts);
+        assert!(failed.attempts[0].outcome.contains("still arriving from the caller"), "{:?}", failed.attempts);
+        drop(tx);
+
+        // A body sent whole to a peer that does not answer in time: the peer's doing.
+        let whole = Full::new(bytes::Bytes::from_static(b"all of it")).map_err(|never| match never {}).boxed();
+        let failed = peer.send(Request::post("/never").body(whole).unwrap(), "/never", wait).await.unwrap_err();
+        assert!(!failed.waiting_on_caller && matches!(failed.error, UpstreamError::Timeout { .. }));
+    }
 
     #[test]
     fn a_call_path_goes_under_the_endpoint_base() {

@@ -921,16 +921,21 @@ fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> Gateway
             format!("{service}: the service stayed busy until the call's deadline; try again later"),
             format!("{service}: {why}"),
         )),
-        DispatchError::BodyTimeout(after) => GatewayError::RequestTimeout(format!(
-            "{service}: the request body did not arrive from the caller within {after:?}, the time the service's \
-             answer is waited for; send the body at once, or ask the operator for a longer request_timeout"
-        )),
+        DispatchError::BodyTimeout(after) => caller_too_slow(service, after),
         DispatchError::Body(e) => GatewayError::BadRequest(format!("reading the request body failed: {e}")),
         DispatchError::BadUri(why) => GatewayError::Internal(Failure::hidden(
             format!("{service}: the gateway could not build the service's URL"),
             format!("{service}: {why}"),
         )),
     }
+}
+
+/// The caller did not send its request body within `after`, the wait for the service's answer.
+pub(crate) fn caller_too_slow(service: &ServiceId, after: std::time::Duration) -> GatewayError {
+    GatewayError::RequestTimeout(format!(
+        "{service}: the request body did not arrive from the caller within {after:?}, the time the service's answer \
+         is waited for; send the body at once, or ask the operator for a longer request_timeout"
+    ))
 }
 
 fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> GatewayError {

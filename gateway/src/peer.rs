@@ -319,8 +319,11 @@ async fn send_to_peer(
     let (body, sent) = MeteredRequestBody::new(body, u64::MAX, hasher, None);
     let req = Request::from_parts(parts, forward::boxed(body));
     let answer = link.endpoints.send(req, target, timeout).await.map_err(|failed| {
-        let PeerFailure { error, endpoint, attempts } = failed;
-        let error = peer_failure(link, route, error);
+        let PeerFailure { error, endpoint, attempts, waiting_on_caller } = failed;
+        let error = match (&error, waiting_on_caller) {
+            (UpstreamError::Timeout { after, .. }, true) => crate::exchange::caller_too_slow(&route.id, *after),
+            _ => peer_failure(link, route, error),
+        };
         NotSent { error: SendError::Gateway(error), endpoint, attempts }
     })?;
     let PeerAnswer { response: resp, endpoint, attempts } = answer;
