@@ -370,7 +370,17 @@ impl Gateway {
         };
 
         // authorize
-        let purpose = req.headers().get(&xroad::PURPOSE).and_then(|v| v.to_str().ok());
+        let purpose = match req.headers().get(&xroad::PURPOSE).map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(purpose)) => Some(purpose),
+            Some(Err(_)) => {
+                return Err(GatewayError::BadRequest(
+                    "X-SPLP-Purpose holds characters other than visible ASCII; it names a purpose code of the \
+                     grant, such as pelayanan-kesehatan"
+                        .into(),
+                ));
+            }
+        };
         let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
         snap.policy.check(&access, time::OffsetDateTime::now_utc()).map_err(|d| {
             let mut message = d.to_string();

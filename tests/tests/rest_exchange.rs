@@ -836,6 +836,12 @@ async fn a_purpose_bound_grant_needs_the_declared_purpose() {
     let rec = assert_record(&region, &wrong, Some(NIK_QUERY), &denied).await;
     assert_eq!(rec.purpose, "pemasaran");
 
+    // Not a purpose code at all: told as such, not as a missing purpose.
+    let garbled = call().header("x-splp-purpose", "pelayanan-kesehatan-\u{e9}".as_bytes());
+    let garbled = region.call(Some(&puskesmas), Proto::H1, garbled).await.unwrap();
+    let message = assert_gateway_error(&garbled, 400, "Client.BadRequest");
+    assert!(message.contains("X-SPLP-Purpose") && message.contains("visible ASCII"), "{message}");
+
     let right =
         region.call(Some(&puskesmas), Proto::H2, call().header("x-splp-purpose", "pelayanan-kesehatan")).await.unwrap();
     assert_eq!(right.status, StatusCode::OK);
@@ -843,7 +849,7 @@ async fn a_purpose_bound_grant_needs_the_declared_purpose() {
     let rec = assert_record(&region, &right, Some(NIK_QUERY), &allowed).await;
     assert_eq!(rec.purpose, "pelayanan-kesehatan");
     assert_eq!(upstream.received().len(), 1);
-    assert_record_count(&region, 3).await;
+    assert_record_count(&region, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
