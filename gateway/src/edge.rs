@@ -412,12 +412,23 @@ pub fn log_connection_error(
     remote: std::net::SocketAddr,
 ) {
     let hyper_err = err.downcast_ref::<hyper::Error>();
+    // The parse errors hyper answers itself (its `on_error`): not an HTTP/2 preface on an
+    // HTTP/1.1 connection, nor its internal ones, which get no answer.
     let refused = match hyper_err {
+        Some(e) if e.is_parse_too_large() && e.to_string().contains("URI") => {
+            tracing::info!(%remote, "request URI too long for hyper: answered 414");
+            Some(StatusCode::URI_TOO_LONG)
+        }
         Some(e) if e.is_parse_too_large() => {
             tracing::info!(%remote, "request head over twice the configured header limits: answered 431");
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         }
-        Some(e) if e.is_parse() => {
+        Some(e)
+            if e.is_parse()
+                && !e.is_parse_version_h2()
+                && !e.is_parse_status()
+                && !e.to_string().contains("internal error") =>
+        {
             tracing::info!(%remote, "malformed HTTP/1.1 request: answered 400 ({err})");
             Some(StatusCode::BAD_REQUEST)
         }

@@ -321,7 +321,7 @@ async fn send_to_peer(
     let answer = link.endpoints.send(req, target, timeout).await.map_err(|failed| {
         let PeerFailure { error, endpoint, attempts, waiting_on_caller } = failed;
         let error = match (&error, waiting_on_caller) {
-            (UpstreamError::Timeout { after, .. }, true) => crate::exchange::caller_too_slow(&route.id, *after),
+            (UpstreamError::Timeout { .. }, true) => crate::exchange::caller_too_slow(&route.id, timeout),
             _ => peer_failure(link, route, error),
         };
         NotSent { error: SendError::Gateway(error), endpoint, attempts }

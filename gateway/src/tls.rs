@@ -15,6 +15,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use splpd_certs::id::{IdError, IdPrefix, Identity};
 use splpd_certs::load::{self, LoadError};
+use x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -242,9 +243,15 @@ pub struct CrlStatus {
     pub this_update: time::OffsetDateTime,
     /// Its CRL number, when it has one.
     pub number: Option<x509_parser::num_bigint::BigUint>,
-    /// The SubjectPublicKeyInfo of the CA whose signature it carries: CRLs of one CA, and only
-    /// those, are in a sequence.
+    /// The SubjectPublicKeyInfo of the CA whose signature it carries, the issuer name it gives
+    /// (DER), and its issuing distribution point (the extension's DER) if it has one: CRLs that
+    /// share all three are one CA's list in successive issues, and webpki picks a CRL by the
+    /// last two.
     pub signer: Box<[u8]>,
+    /// See `signer`.
+    pub issuer: Box<[u8]>,
+    /// See `signer`.
+    pub scope: Option<Box<[u8]>>,
 }
 
 impl CrlStatus {
@@ -253,13 +260,10 @@ impl CrlStatus {
     /// certificates revoked since back in. `None` when it may, or when the two are of different
     /// CAs.
     pub fn older_than(&self, in_force: &CrlStatus) -> Option<String> {
-        if self.signer != in_force.signer {
+        if !self.same_list(in_force) {
             return None;
         }
-        let older = match (&self.number, &in_force.number) {
-            (Some(new), Some(old)) => new < old,
-            _ => self.this_update < in_force.this_update,
-        };
+        let older = self.issued_before(in_force);
         let describe = |c: &CrlStatus| match &c.number {
             Some(n) => format!("number {n}, issued {}", rfc3339(c.this_update)),
             None => format!("issued {}", rfc3339(c.this_update)),
@@ -283,7 +287,7 @@ impl CrlStatus {
 /// force and the CA is still trusted, which would let every certificate it revoked back in.
 /// (A store holds one CRL per CA, the latest: [`TrustStore::new`].)
 pub fn crl_step_back(new: &TrustStore, in_force: &[CrlStatus]) -> Option<String> {
-    in_force.iter().find_map(|kept| match new.crl_status.iter().find(|c| c.signer == kept.signer) {
+    in_force.iter().find_map(|kept| match new.crl_status.iter().find(|c| c.same_list(kept)) {
         Some(read) => read.older_than(kept),
         None if new.cas.iter().any(|ca| ca.spki == kept.signer) => Some(format!(
             "trust anchor {:?}: the CA's CRL {} is in force, and the new configuration lists none of that CA, so \
@@ -294,6 +298,22 @@ pub fn crl_step_back(new: &TrustStore, in_force: &[CrlStatus]) -> Option<String>
         )),
         None => None,
     })
+}
+
+impl CrlStatus {
+    /// Whether the two are issues of one list (see `signer`).
+    pub fn same_list(&self, other: &CrlStatus) -> bool {
+        self.signer == other.signer && self.issuer == other.issuer && self.scope == other.scope
+    }
+
+    /// Whether this issue of a list came before `other`: by CRL number when both have one, else
+    /// by when they were issued.
+    pub fn issued_before(&self, other: &CrlStatus) -> bool {
+        match (&self.number, &other.number) {
+            (Some(this), Some(that)) => this < that,
+            _ => self.this_update < other.this_update,
+        }
+    }
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -381,13 +401,12 @@ impl TrustStore {
     /// Of several CRLs of one CA, keeps the latest alone: webpki checks a certificate against the
     /// first CRL of its issuer it is given, which an older one listed first would be.
     fn keep_latest_crls(&mut self) {
+        // Of two issues alike (neither before the other), the first listed is kept.
         let latest: Vec<bool> = (0..self.crl_status.len())
             .map(|i| {
                 let c = &self.crl_status[i];
                 !self.crl_status.iter().enumerate().any(|(j, other)| {
-                    other.signer == c.signer
-                        && ((&other.number, other.this_update) > (&c.number, c.this_update)
-                            || ((&other.number, other.this_update) == (&c.number, c.this_update) && j < i))
+                    other.same_list(c) && (c.issued_before(other) || (j < i && !other.issued_before(c)))
                 })
             })
             .collect();
@@ -481,6 +500,12 @@ impl TrustStore {
             this_update: crl.last_update().to_datetime(),
             number: crl.crl_number().cloned(),
             signer: signer.spki.clone(),
+            issuer: issuer.as_raw().into(),
+            scope: crl
+                .extensions()
+                .iter()
+                .find(|e| e.oid == OID_X509_EXT_ISSUER_DISTRIBUTION_POINT)
+                .map(|e| e.value.into()),
         };
         // Not fatal: the operator may be about to replace it, and reloading must not fail
         // because of it. But every certificate of this CA is refused once it has expired.
@@ -1219,6 +1244,8 @@ pub(crate) mod tests {
             this_update: now - Duration::days(age),
             number: number.map(Into::into),
             signer: signer.into(),
+            issuer: b"CN=CA".as_slice().into(),
+            scope: None,
         };
         // By number, whatever the dates say.
         let why = crl(b"ca", Some(2), 0).older_than(&crl(b"ca", Some(3), 5)).expect("a lower number");
@@ -1228,8 +1255,13 @@ pub(crate) mod tests {
         // Without numbers, by when they were issued.
         assert!(crl(b"ca", None, 2).older_than(&crl(b"ca", None, 1)).is_some());
         assert_eq!(crl(b"ca", None, 1).older_than(&crl(b"ca", None, 2)), None);
-        // Another CA's (a new key under the same name) starts a sequence of its own.
+        // Another CA's (a new key under the same name) starts a sequence of its own, and so
+        // does another list of the same CA (another distribution point).
         assert_eq!(crl(b"new", Some(1), 0).older_than(&crl(b"ca", Some(9), 0)), None);
+        let other_list = CrlStatus { scope: Some(b"part 2".as_slice().into()), ..crl(b"ca", Some(1), 0) };
+        assert_eq!(other_list.older_than(&crl(b"ca", Some(9), 0)), None);
+        // Numbered or not, one rule orders the issues.
+        assert!(crl(b"ca", None, 2).issued_before(&crl(b"ca", Some(1), 1)));
     }
 
     #[test]
@@ -1273,6 +1305,8 @@ pub(crate) mod tests {
             this_update: now,
             number: None,
             signer: Box::default(),
+            issuer: Box::default(),
+            scope: None,
         };
         assert_eq!(status(8).concern(now), None);
         let soon = status(3).concern(now).expect("three days ahead");

@@ -319,6 +319,16 @@ async fn a_malformed_http1_request_is_answered_400_and_logged() {
         assert_eq!((logged.status, logged.error_type.as_str()), (400, "Client.BadRequest"), "head {n}");
         assert_eq!((logged.client.as_str(), logged.client_cert_sha256.clone()), (DINKES, dinkes.sha256().to_vec()));
     }
+    // An HTTP/2 preface on a connection that chose HTTP/1.1 gets no answer from hyper, and so no
+    // record of an answer that was never given.
+    let before = region.records().len();
+    let mut tls = tls_connect(&region, &dinkes, Proto::H1).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(region.records().len(), before);
     assert!(upstream.received().is_empty());
     region.stop().await;
 }

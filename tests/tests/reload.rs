@@ -269,6 +269,27 @@ async fn a_file_put_back_as_in_force_after_a_refused_edit_clears_the_refusal() {
         write_until(&good, &|| reloader.last_refused().is_none()).await,
         "the refusal stayed after the file was put back"
     );
+
+    // A refusal of the version in force itself (an older CRL put back) is not cleared by
+    // saving the configuration file again.
+    let crl = pki.dir().join("region/crl.pem");
+    let older = std::fs::read(&crl).unwrap();
+    let (_, serial) = pki.revocable_client(RSUD);
+    pki.revoke(&serial);
+    reloader.reload().await.unwrap();
+    std::fs::write(&crl, &older).unwrap();
+    let mut refused = false;
+    for _ in 0..200 {
+        refused = reloader.last_refused().is_some();
+        if refused {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the older CRL was not refused");
+    std::fs::write(region.config_path(), &good).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(reloader.last_refused().is_some(), "saving the file in force cleared a refusal that still stands");
     stop.send(true).unwrap();
     watching.await.unwrap();
     region.stop().await;
@@ -278,14 +299,26 @@ async fn a_file_put_back_as_in_force_after_a_refused_edit_clears_the_refusal() {
 async fn a_gateway_certificate_that_lapsed_while_running_does_not_block_reloads() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;
+    // The gateway starts with a certificate that ends three seconds later.
+    let now = time::OffsetDateTime::now_utc();
+    pki.reissue_gateway(1, now - time::Duration::days(1) + time::Duration::seconds(3));
     let region = builder(&pki, &upstream, &[DINKES]).start().await;
     let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
-    // A certificate that ended yesterday: a new CRL or grant must still go in force meanwhile.
-    pki.reissue_gateway(1, time::OffsetDateTime::now_utc() - time::Duration::days(2));
-    reloader.reload().await.expect("a lapsed gateway certificate is no mistake in the file");
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // Lapsed while running: a new CRL or grant must still go in force meanwhile.
+    reloader.reload().await.expect("the certificate in force lapsing is no mistake in the file");
     // Starting with it is refused, as config check does.
     let err = splpd_gateway::config::load(region.config_path()).unwrap_err().to_string();
     assert!(err.contains("the gateway certificate cannot serve: expired at"), "{err}");
+    // Another certificate, expired already, put in its place is refused on reload.
+    pki.reissue_gateway(1, now - time::Duration::days(3));
+    let err = reloader.reload().await.unwrap_err();
+    assert!(matches!(err, ReloadError::ExpiredGatewayCert(_)), "{err:?}");
+    assert!(err.to_string().contains("a new certificate put in place") && err.to_string().contains("expired at"));
+    // And one not valid yet, even with the old one in force.
+    pki.reissue_gateway(30, now + time::Duration::days(1));
+    let err = reloader.reload().await.unwrap_err().to_string();
+    assert!(err.contains("not valid before"), "{err}");
     region.stop().await;
 }
 

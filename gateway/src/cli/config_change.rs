@@ -38,7 +38,7 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
     };
     // What the running gateway would refuse to reload (the file in force may itself be broken,
     // an edit whose reload was refused: then there is nothing to compare with).
-    if let Ok(old_config) = config::parse(current, &old_text)
+    if let Ok(old_config) = config::parse_running(current, &history::folder_of(current), &old_text)
         && let Err(err) = splpd_gateway::reload::check_listeners_kept(&old_config, &new_config)
     {
         eprintln!("{}: {err}", new.display());

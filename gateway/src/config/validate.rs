@@ -316,7 +316,10 @@ impl Validator<'_, '_, '_> {
         let peers = !self.cfg.peers.is_empty();
         for problem in check_as(&leaf, Role::Leaf, time::OffsetDateTime::now_utc()) {
             let fatal = match problem {
-                Problem::Expired { .. } | Problem::NotYetValid { .. } => self.when == When::Starting,
+                // A certificate in force may lapse while the gateway runs (the reload checks that
+                // an expired one is the one in force); none put in place may be early.
+                Problem::Expired { .. } => self.when == When::Starting,
+                Problem::NotYetValid { .. } => true,
                 Problem::MissingServerAuth | Problem::LeafIsCa => true,
                 // Peers take the gateway's certificate as a client's, and refuse it without.
                 Problem::MissingClientAuth | Problem::NoExtendedKeyUsage => peers,

@@ -252,14 +252,21 @@ impl Directory {
 }
 
 const JSON: &str = "application/json";
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 const YAML: &str = "application/yaml";
 
 fn read_document(service: &ServiceId, path: &Path) -> Result<Document, DirectoryError> {
-    let text = std::fs::read(path).map_err(|source| DirectoryError::Read {
+    let mut text = std::fs::read(path).map_err(|source| DirectoryError::Read {
         service: service.clone(),
         path: path.to_owned(),
         source,
     })?;
+    // Some editors start a UTF-8 file with a byte order mark, which JSON parsers refuse: it is
+    // neither parsed nor served.
+    if text.starts_with(BOM) {
+        text.drain(..BOM.len());
+    }
     let media_type = media_type(path, &text);
     if let Err(why) = check_openapi(&text, media_type) {
         return Err(DirectoryError::NotOpenApi { service: service.clone(), path: path.to_owned(), why: why.into() });
@@ -284,7 +291,7 @@ fn media_type(path: &Path, text: &[u8]) -> &'static str {
 /// so a wrong path (the gateway's key, a system file) must not start, not go out.
 fn check_openapi(text: &[u8], media_type: &str) -> Result<(), String> {
     const KEYS: [&str; 2] = ["openapi", "swagger"];
-    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    let text = text.strip_prefix(BOM).unwrap_or(text);
     // An example certificate in a document is fine; a private key never is.
     if text.windows(16).any(|w| w == b"PRIVATE KEY-----") {
         return Err("it holds a private key (PEM), which must never be served".into());
@@ -507,6 +514,16 @@ client = "ID/PEMDA/1602/RSUD"
             err.contains("no subsystem ID/PEMDA/1602/DISDUKCAPlL is known") && err.contains("/listClients"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_json_document_with_a_byte_order_mark_is_served_without_it() {
+        let (dir, config) = config("");
+        let doc = r#"{"openapi":"3.0.3","paths":{"/nik/{nik}":{"get":{}}}}"#;
+        std::fs::write(dir.path().join("nik.json"), [BOM, doc.as_bytes()].concat()).unwrap();
+        let d = Directory::build(&config).unwrap();
+        let served = d.document(&"ID/PEMDA/1602/DISDUKCAPIL/nik-verify".parse().unwrap()).unwrap();
+        assert_eq!(served.text, doc.as_bytes());
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub enum ReloadError {
     /// A CRL it names is older than the one of the same CA in force.
     #[error("{0}")]
     OlderCrl(String),
+    /// It puts in place a gateway certificate that has already expired.
+    #[error("[gateway] cert: a new certificate put in place: {0}")]
+    ExpiredGatewayCert(String),
     /// The compiling task failed.
     #[error("the reload task failed: {0}")]
     Task(String),
@@ -334,6 +337,7 @@ impl Reloader {
             telemetry: serde_json::to_value(&self.telemetry).ok(),
             signing_key: self.signing_key,
             crls: self.gateway.snapshot().trust.crl_status().to_vec(),
+            gateway_cert: self.gateway.snapshot().gateway_cert.chain().first().map(|c| c.to_vec()).unwrap_or_default(),
         }
     }
 
@@ -503,6 +507,9 @@ struct Checker {
     signing_key: Option<[u8; 32]>,
     /// The CRLs in force: a configuration may not put an older one of the same CA in their place.
     crls: Vec<crate::tls::CrlStatus>,
+    /// The gateway's certificate in force (end entity, DER): an expired one is taken on reload
+    /// only if it is this one, which lapsed while the gateway ran.
+    gateway_cert: Vec<u8>,
 }
 
 impl Checker {
@@ -521,6 +528,11 @@ impl Checker {
         let snapshot = Snapshot::build(config)?;
         if let Some(why) = crate::tls::crl_step_back(&snapshot.trust, &self.crls) {
             return Err(ReloadError::OlderCrl(why));
+        }
+        let cert = &snapshot.gateway_cert;
+        let now = time::OffsetDateTime::now_utc();
+        if cert.expired(now) && cert.chain().first().is_none_or(|c| c.as_ref() != self.gateway_cert.as_slice()) {
+            return Err(ReloadError::ExpiredGatewayCert(cert.concern(now).unwrap_or_default()));
         }
         Ok((snapshot, report))
     }

@@ -56,16 +56,20 @@ pub enum ProofError {
     },
     /// Several exchange records carry the id: callers choose their ids, and two may choose one.
     #[error(
-        "exchange id {exchange_id} is carried by {} records ({}): callers choose their X-Road-Id, so several \
-         exchanges may share one; give --client (or --record) to say which to prove",
-        .records.len(),
-        .records.iter().map(|(seq, client)| format!("record {seq}, client {client}")).collect::<Vec<_>>().join("; ")
+        "exchange id {exchange_id} is carried by {carried} records ({}{}): callers choose their X-Road-Id, so \
+         several exchanges may share one; {hint}",
+        .records.iter().map(|(seq, client)| format!("record {seq}, client {client}")).collect::<Vec<_>>().join("; "),
+        if *carried > .records.len() { "; …" } else { "" }
     )]
     Ambiguous {
         /// The id.
         exchange_id: String,
-        /// The records carrying it: sequence number and client.
+        /// How many records carry it.
+        carried: usize,
+        /// The first of them: sequence number and client.
         records: Vec<(u64, String)>,
+        /// What to give to pick one.
+        hint: &'static str,
     },
     /// The log cannot back a proof: no checkpoint, damage, a checkpoint that does not match.
     #[error("{0}")]
@@ -231,6 +235,9 @@ impl PathBuilder {
     }
 }
 
+/// How many of the records carrying an ambiguous exchange id are named.
+const AMBIGUOUS_LISTED: usize = 10;
+
 /// Which of the records carrying an exchange id to prove: the one of this client, or this
 /// record; with neither, the id must be carried by one record alone.
 #[derive(Debug, Clone, Copy, Default)]
@@ -263,8 +270,13 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
     let mut record = ExchangeRecord::default();
     let n = cp.tree_size;
     let mut later_seq = None;
-    // Every covered record carrying the id (and picked), to tell when it is not one alone.
+    // Every record carrying the id (and picked), to tell when it is not one alone: the first
+    // few, and how many.
     let mut carrying: Vec<(u64, String)> = Vec::new();
+    let mut carried = 0_usize;
+    // Ids are stored as lower-case UUIDs: a record whose bytes do not hold the id is not decoded.
+    let needle = exchange_id.to_ascii_lowercase();
+    let holds_id = memchr::memmem::Finder::new(needle.as_bytes());
     loop {
         let (seq, payload) = match reader.next_record() {
             Ok(Some(next)) => next,
@@ -272,7 +284,7 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
             Err(e) if e.is_torn_tail() && tree.size() >= n => break,
             Err(e) => return Err(log_err(e)),
         };
-        if found.is_none() || seq < n {
+        if holds_id.find(payload).is_some() {
             record.clear();
             record.merge(payload).map_err(|e| ProofError::Log(format!("record {seq} does not decode: {e}")))?;
             // A strict exchange's request record shares the id; the proof is of the exchange.
@@ -281,7 +293,10 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
                 && pick.client.is_none_or(|c| record.client == c)
                 && pick.record.is_none_or(|r| r == seq);
             if picked {
-                carrying.push((seq, record.client.clone()));
+                carried += 1;
+                if carrying.len() < AMBIGUOUS_LISTED {
+                    carrying.push((seq, record.client.clone()));
+                }
             }
             if picked && found.is_none() {
                 if seq >= n {
@@ -292,10 +307,8 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
                 found = Some((seq, payload.to_vec(), builder));
             }
         }
+        // Records after the checkpoint are read on only for another carrying the id.
         if seq >= n {
-            if found.is_some() {
-                break;
-            }
             continue;
         }
         let leaf = leaf_hash(payload);
@@ -310,8 +323,12 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
     let Some((index, payload, builder)) = found else {
         return Err(ProofError::NotFound { exchange_id: exchange_id.to_owned(), scanned: reader.next_seq() });
     };
-    if carrying.len() > 1 {
-        return Err(ProofError::Ambiguous { exchange_id: exchange_id.to_owned(), records: carrying });
+    if carried > 1 {
+        let hint = match pick.client {
+            Some(_) => "give --record to say which to prove",
+            None => "give --client (or --record) to say which to prove",
+        };
+        return Err(ProofError::Ambiguous { exchange_id: exchange_id.to_owned(), carried, records: carrying, hint });
     }
     check_against_records(latest.index, cp, &tree)?;
     let path = builder.finish().ok_or_else(|| ProofError::Log("internal error: incomplete audit path".to_owned()))?;
