@@ -302,23 +302,18 @@ impl Pki {
     /// A profile-conforming subsystem certificate from the region CA's key, except that its only
     /// extended key usage is serverAuth.
     pub fn server_auth_only_client(&self, id: &str) -> ClientCert {
-        let mut params = profile::leaf_params(
-            &Identity::parse(IdKind::Subsystem, id).expect("identifier"),
-            REGION_ORG,
-            &ServerNames::default(),
-            Validity::days_from(now(), 30),
-            random_serial().expect("serial"),
-        )
-        .expect("leaf parameters");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        mint(&self.region, id, &params)
+        self.region_client_with_usages(id, vec![ExtendedKeyUsagePurpose::ServerAuth])
     }
-}
 
-impl Pki {
     /// A subsystem certificate from the region CA's key with the profile's identity but no
     /// extended key usage at all: good for any purpose, which TLS itself lets through.
     pub fn any_purpose_client(&self, id: &str) -> ClientCert {
+        self.region_client_with_usages(id, Vec::new())
+    }
+
+    /// A profile-conforming subsystem certificate from the region CA's key, with `usages` for its
+    /// extended key usages.
+    fn region_client_with_usages(&self, id: &str, usages: Vec<ExtendedKeyUsagePurpose>) -> ClientCert {
         let mut params = profile::leaf_params(
             &Identity::parse(IdKind::Subsystem, id).expect("identifier"),
             REGION_ORG,
@@ -327,7 +322,7 @@ impl Pki {
             random_serial().expect("serial"),
         )
         .expect("leaf parameters");
-        params.extended_key_usages.clear();
+        params.extended_key_usages = usages;
         mint(&self.region, id, &params)
     }
 }
