@@ -260,7 +260,7 @@ impl CrlStatus {
     /// certificates revoked since back in. `None` when it may, or when the two are of different
     /// CAs.
     pub fn older_than(&self, in_force: &CrlStatus) -> Option<String> {
-        if !self.same_list(in_force) {
+        if self.signer != in_force.signer {
             return None;
         }
         let older = self.issued_before(in_force);
@@ -282,21 +282,27 @@ impl CrlStatus {
     }
 }
 
-/// Why a reload's CRLs must not replace those in force: for some CA, the CRL read is older
-/// than the one in force (see [`CrlStatus::older_than`]), or there is none while one is in
-/// force and the CA is still trusted, which would let every certificate it revoked back in.
-/// (A store holds one CRL per CA, the latest: [`TrustStore::new`].)
+/// Why a reload's CRLs must not replace those in force: for some CA (signing key), the latest
+/// CRL read is older than the latest in force (see [`CrlStatus::older_than`]), or there is none
+/// while one is in force and the CA is still trusted, which would let every certificate it
+/// revoked back in.
 pub fn crl_step_back(new: &TrustStore, in_force: &[CrlStatus]) -> Option<String> {
-    in_force.iter().find_map(|kept| match new.crl_status.iter().find(|c| c.same_list(kept)) {
-        Some(read) => read.older_than(kept),
-        None if new.cas.iter().any(|ca| ca.spki == kept.signer) => Some(format!(
-            "trust anchor {:?}: the CA's CRL {} is in force, and the new configuration lists none of that CA, so \
-             every certificate it has revoked would be let back in; list its CRL in `crls` (or restart splpd, if \
-             the CA truly publishes none any more)",
-            kept.anchor,
-            kept.path.display()
-        )),
-        None => None,
+    fn latest<'a>(all: &'a [CrlStatus], signer: &[u8]) -> Option<&'a CrlStatus> {
+        all.iter().filter(|c| *c.signer == *signer).reduce(|a, b| if a.issued_before(b) { b } else { a })
+    }
+    in_force.iter().find_map(|c| {
+        let kept = latest(in_force, &c.signer)?;
+        match latest(&new.crl_status, &c.signer) {
+            Some(read) => read.older_than(kept),
+            None if new.cas.iter().any(|ca| ca.spki == kept.signer) => Some(format!(
+                "trust anchor {:?}: the CA's CRL {} is in force, and the new configuration lists none of that CA, so \
+                 every certificate it has revoked would be let back in; list its CRL in `crls` (or restart splpd, \
+                 if the CA truly publishes none any more)",
+                kept.anchor,
+                kept.path.display()
+            )),
+            None => None,
+        }
     })
 }
 
@@ -306,13 +312,10 @@ impl CrlStatus {
         self.signer == other.signer && self.issuer == other.issuer && self.scope == other.scope
     }
 
-    /// Whether this issue of a list came before `other`: by CRL number when both have one, else
-    /// by when they were issued.
+    /// Whether this CRL was issued before `other`: by when, then by CRL number. A total order,
+    /// so that of any set of CRLs one is the latest (CRL numbers alone leave out CRLs without).
     pub fn issued_before(&self, other: &CrlStatus) -> bool {
-        match (&self.number, &other.number) {
-            (Some(this), Some(that)) => this < that,
-            _ => self.this_update < other.this_update,
-        }
+        (self.this_update, &self.number) < (other.this_update, &other.number)
     }
 }
 
@@ -401,7 +404,7 @@ impl TrustStore {
     /// Of several CRLs of one CA, keeps the latest alone: webpki checks a certificate against the
     /// first CRL of its issuer it is given, which an older one listed first would be.
     fn keep_latest_crls(&mut self) {
-        // Of two issues alike (neither before the other), the first listed is kept.
+        // Of two issued alike (neither before the other), the first listed is kept.
         let latest: Vec<bool> = (0..self.crl_status.len())
             .map(|i| {
                 let c = &self.crl_status[i];
@@ -424,6 +427,17 @@ impl TrustStore {
         self.crls.retain(|_| *keep.next().unwrap_or(&true));
         let mut keep = latest.iter();
         self.crl_status.retain(|_| *keep.next().unwrap_or(&true));
+        // A CA that splits its revocations over several lists (distribution points): webpki
+        // takes the first that covers a certificate, so each CA's are given newest first.
+        let status = &self.crl_status;
+        let first_of_signer = |c: &CrlStatus| status.iter().position(|o| o.signer == c.signer).unwrap_or(0);
+        let mut order: Vec<usize> = (0..status.len()).collect();
+        order.sort_by_key(|&i| {
+            let c = &status[i];
+            (first_of_signer(c), std::cmp::Reverse((c.this_update, c.number.clone())))
+        });
+        self.crls = order.iter().map(|&i| self.crls[i].clone()).collect();
+        self.crl_status = order.iter().map(|&i| self.crl_status[i].clone()).collect();
     }
 
     fn add_anchor(
@@ -1247,21 +1261,23 @@ pub(crate) mod tests {
             issuer: b"CN=CA".as_slice().into(),
             scope: None,
         };
-        // By number, whatever the dates say.
-        let why = crl(b"ca", Some(2), 0).older_than(&crl(b"ca", Some(3), 5)).expect("a lower number");
+        // By when they were issued.
+        let why = crl(b"ca", Some(2), 5).older_than(&crl(b"ca", Some(3), 0)).expect("issued earlier");
         assert!(why.contains("number 2") && why.contains("number 3") && why.contains("older than the one in force"));
-        assert_eq!(crl(b"ca", Some(3), 5).older_than(&crl(b"ca", Some(3), 0)), None);
-        assert_eq!(crl(b"ca", Some(4), 5).older_than(&crl(b"ca", Some(3), 0)), None);
-        // Without numbers, by when they were issued.
+        assert_eq!(crl(b"ca", Some(3), 0).older_than(&crl(b"ca", Some(3), 0)), None);
+        assert_eq!(crl(b"ca", Some(4), 0).older_than(&crl(b"ca", Some(3), 5)), None);
         assert!(crl(b"ca", None, 2).older_than(&crl(b"ca", None, 1)).is_some());
         assert_eq!(crl(b"ca", None, 1).older_than(&crl(b"ca", None, 2)), None);
-        // Another CA's (a new key under the same name) starts a sequence of its own, and so
-        // does another list of the same CA (another distribution point).
+        // Issued the same second, by number.
+        assert!(crl(b"ca", Some(2), 1).older_than(&crl(b"ca", Some(3), 1)).is_some());
+        // Another CA's (a new key under the same name) starts a sequence of its own; another list
+        // of the same CA (another distribution point) is still its CA's.
         assert_eq!(crl(b"new", Some(1), 0).older_than(&crl(b"ca", Some(9), 0)), None);
-        let other_list = CrlStatus { scope: Some(b"part 2".as_slice().into()), ..crl(b"ca", Some(1), 0) };
-        assert_eq!(other_list.older_than(&crl(b"ca", Some(9), 0)), None);
-        // Numbered or not, one rule orders the issues.
-        assert!(crl(b"ca", None, 2).issued_before(&crl(b"ca", Some(1), 1)));
+        let other_list = CrlStatus { scope: Some(b"part 2".as_slice().into()), ..crl(b"ca", Some(1), 3) };
+        assert!(other_list.older_than(&crl(b"ca", Some(9), 0)).is_some());
+        // One total order, numbered or not: of any three one is the latest.
+        let (a, b, c) = (crl(b"ca", Some(1), 0), crl(b"ca", Some(2), 4), crl(b"ca", None, 2));
+        assert!(b.issued_before(&c) && c.issued_before(&a) && b.issued_before(&a));
     }
 
     #[test]

@@ -299,12 +299,14 @@ async fn a_file_put_back_as_in_force_after_a_refused_edit_clears_the_refusal() {
 async fn a_gateway_certificate_that_lapsed_while_running_does_not_block_reloads() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;
-    // The gateway starts with a certificate that ends three seconds later.
+    // The gateway starts with a certificate that ends a few seconds later.
     let now = time::OffsetDateTime::now_utc();
-    pki.reissue_gateway(1, now - time::Duration::days(1) + time::Duration::seconds(3));
+    let ends = now + time::Duration::seconds(6);
+    pki.reissue_gateway(1, ends - time::Duration::days(1));
     let region = builder(&pki, &upstream, &[DINKES]).start().await;
     let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let left = ends - time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    tokio::time::sleep(left.try_into().unwrap_or_default()).await;
     // Lapsed while running: a new CRL or grant must still go in force meanwhile.
     reloader.reload().await.expect("the certificate in force lapsing is no mistake in the file");
     // Starting with it is refused, as config check does.

@@ -36,6 +36,17 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
         }
         Err(err) => return Err(err.into()),
     };
+    // An expired gateway certificate passes only as the one in force, lapsed (as on reload).
+    let now = time::OffsetDateTime::now_utc();
+    let cert = |c: &config::Config| splpd_gateway::tls::GatewayCert::load(&c.gateway.cert, &c.gateway.key).ok();
+    if let Some(new_cert) = cert(&new_config).filter(|c| c.expired(now)) {
+        let in_force = config::parse_running(current, &base, &old_text).ok().as_ref().and_then(cert);
+        if in_force.is_none_or(|c| c.chain().first() != new_cert.chain().first()) {
+            eprintln!("{}: [gateway] cert: {}", new.display(), new_cert.concern(now).unwrap_or_default());
+            eprintln!("{} is unchanged.", current.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     // What the running gateway would refuse to reload (the file in force may itself be broken,
     // an edit whose reload was refused: then there is nothing to compare with).
     if let Ok(old_config) = config::parse_running(current, &history::folder_of(current), &old_text)

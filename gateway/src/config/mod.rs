@@ -43,9 +43,10 @@ pub fn parse_in(path: &Path, base: &Path, text: &str) -> Result<Config, ConfigEr
 }
 
 /// [`parse_in`] for a configuration to replace the one a running gateway has in force: the same
-/// checks, except that a gateway certificate outside its validity is not a mistake in the file
-/// (it lapsed while the gateway ran, and a new CRL or grant must still go in force; the log and
-/// `/readyz` say it has lapsed).
+/// checks, except that an expired gateway certificate is not a mistake in the file (it may be
+/// the one in force, which lapsed while the gateway ran, and a new CRL or grant must still go in
+/// force; the log and `/readyz` say it has lapsed). Whether it is the one in force is for the
+/// caller to check: the reload does.
 pub fn parse_running(path: &Path, base: &Path, text: &str) -> Result<Config, ConfigError> {
     parse_checked(path, base, text, validate::When::Running)
 }
