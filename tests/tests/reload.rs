@@ -98,6 +98,7 @@ async fn a_reload_keeps_the_rate_limit_buckets_of_unchanged_limits() {
 /// checkpoints with the key it was opened with: the reload says so, for a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
+    splpd_tests::logs::Logs::capture();
     let pki = Pki::new();
     let upstream = Upstream::start().await;
     let region = builder(&pki, &upstream, &[DINKES]).start().await;
@@ -111,6 +112,12 @@ async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
     let now = time::OffsetDateTime::now_utc();
     pki.region().issue(&req, splpd_certs::pki::KeyType::default(), &cert, &key, true, now).unwrap();
     assert!(reloader.reload().await.unwrap().signing_key_changed, "a new key");
+    // Still so at the next reload, but the operator is warned once.
+    assert!(reloader.reload().await.unwrap().signing_key_changed);
+    let config = region.config_path().display().to_string();
+    let warned = splpd_tests::logs::Logs::capture().lines_with(&config).await;
+    let warnings = warned.iter().filter(|l| l.contains("the gateway's key changed")).count();
+    assert_eq!(warnings, 1, "{warned:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

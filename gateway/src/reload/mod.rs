@@ -78,6 +78,9 @@ pub struct ReloadReport {
     /// is another than at start: TLS uses a new gateway key at once, while the audit log signs
     /// its checkpoints with the one it opened with until the next start.
     pub signing_key_changed: bool,
+    /// The SHA-256 of the key file now named, when it is another than at start: the warning is
+    /// given once per new key, not at every reload while the condition lasts.
+    pub signing_key_now: Option<[u8; 32]>,
 }
 
 /// Reloads one gateway's configuration from its file.
@@ -106,6 +109,8 @@ pub struct Reloader {
     last_refused: Mutex<Option<RefusedReload>>,
     /// The SHA-256 of the key file the audit log was opened with (see [`signing_key_digest`]).
     signing_key: Option<[u8; 32]>,
+    /// The new key last warned of, so that it is warned of once.
+    key_warned: Mutex<Option<[u8; 32]>>,
     /// A change through the admin listener put a configuration in force: [`Reloader::run`]
     /// watches the files it names.
     changed_elsewhere: tokio::sync::Notify,
@@ -183,6 +188,7 @@ impl Reloader {
             last_change: Mutex::new(None),
             refused: std::sync::atomic::AtomicU64::new(0),
             last_refused: Mutex::new(None),
+            key_warned: Mutex::new(None),
             signing_key,
             changed_elsewhere: tokio::sync::Notify::new(),
         }
@@ -258,8 +264,16 @@ impl Reloader {
                         "[telemetry] changed: the exporter keeps its settings from the start until splpd is restarted"
                     );
                 }
-                if report.signing_key_changed {
+                // Once per new key: the condition lasts until a restart, and a warning at every
+                // reload would teach operators to pass over it.
+                let newly = {
+                    let mut warned = lock(&self.key_warned);
+                    let before = std::mem::replace(&mut *warned, report.signing_key_now);
+                    report.signing_key_now.is_some() && before != report.signing_key_now
+                };
+                if newly {
                     tracing::warn!(
+                        config = %self.path.display(),
                         "the gateway's key changed: TLS uses the new one now, but the audit log signs its checkpoints \
                          with the key it was opened with until splpd is restarted; restart it soon, and at once if the \
                          old key may have been compromised"
@@ -524,6 +538,7 @@ impl Checker {
             audit_needs_restart: audit_changes(&self.audit, &config.audit),
             telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != self.telemetry,
             signing_key_changed: self.signing_key.is_some() && key_now != self.signing_key,
+            signing_key_now: key_now.filter(|_| self.signing_key.is_some() && key_now != self.signing_key),
         };
         let snapshot = Snapshot::build(config)?;
         if let Some(why) = crate::tls::crl_step_back(&snapshot.trust, &self.crls) {
