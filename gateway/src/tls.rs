@@ -282,27 +282,33 @@ impl CrlStatus {
     }
 }
 
-/// Why a reload's CRLs must not replace those in force: for some CA (signing key), the latest
-/// CRL read is older than the latest in force (see [`CrlStatus::older_than`]), or there is none
-/// while one is in force and the CA is still trusted, which would let every certificate it
-/// revoked back in.
+/// Why a reload's CRLs must not replace those in force: a list of a CA in force (one
+/// distribution point, or all) is read in an older issue (see [`CrlStatus::older_than`]), or is
+/// missing while the CA is still trusted and no CRL of it covering everything, at least as
+/// recent, takes its place. Either would let certificates the CA revoked back in. (A store
+/// holds the latest issue of each list: [`TrustStore::new`].)
 pub fn crl_step_back(new: &TrustStore, in_force: &[CrlStatus]) -> Option<String> {
-    fn latest<'a>(all: &'a [CrlStatus], signer: &[u8]) -> Option<&'a CrlStatus> {
-        all.iter().filter(|c| *c.signer == *signer).reduce(|a, b| if a.issued_before(b) { b } else { a })
-    }
-    in_force.iter().find_map(|c| {
-        let kept = latest(in_force, &c.signer)?;
-        match latest(&new.crl_status, &c.signer) {
-            Some(read) => read.older_than(kept),
-            None if new.cas.iter().any(|ca| ca.spki == kept.signer) => Some(format!(
-                "trust anchor {:?}: the CA's CRL {} is in force, and the new configuration lists none of that CA, so \
-                 every certificate it has revoked would be let back in; list its CRL in `crls` (or restart splpd, \
-                 if the CA truly publishes none any more)",
+    step_back(&new.crl_status, &|signer| new.cas.iter().any(|ca| *ca.spki == *signer), in_force)
+}
+
+/// [`crl_step_back`], of the CRLs read and whether a signing key is still a trusted CA's.
+fn step_back(read: &[CrlStatus], trusted: &dyn Fn(&[u8]) -> bool, in_force: &[CrlStatus]) -> Option<String> {
+    in_force.iter().find_map(|kept| {
+        if let Some(issue) = read.iter().find(|c| c.same_list(kept)) {
+            return issue.older_than(kept);
+        }
+        let covered = read.iter().any(|c| c.signer == kept.signer && c.scope.is_none() && !c.issued_before(kept));
+        let trusted = trusted(&kept.signer);
+        (trusted && !covered).then(|| {
+            format!(
+                "trust anchor {:?}: the CA's CRL {} is in force, and the new configuration lists no issue of it (nor \
+                 one of that CA covering all its certificates), so certificates it has revoked would be let back in; \
+                 list it in `crls` (or restart splpd, if the CA publishes it no more or has changed how it splits its \
+                 CRLs)",
                 kept.anchor,
                 kept.path.display()
-            )),
-            None => None,
-        }
+            )
+        })
     })
 }
 
@@ -529,7 +535,8 @@ impl TrustStore {
         Ok(status)
     }
 
-    /// When each loaded CRL is due to be replaced, in configuration order.
+    /// When each loaded CRL is due to be replaced: each CA's newest first, the CAs in
+    /// configuration order.
     pub fn crl_status(&self) -> &[CrlStatus] {
         &self.crl_status
     }
@@ -1275,6 +1282,17 @@ pub(crate) mod tests {
         assert_eq!(crl(b"new", Some(1), 0).older_than(&crl(b"ca", Some(9), 0)), None);
         let other_list = CrlStatus { scope: Some(b"part 2".as_slice().into()), ..crl(b"ca", Some(1), 3) };
         assert!(other_list.older_than(&crl(b"ca", Some(9), 0)).is_some());
+        // A CA with two lists (distribution points): each must go on, unless a full one as
+        // recent stands for a missing one.
+        let part = |name: &[u8], number, age| CrlStatus { scope: Some(name.into()), ..crl(b"ca", Some(number), age) };
+        let trusted = |_: &[u8]| true;
+        let in_force = [part(b"p1", 5, 1), part(b"p2", 5, 1)];
+        assert_eq!(step_back(&[part(b"p1", 6, 0), part(b"p2", 6, 0)], &trusted, &in_force), None);
+        assert!(step_back(&[part(b"p1", 6, 0)], &trusted, &in_force).is_some(), "p2 dropped");
+        assert!(step_back(&[part(b"p1", 6, 0), part(b"p2", 4, 2)], &trusted, &in_force).is_some(), "p2 older");
+        assert_eq!(step_back(&[crl(b"ca", Some(6), 0)], &trusted, &in_force), None, "one full list instead");
+        assert!(step_back(&[crl(b"ca", Some(4), 2)], &trusted, &in_force).is_some(), "an older full list");
+        assert_eq!(step_back(&[], &|_: &[u8]| false, &in_force), None, "the CA no longer trusted");
         // One total order, numbered or not: of any three one is the latest.
         let (a, b, c) = (crl(b"ca", Some(1), 0), crl(b"ca", Some(2), 4), crl(b"ca", None, 2));
         assert!(b.issued_before(&c) && c.issued_before(&a) && b.issued_before(&a));
@@ -1304,7 +1322,7 @@ pub(crate) mod tests {
         anchor.crls.clear();
         let none = TrustStore::new(&[anchor], &[]).unwrap();
         let why = crl_step_back(&none, latest.crl_status()).expect("no CRL where one was in force");
-        assert!(why.contains("lists none of that CA"), "{why}");
+        assert!(why.contains("lists no issue of it"), "{why}");
         // A CA no longer trusted at all takes its CRL with it.
         let other = pki.ca("other", "Other", "ID/PEMDA/1699");
         let without = TrustStore::new(&[other.anchor("other", &["ID/PEMDA/1699"])], &[]).unwrap();

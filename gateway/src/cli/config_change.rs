@@ -40,8 +40,9 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
     let now = time::OffsetDateTime::now_utc();
     let cert = |c: &config::Config| splpd_gateway::tls::GatewayCert::load(&c.gateway.cert, &c.gateway.key).ok();
     if let Some(new_cert) = cert(&new_config).filter(|c| c.expired(now)) {
+        // The file in force unreadable: the reload will tell, as it does for the listeners below.
         let in_force = config::parse_running(current, &base, &old_text).ok().as_ref().and_then(cert);
-        if in_force.is_none_or(|c| c.chain().first() != new_cert.chain().first()) {
+        if in_force.is_some_and(|c| c.chain().first() != new_cert.chain().first()) {
             eprintln!("{}: [gateway] cert: {}", new.display(), new_cert.concern(now).unwrap_or_default());
             eprintln!("{} is unchanged.", current.display());
             return Ok(ExitCode::FAILURE);

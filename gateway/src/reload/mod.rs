@@ -538,7 +538,9 @@ impl Checker {
             audit_needs_restart: audit_changes(&self.audit, &config.audit),
             telemetry_needs_restart: serde_json::to_value(&config.telemetry).ok() != self.telemetry,
             signing_key_changed: self.signing_key.is_some() && key_now != self.signing_key,
-            signing_key_now: key_now.filter(|_| self.signing_key.is_some() && key_now != self.signing_key),
+            // An unreadable key file counts as another key (all zeros), to be warned of too.
+            signing_key_now: (self.signing_key.is_some() && key_now != self.signing_key)
+                .then(|| key_now.unwrap_or_default()),
         };
         let snapshot = Snapshot::build(config)?;
         if let Some(why) = crate::tls::crl_step_back(&snapshot.trust, &self.crls) {
