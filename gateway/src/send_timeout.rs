@@ -39,14 +39,13 @@ impl<T> SendTimeout<T> {
             return polled;
         }
         let limit = self.limit;
-        let deadline = tokio::time::Instant::now() + limit;
         let timer = match (&mut self.timer, self.waiting) {
             (Some(timer), true) => timer,
             (Some(timer), false) => {
-                timer.as_mut().reset(deadline);
+                timer.as_mut().reset(tokio::time::Instant::now() + limit);
                 timer
             }
-            (timer @ None, _) => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            (timer @ None, _) => timer.insert(Box::pin(tokio::time::sleep(limit))),
         };
         self.waiting = true;
         match timer.as_mut().poll(cx) {

@@ -14,6 +14,7 @@ use rustls::version::{TLS12, TLS13};
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use splpd_certs::id::{IdError, IdPrefix, Identity};
+use splpd_certs::inspect::rfc3339;
 use splpd_certs::load::{self, LoadError};
 use x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -325,10 +326,6 @@ impl CrlStatus {
     }
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
 /// How long before a CRL's next update the gateway starts saying so.
 pub const CRL_WARNING: time::Duration = time::Duration::days(7);
 
@@ -342,7 +339,7 @@ impl CrlStatus {
     /// within [`CRL_WARNING`]; `None` while it is fresh.
     pub fn concern(&self, now: time::OffsetDateTime) -> Option<String> {
         let next = self.next_update?;
-        let when = next.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| next.to_string());
+        let when = rfc3339(next);
         let fix = "sign a fresh one with `splpd certs crl --ca DIR` and copy it there (run that from cron or a \
                    systemd timer, e.g. weekly, well within the CRL's lifetime)";
         if next <= now {
@@ -621,6 +618,14 @@ impl GatewayCert {
             tracing::warn!("{concern}");
         }
         Ok(loaded)
+    }
+
+    /// Why this certificate may not replace `in_force` (an end-entity DER) at `now`: it has
+    /// expired and is another. The one in force may lapse while the gateway runs, and a reload
+    /// must still go through; none may be put in place expired.
+    pub fn expired_replacement(&self, in_force: &[u8], now: time::OffsetDateTime) -> Option<String> {
+        let other = self.chain().first().is_none_or(|leaf| leaf.as_ref() != in_force);
+        (self.expired(now) && other).then(|| self.concern(now).unwrap_or_default())
     }
 
     /// Whether the certificate has expired at `now`: agencies and peers then refuse it.

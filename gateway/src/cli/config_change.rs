@@ -42,8 +42,9 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
     if let Some(new_cert) = cert(&new_config).filter(|c| c.expired(now)) {
         // The file in force unreadable: the reload will tell, as it does for the listeners below.
         let in_force = config::parse_running(current, &base, &old_text).ok().as_ref().and_then(cert);
-        if in_force.is_some_and(|c| c.chain().first() != new_cert.chain().first()) {
-            eprintln!("{}: [gateway] cert: {}", new.display(), new_cert.concern(now).unwrap_or_default());
+        let leaf = in_force.as_ref().and_then(|c| c.chain().first());
+        if let Some(why) = leaf.and_then(|leaf| new_cert.expired_replacement(leaf, now)) {
+            eprintln!("{}: [gateway] cert: {why}", new.display());
             eprintln!("{} is unchanged.", current.display());
             return Ok(ExitCode::FAILURE);
         }

@@ -546,10 +546,9 @@ impl Checker {
         if let Some(why) = crate::tls::crl_step_back(&snapshot.trust, &self.crls) {
             return Err(ReloadError::OlderCrl(why));
         }
-        let cert = &snapshot.gateway_cert;
         let now = time::OffsetDateTime::now_utc();
-        if cert.expired(now) && cert.chain().first().is_none_or(|c| c.as_ref() != self.gateway_cert.as_slice()) {
-            return Err(ReloadError::ExpiredGatewayCert(cert.concern(now).unwrap_or_default()));
+        if let Some(why) = snapshot.gateway_cert.expired_replacement(&self.gateway_cert, now) {
+            return Err(ReloadError::ExpiredGatewayCert(why));
         }
         Ok((snapshot, report))
     }
