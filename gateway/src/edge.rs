@@ -32,6 +32,11 @@ const SHED_ANSWERS: usize = 64;
 /// Time a shed connection is given for its handshake, its request and the 503.
 const SHED_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long after an answer that closes an HTTP/2 connection its GOAWAY is sent. hyper's client
+/// drops an answer it has received but not yet handed over when a GOAWAY leaving it no open
+/// stream ends the connection first (hyper issue 2500).
+pub const GOAWAY_AFTER_REFUSAL: Duration = Duration::from_millis(250);
+
 /// Time a connection closed for idleness, or shed, is given to finish what it is writing.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -216,9 +221,12 @@ where
     tokio::select! {
         _ = served.as_mut() => {}
         () = answered.notified() => {
-            // HTTP/2: the stream in progress is answered, then the connection goes away.
-            served.as_mut().graceful_shutdown();
-            let _ = served.await;
+            // HTTP/2: the stream in progress is answered, then, a moment later, the connection
+            // goes away (see GOAWAY_AFTER_REFUSAL). HTTP/1.1 ends on its own after the answer.
+            if tokio::time::timeout(GOAWAY_AFTER_REFUSAL, served.as_mut()).await.is_err() {
+                served.as_mut().graceful_shutdown();
+                let _ = served.await;
+            }
         }
     }
 }

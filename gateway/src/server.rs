@@ -240,9 +240,6 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
     }
 }
 
-/// How long after an answer that closes an HTTP/2 connection its GOAWAY is sent.
-const GOAWAY_AFTER_REFUSAL: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// A connection's "close after this answer": the signal to `run_http`, and the mark its later
 /// requests see.
 #[derive(Debug, Default)]
@@ -296,13 +293,11 @@ async fn run_http<I>(
                         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                         close.notify.notify_one();
                     } else {
-                        // HTTP/2's GOAWAY comes a moment after the answer, not with it: hyper's
-                        // client drops an answer it has received but not yet handed over when
-                        // the connection ends under it (hyper issue 2500), and it ends the
-                        // connection as soon as a GOAWAY leaves it no open stream.
+                        // HTTP/2's GOAWAY comes a moment after the answer, not with it (see
+                        // GOAWAY_AFTER_REFUSAL).
                         let close = Arc::clone(&close);
                         tokio::spawn(async move {
-                            tokio::time::sleep(GOAWAY_AFTER_REFUSAL).await;
+                            tokio::time::sleep(edge::GOAWAY_AFTER_REFUSAL).await;
                             close.notify.notify_one();
                         });
                     }
