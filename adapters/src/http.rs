@@ -26,6 +26,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::ended::{EndingSlot, KeepEnding};
+
 /// Interval of HTTP/2 pings on a connection with open streams, and how long an answer may take.
 const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
@@ -189,7 +191,7 @@ pub struct InvalidServerName(pub String);
 /// A pooled HTTP/1.1 and HTTP/2 client for one service.
 #[derive(Debug, Clone)]
 pub struct HttpUpstream {
-    client: Client<HttpsConnector<LimitedConnector>, UpstreamBody>,
+    client: Client<KeepEnding<HttpsConnector<LimitedConnector>>, UpstreamBody>,
 }
 
 /// The TCP connector with a cap on connections per endpoint (the circuit breaker's connection
@@ -353,11 +355,11 @@ impl HttpUpstream {
             }
             None => builder,
         };
-        let connector = if opts.http2_only {
+        let connector = KeepEnding(if opts.http2_only {
             builder.enable_http2().wrap_connector(http)
         } else {
             builder.enable_all_versions().wrap_connector(http)
-        };
+        });
         let mut client = Client::builder(TokioExecutor::new());
         client.pool_idle_timeout(opts.idle_timeout).pool_max_idle_per_host(opts.max_idle_per_host);
         if opts.http2_only {
@@ -395,7 +397,16 @@ impl HttpUpstream {
                 Some(max) => Err(UpstreamError::Saturated { authority, max }),
                 None => Err(UpstreamError::Connect { authority, reason: root_cause(&e), fault: ConnectFault::of(&e) }),
             },
-            Ok(Err(e)) => Err(UpstreamError::Broken { authority, reason: root_cause(&e), fault: ConnectFault::of(&e) }),
+            Ok(Err(e)) => {
+                let kept = EndingSlot::of_error(&e);
+                let (reason, fault) = match (ConnectFault::of(&e), kept.as_ref().and_then(EndingSlot::get)) {
+                    // The request's own error does not say why its connection ended ("connection
+                    // was not ready"); the connection kept it.
+                    (None, Some(ending)) => (ending.reason.clone(), ending.fault),
+                    (fault, _) => (root_cause(&e), fault),
+                };
+                Err(UpstreamError::Broken { authority, reason, fault })
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod arriving;
 pub mod balance;
 pub mod circuit;
 pub mod clock;
+pub mod ended;
 pub mod health;
 pub mod http;
 pub mod national;
