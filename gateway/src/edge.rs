@@ -445,6 +445,7 @@ pub fn log_connection_error(
     if let Some(status) = refused {
         let mut record = RecordBuilder::received_now(gateway_id);
         record.set_exchange_id(uuid::Uuid::new_v4());
+        record.set_client_address(remote.ip());
         record_connection(&mut record, auth);
         record.set_status(status);
         record.set_error_type("Client.BadRequest");

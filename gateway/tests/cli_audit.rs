@@ -42,6 +42,7 @@ fn record(i: u64) -> ExchangeRecord {
         responded_at_unix_nanos: BASE_NANOS + i as i64 * 1_000_000_000 + 5_000_000,
         client: CLIENTS[(i % 3) as usize].to_owned(),
         client_cert_sha256: vec![0xab; 32],
+        client_address: format!("10.20.{}.7", i % 4),
         service: SERVICES[(i % 2) as usize].to_owned(),
         method: "GET".to_owned(),
         path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/v1/check".to_owned(),
@@ -417,6 +418,7 @@ fn query_filters_select_the_right_records() {
     assert_eq!(first["received_at"], "2025-03-01T00:00:00.000000000Z");
     assert_eq!(first["received_at_unix_nanos"], BASE_NANOS);
     assert_eq!(first["client_cert_sha256"], "ab".repeat(32));
+    assert_eq!(first["client_address"], "10.20.0.7");
     assert_eq!(first["forwarded_at"], serde_json::Value::Null);
 
     let ids = |out: &str| -> Vec<String> {
@@ -426,6 +428,8 @@ fn query_filters_select_the_right_records() {
 
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--client", CLIENTS[1]])), expect(&|i| i % 3 == 1));
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--status", "4xx"])), expect(&|i| i % 10 == 3));
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--address", "10.20.2.7"])), expect(&|i| i % 4 == 2));
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--address", "10.20.*"])).len(), 300);
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--status", "502"])), expect(&|i| i % 10 == 7));
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--error-type", "Server.*"])), expect(&|i| i % 10 == 7));
     assert_eq!(

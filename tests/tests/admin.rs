@@ -300,6 +300,7 @@ async fn readiness_follows_the_audit_log_and_maintenance_mode_which_is_itself_lo
     );
     assert_eq!((change.status, change.issue.as_str()), (200, "CHG-9 kernel update"));
     assert_eq!(change.client_cert_sha256, budi.sha256().to_vec());
+    assert_eq!(change.client_address, "127.0.0.1", "the operator's address");
     assert_eq!(
         s.region.audit().appended().iter().find(|(r, _)| r.path == "/maintenance/on").unwrap().1,
         splpd_gateway::audit::AuditMode::Sync

@@ -130,6 +130,7 @@ async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_a
     assert_eq!(logged.len(), 1, "{logged:#?}");
     assert_eq!((logged[0].client.as_str(), logged[0].issue.as_str()), (BUDI, "CHG-42 DISHUB takes over NIK checks"));
     assert_eq!(logged[0].client_cert_sha256, s.budi.sha256().to_vec());
+    assert_eq!(logged[0].client_address, "127.0.0.1");
     assert_eq!(logged[0].request_body_sha256, splpd_tests::sha256(moved.as_bytes()));
     assert_eq!(logged[0].path, path.display().to_string());
 

@@ -318,6 +318,7 @@ async fn a_malformed_http1_request_is_answered_400_and_logged() {
         let logged = records.last().unwrap();
         assert_eq!((logged.status, logged.error_type.as_str()), (400, "Client.BadRequest"), "head {n}");
         assert_eq!((logged.client.as_str(), logged.client_cert_sha256.clone()), (DINKES, dinkes.sha256().to_vec()));
+        assert_eq!(logged.client_address, "127.0.0.1");
     }
     // An HTTP/2 preface on a connection that chose HTTP/1.1 gets no answer from hyper, and so no
     // record of an answer that was never given.

@@ -145,6 +145,7 @@ async fn a_cross_region_rest_call_is_authorised_and_logged_on_both_sides() {
     assert_eq!(ra.status, 200);
     assert!(ra.error_type.is_empty(), "{}", ra.error_type);
     assert_eq!(ra.client_cert_sha256, rsud.sha256().to_vec());
+    assert_eq!((ra.client_address.as_str(), rb.client_address.as_str()), ("127.0.0.1", "127.0.0.1"));
     assert_eq!(rb.client, RSUD, "B logs the client A asserted");
     assert_eq!(rb.peer, "ID/PEMDA/1602/gw1", "B notes the peer the call came from");
     assert_eq!(rb.service, B_NIK);

@@ -131,6 +131,7 @@ async fn assert_record(region: &Region, reply: &Reply, query: Option<&str>, expe
     assert_eq!(rec.status, u32::from(expect.status), "status in {rec:#?}");
     assert_eq!(rec.error_type, expect.error_type, "error type in {rec:#?}");
     assert_eq!(rec.gateway, "ID/PEMDA/1602/gw1");
+    assert_eq!(rec.client_address, "127.0.0.1", "the address the call came from, in {rec:#?}");
     assert!(rec.received_at_unix_nanos > 0 && rec.responded_at_unix_nanos >= rec.received_at_unix_nanos);
     assert!(!rec.path.contains('?'), "the path holds no query: {rec:#?}");
     match query {

@@ -46,6 +46,7 @@ pub(super) async fn handle(
     gateway: &Gateway,
     operator: &AdminId,
     cert_sha256: [u8; 32],
+    remote: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> AdminResponse {
     let Some(reloader) = gateway.reloader() else {
@@ -56,7 +57,7 @@ pub(super) async fn handle(
              `splpd serve --config FILE`); change its configuration where it is kept",
         );
     };
-    let by = ChangedBy { operator: operator.clone(), cert_sha256, issue: issue(req.headers()) };
+    let by = ChangedBy { operator: operator.clone(), cert_sha256, address: remote.ip(), issue: issue(req.headers()) };
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (path.as_str(), method.as_str()) {

@@ -256,7 +256,7 @@ async fn handle(
         return resp;
     }
     if path.starts_with("/config") {
-        return config_api::handle(gateway, &operator, cert_sha256, req).await;
+        return config_api::handle(gateway, &operator, cert_sha256, remote, req).await;
     }
     match path {
         "/" => dashboard(gateway, listeners, &req),
@@ -266,7 +266,7 @@ async fn handle(
         "/maintenance" => json_response(StatusCode::OK, &gateway.maintenance().json()),
         on_off => {
             let on = on_off == "/maintenance/on";
-            set_maintenance(gateway, &operator, cert_sha256, &req, on).await
+            set_maintenance(gateway, &operator, cert_sha256, remote, &req, on).await
         }
     }
 }
@@ -343,6 +343,7 @@ async fn set_maintenance(
     gateway: &Gateway,
     operator: &AdminId,
     cert_sha256: [u8; 32],
+    remote: SocketAddr,
     req: &Request<Incoming>,
     on: bool,
 ) -> AdminResponse {
@@ -351,6 +352,7 @@ async fn set_maintenance(
     record.set_exchange_id(uuid::Uuid::new_v4());
     record.set_operator(operator);
     record.set_client_cert_sha256(cert_sha256);
+    record.set_client_address(remote.ip());
     record.set_connection_type(ConnectionType::Mtls);
     record.set_request(req.method(), req.uri());
     record.set_client_headers(req.headers());

@@ -111,6 +111,12 @@ impl RecordBuilder {
         self.record.status = 200;
     }
 
+    /// The IP address the client's connection came from; an IPv4 address mapped into IPv6 is
+    /// written as IPv4.
+    pub fn set_client_address(&mut self, address: std::net::IpAddr) {
+        self.record.client_address = address.to_canonical().to_string();
+    }
+
     /// The client's certificate (DER); only its SHA-256 is kept.
     pub fn set_client_cert(&mut self, der: &[u8]) {
         self.record.client_cert_sha256 = sha256(der);

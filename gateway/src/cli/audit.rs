@@ -39,14 +39,15 @@ Examples:
     ///
     /// JSON lines carry the proto's field names, bytes as lowercase hex and each time both as
     /// RFC 3339 (e.g. "received_at") and as nanoseconds ("received_at_unix_nanos"). --client,
-    /// --service, --peer, --error-type, --method and --path match exactly, or as a prefix when
-    /// they end with '*'.
+    /// --service, --peer, --address, --error-type, --method and --path match exactly, or as a
+    /// prefix when they end with '*'.
     #[command(after_help = "\
 Examples:
   splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
   splpd audit query /var/lib/splpd/audit --service 'ID/PEMDA/1602/DISDUKCAPIL/*' \\
       --since 2025-03-01T00:00:00+07:00 --until 2025-03-02T00:00:00+07:00 --format table
   splpd audit query /var/lib/splpd/audit --error-type 'Server.*' --limit 20
+  splpd audit query /var/lib/splpd/audit --address 10.20.0.7 --status 401   # who tried without a certificate
   splpd audit query /var/lib/splpd/audit --method RELOAD --format table   # configuration changes, and by whom")]
     Query(QueryArgs),
 
@@ -161,6 +162,9 @@ pub(crate) struct QueryArgs {
     /// 'ID/PEMDA/1601/*' for every gateway of that member).
     #[arg(long, value_name = "ID")]
     peer: Option<String>,
+    /// The IP address the client connected from (a trailing '*' matches a prefix: '10.20.*').
+    #[arg(long, value_name = "IP")]
+    address: Option<String>,
     /// The HTTP status: a code (404) or a class (4xx, 5xx).
     #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
     status: Option<StatusMatch>,
@@ -352,6 +356,7 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         method: args.method.map(pattern),
         path: args.path.map(pattern),
         peer: args.peer.map(pattern),
+        address: args.address.map(pattern),
         since_unix_nanos: args.since,
         until_unix_nanos: args.until,
         exchange_id: args.exchange_id,

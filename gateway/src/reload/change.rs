@@ -25,6 +25,8 @@ pub struct ChangedBy {
     pub operator: AdminId,
     /// The SHA-256 of the operator's certificate.
     pub cert_sha256: [u8; 32],
+    /// The address the operator's connection came from.
+    pub address: std::net::IpAddr,
     /// The `X-Road-Issue` sent with the change: a ticket or a reason; may be empty.
     pub issue: String,
 }

@@ -481,6 +481,7 @@ fn configuration_record(
         Author::Operator(by) => {
             record.set_operator(&by.operator);
             record.set_client_cert_sha256(by.cert_sha256);
+            record.set_client_address(by.address);
             record.set_connection_type(config::ConnectionType::Mtls);
             record.set_issue(&by.issue);
         }

@@ -19,7 +19,7 @@ impl Serialize for RecordJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
         let r = self.0;
-        let mut map = serializer.serialize_map(Some(37))?;
+        let mut map = serializer.serialize_map(Some(38))?;
         map.serialize_entry("exchange_id", &r.exchange_id)?;
         for (name, nanos) in [
             ("received_at", r.received_at_unix_nanos),
@@ -32,6 +32,7 @@ impl Serialize for RecordJson<'_> {
         }
         map.serialize_entry("client", &r.client)?;
         map.serialize_entry("client_cert_sha256", &Hex(&r.client_cert_sha256))?;
+        map.serialize_entry("client_address", &r.client_address)?;
         map.serialize_entry("connection_type", connection_type(r.connection_type()))?;
         map.serialize_entry("service", &r.service)?;
         map.serialize_entry("protocol", protocol(r.protocol()))?;

@@ -95,6 +95,8 @@ pub struct Filter {
     pub path: Option<Pattern>,
     /// The peer gateway the exchange crossed (`peer` in the record; empty for none).
     pub peer: Option<Pattern>,
+    /// The IP address the client connected from (`client_address`).
+    pub address: Option<Pattern>,
     /// Received at or after this time (nanoseconds since the Unix epoch).
     pub since_unix_nanos: Option<i64>,
     /// Received before this time.
@@ -113,6 +115,7 @@ impl Filter {
             && self.method.as_ref().is_none_or(|p| p.matches(&r.method))
             && self.path.as_ref().is_none_or(|p| p.matches(&r.path))
             && self.peer.as_ref().is_none_or(|p| p.matches(&r.peer))
+            && self.address.as_ref().is_none_or(|p| p.matches(&r.client_address))
             && self.since_unix_nanos.is_none_or(|t| r.received_at_unix_nanos >= t)
             && self.until_unix_nanos.is_none_or(|t| r.received_at_unix_nanos < t)
             && self.exchange_id.as_ref().is_none_or(|id| r.exchange_id.eq_ignore_ascii_case(id))
@@ -245,6 +248,7 @@ mod tests {
             method: "GET".to_owned(),
             path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik/verify".to_owned(),
             received_at_unix_nanos: 100,
+            client_address: "10.20.0.7".to_owned(),
             ..ExchangeRecord::default()
         };
         assert!(Filter::default().matches(&r));
@@ -256,10 +260,12 @@ mod tests {
             since_unix_nanos: Some(100),
             until_unix_nanos: Some(101),
             exchange_id: Some("ab-CD".to_owned()),
+            address: Some(Pattern::Prefix("10.20.".to_owned())),
             ..Filter::default()
         };
         assert!(f.matches(&r));
         assert!(!Filter { until_unix_nanos: Some(100), ..f.clone() }.matches(&r));
+        assert!(!Filter { address: Some(Pattern::Exact("10.20.0.70".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { method: Some(Pattern::Exact("RELOAD".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { path: Some(Pattern::Exact("/r1/ID/PEMDA/1602/".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { service: Some(Pattern::Prefix("ID/PEMDA/1603".to_owned())), ..f }.matches(&r));
