@@ -17,6 +17,7 @@ pub mod linger;
 pub mod local;
 pub mod memory;
 pub mod peer;
+pub mod refusals;
 pub mod reload;
 pub(crate) mod respond;
 pub mod runtime;

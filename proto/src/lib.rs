@@ -91,6 +91,7 @@ mod tests {
             request_body: Vec::new(),
             response_body: b"{\"valid\":true}".to_vec(),
             host_user: String::new(),
+            client_address: "10.20.0.7".to_owned(),
         };
 
         let bytes = record.encode_to_vec();

@@ -230,6 +230,42 @@ async fn beyond_the_connection_limit_clients_get_503_overloaded_and_are_served_o
     region.stop().await;
 }
 
+/// A caller without a certificate costs a record per connection; past `refusals_per_address` a
+/// minute its connections are closed unanswered and unrecorded, and the operator is told which
+/// address. Callers with a certificate, from the same address, are served all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_refusal_budget_an_address_without_a_certificate_is_closed_unrecorded() {
+    let logs = splpd_tests::logs::Logs::capture();
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "refusals_per_address = 3").await;
+    let stats = region.edge_stats(PUBLIC);
+
+    for proto in [Proto::H1, Proto::H2, Proto::H1] {
+        let reply = region.call(None, proto, json_call()).await.unwrap();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{proto:?}: {}", reply.text());
+        let record = region.record(reply.exchange_id()).await;
+        assert_eq!((record.status, record.client_address.as_str()), (401, "127.0.0.1"));
+    }
+    assert_eq!(stats.refusals_unrecorded.load(Ordering::Relaxed), 0);
+
+    for proto in [Proto::H2, Proto::H1] {
+        let closed = region.call(None, proto, json_call()).await;
+        assert!(closed.is_err(), "{proto:?}: past the budget the connection is closed unanswered: {closed:?}");
+    }
+    assert_eq!(stats.refusals_unrecorded.load(Ordering::Relaxed), 2);
+    let warned = logs.lines_with("refusals_per_address allows a minute").await;
+    assert_eq!(warned.len(), 1, "warned once a minute, not per connection: {warned:#?}");
+    assert!(warned[0].contains("127.0.0.1") && warned[0].contains("WARN"), "{warned:#?}");
+
+    // A caller with its certificate is not held to the budget of its address.
+    let reply = region.call(Some(&pki.client(DINKES)), Proto::H2, json_call()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let records = region.wait_records(4).await;
+    assert_eq!(records.iter().filter(|r| r.status == 401).count(), 3, "no record of the connections closed unanswered");
+    region.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_lists_over_the_limit_are_refused_on_http2_and_http1() {
     let pki = Pki::new();

@@ -241,20 +241,23 @@ pub(super) fn render(
 
     let _ = writeln!(
         h,
-        "<h2>{}</h2><table><tr><th>Listener</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        "<h2>{}</h2><table><tr><th>Listener</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
         t("Koneksi", "Connections"),
         t("Koneksi terbuka", "Open"),
         t("Permintaan berjalan", "Requests in flight"),
-        t("Ditolak karena penuh", "Shed when full")
+        t("Ditolak karena penuh", "Shed when full"),
+        t("Tanpa sertifikat, ditutup tanpa catatan", "No certificate, closed unrecorded")
     );
     for l in &state.listeners {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td \
+             class=\"num\">{}</td></tr>",
             Html(&l.name),
             l.connections,
             l.in_flight,
-            l.shed
+            l.shed,
+            l.refusals_unrecorded
         );
     }
     let _ = writeln!(

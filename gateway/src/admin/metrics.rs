@@ -365,6 +365,9 @@ pub struct ListenerSnapshot {
     pub in_flight: u64,
     /// Connections answered 503 because it was full, since start.
     pub shed: u64,
+    /// Connections without an accepted client certificate closed unanswered and unrecorded
+    /// because their address was past `[limits] refusals_per_address`, since start.
+    pub refusals_unrecorded: u64,
 }
 
 /// One upstream endpoint of a local service.
@@ -414,6 +417,7 @@ impl StateSnapshot {
                     connections: count(s.open.load(Ordering::Relaxed)),
                     in_flight: count(s.requests.in_flight()),
                     shed: s.shed.load(Ordering::Relaxed),
+                    refusals_unrecorded: s.refusals_unrecorded.load(Ordering::Relaxed),
                 })
                 .collect(),
             endpoints,
@@ -492,6 +496,15 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     );
     for l in &s.listeners {
         out.sample("splpd_listener_shed_total", &[("listener", &l.name)], l.shed);
+    }
+    out.family(
+        "splpd_listener_refusals_unrecorded_total",
+        "counter",
+        "Connections without an accepted client certificate closed unanswered and unrecorded because their address \
+         was past [limits] refusals_per_address, by listener.",
+    );
+    for l in &s.listeners {
+        out.sample("splpd_listener_refusals_unrecorded_total", &[("listener", &l.name)], l.refusals_unrecorded);
     }
     out.family(
         "splpd_upstream_endpoint_up",

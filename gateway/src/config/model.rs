@@ -460,6 +460,9 @@ pub struct Limits {
     pub send_timeout: Span,
     /// Connections held open at once per listener, unless the listener says otherwise.
     pub max_connections: u32,
+    /// Connections that can only be refused (no client certificate the gateway accepts)
+    /// answered and recorded per client address and minute; past it they are closed unanswered.
+    pub refusals_per_address: u32,
     /// HTTP/2: streams a client may have open at once on one connection.
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2: the flow-control window of each stream (how much a client, or a gRPC upstream
@@ -499,6 +502,7 @@ impl Default for Limits {
             idle_timeout: Span(std::time::Duration::from_secs(120)),
             send_timeout: Span(std::time::Duration::from_secs(60)),
             max_connections: 10_000,
+            refusals_per_address: 60,
             http2_max_concurrent_streams: 256,
             http2_stream_window: ByteSize::mib(1),
             http2_connection_window: ByteSize::mib(4),

@@ -1171,6 +1171,14 @@ impl Validator<'_, '_, '_> {
                 );
             }
         }
+        if l.refusals_per_address == 0 {
+            self.err(
+                at!["limits", "refusals_per_address"],
+                "refusals_per_address is zero, which would close every connection without an accepted client \
+                 certificate unanswered and unrecorded",
+                "leave it out for the default (60 a minute per address)",
+            );
+        }
         // RFC 9113 §6.5.2: a window is at least the initial 65,535 bytes and at most 2^31-1.
         for (key, size) in
             [("http2_stream_window", l.http2_stream_window), ("http2_connection_window", l.http2_connection_window)]
