@@ -158,4 +158,41 @@ mod tests {
         let found = extensions.remove::<EndingSlot>().expect("the slot rides in Connected's extras");
         assert!(Arc::ptr_eq(&found.0, &slot.0));
     }
+
+    /// A connection whose reads fail as a TLS stream does on the far side's alert.
+    struct Alerting;
+
+    impl hyper::rt::Read for Alerting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: hyper::rt::ReadBufCursor<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+            Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, alert)))
+        }
+    }
+
+    impl Connection for Alerting {
+        fn connected(&self) -> Connected {
+            Connected::new()
+        }
+    }
+
+    #[test]
+    fn a_failed_read_is_kept_for_the_connections_requests() {
+        let mut conn = Kept { io: Alerting, slot: EndingSlot::default() };
+        let mut extensions = http::Extensions::new();
+        conn.connected().get_extras(&mut extensions);
+        let slot = extensions.remove::<EndingSlot>().expect("the connection hands out its slot");
+        assert!(slot.get().is_none(), "nothing has failed yet");
+
+        let mut bytes = [0u8; 16];
+        let mut buf = hyper::rt::ReadBuf::new(&mut bytes);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let read = hyper::rt::Read::poll_read(Pin::new(&mut conn), &mut cx, buf.unfilled());
+        assert!(matches!(read, Poll::Ready(Err(_))), "the error is passed on as it was");
+        let ending = slot.get().expect("and kept");
+        assert_eq!(ending.fault, Some(ConnectFault::RefusedByFarSide));
+    }
 }

@@ -315,6 +315,19 @@ fn tls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustl
     }
 }
 
+/// Whether a request's error says only that its connection went away before it could be sent
+/// or answered, not why (hyper's "connection was not ready", "connection closed").
+fn connection_gone(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            return hyper.is_canceled() || hyper.is_closed();
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// The innermost cause of an error, which is what tells an operator what happened (under
 /// hyper's general "connection error" or "error reading a body").
 pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
@@ -398,10 +411,10 @@ impl HttpUpstream {
                 None => Err(UpstreamError::Connect { authority, reason: root_cause(&e), fault: ConnectFault::of(&e) }),
             },
             Ok(Err(e)) => {
-                let kept = EndingSlot::of_error(&e);
+                let kept = EndingSlot::of_error(&e).filter(|_| connection_gone(&e));
                 let (reason, fault) = match (ConnectFault::of(&e), kept.as_ref().and_then(EndingSlot::get)) {
-                    // The request's own error does not say why its connection ended ("connection
-                    // was not ready"); the connection kept it.
+                    // The request's own error says only that its connection went away ("connection
+                    // was not ready"); the connection kept why.
                     (None, Some(ending)) => (ending.reason.clone(), ending.fault),
                     (fault, _) => (root_cause(&e), fault),
                 };

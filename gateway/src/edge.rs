@@ -112,12 +112,6 @@ pub struct EdgeStats {
     pub shed: AtomicU64,
     /// Connections closed unanswered because the listener was full and already shedding.
     pub dropped: AtomicU64,
-    /// Connections that could only be refused, closed unanswered and unrecorded because their
-    /// address was past `[limits] refusals_per_address`.
-    pub refusals_unrecorded: AtomicU64,
-    refusals: crate::refusals::RefusalBudget,
-    /// Seconds since `started` of the last warning of refusals past the budget.
-    last_refusal_warning: AtomicU64,
     /// Requests in progress on all of the listener's connections.
     pub requests: Arc<Activity>,
     shedding: AtomicUsize,
@@ -172,35 +166,6 @@ impl EdgeStats {
         self.shedding.fetch_sub(1, Ordering::AcqRel);
         self.dropped.fetch_add(1, Ordering::Relaxed);
         Admission::Drop
-    }
-
-    /// Whether a connection from `remote` that can only be refused is within its address's
-    /// budget of `per_minute` refusals answered and recorded (`refusals`). One that is not is
-    /// counted, and the operator told at most once a minute.
-    pub fn may_refuse(&self, per_minute: u32, remote: std::net::SocketAddr, listener: &str) -> bool {
-        let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
-        if self.refusals.allows(per_minute, remote.ip()) {
-            return true;
-        }
-        let total = self.refusals_unrecorded.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.started.map_or(0, |s| s.elapsed().as_secs()) + 60;
-        let last = self.last_refusal_warning.load(Ordering::Relaxed);
-        if now >= last + 60
-            && self.last_refusal_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            tracing::warn!(
-                listener,
-                address = %remote.ip().to_canonical(),
-                refusals_per_address = per_minute,
-                unrecorded = total,
-                "more connections without a client certificate the gateway accepts came from {} than \
-                 [limits] refusals_per_address allows a minute: past it they are closed unanswered and unrecorded \
-                 (splpd_listener_refusals_unrecorded_total); if it is an agency's application, it needs its client \
-                 certificate",
-                remote.ip().to_canonical()
-            );
-        }
-        false
     }
 
     fn warn_overloaded(&self, listener: &str, max: usize) {

@@ -57,6 +57,8 @@ pub struct Gateway {
     reloader: std::sync::OnceLock<std::sync::Weak<crate::reload::Reloader>>,
     /// The OpenTelemetry exporter's counters, when it runs.
     telemetry: Option<Arc<crate::telemetry::ExportStats>>,
+    /// Refusals of unidentified callers answered and recorded per address (`refusals`).
+    refusals: crate::refusals::RefusalBudget,
 }
 
 /// What is known about a connection before its first request.
@@ -101,6 +103,10 @@ struct Ctx {
     grpc: bool,
     /// When the request head arrived, from which a gRPC deadline counts.
     received: Instant,
+    /// For a caller without a certificate on a connection that may also serve opted-in callers:
+    /// its address, whose refusal budget a refusal before it is identified counts against
+    /// (`refusals`). A connection that can only be refused was counted when it was accepted.
+    budget: Option<std::net::IpAddr>,
 }
 
 /// What the checks established about an allowed call.
@@ -159,6 +165,7 @@ impl Gateway {
             maintenance: Arc::default(),
             reloader: std::sync::OnceLock::new(),
             telemetry,
+            refusals: crate::refusals::RefusalBudget::default(),
         }
     }
 
@@ -217,6 +224,11 @@ impl Gateway {
         let _ = self.reloader.set(Arc::downgrade(reloader));
     }
 
+    /// The budget of refusals of unidentified callers answered and recorded per address.
+    pub fn refusals(&self) -> &crate::refusals::RefusalBudget {
+        &self.refusals
+    }
+
     /// The OpenTelemetry exporter's counters, when `[telemetry]` is set.
     pub fn telemetry(&self) -> Option<&Arc<crate::telemetry::ExportStats>> {
         self.telemetry.as_ref()
@@ -245,6 +257,8 @@ impl Gateway {
         if let Some(trace_id) = req.headers().get("traceparent").and_then(|v| trace_id(v.as_bytes())) {
             record.set_trace_id(trace_id);
         }
+        let refused_for_good = conn.can_only_be_refused();
+        let anonymous = matches!(conn.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain));
         let ctx = Ctx {
             record,
             exchange_id: exchange_id.hyphenated().to_string(),
@@ -253,8 +267,8 @@ impl Gateway {
             mode: snap.config.audit.mode,
             grpc: grpc::is_grpc(&req),
             received,
+            budget: (anonymous && !refused_for_good).then(|| conn.remote.ip()),
         };
-        let refused_for_good = conn.can_only_be_refused();
         let mut resp = self.answer(&snap, conn, req, ctx).await;
         if refused_for_good {
             resp.extensions_mut().insert(CloseConnection);
@@ -692,6 +706,16 @@ impl Gateway {
     /// Answers with the gateway's own error, once its record is logged. If the log cannot take
     /// the record, the answer becomes `Server.AuditUnavailable`.
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
+        // A caller without a certificate, refused before it was identified, past its address's
+        // budget: a bare 401, no record, and the connection closed.
+        if let Some(address) = ctx.budget
+            && ctx.client.is_none()
+            && !self.refusals.allows(self.snapshot().limits.refusals_per_address, address)
+        {
+            let mut resp = crate::edge::closing_answer();
+            resp.extensions_mut().insert(CloseConnection);
+            return resp;
+        }
         let named = err.told_by(&self.snapshot().gateway_id);
         let err = named.as_ref().unwrap_or(err);
         if named.is_some() {

@@ -1,47 +1,100 @@
-//! The refusal budget: how many connections that can only be refused (no client certificate
-//! the gateway accepts) one client address may have answered and recorded per minute
-//! (`[limits] refusals_per_address`).
+//! The refusal budget: how many refusals of callers it could not identify the gateway answers
+//! and records per client address and minute (`[limits] refusals_per_address`).
 //!
-//! Why: each such connection costs the gateway an answer and an audit record, and the caller
-//! only a TLS handshake (a resumed one at best). One address could so write thousands of records
-//! a second and fill the audit disk, after which the log fails closed and every agency is refused.
-//! Past its budget, an address's connections of that kind are closed after the handshake,
-//! unanswered and unrecorded, as a handshake refused in TLS is, and counted
-//! (`splpd_listener_refusals_unrecorded_total`). Identified callers are never held to it.
+//! Why: such a refusal costs the gateway an answer and an audit record made durable, and the
+//! caller next to nothing (a resumed TLS handshake, or on a listener that lets callers without
+//! a certificate in, one more request). One address could so write thousands of records a second
+//! and fill the audit disk, after which the log fails closed and every agency is refused. Past
+//! its budget, an address's unidentified callers get no record:
+//! - a connection that can only be refused (no certificate the gateway accepts, where one is
+//!   required) is closed after its handshake, unanswered, as a handshake refused in TLS is;
+//! - a request refused for want of an identity on a listener that serves callers without a
+//!   certificate (`tls` or `http` opt-ins) gets a bare 401, and its connection is closed.
 //!
+//! They are counted (`splpd_refusals_unrecorded_total`) and the operator is warned, with the
+//! address, at most once a minute per address. Identified callers are never held to it.
+//!
+//! The budget is the gateway's, across its listeners, and survives reloads that keep its size.
 //! An IPv6 address counts by its /64, which one host usually holds whole, so that a caller
-//! cannot multiply its budget by walking its own prefix.
+//! cannot multiply its budget by walking its own prefix. Behind a load balancer that does not
+//! pass the client's address on, every unidentified caller shares the balancer's address.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// After this many checks, addresses whose budget is full again are forgotten.
 const FORGET_EVERY: u64 = 4096;
 
-/// One listener's refusal budget per client address.
-#[derive(Debug, Default)]
+/// Most warnings a minute, over all addresses: a flood from many addresses must not flood the
+/// operator's log in their place.
+const WARNINGS_PER_MINUTE: NonZeroU32 = NonZeroU32::MIN.saturating_add(9);
+
+/// The gateway's refusal budget per client address.
+#[derive(Debug)]
 pub struct RefusalBudget {
     /// The limiter, and the budget it was built for: a reload that changes the budget starts
     /// every address afresh under the new one.
     limiter: Mutex<Option<(NonZeroU32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>>,
     checks: AtomicU64,
+    unrecorded: AtomicU64,
+    /// One warning a minute per address, and at most [`WARNINGS_PER_MINUTE`] in all.
+    warned: DefaultKeyedRateLimiter<IpAddr>,
+    warnings: DefaultDirectRateLimiter,
+}
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        Self {
+            limiter: Mutex::default(),
+            checks: AtomicU64::new(0),
+            unrecorded: AtomicU64::new(0),
+            warned: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
+            warnings: RateLimiter::direct(Quota::per_minute(WARNINGS_PER_MINUTE)),
+        }
+    }
 }
 
 impl RefusalBudget {
-    /// Whether a connection from `address` that can only be refused is still within a budget of
-    /// `per_minute` such connections a minute (a burst of as many, then one every 60/`per_minute`
-    /// seconds). Counts it either way.
-    pub fn allows(&self, per_minute: NonZeroU32, address: IpAddr) -> bool {
+    /// Whether a refusal of an unidentified caller at `address` may be answered and recorded,
+    /// within a budget of `per_minute` a minute (a burst of as many, then one every
+    /// 60/`per_minute` seconds). Counts it either way; one past the budget is counted as
+    /// unrecorded and warned of.
+    pub fn allows(&self, per_minute: u32, address: IpAddr) -> bool {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        let key = counted_as(address);
         let limiter = self.limiter(per_minute);
         if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
             limiter.retain_recent();
             limiter.shrink_to_fit();
+            self.warned.retain_recent();
+            self.warned.shrink_to_fit();
         }
-        limiter.check_key(&counted_as(address)).is_ok()
+        if limiter.check_key(&key).is_ok() {
+            return true;
+        }
+        let unrecorded = self.unrecorded.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.warned.check_key(&key).is_ok() && self.warnings.check().is_ok() {
+            let address = address.to_canonical();
+            tracing::warn!(
+                %address,
+                refusals_per_address = per_minute,
+                unrecorded,
+                "callers at {address} that the gateway cannot identify were refused more often than [limits] \
+                 refusals_per_address allows a minute: past it they are closed unanswered and unrecorded \
+                 (splpd_refusals_unrecorded_total); if it is an agency's application, it needs its client certificate \
+                 (or, on a listener that opts it in, its X-Road-Client)"
+            );
+        }
+        false
+    }
+
+    /// Refusals left unanswered and unrecorded since start.
+    pub fn unrecorded(&self) -> u64 {
+        self.unrecorded.load(Ordering::Relaxed)
     }
 
     fn limiter(&self, per_minute: NonZeroU32) -> Arc<DefaultKeyedRateLimiter<IpAddr>> {
@@ -57,8 +110,8 @@ impl RefusalBudget {
     }
 }
 
-/// The address a connection's refusals count under: an IPv4 address (mapped into IPv6 or not)
-/// as itself, an IPv6 address by its /64.
+/// The address a caller's refusals count under: an IPv4 address (mapped into IPv6 or not) as
+/// itself, an IPv6 address by its /64.
 fn counted_as(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
@@ -70,36 +123,33 @@ fn counted_as(address: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn nz(n: u32) -> NonZeroU32 {
-        NonZeroU32::new(n).unwrap()
-    }
-
     #[test]
     fn each_address_gets_its_own_budget_and_no_more() {
         let budget = RefusalBudget::default();
         let a: IpAddr = "10.20.0.7".parse().unwrap();
         let b: IpAddr = "10.20.0.8".parse().unwrap();
-        assert!((0..3).all(|_| budget.allows(nz(3), a)));
-        assert!(!budget.allows(nz(3), a), "a fourth within the minute is over");
-        assert!(budget.allows(nz(3), b), "another address is not held to a's count");
+        assert!((0..3).all(|_| budget.allows(3, a)));
+        assert!(!budget.allows(3, a), "a fourth within the minute is over");
+        assert!(budget.allows(3, b), "another address is not held to a's count");
         // IPv4 mapped into IPv6 is the same caller.
-        assert!(!budget.allows(nz(3), "::ffff:10.20.0.7".parse().unwrap()));
+        assert!(!budget.allows(3, "::ffff:10.20.0.7".parse().unwrap()));
+        assert_eq!(budget.unrecorded(), 2);
     }
 
     #[test]
     fn an_ipv6_caller_counts_by_its_64_prefix() {
         let budget = RefusalBudget::default();
-        assert!(budget.allows(nz(1), "2001:db8:1:2::7".parse().unwrap()));
-        assert!(!budget.allows(nz(1), "2001:db8:1:2:ffff::1".parse().unwrap()), "same /64");
-        assert!(budget.allows(nz(1), "2001:db8:1:3::7".parse().unwrap()), "another /64");
+        assert!(budget.allows(1, "2001:db8:1:2::7".parse().unwrap()));
+        assert!(!budget.allows(1, "2001:db8:1:2:ffff::1".parse().unwrap()), "same /64");
+        assert!(budget.allows(1, "2001:db8:1:3::7".parse().unwrap()), "another /64");
     }
 
     #[test]
     fn a_new_budget_starts_every_address_afresh() {
         let budget = RefusalBudget::default();
         let a: IpAddr = "10.20.0.7".parse().unwrap();
-        assert!(budget.allows(nz(1), a));
-        assert!(!budget.allows(nz(1), a));
-        assert!(budget.allows(nz(2), a), "the budget was raised by a reload");
+        assert!(budget.allows(1, a));
+        assert!(!budget.allows(1, a));
+        assert!(budget.allows(2, a), "the budget was raised by a reload");
     }
 }

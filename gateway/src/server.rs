@@ -143,9 +143,8 @@ async fn accept_loop(
                             let _ = tcp.set_nodelay(true);
                             let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
                             let activity = Activity::child_of(&stats.requests);
-                            let stats = Arc::clone(&stats);
                             conns.spawn(async move {
-                                let accepted = Accepted { snap, generation, listener, tcp, remote, activity, stats };
+                                let accepted = Accepted { snap, generation, listener, tcp, remote, activity };
                                 serve_connection(gateway, accepted, shutdown).await;
                                 drop(slot);
                             });
@@ -178,10 +177,10 @@ async fn accept_loop(
 
 /// Whether a connection may go on to be served: one that can only be refused must be within its
 /// address's budget of refusals answered and recorded (`refusals`), or it is closed unanswered.
-fn within_refusal_budget(gateway: &Gateway, snap: &Snapshot, conn: &LiveConnection, stats: &EdgeStats) -> bool {
+fn within_refusal_budget(gateway: &Gateway, conn: &LiveConnection) -> bool {
     let current = conn.current(gateway);
     !current.can_only_be_refused()
-        || stats.may_refuse(snap.limits.refusals_per_address, current.remote, &current.listener.name)
+        || gateway.refusals().allows(gateway.snapshot().limits.refusals_per_address, current.remote.ip())
 }
 
 /// A connection just accepted, and the configuration it is served under.
@@ -194,12 +193,10 @@ struct Accepted {
     remote: SocketAddr,
     /// Its requests in progress, counted into its listener's.
     activity: Arc<Activity>,
-    /// Its listener's counters.
-    stats: Arc<EdgeStats>,
 }
 
 async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: watch::Receiver<bool>) {
-    let Accepted { snap, generation, listener, tcp, remote, activity, stats } = accepted;
+    let Accepted { snap, generation, listener, tcp, remote, activity } = accepted;
     let send_timeout = snap.limits.send_timeout.0;
     match &listener.tls {
         Some(config) => {
@@ -225,7 +222,7 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             let version = HttpVersion::from_alpn(tls.get_ref().1.alpn_protocol());
             let cert_sha256 = chain.as_ref().and_then(|c| c.first()).map(|der| splpd_certs::load::sha256(der));
             let conn = LiveConnection::new(Connection { listener, auth, remote, cert_sha256 }, chain, generation);
-            if !within_refusal_budget(&gateway, &snap, &conn, &stats) {
+            if !within_refusal_budget(&gateway, &conn) {
                 let mut tls = tls;
                 let _ = tokio::time::timeout(edge::close_grace(), tokio::io::AsyncWriteExt::shutdown(&mut tls)).await;
                 return;
@@ -242,7 +239,7 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
         None => {
             let conn = Connection { listener, auth: Ok(ConnectionAuth::Plain), remote, cert_sha256: None };
             let conn = LiveConnection::new(conn, None, generation);
-            if !within_refusal_budget(&gateway, &snap, &conn, &stats) {
+            if !within_refusal_budget(&gateway, &conn) {
                 return;
             }
             run_http(

@@ -230,39 +230,59 @@ async fn beyond_the_connection_limit_clients_get_503_overloaded_and_are_served_o
     region.stop().await;
 }
 
-/// A caller without a certificate costs a record per connection; past `refusals_per_address` a
-/// minute its connections are closed unanswered and unrecorded, and the operator is told which
-/// address. Callers with a certificate, from the same address, are served all the same.
+/// A caller the gateway cannot identify costs a record per refusal; past `refusals_per_address`
+/// a minute, counted across listeners, its refusals get no record: a connection without a
+/// certificate is closed unanswered, and a request on a listener that lets callers without one
+/// in gets a bare 401 and its connection closed. The operator is told which address. Identified
+/// callers, from the same address, are served all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_its_refusal_budget_an_address_without_a_certificate_is_closed_unrecorded() {
+async fn past_its_refusal_budget_an_unidentified_caller_is_refused_unrecorded() {
+    const LEGACY: &str = "ID/PEMDA/1602/SIMPEG";
     let logs = splpd_tests::logs::Logs::capture();
     let pki = Pki::new();
     let upstream = Upstream::start().await;
-    let region = region(&pki, &upstream, "refusals_per_address = 3").await;
-    let stats = region.edge_stats(PUBLIC);
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &upstream.url(), "")
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{DINKES}\""))
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{LEGACY}\""))
+        .http_listener("intranet", &[LEGACY])
+        .toml("[limits]\nrefusals_per_address = 3")
+        .start()
+        .await;
 
-    for proto in [Proto::H1, Proto::H2, Proto::H1] {
+    for proto in [Proto::H1, Proto::H2] {
         let reply = region.call(None, proto, json_call()).await.unwrap();
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{proto:?}: {}", reply.text());
         let record = region.record(reply.exchange_id()).await;
         assert_eq!((record.status, record.client_address.as_str()), (401, "127.0.0.1"));
     }
-    assert_eq!(stats.refusals_unrecorded.load(Ordering::Relaxed), 0);
+    let reply = region.call_plain("intranet", json_call()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert_eq!(region.record(reply.exchange_id()).await.status, 401);
+    assert_eq!(region.gateway().refusals().unrecorded(), 0);
 
+    // Past the budget: on the listener that serves callers without a certificate, a bare 401
+    // with no record and the connection closed; where a certificate is required, no answer.
+    let bare = region.call_plain("intranet", json_call()).await.unwrap();
+    assert_eq!(bare.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bare.header("x-road-id"), None, "no exchange was recorded: {bare:?}");
+    assert_eq!(bare.header("connection"), Some("close"), "{bare:?}");
     for proto in [Proto::H2, Proto::H1] {
         let closed = region.call(None, proto, json_call()).await;
         assert!(closed.is_err(), "{proto:?}: past the budget the connection is closed unanswered: {closed:?}");
     }
-    assert_eq!(stats.refusals_unrecorded.load(Ordering::Relaxed), 2);
+    assert_eq!(region.gateway().refusals().unrecorded(), 3);
     let warned = logs.lines_with("refusals_per_address allows a minute").await;
-    assert_eq!(warned.len(), 1, "warned once a minute, not per connection: {warned:#?}");
+    assert_eq!(warned.len(), 1, "warned once a minute per address, not per refusal: {warned:#?}");
     assert!(warned[0].contains("127.0.0.1") && warned[0].contains("WARN"), "{warned:#?}");
 
-    // A caller with its certificate is not held to the budget of its address.
+    // Callers that are identified are not held to the budget of their address.
     let reply = region.call(Some(&pki.client(DINKES)), Proto::H2, json_call()).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
-    let records = region.wait_records(4).await;
-    assert_eq!(records.iter().filter(|r| r.status == 401).count(), 3, "no record of the connections closed unanswered");
+    let reply = region.call_plain("intranet", json_call().header("x-road-client", LEGACY)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let records = region.wait_records(5).await;
+    assert_eq!(records.iter().filter(|r| r.status == 401).count(), 3, "no record of the refusals past the budget");
     region.stop().await;
 }
 

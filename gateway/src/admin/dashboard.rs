@@ -241,28 +241,39 @@ pub(super) fn render(
 
     let _ = writeln!(
         h,
-        "<h2>{}</h2><table><tr><th>Listener</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        "<h2>{}</h2><table><tr><th>Listener</th><th>{}</th><th>{}</th><th>{}</th></tr>",
         t("Koneksi", "Connections"),
         t("Koneksi terbuka", "Open"),
         t("Permintaan berjalan", "Requests in flight"),
-        t("Ditolak karena penuh", "Shed when full"),
-        t("Tanpa sertifikat, ditutup tanpa catatan", "No certificate, closed unrecorded")
+        t("Ditolak karena penuh", "Shed when full")
     );
     for l in &state.listeners {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td \
-             class=\"num\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             Html(&l.name),
             l.connections,
             l.in_flight,
-            l.shed,
-            l.refusals_unrecorded
+            l.shed
+        );
+    }
+    h.push_str("</table>\n");
+    if state.refusals_unrecorded > 0 {
+        let _ = writeln!(
+            h,
+            "<p class=\"bad\">{}: {}</p>",
+            t(
+                "Penolakan pemanggil tanpa identitas yang ditutup tanpa jawaban dan tanpa catatan (melewati [limits] \
+                 refusals_per_address; alamatnya ada di log)",
+                "Refusals of unidentified callers closed unanswered and unrecorded (past [limits] \
+                 refusals_per_address; the log names the addresses)"
+            ),
+            state.refusals_unrecorded
         );
     }
     let _ = writeln!(
         h,
-        "</table>\n<p>{} <a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a> · \
+        "<p>{} <a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a> · \
          <a href=\"/maintenance\">/maintenance</a></p>\n</body></html>",
         t("Untuk mesin:", "For machines:")
     );

@@ -310,6 +310,9 @@ pub struct StateSnapshot {
     pub maintenance: bool,
     /// Configurations put in force since start.
     pub reloads: u64,
+    /// Refusals of unidentified callers left unanswered and unrecorded since start, past
+    /// `[limits] refusals_per_address`.
+    pub refusals_unrecorded: u64,
     /// Whether the audit log takes records.
     pub audit_available: bool,
     /// What the audit log has written, when it counts.
@@ -365,9 +368,6 @@ pub struct ListenerSnapshot {
     pub in_flight: u64,
     /// Connections answered 503 because it was full, since start.
     pub shed: u64,
-    /// Connections without an accepted client certificate closed unanswered and unrecorded
-    /// because their address was past `[limits] refusals_per_address`, since start.
-    pub refusals_unrecorded: u64,
 }
 
 /// One upstream endpoint of a local service.
@@ -407,6 +407,7 @@ impl StateSnapshot {
             crls: snap.trust.crl_status().to_vec(),
             gateway: snap.gateway_id.to_string(),
             maintenance: gateway.maintenance().is_on(),
+            refusals_unrecorded: gateway.refusals().unrecorded(),
             reloads: gateway.generation(),
             audit_available: audit.health().is_available(),
             audit: audit.counters(),
@@ -417,7 +418,6 @@ impl StateSnapshot {
                     connections: count(s.open.load(Ordering::Relaxed)),
                     in_flight: count(s.requests.in_flight()),
                     shed: s.shed.load(Ordering::Relaxed),
-                    refusals_unrecorded: s.refusals_unrecorded.load(Ordering::Relaxed),
                 })
                 .collect(),
             endpoints,
@@ -444,6 +444,13 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     out.sample("splpd_build_info", &[("gateway", &s.gateway), ("version", env!("CARGO_PKG_VERSION"))], 1);
     out.single("splpd_maintenance", "gauge", "1 while maintenance mode is on.", u8::from(s.maintenance));
     out.single("splpd_config_reloads_total", "counter", "Configurations put in force since start.", s.reloads);
+    out.single(
+        "splpd_refusals_unrecorded_total",
+        "counter",
+        "Refusals of callers the gateway could not identify left unanswered and unrecorded, past [limits] \
+         refusals_per_address.",
+        s.refusals_unrecorded,
+    );
     if let Some(c) = &s.config {
         out.single(
             "splpd_config_reloads_refused_total",
@@ -497,15 +504,7 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     for l in &s.listeners {
         out.sample("splpd_listener_shed_total", &[("listener", &l.name)], l.shed);
     }
-    out.family(
-        "splpd_listener_refusals_unrecorded_total",
-        "counter",
-        "Connections without an accepted client certificate closed unanswered and unrecorded because their address \
-         was past [limits] refusals_per_address, by listener.",
-    );
-    for l in &s.listeners {
-        out.sample("splpd_listener_refusals_unrecorded_total", &[("listener", &l.name)], l.refusals_unrecorded);
-    }
+
     out.family(
         "splpd_upstream_endpoint_up",
         "gauge",

@@ -103,6 +103,13 @@ impl Metrics {
             "Configurations put in force since start.",
             vec![(Vec::new(), s.reloads)],
         );
+        self.sum(
+            "splpd.refusals_unrecorded",
+            "{refusal}",
+            "Refusals of callers the gateway could not identify left unanswered and unrecorded, past [limits] \
+             refusals_per_address.",
+            vec![(Vec::new(), s.refusals_unrecorded)],
+        );
         self.gauge(
             "splpd.audit.available",
             "1",
@@ -152,13 +159,7 @@ impl Metrics {
             "Connections answered 503 Server.Overloaded because the listener was full.",
             by_listener(|l| l.shed),
         );
-        self.sum(
-            "splpd.listener.refusals_unrecorded",
-            "{connection}",
-            "Connections without an accepted client certificate closed unanswered and unrecorded because their \
-             address was past [limits] refusals_per_address.",
-            by_listener(|l| l.refusals_unrecorded),
-        );
+
         let endpoint = |e: &crate::admin::metrics::EndpointSnapshot| {
             vec![attribute("service", &e.service), attribute("endpoint", &e.endpoint)]
         };
