@@ -109,6 +109,19 @@ fn calls(url: &str, pki: &Path, ca: &str, n: usize) -> Vec<Answer> {
     answers
 }
 
+/// The first line of the gateway's log at `path` that holds `needle`, waiting for it up to 30 s.
+fn wait_for_line(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no line with {needle:?} in the gateway's log:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Every exchange id in the log.
 fn logged_ids(audit: &Path) -> HashSet<String> {
     let mut reader = SegmentReader::open(audit).unwrap();
@@ -190,6 +203,13 @@ fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once
         }
     }
     assert!(refused >= 100, "calls while the disk is full were refused with Server.AuditUnavailable: {refused} of 150");
+    // The operator was warned that the log's filesystem ran low (it is measured every 10 s).
+    let warned = wait_for_line(&serve_log, "the audit log's filesystem");
+    assert!(warned.contains("WARN") && warned.contains("(0%)") && warned.contains("splpd audit export"), "{warned}");
+    // And `config check` says so before a restart.
+    let check = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "check"]).arg(&config_path).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success() && said.contains("its filesystem has") && said.contains("(0%)"), "{said}");
 
     // Freed: the gateway serves again by itself.
     std::fs::remove_file(&filler).unwrap();
@@ -202,6 +222,8 @@ fn a_full_disk_refuses_exchanges_with_audit_unavailable_and_service_resumes_once
         assert!(Instant::now() < deadline, "service did not resume after space was freed: {answers:?}");
         std::thread::sleep(Duration::from_millis(200));
     };
+    let back = wait_for_line(&serve_log, "%) again");
+    assert!(back.contains("the audit log's filesystem") && back.contains("INFO"), "{back}");
     gateway.stop();
 
     let verify = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["audit", "verify"]).arg(&audit).output().unwrap();

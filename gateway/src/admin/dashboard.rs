@@ -175,6 +175,17 @@ pub(super) fn render(
         ] {
             let _ = writeln!(h, "<tr><th>{label}</th><td class=\"num\">{value}</td></tr>");
         }
+        if let Some(disk) = c.disk {
+            let class = if disk.is_low() { "bad" } else { "num" };
+            let _ = writeln!(
+                h,
+                "<tr><th>{}</th><td class=\"{class}\">{} / {} ({}%)</td></tr>",
+                t("Ruang kosong disk log", "Free space on the log's disk"),
+                Html(&crate::config::units::ByteSize(disk.free).approx()),
+                Html(&crate::config::units::ByteSize(disk.size).approx()),
+                disk.percent_free()
+            );
+        }
     }
     h.push_str("</table>\n");
 

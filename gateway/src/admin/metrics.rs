@@ -477,6 +477,12 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
             c.failed_batches,
         );
         out.single("splpd_audit_tree_size", "gauge", "Records in the audit log's Merkle tree.", c.tree_size);
+        if let Some(disk) = c.disk {
+            let free = "Bytes the gateway may still write on the audit log's filesystem; when none are left, every \
+                        exchange is refused.";
+            out.single("splpd_audit_disk_free_bytes", "gauge", free, disk.free);
+            out.single("splpd_audit_disk_size_bytes", "gauge", "Size of the audit log's filesystem.", disk.size);
+        }
     }
     if let Some(t) = &s.telemetry {
         let sent = "Spans the OpenTelemetry collector took.";

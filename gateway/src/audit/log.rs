@@ -115,6 +115,9 @@ pub struct AuditLog {
     checkpointer: Arc<Mutex<Checkpointer>>,
     /// Stopped when the log is dropped.
     _retention: Option<Ticker>,
+    /// The space of the log's filesystem, and the thread that measures it.
+    space: Arc<super::space::SpaceGauge>,
+    _space_watch: Ticker,
     /// Signs the checkpoint that records written before a quiet spell are still waiting for;
     /// stopped when the log is dropped.
     _quiet_checkpoints: Ticker,
@@ -258,7 +261,17 @@ impl AuditLog {
             }
         })
         .map_err(|source| AuditLogError::Io { what: "starting the audit checkpoint thread".to_owned(), source })?;
-        Ok(Self { segments, checkpointer, _retention: retention, _quiet_checkpoints: quiet_checkpoints })
+        let space = Arc::new(super::space::SpaceGauge::default());
+        let space_watch = super::space::start_task(dir.clone(), Arc::clone(&space))
+            .map_err(|source| AuditLogError::Io { what: "starting the audit space thread".to_owned(), source })?;
+        Ok(Self {
+            segments,
+            checkpointer,
+            _retention: retention,
+            space,
+            _space_watch: space_watch,
+            _quiet_checkpoints: quiet_checkpoints,
+        })
     }
 
     /// Records in the log and the root of their tree.
@@ -289,6 +302,7 @@ impl AuditSink for AuditLog {
             syncs: s.syncs,
             failed_batches: s.failed_batches,
             tree_size: self.tree_head().0,
+            disk: self.space.get(),
         })
     }
 

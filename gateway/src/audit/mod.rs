@@ -12,6 +12,7 @@ pub mod merkle;
 mod record;
 pub mod retention;
 pub mod segment;
+pub mod space;
 mod ticker;
 pub mod verify;
 
@@ -77,6 +78,8 @@ pub struct AuditCounters {
     pub failed_batches: u64,
     /// Records in the Merkle tree, those of earlier runs included.
     pub tree_size: u64,
+    /// The space of the log's filesystem, once measured.
+    pub disk: Option<space::DiskSpace>,
 }
 
 /// Whether an [`AuditSink`] is taking records.

@@ -203,14 +203,24 @@ fn print_history(file: &str, rows: &[[String; 3]]) -> ExitCode {
 
 /// Why this account could not write the audit log's folder, if it could not: the gateway would
 /// not start. Tried by making and removing a file there (or in the nearest folder that exists,
-/// where the log's folder would be made).
+/// where the log's folder would be made). Or, when it can, that the folder's filesystem has less
+/// than a tenth free, which the running gateway would warn of too.
 fn audit_dir_concern(dir: &std::path::Path) -> Option<String> {
     let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
     let probe = existing.join(format!(".splpd-config-check-{}", std::process::id()));
     match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
-            None
+            let space = splpd_gateway::audit::space::DiskSpace::of(existing).ok().filter(|s| s.is_low())?;
+            Some(format!(
+                "[audit] dir {}: its filesystem has {} free of {} ({}%); once it is full every exchange is refused \
+                 (Server.AuditUnavailable): give the log more room, or export it regularly so that retention can \
+                 delete old segments",
+                dir.display(),
+                splpd_gateway::config::units::ByteSize(space.free).approx(),
+                splpd_gateway::config::units::ByteSize(space.size).approx(),
+                space.percent_free()
+            ))
         }
         Err(e) => Some(format!(
             "[audit] dir {}: this account cannot write {} ({e}); splpd serve will not start unless the account it \

@@ -54,6 +54,27 @@ impl FromStr for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// The size as people read it, in the largest unit it reaches: whole when it is a whole
+    /// number of that unit, else to one decimal, rounded down ("5 GiB", "12.3 GiB").
+    pub fn approx(self) -> String {
+        let n = self.0;
+        let (unit, name) = match n {
+            n if n >= 1 << 40 => (1u64 << 40, "TiB"),
+            n if n >= 1 << 30 => (1 << 30, "GiB"),
+            n if n >= 1 << 20 => (1 << 20, "MiB"),
+            n if n >= 1 << 10 => (1 << 10, "KiB"),
+            n => return format!("{n} B"),
+        };
+        if n.is_multiple_of(unit) {
+            return format!("{} {name}", n / unit);
+        }
+        // Tenths of the unit, in integers: no float casts.
+        let tenths = u128::from(n) * 10 / u128::from(unit);
+        format!("{}.{} {name}", tenths / 10, tenths % 10)
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
@@ -306,6 +327,15 @@ impl Serialize for EndpointPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_approximately_in_their_largest_unit() {
+        assert_eq!(ByteSize(5 << 30).approx(), "5 GiB");
+        assert_eq!(ByteSize(5 * (1 << 30) + 300 * (1 << 20)).approx(), "5.2 GiB");
+        assert_eq!(ByteSize(3 * (1 << 40) + (1 << 39)).approx(), "3.5 TiB");
+        assert_eq!(ByteSize(1536).approx(), "1.5 KiB");
+        assert_eq!(ByteSize(1000).approx(), "1000 B");
+    }
 
     #[test]
     fn sizes_parse_with_units() {

@@ -137,6 +137,21 @@ impl Metrics {
                 "Records in the audit log's Merkle tree.",
                 vec![(Vec::new(), c.tree_size)],
             );
+            if let Some(disk) = c.disk {
+                self.gauge(
+                    "splpd.audit.disk.free",
+                    "By",
+                    "Bytes the gateway may still write on the audit log's filesystem; when none are left, every \
+                     exchange is refused.",
+                    vec![(Vec::new(), disk.free)],
+                );
+                self.gauge(
+                    "splpd.audit.disk.size",
+                    "By",
+                    "Size of the audit log's filesystem.",
+                    vec![(Vec::new(), disk.size)],
+                );
+            }
         }
         let by_listener = |pick: fn(&crate::admin::metrics::ListenerSnapshot) -> u64| -> Points {
             s.listeners.iter().map(|l| (vec![attribute("listener", &l.name)], pick(l))).collect()

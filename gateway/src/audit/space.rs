@@ -1,0 +1,183 @@
+//! The free space of the audit log's filesystem. A full disk fails the log closed, and then every
+//! exchange is refused, so the gateway watches it: measured when the log opens and every
+//! [`EVERY`] after on a thread of its own, shown in metrics (`splpd_audit_disk_free_bytes`,
+//! `splpd_audit_disk_size_bytes`) and on the dashboard, and warned of when less than a tenth is
+//! left (as it gets there, then hourly while it lasts): in time to export the log, so that
+//! retention may delete its oldest segments, or to give it more space.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::ticker::Ticker;
+use crate::config::units::ByteSize;
+
+/// How often the space is measured.
+pub const EVERY: Duration = Duration::from_secs(10);
+
+/// Below this share of the filesystem left free, in percent, the operator is warned.
+pub const LOW_PERCENT: u64 = 10;
+
+/// How often the warning is repeated while space stays low.
+const WARN_AGAIN: Duration = Duration::from_secs(3600);
+
+/// The space of a filesystem: what an unprivileged writer may still use, and the whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes free for the gateway to write (blocks kept for root not counted).
+    pub free: u64,
+    /// Bytes in the filesystem.
+    pub size: u64,
+}
+
+impl DiskSpace {
+    /// The space of the filesystem that holds `dir`.
+    pub fn of(dir: &Path) -> io::Result<Self> {
+        let fs = rustix::fs::statvfs(dir)?;
+        Ok(Self { free: fs.f_bavail.saturating_mul(fs.f_frsize), size: fs.f_blocks.saturating_mul(fs.f_frsize) })
+    }
+
+    /// Whether less than [`LOW_PERCENT`] of it is free.
+    pub fn is_low(&self) -> bool {
+        self.size > 0 && u128::from(self.free) * 100 < u128::from(self.size) * u128::from(LOW_PERCENT)
+    }
+
+    /// The free share, in whole percent.
+    pub fn percent_free(&self) -> u64 {
+        if self.size == 0 {
+            0
+        } else {
+            u64::try_from(u128::from(self.free) * 100 / u128::from(self.size)).unwrap_or(100)
+        }
+    }
+}
+
+/// The latest measure, shared with the metrics.
+#[derive(Debug, Default)]
+pub struct SpaceGauge {
+    free: AtomicU64,
+    /// 0 until measured.
+    size: AtomicU64,
+}
+
+impl SpaceGauge {
+    /// The latest measure, once there is one.
+    pub fn get(&self) -> Option<DiskSpace> {
+        let size = self.size.load(Ordering::Relaxed);
+        (size > 0).then(|| DiskSpace { free: self.free.load(Ordering::Relaxed), size })
+    }
+
+    fn set(&self, space: DiskSpace) {
+        self.free.store(space.free, Ordering::Relaxed);
+        self.size.store(space.size, Ordering::Relaxed);
+    }
+}
+
+/// What the operator has been told of the space, so that it is told on a change and then hourly,
+/// not at every measure.
+#[derive(Debug, Default)]
+struct Teller {
+    /// When space was last said to be low, while it still is.
+    warned: Option<Instant>,
+}
+
+/// What to tell the operator after one measure.
+#[derive(Debug, PartialEq, Eq)]
+enum Tell {
+    Low(String),
+    Back(String),
+}
+
+impl Teller {
+    fn measured(&mut self, dir: &Path, space: DiskSpace, now: Instant) -> Option<Tell> {
+        let (free, size, percent) =
+            (ByteSize(space.free).approx(), ByteSize(space.size).approx(), space.percent_free());
+        if space.is_low() {
+            if self.warned.is_some_and(|at| now.duration_since(at) < WARN_AGAIN) {
+                return None;
+            }
+            self.warned = Some(now);
+            return Some(Tell::Low(format!(
+                "the audit log's filesystem ({}) has {free} free of {size} ({percent}%): once it is full every exchange \
+                 is refused (Server.AuditUnavailable); export the log (splpd audit export) so that retention can delete \
+                 its oldest segments, or give it more space",
+                dir.display()
+            )));
+        }
+        self.warned.take().map(|_| {
+            Tell::Back(format!(
+                "the audit log's filesystem ({}) has {free} free of {size} ({percent}%) again",
+                dir.display()
+            ))
+        })
+    }
+}
+
+/// Measures the space of `dir`'s filesystem now into `gauge`, then every [`EVERY`] on its own
+/// thread until the ticker is dropped.
+pub(crate) fn start_task(dir: PathBuf, gauge: Arc<SpaceGauge>) -> io::Result<Ticker> {
+    let mut teller = Teller::default();
+    let mut measure = move || match DiskSpace::of(&dir) {
+        Ok(space) => {
+            gauge.set(space);
+            match teller.measured(&dir, space, Instant::now()) {
+                Some(Tell::Low(message)) => tracing::warn!("{message}"),
+                Some(Tell::Back(message)) => tracing::info!("{message}"),
+                None => {}
+            }
+        }
+        Err(e) => tracing::debug!("cannot measure the free space of {}: {e}", dir.display()),
+    };
+    measure();
+    Ticker::start("splpd-audit-space", EVERY, measure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_real_directory_has_a_size_and_no_more_free_than_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = DiskSpace::of(dir.path()).unwrap();
+        assert!(space.size > 0 && space.free <= space.size, "{space:?}");
+        let missing = DiskSpace::of(&dir.path().join("nowhere")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn low_is_under_a_tenth_free() {
+        assert!(DiskSpace { free: 9, size: 100 }.is_low());
+        assert!(!DiskSpace { free: 10, size: 100 }.is_low());
+        assert!(!DiskSpace::default().is_low(), "not measured is not low");
+        let huge = DiskSpace { free: 5 << 56, size: 100 << 56 };
+        assert!(huge.is_low(), "no overflow on large filesystems");
+        assert_eq!(huge.percent_free(), 5);
+    }
+
+    #[test]
+    fn the_operator_is_told_as_space_runs_low_then_hourly_then_when_it_is_back() {
+        let dir = Path::new("/var/lib/splpd/audit");
+        let mut teller = Teller::default();
+        let t0 = Instant::now();
+        let plenty = DiskSpace { free: 50 << 30, size: 100 << 30 };
+        let low = DiskSpace { free: 5 << 30, size: 100 << 30 };
+        assert_eq!(teller.measured(dir, plenty, t0), None);
+        let Some(Tell::Low(warning)) = teller.measured(dir, low, t0) else { panic!("low space is warned of") };
+        assert!(
+            warning.contains("/var/lib/splpd/audit")
+                && warning.contains("5 GiB free of 100 GiB (5%)")
+                && warning.contains("splpd audit export"),
+            "{warning}"
+        );
+        assert_eq!(teller.measured(dir, low, t0 + EVERY), None, "not at every measure");
+        assert!(matches!(teller.measured(dir, low, t0 + WARN_AGAIN), Some(Tell::Low(_))), "again an hour on");
+        let Some(Tell::Back(note)) = teller.measured(dir, plenty, t0 + WARN_AGAIN + EVERY) else {
+            panic!("the operator hears that space is back")
+        };
+        assert!(note.contains("50 GiB free of 100 GiB (50%) again"), "{note}");
+        assert_eq!(teller.measured(dir, plenty, t0 + WARN_AGAIN + EVERY * 2), None);
+    }
+}
