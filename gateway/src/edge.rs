@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::audit::{AuditSink, RecordBuilder};
+use crate::audit::RecordBuilder;
 use crate::config::{AuditMode, ConnectionType, Limits};
 use crate::error::GatewayError;
 use crate::exchange::ResponseBody;
@@ -367,8 +367,9 @@ pub async fn answer_head(resp: Response<ResponseBody>, audit_available: impl Fn(
     Response::from_parts(parts, empty)
 }
 
-/// The answer to a request on a connection that is closing after its refusal: 401, no body,
-/// no record (see `server::run_http`).
+/// The bare refusal: 401, no body, no record. For a request on a connection that is closing
+/// after its refusal (see `server::run_http`), and for an unidentified caller past its address's
+/// refusal budget (`refusals`).
 pub fn closing_answer() -> Response<ResponseBody> {
     let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = StatusCode::UNAUTHORIZED;
@@ -411,14 +412,13 @@ pub fn record_connection(
 /// buffer (more than twice `[limits] max_header_bytes`) or malformed (a header line without a
 /// colon, two Content-Lengths, folded lines), is answered by hyper with a bare 431 or 400 before
 /// the exchange path sees it; it gets an audit record here all the same, since every refusal is
-/// an exchange.
+/// an exchange (for a caller not identified, within its address's refusal budget).
 pub fn log_connection_error(
     err: &(dyn std::error::Error + 'static),
-    auth: Option<&ConnectionAuth>,
-    gateway_id: &splpd_certs::id::ServerId,
-    audit: &Arc<dyn AuditSink>,
-    remote: std::net::SocketAddr,
+    gateway: &crate::exchange::Gateway,
+    conn: &crate::exchange::Connection,
 ) {
+    let remote = conn.remote;
     let hyper_err = err.downcast_ref::<hyper::Error>();
     // The parse errors hyper answers itself (its `on_error`): not an HTTP/2 preface on an
     // HTTP/1.1 connection, nor its internal ones, which get no answer.
@@ -443,14 +443,25 @@ pub fn log_connection_error(
         _ => None,
     };
     if let Some(status) = refused {
-        let mut record = RecordBuilder::received_now(gateway_id);
+        // From a caller not identified, where callers without a certificate are served: within
+        // its address's refusal budget only (`refusals`). A connection that can only be refused
+        // was counted when it was accepted.
+        let anonymous = matches!(conn.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain));
+        let snap = gateway.snapshot();
+        if anonymous
+            && !conn.can_only_be_refused()
+            && !gateway.refusals().allows(snap.limits.refusals_per_address, remote.ip())
+        {
+            return;
+        }
+        let mut record = RecordBuilder::received_now(&snap.gateway_id);
         record.set_exchange_id(uuid::Uuid::new_v4());
         record.set_client_address(remote.ip());
-        record_connection(&mut record, auth);
+        record_connection(&mut record, conn.auth.as_ref().ok());
         record.set_status(status);
         record.set_error_type("Client.BadRequest");
         // The answer has gone already; the record is written in the background.
-        drop(audit.append(record.finish(), AuditMode::Async));
+        drop(gateway.audit().append(record.finish(), AuditMode::Async));
     } else if hyper_err.is_some_and(hyper::Error::is_timeout) {
         tracing::info!(%remote, "closed a connection that did not send its request headers in time");
     } else {

@@ -707,14 +707,13 @@ impl Gateway {
     /// the record, the answer becomes `Server.AuditUnavailable`.
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
         // A caller without a certificate, refused before it was identified, past its address's
-        // budget: a bare 401, no record, and the connection closed.
+        // budget: a bare 401, and no record. The connection stays open: others may be calling
+        // on it (a proxy's HTTP/2 connection), and further refusals on it cost no record either.
         if let Some(address) = ctx.budget
             && ctx.client.is_none()
             && !self.refusals.allows(self.snapshot().limits.refusals_per_address, address)
         {
-            let mut resp = crate::edge::closing_answer();
-            resp.extensions_mut().insert(CloseConnection);
-            return resp;
+            return crate::edge::closing_answer();
         }
         let named = err.told_by(&self.snapshot().gateway_id);
         let err = named.as_ref().unwrap_or(err);

@@ -9,15 +9,18 @@
 //! - a connection that can only be refused (no certificate the gateway accepts, where one is
 //!   required) is closed after its handshake, unanswered, as a handshake refused in TLS is;
 //! - a request refused for want of an identity on a listener that serves callers without a
-//!   certificate (`tls` or `http` opt-ins) gets a bare 401, and its connection is closed.
+//!   certificate (`tls` or `http` opt-ins) gets a bare 401, and its connection stays open, since
+//!   others may be calling on it (a proxy's); an HTTP/1.1 head hyper refuses there itself
+//!   (malformed, too large) gets hyper's answer and no record.
 //!
 //! They are counted (`splpd_refusals_unrecorded_total`) and the operator is warned, with the
 //! address, at most once a minute per address. Identified callers are never held to it.
 //!
 //! The budget is the gateway's, across its listeners, and survives reloads that keep its size.
 //! An IPv6 address counts by its /64, which one host usually holds whole, so that a caller
-//! cannot multiply its budget by walking its own prefix. Behind a load balancer that does not
-//! pass the client's address on, every unidentified caller shares the balancer's address.
+//! cannot multiply its budget by walking its own prefix. The address is the TCP peer's: the
+//! gateway reads neither the PROXY protocol nor `X-Forwarded-For`, so behind a load balancer
+//! every unidentified caller shares the balancer's budget.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -77,15 +80,22 @@ impl RefusalBudget {
             return true;
         }
         let unrecorded = self.unrecorded.fetch_add(1, Ordering::Relaxed) + 1;
+        // The address's turn is taken first: when the overall cap then says no, that address
+        // waits a minute for its next warning, which costs less than spending the cap's few
+        // warnings on addresses already warned of.
         if self.warned.check_key(&key).is_ok() && self.warnings.check().is_ok() {
-            let address = address.to_canonical();
+            let address = match key {
+                IpAddr::V6(prefix) => format!("{prefix}/64"),
+                v4 => v4.to_string(),
+            };
             tracing::warn!(
                 %address,
                 refusals_per_address = per_minute,
                 unrecorded,
                 "callers at {address} that the gateway cannot identify were refused more often than [limits] \
-                 refusals_per_address allows a minute: past it they are closed unanswered and unrecorded \
-                 (splpd_refusals_unrecorded_total); if it is an agency's application, it needs its client certificate \
+                 refusals_per_address allows a minute: past it their refusals go unrecorded (the connection closed \
+                 unanswered, or a bare 401 where callers without a certificate are served; \
+                 splpd_refusals_unrecorded_total); if it is an agency's application, it needs its client certificate \
                  (or, on a listener that opts it in, its X-Road-Client)"
             );
         }

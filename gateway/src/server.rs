@@ -333,8 +333,7 @@ async fn run_http<I>(
     tokio::select! {
         result = served.as_mut() => {
             if let Err(e) = result {
-                let conn = conn.current(&gateway);
-                edge::log_connection_error(&*e, conn.auth.as_ref().ok(), &snap.gateway_id, gateway.audit(), conn.remote);
+                edge::log_connection_error(&*e, &gateway, &conn.current(&gateway));
             }
         }
         () = stopped(&mut shutdown) => {

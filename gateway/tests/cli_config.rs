@@ -404,7 +404,8 @@ fn a_gateway_certificate_near_its_end_is_warned_of() {
 fn an_audit_folder_this_account_cannot_write_is_warned_of() {
     let f = Fixture::new();
     let (ok, _, err) = f.check();
-    assert!(ok && !err.contains("[audit] dir"), "{err}");
+    // (A warning of low space on this host's disk may be there.)
+    assert!(ok && !err.contains("cannot write"), "{err}");
     // /proc takes no new files, whoever asks (root included).
     f.edit("dir = \"audit\"", "dir = \"/proc/splpd-audit\"");
     let (ok, _, err) = f.check();

@@ -20,6 +20,10 @@ pub const EVERY: Duration = Duration::from_secs(10);
 /// Below this share of the filesystem left free, in percent, the operator is warned.
 pub const LOW_PERCENT: u64 = 10;
 
+/// Once warned, space is said to be back only at this share free: a disk that hovers about
+/// [`LOW_PERCENT`] is not told of at every measure.
+const BACK_PERCENT: u64 = 12;
+
 /// How often the warning is repeated while space stays low.
 const WARN_AGAIN: Duration = Duration::from_secs(3600);
 
@@ -106,12 +110,14 @@ impl Teller {
                 dir.display()
             )));
         }
-        self.warned.take().map(|_| {
-            Tell::Back(format!(
-                "the audit log's filesystem ({}) has {free} free of {size} ({percent}%) again",
-                dir.display()
-            ))
-        })
+        if self.warned.is_none() || percent < BACK_PERCENT {
+            return None;
+        }
+        self.warned = None;
+        Some(Tell::Back(format!(
+            "the audit log's filesystem ({}) has {free} free of {size} ({percent}%) again",
+            dir.display()
+        )))
     }
 }
 
@@ -173,6 +179,9 @@ mod tests {
             "{warning}"
         );
         assert_eq!(teller.measured(dir, low, t0 + EVERY), None, "not at every measure");
+        let hovering = DiskSpace { free: 11 << 30, size: 100 << 30 };
+        assert_eq!(teller.measured(dir, hovering, t0 + EVERY * 2), None, "not back until 12% free");
+        assert_eq!(teller.measured(dir, low, t0 + EVERY * 3), None, "nor low again");
         assert!(matches!(teller.measured(dir, low, t0 + WARN_AGAIN), Some(Tell::Low(_))), "again an hour on");
         let Some(Tell::Back(note)) = teller.measured(dir, plenty, t0 + WARN_AGAIN + EVERY) else {
             panic!("the operator hears that space is back")
