@@ -102,7 +102,7 @@ impl RefusalBudget {
         false
     }
 
-    /// Refusals left unanswered and unrecorded since start.
+    /// Refusals left unrecorded since start.
     pub fn unrecorded(&self) -> u64 {
         self.unrecorded.load(Ordering::Relaxed)
     }

@@ -143,8 +143,9 @@ async fn accept_loop(
                             let _ = tcp.set_nodelay(true);
                             let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
                             let activity = Activity::child_of(&stats.requests);
+                            let stats = Arc::clone(&stats);
                             conns.spawn(async move {
-                                let accepted = Accepted { snap, generation, listener, tcp, remote, activity };
+                                let accepted = Accepted { snap, generation, listener, tcp, remote, activity, stats };
                                 serve_connection(gateway, accepted, shutdown).await;
                                 drop(slot);
                             });
@@ -193,10 +194,12 @@ struct Accepted {
     remote: SocketAddr,
     /// Its requests in progress, counted into its listener's.
     activity: Arc<Activity>,
+    /// Its listener's counters.
+    stats: Arc<EdgeStats>,
 }
 
 async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: watch::Receiver<bool>) {
-    let Accepted { snap, generation, listener, tcp, remote, activity } = accepted;
+    let Accepted { snap, generation, listener, tcp, remote, activity, stats } = accepted;
     let send_timeout = snap.limits.send_timeout.0;
     match &listener.tls {
         Some(config) => {
@@ -206,10 +209,12 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             let tls = match outcome {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
+                    stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
                     return;
                 }
                 Err(_) => {
+                    stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(listener = %listener.name, %remote, "TLS handshake timed out");
                     return;
                 }

@@ -430,6 +430,10 @@ fn query_filters_select_the_right_records() {
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--status", "4xx"])), expect(&|i| i % 10 == 3));
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--address", "10.20.2.7"])), expect(&|i| i % 4 == 2));
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--address", "10.20.*"])).len(), 300);
+    assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--address", "10.20.2.0/24"])), expect(&|i| i % 4 == 2));
+    let bad = log.splpd(&["audit", "query", "audit", "--address", "10.20.2.7:443"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("is not an address: give an IP address"), "{}", text(&bad.stderr));
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--status", "502"])), expect(&|i| i % 10 == 7));
     assert_eq!(ids(&log.ok(&["audit", "query", "audit", "--error-type", "Server.*"])), expect(&|i| i % 10 == 7));
     assert_eq!(
@@ -465,6 +469,8 @@ fn query_filters_select_the_right_records() {
     let column = lines[0].find("CLIENT").unwrap();
     assert!(lines.iter().skip(1).all(|l| l[column..].starts_with("ID/PEMDA/1602/")), "aligned: {table}");
     assert!(lines[1].contains("Client.AccessDenied"), "{table}");
+    let address = lines[0].find("ADDRESS").unwrap();
+    assert!(lines.iter().skip(1).all(|l| l[address..].starts_with("10.20.")), "{table}");
     // The path last, where the records' paths start in the head's column.
     let path = lines[0].find("PATH").unwrap();
     assert!(lines.iter().skip(1).all(|l| l[path..].starts_with("/r1/ID/PEMDA/1602/")), "{table}");

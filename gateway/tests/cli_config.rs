@@ -406,6 +406,17 @@ fn an_audit_folder_this_account_cannot_write_is_warned_of() {
     let (ok, _, err) = f.check();
     // (A warning of low space on this host's disk may be there.)
     assert!(ok && !err.contains("cannot write"), "{err}");
+    // A folder that does not exist yet is made by the gateway, where its parent can be written
+    // (a configuration in the current folder, named without one, too).
+    f.edit("dir = \"audit\"", "dir = \"fresh/a/audit\"");
+    let run = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["config", "check", "splpd.toml"])
+        .current_dir(f.dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && !said.contains("cannot write"), "{said}");
+    f.edit("dir = \"fresh/a/audit\"", "dir = \"audit\"");
     // /proc takes no new files, whoever asks (root included).
     f.edit("dir = \"audit\"", "dir = \"/proc/splpd-audit\"");
     let (ok, _, err) = f.check();
@@ -562,6 +573,16 @@ fn edge_limits_outside_what_http2_and_the_gateway_allow_are_refused() {
         err.contains(&format!(":{line}:")) && err.contains("refusals_per_address is zero") && err.contains("default"),
         "{err}"
     );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_told_in_plain_words() {
+    let f = Fixture::new();
+    f.edit("refusals_per_address = 60", "refusals_per_address = \"60\"");
+    let err = f.fails_at(f.line_of("refusals_per_address = \"60\""), "expected a whole number from 0 to 4294967295");
+    assert!(!err.contains("u32"), "{err}");
+    f.edit("refusals_per_address = \"60\"", "refusals_per_address = -1");
+    f.fails_at(f.line_of("refusals_per_address = -1"), "expected a whole number from 0 to 4294967295");
 }
 
 #[test]

@@ -489,6 +489,15 @@ async fn assert_refused_at_tls(cert: &ClientCert, setup: &Setup) {
     }
     assert!(upstream.received().is_empty());
     assert!(region.records().is_empty(), "no HTTP request was made, so nothing is logged: {:#?}", region.records());
+    // ... but the operator can count them.
+    let failed = &region.edge_stats(splpd_tests::PUBLIC).handshakes_failed;
+    for _ in 0..100 {
+        if failed.load(std::sync::atomic::Ordering::Relaxed) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed.load(std::sync::atomic::Ordering::Relaxed), 2, "both failed handshakes are counted");
 
     let ok = region.call(Some(&pki.client(DINKES)), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     assert_eq!(ok.status, StatusCode::OK);

@@ -252,20 +252,23 @@ pub(super) fn render(
 
     let _ = writeln!(
         h,
-        "<h2>{}</h2><table><tr><th>Listener</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        "<h2>{}</h2><table><tr><th>Listener</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
         t("Koneksi", "Connections"),
         t("Koneksi terbuka", "Open"),
         t("Permintaan berjalan", "Requests in flight"),
-        t("Ditolak karena penuh", "Shed when full")
+        t("Ditolak karena penuh", "Shed when full"),
+        t("Jabat tangan TLS gagal", "TLS handshakes failed")
     );
     for l in &state.listeners {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td \
+             class=\"num\">{}</td></tr>",
             Html(&l.name),
             l.connections,
             l.in_flight,
-            l.shed
+            l.shed,
+            l.handshakes_failed
         );
     }
     h.push_str("</table>\n");
@@ -274,10 +277,10 @@ pub(super) fn render(
             h,
             "<p class=\"bad\">{}: {}</p>",
             t(
-                "Penolakan pemanggil tanpa identitas yang ditutup tanpa jawaban dan tanpa catatan (melewati [limits] \
-                 refusals_per_address; alamatnya ada di log)",
-                "Refusals of unidentified callers closed unanswered and unrecorded (past [limits] \
-                 refusals_per_address; the log names the addresses)"
+                "Penolakan pemanggil tanpa identitas yang tidak dicatat (koneksi ditutup tanpa jawaban, atau 401 \
+                 polos; melewati [limits] refusals_per_address; alamatnya ada di log)",
+                "Refusals of unidentified callers left unrecorded (the connection closed unanswered, or a bare 401; \
+                 past [limits] refusals_per_address; the log names the addresses)"
             ),
             state.refusals_unrecorded
         );

@@ -310,7 +310,8 @@ pub struct StateSnapshot {
     pub maintenance: bool,
     /// Configurations put in force since start.
     pub reloads: u64,
-    /// Refusals of unidentified callers left unanswered and unrecorded since start, past
+    /// Refusals of unidentified callers left unrecorded since start (closed unanswered, or a bare
+    /// 401), past
     /// `[limits] refusals_per_address`.
     pub refusals_unrecorded: u64,
     /// Whether the audit log takes records.
@@ -368,6 +369,8 @@ pub struct ListenerSnapshot {
     pub in_flight: u64,
     /// Connections answered 503 because it was full, since start.
     pub shed: u64,
+    /// TLS handshakes that failed or timed out, since start.
+    pub handshakes_failed: u64,
 }
 
 /// One upstream endpoint of a local service.
@@ -418,6 +421,7 @@ impl StateSnapshot {
                     connections: count(s.open.load(Ordering::Relaxed)),
                     in_flight: count(s.requests.in_flight()),
                     shed: s.shed.load(Ordering::Relaxed),
+                    handshakes_failed: s.handshakes_failed.load(Ordering::Relaxed),
                 })
                 .collect(),
             endpoints,
@@ -447,7 +451,7 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     out.single(
         "splpd_refusals_unrecorded_total",
         "counter",
-        "Refusals of callers the gateway could not identify left unanswered and unrecorded, past [limits] \
+        "Refusals of callers the gateway could not identify left unrecorded (closed unanswered, or a bare 401), past [limits] \
          refusals_per_address.",
         s.refusals_unrecorded,
     );
@@ -509,6 +513,15 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     );
     for l in &s.listeners {
         out.sample("splpd_listener_shed_total", &[("listener", &l.name)], l.shed);
+    }
+    out.family(
+        "splpd_listener_handshakes_failed_total",
+        "counter",
+        "TLS handshakes that failed or timed out (a client certificate not trusted, revoked or expired, and the \
+         like), by listener; they leave no audit record.",
+    );
+    for l in &s.listeners {
+        out.sample("splpd_listener_handshakes_failed_total", &[("listener", &l.name)], l.handshakes_failed);
     }
 
     out.family(

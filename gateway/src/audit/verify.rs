@@ -36,7 +36,7 @@ pub use self::json::{RecordJson, rfc3339_nanos};
 pub use self::proof::{
     CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, Pick, ProofError, check_proof, make_proof,
 };
-pub use self::query::{Filter, Pattern, QueryError, QuerySummary, StatusMatch, query};
+pub use self::query::{AddressMatch, Filter, Pattern, QueryError, QuerySummary, StatusMatch, query};
 use super::ExchangeRecord;
 use super::checkpoint::{Checkpoint, verify_checkpoint};
 use super::log::CHECKPOINTS_FILE;

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use splpd_gateway::audit::ExchangeRecord;
 use splpd_gateway::audit::checkpoint::Checkpoint;
 use splpd_gateway::audit::verify::{
-    self, ExportOptions, Filter, Pattern, ProofError, QueryError, RecordJson, StatusMatch, VerifyReport,
+    self, AddressMatch, ExportOptions, Filter, Pattern, ProofError, QueryError, RecordJson, StatusMatch, VerifyReport,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -144,7 +144,7 @@ enum Format {
     /// One JSON object per line.
     #[default]
     Jsonl,
-    /// An aligned table: time, exchange id, client, service, method, status, error type.
+    /// An aligned table: time, exchange id, client, address, service, method, status, error type.
     Table,
 }
 
@@ -162,9 +162,10 @@ pub(crate) struct QueryArgs {
     /// 'ID/PEMDA/1601/*' for every gateway of that member).
     #[arg(long, value_name = "ID")]
     peer: Option<String>,
-    /// The IP address the client connected from (a trailing '*' matches a prefix: '10.20.*').
-    #[arg(long, value_name = "IP")]
-    address: Option<String>,
+    /// The IP address the client connected from: one (10.20.0.7), a network (10.20.0.0/16,
+    /// 2001:db8:1:2::/64, as the gateway's warnings name them), or a beginning with '*' (10.20.*).
+    #[arg(long, value_name = "IP|NETWORK")]
+    address: Option<AddressMatch>,
     /// The HTTP status: a code (404) or a class (4xx, 5xx).
     #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
     status: Option<StatusMatch>,
@@ -356,7 +357,7 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         method: args.method.map(pattern),
         path: args.path.map(pattern),
         peer: args.peer.map(pattern),
-        address: args.address.map(pattern),
+        address: args.address,
         since_unix_nanos: args.since,
         until_unix_nanos: args.until,
         exchange_id: args.exchange_id,
@@ -416,12 +417,13 @@ fn pattern(text: String) -> Pattern {
 /// widths (a longer value widens only its own row).
 #[derive(Debug, Default)]
 struct Table {
-    held: Vec<[String; 8]>,
-    widths: Option<[usize; 8]>,
+    held: Vec<[String; 9]>,
+    widths: Option<[usize; 9]>,
 }
 
 /// The path comes last: it is the longest, and left unpadded it does not push the columns apart.
-const TABLE_HEAD: [&str; 8] = ["TIME", "EXCHANGE ID", "CLIENT", "SERVICE", "METHOD", "STATUS", "ERROR TYPE", "PATH"];
+const TABLE_HEAD: [&str; 9] =
+    ["TIME", "EXCHANGE ID", "CLIENT", "ADDRESS", "SERVICE", "METHOD", "STATUS", "ERROR TYPE", "PATH"];
 const TABLE_SIZING_ROWS: usize = 200;
 
 impl Table {
@@ -438,6 +440,7 @@ impl Table {
             } else {
                 dash(&r.client)
             },
+            dash(&r.client_address),
             dash(&r.service),
             dash(&r.method),
             r.status.to_string(),
@@ -473,7 +476,7 @@ impl Table {
     }
 }
 
-fn print_row(row: &[String; 8], widths: &[usize; 8]) {
+fn print_row(row: &[String; 9], widths: &[usize; 9]) {
     let mut line = String::new();
     for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
         if i + 1 == row.len() {

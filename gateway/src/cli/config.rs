@@ -206,7 +206,12 @@ fn print_history(file: &str, rows: &[[String; 3]]) -> ExitCode {
 /// where the log's folder would be made). Or, when it can, that the folder's filesystem has less
 /// than a tenth free, which the running gateway would warn of too.
 fn audit_dir_concern(dir: &std::path::Path) -> Option<String> {
-    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+    // A relative path's last ancestor is the empty path, which stands for the current folder.
+    let existing = dir
+        .ancestors()
+        .map(|d| if d.as_os_str().is_empty() { std::path::Path::new(".") } else { d })
+        .find(|d| d.exists())
+        .unwrap_or(dir);
     let probe = existing.join(format!(".splpd-config-check-{}", std::process::id()));
     match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
         Ok(_) => {

@@ -67,7 +67,7 @@ fn parse_checked(path: &Path, base: &Path, text: &str, when: validate::When) -> 
         Ok(config) => config,
         Err(err) => {
             let at = err.span().map_or(0, |s| s.start);
-            let message = err.message().trim().to_owned();
+            let message = plain_types(err.message().trim());
             let hint = shape_hint(&message);
             loc.error_at(at, message, hint);
             return Err(ConfigError::Invalid(loc.into_diagnostics()));
@@ -86,6 +86,27 @@ const SYNTAX_HINT: &str = "this is not valid TOML here; compare with examples/re
 
 fn syntax_message(message: &str) -> String {
     format!("TOML syntax error: {}", message.trim())
+}
+
+/// serde's message with the Rust type it expected said in words an operator reads ("expected
+/// u32" is "expected a whole number from 0 to 4294967295").
+fn plain_types(message: &str) -> String {
+    const WORDS: [(&str, &str); 8] = [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number of 0 or more"),
+        ("usize", "a whole number of 0 or more"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+    ];
+    for (rust, words) in WORDS {
+        if let Some(before) = message.strip_suffix(&format!("expected {rust}")) {
+            return format!("{before}expected {words}");
+        }
+    }
+    message.to_owned()
 }
 
 /// A hint for the errors serde reports while fitting the file to the model.

@@ -1174,8 +1174,8 @@ impl Validator<'_, '_, '_> {
         if l.refusals_per_address == 0 {
             self.err(
                 at!["limits", "refusals_per_address"],
-                "refusals_per_address is zero, which would close every connection without an accepted client \
-                 certificate unanswered and unrecorded",
+                "refusals_per_address is zero, which would leave every refusal of a caller the gateway cannot \
+                 identify unrecorded",
                 "leave it out for the default (60 a minute per address)",
             );
         }

@@ -106,7 +106,7 @@ impl Metrics {
         self.sum(
             "splpd.refusals_unrecorded",
             "{refusal}",
-            "Refusals of callers the gateway could not identify left unanswered and unrecorded, past [limits] \
+            "Refusals of callers the gateway could not identify left unrecorded (closed unanswered, or a bare 401), past [limits] \
              refusals_per_address.",
             vec![(Vec::new(), s.refusals_unrecorded)],
         );
@@ -173,6 +173,13 @@ impl Metrics {
             "{connection}",
             "Connections answered 503 Server.Overloaded because the listener was full.",
             by_listener(|l| l.shed),
+        );
+        self.sum(
+            "splpd.listener.handshakes_failed",
+            "{handshake}",
+            "TLS handshakes that failed or timed out (a client certificate not trusted, revoked or expired, and the \
+             like); they leave no audit record.",
+            by_listener(|l| l.handshakes_failed),
         );
 
         let endpoint = |e: &crate::admin::metrics::EndpointSnapshot| {

@@ -1,6 +1,7 @@
 //! Selecting records of an audit log: the filters of `splpd audit query`, applied while the
 //! records stream past.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -17,6 +18,65 @@ pub enum Pattern {
     Exact(String),
     /// The value's beginning.
     Prefix(String),
+}
+
+/// Which client addresses a query selects (`client_address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressMatch {
+    /// One address: 10.20.0.7, 2001:db8::7.
+    One(IpAddr),
+    /// A network, by its address and prefix length: 10.20.0.0/16, 2001:db8:1:2::/64.
+    Network(IpAddr, u8),
+    /// The address's text beginning so: `10.20.*`.
+    Prefix(String),
+}
+
+impl std::str::FromStr for AddressMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not an address: give an IP address (10.20.0.7, 2001:db8::7), a network (10.20.0.0/16, \
+                 2001:db8:1:2::/64), or the beginning of one followed by '*' (10.20.*)"
+            )
+        };
+        if let Some(prefix) = s.strip_suffix('*') {
+            let address_text = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
+            return if prefix.chars().all(address_text) { Ok(Self::Prefix(prefix.to_owned())) } else { Err(bad()) };
+        }
+        if let Some((address, bits)) = s.split_once('/') {
+            let address: IpAddr = address.parse().map_err(|_| bad())?;
+            let most = if address.is_ipv4() { 32 } else { 128 };
+            return match bits.parse::<u8>() {
+                Ok(bits) if bits <= most => Ok(Self::Network(address, bits)),
+                _ => Err(format!("{s:?}: the prefix length after '/' must be 0 to {most}")),
+            };
+        }
+        s.parse().map(|a: IpAddr| Self::One(a.to_canonical())).map_err(|_| bad())
+    }
+}
+
+impl AddressMatch {
+    /// Whether the recorded address `value` matches; an empty or unreadable one never does.
+    pub fn matches(&self, value: &str) -> bool {
+        if let Self::Prefix(prefix) = self {
+            return !value.is_empty() && value.starts_with(prefix.as_str());
+        }
+        let Ok(address) = value.parse::<IpAddr>() else { return false };
+        match (self, address) {
+            (Self::One(one), address) => *one == address,
+            (Self::Network(IpAddr::V4(net), bits), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);
+                u32::from(*net) & mask == u32::from(a) & mask
+            }
+            (Self::Network(IpAddr::V6(net), bits), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*bits)).unwrap_or(0);
+                u128::from(*net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Pattern {
@@ -96,7 +156,7 @@ pub struct Filter {
     /// The peer gateway the exchange crossed (`peer` in the record; empty for none).
     pub peer: Option<Pattern>,
     /// The IP address the client connected from (`client_address`).
-    pub address: Option<Pattern>,
+    pub address: Option<AddressMatch>,
     /// Received at or after this time (nanoseconds since the Unix epoch).
     pub since_unix_nanos: Option<i64>,
     /// Received before this time.
@@ -238,6 +298,23 @@ mod tests {
     }
 
     #[test]
+    fn addresses_match_one_a_network_or_a_prefix() {
+        let m = |s: &str| s.parse::<AddressMatch>().unwrap();
+        assert!(m("10.20.0.7").matches("10.20.0.7") && !m("10.20.0.7").matches("10.20.0.70"));
+        assert!(m("::ffff:10.20.0.7").matches("10.20.0.7"), "as the gateway writes it");
+        assert!(m("10.20.0.0/16").matches("10.20.255.1") && !m("10.20.0.0/16").matches("10.21.0.1"));
+        assert!(m("0.0.0.0/0").matches("192.0.2.1") && !m("0.0.0.0/0").matches("2001:db8::1"));
+        assert!(m("2001:db8:1:2::/64").matches("2001:db8:1:2:ffff::1"));
+        assert!(!m("2001:db8:1:2::/64").matches("2001:db8:1:3::1"));
+        assert!(m("10.20.*").matches("10.20.3.4") && !m("10.20.*").matches("10.2.0.1"));
+        assert!(!m("10.20.0.7").matches(""), "records without an address match no address");
+        for bad in ["foo", "127.0.0.1:443", "[::1]", "10.0.0.0/33", "2001:db8::/129", "host*"] {
+            let err = bad.parse::<AddressMatch>().unwrap_err();
+            assert!(err.contains(bad) || err.contains("prefix length"), "{err}");
+        }
+    }
+
+    #[test]
     fn every_given_filter_must_match() {
         let r = ExchangeRecord {
             exchange_id: "AB-cd".to_owned(),
@@ -260,12 +337,12 @@ mod tests {
             since_unix_nanos: Some(100),
             until_unix_nanos: Some(101),
             exchange_id: Some("ab-CD".to_owned()),
-            address: Some(Pattern::Prefix("10.20.".to_owned())),
+            address: Some("10.20.0.0/16".parse().unwrap()),
             ..Filter::default()
         };
         assert!(f.matches(&r));
         assert!(!Filter { until_unix_nanos: Some(100), ..f.clone() }.matches(&r));
-        assert!(!Filter { address: Some(Pattern::Exact("10.20.0.70".to_owned())), ..f.clone() }.matches(&r));
+        assert!(!Filter { address: Some("10.20.0.70".parse().unwrap()), ..f.clone() }.matches(&r));
         assert!(!Filter { method: Some(Pattern::Exact("RELOAD".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { path: Some(Pattern::Exact("/r1/ID/PEMDA/1602/".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { service: Some(Pattern::Prefix("ID/PEMDA/1603".to_owned())), ..f }.matches(&r));
