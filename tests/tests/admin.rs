@@ -98,6 +98,7 @@ async fn metrics(s: &Setup) -> String {
 
 #[tokio::test]
 async fn the_admin_listener_lets_in_the_operators_of_the_gateways_member_only() {
+    let logs = splpd_tests::logs::Logs::capture();
     let s = setup().await;
     let budi = s.pki.admin(BUDI);
     let reply = admin(&s.region, &budi, Method::GET, "/healthz").await;
@@ -117,6 +118,12 @@ async fn the_admin_listener_lets_in_the_operators_of_the_gateways_member_only() 
         assert_eq!(reply.json()["type"], "Client.AccessDenied");
         assert!(reply.json()["message"].as_str().unwrap().contains(why), "{}: {}", cert.identity, reply.text());
     }
+    // Each refusal is logged; at `warn` once a minute per address, so that asking again and again
+    // does not flood the log (the neighbour's operator came third from the same address).
+    let andi = logs.lines_with("is an operator of ID/PEMDA/1601, not of ID/PEMDA/1602").await;
+    assert!(andi.len() == 1 && andi[0].contains(" INFO "), "{andi:#?}");
+    let joko = logs.lines_with("ID/PEMDA/1602/joko is not among [admin] operators").await;
+    assert!(joko.len() == 1 && joko[0].contains(" WARN "), "the first, at warn: {joko:#?}");
     // A viewer reads the state, and nothing else: no change, not the configuration.
     let scraper = s.pki.admin(PROMETHEUS);
     for path in ["/metrics", "/healthz", "/readyz", "/maintenance", "/"] {

@@ -23,10 +23,12 @@ pub mod metrics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -103,7 +105,8 @@ impl BoundAdmin {
         listeners: Vec<(String, Arc<EdgeStats>)>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let listeners = Arc::new(listeners);
+        let listeners =
+            Arc::new(Shared { listeners, refusals_told: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)) });
         let mut conns = JoinSet::new();
         let mut last_warning = None;
         loop {
@@ -133,9 +136,18 @@ impl BoundAdmin {
     }
 }
 
+/// What the admin listener's connections share.
+#[derive(Debug)]
+struct Shared {
+    /// The exchange listeners' counters, for the metrics.
+    listeners: Vec<(String, Arc<EdgeStats>)>,
+    /// Addresses told of at `warn` for a refusal in the last minute.
+    refusals_told: DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
 async fn serve_connection(
     gateway: Arc<Gateway>,
-    listeners: Arc<Vec<(String, Arc<EdgeStats>)>>,
+    listeners: Arc<Shared>,
     tcp: tokio::net::TcpStream,
     remote: SocketAddr,
 ) {
@@ -216,7 +228,7 @@ type AdminResponse = Response<Full<Bytes>>;
 
 async fn handle(
     gateway: &Gateway,
-    listeners: &[(String, Arc<EdgeStats>)],
+    shared: &Shared,
     peer: &Result<PeerIdentity, identify::IdentifyError>,
     remote: SocketAddr,
     req: Request<Incoming>,
@@ -224,7 +236,13 @@ async fn handle(
     let (operator, cert_sha256) = match operator(gateway, peer, req.method(), req.uri().path()) {
         Ok(op) => op,
         Err(message) => {
-            tracing::warn!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
+            // At `warn` once a minute per address: a client with a certificate must not flood the
+            // log by asking again and again.
+            if shared.refusals_told.check_key(&remote.ip()).is_ok() {
+                tracing::warn!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
+            } else {
+                tracing::info!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
+            }
             return error(StatusCode::FORBIDDEN, "Client.AccessDenied", &message);
         }
     };
@@ -259,10 +277,10 @@ async fn handle(
         return config_api::handle(gateway, &operator, cert_sha256, remote, req).await;
     }
     match path {
-        "/" => dashboard(gateway, listeners, &req),
+        "/" => dashboard(gateway, &shared.listeners, &req),
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         "/readyz" => readiness(gateway),
-        "/metrics" => text(StatusCode::OK, Exposition::CONTENT_TYPE, render_metrics(gateway, listeners)),
+        "/metrics" => text(StatusCode::OK, Exposition::CONTENT_TYPE, render_metrics(gateway, &shared.listeners)),
         "/maintenance" => json_response(StatusCode::OK, &gateway.maintenance().json()),
         on_off => {
             let on = on_off == "/maintenance/on";
