@@ -113,8 +113,9 @@ pub struct EdgeStats {
     /// Connections closed unanswered because the listener was full and already shedding.
     pub dropped: AtomicU64,
     /// TLS handshakes that failed or timed out: a client certificate the gateway does not trust
-    /// (or revoked, or expired), a client that trusts not the gateway's, or no TLS at all. They
-    /// leave no audit record, and are logged at `info`; this count is what an operator sees.
+    /// (or revoked, or expired), a client that trusts not the gateway's, or no TLS at all; not a
+    /// connection closed without a word (a TCP health check). They leave no audit record, and are
+    /// logged at `info`; this count is what an operator sees.
     pub handshakes_failed: AtomicU64,
     /// Requests in progress on all of the listener's connections.
     pub requests: Arc<Activity>,

@@ -122,7 +122,7 @@ impl RefusalBudget {
 
 /// The address a caller's refusals count under: an IPv4 address (mapped into IPv6 or not) as
 /// itself, an IPv6 address by its /64.
-fn counted_as(address: IpAddr) -> IpAddr {
+pub(crate) fn counted_as(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
         v4 => v4,

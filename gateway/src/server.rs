@@ -209,7 +209,11 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             let tls = match outcome {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A connection closed without a word (a load balancer's TCP health check, a
+                    // port scan) is not a failed handshake.
+                    if !matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
+                        stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     tracing::info!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
                     return;
                 }

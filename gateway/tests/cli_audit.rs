@@ -471,6 +471,11 @@ fn query_filters_select_the_right_records() {
     assert!(lines[1].contains("Client.AccessDenied"), "{table}");
     let address = lines[0].find("ADDRESS").unwrap();
     assert!(lines.iter().skip(1).all(|l| l[address..].starts_with("10.20.")), "{table}");
+    // The status, a number, is right-aligned under its head; the method left-aligned under its.
+    let status_end = lines[0].find("STATUS").unwrap() + "STATUS".len();
+    assert!(lines.iter().skip(1).all(|l| l[..status_end].ends_with(" 403")), "{table}");
+    let method = lines[0].find("METHOD").unwrap();
+    assert!(lines.iter().skip(1).all(|l| l[method..].starts_with("GET ")), "{table}");
     // The path last, where the records' paths start in the head's column.
     let path = lines[0].find("PATH").unwrap();
     assert!(lines.iter().skip(1).all(|l| l[path..].starts_with("/r1/ID/PEMDA/1602/")), "{table}");

@@ -451,7 +451,7 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     out.single(
         "splpd_refusals_unrecorded_total",
         "counter",
-        "Refusals of callers the gateway could not identify left unrecorded (closed unanswered, or a bare 401), past [limits] \
+        "Refusals of callers the gateway could not identify left unrecorded (closed unanswered, a bare 401, or hyper's own 400), past [limits] \
          refusals_per_address.",
         s.refusals_unrecorded,
     );

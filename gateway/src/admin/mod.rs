@@ -141,7 +141,7 @@ impl BoundAdmin {
 struct Shared {
     /// The exchange listeners' counters, for the metrics.
     listeners: Vec<(String, Arc<EdgeStats>)>,
-    /// Addresses told of at `warn` for a refusal in the last minute.
+    /// Addresses (an IPv6 one by its /64) told of at `warn` for a refusal in the last minute.
     refusals_told: DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
@@ -238,7 +238,10 @@ async fn handle(
         Err(message) => {
             // At `warn` once a minute per address: a client with a certificate must not flood the
             // log by asking again and again.
-            if shared.refusals_told.check_key(&remote.ip()).is_ok() {
+            if shared.refusals_told.len() > 4096 {
+                shared.refusals_told.retain_recent();
+            }
+            if shared.refusals_told.check_key(&crate::refusals::counted_as(remote.ip())).is_ok() {
                 tracing::warn!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
             } else {
                 tracing::info!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");

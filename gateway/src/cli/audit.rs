@@ -483,7 +483,8 @@ fn print_row(row: &[String; 9], widths: &[usize; 9]) {
             line.push_str(cell);
         } else {
             // Status is a number: right-aligned.
-            let padded = if i == 5 { format!("{cell:>width$}  ") } else { format!("{cell:<width$}  ") };
+            let padded =
+                if TABLE_HEAD[i] == "STATUS" { format!("{cell:>width$}  ") } else { format!("{cell:<width$}  ") };
             line.push_str(&padded);
         }
     }

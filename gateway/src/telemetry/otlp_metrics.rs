@@ -106,7 +106,7 @@ impl Metrics {
         self.sum(
             "splpd.refusals_unrecorded",
             "{refusal}",
-            "Refusals of callers the gateway could not identify left unrecorded (closed unanswered, or a bare 401), past [limits] \
+            "Refusals of callers the gateway could not identify left unrecorded (closed unanswered, a bare 401, or hyper's own 400), past [limits] \
              refusals_per_address.",
             vec![(Vec::new(), s.refusals_unrecorded)],
         );

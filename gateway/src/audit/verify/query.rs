@@ -43,14 +43,26 @@ impl std::str::FromStr for AddressMatch {
         };
         if let Some(prefix) = s.strip_suffix('*') {
             let address_text = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
-            return if prefix.chars().all(address_text) { Ok(Self::Prefix(prefix.to_owned())) } else { Err(bad()) };
+            // Records write IPv6 in lowercase.
+            return if prefix.chars().all(address_text) {
+                Ok(Self::Prefix(prefix.to_ascii_lowercase()))
+            } else {
+                Err(bad())
+            };
         }
         if let Some((address, bits)) = s.split_once('/') {
             let address: IpAddr = address.parse().map_err(|_| bad())?;
             let most = if address.is_ipv4() { 32 } else { 128 };
-            return match bits.parse::<u8>() {
-                Ok(bits) if bits <= most => Ok(Self::Network(address, bits)),
-                _ => Err(format!("{s:?}: the prefix length after '/' must be 0 to {most}")),
+            let bits = match bits.parse::<u8>() {
+                Ok(n) if n <= most && bits.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return Err(format!("{s:?}: the prefix length after '/' must be 0 to {most}")),
+            };
+            // Records write an IPv4 address mapped into IPv6 as IPv4; so is a network of them.
+            return match address {
+                IpAddr::V6(v6) if bits >= 96 && v6.to_ipv4_mapped().is_some() => {
+                    Ok(Self::Network(address.to_canonical(), bits - 96))
+                }
+                _ => Ok(Self::Network(address, bits)),
             };
         }
         s.parse().map(|a: IpAddr| Self::One(a.to_canonical())).map_err(|_| bad())
@@ -307,8 +319,11 @@ mod tests {
         assert!(m("2001:db8:1:2::/64").matches("2001:db8:1:2:ffff::1"));
         assert!(!m("2001:db8:1:2::/64").matches("2001:db8:1:3::1"));
         assert!(m("10.20.*").matches("10.20.3.4") && !m("10.20.*").matches("10.2.0.1"));
+        assert!(m("2001:DB8:*").matches("2001:db8::7"), "records write IPv6 in lowercase");
+        assert!(m("::ffff:10.20.0.0/112").matches("10.20.3.4"), "a mapped network is an IPv4 one");
+        assert_eq!(m("::ffff:10.20.0.0/112"), m("10.20.0.0/16"));
         assert!(!m("10.20.0.7").matches(""), "records without an address match no address");
-        for bad in ["foo", "127.0.0.1:443", "[::1]", "10.0.0.0/33", "2001:db8::/129", "host*"] {
+        for bad in ["foo", "127.0.0.1:443", "[::1]", "10.0.0.0/33", "2001:db8::/129", "host*", "10.0.0.0/+8"] {
             let err = bad.parse::<AddressMatch>().unwrap_err();
             assert!(err.contains(bad) || err.contains("prefix length"), "{err}");
         }
