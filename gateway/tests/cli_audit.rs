@@ -760,9 +760,13 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     assert!((299..600).contains(&held_to), "{exports:?}");
     let pass = retention::apply(&dir, &tiny, SystemTime::now()).unwrap();
     assert!(!pass.removed.is_empty());
-    assert_eq!(pass.first_seq, held_to + 1, "every segment the export holds, and nothing else");
+    // The export holds records up to its last checkpoint, which need not end a segment (the
+    // writer's batches, and so its checkpoints, fall as the load has it): every segment that
+    // ends by then goes, and the one that goes on past it stays.
     let left = log.segments();
     assert_eq!(left[0].0, pass.first_seq);
+    assert!(pass.first_seq <= held_to + 1, "every segment the export holds goes: {pass:?}, held to {held_to}");
+    assert!(left.len() > 1 && left[1].0 > held_to + 1, "and nothing else: {left:?}, held to {held_to}");
     assert_eq!(left.len() + pass.removed.len(), all_segments);
     assert!(pass.waiting_for_export.is_some(), "the next segment is due too, but not exported");
 
