@@ -160,6 +160,21 @@ async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_a
     assert_eq!(reloads(&s.region)[1].client, "");
     let v2 = splpd_gateway::config::history::version_of(&edited);
 
+    // An edit by hand that a reload refuses: undo would put back the version before the one in
+    // force, silently dropping its change as well, so it is refused until the file is set right.
+    let broken = format!("{edited}\n[gateway\n");
+    std::fs::write(&path, &broken).unwrap();
+    let v3 = splpd_gateway::config::history::version_of(&broken);
+    let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v3}\""));
+    let reply = call(&s, undo).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "Client.ConfigurationNotInForce");
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&format!("holds version {v3}, which is not in force")), "{message}");
+    assert!(message.contains(&format!("version {v2} is")), "{message}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), broken, "nothing was changed");
+    std::fs::write(&path, &edited).unwrap();
+
     // Undo, against the version now in force: the original is back, and in force.
     let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v2}\""));
     let reply = call(&s, undo).await;

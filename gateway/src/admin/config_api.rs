@@ -187,6 +187,7 @@ fn failure(e: &ChangeError) -> AdminResponse {
         }
         ChangeError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Client.InvalidConfiguration"),
         ChangeError::NoHistory { .. } => (StatusCode::CONFLICT, "Client.NothingToUndo"),
+        ChangeError::FileNotInForce { .. } => (StatusCode::CONFLICT, "Client.ConfigurationNotInForce"),
     };
     let mut resp = error(status, kind, &format!("{e}\nNothing was changed."));
     if let ChangeError::Stale { current, .. } = e

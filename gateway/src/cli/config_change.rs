@@ -91,7 +91,7 @@ fn change(
         super::out::line(&format!("{} already holds this version ({new_version}); nothing to do.", current.display()));
         return Ok(ExitCode::SUCCESS);
     }
-    let old_name = format!("{} (version {old_version}, in force)", current.display());
+    let old_name = format!("{} (version {old_version}, in the file)", current.display());
     let new_name = format!("{source} (version {new_version})");
     super::out::line(history::unified_diff(old_text, new_text, &old_name, &new_name).trim_end());
     if !yes && !confirm(&current.display().to_string())? {

@@ -68,7 +68,7 @@ pub(crate) fn undo(remote: &Remote, issue: &str, yes: bool) -> anyhow::Result<Ex
             ));
             return Ok(ExitCode::SUCCESS);
         }
-        let old_name = format!("{}/config (version {}, in force)", admin.base, current.1);
+        let old_name = format!("{}/config (version {}, in the file)", admin.base, current.1);
         let new_name = format!("{}/config/previous (version {})", admin.base, previous.1);
         out::line(history::unified_diff(&current.0, &previous.0, &old_name, &new_name).trim_end());
         admin.confirm_and_send(yes, &current.1, Method::POST, "/config/undo", None).await

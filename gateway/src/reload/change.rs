@@ -93,6 +93,21 @@ pub enum ChangeError {
         /// The configuration file.
         file: PathBuf,
     },
+    /// An undo asked for while the file holds a text that is not in force (an edit a reload
+    /// refused): putting back the version before the one in force would silently drop that
+    /// version's change too.
+    #[error(
+        "the configuration file holds version {file}, which is not in force (a reload refused it: the gateway's \
+         log says why); version {in_force} is. Undo puts back the version before {in_force}, which would drop \
+         {in_force}'s change as well: correct the file, or edit it back to version {in_force}, then undo if you \
+         still want to"
+    )]
+    FileNotInForce {
+        /// The version the file holds.
+        file: String,
+        /// The version in force.
+        in_force: String,
+    },
     /// The file or its history could not be read or written.
     #[error("{0}")]
     File(String),
@@ -153,6 +168,12 @@ impl Reloader {
     /// version it replaces is kept in turn, so a second undo redoes the change.
     pub async fn undo(&self, expected: &str, by: &ChangedBy) -> Result<Changed, ChangeError> {
         let _one_at_a_time = self.changing.lock().await;
+        let (file_text, file_version) = self.current().await?;
+        if let Some(in_force) = self.version_in_force()
+            && *lock(&self.in_force) != Some(splpd_certs::load::sha256(file_text.as_bytes()))
+        {
+            return Err(ChangeError::FileNotInForce { file: file_version, in_force });
+        }
         let (text, _) = self.previous().await?;
         let source = format!("the version kept in {}", History::of(&self.path).dir().display());
         self.put_in_force(text, &source, expected, by).await
