@@ -783,6 +783,20 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     log.ok(&["audit", "check-proof", "p550.json", "--ca", "ca/ca.crt"]);
     let all = log.fails(&["audit", "proof", "audit", &exchange_id(3)]);
     assert!(all.contains("no record with exchange id"), "{all}");
+    // It says how few were read, and where the removed ones are.
+    let read = 600 - pass.first_seq;
+    assert!(all.contains(&format!("({read} records read)")), "{all}");
+    assert!(
+        all.contains(&format!("records 0..{} were removed by retention and are held by", pass.first_seq))
+            && all.contains("part1.tar"),
+        "{all}"
+    );
+    let missing = log.splpd(&["audit", "query", "audit", "--exchange-id", &exchange_id(3)]);
+    let said = text(&missing.stderr);
+    assert!(
+        said.contains("0 of") && said.contains("were removed by retention") && said.contains("part1.tar"),
+        "{said}"
+    );
     let all = log.fails(&["audit", "consistency", "audit", "--from", "100"]);
     assert!(all.contains("retention removed"), "{all}");
     log.ok(&["audit", "consistency", "audit", "--from", "600"]);

@@ -34,7 +34,7 @@ pub use self::consistency::{
 };
 pub use self::json::{RecordJson, rfc3339_nanos};
 pub use self::proof::{
-    CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, Pick, ProofError, check_proof, make_proof,
+    CheckedProof, CheckpointJson, INCLUSION_PROOF_FORMAT, Pick, ProofError, check_proof, make_proof, removed_note,
 };
 pub use self::query::{AddressMatch, Filter, Pattern, QueryError, QuerySummary, StatusMatch, query};
 use super::ExchangeRecord;

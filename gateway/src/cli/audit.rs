@@ -395,6 +395,10 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
             // matched" from "nothing ran".
             let limited = if summary.limited { " (stopped at --limit)" } else { "" };
             eprintln!("{} of {} record(s) read match{limited}", summary.matched, summary.scanned);
+            // A log that retention trimmed: the query did not see the removed records.
+            if let Some(removed) = verify::removed_note(&args.dir).strip_prefix("; ") {
+                eprintln!("note: {removed}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (QueryError::Segments(_) | QueryError::Decode { .. })) => {

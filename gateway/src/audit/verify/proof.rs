@@ -34,12 +34,14 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
     /// No record has the exchange id.
-    #[error("no record with exchange id {exchange_id} in the log ({scanned} records read)")]
+    #[error("no record with exchange id {exchange_id} in the log ({scanned} records read){removed}")]
     NotFound {
         /// The id looked for.
         exchange_id: String,
         /// Records read.
         scanned: u64,
+        /// When retention removed the log's first records: where they are, in words.
+        removed: String,
     },
     /// The record is newer than every checkpoint.
     #[error(
@@ -235,6 +237,22 @@ impl PathBuilder {
     }
 }
 
+/// Where the records retention removed from the log in `dir` are, for one not found there: empty
+/// when none were removed.
+pub fn removed_note(dir: &Path) -> String {
+    match crate::audit::segment::read_base(dir) {
+        Ok(Some(base)) if base.first_seq > 0 => {
+            let held = if base.held_by.is_empty() { "no export on record".to_owned() } else { base.held_by.join(", ") };
+            format!(
+                "; records 0..{} were removed by retention and are held by {held}: extract that archive (tar -xf) and \
+                 ask it the same",
+                base.first_seq
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 /// How many of the records carrying an ambiguous exchange id are named.
 const AMBIGUOUS_LISTED: usize = 10;
 
@@ -265,7 +283,8 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
 
     let log_err = |e: crate::audit::segment::SegmentError| ProofError::Log(e.to_string());
     let mut tree = super::archive::starting_tree(dir).map_err(ProofError::Log)?;
-    let mut reader = SegmentReader::open_from(dir, tree.size()).map_err(log_err)?;
+    let start = tree.size();
+    let mut reader = SegmentReader::open_from(dir, start).map_err(log_err)?;
     let mut found: Option<(u64, Vec<u8>, PathBuilder)> = None;
     let mut record = ExchangeRecord::default();
     let n = cp.tree_size;
@@ -324,7 +343,8 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
         return Err(ProofError::NotCovered { exchange_id: exchange_id.to_owned(), seq, covered: n });
     }
     let Some((index, payload, builder)) = found else {
-        return Err(ProofError::NotFound { exchange_id: exchange_id.to_owned(), scanned: reader.next_seq() });
+        let scanned = reader.next_seq().saturating_sub(start);
+        return Err(ProofError::NotFound { exchange_id: exchange_id.to_owned(), scanned, removed: removed_note(dir) });
     };
     if carried > 1 {
         let hint = match pick.client {
