@@ -656,6 +656,7 @@ impl Gateway {
             ctx.record.set_grpc_status(code);
         }
         forward::strip_hop_by_hop(&mut parts.headers);
+        forward::strip_service_software(&mut parts.headers);
         forward::set(&mut parts.headers, xroad::CLIENT, &client);
         forward::set(&mut parts.headers, xroad::SERVICE, &route.id.to_string());
         forward::set(&mut parts.headers, xroad::ID, &ctx.exchange_id);

@@ -62,6 +62,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Headers of a service's answer that say what software it runs, which callers in other agencies
+/// and regions have no need to know: left out, as the service's address is.
+const SERVICE_SOFTWARE: [HeaderName; 4] = [
+    header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-aspnetmvc-version"),
+];
+
+/// Removes what a service's answer says of the software it runs on (`Server`, `X-Powered-By`).
+pub fn strip_service_software(headers: &mut HeaderMap) {
+    for name in &SERVICE_SOFTWARE {
+        headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers, those the `Connection` header names, and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);

@@ -340,6 +340,9 @@ async fn handle(
             }
             // Hop-by-hop on the way back: the gateway must not pass it to the client.
             h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            // What the service runs on: not for callers in other agencies or regions.
+            h.insert(header::SERVER, HeaderValue::from_static("Apache/2.4.41 (Ubuntu)"));
+            h.insert("x-powered-by", HeaderValue::from_static("PHP/7.4.3"));
             resp
         }
         ("json", _) => {

@@ -219,6 +219,9 @@ async fn allowed_http1_call_returns_the_service_answer_with_the_gateways_xroad_h
     assert_eq!(reply.xroad_error(), None);
     assert_eq!(reply.header("x-upstream-saw"), Some("echo"));
     assert!(reply.header("keep-alive").is_none(), "hop-by-hop header of the service reached the client");
+    for name in ["server", "x-powered-by"] {
+        assert!(reply.header(name).is_none(), "the service's software reached the client in {name}: {reply:?}");
+    }
     assert_gateway_xroad_headers(&reply, DINKES, SERVICE);
     let hash = reply.header("x-road-request-hash").expect("X-Road-Request-Hash");
     assert_eq!(decode_hash(hash).len(), 64, "SHA-512");
