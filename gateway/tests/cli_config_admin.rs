@@ -123,6 +123,9 @@ fn an_operator_changes_and_undoes_the_running_gateways_configuration_through_its
     let original = served.text();
     let new = original.replacen("per_second = 200", "per_second = 250", 1);
     assert_ne!(new, original, "the demo's configuration has RSUD's quota of 200 a second");
+    // And one key that takes effect only at a restart, which the operator is told of once.
+    let new = new.replacen("segment_size = \"64 MiB\"", "segment_size = \"32 MiB\"", 1);
+    assert!(new.contains("segment_size = \"32 MiB\""), "{original}");
     std::fs::write(served.dir.join("new.toml"), &new).unwrap();
 
     // The diff is shown and the question asked; no answer is no.
@@ -140,6 +143,8 @@ fn an_operator_changes_and_undoes_the_running_gateways_configuration_through_its
     assert!(out.contains(&format!("now runs version {}", version_of(&new))), "{out}");
     assert!(out.contains("splpd-history") && out.contains("To go back: splpd config undo --admin"), "{out}");
     assert_eq!(served.text(), new);
+    let err = text(&applied.stderr);
+    assert_eq!(err.matches("[audit] segment_size take effect only when splpd is restarted").count(), 1, "{err}");
 
     // The gateway's history, read as an operator: the original, kept by the change.
     let listed = served.config("history", "admin-budi", &[], "");

@@ -200,6 +200,8 @@ impl Admin {
             out::line(&format!("Nothing changed: the gateway at {} still runs version {current}.", self.base));
             return Ok(ExitCode::FAILURE);
         }
+        // A change sent whole was checked first, and its restart note shown then.
+        let noted = body.is_some();
         let answer = self.call(method, path, body, Some(current)).await?;
         if answer.status != StatusCode::OK {
             eprintln!("{}", answer.message());
@@ -209,7 +211,9 @@ impl Admin {
         let version = text_field(&done, "version")?;
         let previous = text_field(&done, "previous")?;
         let kept = done["kept"].as_str().unwrap_or("its history");
-        warn_restart(&done);
+        if !noted {
+            warn_restart(&done);
+        }
         let ca = self.remote.ca.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
         let cert = self.remote.cert.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
         let key = self.remote.key.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
