@@ -211,10 +211,12 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
                 Ok(Err(e)) => {
                     // A connection closed without a word (a load balancer's TCP health check, a
                     // port scan) is not a failed handshake.
-                    if !matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
+                    if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
+                        tracing::debug!(listener = %listener.name, %remote, "closed before its TLS handshake: {e}");
+                    } else {
                         stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
                     }
-                    tracing::info!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
                     return;
                 }
                 Err(_) => {

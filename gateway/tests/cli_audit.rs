@@ -765,8 +765,8 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     // ends by then goes, and the one that goes on past it stays.
     let left = log.segments();
     assert_eq!(left[0].0, pass.first_seq);
-    assert!(pass.first_seq <= held_to + 1, "every segment the export holds goes: {pass:?}, held to {held_to}");
-    assert!(left.len() > 1 && left[1].0 > held_to + 1, "and nothing else: {left:?}, held to {held_to}");
+    assert!(pass.first_seq <= held_to + 1, "nothing the export does not hold goes: {pass:?}, held to {held_to}");
+    assert!(left.len() > 1 && left[1].0 > held_to + 1, "every segment it holds goes: {left:?}, held to {held_to}");
     assert_eq!(left.len() + pass.removed.len(), all_segments);
     assert!(pass.waiting_for_export.is_some(), "the next segment is due too, but not exported");
 

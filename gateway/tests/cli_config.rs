@@ -675,6 +675,15 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
     let (ok, _, _) = config_cmd(&f, &["undo", "--config", "splpd.toml", "--yes"], "");
     assert!(ok);
     assert_eq!(f.text(), changed);
+
+    // An edit by hand that a running gateway would refuse: the version before it is still in
+    // force, and undo would drop that one too, so it is refused and the file left alone.
+    let broken = format!("{changed}\n[gateway\n");
+    std::fs::write(f.config(), &broken).unwrap();
+    let (ok, _, err) = config_cmd(&f, &["undo", "--config", "splpd.toml", "--yes"], "");
+    assert!(!ok);
+    assert!(err.contains("which a running gateway refuses") && err.contains("correct the file"), "{err}");
+    assert_eq!(f.text(), broken);
 }
 
 #[test]

@@ -74,6 +74,20 @@ pub(crate) fn undo(current: &Path, issue: &str, yes: bool) -> anyhow::Result<Exi
             current.display()
         );
     };
+    // A file a running gateway would refuse (an edit by hand, with mistakes) is not the version
+    // in force: putting back the version the last change replaced would drop the one in force too.
+    if let Err(err @ ConfigError::Invalid(_)) = config::parse_running(current, &history::folder_of(current), &old_text)
+    {
+        eprintln!("{err}");
+        bail!(
+            "{} holds version {}, which a running gateway refuses, so the version before it is still in force; undo \
+             would put back the version the last change replaced ({}) and drop that one as well: correct the file, \
+             or edit it back, first",
+            current.display(),
+            version_of(&old_text),
+            last.path.display()
+        );
+    }
     let previous = read(&last.path)?;
     change(current, &old_text, &previous, &last.path.display().to_string(), issue, yes)
 }

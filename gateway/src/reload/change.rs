@@ -97,8 +97,8 @@ pub enum ChangeError {
     /// refused): putting back the version before the one in force would silently drop that
     /// version's change too.
     #[error(
-        "the configuration file holds version {file}, which is not in force (a reload refused it: the gateway's \
-         log says why); version {in_force} is. Undo puts back the version before {in_force}, which would drop \
+        "the configuration file holds version {file}, which is not in force (a reload refused it, the gateway's \
+         log says why, or has not run yet); version {in_force} is. Undo puts back the version before {in_force}, which would drop \
          {in_force}'s change as well: correct the file, or edit it back to version {in_force}, then undo if you \
          still want to"
     )]
