@@ -160,6 +160,21 @@ fn an_operator_changes_and_undoes_the_running_gateways_configuration_through_its
     assert!(err.contains("broken.toml:1:") && err.contains("unchanged"), "{err}");
     assert_eq!(served.text(), new);
 
+    // An edit by hand that a reload refuses: undo is refused before it asks, since it would drop
+    // the version in force too.
+    let hand = format!("{new}\n[gateway\n");
+    std::fs::write(&served.config, &hand).unwrap();
+    let refused = served.config("undo", "admin-budi", &["--yes"], "");
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(
+        err.contains(&format!("runs version {}", version_of(&new)))
+            && err.contains(&format!("holds version {}", version_of(&hand))),
+        "{err}"
+    );
+    assert_eq!(served.text(), hand);
+    std::fs::write(&served.config, &new).unwrap();
+
     // An agency's certificate is not an operator's.
     let refused = served.config("undo", "dinkes", &["--yes"], "");
     assert!(!refused.status.success());

@@ -54,7 +54,20 @@ pub(crate) fn apply(remote: &Remote, issue: &str, new: &Path, yes: bool) -> anyh
 pub(crate) fn undo(remote: &Remote, issue: &str, yes: bool) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let admin = Admin::new(remote, issue)?;
-        let current = admin.call(Method::GET, "/config", None, None).await?.toml("/config")?;
+        let file = admin.call(Method::GET, "/config", None, None).await?;
+        let in_force = file.in_force.clone();
+        let current = file.toml("/config")?;
+        // The file holds an edit a reload refused: the gateway would refuse the undo, which would
+        // drop the version in force too; said before the question rather than after it.
+        if let Some(in_force) = in_force.filter(|v| *v != current.1) {
+            eprintln!(
+                "The gateway at {} runs version {in_force}, but its configuration file holds version {}, which a \
+                 reload refused (its log says why) or has not run yet. Undo would put back the version before \
+                 {in_force} and drop that one as well: correct the file, or put version {in_force} back, first.",
+                admin.base, current.1
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         let previous = admin.call(Method::GET, "/config/previous", None, None).await?;
         if previous.status == StatusCode::NOT_FOUND {
             eprintln!("{}", previous.message());
@@ -108,6 +121,9 @@ struct Admin {
 struct Answer {
     status: StatusCode,
     etag: Option<String>,
+    /// On `GET /config`: the version in force, which differs from the file's while the file
+    /// holds an edit a reload refused.
+    in_force: Option<String>,
     body: String,
 }
 
@@ -182,9 +198,10 @@ impl Admin {
             .with_context(|| format!("{method} {url} took longer than {CALL_TIMEOUT:?}"))?
             .with_context(|| format!("{method} {url}"))
             .map_err(|e| explain_name_mismatch(e, &self.base))?;
-        let etag =
-            parts.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
-        Ok(Answer { status: parts.status, etag, body: String::from_utf8_lossy(&body).into_owned() })
+        let version =
+            |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
+        let (etag, in_force) = (version("etag"), version("x-splpd-version-in-force"));
+        Ok(Answer { status: parts.status, etag, in_force, body: String::from_utf8_lossy(&body).into_owned() })
     }
 
     /// Asks (unless `yes`), then sends the change against version `current` and says what came of it.
