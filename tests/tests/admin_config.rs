@@ -173,7 +173,11 @@ async fn an_operator_checks_a_change_puts_it_in_force_against_the_version_seen_a
     assert!(message.contains(&format!("holds version {v3}, which is not in force")), "{message}");
     assert!(message.contains(&format!("version {v2} is")), "{message}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), broken, "nothing was changed");
-    std::fs::write(&path, &edited).unwrap();
+    // The text in force is in no file now; the gateway has it, to put back.
+    let in_force = call(&s, Call::get("/config/in-force")).await;
+    assert_eq!(in_force.status, StatusCode::OK, "{}", in_force.text());
+    assert_eq!((in_force.text(), in_force.header("etag")), (edited.clone(), Some(format!("\"{v2}\"").as_str())));
+    std::fs::write(&path, in_force.text()).unwrap();
 
     // Undo, against the version now in force: the original is back, and in force.
     let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v2}\""));

@@ -33,12 +33,13 @@ const VERSION_IN_FORCE: header::HeaderName = header::HeaderName::from_static("x-
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The paths served here, and the methods each takes.
-pub(super) const PATHS: [(&str, &str); 5] = [
+pub(super) const PATHS: [(&str, &str); 6] = [
     ("/config", "GET, PUT"),
     ("/config/check", "POST"),
     ("/config/undo", "POST"),
     ("/config/history", "GET"),
     ("/config/previous", "GET"),
+    ("/config/in-force", "GET"),
 ];
 
 /// Serves one configuration request; the path and method were checked against [`PATHS`].
@@ -77,6 +78,15 @@ pub(super) async fn handle(
                 error(StatusCode::NOT_FOUND, "Client.NothingToUndo", &e.to_string())
             }
             outcome => toml_response(outcome),
+        },
+        // The text in force, which the file no longer holds after an edit a reload refused.
+        ("/config/in-force", _) => match reloader.text_in_force() {
+            Some((toml, version)) => toml_response(Ok((toml.to_string(), version))),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "Client.NotFound",
+                "the text in force is not known: the gateway could not read its file when it started",
+            ),
         },
         ("/config/history", _) => match reloader.history().await {
             Ok(kept) => {

@@ -258,12 +258,12 @@ async fn handle(
             None => {
                 return error(
                     StatusCode::NOT_FOUND,
-                    "Client.BadRequest",
+                    "Client.NotFound",
                     &format!(
                         "no {path} here; the admin listener serves GET / (the dashboard), /healthz, /readyz, \
                          /metrics, /maintenance, POST /maintenance/on, /maintenance/off, and the configuration \
-                         API: GET and PUT /config, POST /config/check, POST /config/undo, GET /config/history and \
-                         /config/previous"
+                         API: GET and PUT /config, POST /config/check, POST /config/undo, GET /config/history, \
+                         /config/previous and /config/in-force"
                     ),
                 );
             }

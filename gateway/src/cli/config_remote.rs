@@ -63,7 +63,8 @@ pub(crate) fn undo(remote: &Remote, issue: &str, yes: bool) -> anyhow::Result<Ex
             eprintln!(
                 "The gateway at {} runs version {in_force}, but its configuration file holds version {}, which a \
                  reload refused (its log says why) or has not run yet. Undo would put back the version before \
-                 {in_force} and drop that one as well: correct the file, or put version {in_force} back, first.",
+                 {in_force} and drop that one as well: correct the file, or put version {in_force} back (GET \
+                 /config/in-force has its text), first.",
                 admin.base, current.1
             );
             return Ok(ExitCode::FAILURE);

@@ -99,8 +99,8 @@ pub enum ChangeError {
     #[error(
         "the configuration file holds version {file}, which is not in force (a reload refused it, the gateway's \
          log says why, or has not run yet); version {in_force} is. Undo puts back the version before {in_force}, which would drop \
-         {in_force}'s change as well: correct the file, or edit it back to version {in_force}, then undo if you \
-         still want to"
+         {in_force}'s change as well: correct the file, or put version {in_force} back (GET /config/in-force \
+         has its text), then undo if you still want to"
     )]
     FileNotInForce {
         /// The version the file holds.
@@ -223,7 +223,7 @@ impl Reloader {
             return Err(ReloadError::Unlogged(e.to_string()).into());
         }
         self.gateway.replace(snapshot);
-        self.now_in_force(digest, Author::Operator(by));
+        self.now_in_force(digest, std::sync::Arc::from(text.as_str()), Author::Operator(by));
         self.changed_elsewhere.notify_one();
         tracing::info!(
             config = %self.path.display(),

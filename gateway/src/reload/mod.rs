@@ -101,6 +101,9 @@ pub struct Reloader {
     /// The SHA-256 of the configuration text in force, when known: a file event for the text
     /// already in force (a change made through the admin listener) needs no reload.
     in_force: Mutex<Option<[u8; 32]>>,
+    /// The text in force, when known: the file may hold an edit a reload refused, and history
+    /// keeps only the versions changes replaced, so this may be the only copy of it.
+    in_force_text: Mutex<Option<Arc<str>>>,
     /// The latest configuration put in force since start, for the dashboard.
     last_change: Mutex<Option<LastChange>>,
     /// Reloads refused since start, for `/metrics`.
@@ -175,6 +178,7 @@ impl Reloader {
         let audit = snap.config.audit.clone();
         let telemetry = snap.config.telemetry.clone();
         let in_force = text.map(splpd_certs::load::sha256);
+        let in_force_text = text.and_then(|t| std::str::from_utf8(t).ok()).map(Arc::from);
         let signing_key = signing_key_digest(&snap.config);
         Self {
             path: path.to_owned(),
@@ -185,6 +189,7 @@ impl Reloader {
             hangup: Mutex::new(Some(hangup_signal())),
             changing: tokio::sync::Mutex::new(()),
             in_force: Mutex::new(in_force),
+            in_force_text: Mutex::new(in_force_text),
             last_change: Mutex::new(None),
             refused: std::sync::atomic::AtomicU64::new(0),
             last_refused: Mutex::new(None),
@@ -214,12 +219,20 @@ impl Reloader {
         lock(&self.last_change).clone()
     }
 
-    /// Notes the text whose SHA-256 is `digest` as in force, put there by `by`.
-    fn now_in_force(&self, digest: [u8; 32], by: Author<'_>) {
+    /// The text in force and its version, when known.
+    pub fn text_in_force(&self) -> Option<(Arc<str>, String)> {
+        let text = lock(&self.in_force_text).clone()?;
+        let version = version_of(&text);
+        Some((text, version))
+    }
+
+    /// Notes `text`, whose SHA-256 is `digest`, as in force, put there by `by`.
+    fn now_in_force(&self, digest: [u8; 32], text: Arc<str>, by: Author<'_>) {
         // Done with, whoever put the text in force; first, so that the dashboard's last change
         // is shown only once it is gone.
         History::of(&self.path).clear_note_for(&digest);
         *lock(&self.in_force) = Some(digest);
+        *lock(&self.in_force_text) = Some(text);
         *lock(&self.last_refused) = None;
         let (operator, host_user, issue) = match by {
             Author::Unknown => (None, None, String::new()),
@@ -314,12 +327,12 @@ impl Reloader {
             let note = History::of(&path).note_for(&digest);
             let built = check
                 .build(&path, &path, &text)
-                .map(|(snapshot, report)| (snapshot, report, (digest, text.len()), note));
+                .map(|(snapshot, report)| (snapshot, report, (digest, Arc::<str>::from(text.as_str())), note));
             (built, Some(version))
         })
         .await;
         match built {
-            Ok((Ok((snapshot, report, (digest, len), note)), version)) => {
+            Ok((Ok((snapshot, report, (digest, text), note)), version)) => {
                 // The note's account made this change only if the text it replaced is the one in
                 // force: not a SIGHUP or certificate reload of the same text, nor the same text
                 // put back by hand after other edits.
@@ -329,12 +342,12 @@ impl Reloader {
                     .filter(|n| replaced.as_deref() == Some(n.replaces.as_str()))
                     .map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
-                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, len, by);
+                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), by);
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
-                self.now_in_force(digest, by);
+                self.now_in_force(digest, text, by);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
