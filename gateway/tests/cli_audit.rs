@@ -775,6 +775,8 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{all}");
     assert!(all.contains(&format!("records 0..{} were removed by retention", pass.first_seq)), "{all}");
+    assert!(all.contains(&format!("(those before {} removed by retention)", pass.first_seq)), "not an archive: {all}");
+    assert!(all.contains("of earlier records were checked by their signatures only"), "{all}");
     assert!(all.contains("part1.tar"), "the note names the export that holds them: {all}");
     // Queries, and proofs of records still there, work; removed ones are gone.
     let q = json_lines(&log.ok(&["audit", "query", "audit", "--exchange-id", &exchange_id(550)]));

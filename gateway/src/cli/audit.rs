@@ -324,21 +324,25 @@ fn not_checked_against_ca(what_was: &str, they_were: &str) -> String {
 }
 
 fn summary(report: &VerifyReport) -> String {
-    let mut text = if report.first_seq > 0 {
+    let mut text = match (report.first_seq, &report.manifest) {
+        (0, _) => format!("{} records", report.tree_size),
+        (first, Some(_)) => format!("records {first}..{} (an archive starting at record {first})", report.tree_size),
+        (first, None) => {
+            format!("records {first}..{} (those before {first} removed by retention)", report.tree_size)
+        }
+    };
+    // Checkpoints of the records before the first one here cannot be compared with them, only
+    // checked by their signatures.
+    let uncompared = report.checkpoints.saturating_sub(report.checkpoints_matched);
+    let compared = if report.first_seq > 0 && report.problems.is_empty() && uncompared > 0 {
         format!(
-            "records {}..{} (an archive starting at record {})",
-            report.first_seq, report.tree_size, report.first_seq
+            "{} checkpoint(s) match, and {uncompared} of earlier records were checked by their signatures only",
+            report.checkpoints_matched
         )
     } else {
-        format!("{} records", report.tree_size)
+        format!("{} of {} checkpoint(s) match", report.checkpoints_matched, report.checkpoints)
     };
-    text.push_str(&format!(
-        " in {} segment(s), root {}; {} of {} checkpoint(s) match",
-        report.segments,
-        hex::encode(report.root),
-        report.checkpoints_matched,
-        report.checkpoints
-    ));
+    text.push_str(&format!(" in {} segment(s), root {}; {compared}", report.segments, hex::encode(report.root)));
     if let Some(latest) = &report.latest {
         text.push_str(&format!("; latest: {}", verify::describe_checkpoint(&latest.checkpoint)));
     }
