@@ -871,6 +871,10 @@ fn an_export_and_its_manifest_are_signed_only_by_the_logs_own_gateway() {
         );
         assert!(!log.path("x.tar").exists() && !log.dir().join("exports.log").exists(), "{stderr}");
     }
+    // Without --cert, another gateway's key is told as the key that never signed this log.
+    let out = log.splpd(&["audit", "export", "audit", "--to", "x.tar", "--key", "gw2.key"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("gw2.key has not signed this log's checkpoints"), "{stderr}");
 
     // An archive whose manifest was signed again with such a key after the export fails to verify.
     log.ok(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);

@@ -347,6 +347,17 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     }
     let (key, algorithm, key_sha256) = ManifestKey::load(&options.key).map_err(other)?;
     let signer_name = signer_file_name(&key_sha256);
+    // Without --cert, the certificate is the one the log keeps for the key: none means the key
+    // never signed this log, the likelier mistake being another gateway's key.
+    if options.cert.is_none() && !dir.join(&signer_name).exists() {
+        return Err(other(format!(
+            "{} has not signed this log's checkpoints ({} keeps no {signer_name}): give the key of the gateway whose \
+             log this is (its [gateway] key, or [audit] signing_key); a key it has only begun to use needs its \
+             certificate with --cert",
+            options.key.display(),
+            dir.display()
+        )));
+    }
     let cert_path = options.cert.clone().unwrap_or_else(|| dir.join(&signer_name));
     let cert_der = read_certificates(&cert_path)
         .map_err(|e| other(format!("{}: {e} (give the key's certificate with --cert)", cert_path.display())))?
