@@ -449,16 +449,11 @@ pub fn log_connection_error(
     };
     if let Some(status) = refused {
         // From a caller not identified, where callers without a certificate are served: within
-        // its address's refusal budget only (`refusals`). A connection that can only be refused
-        // was counted when it was accepted.
-        let anonymous = matches!(conn.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain));
-        let snap = gateway.snapshot();
-        if anonymous
-            && !conn.can_only_be_refused()
-            && !gateway.refusals().allows(snap.limits.refusals_per_address, remote.ip())
-        {
+        // its address's refusal budget only (`refusals`).
+        if conn.counts_refusals_per_request() && !gateway.may_record_refusal(remote.ip()) {
             return;
         }
+        let snap = gateway.snapshot();
         let mut record = RecordBuilder::received_now(&snap.gateway_id);
         record.set_exchange_id(uuid::Uuid::new_v4());
         record.set_client_address(remote.ip());

@@ -77,6 +77,13 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether each refusal of an unidentified caller on this connection counts against its
+    /// address's refusal budget (`refusals`): a caller without a certificate on a connection that
+    /// may also serve opted-in callers. One that can only be refused was counted when accepted.
+    pub fn counts_refusals_per_request(&self) -> bool {
+        matches!(self.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain)) && !self.can_only_be_refused()
+    }
+
     /// Whether every request on this connection can only be refused, whatever it asks: it has no
     /// certificate where one is required, or its certificate identifies no one here (or no
     /// longer verifies since a reload). Such a connection gets one HTTP/2 stream at a time and is
@@ -229,6 +236,12 @@ impl Gateway {
         &self.refusals
     }
 
+    /// Whether one more refusal of an unidentified caller at `address` may be answered and
+    /// recorded, under the `[limits] refusals_per_address` in force; counts it either way.
+    pub fn may_record_refusal(&self, address: std::net::IpAddr) -> bool {
+        self.refusals.allows(self.snapshot().limits.refusals_per_address, address)
+    }
+
     /// The OpenTelemetry exporter's counters, when `[telemetry]` is set.
     pub fn telemetry(&self) -> Option<&Arc<crate::telemetry::ExportStats>> {
         self.telemetry.as_ref()
@@ -258,7 +271,6 @@ impl Gateway {
             record.set_trace_id(trace_id);
         }
         let refused_for_good = conn.can_only_be_refused();
-        let anonymous = matches!(conn.auth, Ok(ConnectionAuth::TlsNoCert | ConnectionAuth::Plain));
         let ctx = Ctx {
             record,
             exchange_id: exchange_id.hyphenated().to_string(),
@@ -267,7 +279,7 @@ impl Gateway {
             mode: snap.config.audit.mode,
             grpc: grpc::is_grpc(&req),
             received,
-            budget: (anonymous && !refused_for_good).then(|| conn.remote.ip()),
+            budget: conn.counts_refusals_per_request().then(|| conn.remote.ip()),
         };
         let mut resp = self.answer(&snap, conn, req, ctx).await;
         if refused_for_good {
@@ -712,7 +724,7 @@ impl Gateway {
         // on it (a proxy's HTTP/2 connection), and further refusals on it cost no record either.
         if let Some(address) = ctx.budget
             && ctx.client.is_none()
-            && !self.refusals.allows(self.snapshot().limits.refusals_per_address, address)
+            && !self.may_record_refusal(address)
         {
             return crate::edge::closing_answer();
         }

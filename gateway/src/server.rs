@@ -180,8 +180,7 @@ async fn accept_loop(
 /// address's budget of refusals answered and recorded (`refusals`), or it is closed unanswered.
 fn within_refusal_budget(gateway: &Gateway, conn: &LiveConnection) -> bool {
     let current = conn.current(gateway);
-    !current.can_only_be_refused()
-        || gateway.refusals().allows(gateway.snapshot().limits.refusals_per_address, current.remote.ip())
+    !current.can_only_be_refused() || gateway.may_record_refusal(current.remote.ip())
 }
 
 /// A connection just accepted, and the configuration it is served under.

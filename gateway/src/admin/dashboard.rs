@@ -179,11 +179,9 @@ pub(super) fn render(
             let class = if disk.is_low() { "bad" } else { "num" };
             let _ = writeln!(
                 h,
-                "<tr><th>{}</th><td class=\"{class}\">{} / {} ({}%)</td></tr>",
+                "<tr><th>{}</th><td class=\"{class}\">{}</td></tr>",
                 t("Ruang kosong disk log", "Free space on the log's disk"),
-                Html(&crate::config::units::ByteSize(disk.free).approx()),
-                Html(&crate::config::units::ByteSize(disk.size).approx()),
-                disk.percent_free()
+                Html(&disk.describe())
             );
         }
     }

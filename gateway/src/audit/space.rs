@@ -48,6 +48,11 @@ impl DiskSpace {
         self.size > 0 && u128::from(self.free) * 100 < u128::from(self.size) * u128::from(LOW_PERCENT)
     }
 
+    /// The measure as people read it: "17.1 GiB free of 251.9 GiB (6%)".
+    pub fn describe(&self) -> String {
+        format!("{} free of {} ({}%)", ByteSize(self.free).approx(), ByteSize(self.size).approx(), self.percent_free())
+    }
+
     /// The free share, in whole percent.
     pub fn percent_free(&self) -> u64 {
         if self.size == 0 {
@@ -96,28 +101,24 @@ enum Tell {
 
 impl Teller {
     fn measured(&mut self, dir: &Path, space: DiskSpace, now: Instant) -> Option<Tell> {
-        let (free, size, percent) =
-            (ByteSize(space.free).approx(), ByteSize(space.size).approx(), space.percent_free());
+        let told = space.describe();
         if space.is_low() {
             if self.warned.is_some_and(|at| now.duration_since(at) < WARN_AGAIN) {
                 return None;
             }
             self.warned = Some(now);
             return Some(Tell::Low(format!(
-                "the audit log's filesystem ({}) has {free} free of {size} ({percent}%): once it is full every exchange \
+                "the audit log's filesystem ({}) has {told}: once it is full every exchange \
                  is refused (Server.AuditUnavailable); export the log (splpd audit export) so that retention can delete \
                  its oldest segments, or give it more space",
                 dir.display()
             )));
         }
-        if self.warned.is_none() || percent < BACK_PERCENT {
+        if self.warned.is_none() || space.percent_free() < BACK_PERCENT {
             return None;
         }
         self.warned = None;
-        Some(Tell::Back(format!(
-            "the audit log's filesystem ({}) has {free} free of {size} ({percent}%) again",
-            dir.display()
-        )))
+        Some(Tell::Back(format!("the audit log's filesystem ({}) has {told} again", dir.display())))
     }
 }
 

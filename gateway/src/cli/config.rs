@@ -218,13 +218,11 @@ fn audit_dir_concern(dir: &std::path::Path) -> Option<String> {
             let _ = std::fs::remove_file(&probe);
             let space = splpd_gateway::audit::space::DiskSpace::of(existing).ok().filter(|s| s.is_low())?;
             Some(format!(
-                "[audit] dir {}: its filesystem has {} free of {} ({}%); once it is full every exchange is refused \
+                "[audit] dir {}: its filesystem has {}; once it is full every exchange is refused \
                  (Server.AuditUnavailable): give the log more room, or export it regularly so that retention can \
                  delete old segments",
                 dir.display(),
-                splpd_gateway::config::units::ByteSize(space.free).approx(),
-                splpd_gateway::config::units::ByteSize(space.size).approx(),
-                space.percent_free()
+                space.describe()
             ))
         }
         Err(e) => Some(format!(
