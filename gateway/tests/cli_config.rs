@@ -143,6 +143,24 @@ fn the_example_configuration_passes() {
     assert!(out.contains("2 service(s), 4 grant(s), 1 peer(s)"), "{out}");
 }
 
+/// `splpd config example` prints the example a host without the repository starts from, and
+/// what it prints passes the check as the file does; the hints point at it.
+#[test]
+fn the_printed_example_is_the_example_and_passes() {
+    let f = Fixture::new();
+    let printed = Command::new(env!("CARGO_BIN_EXE_splpd")).args(["config", "example"]).output().unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert_eq!(printed, f.text(), "config example prints examples/region-1602.toml");
+    std::fs::write(f.config(), &printed).unwrap();
+    let (ok, _, err) = f.check();
+    assert!(ok, "stderr: {err}");
+    // A hint that sends the operator to the example names the command that prints it.
+    f.edit("[gateway]", "[gateway\n");
+    let (ok, _, err) = f.check();
+    assert!(!ok && err.contains("`splpd config example`"), "{err}");
+}
+
 #[test]
 fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     let (ok, _, err) = Fixture::new().check();

@@ -18,6 +18,11 @@ pub(crate) enum ConfigCommand {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Print the annotated example configuration: a sample region (the demo's) with every table,
+    /// the keys each takes, their defaults and why. Save it, change its identifiers, files and
+    /// addresses to your region's, and check it.
+    #[command(after_help = "Examples:\n  splpd config example > splpd.toml")]
+    Example,
     /// Put a new version of the configuration in force: check it where it will run, show what
     /// changes as a diff, ask (or take --yes), keep the version it replaces for `undo`, and write
     /// it over the configuration file, which a running `splpd serve` then reloads by itself (and
@@ -99,6 +104,10 @@ pub(crate) struct Remote {
 
 pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        ConfigCommand::Example => {
+            print!("{}", super::demo::EXAMPLE_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
         ConfigCommand::Check { file } => match config::load(&file) {
             Ok(cfg) => {
                 // The certificates and CRLs as the gateway will load them: a CRL of the wrong CA

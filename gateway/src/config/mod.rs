@@ -81,7 +81,7 @@ fn parse_checked(path: &Path, base: &Path, text: &str, when: validate::When) -> 
     Ok(config)
 }
 
-const SYNTAX_HINT: &str = "this is not valid TOML here; compare with examples/region-1602.toml \
+const SYNTAX_HINT: &str = "this is not valid TOML here; compare with the example `splpd config example` prints \
                            (strings need double quotes, tables are [name], lists of tables [[name]])";
 
 fn syntax_message(message: &str) -> String {
@@ -118,13 +118,13 @@ fn shape_hint(message: &str) -> Option<String> {
         Some("check the spelling: the keys this table accepts are listed above".to_owned())
     } else if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
-        Some(format!("add `{field} = …` to this table; see examples/region-1602.toml"))
+        Some(format!("add `{field} = …` to this table; the example `splpd config example` prints has it"))
     } else if message.starts_with("unknown variant") {
         Some("use one of the values listed above".to_owned())
     } else if message.starts_with("invalid type") {
         Some("this key takes a value of the type named above".to_owned())
     } else {
-        Some("see examples/region-1602.toml for the keys and values this table takes".to_owned())
+        Some("the example `splpd config example` prints shows the keys and values this table takes".to_owned())
     }
 }
 

@@ -31,8 +31,8 @@ use self::calls::{Outcome, SampleCall};
 use super::out;
 
 /// The sample configuration; the demo writes it with only its addresses changed, so the example
-/// is what users run.
-const EXAMPLE_CONFIG: &str = include_str!("../../../../examples/region-1602.toml");
+/// is what users run, and `splpd config example` prints it.
+pub(crate) const EXAMPLE_CONFIG: &str = include_str!("../../../../examples/region-1602.toml");
 const EXAMPLE_OPENAPI: &str = include_str!("../../../../examples/openapi/nik-verify.json");
 /// The sample gRPC service's proto file, written into the sandbox for gRPC clients such as grpcurl.
 const RUJUKAN_PROTO: &str = include_str!("../../../../proto/proto/kesehatan/v1/rujukan.proto");
