@@ -105,7 +105,8 @@ pub(crate) struct Remote {
 pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Example => {
-            print!("{}", super::demo::EXAMPLE_CONFIG);
+            let example = super::demo::EXAMPLE_CONFIG;
+            super::out::line(example.strip_suffix('\n').unwrap_or(example));
             Ok(ExitCode::SUCCESS)
         }
         ConfigCommand::Check { file } => match config::load(&file) {
