@@ -56,8 +56,15 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
 
     // Its log goes to a pipe, as to a file or the journal: no colours, even when the test's
     // environment would turn them off anyway.
+    // Started from the configuration's folder with the file's bare name, as an operator might: the
+    // START record still names the file by its whole path.
+    let config_dir = Path::new(config).parent().unwrap();
+    let config_name = Path::new(config).file_name().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_splpd"))
-        .args(["serve", "--config", config])
+        .arg("serve")
+        .arg("--config")
+        .arg(config_name)
+        .current_dir(config_dir)
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -124,11 +131,16 @@ fn serve_answers_logs_and_stops_with_a_checkpoint() {
 
     let mut reader = SegmentReader::open(&audit).unwrap();
     let mut methods = Vec::new();
+    let mut paths = Vec::new();
     while let Some((_, bytes)) = reader.next_record().unwrap() {
-        methods.push(<splpd_gateway::audit::ExchangeRecord as prost::Message>::decode(bytes).unwrap().method);
+        let record = <splpd_gateway::audit::ExchangeRecord as prost::Message>::decode(bytes).unwrap();
+        methods.push(record.method);
+        paths.push(record.path);
     }
     // The configuration the gateway started with, then the refused call, the one exchange.
     assert_eq!(methods, ["START", "GET"], "{methods:?}");
+    let whole = std::fs::canonicalize(config).unwrap();
+    assert_eq!(paths.first().map(String::as_str), Some(whole.to_str().unwrap()), "{paths:?}");
     let checkpoints = read_checkpoints(&audit).unwrap();
     assert_eq!(checkpoints.last().map(|c| c.tree_size), Some(2), "{checkpoints:?}");
 }

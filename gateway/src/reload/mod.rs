@@ -488,7 +488,10 @@ fn configuration_record(
 ) -> ExchangeRecord {
     let mut record = RecordBuilder::received_now(&gateway.snapshot().gateway_id);
     record.set_exchange_id(uuid::Uuid::new_v4());
-    record.set_configuration(action, &path.display().to_string(), digest, u64::try_from(len).unwrap_or(u64::MAX));
+    // The file as an absolute path: `--config splpd.toml` would tell an auditor nothing about
+    // which folder it was in. Kept as given when it cannot be resolved (it was just read, so rarely).
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    record.set_configuration(action, &file.display().to_string(), digest, u64::try_from(len).unwrap_or(u64::MAX));
     match by {
         Author::Unknown => {}
         Author::Operator(by) => {
