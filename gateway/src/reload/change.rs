@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use splpd_certs::id::AdminId;
 
-use super::{Author, Checker, ReloadError, ReloadReport, Reloader, configuration_record, lock};
+use super::{Author, Checker, ReloadError, ReloadReport, Reloader, configuration_record};
 use crate::audit::AuditMode;
 use crate::config::history::{self, History, Kept, version_of};
 use crate::runtime::Snapshot;
@@ -170,7 +170,7 @@ impl Reloader {
         let _one_at_a_time = self.changing.lock().await;
         let (file_text, file_version) = self.current().await?;
         if let Some(in_force) = self.version_in_force()
-            && *lock(&self.in_force) != Some(splpd_certs::load::sha256(file_text.as_bytes()))
+            && self.digest_in_force() != Some(splpd_certs::load::sha256(file_text.as_bytes()))
         {
             return Err(ChangeError::FileNotInForce { file: file_version, in_force });
         }
@@ -193,7 +193,7 @@ impl Reloader {
         let digest = splpd_certs::load::sha256(text.as_bytes());
         let version = version_of(&text);
         let diff = self.diff(&old_text, &previous, &text, &version, source);
-        if text == old_text && *lock(&self.in_force) == Some(digest) {
+        if text == old_text && self.digest_in_force() == Some(digest) {
             return Ok(Changed { previous, version, kept: None, diff, report: ReloadReport::default() });
         }
         let (snapshot, report) = self.build(text.clone()).await?;

@@ -98,12 +98,9 @@ pub struct Reloader {
     hangup: Mutex<Option<Hangup>>,
     /// Reloads and changes run one at a time.
     changing: tokio::sync::Mutex<()>,
-    /// The SHA-256 of the configuration text in force, when known: a file event for the text
-    /// already in force (a change made through the admin listener) needs no reload.
-    in_force: Mutex<Option<[u8; 32]>>,
-    /// The text in force, when known: the file may hold an edit a reload refused, and history
-    /// keeps only the versions changes replaced, so this may be the only copy of it.
-    in_force_text: Mutex<Option<Arc<str>>>,
+    /// The configuration text in force, when known: its SHA-256 tells a file event for the text
+    /// already in force (a change made through the admin listener), which needs no reload.
+    in_force: Mutex<Option<InForce>>,
     /// The latest configuration put in force since start, for the dashboard.
     last_change: Mutex<Option<LastChange>>,
     /// Reloads refused since start, for `/metrics`.
@@ -156,6 +153,14 @@ enum Author<'a> {
     Host(&'a ChangeNote),
 }
 
+/// The configuration text in force, as the [`Reloader`] knows it.
+#[derive(Debug, Clone)]
+struct InForce {
+    digest: [u8; 32],
+    /// `None` when the text read at start was not UTF-8.
+    text: Option<Arc<str>>,
+}
+
 impl Reloader {
     /// A reloader for `gateway`, serving the configuration read from `path`. From now on a
     /// SIGHUP no longer ends the process; [`Reloader::run`] turns it into a reload.
@@ -177,8 +182,10 @@ impl Reloader {
             .collect();
         let audit = snap.config.audit.clone();
         let telemetry = snap.config.telemetry.clone();
-        let in_force = text.map(splpd_certs::load::sha256);
-        let in_force_text = text.and_then(|t| std::str::from_utf8(t).ok()).map(Arc::from);
+        let in_force = text.map(|t| InForce {
+            digest: splpd_certs::load::sha256(t),
+            text: std::str::from_utf8(t).ok().map(Arc::from),
+        });
         let signing_key = signing_key_digest(&snap.config);
         Self {
             path: path.to_owned(),
@@ -189,7 +196,6 @@ impl Reloader {
             hangup: Mutex::new(Some(hangup_signal())),
             changing: tokio::sync::Mutex::new(()),
             in_force: Mutex::new(in_force),
-            in_force_text: Mutex::new(in_force_text),
             last_change: Mutex::new(None),
             refused: std::sync::atomic::AtomicU64::new(0),
             last_refused: Mutex::new(None),
@@ -211,7 +217,12 @@ impl Reloader {
 
     /// The version of the configuration text in force, when known.
     pub fn version_in_force(&self) -> Option<String> {
-        lock(&self.in_force).as_ref().map(config::history::version_of_digest)
+        self.digest_in_force().as_ref().map(config::history::version_of_digest)
+    }
+
+    /// The SHA-256 of the configuration text in force, when known.
+    fn digest_in_force(&self) -> Option<[u8; 32]> {
+        lock(&self.in_force).as_ref().map(|f| f.digest)
     }
 
     /// The latest configuration put in force since start.
@@ -221,9 +232,8 @@ impl Reloader {
 
     /// The text in force and its version, when known.
     pub fn text_in_force(&self) -> Option<(Arc<str>, String)> {
-        let text = lock(&self.in_force_text).clone()?;
-        let version = version_of(&text);
-        Some((text, version))
+        let in_force = lock(&self.in_force).clone()?;
+        Some((in_force.text?, config::history::version_of_digest(&in_force.digest)))
     }
 
     /// Notes `text`, whose SHA-256 is `digest`, as in force, put there by `by`.
@@ -231,8 +241,7 @@ impl Reloader {
         // Done with, whoever put the text in force; first, so that the dashboard's last change
         // is shown only once it is gone.
         History::of(&self.path).clear_note_for(&digest);
-        *lock(&self.in_force) = Some(digest);
-        *lock(&self.in_force_text) = Some(text);
+        *lock(&self.in_force) = Some(InForce { digest, text: Some(text) });
         *lock(&self.last_refused) = None;
         let (operator, host_user, issue) = match by {
             Author::Unknown => (None, None, String::new()),
@@ -336,7 +345,7 @@ impl Reloader {
                 // The note's account made this change only if the text it replaced is the one in
                 // force: not a SIGHUP or certificate reload of the same text, nor the same text
                 // put back by hand after other edits.
-                let replaced = lock(&self.in_force).map(hex::encode);
+                let replaced = self.digest_in_force().map(hex::encode);
                 let by = note
                     .as_ref()
                     .filter(|n| replaced.as_deref() == Some(n.replaces.as_str()))
@@ -374,7 +383,7 @@ impl Reloader {
         if changed.iter().any(|p| *p != config) {
             return false;
         }
-        let Some(in_force) = *lock(&self.in_force) else { return false };
+        let Some(in_force) = self.digest_in_force() else { return false };
         std::fs::read(&self.path).is_ok_and(|text| splpd_certs::load::sha256(&text) == in_force)
     }
 
