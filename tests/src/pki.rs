@@ -147,6 +147,12 @@ impl Pki {
         mint(&self.peer, id, &params)
     }
 
+    /// The outside CA itself, for tests that trust it after all, as a region trusts BSrE:
+    /// with no scopes, its certificates counting only through `[[identity]]` mappings.
+    pub fn outsider(&self) -> &Ca {
+        &self.outsider
+    }
+
     /// The outside CA's certificate: a CA that no gateway trusts.
     pub fn outsider_ca_cert(&self) -> PathBuf {
         self.outsider.dir().join("ca.crt")

@@ -20,6 +20,7 @@ const DOWN: &str = "ID/PEMDA/1602/DISDUKCAPIL/down";
 const STRICT: &str = "ID/PEMDA/1602/DISDUKCAPIL/strict";
 const RSUD: &str = "ID/PEMDA/1602/RSUD";
 const DISHUB: &str = "ID/PEMDA/1602/DISHUB";
+const DINKES: &str = "ID/PEMDA/1602/DINKES";
 const BUDI: &str = "ID/PEMDA/1602/budi";
 const SITI: &str = "ID/PEMDA/1602/siti";
 /// A scraper's certificate: it may read, and change nothing.
@@ -256,6 +257,45 @@ async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_wh
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
     let reason = reply.json()["reasons"][0].as_str().unwrap().to_owned();
     assert!(reason.contains("passed its next update") && reason.contains("splpd certs crl"), "{reason}");
+    region.stop().await;
+}
+
+/// A CA without scopes (BSrE) vouches only through `[[identity]]` mappings. When it maps one
+/// of this region's agencies, its expired CRL stops that agency's calls, so the gateway is not
+/// ready; when it maps only another region's gateway, the region is served and it stays ready.
+#[tokio::test]
+async fn an_expired_crl_of_a_ca_that_vouches_only_through_mappings_counts_when_it_maps_the_region() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let three_days_ago = time::OffsetDateTime::now_utc() - time::Duration::days(3);
+    pki.outsider().crl(1, three_days_ago).unwrap();
+    let mapped = pki.untrusted_client(DINKES);
+    let fingerprint: Vec<String> = mapped.sha256().iter().map(|b| format!("{b:02X}")).collect();
+    let start = |kind: &str, id: &str| {
+        RegionBuilder::new(&pki)
+            .service(NIK, &upstream.url(), "")
+            .grant(&format!("service = \"{NIK}\"\nclient = \"{RSUD}\""))
+            .toml(&format!(
+                "[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\"]\n\n\
+                 [[trust_anchor]]\nname = \"bsre\"\nca = \"{}\"\ncrls = [\"{}\"]\n\n\
+                 [[identity]]\nfingerprint = \"sha256:{}\"\nkind = \"{kind}\"\nid = \"{id}\"\nanchor = \"bsre\"",
+                pki.outsider_ca_cert().display(),
+                pki.outsider_ca_cert().with_file_name("crl.pem").display(),
+                fingerprint.join(":"),
+            ))
+            .start()
+    };
+
+    let region = start("server", "ID/PEMDA/1601/gw1").await;
+    let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;
+    assert_eq!(reply.status, StatusCode::OK, "a mapping into another region only: {}", reply.text());
+    region.stop().await;
+
+    let region = start("subsystem", DINKES).await;
+    let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    let reason = reply.json()["reasons"][0].as_str().unwrap().to_owned();
+    assert!(reason.contains("bsre") && reason.contains("passed its next update"), "{reason}");
     region.stop().await;
 }
 
