@@ -24,12 +24,19 @@ fn audit_records(manifest: &Value) -> usize {
 }
 
 fn records_in(log: &str) -> usize {
+    methods_in(log).len()
+}
+
+/// The method of each record in the log, in order (`START` for the configuration a gateway
+/// started with).
+fn methods_in(log: &str) -> Vec<String> {
     let mut reader = splpd_gateway::audit::segment::SegmentReader::open(Path::new(log)).unwrap();
-    let mut n = 0;
-    while reader.next_record().unwrap().is_some() {
-        n += 1;
+    let mut methods = Vec::new();
+    while let Some((_, bytes)) = reader.next_record().unwrap() {
+        let record = <splpd_gateway::audit::ExchangeRecord as prost::Message>::decode(bytes).unwrap();
+        methods.push(record.method);
     }
-    n
+    methods
 }
 
 #[test]
@@ -117,8 +124,10 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     // Every exchange the demo made is in the audit log: the sample calls and the burst.
     let made = calls.len() + manifest["rate_limit"]["repeat"].as_u64().unwrap() as usize;
     assert!(audit_records(&manifest) >= made, "{} records for {made} calls", audit_records(&manifest));
-    // The neighbour logged its side of the cross-region call in its own log.
-    assert_eq!(records_in(manifest["peer_region"]["audit_log"].as_str().unwrap()), 1);
+    // Each gateway's log starts with the configuration it started with; the neighbour logged its
+    // side of the cross-region call in its own.
+    assert_eq!(methods_in(manifest["audit_log"].as_str().unwrap()).first().map(String::as_str), Some("START"));
+    assert_eq!(methods_in(manifest["peer_region"]["audit_log"].as_str().unwrap()), ["START", "GET"]);
 
     // The configuration it wrote is the example's, on loopback ports of its own, and passes the
     // checker on its own too.

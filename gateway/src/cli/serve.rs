@@ -1,6 +1,6 @@
 //! `splpd serve`: run the gateway on a configuration file until interrupted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use clap::Args;
 use splpd_gateway::audit::AuditSink;
 use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
-use splpd_gateway::config::{self, ConfigError};
+use splpd_gateway::config::{self, Config, ConfigError};
 use splpd_gateway::reload::Reloader;
+use splpd_gateway::server::Running;
 use splpd_gateway::workers::Workers;
 
 #[derive(Debug, Args)]
@@ -36,19 +37,12 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = workers.runtime(None).context("starting the async runtime")?;
     runtime.block_on(async move {
         let audit_dir = config.audit.dir.clone();
-        let audit: Arc<dyn AuditSink> = Arc::new(
-            AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(&workers))
-                .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
-        );
-        let running = splpd_gateway::server::start(config, audit).await?;
+        let running = start_recorded(&args.config, config, &text, &workers, "the gateway").await?;
         for (name, addr) in running.addrs() {
             tracing::info!(listener = %name, %addr, "listening");
         }
         if let Some(addr) = running.admin_addr() {
             tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance and /config for operators");
-        }
-        if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), &args.config, &text).await {
-            tracing::error!("the configuration in force could not be recorded in the audit log: {e}");
         }
         let reloader = Arc::new(Reloader::started_with(&args.config, Arc::clone(running.gateway()), Some(text.as_bytes())));
         // Operators may also change the file through the admin listener's /config.
@@ -72,6 +66,29 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped; the audit log is flushed");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Opens the audit log `config` names, starts the gateway (`what`, for errors) and writes the
+/// `START` record of the configuration read from `path` as `text`: how `serve` and the demo's
+/// two gateways start alike. A `START` record that cannot be written is logged and the gateway
+/// serves on, as it would refuse exchanges anyway until its log takes records again.
+pub(crate) async fn start_recorded(
+    path: &Path,
+    config: Config,
+    text: &str,
+    workers: &Arc<Workers>,
+    what: &str,
+) -> anyhow::Result<Running> {
+    let audit_dir = config.audit.dir.clone();
+    let audit: Arc<dyn AuditSink> = Arc::new(
+        AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
+            .with_context(|| format!("opening the audit log of {what} in {}", audit_dir.display()))?,
+    );
+    let running = splpd_gateway::server::start(config, audit).await.with_context(|| format!("starting {what}"))?;
+    if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), path, text).await {
+        tracing::error!("the configuration in force of {what} could not be recorded in the audit log: {e}");
+    }
+    Ok(running)
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.

@@ -20,8 +20,6 @@ use clap::Args;
 use serde::Serialize;
 use splpd_certs::id::{IdPrefix, Identity};
 use splpd_certs::pki::{Ca, InitOptions, KeyType, LeafRequest};
-use splpd_gateway::audit::AuditSink;
-use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::config::Config;
 use splpd_gateway::workers::Workers;
 use time::OffsetDateTime;
@@ -247,14 +245,7 @@ async fn sandbox(
     let audit_dir = config.audit.dir.clone();
     // The same tamper-evident log `splpd serve` writes: segment files and signed checkpoints.
     let audit_log = audit_dir.clone();
-    let audit: Arc<dyn AuditSink> = Arc::new(
-        AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
-            .with_context(|| format!("opening the audit log in {}", audit_dir.display()))?,
-    );
-    let running = splpd_gateway::server::start(config, audit).await.context("starting the gateway")?;
-    splpd_gateway::reload::record_start(running.gateway(), &config_path, &config_text)
-        .await
-        .map_err(|e| anyhow::anyhow!("recording the configuration in the audit log: {e}"))?;
+    let running = super::serve::start_recorded(&config_path, config, &config_text, workers, "the gateway").await?;
     // As under `splpd serve`: edits of splpd.toml, and changes through the admin listener's
     // /config, are checked, logged and put in force.
     let reloader = Arc::new(splpd_gateway::reload::Reloader::started_with(

@@ -11,8 +11,6 @@ use anyhow::Context as _;
 use serde::Serialize;
 use splpd_certs::id::Identity;
 use splpd_certs::pki::{Ca, KeyType, LeafRequest};
-use splpd_gateway::audit::AuditSink;
-use splpd_gateway::audit::log::{AuditLog, AuditLogOptions};
 use splpd_gateway::server::Running;
 use splpd_gateway::workers::Workers;
 use time::OffsetDateTime;
@@ -122,14 +120,11 @@ pub(super) struct DemoPeerRegion {
 impl PeerRegion {
     /// Starts the neighbour's gateway from the configuration at `config_path`.
     pub(super) async fn start(config_path: &Path, workers: &Arc<Workers>) -> anyhow::Result<Self> {
-        let config = splpd_gateway::config::load(config_path)?;
+        let (config, text) = splpd_gateway::config::load_with_text(config_path)?;
         let audit_dir = config.audit.dir.clone();
-        let audit: Arc<dyn AuditSink> = Arc::new(
-            AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
-                .with_context(|| format!("opening the peer region's audit log in {}", audit_dir.display()))?,
-        );
         let running =
-            splpd_gateway::server::start(config, audit).await.context("starting the peer region's gateway")?;
+            super::super::serve::start_recorded(config_path, config, &text, workers, "the peer region's gateway")
+                .await?;
         let public = running.addr("public").context("the peer region's gateway has no listener \"public\"")?;
         Ok(Self { running, url: format!("https://{public}"), audit_dir })
     }
