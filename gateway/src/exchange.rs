@@ -296,11 +296,16 @@ impl Gateway {
         req: Request<Incoming>,
         mut ctx: Ctx,
     ) -> Response<ResponseBody> {
-        // The gateway's own services (health, reflection, the directory) are answered here.
+        // The gateway's own services (health, reflection, the directory) are answered here,
+        // except the directory of a peer region's provider, which that region's gateway answers.
+        let mut directory = None;
         if let Some(own) = local::recognise(&req, ctx.grpc) {
-            return self.own(own, snap, conn, req, ctx).await;
+            match peer::route_directory(snap, own, req.uri().path()) {
+                Some(routed) => directory = Some(routed),
+                None => return self.own(own, snap, conn, req, ctx).await,
+            }
         }
-        match self.admit(snap, conn, &req, &mut ctx) {
+        match self.admit(snap, conn, &req, &mut ctx, directory) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
             Err(err) => {
                 let body = req.into_body();
@@ -312,13 +317,16 @@ impl Gateway {
         }
     }
 
-    /// The checks before anything is sent upstream.
+    /// The checks before anything is sent upstream. `directory`: the route of a metadata call
+    /// about a peer region's provider (`peer::route_directory`), which, as the gateway's own
+    /// directory, is open to every identified caller: the peer answers it under its own grants.
     fn admit(
         &self,
         snap: &Snapshot,
         conn: &Connection,
         req: &Request<Incoming>,
         ctx: &mut Ctx,
+        directory: Option<(Arc<Route>, Via)>,
     ) -> Result<Admitted, GatewayError> {
         // parse target, recorded even when the call is refused, so that a refused exchange's
         // record says who tried what.
@@ -361,16 +369,19 @@ impl Gateway {
 
         // route: a service of this gateway, else the peer or national SPLP its prefix names. A
         // peer's call is for this gateway's services only: gateways do not relay for each other.
-        let (route, via) = match snap.routes.get(target.service()) {
-            Some(route) => (Arc::clone(route), Via::Local),
-            None if from_peer => {
+        let open = directory.is_some();
+        let (route, via) = match (snap.routes.get(target.service()), directory) {
+            // Metadata service codes are reserved: no service of this gateway has one.
+            (Some(route), _) => (Arc::clone(route), Via::Local),
+            (None, _) if from_peer => {
                 return Err(GatewayError::UnknownService(format!(
                     "gateway {} has no service {}, and does not relay a peer's calls onward",
                     snap.gateway_id,
                     target.service()
                 )));
             }
-            None => peer::route_remote(snap, target.service(), ctx.grpc)?,
+            (None, Some(routed)) => routed,
+            (None, None) => peer::route_remote(snap, target.service(), ctx.grpc)?,
         };
         if let Some(peer) = via.peer() {
             ctx.record.set_peer(peer);
@@ -409,19 +420,22 @@ impl Gateway {
             }
         };
         let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
-        snap.policy.check(&access, time::OffsetDateTime::now_utc()).map_err(|d| {
-            let mut message = d.to_string();
-            // Of another region's service this gateway cannot tell whether it exists at all: a
-            // mistyped identifier is refused here for want of a grant, so say that too.
-            if matches!(d, crate::authorize::Denial::NoGrant { .. }) && !matches!(via, Via::Local) {
-                message.push_str(&format!(
-                    "; {} is served by another gateway, which alone knows whether it exists, so check the identifier \
-                     too",
-                    route.id
-                ));
-            }
-            GatewayError::AccessDenied(message)
-        })?;
+        // A peer's directory is checked by the peer alone.
+        if !open {
+            snap.policy.check(&access, time::OffsetDateTime::now_utc()).map_err(|d| {
+                let mut message = d.to_string();
+                // Of another region's service this gateway cannot tell whether it exists at all: a
+                // mistyped identifier is refused here for want of a grant, so say that too.
+                if matches!(d, crate::authorize::Denial::NoGrant { .. }) && !matches!(via, Via::Local) {
+                    message.push_str(&format!(
+                        "; {} is served by another gateway, which alone knows whether it exists, so check the \
+                         identifier too",
+                        route.id
+                    ));
+                }
+                GatewayError::AccessDenied(message)
+            })?;
+        }
 
         // rate-limit
         snap.limiter.check(&caller.client, &route.id).map_err(|limited| GatewayError::RateLimited {

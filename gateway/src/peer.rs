@@ -149,6 +149,28 @@ impl Federation {
     }
 }
 
+/// The route of a REST metadata call (`listMethods`, `allowedMethods`, `getOpenAPI`) about a
+/// provider of a peer's region: to that peer's gateway, which alone knows the provider's
+/// services, documents and grants, as X-Road's security server asks the provider's. The call is
+/// named, as the peer logs it, by the peer's own meta-service (`ID/PEMDA/1601/gw1/listMethods`),
+/// with the provider in the path. `None` for every other call: `listClients`, the gRPC
+/// directory, and providers of this region or of none of its peers are answered here.
+pub fn route_directory(snap: &Snapshot, own: crate::local::Own, path: &str) -> Option<(Arc<Route>, Via)> {
+    use crate::local::{Meta, Own};
+    if !matches!(own, Own::Rest(Meta::ListMethods | Meta::AllowedMethods | Meta::GetOpenApi)) {
+        return None;
+    }
+    let asked = path.strip_prefix("/r1/").map(ServiceId::from_url_path)?.ok()?;
+    if snap.config.gateway.served_prefixes().iter().any(|p| asked.subsystem().is_within(p)) {
+        return None;
+    }
+    let Some(Hop::Peer(link)) = snap.federation.hop(&asked) else { return None };
+    let first = link.endpoints.endpoints().first().cloned()?;
+    let id = own.service_id(&link.id)?;
+    let route = remote_route(&snap.config, id, Protocol::Rest, first, link.endpoints.client().clone());
+    Some((route, Via::Peer(Arc::clone(link))))
+}
+
 /// The peer gateway a connection comes from: a server certificate of a configured peer.
 pub fn inbound<'s>(snap: &'s Snapshot, auth: &'s ConnectionAuth) -> Option<(&'s PeerLink, &'s PeerIdentity)> {
     match auth {
@@ -202,8 +224,14 @@ pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<
             (base, connector.client().clone(), Via::National(Arc::clone(connector)))
         }
     };
-    let route = Route {
-        id: service.clone(),
+    Ok((remote_route(config, service.clone(), protocol, upstream, client), via))
+}
+
+/// What the exchange path needs of a service another gateway owns: its identifier, protocol and
+/// limits, and the hop's one endpoint and client.
+fn remote_route(config: &Config, id: ServiceId, protocol: Protocol, upstream: Uri, client: HttpUpstream) -> Arc<Route> {
+    Arc::new(Route {
+        id,
         protocol,
         upstreams: ServiceUpstreams::new(vec![upstream], client, Policy::default()),
         request_timeout: REMOTE_REQUEST_TIMEOUT,
@@ -211,8 +239,7 @@ pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<
         audit_mode: config.audit.mode,
         // Bodies are kept by the gateway that owns the service.
         stored_body: None,
-    };
-    Ok((Arc::new(route), via))
+    })
 }
 
 /// A hop's answer, with the endpoints tried for it (a peer's; none recorded for the national

@@ -61,7 +61,8 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
         "-> PERMISSION_DENIED (7) Client.AccessDenied: ",
         "curl -sS -i --cacert ",
         "cross-region",
-        "listMethods     RSUD         GET /r1/ID/PEMDA/1602/DISDUKCAPIL/listMethods",
+        "listMethods      RSUD         GET /r1/ID/PEMDA/1602/DISDUKCAPIL/listMethods",
+        "listMethods 1601 RSUD         GET /r1/ID/PEMDA/1601/DISDUKCAPIL/listMethods",
         "-> 200 1 service: nik-verify",
         "-> 200 OpenAPI 3.0.3, \"Verifikasi NIK\"",
         " grpc.health.v1.Health/Check",
@@ -115,7 +116,7 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     }
     let directory = manifest["directory"].as_array().unwrap();
     let names: Vec<&str> = directory.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["listClients", "listMethods", "allowedMethods", "getOpenAPI"]);
+    assert_eq!(names, ["listClients", "listMethods", "allowedMethods", "getOpenAPI", "listMethods 1601"]);
     for call in directory {
         assert_eq!(call["expected_status"], 200, "{call}");
         assert!(stdout.contains(call["curl"].as_str().unwrap()), "{call}");
@@ -125,9 +126,9 @@ fn demo_builds_a_sandbox_makes_the_sample_calls_and_describes_them_in_demo_json(
     let made = calls.len() + manifest["rate_limit"]["repeat"].as_u64().unwrap() as usize;
     assert!(audit_records(&manifest) >= made, "{} records for {made} calls", audit_records(&manifest));
     // Each gateway's log starts with the configuration it started with; the neighbour logged its
-    // side of the cross-region call in its own.
+    // side of the cross-region call and of the listMethods asked of it, in its own.
     assert_eq!(methods_in(manifest["audit_log"].as_str().unwrap()).first().map(String::as_str), Some("START"));
-    assert_eq!(methods_in(manifest["peer_region"]["audit_log"].as_str().unwrap()), ["START", "GET"]);
+    assert_eq!(methods_in(manifest["peer_region"]["audit_log"].as_str().unwrap()), ["START", "GET", "GET"]);
 
     // The configuration it wrote is the example's, on loopback ports of its own, and passes the
     // checker on its own too.

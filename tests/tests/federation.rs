@@ -218,6 +218,75 @@ async fn a_cross_region_call_without_a_grant_is_refused_where_the_grant_is_missi
     t.b.stop().await;
 }
 
+/// An agency asks its own gateway about another region's provider, as it would about one of its
+/// own region: the call goes to that region's gateway, which answers from its configuration and
+/// its grants (A's own grants for calling out are not asked: the directory is open to every
+/// identified caller), and each side logs it under the peer's meta-service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_of_another_regions_provider_is_answered_by_that_regions_gateway() {
+    let t = topology().await;
+    let dishub = t.pki.client(DISHUB);
+    let provider = "ID/PEMDA/1601/DISDUKCAPIL";
+    let ask = |client: &str, call: &str| Call::get(format!("/r1/{provider}/{call}")).header("x-road-client", client);
+
+    let reply = t.a.call(Some(&dishub), Proto::H1, ask(DISHUB, "listMethods")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let json = reply.json();
+    let listed: Vec<&str> =
+        json["service"].as_array().unwrap().iter().map(|s| s["service_code"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["down", "nik-verify"], "{}", reply.text());
+    assert_eq!(reply.header("x-road-service"), Some("ID/PEMDA/1601/gw1/listMethods"));
+    let id = reply.exchange_id().to_owned();
+    let (ra, rb) = (t.a.record(&id).await, t.b.record(&id).await);
+    for (side, record) in [("A", &ra), ("B", &rb)] {
+        assert_eq!(record.service, "ID/PEMDA/1601/gw1/listMethods", "{side}");
+        assert_eq!(record.path, format!("/r1/{provider}/listMethods"), "{side}");
+        assert_eq!((record.status, record.client.as_str()), (200, DISHUB), "{side}");
+    }
+    assert_eq!((ra.peer.as_str(), rb.peer.as_str()), ("ID/PEMDA/1601/gw1", "ID/PEMDA/1602/gw1"));
+
+    // allowedMethods is the peer's answer for the caller A names: B grants RSUD, not DINKES.
+    let allowed = |client: &'static str| {
+        let t = &t;
+        async move {
+            let reply = t.a.call(Some(&t.pki.client(client)), Proto::H2, ask(client, "allowedMethods")).await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            let codes: Vec<String> = reply.json()["service"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["service_code"].as_str().unwrap().to_owned())
+                .collect();
+            codes
+        }
+    };
+    assert_eq!(allowed(RSUD).await, ["down", "nik-verify"]);
+    assert_eq!(allowed(DINKES).await, Vec::<String>::new());
+
+    // The peer's refusal comes back as the peer gave it: B has no OpenAPI document of the service.
+    let reply = t.a.call(Some(&dishub), Proto::H1, ask(DISHUB, "getOpenAPI?serviceCode=nik-verify")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
+    assert!(reply.json()["message"].as_str().unwrap().contains("no OpenAPI document"), "{}", reply.text());
+
+    // A provider of a region with no peer is still answered by A itself, with what to do.
+    let reply =
+        t.a.call(
+            Some(&dishub),
+            Proto::H1,
+            Call::get("/r1/ID/PEMDA/1603/DINKES/listMethods").header("x-road-client", DISHUB),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.xroad_error()),
+        (StatusCode::NOT_FOUND, Some("Client.UnknownService")),
+        "{}",
+        reply.text()
+    );
+    t.a.stop().await;
+    t.b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_region_grpc_call_goes_through_and_both_sides_log_it() {
     let t = topology().await;

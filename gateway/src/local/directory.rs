@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde::Serialize;
-use splpd_certs::id::{ClientId, IdKind, IdPrefix, Identity, MemberId, ServiceId};
+use splpd_certs::id::{ClientId, IdKind, IdPrefix, Identity, MemberId, ServerId, ServiceId};
 use time::OffsetDateTime;
 
 use crate::authorize::{AccessPolicy, Endpoints};
@@ -138,6 +138,8 @@ pub enum DirectoryError {
 #[derive(Debug, Default)]
 pub struct Directory {
     served: Vec<IdPrefix>,
+    /// Each peer's authority, to say where a peer region's provider is listed.
+    peers: Vec<(IdPrefix, ServerId)>,
     clients: Vec<ClientEntry>,
     providers: BTreeMap<ClientId, Vec<ServiceEntry>>,
 }
@@ -169,7 +171,9 @@ impl Directory {
         for services in providers.values_mut() {
             services.sort_by(|a, b| a.id.code().cmp(b.id.code()));
         }
-        Ok(Self { served: config.gateway.served_prefixes(), clients: clients(config), providers })
+        let peers =
+            config.peers.iter().flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), p.id.clone()))).collect();
+        Ok(Self { served: config.gateway.served_prefixes(), peers, clients: clients(config), providers })
     }
 
     /// The members and subsystems known here, sorted, each member before its subsystems;
@@ -179,12 +183,23 @@ impl Directory {
     }
 
     /// The services `provider` offers, sorted by service code; refused when the provider is not
-    /// served by this gateway.
+    /// served by this gateway. (Over REST, a peer region's provider is asked of the peer before
+    /// it comes to this: `peer::route_directory`.)
     pub fn services(&self, provider: &ClientId) -> Result<&[ServiceEntry], GatewayError> {
         if !self.served.iter().any(|p| provider.is_within(p)) {
             let served: Vec<String> = self.served.iter().map(ToString::to_string).collect();
+            let peer =
+                self.peers.iter().filter(|(p, _)| provider.is_within(p)).max_by_key(|(p, _)| p.to_string().len());
+            let ask = match peer {
+                Some((_, peer)) => format!(
+                    "peer gateway {peer} serves it, and this gateway asks it for you over REST: \
+                     GET /r1/{}/listMethods",
+                    provider.to_url_path()
+                ),
+                None => "nor does any gateway it is connected to; ask the gateway of the provider's region".to_owned(),
+            };
             return Err(GatewayError::UnknownService(format!(
-                "{provider} is not served by this gateway, which serves {}; ask the gateway that serves it",
+                "{provider} is not served by this gateway, which serves {}; {ask}",
                 served.join(", ")
             )));
         }
@@ -478,8 +493,13 @@ grpc_services = ["kesehatan.v1.Rujukan"]
         let yaml = d.document(&id("ID/PEMDA/1602/BAPENDA/pajak")).unwrap();
         assert_eq!(yaml.media_type, "application/yaml");
         assert!(d.services(&id("ID/PEMDA/1602/BAPPEDA")).is_err(), "named nowhere in the configuration");
-        let foreign = d.services(&id("ID/PEMDA/1601/DINKES")).unwrap_err();
-        assert!(matches!(&foreign, GatewayError::UnknownService(m) if m.contains("not served by this gateway")));
+        // Another region's provider: where to ask, by whether a peer serves it.
+        let foreign = d.services(&id("ID/PEMDA/1601/DINKES")).unwrap_err().to_string();
+        assert!(foreign.contains("not served by this gateway"), "{foreign}");
+        assert!(foreign.contains("peer gateway ID/PEMDA/1601/gw1 serves it"), "{foreign}");
+        assert!(foreign.contains("GET /r1/ID/PEMDA/1601/DINKES/listMethods"), "{foreign}");
+        let unconnected = d.services(&id("ID/PEMDA/1603/DINKES")).unwrap_err().to_string();
+        assert!(unconnected.contains("nor does any gateway it is connected to"), "{unconnected}");
     }
 
     #[test]

@@ -10,6 +10,12 @@ use super::out;
 /// The provider whose services the directory calls ask about.
 const PROVIDER: &str = "ID/PEMDA/1602/DISDUKCAPIL";
 
+/// The neighbouring region's provider, whose services its own gateway lists.
+const PEER_PROVIDER: &str = "ID/PEMDA/1601/DISDUKCAPIL";
+
+/// The name of the call about [`PEER_PROVIDER`].
+const PEER_LIST: &str = "listMethods 1601";
+
 /// The directory calls, made by `client` with its `credentials`, through the gateway at `base`.
 pub(super) fn calls(client: &'static str, credentials: (&Path, &Path), base: &str, ca_file: &Path) -> Vec<SampleCall> {
     let call = |name: &'static str, url: String, note: &str| {
@@ -27,6 +33,11 @@ pub(super) fn calls(client: &'static str, credentials: (&Path, &Path), base: &st
             "getOpenAPI",
             format!("{base}/r1/{PROVIDER}/getOpenAPI?serviceCode=nik-verify"),
             "the NIK check's OpenAPI document",
+        ),
+        call(
+            PEER_LIST,
+            format!("{base}/r1/{PEER_PROVIDER}/listMethods"),
+            "the neighbouring region's Disdukcapil: this gateway asks the neighbour's",
         ),
     ]
 }
@@ -50,7 +61,7 @@ fn gist(call: &SampleCall, body: &str) -> String {
     };
     match call.name {
         "listClients" => names("member", "id"),
-        "listMethods" | "allowedMethods" => names("service", "service"),
+        "listMethods" | "allowedMethods" | PEER_LIST => names("service", "service"),
         _ => format!(
             "OpenAPI {}, \"{}\"",
             json["openapi"].as_str().unwrap_or("?"),
@@ -64,15 +75,15 @@ pub(super) fn print_row(n: usize, call: &SampleCall, outcome: &Outcome) -> bool 
     // The path on the gateway: /listClients, or the provider's under /r1/.
     let path = call.url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or(&call.url);
     let short = call.client.rsplit('/').next().unwrap_or(call.client);
-    out::line(&format!("  {n:<2} {:<15} {short:<12} {} {path}", call.name, call.method));
-    out::line(&format!("     {:<15}    ({})", "", call.note));
+    out::line(&format!("  {n:<2} {:<16} {short:<12} {} {path}", call.name, call.method));
+    out::line(&format!("     {:<16}    ({})", "", call.note));
     let ok = outcome.matches(call);
     let got = match &outcome.x_road_error {
         Some(error) => format!("{} {error}: {}", outcome.status.as_u16(), outcome.message()),
         None => format!("{} {}", outcome.status.as_u16(), gist(call, &outcome.body)),
     };
     let flag = if ok { "" } else { "   !! expected 200" };
-    out::line(&format!("     {:<15} -> {got}{flag}", ""));
+    out::line(&format!("     {:<16} -> {got}{flag}", ""));
     ok
 }
 
@@ -94,5 +105,7 @@ mod tests {
             "OpenAPI 3.0.3, \"Verifikasi NIK\""
         );
         assert!(cs[3].curl.ends_with("'https://gw/r1/ID/PEMDA/1602/DISDUKCAPIL/getOpenAPI?serviceCode=nik-verify'"));
+        assert_eq!(gist(&cs[4], methods), "2 service: nik-verify, akta");
+        assert!(cs[4].curl.ends_with("'https://gw/r1/ID/PEMDA/1601/DISDUKCAPIL/listMethods'"));
     }
 }

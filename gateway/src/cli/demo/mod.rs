@@ -457,7 +457,7 @@ async fn sandbox(
     out::line(&format!("  # rate limit: {}; calls past it get 429 Client.RateLimited", rate_call.note));
     out::line(&format!("  {}", manifest.rate_limit.call.curl));
     out::line("  # the gateway's own directory: the region's clients, Disdukcapil's services, those RSUD may call,");
-    out::line("  # and the NIK check's OpenAPI document");
+    out::line("  # the NIK check's OpenAPI document, and the neighbouring region's Disdukcapil (asked of its gateway)");
     for call in &directory_calls {
         out::line(&format!("  {}", call.curl));
     }
