@@ -800,7 +800,8 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
         "{said}"
     );
     let all = log.fails(&["audit", "consistency", "audit", "--from", "100"]);
-    assert!(all.contains("retention removed"), "{all}");
+    let said = format!("a proof from the checkpoint of 100 records needs records before {}", pass.first_seq);
+    assert!(all.contains(&said) && all.contains("retention removed"), "{all}");
     log.ok(&["audit", "consistency", "audit", "--from", "600"]);
 
     // The gateway reopens the trimmed log and goes on: new checkpoints verify over it.
@@ -808,6 +809,12 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     let out = log.splpd(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(log.checkpoint_sizes().last(), Some(&750));
+    // A consistency proof from the export's last checkpoint, the first left after the cut, is
+    // made from the tree's frontier there, and checks.
+    let from = (held_to + 1).to_string();
+    log.ok(&["audit", "consistency", "audit", "--from", &from, "--out", "after-cut.json"]);
+    let ok = log.ok(&["audit", "check-proof", "after-cut.json", "--ca", "ca/ca.crt"]);
+    assert!(ok.contains(&from) && ok.contains("750"), "{ok}");
 
     // By age: a pass as of ten days on removes what the export holds, and only that.
     let aged = RetentionPolicy { max_age: Some(Duration::from_secs(86_400)), max_size: None };
@@ -1140,9 +1147,18 @@ fn proofs_are_made_from_an_archive_that_starts_after_record_0() {
     // Its records are queried from where it starts.
     let found = log.ok(&["audit", "query", "late", "--exchange-id", &exchange_id(i), "--format", "jsonl"]);
     assert_eq!(json_lines(&found).len(), 1, "{found}");
-    // A consistency proof that needs records before the archive's start says so in an archive's words.
-    let all = log.fails(&["audit", "consistency", "late", "--from", "200"]);
-    assert!(all.contains(&format!("needs records before {start}, which this archive does not hold")), "{all}");
+    // A consistency proof from a checkpoint after the archive's start is made from the manifest's
+    // frontier: the same proof as the live log's, and it checks.
+    log.ok(&["audit", "consistency", "late", "--from", "200", "--out", "late-consistency.json"]);
+    log.ok(&["audit", "consistency", "audit", "--from", "200", "--out", "live-consistency.json"]);
+    let proof = |file: &str| {
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(log.path(file)).unwrap()).unwrap();
+        (doc["proof"].clone(), doc["old_checkpoint"].clone(), doc["new_checkpoint"].clone())
+    };
+    assert_eq!(proof("late-consistency.json"), proof("live-consistency.json"));
+    assert!(proof("late-consistency.json").0.as_array().is_some_and(|p| !p.is_empty()));
+    let ok = log.ok(&["audit", "check-proof", "late-consistency.json", "--ca", "ca/ca.crt"]);
+    assert!(ok.contains("200") && ok.contains("300"), "{ok}");
 }
 
 #[test]

@@ -354,11 +354,52 @@ impl RangeRoots {
         Self { ranges: ranges.iter().map(|r| (*r, None)).collect(), order, next: 0, acc: Tree::new(), seen: 0 }
     }
 
-    /// Starts at leaf `first` instead of 0, when the leaves before it are not at hand (a log
-    /// that retention trimmed); every range must start at or after it.
-    pub fn starting_at(mut self, first: u64) -> Self {
-        self.seen = first;
-        self
+    /// Starts computing the roots of `ranges` after the leaves of `before`, when those leaves
+    /// are not at hand but the tree's frontier is (an export archive's manifest, a log that
+    /// retention trimmed): the next leaf pushed is leaf `before.size()`. A range that starts
+    /// before it is made from the frontier's perfect subtrees, which serves every range that
+    /// starts on one of their edges, as every range of a consistency proof from a tree at least
+    /// as large as `before` does (its left ranges are the perfect subtrees of the older tree).
+    /// Returns the first range that would need a leaf before `before.size()` by itself.
+    pub fn resuming(ranges: &[(u64, u64)], before: &Tree) -> Result<Self, (u64, u64)> {
+        let mut this = Self::new(ranges);
+        let first = before.size();
+        this.seen = first;
+        // Where each perfect subtree of the frontier starts, and its size: largest first.
+        let mut subtrees = Vec::with_capacity(before.frontier.len());
+        let mut start = 0;
+        for bit in (0..u64::BITS).rev().map(|b| 1_u64 << b).filter(|b| first & b != 0) {
+            subtrees.push((start, bit));
+            start += bit;
+        }
+        while let Some(&i) = this.order.get(this.next) {
+            let (lo, hi) = this.ranges[i].0;
+            if lo >= first {
+                break;
+            }
+            // The subtrees from `lo` up to `hi` or the frontier's end: they must start at `lo`
+            // and be those a tree over their leaves alone would have.
+            let from = subtrees.iter().position(|&(s, _)| s == lo).ok_or((lo, hi))?;
+            let end = hi.min(first);
+            let upto = subtrees[from..].iter().take_while(|&&(s, size)| s + size <= end).count();
+            let taken = &subtrees[from..from + upto];
+            let covered: u64 = taken.iter().map(|&(_, size)| size).sum();
+            if covered != end - lo {
+                return Err((lo, hi));
+            }
+            // Powers of two, each smaller than the one before, summing to `covered`: the subtrees
+            // of a tree over those leaves alone.
+            let hashes = before.frontier[from..from + upto].to_vec();
+            let acc = Tree::from_frontier(covered, hashes).map_err(|_| (lo, hi))?;
+            if hi <= first {
+                this.ranges[i].1 = Some(acc.root());
+                this.next += 1;
+            } else {
+                this.acc = acc;
+                break;
+            }
+        }
+        Ok(this)
     }
 
     /// Takes the next leaf (leaf number [`leaves_seen`](Self::leaves_seen)).
@@ -912,6 +953,32 @@ mod tests {
             let _ = verify_inclusion(&roots.0, index, sizes.0, &proof, &roots.1);
             let _ = verify_consistency(sizes.0, sizes.1, &roots.0, &roots.1, &proof);
             let _ = verify_consistency(sizes.0.min(sizes.1), sizes.0.max(sizes.1), &roots.0, &roots.1, &proof);
+        }
+    }
+
+    #[test]
+    fn range_roots_resumed_from_a_frontier_make_the_same_consistency_proofs() {
+        let leaves: Vec<Hash> = (0..40u64).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        for new in 1..=40u64 {
+            for old in 1..=new {
+                let ranges = consistency_ranges(old, new);
+                let expected = consistency_proof(old, new, leaves.as_slice()).unwrap();
+                for first in 0..=new {
+                    let before = Tree::from_leaf_hashes(leaves[..first as usize].iter().copied());
+                    match RangeRoots::resuming(&ranges, &before) {
+                        Ok(mut roots) => {
+                            assert_eq!(roots.leaves_seen(), first);
+                            for leaf in &leaves[first as usize..new as usize] {
+                                roots.push(*leaf);
+                            }
+                            assert_eq!(roots.finish().as_ref(), Some(&expected), "{old} -> {new} from {first}");
+                        }
+                        // Only a proof from a tree smaller than the frontier's can need a leaf
+                        // before it, and the range named does start before it.
+                        Err((lo, _)) => assert!(first > old && lo < first, "{old} -> {new} from {first}"),
+                    }
+                }
+            }
         }
     }
 

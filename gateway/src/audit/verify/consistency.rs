@@ -111,17 +111,23 @@ fn make(dir: &Path, old_size: u64, new_size: Option<u64>, kept: Option<&Checkpoi
     // Both checkpoints are checked against the records as they stream past, as for an inclusion
     // proof: a proof from a log that no longer matches them would fail later, blaming the wrong
     // thing.
+    // A log that starts after record 0 (an archive, or a log retention trimmed) starts from its
+    // tree's frontier there, from which a proof from any checkpoint at or after that start is made.
     let mut tree = super::archive::starting_tree(dir).map_err(log)?;
     let first = tree.size();
-    if old.tree_size < first || ranges.iter().any(|(lo, _)| *lo < first) {
+    let resumed = if old.tree_size < first { None } else { RangeRoots::resuming(&ranges, &tree).ok() };
+    let Some(mut roots) = resumed else {
         let whence = if dir.join(super::MANIFEST_FILE).exists() {
             "which this archive does not hold; make it from the live log, or from an archive that starts earlier"
         } else {
             "which retention removed; make it from the export archives that hold them (see exports.log)"
         };
-        return Err(log(format!("this proof needs records before {first}, {whence} ({})", dir.display())));
-    }
-    let mut roots = RangeRoots::new(&ranges).starting_at(first);
+        return Err(log(format!(
+            "a proof from the checkpoint of {} records needs records before {first}, {whence} ({})",
+            old.tree_size,
+            dir.display()
+        )));
+    };
     let mut records = SegmentReader::open_from(dir, first).map_err(|e| log(e.to_string()))?;
     loop {
         if tree.size() == old.tree_size {
