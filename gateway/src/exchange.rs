@@ -541,6 +541,7 @@ impl Gateway {
             }
         }
         let (parts, body) = req.into_parts();
+        let body = forward::look_ahead(&parts.method, body).await;
         let received_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let hasher = RequestHasher::new(parts.method.as_str(), received_target, &parts.headers);
         let mut headers = parts.headers;

@@ -376,14 +376,103 @@ impl<B> Drop for MeteredRequestBody<B> {
     }
 }
 
+/// Whether a request of `method` with `body` is one whose body hyper's HTTP/1.1 client would
+/// drop: a GET, HEAD or CONNECT streamed in without a length.
+fn streamed_where_dropped(method: &http::Method, body: &impl Body) -> bool {
+    [http::Method::GET, http::Method::HEAD, http::Method::CONNECT].contains(method)
+        && !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+}
+
 /// Makes sure a body of unknown length is sent on: hyper's HTTP/1.1 client sends no body at all
 /// for a GET, HEAD or CONNECT whose length it does not know unless `Transfer-Encoding: chunked`
 /// is set, so a GET streamed in by a client (chunked, or HTTP/2 without Content-Length) would
 /// reach the service empty, unhashed and past the size limit. (HTTP/2 upstreams drop the header.)
 pub fn keep_streamed_body(method: &http::Method, body: &impl Body, headers: &mut HeaderMap) {
-    let dropped = [http::Method::GET, http::Method::HEAD, http::Method::CONNECT].contains(method);
-    if dropped && !body.is_end_stream() && body.size_hint().exact().is_none() {
+    if streamed_where_dropped(method, body) {
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+}
+
+/// Of such a request (see [`keep_streamed_body`]), reads what has arrived of its body, without
+/// waiting: some HTTP/2 clients end a request that has no body with an empty DATA frame instead
+/// of on its HEADERS, and such a request goes on as one without a body, not as a GET with an
+/// empty chunked body, which some servers refuse. Empty DATA frames carry nothing and are
+/// skipped; a frame with something in it is kept and comes first. Every other body is left as
+/// it is.
+pub async fn look_ahead<B>(method: &http::Method, mut body: B) -> LookedAhead<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    if !streamed_where_dropped(method, &body) {
+        return LookedAhead { first: None, ended: false, inner: body };
+    }
+    let (first, ended) = std::future::poll_fn(|cx| {
+        Poll::Ready(loop {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
+                Poll::Ready(Some(read)) => break (Some(read), false),
+                Poll::Ready(None) => break (None, true),
+                Poll::Pending => break (None, false),
+            }
+        })
+    })
+    .await;
+    LookedAhead { first, ended, inner: body }
+}
+
+/// A request body after [`look_ahead`]: the frame it read first, if any, then the rest.
+pub struct LookedAhead<B: Body> {
+    first: Option<Result<Frame<Bytes>, B::Error>>,
+    /// The body ended while looked at: hyper's HTTP/1.1 `Incoming` would not say so itself.
+    ended: bool,
+    inner: B,
+}
+
+impl<B: Body> std::fmt::Debug for LookedAhead<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookedAhead").field("first", &self.first.is_some()).field("ended", &self.ended).finish()
+    }
+}
+
+impl<B> Body for LookedAhead<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ended && self.first.is_none() {
+            return SizeHint::with_exact(0);
+        }
+        let first = match &self.first {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + first);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
     }
 }
 
@@ -497,5 +586,36 @@ mod empty_body_tests {
         let summary = rx.await.unwrap().unwrap();
         assert_eq!(summary.body.bytes, 0);
         assert_eq!(summary.request_hash.0, hasher.finish().0);
+    }
+
+    /// A body of the given data frames, each already arrived, of no declared length.
+    fn arrived(frames: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+            frames.iter().map(|f| Ok(Frame::data(Bytes::from_static(f)))).collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_streamed_get_whose_end_has_come_is_one_without_a_body() {
+        // Ended by an empty DATA frame: no body, so no chunked one upstream.
+        let body = look_ahead(&http::Method::GET, arrived(&[b""])).await;
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        let mut headers = HeaderMap::new();
+        keep_streamed_body(&http::Method::GET, &body, &mut headers);
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert!(body.collect().await.unwrap().to_bytes().is_empty());
+
+        // One with something in it keeps every byte, in order, and stays streamed.
+        let body = look_ahead(&http::Method::GET, arrived(&[b"", b"AB", b"", b"CD"])).await;
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().lower(), 2);
+        keep_streamed_body(&http::Method::GET, &body, &mut headers);
+        assert_eq!(headers.get(header::TRANSFER_ENCODING).map(HeaderValue::as_bytes), Some(&b"chunked"[..]));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), Bytes::from_static(b"ABCD"));
+
+        // A POST is left as it is, not read ahead: hyper sends its body whatever its length.
+        let body = look_ahead(&http::Method::POST, arrived(&[b""])).await;
+        assert!(!body.is_end_stream() && body.first.is_none() && !body.ended);
     }
 }

@@ -1055,6 +1055,33 @@ async fn a_get_with_a_streamed_body_passes_it_on_hashed_and_within_the_limit() {
     }
 }
 
+/// A GET over HTTP/2 whose HEADERS leave the stream open and whose end comes in an empty DATA
+/// frame, as some clients send one, has no body: the service gets a plain GET, not an empty
+/// chunked body, which some servers refuse for a GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_get_ended_by_an_empty_data_frame_reaches_the_service_without_a_body() {
+    let Setup { region, upstream, pki } = setup().await;
+    let config = splpd_tests::client::tls_config(region.roots(), Some(&pki.client(DINKES)), Proto::H2);
+    let tcp = tokio::net::TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (sender, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut sender = sender.ready().await.unwrap();
+    let req = http::Request::get(format!("https://localhost{}", target(SERVICE, "/echo/x"))).body(()).unwrap();
+    let (answer, mut stream) = sender.send_request(req, false).unwrap();
+    stream.send_data(Bytes::new(), true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let got = upstream.wait_received(1).await;
+    assert_eq!(got[0].method, http::Method::GET);
+    assert!(got[0].headers.get("transfer-encoding").is_none(), "a GET with a body: {:?}", got[0].headers);
+    assert!(got[0].body.is_empty() && got[0].complete);
+    let id = answer.headers().get("x-road-id").unwrap().to_str().unwrap().to_owned();
+    let rec = region.record(&id).await;
+    assert_eq!((rec.status, rec.request_body_bytes), (200, 0));
+}
+
 /// A POST whose body's first bytes come at once and the rest never, over its own connection:
 /// the answer's status and headers, read while the body is still open.
 async fn post_stalled_body(region: &Region, cert: &ClientCert, target: String) -> http::response::Parts {
