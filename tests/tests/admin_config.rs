@@ -281,6 +281,42 @@ async fn a_refused_edit_of_the_file_shows_beside_the_version_still_in_force() {
     let _ = stop.send(true);
 }
 
+/// A change made over a refused hand edit replaces the version in force, not the edit: undo
+/// puts back the version that was in force, and the refused edit is kept, older, for reference.
+#[tokio::test]
+async fn a_change_over_a_refused_edit_is_undone_to_the_version_that_was_in_force() {
+    let s = setup().await;
+    let (reloader, stop) = attach(&s.region);
+    let path = s.region.config_path().to_owned();
+    let good = std::fs::read_to_string(&path).unwrap();
+    let refused = format!("{good}\n[[grant]]\nservice = \"ID/PEMDA/1602/NOWHERE/x\"\nclient = \"{RSUD}\"\n");
+    std::fs::write(&path, &refused).unwrap();
+    assert!(reloader.reload().await.is_err());
+    let v_refused = splpd_gateway::config::history::version_of(&refused);
+
+    let moved = good.replacen(&format!("client = \"{RSUD}\""), &format!("client = \"{DISHUB}\""), 1);
+    let put = Call::new(Method::PUT, "/config").body(moved.clone()).header("if-match", format!("\"{v_refused}\""));
+    let reply = call(&s, put).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let kept = reply.json()["kept"].as_str().unwrap().to_owned();
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), good, "the version replaced is the one that was in force");
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::FORBIDDEN);
+    let history = call(&s, Call::get("/config/history")).await.json();
+    let versions: Vec<&str> =
+        history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
+    let v_good = splpd_gateway::config::history::version_of(&good);
+    assert_eq!(versions, [v_refused.as_str(), v_good.as_str()], "the refused edit is kept too, before it");
+
+    let v_moved = splpd_gateway::config::history::version_of(&moved);
+    let undo = Call::new(Method::POST, "/config/undo").header("if-match", format!("\"{v_moved}\""));
+    let reply = call(&s, undo).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+    assert_eq!(rsud_calls_nik(&s).await, StatusCode::OK);
+    let _ = stop.send(true);
+    s.region.stop().await;
+}
+
 #[tokio::test]
 async fn two_operators_changing_the_same_version_at_once_cannot_overwrite_each_other() {
     let s = setup().await;

@@ -10,6 +10,7 @@
 //! force, and does not reload it again.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use splpd_certs::id::AdminId;
 
@@ -197,7 +198,10 @@ impl Reloader {
             return Ok(Changed { previous, version, kept: None, diff, report: ReloadReport::default() });
         }
         let (snapshot, report) = self.build(text.clone()).await?;
-        let kept = self.replace_file(old_text.clone(), text.clone()).await?;
+        // The file may hold an edit a reload refused: it is kept too, but the version this
+        // change replaces, and so the one undo puts back, is the one in force.
+        let in_force = self.text_in_force().map(|(t, _)| t).filter(|t| **t != *old_text);
+        let mut kept = self.replace_file(old_text.clone(), in_force, text.clone()).await?;
         // In the audit log before it is in force, as every change is; without the record, the
         // file goes back to what it held.
         let record =
@@ -207,17 +211,19 @@ impl Reloader {
                 // No change was made, so there is none to undo; the kept copy goes only once the
                 // file holds its text again.
                 Ok(()) => {
-                    if let Err(e) = tokio::fs::remove_file(&kept).await {
-                        tracing::warn!(
-                            "cannot remove {} ({e}): undo would put back the version in force",
-                            kept.display()
-                        );
+                    for kept in &kept {
+                        if let Err(e) = tokio::fs::remove_file(kept).await {
+                            tracing::warn!(
+                                "cannot remove {} ({e}): undo would put back a version it does not replace",
+                                kept.display()
+                            );
+                        }
                     }
                 }
                 Err(undo) => tracing::error!(
                     "{undo}; {} holds version {version}, which is not in force; the version in force is kept in {}",
                     self.path.display(),
-                    kept.display()
+                    kept.last().map_or_else(String::new, |k| k.display().to_string())
                 ),
             }
             return Err(ReloadError::Unlogged(e.to_string()).into());
@@ -233,7 +239,7 @@ impl Reloader {
             issue = %by.issue,
             "configuration changed through the admin listener and in force"
         );
-        Ok(Changed { previous, version, kept: Some(kept), diff, report })
+        Ok(Changed { previous, version, kept: kept.pop(), diff, report })
     }
 
     /// Checks and compiles `text` as the file's new content, off the runtime.
@@ -248,17 +254,42 @@ impl Reloader {
             .map_err(ChangeError::from)
     }
 
-    /// Keeps `old` in the history and writes `new` over the file.
-    async fn replace_file(&self, old: String, new: String) -> Result<PathBuf, ChangeError> {
+    /// Keeps `old`, the file's text, in the history, then `in_force` when the file did not hold
+    /// the text in force (a refused edit), so that the latest kept version is the one replaced in
+    /// force; and writes `new` over the file. Returns where they are kept, the version replaced
+    /// last.
+    async fn replace_file(
+        &self,
+        old: String,
+        in_force: Option<Arc<str>>,
+        new: String,
+    ) -> Result<Vec<PathBuf>, ChangeError> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let kept = History::of(&path).keep(&old)?;
-            if let Err(e) = history::write_atomically(&path, new.as_bytes()) {
-                // The file is unchanged: a kept copy of it would make undo a no-op.
-                let _ = std::fs::remove_file(&kept);
-                return Err(e);
+            let history = History::of(&path);
+            let texts = [Some(old.as_str()), in_force.as_deref()];
+            let mut kept = Vec::with_capacity(2);
+            let mut written = Ok(());
+            for text in texts.into_iter().flatten() {
+                match history.keep(text) {
+                    Ok(path) => kept.push(path),
+                    Err(e) => {
+                        written = Err(e);
+                        break;
+                    }
+                }
             }
-            Ok::<_, std::io::Error>(kept)
+            let written = written.and_then(|()| history::write_atomically(&path, new.as_bytes()));
+            match written {
+                Ok(()) if !kept.is_empty() => Ok(kept),
+                result => {
+                    // The file is unchanged: kept copies of it would make undo a no-op.
+                    for path in &kept {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Err(result.err().unwrap_or_else(|| std::io::Error::other("nothing was kept")))
+                }
+            }
         })
         .await
         .map_err(|e| ChangeError::File(e.to_string()))?
