@@ -292,6 +292,12 @@ fn a_change_made_on_the_host_is_recorded_under_the_host_account_and_a_hand_edit_
     assert_eq!(rows.len(), 3, "{rows:#?}");
     assert!(rows[0].contains("host: ") && rows[0].contains(&account) && rows[0].contains("RELOAD"), "{rows:#?}");
     assert!(rows[1..].iter().all(|r| !r.contains("host: ")), "{rows:#?}");
+    // And finds the changes of an account: the one the test runs as, by its uid.
+    let by_account = splpd(&served_dir, &["audit", "query", "audit", "--host-user", &account], "");
+    assert!(by_account.status.success(), "{}", text(&by_account.stderr));
+    let found: Vec<Value> = text(&by_account.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0]["method"].as_str(), found[0]["issue"].as_str()), (Some("RELOAD"), Some("CHG-21")));
     let starts = splpd(&served_dir, &["audit", "query", "audit", "--method", "START"], "");
     assert_eq!(text(&starts.stdout).lines().count(), 1, "{}", text(&starts.stdout));
 }

@@ -39,8 +39,8 @@ Examples:
     ///
     /// JSON lines carry the proto's field names, bytes as lowercase hex and each time both as
     /// RFC 3339 (e.g. "received_at") and as nanoseconds ("received_at_unix_nanos"). --client,
-    /// --service, --peer, --address, --error-type, --method and --path match exactly, or as a
-    /// prefix when they end with '*'.
+    /// --service, --peer, --address, --host-user, --error-type, --method and --path match
+    /// exactly, or as a prefix when they end with '*'.
     #[command(after_help = "\
 Examples:
   splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
@@ -48,7 +48,8 @@ Examples:
       --since 2025-03-01T00:00:00+07:00 --until 2025-03-02T00:00:00+07:00 --format table
   splpd audit query /var/lib/splpd/audit --error-type 'Server.*' --limit 20
   splpd audit query /var/lib/splpd/audit --address 10.20.0.7 --status 401   # who tried without a certificate
-  splpd audit query /var/lib/splpd/audit --method RELOAD --format table   # configuration changes, and by whom")]
+  splpd audit query /var/lib/splpd/audit --method RELOAD --format table   # configuration changes, and by whom
+  splpd audit query /var/lib/splpd/audit --host-user budi   # changes made on the host by budi (sudo included)")]
     Query(QueryArgs),
 
     /// Print a proof that an exchange's record is in the log, checkable offline.
@@ -166,6 +167,12 @@ pub(crate) struct QueryArgs {
     /// 2001:db8:1:2::/64, as the gateway's warnings name them), or a beginning with '*' (10.20.*).
     #[arg(long, value_name = "IP|NETWORK")]
     address: Option<AddressMatch>,
+    /// The host account that changed the configuration on the gateway's host (`splpd config
+    /// apply --config`): a name or uid of the account logged in or run as ('budi', 'root',
+    /// 'uid 1000'), or the record's whole text; a trailing '*' matches a prefix. Changes made
+    /// through the admin listener name their operator in --client instead.
+    #[arg(long, value_name = "ACCOUNT")]
+    host_user: Option<String>,
     /// The HTTP status: a code (404) or a class (4xx, 5xx).
     #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
     status: Option<StatusMatch>,
@@ -362,6 +369,7 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         path: args.path.map(pattern),
         peer: args.peer.map(pattern),
         address: args.address,
+        host_user: args.host_user.map(pattern),
         since_unix_nanos: args.since,
         until_unix_nanos: args.until,
         exchange_id: args.exchange_id,

@@ -20,6 +20,18 @@ pub enum Pattern {
     Prefix(String),
 }
 
+/// The accounts a `host_user` names, each by name and by uid: `budi (uid 1000) as root (uid 0)`
+/// gives `budi`, `uid 1000`, `root` and `uid 0` (see `config::history::host_account`).
+fn host_accounts(host_user: &str) -> impl Iterator<Item = &str> {
+    host_user
+        .split(" as ")
+        .flat_map(|account| match account.split_once(" (") {
+            Some((name, uid)) => [Some(name), uid.strip_suffix(')')],
+            None => [Some(account), None],
+        })
+        .flatten()
+}
+
 /// Which client addresses a query selects (`client_address`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressMatch {
@@ -169,6 +181,9 @@ pub struct Filter {
     pub peer: Option<Pattern>,
     /// The IP address the client connected from (`client_address`).
     pub address: Option<AddressMatch>,
+    /// The host account that made a configuration change on the gateway's host (`host_user`):
+    /// the whole text, or either account in it by name or uid (see [`host_accounts`]).
+    pub host_user: Option<Pattern>,
     /// Received at or after this time (nanoseconds since the Unix epoch).
     pub since_unix_nanos: Option<i64>,
     /// Received before this time.
@@ -188,6 +203,10 @@ impl Filter {
             && self.path.as_ref().is_none_or(|p| p.matches(&r.path))
             && self.peer.as_ref().is_none_or(|p| p.matches(&r.peer))
             && self.address.as_ref().is_none_or(|p| p.matches(&r.client_address))
+            && self.host_user.as_ref().is_none_or(|p| {
+                !r.host_user.is_empty()
+                    && (p.matches(&r.host_user) || host_accounts(&r.host_user).any(|a| p.matches(a)))
+            })
             && self.since_unix_nanos.is_none_or(|t| r.received_at_unix_nanos >= t)
             && self.until_unix_nanos.is_none_or(|t| r.received_at_unix_nanos < t)
             && self.exchange_id.as_ref().is_none_or(|id| r.exchange_id.eq_ignore_ascii_case(id))
@@ -361,5 +380,32 @@ mod tests {
         assert!(!Filter { method: Some(Pattern::Exact("RELOAD".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { path: Some(Pattern::Exact("/r1/ID/PEMDA/1602/".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { service: Some(Pattern::Prefix("ID/PEMDA/1603".to_owned())), ..f }.matches(&r));
+    }
+
+    #[test]
+    fn a_host_account_is_found_by_either_account_it_names() {
+        let change = |host_user: &str| ExchangeRecord {
+            method: "RELOAD".to_owned(),
+            host_user: host_user.to_owned(),
+            ..ExchangeRecord::default()
+        };
+        let by = |pattern: &str| Filter {
+            host_user: Some(match pattern.strip_suffix('*') {
+                Some(prefix) => Pattern::Prefix(prefix.to_owned()),
+                None => Pattern::Exact(pattern.to_owned()),
+            }),
+            ..Filter::default()
+        };
+        let sudo = change("budi (uid 1000) as root (uid 0)");
+        for pattern in ["budi", "root", "uid 1000", "uid 0", "budi (uid 1000) as root (uid 0)", "bu*"] {
+            assert!(by(pattern).matches(&sudo), "{pattern}");
+        }
+        for pattern in ["bud", "siti", "uid 100", "(uid 1000)"] {
+            assert!(!by(pattern).matches(&sudo), "{pattern}");
+        }
+        assert!(by("uid 1001").matches(&change("uid 1001")), "an account without a name");
+        assert!(by("uid 1001").matches(&change("uid 1001 as root (uid 0)")));
+        // Exchanges and changes through the admin listener name no host account.
+        assert!(!by("*").matches(&change("")));
     }
 }
