@@ -477,7 +477,7 @@ impl fmt::Display for Open<'_> {
         if self.0.is_empty() {
             f.write_str("none of its grants on this service is in force now")
         } else {
-            write!(f, "its grants there open only {}", self.0.join(", "))
+            write!(f, "its grants on it open only {}", self.0.join(", "))
         }
     }
 }
@@ -627,7 +627,7 @@ members = ["ID/PEMDA/1602/PKM-KAYUAGUNG", "ID/PEMDA/1602/PKM-TUGUMULYO"]
         assert_eq!(
             err.to_string(),
             "ID/PEMDA/1602/DINKES has no grant for DELETE /nik/1 on ID/PEMDA/1602/DISDUKCAPIL/nik-verify; \
-             its grants there open only GET /nik/*, POST /verify"
+             its grants on it open only GET /nik/*, POST /verify"
         );
     }
 

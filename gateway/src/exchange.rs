@@ -300,7 +300,7 @@ impl Gateway {
         // except the directory of a peer region's provider, which that region's gateway answers.
         let mut directory = None;
         if let Some(own) = local::recognise(&req, ctx.grpc) {
-            match peer::route_directory(snap, own, req.uri().path()) {
+            match peer::route_directory(snap, own, req.method(), req.uri().path()) {
                 Some(routed) => directory = Some(routed),
                 None => return self.own(own, snap, conn, req, ctx).await,
             }
@@ -422,19 +422,9 @@ impl Gateway {
         let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
         // A peer's directory is checked by the peer alone.
         if !open {
-            snap.policy.check(&access, time::OffsetDateTime::now_utc()).map_err(|d| {
-                let mut message = d.to_string();
-                // Of another region's service this gateway cannot tell whether it exists at all: a
-                // mistyped identifier is refused here for want of a grant, so say that too.
-                if matches!(d, crate::authorize::Denial::NoGrant { .. }) && !matches!(via, Via::Local) {
-                    message.push_str(&format!(
-                        "; {} is served by another gateway, which alone knows whether it exists, so check the \
-                         identifier too",
-                        route.id
-                    ));
-                }
-                GatewayError::AccessDenied(message)
-            })?;
+            snap.policy
+                .check(&access, time::OffsetDateTime::now_utc())
+                .map_err(|d| GatewayError::AccessDenied(denial_message(&d, snap, &route.id, &via, from_peer)))?;
         }
 
         // rate-limit
@@ -842,6 +832,48 @@ fn trace_id(value: &[u8]) -> Option<[u8; 16]> {
     hex::decode_to_slice(trace, &mut id).ok()?;
     // An all-zero trace id is invalid by the specification.
     (id != [0u8; 16]).then_some(id)
+}
+
+/// What a refused caller is told: the denial, and for a call between regions, which gateway
+/// refused it and whose grant is missing, since either side's may be.
+fn denial_message(
+    d: &crate::authorize::Denial,
+    snap: &Snapshot,
+    service: &ServiceId,
+    via: &Via,
+    from_peer: bool,
+) -> String {
+    use crate::authorize::Denial;
+    let here = &snap.gateway_id;
+    let (to, listing) = match via {
+        Via::Local if from_peer => {
+            return format!("{d} (refused by {here}, the service's own gateway, by its own grants)");
+        }
+        Via::Local => return d.to_string(),
+        Via::Peer(link) => (
+            format!("gateway {}", link.id),
+            format!(
+                "; GET /r1/{}/listMethods through this gateway lists its services",
+                service.subsystem().to_url_path()
+            ),
+        ),
+        Via::National(_) => ("the national SPLP".to_owned(), String::new()),
+    };
+    let (what, unknown) = match d {
+        // Of another region's service this gateway cannot tell whether it exists at all: a
+        // mistyped identifier is refused here for want of a grant, so say that too.
+        Denial::NoGrant { call, .. } => (
+            format!("{} has no grant at {here} for calling {} out of the region", call.client, call.service),
+            format!(
+                " {service} is served by {to}, which alone knows whether it exists, so check the identifier too{listing}."
+            ),
+        ),
+        other => (other.to_string(), String::new()),
+    };
+    format!(
+        "{what}. Refused by {here} before the call was sent to {to}: a call out of the region needs a grant at this \
+         gateway as well as at {to}, and the one here does not allow it; ask this region's gateway operator.{unknown}"
+    )
 }
 
 /// identify: who the call is for, and whether a peer gateway asserts it. What the certificate

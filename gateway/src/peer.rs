@@ -154,10 +154,18 @@ impl Federation {
 /// services, documents and grants, as X-Road's security server asks the provider's. The call is
 /// named, as the peer logs it, by the peer's own meta-service (`ID/PEMDA/1601/gw1/listMethods`),
 /// with the provider in the path. `None` for every other call: `listClients`, the gRPC
-/// directory, and providers of this region or of none of its peers are answered here.
-pub fn route_directory(snap: &Snapshot, own: crate::local::Own, path: &str) -> Option<(Arc<Route>, Via)> {
+/// directory, providers of this region or of none of its peers, and a method other than GET or
+/// HEAD (refused here, as for the gateway's own directory) are answered here.
+pub fn route_directory(
+    snap: &Snapshot,
+    own: crate::local::Own,
+    method: &Method,
+    path: &str,
+) -> Option<(Arc<Route>, Via)> {
     use crate::local::{Meta, Own};
-    if !matches!(own, Own::Rest(Meta::ListMethods | Meta::AllowedMethods | Meta::GetOpenApi)) {
+    if !matches!(own, Own::Rest(Meta::ListMethods | Meta::AllowedMethods | Meta::GetOpenApi))
+        || !(method == Method::GET || method == Method::HEAD)
+    {
         return None;
     }
     let asked = path.strip_prefix("/r1/").map(ServiceId::from_url_path)?.ok()?;

@@ -182,12 +182,18 @@ async fn a_cross_region_call_without_a_grant_is_refused_where_the_grant_is_missi
     let reply = t.a.call(Some(&dishub), Proto::H1, nik_call(B_NIK, DISHUB)).await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.xroad_error(), Some("Client.AccessDenied"));
-    // A cannot know whether B has such a service, and says so.
-    assert!(
-        reply.text().contains("served by another gateway, which alone knows whether it exists"),
-        "{}",
-        reply.text()
-    );
+    // A says that it refused, for want of its own grant for calling out, and that it cannot know
+    // whether B has such a service, with where B's services are listed.
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    for said in [
+        "has no grant at ID/PEMDA/1602/gw1 for calling",
+        "Refused by ID/PEMDA/1602/gw1 before the call was sent to gateway ID/PEMDA/1601/gw1",
+        "ask this region's gateway operator",
+        "served by gateway ID/PEMDA/1601/gw1, which alone knows whether it exists",
+        "GET /r1/ID/PEMDA/1601/DISDUKCAPIL/listMethods through this gateway",
+    ] {
+        assert!(message.contains(said), "{said:?} in {message}");
+    }
     let ra = t.a.record(reply.exchange_id()).await;
     assert_eq!(ra.error_type, "Client.AccessDenied");
     assert_eq!(ra.peer, "ID/PEMDA/1601/gw1");
@@ -198,6 +204,11 @@ async fn a_cross_region_call_without_a_grant_is_refused_where_the_grant_is_missi
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.xroad_error(), Some("Client.AccessDenied"));
     assert!(reply.text().contains(DINKES), "B says who was refused: {}", reply.text());
+    assert!(
+        reply.text().contains("refused by ID/PEMDA/1601/gw1, the service's own gateway"),
+        "B says it refused: {}",
+        reply.text()
+    );
     let id = reply.exchange_id().to_owned();
     let (ra, rb) = (t.a.record(&id).await, t.b.record(&id).await);
     assert_eq!(rb.error_type, "Client.AccessDenied");
@@ -266,7 +277,26 @@ async fn the_directory_of_another_regions_provider_is_answered_by_that_regions_g
     // The peer's refusal comes back as the peer gave it: B has no OpenAPI document of the service.
     let reply = t.a.call(Some(&dishub), Proto::H1, ask(DISHUB, "getOpenAPI?serviceCode=nik-verify")).await.unwrap();
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
-    assert!(reply.json()["message"].as_str().unwrap().contains("no OpenAPI document"), "{}", reply.text());
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("no OpenAPI document registered at gateway ID/PEMDA/1601/gw1"), "{message}");
+
+    // A method the directory does not answer is refused here, not sent on.
+    let before = t.b.records().len();
+    let post = Call::post(format!("/r1/{provider}/listMethods"), &b"{}"[..]).header("x-road-client", DISHUB);
+    let reply = t.a.call(Some(&dishub), Proto::H1, post).await.unwrap();
+    assert_eq!(
+        (reply.status, reply.xroad_error()),
+        (StatusCode::BAD_REQUEST, Some("Client.BadRequest")),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(t.b.records().len(), before, "B never saw it");
+
+    // A national provider's services are not listed: the national SPLP has no metadata services.
+    let national = Call::get("/r1/ID/KL/KEMENDAGRI/DUKCAPIL/listMethods").header("x-road-client", DISHUB);
+    let reply = t.a.call(Some(&dishub), Proto::H1, national).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
+    assert!(reply.text().contains("reached through the national SPLP"), "{}", reply.text());
 
     // A provider of a region with no peer is still answered by A itself, with what to do.
     let reply =

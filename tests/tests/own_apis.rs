@@ -342,7 +342,11 @@ async fn list_methods_over_rest_and_grpc_show_a_providers_services() {
     // A provider this gateway does not serve, and a malformed one.
     let foreign = rest(&s.region, &dishub, "/r1/ID/PEMDA/1601/DINKES/listMethods").await;
     assert_eq!((foreign.status.as_u16(), foreign.xroad_error()), (404, Some("Client.UnknownService")));
-    assert!(foreign.json()["message"].as_str().unwrap().contains("not served by this gateway"), "{}", foreign.text());
+    assert!(
+        foreign.json()["message"].as_str().unwrap().contains("not served by gateway ID/PEMDA/1602/gw1"),
+        "{}",
+        foreign.text()
+    );
     let status = directory.list_methods(pb::ListMethodsRequest { provider: "ID/PEMDA".to_owned() }).await.unwrap_err();
     assert_eq!((status.code(), xroad_error(&status)), (Code::InvalidArgument, Some("Client.BadRequest")));
     let query = rest(&s.region, &dishub, &format!("/r1/{DISDUKCAPIL}/listMethods?serviceCode=x")).await;

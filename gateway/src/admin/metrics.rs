@@ -89,7 +89,7 @@ impl Histogram {
     }
 }
 
-/// The counters of one route: a local service, or a peer gateway that calls were sent to.
+/// The counters of one route: a local service, or a peer gateway that calls were routed to or came from.
 #[derive(Debug)]
 struct RouteMeter {
     service: Box<str>,

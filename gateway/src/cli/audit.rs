@@ -159,8 +159,9 @@ pub(crate) struct QueryArgs {
     /// The service (a trailing '*' matches a prefix).
     #[arg(long, value_name = "ID")]
     service: Option<String>,
-    /// The peer gateway the exchange crossed, either way (a trailing '*' matches a prefix:
-    /// 'ID/PEMDA/1601/*' for every gateway of that member).
+    /// The peer gateway the exchange was routed to or came from (a trailing '*' matches a
+    /// prefix: 'ID/PEMDA/1601/*' for every gateway of that member); calls refused here before
+    /// they were sent are among them, with no forwarded_at.
     #[arg(long, value_name = "ID")]
     peer: Option<String>,
     /// The IP address the client connected from: one (10.20.0.7), a network (10.20.0.0/16,

@@ -135,9 +135,13 @@ pub enum DirectoryError {
 }
 
 /// The directory of one configuration.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Directory {
+    /// This gateway, named in messages: over a peer link they reach another region's agency.
+    gateway: ServerId,
     served: Vec<IdPrefix>,
+    /// The prefixes routed to the national SPLP, which has no metadata services.
+    national: Vec<IdPrefix>,
     /// Each peer's authority, to say where a peer region's provider is listed.
     peers: Vec<(IdPrefix, ServerId)>,
     clients: Vec<ClientEntry>,
@@ -173,7 +177,14 @@ impl Directory {
         }
         let peers =
             config.peers.iter().flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), p.id.clone()))).collect();
-        Ok(Self { served: config.gateway.served_prefixes(), peers, clients: clients(config), providers })
+        Ok(Self {
+            gateway: config.gateway.id.clone(),
+            served: config.gateway.served_prefixes(),
+            national: config.national.as_ref().map(|n| n.prefixes.clone()).unwrap_or_default(),
+            peers,
+            clients: clients(config),
+            providers,
+        })
     }
 
     /// The members and subsystems known here, sorted, each member before its subsystems;
@@ -196,10 +207,18 @@ impl Directory {
                      GET /r1/{}/listMethods",
                     provider.to_url_path()
                 ),
-                None => "nor does any gateway it is connected to; ask the gateway of the provider's region".to_owned(),
+                None if self.national.iter().any(|p| provider.is_within(p)) => {
+                    "it is reached through the national SPLP, which has no X-Road metadata services: ask the \
+                     gateway's operator which national APIs are mapped ([[national.api]])"
+                        .to_owned()
+                }
+                None => "it is not of this region, and this gateway has no [[peer]] or [national] route to the region \
+                         it names: ask the gateway's operator whether that region is connected"
+                    .to_owned(),
             };
             return Err(GatewayError::UnknownService(format!(
-                "{provider} is not served by this gateway, which serves {}; {ask}",
+                "{provider} is not served by gateway {}, which serves {}; {ask}",
+                self.gateway,
                 served.join(", ")
             )));
         }
@@ -209,8 +228,9 @@ impl Directory {
             // likely a mistyped identifier, which an empty list would hide.
             None if self.clients.iter().any(|c| c.subsystem.as_ref() == Some(provider)) => Ok(&[]),
             None => Err(GatewayError::UnknownService(format!(
-                "no subsystem {provider} is known to this gateway; GET /listClients lists its members and subsystems \
-                 (identifiers are case-sensitive)"
+                "no subsystem {provider} is known to gateway {}, which serves its region (identifiers are \
+                 case-sensitive); GET /listClients on it lists the members and subsystems it knows",
+                self.gateway
             ))),
         }
     }
@@ -247,7 +267,8 @@ impl Directory {
     pub fn document(&self, service: &ServiceId) -> Result<&Document, GatewayError> {
         let entry = self.services(service.subsystem())?.iter().find(|s| s.id == *service).ok_or_else(|| {
             GatewayError::UnknownService(format!(
-                "no service {service} is known to this gateway; GET /r1/{}/listMethods lists the services of {}",
+                "no service {service} is known to gateway {}; GET /r1/{}/listMethods lists the services of {}",
+                self.gateway,
                 service.subsystem().to_url_path(),
                 service.subsystem()
             ))
@@ -259,8 +280,9 @@ impl Directory {
                  ask its own server reflection through the gateway (metadata x-road-service: {service})"
             ))),
             (None, Protocol::Rest) => Err(GatewayError::UnknownService(format!(
-                "{service} has no OpenAPI document registered at this gateway; ask the gateway operator to set \
-                 `openapi` for it"
+                "{service} has no OpenAPI document registered at gateway {}, which serves it; ask its operator to \
+                 set `openapi` for it",
+                self.gateway
             ))),
         }
     }
@@ -495,11 +517,11 @@ grpc_services = ["kesehatan.v1.Rujukan"]
         assert!(d.services(&id("ID/PEMDA/1602/BAPPEDA")).is_err(), "named nowhere in the configuration");
         // Another region's provider: where to ask, by whether a peer serves it.
         let foreign = d.services(&id("ID/PEMDA/1601/DINKES")).unwrap_err().to_string();
-        assert!(foreign.contains("not served by this gateway"), "{foreign}");
+        assert!(foreign.contains("not served by gateway ID/PEMDA/1602/gw1"), "{foreign}");
         assert!(foreign.contains("peer gateway ID/PEMDA/1601/gw1 serves it"), "{foreign}");
         assert!(foreign.contains("GET /r1/ID/PEMDA/1601/DINKES/listMethods"), "{foreign}");
         let unconnected = d.services(&id("ID/PEMDA/1603/DINKES")).unwrap_err().to_string();
-        assert!(unconnected.contains("nor does any gateway it is connected to"), "{unconnected}");
+        assert!(unconnected.contains("whether that region is connected"), "{unconnected}");
     }
 
     #[test]

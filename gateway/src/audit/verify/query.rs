@@ -177,7 +177,7 @@ pub struct Filter {
     pub method: Option<Pattern>,
     /// The request's path.
     pub path: Option<Pattern>,
-    /// The peer gateway the exchange crossed (`peer` in the record; empty for none).
+    /// The peer gateway the exchange was routed to or came from (`peer` in the record; empty for none).
     pub peer: Option<Pattern>,
     /// The IP address the client connected from (`client_address`).
     pub address: Option<AddressMatch>,
