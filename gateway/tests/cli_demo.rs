@@ -288,6 +288,17 @@ fn every_sample_call_in_demo_json_gets_its_expected_status_from_curl_while_the_d
         assert!(statuses.contains(&429), "{statuses:?}");
     }
 
+    // The neighbour's gateway reloads an edit of its file, as every gateway does, and logs it.
+    let peer_config = manifest["peer_region"]["config"].as_str().unwrap();
+    let peer_log = manifest["peer_region"]["audit_log"].as_str().unwrap();
+    let edited = format!("{}\n# edited while the demo serves\n", std::fs::read_to_string(peer_config).unwrap());
+    std::fs::write(peer_config, edited).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reloads_so_far(peer_log) {
+        assert!(Instant::now() < deadline, "the neighbour did not reload its edited file:\n{}", demo.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // SIGTERM stops it cleanly, with every exchange in the audit log.
     let pid = demo.child.id().to_string();
     assert!(Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().unwrap().success());
@@ -302,4 +313,18 @@ fn every_sample_call_in_demo_json_gets_its_expected_status_from_curl_while_the_d
     assert!(status.success(), "{status}:\n{}", demo.output());
     let made_by_curl = 2 * calls.len() + repeat as usize;
     assert!(audit_records(&manifest) >= made_by_curl, "{}", audit_records(&manifest));
+    assert_eq!(methods_in(peer_log).iter().filter(|m| *m == "RELOAD").count(), 1);
+}
+
+/// Whether a `RELOAD` record is among those written so far to the log of a gateway that still
+/// runs (whose last frame may be half-written as it is read).
+fn reloads_so_far(log: &str) -> bool {
+    let Ok(mut reader) = splpd_gateway::audit::segment::SegmentReader::open(Path::new(log)) else { return false };
+    while let Ok(Some((_, bytes))) = reader.next_record() {
+        let record = <splpd_gateway::audit::ExchangeRecord as prost::Message>::decode(bytes).unwrap();
+        if record.method == "RELOAD" {
+            return true;
+        }
+    }
+    false
 }

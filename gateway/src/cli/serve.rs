@@ -37,18 +37,14 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = workers.runtime(None).context("starting the async runtime")?;
     runtime.block_on(async move {
         let audit_dir = config.audit.dir.clone();
-        let running = start_recorded(&args.config, config, &text, &workers, "the gateway").await?;
+        let served = Served::start(&args.config, config, &text, &workers, "the gateway").await?;
+        let running = &served.running;
         for (name, addr) in running.addrs() {
             tracing::info!(listener = %name, %addr, "listening");
         }
         if let Some(addr) = running.admin_addr() {
             tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance and /config for operators");
         }
-        let reloader = Arc::new(Reloader::started_with(&args.config, Arc::clone(running.gateway()), Some(text.as_bytes())));
-        // Operators may also change the file through the admin listener's /config.
-        running.gateway().attach_reloader(&reloader);
-        let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
-        let reloading = tokio::spawn(reloader.run(reload_stopped));
         let snap = running.gateway().snapshot();
         tracing::info!(
             audit = %audit_dir.display(),
@@ -58,37 +54,58 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         );
         drop(snap);
         wait_for_signal().await;
-        let _ = stop_reload.send(true);
-        let _ = reloading.await;
         let drain = running.gateway().snapshot().limits.drain_timeout.0;
         tracing::info!("stopping: no new connections; open exchanges have {drain:?} to finish");
-        running.stop().await.context("flushing the audit log")?;
+        served.stop().await.context("flushing the audit log")?;
         tracing::info!("stopped; the audit log is flushed");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Opens the audit log `config` names, starts the gateway (`what`, for errors) and writes the
-/// `START` record of the configuration read from `path` as `text`: how `serve` and the demo's
-/// two gateways start alike. A `START` record that cannot be written is logged and the gateway
-/// serves on, as it would refuse exchanges anyway until its log takes records again.
-pub(crate) async fn start_recorded(
-    path: &Path,
-    config: Config,
-    text: &str,
-    workers: &Arc<Workers>,
-    what: &str,
-) -> anyhow::Result<Running> {
-    let audit_dir = config.audit.dir.clone();
-    let audit: Arc<dyn AuditSink> = Arc::new(
-        AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
-            .with_context(|| format!("opening the audit log of {what} in {}", audit_dir.display()))?,
-    );
-    let running = splpd_gateway::server::start(config, audit).await.with_context(|| format!("starting {what}"))?;
-    if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), path, text).await {
-        tracing::error!("the configuration in force of {what} could not be recorded in the audit log: {e}");
+/// A gateway served from its configuration file: how `serve` and the demo's two gateways run.
+pub(crate) struct Served {
+    /// The gateway.
+    pub(crate) running: Running,
+    stop_reload: tokio::sync::watch::Sender<bool>,
+    reloading: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Opens the audit log `config` names, starts the gateway (`what`, for errors), writes the
+    /// `START` record of the configuration read from `path` as `text`, and reloads the file when
+    /// it changes or on SIGHUP, as operators may also change it through the admin listener's
+    /// /config. A `START` record that cannot be written is logged and the gateway serves on, as
+    /// it would refuse exchanges anyway until its log takes records again.
+    pub(crate) async fn start(
+        path: &Path,
+        config: Config,
+        text: &str,
+        workers: &Arc<Workers>,
+        what: &str,
+    ) -> anyhow::Result<Self> {
+        let audit_dir = config.audit.dir.clone();
+        let audit: Arc<dyn AuditSink> = Arc::new(
+            AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
+                .with_context(|| format!("opening the audit log of {what} in {}", audit_dir.display()))?,
+        );
+        let running = splpd_gateway::server::start(config, audit).await.with_context(|| format!("starting {what}"))?;
+        if let Err(e) = splpd_gateway::reload::record_start(running.gateway(), path, text).await {
+            tracing::error!("the configuration in force of {what} could not be recorded in the audit log: {e}");
+        }
+        let reloader = Arc::new(Reloader::started_with(path, Arc::clone(running.gateway()), Some(text.as_bytes())));
+        running.gateway().attach_reloader(&reloader);
+        let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
+        let reloading = tokio::spawn(reloader.run(reload_stopped));
+        Ok(Self { running, stop_reload, reloading })
     }
-    Ok(running)
+
+    /// Stops reloading, then the gateway: open exchanges may finish, and the audit log is
+    /// flushed.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_reload.send(true);
+        let _ = self.reloading.await;
+        Ok(self.running.stop().await?)
+    }
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.

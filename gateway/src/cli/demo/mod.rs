@@ -245,17 +245,10 @@ async fn sandbox(
     let audit_dir = config.audit.dir.clone();
     // The same tamper-evident log `splpd serve` writes: segment files and signed checkpoints.
     let audit_log = audit_dir.clone();
-    let running = super::serve::start_recorded(&config_path, config, &config_text, workers, "the gateway").await?;
     // As under `splpd serve`: edits of splpd.toml, and changes through the admin listener's
     // /config, are checked, logged and put in force.
-    let reloader = Arc::new(splpd_gateway::reload::Reloader::started_with(
-        &config_path,
-        Arc::clone(running.gateway()),
-        Some(config_text.as_bytes()),
-    ));
-    running.gateway().attach_reloader(&reloader);
-    let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
-    let reloading = tokio::spawn(reloader.run(reload_stopped));
+    let served = super::serve::Served::start(&config_path, config, &config_text, workers, "the gateway").await?;
+    let running = &served.running;
     let neighbour = peer_region::PeerRegion::start(&dir.join(PEER_CONFIG), workers).await?;
     let listener = |name: &str| running.addr(name).with_context(|| format!("the gateway has no listener {name:?}"));
     let (public, intranet) = (listener("public")?, listener("intranet")?);
@@ -498,9 +491,7 @@ async fn sandbox(
         super::serve::wait_for_signal().await;
         out::line("Stopping: open exchanges may finish.");
     }
-    let _ = stop_reload.send(true);
-    let _ = reloading.await;
-    running.stop().await.context("flushing the audit log")?;
+    served.stop().await.context("flushing the audit log")?;
     neighbour.stop().await?;
     upstreams.stop();
     Ok(if all_as_expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })

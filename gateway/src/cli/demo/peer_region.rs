@@ -11,9 +11,10 @@ use anyhow::Context as _;
 use serde::Serialize;
 use splpd_certs::id::Identity;
 use splpd_certs::pki::{Ca, KeyType, LeafRequest};
-use splpd_gateway::server::Running;
 use splpd_gateway::workers::Workers;
 use time::OffsetDateTime;
+
+use crate::cli::serve::Served;
 
 /// The neighbour's gateway.
 pub(super) const GATEWAY: &str = "ID/PEMDA/1601/gw1";
@@ -92,7 +93,7 @@ dir = "audit-1601"
 
 /// The running neighbour.
 pub(super) struct PeerRegion {
-    running: Running,
+    served: Served,
     /// Its mTLS listener.
     pub(super) url: String,
     /// Its audit log.
@@ -122,15 +123,14 @@ impl PeerRegion {
     pub(super) async fn start(config_path: &Path, workers: &Arc<Workers>) -> anyhow::Result<Self> {
         let (config, text) = splpd_gateway::config::load_with_text(config_path)?;
         let audit_dir = config.audit.dir.clone();
-        let running =
-            super::super::serve::start_recorded(config_path, config, &text, workers, "the peer region's gateway")
-                .await?;
-        let public = running.addr("public").context("the peer region's gateway has no listener \"public\"")?;
-        Ok(Self { running, url: format!("https://{public}"), audit_dir })
+        // As under `splpd serve`: an edit of its file is checked, logged and put in force.
+        let served = Served::start(config_path, config, &text, workers, "the peer region's gateway").await?;
+        let public = served.running.addr("public").context("the peer region's gateway has no listener \"public\"")?;
+        Ok(Self { served, url: format!("https://{public}"), audit_dir })
     }
 
     /// Stops it and flushes its audit log.
     pub(super) async fn stop(self) -> anyhow::Result<()> {
-        self.running.stop().await.context("flushing the peer region's audit log")
+        self.served.stop().await.context("flushing the peer region's audit log")
     }
 }
