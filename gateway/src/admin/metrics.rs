@@ -67,6 +67,31 @@ const ERROR_TYPES: [&str; 15] = [
 /// Status codes are counted by value; anything outside HTTP's range counts under 0.
 const CODES: usize = 600;
 
+/// The status an exchange is counted under: its HTTP status, except for a gRPC answer, whose
+/// HTTP status is 200 whatever happened: the HTTP status its gRPC status stands for, as
+/// `google.rpc.Code` maps them (PERMISSION_DENIED 403, UNAVAILABLE 503, …), so that a refused
+/// or failed gRPC call counts as one.
+fn status_of(r: &ExchangeRecord) -> u16 {
+    let http = u16::try_from(r.status).unwrap_or(0);
+    match r.grpc_status {
+        Some(grpc) if http == 200 => match grpc {
+            0 => 200,
+            1 => 499,
+            3 | 9 | 11 => 400,
+            4 => 504,
+            5 => 404,
+            6 | 10 => 409,
+            7 => 403,
+            8 => 429,
+            12 => 501,
+            14 => 503,
+            16 => 401,
+            _ => 500,
+        },
+        _ => http,
+    }
+}
+
 /// A histogram of durations with [`BOUNDS_SECS`].
 #[derive(Debug, Default)]
 struct Histogram {
@@ -120,7 +145,7 @@ impl RouteMeter {
     }
 
     fn observe(&self, r: &ExchangeRecord) {
-        let code = usize::try_from(r.status).ok().filter(|c| *c < CODES).unwrap_or(0);
+        let code = Some(usize::from(status_of(r))).filter(|c| *c < CODES).unwrap_or(0);
         self.codes[code].fetch_add(1, Ordering::Relaxed);
         if !r.error_type.is_empty() {
             let i = ERROR_TYPES.iter().position(|t| *t == r.error_type).unwrap_or(ERROR_TYPES.len());
@@ -813,5 +838,28 @@ mod tests {
         let denied = ERROR_TYPES.iter().position(|t| *t == "Client.AccessDenied").unwrap();
         assert_eq!(meter.errors[denied].load(Ordering::Relaxed), 1);
         assert_eq!(meter.codes[403].load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_grpc_answer_counts_under_the_status_its_grpc_status_stands_for() {
+        let meter = RouteMeter::new("ID/PEMDA/1602/DINKES/rujukan", "");
+        let grpc =
+            |status: u32, grpc: Option<u32>| ExchangeRecord { status, grpc_status: grpc, ..ExchangeRecord::default() };
+        for (record, counted) in [
+            (grpc(200, Some(0)), 200),
+            (grpc(200, Some(7)), 403),
+            (grpc(200, Some(16)), 401),
+            (grpc(200, Some(8)), 429),
+            (grpc(200, Some(14)), 503),
+            (grpc(200, Some(4)), 504),
+            (grpc(200, Some(2)), 500),
+            // An answer that is not gRPC's 200 (a refusal before the call, over HTTP) keeps its own.
+            (grpc(415, Some(3)), 415),
+            (grpc(404, None), 404),
+        ] {
+            let before = meter.codes[counted].load(Ordering::Relaxed);
+            meter.observe(&record);
+            assert_eq!(meter.codes[counted].load(Ordering::Relaxed), before + 1, "{record:?}");
+        }
     }
 }
