@@ -200,6 +200,14 @@ fn a_clean_log_verifies_and_reports_its_speed() {
     let only_ca = format!("is gateway {GATEWAY}'s own server certificate, but it was not issued by the given CA");
     assert!(all.contains("checkpoint 0: the signature verifies, and its signer certificate signer-"), "{all}");
     assert!(all.contains(&only_ca) && !all.contains("does not verify") && !all.contains("but its signer"), "{all}");
+    // Said once, not once per checkpoint: the others are counted.
+    assert_eq!(all.matches(&only_ca).count(), 1, "{all}");
+    let others = format!(
+        "{} later checkpoint(s), up to checkpoint {}, have the same signature problem",
+        sizes.len() - 1,
+        sizes.len() - 1
+    );
+    assert!(all.contains(&others) && all.contains("as checkpoint 0"), "{all}");
     log.ok(&["audit", "proof", "audit", &exchange_id(7), "--out", "p7.json"]);
     let all = log.fails(&["audit", "check-proof", "p7.json", "--ca", other_ca.to_str().unwrap()]);
     assert!(all.contains(&format!("the signer certificate {only_ca}")), "{all}");

@@ -521,6 +521,17 @@ struct Run<'a> {
     /// The most records any checkpoint read claims to cover, signed or not: whether the records
     /// here are under a checkpoint at all.
     largest: Option<u64>,
+    /// Signature problems said once each (a wrong --ca fails every checkpoint alike): the
+    /// problem, the first checkpoint that had it, how many more did, and the last of them.
+    signer_problems: Vec<SignerProblem>,
+}
+
+/// A checkpoint signature problem, and the checkpoints that had it after the first.
+struct SignerProblem {
+    text: String,
+    first: u64,
+    more: u64,
+    last: u64,
 }
 
 impl Run<'_> {
@@ -544,7 +555,16 @@ impl Run<'_> {
             let cp = &located.checkpoint;
             let at = checkpoint_place(self.checkpoints.path(), &located);
             if let Err(e) = self.signers.check(cp) {
-                self.report.problem(format!("{at}: {e}"));
+                match self.signer_problems.iter_mut().find(|p| p.text == e) {
+                    Some(seen) => {
+                        seen.more += 1;
+                        seen.last = located.index;
+                    }
+                    None => {
+                        self.report.problem(format!("{at}: {e}"));
+                        self.signer_problems.push(SignerProblem { text: e, first: located.index, more: 0, last: 0 });
+                    }
+                }
                 continue;
             }
             let gateway = self.gateway.get_or_insert_with(|| cp.gateway.clone());
@@ -730,6 +750,7 @@ pub fn verify_log(
         later_mismatches: 0,
         checkpoint_file_failed: false,
         largest: None,
+        signer_problems: Vec::new(),
     };
     run.next_pending(tree.size());
     run.check_reached(&tree);
@@ -811,6 +832,12 @@ pub fn verify_log(
                 "{later} later checkpoint(s), up to {max} records, cannot be checked against the log either"
             ));
         }
+    }
+    for seen in std::mem::take(&mut run.signer_problems).into_iter().filter(|p| p.more > 0) {
+        run.report.problem(format!(
+            "{} later checkpoint(s), up to checkpoint {}, have the same signature problem as checkpoint {}",
+            seen.more, seen.last, seen.first
+        ));
     }
     if run.later_mismatches > 0 {
         let first = run.first_mismatch.unwrap_or_default();
