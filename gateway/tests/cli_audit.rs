@@ -1024,6 +1024,10 @@ fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
     log.ok(&["audit", "consistency", "audit", "--from", "100", "--out", "c100.json"]);
     let all = log.fails(&["audit", "check-proof", "c100.json", "--kept", "kept.json"]);
     assert!(all.contains("covers 300 records") && all.contains("--from 300"), "{all}");
+    // Nor one that ends before the kept checkpoint: it is newer than the proof.
+    log.ok(&["audit", "consistency", "audit", "--from", "100", "--to", "200", "--out", "c200.json"]);
+    let all = log.fails(&["audit", "check-proof", "c200.json", "--kept", "kept.json"]);
+    assert!(all.contains("more than this proof reaches (200 records)") && !all.contains("--from 300"), "{all}");
 
     // The same key rewrites record 53 and signs the result: self-consistent, but not the kept one.
     let forged = log.path("forged");

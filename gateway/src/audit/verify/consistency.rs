@@ -326,6 +326,15 @@ pub fn check_consistency_proof(
         )));
     }
     if let Some(kept) = kept {
+        if kept.gateway == old.gateway && kept.tree_size > new.tree_size {
+            return Err(invalid(format!(
+                "the kept checkpoint covers {} records, more than this proof reaches ({} records): it is newer than \
+                 the proof, which cannot show that the log extends it; make a proof from it to a later checkpoint \
+                 with `splpd audit consistency DIR --kept FILE`, or check this one against a checkpoint kept from \
+                 earlier, of at most {} records",
+                kept.tree_size, new.tree_size, old.tree_size
+            )));
+        }
         check_kept(kept, &old).map_err(invalid)?;
     }
     let (old_identity, _) = check_signed(&old, &doc.old_signer_certificate, ca).map_err(invalid)?;
