@@ -275,6 +275,26 @@ impl GrpcCode {
     }
 }
 
+/// The HTTP status a gRPC status code stands for, as `google.rpc.Code` documents the mapping
+/// (`PERMISSION_DENIED` 403, `UNAVAILABLE` 503, …): for counting a gRPC answer, whose HTTP
+/// status is 200 whatever happened, as what it was. Any code, a service's own included.
+pub fn http_status_of_grpc(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

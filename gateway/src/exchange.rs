@@ -369,10 +369,10 @@ impl Gateway {
 
         // route: a service of this gateway, else the peer or national SPLP its prefix names. A
         // peer's call is for this gateway's services only: gateways do not relay for each other.
-        let open = directory.is_some();
-        let (route, via) = match (snap.routes.get(target.service()), directory) {
+        // `open`: a peer's directory, which the peer alone checks (and only such a route is).
+        let ((route, via), open) = match (snap.routes.get(target.service()), directory) {
             // Metadata service codes are reserved: no service of this gateway has one.
-            (Some(route), _) => (Arc::clone(route), Via::Local),
+            (Some(route), _) => ((Arc::clone(route), Via::Local), false),
             (None, _) if from_peer => {
                 return Err(GatewayError::UnknownService(format!(
                     "gateway {} has no service {}, and does not relay a peer's calls onward",
@@ -380,8 +380,12 @@ impl Gateway {
                     target.service()
                 )));
             }
-            (None, Some(routed)) => routed,
-            (None, None) => peer::route_remote(snap, target.service(), ctx.grpc)?,
+            (None, Some(routed)) => {
+                // Named, in its answer's X-Road-Service whatever it is, as the peer names it.
+                ctx.service = Some(routed.0.id.clone());
+                (routed, true)
+            }
+            (None, None) => (peer::route_remote(snap, target.service(), ctx.grpc)?, false),
         };
         if let Some(peer) = via.peer() {
             ctx.record.set_peer(peer);
@@ -420,7 +424,6 @@ impl Gateway {
             }
         };
         let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
-        // A peer's directory is checked by the peer alone.
         if !open {
             snap.policy
                 .check(&access, time::OffsetDateTime::now_utc())
@@ -859,20 +862,26 @@ fn denial_message(
         ),
         Via::National(_) => ("the national SPLP".to_owned(), String::new()),
     };
-    let (what, unknown) = match d {
+    // The remedy, by what is missing: a grant here is this region's operator's to give; a
+    // purpose the caller sends, and a grant's dates it waits for, as the denial says.
+    let (what, remedy, unknown) = match d {
         // Of another region's service this gateway cannot tell whether it exists at all: a
         // mistyped identifier is refused here for want of a grant, so say that too.
         Denial::NoGrant { call, .. } => (
-            format!("{} has no grant at {here} for calling {} out of the region", call.client, call.service),
+            format!("{} has no grant here for calling {} out of the region", call.client, call.service),
+            "; ask this region's gateway operator for one",
             format!(
                 " {service} is served by {to}, which alone knows whether it exists, so check the identifier too{listing}."
             ),
         ),
-        other => (other.to_string(), String::new()),
+        Denial::EndpointNotCovered { .. } => {
+            (d.to_string(), "; ask this region's gateway operator to widen it", String::new())
+        }
+        other => (other.to_string(), "", String::new()),
     };
     format!(
-        "{what}. Refused by {here} before the call was sent to {to}: a call out of the region needs a grant at this \
-         gateway as well as at {to}, and the one here does not allow it; ask this region's gateway operator.{unknown}"
+        "{what}. Refused by {here} before the call was sent to {to}, by its grants for calling out of the region: a \
+         call out needs a grant at this gateway as well as at {to}{remedy}.{unknown}"
     )
 }
 

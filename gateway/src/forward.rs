@@ -394,12 +394,17 @@ pub fn keep_streamed_body(method: &http::Method, body: &impl Body, headers: &mut
     }
 }
 
-/// Of such a request (see [`keep_streamed_body`]), reads what has arrived of its body, without
-/// waiting: some HTTP/2 clients end a request that has no body with an empty DATA frame instead
-/// of on its HEADERS, and such a request goes on as one without a body, not as a GET with an
-/// empty chunked body, which some servers refuse. Empty DATA frames carry nothing and are
-/// skipped; a frame with something in it is kept and comes first. Every other body is left as
-/// it is.
+/// How long [`look_ahead`] waits for a streamed GET's first frame: a client that ends the
+/// request with an empty DATA frame sends it with the HEADERS, so this is ample for it, and
+/// short beside any upstream's answer for a GET that does stream a body.
+const LOOK_AHEAD: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Of such a request (see [`keep_streamed_body`]), waits at most [`LOOK_AHEAD`] for the first
+/// frame of its body: some HTTP/2 clients end a request that has no body with an empty DATA
+/// frame instead of on its HEADERS, and such a request goes on as one without a body, not as a
+/// GET with an empty chunked body, which some servers refuse. Empty DATA frames carry nothing
+/// and are skipped; a frame with something in it is kept and comes first. Every other body is
+/// left as it is, unread.
 pub async fn look_ahead<B>(method: &http::Method, mut body: B) -> LookedAhead<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -407,18 +412,20 @@ where
     if !streamed_where_dropped(method, &body) {
         return LookedAhead { first: None, ended: false, inner: body };
     }
-    let (first, ended) = std::future::poll_fn(|cx| {
-        Poll::Ready(loop {
+    let first = std::future::poll_fn(|cx| {
+        loop {
             match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
-                Poll::Ready(Some(read)) => break (Some(read), false),
-                Poll::Ready(None) => break (None, true),
-                Poll::Pending => break (None, false),
+                Poll::Ready(read) => return Poll::Ready(read),
+                Poll::Pending => return Poll::Pending,
             }
-        })
-    })
-    .await;
-    LookedAhead { first, ended, inner: body }
+        }
+    });
+    match tokio::time::timeout(LOOK_AHEAD, first).await {
+        Ok(None) => LookedAhead { first: None, ended: true, inner: body },
+        Ok(Some(read)) => LookedAhead { first: Some(read), ended: false, inner: body },
+        Err(_) => LookedAhead { first: None, ended: false, inner: body },
+    }
 }
 
 /// A request body after [`look_ahead`]: the frame it read first, if any, then the rest.
@@ -613,6 +620,13 @@ mod empty_body_tests {
         keep_streamed_body(&http::Method::GET, &body, &mut headers);
         assert_eq!(headers.get(header::TRANSFER_ENCODING).map(HeaderValue::as_bytes), Some(&b"chunked"[..]));
         assert_eq!(body.collect().await.unwrap().to_bytes(), Bytes::from_static(b"ABCD"));
+
+        // One whose first frame has not come within the wait streams on, unread.
+        let silent = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let body = look_ahead(&http::Method::GET, silent).await;
+        assert!(!body.is_end_stream() && body.first.is_none() && !body.ended);
 
         // A POST is left as it is, not read ahead: hyper sends its body whatever its length.
         let body = look_ahead(&http::Method::POST, arrived(&[b""])).await;

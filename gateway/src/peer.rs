@@ -118,24 +118,51 @@ pub struct Federation {
     national: Option<Arc<NationalConnector>>,
 }
 
+/// Who serves identifiers of other regions, by the configuration: a peer gateway, or the
+/// national SPLP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Elsewhere {
+    /// The peer gateway with this identifier.
+    Peer(ServerId),
+    /// The national SPLP.
+    National,
+}
+
+/// Every prefix routed to another gateway, longest first, so that the first match is the most
+/// specific: the one table routing ([`Federation`]) and the directory's messages both read.
+pub fn elsewhere(config: &Config) -> Vec<(IdPrefix, Elsewhere)> {
+    let peers =
+        config.peers.iter().flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), Elsewhere::Peer(p.id.clone()))));
+    let national = config.national.iter().flat_map(|n| n.prefixes.iter().map(|p| (p.clone(), Elsewhere::National)));
+    let mut table: Vec<_> = peers.chain(national).collect();
+    table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    table
+}
+
+/// What to tell a caller about an identifier of a region this gateway has no route to.
+pub const UNCONNECTED: &str = "it is not of this region, and this gateway has no [[peer]] or [national] route to the \
+                               region it names: ask the gateway's operator whether that region is connected";
+
 impl Federation {
     /// Builds the peers' clients and the national connector of `config`.
     pub fn build(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Result<Self, RuntimeError> {
         let mut fed = Self::default();
         for p in &config.peers {
-            let link = Arc::new(peer_link(config, trust, gateway, p)?);
-            for prefix in &p.authoritative {
-                fed.table.push((prefix.clone(), Hop::Peer(Arc::clone(&link))));
-            }
-            fed.peers.push(link);
+            fed.peers.push(Arc::new(peer_link(config, trust, gateway, p)?));
         }
-        if let Some(n) = &config.national {
+        if config.national.is_some() {
             fed.national = Some(Arc::new(national(config, trust, gateway)?));
-            for prefix in &n.prefixes {
-                fed.table.push((prefix.clone(), Hop::National));
-            }
         }
-        fed.table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        for (prefix, by) in elsewhere(config) {
+            let hop = match by {
+                Elsewhere::Peer(id) => match fed.peer(&id) {
+                    Some(link) => Hop::Peer(Arc::clone(link)),
+                    None => continue,
+                },
+                Elsewhere::National => Hop::National,
+            };
+            fed.table.push((prefix, hop));
+        }
         Ok(fed)
     }
 
@@ -199,9 +226,7 @@ pub fn route_remote(snap: &Snapshot, service: &ServiceId, grpc: bool) -> Result<
         let listing = match (ours, grpc) {
             (true, true) => "the gateway's splpd.v1.Directory service lists the provider's services".to_owned(),
             (true, false) => format!("GET /r1/{}/listMethods lists the provider's services", provider.to_url_path()),
-            (false, _) => "it is not of this region, and this gateway has no [[peer]] or [national] route to the \
-                           region it names: ask the gateway's operator whether that region is connected"
-                .to_owned(),
+            (false, _) => UNCONNECTED.to_owned(),
         };
         GatewayError::UnknownService(format!(
             "no service {service} is known to gateway {}; check the identifier (identifiers are case-sensitive): \

@@ -203,7 +203,7 @@ fn a_clean_log_verifies_and_reports_its_speed() {
     // Said once, not once per checkpoint: the others are counted.
     assert_eq!(all.matches(&only_ca).count(), 1, "{all}");
     let others = format!(
-        "{} later checkpoint(s), up to checkpoint {}, have the same signature problem",
+        "{} later checkpoints, up to checkpoint {}, have the same signature problem",
         sizes.len() - 1,
         sizes.len() - 1
     );

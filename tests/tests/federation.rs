@@ -186,7 +186,7 @@ async fn a_cross_region_call_without_a_grant_is_refused_where_the_grant_is_missi
     // whether B has such a service, with where B's services are listed.
     let message = reply.json()["message"].as_str().unwrap().to_owned();
     for said in [
-        "has no grant at ID/PEMDA/1602/gw1 for calling",
+        "has no grant here for calling",
         "Refused by ID/PEMDA/1602/gw1 before the call was sent to gateway ID/PEMDA/1601/gw1",
         "ask this region's gateway operator",
         "served by gateway ID/PEMDA/1601/gw1, which alone knows whether it exists",

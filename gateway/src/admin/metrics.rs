@@ -67,31 +67,6 @@ const ERROR_TYPES: [&str; 15] = [
 /// Status codes are counted by value; anything outside HTTP's range counts under 0.
 const CODES: usize = 600;
 
-/// The status an exchange is counted under: its HTTP status, except for a gRPC answer, whose
-/// HTTP status is 200 whatever happened: the HTTP status its gRPC status stands for, as
-/// `google.rpc.Code` maps them (PERMISSION_DENIED 403, UNAVAILABLE 503, …), so that a refused
-/// or failed gRPC call counts as one.
-fn status_of(r: &ExchangeRecord) -> u16 {
-    let http = u16::try_from(r.status).unwrap_or(0);
-    match r.grpc_status {
-        Some(grpc) if http == 200 => match grpc {
-            0 => 200,
-            1 => 499,
-            3 | 9 | 11 => 400,
-            4 => 504,
-            5 => 404,
-            6 | 10 => 409,
-            7 => 403,
-            8 => 429,
-            12 => 501,
-            14 => 503,
-            16 => 401,
-            _ => 500,
-        },
-        _ => http,
-    }
-}
-
 /// A histogram of durations with [`BOUNDS_SECS`].
 #[derive(Debug, Default)]
 struct Histogram {
@@ -145,7 +120,7 @@ impl RouteMeter {
     }
 
     fn observe(&self, r: &ExchangeRecord) {
-        let code = Some(usize::from(status_of(r))).filter(|c| *c < CODES).unwrap_or(0);
+        let code = Some(usize::from(crate::audit::answered_status(r))).filter(|c| *c < CODES).unwrap_or(0);
         self.codes[code].fetch_add(1, Ordering::Relaxed);
         if !r.error_type.is_empty() {
             let i = ERROR_TYPES.iter().position(|t| *t == r.error_type).unwrap_or(ERROR_TYPES.len());

@@ -27,6 +27,18 @@ pub fn now_nanos() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// The status an exchange was answered with, as the metrics and traces count it: its HTTP
+/// status, except for a gRPC answer, whose HTTP status is 200 whatever happened: there, the HTTP
+/// status its gRPC status stands for ([`crate::error::http_status_of_grpc`]), so that a refused
+/// or failed gRPC call counts as one. Out of `u16`'s range is 0.
+pub fn answered_status(r: &ExchangeRecord) -> u16 {
+    let http = u16::try_from(r.status).unwrap_or(0);
+    match r.grpc_status {
+        Some(grpc) if http == 200 => crate::error::http_status_of_grpc(grpc),
+        _ => http,
+    }
+}
+
 fn sha256(bytes: &[u8]) -> Vec<u8> {
     digest::digest(&digest::SHA256, bytes).as_ref().to_vec()
 }

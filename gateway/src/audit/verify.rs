@@ -834,10 +834,11 @@ pub fn verify_log(
         }
     }
     for seen in std::mem::take(&mut run.signer_problems).into_iter().filter(|p| p.more > 0) {
-        run.report.problem(format!(
-            "{} later checkpoint(s), up to checkpoint {}, have the same signature problem as checkpoint {}",
-            seen.more, seen.last, seen.first
-        ));
+        let which = match seen.more {
+            1 => format!("checkpoint {} has", seen.last),
+            n => format!("{n} later checkpoints, up to checkpoint {}, have", seen.last),
+        };
+        run.report.problem(format!("{which} the same signature problem as checkpoint {}", seen.first));
     }
     if run.later_mismatches > 0 {
         let first = run.first_mismatch.unwrap_or_default();

@@ -158,8 +158,32 @@ impl History {
 
     /// Keeps `text`, the version being replaced, and returns where.
     pub fn keep(&self, text: &str) -> io::Result<PathBuf> {
-        self.make_dir()?;
+        self.keep_at(text, time::OffsetDateTime::now_utc())
+    }
+
+    /// Keeps `texts` as replaced in that order, the last latest, each a nanosecond after the one
+    /// before, so that their names sort so whatever the clock does between two writes. On an
+    /// error, what it had kept is removed again.
+    pub fn keep_in_order(&self, texts: &[&str]) -> io::Result<Vec<PathBuf>> {
         let now = time::OffsetDateTime::now_utc();
+        let mut kept = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let at = now + time::Duration::nanoseconds(i64::try_from(i).unwrap_or(0));
+            match self.keep_at(text, at) {
+                Ok(path) => kept.push(path),
+                Err(e) => {
+                    for path in &kept {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    fn keep_at(&self, text: &str, now: time::OffsetDateTime) -> io::Result<PathBuf> {
+        self.make_dir()?;
         let stamp = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}.{:09}Z",
             now.year(),

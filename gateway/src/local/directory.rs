@@ -140,10 +140,8 @@ pub struct Directory {
     /// This gateway, named in messages: over a peer link they reach another region's agency.
     gateway: ServerId,
     served: Vec<IdPrefix>,
-    /// The prefixes routed to the national SPLP, which has no metadata services.
-    national: Vec<IdPrefix>,
-    /// Each peer's authority, to say where a peer region's provider is listed.
-    peers: Vec<(IdPrefix, ServerId)>,
+    /// Who serves other regions' identifiers, to say where a provider of one is listed.
+    elsewhere: Vec<(IdPrefix, crate::peer::Elsewhere)>,
     clients: Vec<ClientEntry>,
     providers: BTreeMap<ClientId, Vec<ServiceEntry>>,
 }
@@ -175,13 +173,10 @@ impl Directory {
         for services in providers.values_mut() {
             services.sort_by(|a, b| a.id.code().cmp(b.id.code()));
         }
-        let peers =
-            config.peers.iter().flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), p.id.clone()))).collect();
         Ok(Self {
             gateway: config.gateway.id.clone(),
             served: config.gateway.served_prefixes(),
-            national: config.national.as_ref().map(|n| n.prefixes.clone()).unwrap_or_default(),
-            peers,
+            elsewhere: crate::peer::elsewhere(config),
             clients: clients(config),
             providers,
         })
@@ -199,22 +194,18 @@ impl Directory {
     pub fn services(&self, provider: &ClientId) -> Result<&[ServiceEntry], GatewayError> {
         if !self.served.iter().any(|p| provider.is_within(p)) {
             let served: Vec<String> = self.served.iter().map(ToString::to_string).collect();
-            let peer =
-                self.peers.iter().filter(|(p, _)| provider.is_within(p)).max_by_key(|(p, _)| p.to_string().len());
-            let ask = match peer {
-                Some((_, peer)) => format!(
+            use crate::peer::Elsewhere;
+            let ask = match self.elsewhere.iter().find(|(p, _)| provider.is_within(p)).map(|(_, by)| by) {
+                Some(Elsewhere::Peer(peer)) => format!(
                     "peer gateway {peer} serves it, and this gateway asks it for you over REST: \
                      GET /r1/{}/listMethods",
                     provider.to_url_path()
                 ),
-                None if self.national.iter().any(|p| provider.is_within(p)) => {
-                    "it is reached through the national SPLP, which has no X-Road metadata services: ask the \
-                     gateway's operator which national APIs are mapped ([[national.api]])"
-                        .to_owned()
-                }
-                None => "it is not of this region, and this gateway has no [[peer]] or [national] route to the region \
-                         it names: ask the gateway's operator whether that region is connected"
+                Some(Elsewhere::National) => "it is reached through the national SPLP, which has no X-Road metadata \
+                                              services: ask the gateway's operator which national APIs are mapped \
+                                              ([[national.api]])"
                     .to_owned(),
+                None => crate::peer::UNCONNECTED.to_owned(),
             };
             return Err(GatewayError::UnknownService(format!(
                 "{provider} is not served by gateway {}, which serves {}; {ask}",

@@ -9,6 +9,9 @@
 //! record the service is the gateway's own meta-service, `{gateway member}/{gateway code}/{name}`
 //! (`ID/PEMDA/1602/gw1/listMethods`, `ID/PEMDA/1602/gw1/grpc.health.v1.Health`): see
 //! [`Own::service_id`].
+//!
+//! One kind of recognised call is not answered here: a REST `listMethods`, `allowedMethods` or
+//! `getOpenAPI` about a peer region's provider, which goes to that peer (`peer::route_directory`).
 
 mod body;
 pub mod directory;
@@ -142,6 +145,7 @@ impl Own {
 /// health or reflection is reached that way, through the gateway). A REST call is when its path is
 /// `/listClients` or `/r1/{four identifier parts}/{listMethods|allowedMethods|getOpenAPI}`; those
 /// service codes are reserved for the metadata services (the configuration check refuses them).
+/// Recognised is not yet answered here: see `peer::route_directory` for those that go to a peer.
 pub fn recognise<B>(req: &Request<B>, grpc: bool) -> Option<Own> {
     let path = req.uri().path();
     if grpc {

@@ -200,7 +200,8 @@ impl Reloader {
         let (snapshot, report) = self.build(text.clone()).await?;
         // The file may hold an edit a reload refused: it is kept too, but the version this
         // change replaces, and so the one undo puts back, is the one in force.
-        let in_force = self.text_in_force().map(|(t, _)| t).filter(|t| **t != *old_text);
+        // (Unless the change puts that text back: then only the refused edit is kept.)
+        let in_force = self.text_in_force().map(|(t, _)| t).filter(|t| **t != *old_text && **t != *text);
         let mut kept = self.replace_file(old_text.clone(), in_force, text.clone()).await?;
         // In the audit log before it is in force, as every change is; without the record, the
         // file goes back to what it held.
@@ -267,29 +268,16 @@ impl Reloader {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let history = History::of(&path);
-            let texts = [Some(old.as_str()), in_force.as_deref()];
-            let mut kept = Vec::with_capacity(2);
-            let mut written = Ok(());
-            for text in texts.into_iter().flatten() {
-                match history.keep(text) {
-                    Ok(path) => kept.push(path),
-                    Err(e) => {
-                        written = Err(e);
-                        break;
-                    }
+            let texts: Vec<&str> = [Some(old.as_str()), in_force.as_deref()].into_iter().flatten().collect();
+            let kept = history.keep_in_order(&texts)?;
+            if let Err(e) = history::write_atomically(&path, new.as_bytes()) {
+                // The file is unchanged: kept copies of it would make undo a no-op.
+                for path in &kept {
+                    let _ = std::fs::remove_file(path);
                 }
+                return Err(e);
             }
-            let written = written.and_then(|()| history::write_atomically(&path, new.as_bytes()));
-            match written {
-                Ok(()) if !kept.is_empty() => Ok(kept),
-                result => {
-                    // The file is unchanged: kept copies of it would make undo a no-op.
-                    for path in &kept {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    Err(result.err().unwrap_or_else(|| std::io::Error::other("nothing was kept")))
-                }
-            }
+            Ok(kept)
         })
         .await
         .map_err(|e| ChangeError::File(e.to_string()))?

@@ -94,9 +94,10 @@ fn span(record: &ExchangeRecord, trace_id: [u8; 16], service: &str, peer: &str) 
         attributes.push(attribute("splpd.upstream", &r.upstream));
         attributes.push(int_attribute("splpd.retries", i64::from(r.retries)));
     }
-    // A server span is in error when the fault is on the server's side: 5xx, or an X-Road
-    // `Server.*` type (a 4xx is the client's mistake, which the span records without an error).
-    let failed = r.status >= 500 || r.error_type.starts_with("Server.");
+    // A server span is in error when the fault is on the server's side: 5xx (for gRPC, what its
+    // status stands for), or an X-Road `Server.*` type (a 4xx is the client's mistake, which the
+    // span records without an error).
+    let failed = crate::audit::answered_status(r) >= 500 || r.error_type.starts_with("Server.");
     let status = failed.then(|| Status { message: r.error_type.clone(), code: StatusCode::Error as i32 });
     let start = u64::try_from(r.received_at_unix_nanos).unwrap_or(0);
     let end = u64::try_from(r.responded_at_unix_nanos).unwrap_or(0).max(start);
@@ -163,6 +164,14 @@ mod tests {
         assert_eq!(span.trace_id, (1..=16).collect::<Vec<u8>>());
         assert_eq!(span.name, "GET ID/PEMDA/1601/gw1");
         assert!(span.status.is_none(), "a 404 is the client's mistake, not the server's error");
+
+        // A gRPC answer is HTTP 200 whatever happened: its gRPC status says whose fault it was.
+        record.status = 200;
+        for (grpc, failed) in [(14, true), (7, false), (0, false)] {
+            record.grpc_status = Some(grpc);
+            sink.exchange(&record, "", "");
+            assert_eq!(rx.try_recv().unwrap().status.is_some(), failed, "grpc-status {grpc}");
+        }
     }
 
     #[test]

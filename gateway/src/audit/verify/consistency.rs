@@ -115,19 +115,20 @@ fn make(dir: &Path, old_size: u64, new_size: Option<u64>, kept: Option<&Checkpoi
     // tree's frontier there, from which a proof from any checkpoint at or after that start is made.
     let mut tree = super::archive::starting_tree(dir).map_err(log)?;
     let first = tree.size();
-    let resumed = if old.tree_size < first { None } else { RangeRoots::resuming(&ranges, &tree).ok() };
-    let Some(mut roots) = resumed else {
+    let resumed = if old.tree_size < first { Err((0, old.tree_size)) } else { RangeRoots::resuming(&ranges, &tree) };
+    let mut roots = resumed.map_err(|(lo, hi)| {
         let whence = if dir.join(super::MANIFEST_FILE).exists() {
             "which this archive does not hold; make it from the live log, or from an archive that starts earlier"
         } else {
             "which retention removed; make it from the export archives that hold them (see exports.log)"
         };
-        return Err(log(format!(
-            "a proof from the checkpoint of {} records needs records before {first}, {whence} ({})",
+        log(format!(
+            "a proof from the checkpoint of {} records needs records before {first} (the subtree of records \
+             {lo}..{hi}), {whence} ({})",
             old.tree_size,
             dir.display()
-        )));
-    };
+        ))
+    })?;
     let mut records = SegmentReader::open_from(dir, first).map_err(|e| log(e.to_string()))?;
     loop {
         if tree.size() == old.tree_size {
@@ -330,8 +331,8 @@ pub fn check_consistency_proof(
             return Err(invalid(format!(
                 "the kept checkpoint covers {} records, more than this proof reaches ({} records): it is newer than \
                  the proof, which cannot show that the log extends it; make a proof from it to a later checkpoint \
-                 with `splpd audit consistency DIR --kept FILE`, or check this one against a checkpoint kept from \
-                 earlier, of at most {} records",
+                 with `splpd audit consistency DIR --kept FILE`; this one can be checked against a checkpoint kept \
+                 of exactly {} records, where it starts",
                 kept.tree_size, new.tree_size, old.tree_size
             )));
         }
