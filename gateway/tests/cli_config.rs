@@ -702,6 +702,13 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
     assert!(!ok);
     assert!(err.contains("which a running gateway refuses") && err.contains("correct the file"), "{err}");
     assert_eq!(f.text(), broken);
+    // A change over it is made, and says what undo would then put back.
+    let (ok, out, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "new.toml", "--yes"], "");
+    assert!(ok, "{out}{err}");
+    assert_eq!(f.text(), changed);
+    let version = splpd_gateway::reload::version_of(&broken);
+    assert!(out.contains(&format!("held version {version}, which a running gateway refuses")), "{out}");
+    assert!(out.contains("GET /config/in-force"), "{out}");
 }
 
 #[test]

@@ -51,14 +51,28 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
     }
     // What the running gateway would refuse to reload (the file in force may itself be broken,
     // an edit whose reload was refused: then there is nothing to compare with).
-    if let Ok(old_config) = config::parse_running(current, &history::folder_of(current), &old_text)
-        && let Err(err) = splpd_gateway::reload::check_listeners_kept(&old_config, &new_config)
+    let in_file = config::parse_running(current, &history::folder_of(current), &old_text);
+    if let Ok(old_config) = &in_file
+        && let Err(err) = splpd_gateway::reload::check_listeners_kept(old_config, &new_config)
     {
         eprintln!("{}: {err}", new.display());
         eprintln!("{} is unchanged.", current.display());
         return Ok(ExitCode::FAILURE);
     }
-    change(current, &old_text, &new_text, &new.display().to_string(), issue, yes)
+    let changed = change(current, &old_text, &new_text, &new.display().to_string(), issue, yes)?;
+    if changed == ExitCode::SUCCESS && matches!(in_file, Err(ConfigError::Invalid(_))) {
+        // Which version was in force, only the running gateway knows; here the file's text is
+        // the one kept, so that the refused edit is not lost.
+        super::out::line(&format!(
+            "Note: {} held version {}, which a running gateway refuses, so it was not in force. It is kept as the \
+             version this change replaced, and `splpd config undo` would put that back. The version that was in \
+             force is the gateway's: GET /config/in-force on its admin listener; a change made there (`splpd \
+             config apply --admin`) keeps that version for undo instead.",
+            current.display(),
+            version_of(&old_text)
+        ));
+    }
+    Ok(changed)
 }
 
 /// Puts back the version the last change replaced (the change itself is kept, so a second undo
