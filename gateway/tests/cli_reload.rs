@@ -372,6 +372,22 @@ fn twenty_reloads_under_load_fail_no_call_and_a_new_crl_refuses_the_revoked_clie
     assert!(refused.as_ref().is_err_and(|e| e.contains("handshake") || e.contains("call")), "{refused:?}");
     assert_eq!(rt.block_on(rsud_h2.status()), Ok(StatusCode::OK));
 
+    // An edit naming a CRL file that is not there yet is refused; once the CA publishes it there,
+    // the file watch brings the edit in, with no signal: a refused version's files are watched too.
+    let last = config_text(20, upstream, dishub_granted, false);
+    let waiting = last.replace("crls = [\"pki/ca/crl.pem\"]", "crls = [\"pki/ca/next-crl.pem\"]");
+    assert_ne!(waiting, last);
+    write_config(&config, &waiting);
+    log.wait_for(&["reload refused", &version_of(&waiting)]);
+    // Signed away from the gateway (its own crl.pem, which the configuration in force names,
+    // changes too, and the edit is refused again for want of the new file), then copied in.
+    splpd(&["certs", "crl", "--ca", "pki/ca", "--out", "published.pem"], &dir);
+    log.wait_for(&["file changed", "crl.pem"]);
+    log.wait_for(&["reload refused", &version_of(&waiting)]);
+    write_config(&pki.join("ca/next-crl.pem"), &std::fs::read_to_string(dir.join("published.pem")).unwrap());
+    log.wait_for(&["file changed", "next-crl.pem"]);
+    log.wait_for(&["configuration reloaded", &version_of(&waiting)]);
+
     load.stop.store(true, Ordering::Relaxed);
     rt.block_on(calling).unwrap();
     let failed = load.failed.lock().unwrap().clone();

@@ -51,6 +51,15 @@ pub fn parse_running(path: &Path, base: &Path, text: &str) -> Result<Config, Con
     parse_checked(path, base, text, validate::When::Running)
 }
 
+/// The configuration in `text`, read from `path`, as far as its shape goes: parsed, its file
+/// names taken from beside `path`, not validated (its files are not read). `None` when it does not
+/// parse. For knowing which files a configuration names even when it is refused.
+pub fn parse_shape(path: &Path, text: &str) -> Option<Config> {
+    let mut config: Config = toml::from_str(text).ok()?;
+    config.resolve_paths(&history::folder_of(path));
+    Some(config)
+}
+
 fn parse_checked(path: &Path, base: &Path, text: &str, when: validate::When) -> Result<Config, ConfigError> {
     let base = base.to_owned();
     let doc = match toml::de::DeTable::parse(text) {

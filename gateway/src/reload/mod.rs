@@ -388,11 +388,15 @@ impl Reloader {
     }
 
     /// The files whose change triggers a reload: the configuration itself and every certificate,
-    /// key, CA and CRL file the running configuration names.
+    /// key, CA and CRL file the running configuration names, and those the file names now, if it
+    /// holds a version that was refused: a fix of the CRL or key it complained about then brings
+    /// it in, as a fix of the file itself does.
     pub fn watched_files(&self) -> HashSet<PathBuf> {
         let snap = self.gateway.snapshot();
         let mut files = vec![self.path.clone()];
         files.extend(config_files(&snap.config));
+        let in_file = std::fs::read_to_string(&self.path).ok().and_then(|t| config::parse_shape(&self.path, &t));
+        files.extend(in_file.iter().flat_map(config_files));
         files.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect()
     }
 
@@ -469,16 +473,14 @@ impl Reloader {
                 let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
                 tracing::info!("file changed ({}): reloading the configuration", changed.join(", "));
             }
-            let reloaded = self.reload_held().await.is_ok();
+            let _ = self.reload_held().await;
             drop(one_at_a_time);
-            if reloaded {
-                // The new configuration may name other files.
-                let files = self.watched_files();
-                if let Some(w) = &mut watcher {
-                    watch_dirs(w, &files, &mut dirs);
-                }
-                *lock(&watched) = files;
+            // The configuration in force, or the one refused, may name other files.
+            let files = self.watched_files();
+            if let Some(w) = &mut watcher {
+                watch_dirs(w, &files, &mut dirs);
             }
+            *lock(&watched) = files;
         }
     }
 }
