@@ -503,6 +503,18 @@ fn bad_listener_address_is_refused() {
 }
 
 #[test]
+fn an_address_on_the_port_of_a_listener_on_every_address_is_refused() {
+    let f = Fixture::new();
+    // The public listener is on 0.0.0.0:8443, which takes port 8443 on loopback too.
+    f.edit("address = \"127.0.0.1:9443\"", "address = \"127.0.0.1:8443\"");
+    let err = f.fails_at(
+        f.line_of("127.0.0.1:8443"),
+        "127.0.0.1:8443 cannot be bound beside listener \"public\"'s 0.0.0.0:8443: both take port 8443",
+    );
+    assert!(err.contains("admin listener its own address"), "{err}");
+}
+
+#[test]
 fn bad_upstream_url_is_refused() {
     let f = Fixture::new();
     f.edit("upstreams = [\"http://127.0.0.1:9101\"]", "upstreams = [\"ftp://127.0.0.1:9101\"]");
@@ -727,7 +739,7 @@ fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
     assert!(history(&f).is_empty());
 
     // A listener moved: the running gateway would refuse to reload it, so it is refused here.
-    let moved = original.replacen("address = \"0.0.0.0:8443\"", "address = \"0.0.0.0:9443\"", 1);
+    let moved = original.replacen("address = \"0.0.0.0:8443\"", "address = \"0.0.0.0:9444\"", 1);
     assert_ne!(moved, original);
     std::fs::write(f.dir.path().join("moved.toml"), &moved).unwrap();
     let (ok, _, err) = config_cmd(&f, &["apply", "--config", "splpd.toml", "moved.toml", "--yes"], "");

@@ -381,7 +381,7 @@ impl Validator<'_, '_, '_> {
             );
         }
         let mut names = HashSet::new();
-        let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+        let mut addrs: Vec<(SocketAddr, String)> = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {
                 self.err(
@@ -391,16 +391,15 @@ impl Validator<'_, '_, '_> {
                 );
             }
             let Some(addr) = self.address(at!["listener", i, "address"], &l.address) else { continue };
-            // Port 0 asks the system for a free port, so two such listeners never clash.
-            if addr.port() != 0
-                && let Some(other) = addrs.insert(addr, l.name.clone())
-            {
+            if let Some((other_addr, other)) = addrs.iter().find(|(a, _)| clash(*a, addr)) {
                 self.err(
                     at!["listener", i, "address"],
-                    format!("{addr} is already the address of listener {other:?}"),
-                    "each listener needs its own address",
+                    taken(addr, *other_addr, other),
+                    "give each listener its own port, or distinct specific addresses (0.0.0.0 and [::] take the port on every \
+                     address)",
                 );
             }
+            addrs.push((addr, l.name.clone()));
             let mut clients = HashSet::new();
             for (j, opt) in l.clients.iter().enumerate() {
                 if !clients.insert(&opt.client) {
@@ -438,11 +437,11 @@ impl Validator<'_, '_, '_> {
         }
         if let Some(admin) = &cfg.admin {
             if let Some(addr) = self.address(at!["admin", "address"], &admin.address)
-                && let Some(other) = addrs.get(&addr)
+                && let Some((other_addr, other)) = addrs.iter().find(|(a, _)| clash(*a, addr))
             {
                 self.err(
                     at!["admin", "address"],
-                    format!("{addr} is already the address of listener {other:?}"),
+                    taken(addr, *other_addr, other),
                     "give the admin listener its own address, ideally on loopback or the office network",
                 );
             }
@@ -1191,6 +1190,24 @@ impl Validator<'_, '_, '_> {
                 );
             }
         }
+    }
+}
+
+/// Whether two listeners' addresses cannot both be bound: the same port (0 asks the system for
+/// a free one, so never) on the same address, or where one is 0.0.0.0 or [::], which takes the
+/// port on every address of its family ([::] on IPv4's too, as Linux binds it by default).
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |wild: std::net::IpAddr, other: std::net::IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
+/// What a listener is told whose address `addr` clashes with `other`'s `other_addr`.
+fn taken(addr: SocketAddr, other_addr: SocketAddr, other: &str) -> String {
+    if addr == other_addr {
+        format!("{addr} is already the address of listener {other:?}")
+    } else {
+        format!("{addr} cannot be bound beside listener {other:?}'s {other_addr}: both take port {}", addr.port())
     }
 }
 
