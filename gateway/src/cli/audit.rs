@@ -174,7 +174,9 @@ pub(crate) struct QueryArgs {
     /// through the admin listener name their operator in --client instead.
     #[arg(long, value_name = "ACCOUNT")]
     host_user: Option<String>,
-    /// The HTTP status: a code (404) or a class (4xx, 5xx).
+    /// The HTTP status: a code (404) or a class (4xx, 5xx). A gRPC call, whose HTTP status is 200
+    /// whatever happened, is matched by the one its gRPC status stands for (PERMISSION_DENIED
+    /// 403, UNAVAILABLE 503, ...).
     #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
     status: Option<StatusMatch>,
     /// The X-Road error type (a trailing '*' matches a prefix, e.g. 'Server.*').
@@ -460,7 +462,11 @@ impl Table {
             dash(&r.client_address),
             dash(&r.service),
             dash(&r.method),
-            r.status.to_string(),
+            // A gRPC answer is HTTP 200 whatever happened: its gRPC status says what.
+            match r.grpc_status {
+                Some(grpc) => format!("{} gRPC {grpc}", r.status),
+                None => r.status.to_string(),
+            },
             dash(&r.error_type),
             dash(&r.path),
         ];

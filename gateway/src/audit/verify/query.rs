@@ -169,7 +169,8 @@ pub struct Filter {
     pub client: Option<Pattern>,
     /// The service.
     pub service: Option<Pattern>,
-    /// The HTTP status sent to the client.
+    /// The HTTP status sent to the client; for a gRPC call, the one its gRPC status stands for
+    /// (`audit::answered_status`: PERMISSION_DENIED is 403), since its HTTP status is 200.
     pub status: Option<StatusMatch>,
     /// The X-Road error type.
     pub error_type: Option<Pattern>,
@@ -197,7 +198,7 @@ impl Filter {
     pub fn matches(&self, r: &ExchangeRecord) -> bool {
         self.client.as_ref().is_none_or(|p| p.matches(&r.client))
             && self.service.as_ref().is_none_or(|p| p.matches(&r.service))
-            && self.status.is_none_or(|s| s.matches(r.status))
+            && self.status.is_none_or(|s| s.matches(u32::from(crate::audit::answered_status(r))))
             && self.error_type.as_ref().is_none_or(|p| p.matches(&r.error_type))
             && self.method.as_ref().is_none_or(|p| p.matches(&r.method))
             && self.path.as_ref().is_none_or(|p| p.matches(&r.path))
@@ -380,6 +381,16 @@ mod tests {
         assert!(!Filter { method: Some(Pattern::Exact("RELOAD".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { path: Some(Pattern::Exact("/r1/ID/PEMDA/1602/".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { service: Some(Pattern::Prefix("ID/PEMDA/1603".to_owned())), ..f }.matches(&r));
+    }
+
+    #[test]
+    fn a_grpc_call_is_matched_by_the_status_its_grpc_status_stands_for() {
+        let refused = ExchangeRecord { status: 200, grpc_status: Some(7), ..ExchangeRecord::default() };
+        let ok = ExchangeRecord { status: 200, grpc_status: Some(0), ..ExchangeRecord::default() };
+        let by = |status: StatusMatch| Filter { status: Some(status), ..Filter::default() };
+        assert!(by(StatusMatch::Class(4)).matches(&refused) && by(StatusMatch::Code(403)).matches(&refused));
+        assert!(!by(StatusMatch::Code(200)).matches(&refused));
+        assert!(by(StatusMatch::Code(200)).matches(&ok) && !by(StatusMatch::Class(4)).matches(&ok));
     }
 
     #[test]
