@@ -165,6 +165,13 @@ fn the_printed_example_is_the_example_and_passes() {
 fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     let (ok, _, err) = Fixture::new().check();
     assert!(ok && !err.contains("warning: the CRL"), "a fresh CRL: {err}");
+    assert!(!err.contains("has no `crls`"), "every anchor of the region names its CRL: {err}");
+
+    // The region's CA without its CRL: revocations would not count, which is said.
+    let f = Fixture::new();
+    f.edit("crls = [\"pki/ca/crl.pem\"]", "");
+    let (ok, _, err) = f.check();
+    assert!(ok && err.contains("warning: trust anchor \"region\" has no `crls`"), "{err}");
 
     let (ok, out, err) = Fixture::with_crl_for(time::Duration::days(3) + time::Duration::hours(1)).check();
     assert!(ok && out.contains(": ok:"), "a warning, not an error: {err}");

@@ -313,22 +313,11 @@ impl Readiness {
         if let Some(m) = gateway.maintenance().state() {
             reasons.push(format!("maintenance mode is on: {}", m.describe()));
         }
-        // Only CAs that vouch for this gateway's own region (their scopes overlap what it
-        // serves, they vouch for the gateway itself, or an [[identity]] maps one of their
-        // certificates into the region, as for BSrE): a peer region's expired CRL stops that
-        // region's calls, not the gateway (the log and /metrics say so).
+        // Only CAs that vouch for this gateway's own region (`Config::vouches_for_region`): a
+        // peer region's expired CRL stops that region's calls, not the gateway (the log and
+        // /metrics say so).
         let snap = gateway.snapshot();
-        let own = Identity::Server(snap.gateway_id.clone());
-        let served = snap.config.gateway.served_prefixes();
-        let in_region = |id: &Identity| *id == own || served.iter().any(|p| id.is_within(p));
-        let ours =
-            |a: &crate::tls::Anchor| {
-                a.covers(&own)
-                    || a.scopes().iter().any(|scope| served.iter().any(|p| overlap(scope, p)))
-                    || snap.config.identities.iter().any(|m| {
-                        *m.anchor == **a.name() && Identity::parse(m.kind, &m.id).is_ok_and(|id| in_region(&id))
-                    })
-            };
+        let ours = |a: &crate::tls::Anchor| snap.config.vouches_for_region(a.name());
         let now = time::OffsetDateTime::now_utc();
         if snap.gateway_cert.expired(now) {
             reasons.extend(snap.gateway_cert.concern(now));
@@ -340,13 +329,6 @@ impl Readiness {
         }
         Self { reasons }
     }
-}
-
-/// Whether one identifier prefix lies within the other.
-fn overlap(a: &splpd_certs::id::IdPrefix, b: &splpd_certs::id::IdPrefix) -> bool {
-    let (a, b) = (a.to_string(), b.to_string());
-    let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
-    within(&a, &b) || within(&b, &a)
 }
 
 fn readiness(gateway: &Gateway) -> AdminResponse {

@@ -137,6 +137,16 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 {
                     eprintln!("warning: {concern}");
                 }
+                for anchor in cfg.trust_anchors.iter().filter(|a| a.crls.is_empty()) {
+                    if cfg.vouches_for_region(&anchor.name) {
+                        eprintln!(
+                            "warning: trust anchor {:?} has no `crls`, so a certificate of its CA that is revoked is \
+                             still let in: name its CA's CRL file (`crls = [\"pki/ca/crl.pem\"]`, which `splpd \
+                             certs crl` signs)",
+                            anchor.name
+                        );
+                    }
+                }
                 for client in config::unidentifiable_clients(&cfg) {
                     eprintln!(
                         "warning: a grant names {client}, whom no trust anchor's scopes, [[identity]], [[peer]] or \

@@ -69,6 +69,33 @@ pub struct Gateway {
     pub serves: Vec<IdPrefix>,
 }
 
+impl Config {
+    /// Whether the CA of trust anchor `name` vouches for this gateway's own region: its scopes
+    /// overlap what the gateway serves or cover the gateway itself, or an `[[identity]]` maps
+    /// one of its certificates into the region (as for BSrE). Its CRL then decides whether the
+    /// region's own agencies, or the gateway, are let in: readiness and `config check` watch it.
+    pub fn vouches_for_region(&self, name: &str) -> bool {
+        let own = splpd_certs::id::Identity::Server(self.gateway.id.clone());
+        let served = self.gateway.served_prefixes();
+        let overlap = |a: &IdPrefix, b: &IdPrefix| {
+            let (a, b) = (a.to_string(), b.to_string());
+            let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+            within(&a, &b) || within(&b, &a)
+        };
+        let in_region = |id: &splpd_certs::id::Identity| *id == own || served.iter().any(|p| id.is_within(p));
+        let scoped = self
+            .trust_anchors
+            .iter()
+            .filter(|a| a.name == name)
+            .flat_map(|a| &a.scopes)
+            .any(|scope| own.is_within(scope) || served.iter().any(|p| overlap(scope, p)));
+        scoped
+            || self.identities.iter().any(|m| {
+                m.anchor == name && splpd_certs::id::Identity::parse(m.kind, &m.id).is_ok_and(|id| in_region(&id))
+            })
+    }
+}
+
 impl Gateway {
     /// The prefixes this gateway owns: `serves`, or the gateway's member when that is empty.
     pub fn served_prefixes(&self) -> Vec<IdPrefix> {

@@ -356,7 +356,10 @@ impl Validator<'_, '_, '_> {
                      and peer gateways, which trust this region's CA, would refuse it",
                     leaf.issuer()
                 ),
-                fix_anchor,
+                format!(
+                    "{fix_anchor}; or, if it is, the region's [[trust_anchor]] `ca` names another CA's certificate: \
+                     point it at that CA's ca.crt"
+                ),
             ),
             found if !found.iter().any(|a| a.scopes.iter().any(|s| id.is_within(s))) => self.err(
                 at!["gateway", "cert"],
