@@ -413,18 +413,3 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> AdminResponse
 fn error(status: StatusCode, kind: &str, message: &str) -> AdminResponse {
     json_response(status, &json!({ "type": kind, "message": message }))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_overlap_when_one_lies_within_the_other_by_whole_parts() {
-        let p = |s: &str| s.parse::<splpd_certs::id::IdPrefix>().unwrap();
-        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA/1602")));
-        assert!(overlap(&p("ID/PEMDA"), &p("ID/PEMDA/1602")));
-        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA")));
-        assert!(!overlap(&p("ID/PEMDA/1601"), &p("ID/PEMDA/1602")));
-        assert!(!overlap(&p("ID/PEMDA/160"), &p("ID/PEMDA/1602")), "whole parts only");
-    }
-}

@@ -77,11 +77,6 @@ impl Config {
     pub fn vouches_for_region(&self, name: &str) -> bool {
         let own = splpd_certs::id::Identity::Server(self.gateway.id.clone());
         let served = self.gateway.served_prefixes();
-        let overlap = |a: &IdPrefix, b: &IdPrefix| {
-            let (a, b) = (a.to_string(), b.to_string());
-            let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
-            within(&a, &b) || within(&b, &a)
-        };
         let in_region = |id: &splpd_certs::id::Identity| *id == own || served.iter().any(|p| id.is_within(p));
         let scoped = self
             .trust_anchors
@@ -94,6 +89,13 @@ impl Config {
                 m.anchor == name && splpd_certs::id::Identity::parse(m.kind, &m.id).is_ok_and(|id| in_region(&id))
             })
     }
+}
+
+/// Whether one identifier prefix lies within the other, by whole parts.
+fn overlap(a: &IdPrefix, b: &IdPrefix) -> bool {
+    let (a, b) = (a.to_string(), b.to_string());
+    let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+    within(&a, &b) || within(&b, &a)
 }
 
 impl Gateway {
@@ -568,5 +570,20 @@ impl Telemetry {
     /// How often the metrics are sent.
     pub fn metrics_interval(&self) -> std::time::Duration {
         self.metrics_interval.map_or(std::time::Duration::from_secs(15), |s| s.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_overlap_when_one_lies_within_the_other_by_whole_parts() {
+        let p = |s: &str| s.parse::<IdPrefix>().unwrap();
+        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA/1602")));
+        assert!(overlap(&p("ID/PEMDA"), &p("ID/PEMDA/1602")));
+        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA")));
+        assert!(!overlap(&p("ID/PEMDA/1601"), &p("ID/PEMDA/1602")));
+        assert!(!overlap(&p("ID/PEMDA/160"), &p("ID/PEMDA/1602")), "whole parts only");
     }
 }
