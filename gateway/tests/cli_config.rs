@@ -731,6 +731,13 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
 }
 
 #[test]
+fn a_change_without_a_target_names_both_ways_to_give_one() {
+    let f = Fixture::new();
+    let (ok, _, err) = config_cmd(&f, &["apply", "new.toml"], "");
+    assert!(!ok && err.contains("--config <CONFIG>|--admin <ADMIN>"), "{err}");
+}
+
+#[test]
 fn apply_refuses_a_new_version_with_mistakes_and_names_them_in_its_own_file() {
     let f = Fixture::new();
     let original = f.text();

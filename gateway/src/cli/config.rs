@@ -66,9 +66,10 @@ pub(crate) enum ConfigCommand {
 
 /// Which configuration: the file on this host, or the one a gateway's admin listener serves.
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false).args(["config", "admin"])))]
 pub(crate) struct Target {
-    /// The configuration file in force (on this host).
-    #[arg(long, short, required_unless_present = "admin", conflicts_with = "admin")]
+    /// The configuration file in force (on this host), or --admin for a gateway's admin listener.
+    #[arg(long, short)]
     config: Option<PathBuf>,
     #[command(flatten)]
     remote: Remote,
