@@ -623,6 +623,16 @@ fn a_value_of_the_wrong_type_is_told_in_plain_words() {
 }
 
 #[test]
+fn a_duration_without_its_unit_says_how_to_write_one() {
+    let f = Fixture::new();
+    f.edit("commit_delay = \"5ms\"", "commit_delay = 5");
+    f.fails_at(
+        f.line_of("commit_delay = 5"),
+        "5 has no unit: a duration is written in quotes with its unit, e.g. \"5s\"",
+    );
+}
+
+#[test]
 fn a_commit_delay_that_would_hold_every_exchange_is_refused() {
     let f = Fixture::new();
     f.edit("commit_delay = \"5ms\"", "commit_delay = \"250ms\"");

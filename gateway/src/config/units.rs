@@ -120,10 +120,33 @@ pub struct Span(pub Duration);
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_duration(&s).map(Self).map_err(|e| {
-            de::Error::custom(format!("{s:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\""))
-        })
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Span;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with its unit, in quotes, such as \"500ms\", \"30s\" or \"5m\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Span, E> {
+                humantime::parse_duration(s).map(Span).map_err(|e| {
+                    E::custom(format!("{s:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\""))
+                })
+            }
+            // A bare number has no unit, which is the usual slip: say which to write.
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Span, E> {
+                Err(E::custom(format!(
+                    "{v} has no unit: a duration is written in quotes with its unit, e.g. \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Span, E> {
+                Err(E::custom(format!(
+                    "{v} has no unit: a duration is written in quotes with its unit, e.g. \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Span, E> {
+                Err(E::custom(format!("{v} has no unit: a duration is written in quotes with its unit, e.g. \"{v}s\"")))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -522,7 +522,8 @@ impl Validator<'_, '_, '_> {
                     self.err(
                         at!["trust_anchor", i, "crls", j],
                         e.to_string(),
-                        "publish one with `splpd certs crl --ca DIR`",
+                        "check the path (relative to this file's folder), or publish the CA's CRL there with \
+                         `splpd certs crl --ca DIR` (it writes DIR/crl.pem)",
                     );
                 }
             }
