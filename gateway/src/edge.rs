@@ -374,11 +374,27 @@ pub async fn answer_head(resp: Response<ResponseBody>, audit_available: impl Fn(
 
 /// The bare refusal: 401, no body, no record. For a request on a connection that is closing
 /// after its refusal (see `server::run_http`), and for an unidentified caller past its address's
-/// refusal budget (`refusals`).
-pub fn closing_answer() -> Response<ResponseBody> {
+/// refusal budget (`refusals`). To a gRPC call (`grpc`), the same as a gRPC status,
+/// `UNAUTHENTICATED` with a line of what to present: a gRPC client reads no HTTP status, and
+/// grpcurl, which tries a second reflection service on the same connection, would show only
+/// "unexpected HTTP status code".
+pub fn closing_answer(grpc: bool) -> Response<ResponseBody> {
     let mut resp = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    resp.headers_mut().insert("x-road-error", HeaderValue::from_static("Client.Unauthenticated"));
+    let h = resp.headers_mut();
+    h.insert("x-road-error", HeaderValue::from_static("Client.Unauthenticated"));
+    if grpc {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(crate::error::GrpcCode::Unauthenticated.as_u32()));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static(
+                "no client certificate on this connection: present the application's certificate (grpcurl -cert \
+                 app.crt -key app.key)",
+            ),
+        );
+    } else {
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    }
     resp
 }
 
@@ -472,6 +488,21 @@ pub fn log_connection_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closing_refusal_is_a_grpc_status_to_a_grpc_call_and_a_bare_401_otherwise() {
+        let grpc = closing_answer(true);
+        let h = grpc.headers();
+        assert_eq!(grpc.status(), StatusCode::OK, "gRPC's statuses travel in a 200");
+        assert_eq!((h["content-type"].as_bytes(), h["grpc-status"].as_bytes()), (&b"application/grpc"[..], &b"16"[..]));
+        let message = h["grpc-message"].to_str().unwrap();
+        assert!(message.contains("grpcurl -cert") && !message.contains('%'), "{message}");
+        assert_eq!(h["x-road-error"], "Client.Unauthenticated");
+        let rest = closing_answer(false);
+        assert_eq!(rest.status(), StatusCode::UNAUTHORIZED);
+        assert!(rest.headers().get("grpc-status").is_none());
+        assert_eq!(rest.headers()["x-road-error"], "Client.Unauthenticated");
+    }
 
     fn answer(body: ResponseBody) -> Response<ResponseBody> {
         let mut resp = Response::new(body);

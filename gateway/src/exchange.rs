@@ -734,7 +734,7 @@ impl Gateway {
             && ctx.client.is_none()
             && !self.may_record_refusal(address)
         {
-            return crate::edge::closing_answer();
+            return crate::edge::closing_answer(ctx.grpc);
         }
         let named = err.told_by(&self.snapshot().gateway_id);
         let err = named.as_ref().unwrap_or(err);

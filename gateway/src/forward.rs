@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::audit::{BodyDigest, BodyHasher};
 
 /// How a request body's summary says it was cut at its size limit ("body over N bytes").
-const OVER_LIMIT: &str = "body over";
+pub(crate) const OVER_LIMIT: &str = "body over";
 
 /// Whether a request body's failure (`why`, from its summary) was its size limit.
 pub(crate) fn over_limit(why: &str) -> bool {

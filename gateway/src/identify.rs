@@ -236,8 +236,10 @@ pub enum IdentifyError {
     /// A connection without a certificate, on a listener where no client is opted in to `tls`.
     #[error(
         "no client certificate was presented, and this listener serves only clients that present one (mTLS): \
-         connect with the certificate and key issued to the application (e.g. curl --cert app.crt --key app.key), \
-         which the region's CA issues with `splpd certs issue --ca DIR subsystem ID/...`"
+         connect with the certificate and key issued to the application (curl --cert app.crt --key app.key; grpcurl \
+         -cert app.crt -key app.key), which the region's CA issues with `splpd certs issue --ca DIR subsystem \
+         ID/...`. A client sends only a certificate of a CA this gateway names in its handshake: one from another \
+         CA is not sent at all"
     )]
     CertificateRequired,
     /// A connection without a certificate carries no `X-Road-Client`.

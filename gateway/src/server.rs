@@ -308,7 +308,7 @@ async fn run_http<I>(
             let http1 = req.version() < http::Version::HTTP_2;
             let exchange = Box::pin(async move {
                 if close.set.load(std::sync::atomic::Ordering::Acquire) {
-                    return edge::closing_answer();
+                    return edge::closing_answer(crate::grpc::has_grpc_content_type(req.headers()));
                 }
                 let mut resp = gateway.handle(&conn, req).await;
                 if resp.extensions().get::<crate::exchange::CloseConnection>().is_some() {

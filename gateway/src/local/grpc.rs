@@ -40,9 +40,12 @@ struct Apis {
     reflection_v1alpha: Result<OwnService, String>,
 }
 
+// The gateway's own size limit (`[limits] max_request_body`, on the request's body as it
+// streams in) holds, not tonic's 4 MiB default, which a caller would meet first and read as
+// another limit.
 static APIS: LazyLock<Apis> = LazyLock::new(|| Apis {
-    health: BoxCloneSyncService::new(HealthServer::new(HealthApi)),
-    directory: BoxCloneSyncService::new(DirectoryServer::new(DirectoryApi)),
+    health: BoxCloneSyncService::new(HealthServer::new(HealthApi).max_decoding_message_size(usize::MAX)),
+    directory: BoxCloneSyncService::new(DirectoryServer::new(DirectoryApi).max_decoding_message_size(usize::MAX)),
     reflection: reflection::v1().map(BoxCloneSyncService::new).map_err(|e| e.to_string()),
     reflection_v1alpha: reflection::v1alpha().map(BoxCloneSyncService::new).map_err(|e| e.to_string()),
 });
@@ -70,6 +73,8 @@ pub(super) async fn serve(
     mut summary: SummaryRx,
     pending: Pending,
 ) -> http::Response<ResponseBody> {
+    let method = parts.uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+    let method = method.as_str();
     let mut req = http::Request::from_parts(parts, tonic::body::Body::new(body));
     req.extensions_mut().insert(call.clone());
     let resp = match APIS.get(api) {
@@ -81,6 +86,7 @@ pub(super) async fn serve(
     };
     let mut record = pending.take();
     let (mut parts, body) = resp.into_parts();
+    in_scheme(&mut parts.headers, api, method, call.snapshot.limits.max_request_body.bytes());
     record.set_status(parts.status);
     let h = &mut parts.headers;
     forward::set(h, xroad::ID, &call.exchange_id);
@@ -110,6 +116,52 @@ pub(super) async fn serve(
             let err = GatewayError::AuditUnavailable(format!("the exchange could not be logged: {e}"));
             exchange::answer(true, &call.exchange_id, Some(&call.client), call.service.as_ref(), &err)
         }
+    }
+}
+
+/// Puts a status that tonic made itself, without the gateway's words, into the gateway's scheme
+/// (`x-road-error` on every refusal, a caller's mistake said as one): a request message that
+/// does not decode (tonic's INTERNAL, the caller's INVALID_ARGUMENT here), one over the size
+/// limit, a method the service does not have (UNIMPLEMENTED, with no words), and health's
+/// NOT_FOUND. Statuses the gateway made already carry their X-Road type and are left alone.
+fn in_scheme(h: &mut http::HeaderMap, api: OwnGrpc, method: &str, limit: u64) {
+    let Some(code) = grpc::status_in(h) else { return };
+    if code == 0 || h.contains_key(&xroad::ERROR) {
+        return;
+    }
+    // As sent (percent-encoded where not printable ASCII, which tonic's own words are).
+    let said = h.get(&grpc::GRPC_MESSAGE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let err = match code {
+        _ if said.contains(crate::forward::OVER_LIMIT) => {
+            GatewayError::BodyTooLarge { limit, service: api.name().to_owned() }
+        }
+        13 if said.starts_with("failed to decode") => GatewayError::BadRequest(format!(
+            "the request is not a {}/{method} request message ({said}); `grpcurl ... describe {}` shows the \
+             messages it takes",
+            api.name(),
+            api.name()
+        )),
+        12 => {
+            let words = format!(
+                "{} has no method {method:?}; `grpcurl ... describe {}` lists its methods",
+                api.name(),
+                api.name()
+            );
+            forward::set(h, grpc::GRPC_MESSAGE, &grpc::encode_message(&words));
+            forward::set(h, xroad::ERROR, "Client.BadRequest");
+            return;
+        }
+        5 => {
+            forward::set(h, xroad::ERROR, "Client.UnknownService");
+            return;
+        }
+        _ => {
+            forward::set(h, xroad::ERROR, if code == 13 { "Server.InternalError" } else { "Client.BadRequest" });
+            return;
+        }
+    };
+    for (name, value) in &grpc::error_trailers(&err) {
+        h.insert(name, value.clone());
     }
 }
 
@@ -224,5 +276,49 @@ impl Directory for DirectoryApi {
             status(&GatewayError::Internal(format!("the OpenAPI document of {service} is not UTF-8 text").into()))
         })?;
         Ok(Response::new(pb::GetOpenApiResponse { document, media_type: doc.media_type.to_owned() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u32, message: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(&grpc::GRPC_STATUS, http::HeaderValue::from(code));
+        forward::set(&mut h, grpc::GRPC_MESSAGE, message);
+        h
+    }
+
+    #[test]
+    fn statuses_tonic_makes_itself_are_put_in_the_gateways_scheme() {
+        let directory = OwnGrpc::Directory;
+        // A request that does not decode is the caller's mistake.
+        let mut h = status(13, "failed to decode Protobuf message: ListMethodsRequest.provider: invalid wire type");
+        in_scheme(&mut h, directory, "ListMethods", 1024);
+        assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(3), "Client.BadRequest"));
+        let said = h[&grpc::GRPC_MESSAGE].to_str().unwrap();
+        assert!(said.contains("splpd.v1.Directory/ListMethods") && said.contains("describe"), "{said}");
+        // An unknown method keeps UNIMPLEMENTED and gets words.
+        let mut h = status(12, "");
+        in_scheme(&mut h, directory, "ListEverything", 1024);
+        assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(12), "Client.BadRequest"));
+        assert!(h[&grpc::GRPC_MESSAGE].to_str().unwrap().contains("has no method \"ListEverything\""));
+        // A body over the gateway's limit says so, with the limit.
+        let mut h = status(2, "error reading a body from connection: body over 1024 bytes");
+        in_scheme(&mut h, directory, "ListMethods", 1024);
+        assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(8), "Client.RequestTooLarge"));
+        // Health's NOT_FOUND is an unknown service.
+        let mut h = status(5, "unknown service");
+        in_scheme(&mut h, OwnGrpc::Health, "Check", 1024);
+        assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(5), "Client.UnknownService"));
+        // The gateway's own statuses, and OK, are left as they are.
+        let mut h = status(7, "no grant");
+        forward::set(&mut h, xroad::ERROR, "Client.AccessDenied");
+        in_scheme(&mut h, directory, "ListMethods", 1024);
+        assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(7), "Client.AccessDenied"));
+        let mut h = status(0, "");
+        in_scheme(&mut h, directory, "ListMethods", 1024);
+        assert!(h.get(&xroad::ERROR).is_none());
     }
 }
