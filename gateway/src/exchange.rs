@@ -425,9 +425,9 @@ impl Gateway {
         };
         let access = AccessRequest { client: &caller.client, service: &route.id, method, path, purpose };
         if !open {
-            snap.policy
-                .check(&access, time::OffsetDateTime::now_utc())
-                .map_err(|d| GatewayError::AccessDenied(denial_message(&d, snap, &route.id, &via, from_peer)))?;
+            snap.policy.check(&access, time::OffsetDateTime::now_utc()).map_err(|d| {
+                GatewayError::AccessDenied(denial_message(&d, snap, &route.id, &via, from_peer, ctx.grpc))
+            })?;
         }
 
         // rate-limit
@@ -845,6 +845,7 @@ fn denial_message(
     service: &ServiceId,
     via: &Via,
     from_peer: bool,
+    grpc: bool,
 ) -> String {
     use crate::authorize::Denial;
     let here = &snap.gateway_id;
@@ -872,6 +873,17 @@ fn denial_message(
             "; ask this region's gateway operator for one",
             format!(
                 " {service} is served by {to}, which alone knows whether it exists, so check the identifier too{listing}."
+            ),
+        ),
+        // A gRPC call against a grant of REST endpoints: most likely a REST service called over
+        // gRPC, which this gateway cannot tell of another region's service.
+        Denial::EndpointNotCovered { allowed, .. } if grpc && allowed.iter().any(|e| !e.starts_with("POST /")) => (
+            d.to_string(),
+            "; ask this region's gateway operator to widen it",
+            format!(
+                " The grant opens REST endpoints: if {service} is a REST service, call it at /r1/{}/… over HTTP, not \
+                 over gRPC.",
+                service.to_url_path()
             ),
         ),
         Denial::EndpointNotCovered { .. } => {

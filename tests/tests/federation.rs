@@ -38,6 +38,8 @@ const DINKES: &str = "ID/PEMDA/1602/DINKES";
 const DISHUB: &str = "ID/PEMDA/1602/DISHUB";
 /// B's client granted A's NIK check by both.
 const OKU_RSUD: &str = "ID/PEMDA/1601/RSUD";
+/// A's client granted by A only B's NIK check's GET endpoints.
+const BAPPEDA: &str = "ID/PEMDA/1602/BAPPEDA";
 
 /// The national token header, as the API manager of the national SPLP calls it.
 const TOKEN_HEADER: &str = "AuthorizationSPLP";
@@ -92,6 +94,7 @@ async fn topology() -> Topology {
         .grant(&grant(B_DOWN, RSUD))
         .grant(&grant(B_NIK, DINKES))
         .grant(&grant(NATIONAL_NIK, RSUD))
+        .grant(&format!("{}\nendpoints = [\"GET /nik/*\"]", grant(B_NIK, BAPPEDA)))
         .toml(&format!(
             "[[trust_anchor]]\nname = \"national\"\nca = \"{}\"\n\n\
              [[peer]]\nid = \"ID/PEMDA/1601/gw1\"\nendpoints = [\"{}\", \"https://{}\"]\n\
@@ -225,6 +228,16 @@ async fn a_cross_region_call_without_a_grant_is_refused_where_the_grant_is_missi
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(t.b_grpc.seen().is_empty());
+
+    // A REST service of B called over gRPC, against A's grant of its REST endpoints: A cannot
+    // know B's service is REST, but says what the grant suggests.
+    let mut grpc = t.a.grpc_client(Some(&t.pki.client(BAPPEDA))).await;
+    let status = grpc
+        .unary(request(Ask { text: "nik?".into(), ..Ask::default() }, &[("x-road-service", B_NIK)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("The grant opens REST endpoints"), "{status:?}");
     t.a.stop().await;
     t.b.stop().await;
 }

@@ -198,7 +198,7 @@ impl Directory {
             let ask = match self.elsewhere.iter().find(|(p, _)| provider.is_within(p)).map(|(_, by)| by) {
                 Some(Elsewhere::Peer(peer)) => format!(
                     "peer gateway {peer} serves it, and this gateway asks it for you over REST: \
-                     GET /r1/{}/listMethods",
+                     GET /r1/{0}/listMethods (or /r1/{0}/allowedMethods, /r1/{0}/getOpenAPI?serviceCode=)",
                     provider.to_url_path()
                 ),
                 Some(Elsewhere::National) => "it is reached through the national SPLP, which has no X-Road metadata \
@@ -220,7 +220,8 @@ impl Directory {
             None if self.clients.iter().any(|c| c.subsystem.as_ref() == Some(provider)) => Ok(&[]),
             None => Err(GatewayError::UnknownService(format!(
                 "no subsystem {provider} is known to gateway {}, which serves its region (identifiers are \
-                 case-sensitive); GET /listClients on it lists the members and subsystems it knows",
+                 case-sensitive); its listClients (GET /listClients, or splpd.v1.Directory/ListClients) lists the \
+                 members and subsystems it knows",
                 self.gateway
             ))),
         }
@@ -268,7 +269,8 @@ impl Directory {
             (Some(doc), _) => Ok(doc),
             (None, Protocol::Grpc) => Err(GatewayError::UnknownService(format!(
                 "{service} is a gRPC service and has no OpenAPI document; describe it with its .proto files, or \
-                 ask its own server reflection through the gateway (metadata x-road-service: {service})"
+                 ask its own server reflection through the gateway (metadata x-road-service: {service}), where \
+                 your grant opens its reflection service too"
             ))),
             (None, Protocol::Rest) => Err(GatewayError::UnknownService(format!(
                 "{service} has no OpenAPI document registered at gateway {}, which serves it; ask its operator to \
