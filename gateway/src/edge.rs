@@ -388,8 +388,8 @@ pub fn closing_answer(grpc: bool) -> Response<ResponseBody> {
         h.insert(
             "grpc-message",
             HeaderValue::from_static(
-                "no client certificate on this connection: present the application's certificate (grpcurl -cert \
-                 app.crt -key app.key)",
+                "this connection's client certificate was refused or absent: present the application's certificate \
+                 (grpcurl -cert app.crt -key app.key)",
             ),
         );
     } else {

@@ -728,7 +728,7 @@ impl Gateway {
     /// the record, the answer becomes `Server.AuditUnavailable`.
     async fn refuse(&self, mut ctx: Ctx, err: &GatewayError) -> Response<ResponseBody> {
         // A caller without a certificate, refused before it was identified, past its address's
-        // budget: a bare 401, and no record. The connection stays open: others may be calling
+        // budget: a bare refusal (`edge::closing_answer`), and no record. The connection stays open: others may be calling
         // on it (a proxy's HTTP/2 connection), and further refusals on it cost no record either.
         if let Some(address) = ctx.budget
             && ctx.client.is_none()
@@ -877,7 +877,7 @@ fn denial_message(
         ),
         // A gRPC call against a grant of REST endpoints: most likely a REST service called over
         // gRPC, which this gateway cannot tell of another region's service.
-        Denial::EndpointNotCovered { allowed, .. } if grpc && allowed.iter().any(|e| !e.starts_with("POST /")) => (
+        Denial::EndpointNotCovered { allowed, .. } if grpc && allowed.iter().any(|e| names_rest_method(e)) => (
             d.to_string(),
             "; ask this region's gateway operator to widen it",
             format!(
@@ -895,6 +895,14 @@ fn denial_message(
         "{what}. Refused by {here} before the call was sent to {to}, by its grants for calling out of the region: a \
          call out needs a grant at this gateway as well as at {to}{remedy}.{unknown}"
     )
+}
+
+/// Whether a grant's endpoint, as a denial lists it, names an HTTP method only REST calls use
+/// (`GET /nik/*`): gRPC calls are all POSTs, and a gRPC grant's endpoint names none.
+fn names_rest_method(endpoint: &str) -> bool {
+    endpoint
+        .split_once(' ')
+        .is_some_and(|(method, _)| method != "POST" && method.bytes().all(|b| b.is_ascii_uppercase()))
 }
 
 /// identify: who the call is for, and whether a peer gateway asserts it. What the certificate
@@ -1154,6 +1162,14 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grants_endpoint_names_a_rest_method_only_with_one_other_than_post() {
+        assert!(names_rest_method("GET /nik/*") && names_rest_method("DELETE /x"));
+        assert!(!names_rest_method("POST /kesehatan.v1.Rujukan/*"));
+        assert!(!names_rest_method("/kesehatan.v1.Rujukan/*"), "a gRPC grant's endpoint names no method");
+        assert!(!names_rest_method("*"));
+    }
 
     #[test]
     fn trace_ids_come_from_valid_traceparent_headers_only() {

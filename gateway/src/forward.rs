@@ -21,6 +21,10 @@ use crate::audit::{BodyDigest, BodyHasher};
 /// How a request body's summary says it was cut at its size limit ("body over N bytes").
 pub(crate) const OVER_LIMIT: &str = "body over";
 
+/// The words [`BodyError::TooLarge`] begins with, by which a body's error passed on by another
+/// layer (tonic's status) is known as that.
+pub(crate) const BODY_TOO_LARGE: &str = "the request body exceeds the";
+
 /// Whether a request body's failure (`why`, from its summary) was its size limit.
 pub(crate) fn over_limit(why: &str) -> bool {
     why.starts_with(OVER_LIMIT)

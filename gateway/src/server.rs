@@ -288,8 +288,9 @@ async fn run_http<I>(
     let conn = Arc::new(conn);
     // Notified, and set, when an answer asks for the connection to close after it. Once set,
     // whatever else arrives on the connection before it is closed (HTTP/2 streams until the
-    // client acknowledges the GOAWAY, say) gets a bare 401, unlogged, as a refused handshake
-    // was, so that one connection yields one refusal to log.
+    // client acknowledges the GOAWAY, say) gets a bare refusal (`edge::closing_answer`: 401, or
+    // a gRPC UNAUTHENTICATED), unlogged, as a refused handshake was, so that one connection
+    // yields one refusal to log.
     let close = Arc::new(Closing::default());
     let service = {
         let gateway = Arc::clone(&gateway);
@@ -308,7 +309,7 @@ async fn run_http<I>(
             let http1 = req.version() < http::Version::HTTP_2;
             let exchange = Box::pin(async move {
                 if close.set.load(std::sync::atomic::Ordering::Acquire) {
-                    return edge::closing_answer(crate::grpc::has_grpc_content_type(req.headers()));
+                    return edge::closing_answer(crate::grpc::is_grpc(&req));
                 }
                 let mut resp = gateway.handle(&conn, req).await;
                 if resp.extensions().get::<crate::exchange::CloseConnection>().is_some() {

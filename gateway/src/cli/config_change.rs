@@ -64,7 +64,7 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
         // Which version was in force, only the running gateway knows; here the file's text is
         // the one kept, so that the refused edit is not lost.
         super::out::line(&format!(
-            "Note: {} held version {}, which a running gateway refuses, so it was not in force. It is kept as the \
+            "Note: {} held version {}, which a running gateway refuses, so it may not have been in force. It is kept as the \
              version this change replaced, and `splpd config undo` would put that back. The version that was in \
              force is the gateway's: GET /config/in-force on its admin listener; a change made there (`splpd \
              config apply --admin`) keeps that version for undo instead.",

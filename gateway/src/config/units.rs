@@ -133,9 +133,10 @@ impl<'de> Deserialize<'de> for Span {
             }
             // A bare number has no unit, which is the usual slip: say which to write.
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Span, E> {
-                Err(E::custom(format!(
-                    "{v} has no unit: a duration is written in quotes with its unit, e.g. \"{v}s\" or \"{v}ms\""
-                )))
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!("{v}: a duration cannot be negative"))),
+                }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Span, E> {
                 Err(E::custom(format!(
@@ -143,7 +144,10 @@ impl<'de> Deserialize<'de> for Span {
                 )))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Span, E> {
-                Err(E::custom(format!("{v} has no unit: a duration is written in quotes with its unit, e.g. \"{v}s\"")))
+                Err(E::custom(format!(
+                    "{v} has no unit: a duration is written in quotes with its unit, in whole units, e.g. \"500ms\" \
+                     for half a second"
+                )))
             }
         }
         d.deserialize_any(V)

@@ -32,29 +32,34 @@ use crate::grpc;
 
 type OwnService = BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, Infallible>;
 
-/// The services, built once: reflection decodes its descriptor sets when built.
+/// The reflection services, built once: they decode their descriptor sets when built.
 struct Apis {
-    health: OwnService,
-    directory: OwnService,
     reflection: Result<OwnService, String>,
     reflection_v1alpha: Result<OwnService, String>,
 }
 
-// The gateway's own size limit (`[limits] max_request_body`, on the request's body as it
-// streams in) holds, not tonic's 4 MiB default, which a caller would meet first and read as
-// another limit.
 static APIS: LazyLock<Apis> = LazyLock::new(|| Apis {
-    health: BoxCloneSyncService::new(HealthServer::new(HealthApi).max_decoding_message_size(usize::MAX)),
-    directory: BoxCloneSyncService::new(DirectoryServer::new(DirectoryApi).max_decoding_message_size(usize::MAX)),
     reflection: reflection::v1().map(BoxCloneSyncService::new).map_err(|e| e.to_string()),
     reflection_v1alpha: reflection::v1alpha().map(BoxCloneSyncService::new).map_err(|e| e.to_string()),
 });
 
 impl Apis {
-    fn get(&self, api: OwnGrpc) -> Result<OwnService, GatewayError> {
+    /// The service, for a request of at most `limit` bytes (`[limits] max_request_body`):
+    /// health and the directory are built per call (a wrapper, no work) with that as tonic's
+    /// message limit, so that a caller meets the gateway's limit and not tonic's 4 MiB. tonic
+    /// sets aside room for a message's declared length before reading it, so the limit must be
+    /// the gateway's, never none.
+    fn get(&self, api: OwnGrpc, limit: u64) -> Result<OwnService, GatewayError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let built = match api {
-            OwnGrpc::Health => return Ok(self.health.clone()),
-            OwnGrpc::Directory => return Ok(self.directory.clone()),
+            OwnGrpc::Health => {
+                return Ok(BoxCloneSyncService::new(HealthServer::new(HealthApi).max_decoding_message_size(limit)));
+            }
+            OwnGrpc::Directory => {
+                return Ok(BoxCloneSyncService::new(
+                    DirectoryServer::new(DirectoryApi).max_decoding_message_size(limit),
+                ));
+            }
             OwnGrpc::Reflection => &self.reflection,
             OwnGrpc::ReflectionV1Alpha => &self.reflection_v1alpha,
         };
@@ -77,7 +82,8 @@ pub(super) async fn serve(
     let method = method.as_str();
     let mut req = http::Request::from_parts(parts, tonic::body::Body::new(body));
     req.extensions_mut().insert(call.clone());
-    let resp = match APIS.get(api) {
+    let limit = call.snapshot.limits.max_request_body.bytes();
+    let resp = match APIS.get(api, limit) {
         Ok(service) => match service.oneshot(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -86,7 +92,7 @@ pub(super) async fn serve(
     };
     let mut record = pending.take();
     let (mut parts, body) = resp.into_parts();
-    in_scheme(&mut parts.headers, api, method, call.snapshot.limits.max_request_body.bytes());
+    in_scheme(&mut parts.headers, api, method, limit);
     record.set_status(parts.status);
     let h = &mut parts.headers;
     forward::set(h, xroad::ID, &call.exchange_id);
@@ -132,7 +138,9 @@ fn in_scheme(h: &mut http::HeaderMap, api: OwnGrpc, method: &str, limit: u64) {
     // As sent (percent-encoded where not printable ASCII, which tonic's own words are).
     let said = h.get(&grpc::GRPC_MESSAGE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let err = match code {
-        _ if said.contains(crate::forward::OVER_LIMIT) => {
+        // Over the limit: declared so (tonic's OUT_OF_RANGE), or found so as the body streamed
+        // in (the metered body's error, which tonic passes on as UNKNOWN).
+        11 | 2 if said.starts_with("message length too large") || said.contains(crate::forward::BODY_TOO_LARGE) => {
             GatewayError::BodyTooLarge { limit, service: api.name().to_owned() }
         }
         13 if said.starts_with("failed to decode") => GatewayError::BadRequest(format!(
@@ -141,7 +149,9 @@ fn in_scheme(h: &mut http::HeaderMap, api: OwnGrpc, method: &str, limit: u64) {
             api.name(),
             api.name()
         )),
-        12 => {
+        // UNIMPLEMENTED without words is a method the service does not have (with words, tonic
+        // says what else it does not do, such as a compression, and is left to say it).
+        12 if said.is_empty() => {
             let words = format!(
                 "{} has no method {method:?}; `grpcurl ... describe {}` lists its methods",
                 api.name(),
@@ -304,10 +314,19 @@ mod tests {
         in_scheme(&mut h, directory, "ListEverything", 1024);
         assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(12), "Client.BadRequest"));
         assert!(h[&grpc::GRPC_MESSAGE].to_str().unwrap().contains("has no method \"ListEverything\""));
-        // A body over the gateway's limit says so, with the limit.
-        let mut h = status(2, "error reading a body from connection: body over 1024 bytes");
+        // A body over the gateway's limit says so, with the limit: declared so, or found so.
+        for said in [
+            "message length too large: found 2048 bytes, the limit is: 1024 bytes".to_owned(),
+            crate::forward::BodyError::TooLarge { limit: 1024 }.to_string(),
+        ] {
+            let mut h = status(if said.starts_with("message") { 11 } else { 2 }, &said);
+            in_scheme(&mut h, directory, "ListMethods", 1024);
+            assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(8), "Client.RequestTooLarge"));
+        }
+        // Other words of UNIMPLEMENTED are tonic's own, and kept.
+        let mut h = status(12, "Content is compressed with `gzip` which isn't supported");
         in_scheme(&mut h, directory, "ListMethods", 1024);
-        assert_eq!((grpc::status_in(&h), h[&xroad::ERROR].to_str().unwrap()), (Some(8), "Client.RequestTooLarge"));
+        assert!(h[&grpc::GRPC_MESSAGE].to_str().unwrap().contains("gzip"));
         // Health's NOT_FOUND is an unknown service.
         let mut h = status(5, "unknown service");
         in_scheme(&mut h, OwnGrpc::Health, "Check", 1024);
