@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -198,25 +198,64 @@ pub async fn shed(listener: Arc<ListenerRuntime>, tcp: TcpStream) {
             Some(config) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
                 if let Ok(tls) = acceptor.accept(tcp).await {
-                    answer_overloaded(TokioIo::new(tls)).await;
+                    answer_once(TokioIo::new(tls), overloaded_response).await;
                 }
             }
-            None => answer_overloaded(TokioIo::new(tcp)).await,
+            None => answer_once(TokioIo::new(tcp), overloaded_response).await,
         }
     };
     let _ = tokio::time::timeout(SHED_TIMEOUT, answer).await;
 }
 
-async fn answer_overloaded<I>(io: I)
+/// Whether the first byte a client sent on a TLS listener is plain text: a TLS connection opens
+/// with a handshake record (byte 0x16), an HTTP request with its method's capital letters (an
+/// `http://` URL given for the `https://` port; HTTP/2 without TLS opens with `PRI`).
+pub fn plain_text_on_tls(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
+/// Answers a plain HTTP request sent to a TLS listener `400 Client.BadRequest`, saying to call
+/// it over HTTPS, and closes, all within [`SHED_TIMEOUT`]: the client would otherwise get a TLS
+/// alert, which it shows as garbage, an empty reply or a hang. Not an exchange: no TLS, no
+/// identity, no record.
+pub async fn answer_plain_text(tcp: TcpStream) {
+    let _ = tokio::time::timeout(SHED_TIMEOUT, answer_once(TokioIo::new(tcp), plain_text_response)).await;
+}
+
+fn plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {
+    let err = GatewayError::BadRequest(
+        "this port speaks HTTPS with client certificates (mutual TLS), and this request came as plain HTTP: call \
+         https:// (not http://) with the application's certificate, e.g. curl --cert app.crt --key app.key \
+         --cacert ca.crt https://HOST:PORT/r1/..."
+            .to_owned(),
+    );
+    let exchange_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    // A gRPC client without TLS (HTTP/2 opening with PRI) reads a status, not a JSON body.
+    if crate::grpc::is_grpc(req) {
+        return crate::grpc::error_response(&err, &exchange_id, None, None);
+    }
+    let body = Full::new(Bytes::from(err.json_body(&exchange_id))).map_err(|never| match never {}).boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(crate::forward::xroad::ERROR, HeaderValue::from_static("Client.BadRequest"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Answers the first request of a connection with `respond`'s answer, then closes it.
+async fn answer_once<I>(io: I, respond: fn(&Request<Incoming>) -> Response<ResponseBody>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let answered = Arc::new(Notify::new());
     let service = {
         let answered = Arc::clone(&answered);
-        service_fn(move |_req| {
+        service_fn(move |req| {
             answered.notify_one();
-            async { Ok::<_, std::convert::Infallible>(overloaded_response()) }
+            let resp = respond(&req);
+            async move { Ok::<_, std::convert::Infallible>(resp) }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -236,7 +275,7 @@ where
     }
 }
 
-fn overloaded_response() -> Response<ResponseBody> {
+fn overloaded_response(_req: &Request<Incoming>) -> Response<ResponseBody> {
     let err = GatewayError::Overloaded(
         "the gateway is at its connection limit; retry in a few seconds, with backoff".to_owned(),
     );

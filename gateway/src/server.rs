@@ -202,8 +202,21 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
     let send_timeout = snap.limits.send_timeout.0;
     match &listener.tls {
         Some(config) => {
+            // A plain HTTP request on this TLS port is answered in plain HTTP, saying so. The look
+            // at its first byte waits for nothing the handshake would not wait for, and counts in
+            // its time.
+            let deadline = tokio::time::Instant::now() + snap.limits.handshake_timeout.0;
+            let mut first = [0u8; 1];
+            if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await
+                && edge::plain_text_on_tls(first[0])
+            {
+                stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(listener = %listener.name, %remote, "plain HTTP on a TLS listener: answered 400, use https");
+                edge::answer_plain_text(tcp).await;
+                return;
+            }
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-            let handshake = tokio::time::timeout(snap.limits.handshake_timeout.0, acceptor.accept(tcp));
+            let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
             let (outcome, refused) = crate::tls::naming_refused(handshake).await;
             let tls = match outcome {
                 Ok(Ok(tls)) => tls,

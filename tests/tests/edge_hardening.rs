@@ -306,6 +306,38 @@ async fn past_its_refusal_budget_an_unidentified_caller_is_refused_unrecorded() 
     region.stop().await;
 }
 
+/// `http://` given for the `https://` port: the plain request is answered in plain HTTP, 400 with
+/// what to do, instead of a TLS alert the client would show as garbage or an empty reply. A
+/// gRPC client without TLS gets a gRPC status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_request_on_the_tls_port_is_told_to_use_https() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "").await;
+    let mut tcp = TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    tcp.write_all(format!("GET /r1/{SERVICE}/json/x HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Client.BadRequest") && answer.contains("call https://"), "{answer}");
+
+    // HTTP/2 without TLS, as grpcurl -plaintext speaks it.
+    let tcp = TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
+    let (sender, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut sender = sender.ready().await.unwrap();
+    let req = Request::post("http://gw/kesehatan.v1.Rujukan/Kirim")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let (answer, _) = sender.send_request(req, true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.headers()["grpc-status"], "3", "{answer:?}");
+    assert!(answer.headers()["grpc-message"].to_str().unwrap().contains("https://"), "{answer:?}");
+    region.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_lists_over_the_limit_are_refused_on_http2_and_http1() {
     let pki = Pki::new();
