@@ -218,8 +218,10 @@ pub fn plain_text_on_tls(first: u8) -> bool {
 /// it over HTTPS, and closes, all within [`SHED_TIMEOUT`]: the client would otherwise get a TLS
 /// alert, which it shows as garbage, an empty reply or a hang. Not an exchange: no TLS, no
 /// identity, no record.
-pub async fn answer_plain_text(tcp: TcpStream) {
-    let _ = tokio::time::timeout(SHED_TIMEOUT, answer_once(TokioIo::new(tcp), plain_text_response)).await;
+pub async fn answer_plain_text(tcp: TcpStream, handshake_deadline: tokio::time::Instant) {
+    // Within the time its handshake had, and a second to answer: no longer than a TLS client.
+    let until = (handshake_deadline + Duration::from_secs(1)).min(tokio::time::Instant::now() + SHED_TIMEOUT);
+    let _ = tokio::time::timeout_at(until, answer_once(TokioIo::new(tcp), plain_text_response)).await;
 }
 
 fn plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {
@@ -258,8 +260,16 @@ where
             async move { Ok::<_, std::convert::Infallible>(resp) }
         })
     };
+    // One small request is all that is read: tight limits, since a connection gets here before
+    // anything is known of it (a shed one, or plain text on a TLS port).
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(false);
+    builder
+        .http1()
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .timer(TokioTimer::new())
+        .header_read_timeout(SHED_TIMEOUT);
+    builder.http2().max_concurrent_streams(1).max_header_list_size(16 * 1024);
     let served = builder.serve_connection(io, service);
     tokio::pin!(served);
     tokio::select! {

@@ -212,7 +212,7 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             {
                 stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(listener = %listener.name, %remote, "plain HTTP on a TLS listener: answered 400, use https");
-                edge::answer_plain_text(tcp).await;
+                edge::answer_plain_text(tcp, deadline).await;
                 return;
             }
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
