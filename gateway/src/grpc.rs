@@ -208,6 +208,32 @@ pub fn encode_message(message: &str) -> String {
     out
 }
 
+/// A `grpc-message` as sent, decoded: `%XX` escapes (tonic escapes spaces too) back to their
+/// bytes, read as UTF-8 with anything malformed replaced.
+pub fn decode_message(sent: &str) -> String {
+    let bytes = sent.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The status the gateway's error makes: `grpc-status`, `grpc-message`, `x-road-error`, and for
 /// a refusal over quota `grpc-retry-pushback-ms`. Sent as trailers, or as the headers of a
 /// trailers-only response.
@@ -249,6 +275,15 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grpc_message_decodes_as_it_was_encoded() {
+        for text in ["over quota: 1 call/s", "100% sure", "bukan ASCII: é", ""] {
+            assert_eq!(decode_message(&encode_message(text)), text);
+        }
+        assert_eq!(decode_message("message%20length%20too%20large"), "message length too large");
+        assert_eq!(decode_message("50%"), "50%", "a lone % is kept");
+    }
     use proptest::prelude::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

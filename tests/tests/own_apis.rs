@@ -349,6 +349,15 @@ async fn list_methods_over_rest_and_grpc_show_a_providers_services() {
     );
     let status = directory.list_methods(pb::ListMethodsRequest { provider: "ID/PEMDA".to_owned() }).await.unwrap_err();
     assert_eq!((status.code(), xroad_error(&status)), (Code::InvalidArgument, Some("Client.BadRequest")));
+    // A request over the gateway's size limit (10 MiB by default) is refused as such, not by
+    // tonic's own words.
+    let huge = pb::ListMethodsRequest { provider: "x".repeat(11 * 1024 * 1024) };
+    let status = directory.list_methods(huge).await.unwrap_err();
+    assert_eq!(
+        (status.code(), xroad_error(&status)),
+        (Code::ResourceExhausted, Some("Client.RequestTooLarge")),
+        "{status:?}"
+    );
     let query = rest(&s.region, &dishub, &format!("/r1/{DISDUKCAPIL}/listMethods?serviceCode=x")).await;
     assert_eq!((query.status.as_u16(), query.xroad_error()), (400, Some("Client.BadRequest")));
     s.region.stop().await;

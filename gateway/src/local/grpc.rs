@@ -135,8 +135,7 @@ fn in_scheme(h: &mut http::HeaderMap, api: OwnGrpc, method: &str, limit: u64) {
     if code == 0 || h.contains_key(&xroad::ERROR) {
         return;
     }
-    // As sent (percent-encoded where not printable ASCII, which tonic's own words are).
-    let said = h.get(&grpc::GRPC_MESSAGE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let said = grpc::decode_message(h.get(&grpc::GRPC_MESSAGE).and_then(|v| v.to_str().ok()).unwrap_or_default());
     let err = match code {
         // Over the limit: declared so (tonic's OUT_OF_RANGE), or found so as the body streamed
         // in (the metered body's error, which tonic passes on as UNKNOWN).
@@ -293,10 +292,11 @@ impl Directory for DirectoryApi {
 mod tests {
     use super::*;
 
+    /// A status as tonic sends it: its message percent-encoded, spaces included.
     fn status(code: u32, message: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         h.insert(&grpc::GRPC_STATUS, http::HeaderValue::from(code));
-        forward::set(&mut h, grpc::GRPC_MESSAGE, message);
+        forward::set(&mut h, grpc::GRPC_MESSAGE, &grpc::encode_message(message).replace(' ', "%20"));
         h
     }
 
