@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -231,17 +230,17 @@ fn plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {
          --cacert ca.crt https://HOST:PORT/r1/..."
             .to_owned(),
     );
+    unrecorded_refusal(req, &err)
+}
+
+/// A refusal of the one request [`answer_once`] reads: the gateway's error as any refusal carries
+/// it (JSON, or a gRPC status to a gRPC client without TLS), with no `X-Road-Id`, since no
+/// record goes by it, and the connection closed after it.
+fn unrecorded_refusal(req: &Request<Incoming>, err: &GatewayError) -> Response<ResponseBody> {
     let exchange_id = uuid::Uuid::new_v4().hyphenated().to_string();
-    // A gRPC client without TLS (HTTP/2 opening with PRI) reads a status, not a JSON body.
-    if crate::grpc::is_grpc(req) {
-        return crate::grpc::error_response(&err, &exchange_id, None, None);
-    }
-    let body = Full::new(Bytes::from(err.json_body(&exchange_id))).map_err(|never| match never {}).boxed_unsync();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    let mut resp = crate::exchange::answer(crate::grpc::is_grpc(req), &exchange_id, None, None, err);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(crate::forward::xroad::ERROR, HeaderValue::from_static("Client.BadRequest"));
+    h.remove(crate::forward::xroad::ID);
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
@@ -285,19 +284,12 @@ where
     }
 }
 
-fn overloaded_response(_req: &Request<Incoming>) -> Response<ResponseBody> {
+fn overloaded_response(req: &Request<Incoming>) -> Response<ResponseBody> {
     let err = GatewayError::Overloaded(
         "the gateway is at its connection limit; retry in a few seconds, with backoff".to_owned(),
     );
-    let exchange_id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let body = Full::new(Bytes::from(err.json_body(&exchange_id))).map_err(|never| match never {}).boxed_unsync();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(crate::forward::xroad::ERROR, HeaderValue::from_static("Server.Overloaded"));
-    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut resp = unrecorded_refusal(req, &err);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     resp
 }
 
@@ -537,6 +529,8 @@ pub fn log_connection_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
 
     #[test]
     fn the_closing_refusal_is_a_grpc_status_to_a_grpc_call_and_a_bare_401_otherwise() {
