@@ -209,29 +209,11 @@ pub fn encode_message(message: &str) -> String {
 }
 
 /// A `grpc-message` as sent, decoded: `%XX` escapes (tonic escapes spaces too) back to their
-/// bytes, read as UTF-8 with anything malformed replaced.
+/// bytes, read as UTF-8 with anything malformed replaced; a text with a malformed escape is
+/// taken as it is.
 pub fn decode_message(sent: &str) -> String {
-    let bytes = sent.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::target::decode_segment(sent)
+        .map_or_else(|_| sent.to_owned(), |bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The status the gateway's error makes: `grpc-status`, `grpc-message`, `x-road-error`, and for

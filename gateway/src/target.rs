@@ -82,7 +82,7 @@ fn clip(s: &str) -> String {
 }
 
 /// Decodes `%XX` escapes of one segment, refusing malformed ones.
-fn decode_segment(seg: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_segment(seg: &str) -> Result<Vec<u8>, String> {
     let bytes = seg.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -83,19 +83,12 @@ impl Config {
             .iter()
             .filter(|a| a.name == name)
             .flat_map(|a| &a.scopes)
-            .any(|scope| own.is_within(scope) || served.iter().any(|p| overlap(scope, p)));
+            .any(|scope| own.is_within(scope) || served.iter().any(|p| scope.overlaps(p)));
         scoped
             || self.identities.iter().any(|m| {
                 m.anchor == name && splpd_certs::id::Identity::parse(m.kind, &m.id).is_ok_and(|id| in_region(&id))
             })
     }
-}
-
-/// Whether one identifier prefix lies within the other, by whole parts.
-fn overlap(a: &IdPrefix, b: &IdPrefix) -> bool {
-    let (a, b) = (a.to_string(), b.to_string());
-    let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
-    within(&a, &b) || within(&b, &a)
 }
 
 impl Gateway {
@@ -580,10 +573,10 @@ mod tests {
     #[test]
     fn prefixes_overlap_when_one_lies_within_the_other_by_whole_parts() {
         let p = |s: &str| s.parse::<IdPrefix>().unwrap();
-        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA/1602")));
-        assert!(overlap(&p("ID/PEMDA"), &p("ID/PEMDA/1602")));
-        assert!(overlap(&p("ID/PEMDA/1602"), &p("ID/PEMDA")));
-        assert!(!overlap(&p("ID/PEMDA/1601"), &p("ID/PEMDA/1602")));
-        assert!(!overlap(&p("ID/PEMDA/160"), &p("ID/PEMDA/1602")), "whole parts only");
+        assert!(p("ID/PEMDA/1602").overlaps(&p("ID/PEMDA/1602")));
+        assert!(p("ID/PEMDA").overlaps(&p("ID/PEMDA/1602")));
+        assert!(p("ID/PEMDA/1602").overlaps(&p("ID/PEMDA")));
+        assert!(!p("ID/PEMDA/1601").overlaps(&p("ID/PEMDA/1602")));
+        assert!(!p("ID/PEMDA/160").overlaps(&p("ID/PEMDA/1602")), "whole parts only");
     }
 }
