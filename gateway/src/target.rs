@@ -109,16 +109,33 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
     let last = segments.len() - 1;
     for (i, seg) in segments.iter().enumerate() {
         if seg.is_empty() && i != last {
-            return Err(bad(format!("the path {:?} has an empty segment (`//`)", clip(path))));
+            return Err(bad(format!("the path {:?} has an empty segment (`//`); send it without one", clip(path))));
         }
         let decoded = decode_segment(seg).map_err(bad)?;
-        if decoded == b"." || decoded == b".." {
-            return Err(bad(format!("the path {:?} has a `.` or `..` segment, which is not allowed", clip(path))));
-        }
-        if decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+        // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they resolve
+        // dots, so `..;x` is `..` to them: the name before any `;` is what must not be a dot.
+        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
+        if name == b"." || name == b".." {
             return Err(bad(format!(
-                "the path {:?} encodes `/`, `\\` or NUL inside a segment, which is not allowed",
-                clip(path)
+                "the path {:?} has the segment {:?}, which a service may read as `{}`: `.` and `..` segments are not \
+                 allowed in any spelling (encoded, or followed by `;`); send the path without them",
+                clip(path),
+                clip(seg),
+                String::from_utf8_lossy(name)
+            )));
+        }
+        if let Some(b) = decoded.iter().find(|b| matches!(b, b'/' | b'\\' | 0)) {
+            let what = match (b, seg.contains('%')) {
+                (b'/', _) => "an encoded `/` (%2F)",
+                (b'\\', false) => "a `\\`",
+                (b'\\', true) => "a `\\` (%5C)",
+                _ => "a NUL (%00)",
+            };
+            return Err(bad(format!(
+                "the path {:?} has {what} inside the segment {:?}, which is not allowed: a service may read it as \
+                 another path; send the segment without it",
+                clip(path),
+                clip(seg)
             )));
         }
     }
@@ -190,12 +207,22 @@ mod tests {
             "/r1/ID/PEMDA/1602/A/s/.%2E/x",
             "/r1/ID/PEMDA/1602/A/s/./x",
             "/r1/ID/PEMDA/1602/A/../s",
+            // Java servers drop `;parameters` before resolving dots.
+            "/r1/ID/PEMDA/1602/A/s/public/..;/admin",
+            "/r1/ID/PEMDA/1602/A/s/nik/..;x",
+            "/r1/ID/PEMDA/1602/A/s/nik/.;",
+            "/r1/ID/PEMDA/1602/A/s/nik/%2e%2e%3bx/y",
         ] {
             assert!(parse(uri, 8192).is_err(), "{uri}");
         }
-        assert!(err("/r1/ID/PEMDA/1602/A/s/a%2Fb").contains("encodes `/`"));
-        assert!(err("/r1/ID/PEMDA/1602/A/s/a%5Cb").contains("encodes `/`"));
+        let said = err("/r1/ID/PEMDA/1602/A/s/public/..;/admin");
+        assert!(said.contains("\"..;\"") && said.contains("read as `..`") && said.contains("followed by `;`"), "{said}");
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%2Fb").contains("an encoded `/` (%2F) inside the segment \"a%2Fb\""));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%5Cb").contains("a `\\` (%5C)"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a\\b").contains("has a `\\` inside"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%00").contains("NUL"));
+        // A `;` elsewhere, and dots within a name, are a service's own business.
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/a;v=1/..b/.x").path, "/a;v=1/..b/.x");
         assert!(err("/r1/ID/PEMDA/1602/A/s/a//b").contains("empty segment"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%zz").contains("two hex digits"));
     }
@@ -229,12 +256,13 @@ mod tests {
         }
 
         #[test]
-        fn accepted_paths_hold_no_traversal(segs in proptest::collection::vec("[a-zA-Z0-9.%]{0,6}", 0..6)) {
+        fn accepted_paths_hold_no_traversal(segs in proptest::collection::vec("[a-zA-Z0-9.%;]{0,6}", 0..6)) {
             let uri = format!("/r1/ID/PEMDA/1602/A/s/{}", segs.join("/"));
             if let Ok(t) = parse(&uri, 8192) {
                 for seg in t.path.split('/') {
                     let d = decode_segment(seg).unwrap();
-                    prop_assert!(d != b"." && d != b"..");
+                    let name = d.split(|b| *b == b';').next().unwrap_or_default();
+                    prop_assert!(name != b"." && name != b"..");
                 }
             }
         }
