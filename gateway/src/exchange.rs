@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::admin::Maintenance;
 use crate::admin::metrics::{ExchangeMetrics, Metered};
-use crate::audit::{AuditSink, BodyHasher, RecordBuilder};
+use crate::audit::{AuditSink, BodyHasher, MAX_RECORDED_HEADER, RecordBuilder};
 use crate::authorize::AccessRequest;
 use crate::config::{AuditMode, Protocol};
 use crate::error::{Failure, GatewayError, GrpcCode};
@@ -926,7 +926,7 @@ fn identify(
     // first.
     let auth = conn.auth.as_ref().map_err(identify_error)?;
     identify::require_certificate(auth, &conn.listener.opt_ins).map_err(|e| identify_error(&e))?;
-    refuse_repeated(req.headers())?;
+    check_single_valued(req.headers())?;
     let claimed = match req.headers().get(&xroad::CLIENT) {
         Some(v) => Some(v.to_str().map_err(|_| {
             GatewayError::BadRequest("X-Road-Client is not valid text; write e.g. ID/PEMDA/1602/DINKES".into())
@@ -1099,7 +1099,20 @@ const SINGLE_VALUED: [(HeaderName, &str); 6] = [
     (xroad::REPRESENTED_PARTY, "X-Road-Represented-Party"),
 ];
 
-fn refuse_repeated(headers: &HeaderMap) -> Result<(), GatewayError> {
+/// Refuses a header of [`SINGLE_VALUED`] sent twice, and one the log keeps with every record
+/// (all but the first two) that is longer than [`MAX_RECORDED_HEADER`].
+fn check_single_valued(headers: &HeaderMap) -> Result<(), GatewayError> {
+    for (name, shown) in &SINGLE_VALUED[2..] {
+        if let Some(v) = headers.get(name)
+            && v.len() > MAX_RECORDED_HEADER
+        {
+            return Err(GatewayError::BadRequest(format!(
+                "{shown} is {} bytes long; at most {MAX_RECORDED_HEADER} are accepted, since the audit log keeps it \
+                 with the exchange: send a shorter value (a reference, not a document)",
+                v.len()
+            )));
+        }
+    }
     // Most requests repeat no header at all: then there is nothing to look up.
     if headers.len() == headers.keys_len() {
         return Ok(());

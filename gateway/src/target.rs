@@ -216,7 +216,10 @@ mod tests {
             assert!(parse(uri, 8192).is_err(), "{uri}");
         }
         let said = err("/r1/ID/PEMDA/1602/A/s/public/..;/admin");
-        assert!(said.contains("\"..;\"") && said.contains("read as `..`") && said.contains("followed by `;`"), "{said}");
+        assert!(
+            said.contains("\"..;\"") && said.contains("read as `..`") && said.contains("followed by `;`"),
+            "{said}"
+        );
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%2Fb").contains("an encoded `/` (%2F) inside the segment \"a%2Fb\""));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%5Cb").contains("a `\\` (%5C)"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a\\b").contains("has a `\\` inside"));

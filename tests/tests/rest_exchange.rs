@@ -753,6 +753,39 @@ async fn an_identity_or_purpose_header_sent_twice_is_refused() {
     assert_eq!(upstream.received().len(), 1);
 }
 
+/// The headers the log keeps with every record are refused over 512 bytes, so that a caller
+/// cannot fill the log's disk with one header; the refusal's record keeps the value's beginning
+/// and its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_header_over_its_limit_is_refused_and_kept_short() {
+    let Setup { region, upstream, pki } = setup().await;
+    let bappeda = pki.client(BAPPEDA);
+    let expect =
+        Expect { client: BAPPEDA, service: SERVICE, status: 400, error_type: "Client.BadRequest", may_omit: true };
+    for (proto, name, shown) in [
+        (Proto::H1, "x-road-issue", "X-Road-Issue"),
+        (Proto::H2, "x-road-userid", "X-Road-UserId"),
+        (Proto::H1, "x-splp-purpose", "X-SPLP-Purpose"),
+        (Proto::H2, "x-road-represented-party", "X-Road-Represented-Party"),
+    ] {
+        // BAPPEDA has no grant: the long header is refused before the grant is looked at.
+        let call = Call::get(target(SERVICE, "/json/x")).header(name, "A".repeat(20_000));
+        let reply = region.call(Some(&bappeda), proto, call).await.unwrap();
+        let message = assert_gateway_error(&reply, 400, "Client.BadRequest");
+        assert!(message.contains(&format!("{shown} is 20000 bytes long; at most 512 are accepted")), "{message}");
+        let rec = assert_record(&region, &reply, None, &expect).await;
+        let kept = [&rec.issue, &rec.user_id, &rec.purpose, &rec.represented_party];
+        let kept = kept.iter().find(|v| !v.is_empty()).expect("the header's beginning is kept");
+        assert!(kept.starts_with(&"A".repeat(64)) && kept.ends_with("… (20000 bytes in all)"), "{kept}");
+        assert!(kept.len() < 100, "{}", kept.len());
+    }
+    // At the limit, it is taken (and the call goes on to be refused for want of a grant).
+    let call = Call::get(target(SERVICE, "/json/x")).header("x-road-issue", "A".repeat(512));
+    let reply = region.call(Some(&bappeda), Proto::H1, call).await.unwrap();
+    assert_gateway_error(&reply, 403, "Client.AccessDenied");
+    assert!(upstream.received().is_empty());
+}
+
 /// HEAD answers carry no body, whoever makes them: the service, or the gateway itself (its
 /// errors, its directory). Over HTTP/2 a body after a HEAD is a protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

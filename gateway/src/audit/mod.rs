@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 pub use self::memory::MemorySink;
-pub use self::record::{BodyDigest, BodyHasher, RecordBuilder, answered_status, now_nanos};
+pub use self::record::{BodyDigest, BodyHasher, MAX_RECORDED_HEADER, RecordBuilder, answered_status, now_nanos};
 pub use crate::config::AuditMode;
 pub use splpd_proto::v1::ExchangeRecord;
 

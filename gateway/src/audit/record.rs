@@ -19,6 +19,11 @@ const ISSUE: HeaderName = HeaderName::from_static("x-road-issue");
 const REPRESENTED_PARTY: HeaderName = HeaderName::from_static("x-road-represented-party");
 const PURPOSE: HeaderName = HeaderName::from_static("x-splp-purpose");
 
+/// The longest `X-Road-UserId`, `X-Road-Issue`, `X-Road-Represented-Party` or `X-SPLP-Purpose`
+/// the gateway takes: each is kept in every record, and a reference, a user id or a purpose code
+/// is far shorter.
+pub const MAX_RECORDED_HEADER: usize = 512;
+
 /// The wall-clock time in nanoseconds since the Unix epoch, the unit of every time in a record.
 ///
 /// A clock set before 1970 reads as 0 ("did not happen") and one past 2262 as `i64::MAX`, rather
@@ -183,8 +188,12 @@ impl RecordBuilder {
     pub fn set_client_headers(&mut self, headers: &HeaderMap) {
         // Header values are bytes; a non-UTF-8 one is kept lossily rather than dropped, so the
         // log still shows that the header was sent.
-        let text = |name: &HeaderName| {
-            headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default()
+        // A value over the limit is refused (`Client.BadRequest`), and its record keeps the
+        // beginning and its length, so a caller cannot fill the log with one header.
+        let text = |name: &HeaderName| match headers.get(name).map(|v| v.as_bytes()) {
+            None => String::new(),
+            Some(v) if v.len() <= MAX_RECORDED_HEADER => String::from_utf8_lossy(v).into_owned(),
+            Some(v) => format!("{}… ({} bytes in all)", String::from_utf8_lossy(&v[..64]), v.len()),
         };
         self.record.user_id = text(&USER_ID);
         self.record.issue = text(&ISSUE);
