@@ -96,6 +96,10 @@ pub(super) struct ActiveSegment {
     cut_back: bool,
     /// Segments started by this writer.
     started: u64,
+    /// A batch needed the next segment and it could not be started: a probe must start it too
+    /// before the log counts as writable, or the log would resume only to fail at the next batch
+    /// (the segment folder made read-only, say, while the current file still takes writes).
+    rotation_due: bool,
 }
 
 impl ActiveSegment {
@@ -132,6 +136,7 @@ impl ActiveSegment {
             unsynced_records: 0,
             cut_back: false,
             started: 0,
+            rotation_due: false,
         })
     }
 
@@ -185,8 +190,11 @@ impl ActiveSegment {
         let len_after = self.synced_len + (self.unsynced.len() + frames.len()) as u64;
         // A batch is never split across segments, so a segment overshoots only when one batch is
         // larger than a whole segment.
-        if holds_records && !frames.is_empty() && len_after > self.segment_size {
+        let full = !frames.is_empty() && len_after > self.segment_size;
+        if holds_records && (full || (probe && self.rotation_due)) {
+            self.rotation_due = true;
             self.rotate(faults)?;
+            self.rotation_due = false;
         }
         let rewrote = self.ensure_open(faults)?;
         let file = self.file.as_ref().ok_or_else(|| io::Error::other("audit segment not open"))?;
@@ -198,7 +206,20 @@ impl ActiveSegment {
         let ahead = if probing { self.preallocate.max(PROBE_LEN) } else { self.preallocate };
         if end > self.allocated || (probing && end + ahead > self.allocated) {
             let to = end + ahead;
-            write_zeros(file, self.allocated.max(end), to, faults)?;
+            write_zeros(file, self.allocated.max(end), to, faults).map_err(|e| {
+                if e.kind() != io::ErrorKind::StorageFull {
+                    return e;
+                }
+                // The operator sees the disk with room, and must be told that it is not enough.
+                let room = crate::config::units::ByteSize(ahead).approx();
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: the log sets aside room for its next records {room} at a time ([audit] preallocate), \
+                         so at least that much must be free on its filesystem"
+                    ),
+                )
+            })?;
             self.allocated = to;
         } else if probing {
             // The room is there: what is left to check is that writes and syncs work.

@@ -862,6 +862,27 @@ async fn the_writer_retries_by_itself_and_becomes_available_again() {
     assert_eq!(read_all(dir.path()), [(0, "after".to_owned())]);
 }
 
+/// A disk with less room free than the log sets aside at a time is still full to the log: the
+/// reason says so, so that an operator who sees some room free knows how much more is needed.
+#[tokio::test]
+async fn a_full_disk_names_the_room_the_log_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { retry_interval: Duration::from_millis(5), ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    log.fail_next_writes(ALWAYS);
+    assert!(log.append(record("refused"), AuditMode::Sync).await.is_err());
+    // The writer's probes set room aside; theirs is the reason health gives.
+    let reason = || match log.health() {
+        AuditHealth::Unavailable { reason, .. } => reason,
+        other => panic!("health {other:?}"),
+    };
+    wait_until("a probe failed", || reason().contains("preallocate")).await;
+    let said = reason();
+    assert!(said.contains("no space left") && said.contains("1 MiB at a time ([audit] preallocate)"), "{said}");
+    log.fail_next_writes(0);
+    wait_until("the log is available again", || log.health().is_available()).await;
+}
+
 #[tokio::test]
 async fn a_failed_sync_writes_the_unsynced_records_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -1027,6 +1048,34 @@ async fn a_failed_start_of_a_segment_is_tried_again() {
         [dir.path().join(segment_file_name(0)), dir.path().join(segment_file_name(5))]
     );
     assert_eq!(read_all(dir.path()).last(), Some(&(5, "r5".to_owned())));
+}
+
+/// A log that cannot start its next segment (its folder made read-only, say) stays unavailable
+/// until it can: the current file still taking a probe's write must not make it resume only to
+/// refuse the next exchange again.
+#[tokio::test]
+async fn a_log_that_cannot_start_its_next_segment_stays_unavailable_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SegmentOptions { segment_size: 400, retry_interval: Duration::from_millis(5), ..options(dir.path()) };
+    let log = SegmentLog::open(&opts).unwrap();
+    for i in 0..5 {
+        log.append(record(&format!("r{i}")), AuditMode::Sync).await.unwrap();
+    }
+    // The next segment's name is taken by a folder: it cannot be created (as root, whom a
+    // read-only folder would not stop, this is how a test makes the creation fail).
+    let next = dir.path().join(segment_file_name(5));
+    fs::create_dir(&next).unwrap();
+    assert!(log.append(record("refused"), AuditMode::Sync).await.is_err());
+    // The writer probes again and again; none of its probes may count as writing working again.
+    let failed = log.stats().failed_batches;
+    wait_until("the writer probed several times", || log.stats().failed_batches >= failed + 3).await;
+    assert!(!log.health().is_available(), "{:?}", log.health());
+
+    fs::remove_dir(&next).unwrap();
+    wait_until("the log is available again", || log.health().is_available()).await;
+    log.append(record("r5"), AuditMode::Sync).await.unwrap();
+    assert_eq!(read_all(dir.path()).last(), Some(&(5, "r5".to_owned())));
+    assert_eq!(segment_paths(dir.path()).len(), 2);
 }
 
 #[tokio::test]
