@@ -616,10 +616,10 @@ impl Default for ExchangeMetrics {
 /// `[telemetry]`, makes it a span) on its way to the log. Request records (`strict` mode's first record) are not counted: their exchange is counted
 /// once, by its final record.
 ///
-/// An exchange is counted by the status its record holds. The few in flight when the log fails
-/// are then refused with `Server.AuditUnavailable` although counted by the status they were
-/// about to get; every exchange that starts while the log is down is recorded, and counted, as
-/// refused.
+/// An exchange is counted by the status its record holds, except while the log is not taking
+/// records: its record is then refused and the exchange answered `503 Server.AuditUnavailable`
+/// (gRPC's `UNAVAILABLE`), which is how it is counted, not by the status it was about to get.
+/// The few exchanges whose records reach the log just as it fails are counted by that status.
 #[derive(Debug)]
 pub struct Metered {
     inner: Arc<dyn AuditSink>,
@@ -640,14 +640,33 @@ impl Metered {
     }
 }
 
+/// The record as its exchange is answered when the log refuses it: `503
+/// Server.AuditUnavailable`, or for a gRPC call answered over HTTP 200 the status `UNAVAILABLE`.
+fn as_refused_unlogged(record: &ExchangeRecord) -> ExchangeRecord {
+    let mut refused = record.clone();
+    match refused.grpc_status {
+        Some(_) if refused.status == 200 => refused.grpc_status = Some(14),
+        _ => refused.status = 503,
+    }
+    "Server.AuditUnavailable".clone_into(&mut refused.error_type);
+    refused
+}
+
 impl AuditSink for Metered {
     fn append(&self, record: ExchangeRecord, mode: AuditMode) -> AuditTicket {
         if record.kind != RecordKind::Request as i32 {
+            let refused;
+            let seen = if self.inner.taking_records() {
+                &record
+            } else {
+                refused = as_refused_unlogged(&record);
+                &refused
+            };
             match &self.spans {
                 Some(spans) => {
-                    self.metrics.observe_then(&record, |service, peer| spans.exchange(&record, service, peer));
+                    self.metrics.observe_then(seen, |service, peer| spans.exchange(seen, service, peer));
                 }
-                None => self.metrics.observe(&record),
+                None => self.metrics.observe(seen),
             }
         }
         self.inner.append(record, mode)
@@ -659,6 +678,10 @@ impl AuditSink for Metered {
 
     fn health(&self) -> AuditHealth {
         self.inner.health()
+    }
+
+    fn taking_records(&self) -> bool {
+        self.inner.taking_records()
     }
 
     fn shutdown(&self) -> AuditTicket {
@@ -813,6 +836,30 @@ mod tests {
         let denied = ERROR_TYPES.iter().position(|t| *t == "Client.AccessDenied").unwrap();
         assert_eq!(meter.errors[denied].load(Ordering::Relaxed), 1);
         assert_eq!(meter.codes[403].load(Ordering::Relaxed), 3);
+    }
+
+    /// While the log refuses records, exchanges are answered `503 Server.AuditUnavailable`
+    /// (gRPC's `UNAVAILABLE`), and counted so: not by the refusal or answer they were about to get.
+    #[test]
+    fn while_the_log_refuses_records_exchanges_count_as_the_503_they_get() {
+        let sink = Arc::new(crate::audit::MemorySink::new());
+        let metrics = Arc::new(ExchangeMetrics::default());
+        let metered = Metered::new(Arc::clone(&sink) as Arc<dyn AuditSink>, Arc::clone(&metrics));
+        let codes = |code: usize| metrics.unrouted.codes[code].load(Ordering::Relaxed);
+        let rest = |status: u32| ExchangeRecord { status, ..ExchangeRecord::default() };
+        let grpc = ExchangeRecord { status: 200, grpc_status: Some(8), ..ExchangeRecord::default() };
+
+        drop(metered.append(rest(429), AuditMode::Sync));
+        drop(metered.append(grpc.clone(), AuditMode::Sync));
+        assert_eq!((codes(429), codes(503)), (2, 0), "taken records count by their status");
+
+        sink.set_failing(true);
+        drop(metered.append(rest(429), AuditMode::Sync));
+        drop(metered.append(rest(200), AuditMode::Sync));
+        drop(metered.append(grpc, AuditMode::Sync));
+        assert_eq!((codes(429), codes(200), codes(503)), (2, 0, 3));
+        let unavailable = ERROR_TYPES.iter().position(|t| *t == "Server.AuditUnavailable").unwrap();
+        assert_eq!(metrics.unrouted.errors[unavailable].load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -294,6 +294,10 @@ impl AuditSink for AuditLog {
         self.segments.health()
     }
 
+    fn taking_records(&self) -> bool {
+        self.segments.taking_records()
+    }
+
     fn counters(&self) -> Option<super::AuditCounters> {
         let s = self.segments.stats();
         Some(super::AuditCounters {

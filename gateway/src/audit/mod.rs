@@ -54,6 +54,14 @@ pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
     /// Whether the log is taking records, for readiness checks and the admin dashboard.
     fn health(&self) -> AuditHealth;
 
+    /// Whether a record appended now would be taken, as cheaply as the sink can say it: asked
+    /// for every exchange (see `metrics::Metered`). A race with the log failing or recovering
+    /// is possible and harmless to the caller, which still learns the record's fate from its
+    /// ticket.
+    fn taking_records(&self) -> bool {
+        self.health().is_available()
+    }
+
     /// Stops taking records: appends after this fail with [`AuditError::Closed`]; the ticket
     /// resolves once everything accepted before it is durable, for a graceful shutdown.
     fn shutdown(&self) -> AuditTicket;

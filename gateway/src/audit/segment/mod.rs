@@ -322,6 +322,11 @@ impl AuditSink for SegmentLog {
         self.shared.health()
     }
 
+    /// One atomic load: a closed log is left to `health`, since it refuses only at shutdown.
+    fn taking_records(&self) -> bool {
+        !self.shared.failing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn shutdown(&self) -> AuditTicket {
         self.shared.control(true)
     }

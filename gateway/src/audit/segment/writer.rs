@@ -73,7 +73,7 @@ pub(super) struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     /// Read on every append, so an atomic; the reason is in `failure`.
-    failing: AtomicBool,
+    pub(super) failing: AtomicBool,
     /// Why and since when writes fail.
     failure: Mutex<Option<(String, i64)>>,
     pub(super) counters: Counters,
