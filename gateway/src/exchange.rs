@@ -59,6 +59,9 @@ pub struct Gateway {
     telemetry: Option<Arc<crate::telemetry::ExportStats>>,
     /// Refusals of unidentified callers answered and recorded per address (`refusals`).
     refusals: crate::refusals::RefusalBudget,
+    /// Set once the gateway stops taking connections (`Running::stop`), so that readiness says
+    /// so while the exchanges in flight finish.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// What is known about a connection before its first request.
@@ -173,6 +176,7 @@ impl Gateway {
             reloader: std::sync::OnceLock::new(),
             telemetry,
             refusals: crate::refusals::RefusalBudget::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -223,6 +227,16 @@ impl Gateway {
     /// Maintenance mode, which the admin listener sets.
     pub fn maintenance(&self) -> &Arc<Maintenance> {
         &self.maintenance
+    }
+
+    /// Marks the gateway as stopping: its listeners take no new connections from now on.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the gateway is stopping ([`Gateway::begin_stopping`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Lets the admin listener change the configuration file through `reloader`. Once only: a

@@ -493,6 +493,7 @@ impl Running {
     /// Stops accepting, lets open exchanges finish, flushes the audit log, and sends the last
     /// spans and metrics.
     pub async fn stop(self) -> Result<(), crate::audit::AuditError> {
+        self.gateway.begin_stopping();
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let flushed = self.gateway.audit().shutdown().await;

@@ -349,7 +349,20 @@ async fn on_stop_open_exchanges_finish_within_the_drain_timeout_and_later_ones_a
     let (long_h2_id, long_h2) = call(20_000, Proto::H2);
     upstream.wait_received(3).await;
 
-    let records = region.stop_with_records().await;
+    // Readiness says the gateway is stopping while the exchanges in flight finish, so that a
+    // balancer asking the admin listener sends nothing more.
+    let gateway = std::sync::Arc::clone(region.gateway());
+    let readiness = || splpd_gateway::admin::Readiness::of(&gateway).reasons;
+    assert_eq!(readiness(), Vec::<String>::new());
+    let stopping = tokio::spawn(region.stop_with_records());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while readiness().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let reasons = readiness();
+    assert!(reasons.iter().any(|r| r.contains("the gateway is stopping")), "{reasons:?}");
+    assert!(!quick.is_finished(), "the reason is given while exchanges are still in flight");
+    let records = stopping.await.unwrap();
     assert_eq!(quick.await.unwrap().unwrap().status, StatusCode::OK, "an exchange within the drain finishes");
     assert!(long.await.unwrap().is_err(), "an exchange past the drain is cut off");
     assert!(long_h2.await.unwrap().is_err(), "an HTTP/2 exchange past the drain is cut off");

@@ -300,12 +300,17 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Ready when the audit log takes records (without it every exchange is refused),
-    /// maintenance mode is off, the gateway's certificate has not expired (agencies and peers
-    /// would refuse it), and the CRL of the gateway's own region has not expired (every
-    /// certificate of its CA would be refused).
+    /// Ready when the gateway is not stopping, the audit log takes records (without it every
+    /// exchange is refused), maintenance mode is off, the gateway's certificate has not expired
+    /// (agencies and peers would refuse it), and the CRL of the gateway's own region has not
+    /// expired (every certificate of its CA would be refused).
     pub fn of(gateway: &Gateway) -> Self {
         let mut reasons = Vec::new();
+        if gateway.is_stopping() {
+            reasons.push(
+                "the gateway is stopping: it takes no new connections and finishes the exchanges in flight".to_owned(),
+            );
+        }
         let health = gateway.audit().health();
         if !health.is_available() {
             reasons.push(format!("{health}; every exchange is refused until it is written again"));
