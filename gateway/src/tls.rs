@@ -497,6 +497,13 @@ impl TrustStore {
             |reason: String| TlsSetupError::CrlUnusable { anchor: anchor.to_owned(), path: path.to_owned(), reason };
         let (_, crl) = CertificateRevocationList::from_der(der)
             .map_err(|e| unusable(format!("cannot be parsed ({e}); check that the file holds a CRL")))?;
+        // What rustls's verifier will make of it: it takes only the profile of RFC 5280 (version
+        // 2, a CRL number, a next update), and would otherwise refuse it at start with no name.
+        if let Err(e) = webpki::OwnedCertRevocationList::from_der(der) {
+            // webpki says BadDer of a version 1 CRL, which has no version field to read.
+            let v1 = crl.version().is_none_or(|v| v.0 < 1);
+            return Err(unusable(webpki_refusal(&e, v1)));
+        }
         let issuer = crl.issuer();
         let mut same_name = self.cas[first_ca..].iter().filter(|ca| *ca.subject == *issuer.as_raw()).peekable();
         if same_name.peek().is_none() {
@@ -917,6 +924,28 @@ pub(crate) fn upstream_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsSetup
         })?;
     }
     Ok(Arc::new(roots))
+}
+
+/// Why the TLS verifier (rustls-webpki) cannot use a CRL, and how such CRLs are made.
+fn webpki_refusal(e: &webpki::Error, v1: bool) -> String {
+    let how = "make it with `splpd certs revoke`, or with `openssl ca -gencrl` given a `crlnumber` file and \
+               `crl_extensions` (an authority key identifier) in its configuration";
+    match e {
+        _ if v1 => format!("is a version 1 CRL, without extensions; the TLS verifier takes version 2 CRLs only: {how}"),
+        webpki::Error::UnsupportedCrlVersion => {
+            format!("is not a version 2 CRL; the TLS verifier takes version 2 CRLs only: {how}")
+        }
+        webpki::Error::UnsupportedDeltaCrl => {
+            format!("is a delta CRL, which the TLS verifier does not take; list the CA's full CRL: {how}")
+        }
+        webpki::Error::UnsupportedIndirectCrl => {
+            format!("is an indirect CRL, which the TLS verifier does not take; list the CA's own CRL: {how}")
+        }
+        other => format!(
+            "cannot be used by the TLS verifier ({other:?}): it takes CRLs of RFC 5280's profile (version 2, with a \
+             CRL number and a next update): {how}"
+        ),
+    }
 }
 
 /// Test fixtures shared with `identify`: real CAs from the project's own PKI tooling in a
@@ -1611,6 +1640,36 @@ anchor = "region"
         wrong_crl.crls = vec![other.dir.join("crl.pem")];
         let msg = load_error(&[wrong_crl], &[]);
         assert!(msg.contains("other/crl.pem") && msg.contains("not a CA of this anchor"), "{msg}");
+
+        // A CRL that x509-parser reads but the TLS verifier does not take: a version 1 CRL, as
+        // `openssl ca -gencrl` makes without a `crlnumber` file.
+        let v1 = pki.tmp.path().join("v1");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::write(v1.join("index.txt"), "").unwrap();
+        let conf = format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {}\ndefault_md = sha256\ndefault_crl_days = 30\n",
+            v1.join("index.txt").display()
+        );
+        std::fs::write(v1.join("ca.cnf"), conf).unwrap();
+        let made = std::process::Command::new("openssl")
+            .args(["ca", "-gencrl", "-batch", "-config"])
+            .arg(v1.join("ca.cnf"))
+            .arg("-keyfile")
+            .arg(pki.region.dir.join("ca.key"))
+            .arg("-cert")
+            .arg(pki.region.cert_path())
+            .arg("-out")
+            .arg(v1.join("crl.pem"))
+            .output()
+            .expect("openssl runs (Debian package openssl)");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let mut v1_crl = region.clone();
+        v1_crl.crls = vec![v1.join("crl.pem")];
+        let msg = load_error(&[v1_crl], &[]);
+        assert!(
+            msg.contains("v1/crl.pem") && msg.contains("is a version 1 CRL") && msg.contains("`crlnumber` file"),
+            "{msg}"
+        );
 
         // A CRL under this CA's name but signed by another key.
         let imposter = pki.ca("imposter", REGION_ORG, "ID/PEMDA/1601");
