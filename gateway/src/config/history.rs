@@ -128,7 +128,7 @@ impl History {
                 .mode(0o700)
                 .create(&self.dir)
                 .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
-            if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
+            if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(owning_folder(p)).ok()) {
                 // Not permitted unless root; the folder is usable by its maker either way.
                 let _ = std::os::unix::fs::chown(&self.dir, Some(parent.uid()), Some(parent.gid()));
                 let mode = (parent.mode() & 0o2770) | 0o700;
@@ -271,7 +271,21 @@ impl History {
     /// unreadable note is none.
     pub fn note_for(&self, sha256: &[u8; 32]) -> Option<ChangeNote> {
         let hex = hex::encode(sha256);
-        let bytes = std::fs::read(self.note_path(&hex)).ok()?;
+        let path = self.note_path(&hex);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                // The change goes on (the file is what it is), but without who made it: say why.
+                tracing::warn!(
+                    "cannot read {}: {e}; the change is recorded without the host account and issue that \
+                     `config apply` gave: the gateway's account must be able to read {}",
+                    path.display(),
+                    self.dir.display()
+                );
+                return None;
+            }
+        };
         serde_json::from_slice::<ChangeNote>(&bytes).ok().filter(|n| n.sha256 == hex)
     }
 
@@ -285,6 +299,12 @@ impl History {
             tracing::debug!("cannot remove {}: {e}; the next `config apply` removes it", path.display());
         }
     }
+}
+
+/// The folder whose owner a history folder takes: the configuration's, which for a file named
+/// without a folder (`--config splpd.toml`) is the current one, not the empty path.
+fn owning_folder(parent: &Path) -> &Path {
+    if parent.as_os_str().is_empty() { Path::new(".") } else { parent }
 }
 
 /// Who changed the configuration file on the gateway's host (`splpd config apply` or `undo` with
@@ -455,6 +475,11 @@ mod tests {
             assert_eq!(made.uid(), me, "not root: its maker's");
         }
         assert_eq!(owner.uid() == 65534, me == 0);
+        // A file named without a folder (`--config splpd.toml`) has its history folder owned
+        // as the current folder is.
+        assert_eq!(History::of(Path::new("splpd.toml")).dir(), Path::new("splpd-history"));
+        assert_eq!(owning_folder(Path::new("splpd-history").parent().unwrap()), Path::new("."));
+        assert_eq!(owning_folder(&owned), owned.as_path());
         assert_eq!(parent.uid(), std::fs::metadata(other.dir()).unwrap().uid());
         std::fs::set_permissions(other.dir(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let err = other.list().unwrap_err().to_string();
