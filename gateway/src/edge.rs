@@ -237,8 +237,8 @@ fn plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {
 /// it (JSON, or a gRPC status to a gRPC client without TLS), with no `X-Road-Id`, since no
 /// record goes by it, and the connection closed after it.
 fn unrecorded_refusal(req: &Request<Incoming>, err: &GatewayError) -> Response<ResponseBody> {
-    let exchange_id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let mut resp = crate::exchange::answer(crate::grpc::is_grpc(req), &exchange_id, None, None, err);
+    // No exchange id in `detail` either: a caller would look for a record of it in vain.
+    let mut resp = crate::exchange::answer(crate::grpc::is_grpc(req), "", None, None, err);
     let h = resp.headers_mut();
     h.remove(crate::forward::xroad::ID);
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));

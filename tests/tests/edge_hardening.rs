@@ -321,6 +321,8 @@ async fn a_plain_http_request_on_the_tls_port_is_told_to_use_https() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("Client.BadRequest") && answer.contains("call https://"), "{answer}");
+    // Nothing is recorded of it, so no exchange id is given that would name a record.
+    assert!(answer.contains("\"detail\":\"\"") && !answer.to_lowercase().contains("x-road-id"), "{answer}");
 
     // HTTP/2 without TLS, as grpcurl -plaintext speaks it.
     let tcp = TcpStream::connect(region.addr(PUBLIC)).await.unwrap();
