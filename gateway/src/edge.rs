@@ -213,14 +213,45 @@ pub fn plain_text_on_tls(first: u8) -> bool {
     first.is_ascii_uppercase()
 }
 
+/// Whether a connection to a TLS listener opens with plain text ([`plain_text_on_tls`]), by a
+/// look at its first byte that waits for nothing the handshake would not wait for, and counts
+/// in its time (`deadline`).
+pub async fn opens_with_plain_text(tcp: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await, Ok(Ok(1))) && plain_text_on_tls(first[0])
+}
+
+/// Which listener a plain-text request came to, for what its answer tells the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainTextOn {
+    /// An exchange listener: an agency application.
+    Exchanges,
+    /// The admin listener: an operator.
+    Admin,
+}
+
 /// Answers a plain HTTP request sent to a TLS listener `400 Client.BadRequest`, saying to call
 /// it over HTTPS, and closes, all within [`SHED_TIMEOUT`]: the client would otherwise get a TLS
 /// alert, which it shows as garbage, an empty reply or a hang. Not an exchange: no TLS, no
 /// identity, no record.
-pub async fn answer_plain_text(tcp: TcpStream, handshake_deadline: tokio::time::Instant) {
+pub async fn answer_plain_text(tcp: TcpStream, handshake_deadline: tokio::time::Instant, on: PlainTextOn) {
     // Within the time its handshake had, and a second to answer: no longer than a TLS client.
     let until = (handshake_deadline + Duration::from_secs(1)).min(tokio::time::Instant::now() + SHED_TIMEOUT);
-    let _ = tokio::time::timeout_at(until, answer_once(TokioIo::new(tcp), plain_text_response)).await;
+    let respond = match on {
+        PlainTextOn::Exchanges => plain_text_response,
+        PlainTextOn::Admin => admin_plain_text_response,
+    };
+    let _ = tokio::time::timeout_at(until, answer_once(TokioIo::new(tcp), respond)).await;
+}
+
+fn admin_plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {
+    let err = GatewayError::BadRequest(
+        "this is the gateway's admin listener, which speaks HTTPS with an operator's certificate (mutual TLS), and \
+         this request came as plain HTTP: call https:// (not http://) with your admin certificate, e.g. curl --cert \
+         operator.crt --key operator.key --cacert ca.crt https://HOST:PORT/readyz"
+            .to_owned(),
+    );
+    unrecorded_refusal(req, &err)
 }
 
 fn plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {

@@ -206,13 +206,10 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
             // at its first byte waits for nothing the handshake would not wait for, and counts in
             // its time.
             let deadline = tokio::time::Instant::now() + snap.limits.handshake_timeout.0;
-            let mut first = [0u8; 1];
-            if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await
-                && edge::plain_text_on_tls(first[0])
-            {
+            if edge::opens_with_plain_text(&tcp, deadline).await {
                 stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(listener = %listener.name, %remote, "plain HTTP on a TLS listener: answered 400, use https");
-                edge::answer_plain_text(tcp, deadline).await;
+                edge::answer_plain_text(tcp, deadline, edge::PlainTextOn::Exchanges).await;
                 return;
             }
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));

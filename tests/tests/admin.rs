@@ -403,6 +403,25 @@ async fn the_dashboard_shows_operators_the_gateway_in_bahasa_indonesia_or_englis
     s.region.stop().await;
 }
 
+/// An operator's `http://` on the admin port is told to use https with an admin certificate,
+/// in plain HTTP, instead of a TLS alert that curl shows as "Received HTTP/0.9".
+#[tokio::test]
+async fn plain_http_on_the_admin_port_is_told_to_use_https() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = setup().await;
+    let mut tcp = tokio::net::TcpStream::connect(s.region.admin_addr()).await.unwrap();
+    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("admin listener") && answer.contains("call https://"), "{answer}");
+    // Operators still get in over TLS.
+    let budi = s.pki.admin(BUDI);
+    assert_eq!(admin(&s.region, &budi, Method::GET, "/healthz").await.status, StatusCode::OK);
+    s.region.stop().await;
+}
+
 #[tokio::test]
 async fn a_flood_of_connections_on_the_admin_port_is_capped_and_operators_get_in_once_it_ends() {
     use tokio::io::AsyncReadExt as _;

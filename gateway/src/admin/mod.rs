@@ -154,9 +154,15 @@ async fn serve_connection(
     // The configuration in force when the operator connects: a reload's new CRLs and anchors
     // apply to the connections after it.
     let Some(admin) = gateway.snapshot().admin.clone() else { return };
+    // An operator's `http://` gets told to use https, not a TLS alert shown as garbage.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    if crate::edge::opens_with_plain_text(&tcp, deadline).await {
+        tracing::info!(%remote, "admin listener: plain HTTP answered 400, use https");
+        crate::edge::answer_plain_text(tcp, deadline, crate::edge::PlainTextOn::Admin).await;
+        return;
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&admin.tls));
-    let (outcome, refused) =
-        crate::tls::naming_refused(tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))).await;
+    let (outcome, refused) = crate::tls::naming_refused(tokio::time::timeout_at(deadline, acceptor.accept(tcp))).await;
     let tls = match outcome {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
