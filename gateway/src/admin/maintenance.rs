@@ -54,10 +54,16 @@ impl Maintenance {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Turns it on (again: the latest operator and reason are kept) and returns the new state.
+    /// Turns it on and returns the new state. Turned on again, it keeps when it began; a new
+    /// reason replaces the old one with its operator, and none keeps both (a repeated POST must
+    /// not wipe out why the gateway is in maintenance).
     pub fn turn_on(&self, by: &AdminId, reason: &str) -> Option<MaintenanceState> {
-        let state = MaintenanceState { by: by.clone(), since: OffsetDateTime::now_utc(), reason: reason.to_owned() };
         let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = match guard.as_ref().filter(|_| self.is_on()) {
+            Some(old) if reason.is_empty() => old.clone(),
+            Some(old) => MaintenanceState { by: by.clone(), since: old.since, reason: reason.to_owned() },
+            None => MaintenanceState { by: by.clone(), since: OffsetDateTime::now_utc(), reason: reason.to_owned() },
+        };
         *guard = Some(state.clone());
         self.on.store(true, Ordering::Release);
         Some(state)
@@ -100,6 +106,14 @@ mod tests {
         assert_eq!(state.by, budi);
         assert!(state.describe().contains("ID/PEMDA/1602/budi") && state.describe().contains("CHG-7"));
         assert_eq!(m.json()["by"], "ID/PEMDA/1602/budi");
+        // On again without a reason: nothing changes, when it began included.
+        let siti: AdminId = "ID/PEMDA/1602/siti".parse().unwrap();
+        m.turn_on(&siti, "");
+        assert_eq!(m.state().unwrap(), state);
+        // With a new reason: the reason and its operator change, not when it began.
+        m.turn_on(&siti, "CHG-8 disk swap");
+        let again = m.state().unwrap();
+        assert_eq!((again.by.clone(), again.reason.as_str(), again.since), (siti, "CHG-8 disk swap", state.since));
         m.turn_off();
         assert!(!m.is_on() && m.state().is_none());
     }
