@@ -198,7 +198,7 @@ impl AuditLog {
     /// the signer's certificate beside them.
     pub fn open(options: &AuditLogOptions) -> Result<Self, AuditLogError> {
         let dir = &options.segments.dir;
-        std::fs::create_dir_all(dir)
+        super::make_dir(dir)
             .map_err(|source| AuditLogError::Io { what: format!("creating {}", dir.display()), source })?;
         // Before anything is written here: a second gateway given this folder by mistake must
         // leave the running one's log as it found it.
@@ -482,8 +482,9 @@ fn holds_a_whole_frame(bytes: &[u8]) -> bool {
 /// damage before it stops the start, naming the place.
 fn open_checkpoints(path: &Path) -> Result<(File, u64), AuditLogError> {
     let io_err = |what: &str, source| AuditLogError::Io { what: format!("{what} {}", path.display()), source };
-    let mut file =
-        OpenOptions::new().create(true).read(true).append(true).open(path).map_err(|e| io_err("opening", e))?;
+    let mut file = super::new_file(OpenOptions::new().create(true).read(true).append(true))
+        .open(path)
+        .map_err(|e| io_err("opening", e))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(|e| io_err("reading", e))?;
     let (checkpoints, whole) = scan_checkpoints(&bytes, path).map_err(|e| AuditLogError::Io {
@@ -588,6 +589,17 @@ mod tests {
         let log = AuditLog::open(&options).unwrap();
         assert_eq!(log.tree_head(), (25, tree.root()));
         log.shutdown().await.unwrap();
+
+        // What the log wrote is not for every account on the host: it names who called what.
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&audit) & 0o007, 0, "the folder: {:o}", mode(&audit));
+        for entry in std::fs::read_dir(&audit).unwrap().filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("signer-") {
+                assert_eq!(mode(&entry.path()) & 0o007, 0, "{name}: {:o}", mode(&entry.path()));
+            }
+        }
     }
 
     /// The records before a quiet spell get their checkpoint `checkpoint_interval` later, with

@@ -131,6 +131,24 @@ impl AuditHealth {
     }
 }
 
+/// The mode of the files the audit log writes (before the umask): its records say who called
+/// what, with paths that may hold a NIK, so they are not for every account on the host; the
+/// owner writes, its group (an auditors' group, say) reads.
+pub(crate) const FILE_MODE: u32 = 0o640;
+
+/// Opens the audit log's folder, making it (and its parents) when missing with the mode its
+/// files have, plus search: 0750 before the umask.
+pub(crate) fn make_dir(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)
+}
+
+/// `options` creating a file of the audit log: with [`FILE_MODE`].
+pub(crate) fn new_file(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    options.mode(FILE_MODE)
+}
+
 /// Why a record could not be taken. Every variant means the same to a client:
 /// `Server.AuditUnavailable`.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -48,7 +48,7 @@ impl ExportEntry {
 pub fn record_export(dir: &Path, entry: &ExportEntry) -> io::Result<()> {
     let mut line = serde_json::to_string(entry).map_err(io::Error::other)?;
     line.push('\n');
-    let mut file = OpenOptions::new().create(true).append(true).open(dir.join(EXPORTS_FILE))?;
+    let mut file = super::new_file(OpenOptions::new().create(true).append(true)).open(dir.join(EXPORTS_FILE))?;
     file.write_all(line.as_bytes())?;
     file.sync_data()
 }

@@ -6,7 +6,7 @@
 //! a crash between the two leaves a base and a segment that is already behind it, which readers
 //! skip and the next retention pass deletes.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write as _};
 use std::path::Path;
 
@@ -80,7 +80,7 @@ pub fn read_base(dir: &Path) -> io::Result<Option<LogBase>> {
 /// Replaces the base of the log in `dir`, durably.
 pub fn write_base(dir: &Path, base: &LogBase) -> io::Result<()> {
     let tmp = dir.join(format!("{BASE_FILE}.tmp"));
-    let mut file = File::create(&tmp)?;
+    let mut file = crate::audit::new_file(fs::OpenOptions::new().write(true).create(true).truncate(true)).open(&tmp)?;
     let text = serde_json::to_string_pretty(base).map_err(io::Error::other)?;
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;

@@ -50,7 +50,7 @@ pub(super) fn create_segment(dir: &Path, first_seq: u64, faults: &Faults) -> io:
 }
 
 fn start_segment(dir: &Path, path: &Path, first_seq: u64, faults: &Faults) -> io::Result<File> {
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    let file = crate::audit::new_file(OpenOptions::new().write(true).create(true).truncate(false)).open(path)?;
     file.set_len(0)?;
     let header = Header { first_seq, created_unix_nanos: now_nanos() };
     faults.write_all_at(&file, &header.encode(), 0)?;

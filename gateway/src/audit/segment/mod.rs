@@ -221,7 +221,7 @@ impl SegmentLog {
         let lock = match lock {
             Some(lock) => lock,
             None => {
-                fs::create_dir_all(dir).map_err(|e| SegmentError::io(dir, e))?;
+                crate::audit::make_dir(dir).map_err(|e| SegmentError::io(dir, e))?;
                 WriterLock::take(dir)?
             }
         };
@@ -364,11 +364,7 @@ impl WriterLock {
 fn lock_dir(dir: &Path) -> Result<fs::File, SegmentError> {
     use std::io::Write as _;
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
+    let mut file = crate::audit::new_file(OpenOptions::new().create(true).truncate(false).read(true).write(true))
         .open(&path)
         .map_err(|e| SegmentError::io(&path, e))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -636,7 +636,7 @@ fn write_archive(
     key: &ManifestKey,
 ) -> Result<(Manifest, u64), ExportError> {
     let io_err = |e: io::Error| other(format!("{}: {e}", path.display()));
-    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err)?;
+    let file = crate::audit::new_file(OpenOptions::new().write(true).create_new(true)).open(path).map_err(io_err)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
     let mtime = u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0);
     let mut files = Vec::new();
