@@ -37,11 +37,12 @@ pub(crate) enum Settled {
     NotLogged(AuditError),
 }
 
-/// Reads the frames of the answer that are already here. When they are all of it (the common
-/// case for an answer of up to [`SETTLE_LIMIT`] bytes, which arrives with its head), the
-/// record is appended and this waits until it is as durable as the mode asks, so that the head,
-/// the body and any trailers leave together once the record is safe. Otherwise the body
-/// streams, and only its end waits for the record.
+/// Reads the frames of the answer that are already here, and all of an answer whose length
+/// says it is at most [`SETTLE_LIMIT`] bytes. When they are all of it (the common case for a
+/// small answer), the record is appended and this waits until it is as durable as the mode
+/// asks, so that the head, the body and any trailers leave together once the record is safe,
+/// or the client is refused whole when it cannot be logged. Otherwise the body streams, and
+/// only its end waits for the record.
 ///
 /// Why: otherwise, in `sync` mode, the head leaves at once and the last bytes after the disk
 /// sync: two writes, two TCP segments and two wake-ups of the client for each answer, and an
@@ -50,10 +51,15 @@ pub(crate) enum Settled {
 pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
     let mut ready = VecDeque::new();
     let mut bytes = 0;
+    // An answer that says it is small is waited for whole even when its bytes lag its head: it
+    // then leaves in one write, and should its record fail, nothing of it has left and the
+    // client gets a clean refusal rather than a broken answer. Its end waits for the record
+    // anyway, so the answer is complete no later for it.
+    let small = body.size_hint().upper().is_some_and(|n| n <= SETTLE_LIMIT as u64);
     while bytes < SETTLE_LIMIT {
         let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
             // Waiting for the record to be durable: every frame is here, so wait with them.
-            Poll::Pending if body.ticket.is_some() => Poll::Pending,
+            Poll::Pending if body.ticket.is_some() || small => Poll::Pending,
             // Waiting for the upstream: the rest streams.
             Poll::Pending => Poll::Ready(None),
             Poll::Ready(frame) => Poll::Ready(Some(frame)),
@@ -67,9 +73,10 @@ pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
                 ready.push_back(Ok(frame));
             }
             Some(Some(Err(e))) => {
+                // Nothing has left yet: the frames read so far are dropped, and the client is
+                // refused whole.
                 let e = match e.downcast::<AuditError>() {
-                    Ok(audit) if ready.is_empty() => return Settled::NotLogged(*audit),
-                    Ok(audit) => audit,
+                    Ok(audit) => return Settled::NotLogged(*audit),
                     Err(e) => e,
                 };
                 ready.push_back(Err(e));

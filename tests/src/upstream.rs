@@ -354,6 +354,16 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::new(full("slow"))
         }
+        ("late", Some(ms)) => {
+            // The head at once, with its length; the body `ms` later.
+            let body = futures_util::stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"late")))
+            });
+            let mut resp = Response::new(StreamBody::new(body).boxed());
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(4));
+            resp
+        }
         ("large", Some(n)) => {
             let data = Bytes::from(large_body(usize::try_from(n).unwrap_or(0)));
             let chunks: Vec<Result<Frame<Bytes>, Infallible>> =

@@ -546,17 +546,22 @@ async fn a_small_answer_leaves_whole_and_only_once_its_record_is_durable() {
 async fn an_answer_whose_record_cannot_be_logged_is_refused_whole() {
     let Setup { region, upstream, pki } = setup("").await;
     let dinkes = pki.client(DINKES);
-    for (n, proto) in [(1, Proto::H1), (2, Proto::H2)] {
+    // An answer of known length; one whose head comes at once and its body later (small, by
+    // its length: waited for whole, so that nothing of it has left when its record fails).
+    let paths = ["/slow/300/x", "/late/300"];
+    let calls = paths.iter().flat_map(|path| [Proto::H1, Proto::H2].map(|proto| (*path, proto)));
+    for (n, (path, proto)) in (1..).zip(calls) {
         // The log breaks while the service works on the call: its record cannot be written, so
         // the client gets the log's failure instead of an answer that was not logged.
-        let call = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/slow/300/x")));
+        let call = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, path)));
         let breaking = async {
             upstream.wait_received(n).await;
             region.audit().set_failing(true);
         };
         let (reply, ()) = tokio::join!(call, breaking);
-        let message = assert_gateway_error(&reply.unwrap(), 503, "Server.AuditUnavailable");
-        assert!(message.contains("could not be logged"), "{proto:?}: {message}");
+        let reply = reply.unwrap_or_else(|e| panic!("{path} {proto:?}: the answer broke off: {e}"));
+        let message = assert_gateway_error(&reply, 503, "Server.AuditUnavailable");
+        assert!(message.contains("could not be logged"), "{path} {proto:?}: {message}");
         region.audit().set_failing(false);
     }
     assert!(region.records().is_empty(), "{:?}", region.records());
