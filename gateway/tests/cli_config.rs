@@ -412,6 +412,11 @@ fn a_gateway_certificate_agencies_and_peers_would_refuse_is_refused() {
     let f = reissued_gateway(Some("other-ca"), |_| {});
     let err = f.fails_at(line(&f), "which is not the CA of any [[trust_anchor]]");
     assert!(err.contains("splpd certs issue --ca CA server ID/PEMDA/1602/gw1"), "{err}");
+    // The region's CA file missing: that is the error, not a certificate "from no anchor's CA".
+    let f = Fixture::new();
+    f.edit("ca = \"pki/ca/ca.crt\"", "ca = \"pki/ca/missing-ca.crt\"");
+    let err = f.fails_at(f.line_of("missing-ca.crt"), "pki/ca/missing-ca.crt: No such file");
+    assert!(!err.contains("not the CA of any"), "{err}");
 }
 
 #[test]

@@ -332,9 +332,13 @@ impl Validator<'_, '_, '_> {
         let parsed: Vec<X509Certificate<'_>> =
             chain.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c)).collect();
         let mut issuers = Vec::new();
+        let mut unreadable = false;
         for a in &self.cfg.trust_anchors {
             // An unreadable CA file is reported where it is named.
-            let Ok(cas) = load::read_certificates(&self.file(&a.ca)) else { continue };
+            let Ok(cas) = load::read_certificates(&self.file(&a.ca)) else {
+                unreadable = true;
+                continue;
+            };
             let signed = cas.iter().filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c)).any(|ca| {
                 parsed.iter().any(|c| {
                     c.issuer().as_raw() == ca.subject().as_raw() && c.verify_signature(Some(ca.public_key())).is_ok()
@@ -349,6 +353,9 @@ impl Validator<'_, '_, '_> {
              include {id} (`splpd certs issue --ca CA server {id}`)"
         );
         match issuers.as_slice() {
+            // The CA may be the one that could not be read: that error, said where the file is
+            // named, is the one to fix first, and this one would send the operator astray.
+            [] if unreadable => {}
             [] => self.err(
                 at!["gateway", "cert"],
                 format!(
