@@ -220,6 +220,19 @@ impl Validator<'_, '_, '_> {
         }
     }
 
+    /// The hint for a file that could not be loaded: its permissions when the system said so
+    /// (the account `config check` runs as should be the gateway's), else `otherwise`.
+    fn load_hint(e: &load::LoadError, otherwise: &str) -> String {
+        match e {
+            load::LoadError::Read { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                "make it readable by the account splpd runs as, e.g. `chgrp splpd FILE && chmod g+r FILE` (a key: \
+                 0640, owned by root, group splpd), and run `config check` as that account"
+                    .to_owned()
+            }
+            _ => otherwise.to_owned(),
+        }
+    }
+
     /// Reads a PEM/DER certificate file, reporting at `path` when it cannot be used.
     fn certificates(
         &mut self,
@@ -229,11 +242,9 @@ impl Validator<'_, '_, '_> {
         match load::read_certificates(&self.file(file)) {
             Ok(certs) => Some(certs),
             Err(e) => {
-                self.err(
-                    path,
-                    e.to_string(),
-                    "check the path (relative paths start at the configuration file's folder)",
-                );
+                let hint =
+                    Self::load_hint(&e, "check the path (relative paths start at the configuration file's folder)");
+                self.err(path, e.to_string(), hint);
                 None
             }
         }
@@ -254,7 +265,8 @@ impl Validator<'_, '_, '_> {
         let key = match load::read_private_key(&self.file(&gw.key)) {
             Ok(key) => Some(key),
             Err(e) => {
-                self.err(at!["gateway", "key"], e.to_string(), "point `key` at the gateway's PEM private key");
+                let hint = Self::load_hint(&e, "point `key` at the gateway's PEM private key");
+                self.err(at!["gateway", "key"], e.to_string(), hint);
                 None
             }
         };
@@ -1231,6 +1243,16 @@ mod tests {
         assert_eq!(closest("regoin", ["region", "bsre"]), Some("region"));
         assert_eq!(closest("zzzzzz", ["region", "bsre"]), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    /// A file the system would not let the checking account read is told as a matter of
+    /// permissions (tests run as root, whom `chmod 000` does not stop, so the error is made here).
+    #[test]
+    fn an_unreadable_file_is_told_to_be_made_readable() {
+        let read = |kind| load::LoadError::Read { path: "pki/gw1.key".into(), source: std::io::Error::from(kind) };
+        let denied = Validator::load_hint(&read(std::io::ErrorKind::PermissionDenied), "point `key` at it");
+        assert!(denied.contains("readable by the account splpd runs as"), "{denied}");
+        assert_eq!(Validator::load_hint(&read(std::io::ErrorKind::NotFound), "point `key` at it"), "point `key` at it");
     }
 
     #[test]
