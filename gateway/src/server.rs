@@ -29,6 +29,27 @@ struct BoundListener {
     stats: Arc<EdgeStats>,
 }
 
+/// Why a listener (`what`, as the configuration names it) could not bind `address`, and what to
+/// do about the two causes an operator meets.
+pub(crate) fn cannot_listen(address: SocketAddr, what: &str, e: &std::io::Error) -> std::io::Error {
+    let fix = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another process listens there (`ss -ltnp 'sport = :{}'` names it): stop it, or give {what} another \
+             address in the configuration",
+            address.port()
+        ),
+        std::io::ErrorKind::PermissionDenied if address.port() < 1024 => format!(
+            "; a port below 1024 needs the capability CAP_NET_BIND_SERVICE, which the systemd unit \
+             (examples/splpd.service) gives, or a port of 1024 and above for {what}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this host has that address: check the address in the configuration".to_owned()
+        }
+        _ => String::new(),
+    };
+    std::io::Error::new(e.kind(), format!("cannot listen on {address} ({what}): {e}{fix}"))
+}
+
 /// Listening sockets, bound before serving so that a bad address fails at start.
 #[derive(Debug)]
 pub struct Bound {
@@ -42,9 +63,9 @@ impl Bound {
         let snap = gateway.snapshot();
         let mut sockets = Vec::new();
         for l in &snap.listeners {
-            let socket = TcpListener::bind(l.address).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {} (listener {:?}): {e}", l.address, l.name))
-            })?;
+            let socket = TcpListener::bind(l.address)
+                .await
+                .map_err(|e| cannot_listen(l.address, &format!("[[listener]] {:?}", l.name), &e))?;
             sockets.push(BoundListener { listener: Arc::clone(l), socket, stats: EdgeStats::new() });
         }
         let admin = match &snap.admin {
@@ -498,5 +519,22 @@ impl Running {
             telemetry.finish().await;
         }
         flushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another process holds is told with how to find that process and what to change.
+    #[tokio::test]
+    async fn a_listener_whose_port_is_taken_says_who_to_look_for_and_what_to_change() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = taken.local_addr().unwrap();
+        let e = TcpListener::bind(address).await.unwrap_err();
+        let said = cannot_listen(address, "[[listener]] \"public\"", &e).to_string();
+        assert!(said.starts_with(&format!("cannot listen on {address} ([[listener]] \"public\")")), "{said}");
+        assert!(said.contains(&format!("`ss -ltnp 'sport = :{}'`", address.port())), "{said}");
+        assert!(said.contains("give [[listener]] \"public\" another address"), "{said}");
     }
 }

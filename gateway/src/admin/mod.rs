@@ -86,9 +86,9 @@ pub struct BoundAdmin {
 impl BoundAdmin {
     /// Binds `admin`'s address.
     pub async fn bind(admin: &AdminListener) -> std::io::Result<Self> {
-        let socket = TcpListener::bind(admin.address).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {} (the [admin] listener): {e}", admin.address))
-        })?;
+        let socket = TcpListener::bind(admin.address)
+            .await
+            .map_err(|e| crate::server::cannot_listen(admin.address, "the [admin] listener", &e))?;
         Ok(Self { socket })
     }
 
