@@ -792,10 +792,36 @@ pub async fn naming_refused<F: std::future::Future>(handshake: F) -> (F::Output,
 }
 
 /// The log line of a refused handshake: why, and the certificate refused when one was.
-pub fn refusal(err: &dyn std::fmt::Display, refused: Option<String>) -> String {
+pub fn refusal(err: &std::io::Error, refused: Option<String>) -> String {
+    let why = why_refused(err);
     match refused {
-        Some(cert) => format!("TLS handshake refused: {err}: the client certificate {cert}"),
-        None => format!("TLS handshake refused: {err}"),
+        Some(cert) => format!("TLS handshake refused: {why}: the client certificate {cert}"),
+        None => format!("TLS handshake refused: {why}"),
+    }
+}
+
+/// rustls's reason, with the times it gives in seconds since 1970 written as dates, so that an
+/// operator reads at a glance that a certificate expired, and when.
+fn why_refused(err: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let date = |t: &rustls_pki_types::UnixTime| {
+        i64::try_from(t.as_secs())
+            .ok()
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| format!("{} s after 1970", t.as_secs()))
+    };
+    match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(C::ExpiredContext { time, not_after })) => {
+            format!("the client certificate expired at {} (it is now {})", date(not_after), date(time))
+        }
+        Some(rustls::Error::InvalidCertificate(C::NotValidYetContext { time, not_before })) => {
+            format!("the client certificate is not valid before {} (it is now {})", date(not_before), date(time))
+        }
+        Some(rustls::Error::InvalidCertificate(C::Revoked)) => {
+            "the client certificate is revoked (its serial is on its CA's CRL)".to_owned()
+        }
+        _ => err.to_string(),
     }
 }
 
@@ -811,10 +837,17 @@ fn describe_refused(der: &CertificateDer<'_>) -> String {
             // The names are the client's to choose, and go into a log read line by line: escaped
             // (no line breaks or control characters) and cut short.
             let shown = |name: String| name.chars().take(200).flat_map(char::escape_debug).collect::<String>();
+            let date = |t: x509_parser::time::ASN1Time| {
+                t.to_datetime().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+            };
+            // The serial as `splpd certs revoke --serial` and `list` write it.
             format!(
-                "{identity} (subject {}, issuer {}, sha256 {fingerprint})",
+                "{identity} (serial {}, subject {}, issuer {}, valid {} to {}, sha256 {fingerprint})",
+                splpd_certs::inspect::serial_hex(cert.raw_serial()),
                 shown(cert.subject().to_string()),
-                shown(cert.issuer().to_string())
+                shown(cert.issuer().to_string()),
+                date(cert.validity().not_before),
+                date(cert.validity().not_after)
             )
         }
         Err(_) => format!("an unreadable certificate (sha256 {fingerprint})"),
@@ -983,7 +1016,8 @@ pub(crate) mod tests {
         let der = params.self_signed(&key).unwrap().der().clone();
         let told = describe_refused(&der);
         assert!(!told.contains('\n') && told.contains("evil\\nINFO"), "{told}");
-        assert!(told.starts_with("no urn:splp: identity (subject ") && told.contains("sha256 "), "{told}");
+        assert!(told.starts_with("no urn:splp: identity (serial ") && told.contains("sha256 "), "{told}");
+        assert!(told.contains(", subject ") && told.contains(", valid 1975-01-01T00:00:00Z to 4096-01-01"), "{told}");
     }
 
     pub(crate) fn now() -> OffsetDateTime {

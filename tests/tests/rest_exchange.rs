@@ -600,18 +600,34 @@ async fn a_certificate_from_an_untrusted_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused() {
+    Logs::capture();
     let pki = Pki::new();
     // Revoked, and the CRL regenerated, before the gateway loads it.
     let revoked = pki.revoked_client(DINKES);
     let setup = setup_with(pki).await;
     assert_refused_at_tls(&revoked, &setup).await;
+    // The operator's log says why in words, with the serial `certs revoke` was given.
+    let logged = Logs::capture().lines_with("TLS handshake refused").await;
+    assert!(
+        logged.iter().any(|l| l.contains("the client certificate is revoked")
+            && l.contains("subsystem ID/PEMDA/1602/DINKES (serial ")
+            && l.contains(" to ")),
+        "{logged:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_refused() {
+    Logs::capture();
     let setup = setup().await;
     let expired = setup.pki.expired_client(DINKES);
     assert_refused_at_tls(&expired, &setup).await;
+    // Dates, not seconds since 1970.
+    let logged = Logs::capture().lines_with("TLS handshake refused").await;
+    assert!(
+        logged.iter().any(|l| l.contains("the client certificate expired at 20") && l.contains("Z (it is now 20")),
+        "{logged:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
