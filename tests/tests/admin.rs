@@ -150,8 +150,15 @@ async fn the_admin_listener_lets_in_the_operators_of_the_gateways_member_only() 
     let reply = admin(&s.region, &budi, Method::GET, "/maintenance/on").await;
     assert_eq!((reply.status, reply.header("allow")), (StatusCode::METHOD_NOT_ALLOWED, Some("POST")));
 
-    // Nothing here is an exchange between agencies: reading leaves the audit log alone.
-    assert!(s.region.records().is_empty(), "{:#?}", s.region.records());
+    // Reading leaves the audit log alone; the viewer's refused changes are in it, each with
+    // the certificate that tried it.
+    let refused: Vec<_> = s.region.records().iter().map(|r| (r.method.clone(), r.path.clone(), r.status)).collect();
+    let expected = [("POST", "/maintenance/on", 403), ("PUT", "/config", 403)];
+    assert_eq!(refused, expected.map(|(m, p, c)| (m.to_owned(), p.to_owned(), c)), "{:#?}", s.region.records());
+    for record in s.region.records() {
+        assert_eq!((record.client.as_str(), record.error_type.as_str()), (PROMETHEUS, "Client.AccessDenied"));
+        assert_eq!(record.client_cert_sha256.len(), 32);
+    }
     s.region.stop().await;
 }
 

@@ -252,6 +252,11 @@ async fn handle(
             } else {
                 tracing::info!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
             }
+            if let Ok(peer) = peer
+                && !matches!(*req.method(), Method::GET | Method::HEAD)
+            {
+                record_refused_change(gateway, peer, remote, &req).await;
+            }
             return error(StatusCode::FORBIDDEN, "Client.AccessDenied", &message);
         }
     };
@@ -356,6 +361,30 @@ fn dashboard(gateway: &Gateway, listeners: &[(String, Arc<EdgeStats>)], req: &Re
     let page =
         dashboard::render(lang, &state, &gateway.metrics().snapshot(), &Readiness::of(gateway), maintenance.as_ref());
     text(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// A change refused on the admin listener, in the audit log as the changes operators make are:
+/// which certificate tried what, from where. Reads refused are not (reading is not logged).
+async fn record_refused_change(gateway: &Gateway, peer: &PeerIdentity, remote: SocketAddr, req: &Request<Incoming>) {
+    let snap = gateway.snapshot();
+    let mut record = RecordBuilder::received_now(&snap.gateway_id);
+    record.set_exchange_id(uuid::Uuid::new_v4());
+    match &peer.identity {
+        Identity::Admin(id) => record.set_operator(id),
+        Identity::Subsystem(client) => record.set_client(client),
+        // A server certificate (a peer gateway's) is told by its fingerprint.
+        Identity::Server(_) => {}
+    }
+    record.set_client_cert_sha256(peer.cert_sha256);
+    record.set_client_address(remote.ip());
+    record.set_connection_type(ConnectionType::Mtls);
+    record.set_request(req.method(), req.uri());
+    record.set_client_headers(req.headers());
+    record.set_status(StatusCode::FORBIDDEN);
+    record.set_error_type("Client.AccessDenied");
+    if let Err(e) = gateway.operations_log().append(record.finish(), AuditMode::Sync).await {
+        tracing::warn!(%remote, "admin listener: the refused change could not be written to the audit log: {e}");
+    }
 }
 
 /// Turns maintenance mode on or off once the change is in the audit log, as every change made
