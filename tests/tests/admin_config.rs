@@ -273,11 +273,24 @@ async fn a_refused_edit_of_the_file_shows_beside_the_version_still_in_force() {
     assert!(metrics.contains("splpd_config_reloads_refused_total 1"), "{metrics}");
     let page = call(&s, Call::new(Method::GET, "/?lang=en")).await.text();
     assert!(page.contains("Reload refused") && page.contains(&etag(&after)), "{page}");
+    // /readyz stays ready (the version in force serves), and notes the refused edit.
+    let ready = call(&s, Call::new(Method::GET, "/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let notes = ready.json()["notes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        notes.len() == 1
+            && notes[0].as_str().unwrap().contains(&format!("version {} was refused", etag(&after)))
+            && notes[0].as_str().unwrap().contains("NOWHERE"),
+        "{}",
+        ready.text()
+    );
 
     std::fs::write(&path, &good).unwrap();
     reloader.reload().await.unwrap();
     let page = call(&s, Call::new(Method::GET, "/?lang=en")).await.text();
     assert!(!page.contains("Reload refused"), "{page}");
+    let ready = call(&s, Call::new(Method::GET, "/readyz")).await;
+    assert_eq!(ready.json()["notes"], serde_json::json!([]), "{}", ready.text());
     let _ = stop.send(true);
 }
 

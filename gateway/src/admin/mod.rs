@@ -350,7 +350,23 @@ impl Readiness {
 fn readiness(gateway: &Gateway) -> AdminResponse {
     let Readiness { reasons } = Readiness::of(gateway);
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons }))
+    // What an operator should know that does not stop exchanges (so not a reason): an edit of
+    // the configuration file that was refused, while the file still holds it.
+    let notes: Vec<String> = gateway
+        .reloader()
+        .and_then(|r| r.last_refused())
+        .map(|r| {
+            let at = r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            let why = r.why_on_one_line();
+            format!(
+                "the configuration file's version {} was refused at {at}, and the configuration before it stays \
+                 in force: {why}",
+                r.version
+            )
+        })
+        .into_iter()
+        .collect();
+    json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons, "notes": notes }))
 }
 
 fn dashboard(gateway: &Gateway, listeners: &[(String, Arc<EdgeStats>)], req: &Request<Incoming>) -> AdminResponse {

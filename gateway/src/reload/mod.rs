@@ -142,6 +142,18 @@ pub struct RefusedReload {
     pub why: String,
 }
 
+impl RefusedReload {
+    /// Why, on one line: the configuration's diagnostics (a location, its hint below it) joined
+    /// with ` | `, for a log line or a JSON field.
+    pub fn why_on_one_line(&self) -> String {
+        one_line(&self.why)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
 /// Who put a configuration in force, for its audit record and the dashboard.
 #[derive(Debug, Clone, Copy)]
 enum Author<'a> {
@@ -310,9 +322,11 @@ impl Reloader {
                     why: err.to_string(),
                 });
                 self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // One line, so that a journal keeps the reason in the same entry as the refusal.
+                let why = one_line(&err.to_string());
                 tracing::error!(
                     config = %self.path.display(),
-                    "configuration reload refused (version {version}); the running configuration stays in force:\n{err}"
+                    "configuration reload refused (version {version}); the running configuration stays in force: {why}"
                 );
             }
         }
