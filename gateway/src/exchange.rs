@@ -322,8 +322,15 @@ impl Gateway {
         match self.admit(snap, conn, &req, &mut ctx, directory) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
             Err(err) => {
+                // A client that waits for `100 Continue` has not sent its body: reading it would
+                // make hyper send one, and the client would upload what is refused anyway.
+                // Dropped unread, the refusal goes out alone and the connection is closed.
+                let expects_continue = req
+                    .headers()
+                    .get(header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 let body = req.into_body();
-                if !body.is_end_stream() {
+                if !body.is_end_stream() && !expects_continue {
                     tokio::spawn(discard(body));
                 }
                 self.refuse(ctx, &err).await

@@ -802,6 +802,32 @@ async fn a_recorded_header_over_its_limit_is_refused_and_kept_short() {
     assert!(upstream.received().is_empty());
 }
 
+/// A client that asks for `100 Continue` before sending its body, and is refused, gets the
+/// refusal instead of a `100 Continue`, so that it never uploads what would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_that_expects_100_continue_gets_the_refusal_first() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Setup { region, upstream, .. } = setup().await;
+    for (client, service, status) in [(LEGACY, SMALL, "403"), (LEGACY, SERVICE, "413")] {
+        let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {client}\r\ncontent-length: 200000000\r\n\
+             expect: 100-continue\r\n\r\n",
+            target(service, "/echo")
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        // The connection is closed after the refusal: nothing waits for the body the client
+        // was told not to send (reading it would have waited the discard's 2 s for nothing).
+        let closed = tokio::time::timeout(Duration::from_millis(1500), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{service}: {answer}");
+        assert!(!answer.contains("100 Continue"), "{answer}");
+        assert!(closed.is_ok(), "the gateway waited for a body it had refused: {answer}");
+    }
+    assert!(upstream.received().is_empty());
+}
+
 /// HEAD answers carry no body, whoever makes them: the service, or the gateway itself (its
 /// errors, its directory). Over HTTP/2 a body after a HEAD is a protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
