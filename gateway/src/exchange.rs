@@ -351,6 +351,13 @@ impl Gateway {
     ) -> Result<Admitted, GatewayError> {
         // parse target, recorded even when the call is refused, so that a refused exchange's
         // record says who tried what.
+        if req.method() == Method::CONNECT {
+            return Err(GatewayError::BadRequest(format!(
+                "CONNECT {} is not taken: the gateway is no forward proxy; call a service at /r1/{{serviceId}}/… with \
+                 GET, POST or another method the service takes",
+                req.uri()
+            )));
+        }
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let max_uri = snap.limits.max_uri_length as usize;
         let target = if ctx.grpc {
@@ -950,7 +957,11 @@ fn identify(
     check_single_valued(req.headers())?;
     let claimed = match req.headers().get(&xroad::CLIENT) {
         Some(v) => Some(v.to_str().map_err(|_| {
-            GatewayError::BadRequest("X-Road-Client is not valid text; write e.g. ID/PEMDA/1602/DINKES".into())
+            GatewayError::BadRequest(
+                "X-Road-Client holds characters other than visible ASCII; identifiers are ASCII, e.g. \
+                 ID/PEMDA/1602/DINKES"
+                    .into(),
+            )
         })?),
         None => None,
     };

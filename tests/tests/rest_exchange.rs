@@ -828,6 +828,36 @@ async fn a_refused_call_that_expects_100_continue_gets_the_refusal_first() {
     assert!(upstream.received().is_empty());
 }
 
+/// A CONNECT, and an `X-Road-Client` that is not ASCII, are told as what they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_and_a_client_name_outside_ascii_are_told_as_such() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Setup { region, upstream, .. } = setup().await;
+    let addr = region.addr("intranet");
+    let ask = |head: Vec<u8>| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&head).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let connect = format!(
+        "CONNECT 127.0.0.1:443 HTTP/1.1\r\nhost: 127.0.0.1:443\r\nconnection: close\r\nx-road-client: {LEGACY}\r\n\r\n"
+    );
+    let answer = ask(connect.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("CONNECT 127.0.0.1:443 is not taken") && answer.contains("no forward proxy"), "{answer}");
+
+    let mut head =
+        format!("GET {} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\nx-road-client: ", target(SERVICE, "/json/x"))
+            .into_bytes();
+    head.extend_from_slice("ID/PEMDA/1602/RSÜD\r\n\r\n".as_bytes());
+    let answer = ask(head).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("other than visible ASCII"), "{answer}");
+    assert!(upstream.received().is_empty());
+}
+
 /// HEAD answers carry no body, whoever makes them: the service, or the gateway itself (its
 /// errors, its directory). Over HTTP/2 a body after a HEAD is a protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
