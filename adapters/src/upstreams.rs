@@ -157,6 +157,9 @@ pub struct EndpointStatus {
     pub available: bool,
     /// What active health checks say (always true without them).
     pub healthy: bool,
+    /// Whether active health checks run: without them, `healthy` says nothing of the endpoint,
+    /// which only failed calls can show as down.
+    pub checked: bool,
     /// The end of its outlier ejection, when it is ejected.
     pub ejected_until: Option<SystemTime>,
     /// Gateway failures in a row.
@@ -300,6 +303,7 @@ impl ServiceUpstreams {
                 url: e.label.clone(),
                 available: self.available(e, now),
                 healthy: e.healthy.load(Ordering::Relaxed),
+                checked: self.policy.health.is_some(),
                 ejected_until: e.outlier.ejected_until(self.epoch, now).map(|until| clock::wall(until, now)),
                 consecutive_failures: e.outlier.consecutive_failures(),
                 circuit: match e.circuit.state(now) {

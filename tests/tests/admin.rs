@@ -392,6 +392,11 @@ async fn the_dashboard_shows_operators_the_gateway_in_bahasa_indonesia_or_englis
     let row = html.lines().find(|l| l.contains(&format!("<td>{NIK}</td>"))).unwrap_or_else(|| panic!("{html}"));
     assert!(row.contains("<td class=\"num\">1</td><td class=\"num\">1</td>") && row.contains("≤ "), "{row}");
     assert!(html.contains(&s.upstream.url()), "the endpoint is listed: {html}");
+    // Its services have no health_check: their endpoints are not called "up", since nothing
+    // has looked (the unreachable one included, until calls to it fail).
+    let rows: Vec<&str> = html.lines().filter(|l| l.contains(&s.upstream.url()) || l.contains("127.0.0.1:")).collect();
+    assert!(rows.iter().any(|l| l.contains("tidak diperiksa (tanpa health_check")), "{rows:#?}");
+    assert!(!rows.iter().any(|l| l.contains(">sehat<")), "{rows:#?}");
 
     let english = s.region.call_admin(Some(&budi), Call::get("/").header("accept-language", "en-GB,en;q=0.9")).await;
     let english = english.unwrap().text();

@@ -77,7 +77,7 @@ pub(super) fn render(
         "<!doctype html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
          <title>splpd {}</title><style>body{{font-family:sans-serif;margin:1.5em;color:#222}}\
          table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}\
-         th{{background:#f0f0f0}}.ok{{color:#1a7f37}}.bad{{color:#cf222e}}.num{{text-align:right}}</style></head><body>\n",
+         th{{background:#f0f0f0}}.ok{{color:#1a7f37}}.bad{{color:#cf222e}}.warn{{color:#9a6700}}.num{{text-align:right}}</style></head><body>\n",
         t("id", "en"),
         Html(&state.gateway)
     );
@@ -233,7 +233,16 @@ pub(super) fn render(
         t("Permintaan berjalan", "Requests in flight")
     );
     for e in &state.endpoints {
-        let up = if e.up {
+        let up = if e.up && !e.checked {
+            // Without health checks, nothing has looked: only failed calls would show it down.
+            format!(
+                "<span class=\"warn\">{}</span>",
+                t(
+                    "tidak diperiksa (tanpa health_check; hanya panggilan gagal yang menunjukkannya)",
+                    "not checked (no health_check; only failed calls show it down)"
+                )
+            )
+        } else if e.up {
             format!("<span class=\"ok\">{}</span>", t("sehat", "up"))
         } else {
             format!("<span class=\"bad\">{}</span>", t("tidak sehat atau dikeluarkan", "down or ejected"))

@@ -382,6 +382,9 @@ pub struct EndpointSnapshot {
     pub endpoint: String,
     /// Passing its health checks and not ejected.
     pub up: bool,
+    /// Whether health checks run on it; without them, `up` only means that calls have not
+    /// failed enough to eject it.
+    pub checked: bool,
     /// Requests in flight to it.
     pub in_flight: u64,
 }
@@ -401,6 +404,7 @@ impl StateSnapshot {
                     service: service.clone(),
                     endpoint: e.url,
                     up: e.healthy && e.ejected_until.is_none(),
+                    checked: e.checked,
                     in_flight: u64::from(e.active),
                 })
             })
@@ -527,7 +531,8 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     out.family(
         "splpd_upstream_endpoint_up",
         "gauge",
-        "1 when an endpoint passes its health checks and is not ejected, by service and endpoint.",
+        "1 when an endpoint passes its health checks (without a health_check: until calls to it fail) and is not \
+         ejected, by service and endpoint.",
     );
     for e in &s.endpoints {
         out.sample("splpd_upstream_endpoint_up", &[("service", &e.service), ("endpoint", &e.endpoint)], u8::from(e.up));
