@@ -361,12 +361,28 @@ impl WriterLock {
     }
 }
 
+/// The lock is the first file the log opens: a folder the gateway's account may not write is
+/// told there, with what to do.
+fn with_permission_hint(e: std::io::Error, dir: &Path) -> std::io::Error {
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return e;
+    }
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: the account splpd runs as must own the audit log's folder and what is in it, e.g. `chown -R \
+             splpd: {}` (`splpd config check`, run as that account, checks it)",
+            dir.display()
+        ),
+    )
+}
+
 fn lock_dir(dir: &Path) -> Result<fs::File, SegmentError> {
     use std::io::Write as _;
     let path = dir.join(LOCK_FILE);
     let mut file = crate::audit::new_file(OpenOptions::new().create(true).truncate(false).read(true).write(true))
         .open(&path)
-        .map_err(|e| SegmentError::io(&path, e))?;
+        .map_err(|e| SegmentError::io(&path, with_permission_hint(e, dir)))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     loop {
         match file.try_lock() {

@@ -1097,3 +1097,14 @@ async fn a_second_writer_of_the_same_log_is_refused_until_the_first_stops() {
     second.shutdown().await.unwrap();
     assert_eq!(ids(dir.path()), ["r0", "r1"]);
 }
+
+/// A folder the gateway's account may not write is told with what to do (made here: as root,
+/// whom permissions do not stop, a test cannot meet it on disk).
+#[test]
+fn a_folder_the_account_may_not_write_is_told_with_its_fix() {
+    let denied = super::with_permission_hint(io::Error::from(io::ErrorKind::PermissionDenied), Path::new("/var/lib/x"));
+    assert_eq!(denied.kind(), io::ErrorKind::PermissionDenied);
+    assert!(denied.to_string().contains("`chown -R splpd: /var/lib/x`"), "{denied}");
+    let other = super::with_permission_hint(io::Error::from(io::ErrorKind::NotFound), Path::new("/var/lib/x"));
+    assert!(!other.to_string().contains("chown"), "{other}");
+}
