@@ -107,10 +107,12 @@ impl Teller {
                 return None;
             }
             self.warned = Some(now);
+            // Full already: exchanges are being refused now, not once it fills.
+            let when = if space.free == 0 { "it is full, so" } else { "once it is full" };
             return Some(Tell::Low(format!(
-                "the audit log's filesystem ({}) has {told}: once it is full every exchange \
-                 is refused (Server.AuditUnavailable); export the log (splpd audit export) so that retention can delete \
-                 its oldest segments, or give it more space",
+                "the audit log's filesystem ({}) has {told}: {when} every exchange is refused \
+                 (Server.AuditUnavailable); export the log (splpd audit export) so that retention can delete its \
+                 oldest segments, or give it more space",
                 dir.display()
             )));
         }
@@ -175,10 +177,15 @@ mod tests {
         let Some(Tell::Low(warning)) = teller.measured(dir, low, t0) else { panic!("low space is warned of") };
         assert!(
             warning.contains("/var/lib/splpd/audit")
-                && warning.contains("5 GiB free of 100 GiB (5%)")
+                && warning.contains("5 GiB free of 100 GiB (5%): once it is full every exchange is refused")
                 && warning.contains("splpd audit export"),
             "{warning}"
         );
+        // Full already: said as what is happening, not what will.
+        let Some(Tell::Low(full)) = Teller::default().measured(dir, DiskSpace { free: 0, size: 100 << 30 }, t0) else {
+            panic!("a full disk is warned of")
+        };
+        assert!(full.contains("0 B free of 100 GiB (0%): it is full, so every exchange is refused"), "{full}");
         assert_eq!(teller.measured(dir, low, t0 + EVERY), None, "not at every measure");
         let hovering = DiskSpace { free: 11 << 30, size: 100 << 30 };
         assert_eq!(teller.measured(dir, hovering, t0 + EVERY * 2), None, "not back until 12% free");
