@@ -257,7 +257,7 @@ pub struct CrlStatus {
 
 impl CrlStatus {
     /// Why this CRL, read on a reload, must not replace `in_force`: it is an older one of the
-    /// same CA (a lower CRL number, or without numbers an earlier issue), which would let
+    /// same CA (an earlier issue, or of the same time a lower CRL number), which would let
     /// certificates revoked since back in. `None` when it may, or when the two are of different
     /// CAs.
     pub fn older_than(&self, in_force: &CrlStatus) -> Option<String> {
@@ -269,11 +269,20 @@ impl CrlStatus {
             Some(n) => format!("number {n}, issued {}", rfc3339(c.this_update)),
             None => format!("issued {}", rfc3339(c.this_update)),
         };
+        // Issued earlier but numbered higher: two tools (openssl's `crlnumber` file and splpd's
+        // CA, say) number this CA's CRLs apart; the issue date decides, and the operator is told.
+        let numbered_apart = matches!((&self.number, &in_force.number), (Some(a), Some(b)) if a > b);
+        let apart = if numbered_apart {
+            " (it was issued before it, though numbered higher: two tools seem to sign this CA's CRLs with numbers \
+             of their own; sign them with one)"
+        } else {
+            ""
+        };
         older.then(|| {
             format!(
-                "trust anchor {:?}: CRL {} ({}) is older than the one in force ({}), so certificates its CA has \
-                 revoked since would be let back in; put the CA's latest CRL there (`splpd certs crl --ca DIR` signs \
-                 a fresh one)",
+                "trust anchor {:?}: CRL {} ({}) is older than the one in force ({}){apart}, so certificates its CA \
+                 has revoked since would be let back in; put the CA's latest CRL there (`splpd certs crl --ca DIR` \
+                 signs a fresh one)",
                 self.anchor,
                 self.path.display(),
                 describe(self),
@@ -1339,6 +1348,11 @@ pub(crate) mod tests {
         // By when they were issued.
         let why = crl(b"ca", Some(2), 5).older_than(&crl(b"ca", Some(3), 0)).expect("issued earlier");
         assert!(why.contains("number 2") && why.contains("number 3") && why.contains("older than the one in force"));
+        assert!(!why.contains("numbered higher"), "{why}");
+        // Issued earlier though numbered higher: two tools number the CA's CRLs apart, and the
+        // operator is told so rather than left to wonder how 16 is older than 3.
+        let why = crl(b"ca", Some(16), 5).older_than(&crl(b"ca", Some(3), 0)).expect("issued earlier");
+        assert!(why.contains("though numbered higher") && why.contains("sign them with one"), "{why}");
         assert_eq!(crl(b"ca", Some(3), 0).older_than(&crl(b"ca", Some(3), 0)), None);
         assert_eq!(crl(b"ca", Some(4), 0).older_than(&crl(b"ca", Some(3), 5)), None);
         assert!(crl(b"ca", None, 2).older_than(&crl(b"ca", None, 1)).is_some());
