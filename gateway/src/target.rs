@@ -112,31 +112,39 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
             return Err(bad(format!("the path {:?} has an empty segment (`//`); send it without one", clip(path))));
         }
         let decoded = decode_segment(seg).map_err(bad)?;
-        // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they resolve
-        // dots, so `..;x` is `..` to them: the name before any `;` is what must not be a dot.
-        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
-        if name == b"." || name == b".." {
-            return Err(bad(format!(
-                "the path {:?} has the segment {:?}, which a service may read as `{}`: `.` and `..` segments are not \
-                 allowed in any spelling (encoded, or followed by `;`); send the path without them",
-                clip(path),
-                clip(seg),
-                String::from_utf8_lossy(name)
-            )));
-        }
-        if let Some(b) = decoded.iter().find(|b| matches!(b, b'/' | b'\\' | 0)) {
-            let what = match (b, seg.contains('%')) {
-                (b'/', _) => "an encoded `/` (%2F)",
-                (b'\\', false) => "a `\\`",
-                (b'\\', true) => "a `\\` (%5C)",
-                _ => "a NUL (%00)",
-            };
-            return Err(bad(format!(
-                "the path {:?} has {what} inside the segment {:?}, which is not allowed: a service may read it as \
-                 another path; send the segment without it",
-                clip(path),
-                clip(seg)
-            )));
+        // A service that decodes twice reads `%252e%252e` as `..` and `%252f` as `/`: a segment
+        // holding an escape once decoded is checked decoded twice too.
+        let again =
+            if decoded.contains(&b'%') { decode_segment(&String::from_utf8_lossy(&decoded)).ok() } else { None };
+        for (d, twice) in std::iter::once((&decoded, false)).chain(again.as_ref().map(|a| (a, true))) {
+            // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
+            // resolve dots, so `..;x` is `..` to them: the name before any `;` must not be a dot.
+            let name = d.split(|b| *b == b';').next().unwrap_or_default();
+            if name == b"." || name == b".." {
+                return Err(bad(format!(
+                    "the path {:?} has the segment {:?}, which a service may read as `{}`: `.` and `..` segments are \
+                     not allowed in any spelling (encoded, encoded twice, or followed by `;`); send the path without \
+                     them",
+                    clip(path),
+                    clip(seg),
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            if let Some(b) = d.iter().find(|b| matches!(b, b'/' | b'\\' | 0)) {
+                let what = match (b, seg.contains('%'), twice) {
+                    (b'/', _, false) => "an encoded `/` (%2F)",
+                    (b'\\', false, _) => "a `\\`",
+                    (b'\\', true, false) => "a `\\` (%5C)",
+                    (0, _, false) => "a NUL (%00)",
+                    _ => "an escape of `/`, `\\` or NUL encoded twice (%25…)",
+                };
+                return Err(bad(format!(
+                    "the path {:?} has {what} inside the segment {:?}, which is not allowed: a service may read it \
+                     as another path; send the segment without it",
+                    clip(path),
+                    clip(seg)
+                )));
+            }
         }
     }
     Ok(())
@@ -212,6 +220,9 @@ mod tests {
             "/r1/ID/PEMDA/1602/A/s/nik/..;x",
             "/r1/ID/PEMDA/1602/A/s/nik/.;",
             "/r1/ID/PEMDA/1602/A/s/nik/%2e%2e%3bx/y",
+            // Encoded twice, for a service that decodes twice.
+            "/r1/ID/PEMDA/1602/A/s/nik/%252e%252e/y",
+            "/r1/ID/PEMDA/1602/A/s/nik/.%252E;a/y",
         ] {
             assert!(parse(uri, 8192).is_err(), "{uri}");
         }
@@ -226,6 +237,9 @@ mod tests {
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%00").contains("NUL"));
         // A `;` elsewhere, and dots within a name, are a service's own business.
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/a;v=1/..b/.x").path, "/a;v=1/..b/.x");
+        // An encoded `%` is a `%`: refused only when what it spells, decoded again, would be.
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/100%25/%2541").path, "/100%25/%2541");
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%252f..%252fadmin").contains("encoded twice"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a//b").contains("empty segment"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%zz").contains("two hex digits"));
     }

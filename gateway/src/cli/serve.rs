@@ -102,6 +102,8 @@ impl Served {
     /// Stops reloading, then the gateway: open exchanges may finish, and the audit log is
     /// flushed.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        // Readiness says so at once, even while a reload in progress finishes.
+        self.running.gateway().begin_stopping();
         let _ = self.stop_reload.send(true);
         let _ = self.reloading.await;
         Ok(self.running.stop().await?)

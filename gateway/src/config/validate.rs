@@ -538,12 +538,12 @@ impl Validator<'_, '_, '_> {
             }
             for (j, crl) in a.crls.iter().enumerate() {
                 if let Err(e) = load::read_crls(&self.file(crl)) {
-                    self.err(
-                        at!["trust_anchor", i, "crls", j],
-                        e.to_string(),
+                    let hint = Self::load_hint(
+                        &e,
                         "check the path (relative to this file's folder), or publish the CA's CRL there with \
                          `splpd certs crl --ca DIR` (it writes DIR/crl.pem)",
                     );
+                    self.err(at!["trust_anchor", i, "crls", j], e.to_string(), hint);
                 }
             }
             for (j, scope) in a.scopes.iter().enumerate() {
@@ -775,17 +775,16 @@ impl Validator<'_, '_, '_> {
             }
             (Some(key), Some(cert)) => (key, cert),
         };
+        let fix = "point it at a PEM private key (ECDSA or Ed25519), or leave it out to sign with the gateway's key";
         let signer = match load::read_private_key(&self.file(key))
-            .map_err(|e| e.to_string())
-            .and_then(|k| crate::audit::checkpoint::CheckpointSigner::from_private_key(&k).map_err(|e| e.to_string()))
-        {
+            .map_err(|e| (e.to_string(), Self::load_hint(&e, fix)))
+            .and_then(|k| {
+                crate::audit::checkpoint::CheckpointSigner::from_private_key(&k)
+                    .map_err(|e| (e.to_string(), fix.to_owned()))
+            }) {
             Ok(signer) => signer,
-            Err(e) => {
-                self.err(
-                    at!["audit", "signing_key"],
-                    e,
-                    "point it at a PEM private key (ECDSA or Ed25519), or leave it out to sign with the gateway's key",
-                );
+            Err((e, hint)) => {
+                self.err(at!["audit", "signing_key"], e, hint);
                 return;
             }
         };

@@ -212,13 +212,12 @@ impl ActiveSegment {
                 }
                 // The operator sees the disk with room, and must be told that it is not enough.
                 let room = crate::config::units::ByteSize(ahead).approx();
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}: the log sets aside room for its next records {room} at a time ([audit] preallocate), \
-                         so at least that much must be free on its filesystem"
-                    ),
-                )
+                let why = if self.preallocate > 0 {
+                    format!("the log sets aside room for its next records {room} at a time ([audit] preallocate)")
+                } else {
+                    format!("the log checks that {room} can be written before it takes records again")
+                };
+                io::Error::new(e.kind(), format!("{e}: {why}, so at least that much must be free on its filesystem"))
             })?;
             self.allocated = to;
         } else if probing {
