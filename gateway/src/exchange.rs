@@ -322,17 +322,7 @@ impl Gateway {
         match self.admit(snap, conn, &req, &mut ctx, directory) {
             Ok(admitted) => self.forward(admitted, ctx, req).await,
             Err(err) => {
-                // A client that waits for `100 Continue` has not sent its body: reading it would
-                // make hyper send one, and the client would upload what is refused anyway.
-                // Dropped unread, the refusal goes out alone and the connection is closed.
-                let expects_continue = req
-                    .headers()
-                    .get(header::EXPECT)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-                let body = req.into_body();
-                if !body.is_end_stream() && !expects_continue {
-                    tokio::spawn(discard(body));
-                }
+                set_aside(req);
                 self.refuse(ctx, &err).await
             }
         }
@@ -351,13 +341,6 @@ impl Gateway {
     ) -> Result<Admitted, GatewayError> {
         // parse target, recorded even when the call is refused, so that a refused exchange's
         // record says who tried what.
-        if req.method() == Method::CONNECT {
-            return Err(GatewayError::BadRequest(format!(
-                "CONNECT {} is not taken: the gateway is no forward proxy; call a service at /r1/{{serviceId}}/… with \
-                 GET, POST or another method the service takes",
-                req.uri()
-            )));
-        }
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let max_uri = snap.limits.max_uri_length as usize;
         let target = if ctx.grpc {
@@ -374,6 +357,13 @@ impl Gateway {
             ctx.service = Some(t.service().clone());
         }
         let (caller, from_peer) = identify(snap, conn, req, ctx)?;
+        if req.method() == Method::CONNECT {
+            return Err(GatewayError::BadRequest(format!(
+                "CONNECT {} is not taken: the gateway is no forward proxy; call a service at /r1/{{serviceId}}/… with \
+                 GET, POST or another method the service takes",
+                crate::target::clip(&req.uri().to_string())
+            )));
+        }
         check_header_limits(req, snap)?;
 
         // parse target
@@ -523,10 +513,7 @@ impl Gateway {
         let caller = match checked {
             Ok(caller) => caller,
             Err(err) => {
-                let body = req.into_body();
-                if !body.is_end_stream() {
-                    tokio::spawn(discard(body));
-                }
+                set_aside(req);
                 return self.refuse(ctx, &err).await;
             }
         };
@@ -830,6 +817,19 @@ impl Drop for Pending<'_> {
 
 /// The error type recorded for an exchange whose client went away before its answer was complete.
 pub(crate) const ABANDONED: &str = "Client.ResponseAbandoned";
+
+/// What becomes of a refused request's body. A client that waits for `100 Continue` has not sent
+/// it: reading it would make hyper send one, and the client would upload what is refused anyway;
+/// dropped unread, the refusal goes out alone and the connection is closed. Any other is read
+/// and dropped ([`discard`]).
+fn set_aside(req: Request<Incoming>) {
+    let expects_continue =
+        req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let body = req.into_body();
+    if !body.is_end_stream() && !expects_continue {
+        tokio::spawn(discard(body));
+    }
+}
 
 /// Most of a refused request's body read and dropped, so that the client, still sending it, gets
 /// to read the refusal: closing a socket with unread data resets the connection, and the client

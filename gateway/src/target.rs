@@ -77,7 +77,7 @@ pub fn parse(path_and_query: &str, max_len: usize) -> Result<Target<'_>, Gateway
     Ok(Target { service, path: under, query })
 }
 
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(80).collect()
 }
 

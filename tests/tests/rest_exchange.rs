@@ -847,6 +847,10 @@ async fn a_connect_and_a_client_name_outside_ascii_are_told_as_such() {
     let answer = ask(connect.into_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("CONNECT 127.0.0.1:443 is not taken") && answer.contains("no forward proxy"), "{answer}");
+    // Refused once the caller is known: its record names it.
+    let records = region.wait_records(1).await;
+    let connect = records.iter().find(|r| r.method == "CONNECT").expect("the CONNECT is recorded");
+    assert_eq!((connect.client.as_str(), connect.status), (LEGACY, 400));
 
     let mut head =
         format!("GET {} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\nx-road-client: ", target(SERVICE, "/json/x"))
