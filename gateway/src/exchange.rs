@@ -279,7 +279,7 @@ impl Gateway {
             .unwrap_or_else(Uuid::new_v4);
         record.set_exchange_id(exchange_id);
         record.set_client_address(conn.remote.ip());
-        record.set_request(req.method(), req.uri());
+        record.set_request(req.method(), req.uri(), snap.limits.max_uri_length as usize);
         record.set_client_headers(req.headers());
         if let Some(trace_id) = req.headers().get("traceparent").and_then(|v| trace_id(v.as_bytes())) {
             record.set_trace_id(trace_id);

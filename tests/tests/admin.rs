@@ -415,6 +415,22 @@ async fn the_dashboard_shows_operators_the_gateway_in_bahasa_indonesia_or_englis
     s.region.stop().await;
 }
 
+/// Refused changes go to the audit log, ten a minute from one address: a certificate the admin
+/// listener accepts cannot fill the log with them.
+#[tokio::test]
+async fn refused_changes_are_recorded_within_a_budget_per_address() {
+    let s = setup().await;
+    let rsud = s.pki.client(RSUD);
+    for _ in 0..12 {
+        let reply = admin(&s.region, &rsud, Method::POST, "/maintenance/on").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    }
+    let records = s.region.records();
+    assert_eq!(records.len(), 10, "{records:#?}");
+    assert!(records.iter().all(|r| r.client == RSUD && r.status == 403 && r.path == "/maintenance/on"));
+    s.region.stop().await;
+}
+
 /// An operator's `http://` on the admin port is told to use https with an admin certificate,
 /// in plain HTTP, instead of a TLS alert that curl shows as "Received HTTP/0.9".
 #[tokio::test]

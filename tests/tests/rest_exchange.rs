@@ -1104,6 +1104,10 @@ async fn oversized_headers_and_uris_are_refused() {
     assert_gateway_error(&reply, 414, "Client.BadRequest");
     let rec = region.record(reply.exchange_id()).await;
     assert_eq!((rec.client.as_str(), rec.status, rec.error_type.as_str()), (DINKES, 414, "Client.BadRequest"));
+    // Its record keeps the path's beginning and its length, not the whole line.
+    assert!(rec.path.starts_with(&format!("/r1/{SERVICE}/json/xxx")), "{}", rec.path);
+    assert!(rec.path.ends_with(&format!("… ({} bytes in all)", SERVICE.len() + 4 + 6 + 9000)), "{}", rec.path);
+    assert!(rec.path.len() < 300, "{}", rec.path.len());
 
     assert!(upstream.received().is_empty());
     assert_record_count(&region, 4).await;

@@ -105,8 +105,11 @@ impl BoundAdmin {
         listeners: Vec<(String, Arc<EdgeStats>)>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let listeners =
-            Arc::new(Shared { listeners, refusals_told: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)) });
+        let listeners = Arc::new(Shared {
+            listeners,
+            refusals_told: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
+            refusals_recorded: RateLimiter::keyed(Quota::per_minute(REFUSED_CHANGES_RECORDED)),
+        });
         let mut conns = JoinSet::new();
         let mut last_warning = None;
         loop {
@@ -143,7 +146,14 @@ struct Shared {
     listeners: Vec<(String, Arc<EdgeStats>)>,
     /// Addresses (an IPv6 one by its /64) told of at `warn` for a refusal in the last minute.
     refusals_told: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Refused changes written to the audit log, per address: [`REFUSED_CHANGES_RECORDED`] a
+    /// minute, so that a certificate the listener accepts cannot fill the log with them.
+    refusals_recorded: DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
+
+/// How many refused changes from one address a minute go to the audit log; the rest are told
+/// in the gateway's own log only.
+const REFUSED_CHANGES_RECORDED: NonZeroU32 = NonZeroU32::new(10).expect("not zero");
 
 async fn serve_connection(
     gateway: Arc<Gateway>,
@@ -255,7 +265,15 @@ async fn handle(
             if let Ok(peer) = peer
                 && !matches!(*req.method(), Method::GET | Method::HEAD)
             {
-                record_refused_change(gateway, peer, remote, &req).await;
+                if shared.refusals_recorded.len() > 4096 {
+                    shared.refusals_recorded.retain_recent();
+                }
+                if shared.refusals_recorded.check_key(&crate::refusals::counted_as(remote.ip())).is_ok() {
+                    record_refused_change(gateway, peer, remote, &req).await;
+                } else {
+                    tracing::info!(%remote, "admin listener: a refused change not written to the audit log: more than \
+                        {REFUSED_CHANGES_RECORDED} a minute from this address");
+                }
             }
             return error(StatusCode::FORBIDDEN, "Client.AccessDenied", &message);
         }
@@ -379,6 +397,9 @@ fn dashboard(gateway: &Gateway, listeners: &[(String, Arc<EdgeStats>)], req: &Re
     text(StatusCode::OK, "text/html; charset=utf-8", page)
 }
 
+/// The longest path an admin record keeps whole: the admin listener's paths are short.
+const ADMIN_MAX_PATH: usize = 256;
+
 /// A change refused on the admin listener, in the audit log as the changes operators make are:
 /// which certificate tried what, from where. Reads refused are not (reading is not logged).
 async fn record_refused_change(gateway: &Gateway, peer: &PeerIdentity, remote: SocketAddr, req: &Request<Incoming>) {
@@ -394,7 +415,7 @@ async fn record_refused_change(gateway: &Gateway, peer: &PeerIdentity, remote: S
     record.set_client_cert_sha256(peer.cert_sha256);
     record.set_client_address(remote.ip());
     record.set_connection_type(ConnectionType::Mtls);
-    record.set_request(req.method(), req.uri());
+    record.set_request(req.method(), req.uri(), ADMIN_MAX_PATH);
     record.set_client_headers(req.headers());
     record.set_status(StatusCode::FORBIDDEN);
     record.set_error_type("Client.AccessDenied");
@@ -420,7 +441,7 @@ async fn set_maintenance(
     record.set_client_cert_sha256(cert_sha256);
     record.set_client_address(remote.ip());
     record.set_connection_type(ConnectionType::Mtls);
-    record.set_request(req.method(), req.uri());
+    record.set_request(req.method(), req.uri(), ADMIN_MAX_PATH);
     record.set_client_headers(req.headers());
     record.set_status(StatusCode::OK);
     let reason = req.headers().get("x-road-issue").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();

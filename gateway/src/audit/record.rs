@@ -19,6 +19,13 @@ const ISSUE: HeaderName = HeaderName::from_static("x-road-issue");
 const REPRESENTED_PARTY: HeaderName = HeaderName::from_static("x-road-represented-party");
 const PURPOSE: HeaderName = HeaderName::from_static("x-splp-purpose");
 
+/// The first `keep` bytes of `text` (not cutting a character in two), then how long it was in
+/// all: what the log keeps of a value too long to keep whole.
+fn shortened(text: &[u8], keep: usize) -> String {
+    let start = String::from_utf8_lossy(&text[..keep.min(text.len())]);
+    format!("{}… ({} bytes in all)", start.trim_end_matches('\u{fffd}'), text.len())
+}
+
 /// The longest `X-Road-UserId`, `X-Road-Issue`, `X-Road-Represented-Party` or `X-SPLP-Purpose`
 /// the gateway takes: each is kept in every record, and a reference, a user id or a purpose code
 /// is far shorter.
@@ -169,10 +176,13 @@ impl RecordBuilder {
         self.record.set_protocol(protocol);
     }
 
-    /// The request line: method, path as sent, and the query string as a hash only.
-    pub fn set_request(&mut self, method: &Method, uri: &Uri) {
+    /// The request line: method, path as sent, and the query string as a hash only. A path
+    /// longer than `max_path` (the gateway refuses it, 414) is kept as its beginning and its
+    /// length, so that a caller cannot fill the log with refused request lines.
+    pub fn set_request(&mut self, method: &Method, uri: &Uri, max_path: usize) {
         method.as_str().clone_into(&mut self.record.method);
-        uri.path().clone_into(&mut self.record.path);
+        let path = uri.path();
+        self.record.path = if path.len() <= max_path { path.to_owned() } else { shortened(path.as_bytes(), 256) };
         self.set_query(uri.query());
     }
 
@@ -193,7 +203,7 @@ impl RecordBuilder {
         let text = |name: &HeaderName| match headers.get(name).map(|v| v.as_bytes()) {
             None => String::new(),
             Some(v) if v.len() <= MAX_RECORDED_HEADER => String::from_utf8_lossy(v).into_owned(),
-            Some(v) => format!("{}… ({} bytes in all)", String::from_utf8_lossy(&v[..64]), v.len()),
+            Some(v) => shortened(v, 64),
         };
         self.record.user_id = text(&USER_ID);
         self.record.issue = text(&ISSUE);
@@ -448,7 +458,7 @@ mod tests {
     fn keeps_the_query_only_as_its_hash() {
         let mut b = RecordBuilder::new(&gateway(), 1);
         let uri: Uri = "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik?nik=3201234567890001".parse().unwrap();
-        b.set_request(&Method::GET, &uri);
+        b.set_request(&Method::GET, &uri, 8192);
         let r = b.record();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik-verify/nik");
