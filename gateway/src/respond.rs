@@ -25,6 +25,10 @@ use crate::runtime::Route;
 /// The largest answer kept back whole until its record is durable; see [`settle`].
 const SETTLE_LIMIT: usize = 64 * 1024;
 
+/// How long [`settle`] waits for the rest of an answer that says it is small, before it lets
+/// the head go and the rest stream.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What [`settle`] made of an answer.
 // Returned and taken apart at once, and the body is boxed right after: boxing it here as well
 // would be a second allocation per exchange.
@@ -38,7 +42,7 @@ pub(crate) enum Settled {
 }
 
 /// Reads the frames of the answer that are already here, and all of an answer whose length
-/// says it is at most [`SETTLE_LIMIT`] bytes. When they are all of it (the common case for a
+/// says it is at most [`SETTLE_LIMIT`] bytes (within [`SETTLE_WAIT`]). When they are all of it (the common case for a
 /// small answer), the record is appended and this waits until it is as durable as the mode
 /// asks, so that the head, the body and any trailers leave together once the record is safe,
 /// or the client is refused whole when it cannot be logged. Otherwise the body streams, and
@@ -55,11 +59,18 @@ pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
     // then leaves in one write, and should its record fail, nothing of it has left and the
     // client gets a clean refusal rather than a broken answer. Its end waits for the record
     // anyway, so the answer is complete no later for it.
+    // For at most SETTLE_WAIT: a service that stalls after its head still has the head reach
+    // the client, as it would stream.
     let small = body.size_hint().upper().is_some_and(|n| n <= SETTLE_LIMIT as u64);
+    let mut waited: Option<Pin<Box<tokio::time::Sleep>>> = None;
     while bytes < SETTLE_LIMIT {
         let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
             // Waiting for the record to be durable: every frame is here, so wait with them.
-            Poll::Pending if body.ticket.is_some() || small => Poll::Pending,
+            Poll::Pending if body.ticket.is_some() => Poll::Pending,
+            Poll::Pending if small => {
+                let until = waited.get_or_insert_with(|| Box::pin(tokio::time::sleep(SETTLE_WAIT)));
+                if until.as_mut().poll(cx).is_pending() { Poll::Pending } else { Poll::Ready(None) }
+            }
             // Waiting for the upstream: the rest streams.
             Poll::Pending => Poll::Ready(None),
             Poll::Ready(frame) => Poll::Ready(Some(frame)),
