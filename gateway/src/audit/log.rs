@@ -200,6 +200,9 @@ impl AuditLog {
         let dir = &options.segments.dir;
         super::make_dir(dir)
             .map_err(|source| AuditLogError::Io { what: format!("creating {}", dir.display()), source })?;
+        if let Some(warning) = std::fs::metadata(dir).ok().and_then(|m| open_to_others(dir, &m)) {
+            tracing::warn!("{warning}");
+        }
         // Before anything is written here: a second gateway given this folder by mistake must
         // leave the running one's log as it found it.
         let lock = WriterLock::take(dir)?;
@@ -508,6 +511,22 @@ fn open_checkpoints(path: &Path) -> Result<(File, u64), AuditLogError> {
     Ok((file, checkpoints.last().map_or(0, |c| c.tree_size)))
 }
 
+/// A warning when the log's folder is open to every account on the host: new files are made
+/// 0640 in a 0750 folder, but a folder made before (or by hand) keeps its mode.
+fn open_to_others(dir: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o007 != 0).then(|| {
+        format!(
+            "the audit log's folder {} (mode {mode:o}) is open to every account on this host, and its records say \
+             who called what: `chmod -R o-rwx {}` (the gateway makes its new files 0640, and leaves the modes of \
+             those already there)",
+            dir.display(),
+            dir.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,6 +608,12 @@ mod tests {
         let log = AuditLog::open(&options).unwrap();
         assert_eq!(log.tree_head(), (25, tree.root()));
         log.shutdown().await.unwrap();
+
+        assert_eq!(open_to_others(&audit, &std::fs::metadata(&audit).unwrap()), None);
+        std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let warning = open_to_others(&audit, &std::fs::metadata(&audit).unwrap()).expect("a 0755 folder is told");
+        assert!(warning.contains("(mode 755)") && warning.contains("chmod -R o-rwx"), "{warning}");
+        std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o750)).unwrap();
 
         // What the log wrote is not for every account on the host: it names who called what.
         use std::os::unix::fs::PermissionsExt as _;
