@@ -817,8 +817,7 @@ fn why_refused(err: &std::io::Error) -> String {
         i64::try_from(t.as_secs())
             .ok()
             .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_else(|| format!("{} s after 1970", t.as_secs()))
+            .map_or_else(|| format!("{} s after 1970", t.as_secs()), splpd_certs::inspect::rfc3339)
     };
     match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(C::ExpiredContext { time, not_after })) => {
@@ -846,9 +845,7 @@ fn describe_refused(der: &CertificateDer<'_>) -> String {
             // The names are the client's to choose, and go into a log read line by line: escaped
             // (no line breaks or control characters) and cut short.
             let shown = |name: String| name.chars().take(200).flat_map(char::escape_debug).collect::<String>();
-            let date = |t: x509_parser::time::ASN1Time| {
-                t.to_datetime().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-            };
+            let date = |t: x509_parser::time::ASN1Time| splpd_certs::inspect::rfc3339(t.to_datetime());
             // The serial as `splpd certs revoke --serial` and `list` write it.
             format!(
                 "{identity} (serial {}, subject {}, issuer {}, valid {} to {}, sha256 {fingerprint})",

@@ -27,7 +27,9 @@ pub struct OutputFile {
     pub secret: bool,
 }
 
-fn parent_of(path: &Path) -> &Path {
+/// The folder a file is in: the current one (`.`) for a name without a folder, where
+/// `Path::parent` gives the empty path.
+pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

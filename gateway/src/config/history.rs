@@ -128,7 +128,7 @@ impl History {
                 .mode(0o700)
                 .create(&self.dir)
                 .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display())))?;
-            if let Some(parent) = self.dir.parent().and_then(|p| std::fs::metadata(owning_folder(p)).ok()) {
+            if let Ok(parent) = std::fs::metadata(splpd_certs::pki::files::parent_of(&self.dir)) {
                 // Not permitted unless root; the folder is usable by its maker either way.
                 let _ = std::os::unix::fs::chown(&self.dir, Some(parent.uid()), Some(parent.gid()));
                 let mode = (parent.mode() & 0o2770) | 0o700;
@@ -299,12 +299,6 @@ impl History {
             tracing::debug!("cannot remove {}: {e}; the next `config apply` removes it", path.display());
         }
     }
-}
-
-/// The folder whose owner a history folder takes: the configuration's, which for a file named
-/// without a folder (`--config splpd.toml`) is the current one, not the empty path.
-fn owning_folder(parent: &Path) -> &Path {
-    if parent.as_os_str().is_empty() { Path::new(".") } else { parent }
 }
 
 /// Who changed the configuration file on the gateway's host (`splpd config apply` or `undo` with
@@ -478,8 +472,7 @@ mod tests {
         // A file named without a folder (`--config splpd.toml`) has its history folder owned
         // as the current folder is.
         assert_eq!(History::of(Path::new("splpd.toml")).dir(), Path::new("splpd-history"));
-        assert_eq!(owning_folder(Path::new("splpd-history").parent().unwrap()), Path::new("."));
-        assert_eq!(owning_folder(&owned), owned.as_path());
+        assert_eq!(splpd_certs::pki::files::parent_of(Path::new("splpd-history")), Path::new("."));
         assert_eq!(parent.uid(), std::fs::metadata(other.dir()).unwrap().uid());
         std::fs::set_permissions(other.dir(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let err = other.list().unwrap_err().to_string();
