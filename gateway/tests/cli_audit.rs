@@ -617,6 +617,13 @@ fn an_export_verifies_once_extracted() {
     assert!(files.contains(&"checkpoints.log") && files.iter().any(|f| f.starts_with("signer-")), "{files:?}");
     // The signature is openssl-checkable: MANIFEST.sig over MANIFEST.json by the signer's key.
     assert!(log.path("all/MANIFEST.sig").exists());
+    // Its members are not for every account on the host once extracted.
+    let mut members = tar::Archive::new(fs::File::open(log.path("all.tar")).unwrap());
+    for entry in members.entries().unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.header().mode().unwrap();
+        assert_eq!(mode & 0o007, 0, "{:?}: {mode:o}", entry.path().unwrap());
+    }
 
     // A range from the middle: whole segments, started from the signed frontier, up to the
     // segment holding the last record of the checkpoint of 200 records.

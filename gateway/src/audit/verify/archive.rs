@@ -320,7 +320,8 @@ fn tar_header(size: u64, mtime: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(size);
-    header.set_mode(0o644);
+    // As the log's own files: extracted, the records are not for every account on the host.
+    header.set_mode(crate::audit::FILE_MODE);
     header.set_mtime(mtime);
     header
 }
