@@ -80,7 +80,10 @@ pub enum Damage {
         name: u64,
     },
     /// A segment starts later than the previous one ends: records are missing.
-    #[error("records {expected}..{found} are missing (a segment is missing before this one)")]
+    #[error(
+        "records {expected}..{found} are missing: the segment before this one ends short of it (a record removed \
+         from it), or a whole segment is missing between them"
+    )]
     MissingRecords {
         /// The record that should have come next.
         expected: u64,
