@@ -63,21 +63,46 @@ struct Checkpointer {
     /// Records durable on disk, as the writer last said.
     durable: u64,
     file: File,
+    /// The time of the last checkpoint signed: none is signed earlier (see `checkpoint`).
+    last_time: i64,
+    /// Whether the clock is behind `last_time` and the operator was told.
+    clock_told: bool,
 }
 
 impl Checkpointer {
     /// Signs the tree as it stands and appends the checkpoint, durably.
     fn checkpoint(&mut self) {
         let size = self.tree.size();
+        // A clock that stepped back (a host started with a wrong time, an NTP correction) must
+        // not sign a checkpoint earlier than the last one, which verify rightly takes for a
+        // rewritten log: the last time is kept until the clock passes it, and the operator told.
+        let now = now_nanos();
+        let time = if now < self.last_time {
+            if !self.clock_told {
+                self.clock_told = true;
+                tracing::warn!(
+                    "this host's clock reads {}, before the audit log's last checkpoint ({}): checkpoints keep that \
+                     time until the clock passes it, and exchanges are recorded at the clock's time; check the \
+                     host's time (`timedatectl`, NTP)",
+                    super::verify::time_text(now),
+                    super::verify::time_text(self.last_time)
+                );
+            }
+            self.last_time
+        } else {
+            self.clock_told = false;
+            now
+        };
         let result = self
             .signer
-            .sign_tree(&self.gateway, &self.tree, now_nanos())
+            .sign_tree(&self.gateway, &self.tree, time)
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|cp| append_frame(&mut self.file, &cp.encode_to_vec()));
         match result {
             Ok(()) => {
                 self.signed_size = size;
                 self.signed_at = Instant::now();
+                self.last_time = time;
             }
             // The records themselves are durable; a missing checkpoint only delays the proof that
             // they were not changed, so exchanges go on and the operator is told.
@@ -216,7 +241,7 @@ impl AuditLog {
             return Err(AuditLogError::SignerMismatch { cert: options.signing_cert.clone() });
         }
         keep_signer_certificate(dir, &options.signing_cert, signer.key_sha256())?;
-        let (file, signed_size) = open_checkpoints(&dir.join(CHECKPOINTS_FILE))?;
+        let (file, signed_size, last_time) = open_checkpoints(&dir.join(CHECKPOINTS_FILE))?;
         // A log that retention trimmed goes on from the tree's frontier before its first record.
         let tree = base_tree(dir).map_err(|e| AuditLogError::Io {
             what: format!("reading the base of {}", dir.display()),
@@ -232,6 +257,8 @@ impl AuditLog {
             signed_at: Instant::now(),
             durable: 0,
             file,
+            last_time,
+            clock_told: false,
         }));
         let segments = SegmentLog::open_locked_with_hook(&options.segments, lock, Hook(Arc::clone(&checkpointer)))?;
         {
@@ -483,7 +510,8 @@ fn holds_a_whole_frame(bytes: &[u8]) -> bool {
 /// checkpoint covers. A last checkpoint whose write a crash cut short is cut off, durably,
 /// before anything is appended after it (which would leave it damaged inside the file for good);
 /// damage before it stops the start, naming the place.
-fn open_checkpoints(path: &Path) -> Result<(File, u64), AuditLogError> {
+/// The file, and the size and time of its last checkpoint.
+fn open_checkpoints(path: &Path) -> Result<(File, u64, i64), AuditLogError> {
     let io_err = |what: &str, source| AuditLogError::Io { what: format!("{what} {}", path.display()), source };
     let mut file = super::new_file(OpenOptions::new().create(true).read(true).append(true))
         .open(path)
@@ -508,7 +536,7 @@ fn open_checkpoints(path: &Path) -> Result<(File, u64), AuditLogError> {
             path.display()
         );
     }
-    Ok((file, checkpoints.last().map_or(0, |c| c.tree_size)))
+    Ok((file, checkpoints.last().map_or(0, |c| c.tree_size), checkpoints.last().map_or(0, |c| c.time_unix_nanos)))
 }
 
 /// A warning when the log's folder is open to every account on the host: new files are made
@@ -625,6 +653,32 @@ mod tests {
                 assert_eq!(mode(&entry.path()) & 0o007, 0, "{name}: {:o}", mode(&entry.path()));
             }
         }
+    }
+
+    /// A clock behind the last checkpoint (a host started with a wrong time) signs no checkpoint
+    /// earlier than it, which verify would take for a rewritten log: the last time is kept.
+    #[tokio::test]
+    async fn a_clock_behind_the_last_checkpoint_does_not_sign_one_earlier() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = options_in(tmp.path(), 10);
+        let audit = options.segments.dir.clone();
+        let log = AuditLog::open(&options).unwrap();
+        // As if the last checkpoint had been signed an hour ahead of this clock.
+        let ahead = now_nanos() + 3_600_000_000_000;
+        log.checkpointer.lock().unwrap().last_time = ahead;
+        for i in 0..25 {
+            log.append(record(i), AuditMode::Sync).await.unwrap();
+        }
+        log.shutdown().await.unwrap();
+        for _ in 0..100 {
+            if read_checkpoints(&audit).unwrap().last().is_some_and(|c| c.tree_size == 25) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cps = read_checkpoints(&audit).unwrap();
+        assert_eq!(cps.iter().map(|c| c.tree_size).collect::<Vec<_>>(), [10, 20, 25]);
+        assert!(cps.iter().all(|c| c.time_unix_nanos == ahead), "{cps:?}");
     }
 
     /// The records before a quiet spell get their checkpoint `checkpoint_interval` later, with

@@ -651,7 +651,7 @@ fn checkpoint_place(path: &Path, located: &Located) -> String {
     format!("{}: byte {}, checkpoint {}", path.display(), located.offset, located.index)
 }
 
-fn time_text(nanos: i64) -> String {
+pub(crate) fn time_text(nanos: i64) -> String {
     rfc3339_nanos(nanos).unwrap_or_else(|| nanos.to_string())
 }
 
