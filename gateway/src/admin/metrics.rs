@@ -176,6 +176,12 @@ impl RouteMeter {
 /// Route meters by service or peer identifier.
 type Routes = HashMap<Box<str>, Arc<RouteMeter>, foldhash::fast::RandomState>;
 
+/// The key of the meter of calls that came from `peer` for the local `service` (a line break
+/// is in no identifier).
+fn inbound_key(service: &str, peer: &str) -> String {
+    format!("{service}\n{peer}")
+}
+
 /// The exchange counters, one set per route that the configuration names.
 ///
 /// Label values come only from the configuration (local services, national APIs, peer
@@ -244,14 +250,39 @@ impl ExchangeMetrics {
     pub fn observe_then(&self, record: &ExchangeRecord, then: impl FnOnce(&str, &str)) {
         let routes = self.routes.load();
         // A call sent to a peer names the peer's service, which is not configured here: it counts
-        // under the peer. A call that arrived from a peer for a service here counts under it.
-        let meter = routes
-            .get(record.service.as_str())
-            .filter(|m| !m.service.is_empty())
-            .or_else(|| routes.get(record.peer.as_str()))
-            .unwrap_or(&self.unrouted);
+        // under the peer. A call that arrived from a peer for a service here counts under both,
+        // the service and the peer it came from (a configured peer: labels stay the
+        // configuration's).
+        let local = routes.get(record.service.as_str()).filter(|m| !m.service.is_empty());
+        let made;
+        let meter: &RouteMeter = match local {
+            Some(service) if !record.peer.is_empty() && routes.contains_key(record.peer.as_str()) => {
+                let key = inbound_key(&record.service, &record.peer);
+                match routes.get(key.as_str()) {
+                    Some(meter) => meter,
+                    None => {
+                        made = self.add_inbound(&service.service, &record.peer, &key);
+                        &made
+                    }
+                }
+            }
+            Some(service) => service,
+            None => routes.get(record.peer.as_str()).unwrap_or(&self.unrouted),
+        };
         meter.observe(record);
         then(&meter.service, &meter.peer);
+    }
+
+    /// The meter of calls from `peer` to `service`, made on its first call (rare: once per pair).
+    fn add_inbound(&self, service: &str, peer: &str, key: &str) -> Arc<RouteMeter> {
+        let mut made = None;
+        self.routes.rcu(|current| {
+            let mut routes = Routes::clone(current);
+            let meter = routes.entry(key.into()).or_insert_with(|| Arc::new(RouteMeter::new(service, peer)));
+            made = Some(Arc::clone(meter));
+            routes
+        });
+        made.unwrap_or_else(|| Arc::clone(&self.unrouted))
     }
 
     /// Every route with exchanges, as its counters read now, sorted by service and peer.
@@ -269,7 +300,7 @@ impl ExchangeMetrics {
 pub struct RouteSnapshot {
     /// The local service, national API or own service; empty for a peer or for no route.
     pub service: String,
-    /// The peer gateway calls were sent to; empty otherwise.
+    /// The peer gateway calls were sent to, or came from for `service`; empty otherwise.
     pub peer: String,
     /// Exchanges by HTTP status (0: none was sent), statuses without any left out.
     pub codes: Vec<(u16, u64)>,
@@ -841,6 +872,27 @@ mod tests {
         let denied = ERROR_TYPES.iter().position(|t| *t == "Client.AccessDenied").unwrap();
         assert_eq!(meter.errors[denied].load(Ordering::Relaxed), 1);
         assert_eq!(meter.codes[403].load(Ordering::Relaxed), 3);
+    }
+
+    /// A call that came from a peer gateway for a service here counts under the service and that
+    /// peer; one from a gateway not configured as a peer, under the service alone.
+    #[test]
+    fn calls_from_a_peer_count_under_the_service_and_the_peer() {
+        let (svc, peer) = ("ID/PEMDA/1602/DISDUKCAPIL/nik-verify", "ID/PEMDA/1601/gw1");
+        let metrics = ExchangeMetrics::for_routes(&[svc.to_owned()], &[peer.to_owned()]);
+        let call = |from: &str| ExchangeRecord {
+            service: svc.to_owned(),
+            peer: from.to_owned(),
+            status: 200,
+            ..ExchangeRecord::default()
+        };
+        metrics.observe(&call(peer));
+        metrics.observe(&call(peer));
+        metrics.observe(&call(""));
+        metrics.observe(&call("ID/PEMDA/9999/gw1"));
+        let counted: Vec<_> = metrics.snapshot().into_iter().map(|r| (r.service, r.peer, r.codes)).collect();
+        let expected = [("", vec![(200, 2)]), (peer, vec![(200, 2)])].map(|(p, c)| (svc.to_owned(), p.to_owned(), c));
+        assert_eq!(counted, expected);
     }
 
     /// While the log refuses records, exchanges are answered `503 Server.AuditUnavailable`
