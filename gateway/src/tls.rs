@@ -644,6 +644,11 @@ impl GatewayCert {
         (self.expired(now) && other).then(|| self.concern(now).unwrap_or_default())
     }
 
+    /// The end of its validity.
+    pub fn not_after(&self) -> time::OffsetDateTime {
+        self.not_after
+    }
+
     /// Whether the certificate has expired at `now`: agencies and peers then refuse it.
     pub fn expired(&self, now: time::OffsetDateTime) -> bool {
         now >= self.not_after

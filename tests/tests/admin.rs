@@ -235,6 +235,10 @@ async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_wh
     let region_crl = next.iter().find(|(labels, _)| labels["anchor"] == "region").expect("the region's CRL");
     let in_days = (region_crl.1 - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
     assert!(in_days > 7.0 && in_days <= 31.0, "the test PKI's CRL is fresh: next update in {in_days} days");
+    // The gateway's certificate's end, for an alert before agencies refuse it.
+    let cert_end = samples(&metrics_text, "splpd_gateway_certificate_expiry_timestamp_seconds");
+    let cert_days = (cert_end[0].1 - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
+    assert!(cert_days > 30.0, "the test PKI's gateway certificate is fresh: {cert_days} days left");
     s.region.stop().await;
 
     let pki = s.pki;
@@ -253,6 +257,15 @@ async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_wh
     let region = start().await;
     let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    region.stop().await;
+
+    // The region's own CRL reaching its next update in five days: still ready, with a note.
+    pki.region().crl(5, time::OffsetDateTime::now_utc()).unwrap();
+    let region = start().await;
+    let reply = admin(&region, &pki.admin(BUDI), Method::GET, "/readyz").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let notes = reply.json()["notes"].as_array().cloned().unwrap_or_default();
+    assert!(notes.iter().any(|n| n.as_str().unwrap_or_default().contains("splpd certs crl")), "{}", reply.text());
     region.stop().await;
 
     // The region's own CRL signed three days ago for one day.

@@ -359,6 +359,8 @@ pub struct StateSnapshot {
     pub config: Option<ConfigSnapshot>,
     /// When each loaded CRL is due to be replaced.
     pub crls: Vec<crate::tls::CrlStatus>,
+    /// When the gateway's certificate expires.
+    pub gateway_cert_not_after: time::OffsetDateTime,
 }
 
 /// The configuration file a gateway runs from, for the dashboard.
@@ -443,6 +445,7 @@ impl StateSnapshot {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Self {
             crls: snap.trust.crl_status().to_vec(),
+            gateway_cert_not_after: snap.gateway_cert.not_after(),
             gateway: snap.gateway_id.to_string(),
             maintenance: gateway.maintenance().is_on(),
             refusals_unrecorded: gateway.refusals().unrecorded(),
@@ -581,6 +584,12 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
             out.sample("splpd_crl_next_update_timestamp_seconds", &labels, next.unix_timestamp());
         }
     }
+    out.family(
+        "splpd_gateway_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When the gateway's certificate expires (Unix time): past it, agencies and peer gateways refuse it.",
+    );
+    out.sample("splpd_gateway_certificate_expiry_timestamp_seconds", &[], s.gateway_cert_not_after.unix_timestamp());
     out.family("splpd_upstream_endpoint_in_flight", "gauge", "Requests in flight to an endpoint.");
     for e in &s.endpoints {
         out.sample(

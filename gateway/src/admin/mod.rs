@@ -368,9 +368,10 @@ impl Readiness {
 fn readiness(gateway: &Gateway) -> AdminResponse {
     let Readiness { reasons } = Readiness::of(gateway);
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    // What an operator should know that does not stop exchanges (so not a reason): an edit of
-    // the configuration file that was refused, while the file still holds it.
-    let notes: Vec<String> = gateway
+    // What an operator should know that does not stop exchanges yet (so not a reason): an edit
+    // of the configuration file that was refused, while the file still holds it; the gateway's
+    // certificate or a CRL of the region's own CAs nearing its end.
+    let mut notes: Vec<String> = gateway
         .reloader()
         .and_then(|r| r.last_refused())
         .map(|r| {
@@ -384,6 +385,14 @@ fn readiness(gateway: &Gateway) -> AdminResponse {
         })
         .into_iter()
         .collect();
+    let snap = gateway.snapshot();
+    let now = time::OffsetDateTime::now_utc();
+    if !snap.gateway_cert.expired(now) {
+        notes.extend(snap.gateway_cert.concern(now));
+    }
+    for crl in snap.trust.crl_status().iter().filter(|c| !c.expired(now)) {
+        notes.extend(crl.concern(now));
+    }
     json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons, "notes": notes }))
 }
 
