@@ -161,6 +161,23 @@ fn the_printed_example_is_the_example_and_passes() {
     assert!(!ok && err.contains("`splpd config example`"), "{err}");
 }
 
+/// A peer's anchor scoped to the peer's whole region lets that region's agencies in directly,
+/// past their gateway: allowed, and said.
+#[test]
+fn a_peer_anchor_scoped_wider_than_the_peer_gateway_is_warned_of() {
+    let (ok, _, err) = Fixture::new().check();
+    assert!(ok && !err.contains("not only for the peer gateway"), "the example scopes the peer's gateway: {err}");
+    let f = Fixture::new();
+    f.edit("scopes = [\"ID/PEMDA/1601/gw1\"]", "scopes = [\"ID/PEMDA/1601\"]");
+    let (ok, _, err) = f.check();
+    assert!(ok, "a warning, not an error: {err}");
+    assert!(
+        err.contains("warning: trust anchor \"peer-1601\" vouches for ID/PEMDA/1601, not only for the peer gateway")
+            && err.contains("scope it to `[\"ID/PEMDA/1601/gw1\"]`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     let (ok, _, err) = Fixture::new().check();

@@ -148,6 +148,9 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                for warning in peer_anchors_too_wide(&cfg) {
+                    eprintln!("warning: {warning}");
+                }
                 for client in config::unidentifiable_clients(&cfg) {
                     eprintln!(
                         "warning: a grant names {client}, whom no trust anchor's scopes, [[identity]], [[peer]] or \
@@ -220,6 +223,33 @@ fn print_history(file: &str, rows: &[[String; 3]]) -> ExitCode {
     }
     super::out::line(&format!("`undo` puts back the last ({}).", rows.last().map_or("", |r| r[1].as_str())));
     ExitCode::SUCCESS
+}
+
+/// A peer's trust anchor scoped to more than the peer's gateway (its whole region, say): the
+/// peer region's agencies may then call this gateway directly with their own certificates,
+/// past their gateway's grants and audit log. Allowed, since it may be meant; said.
+fn peer_anchors_too_wide(cfg: &config::Config) -> Vec<String> {
+    let mut said = Vec::new();
+    for peer in &cfg.peers {
+        let Some(anchor) = cfg.trust_anchors.iter().find(|a| a.name == peer.trust_anchor) else { continue };
+        if cfg.vouches_for_region(&anchor.name) {
+            continue;
+        }
+        let gateway = peer.id.to_string();
+        for scope in &anchor.scopes {
+            let text = scope.to_string();
+            let wider = text.split('/').count() < 4 && peer.authoritative.iter().any(|a| a.overlaps(scope));
+            if wider && text != gateway {
+                said.push(format!(
+                    "trust anchor {:?} vouches for {text}, not only for the peer gateway {gateway}: agencies under \
+                     {text} can call this gateway directly with their own certificates, past their gateway's grants \
+                     and audit log; scope it to `[\"{gateway}\"]` unless that is meant",
+                    anchor.name
+                ));
+            }
+        }
+    }
+    said
 }
 
 /// Why this account could not write the audit log's folder, if it could not: the gateway would
