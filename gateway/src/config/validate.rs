@@ -338,7 +338,16 @@ impl Validator<'_, '_, '_> {
                 _ => false,
             };
             if fatal {
-                self.err(at!["gateway", "cert"], format!("the gateway certificate cannot serve: {problem}"), &reissue);
+                // Dates wrong either way may be this host's clock, not the certificate.
+                let hint = match problem {
+                    Problem::Expired { .. } | Problem::NotYetValid { .. } => format!(
+                        "{reissue}; or, if the certificate's dates are right, check this host's clock, which reads {} \
+                         (`timedatectl`, NTP)",
+                        splpd_certs::inspect::rfc3339(time::OffsetDateTime::now_utc())
+                    ),
+                    _ => reissue.clone(),
+                };
+                self.err(at!["gateway", "cert"], format!("the gateway certificate cannot serve: {problem}"), hint);
             }
         }
         let parsed: Vec<X509Certificate<'_>> =
