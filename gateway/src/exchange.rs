@@ -677,10 +677,12 @@ impl Gateway {
         let (mut parts, body) = resp.into_parts();
         ctx.record.set_status(parts.status);
         if let Some(refused) = peer::peer_error(&via, &parts.headers) {
-            // The peer's own refusal: its log has why; this one says who refused.
+            // The peer's own error (a refusal, or its service failing): its log has why; this one
+            // says whose it is.
             tracing::info!(
                 exchange = %ctx.exchange_id, peer = %via.peer().map_or_else(String::new, ToString::to_string), status = parts.status.as_u16(),
-                "the peer gateway refused the call: {refused}; its operator finds why in its log under this exchange id"
+                "the peer gateway answered with its own error {refused}; its operator finds why in its log under this \
+                 exchange id"
             );
             ctx.record.set_error_type(&refused);
         }

@@ -451,11 +451,13 @@ async fn a_failure_behind_a_peer_names_the_gateway_whose_operator_has_its_cause(
     let outcomes: Vec<&str> = a_side.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["answered 502"], "{a_side:#?}");
     assert_eq!(a_side.error_type, "Server.ServerProxy.ServiceFailed");
-    // A's operator is told that the peer refused, and which peer.
+    // A's operator is told that the error is the peer's, and which peer.
     let logged = Logs::capture().lines_with(reply.exchange_id()).await;
     assert!(
-        logged.iter().any(|l| l.contains("the peer gateway refused the call: Server.ServerProxy.ServiceFailed")
-            && l.contains("ID/PEMDA/1601/gw1")),
+        logged
+            .iter()
+            .any(|l| l.contains("the peer gateway answered with its own error Server.ServerProxy.ServiceFailed")
+                && l.contains("ID/PEMDA/1601/gw1")),
         "{logged:#?}"
     );
 
