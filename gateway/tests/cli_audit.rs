@@ -1324,6 +1324,13 @@ fn an_exchange_id_two_callers_chose_is_proved_only_once_told_whose() {
     }
     let all = log.fails(&["audit", "proof", "audit", &id, "--client", CLIENTS[0]]);
     assert!(all.contains("no record with exchange id"), "{all}");
+    // It says which records do carry the id.
+    assert!(
+        all.contains(&format!(
+            "records carrying that id that the proof does not take: 10 (client {first}), 71 (client {second})"
+        )),
+        "{all}"
+    );
     // An id carried once needs no such help.
     log.ok(&["audit", "proof", "audit", &exchange_id(11)]);
 }

@@ -33,8 +33,8 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 /// Why a proof could not be made, or does not hold.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
-    /// No record has the exchange id.
-    #[error("no record with exchange id {exchange_id} in the log ({scanned} records read){removed}")]
+    /// No record has the exchange id (or none that `--client` and `--record` pick).
+    #[error("no record with exchange id {exchange_id} in the log ({scanned} records read){removed}{others}")]
     NotFound {
         /// The id looked for.
         exchange_id: String,
@@ -42,6 +42,8 @@ pub enum ProofError {
         scanned: u64,
         /// When retention removed the log's first records: where they are, in words.
         removed: String,
+        /// Records that carry the id but were not picked, in words; empty when none.
+        others: String,
     },
     /// The record is newer than every checkpoint.
     #[error(
@@ -292,6 +294,7 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
     // Every record carrying the id (and picked), to tell when it is not one alone: the first
     // few, and how many.
     let mut carrying: Vec<(u64, String)> = Vec::new();
+    let mut others: Vec<String> = Vec::new();
     let mut carried = 0_usize;
     // Ids are stored as lower-case UUIDs: a record whose bytes do not hold the id is not decoded.
     let needle = exchange_id.to_ascii_lowercase();
@@ -314,6 +317,14 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
                 && record.kind() == RecordKind::Exchange
                 && pick.client.is_none_or(|c| record.client == c)
                 && pick.record.is_none_or(|r| r == seq);
+            if !picked && others.len() < AMBIGUOUS_LISTED {
+                let what = if record.kind() == RecordKind::Request {
+                    "the request record of a strict exchange, whose exchange record the proof is of".to_owned()
+                } else {
+                    format!("client {}", record.client)
+                };
+                others.push(format!("{seq} ({what})"));
+            }
             if picked {
                 carried += 1;
                 if carrying.len() < AMBIGUOUS_LISTED {
@@ -344,7 +355,17 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
     }
     let Some((index, payload, builder)) = found else {
         let scanned = reader.next_seq().saturating_sub(start);
-        return Err(ProofError::NotFound { exchange_id: exchange_id.to_owned(), scanned, removed: removed_note(dir) });
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; records carrying that id that the proof does not take: {}", others.join(", "))
+        };
+        return Err(ProofError::NotFound {
+            exchange_id: exchange_id.to_owned(),
+            scanned,
+            removed: removed_note(dir),
+            others,
+        });
     };
     if carried > 1 {
         let hint = match pick.client {
