@@ -387,10 +387,12 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut table = Table::default();
-    let result = verify::query(&args.dir, &filter, args.limit, &mut |_, record| {
+    let result = verify::query(&args.dir, &filter, args.limit, &mut |seq, record| {
         match args.format {
             Format::Jsonl => {
-                let line = serde_json::to_string(&RecordJson(record)).map_err(|e| e.to_string())?;
+                // The record's number comes first: `proof --record` and verify's messages use it.
+                let line = serde_json::to_string(&QueryLine { record: seq, fields: RecordJson(record) })
+                    .map_err(|e| e.to_string())?;
                 out::line(&line);
             }
             Format::Table => table.push(record),
@@ -423,6 +425,14 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// One line of `query`'s JSON: the record's number in the log, then the record.
+#[derive(serde::Serialize)]
+struct QueryLine<'a> {
+    record: u64,
+    #[serde(flatten)]
+    fields: RecordJson<'a>,
 }
 
 fn pattern(text: String) -> Pattern {
@@ -462,8 +472,10 @@ impl Table {
             dash(&r.client_address),
             dash(&r.service),
             dash(&r.method),
-            // A gRPC answer is HTTP 200 whatever happened: its gRPC status says what.
+            // A gRPC answer is HTTP 200 whatever happened: its gRPC status says what. A strict
+            // exchange's request record has no status yet: said so, not shown as 0.
             match r.grpc_status {
+                _ if r.kind() == splpd_proto::v1::RecordKind::Request => "request".to_owned(),
                 Some(grpc) => format!("{} gRPC {grpc}", r.status),
                 None => r.status.to_string(),
             },
