@@ -65,7 +65,7 @@ impl Fixture {
         let root = dir.path();
         let pki = root.join("pki");
         let (region, _) = ca(&pki.join("ca"), "Region 1602 CA");
-        let (_peer, _) = ca(&pki.join("peer-1601"), "Region 1601 CA");
+        let (peer, _) = ca(&pki.join("peer-1601"), "Region 1601 CA");
         leaf(&region, "urn:splp:server:ID:PEMDA:1602:gw1", &pki.join("gw1.crt"), &pki.join("gw1.key"));
         let crl = CertificateRevocationListParams {
             // A CRL past its next update was signed before it.
@@ -78,6 +78,16 @@ impl Fixture {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         std::fs::write(pki.join("ca").join("crl.pem"), crl.signed_by(&region).unwrap().pem().unwrap()).unwrap();
+        let peer_crl = CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc() - time::Duration::days(1),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let peer_crl = peer_crl.signed_by(&peer).unwrap().pem().unwrap();
+        std::fs::write(pki.join("peer-1601").join("crl.pem"), peer_crl).unwrap();
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         std::fs::create_dir_all(root.join("openapi")).unwrap();
         std::fs::copy(examples.join("openapi/nik-verify.json"), root.join("openapi/nik-verify.json")).unwrap();
@@ -189,6 +199,11 @@ fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     f.edit("crls = [\"pki/ca/crl.pem\"]", "");
     let (ok, _, err) = f.check();
     assert!(ok && err.contains("warning: trust anchor \"region\" has no `crls`"), "{err}");
+    // So is a peer's without the neighbour's.
+    let f = Fixture::new();
+    f.edit("crls = [\"pki/peer-1601/crl.pem\"]", "");
+    let (ok, _, err) = f.check();
+    assert!(ok && err.contains("trust anchor \"peer-1601\" of [[peer]] ID/PEMDA/1601/gw1 has no `crls`"), "{err}");
 
     let (ok, out, err) = Fixture::with_crl_for(time::Duration::days(3) + time::Duration::hours(1)).check();
     assert!(ok && out.contains(": ok:"), "a warning, not an error: {err}");

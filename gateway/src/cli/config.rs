@@ -146,6 +146,13 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                              certs crl` signs)",
                             anchor.name
                         );
+                    } else if let Some(peer) = cfg.peers.iter().find(|p| p.trust_anchor == anchor.name) {
+                        eprintln!(
+                            "warning: trust anchor {:?} of [[peer]] {} has no `crls`, so a revoked certificate of that \
+                             gateway is still let in: ask its operators for their CA's crl.pem each time they sign one, \
+                             and name it here",
+                            anchor.name, peer.id
+                        );
                     }
                 }
                 for warning in peer_anchors_too_wide(&cfg) {
