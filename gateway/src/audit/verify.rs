@@ -855,7 +855,8 @@ pub fn verify_log(
     }
     if let Some((offset, bytes)) = run.checkpoints.torn() {
         run.report.warnings.push(format!(
-            "{}: byte {offset}: a torn last checkpoint of {bytes} bytes (a crash while writing it) was ignored",
+            "{}: byte {offset}: a torn last checkpoint of {bytes} bytes (a crash while writing it, or the file cut \
+             short) was ignored",
             run.checkpoints.path().display()
         ));
     }
@@ -870,7 +871,10 @@ pub fn verify_log(
         && latest.checkpoint.tree_size < tree.size()
     {
         run.report.warnings.push(format!(
-            "records {}..{} are not covered by a checkpoint yet",
+            "records {}..{} are not covered by a checkpoint yet: as expected while the gateway runs or after a crash \
+             (its next start signs them), but a gateway signs a last checkpoint when it stops, so on a log stopped \
+             cleanly it means checkpoints were removed: compare with a checkpoint you kept (`splpd audit consistency \
+             DIR --kept FILE`)",
             latest.checkpoint.tree_size,
             tree.size()
         ));
