@@ -102,6 +102,26 @@ pub(crate) fn decode_segment(seg: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// `%XX` escapes decoded, anything else (a bad escape included) kept as it is.
+fn decode_lenient(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(value)) => {
+                out.push(value);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// The path under the service: no `.`/`..` segments (plain or encoded), no encoded `/`, `\` or
 /// NUL that an upstream might decode into a different path, no empty segments inside it.
 fn check_path(path: &str) -> Result<(), GatewayError> {
@@ -114,8 +134,8 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
         let decoded = decode_segment(seg).map_err(bad)?;
         // A service that decodes twice reads `%252e%252e` as `..` and `%252f` as `/`: a segment
         // holding an escape once decoded is checked decoded twice too.
-        let again =
-            if decoded.contains(&b'%') { decode_segment(&String::from_utf8_lossy(&decoded)).ok() } else { None };
+        // Decoded leniently: a service that decodes twice may well keep a bad escape as it is.
+        let again = decoded.contains(&b'%').then(|| decode_lenient(&decoded));
         for (d, twice) in std::iter::once((&decoded, false)).chain(again.as_ref().map(|a| (a, true))) {
             // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
             // resolve dots, so `..;x` is `..` to them: the name before any `;` must not be a dot.
@@ -240,6 +260,9 @@ mod tests {
         // An encoded `%` is a `%`: refused only when what it spells, decoded again, would be.
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/100%25/%2541").path, "/100%25/%2541");
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%252f..%252fadmin").contains("encoded twice"));
+        // A bad escape once decoded does not switch the second decoding off.
+        assert!(err("/r1/ID/PEMDA/1602/A/s/a%252f..%252fadmin%25").contains("encoded twice"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/%252e%252e;%25/x").contains("read as `..`"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a//b").contains("empty segment"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%zz").contains("two hex digits"));
     }

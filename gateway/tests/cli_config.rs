@@ -186,6 +186,11 @@ fn a_peer_anchor_scoped_wider_than_the_peer_gateway_is_warned_of() {
             && err.contains("scope it to `[\"ID/PEMDA/1601/gw1\"]`"),
         "{err}"
     );
+    // One agency of theirs is the same hazard, for that agency.
+    let f = Fixture::new();
+    f.edit("scopes = [\"ID/PEMDA/1601/gw1\"]", "scopes = [\"ID/PEMDA/1601/gw1\", \"ID/PEMDA/1601/DINKES\"]");
+    let (ok, _, err) = f.check();
+    assert!(ok && err.contains("vouches for ID/PEMDA/1601/DINKES, not only for the peer gateway"), "{err}");
 }
 
 #[test]

@@ -428,10 +428,10 @@ async fn the_dashboard_shows_operators_the_gateway_in_bahasa_indonesia_or_englis
     s.region.stop().await;
 }
 
-/// Refused changes go to the audit log, ten a minute from one address: a certificate the admin
-/// listener accepts cannot fill the log with them.
+/// Refused changes go to the audit log, ten a minute per certificate: one the admin listener
+/// accepts cannot fill the log with them, nor spend another's budget from the same address.
 #[tokio::test]
-async fn refused_changes_are_recorded_within_a_budget_per_address() {
+async fn refused_changes_are_recorded_within_a_budget_per_certificate() {
     let s = setup().await;
     let rsud = s.pki.client(RSUD);
     for _ in 0..12 {
@@ -441,6 +441,10 @@ async fn refused_changes_are_recorded_within_a_budget_per_address() {
     let records = s.region.records();
     assert_eq!(records.len(), 10, "{records:#?}");
     assert!(records.iter().all(|r| r.client == RSUD && r.status == 403 && r.path == "/maintenance/on"));
+    // Another certificate from the same address is recorded all the same.
+    let reply = admin(&s.region, &s.pki.admin("ID/PEMDA/1602/joko"), Method::POST, "/maintenance/on").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.region.records().last().map(|r| r.client.clone()), Some("ID/PEMDA/1602/joko".to_owned()));
     s.region.stop().await;
 }
 

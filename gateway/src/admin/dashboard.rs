@@ -203,7 +203,8 @@ pub(super) fn render(
         let name = match (r.service.as_str(), r.peer.as_str()) {
             ("", "") => t("(tanpa rute)", "(no route)").to_owned(),
             ("", peer) => format!("{} {peer}", t("gateway mitra", "peer gateway")),
-            (service, _) => service.to_owned(),
+            (service, "") => service.to_owned(),
+            (service, peer) => format!("{service} ({} {peer})", t("dari gateway mitra", "from peer gateway")),
         };
         let class =
             |lo: u16, hi: u16| r.codes.iter().filter(|(c, _)| (lo..hi).contains(c)).map(|(_, n)| n).sum::<u64>();

@@ -229,15 +229,18 @@ impl ExchangeMetrics {
     }
 
     fn add(&self, services: impl Iterator<Item = String>, peers: impl Iterator<Item = String>) {
-        let current = self.routes.load();
-        let mut routes = Routes::clone(&current);
-        for service in services {
-            routes.entry(service.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new(&service, "")));
-        }
-        for peer in peers {
-            routes.entry(peer.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new("", &peer)));
-        }
-        self.routes.store(Arc::new(routes));
+        let (services, peers): (Vec<String>, Vec<String>) = (services.collect(), peers.collect());
+        // `rcu`, as `add_inbound` does from exchanges: a meter one makes is not lost to the other.
+        self.routes.rcu(|current| {
+            let mut routes = Routes::clone(current);
+            for service in &services {
+                routes.entry(service.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new(service, "")));
+            }
+            for peer in &peers {
+                routes.entry(peer.as_str().into()).or_insert_with(|| Arc::new(RouteMeter::new("", peer)));
+            }
+            routes
+        });
     }
 
     /// Counts one exchange by its record.

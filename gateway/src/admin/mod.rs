@@ -146,12 +146,13 @@ struct Shared {
     listeners: Vec<(String, Arc<EdgeStats>)>,
     /// Addresses (an IPv6 one by its /64) told of at `warn` for a refusal in the last minute.
     refusals_told: DefaultKeyedRateLimiter<std::net::IpAddr>,
-    /// Refused changes written to the audit log, per address: [`REFUSED_CHANGES_RECORDED`] a
-    /// minute, so that a certificate the listener accepts cannot fill the log with them.
-    refusals_recorded: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Refused changes written to the audit log, per certificate (by its SHA-256):
+    /// [`REFUSED_CHANGES_RECORDED`] a minute, so that a certificate the listener accepts cannot
+    /// fill the log with them, from however many addresses, nor spend another's budget.
+    refusals_recorded: DefaultKeyedRateLimiter<[u8; 32]>,
 }
 
-/// How many refused changes from one address a minute go to the audit log; the rest are told
+/// How many refused changes of one certificate a minute go to the audit log; the rest are told
 /// in the gateway's own log only.
 const REFUSED_CHANGES_RECORDED: NonZeroU32 = NonZeroU32::new(10).expect("not zero");
 
@@ -268,11 +269,11 @@ async fn handle(
                 if shared.refusals_recorded.len() > 4096 {
                     shared.refusals_recorded.retain_recent();
                 }
-                if shared.refusals_recorded.check_key(&crate::refusals::counted_as(remote.ip())).is_ok() {
+                if shared.refusals_recorded.check_key(&peer.cert_sha256).is_ok() {
                     record_refused_change(gateway, peer, remote, &req).await;
                 } else {
                     tracing::info!(%remote, "admin listener: a refused change not written to the audit log: more than \
-                        {REFUSED_CHANGES_RECORDED} a minute from this address");
+                        {REFUSED_CHANGES_RECORDED} a minute with this certificate");
                 }
             }
             return error(StatusCode::FORBIDDEN, "Client.AccessDenied", &message);
@@ -390,8 +391,13 @@ fn readiness(gateway: &Gateway) -> AdminResponse {
     if !snap.gateway_cert.expired(now) {
         notes.extend(snap.gateway_cert.concern(now));
     }
+    // The region's own CAs', as readiness counts them; a peer region's expired CRL is told by the
+    // log and /metrics.
+    let ours = |a: &crate::tls::Anchor| snap.config.vouches_for_region(a.name());
     for crl in snap.trust.crl_status().iter().filter(|c| !c.expired(now)) {
-        notes.extend(crl.concern(now));
+        if snap.trust.anchor(&crl.anchor).is_some_and(ours) {
+            notes.extend(crl.concern(now));
+        }
     }
     json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons, "notes": notes }))
 }

@@ -98,11 +98,13 @@ impl Checkpointer {
             .sign_tree(&self.gateway, &self.tree, time)
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|cp| append_frame(&mut self.file, &cp.encode_to_vec()));
+        // Even a failed write may have left the checkpoint in the file (its sync failing after
+        // the write): none after it may be earlier.
+        self.last_time = time;
         match result {
             Ok(()) => {
                 self.signed_size = size;
                 self.signed_at = Instant::now();
-                self.last_time = time;
             }
             // The records themselves are durable; a missing checkpoint only delays the proof that
             // they were not changed, so exchanges go on and the operator is told.

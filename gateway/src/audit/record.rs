@@ -182,7 +182,8 @@ impl RecordBuilder {
     pub fn set_request(&mut self, method: &Method, uri: &Uri, max_path: usize) {
         method.as_str().clone_into(&mut self.record.method);
         let path = uri.path();
-        self.record.path = if path.len() <= max_path { path.to_owned() } else { shortened(path.as_bytes(), 256) };
+        self.record.path =
+            if path.len() <= max_path { path.to_owned() } else { shortened(path.as_bytes(), max_path.min(256)) };
         self.set_query(uri.query());
     }
 
@@ -426,6 +427,17 @@ impl fmt::Debug for BodyHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value too long to keep is kept as its beginning, never a character cut in two, and its
+    /// length.
+    #[test]
+    fn a_shortened_value_cuts_no_character_in_two() {
+        let text = "é".repeat(40); // two bytes each: byte 63 is inside one
+        let kept = shortened(text.as_bytes(), 63);
+        assert_eq!(kept, format!("{}… (80 bytes in all)", "é".repeat(31)));
+        assert!(!kept.contains('\u{fffd}'));
+        assert_eq!(shortened(b"abc", 64), "abc… (3 bytes in all)");
+    }
 
     fn gateway() -> ServerId {
         "ID/PEMDA/1602/gw1".parse().unwrap()

@@ -245,8 +245,8 @@ fn peer_anchors_too_wide(cfg: &config::Config) -> Vec<String> {
         let gateway = peer.id.to_string();
         for scope in &anchor.scopes {
             let text = scope.to_string();
-            let wider = text.split('/').count() < 4 && peer.authoritative.iter().any(|a| a.overlaps(scope));
-            if wider && text != gateway {
+            // Anything under the peer's authority but its gateway: its region, or one agency.
+            if text != gateway && peer.authoritative.iter().any(|a| a.overlaps(scope)) {
                 said.push(format!(
                     "trust anchor {:?} vouches for {text}, not only for the peer gateway {gateway}: agencies under \
                      {text} can call this gateway directly with their own certificates, past their gateway's grants \

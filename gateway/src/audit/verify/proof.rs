@@ -317,7 +317,7 @@ pub fn make_proof(dir: &Path, exchange_id: &str, pick: Pick<'_>) -> Result<(Stri
                 && record.kind() == RecordKind::Exchange
                 && pick.client.is_none_or(|c| record.client == c)
                 && pick.record.is_none_or(|r| r == seq);
-            if !picked && others.len() < AMBIGUOUS_LISTED {
+            if !picked && record.exchange_id.eq_ignore_ascii_case(exchange_id) && others.len() < AMBIGUOUS_LISTED {
                 let what = if record.kind() == RecordKind::Request {
                     "the request record of a strict exchange, whose exchange record the proof is of".to_owned()
                 } else {
