@@ -507,6 +507,32 @@ async fn a_failing_audit_log_refuses_calls_before_anything_reaches_the_upstream(
     assert!(region.records().iter().any(|r| r.exchange_id == reply.exchange_id()));
 }
 
+/// A small answer is waited for whole, but not for ever: a service that stalls after its head
+/// still has the head reach the client within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_whose_body_stalls_has_its_head_released() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .http_listener("intranet", &[SIMPEG])
+        .service(SERVICE, &upstream.url(), "")
+        .grant(&grant_all(SERVICE, SIMPEG))
+        .start()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
+    let request =
+        format!("GET {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {SIMPEG}\r\n\r\n", target(SERVICE, "/late/4000"));
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // The body comes four seconds after the head; the head is let go after one.
+    let mut answer = Vec::new();
+    let head = tokio::time::timeout(Duration::from_millis(3000), tcp.read_buf(&mut answer)).await;
+    assert!(head.is_ok(), "nothing reached the client while the service stalled");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.ends_with("late"), "the body was not there yet: {text}");
+    region.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_answer_leaves_whole_and_only_once_its_record_is_durable() {
     let pki = Pki::new();
