@@ -507,10 +507,9 @@ async fn a_failing_audit_log_refuses_calls_before_anything_reaches_the_upstream(
     assert!(region.records().iter().any(|r| r.exchange_id == reply.exchange_id()));
 }
 
-/// A small answer is waited for whole, but not for ever: a service that stalls after its head
-/// still has the head reach the client within a second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_answer_whose_body_stalls_has_its_head_released() {
+/// A region whose intranet listener takes SIMPEG in plain HTTP, `before` done to it, and a GET
+/// of `path` of the service sent on a raw connection, for a test to read the answer byte by byte.
+async fn intranet_call(path: &str, before: &dyn Fn(&Region)) -> (Region, Upstream, tokio::net::TcpStream) {
     let pki = Pki::new();
     let upstream = Upstream::start().await;
     let region = RegionBuilder::new(&pki)
@@ -519,10 +518,18 @@ async fn a_small_answer_whose_body_stalls_has_its_head_released() {
         .grant(&grant_all(SERVICE, SIMPEG))
         .start()
         .await;
+    before(&region);
     let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
-    let request =
-        format!("GET {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {SIMPEG}\r\n\r\n", target(SERVICE, "/late/4000"));
+    let request = format!("GET {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {SIMPEG}\r\n\r\n", target(SERVICE, path));
     tcp.write_all(request.as_bytes()).await.unwrap();
+    (region, upstream, tcp)
+}
+
+/// A small answer is waited for whole, but not for ever: a service that stalls after its head
+/// still has the head reach the client within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_whose_body_stalls_has_its_head_released() {
+    let (region, _upstream, mut tcp) = intranet_call("/late/4000", &|_| {}).await;
     // The body comes four seconds after the head; the head is let go after one.
     let mut answer = Vec::new();
     let head = tokio::time::timeout(Duration::from_millis(3000), tcp.read_buf(&mut answer)).await;
@@ -535,19 +542,8 @@ async fn a_small_answer_whose_body_stalls_has_its_head_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_answer_leaves_whole_and_only_once_its_record_is_durable() {
-    let pki = Pki::new();
-    let upstream = Upstream::start().await;
-    let region = RegionBuilder::new(&pki)
-        .http_listener("intranet", &[SIMPEG])
-        .service(SERVICE, &upstream.url(), "")
-        .grant(&grant_all(SERVICE, SIMPEG))
-        .start()
-        .await;
     // The log takes the record but is slow to make it durable.
-    region.audit().hold();
-    let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
-    let request = format!("GET {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {SIMPEG}\r\n\r\n", target(SERVICE, "/json/x"));
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    let (region, _upstream, mut tcp) = intranet_call("/json/x", &|region| region.audit().hold()).await;
     assert_eq!(region.wait_records(1).await.len(), 1);
     // The service has answered and the record is in the log, but not durable: not a byte of
     // the answer, not even its head, reaches the client.
