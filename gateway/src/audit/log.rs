@@ -590,26 +590,39 @@ mod tests {
         ExchangeRecord { exchange_id: format!("ex-{i}"), status: 200, ..Default::default() }
     }
 
-    #[tokio::test]
-    async fn checkpoints_sign_the_tree_of_the_records_on_disk() {
-        let tmp = tempfile::tempdir().unwrap();
-        let options = options_in(tmp.path(), 10);
+    /// A log checkpointed every 10 records, in a new folder, with 25 records appended `sync`
+    /// (after `before` is done to it): each record waits for its own sync.
+    async fn log_of_25(tmp: &Path, before: impl FnOnce(&AuditLog)) -> (AuditLogOptions, PathBuf, AuditLog) {
+        let options = options_in(tmp, 10);
         let audit = options.segments.dir.clone();
         let log = AuditLog::open(&options).unwrap();
+        before(&log);
         for i in 0..25 {
             log.append(record(i), AuditMode::Sync).await.unwrap();
         }
+        (options, audit, log)
+    }
+
+    /// Waits for the checkpoint a shutdown signs over all 25 records.
+    async fn last_checkpoint_of_25(audit: &Path) {
+        for _ in 0..100 {
+            if read_checkpoints(audit).unwrap().last().is_some_and(|c| c.tree_size == 25) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn checkpoints_sign_the_tree_of_the_records_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (options, audit, log) = log_of_25(tmp.path(), |_| {}).await;
         // One after the other, each record waited for its own sync.
         let stats = log.stats();
         assert_eq!((stats.records, stats.batches, stats.syncs), (25, 25, 25), "{stats:?}");
         log.shutdown().await.unwrap();
         // Let the shutdown task write the last checkpoint.
-        for _ in 0..100 {
-            if read_checkpoints(&audit).unwrap().last().is_some_and(|c| c.tree_size == 25) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        last_checkpoint_of_25(&audit).await;
 
         let mut reader = SegmentReader::open(&audit).unwrap();
         let mut tree = Tree::new();
@@ -662,22 +675,11 @@ mod tests {
     #[tokio::test]
     async fn a_clock_behind_the_last_checkpoint_does_not_sign_one_earlier() {
         let tmp = tempfile::tempdir().unwrap();
-        let options = options_in(tmp.path(), 10);
-        let audit = options.segments.dir.clone();
-        let log = AuditLog::open(&options).unwrap();
         // As if the last checkpoint had been signed an hour ahead of this clock.
         let ahead = now_nanos() + 3_600_000_000_000;
-        log.checkpointer.lock().unwrap().last_time = ahead;
-        for i in 0..25 {
-            log.append(record(i), AuditMode::Sync).await.unwrap();
-        }
+        let (_, audit, log) = log_of_25(tmp.path(), |log| log.checkpointer.lock().unwrap().last_time = ahead).await;
         log.shutdown().await.unwrap();
-        for _ in 0..100 {
-            if read_checkpoints(&audit).unwrap().last().is_some_and(|c| c.tree_size == 25) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        last_checkpoint_of_25(&audit).await;
         let cps = read_checkpoints(&audit).unwrap();
         assert_eq!(cps.iter().map(|c| c.tree_size).collect::<Vec<_>>(), [10, 20, 25]);
         assert!(cps.iter().all(|c| c.time_unix_nanos == ahead), "{cps:?}");
