@@ -318,6 +318,24 @@ fn swapped_records_are_found_between_two_checkpoints() {
     assert!(all.contains("do not match either"), "the later checkpoints are counted: {all}");
 }
 
+/// A damaged checkpoint is named, and the checkpoints after it are still read and checked:
+/// the records they cover are still shown to be the ones they signed.
+#[test]
+fn a_damaged_checkpoint_is_named_and_the_ones_after_it_still_checked() {
+    let log = Log::new(300);
+    let sizes = log.checkpoint_sizes();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    let path = log.dir().join("checkpoints.log");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[20] ^= 0x01; // inside the first checkpoint's payload
+    fs::write(&path, bytes).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains("byte 0, checkpoint 0: checksum mismatch"), "{all}");
+    let matched = format!("{} of {} checkpoint(s) match", sizes.len() - 1, sizes.len() - 1);
+    assert!(all.contains(&matched), "the later checkpoints are read: {matched}\n{all}");
+    assert!(!all.contains("not covered by a checkpoint"), "{all}");
+}
+
 #[test]
 fn a_log_cut_short_under_a_checkpoint_fails_and_a_torn_tail_after_it_only_warns() {
     let log = Log::new(300);

@@ -106,6 +106,9 @@ pub struct CheckpointReader {
     index: u64,
     payload: Vec<u8>,
     torn: Option<(u64, u64)>,
+    /// The last error was a whole frame that is damaged: the reading went past it, and the
+    /// checkpoints after it can still be read.
+    past_damage: bool,
 }
 
 impl CheckpointReader {
@@ -121,7 +124,7 @@ impl CheckpointReader {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, 0),
             Err(source) => return Err(CheckpointFileError::Io { path, source }),
         };
-        Ok(Self { path, reader, len, offset: 0, index: 0, payload: Vec::new(), torn: None })
+        Ok(Self { path, reader, len, offset: 0, index: 0, payload: Vec::new(), torn: None, past_damage: false })
     }
 
     /// Whether the file exists.
@@ -145,6 +148,7 @@ impl CheckpointReader {
         let path = &self.path;
         let io_err = |source| CheckpointFileError::Io { path: path.clone(), source };
         let damaged = |what: String| CheckpointFileError::Damaged { path: path.clone(), offset, index, what };
+        self.past_damage = false;
         let frame = read_checkpoint_frame(reader, remaining, &mut self.payload).map_err(io_err)?;
         let frame_len = match frame {
             Frame::Whole(frame_len) => frame_len,
@@ -154,11 +158,20 @@ impl CheckpointReader {
                 return Ok(None);
             }
             Frame::Bad(what) => return Err(damaged(what)),
+            // Its length is whole: the frames after it are where they were.
+            Frame::Corrupt(what, frame_len) => {
+                self.offset += frame_len;
+                self.index += 1;
+                self.past_damage = true;
+                return Err(damaged(what));
+            }
         };
-        let checkpoint =
-            Checkpoint::decode(self.payload.as_slice()).map_err(|e| damaged(format!("does not decode: {e}")))?;
         self.offset += frame_len;
         self.index += 1;
+        let checkpoint = Checkpoint::decode(self.payload.as_slice()).map_err(|e| {
+            self.past_damage = true;
+            damaged(format!("does not decode: {e}"))
+        })?;
         Ok(Some(Located { index, offset, checkpoint }))
     }
 
@@ -172,6 +185,12 @@ impl CheckpointReader {
         self.torn
     }
 
+    /// Whether the error just returned was a damaged frame the reading went past, so that the
+    /// checkpoints after it may still be read.
+    pub fn past_damage(&self) -> bool {
+        self.past_damage
+    }
+
     /// A reader of no checkpoints, for a file that could not be opened.
     fn empty(dir: &Path) -> Self {
         Self {
@@ -182,6 +201,7 @@ impl CheckpointReader {
             index: 0,
             payload: Vec::new(),
             torn: None,
+            past_damage: false,
         }
     }
 }
@@ -192,8 +212,10 @@ enum Frame {
     /// What a crash while appending the last frame leaves: a cut-short frame, or a last frame
     /// (or zeros) failing its checksum.
     Torn,
-    /// Damage.
+    /// Damage that leaves the frames after it unplaced.
     Bad(String),
+    /// A frame of this many bytes whose checksum fails: damaged itself, the ones after it placed.
+    Corrupt(String, u64),
 }
 
 /// Reads one checkpoint frame from `reader`, which has `remaining` bytes left.
@@ -227,9 +249,10 @@ fn read_checkpoint_frame(reader: &mut impl io::Read, remaining: u64, payload: &m
         if frame_len == remaining {
             return Ok(Frame::Torn);
         }
-        return Ok(Frame::Bad(format!(
-            "checksum mismatch (stored {crc:08x}, computed {computed:08x}); the file was changed or damaged"
-        )));
+        return Ok(Frame::Corrupt(
+            format!("checksum mismatch (stored {crc:08x}, computed {computed:08x}); the file was changed or damaged"),
+            frame_len,
+        ));
     }
     Ok(Frame::Whole(frame_len))
 }
@@ -543,6 +566,11 @@ impl Run<'_> {
             let located = match self.checkpoints.next_checkpoint() {
                 Ok(Some(located)) => located,
                 Ok(None) => return,
+                // A damaged checkpoint whose length is whole: the ones after it are still checked.
+                Err(e) if self.checkpoints.past_damage() => {
+                    self.report.problem(e.to_string());
+                    continue;
+                }
                 Err(e) => {
                     self.report.problem(e.to_string());
                     self.checkpoint_file_failed = true;
