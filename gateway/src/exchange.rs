@@ -113,6 +113,9 @@ struct Ctx {
     grpc: bool,
     /// When the request head arrived, from which a gRPC deadline counts.
     received: Instant,
+    /// A header the log keeps that is over [`MAX_RECORDED_HEADER`]: its name and length, from
+    /// [`RecordBuilder::set_client_headers`]; the call is refused once its caller is known.
+    oversized: Option<(&'static str, usize)>,
     /// For a caller without a certificate on a connection that may also serve opted-in callers:
     /// its address, whose refusal budget a refusal before it is identified counts against
     /// (`refusals`). A connection that can only be refused was counted when it was accepted.
@@ -280,7 +283,7 @@ impl Gateway {
         record.set_exchange_id(exchange_id);
         record.set_client_address(conn.remote.ip());
         record.set_request(req.method(), req.uri(), snap.limits.max_uri_length as usize);
-        record.set_client_headers(req.headers());
+        let oversized = record.set_client_headers(req.headers());
         if let Some(trace_id) = req.headers().get("traceparent").and_then(|v| trace_id(v.as_bytes())) {
             record.set_trace_id(trace_id);
         }
@@ -294,6 +297,7 @@ impl Gateway {
             grpc: grpc::is_grpc(&req),
             received,
             budget: conn.counts_refusals_per_request().then(|| conn.remote.ip()),
+            oversized,
         };
         let mut resp = self.answer(&snap, conn, req, ctx).await;
         if refused_for_good {
@@ -956,7 +960,7 @@ fn identify(
     // first.
     let auth = conn.auth.as_ref().map_err(identify_error)?;
     identify::require_certificate(auth, &conn.listener.opt_ins).map_err(|e| identify_error(&e))?;
-    check_single_valued(req.headers())?;
+    check_single_valued(req.headers(), ctx.oversized)?;
     let claimed = match req.headers().get(&xroad::CLIENT) {
         Some(v) => Some(v.to_str().map_err(|_| {
             GatewayError::BadRequest(
@@ -1133,19 +1137,14 @@ const SINGLE_VALUED: [(HeaderName, &str); 6] = [
     (xroad::REPRESENTED_PARTY, "X-Road-Represented-Party"),
 ];
 
-/// Refuses a header of [`SINGLE_VALUED`] sent twice, and one the log keeps with every record
-/// (all but the first two) that is longer than [`MAX_RECORDED_HEADER`].
-fn check_single_valued(headers: &HeaderMap) -> Result<(), GatewayError> {
-    for (name, shown) in &SINGLE_VALUED[2..] {
-        if let Some(v) = headers.get(name)
-            && v.len() > MAX_RECORDED_HEADER
-        {
-            return Err(GatewayError::BadRequest(format!(
-                "{shown} is {} bytes long; at most {MAX_RECORDED_HEADER} are accepted, since the audit log keeps it \
-                 with the exchange: send a shorter value (a reference, not a document)",
-                v.len()
-            )));
-        }
+/// Refuses a header the log keeps that was found over [`MAX_RECORDED_HEADER`] (`oversized`, as
+/// the record saw it), and one of [`SINGLE_VALUED`] sent twice.
+fn check_single_valued(headers: &HeaderMap, oversized: Option<(&str, usize)>) -> Result<(), GatewayError> {
+    if let Some((shown, len)) = oversized {
+        return Err(GatewayError::BadRequest(format!(
+            "{shown} is {len} bytes long; at most {MAX_RECORDED_HEADER} are accepted, since the audit log keeps it with \
+             the exchange: send a shorter value (a reference, not a document)"
+        )));
     }
     // Most requests repeat no header at all: then there is nothing to look up.
     if headers.len() == headers.keys_len() {

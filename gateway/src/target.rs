@@ -83,43 +83,32 @@ pub(crate) fn clip(s: &str) -> String {
 
 /// Decodes `%XX` escapes of one segment, refusing malformed ones.
 pub(crate) fn decode_segment(seg: &str) -> Result<Vec<u8>, String> {
-    let bytes = seg.as_bytes();
+    decode_escapes(seg.as_bytes(), true)
+        .ok_or_else(|| format!("{:?} has a `%` not followed by two hex digits; percent-encode it as %25", clip(seg)))
+}
+
+/// `bytes` with their `%XX` escapes decoded. A `%` not followed by two hex digits makes it
+/// `None` when `strict`, and is kept as it is otherwise (as a lenient server decodes).
+fn decode_escapes(bytes: &[u8], strict: bool) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                format!("{:?} has a `%` not followed by two hex digits; percent-encode it as %25", clip(seg))
-            })?;
-            out.push(value);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
-}
-
-/// `%XX` escapes decoded, anything else (a bad escape included) kept as it is.
-fn decode_lenient(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(value)) => {
-                out.push(value);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(value) => {
+                    out.push(value);
+                    i += 3;
+                    continue;
+                }
+                None if strict => return None,
+                None => {}
             }
         }
+        out.push(bytes[i]);
+        i += 1;
     }
-    out
+    Some(out)
 }
 
 /// The path under the service: no `.`/`..` segments (plain or encoded), no encoded `/`, `\` or
@@ -135,7 +124,7 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
         // A service that decodes twice reads `%252e%252e` as `..` and `%252f` as `/`: a segment
         // holding an escape once decoded is checked decoded twice too.
         // Decoded leniently: a service that decodes twice may well keep a bad escape as it is.
-        let again = decoded.contains(&b'%').then(|| decode_lenient(&decoded));
+        let again = decoded.contains(&b'%').then(|| decode_escapes(&decoded, false).unwrap_or_default());
         for (d, twice) in std::iter::once((&decoded, false)).chain(again.as_ref().map(|a| (a, true))) {
             // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
             // resolve dots, so `..;x` is `..` to them: the name before any `;` must not be a dot.

@@ -327,6 +327,10 @@ async fn handle(
 pub struct Readiness {
     /// Empty when ready.
     pub reasons: Vec<String>,
+    /// What an operator should know that does not stop exchanges yet, so not a reason: an edit
+    /// of the configuration file that was refused, while the file still holds it; the gateway's
+    /// certificate or a CRL of the region's own CAs nearing its end.
+    pub notes: Vec<String>,
 }
 
 impl Readiness {
@@ -348,57 +352,42 @@ impl Readiness {
         if let Some(m) = gateway.maintenance().state() {
             reasons.push(format!("maintenance mode is on: {}", m.describe()));
         }
-        // Only CAs that vouch for this gateway's own region (`Config::vouches_for_region`): a
-        // peer region's expired CRL stops that region's calls, not the gateway (the log and
-        // /metrics say so).
+        let mut notes: Vec<String> = gateway
+            .reloader()
+            .and_then(|r| r.last_refused())
+            .map(|r| {
+                let at = r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                format!(
+                    "the configuration file's version {} was refused at {at}, and the configuration before it stays \
+                     in force: {}",
+                    r.version,
+                    r.why_on_one_line()
+                )
+            })
+            .into_iter()
+            .collect();
+        // A concern is a reason once past its date, a note before. Only CAs that vouch for this
+        // gateway's own region (`Config::vouches_for_region`): a peer region's expired CRL stops
+        // that region's calls, not the gateway (the log and /metrics say so).
         let snap = gateway.snapshot();
         let ours = |a: &crate::tls::Anchor| snap.config.vouches_for_region(a.name());
         let now = time::OffsetDateTime::now_utc();
-        if snap.gateway_cert.expired(now) {
-            reasons.extend(snap.gateway_cert.concern(now));
-        }
-        for crl in snap.trust.crl_status().iter().filter(|c| c.expired(now)) {
+        let mut tell = |expired: bool, concern: Option<String>| {
+            if expired { reasons.extend(concern) } else { notes.extend(concern) }
+        };
+        tell(snap.gateway_cert.expired(now), snap.gateway_cert.concern(now));
+        for crl in snap.trust.crl_status() {
             if snap.trust.anchor(&crl.anchor).is_some_and(ours) {
-                reasons.extend(crl.concern(now));
+                tell(crl.expired(now), crl.concern(now));
             }
         }
-        Self { reasons }
+        Self { reasons, notes }
     }
 }
 
 fn readiness(gateway: &Gateway) -> AdminResponse {
-    let Readiness { reasons } = Readiness::of(gateway);
+    let Readiness { reasons, notes } = Readiness::of(gateway);
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    // What an operator should know that does not stop exchanges yet (so not a reason): an edit
-    // of the configuration file that was refused, while the file still holds it; the gateway's
-    // certificate or a CRL of the region's own CAs nearing its end.
-    let mut notes: Vec<String> = gateway
-        .reloader()
-        .and_then(|r| r.last_refused())
-        .map(|r| {
-            let at = r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-            let why = r.why_on_one_line();
-            format!(
-                "the configuration file's version {} was refused at {at}, and the configuration before it stays \
-                 in force: {why}",
-                r.version
-            )
-        })
-        .into_iter()
-        .collect();
-    let snap = gateway.snapshot();
-    let now = time::OffsetDateTime::now_utc();
-    if !snap.gateway_cert.expired(now) {
-        notes.extend(snap.gateway_cert.concern(now));
-    }
-    // The region's own CAs', as readiness counts them; a peer region's expired CRL is told by the
-    // log and /metrics.
-    let ours = |a: &crate::tls::Anchor| snap.config.vouches_for_region(a.name());
-    for crl in snap.trust.crl_status().iter().filter(|c| !c.expired(now)) {
-        if snap.trust.anchor(&crl.anchor).is_some_and(ours) {
-            notes.extend(crl.concern(now));
-        }
-    }
     json_response(status, &json!({ "ready": reasons.is_empty(), "reasons": reasons, "notes": notes }))
 }
 

@@ -195,21 +195,28 @@ impl RecordBuilder {
     }
 
     /// The optional X-Road headers the log keeps: `X-Road-UserId`, `X-Road-Issue`,
-    /// `X-Road-Represented-Party` and `X-SPLP-Purpose` (the first of each, if repeated).
-    pub fn set_client_headers(&mut self, headers: &HeaderMap) {
+    /// `X-Road-Represented-Party` and `X-SPLP-Purpose` (the first of each, if repeated). Returns
+    /// the first over [`MAX_RECORDED_HEADER`], as its name is written and its length, which the
+    /// exchange refuses: read here, the headers are looked up once per request.
+    pub fn set_client_headers(&mut self, headers: &HeaderMap) -> Option<(&'static str, usize)> {
         // Header values are bytes; a non-UTF-8 one is kept lossily rather than dropped, so the
         // log still shows that the header was sent.
         // A value over the limit is refused (`Client.BadRequest`), and its record keeps the
         // beginning and its length, so a caller cannot fill the log with one header.
-        let text = |name: &HeaderName| match headers.get(name).map(|v| v.as_bytes()) {
+        let mut over = None;
+        let mut text = |name: &HeaderName, shown: &'static str| match headers.get(name).map(|v| v.as_bytes()) {
             None => String::new(),
             Some(v) if v.len() <= MAX_RECORDED_HEADER => String::from_utf8_lossy(v).into_owned(),
-            Some(v) => shortened(v, 64),
+            Some(v) => {
+                over = over.or(Some((shown, v.len())));
+                shortened(v, 64)
+            }
         };
-        self.record.user_id = text(&USER_ID);
-        self.record.issue = text(&ISSUE);
-        self.record.represented_party = text(&REPRESENTED_PARTY);
-        self.record.purpose = text(&PURPOSE);
+        self.record.purpose = text(&PURPOSE, "X-SPLP-Purpose");
+        self.record.user_id = text(&USER_ID, "X-Road-UserId");
+        self.record.issue = text(&ISSUE, "X-Road-Issue");
+        self.record.represented_party = text(&REPRESENTED_PARTY, "X-Road-Represented-Party");
+        over
     }
 
     /// The request is being sent upstream now. Only the first attempt counts: retries do not
