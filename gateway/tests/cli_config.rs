@@ -782,6 +782,13 @@ fn apply_shows_the_change_asks_keeps_the_old_version_and_undo_puts_it_back() {
     let version = splpd_gateway::reload::version_of(&broken);
     assert!(out.contains(&format!("held version {version}, which a running gateway refuses")), "{out}");
     assert!(out.contains("GET /config/in-force"), "{out}");
+    assert!(out.contains("`splpd config undo` will not put it back"), "{out}");
+    // Undo will not put back that refused version: the file would then fail the gateway's next start.
+    let (ok, _, err) = config_cmd(&f, &["undo", "--config", "splpd.toml", "--yes"], "");
+    assert!(!ok);
+    assert!(err.contains(&format!("({version}, kept in ")) && err.contains("would not start with it"), "{err}");
+    assert!(err.contains("expected") || err.contains("invalid"), "the mistakes in it are shown: {err}");
+    assert_eq!(f.text(), changed, "the file is left as it was");
 }
 
 #[test]

@@ -301,3 +301,37 @@ fn a_change_made_on_the_host_is_recorded_under_the_host_account_and_a_hand_edit_
     let starts = splpd(&served_dir, &["audit", "query", "audit", "--method", "START"], "");
     assert_eq!(text(&starts.stdout).lines().count(), 1, "{}", text(&starts.stdout));
 }
+
+#[test]
+fn a_change_on_the_host_that_replaces_a_refused_hand_edit_is_recorded_under_the_host_account() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path());
+    let original = served.text();
+    // A hand edit with a mistake: refused, so the original stays in force.
+    let broken = original.replacen("per_second = 200", "per_secnd = 300", 1);
+    assert_ne!(broken, original);
+    std::fs::write(&served.config, &broken).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !served.dashboard().contains(&format!("{} ", version_of(&broken))) {
+        assert!(Instant::now() < deadline, "the broken edit was not refused:\n{}", served.dashboard());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The fix, made with `apply --config`: it replaces the refused text, not the one in force,
+    // and is the host account's change all the same.
+    let fixed = original.replacen("per_second = 200", "per_second = 300", 1);
+    std::fs::write(served.dir.join("fixed.toml"), &fixed).unwrap();
+    let config = served.config.to_str().unwrap().to_owned();
+    let applied =
+        splpd(&served.dir, &["config", "apply", "--config", &config, "fixed.toml", "--yes", "--issue", "CHG-22"], "");
+    assert!(applied.status.success(), "{}{}", text(&applied.stdout), text(&applied.stderr));
+    let account = format!("uid {}", std::fs::metadata("/proc/self").unwrap().uid());
+    let page = served.wait_for_change(&version_of(&fixed), "on the host by");
+    assert!(page.contains(&account) && page.contains("CHG-22"), "{page}");
+    let records = served.stop();
+    let changes: Vec<_> = records.iter().filter(|r| r.method == "RELOAD").collect();
+    assert_eq!(changes.len(), 1, "{records:#?}");
+    assert!(changes[0].host_user.contains(&account), "{:?}", changes[0]);
+    assert_eq!(changes[0].issue, "CHG-22");
+    assert_eq!(changes[0].request_body_sha256, sha256(fixed.as_bytes()).to_vec());
+}

@@ -65,9 +65,9 @@ pub(crate) fn apply(current: &Path, new: &Path, issue: &str, yes: bool) -> anyho
         // the one kept, so that the refused edit is not lost.
         super::out::line(&format!(
             "Note: {} held version {}, which a running gateway refuses, so it may not have been in force. It is kept as the \
-             version this change replaced, and `splpd config undo` would put that back. The version that was in \
-             force is the gateway's: GET /config/in-force on its admin listener; a change made there (`splpd \
-             config apply --admin`) keeps that version for undo instead.",
+             version this change replaced, and `splpd config undo` will not put it back, since a gateway would refuse \
+             it. The version that was in force is the gateway's: GET /config/in-force on its admin listener; a \
+             change made there (`splpd config apply --admin`) keeps that version for undo instead.",
             current.display(),
             version_of(&old_text)
         ));
@@ -103,6 +103,22 @@ pub(crate) fn undo(current: &Path, issue: &str, yes: bool) -> anyhow::Result<Exi
         );
     }
     let previous = read(&last.path)?;
+    // The version kept may be one a running gateway refused (an edit by hand that a change then
+    // replaced): put back, the gateway would keep running on the one in force and fail at its
+    // next start.
+    if let Err(err @ ConfigError::Invalid(_)) = config::parse_running(current, &history::folder_of(current), &previous)
+    {
+        eprintln!("{err}");
+        bail!(
+            "the version the last change replaced ({}, kept in {}) is one a running gateway refuses, so it was never in \
+             force; undo would leave {} broken, and the gateway would not start with it: {} is unchanged. To start from \
+             it, copy it, correct it, and `splpd config apply` it",
+            version_of(&previous),
+            last.path.display(),
+            current.display(),
+            current.display()
+        );
+    }
     change(current, &old_text, &previous, &last.path.display().to_string(), issue, yes)
 }
 

@@ -357,12 +357,17 @@ impl Reloader {
         match built {
             Ok((Ok((snapshot, report, (digest, text), note)), version)) => {
                 // The note's account made this change only if the text it replaced is the one in
-                // force: not a SIGHUP or certificate reload of the same text, nor the same text
-                // put back by hand after other edits.
+                // force, or an edit whose reload was refused (never in force: the change then
+                // replaced it whole, as a fix): not a SIGHUP or certificate reload of the same
+                // text, nor the same text put back by hand after other edits.
                 let replaced = self.digest_in_force().map(hex::encode);
+                let refused = lock(&self.last_refused).as_ref().map(|r| r.version.clone());
                 let by = note
                     .as_ref()
-                    .filter(|n| replaced.as_deref() == Some(n.replaces.as_str()))
+                    .filter(|n| {
+                        replaced.as_deref() == Some(n.replaces.as_str())
+                            || refused.as_deref().is_some_and(|v| n.replaces.starts_with(v))
+                    })
                     .map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
                 let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), by);
