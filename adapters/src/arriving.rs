@@ -1,6 +1,8 @@
 //! Whether a request body streamed to a service was still arriving from the caller: a wait for
 //! the answer that runs out while the service waits on a slow caller is the caller's doing,
 //! not the service's, and must neither be blamed on the service nor count against its health.
+//! Nor must an attempt that broke because the body did (over the service's limit, or cut off by
+//! the caller).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 const SENDING: u8 = 0;
 const WAITING_ON_CALLER: u8 = 1;
 const ENDED: u8 = 2;
+const BROKE: u8 = 3;
 
 /// What a [`Watched`] body was last doing, shared with whoever sent it.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +26,12 @@ impl Arrival {
     /// service was reading it, and the caller was not sending.
     pub fn waiting_on_caller(&self) -> bool {
         self.0.load(Ordering::Acquire) == WAITING_ON_CALLER
+    }
+
+    /// Whether the body ended in an error (over the limit the gateway holds it to, or broken off
+    /// by the caller): an attempt that failed with it failed because of it.
+    pub fn broke(&self) -> bool {
+        self.0.load(Ordering::Acquire) == BROKE
     }
 
     fn set(&self, state: u8) {
@@ -55,6 +64,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Watched<B> {
         this.arrival.set(match &polled {
             Poll::Pending => WAITING_ON_CALLER,
             Poll::Ready(None) => ENDED,
+            Poll::Ready(Some(Err(_))) => BROKE,
             Poll::Ready(Some(_)) if this.inner.is_end_stream() => ENDED,
             Poll::Ready(Some(_)) => SENDING,
         });
@@ -102,6 +112,16 @@ mod tests {
         assert!(next.is_err() && arrival.waiting_on_caller(), "asked for more, which the caller had not sent");
         drop(tx);
         assert!(body.frame().await.is_none());
-        assert!(!arrival.waiting_on_caller(), "ended");
+        assert!(!arrival.waiting_on_caller() && !arrival.broke(), "ended");
+    }
+
+    #[tokio::test]
+    async fn a_body_tells_whether_it_broke() {
+        let frames = [Ok(Frame::data(Bytes::from_static(b"a"))), Err("over the limit")];
+        let (mut body, arrival) = Watched::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(!arrival.broke(), "a frame came");
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(arrival.broke() && !arrival.waiting_on_caller(), "its error is the body's");
     }
 }

@@ -87,6 +87,16 @@ pub struct Outgoing {
     pub body: UpstreamBody,
 }
 
+/// Whose limit the wait for an answer is: the service's `request_timeout`, or the caller's own
+/// deadline (gRPC's `grpc-timeout`) when that is nearer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The service's timeout: running out is the endpoint's failure.
+    Service,
+    /// The caller's: running out says nothing of the endpoint.
+    Caller,
+}
+
 /// One attempt at an endpoint, for the exchange's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -143,6 +153,14 @@ pub enum DispatchError {
     /// The request body could not be read from the client.
     #[error("{0}")]
     Body(BoxError),
+    /// The request body, streamed to the service, broke off on the caller's side (over the
+    /// service's limit, or cut off by the caller), and the attempt with it.
+    #[error("the request body broke off on the caller's side")]
+    CallerBody,
+    /// The caller's own deadline, nearer than the service's timeout, passed before an answer
+    /// started.
+    #[error("the caller's deadline of {0:?} passed before the service answered")]
+    CallerDeadline(Duration),
     /// The endpoint's URL and the path do not make a URL (a configuration the validator missed).
     #[error("cannot build the upstream URL: {0}")]
     BadUri(String),
@@ -364,8 +382,9 @@ impl ServiceUpstreams {
     }
 
     /// Sends `req` to an endpoint, retrying on others as the policy allows, and waits at most
-    /// `wait` in all for an answer to start.
-    pub async fn dispatch(&self, req: Outgoing, wait: Duration) -> Result<Forwarded, Failed> {
+    /// `wait` in all for an answer to start: the service's timeout, or the caller's deadline
+    /// when nearer (`whose`), whose passing is no fault of the endpoint's.
+    pub async fn dispatch(&self, req: Outgoing, wait: Duration, whose: Deadline) -> Result<Forwarded, Failed> {
         let start = Instant::now();
         let deadline = start + wait;
         self.budget.deposit();
@@ -469,14 +488,29 @@ impl ServiceUpstreams {
                     attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
                     return Ok(Forwarded { response, uri, lease, attempts, note: notes.join("; ") });
                 }
-                // The service was reading the body and the caller had not sent the rest: the
-                // caller's slowness, which says nothing of the endpoint and is not retried.
+                // What the caller did, which says nothing of the endpoint and is not retried:
+                // neither success nor failure (a probe of a half-open circuit stays unsettled).
+                // The service was reading the body and the caller had not sent the rest.
                 Err(UpstreamError::Timeout { .. }) if caller.as_ref().is_some_and(Arrival::waiting_on_caller) => {
-                    // Neither success nor failure: a probe of a half-open circuit stays unsettled.
                     drop(lease);
                     let outcome = "the request body was still arriving from the caller".to_owned();
                     attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
                     return Err(fail(DispatchError::BodyTimeout(wait), Some(uri), attempts, &notes));
+                }
+                // The body broke off (over the limit, or the caller stopped sending it), and the
+                // attempt with it, whatever the client library calls that.
+                Err(_) if caller.as_ref().is_some_and(Arrival::broke) => {
+                    drop(lease);
+                    let outcome = "the request body broke off on the caller's side".to_owned();
+                    attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
+                    return Err(fail(DispatchError::CallerBody, Some(uri), attempts, &notes));
+                }
+                // The caller's deadline, shorter than the service's timeout, passed.
+                Err(UpstreamError::Timeout { .. }) if whose == Deadline::Caller => {
+                    drop(lease);
+                    let outcome = "the caller's deadline passed first".to_owned();
+                    attempts.push(Attempt { endpoint: endpoint.label.clone(), outcome });
+                    return Err(fail(DispatchError::CallerDeadline(wait), Some(uri), attempts, &notes));
                 }
                 // The wait is the exchange's, across attempts: say so rather than what was left of it.
                 Err(UpstreamError::Timeout { authority, .. }) => UpstreamError::Timeout { authority, after: wait },

@@ -36,6 +36,10 @@ pub enum GatewayError {
     /// waited for, while the service was waiting for it.
     #[error("{0}")]
     RequestTimeout(String),
+    /// The caller's own deadline (gRPC's `grpc-timeout`), nearer than the service's timeout,
+    /// passed before the service answered: the caller's limit, not the service's failure.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The caller could not be identified.
     #[error("{0}")]
     Unauthenticated(String),
@@ -89,6 +93,7 @@ impl GatewayError {
             Self::BadRequest(_) | Self::UriTooLong { .. } | Self::HeadersTooLarge(_) => "Client.BadRequest",
             Self::BodyTooLarge { .. } => "Client.RequestTooLarge",
             Self::RequestTimeout(_) => "Client.RequestTimeout",
+            Self::DeadlineExceeded(_) => "Client.DeadlineExceeded",
             Self::Unauthenticated(_) => "Client.Unauthenticated",
             Self::InvalidClientIdentity(_) => "Client.InvalidClientIdentity",
             Self::UnknownService(_) => "Client.UnknownService",
@@ -112,6 +117,7 @@ impl GatewayError {
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidClientIdentity(_) | Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::UnknownService(_) => StatusCode::NOT_FOUND,
@@ -139,7 +145,7 @@ impl GatewayError {
             | Self::AuditUnavailable(_)
             | Self::ServiceUnavailable(_)
             | Self::Overloaded(_) => GrpcCode::Unavailable,
-            Self::ServiceTimeout(_) | Self::RequestTimeout(_) => GrpcCode::DeadlineExceeded,
+            Self::ServiceTimeout(_) | Self::RequestTimeout(_) | Self::DeadlineExceeded(_) => GrpcCode::DeadlineExceeded,
             Self::Internal(_) => GrpcCode::Internal,
         }
     }

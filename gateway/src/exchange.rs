@@ -19,7 +19,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Incoming};
 use splpd_adapters::circuit::Lease;
 use splpd_adapters::http::{BoxError, UpstreamError};
-use splpd_adapters::upstreams::{Attempt, DispatchError, Forwarded, Outgoing, endpoint_uri};
+use splpd_adapters::upstreams::{Attempt, Deadline, DispatchError, Forwarded, Outgoing, endpoint_uri};
 use splpd_certs::id::{ClientId, ServiceId};
 use uuid::Uuid;
 
@@ -570,20 +570,20 @@ impl Gateway {
         // caller's gRPC deadline is nearer. The service learns of the deadline too, less the time
         // spent here.
         let mut wait = route.request_timeout;
+        let mut whose = Deadline::Service;
         if ctx.grpc {
             // gRPC's way of telling a proxy that does not understand trailers from one that does.
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_sub(ctx.received.elapsed());
                 if left.is_zero() {
-                    let err = GatewayError::ServiceTimeout(
-                        format!("{}: the call's deadline ({deadline:?}) passed before it could be forwarded", route.id)
-                            .into(),
-                    );
+                    let err = callers_deadline(&route, Some(deadline), "before it could be forwarded");
                     return self.refuse(ctx, &err).await;
                 }
                 headers.insert(grpc::GRPC_TIMEOUT, grpc::encode_timeout(left));
-                wait = wait.min(left);
+                if left < wait {
+                    (wait, whose) = (left, Deadline::Caller);
+                }
             }
         }
 
@@ -603,16 +603,22 @@ impl Gateway {
         let grpc = ctx.grpc;
         let mut pending = Pending { ctx: Some(ctx), audit: &*self.audit };
         let sent = match &via {
-            Via::Local => route.upstreams.dispatch(outgoing, wait).await.map(Answered::from).map_err(|failed| {
+            Via::Local => route.upstreams.dispatch(outgoing, wait, whose).await.map(Answered::from).map_err(|failed| {
                 let tls = failed.uri.as_ref().is_some_and(|u| u.scheme_str() == Some("https"));
                 NotAnswered {
-                    error: dispatch_error(&route.id, failed.error, tls),
+                    error: dispatch_error(&route, failed.error, tls, deadline),
                     uri: failed.uri,
                     attempts: failed.attempts,
                     note: failed.note,
                 }
             }),
-            hop => send_via(hop, &route, outgoing, &path_and_query, wait).await,
+            hop => send_via(hop, &route, outgoing, &path_and_query, wait).await.map_err(|mut failed| {
+                // No answer yet from the peer when the caller's own deadline passed.
+                if whose == Deadline::Caller && matches!(failed.error, GatewayError::ServiceTimeout(_)) {
+                    failed.error = callers_deadline(&route, deadline, "before the service answered");
+                }
+                failed
+            }),
         };
         let Some(mut ctx) = pending.ctx.take() else {
             let lost = GatewayError::Internal("the exchange lost its context".into());
@@ -1071,7 +1077,8 @@ async fn send_via(
 /// Why no answer came from the service, as the gateway's error (`error` has the one mapping).
 /// The caller is told what failed; the endpoints' addresses and what in the configuration to
 /// check are for the operator ([`Failure`]).
-fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> GatewayError {
+fn dispatch_error(route: &Route, err: DispatchError, tls: bool, deadline: Option<Duration>) -> GatewayError {
+    let service = &route.id;
     match err {
         DispatchError::Upstream(e) => upstream_error(service, &e, tls),
         DispatchError::Unavailable(why) => GatewayError::ServiceUnavailable(Failure::hidden(
@@ -1084,11 +1091,27 @@ fn dispatch_error(service: &ServiceId, err: DispatchError, tls: bool) -> Gateway
         )),
         DispatchError::BodyTimeout(after) => caller_too_slow(service, after),
         DispatchError::Body(e) => GatewayError::BadRequest(format!("reading the request body failed: {e}")),
+        // Told as a body over the limit where it was one (see `forward`).
+        DispatchError::CallerBody => {
+            GatewayError::BadRequest(format!("{service}: the request body broke off before its end"))
+        }
+        DispatchError::CallerDeadline(_) => callers_deadline(route, deadline, "before the service answered"),
         DispatchError::BadUri(why) => GatewayError::Internal(Failure::hidden(
             format!("{service}: the gateway could not build the service's URL"),
             format!("{service}: {why}"),
         )),
     }
+}
+
+/// The caller's own deadline (`grpc-timeout`, `deadline`) passed `when`: its limit, shorter than
+/// the service's, and no failure of the service's.
+fn callers_deadline(route: &Route, deadline: Option<Duration>, when: &str) -> GatewayError {
+    let given = deadline.map_or_else(String::new, |d| format!(" of {d:?}"));
+    GatewayError::DeadlineExceeded(format!(
+        "{}: the call's own deadline{given} (grpc-timeout) passed {when}; the gateway waits up to {:?} for this \
+         service: give the call a longer deadline if it needs one",
+        route.id, route.request_timeout
+    ))
 }
 
 /// The caller did not send its request body within `after`, the wait for the service's answer.

@@ -519,7 +519,10 @@ async fn an_exceeded_grpc_timeout_is_deadline_exceeded() {
     let elapsed = started.elapsed();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("grpc-status"), Some("4"), "{reply:?}");
-    assert_eq!(reply.xroad_error(), Some("Server.ServerProxy.ServiceTimeout"));
+    // The caller's own deadline, not the service's failure, and said so.
+    assert_eq!(reply.xroad_error(), Some("Client.DeadlineExceeded"));
+    let message = reply.header("grpc-message").unwrap_or_default().to_owned();
+    assert!(message.contains("own deadline of 300ms") && message.contains("up to 30s"), "{message}");
     assert!(elapsed >= Duration::from_millis(280) && elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
     // The service was told the deadline, less the time spent in the gateway, and the gateway
     // gave up on the call when the deadline passed.
@@ -529,10 +532,24 @@ async fn an_exceeded_grpc_timeout_is_deadline_exceeded() {
     assert!(probe.wait_cancelled("deadline", Duration::from_secs(5)).await, "the service saw the call cancelled");
     let id = reply.exchange_id().to_owned();
     let unary = method_path("Unary");
-    assert_grpc_record(&region, &id, (RSUD, PROBE, &unary), 4, "Server.ServerProxy.ServiceTimeout").await;
+    let rec = assert_grpc_record(&region, &id, (RSUD, PROBE, &unary), 4, "Client.DeadlineExceeded").await;
+    assert_eq!(rec.attempts[0].outcome, "the caller's deadline passed first", "{rec:#?}");
+
+    // Callers whose deadlines are too short do not count against the service: more of them than
+    // the failures in a row that eject an endpoint, and the service still takes calls.
+    for _ in 0..6 {
+        let call = Call::post(method_path("Unary"), frame(&Ask { delay_ms: 5000, ..ask("lambat") }))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "50m");
+        let reply = region.call(Some(&rsud), Proto::H2, call).await.unwrap();
+        assert_eq!(reply.xroad_error(), Some("Client.DeadlineExceeded"), "{reply:?}");
+    }
+    let mut client = region.grpc_client(Some(&rsud)).await;
+    let resp = client.unary(request(ask("masih"), &[])).await.unwrap();
+    assert_eq!(resp.into_inner().text, "masih");
 
     // The service's request_timeout bounds the wait too, whatever the caller allows.
-    let mut client = region.grpc_client(Some(&rsud)).await;
     let started = Instant::now();
     let status =
         client.unary(request(Ask { delay_ms: 5000, ..ask("") }, &[("x-road-service", SLOW)])).await.unwrap_err();
@@ -602,8 +619,23 @@ async fn a_request_stream_over_the_limit_is_cut_off() {
     let status = client.upload(request(tokio_stream::iter(chunks), &[("x-road-service", SMALL)])).await.unwrap_err();
     let id = assert_gateway_status(&status, Code::ResourceExhausted, "Client.RequestTooLarge");
     assert!(status.message().contains("65536"), "{status:?}");
-    assert_grpc_record(&region, &id, (RSUD, SMALL, &method_path("Upload")), 8, "Client.RequestTooLarge").await;
+    let upload = method_path("Upload");
+    let rec = assert_grpc_record(&region, &id, (RSUD, SMALL, &upload), 8, "Client.RequestTooLarge").await;
     assert_eq!(probe.seen().len(), 1, "the service saw the call start, then cut off");
+    // The attempt broke because the gateway cut the body off, which its record says, and which
+    // does not count against the service: more such calls than the failures in a row that eject
+    // an endpoint, and the service still takes calls.
+    assert_eq!(rec.attempts[0].outcome, "the request body broke off on the caller's side", "{rec:#?}");
+    assert!(!rec.upstream_note.contains("broke off ("), "{rec:#?}");
+    for _ in 0..6 {
+        let chunks: Vec<Chunk> = (0..40).map(|seq| Chunk { seq, data: payload(seq, 4096) }).collect();
+        let status =
+            client.upload(request(tokio_stream::iter(chunks), &[("x-road-service", SMALL)])).await.unwrap_err();
+        assert_gateway_status(&status, Code::ResourceExhausted, "Client.RequestTooLarge");
+    }
+    let chunks: Vec<Chunk> = (0..4).map(|seq| Chunk { seq, data: payload(seq, 4096) }).collect();
+    let resp = client.upload(request(tokio_stream::iter(chunks), &[("x-road-service", SMALL)])).await;
+    assert!(resp.is_ok(), "the service was taken out: {resp:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,9 +46,11 @@ pub(crate) const BOUNDS_NANOS: [i64; 15] = [
 
 /// The X-Road error types the gateway answers with itself. A peer gateway's answer may carry any
 /// text; those count as `other`, so that a peer cannot add series without bound.
-const ERROR_TYPES: [&str; 15] = [
+const ERROR_TYPES: [&str; 17] = [
     "Client.BadRequest",
     "Client.RequestTooLarge",
+    "Client.RequestTimeout",
+    "Client.DeadlineExceeded",
     "Client.Unauthenticated",
     "Client.InvalidClientIdentity",
     "Client.UnknownService",
