@@ -151,6 +151,23 @@ fn the_example_configuration_passes() {
     assert!(!err.contains("warning: a grant names"), "every client the example grants to can be identified: {err}");
     assert!(out.contains(": ok: gateway ID/PEMDA/1602/gw1"), "{out}");
     assert!(out.contains("2 service(s), 4 grant(s), 1 peer(s)"), "{out}");
+    // Its legacy application without a certificate is said, with what it opens.
+    let opted: Vec<&str> = err.lines().filter(|l| l.contains("known by its X-Road-Client header alone")).collect();
+    assert_eq!(opted.len(), 1, "{err}");
+    assert!(
+        opted[0].starts_with(
+            "warning: listener \"intranet\" (127.0.0.1:8080) lets ID/PEMDA/1602/SIMPEG-LAMA call over \
+             plain HTTP"
+        ) && opted[0].contains("with its 1 grant(s)"),
+        "{err}"
+    );
+    // Without the opt-in, nothing is said of it.
+    let text = f.text();
+    let without = text.replace("clients = [{ client = \"ID/PEMDA/1602/SIMPEG-LAMA\", connection = \"http\" }]", "");
+    assert_ne!(without, text);
+    std::fs::write(f.config(), without).unwrap();
+    let (_, _, err) = f.check();
+    assert!(!err.contains("X-Road-Client header alone"), "{err}");
 }
 
 /// `splpd config example` prints the example a host without the repository starts from, and
@@ -602,6 +619,28 @@ fn syntax_errors_point_at_the_place() {
     let f = Fixture::new();
     f.edit("name = \"public\"", "name = public\"");
     f.fails_at(f.line_of("name = public"), "TOML syntax error");
+}
+
+/// A misspelt `[[service]]` header leaves the sub-tables below it (`[service.health_check]`)
+/// without their entry; the message is TOML's or serde's, about another line, so the hint names
+/// the likely cause.
+#[test]
+fn a_misspelt_list_of_tables_header_is_named_as_the_likely_cause() {
+    let f = Fixture::new();
+    let text = f.text();
+    // Every entry misspelt: `service` is then a table where a list was expected.
+    std::fs::write(f.config(), text.replace("[[service]]\n", "[[services]]\n")).unwrap();
+    let header = f.text().lines().position(|l| l == "[service.health_check]").unwrap() + 1;
+    let err = f.fails_at(header, "invalid type: map, expected a sequence");
+    assert!(err.contains("belongs to the `[[service]]` right above it; check the spelling"), "{err}");
+    // The first only: the next `[[service]]` then repeats the key the sub-tables made.
+    let first = text.find("[[service]]\n").unwrap();
+    let mut one = text.clone();
+    one.replace_range(first..first + "[[service]]".len(), "[[services]]");
+    std::fs::write(f.config(), one).unwrap();
+    let (ok, _, err) = f.check();
+    assert!(!ok && err.contains("duplicate key"), "{err}");
+    assert!(err.contains("a `[name.part]` table with no `[[name]]` right above it"), "{err}");
 }
 
 #[test]

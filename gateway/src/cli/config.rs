@@ -158,6 +158,9 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 for warning in peer_anchors_too_wide(&cfg) {
                     eprintln!("warning: {warning}");
                 }
+                for concern in config::header_identified_clients(&cfg) {
+                    eprintln!("warning: {concern}");
+                }
                 for client in config::unidentifiable_clients(&cfg) {
                     eprintln!(
                         "warning: a grant names {client}, whom no trust anchor's scopes, [[identity]], [[peer]] or \

@@ -37,10 +37,16 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = workers.runtime(None).context("starting the async runtime")?;
     runtime.block_on(async move {
         let audit_dir = config.audit.dir.clone();
+        // Said at start, where the operator reads what the gateway opens (a warning from
+        // `config check`; the demo's sandbox has such a client on purpose).
+        let header_identified = config::header_identified_clients(&config);
         let served = Served::start(&args.config, config, &text, &workers, "the gateway").await?;
         let running = &served.running;
         for (name, addr) in running.addrs() {
             tracing::info!(listener = %name, %addr, "listening");
+        }
+        for opt_in in &header_identified {
+            tracing::info!("{opt_in}");
         }
         if let Some(addr) = running.admin_addr() {
             tracing::info!(%addr, "admin listener: the dashboard at /, and /healthz, /readyz, /metrics, /maintenance and /config for operators");

@@ -8,7 +8,7 @@ pub mod resilience;
 pub mod units;
 mod validate;
 
-pub use validate::unidentifiable_clients;
+pub use validate::{header_identified_clients, unidentifiable_clients};
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +67,7 @@ fn parse_checked(path: &Path, base: &Path, text: &str, when: validate::When) -> 
         Err(err) => {
             let mut loc = diag::Locator::new(path, text, None);
             let at = err.span().map_or(0, |s| s.start);
-            loc.error_at(at, syntax_message(err.message()), Some(SYNTAX_HINT.to_owned()));
+            loc.error_at(at, syntax_message(err.message()), Some(syntax_hint(err.message())));
             return Err(ConfigError::Invalid(loc.into_diagnostics()));
         }
     };
@@ -92,6 +92,21 @@ fn parse_checked(path: &Path, base: &Path, text: &str, when: validate::When) -> 
 
 const SYNTAX_HINT: &str = "this is not valid TOML here; compare with the example `splpd config example` prints \
                            (strings need double quotes, tables are [name], lists of tables [[name]])";
+
+/// For a list of tables written as a table: a sub-table's header whose `[[…]]` entry is missing
+/// or misspelt above it.
+const LIST_OF_TABLES_HINT: &str = "this key is a list of tables: each entry starts with its own `[[name]]` header, and \
+    a sub-table such as `[service.health_check]` belongs to the `[[service]]` right above it; check the spelling of \
+    the `[[…]]` header above";
+
+/// The hint for a TOML syntax error: for a duplicate key, also the likeliest cause in this file.
+fn syntax_hint(message: &str) -> String {
+    if message.contains("duplicate key") {
+        format!("{SYNTAX_HINT}; here often a `[name.part]` table with no `[[name]]` right above it (a misspelt header)")
+    } else {
+        SYNTAX_HINT.to_owned()
+    }
+}
 
 fn syntax_message(message: &str) -> String {
     format!("TOML syntax error: {}", message.trim())
@@ -130,6 +145,9 @@ fn shape_hint(message: &str) -> Option<String> {
         Some(format!("add `{field} = …` to this table; the example `splpd config example` prints has it"))
     } else if message.starts_with("unknown variant") {
         Some("use one of the values listed above".to_owned())
+    } else if message.starts_with("invalid type: map, expected a sequence") {
+        // `[service.health_check]` with no `[[service]]` above it (misspelt, say `[[services]]`).
+        Some(LIST_OF_TABLES_HINT.to_owned())
     } else if message.starts_with("invalid type") {
         Some("this key takes a value of the type named above".to_owned())
     } else {

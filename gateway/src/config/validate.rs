@@ -101,6 +101,42 @@ pub fn unidentifiable_clients(cfg: &Config) -> Vec<String> {
     named
 }
 
+/// The clients a listener lets in without a certificate (`clients = [{ connection = "http" or
+/// "tls" }]`), each said with what it opens: such a client is known by its `X-Road-Client` header
+/// alone, so anything that can reach the listener's address can call as it, with its grants.
+/// Meant for a legacy application that cannot hold a certificate, on an address only its host
+/// reaches; an operator who copied the example without such an application should see it.
+pub fn header_identified_clients(cfg: &Config) -> Vec<String> {
+    let mut said = Vec::new();
+    for listener in &cfg.listeners {
+        for opt_in in &listener.clients {
+            let how = match opt_in.connection {
+                ConnectionType::Mtls => continue,
+                ConnectionType::Tls => "over TLS without a certificate",
+                ConnectionType::Http => "over plain HTTP",
+            };
+            let grants = cfg
+                .grants
+                .iter()
+                .filter(|g| {
+                    g.client.as_ref() == Some(&opt_in.client)
+                        || g.group.as_ref().is_some_and(|name| {
+                            cfg.groups.iter().any(|x| &x.name == name && x.members.contains(&opt_in.client))
+                        })
+                })
+                .count();
+            said.push(format!(
+                "listener {:?} ({}) lets {} call {how}, known by its X-Road-Client header alone: anything that can \
+                 reach that address can call as it, with its {grants} grant(s); keep the address reachable from that \
+                 application's host only, and remove the opt-in once it holds a certificate (or if no such \
+                 application exists)",
+                listener.name, listener.address, opt_in.client
+            ));
+        }
+    }
+    said
+}
+
 fn did_you_mean<'n>(name: &str, candidates: impl IntoIterator<Item = &'n str>, what: &str) -> String {
     let candidates: Vec<&str> = candidates.into_iter().collect();
     match closest(name, candidates.iter().copied()) {
