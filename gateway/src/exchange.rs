@@ -685,6 +685,9 @@ impl Gateway {
         };
 
         let (mut parts, body) = resp.into_parts();
+        // The client's connection speaks its own version: a service answering in HTTP/1.0 must
+        // not make the answer to an HTTP/1.1 client a 1.0 one, which closes its connection.
+        parts.version = http::Version::default();
         ctx.record.set_status(parts.status);
         if let Some(refused) = peer::peer_error(&via, &parts.headers) {
             // The peer's own error (a refusal, or its service failing): its log has why; this one

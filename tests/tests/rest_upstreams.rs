@@ -525,6 +525,53 @@ async fn intranet_call(path: &str, before: &dyn Fn(&Region)) -> (Region, Upstrea
     (region, upstream, tcp)
 }
 
+/// A service that answers in HTTP/1.0 (`python3 -m http.server`, say): its answers reach an
+/// HTTP/1.1 client as HTTP/1.1, on a connection kept open for the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_service_answers_an_http_1_1_client_in_http_1_1_on_a_kept_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if tcp.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ =
+                    tcp.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let pki = Pki::new();
+    let region = RegionBuilder::new(&pki)
+        .http_listener("intranet", &[SIMPEG])
+        .service(SERVICE, &format!("http://{addr}"), "")
+        .grant(&grant_all(SERVICE, SIMPEG))
+        .start()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
+    for n in 0..2 {
+        let request = format!("GET {} HTTP/1.1\r\nhost: gw\r\nx-road-client: {SIMPEG}\r\n\r\n", target(SERVICE, "/x"));
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_buf(&mut answer)).await;
+            let read =
+                read.unwrap_or_else(|_| panic!("call {n}: no whole answer: {}", String::from_utf8_lossy(&answer)));
+            assert!(read.unwrap() > 0, "call {n}: the connection was closed: {}", String::from_utf8_lossy(&answer));
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "call {n}: {text}");
+        assert!(!text.to_ascii_lowercase().contains("connection: close"), "call {n}: {text}");
+    }
+    region.stop().await;
+}
+
 /// A small answer is waited for whole, but not for ever: a service that stalls after its head
 /// still has the head reach the client within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
