@@ -255,13 +255,17 @@ fn admin_plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> 
 }
 
 fn plain_text_response(req: &Request<Incoming>) -> Response<ResponseBody> {
-    let err = GatewayError::BadRequest(
+    // A gRPC client is told in its own tool's words: it came without TLS (grpcurl -plaintext).
+    let message = if crate::grpc::is_grpc(req) {
+        "this port speaks TLS with client certificates (mutual TLS), and this call came without TLS: call with TLS \
+         and the application's certificate, e.g. grpcurl -cacert ca.crt -cert app.crt -key app.key HOST:PORT \
+         (without -plaintext)"
+    } else {
         "this port speaks HTTPS with client certificates (mutual TLS), and this request came as plain HTTP: call \
          https:// (not http://) with the application's certificate, e.g. curl --cert app.crt --key app.key \
          --cacert ca.crt https://HOST:PORT/r1/..."
-            .to_owned(),
-    );
-    unrecorded_refusal(req, &err)
+    };
+    unrecorded_refusal(req, &GatewayError::BadRequest(message.to_owned()))
 }
 
 /// A refusal of the one request [`answer_once`] reads: the gateway's error as any refusal carries

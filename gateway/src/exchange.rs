@@ -378,6 +378,12 @@ impl Gateway {
                     "gRPC needs HTTP/2; this call came over HTTP/1.1 (check that the client offers h2 in ALPN)".into(),
                 )
             }
+            // A browser's gRPC-Web, which needs a translating proxy in front.
+            GatewayError::BadRequest(_) if grpc::is_grpc_web(req.headers()) => GatewayError::BadRequest(
+                "gRPC-Web is not taken here: the gateway speaks gRPC over HTTP/2 and X-Road REST; put a gRPC-Web \
+                 proxy (such as Envoy's grpc_web filter) in front of the application, or call the service in gRPC"
+                    .into(),
+            ),
             e => e,
         })?;
         let deadline = if ctx.grpc {

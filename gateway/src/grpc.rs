@@ -62,6 +62,16 @@ pub fn has_grpc_content_type(headers: &HeaderMap) -> bool {
         && matches!(value.as_bytes().get(APPLICATION_GRPC.len()), None | Some(b'+' | b';' | b' '))
 }
 
+/// Whether the headers declare gRPC-Web (`application/grpc-web`, `application/grpc-web-text`,
+/// with any `+format`), which the gateway does not speak.
+pub fn is_grpc_web(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().get(..APPLICATION_GRPC.len() + 4))
+        .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc-web"))
+}
+
 /// The parts of a gRPC call the exchange path uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcTarget<'a> {
@@ -95,6 +105,14 @@ pub fn parse_path(path_and_query: &str, max_len: usize) -> Result<(&str, &str), 
     let hint = "a gRPC call's path is /package.Service/Method, e.g. /kesehatan.v1.Rujukan/Kirim";
     if path_and_query.contains('?') {
         return Err(bad(format!("the gRPC path {:?} has a query; {hint}", shown())));
+    }
+    // The REST form, which a developer who has seen the REST calls tries first.
+    if path_and_query.starts_with("/r1/") {
+        return Err(bad(format!(
+            "{:?} is a REST path; {hint}: drop the /r1/… part and name the service in x-road-service metadata \
+             (grpcurl -H 'x-road-service: ID/PEMDA/…/SUBSYSTEM/service')",
+            shown()
+        )));
     }
     let (service, method) = path_and_query
         .strip_prefix('/')
@@ -285,12 +303,25 @@ mod tests {
         for ct in ["application/grpc-web", "application/grpc-web+proto", "application/json", "application/grp"] {
             assert!(!has_grpc_content_type(&headers(&[("content-type", ct)])), "{ct}");
         }
+        for ct in ["application/grpc-web", "application/grpc-web+proto", "Application/gRPC-Web-Text"] {
+            assert!(is_grpc_web(&headers(&[("content-type", ct)])), "{ct}");
+        }
+        for ct in ["application/grpc", "application/grpc+proto", "application/json", "application/grpc-w"] {
+            assert!(!is_grpc_web(&headers(&[("content-type", ct)])), "{ct}");
+        }
         assert!(!has_grpc_content_type(&HeaderMap::new()));
         let mut req = Request::new(());
         req.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         assert!(!is_grpc(&req), "HTTP/1.1 is not gRPC");
         *req.version_mut() = Version::HTTP_2;
         assert!(is_grpc(&req));
+    }
+
+    #[test]
+    fn a_rest_path_on_a_grpc_call_is_told_how_grpc_names_the_service() {
+        let err = parse_path("/r1/ID/PEMDA/1602/DINKES/rujukan/kesehatan.v1.Rujukan/Kirim", 1000).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("is a REST path") && message.contains("x-road-service"), "{message}");
     }
 
     #[test]

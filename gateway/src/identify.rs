@@ -258,6 +258,12 @@ pub enum IdentifyError {
         /// Why it does not parse.
         cause: IdError,
     },
+    /// `X-Road-Client` was sent empty (a variable left unset in the caller's code, often).
+    #[error(
+        "X-Road-Client is empty: give the client's identifier, e.g. ID/PEMDA/1602/DINKES, or leave the header out \
+         when calling with the application's certificate, which names the client"
+    )]
+    EmptyClientHeader,
     /// A client named by `X-Road-Client` is not opted in to this connection type on this listener.
     #[error(
         "{client} connected over {} but is {}; every client uses mTLS unless an operator opts it in: add \
@@ -295,7 +301,7 @@ impl IdentifyError {
             | Self::OutOfScope { .. }
             | Self::ClientHeaderMismatch { .. } => "Client.InvalidClientIdentity",
             Self::ServerAsClient { .. } | Self::AdminAsClient { .. } => "Client.AccessDenied",
-            Self::BadClientHeader { .. } => "Client.BadRequest",
+            Self::BadClientHeader { .. } | Self::EmptyClientHeader => "Client.BadRequest",
         }
     }
 }
@@ -413,11 +419,19 @@ pub fn identify_client(
     };
     require_certificate(conn, listener_opt_ins)?;
     let header = x_road_client.ok_or(IdentifyError::MissingClientHeader { connection })?;
-    let client: ClientId = header.parse().map_err(|cause| IdentifyError::BadClientHeader { cause })?;
+    let client: ClientId = parse_client_header(header)?;
     match listener_opt_ins.iter().find(|o| o.client == client) {
         Some(opt) if opt.connection == connection => Ok(Caller { client, connection, cert_sha256: None }),
         other => Err(IdentifyError::NotOptedIn { client, connection, opted: other.map(|o| o.connection) }),
     }
+}
+
+/// The client `X-Road-Client` names.
+fn parse_client_header(header: &str) -> Result<ClientId, IdentifyError> {
+    if header.trim().is_empty() {
+        return Err(IdentifyError::EmptyClientHeader);
+    }
+    header.parse().map_err(|cause| IdentifyError::BadClientHeader { cause })
 }
 
 /// Refuses a TLS connection without a certificate on a listener where no client is opted in to
@@ -442,8 +456,8 @@ fn identify_mtls(peer: &PeerIdentity, x_road_client: Option<&str>) -> Result<Cal
     {
         // A header that is not even an identifier is a malformed request; a well-formed one that
         // names someone else is an attempt to act for another client.
-        return Err(match header.parse::<ClientId>() {
-            Err(cause) => IdentifyError::BadClientHeader { cause },
+        return Err(match parse_client_header(header) {
+            Err(e) => e,
             Ok(_) => IdentifyError::ClientHeaderMismatch { certificate: client.clone(), header: Quoted::new(header) },
         });
     }
@@ -740,6 +754,10 @@ mod tests {
         let err = identify_client(&ConnectionAuth::Plain, &opt_ins, Some("ID/PEMDA/1602/SIMPEG/x")).unwrap_err();
         assert!(matches!(err, IdentifyError::BadClientHeader { .. }), "{err:?}");
         assert!(err.to_string().contains("INSTANCE/CLASS/MEMBER/SUBSYSTEM"), "{err}");
+        // Empty, with or without a certificate: said so, not as an identifier of one part.
+        let err = identify_client(&ConnectionAuth::Plain, &opt_ins, Some(" ")).unwrap_err();
+        assert_eq!(err, IdentifyError::EmptyClientHeader);
+        assert!(err.to_string().contains("X-Road-Client is empty"), "{err}");
     }
 
     #[tokio::test]
@@ -762,6 +780,7 @@ mod tests {
     #[test]
     fn a_long_or_odd_header_is_quoted_short_and_escaped() {
         let conn = ConnectionAuth::Mtls(dinkes_peer());
+        assert_eq!(identify_client(&conn, &[], Some("")).unwrap_err(), IdentifyError::EmptyClientHeader);
         let long = format!("ID/PEMDA/1602/{}", "A".repeat(60));
         let err = identify_client(&conn, &[], Some(&long)).unwrap_err();
         assert!(matches!(err, IdentifyError::ClientHeaderMismatch { .. }), "{err:?}");

@@ -482,8 +482,17 @@ async fn calls_are_routed_by_x_road_service_or_else_by_the_grpc_service_name() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     assert!(reply.text().contains("gRPC needs HTTP/2"), "{}", reply.text());
 
+    // A browser's gRPC-Web is told that it is not spoken here, over either version.
+    for proto in [Proto::H1, Proto::H2] {
+        let call =
+            Call::post(method_path("Unary"), frame(&ask(""))).header("content-type", "application/grpc-web+proto");
+        let reply = region.call(Some(&rsud), proto, call).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+        assert!(reply.text().contains("gRPC-Web is not taken here"), "{}", reply.text());
+    }
+
     assert_eq!((probe.seen().len(), named.seen().len()), (1, 1), "nothing else reached a service");
-    assert_record_count(&region, 8).await;
+    assert_record_count(&region, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
