@@ -301,9 +301,53 @@ pub fn http_status_of_grpc(code: u32) -> u16 {
     }
 }
 
+/// The HTTP status the gateway answers its own error of X-Road type `error_type` with over REST
+/// (the first, for `Client.BadRequest`'s several), for a gRPC exchange's record, whose HTTP
+/// status is 200: `Client.RequestTooLarge` and `Client.RateLimited` share a gRPC code, not a
+/// status. `None` for a type the gateway does not answer with (a peer's, `Client.ResponseAbandoned`).
+pub fn http_status_of_type(error_type: &str) -> Option<u16> {
+    if !error_type.starts_with("Client.") && !error_type.starts_with("Server.") {
+        return None;
+    }
+    let said = String::new;
+    let failed = || Failure::from(String::new());
+    [
+        GatewayError::BadRequest(said()),
+        GatewayError::BodyTooLarge { limit: 0, service: said() },
+        GatewayError::RequestTimeout(said()),
+        GatewayError::DeadlineExceeded(said()),
+        GatewayError::Unauthenticated(said()),
+        GatewayError::InvalidClientIdentity(said()),
+        GatewayError::UnknownService(said()),
+        GatewayError::AccessDenied(said()),
+        GatewayError::RateLimited { message: said(), retry_after_secs: 0 },
+        GatewayError::ServiceFailed(failed()),
+        GatewayError::ServiceTimeout(failed()),
+        GatewayError::RequestHashMismatch(failed()),
+        GatewayError::ServiceUnavailable(failed()),
+        GatewayError::AuditUnavailable(said()),
+        GatewayError::Overloaded(said()),
+        GatewayError::Internal(failed()),
+    ]
+    .iter()
+    .find(|e| e.xroad_type() == error_type)
+    .map(|e| e.status().as_u16())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_error_type_has_the_status_it_is_answered_with_over_rest() {
+        assert_eq!(http_status_of_type("Client.RequestTooLarge"), Some(413));
+        assert_eq!(http_status_of_type("Client.RateLimited"), Some(429));
+        assert_eq!(http_status_of_type("Client.DeadlineExceeded"), Some(504));
+        assert_eq!(http_status_of_type("Client.BadRequest"), Some(400));
+        assert_eq!(http_status_of_type("Server.ServerProxy.ServiceUnavailable"), Some(503));
+        assert_eq!(http_status_of_type("Client.ResponseAbandoned"), None);
+        assert_eq!(http_status_of_type(""), None);
+    }
 
     #[test]
     fn each_error_maps_to_its_type_and_status() {

@@ -40,12 +40,18 @@ pub fn now_nanos() -> i64 {
 }
 
 /// The status an exchange was answered with, as the metrics and traces count it: its HTTP
-/// status, except for a gRPC answer, whose HTTP status is 200 whatever happened: there, the HTTP
+/// status, except for a gRPC answer, whose HTTP status is 200 whatever happened: there, for the
+/// gateway's own error, the status it has over REST ([`crate::error::http_status_of_type`]: a
+/// message too large is 413, not the 429 its gRPC code shares with a quota), else the HTTP
 /// status its gRPC status stands for ([`crate::error::http_status_of_grpc`]), so that a refused
 /// or failed gRPC call counts as one. Out of `u16`'s range is 0.
 pub fn answered_status(r: &ExchangeRecord) -> u16 {
     let http = u16::try_from(r.status).unwrap_or(0);
     match r.grpc_status {
+        // The gateway's own error: the status it has over REST (413 and 429 share a gRPC code).
+        Some(grpc) if http == 200 && grpc != 0 => {
+            crate::error::http_status_of_type(&r.error_type).unwrap_or_else(|| crate::error::http_status_of_grpc(grpc))
+        }
         Some(grpc) if http == 200 => crate::error::http_status_of_grpc(grpc),
         _ => http,
     }
@@ -448,6 +454,27 @@ mod tests {
 
     fn gateway() -> ServerId {
         "ID/PEMDA/1602/gw1".parse().unwrap()
+    }
+
+    /// A gRPC answer is HTTP 200 whatever happened: it counts as the status the gateway's own
+    /// error has over REST, else as the one its gRPC status stands for.
+    #[test]
+    fn a_grpc_answer_counts_as_the_status_its_error_stands_for() {
+        let grpc = |code: u32, error_type: &str| ExchangeRecord {
+            status: 200,
+            grpc_status: Some(code),
+            error_type: error_type.to_owned(),
+            ..ExchangeRecord::default()
+        };
+        assert_eq!(answered_status(&grpc(8, "Client.RequestTooLarge")), 413);
+        assert_eq!(answered_status(&grpc(8, "Client.RateLimited")), 429);
+        assert_eq!(answered_status(&grpc(4, "Client.DeadlineExceeded")), 504);
+        // The service's own status, and a cancel, by their gRPC codes.
+        assert_eq!(answered_status(&grpc(7, "")), 403);
+        assert_eq!(answered_status(&grpc(1, "Client.ResponseAbandoned")), 499);
+        assert_eq!(answered_status(&grpc(0, "")), 200);
+        let rest = ExchangeRecord { status: 404, ..ExchangeRecord::default() };
+        assert_eq!(answered_status(&rest), 404);
     }
 
     #[test]

@@ -175,8 +175,9 @@ pub(crate) struct QueryArgs {
     #[arg(long, value_name = "ACCOUNT")]
     host_user: Option<String>,
     /// The HTTP status: a code (404) or a class (4xx, 5xx). A gRPC call, whose HTTP status is 200
-    /// whatever happened, is matched by the one its gRPC status stands for (PERMISSION_DENIED
-    /// 403, UNAVAILABLE 503, ...).
+    /// whatever happened, is matched by the status the gateway's own error has over REST (a
+    /// message too large 413, over quota 429), else by the one its gRPC status stands for
+    /// (PERMISSION_DENIED 403, UNAVAILABLE 503, ...).
     #[arg(long, value_name = "N|4xx|5xx", value_parser = parse_status)]
     status: Option<StatusMatch>,
     /// The X-Road error type (a trailing '*' matches a prefix, e.g. 'Server.*').

@@ -169,8 +169,9 @@ pub struct Filter {
     pub client: Option<Pattern>,
     /// The service.
     pub service: Option<Pattern>,
-    /// The HTTP status sent to the client; for a gRPC call, the one its gRPC status stands for
-    /// (`audit::answered_status`: PERMISSION_DENIED is 403), since its HTTP status is 200.
+    /// The HTTP status sent to the client; for a gRPC call, since its HTTP status is 200, the one
+    /// the gateway's error or its gRPC status stands for (`audit::answered_status`: a message too
+    /// large is 413, PERMISSION_DENIED 403).
     pub status: Option<StatusMatch>,
     /// The X-Road error type.
     pub error_type: Option<Pattern>,
