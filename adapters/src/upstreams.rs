@@ -40,6 +40,8 @@ pub struct Policy {
     /// A gRPC service: its calls are retried only when the connection was refused, since a call
     /// that reached the service may have streamed and acted.
     pub grpc: bool,
+    /// The service's identifier, which the logs of its endpoints name: services may share one.
+    pub service: String,
 }
 
 /// One endpoint and what is known about it.
@@ -272,7 +274,7 @@ impl ServiceUpstreams {
                 client.clone(),
                 opts.clone(),
                 epoch,
-                policy.grpc,
+                (policy.grpc, policy.service.clone()),
             )))),
             _ => None,
         };
@@ -373,6 +375,7 @@ impl ServiceUpstreams {
         let ejected = || self.endpoints.iter().filter(|o| o.outlier.is_ejected(self.epoch, now)).count() < cap;
         if let Some(until) = e.outlier.failure(opts, self.epoch, now, ejected) {
             tracing::warn!(
+                service = %self.policy.service,
                 endpoint = %e.label,
                 for_secs = (until - now).as_secs(),
                 "endpoint ejected after {} gateway failures in a row",
@@ -560,7 +563,7 @@ async fn check_health(
     client: HttpUpstream,
     opts: HealthCheckOptions,
     epoch: Epoch,
-    grpc: bool,
+    (grpc, service): (bool, String),
 ) {
     let mut trackers = vec![HealthTracker::default(); endpoints.len()];
     // Endpoints already said to have no gRPC health service: said once each.
@@ -579,6 +582,7 @@ async fn check_health(
             }
             if result == Checked::NoHealthService && !std::mem::replace(told, true) {
                 tracing::warn!(
+                    %service,
                     endpoint = %endpoint.label,
                     "endpoint has no gRPC health service (grpc.health.v1.Health answered UNIMPLEMENTED); its checks \
                      only show that it answers"
@@ -592,10 +596,15 @@ async fn check_health(
             if let Some(healthy) = tracker.observe(passed, &opts) {
                 endpoint.healthy.store(healthy, Ordering::Relaxed);
                 if healthy {
-                    tracing::info!(endpoint = %endpoint.label, "endpoint passes its health checks again");
+                    tracing::info!(%service, endpoint = %endpoint.label, "endpoint passes its health checks again");
                 } else {
                     let why = if let Checked::Failed(why) = &result { why.as_str() } else { "" };
-                    tracing::warn!(endpoint = %endpoint.label, last = why, "endpoint fails its health checks; taken out");
+                    tracing::warn!(
+                        %service,
+                        endpoint = %endpoint.label,
+                        last = why,
+                        "endpoint fails its health checks; taken out"
+                    );
                 }
             }
         }

@@ -493,9 +493,15 @@ pub fn record_connection(
         Some(ConnectionAuth::Mtls(peer)) => {
             record.set_client_cert_sha256(peer.cert_sha256);
             record.set_connection_type(ConnectionType::Mtls);
-            if let splpd_certs::id::Identity::Subsystem(client) = &peer.identity {
-                record.set_client(client);
-                return Some(client.clone());
+            match &peer.identity {
+                splpd_certs::id::Identity::Subsystem(client) => {
+                    record.set_client(client);
+                    return Some(client.clone());
+                }
+                // An operator's certificate used where an application's belongs: refused, and
+                // recorded under the operator, whom `audit query --client` then finds.
+                splpd_certs::id::Identity::Admin(operator) => record.set_operator(operator),
+                splpd_certs::id::Identity::Server(_) => {}
             }
         }
         Some(ConnectionAuth::TlsNoCert) => record.set_connection_type(ConnectionType::Tls),

@@ -159,6 +159,11 @@ async fn the_admin_listener_lets_in_the_operators_of_the_gateways_member_only() 
         assert_eq!((record.client.as_str(), record.error_type.as_str()), (PROMETHEUS, "Client.AccessDenied"));
         assert_eq!(record.client_cert_sha256.len(), 32);
     }
+    // An operator's certificate on the exchange listener is refused there, and recorded under
+    // the operator, whom a search by client then finds.
+    let reply = s.region.call(Some(&budi), Proto::H1, Call::get(format!("/r1/{NIK}/json/a"))).await.unwrap();
+    assert_eq!((reply.status, reply.xroad_error()), (StatusCode::FORBIDDEN, Some("Client.AccessDenied")));
+    assert_eq!(s.region.record(reply.exchange_id()).await.client, BUDI);
     s.region.stop().await;
 }
 

@@ -84,6 +84,7 @@ fn assert_gateway_error(reply: &Reply, status: u16, error_type: &str) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_endpoints_killed_under_load_fails_no_idempotent_request() {
+    Logs::capture();
     let pki = Pki::new();
     let (mut a, b) = (Upstream::start().await, Upstream::start().await);
     let region = RegionBuilder::new(&pki)
@@ -152,6 +153,10 @@ async fn one_of_two_endpoints_killed_under_load_fails_no_idempotent_request() {
     // A is ejected now; calls go to B alone, first time, with nothing to retry.
     let a_status = endpoint(&region, SERVICE, &a.url());
     assert!(a_status.ejected_until.is_some() && !a_status.available, "{a_status:#?}");
+    // The operator's log names the service as well as the endpoint, which services may share.
+    let logged = Logs::capture().lines_with("endpoint ejected after").await;
+    let named = |l: &String| l.contains(&a.url()) && l.contains(&format!("service={SERVICE}"));
+    assert!(logged.iter().any(named), "{logged:#?}");
     assert!(endpoint(&region, SERVICE, &b.url()).available);
     for i in 0..20 {
         let proto = if i % 2 == 0 { Proto::H1 } else { Proto::H2 };

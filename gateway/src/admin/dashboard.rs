@@ -181,7 +181,7 @@ pub(super) fn render(
                 h,
                 "<tr><th>{}</th><td class=\"{class}\">{}</td></tr>",
                 t("Ruang kosong disk log", "Free space on the log's disk"),
-                Html(&disk.describe())
+                Html(&disk.describe_as(t("kosong dari", "free of")))
             );
         }
     }

@@ -359,7 +359,8 @@ impl Readiness {
                 let at = r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
                 format!(
                     "the configuration file's version {} was refused at {at}, and the configuration before it stays \
-                     in force: {}",
+                     in force; correct the file (or put back the text in force, GET /config/in-force) before splpd next \
+                     starts, which it may not do with the file as it is: {}",
                     r.version,
                     r.why_on_one_line()
                 )

@@ -50,7 +50,17 @@ impl DiskSpace {
 
     /// The measure as people read it: "17.1 GiB free of 251.9 GiB (6%)".
     pub fn describe(&self) -> String {
-        format!("{} free of {} ({}%)", ByteSize(self.free).approx(), ByteSize(self.size).approx(), self.percent_free())
+        self.describe_as("free of")
+    }
+
+    /// The same in another language, `free_of` its words for "free of" ("kosong dari").
+    pub fn describe_as(&self, free_of: &str) -> String {
+        format!(
+            "{} {free_of} {} ({}%)",
+            ByteSize(self.free).approx(),
+            ByteSize(self.size).approx(),
+            self.percent_free()
+        )
     }
 
     /// The free share, in whole percent.
@@ -164,6 +174,13 @@ mod tests {
         let huge = DiskSpace { free: 5 << 56, size: 100 << 56 };
         assert!(huge.is_low(), "no overflow on large filesystems");
         assert_eq!(huge.percent_free(), 5);
+    }
+
+    #[test]
+    fn the_measure_is_said_in_the_readers_words() {
+        let low = DiskSpace { free: 5 << 30, size: 100 << 30 };
+        assert_eq!(low.describe(), "5 GiB free of 100 GiB (5%)");
+        assert_eq!(low.describe_as("kosong dari"), "5 GiB kosong dari 100 GiB (5%)");
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Default for Retry {
 /// The policy the upstream side runs a service with.
 pub fn policy(s: &Service) -> Policy {
     Policy {
+        service: s.id.to_string(),
         health: s.health_check.as_ref().map(|h| HealthCheckOptions {
             path: h.path.clone(),
             grpc_service: h.grpc_service.clone(),
