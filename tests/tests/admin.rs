@@ -527,3 +527,32 @@ async fn a_reload_changes_who_may_use_the_admin_listener() {
     assert_eq!(value(&metrics(&s).await, "splpd_config_reloads_total", &[]), 1.0);
     s.region.stop().await;
 }
+
+/// A browser that holds an operator's certificate presents it for any page's request: a page of
+/// another site must not be able to turn maintenance on (a cross-site request forgery). Tools
+/// send no `Origin`, and a page of the admin listener itself may.
+#[tokio::test]
+async fn a_change_sent_by_a_page_of_another_site_is_refused() {
+    let s = setup().await;
+    let budi = s.pki.admin(BUDI);
+    let own = format!("https://localhost:{}", s.region.admin_addr().port());
+    for (header, value) in [("origin", "https://evil.example"), ("origin", "null"), ("sec-fetch-site", "cross-site")] {
+        let forged = Call::new(Method::POST, "/maintenance/on").header(header, value);
+        let reply = s.region.call_admin(Some(&budi), forged).await.unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{header}: {value}: {}", reply.text());
+        assert!(reply.json()["message"].as_str().unwrap().contains("sent by a web page"), "{}", reply.text());
+        assert_eq!(admin(&s.region, &budi, Method::GET, "/maintenance").await.json()["maintenance"], false);
+    }
+    // Recorded as refused changes, under the operator whose certificate the browser presented.
+    let refused: Vec<_> = s.region.records().into_iter().filter(|r| r.path == "/maintenance/on").collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert!(refused.iter().all(|r| r.status == 403 && r.client == BUDI), "{refused:#?}");
+    // Reading stays open to a browser, and a change from the listener's own origin is taken.
+    let read = s.region.call_admin(Some(&budi), Call::get("/maintenance").header("origin", "https://evil.example"));
+    assert_eq!(read.await.unwrap().status, StatusCode::OK);
+    let own_page =
+        Call::new(Method::POST, "/maintenance/on").header("origin", &own).header("sec-fetch-site", "same-origin");
+    let reply = s.region.call_admin(Some(&budi), own_page).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    s.region.stop().await;
+}

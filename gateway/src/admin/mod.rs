@@ -250,7 +250,9 @@ async fn handle(
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> AdminResponse {
-    let (operator, cert_sha256) = match operator(gateway, peer, req.method(), req.uri().path()) {
+    let allowed = operator(gateway, peer, req.method(), req.uri().path())
+        .and_then(|op| from_another_site(&req).map_or(Ok(op), Err));
+    let (operator, cert_sha256) = match allowed {
         Ok(op) => op,
         Err(message) => {
             // At `warn` once a minute per address: a client with a certificate must not flood the
@@ -320,6 +322,30 @@ async fn handle(
             set_maintenance(gateway, &operator, cert_sha256, remote, &req, on).await
         }
     }
+}
+
+/// Why a change came from a page in a browser, if it did: a browser that holds an operator's
+/// certificate presents it for any page's request, so a page of another site could otherwise
+/// turn maintenance on (a cross-site request forgery). Browsers say where a request comes from
+/// (`Sec-Fetch-Site`, `Origin`); tools such as curl and `splpd config --admin` send neither, and
+/// the dashboard changes nothing.
+fn from_another_site(req: &Request<Incoming>) -> Option<String> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text("host").or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
+    let origin = text("origin");
+    let other_origin = origin.is_some_and(|o| o.split_once("://").map(|(_, authority)| authority) != host);
+    let other_site = text("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none");
+    (other_origin || other_site).then(|| {
+        format!(
+            "a change sent by a web page (Origin {}) is refused: the admin listener takes changes from tools such as \
+             curl or `splpd config --admin`, not from pages in a browser that holds an operator's certificate",
+            origin.unwrap_or("not given")
+        )
+    })
 }
 
 /// Whether the gateway should be sent exchanges, and if not, why.
