@@ -335,3 +335,33 @@ fn a_change_on_the_host_that_replaces_a_refused_hand_edit_is_recorded_under_the_
     assert_eq!(changes[0].issue, "CHG-22");
     assert_eq!(changes[0].request_body_sha256, sha256(fixed.as_bytes()).to_vec());
 }
+
+/// The file holds an edit a reload refused; the operator puts the text in force back with
+/// `config apply --admin`: the configuration in force does not change, but the file must, or
+/// the next start reads the refused edit.
+#[test]
+fn applying_the_version_in_force_over_a_refused_edit_puts_the_file_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path());
+    let original = served.text();
+    let broken = original.replacen("per_second = 200", "per_secnd = 200", 1);
+    assert_ne!(broken, original);
+    std::fs::write(&served.config, &broken).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !served.dashboard().contains(&format!("{} ", version_of(&broken))) {
+        assert!(Instant::now() < deadline, "the broken edit was not refused:\n{}", served.dashboard());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(served.dir.join("running.toml"), &original).unwrap();
+    let put_back = served.config("apply", "admin-budi", &["running.toml", "--yes", "--issue", "CHG-22 typo"], "");
+    let out = text(&put_back.stdout);
+    assert!(put_back.status.success(), "{out}{}", text(&put_back.stderr));
+    assert!(!out.contains("nothing to do"), "{out}");
+    assert!(out.contains("-per_secnd = 200") && out.contains("+per_second = 200"), "the diff from the file: {out}");
+    assert!(out.contains("puts the file back to the version in force"), "{out}");
+    assert_eq!(served.text(), original);
+    let records = served.stop();
+    let changes: Vec<_> = records.iter().filter(|r| r.method == "RELOAD").collect();
+    assert_eq!(changes.len(), 1, "{records:#?}");
+    assert_eq!((changes[0].client.as_str(), changes[0].issue.as_str()), (BUDI, "CHG-22 typo"));
+}

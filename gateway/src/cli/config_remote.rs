@@ -40,11 +40,21 @@ pub(crate) fn apply(remote: &Remote, issue: &str, new: &Path, yes: bool) -> anyh
         let checked = checked.json("/config/check")?;
         let current = text_field(&checked, "current")?;
         let version = text_field(&checked, "version")?;
-        if checked["changed"] == false {
+        let in_force_already = checked["changed"] == false;
+        if in_force_already && current == version {
             out::line(&format!("The gateway at {} already runs this version ({version}); nothing to do.", admin.base));
             return Ok(ExitCode::SUCCESS);
         }
         out::line(checked["diff"].as_str().unwrap_or_default().trim_end());
+        if in_force_already {
+            // The file holds an edit a reload refused: putting the version in force back over it
+            // changes no configuration, but the file, which the next start reads.
+            out::line(&format!(
+                "The gateway at {} runs this version ({version}) already, but its configuration file holds version \
+                 {current}, which a reload refused: this puts the file back to the version in force.",
+                admin.base
+            ));
+        }
         warn_restart(&checked);
         admin.confirm_and_send(yes, &current, Method::PUT, "/config", Some(text)).await
     })
