@@ -525,8 +525,8 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
         );
         out.single("splpd_audit_tree_size", "gauge", "Records in the audit log's Merkle tree.", c.tree_size);
         if let Some(disk) = c.disk {
-            let free = "Bytes the gateway may still write on the audit log's filesystem; when none are left, every \
-                        exchange is refused.";
+            let free = "Bytes the gateway may still write on the audit log's filesystem; with less than [audit] \
+                        preallocate left, every exchange is refused.";
             out.single("splpd_audit_disk_free_bytes", "gauge", free, disk.free);
             out.single("splpd_audit_disk_size_bytes", "gauge", "Size of the audit log's filesystem.", disk.size);
         }

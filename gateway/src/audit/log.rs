@@ -294,7 +294,9 @@ impl AuditLog {
         })
         .map_err(|source| AuditLogError::Io { what: "starting the audit checkpoint thread".to_owned(), source })?;
         let space = Arc::new(super::space::SpaceGauge::default());
-        let space_watch = super::space::start_task(dir.clone(), Arc::clone(&space))
+        let needs =
+            super::space::Needs { preallocate: options.segments.preallocate, retention: options.retention.is_some() };
+        let space_watch = super::space::start_task(dir.clone(), Arc::clone(&space), needs)
             .map_err(|source| AuditLogError::Io { what: "starting the audit space thread".to_owned(), source })?;
         Ok(Self {
             segments,

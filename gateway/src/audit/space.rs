@@ -2,8 +2,9 @@
 //! exchange is refused, so the gateway watches it: measured when the log opens and every
 //! [`EVERY`] after on a thread of its own, shown in metrics (`splpd_audit_disk_free_bytes`,
 //! `splpd_audit_disk_size_bytes`) and on the dashboard, and warned of when less than a tenth is
-//! left (as it gets there, then hourly while it lasts): in time to export the log, so that
-//! retention may delete its oldest segments, or to give it more space.
+//! left, or less than a few times the room the log sets aside at once (as it gets there, then
+//! hourly while it lasts): in time to give it more space, or to export the log so that
+//! retention, where configured, may delete its oldest segments.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -94,12 +95,27 @@ impl SpaceGauge {
     }
 }
 
+/// The log's room needs, which say when its space is low and what the operator can do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// What the log sets aside at a time (`[audit] preallocate`): with less free, the next
+    /// setting aside fails, and the log with it, whatever share of the disk is left.
+    pub preallocate: u64,
+    /// Whether retention is configured, so that exports let it free space.
+    pub retention: bool,
+}
+
+/// Below this many times [`Needs::preallocate`] free, space is low whatever its share: on a
+/// small filesystem a tenth is less than the log needs to go on.
+const PREALLOCATIONS_LEFT: u64 = 4;
+
 /// What the operator has been told of the space, so that it is told on a change and then hourly,
 /// not at every measure.
 #[derive(Debug, Default)]
 struct Teller {
     /// When space was last said to be low, while it still is.
     warned: Option<Instant>,
+    needs: Needs,
 }
 
 /// What to tell the operator after one measure.
@@ -112,21 +128,38 @@ enum Tell {
 impl Teller {
     fn measured(&mut self, dir: &Path, space: DiskSpace, now: Instant) -> Option<Tell> {
         let told = space.describe();
-        if space.is_low() {
+        let reserve = self.needs.preallocate.saturating_mul(PREALLOCATIONS_LEFT);
+        if space.is_low() || (space.size > 0 && space.free < reserve) {
             if self.warned.is_some_and(|at| now.duration_since(at) < WARN_AGAIN) {
                 return None;
             }
             self.warned = Some(now);
             // Full already: exchanges are being refused now, not once it fills.
-            let when = if space.free == 0 { "it is full, so" } else { "once it is full" };
+            let when = if space.free == 0 {
+                "it is full, so".to_owned()
+            } else if space.free < self.needs.preallocate {
+                format!(
+                    "it has less than the {} the log sets aside at a time ([audit] preallocate), so",
+                    ByteSize(self.needs.preallocate).approx()
+                )
+            } else {
+                "once it is full".to_owned()
+            };
+            let what_to_do = if self.needs.retention {
+                "give it more space, or export the log (splpd audit export) so that retention can delete its oldest \
+                 exported segments"
+            } else {
+                "give it more space (no retention is configured, so nothing is removed by itself: set [audit] \
+                 retain_for or retain_size, and export the log with splpd audit export, for exported segments past \
+                 it to be removed)"
+            };
             return Some(Tell::Low(format!(
                 "the audit log's filesystem ({}) has {told}: {when} every exchange is refused \
-                 (Server.AuditUnavailable); export the log (splpd audit export) so that retention can delete its \
-                 oldest segments, or give it more space",
+                 (Server.AuditUnavailable); {what_to_do}",
                 dir.display()
             )));
         }
-        if self.warned.is_none() || space.percent_free() < BACK_PERCENT {
+        if self.warned.is_none() || space.percent_free() < BACK_PERCENT || space.free < reserve {
             return None;
         }
         self.warned = None;
@@ -136,8 +169,8 @@ impl Teller {
 
 /// Measures the space of `dir`'s filesystem now into `gauge`, then every [`EVERY`] on its own
 /// thread until the ticker is dropped.
-pub(crate) fn start_task(dir: PathBuf, gauge: Arc<SpaceGauge>) -> io::Result<Ticker> {
-    let mut teller = Teller::default();
+pub(crate) fn start_task(dir: PathBuf, gauge: Arc<SpaceGauge>, needs: Needs) -> io::Result<Ticker> {
+    let mut teller = Teller { warned: None, needs };
     let mut measure = move || match DiskSpace::of(&dir) {
         Ok(space) => {
             gauge.set(space);
@@ -174,6 +207,31 @@ mod tests {
         let huge = DiskSpace { free: 5 << 56, size: 100 << 56 };
         assert!(huge.is_low(), "no overflow on large filesystems");
         assert_eq!(huge.percent_free(), 5);
+    }
+
+    /// On a small filesystem a tenth free is less than the log needs: space is low below a few
+    /// times what it sets aside at once, and the advice fits whether retention is configured.
+    #[test]
+    fn space_is_low_below_a_few_preallocations_and_the_advice_fits_the_retention() {
+        let dir = Path::new("/var/lib/splpd/audit");
+        let t0 = Instant::now();
+        let needs = Needs { preallocate: 1 << 20, retention: false };
+        let small = DiskSpace { free: 3 << 20, size: 8 << 20 };
+        assert!(!small.is_low(), "37% free");
+        let mut teller = Teller { warned: None, needs };
+        let Some(Tell::Low(warning)) = teller.measured(dir, small, t0) else { panic!("3 MiB free of 1 MiB needs") };
+        assert!(warning.contains("once it is full") && warning.contains("no retention is configured"), "{warning}");
+        assert!(warning.contains("retain_for") && !warning.contains("so that retention can delete"), "{warning}");
+        // Under one preallocation the log fails now, and says why with room left on the disk.
+        let under = DiskSpace { free: 896 << 10, size: 8 << 20 };
+        let mut teller = Teller { warned: None, needs: Needs { retention: true, ..needs } };
+        let Some(Tell::Low(warning)) = teller.measured(dir, under, t0) else { panic!("under one preallocation") };
+        assert!(warning.contains("less than the 1 MiB the log sets aside at a time"), "{warning}");
+        assert!(warning.contains("so that retention can delete its oldest exported segments"), "{warning}");
+        // Back only with room for it again.
+        assert_eq!(teller.measured(dir, DiskSpace { free: 2 << 20, size: 8 << 20 }, t0 + EVERY), None);
+        let back = teller.measured(dir, DiskSpace { free: 6 << 20, size: 8 << 20 }, t0 + EVERY * 2);
+        assert!(matches!(back, Some(Tell::Back(_))), "{back:?}");
     }
 
     #[test]
