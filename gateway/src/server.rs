@@ -459,10 +459,15 @@ const CRL_WATCH: Duration = Duration::from_secs(3600);
 /// exchange a month later with no word beforehand. (Loading one says so too; this covers a CRL
 /// that ages while loaded.) `/readyz` and `splpd_crl_next_update_timestamp_seconds` say it too.
 async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + CRL_WATCH, CRL_WATCH);
     loop {
+        let wait = match gateway.upgrade() {
+            Some(gateway) => {
+                until_next_crl_look(&gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc())
+            }
+            None => return,
+        };
         tokio::select! {
-            _ = ticks.tick() => {}
+            () = tokio::time::sleep(wait) => {}
             () = stopped(&mut shutdown) => return,
         }
         let Some(gateway) = gateway.upgrade() else { return };
@@ -475,6 +480,17 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
             }
         }
     }
+}
+
+/// Until the next look at the CRLs: [`CRL_WATCH`], or the moment one passes its next update when
+/// that comes sooner, so that the log says so then, not up to an hour later.
+fn until_next_crl_look(crls: &[crate::tls::CrlStatus], now: time::OffsetDateTime) -> Duration {
+    crls.iter()
+        .filter_map(|c| c.next_update)
+        .filter(|next| *next > now)
+        .filter_map(|next| Duration::try_from(next - now).ok())
+        .map(|left| left + Duration::from_secs(1))
+        .fold(CRL_WATCH, Duration::min)
 }
 
 impl Running {
@@ -536,5 +552,26 @@ mod tests {
         assert!(said.starts_with(&format!("cannot listen on {address} ([[listener]] \"public\")")), "{said}");
         assert!(said.contains(&format!("`ss -ltnp 'sport = :{}'`", address.port())), "{said}");
         assert!(said.contains("give [[listener]] \"public\" another address"), "{said}");
+    }
+
+    /// The CRLs are looked at hourly, and also as one passes its next update.
+    #[test]
+    fn the_next_look_at_the_crls_is_when_one_passes_its_next_update_if_sooner() {
+        let now = time::OffsetDateTime::now_utc();
+        let crl = |next: Option<time::Duration>| crate::tls::CrlStatus {
+            anchor: "region".into(),
+            path: "crl.pem".into(),
+            next_update: next.map(|d| now + d),
+            this_update: now,
+            number: None,
+            signer: Box::default(),
+            issuer: Box::default(),
+            scope: None,
+        };
+        assert_eq!(until_next_crl_look(&[], now), CRL_WATCH);
+        let soon = [crl(Some(time::Duration::days(3))), crl(Some(time::Duration::seconds(90))), crl(None)];
+        assert_eq!(until_next_crl_look(&soon, now), Duration::from_secs(91));
+        // One already past is said at every look; it does not make the looks come faster.
+        assert_eq!(until_next_crl_look(&[crl(Some(time::Duration::seconds(-5)))], now), CRL_WATCH);
     }
 }

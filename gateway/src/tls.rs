@@ -359,14 +359,19 @@ impl CrlStatus {
                 self.anchor
             ))
         } else if next - now <= CRL_WARNING {
-            let hours = (next - now).whole_hours();
+            let left = next - now;
+            let hours = left.whole_hours();
+            // Within the hour, in minutes: "0 day(s) 0 hour(s)" would read as already past.
+            let within = if hours == 0 {
+                format!("{} minute(s)", left.whole_minutes().max(1))
+            } else {
+                format!("{} day(s) {} hour(s)", hours / 24, hours % 24)
+            };
             Some(format!(
-                "the CRL {} of trust anchor {:?} reaches its next update at {when}, in {} day(s) {} hour(s); after \
-                 that every certificate of that CA is refused until a fresh CRL is loaded: {fix}",
+                "the CRL {} of trust anchor {:?} reaches its next update at {when}, in {within}; after that every \
+                 certificate of that CA is refused until a fresh CRL is loaded: {fix}",
                 self.path.display(),
                 self.anchor,
-                hours / 24,
-                hours % 24
             ))
         } else {
             None
@@ -1434,6 +1439,8 @@ pub(crate) mod tests {
         assert!(past.contains("passed its next update") && past.contains("every certificate of that CA is refused"));
         assert!(status(-1).expired(now));
         assert_eq!(CrlStatus { next_update: None, ..status(1) }.concern(now), None);
+        let minutes = CrlStatus { next_update: Some(now + Duration::seconds(90)), ..status(1) }.concern(now).unwrap();
+        assert!(minutes.contains("in 1 minute(s)"), "within the hour, in minutes: {minutes}");
     }
 
     #[tokio::test]
