@@ -59,6 +59,8 @@ pub struct Gateway {
     telemetry: Option<Arc<crate::telemetry::ExportStats>>,
     /// Refusals of unidentified callers answered and recorded per address (`refusals`).
     refusals: crate::refusals::RefusalBudget,
+    /// Lines of each kind of refusal said a minute: an outage refuses every exchange alike.
+    log_budget: crate::log_budget::LogBudget,
     /// Set once the gateway stops taking connections (`Running::stop`), so that readiness says
     /// so while the exchanges in flight finish.
     stopping: std::sync::atomic::AtomicBool,
@@ -179,6 +181,7 @@ impl Gateway {
             reloader: std::sync::OnceLock::new(),
             telemetry,
             refusals: crate::refusals::RefusalBudget::default(),
+            log_budget: crate::log_budget::LogBudget::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -246,6 +249,11 @@ impl Gateway {
     /// second call is ignored.
     pub fn attach_reloader(&self, reloader: &Arc<crate::reload::Reloader>) {
         let _ = self.reloader.set(Arc::downgrade(reloader));
+    }
+
+    /// How many lines of each kind of refusal the log takes a minute (`log_budget`).
+    pub fn log_budget(&self) -> &crate::log_budget::LogBudget {
+        &self.log_budget
     }
 
     /// The budget of refusals of unidentified callers answered and recorded per address.
@@ -772,14 +780,27 @@ impl Gateway {
         {
             return crate::edge::closing_answer(ctx.grpc);
         }
-        let named = err.told_by(&self.snapshot().gateway_id);
+        let snap = self.snapshot();
+        let named = err.told_by(&snap.gateway_id);
         let err = named.as_ref().unwrap_or(err);
-        if named.is_some() {
-            // The caller was told to ask the operator, so this must reach the log at the levels an
-            // operator runs with (warn and above, as the demo does).
-            tracing::warn!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
-        } else {
-            tracing::info!(exchange = %ctx.exchange_id, error = err.xroad_type(), grpc = ctx.grpc, "{}", err.for_operator());
+        // Of each kind (its type, and the service when it is one of ours), a few a minute: an
+        // outage refuses every exchange alike, and each is in the audit log under its id.
+        let service = ctx.service.as_ref().filter(|s| snap.routes.contains_key(*s));
+        let kind = format!("{} {}", err.xroad_type(), service.map(ToString::to_string).unwrap_or_default());
+        drop(snap);
+        let (id, kind_of, grpc) = (&ctx.exchange_id, err.xroad_type(), ctx.grpc);
+        match self.log_budget.take(&kind, std::time::Instant::now()) {
+            // The caller was told to ask the operator, so this must reach the log at the levels
+            // an operator runs with (warn and above, as the demo does).
+            Some(left_out) if named.is_some() => {
+                let note = crate::log_budget::left_out_note(left_out);
+                tracing::warn!(exchange = %id, error = kind_of, grpc, "{}{note}", err.for_operator());
+            }
+            Some(left_out) => {
+                let note = crate::log_budget::left_out_note(left_out);
+                tracing::info!(exchange = %id, error = kind_of, grpc, "{}{note}", err.for_operator());
+            }
+            None => tracing::debug!(exchange = %id, error = kind_of, grpc, "{}", err.for_operator()),
         }
         if ctx.grpc {
             ctx.record.set_status(StatusCode::OK);

@@ -15,6 +15,7 @@ pub mod identify;
 pub mod limit;
 pub mod linger;
 pub mod local;
+pub mod log_budget;
 pub mod memory;
 pub mod peer;
 pub mod refusals;

@@ -245,7 +245,15 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
                         tracing::debug!(listener = %listener.name, %remote, "closed before its TLS handshake: {e}");
                     } else {
                         stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::info!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
+                        // A few a minute per listener: a CRL past its next update refuses every one.
+                        let kind = format!("TLS handshake {}", listener.name);
+                        let line = crate::tls::refusal(&e, refused);
+                        match gateway.log_budget().take(&kind, std::time::Instant::now()) {
+                            Some(left_out) => tracing::info!(
+                                listener = %listener.name, %remote, "{line}{}", crate::log_budget::left_out_note(left_out)
+                            ),
+                            None => tracing::debug!(listener = %listener.name, %remote, "{line}"),
+                        }
                     }
                     return;
                 }
@@ -462,7 +470,7 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
     loop {
         let wait = match gateway.upgrade() {
             Some(gateway) => {
-                until_next_crl_look(&gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc())
+                until_next_crl_look(gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc())
             }
             None => return,
         };
