@@ -222,7 +222,8 @@ async fn an_older_crl_put_back_is_refused_and_the_revocation_stays_in_force() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;
     let region = builder(&pki, &upstream, &[DINKES]).start().await;
-    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    let reloader = std::sync::Arc::new(Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway())));
+    region.gateway().attach_reloader(&reloader);
     let (cert, serial) = pki.revocable_client(DINKES);
     let crl = pki.dir().join("region/crl.pem");
     let before = std::fs::read(&crl).unwrap();
@@ -240,6 +241,12 @@ async fn an_older_crl_put_back_is_refused_and_the_revocation_stays_in_force() {
     assert!(text.contains("is older than the one in force") && text.contains("splpd certs crl"), "{text}");
     assert!(call().await.is_err(), "the older CRL let a revoked certificate back in");
     assert!(upstream.received().is_empty());
+    // Readiness notes it as the file it is, not as the configuration's text, which is in force.
+    let notes = splpd_gateway::admin::Readiness::of(region.gateway()).notes;
+    assert!(
+        notes.len() == 1 && notes[0].starts_with("a certificate, key or CRL that the configuration in force"),
+        "{notes:#?}"
+    );
 
     // A CRL of the same age as the one in force, or newer, is taken.
     pki.revoke(&pki.revocable_client(RSUD).1);

@@ -378,18 +378,30 @@ impl Readiness {
         if let Some(m) = gateway.maintenance().state() {
             reasons.push(format!("maintenance mode is on: {}", m.describe()));
         }
-        let mut notes: Vec<String> = gateway
-            .reloader()
+        let reloader = gateway.reloader();
+        let in_force = reloader.as_ref().and_then(|r| r.text_in_force()).map(|(_, version)| version);
+        let mut notes: Vec<String> = reloader
             .and_then(|r| r.last_refused())
             .map(|r| {
                 let at = r.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-                format!(
-                    "the configuration file's version {} was refused at {at}, and the configuration before it stays \
-                     in force; correct the file (or put back the text in force, GET /config/in-force) before splpd next \
-                     starts, which it may not do with the file as it is: {}",
-                    r.version,
-                    r.why_on_one_line()
-                )
+                if in_force.as_deref() == Some(r.version.as_str()) {
+                    // The text is the one in force: what failed is a file it names.
+                    format!(
+                        "a certificate, key or CRL that the configuration in force (version {}) names was refused at \
+                         {at}, and the ones loaded before stay in force; replace the file before splpd next starts, \
+                         which it may not do with it as it is: {}",
+                        r.version,
+                        r.why_on_one_line()
+                    )
+                } else {
+                    format!(
+                        "the configuration file's version {} was refused at {at}, and the configuration before it \
+                         stays in force; correct the file (or put back the text in force, GET /config/in-force) before \
+                         splpd next starts, which it may not do with the file as it is: {}",
+                        r.version,
+                        r.why_on_one_line()
+                    )
+                }
             })
             .into_iter()
             .collect();
