@@ -354,3 +354,34 @@ async fn two_operators_changing_the_same_version_at_once_cannot_overwrite_each_o
     let _ = stop.send(true);
     s.region.stop().await;
 }
+
+/// Through the admin listener a change may name only the files the configuration in force names,
+/// each under its own key: an operator's certificate must not make the gateway read the host's
+/// other files, or its key under another key (sent, say, as a token secret).
+#[tokio::test]
+async fn a_change_through_the_admin_listener_may_not_name_a_new_file() {
+    let s = setup().await;
+    let (_reloader, stop) = attach(&s.region);
+    let path = s.region.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let version = etag(&call(&s, Call::get("/config")).await);
+    let key = s.region.gateway().snapshot().config.gateway.key.clone();
+    let bundle = format!("{text}\n[[trust_anchor]]\nname = \"system\"\nca = \"/etc/ssl/certs/ca-certificates.crt\"\n");
+    let key_as_crl = text.replacen("crls = [", &format!("crls = [{:?}, ", key.display().to_string()), 1);
+    assert_ne!(key_as_crl, text, "the region's anchor lists its CRL");
+    for (new, named) in [(bundle, "ca-certificates.crt"), (key_as_crl, "gw1.key")] {
+        for (method, target) in [(Method::POST, "/config/check"), (Method::PUT, "/config")] {
+            let sent = Call::new(method.clone(), target).header("if-match", format!("\"{version}\"")).body(new.clone());
+            let reply = call(&s, sent).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{target}: {}", reply.text());
+            let message = reply.json()["message"].as_str().unwrap().to_owned();
+            assert!(message.contains(named) && message.contains("splpd config apply --config"), "{message}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "nothing changed");
+    // A change that names the same files passes.
+    let same_files = format!("{text}\n# reviewed\n");
+    let reply = call(&s, Call::new(Method::POST, "/config/check").body(same_files)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let _ = stop.send(true);
+}

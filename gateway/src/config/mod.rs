@@ -157,29 +157,39 @@ fn shape_hint(message: &str) -> Option<String> {
 
 impl Config {
     /// Makes every relative path absolute against `base`, the configuration file's directory.
-    fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        self.for_each_path(|_, p| {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
-        };
-        fix(&mut self.gateway.cert);
-        fix(&mut self.gateway.key);
+        });
+    }
+
+    /// Every file or folder the configuration names, with the key that names it.
+    pub fn files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files = Vec::new();
+        self.clone().for_each_path(|key, p| files.push((key, std::mem::take(p))));
+        files
+    }
+
+    fn for_each_path(&mut self, mut f: impl FnMut(&'static str, &mut PathBuf)) {
+        f("[gateway] cert", &mut self.gateway.cert);
+        f("[gateway] key", &mut self.gateway.key);
         for anchor in &mut self.trust_anchors {
-            fix(&mut anchor.ca);
-            anchor.crls.iter_mut().for_each(fix);
+            f("[[trust_anchor]] ca", &mut anchor.ca);
+            anchor.crls.iter_mut().for_each(|p| f("[[trust_anchor]] crls", p));
         }
         for service in &mut self.services {
-            service.openapi.iter_mut().for_each(fix);
+            service.openapi.iter_mut().for_each(|p| f("[[service]] openapi", p));
             if let Some(tls) = &mut service.tls {
-                tls.ca.iter_mut().for_each(fix);
+                tls.ca.iter_mut().for_each(|p| f("[[service]] tls.ca", p));
             }
         }
         if let Some(national) = &mut self.national {
-            national.client_secret_file.iter_mut().for_each(fix);
+            national.client_secret_file.iter_mut().for_each(|p| f("[national] client_secret_file", p));
         }
-        fix(&mut self.audit.dir);
-        self.audit.signing_key.iter_mut().for_each(fix);
-        self.audit.signing_cert.iter_mut().for_each(fix);
+        f("[audit] dir", &mut self.audit.dir);
+        self.audit.signing_key.iter_mut().for_each(|p| f("[audit] signing_key", p));
+        self.audit.signing_cert.iter_mut().for_each(|p| f("[audit] signing_cert", p));
     }
 }

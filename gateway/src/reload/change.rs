@@ -83,6 +83,20 @@ pub enum ChangeError {
     /// The new text is refused: its mistakes, or what it cannot change while the gateway runs.
     #[error(transparent)]
     Refused(#[from] ReloadError),
+    /// A change through the admin listener names a file the configuration in force does not
+    /// name under that key.
+    #[error(
+        "{key} = {path:?} names a file the configuration in force does not name there: through the admin listener a \
+         change may name only the files already in use, so that no operator's certificate can make the gateway read \
+         others of its host; put the file in place on the gateway's host and make this change there (splpd config \
+         apply --config FILE NEW)"
+    )]
+    NewFile {
+        /// The key that names it.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
     /// There is no earlier version to go back to.
     #[error(
         "{dir} holds no earlier version of {file}: only changes made through the admin listener or `splpd config \
@@ -149,6 +163,7 @@ impl Reloader {
     /// Checks `text` as a replacement of the file, and shows the change; changes nothing.
     pub async fn check(&self, text: String) -> Result<Checked, ChangeError> {
         let (current_text, current) = self.current().await?;
+        self.names_no_new_file(&text)?;
         let (_, report) = self.build(text.clone()).await?;
         let version = version_of(&text);
         let diff = self.diff(&current_text, &current, &text, &version, "new");
@@ -162,7 +177,24 @@ impl Reloader {
     /// Puts `text` in force in place of version `expected` of the file.
     pub async fn apply(&self, text: String, expected: &str, by: &ChangedBy) -> Result<Changed, ChangeError> {
         let _one_at_a_time = self.changing.lock().await;
+        self.names_no_new_file(&text)?;
         self.put_in_force(text, "new", expected, by).await
+    }
+
+    /// Refuses a text sent through the admin listener that names a file the configuration in
+    /// force does not name under the same key, before anything reads it: an operator's
+    /// certificate must not make the gateway read, or send on, what the host holds (its key as
+    /// `client_secret_file`, towards a token URL of the sender's; a system CA bundle as a trust
+    /// anchor; `/dev/zero`). New files are put in place on the host, and named there (`splpd
+    /// config apply --config`). A text that does not parse names nothing yet: the check reports it.
+    fn names_no_new_file(&self, text: &str) -> Result<(), ChangeError> {
+        let Ok(mut new) = toml::from_str::<crate::config::Config>(text) else { return Ok(()) };
+        new.resolve_paths(&history::folder_of(&self.path));
+        let in_force = self.gateway.snapshot().config.files();
+        match new.files().into_iter().find(|named| !in_force.contains(named)) {
+            Some((key, path)) => Err(ChangeError::NewFile { key, path }),
+            None => Ok(()),
+        }
     }
 
     /// Puts back the version the latest change replaced, in place of version `expected`. The
