@@ -1360,3 +1360,40 @@ fn an_exchange_id_two_callers_chose_is_proved_only_once_told_whose() {
     // An id carried once needs no such help.
     log.ok(&["audit", "proof", "audit", &exchange_id(11)]);
 }
+
+/// The tools often run as root on a folder the gateway's account can write: a symbolic link
+/// planted there must not point them at another file of the host, which an export would ship
+/// (the gateway's key as a signer's certificate), nor make export write through it.
+#[test]
+fn links_planted_in_the_audit_folder_are_refused_not_followed() {
+    let log = Log::new(100);
+    let planted = log.dir().join("signer-planted.crt");
+    std::os::unix::fs::symlink(log.path("gw1.key"), &planted).unwrap();
+    let all = log.fails(&["audit", "export", "audit", "--to", "x.tar", "--key", "gw1.key"]);
+    assert!(all.contains("signer-planted.crt is a symbolic link or not a plain file"), "{all}");
+    assert!(!log.path("x.tar").exists());
+    fs::remove_file(&planted).unwrap();
+
+    // A segment replaced by a link: verify says so rather than reading where it points.
+    let segment = fs::read_dir(log.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    let moved = log.path("moved.seg");
+    fs::rename(&segment, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &segment).unwrap();
+    let all = log.fails(&["audit", "verify", "audit"]);
+    assert!(all.contains("is a symbolic link or not a plain file"), "{all}");
+    fs::remove_file(&segment).unwrap();
+    fs::rename(&moved, &segment).unwrap();
+
+    // exports.log as a link: the archive is made, but the export is not recorded through it,
+    // which the operator is told.
+    let target = log.path("elsewhere.log");
+    std::os::unix::fs::symlink(&target, log.dir().join("exports.log")).unwrap();
+    let out = log.splpd(&["audit", "export", "audit", "--to", "y.tar", "--key", "gw1.key"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("the export could not be recorded in"), "{}", text(&out.stderr));
+    assert!(!target.exists(), "export wrote through the link");
+}

@@ -425,7 +425,7 @@ fn append_frame(file: &mut File, payload: &[u8]) -> io::Result<()> {
 pub fn read_checkpoints(dir: &Path) -> io::Result<Vec<Checkpoint>> {
     let path = dir.join(CHECKPOINTS_FILE);
     let mut bytes = Vec::new();
-    match File::open(&path) {
+    match super::open_log_file(&path) {
         Ok(mut f) => {
             f.read_to_end(&mut bytes)?;
         }

@@ -143,10 +143,43 @@ pub(crate) fn make_dir(dir: &std::path::Path) -> io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)
 }
 
-/// `options` creating a file of the audit log: with [`FILE_MODE`].
+/// `options` creating a file of the audit log: with [`FILE_MODE`], and never through a
+/// symbolic link ([`open_log_file`]).
 pub(crate) fn new_file(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt as _;
-    options.mode(FILE_MODE)
+    options.mode(FILE_MODE).custom_flags(NO_FOLLOW)
+}
+
+const NO_FOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits().cast_signed();
+
+/// Opens a file of an audit folder (or of an extracted export) for reading, refusing a symbolic
+/// link or anything but a plain file: the tools often run as root on a folder the gateway's
+/// account can write, and a link planted there would point them at any file of the host, which
+/// an export would then ship (the gateway's key as a signer's certificate).
+pub(crate) fn open_log_file(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let not_ours = || {
+        io::Error::other(format!(
+            "{} is a symbolic link or not a plain file; an audit folder holds only the files the gateway wrote: \
+             remove it (and find out who put it there)",
+            path.display()
+        ))
+    };
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(NO_FOLLOW).open(path).map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) { not_ours() } else { e }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(not_ours());
+    }
+    Ok(file)
+}
+
+/// The whole of a file of an audit folder, as [`open_log_file`] opens it.
+pub(crate) fn read_log_file(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut open_log_file(path)?, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// Why a record could not be taken. Every variant means the same to a client:

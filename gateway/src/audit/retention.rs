@@ -56,7 +56,7 @@ pub fn record_export(dir: &Path, entry: &ExportEntry) -> io::Result<()> {
 /// The exports recorded in `dir`, oldest first.
 pub fn read_exports(dir: &Path) -> io::Result<Vec<ExportEntry>> {
     let path = dir.join(EXPORTS_FILE);
-    let file = match fs::File::open(&path) {
+    let file = match super::open_log_file(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),

@@ -115,7 +115,7 @@ impl CheckpointReader {
     /// Opens the checkpoints of the audit directory `dir`; a missing file reads as no checkpoints.
     pub fn open(dir: &Path) -> Result<Self, CheckpointFileError> {
         let path = dir.join(CHECKPOINTS_FILE);
-        let (reader, len) = match File::open(&path) {
+        let (reader, len) = match super::open_log_file(&path) {
             Ok(file) => {
                 let len =
                     file.metadata().map_err(|source| CheckpointFileError::Io { path: path.clone(), source })?.len();

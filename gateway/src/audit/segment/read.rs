@@ -162,7 +162,7 @@ impl SegmentReader {
     }
 
     fn open_segment(&mut self, name_seq: u64, path: PathBuf) -> Result<SegmentFile, SegmentError> {
-        let mut file = File::open(&path).map_err(|e| SegmentError::io(&path, e))?;
+        let mut file = crate::audit::open_log_file(&path).map_err(|e| SegmentError::io(&path, e))?;
         let mut head = [0u8; HEADER_LEN];
         let read = read_full(&mut file, &mut head).map_err(|e| SegmentError::io(&path, e))?;
         let header =
@@ -344,7 +344,7 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 fn intact_frame_after(path: &Path, from: u64) -> io::Result<(Option<u64>, u64)> {
     const WINDOW: usize = MAX_RECORD_LEN as usize;
     const SPAN: usize = WINDOW + FRAME_HEADER_LEN + MAX_RECORD_LEN as usize;
-    let mut file = File::open(path)?;
+    let mut file = crate::audit::open_log_file(path)?;
     let end = file.metadata()?.len();
     let mut buf = Vec::new();
     let mut start = from + 1;

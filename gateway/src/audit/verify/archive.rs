@@ -4,7 +4,7 @@
 //! signed with the gateway's key in `MANIFEST.sig`. Extracted, the archive is an audit directory
 //! that `splpd audit verify` checks like a live log, its manifest included.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -241,7 +241,7 @@ impl<R: Read> Read for Hashing<R> {
 
 /// SHA-256 and length of a file.
 fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut hashing = Hashing::new(File::open(path)?);
+    let mut hashing = Hashing::new(crate::audit::open_log_file(path)?);
     io::copy(&mut hashing, &mut io::sink())?;
     Ok(hashing.finish())
 }
@@ -299,7 +299,7 @@ impl Read for CheckpointFrames {
 /// The length of a segment's header and its first `records` frames, read from the frame
 /// headers alone (the frames were checked by the verification before).
 fn frames_len(path: &Path, records: u64) -> io::Result<u64> {
-    let mut file = File::open(path)?;
+    let mut file = crate::audit::open_log_file(path)?;
     let file_len = file.metadata()?.len();
     let mut at = HEADER_LEN as u64;
     for _ in 0..records {
@@ -424,7 +424,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     })?;
     let kept_path = dir.join(&signer_name);
     let shipped = if kept_path.exists() {
-        let bytes = fs::read(&kept_path).map_err(|e| other(format!("{}: {e}", kept_path.display())))?;
+        let bytes =
+            crate::audit::read_log_file(&kept_path).map_err(|e| other(format!("{}: {e}", kept_path.display())))?;
         let der =
             first_certificate(&bytes).ok_or_else(|| other(format!("{} holds no certificate", kept_path.display())))?;
         if der != cert_der {
@@ -495,7 +496,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
         let entry = entry.map_err(|e| other(format!("{}: {e}", dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("signer-") && name.ends_with(".crt") {
-            let bytes = fs::read(entry.path()).map_err(|e| other(format!("{}: {e}", entry.path().display())))?;
+            let bytes = crate::audit::read_log_file(&entry.path())
+                .map_err(|e| other(format!("{}: {e}", entry.path().display())))?;
             certs.push((name, bytes));
         }
     }
@@ -645,7 +647,7 @@ fn write_archive(
     for (first, end, segment) in segments {
         let len = frames_len(segment, end - first).map_err(|e| other(format!("{}: {e}", segment.display())))?;
         let name = segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let source = File::open(segment).map_err(|e| other(format!("{}: {e}", segment.display())))?;
+        let source = crate::audit::open_log_file(segment).map_err(|e| other(format!("{}: {e}", segment.display())))?;
         let mut hashing = Hashing::new(source.take(len));
         tar.append_data(&mut tar_header(len, mtime), &name, &mut hashing).map_err(io_err)?;
         let (bytes, sha256) = hashing.finish();
@@ -693,7 +695,7 @@ pub(crate) fn starting_tree(dir: &Path) -> Result<crate::audit::merkle::Tree, St
     if !path.exists() {
         return crate::audit::retention::base_tree(dir);
     }
-    let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::audit::read_log_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
     crate::audit::merkle::Tree::from_frontier(manifest.start.tree_size, manifest.start_frontier())
@@ -711,7 +713,7 @@ pub(crate) fn check_manifest(
     segments: &[(u64, PathBuf)],
     ca: Option<&[u8]>,
 ) -> Result<(Manifest, Vec<String>), String> {
-    let text = fs::read(dir.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
+    let text = crate::audit::read_log_file(&dir.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("not a manifest: {e}"))?;
     if manifest.format != MANIFEST_FORMAT {
         return Err(format!("unknown format {:?}; expected {MANIFEST_FORMAT}", manifest.format));
@@ -724,7 +726,7 @@ pub(crate) fn check_manifest(
         if !plain(cert_name) {
             return Err(format!("the signer certificate's name {cert_name:?} is not a plain file name"));
         }
-        let sig = fs::read(dir.join(MANIFEST_SIG_FILE)).map_err(|e| match e.kind() {
+        let sig = crate::audit::read_log_file(&dir.join(MANIFEST_SIG_FILE)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => format!(
                 "{MANIFEST_SIG_FILE} is missing: the archive is incomplete; extract the whole archive again into an \
                  empty directory"
