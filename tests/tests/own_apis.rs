@@ -742,3 +742,37 @@ impl Drop for RujukanUpstream {
         self.task.abort();
     }
 }
+
+/// A call to one of the gateway's own unary services whose request message never arrives whole
+/// (its frame declares more bytes than come) is not held for ever: it ends at the caller's
+/// deadline, or the gateway's own bound, as DEADLINE_EXCEEDED, and is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_call_whose_message_never_arrives_whole_ends_at_its_deadline() {
+    let Setup { region, pki, .. } = setup().await;
+    let config = splpd_tests::client::tls_config(region.roots(), Some(&pki.client(RSUD)), Proto::H2);
+    let tcp = tokio::net::TcpStream::connect(region.addr("public")).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (sender, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut sender = sender.ready().await.unwrap();
+    let req = http::Request::post("https://localhost/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(())
+        .unwrap();
+    let (answer, mut stream) = sender.send_request(req, false).unwrap();
+    // A frame that declares 1000 bytes, and 3 of them; the stream stays open.
+    let mut frame = vec![0u8, 0, 0, 3, 232];
+    frame.extend_from_slice(b"abc");
+    stream.send_data(bytes::Bytes::from(frame), false).unwrap();
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), answer).await.expect("held").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let h = answer.headers();
+    assert_eq!(h.get("grpc-status").map(|v| v.to_str().unwrap()), Some("4"), "{h:?}");
+    assert_eq!(h.get("x-road-error").map(|v| v.to_str().unwrap()), Some("Client.DeadlineExceeded"), "{h:?}");
+    let id = h.get("x-road-id").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(region.record(&id).await.error_type, "Client.DeadlineExceeded");
+}

@@ -69,6 +69,10 @@ impl Apis {
     }
 }
 
+/// How long a call to one of the gateway's own gRPC services may take for its request message
+/// to arrive (a stream's answer starts at once, and is not held to it).
+pub(crate) const OWN_CALL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Answers a call to one of the gateway's gRPC services.
 pub(super) async fn serve(
     api: OwnGrpc,
@@ -80,13 +84,26 @@ pub(super) async fn serve(
 ) -> http::Response<ResponseBody> {
     let method = parts.uri.path().rsplit('/').next().unwrap_or_default().to_owned();
     let method = method.as_str();
+    // The caller's own deadline, when nearer (a malformed one was refused before).
+    let deadline = grpc::timeout(&parts.headers).ok().flatten().filter(|d| *d < OWN_CALL_WAIT);
     let mut req = http::Request::from_parts(parts, tonic::body::Body::new(body));
     req.extensions_mut().insert(call.clone());
     let limit = call.snapshot.limits.max_request_body.bytes();
+    // A unary call is answered once its whole request message is in: a caller that declares
+    // a message and stops sending it must not hold the call (and its memory) for ever.
     let resp = match APIS.get(api, limit) {
-        Ok(service) => match service.oneshot(req).await {
-            Ok(resp) => resp,
-            Err(never) => match never {},
+        Ok(service) => match tokio::time::timeout(deadline.unwrap_or(OWN_CALL_WAIT), service.oneshot(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(never)) => match never {},
+            Err(_) => status(&match deadline {
+                Some(d) => GatewayError::DeadlineExceeded(format!(
+                    "the call's own deadline of {d:?} (grpc-timeout) passed before its request message arrived whole"
+                )),
+                None => GatewayError::RequestTimeout(format!(
+                    "the request message did not arrive whole within {OWN_CALL_WAIT:?}; send it at once"
+                )),
+            })
+            .into_http(),
         },
         Err(err) => status(&err).into_http(),
     };
