@@ -294,8 +294,18 @@ impl Pki {
     /// A subsystem certificate for `id` minted with the peer region CA's key file directly,
     /// bypassing the tooling's scope check: the peer CA vouching for an identity of this region.
     pub fn rogue_peer_client(&self, id: &str) -> ClientCert {
+        self.rogue_peer(IdKind::Subsystem, id)
+    }
+
+    /// An admin certificate for `id` minted as [`Self::rogue_peer_client`] is: the peer CA
+    /// claiming one of this region's operators.
+    pub fn rogue_peer_admin(&self, id: &str) -> ClientCert {
+        self.rogue_peer(IdKind::Admin, id)
+    }
+
+    fn rogue_peer(&self, kind: IdKind, id: &str) -> ClientCert {
         let params = profile::leaf_params(
-            &Identity::parse(IdKind::Subsystem, id).expect("identifier"),
+            &Identity::parse(kind, id).expect("identifier"),
             PEER_ORG,
             &ServerNames::default(),
             Validity::days_from(now(), 30),

@@ -556,3 +556,19 @@ async fn a_change_sent_by_a_page_of_another_site_is_refused() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     s.region.stop().await;
 }
+
+/// A certificate that identifies no one here (the neighbouring region's CA claiming one of our
+/// operators) is refused, and its attempted change recorded by the certificate's fingerprint.
+#[tokio::test]
+async fn a_change_tried_with_a_certificate_that_identifies_no_one_is_recorded_by_its_fingerprint() {
+    let s = setup().await;
+    let forged = s.pki.rogue_peer_admin(BUDI);
+    let reply = admin(&s.region, &forged, Method::POST, "/maintenance/on").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let tried: Vec<_> = s.region.records().into_iter().filter(|r| r.path == "/maintenance/on").collect();
+    assert_eq!(tried.len(), 1, "{tried:#?}");
+    assert_eq!((tried[0].status, tried[0].client.as_str()), (403, ""), "{tried:#?}");
+    assert_eq!(tried[0].client_cert_sha256, forged.sha256().to_vec());
+    assert_eq!(admin(&s.region, &s.pki.admin(BUDI), Method::GET, "/maintenance").await.json()["maintenance"], false);
+    s.region.stop().await;
+}

@@ -186,7 +186,9 @@ async fn serve_connection(
         }
     };
     let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-    let peer = identify::identify_peer(&gateway.snapshot().trust, &chain);
+    // Kept for a certificate that identifies no one here, whose refused changes are recorded by it.
+    let fingerprint = chain.first().map(|leaf| splpd_certs::load::sha256(leaf.as_ref()));
+    let peer = (identify::identify_peer(&gateway.snapshot().trust, &chain), fingerprint);
     let peer = Arc::new(peer);
     let service = service_fn(move |req| {
         let (gateway, listeners, peer) = (Arc::clone(&gateway), Arc::clone(&listeners), Arc::clone(&peer));
@@ -246,7 +248,7 @@ type AdminResponse = Response<Full<Bytes>>;
 async fn handle(
     gateway: &Gateway,
     shared: &Shared,
-    peer: &Result<PeerIdentity, identify::IdentifyError>,
+    (peer, fingerprint): &(Result<PeerIdentity, identify::IdentifyError>, Option<[u8; 32]>),
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> AdminResponse {
@@ -265,14 +267,20 @@ async fn handle(
             } else {
                 tracing::info!(%remote, path = %req.uri().path(), "admin listener: refused: {message}");
             }
-            if let Ok(peer) = peer
+            // By the certificate's identity, or, when it identifies no one here (another CA's
+            // claiming one of ours, two identities in one), by its fingerprint alone.
+            let tried = match peer {
+                Ok(peer) => Some((Some(&peer.identity), peer.cert_sha256)),
+                Err(_) => fingerprint.map(|sha| (None, sha)),
+            };
+            if let Some((identity, cert_sha256)) = tried
                 && !matches!(*req.method(), Method::GET | Method::HEAD)
             {
                 if shared.refusals_recorded.len() > 4096 {
                     shared.refusals_recorded.retain_recent();
                 }
-                if shared.refusals_recorded.check_key(&peer.cert_sha256).is_ok() {
-                    record_refused_change(gateway, peer, remote, &req).await;
+                if shared.refusals_recorded.check_key(&cert_sha256).is_ok() {
+                    record_refused_change(gateway, identity, cert_sha256, remote, &req).await;
                 } else {
                     tracing::info!(%remote, "admin listener: a refused change not written to the audit log: more than \
                         {REFUSED_CHANGES_RECORDED} a minute with this certificate");
@@ -445,17 +453,24 @@ const ADMIN_MAX_PATH: usize = 256;
 
 /// A change refused on the admin listener, in the audit log as the changes operators make are:
 /// which certificate tried what, from where. Reads refused are not (reading is not logged).
-async fn record_refused_change(gateway: &Gateway, peer: &PeerIdentity, remote: SocketAddr, req: &Request<Incoming>) {
+async fn record_refused_change(
+    gateway: &Gateway,
+    identity: Option<&Identity>,
+    cert_sha256: [u8; 32],
+    remote: SocketAddr,
+    req: &Request<Incoming>,
+) {
     let snap = gateway.snapshot();
     let mut record = RecordBuilder::received_now(&snap.gateway_id);
     record.set_exchange_id(uuid::Uuid::new_v4());
-    match &peer.identity {
-        Identity::Admin(id) => record.set_operator(id),
-        Identity::Subsystem(client) => record.set_client(client),
-        // A server certificate (a peer gateway's) is told by its fingerprint.
-        Identity::Server(_) => {}
+    match identity {
+        Some(Identity::Admin(id)) => record.set_operator(id),
+        Some(Identity::Subsystem(client)) => record.set_client(client),
+        // A server certificate (a peer gateway's), or one that identifies no one here, is told
+        // by its fingerprint.
+        Some(Identity::Server(_)) | None => {}
     }
-    record.set_client_cert_sha256(peer.cert_sha256);
+    record.set_client_cert_sha256(cert_sha256);
     record.set_client_address(remote.ip());
     record.set_connection_type(ConnectionType::Mtls);
     record.set_request(req.method(), req.uri(), ADMIN_MAX_PATH);
