@@ -273,6 +273,11 @@ impl Pki {
         self.issue_recorded(&self.region, IdKind::Subsystem, id, None, now())
     }
 
+    /// An admin certificate from the region CA, valid now, with its serial for [`Pki::revoke`].
+    pub fn revocable_admin(&self, id: &str) -> (ClientCert, String) {
+        self.issue_recorded(&self.region, IdKind::Admin, id, None, now())
+    }
+
     /// Revokes a region certificate by serial and publishes a fresh CRL (`region/crl.pem`), as an
     /// operator would with `splpd certs revoke` and `splpd certs crl`.
     pub fn revoke(&self, serial: &str) {

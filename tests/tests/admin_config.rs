@@ -385,3 +385,29 @@ async fn a_change_through_the_admin_listener_may_not_name_a_new_file() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let _ = stop.send(true);
 }
+
+/// An operator's connection opened before a new CRL revokes their certificate is refused from
+/// then on, as an agency's is on the exchange listeners: a revoked operator must not go on
+/// changing the gateway over a connection kept open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_connection_is_refused_once_a_new_crl_revokes_its_certificate() {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    let s = setup().await;
+    let (reloader, stop) = attach(&s.region);
+    let (cert, serial) = s.pki.revocable_admin(BUDI);
+    let config = splpd_tests::client::tls_config(s.region.roots(), Some(&cert), Proto::H1);
+    let tcp = tokio::net::TcpStream::connect(s.region.admin_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get =
+        || http::Request::get("/maintenance").header("host", "localhost").body(Empty::<bytes::Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), StatusCode::OK);
+    s.pki.revoke(&serial);
+    reloader.reload().await.unwrap();
+    let refused = sender.send_request(get()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let _ = stop.send(true);
+}

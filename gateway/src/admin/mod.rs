@@ -186,19 +186,71 @@ async fn serve_connection(
         }
     };
     let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-    // Kept for a certificate that identifies no one here, whose refused changes are recorded by it.
-    let fingerprint = chain.first().map(|leaf| splpd_certs::load::sha256(leaf.as_ref()));
-    let peer = (identify::identify_peer(&gateway.snapshot().trust, &chain), fingerprint);
-    let peer = Arc::new(peer);
+    let peer = Arc::new(std::sync::Mutex::new(AdminPeer::new(&gateway, chain)));
     let service = service_fn(move |req| {
         let (gateway, listeners, peer) = (Arc::clone(&gateway), Arc::clone(&listeners), Arc::clone(&peer));
-        async move { Ok::<_, Infallible>(handle(&gateway, &listeners, &peer, remote, req).await) }
+        async move {
+            let now = peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).current(&gateway, remote);
+            Ok::<_, Infallible>(handle(&gateway, &listeners, &now, remote, req).await)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
     let served = builder.serve_connection(TokioIo::new(tls), service);
     if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
         tracing::debug!(%remote, "admin listener: connection closed after {CONNECTION_LIFETIME:?}");
+    }
+}
+
+/// Who an admin connection's certificate is, as of the configuration last checked against: a
+/// reload's new CRL (an operator's certificate revoked) applies to connections already open,
+/// as on the exchange listeners.
+struct AdminPeer {
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The identity, and the certificate's fingerprint, kept for a certificate that identifies
+    /// no one here, whose refused changes are recorded by it.
+    now: (Result<PeerIdentity, identify::IdentifyError>, Option<[u8; 32]>),
+    /// The [`Gateway::generation`] it was checked at.
+    generation: u64,
+}
+
+impl AdminPeer {
+    fn new(gateway: &Gateway, chain: Vec<rustls::pki_types::CertificateDer<'static>>) -> Self {
+        let fingerprint = chain.first().map(|leaf| splpd_certs::load::sha256(leaf.as_ref()));
+        let generation = gateway.generation();
+        let identity = identify::identify_peer(&gateway.snapshot().trust, &chain);
+        Self { chain, now: (identity, fingerprint), generation }
+    }
+
+    /// The identity now: checked again, certificate and chain, when the configuration changed.
+    fn current(
+        &mut self,
+        gateway: &Gateway,
+        remote: SocketAddr,
+    ) -> (Result<PeerIdentity, identify::IdentifyError>, Option<[u8; 32]>) {
+        let generation = gateway.generation();
+        if generation != self.generation {
+            let snap = gateway.snapshot();
+            let verified = crate::tls::client_verifier(&snap.trust, crate::tls::ClientAuth::Operators)
+                .map_err(|e| e.to_string())
+                .and_then(|verifier| {
+                    let (leaf, intermediates) = self.chain.split_first().ok_or_else(|| "no certificate".to_owned())?;
+                    verifier
+                        .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
+            let identity = match verified {
+                Ok(()) => identify::identify_peer(&snap.trust, &self.chain),
+                Err(reason) => Err(identify::IdentifyError::NoLongerValid { reason }),
+            };
+            if let (Ok(_), Err(e)) = (&self.now.0, &identity) {
+                tracing::warn!(%remote, "admin listener: a connection's certificate is no longer accepted: {e}");
+            }
+            self.now.0 = identity;
+            self.generation = generation;
+        }
+        self.now.clone()
     }
 }
 
