@@ -572,3 +572,31 @@ async fn a_change_tried_with_a_certificate_that_identifies_no_one_is_recorded_by
     assert_eq!(admin(&s.region, &s.pki.admin(BUDI), Method::GET, "/maintenance").await.json()["maintenance"], false);
     s.region.stop().await;
 }
+
+/// One address holding admin connections open without a handshake cannot take every slot: past
+/// a few per address its connections are closed, and an operator elsewhere still gets in.
+#[tokio::test]
+async fn one_address_cannot_hold_every_admin_slot() {
+    use tokio::io::AsyncReadExt as _;
+    let s = setup().await;
+    let from = |ip: [u8; 4]| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+        socket.connect(s.region.admin_addr())
+    };
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(from([127, 0, 0, 2]).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The ninth from that address is closed at once, unanswered.
+    let mut ninth = from([127, 0, 0, 2]).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), ninth.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the ninth connection was kept: {read:?}");
+    // An operator from another address is served meanwhile.
+    let reply = admin(&s.region, &s.pki.admin(BUDI), Method::GET, "/healthz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(held);
+    s.region.stop().await;
+}

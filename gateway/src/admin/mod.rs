@@ -56,6 +56,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// handful; the cap keeps a flood on the admin port from taking the gateway's file descriptors.
 const MAX_CONNECTIONS: usize = 64;
 
+/// Admin connections open at once from one address: an operator's browser and tools need a few;
+/// more from one address is someone holding slots (handshakes left open) from the others.
+const PER_ADDRESS: usize = 8;
+
 /// An admin connection is closed after this long, busy or not: an operator's requests are short,
 /// and a browser showing the dashboard simply connects again.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
@@ -111,20 +115,36 @@ impl BoundAdmin {
             refusals_recorded: RateLimiter::keyed(Quota::per_minute(REFUSED_CHANGES_RECORDED)),
         });
         let mut conns = JoinSet::new();
+        // Open connections per address (an IPv6 one by its /64): one address, holding
+        // handshakes open without a certificate, must not take every slot from the operators.
+        let mut per_address: std::collections::HashMap<std::net::IpAddr, usize> = std::collections::HashMap::new();
         let mut last_warning = None;
         loop {
             tokio::select! {
                 accepted = self.socket.accept() => match accepted {
-                    Ok((_, remote)) if conns.len() >= MAX_CONNECTIONS => {
+                    Ok((_, remote)) if conns.len() >= MAX_CONNECTIONS
+                        || per_address.get(&crate::refusals::counted_as(remote.ip())).is_some_and(|n| *n >= PER_ADDRESS) =>
+                    {
                         // Once a minute at most: a flood must not flood the log too.
                         if last_warning.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60)) {
-                            tracing::warn!(%remote, "admin listener: {MAX_CONNECTIONS} connections already open; closing new ones");
+                            tracing::warn!(
+                                %remote,
+                                "admin listener: {} connections open, {} of them from this address (at most \
+                                 {MAX_CONNECTIONS}, {PER_ADDRESS} per address); closing new ones",
+                                conns.len(),
+                                per_address.get(&crate::refusals::counted_as(remote.ip())).copied().unwrap_or_default()
+                            );
                             last_warning = Some(std::time::Instant::now());
                         }
                     }
                     Ok((tcp, remote)) => {
+                        let address = crate::refusals::counted_as(remote.ip());
+                        *per_address.entry(address).or_default() += 1;
                         let (gateway, listeners) = (Arc::clone(&gateway), Arc::clone(&listeners));
-                        conns.spawn(async move { serve_connection(gateway, listeners, tcp, remote).await });
+                        conns.spawn(async move {
+                            serve_connection(gateway, listeners, tcp, remote).await;
+                            address
+                        });
                     }
                     Err(e) => {
                         tracing::warn!("admin listener: accept failed: {e}");
@@ -132,7 +152,16 @@ impl BoundAdmin {
                     }
                 },
                 () = stopped(&mut shutdown) => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                Some(ended) = conns.join_next(), if !conns.is_empty() => {
+                    if let Ok(address) = ended
+                        && let Some(n) = per_address.get_mut(&address)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_address.remove(&address);
+                        }
+                    }
+                }
             }
         }
         conns.shutdown().await;
