@@ -85,6 +85,10 @@ client = "ID/PEMDA/1602/BENCH"
 [audit]
 dir = "audit-{name}"
 mode = "{mode}"
+
+# The load generator is one address, and the idle-memory measure holds thousands of connections.
+[limits]
+connections_per_address = 100000
 "#,
         http = up.http,
         grpc = up.grpc,

@@ -191,16 +191,20 @@ impl EdgeStats {
 /// Answers whatever a shed connection asks with `503 Server.Overloaded` and closes it, all
 /// within [`SHED_TIMEOUT`]. Nothing of the request is looked at, so nothing is audited: the
 /// connection never entered the exchange path.
-pub async fn shed(listener: Arc<ListenerRuntime>, tcp: TcpStream) {
+pub async fn shed(listener: Arc<ListenerRuntime>, tcp: TcpStream, why: Shed) {
+    let respond = match why {
+        Shed::Listener => overloaded_response,
+        Shed::Address => address_overloaded_response,
+    };
     let answer = async {
         match &listener.tls {
             Some(config) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
                 if let Ok(tls) = acceptor.accept(tcp).await {
-                    answer_once(TokioIo::new(tls), overloaded_response).await;
+                    answer_once(TokioIo::new(tls), respond).await;
                 }
             }
-            None => answer_once(TokioIo::new(tcp), overloaded_response).await,
+            None => answer_once(TokioIo::new(tcp), respond).await,
         }
     };
     let _ = tokio::time::timeout(SHED_TIMEOUT, answer).await;
@@ -317,6 +321,26 @@ where
             }
         }
     }
+}
+
+/// Why a connection is shed.
+#[derive(Debug, Clone, Copy)]
+pub enum Shed {
+    /// Its listener holds `max_connections`.
+    Listener,
+    /// Its address holds `[limits] connections_per_address`.
+    Address,
+}
+
+fn address_overloaded_response(req: &Request<Incoming>) -> Response<ResponseBody> {
+    let err = GatewayError::Overloaded(
+        "this address holds as many connections to the gateway as one address may ([limits] \
+         connections_per_address); reuse the ones open (HTTP/2 carries many calls on one), or retry once some close"
+            .to_owned(),
+    );
+    let mut resp = unrecorded_refusal(req, &err);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 fn overloaded_response(req: &Request<Incoming>) -> Response<ResponseBody> {

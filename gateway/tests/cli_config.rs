@@ -684,10 +684,12 @@ fn names_the_gateway_answers_itself_are_refused_for_agency_services() {
 fn edge_limits_outside_what_http2_and_the_gateway_allow_are_refused() {
     let f = Fixture::new();
     f.edit("http2_stream_window = \"1 MiB\"", "http2_stream_window = \"4 KiB\"");
-    f.edit("max_connections = 10000\n# Refusals of callers", "max_connections = 0\n# Refusals of callers");
+    f.edit("max_connections = 10000\n# Connections one client", "max_connections = 0\n# Connections one client");
+    f.edit("connections_per_address = 256", "connections_per_address = 0");
     f.edit("refusals_per_address = 60", "refusals_per_address = 0");
     let err = f.fails_at(f.line_of("http2_stream_window = \"4 KiB\""), "outside what HTTP/2 allows");
     assert!(err.contains("max_connections is zero"), "{err}");
+    assert!(err.contains("connections_per_address is zero, which would refuse every connection"), "{err}");
     let line = f.line_of("refusals_per_address = 0");
     assert!(
         err.contains(&format!(":{line}:")) && err.contains("refusals_per_address is zero") && err.contains("default"),

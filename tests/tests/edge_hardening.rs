@@ -230,6 +230,46 @@ async fn beyond_the_connection_limit_clients_get_503_overloaded_and_are_served_o
     region.stop().await;
 }
 
+/// One address may hold `connections_per_address` connections to a listener; past it its new
+/// ones are answered 503 saying so, while another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let region = region(&pki, &upstream, "connections_per_address = 3").await;
+    let client = pki.client(DINKES);
+    let held = vec![
+        tls_connect(&region, &client, Proto::H1).await,
+        tls_connect(&region, &client, Proto::H2).await,
+        tls_connect(&region, &client, Proto::H1).await,
+    ];
+    wait_open(&region, 3).await;
+    let reply = region.call(Some(&client), Proto::H1, json_call()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
+    assert_eq!(reply.xroad_error(), Some("Server.Overloaded"));
+    assert!(reply.json()["message"].as_str().unwrap().contains("connections_per_address"), "{}", reply.text());
+    // Another address is served meanwhile.
+    let config = splpd_tests::client::tls_config(region.roots(), Some(&client), Proto::H1);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let tcp = socket.connect(region.addr(PUBLIC)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = http::Request::get(format!("/r1/{SERVICE}/json/x"))
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(get).await.unwrap().status(), StatusCode::OK);
+    // And once the first address's connections close, it is served again.
+    drop(held);
+    wait_open(&region, 1).await;
+    let reply = region.call(Some(&client), Proto::H1, json_call()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    region.stop().await;
+}
+
 /// A caller the gateway cannot identify costs a record per refusal; past `refusals_per_address`
 /// a minute, counted across listeners, its refusals get no record: a connection without a
 /// certificate is closed unanswered, and a request on a listener that lets callers without one

@@ -482,6 +482,9 @@ pub struct Limits {
     pub send_timeout: Span,
     /// Connections held open at once per listener, unless the listener says otherwise.
     pub max_connections: u32,
+    /// Connections one client address (an IPv6 one by its /64) may hold open at once on one
+    /// listener: one client must not take the slots, and the memory, of all the others.
+    pub connections_per_address: u32,
     /// Connections that can only be refused (no client certificate the gateway accepts)
     /// answered and recorded per client address and minute; past it they are closed unanswered.
     pub refusals_per_address: u32,
@@ -524,6 +527,7 @@ impl Default for Limits {
             idle_timeout: Span(std::time::Duration::from_secs(120)),
             send_timeout: Span(std::time::Duration::from_secs(60)),
             max_connections: 10_000,
+            connections_per_address: 256,
             refusals_per_address: 60,
             http2_max_concurrent_streams: 256,
             http2_stream_window: ByteSize::mib(1),

@@ -1237,6 +1237,13 @@ impl Validator<'_, '_, '_> {
                 );
             }
         }
+        if l.connections_per_address == 0 {
+            self.err(
+                at!["limits", "connections_per_address"],
+                "connections_per_address is zero, which would refuse every connection",
+                "leave it out for the default (256 per address and listener)",
+            );
+        }
         if l.refusals_per_address == 0 {
             self.err(
                 at!["limits", "refusals_per_address"],
