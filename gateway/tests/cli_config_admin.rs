@@ -25,6 +25,16 @@ struct Served {
     child: Child,
 }
 
+/// A test that fails before `stop` leaves no gateway running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Served {
     fn start(tmp: &Path) -> Self {
         let demo = splpd(tmp, &["demo", "--dir", "sandbox", "--no-serve"], "");
