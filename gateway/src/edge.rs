@@ -163,6 +163,13 @@ impl EdgeStats {
         }
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.warn_overloaded(listener, max);
+        self.shed_or_drop()
+    }
+
+    /// A connection not to be served (its listener full, or its address's share taken): answered
+    /// `503 Server.Overloaded` while at most [`SHED_ANSWERS`] such answers are under way, else
+    /// closed at once, so that shedding itself costs a bounded amount.
+    pub fn shed_or_drop(self: &Arc<Self>) -> Admission {
         if self.shedding.fetch_add(1, Ordering::AcqRel) < SHED_ANSWERS {
             self.shed.fetch_add(1, Ordering::Relaxed);
             return Admission::Shed(Slot { stats: Arc::clone(self), shed: true });
@@ -318,6 +325,46 @@ where
             if tokio::time::timeout(GOAWAY_AFTER_REFUSAL, served.as_mut()).await.is_err() {
                 served.as_mut().graceful_shutdown();
                 let _ = served.await;
+            }
+        }
+    }
+}
+
+/// Connections open per client address (an IPv6 one by its /64, as [`crate::refusals`] counts
+/// them), for a limit per address: each counts while its [`AddressSlot`] lives, so that whatever
+/// ends a connection, a panic included, gives its place back.
+#[derive(Debug, Default)]
+pub struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>);
+
+/// One connection's place in its address's count.
+#[derive(Debug)]
+pub struct AddressSlot {
+    owner: Arc<PerAddress>,
+    address: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// A place for a connection from `remote`, or, when its address holds `most` already, the
+    /// address as counted (a /64 for IPv6), to be told.
+    pub fn take(self: &Arc<Self>, remote: std::net::IpAddr, most: u32) -> Result<AddressSlot, std::net::IpAddr> {
+        let address = crate::refusals::counted_as(remote);
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = counts.entry(address).or_default();
+        if *held >= most {
+            return Err(address);
+        }
+        *held += 1;
+        Ok(AddressSlot { owner: Arc::clone(self), address })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = counts.get_mut(&self.address) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&self.address);
             }
         }
     }

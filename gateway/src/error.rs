@@ -239,10 +239,10 @@ impl fmt::Display for Failure {
         match (&self.operator, &self.gateway) {
             (None, _) => Ok(()),
             (Some(_), Some(gateway)) => {
-                write!(f, "; the operator of gateway {gateway} finds the cause in its log under this exchange's id")
+                write!(f, "; the operator of gateway {gateway} finds the cause in its logs under this exchange's id")
             }
             (Some(_), None) => {
-                f.write_str("; the gateway's operator finds the cause in its log under this exchange's id")
+                f.write_str("; the gateway's operator finds the cause in its logs under this exchange's id")
             }
         }
     }
@@ -414,7 +414,7 @@ mod tests {
         let named = err.told_by(&"ID/PEMDA/1602/gw1").unwrap().to_string();
         assert!(
             named.ends_with(
-                "the operator of gateway ID/PEMDA/1602/gw1 finds the cause in its log under this exchange's id"
+                "the operator of gateway ID/PEMDA/1602/gw1 finds the cause in its logs under this exchange's id"
             ),
             "{named}"
         );

@@ -58,7 +58,8 @@ impl LogBudget {
     }
 }
 
-/// What a line said after `left_out` of its kind were not appends: nothing when none were.
+/// The words a line adds when `left_out` lines of its kind before it were not said: nothing when
+/// none were.
 pub fn left_out_note(left_out: u64) -> String {
     if left_out == 0 {
         String::new()

@@ -150,7 +150,7 @@ async fn accept_loop(
     let BoundListener { listener: first, socket, stats } = bound;
     let mut conns = JoinSet::new();
     // Connections open per client address (`[limits] connections_per_address`).
-    let mut per_address: std::collections::HashMap<std::net::IpAddr, u32> = std::collections::HashMap::new();
+    let per_address = Arc::new(edge::PerAddress::default());
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
@@ -162,45 +162,46 @@ async fn accept_loop(
                     let generation = gateway.generation();
                     let snap = gateway.snapshot();
                     let listener = Arc::clone(snap.listener(&first.name).unwrap_or(&first));
-                    let address = crate::refusals::counted_as(remote.ip());
-                    let held = per_address.get(&address).copied().unwrap_or_default();
                     let most = snap.limits.connections_per_address;
-                    if held >= most {
-                        if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                            tracing::warn!(
-                                listener = %listener.name,
-                                %remote,
-                                "{address} holds {held} connections to this listener, the most one address may \
-                                 ([limits] connections_per_address); its new ones are answered 503 Server.Overloaded"
-                            );
-                            last_warning = Some(std::time::Instant::now());
+                    let address_slot = match per_address.take(remote.ip(), most) {
+                        Ok(slot) => slot,
+                        Err(address) => {
+                            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                                let shown = if address.is_ipv6() { format!("{address}/64") } else { address.to_string() };
+                                tracing::warn!(
+                                    listener = %listener.name,
+                                    %remote,
+                                    "{shown} holds {most} connections to this listener, the most one address may \
+                                     ([limits] connections_per_address); its new ones are answered 503 \
+                                     Server.Overloaded"
+                                );
+                                last_warning = Some(std::time::Instant::now());
+                            }
+                            if let Admission::Shed(slot) = stats.shed_or_drop() {
+                                conns.spawn(async move {
+                                    edge::shed(listener, tcp, edge::Shed::Address).await;
+                                    drop(slot);
+                                });
+                            }
+                            continue;
                         }
-                        stats.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        conns.spawn(async move {
-                            edge::shed(listener, tcp, edge::Shed::Address).await;
-                            None
-                        });
-                        continue;
-                    }
+                    };
                     match stats.admit(listener.max_connections, &listener.name) {
                         Admission::Serve(slot) => {
                             let _ = tcp.set_nodelay(true);
                             let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
                             let activity = Activity::child_of(&stats.requests);
                             let stats = Arc::clone(&stats);
-                            *per_address.entry(address).or_default() += 1;
                             conns.spawn(async move {
                                 let accepted = Accepted { snap, generation, listener, tcp, remote, activity, stats };
                                 serve_connection(gateway, accepted, shutdown).await;
-                                drop(slot);
-                                Some(address)
+                                drop((slot, address_slot));
                             });
                         }
                         Admission::Shed(slot) => {
                             conns.spawn(async move {
                                 edge::shed(listener, tcp, edge::Shed::Listener).await;
                                 drop(slot);
-                                None
                             });
                         }
                         Admission::Drop => drop(tcp),
@@ -213,16 +214,7 @@ async fn accept_loop(
                 }
             },
             () = stopped(&mut shutdown) => break,
-            Some(ended) = conns.join_next(), if !conns.is_empty() => {
-                if let Ok(Some(address)) = ended
-                    && let Some(n) = per_address.get_mut(&address)
-                {
-                    *n -= 1;
-                    if *n == 0 {
-                        per_address.remove(&address);
-                    }
-                }
-            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
     drop(socket);

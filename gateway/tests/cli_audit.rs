@@ -1373,6 +1373,11 @@ fn links_planted_in_the_audit_folder_are_refused_not_followed() {
     assert!(all.contains("signer-planted.crt is a symbolic link or not a plain file"), "{all}");
     assert!(!log.path("x.tar").exists());
     fs::remove_file(&planted).unwrap();
+    // A FIFO in its place: refused too, not waited on for ever.
+    assert!(Command::new("mkfifo").arg(&planted).status().unwrap().success());
+    let all = log.fails(&["audit", "export", "audit", "--to", "x.tar", "--key", "gw1.key"]);
+    assert!(all.contains("signer-planted.crt is a symbolic link or not a plain file"), "{all}");
+    fs::remove_file(&planted).unwrap();
 
     // A segment replaced by a link: verify says so rather than reading where it points.
     let segment = fs::read_dir(log.dir())

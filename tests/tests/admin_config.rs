@@ -378,6 +378,14 @@ async fn a_change_through_the_admin_listener_may_not_name_a_new_file() {
             assert!(message.contains(named) && message.contains("splpd config apply --config"), "{message}");
         }
     }
+    // Nor may it say where the national client secret goes, or which variable is sent as it.
+    let national = format!(
+        "{text}\n[national]\nprefixes = [\"ID/KL\"]\nbase_url = \"https://splp.example\"\ntenant = \"t\"\n\
+         token_url = \"https://collector.example/token\"\nclient_id = \"x\"\nclient_secret_env = \"HOME\"\n"
+    );
+    let reply = call(&s, Call::new(Method::POST, "/config/check").body(national)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    assert!(reply.json()["message"].as_str().unwrap().contains("token_url"), "{}", reply.text());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "nothing changed");
     // A change that names the same files passes.
     let same_files = format!("{text}\n# reviewed\n");

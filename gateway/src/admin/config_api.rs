@@ -197,7 +197,7 @@ fn failure(e: &ChangeError) -> AdminResponse {
         }
         ChangeError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Client.InvalidConfiguration"),
         ChangeError::NoHistory { .. } => (StatusCode::CONFLICT, "Client.NothingToUndo"),
-        ChangeError::NewFile { .. } => (StatusCode::FORBIDDEN, "Client.AccessDenied"),
+        ChangeError::NewFile { .. } | ChangeError::SecretDestination => (StatusCode::FORBIDDEN, "Client.AccessDenied"),
         ChangeError::FileNotInForce { .. } => (StatusCode::CONFLICT, "Client.ConfigurationNotInForce"),
     };
     let mut resp = error(status, kind, &format!("{e}\nNothing was changed."));

@@ -58,7 +58,7 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Admin connections open at once from one address: an operator's browser and tools need a few;
 /// more from one address is someone holding slots (handshakes left open) from the others.
-const PER_ADDRESS: usize = 8;
+const PER_ADDRESS: u32 = 8;
 
 /// An admin connection is closed after this long, busy or not: an operator's requests are short,
 /// and a browser showing the dashboard simply connects again.
@@ -117,33 +117,30 @@ impl BoundAdmin {
         let mut conns = JoinSet::new();
         // Open connections per address (an IPv6 one by its /64): one address, holding
         // handshakes open without a certificate, must not take every slot from the operators.
-        let mut per_address: std::collections::HashMap<std::net::IpAddr, usize> = std::collections::HashMap::new();
+        let per_address = Arc::new(crate::edge::PerAddress::default());
         let mut last_warning = None;
         loop {
             tokio::select! {
                 accepted = self.socket.accept() => match accepted {
-                    Ok((_, remote)) if conns.len() >= MAX_CONNECTIONS
-                        || per_address.get(&crate::refusals::counted_as(remote.ip())).is_some_and(|n| *n >= PER_ADDRESS) =>
-                    {
-                        // Once a minute at most: a flood must not flood the log too.
-                        if last_warning.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60)) {
-                            tracing::warn!(
-                                %remote,
-                                "admin listener: {} connections open, {} of them from this address (at most \
-                                 {MAX_CONNECTIONS}, {PER_ADDRESS} per address); closing new ones",
-                                conns.len(),
-                                per_address.get(&crate::refusals::counted_as(remote.ip())).copied().unwrap_or_default()
-                            );
-                            last_warning = Some(std::time::Instant::now());
-                        }
-                    }
                     Ok((tcp, remote)) => {
-                        let address = crate::refusals::counted_as(remote.ip());
-                        *per_address.entry(address).or_default() += 1;
+                        let slot = (conns.len() < MAX_CONNECTIONS).then(|| per_address.take(remote.ip(), PER_ADDRESS));
+                        let Some(Ok(slot)) = slot else {
+                            // Once a minute at most: a flood must not flood the log too.
+                            if last_warning.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60)) {
+                                tracing::warn!(
+                                    %remote,
+                                    "admin listener: {} connections open (at most {MAX_CONNECTIONS}, and {PER_ADDRESS} \
+                                     from one address); closing new ones",
+                                    conns.len()
+                                );
+                                last_warning = Some(std::time::Instant::now());
+                            }
+                            continue;
+                        };
                         let (gateway, listeners) = (Arc::clone(&gateway), Arc::clone(&listeners));
                         conns.spawn(async move {
                             serve_connection(gateway, listeners, tcp, remote).await;
-                            address
+                            drop(slot);
                         });
                     }
                     Err(e) => {
@@ -152,16 +149,7 @@ impl BoundAdmin {
                     }
                 },
                 () = stopped(&mut shutdown) => break,
-                Some(ended) = conns.join_next(), if !conns.is_empty() => {
-                    if let Ok(address) = ended
-                        && let Some(n) = per_address.get_mut(&address)
-                    {
-                        *n -= 1;
-                        if *n == 0 {
-                            per_address.remove(&address);
-                        }
-                    }
-                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
         conns.shutdown().await;
@@ -192,8 +180,11 @@ async fn serve_connection(
     remote: SocketAddr,
 ) {
     // The configuration in force when the operator connects: a reload's new CRLs and anchors
-    // apply to the connections after it.
-    let Some(admin) = gateway.snapshot().admin.clone() else { return };
+    // apply to the connections after it, and to this one from its first request after the
+    // reload (its generation is read first, so that a reload in between is not missed).
+    let generation = gateway.generation();
+    let snap = gateway.snapshot();
+    let Some(admin) = snap.admin.clone() else { return };
     // An operator's `http://` gets told to use https, not a TLS alert shown as garbage.
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     if crate::edge::opens_with_plain_text(&tcp, deadline).await {
@@ -215,7 +206,8 @@ async fn serve_connection(
         }
     };
     let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-    let peer = Arc::new(std::sync::Mutex::new(AdminPeer::new(&gateway, chain)));
+    let peer = Arc::new(std::sync::Mutex::new(AdminPeer::new(&snap, generation, chain)));
+    drop(snap);
     let service = service_fn(move |req| {
         let (gateway, listeners, peer) = (Arc::clone(&gateway), Arc::clone(&listeners), Arc::clone(&peer));
         async move {
@@ -244,10 +236,14 @@ struct AdminPeer {
 }
 
 impl AdminPeer {
-    fn new(gateway: &Gateway, chain: Vec<rustls::pki_types::CertificateDer<'static>>) -> Self {
+    /// Of a connection whose handshake `snap`'s configuration, of `generation`, verified.
+    fn new(
+        snap: &crate::runtime::Snapshot,
+        generation: u64,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Self {
         let fingerprint = chain.first().map(|leaf| splpd_certs::load::sha256(leaf.as_ref()));
-        let generation = gateway.generation();
-        let identity = identify::identify_peer(&gateway.snapshot().trust, &chain);
+        let identity = identify::identify_peer(&snap.trust, &chain);
         Self { chain, now: (identity, fingerprint), generation }
     }
 
@@ -260,18 +256,9 @@ impl AdminPeer {
         let generation = gateway.generation();
         if generation != self.generation {
             let snap = gateway.snapshot();
-            let verified = crate::tls::client_verifier(&snap.trust, crate::tls::ClientAuth::Operators)
-                .map_err(|e| e.to_string())
-                .and_then(|verifier| {
-                    let (leaf, intermediates) = self.chain.split_first().ok_or_else(|| "no certificate".to_owned())?;
-                    verifier
-                        .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                });
-            let identity = match verified {
-                Ok(()) => identify::identify_peer(&snap.trust, &self.chain),
-                Err(reason) => Err(identify::IdentifyError::NoLongerValid { reason }),
+            let identity = match crate::tls::client_verifier(&snap.trust, crate::tls::ClientAuth::Operators) {
+                Ok(verifier) => crate::reload::verify_again(Some(&*verifier), &snap, &self.chain),
+                Err(e) => Err(identify::IdentifyError::NoLongerValid { reason: e.to_string() }),
             };
             if let (Ok(_), Err(e)) = (&self.now.0, &identity) {
                 tracing::warn!(%remote, "admin listener: a connection's certificate is no longer accepted: {e}");
@@ -476,9 +463,9 @@ impl Readiness {
                 if in_force.as_deref() == Some(r.version.as_str()) {
                     // The text is the one in force: what failed is a file it names.
                     format!(
-                        "a certificate, key or CRL that the configuration in force (version {}) names was refused at \
-                         {at}, and the ones loaded before stay in force; replace the file before splpd next starts, \
-                         which it may not do with it as it is: {}",
+                        "the configuration in force (version {}) could not be loaded again at {at} (a certificate, key \
+                         or CRL it names, or the audit log, which must record every change first), and what was loaded \
+                         before stays in force; mend what the reason names before splpd next starts: {}",
                         r.version,
                         r.why_on_one_line()
                     )

@@ -165,8 +165,10 @@ pub(crate) fn open_log_file(path: &std::path::Path) -> io::Result<std::fs::File>
             path.display()
         ))
     };
+    // Without blocking: a FIFO planted there would hold `open` until someone writes to it.
+    let flags = NO_FOLLOW | rustix::fs::OFlags::NONBLOCK.bits().cast_signed();
     let file =
-        std::fs::OpenOptions::new().read(true).custom_flags(NO_FOLLOW).open(path).map_err(|e| {
+        std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| {
             if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) { not_ours() } else { e }
         })?;
     if !file.metadata()?.is_file() {

@@ -110,9 +110,9 @@ pub(crate) fn undo(current: &Path, issue: &str, yes: bool) -> anyhow::Result<Exi
     {
         eprintln!("{err}");
         bail!(
-            "the version the last change replaced ({}, kept in {}) is one a running gateway refuses, so it was never in \
-             force; undo would leave {} broken, and the gateway would not start with it: {} is unchanged. To start from \
-             it, copy it, correct it, and `splpd config apply` it",
+            "the version the last change replaced ({}, kept in {}) is one a running gateway refuses now; undo would leave \
+             {} broken, and the gateway would not start with it: {} is unchanged. To start from it, copy it, correct \
+             it, and `splpd config apply` it",
             version_of(&previous),
             last.path.display(),
             current.display(),

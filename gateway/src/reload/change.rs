@@ -97,6 +97,14 @@ pub enum ChangeError {
         /// The file.
         path: PathBuf,
     },
+    /// A change through the admin listener would change where the national client secret is
+    /// sent (`[national]` `token_url`, `base_url`, `client_secret_env`).
+    #[error(
+        "[national] token_url, base_url and client_secret_env say where the gateway sends its national client secret \
+         and tokens, and which of its environment variables is that secret: through the admin listener they stay as \
+         they are; make this change on the gateway's host (splpd config apply --config FILE NEW)"
+    )]
+    SecretDestination,
     /// There is no earlier version to go back to.
     #[error(
         "{dir} holds no earlier version of {file}: only changes made through the admin listener or `splpd config \
@@ -188,13 +196,21 @@ impl Reloader {
     /// anchor; `/dev/zero`). New files are put in place on the host, and named there (`splpd
     /// config apply --config`). A text that does not parse names nothing yet: the check reports it.
     fn names_no_new_file(&self, text: &str) -> Result<(), ChangeError> {
-        let Ok(mut new) = toml::from_str::<crate::config::Config>(text) else { return Ok(()) };
-        new.resolve_paths(&history::folder_of(&self.path));
-        let in_force = self.gateway.snapshot().config.files();
-        match new.files().into_iter().find(|named| !in_force.contains(named)) {
-            Some((key, path)) => Err(ChangeError::NewFile { key, path }),
-            None => Ok(()),
+        let Some(new) = crate::config::parse_shape(&self.path, text) else { return Ok(()) };
+        let snap = self.gateway.snapshot();
+        let in_force = snap.config.files();
+        if let Some((key, path)) = new.files().into_iter().find(|named| !in_force.contains(named)) {
+            return Err(ChangeError::NewFile { key, path });
         }
+        // Where the national client secret, and the tokens it buys, are sent, and which
+        // variable of the gateway's environment is sent as it, are the host's to change too.
+        let destination = |c: &crate::config::Config| {
+            c.national.as_ref().map(|n| (n.token_url.clone(), n.base_url.clone(), n.client_secret_env.clone()))
+        };
+        if destination(&new) != destination(&snap.config) {
+            return Err(ChangeError::SecretDestination);
+        }
+        Ok(())
     }
 
     /// Puts back the version the latest change replaced, in place of version `expected`. The
@@ -208,6 +224,8 @@ impl Reloader {
             return Err(ChangeError::FileNotInForce { file: file_version, in_force });
         }
         let (text, _) = self.previous().await?;
+        // A kept version may be a hand edit that was never in force.
+        self.names_no_new_file(&text)?;
         let source = format!("the version kept in {}", History::of(&self.path).dir().display());
         self.put_in_force(text, &source, expected, by).await
     }

@@ -762,13 +762,23 @@ fn recheck(
     snap: &Snapshot,
     chain: &[CertificateDer<'static>],
 ) -> Result<ConnectionAuth, IdentifyError> {
+    verify_again(listener.client_verifier.as_deref(), snap, chain).map(ConnectionAuth::Mtls)
+}
+
+/// Who a certificate chain accepted earlier is under the configuration `snap`: verified again
+/// now by `verifier` (its CRLs as loaded now), then identified.
+pub(crate) fn verify_again(
+    verifier: Option<&dyn rustls::server::danger::ClientCertVerifier>,
+    snap: &Snapshot,
+    chain: &[CertificateDer<'static>],
+) -> Result<identify::PeerIdentity, IdentifyError> {
     let (end_entity, intermediates) = chain.split_first().ok_or(IdentifyError::NoCertificate)?;
-    if let Some(verifier) = &listener.client_verifier {
+    if let Some(verifier) = verifier {
         verifier
             .verify_client_cert(end_entity, intermediates, UnixTime::now())
             .map_err(|e| IdentifyError::NoLongerValid { reason: e.to_string() })?;
     }
-    identify::identify_peer(&snap.trust, chain).map(ConnectionAuth::Mtls)
+    identify::identify_peer(&snap.trust, chain)
 }
 
 #[cfg(unix)]

@@ -60,8 +60,9 @@ impl LogBase {
 /// The base of the log in `dir`; `None` when no segment was ever removed.
 pub fn read_base(dir: &Path) -> io::Result<Option<LogBase>> {
     let path = dir.join(BASE_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
+    let text = match crate::audit::read_log_file(&path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| io::Error::other(format!("{}: not a log base: not UTF-8", path.display())))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
