@@ -222,6 +222,18 @@ impl Served {
         text(&out.stdout)
     }
 
+    /// Writes `broken` over the file by hand, as an edit with a mistake, and waits until the
+    /// gateway has refused it.
+    fn edit_refused(&self, broken: &str) {
+        assert_ne!(broken, self.text());
+        std::fs::write(&self.config, broken).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.dashboard().contains(&format!("{} ", version_of(broken))) {
+            assert!(Instant::now() < deadline, "the broken edit was not refused:\n{}", self.dashboard());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the dashboard shows `version` as the last change, made by `who`, and returns
     /// the page.
     fn wait_for_change(&self, version: &str, who: &str) -> String {
@@ -319,14 +331,7 @@ fn a_change_on_the_host_that_replaces_a_refused_hand_edit_is_recorded_under_the_
     let served = Served::start(tmp.path());
     let original = served.text();
     // A hand edit with a mistake: refused, so the original stays in force.
-    let broken = original.replacen("per_second = 200", "per_secnd = 300", 1);
-    assert_ne!(broken, original);
-    std::fs::write(&served.config, &broken).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !served.dashboard().contains(&format!("{} ", version_of(&broken))) {
-        assert!(Instant::now() < deadline, "the broken edit was not refused:\n{}", served.dashboard());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    served.edit_refused(&original.replacen("per_second = 200", "per_secnd = 300", 1));
     // The fix, made with `apply --config`: it replaces the refused text, not the one in force,
     // and is the host account's change all the same.
     let fixed = original.replacen("per_second = 200", "per_second = 300", 1);
@@ -354,14 +359,7 @@ fn applying_the_version_in_force_over_a_refused_edit_puts_the_file_back() {
     let tmp = tempfile::tempdir().unwrap();
     let served = Served::start(tmp.path());
     let original = served.text();
-    let broken = original.replacen("per_second = 200", "per_secnd = 200", 1);
-    assert_ne!(broken, original);
-    std::fs::write(&served.config, &broken).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !served.dashboard().contains(&format!("{} ", version_of(&broken))) {
-        assert!(Instant::now() < deadline, "the broken edit was not refused:\n{}", served.dashboard());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    served.edit_refused(&original.replacen("per_second = 200", "per_secnd = 200", 1));
     std::fs::write(served.dir.join("running.toml"), &original).unwrap();
     let put_back = served.config("apply", "admin-budi", &["running.toml", "--yes", "--issue", "CHG-22 typo"], "");
     let out = text(&put_back.stdout);

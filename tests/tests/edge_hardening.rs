@@ -198,6 +198,18 @@ async fn wait_open(region: &Region, n: usize) {
     panic!("the listener has {} connections open, not {n}", stats.open.load(Ordering::Relaxed));
 }
 
+/// Three connections of `client` held open (HTTP/1.1, HTTP/2, HTTP/1.1), once the listener
+/// counts them.
+async fn hold_three(region: &Region, client: &ClientCert) -> Vec<TlsStream<TcpStream>> {
+    let held = vec![
+        tls_connect(region, client, Proto::H1).await,
+        tls_connect(region, client, Proto::H2).await,
+        tls_connect(region, client, Proto::H1).await,
+    ];
+    wait_open(region, 3).await;
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_limit_clients_get_503_overloaded_and_are_served_once_it_frees() {
     let pki = Pki::new();
@@ -205,12 +217,7 @@ async fn beyond_the_connection_limit_clients_get_503_overloaded_and_are_served_o
     let region = region(&pki, &upstream, "max_connections = 3").await;
     let client = pki.client(DINKES);
 
-    let held = vec![
-        tls_connect(&region, &client, Proto::H1).await,
-        tls_connect(&region, &client, Proto::H2).await,
-        tls_connect(&region, &client, Proto::H1).await,
-    ];
-    wait_open(&region, 3).await;
+    let held = hold_three(&region, &client).await;
 
     for proto in [Proto::H1, Proto::H2] {
         let reply = region.call(Some(&client), proto, json_call()).await.unwrap();
@@ -238,12 +245,7 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     let upstream = Upstream::start().await;
     let region = region(&pki, &upstream, "connections_per_address = 3").await;
     let client = pki.client(DINKES);
-    let held = vec![
-        tls_connect(&region, &client, Proto::H1).await,
-        tls_connect(&region, &client, Proto::H2).await,
-        tls_connect(&region, &client, Proto::H1).await,
-    ];
-    wait_open(&region, 3).await;
+    let held = hold_three(&region, &client).await;
     let reply = region.call(Some(&client), Proto::H1, json_call()).await.unwrap();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text());
     assert_eq!(reply.xroad_error(), Some("Server.Overloaded"));
