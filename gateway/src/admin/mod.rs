@@ -528,9 +528,7 @@ async fn record_refused_change(
     remote: SocketAddr,
     req: &Request<Incoming>,
 ) {
-    let snap = gateway.snapshot();
-    let mut record = RecordBuilder::received_now(&snap.gateway_id);
-    record.set_exchange_id(uuid::Uuid::new_v4());
+    let mut record = admin_record(gateway, cert_sha256, remote, req);
     match identity {
         Some(Identity::Admin(id)) => record.set_operator(id),
         Some(Identity::Subsystem(client)) => record.set_client(client),
@@ -538,16 +536,29 @@ async fn record_refused_change(
         // by its fingerprint.
         Some(Identity::Server(_)) | None => {}
     }
-    record.set_client_cert_sha256(cert_sha256);
-    record.set_client_address(remote.ip());
-    record.set_connection_type(ConnectionType::Mtls);
-    record.set_request(req.method(), req.uri(), ADMIN_MAX_PATH);
-    record.set_client_headers(req.headers());
     record.set_status(StatusCode::FORBIDDEN);
     record.set_error_type("Client.AccessDenied");
     if let Err(e) = gateway.operations_log().append(record.finish(), AuditMode::Sync).await {
         tracing::warn!(%remote, "admin listener: the refused change could not be written to the audit log: {e}");
     }
+}
+
+/// The audit record of a request to the admin listener: the certificate and address it came from
+/// and what it asked; who it is and how it ended are the caller's to add.
+fn admin_record(
+    gateway: &Gateway,
+    cert_sha256: [u8; 32],
+    remote: SocketAddr,
+    req: &Request<Incoming>,
+) -> RecordBuilder {
+    let mut record = RecordBuilder::received_now(&gateway.snapshot().gateway_id);
+    record.set_exchange_id(uuid::Uuid::new_v4());
+    record.set_client_cert_sha256(cert_sha256);
+    record.set_client_address(remote.ip());
+    record.set_connection_type(ConnectionType::Mtls);
+    record.set_request(req.method(), req.uri(), ADMIN_MAX_PATH);
+    record.set_client_headers(req.headers());
+    record
 }
 
 /// Turns maintenance mode on or off once the change is in the audit log, as every change made
@@ -560,15 +571,8 @@ async fn set_maintenance(
     req: &Request<Incoming>,
     on: bool,
 ) -> AdminResponse {
-    let snap = gateway.snapshot();
-    let mut record = RecordBuilder::received_now(&snap.gateway_id);
-    record.set_exchange_id(uuid::Uuid::new_v4());
+    let mut record = admin_record(gateway, cert_sha256, remote, req);
     record.set_operator(operator);
-    record.set_client_cert_sha256(cert_sha256);
-    record.set_client_address(remote.ip());
-    record.set_connection_type(ConnectionType::Mtls);
-    record.set_request(req.method(), req.uri(), ADMIN_MAX_PATH);
-    record.set_client_headers(req.headers());
     record.set_status(StatusCode::OK);
     let reason = req.headers().get("x-road-issue").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     if let Err(e) = gateway.operations_log().append(record.finish(), AuditMode::Sync).await {
