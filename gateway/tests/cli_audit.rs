@@ -1226,6 +1226,35 @@ fn query_selects_the_exchanges_that_crossed_a_peer() {
 }
 
 #[test]
+fn query_selects_one_case_and_one_end_user_and_the_table_shows_the_case() {
+    let log = Log::new(1);
+    // Every fifth of the next 30 belongs to case SPT/2025/0417; every third is for user 3271.
+    let issue = |i: u64| if i.is_multiple_of(5) { "SPT/2025/0417" } else { "SPT/2025/0999" };
+    let user = |i: u64| if i.is_multiple_of(3) { "ID/NIK/3271" } else { "" };
+    log.write(&log.dir(), 1..31, &|i| ExchangeRecord {
+        issue: issue(i).to_owned(),
+        user_id: user(i).to_owned(),
+        ..record(i)
+    });
+    let ids = |args: &[&str]| -> Vec<String> {
+        let out = log.ok(&[&["audit", "query", "audit", "--format", "jsonl"], args].concat());
+        json_lines(&out).iter().map(|r| r["exchange_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let case: Vec<String> = (1_u64..31).filter(|i| i.is_multiple_of(5)).map(exchange_id).collect();
+    assert_eq!(ids(&["--issue", "SPT/2025/0417"]), case);
+    assert_eq!(ids(&["--issue", "SPT/2025/*"]).len(), 30);
+    let for_user: Vec<String> = (1_u64..31).filter(|i| i.is_multiple_of(3)).map(exchange_id).collect();
+    assert_eq!(ids(&["--user-id", "ID/NIK/3271"]), for_user);
+    assert_eq!(ids(&["--user-id", "ID/NIK/3271", "--issue", "SPT/2025/0417"]), vec![exchange_id(15), exchange_id(30)]);
+
+    let table = log.ok(&["audit", "query", "audit", "--format", "table", "--issue", "SPT/2025/0417"]);
+    let lines: Vec<&str> = table.lines().collect();
+    let column = lines[0].find("ISSUE").expect("an ISSUE column");
+    assert_eq!(lines.len(), 1 + case.len(), "{table}");
+    assert!(lines.iter().skip(1).all(|l| l[column..].starts_with("SPT/2025/0417 ")), "{table}");
+}
+
+#[test]
 fn records_after_an_archives_last_checkpoint_are_not_recorded_for_retention() {
     let log = Log::new(300);
     assert_eq!(log.checkpoint_sizes(), [100, 200, 300]);

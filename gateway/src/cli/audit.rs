@@ -39,18 +39,19 @@ Examples:
     ///
     /// JSON lines carry the proto's field names, bytes as lowercase hex and each time both as
     /// RFC 3339 (e.g. "received_at") and as nanoseconds ("received_at_unix_nanos"). --client,
-    /// --service, --peer, --address, --host-user, --error-type, --method and --path match
-    /// exactly, or as a prefix when they end with '*'.
+    /// --service, --peer, --address, --host-user, --issue, --user-id, --error-type, --method and
+    /// --path match exactly, or as a prefix when they end with '*'.
     #[command(after_help = "\
 Examples:
   splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
   splpd audit query /var/lib/splpd/audit --service 'ID/PEMDA/1602/DISDUKCAPIL/*' \\
       --since 2025-03-01T00:00:00+07:00 --until 2025-03-02T00:00:00+07:00 --format table
   splpd audit query /var/lib/splpd/audit --error-type 'Server.*' --limit 20
+  splpd audit query /var/lib/splpd/audit --issue 'SPT/2025/0417' --format table   # every exchange of one case
   splpd audit query /var/lib/splpd/audit --address 10.20.0.7 --status 401   # who tried without a certificate
   splpd audit query /var/lib/splpd/audit --method RELOAD --format table   # configuration changes, and by whom
   splpd audit query /var/lib/splpd/audit --host-user budi   # changes made on the host by budi (sudo included)")]
-    Query(QueryArgs),
+    Query(Box<QueryArgs>),
 
     /// Print a proof that an exchange's record is in the log, checkable offline.
     ///
@@ -145,7 +146,8 @@ enum Format {
     /// One JSON object per line.
     #[default]
     Jsonl,
-    /// An aligned table: time, exchange id, client, address, service, method, status, error type.
+    /// An aligned table: time, exchange id, client, address, service, method, status, error type,
+    /// issue, path.
     Table,
 }
 
@@ -174,6 +176,14 @@ pub(crate) struct QueryArgs {
     /// through the admin listener name their operator in --client instead.
     #[arg(long, value_name = "ACCOUNT")]
     host_user: Option<String>,
+    /// The case or document number the client sent in X-Road-Issue (a trailing '*' matches a
+    /// prefix: 'SPT/2025/*').
+    #[arg(long, value_name = "ISSUE")]
+    issue: Option<String>,
+    /// The end user the client called for, as sent in X-Road-UserId (a trailing '*' matches a
+    /// prefix).
+    #[arg(long, value_name = "USER")]
+    user_id: Option<String>,
     /// The HTTP status: a code (404) or a class (4xx, 5xx). A gRPC call, whose HTTP status is 200
     /// whatever happened, is matched by the status the gateway's own error has over REST (a
     /// message too large 413, over quota 429), else by the one its gRPC status stands for
@@ -274,7 +284,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
 pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::Verify(args) => verify_cmd(&args),
-        AuditCommand::Query(args) => query_cmd(args),
+        AuditCommand::Query(args) => query_cmd(*args),
         AuditCommand::Proof(args) => proof_cmd(&args),
         AuditCommand::Consistency(args) => consistency_cmd(&args),
         AuditCommand::CheckProof(args) => check_proof_cmd(&args),
@@ -374,6 +384,8 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         peer: args.peer.map(pattern),
         address: args.address,
         host_user: args.host_user.map(pattern),
+        issue: args.issue.map(pattern),
+        user_id: args.user_id.map(pattern),
         since_unix_nanos: args.since,
         until_unix_nanos: args.until,
         exchange_id: args.exchange_id,
@@ -447,13 +459,14 @@ fn pattern(text: String) -> Pattern {
 /// widths (a longer value widens only its own row).
 #[derive(Debug, Default)]
 struct Table {
-    held: Vec<[String; 9]>,
-    widths: Option<[usize; 9]>,
+    held: Vec<[String; COLUMNS]>,
+    widths: Option<[usize; COLUMNS]>,
 }
 
 /// The path comes last: it is the longest, and left unpadded it does not push the columns apart.
-const TABLE_HEAD: [&str; 9] =
-    ["TIME", "EXCHANGE ID", "CLIENT", "ADDRESS", "SERVICE", "METHOD", "STATUS", "ERROR TYPE", "PATH"];
+const TABLE_HEAD: [&str; COLUMNS] =
+    ["TIME", "EXCHANGE ID", "CLIENT", "ADDRESS", "SERVICE", "METHOD", "STATUS", "ERROR TYPE", "ISSUE", "PATH"];
+const COLUMNS: usize = 10;
 const TABLE_SIZING_ROWS: usize = 200;
 
 impl Table {
@@ -481,6 +494,7 @@ impl Table {
                 None => r.status.to_string(),
             },
             dash(&r.error_type),
+            dash(&r.issue),
             dash(&r.path),
         ];
         match &self.widths {
@@ -512,7 +526,7 @@ impl Table {
     }
 }
 
-fn print_row(row: &[String; 9], widths: &[usize; 9]) {
+fn print_row(row: &[String; COLUMNS], widths: &[usize; COLUMNS]) {
     let mut line = String::new();
     for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
         if i + 1 == row.len() {

@@ -183,6 +183,10 @@ pub struct Filter {
     pub peer: Option<Pattern>,
     /// The IP address the client connected from (`client_address`).
     pub address: Option<AddressMatch>,
+    /// The case or document number the client gave (`X-Road-Issue`, `issue`).
+    pub issue: Option<Pattern>,
+    /// The end user the client called for (`X-Road-UserId`, `user_id`).
+    pub user_id: Option<Pattern>,
     /// The host account that made a configuration change on the gateway's host (`host_user`):
     /// the whole text, or either account in it by name or uid (see [`host_accounts`]).
     pub host_user: Option<Pattern>,
@@ -205,6 +209,8 @@ impl Filter {
             && self.path.as_ref().is_none_or(|p| p.matches(&r.path))
             && self.peer.as_ref().is_none_or(|p| p.matches(&r.peer))
             && self.address.as_ref().is_none_or(|p| p.matches(&r.client_address))
+            && self.issue.as_ref().is_none_or(|p| p.matches(&r.issue))
+            && self.user_id.as_ref().is_none_or(|p| p.matches(&r.user_id))
             && self.host_user.as_ref().is_none_or(|p| {
                 !r.host_user.is_empty()
                     && (p.matches(&r.host_user) || host_accounts(&r.host_user).any(|a| p.matches(a)))
@@ -362,6 +368,8 @@ mod tests {
             path: "/r1/ID/PEMDA/1602/DISDUKCAPIL/nik/verify".to_owned(),
             received_at_unix_nanos: 100,
             client_address: "10.20.0.7".to_owned(),
+            issue: "SPT/2025/0417".to_owned(),
+            user_id: "ID/NIK/3271".to_owned(),
             ..ExchangeRecord::default()
         };
         assert!(Filter::default().matches(&r));
@@ -374,9 +382,13 @@ mod tests {
             until_unix_nanos: Some(101),
             exchange_id: Some("ab-CD".to_owned()),
             address: Some("10.20.0.0/16".parse().unwrap()),
+            issue: Some(Pattern::Prefix("SPT/2025/".to_owned())),
+            user_id: Some(Pattern::Exact("ID/NIK/3271".to_owned())),
             ..Filter::default()
         };
         assert!(f.matches(&r));
+        assert!(!Filter { issue: Some(Pattern::Exact("SPT/2025/0418".to_owned())), ..f.clone() }.matches(&r));
+        assert!(!Filter { user_id: Some(Pattern::Prefix("ID/NIK/9".to_owned())), ..f.clone() }.matches(&r));
         assert!(!Filter { until_unix_nanos: Some(100), ..f.clone() }.matches(&r));
         assert!(!Filter { address: Some("10.20.0.70".parse().unwrap()), ..f.clone() }.matches(&r));
         assert!(!Filter { method: Some(Pattern::Exact("RELOAD".to_owned())), ..f.clone() }.matches(&r));
