@@ -50,6 +50,9 @@ pub struct Gateway {
     log: Arc<dyn AuditSink>,
     /// Counts [`Gateway::replace`] calls, so that a connection can tell a reload happened.
     generation: std::sync::atomic::AtomicU64,
+    /// Told of every [`Gateway::replace`], for what waits on the configuration's dates (the CRL
+    /// watch); an `Arc` so that a waiter does not keep the gateway alive.
+    replaced: Arc<tokio::sync::Notify>,
     metrics: Arc<ExchangeMetrics>,
     maintenance: Arc<Maintenance>,
     /// What changes the configuration file for the admin listener, when the gateway runs from
@@ -176,6 +179,7 @@ impl Gateway {
             audit: Arc::new(Metered::new(Arc::clone(&audit), Arc::clone(&metrics)).with_spans(spans)),
             log: audit,
             generation: std::sync::atomic::AtomicU64::new(0),
+            replaced: Arc::default(),
             metrics,
             maintenance: Arc::default(),
             reloader: std::sync::OnceLock::new(),
@@ -208,6 +212,12 @@ impl Gateway {
         self.metrics.add_routes(&snapshot);
         self.snapshot.store(Arc::new(snapshot));
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.replaced.notify_waiters();
+    }
+
+    /// Notified of each new configuration put in force (waiters registered before it only).
+    pub fn replacements(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.replaced)
     }
 
     /// How many times the configuration has been replaced since start.

@@ -494,7 +494,11 @@ const CRL_WATCH: Duration = Duration::from_secs(3600);
 /// exchange a month later with no word beforehand. (Loading one says so too; this covers a CRL
 /// that ages while loaded.) `/readyz` and `splpd_crl_next_update_timestamp_seconds` say it too.
 async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let Some(replacements) = gateway.upgrade().map(|g| g.replacements()) else { return };
     loop {
+        // Registered before the CRLs are read, so that a reload in between is not missed: a CRL
+        // it loads that passes its next update before the hour is out is then told when it does.
+        let replaced = replacements.notified();
         let wait = match gateway.upgrade() {
             Some(gateway) => {
                 until_next_crl_look(gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc())
@@ -503,6 +507,8 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            // Loading the new CRLs said what was wrong with them already; only the wait changes.
+            () = replaced => continue,
             () = stopped(&mut shutdown) => return,
         }
         let Some(gateway) = gateway.upgrade() else { return };

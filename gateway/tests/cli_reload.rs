@@ -430,3 +430,40 @@ fn twenty_reloads_under_load_fail_no_call_and_a_new_crl_refuses_the_revoked_clie
     assert!(reloads >= 19, "{reloads} reloads logged");
     assert_eq!(count("RELOAD"), reloads, "{records}");
 }
+
+/// A CRL that a reload brings in, and that passes its next update before the gateway's hourly
+/// look at its CRLs, is told when it passes it: the look's wait is taken again at each reload.
+#[test]
+fn a_reloaded_crl_that_ages_out_within_the_hour_is_told_when_it_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    splpd(&["demo", "--dir", "sandbox", "--no-serve"], tmp.path());
+    let dir: PathBuf = tmp.path().join("sandbox");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let upstream = rt.block_on(upstream());
+    let config = dir.join("reload.toml");
+    write_config(&config, &config_text(0, upstream, false, false));
+    // The CRL in force at start was signed a day ago for two days (a later one must be signed
+    // after it), and the one the reload brings a day ago for one: its next update comes seconds
+    // from now.
+    let ca = splpd_certs::pki::Ca::open(&dir.join("pki/ca")).unwrap();
+    let passes = time::OffsetDateTime::now_utc() + time::Duration::seconds(8);
+    ca.crl(2, passes - time::Duration::days(1) - time::Duration::minutes(1)).unwrap();
+    let mut serving = Serving(
+        Command::new(env!("CARGO_BIN_EXE_splpd"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Log::follow(&mut serving.0);
+    log.wait_for(&["ready"]);
+
+    let crl = ca.crl(1, passes - time::Duration::days(1)).unwrap();
+    log.wait_for(&["configuration reloaded"]);
+    let told = log.wait_for(&["passed its next update"]);
+    assert!(told.contains("every certificate of that CA is"), "{told}");
+    assert!(time::OffsetDateTime::now_utc() >= crl.next_update, "told before it passed: {told}");
+}

@@ -420,10 +420,13 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP and on changes of the watched files until `stop` turns true. Reloads
-    /// run one at a time, in this task.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut hangup: Hangup = lock(&self.hangup).take().unwrap_or_default();
-        let (tx, mut changes) = mpsc::channel::<PathBuf>(64);
+    /// run one at a time, in the returned future's task.
+    ///
+    /// The files are watched from the call on, not from the future's first poll: a gateway that
+    /// says it is ready, and whose CA publishes a CRL the moment after, must not miss it.
+    pub fn run(self: Arc<Self>, stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+        let hangup: Hangup = lock(&self.hangup).take().unwrap_or_default();
+        let (tx, changes) = mpsc::channel::<PathBuf>(64);
         let watched = Arc::new(Mutex::new(self.watched_files()));
         let mut watcher = match file_watcher(Arc::clone(&watched), tx) {
             Ok(w) => Some(w),
@@ -439,6 +442,11 @@ impl Reloader {
             let files = lock(&watched).clone();
             watch_dirs(w, &files, &mut dirs);
         }
+        self.reload_until_stopped(Watching { hangup, changes, watched, watcher, dirs }, stop)
+    }
+
+    async fn reload_until_stopped(self: Arc<Self>, watching: Watching, mut stop: watch::Receiver<bool>) {
+        let Watching { mut hangup, mut changes, watched, mut watcher, mut dirs } = watching;
         loop {
             let changed = tokio::select! {
                 () = next_hangup(&mut hangup) => {
@@ -502,6 +510,16 @@ impl Reloader {
             *lock(&watched) = files;
         }
     }
+}
+
+/// What [`Reloader::run`] watches: SIGHUP, and the files through `watcher`, whose callback sends
+/// the changed paths to `changes`.
+struct Watching {
+    hangup: Hangup,
+    changes: mpsc::Receiver<PathBuf>,
+    watched: Arc<Mutex<HashSet<PathBuf>>>,
+    watcher: Option<notify::RecommendedWatcher>,
+    dirs: HashSet<PathBuf>,
 }
 
 /// The audit record of a configuration put in force (`action`: `START` or `RELOAD`): the file,
