@@ -204,15 +204,19 @@ fn subject(common_name: &str, organisation: &str) -> DistinguishedName {
 }
 
 /// Parameters of a region CA certificate: `CA:TRUE, pathlen:0` (it signs only end-entity
-/// certificates, never another CA), key usage keyCertSign and cRLSign.
+/// certificates, never another CA), key usage keyCertSign and cRLSign. Its name is
+/// `ORGANISATION SPLPD CA GENERATION`: a CA that replaces another (a new key, a longer life)
+/// must not share the old one's name while both are trusted, since CRLs and chains are matched
+/// to a CA by name.
 pub fn ca_params(
     organisation: &str,
+    generation: &str,
     validity: Validity,
     serial: SerialNumber,
 ) -> Result<CertificateParams, ProfileError> {
     check_organisation(organisation)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = subject(&format!("{organisation} SPLPD CA"), organisation);
+    params.distinguished_name = subject(&format!("{organisation} SPLPD CA {generation}"), organisation);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = validity.not_before;
@@ -724,7 +728,7 @@ mod tests {
 
     #[test]
     fn ca_params_fit_the_ca_profile() {
-        let der = der(&ca_params("Pemda OKI", Validity::days_from(now(), 10), serial()).unwrap());
+        let der = der(&ca_params("Pemda OKI", "2026 0A1B2C3D", Validity::days_from(now(), 10), serial()).unwrap());
         let cert = parse_certificate(&der).unwrap();
         assert_eq!(role_of(&cert), Role::Ca);
         assert_eq!(check(&cert, now()), Vec::new());
@@ -733,7 +737,8 @@ mod tests {
         assert!(as_leaf.contains(&Problem::Identity(IdentityError::Missing)), "{as_leaf:?}");
         assert!(as_leaf.contains(&Problem::LeafIsCa), "{as_leaf:?}");
 
-        let mut with_identity = ca_params("Pemda OKI", Validity::days_from(now(), 10), serial()).unwrap();
+        let mut with_identity =
+            ca_params("Pemda OKI", "2026 0A1B2C3D", Validity::days_from(now(), 10), serial()).unwrap();
         with_identity.subject_alt_names = vec![SanType::URI(dinkes().to_urn().as_str().try_into().unwrap())];
         let ca_der = self::tests::der(&with_identity);
         let cert = parse_certificate(&ca_der).unwrap();

@@ -79,6 +79,26 @@ pub enum TlsSetupError {
         /// The second anchor that lists it.
         second: String,
     },
+    /// Two CAs share a name and a CRL names it: rustls (webpki) takes a certificate's CRL by its
+    /// issuer's name, so every certificate of the CA that did not sign the CRL would be refused.
+    #[error(
+        "trust anchor {anchor:?}: the CRL in {} was signed by the CA {subject}, and trust anchor {other:?} holds another CA \
+         of that same name with another key; a CRL is matched to certificates by their issuer's name, so every \
+         certificate of one of the two CAs would be refused as wrongly signed. A CA that replaces another needs a name \
+         of its own: `splpd certs init-ca` puts its year and key in each CA's name, so create the new CA with it (or give \
+         yours another subject), issue from it, and list both CAs until the old one's certificates are renewed",
+        path.display()
+    )]
+    CaNameShared {
+        /// The anchor of the CRL.
+        anchor: String,
+        /// The CRL file.
+        path: PathBuf,
+        /// The name the two CAs share.
+        subject: String,
+        /// The anchor of the other CA (may be the same).
+        other: String,
+    },
     /// An anchor's CRL file could not be read.
     #[error(
         "trust anchor {anchor:?}: {cause}; publish a fresh one with `splpd certs crl --ca DIR`, or remove it from `crls`"
@@ -404,6 +424,7 @@ impl TrustStore {
         for (index, anchor) in anchors.iter().enumerate() {
             store.add_anchor(index, anchor, &mut roots)?;
         }
+        store.refuse_crls_of_shared_names()?;
         store.keep_latest_crls();
         store.roots = Arc::new(roots);
         for m in mappings {
@@ -416,6 +437,25 @@ impl TrustStore {
             store.mappings.insert(m.fingerprint.0, Mapping { identity, anchor });
         }
         Ok(store)
+    }
+
+    /// Refuses a CRL whose issuer's name another CA with another key also has (a CA rolled over
+    /// to a new key under its old name): see [`TlsSetupError::CaNameShared`].
+    fn refuse_crls_of_shared_names(&self) -> Result<(), TlsSetupError> {
+        for status in &self.crl_status {
+            let other = self.cas.iter().find(|ca| *ca.subject == *status.issuer && ca.spki != status.signer);
+            if let Some(other) = other {
+                let subject = x509_parser::x509::X509Name::from_der(&status.issuer)
+                    .map_or_else(|_| "(unreadable name)".to_owned(), |(_, name)| name.to_string());
+                return Err(TlsSetupError::CaNameShared {
+                    anchor: status.anchor.clone(),
+                    path: status.path.clone(),
+                    subject,
+                    other: self.anchors.get(other.anchor).map_or_else(String::new, |a| a.name.to_string()),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Of several CRLs of one CA, keeps the latest alone: webpki checks a certificate against the
@@ -1103,6 +1143,38 @@ pub(crate) mod tests {
             self.issue_at(&LeafRequest::new(identity(kind, id)), now()).0
         }
 
+        /// Another CA under this one's very name, with a key of its own and a current CRL of its
+        /// own, in `root/name` (`ca.crt`, `crl.pem`): a CA rolled over to a new key by hand,
+        /// or an imposter.
+        pub(crate) fn namesake(&self, root: &Path, name: &str) -> PathBuf {
+            // rcgen writes both names as UTF8String, as it wrote this CA's: the same bytes.
+            let der = load::read_certificates(&self.cert_path()).unwrap().remove(0);
+            let ours = parse_certificate(&der).unwrap();
+            let text = |value: &x509_parser::x509::AttributeTypeAndValue<'_>| value.as_str().unwrap().to_owned();
+            let mut params = CertificateParams::default();
+            let dn = &mut params.distinguished_name;
+            dn.push(rcgen::DnType::CommonName, text(ours.subject().iter_common_name().next().unwrap()));
+            dn.push(rcgen::DnType::OrganizationName, text(ours.subject().iter_organization().next().unwrap()));
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            let crl = rcgen::CertificateRevocationListParams {
+                this_update: now() - Duration::days(1),
+                next_update: now() + Duration::days(30),
+                crl_number: rcgen::SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: vec![],
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            let crl = crl.signed_by(&Issuer::new(params, key)).unwrap();
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ca.crt"), cert.pem()).unwrap();
+            std::fs::write(dir.join("crl.pem"), crl.pem().unwrap()).unwrap();
+            dir
+        }
+
         /// Signs `params` with this CA's key file directly, bypassing the tooling's checks: what
         /// a careless or hostile holder of the key could do.
         pub(crate) fn mint(&self, params: &CertificateParams) -> Leaf {
@@ -1729,9 +1801,9 @@ anchor = "region"
         );
 
         // A CRL under this CA's name but signed by another key.
-        let imposter = pki.ca("imposter", REGION_ORG, "ID/PEMDA/1601");
+        let imposter = pki.region.namesake(pki.tmp.path(), "imposter");
         let mut forged_crl = region.clone();
-        forged_crl.crls = vec![imposter.dir.join("crl.pem")];
+        forged_crl.crls = vec![imposter.join("crl.pem")];
         let msg = load_error(&[forged_crl], &[]);
         assert!(msg.contains("signature does not verify"), "{msg}");
 
@@ -1746,6 +1818,60 @@ anchor = "region"
         let bad_id = IdentityMapping { id: "ID/PEMDA/1602".into(), anchor: "region".into(), ..mapping };
         let msg = load_error(&[region], &[bad_id]);
         assert!(msg.contains("INSTANCE/CLASS/MEMBER/SUBSYSTEM"), "{msg}");
+    }
+
+    /// Two CAs of one name and a CRL of either: webpki takes a certificate's CRL by its issuer's
+    /// name, so one CA's certificates would all fail as wrongly signed. Refused at load, in
+    /// one anchor (a CA rolled over by hand, both in its `ca` bundle) or across two.
+    #[test]
+    fn two_cas_of_one_name_with_a_crl_are_refused_saying_the_new_ca_needs_a_name_of_its_own() {
+        let pki = Pki::new();
+        let rolled = pki.region.namesake(pki.tmp.path(), "rolled");
+        let bundle = pki.tmp.path().join("both.crt");
+        let both = std::fs::read_to_string(pki.region.cert_path()).unwrap()
+            + &std::fs::read_to_string(rolled.join("ca.crt")).unwrap();
+        std::fs::write(&bundle, both).unwrap();
+        let mut anchor = pki.region_anchor();
+        anchor.ca = bundle;
+        for crls in [vec![pki.region.dir.join("crl.pem"), rolled.join("crl.pem")], vec![rolled.join("crl.pem")]] {
+            let msg = load_error(&[TrustAnchor { crls, ..anchor.clone() }], &[]);
+            assert!(msg.contains("another CA of that same name with another key"), "{msg}");
+            assert!(msg.contains("needs a name of its own") && msg.contains("splpd certs init-ca"), "{msg}");
+        }
+        // Without CRLs the two are told apart by their keys: nothing to refuse.
+        assert!(TrustStore::new(&[TrustAnchor { crls: vec![], ..anchor }], &[]).is_ok());
+        // Across two anchors too.
+        let other = TrustAnchor {
+            name: "other".into(),
+            ca: rolled.join("ca.crt"),
+            scopes: vec!["ID/PEMDA/1601".parse().unwrap()],
+            crls: vec![],
+        };
+        let msg = load_error(&[pki.region_anchor(), other], &[]);
+        assert!(msg.contains("trust anchor \"other\" holds another CA of that same name"), "{msg}");
+    }
+
+    /// A CA rollover done with the tooling: a new CA of the same organisation, listed beside the
+    /// old one in the anchor's bundle with both CRLs, and certificates of both accepted.
+    #[tokio::test]
+    async fn during_a_rollover_certificates_of_the_old_and_the_new_ca_are_both_accepted() {
+        let pki = Pki::new();
+        let new = pki.ca("new-ca", REGION_ORG, "ID/PEMDA/1602");
+        let bundle = pki.tmp.path().join("both.crt");
+        let both = std::fs::read_to_string(pki.region.cert_path()).unwrap()
+            + &std::fs::read_to_string(new.cert_path()).unwrap();
+        std::fs::write(&bundle, both).unwrap();
+        let anchor = TrustAnchor {
+            ca: bundle,
+            crls: vec![pki.region.dir.join("crl.pem"), new.dir.join("crl.pem")],
+            ..pki.region_anchor()
+        };
+        let trust = TrustStore::new(&[anchor], &[]).unwrap();
+        for ca in [&pki.region, &new] {
+            let leaf = ca.issue(IdKind::Subsystem, "ID/PEMDA/1602/DINKES");
+            let accepted = mtls(&pki, &trust, Some(&leaf)).await;
+            assert!(accepted.is_ok(), "a certificate of {}: {accepted:?}", ca.dir.display());
+        }
     }
 
     #[test]

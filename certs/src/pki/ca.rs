@@ -158,7 +158,10 @@ impl Ca {
 
         let key = opts.key_type.generate()?;
         let validity = Validity::days_from(now, opts.days);
-        let params = profile::ca_params(&opts.organisation, validity, random_serial()?)?;
+        // The year and the start of the key's identifier tell this CA from one it replaces.
+        let key_id = rcgen::CertificateParams::default().key_identifier(&key);
+        let generation = format!("{} {}", now.year(), hex::encode_upper(key_id.get(..4).unwrap_or_default()));
+        let params = profile::ca_params(&opts.organisation, &generation, validity, random_serial()?)?;
         let cert = params.self_signed(&key)?;
         let config = CaConfig {
             organisation: opts.organisation.clone(),

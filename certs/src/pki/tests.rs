@@ -112,6 +112,22 @@ fn init_writes_a_ca_that_fits_the_profile_with_a_private_key() {
 }
 
 #[test]
+fn a_ca_that_replaces_another_of_the_same_organisation_has_a_name_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = InitOptions::new("Pemerintah Kabupaten Ogan Komering Ilir", vec!["ID/PEMDA/1602".parse().unwrap()]);
+    let name = |dir: &str| {
+        let ca = Ca::init(&tmp.path().join(dir), &opts, now()).unwrap();
+        let der = read_der(&ca.dir().join(store::CA_CERT), ObjectKind::Certificate);
+        let cert = inspect::parse_certificate(&der).unwrap();
+        cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_owned()
+    };
+    let (old, new) = (name("old"), name("new"));
+    let year = now().year().to_string();
+    assert!(old.starts_with("Pemerintah Kabupaten Ogan Komering Ilir SPLPD CA ") && old.contains(&year), "{old}");
+    assert_ne!(old, new, "CRLs are matched to their CA by name");
+}
+
+#[test]
 fn init_refuses_an_existing_ca_and_writes_nothing_unless_forced() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = new_ca(tmp.path());
