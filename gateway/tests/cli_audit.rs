@@ -820,7 +820,7 @@ fn retention_removes_only_segments_an_export_holds_and_the_log_goes_on_verifiabl
     assert!(out.status.success(), "{all}");
     assert!(all.contains(&format!("records 0..{} were removed by retention", pass.first_seq)), "{all}");
     assert!(all.contains(&format!("(those before {} removed by retention)", pass.first_seq)), "not an archive: {all}");
-    assert!(all.contains("of earlier records were checked by their signatures only"), "{all}");
+    assert!(all.contains("2 checkpoint(s) of the removed records were checked by their signatures only"), "{all}");
     assert!(all.contains("part1.tar"), "the note names the export that holds them: {all}");
     // Queries, and proofs of records still there, work; removed ones are gone.
     let q = json_lines(&log.ok(&["audit", "query", "audit", "--exchange-id", &exchange_id(550)]));
@@ -990,6 +990,45 @@ fn alter_record(log: &Log, seq: u64) {
     let crc = crc32c::crc32c(&bytes[payload]);
     bytes[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
     fs::write(&segment, bytes).unwrap();
+}
+
+/// Changes record `seq`'s status from 403 to 200 in place (both two-byte varints after field
+/// 18's tag) and gives its frame a fresh CRC: a forged record that reads like any other.
+fn forge_status(log: &Log, seq: u64) {
+    let (first, segment) = log.segments().into_iter().rev().find(|(first, _)| *first <= seq).unwrap();
+    let (offset, len) = frames(&segment)[(seq - first) as usize];
+    let mut bytes = fs::read(&segment).unwrap();
+    let payload = offset + 8..offset + 8 + len;
+    let at = bytes[payload.clone()].windows(4).position(|w| w == [0x90, 0x01, 0x93, 0x03]).expect("status 403");
+    bytes[payload.start + at + 2..payload.start + at + 4].copy_from_slice(&[0xc8, 0x01]);
+    let crc = crc32c::crc32c(&bytes[payload]);
+    bytes[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segment, bytes).unwrap();
+}
+
+#[test]
+fn query_checks_the_log_as_it_reads_and_fails_on_a_record_forged_under_a_fresh_checksum() {
+    let log = Log::new(300);
+    let all = |out: Output| (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)));
+    let (code, told) = all(log.splpd(&["audit", "query", "audit", "--exchange-id", &exchange_id(153)]));
+    assert_eq!(code, Some(0), "{told}");
+    assert!(told.contains("checked as read: 300 records") && told.contains("3 of 3 checkpoint(s) match"), "{told}");
+    assert!(told.contains("not checked against any CA"), "{told}");
+
+    forge_status(&log, 153);
+    let table = ["audit", "query", "audit", "--exchange-id", &exchange_id(153), "--format", "table"];
+    let (code, told) = all(log.splpd(&table));
+    assert_eq!(code, Some(1), "{told}");
+    assert!(told.contains(" 200 "), "shown as stored: {told}");
+    assert!(told.contains("records 100..200 (after checkpoint 0, which matches) were altered"), "{told}");
+    assert!(told.contains("does not check out against its signed checkpoints"), "{told}");
+    // Past --limit too: the whole log is checked.
+    let (code, told) = all(log.splpd(&["audit", "query", "audit", "--limit", "1"]));
+    assert_eq!(code, Some(1), "{told}");
+    // Unchecked, it is shown as stored, and said to be unchecked.
+    let (code, told) = all(log.splpd(&[&table[..], &["--unchecked"]].concat()));
+    assert_eq!(code, Some(0), "{told}");
+    assert!(told.contains(" 200 ") && told.contains("not checked (--unchecked)"), "{told}");
 }
 
 #[test]

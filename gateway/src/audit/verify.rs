@@ -683,6 +683,10 @@ pub(crate) fn time_text(nanos: i64) -> String {
     rfc3339_nanos(nanos).unwrap_or_else(|| nanos.to_string())
 }
 
+/// What [`verify_log`] shows each record to: its number, its stored bytes, the record (`None`
+/// when it does not decode) and the tree before it.
+pub type RecordObserver<'a> = dyn FnMut(u64, &[u8], Option<&ExchangeRecord>, &Tree) + 'a;
+
 /// Verifies the audit log in `dir`: every segment (header, frames, checksums, sequence), every
 /// record decodes, the Merkle tree over all records, and every checkpoint of `checkpoints.log`
 /// (its signature against `signer-<key sha256>.crt` in `dir`, its root against the tree at its
@@ -690,14 +694,15 @@ pub(crate) fn time_text(nanos: i64) -> String {
 /// valid when it signed. An extracted export archive (a `MANIFEST.json` in `dir`) is checked
 /// against its signed manifest too, and may start past record 0.
 ///
-/// `observer` sees each record before it joins the tree, with the tree as it stands (for
-/// [`export`], which needs the tree's frontier at a record).
+/// `observer` sees each record before it joins the tree: its number, its stored bytes, the record
+/// (`None` when it does not decode) and the tree as it stands (for [`export`], which needs the
+/// tree's frontier at a record; and for [`query`], which shows records as it checks them).
 ///
 /// Problems go into the report; `Err` only when `dir` holds no log at all or cannot be listed.
 pub fn verify_log(
     dir: &Path,
     ca: Option<&[u8]>,
-    observer: &mut dyn FnMut(u64, &[u8], &Tree),
+    observer: &mut RecordObserver<'_>,
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let mut report = VerifyReport::default();
@@ -795,11 +800,15 @@ pub fn verify_log(
             match records.next_record() {
                 Ok(Some((seq, payload))) => {
                     record.clear();
-                    if let Err(e) = record.merge(payload) {
-                        // Intact frame, but not a record: written so, or forged with a fresh CRC.
-                        run.report.problem(format!("record {seq}: the frame is intact but does not decode: {e}"));
-                    }
-                    observer(seq, payload, &tree);
+                    let decoded = match record.merge(payload) {
+                        Ok(()) => Some(&record),
+                        Err(e) => {
+                            // Intact frame, but not a record: written so, or forged with a fresh CRC.
+                            run.report.problem(format!("record {seq}: the frame is intact but does not decode: {e}"));
+                            None
+                        }
+                    };
+                    observer(seq, payload, decoded, &tree);
                     tree.push(leaf_hash(payload));
                     run.report.records_read += 1;
                     run.report.bytes += (payload.len() + 8) as u64;

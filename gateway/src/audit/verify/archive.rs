@@ -382,7 +382,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     let start_seq =
         segments_before.iter().rev().find(|(first, _)| *first <= from).map_or(*log_first, |(first, _)| *first);
     let mut frontier = None;
-    let report = verify_log(dir, None, &mut |seq, _, tree| {
+    let report = verify_log(dir, None, &mut |seq, _, _, tree| {
         if seq == start_seq {
             frontier = Some(tree.frontier().to_vec());
         }

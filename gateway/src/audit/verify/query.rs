@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use prost::Message as _;
 
-use super::{VerifyError, ensure_log};
+use super::{VerifyError, VerifyReport, ensure_log, verify_log};
 use crate::audit::ExchangeRecord;
 use crate::audit::segment::{SegmentError, SegmentReader};
 
@@ -222,7 +222,7 @@ impl Filter {
 }
 
 /// What a query went through.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct QuerySummary {
     /// Records read.
     pub scanned: u64,
@@ -230,8 +230,11 @@ pub struct QuerySummary {
     pub matched: u64,
     /// Whether the query stopped at its limit.
     pub limited: bool,
-    /// The torn tail the log ended with, if any (a warning, not an error).
+    /// The torn tail the log ended with, if any (a warning, not an error), when not checked.
     pub torn_tail: Option<String>,
+    /// What checking the log as it was read found: whether the records shown are those its
+    /// signed checkpoints cover. `None` for a query told not to check.
+    pub checked: Option<VerifyReport>,
 }
 
 /// Why a query stopped before the end of the log.
@@ -261,13 +264,23 @@ pub enum QueryError {
 }
 
 /// Streams the records of the log in `dir` that `filter` selects to `each`, in log order, up to
-/// `limit` of them. Records before any damage are handed on before the error is returned.
+/// `limit` of them.
+///
+/// With `check`, the log is verified as it is read ([`verify_log`], without a CA): the whole log
+/// is read, past the limit too, and the summary's `checked` says whether the records are the
+/// ones the signed checkpoints cover. A record changed and given a fresh checksum reads like any
+/// other, so what a query shows is evidence only once it is checked. Records before damage are
+/// handed on either way.
 pub fn query(
     dir: &Path,
     filter: &Filter,
     limit: Option<u64>,
+    check: bool,
     each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
 ) -> Result<QuerySummary, QueryError> {
+    if check {
+        return query_checked(dir, filter, limit, each);
+    }
     ensure_log(dir)?;
     // Every record there is, from the first segment on: an extracted archive starts after record
     // 0, and a query reads records, it does not check the log (verify does), so that nothing in
@@ -306,6 +319,33 @@ pub fn query(
             break;
         }
     }
+    Ok(summary)
+}
+
+fn query_checked(
+    dir: &Path,
+    filter: &Filter,
+    limit: Option<u64>,
+    each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
+) -> Result<QuerySummary, QueryError> {
+    let mut summary = QuerySummary { limited: limit == Some(0), ..QuerySummary::default() };
+    let mut failed = None;
+    let report = verify_log(dir, None, &mut |seq, _, record, _| {
+        summary.scanned += 1;
+        let Some(record) = record else { return };
+        if summary.limited || failed.is_some() || !filter.matches(record) {
+            return;
+        }
+        summary.matched += 1;
+        if let Err(e) = each(seq, record) {
+            failed = Some(e);
+        }
+        summary.limited = limit.is_some_and(|limit| summary.matched >= limit);
+    })?;
+    if let Some(e) = failed {
+        return Err(QueryError::Output(e));
+    }
+    summary.checked = Some(report);
     Ok(summary)
 }
 
