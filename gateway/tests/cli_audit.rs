@@ -567,7 +567,7 @@ fn a_proof_checks_offline_and_fails_when_altered() {
         let mut p = proof.clone();
         change(&mut p);
         fs::write(log.path(name), serde_json::to_string(&p).unwrap()).unwrap();
-        log.fails(&["audit", "check-proof", name])
+        log.fails(&["audit", "check-proof", name, "--no-ca"])
     };
     let all = altered("status.json", &|p| p["record"]["status"] = 200.into());
     assert!(all.contains("the record shown in the proof is not the record stored"), "{all}");
@@ -752,7 +752,7 @@ fn consistency_proofs_between_checkpoints_check_offline_and_catch_a_rewritten_hi
         let mut p = c.clone();
         change(&mut p);
         fs::write(log.path(name), serde_json::to_string(&p).unwrap()).unwrap();
-        log.fails(&["audit", "check-proof", name])
+        log.fails(&["audit", "check-proof", name, "--no-ca"])
     };
     let all = altered("hash.json", &|p| p["proof"][0] = "00".repeat(32).into());
     assert!(all.contains("does not lead from the root of 100 records"), "{all}");
@@ -1097,11 +1097,11 @@ fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
     }
     // A proof from another size cannot tell.
     log.ok(&["audit", "consistency", "audit", "--from", "100", "--out", "c100.json"]);
-    let all = log.fails(&["audit", "check-proof", "c100.json", "--kept", "kept.json"]);
+    let all = log.fails(&["audit", "check-proof", "c100.json", "--no-ca", "--kept", "kept.json"]);
     assert!(all.contains("covers 300 records") && all.contains("--from 300"), "{all}");
     // Nor one that ends before the kept checkpoint: it is newer than the proof.
     log.ok(&["audit", "consistency", "audit", "--from", "100", "--to", "200", "--out", "c200.json"]);
-    let all = log.fails(&["audit", "check-proof", "c200.json", "--kept", "kept.json"]);
+    let all = log.fails(&["audit", "check-proof", "c200.json", "--no-ca", "--kept", "kept.json"]);
     assert!(all.contains("more than this proof reaches (200 records)") && !all.contains("--from 300"), "{all}");
 
     // The same key rewrites record 53 and signs the result: self-consistent, but not the kept one.
@@ -1121,6 +1121,38 @@ fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
     assert!(all.contains("the log was rewritten since the kept checkpoint"), "{all}");
     let all = log.fails(&["audit", "consistency", "forged", "--kept", "kept.json", "--out", "f2.json"]);
     assert!(all.contains("the log was rewritten since the kept checkpoint") && !log.path("f2.json").exists(), "{all}");
+
+    // An inclusion proof under a rewritten checkpoint of the kept one's size: two logs of 300
+    // records, both signed by the gateway's key.
+    let rewritten = log.path("rewritten");
+    log.write(&rewritten, 0..300, &|i| if i == 53 { ExchangeRecord { status: 200, ..record(i) } } else { record(i) });
+    log.ok(&["audit", "proof", "rewritten", &exchange_id(53), "--out", "r53.json"]);
+    log.ok(&["audit", "check-proof", "r53.json", "--ca", "ca/ca.crt"]);
+    let all = log.fails(&["audit", "check-proof", "r53.json", "--ca", "ca/ca.crt", "--kept", "kept.json"]);
+    assert!(all.contains("both cover 300 records, but their roots differ"), "{all}");
+    assert!(all.contains("two different logs of that size were signed"), "{all}");
+    // The honest one under the same checkpoint holds; one of another size needs a consistency proof.
+    log.ok(&["audit", "check-proof", "kept.json", "--ca", "ca/ca.crt", "--kept", "kept.json"]);
+    log.ok(&["audit", "proof", "forged", &exchange_id(53), "--out", "f53.json"]);
+    let all = log.fails(&["audit", "check-proof", "f53.json", "--ca", "ca/ca.crt", "--kept", "kept.json"]);
+    assert!(
+        all.contains("covers 400 records and the kept one 300") && all.contains("splpd audit consistency"),
+        "{all}"
+    );
+}
+
+#[test]
+fn check_proof_wants_the_regions_ca_or_to_be_told_to_go_without() {
+    let log = Log::new(100);
+    log.ok(&["audit", "proof", "audit", &exchange_id(7), "--out", "p.json"]);
+    let all = log.fails(&["audit", "check-proof", "p.json"]);
+    assert!(all.contains("give --ca with the region's CA certificate") && all.contains("--no-ca"), "{all}");
+    let ok = log.ok(&["audit", "check-proof", "p.json", "--no-ca"]);
+    assert!(ok.contains(": ok: exchange") && ok.contains("not checked against any CA"), "{ok}");
+    let ok = log.ok(&["audit", "check-proof", "p.json", "--ca", "ca/ca.crt"]);
+    assert!(ok.contains(": ok: exchange") && !ok.contains("not checked against any CA"), "{ok}");
+    let out = log.splpd(&["audit", "check-proof", "p.json", "--ca", "ca/ca.crt", "--no-ca"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses both");
 }
 
 #[test]

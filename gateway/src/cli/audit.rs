@@ -86,10 +86,11 @@ Examples:
     ///
     /// Checks that the record shown is the record stored, that its leaf hash leads along the audit
     /// path to the checkpoint's root, and that the checkpoint is signed by the embedded
-    /// certificate, whose identity must be the checkpoint's gateway. With --ca, the certificate
-    /// must also have been issued by that CA and valid when it signed. With --kept, a consistency
-    /// proof must start from the checkpoint kept from earlier: one of the same size with another
-    /// root means the log was rewritten since. Exits 1 when the proof does not hold.
+    /// certificate, whose identity must be the checkpoint's gateway, issued by the region's CA
+    /// (--ca) and valid when it signed. With --kept, a consistency proof must start from the
+    /// checkpoint kept from earlier, and an inclusion proof under a checkpoint of the same size
+    /// must have its root: the same size with another root means the log was rewritten. Exits 1
+    /// when the proof does not hold.
     #[command(after_help = "\
 Examples:
   splpd audit check-proof proof.json --ca ca.crt
@@ -248,13 +249,19 @@ pub(crate) struct ProofArgs {
 pub(crate) struct CheckProofArgs {
     /// The proof document.
     file: PathBuf,
-    /// Also check that the signer certificate was issued by this CA (PEM or DER) and was valid
-    /// when the checkpoint was signed.
+    /// The region's CA certificate (PEM or DER): the signer certificate must have been issued by
+    /// it and valid when the checkpoint was signed. Needed unless --no-ca: without it, anyone
+    /// who makes a key and a certificate naming the gateway can sign a proof that checks.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// For a consistency proof: the checkpoint kept from earlier (an inclusion or consistency
-    /// proof, an export's MANIFEST.json, or the checkpoint alone), which the proof's old
-    /// checkpoint must be.
+    /// Check without a CA: the proof then shows only that nothing changed since it was signed,
+    /// not who signed it, and the output says so.
+    #[arg(long, conflicts_with = "ca")]
+    no_ca: bool,
+    /// The checkpoint kept from earlier (an inclusion or consistency proof, an export's
+    /// MANIFEST.json, or the checkpoint alone). A consistency proof must start from it; an
+    /// inclusion proof under a checkpoint of the same size must have its root, or the gateway
+    /// signed two different logs of that size.
     #[arg(long, value_name = "FILE")]
     kept: Option<PathBuf>,
 }
@@ -668,23 +675,45 @@ fn proof_format(text: &str) -> Option<String> {
 }
 
 fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
+    if args.ca.is_none() && !args.no_ca {
+        anyhow::bail!(
+            "give --ca with the region's CA certificate (ca.crt): without it the signature shows that nothing changed \
+             since signing, not who signed, since anyone can make a key and a certificate naming the gateway; \
+             --no-ca checks without it"
+        );
+    }
     let ca = read_ca(args.ca.as_deref())?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let kept = args.kept.as_deref().map(read_kept).transpose()?;
     if proof_format(&text).as_deref() == Some(verify::CONSISTENCY_PROOF_FORMAT) {
         return check_consistency_cmd(args, &text, ca.as_deref(), kept.as_ref());
     }
-    if let Some(kept) = &kept {
-        anyhow::bail!(
-            "--kept goes with a consistency proof: make one from the kept checkpoint with `splpd audit consistency \
-             DIR --kept {}` (or --from {}) and check that",
-            args.kept.as_deref().unwrap_or(Path::new("")).display(),
-            kept.tree_size
-        );
-    }
     match verify::check_proof(&text, ca.as_deref()) {
         Ok(checked) => {
             let cp = &checked.checkpoint;
+            if let Some(kept) = &kept {
+                let kept_file = args.kept.as_deref().unwrap_or(Path::new("")).display();
+                if kept.tree_size != cp.tree_size {
+                    anyhow::bail!(
+                        "the proof's checkpoint covers {} records and the kept one {}: only a consistency proof \
+                         joins the two; make one with `splpd audit consistency DIR --kept {kept_file}` and check that",
+                        cp.tree_size,
+                        kept.tree_size
+                    );
+                }
+                if kept.root_hash != cp.root_hash {
+                    eprintln!(
+                        "error: {}: the proof's checkpoint and the kept one ({kept_file}) both cover {} records, but \
+                         their roots differ ({} against {}): two different logs of that size were signed, so the \
+                         log was rewritten, unless the kept checkpoint was not the gateway's",
+                        args.file.display(),
+                        cp.tree_size,
+                        hex::encode(&cp.root_hash),
+                        hex::encode(&kept.root_hash)
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             out::line(&format!(
                 "{}: ok: exchange {} is record {} of gateway {}'s audit log, under the checkpoint of {} records \
                  (root {}) signed at {}",
