@@ -496,7 +496,18 @@ fn query_filters_select_the_right_records() {
             && lines[0].contains("ERROR TYPE")
             && lines[0].ends_with("PATH")
     );
-    assert!(lines[1].starts_with("2025-03-01T00:00:03.000Z"), "{table}");
+    assert!(lines[0].starts_with("TIME (UTC)") && lines[1].starts_with("2025-03-01T00:00:03.000Z"), "{table}");
+    // In Indonesia's western zone, as an auditor there reads the hour.
+    for (zone, shown) in [("WIB", "WIB"), ("wib", "WIB"), ("+07:00", "+07:00")] {
+        let wib =
+            log.ok(&["audit", "query", "audit", "--format", "table", "--status", "403", "--limit", "1", "--tz", zone]);
+        let wib: Vec<&str> = wib.lines().collect();
+        assert!(wib[0].starts_with(&format!("TIME ({shown})")), "{wib:?}");
+        assert!(wib[1].starts_with("2025-03-01T07:00:03.000+07:00 "), "{wib:?}");
+    }
+    let bad = log.splpd(&["audit", "query", "audit", "--format", "table", "--tz", "Jakarta"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("WITA (+08:00)"), "{}", text(&bad.stderr));
     let column = lines[0].find("CLIENT").unwrap();
     assert!(lines.iter().skip(1).all(|l| l[column..].starts_with("ID/PEMDA/1602/")), "aligned: {table}");
     assert!(lines[1].contains("Client.AccessDenied"), "{table}");

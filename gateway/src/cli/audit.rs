@@ -218,6 +218,10 @@ pub(crate) struct QueryArgs {
     /// How to print the records.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// The time zone of the table's times: UTC (the default), WIB, WITA, WIT, or an offset such
+    /// as +07:00. JSON lines keep UTC.
+    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = parse_zone)]
+    tz: Zone,
     /// Stop after this many records.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
@@ -295,6 +299,31 @@ fn parse_time(s: &str) -> Result<i64, String> {
     let t = OffsetDateTime::parse(s, &Rfc3339)
         .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2025-03-01T08:00:00+07:00: {e}"))?;
     i64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// A time zone for the table: its name as shown in the head, and its offset.
+#[derive(Debug, Clone)]
+struct Zone {
+    name: String,
+    offset: time::UtcOffset,
+}
+
+/// Indonesia's three zones by name, UTC, or an offset.
+fn parse_zone(s: &str) -> Result<Zone, String> {
+    let hours = match s.to_ascii_uppercase().as_str() {
+        "UTC" | "Z" => Some(0),
+        "WIB" => Some(7),
+        "WITA" => Some(8),
+        "WIT" => Some(9),
+        _ => None,
+    };
+    let offset = match hours {
+        Some(h) => time::UtcOffset::from_hms(h, 0, 0).map_err(|e| e.to_string())?,
+        None => time::UtcOffset::parse(s, time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]"))
+            .map_err(|_| format!("{s:?} is not a time zone: give UTC, WIB (+07:00), WITA (+08:00), WIT (+09:00) or an offset such as +07:00"))?,
+    };
+    let name = if hours.is_some() { s.to_ascii_uppercase() } else { s.to_owned() };
+    Ok(Zone { name: if name == "Z" { "UTC".to_owned() } else { name }, offset })
 }
 
 pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -416,7 +445,7 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
             verify::rfc3339_nanos(until).unwrap_or_default()
         );
     }
-    let mut table = Table::default();
+    let mut table = Table::in_zone(args.tz.clone());
     let result = verify::query(&args.dir, &filter, args.limit, !args.unchecked, &mut |seq, record| {
         match args.format {
             Format::Jsonl => {
@@ -508,6 +537,7 @@ fn pattern(text: String) -> Pattern {
 struct Table {
     held: Vec<[String; COLUMNS]>,
     widths: Option<[usize; COLUMNS]>,
+    zone: Option<Zone>,
 }
 
 /// The path comes last: it is the longest, and left unpadded it does not push the columns apart.
@@ -517,9 +547,24 @@ const COLUMNS: usize = 10;
 const TABLE_SIZING_ROWS: usize = 200;
 
 impl Table {
+    fn in_zone(zone: Zone) -> Self {
+        Self { zone: Some(zone), ..Self::default() }
+    }
+
+    /// The head, with the zone its times are in.
+    fn head(&self) -> [String; COLUMNS] {
+        let zone = self.zone.as_ref().map_or("UTC", |z| z.name.as_str());
+        TABLE_HEAD.map(|h| if h == "TIME" { format!("TIME ({zone})") } else { h.to_owned() })
+    }
+
     fn push(&mut self, r: &ExchangeRecord) {
-        let time = verify::rfc3339_nanos(r.received_at_unix_nanos)
-            .map_or_else(|| "-".to_owned(), |t| format!("{}Z", t.get(..23).unwrap_or(&t)));
+        let offset = self.zone.as_ref().map_or(time::UtcOffset::UTC, |z| z.offset);
+        let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.received_at_unix_nanos))
+            .ok()
+            .filter(|_| r.received_at_unix_nanos != 0)
+            .map(|t| t.to_offset(offset))
+            .and_then(|t| t.format(table_time_format(offset.is_utc())).ok())
+            .unwrap_or_else(|| "-".to_owned());
         let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
         let row = [
             time,
@@ -559,17 +604,29 @@ impl Table {
         if self.widths.is_some() {
             return;
         }
-        let mut widths = TABLE_HEAD.map(str::len);
+        let head = self.head();
+        let mut widths = head.clone().map(|h| h.chars().count());
         for row in &self.held {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        print_row(&TABLE_HEAD.map(str::to_owned), &widths);
+        print_row(&head, &widths);
         for row in self.held.drain(..) {
             print_row(&row, &widths);
         }
         self.widths = Some(widths);
+    }
+}
+
+/// Milliseconds, and the offset (`Z` for UTC), as RFC 3339 has them.
+fn table_time_format(utc: bool) -> &'static [time::format_description::BorrowedFormatItem<'static>] {
+    if utc {
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z")
+    } else {
+        time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory]:[offset_minute]"
+        )
     }
 }
 
