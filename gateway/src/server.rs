@@ -489,10 +489,14 @@ pub async fn start(
 /// How often a running gateway looks at its CRLs' next updates.
 const CRL_WATCH: Duration = Duration::from_secs(3600);
 
+/// How close to its end a trust anchor's CA is said every hour too.
+const CA_HOURLY: time::Duration = time::Duration::days(30);
+
 /// Says, every hour while the gateway runs, which CRLs are within a week of their next update or
 /// past it: a CRL signed once at `certs init-ca` and never again would otherwise stop every
 /// exchange a month later with no word beforehand. (Loading one says so too; this covers a CRL
 /// that ages while loaded.) `/readyz` and `splpd_crl_next_update_timestamp_seconds` say it too.
+/// Trust anchors' CAs within [`CA_HOURLY`] of their end, or past it, are said with them.
 async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let Some(replacements) = gateway.upgrade().map(|g| g.replacements()) else { return };
     loop {
@@ -513,9 +517,13 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
         }
         let Some(gateway) = gateway.upgrade() else { return };
         let now = time::OffsetDateTime::now_utc();
-        for crl in gateway.snapshot().trust.crl_status() {
-            match crl.concern(now) {
-                Some(concern) if crl.expired(now) => tracing::error!("{concern}"),
+        let snap = gateway.snapshot();
+        let crls = snap.trust.crl_status().iter().map(|c| (c.expired(now), c.concern(now)));
+        // A CA's end is said at every load from half a year ahead, and every hour in its last month.
+        let cas = snap.trust.ca_status().iter().filter(|c| c.not_after - now <= CA_HOURLY);
+        for (expired, concern) in crls.chain(cas.map(|c| (c.expired(now), c.concern(now)))) {
+            match concern {
+                Some(concern) if expired => tracing::error!("{concern}"),
                 Some(concern) => tracing::warn!("{concern}"),
                 None => {}
             }

@@ -246,6 +246,7 @@ pub struct TrustStore {
     roots: Arc<RootCertStore>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     crl_status: Vec<CrlStatus>,
+    ca_status: Vec<CaStatus>,
     mappings: HashMap<[u8; 32], Mapping>,
     provider: Arc<CryptoProvider>,
 }
@@ -358,6 +359,49 @@ impl CrlStatus {
 /// How long before a CRL's next update the gateway starts saying so.
 pub const CRL_WARNING: time::Duration = time::Duration::days(7);
 
+/// How long before a trust anchor's CA certificate expires the gateway starts saying so: no
+/// certificate outlives the CA that issued it, and rolling over to a new CA means a new
+/// certificate for every agency, which takes months.
+pub const CA_WARNING: time::Duration = time::Duration::days(180);
+
+/// A trust anchor's CA certificate and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaStatus {
+    /// The anchor's name.
+    pub anchor: String,
+    /// The CA's subject, as text.
+    pub subject: String,
+    /// The end of its validity.
+    pub not_after: time::OffsetDateTime,
+}
+
+impl CaStatus {
+    /// Whether the CA certificate has expired at `now`: every certificate of it is then refused.
+    pub fn expired(&self, now: time::OffsetDateTime) -> bool {
+        now >= self.not_after
+    }
+
+    /// What an operator should hear about this CA at `now`: that it has expired, or expires
+    /// within [`CA_WARNING`]; `None` while it is further off.
+    pub fn concern(&self, now: time::OffsetDateTime) -> Option<String> {
+        let when = rfc3339(self.not_after);
+        let ca = format!("the CA {} of trust anchor {:?}", self.subject, self.anchor);
+        let fix = "its holder rolls over to a new CA (for the region's own: `splpd certs init-ca` in a new folder, both \
+                   CAs in the anchor's `ca` file and both CRLs in `crls`, every certificate issued again from the new \
+                   one; README, step 9), and the new CA's certificate is listed beside this one";
+        if self.expired(now) {
+            Some(format!("{ca} expired at {when}: every certificate it issued is refused; {fix}"))
+        } else if self.not_after - now <= CA_WARNING {
+            Some(format!(
+                "{ca} expires at {when}, in {} day(s), and every certificate it issued ends with it: {fix}",
+                (self.not_after - now).whole_days()
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 impl CrlStatus {
     /// Whether the CRL has passed its next update at `now`.
     pub fn expired(&self, now: time::OffsetDateTime) -> bool {
@@ -417,6 +461,7 @@ impl TrustStore {
             roots: Arc::new(RootCertStore::empty()),
             crls: Vec::new(),
             crl_status: Vec::new(),
+            ca_status: Vec::new(),
             mappings: HashMap::with_capacity(mappings.len()),
             provider: Arc::new(aws_lc_rs::default_provider()),
         };
@@ -525,6 +570,16 @@ impl TrustStore {
             }
             roots.add(der.clone()).map_err(|e| unusable(e.to_string()))?;
             self.cas.push(AnchorCa { anchor: index, subject: subject.into(), spki: spki.into() });
+            let status = CaStatus {
+                anchor: name.clone(),
+                subject: cert.subject().to_string(),
+                not_after: cert.validity().not_after.to_datetime(),
+            };
+            // Said, not refused, as for a CRL: the operator may be putting the new CA in place.
+            if let Some(concern) = status.concern(time::OffsetDateTime::now_utc()) {
+                tracing::warn!("{concern}");
+            }
+            self.ca_status.push(status);
         }
         for path in &anchor.crls {
             let crls = load::read_crls(path).map_err(|cause| TlsSetupError::Crl { anchor: name.clone(), cause })?;
@@ -597,6 +652,11 @@ impl TrustStore {
     /// configuration order.
     pub fn crl_status(&self) -> &[CrlStatus] {
         &self.crl_status
+    }
+
+    /// When each anchor's CA certificates expire, in configuration order.
+    pub fn ca_status(&self) -> &[CaStatus] {
+        &self.ca_status
     }
 
     /// The trust anchors, in configuration order.
@@ -1513,6 +1573,38 @@ pub(crate) mod tests {
         assert_eq!(CrlStatus { next_update: None, ..status(1) }.concern(now), None);
         let minutes = CrlStatus { next_update: Some(now + Duration::seconds(90)), ..status(1) }.concern(now).unwrap();
         assert!(minutes.contains("in 1 minute(s)"), "within the hour, in minutes: {minutes}");
+    }
+
+    #[test]
+    fn a_trust_anchors_ca_is_told_half_a_year_before_its_end() {
+        let pki = Pki::new();
+        // A CA made ten days ago for a hundred days: 90 left, within the half year.
+        let dir = pki.tmp.path().join("short");
+        let opts =
+            InitOptions { days: 100, ..InitOptions::new("Pemda Singkat", vec!["ID/PEMDA/1699".parse().unwrap()]) };
+        Ca::init(&dir, &opts, now() - Duration::days(10)).unwrap();
+        let short = TrustAnchor {
+            name: "short".into(),
+            ca: dir.join("ca.crt"),
+            scopes: vec!["ID/PEMDA/1699".parse().unwrap()],
+            crls: vec![dir.join("crl.pem")],
+        };
+        let trust = TrustStore::new(&[pki.region_anchor(), short], &[]).unwrap();
+        let [region, short] = trust.ca_status() else { panic!("{:?}", trust.ca_status()) };
+        assert_eq!(region.anchor, "region");
+        assert_eq!(region.concern(now()), None, "ten years ahead");
+        assert!(region.subject.contains("SPLPD CA"), "{}", region.subject);
+        let told = short.concern(now()).expect("90 days ahead");
+        assert!(told.contains("trust anchor \"short\" expires at") && told.contains("in 89 day(s)"), "{told}");
+        assert!(
+            told.contains("every certificate it issued ends with it") && told.contains("splpd certs init-ca"),
+            "{told}"
+        );
+        assert!(!short.expired(now()));
+        let later = short.not_after + Duration::days(1);
+        assert!(short.expired(later));
+        let past = short.concern(later).unwrap();
+        assert!(past.contains("expired at") && past.contains("every certificate it issued is refused"), "{past}");
     }
 
     #[tokio::test]

@@ -244,6 +244,11 @@ async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_wh
     let cert_end = samples(&metrics_text, "splpd_gateway_certificate_expiry_timestamp_seconds");
     let cert_days = (cert_end[0].1 - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
     assert!(cert_days > 30.0, "the test PKI's gateway certificate is fresh: {cert_days} days left");
+    // Each trust anchor's CA's end: the region's, ten years off.
+    let ca_end = samples(&metrics_text, "splpd_trust_anchor_ca_expiry_timestamp_seconds");
+    let region_ca = ca_end.iter().find(|(labels, _)| labels["anchor"] == "region").expect("the region's CA");
+    let ca_days = (region_ca.1 - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
+    assert!(ca_days > 180.0 && region_ca.0["ca"].contains("CA"), "{region_ca:?}, {ca_days} days left");
     s.region.stop().await;
 
     let pki = s.pki;

@@ -364,6 +364,8 @@ pub struct StateSnapshot {
     pub config: Option<ConfigSnapshot>,
     /// When each loaded CRL is due to be replaced.
     pub crls: Vec<crate::tls::CrlStatus>,
+    /// The trust anchors' CA certificates and their ends.
+    pub cas: Vec<crate::tls::CaStatus>,
     /// When the gateway's certificate expires.
     pub gateway_cert_not_after: time::OffsetDateTime,
 }
@@ -450,6 +452,7 @@ impl StateSnapshot {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Self {
             crls: snap.trust.crl_status().to_vec(),
+            cas: snap.trust.ca_status().to_vec(),
             gateway_cert_not_after: snap.gateway_cert.not_after(),
             gateway: snap.gateway_id.to_string(),
             maintenance: gateway.maintenance().is_on(),
@@ -588,6 +591,16 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
             let labels = [("anchor", c.anchor.as_str()), ("file", file.as_str())];
             out.sample("splpd_crl_next_update_timestamp_seconds", &labels, next.unix_timestamp());
         }
+    }
+    out.family(
+        "splpd_trust_anchor_ca_expiry_timestamp_seconds",
+        "gauge",
+        "When each trust anchor's CA certificate expires (Unix time), by anchor and CA: every certificate it issued \
+         ends with it.",
+    );
+    for c in &s.cas {
+        let labels = [("anchor", c.anchor.as_str()), ("ca", c.subject.as_str())];
+        out.sample("splpd_trust_anchor_ca_expiry_timestamp_seconds", &labels, c.not_after.unix_timestamp());
     }
     out.family(
         "splpd_gateway_certificate_expiry_timestamp_seconds",

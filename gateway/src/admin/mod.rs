@@ -496,6 +496,11 @@ impl Readiness {
                 tell(crl.expired(now), crl.concern(now));
             }
         }
+        for ca in snap.trust.ca_status() {
+            if snap.trust.anchor(&ca.anchor).is_some_and(ours) {
+                tell(ca.expired(now), ca.concern(now));
+            }
+        }
         Self { reasons, notes }
     }
 }

@@ -117,7 +117,8 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 match splpd_gateway::tls::TrustStore::load(&cfg) {
                     Ok(trust) => {
                         let now = time::OffsetDateTime::now_utc();
-                        for concern in trust.crl_status().iter().filter_map(|c| c.concern(now)) {
+                        let crls = trust.crl_status().iter().filter_map(|c| c.concern(now));
+                        for concern in crls.chain(trust.ca_status().iter().filter_map(|c| c.concern(now))) {
                             eprintln!("warning: {concern}");
                         }
                     }
