@@ -392,6 +392,27 @@ fn identities_outside_the_scope_are_refused_naming_the_scope() {
 }
 
 #[test]
+fn a_certificate_cut_short_to_its_cas_end_says_so() {
+    let env = Env::new();
+    env.ok(&[
+        "certs",
+        "init-ca",
+        "--dir",
+        "short",
+        "--org",
+        "Pemda Singkat",
+        "--scope",
+        "ID/PEMDA/1699",
+        "--days",
+        "20",
+    ]);
+    let out = env.ok(&["certs", "issue", "--ca", "short", "subsystem", "ID/PEMDA/1699/DINKES"]);
+    assert!(out.contains("cut short to the CA's own end") && out.contains("roll the CA over"), "{out}");
+    let out = env.ok(&["certs", "issue", "--ca", "ca", "subsystem", "ID/PEMDA/1602/DINKES"]);
+    assert!(out.contains("valid until") && !out.contains("cut short"), "{out}");
+}
+
+#[test]
 fn keys_are_private_and_existing_files_are_kept_unless_forced() {
     let env = Env::new();
     assert_eq!(env.mode("ca/ca.key"), 0o600);

@@ -413,7 +413,7 @@ fn issue(args: IssueArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     let dirs = pki::files::create_parents([(key.as_path(), true), (cert.as_path(), false)]).map_err(advise)?;
     let issued = ca.issue(&req, args.key_type.into(), &cert, &key, args.force, now).map_err(advise)?;
     dirs.keep();
-    print_issued(&issued);
+    print_issued(&issued, &ca);
     Ok(())
 }
 
@@ -425,17 +425,23 @@ fn sign_csr(args: SignCsrArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     let dirs = pki::files::create_parents([(cert.as_path(), false)]).map_err(advise)?;
     let issued = ca.sign_csr(&args.csr, &req, args.ignore_csr_identity, &cert, args.force, now).map_err(advise)?;
     dirs.keep();
-    print_issued(&issued);
+    print_issued(&issued, &ca);
     Ok(())
 }
 
-fn print_issued(issued: &Issued) {
+fn print_issued(issued: &Issued, ca: &Ca) {
     out::line(&format!("issued a certificate for {}", issued.identity));
+    let mut until = rfc3339(issued.validity.not_after);
+    if issued.validity.not_after >= ca.not_after() {
+        until.push_str(
+            " (cut short to the CA's own end: no certificate outlives its CA; roll the CA over, README step 9)",
+        );
+    }
     let mut rows = vec![
         ("identity", issued.identity.to_urn()),
         ("serial", issued.serial.clone()),
         ("fingerprint", issued.fingerprint_sha256.clone()),
-        ("valid until", rfc3339(issued.validity.not_after)),
+        ("valid until", until),
         ("certificate", issued.cert_path.display().to_string()),
     ];
     if let Some(key) = &issued.key_path {
