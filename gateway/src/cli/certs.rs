@@ -413,7 +413,7 @@ fn issue(args: IssueArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     let dirs = pki::files::create_parents([(key.as_path(), true), (cert.as_path(), false)]).map_err(advise)?;
     let issued = ca.issue(&req, args.key_type.into(), &cert, &key, args.force, now).map_err(advise)?;
     dirs.keep();
-    print_issued(&issued, &ca);
+    print_issued(&issued, req.days.is_none());
     Ok(())
 }
 
@@ -425,14 +425,17 @@ fn sign_csr(args: SignCsrArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     let dirs = pki::files::create_parents([(cert.as_path(), false)]).map_err(advise)?;
     let issued = ca.sign_csr(&args.csr, &req, args.ignore_csr_identity, &cert, args.force, now).map_err(advise)?;
     dirs.keep();
-    print_issued(&issued, &ca);
+    print_issued(&issued, req.days.is_none());
     Ok(())
 }
 
-fn print_issued(issued: &Issued, ca: &Ca) {
+/// `default_days`: the validity was not asked for, so it is the default unless the CA's own end
+/// came sooner.
+fn print_issued(issued: &Issued, default_days: bool) {
     out::line(&format!("issued a certificate for {}", issued.identity));
     let mut until = rfc3339(issued.validity.not_after);
-    if issued.validity.not_after >= ca.not_after() {
+    let days = (issued.validity.not_after - issued.validity.not_before).whole_days();
+    if default_days && days < i64::from(splpd_certs::profile::LEAF_VALIDITY_DAYS) {
         until.push_str(
             " (cut short to the CA's own end: no certificate outlives its CA; roll the CA over, README step 9)",
         );
