@@ -276,6 +276,11 @@ async fn an_expired_crl_makes_the_gateway_unready_and_operators_can_still_see_wh
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let notes = reply.json()["notes"].as_array().cloned().unwrap_or_default();
     assert!(notes.iter().any(|n| n.as_str().unwrap_or_default().contains("splpd certs crl")), "{}", reply.text());
+    // The dashboard says it too, under the verdict.
+    let page = admin(&region, &pki.admin(BUDI), Method::GET, "/?lang=en").await.text();
+    let ready = page.find(">Ready<").expect("ready");
+    let attention = page.find("Needs attention:").expect("the notes are shown");
+    assert!(ready < attention && page[attention..].contains("splpd certs crl"), "{page}");
     region.stop().await;
 
     // The region's own CRL signed three days ago for one day.

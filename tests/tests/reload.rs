@@ -102,8 +102,11 @@ async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;
     let region = builder(&pki, &upstream, &[DINKES]).start().await;
-    let reloader = Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway()));
+    let reloader = std::sync::Arc::new(Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway())));
+    region.gateway().attach_reloader(&reloader);
     assert!(!reloader.reload().await.unwrap().signing_key_changed, "the same key");
+    let notes = || splpd_gateway::admin::Readiness::of(region.gateway()).notes;
+    assert!(reloader.waiting_for_restart().is_empty() && notes().is_empty(), "{:?}", notes());
 
     let id = splpd_certs::id::Identity::parse(splpd_certs::id::IdKind::Server, "ID/PEMDA/1602/gw1").unwrap();
     let req = splpd_certs::pki::LeafRequest::new(id)
@@ -118,6 +121,10 @@ async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
     let warned = splpd_tests::logs::Logs::capture().lines_with(&config).await;
     let warnings = warned.iter().filter(|l| l.contains("the gateway's key changed")).count();
     assert_eq!(warnings, 1, "{warned:#?}");
+    // Readiness keeps saying it, for as long as it lasts.
+    let waiting = reloader.waiting_for_restart();
+    assert!(waiting.len() == 1 && waiting[0].contains("until splpd is restarted"), "{waiting:?}");
+    assert!(notes().iter().any(|n| n.contains("the gateway's key changed")), "{:?}", notes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,14 @@ pub(super) fn render(
         }
         h.push_str("</ul>\n");
     }
+    // What /readyz notes: not stopping the gateway, but for the operator to act on.
+    if !ready.notes.is_empty() {
+        let _ = writeln!(h, "<p class=\"warn\">{}</p><ul>", t("Perlu perhatian:", "Needs attention:"));
+        for n in &ready.notes {
+            let _ = writeln!(h, "<li class=\"warn\">{}</li>", Html(n));
+        }
+        h.push_str("</ul>\n");
+    }
     match maintenance {
         Some(m) => {
             let _ = writeln!(

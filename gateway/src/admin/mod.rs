@@ -430,8 +430,9 @@ pub struct Readiness {
     /// Empty when ready.
     pub reasons: Vec<String>,
     /// What an operator should know that does not stop exchanges yet, so not a reason: an edit
-    /// of the configuration file that was refused, while the file still holds it; the gateway's
-    /// certificate or a CRL of the region's own CAs nearing its end.
+    /// of the configuration file that was refused, while the file still holds it; a change that
+    /// waits for a restart; the gateway's certificate, a CRL or a CA of the region's own nearing
+    /// its end.
     pub notes: Vec<String>,
 }
 
@@ -456,6 +457,7 @@ impl Readiness {
         }
         let reloader = gateway.reloader();
         let in_force = reloader.as_ref().and_then(|r| r.text_in_force()).map(|(_, version)| version);
+        let waiting = reloader.as_ref().map(|r| r.waiting_for_restart()).unwrap_or_default();
         let mut notes: Vec<String> = reloader
             .and_then(|r| r.last_refused())
             .map(|r| {
@@ -480,6 +482,7 @@ impl Readiness {
                 }
             })
             .into_iter()
+            .chain(waiting)
             .collect();
         // A concern is a reason once past its date, a note before. Only CAs that vouch for this
         // gateway's own region (`Config::vouches_for_region`): a peer region's expired CRL stops

@@ -280,7 +280,7 @@ impl Reloader {
             return Err(ReloadError::Unlogged(e.to_string()).into());
         }
         self.gateway.replace(snapshot);
-        self.now_in_force(digest, std::sync::Arc::from(text.as_str()), Author::Operator(by));
+        self.now_in_force(digest, std::sync::Arc::from(text.as_str()), Author::Operator(by), &report);
         self.changed_elsewhere.notify_one();
         tracing::info!(
             config = %self.path.display(),

@@ -68,7 +68,7 @@ pub enum ReloadError {
 }
 
 /// What a successful reload changed that it could not apply.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     /// `[audit]` keys that changed but take effect only at the next start (the log is open).
     pub audit_needs_restart: Vec<String>,
@@ -81,6 +81,38 @@ pub struct ReloadReport {
     /// The SHA-256 of the key file now named, when it is another than at start: the warning is
     /// given once per new key, not at every reload while the condition lasts.
     pub signing_key_now: Option<[u8; 32]>,
+}
+
+impl ReloadReport {
+    /// What waits for a restart, one sentence each: for the log at each reload, and for
+    /// `/readyz`'s notes and the dashboard while it lasts.
+    pub fn waiting_for_restart(&self) -> Vec<String> {
+        let mut waiting: Vec<String> = self
+            .audit_needs_restart
+            .iter()
+            .map(|key| {
+                format!(
+                    "[audit] {key} changed: the audit log keeps its settings from the start until splpd is restarted \
+                     ([audit] mode and a service's audit apply at once)"
+                )
+            })
+            .collect();
+        if self.telemetry_needs_restart {
+            waiting.push(
+                "[telemetry] changed: the exporter keeps its settings from the start until splpd is restarted"
+                    .to_owned(),
+            );
+        }
+        if self.signing_key_changed {
+            waiting.push(
+                "the gateway's key changed: TLS uses the new one now, but the audit log signs its checkpoints with the \
+                 key it was opened with until splpd is restarted; restart it soon, and at once if the old key may have \
+                 been compromised"
+                    .to_owned(),
+            );
+        }
+        waiting
+    }
 }
 
 /// Reloads one gateway's configuration from its file.
@@ -111,6 +143,8 @@ pub struct Reloader {
     signing_key: Option<[u8; 32]>,
     /// The new key last warned of, so that it is warned of once.
     key_warned: Mutex<Option<[u8; 32]>>,
+    /// What the configuration in force changed that waits for a restart.
+    waiting: Mutex<Vec<String>>,
     /// A change through the admin listener put a configuration in force: [`Reloader::run`]
     /// watches the files it names.
     changed_elsewhere: tokio::sync::Notify,
@@ -212,6 +246,7 @@ impl Reloader {
             refused: std::sync::atomic::AtomicU64::new(0),
             last_refused: Mutex::new(None),
             key_warned: Mutex::new(None),
+            waiting: Mutex::default(),
             signing_key,
             changed_elsewhere: tokio::sync::Notify::new(),
         }
@@ -249,7 +284,15 @@ impl Reloader {
     }
 
     /// Notes `text`, whose SHA-256 is `digest`, as in force, put there by `by`.
-    fn now_in_force(&self, digest: [u8; 32], text: Arc<str>, by: Author<'_>) {
+    /// What the configuration in force changed that waits for a restart (see
+    /// [`ReloadReport::waiting_for_restart`]); empty when nothing does.
+    pub fn waiting_for_restart(&self) -> Vec<String> {
+        lock(&self.waiting).clone()
+    }
+
+    fn now_in_force(&self, digest: [u8; 32], text: Arc<str>, by: Author<'_>, report: &ReloadReport) {
+        // Against the start, so that a change put back no longer waits.
+        *lock(&self.waiting) = report.waiting_for_restart();
         // Done with, whoever put the text in force; first, so that the dashboard's last change
         // is shown only once it is gone.
         History::of(&self.path).clear_note_for(&digest);
@@ -287,31 +330,17 @@ impl Reloader {
         let version = version.as_deref().unwrap_or("unreadable");
         match &outcome {
             Ok(report) => {
-                for key in &report.audit_needs_restart {
-                    tracing::warn!(
-                        "[audit] {key} changed: the audit log keeps its settings from the start until splpd is \
-                         restarted ([audit] mode and a service's audit apply at once)"
-                    );
-                }
-                if report.telemetry_needs_restart {
-                    tracing::warn!(
-                        "[telemetry] changed: the exporter keeps its settings from the start until splpd is restarted"
-                    );
-                }
-                // Once per new key: the condition lasts until a restart, and a warning at every
-                // reload would teach operators to pass over it.
+                // The key's warning once per new key: the condition lasts until a restart, and a
+                // warning at every reload would teach operators to pass over it (`/readyz` keeps
+                // saying it).
                 let newly = {
                     let mut warned = lock(&self.key_warned);
                     let before = std::mem::replace(&mut *warned, report.signing_key_now);
                     report.signing_key_now.is_some() && before != report.signing_key_now
                 };
-                if newly {
-                    tracing::warn!(
-                        config = %self.path.display(),
-                        "the gateway's key changed: TLS uses the new one now, but the audit log signs its checkpoints \
-                         with the key it was opened with until splpd is restarted; restart it soon, and at once if the \
-                         old key may have been compromised"
-                    );
+                let quiet = ReloadReport { signing_key_changed: report.signing_key_changed && newly, ..report.clone() };
+                for waiting in quiet.waiting_for_restart() {
+                    tracing::warn!(config = %self.path.display(), "{waiting}");
                 }
                 tracing::info!(config = %self.path.display(), %version, "configuration reloaded and in force");
             }
@@ -375,7 +404,7 @@ impl Reloader {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
-                self.now_in_force(digest, text, by);
+                self.now_in_force(digest, text, by, &report);
                 (Ok(report), version)
             }
             Ok((Err(e), version)) => (Err(e), version),
