@@ -269,6 +269,14 @@ impl AuditLog {
             // and `audit verify` right after a restart does not find records no checkpoint covers.
             let mut cp = checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
             if cp.durable == cp.tree.size() && cp.tree.size() > cp.signed_size {
+                // A gateway that stops signs its last records as it goes: these were left by a
+                // crash, a kill or a power cut, which the operator should hear of.
+                tracing::warn!(
+                    "audit log: the gateway before this one did not stop cleanly: records {}..{} had no signed \
+                     checkpoint yet, and are signed now; every one of them is kept",
+                    cp.signed_size,
+                    cp.tree.size()
+                );
                 cp.checkpoint();
             }
         }
