@@ -1153,6 +1153,43 @@ fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
 }
 
 #[test]
+fn check_proof_says_what_the_record_is_and_whether_a_document_is_its_body() {
+    let log = Log::new(1);
+    let letter = b"{\"nomor\": \"SPT/2025/0417\", \"perihal\": \"rujukan\"}".to_vec();
+    let digest = splpd_certs::load::sha256(&letter).to_vec();
+    log.write(&log.dir(), 1..101, &|i| ExchangeRecord {
+        method: "POST".to_owned(),
+        request_body_bytes: letter.len() as u64,
+        request_body_sha256: digest.clone(),
+        forwarded_at_unix_nanos: BASE_NANOS + i as i64 * 1_000_000_000 + 1_000_000,
+        ..record(i)
+    });
+    fs::write(log.path("surat.json"), &letter).unwrap();
+    fs::write(log.path("other.json"), b"{}").unwrap();
+    log.ok(&["audit", "proof", "audit", &exchange_id(42), "--out", "p.json"]);
+    let check = |extra: &[&str]| log.splpd(&[&["audit", "check-proof", "p.json", "--ca", "ca/ca.crt"], extra].concat());
+
+    let out = check(&["--request-body", "surat.json"]);
+    let told = text(&out.stdout);
+    assert!(out.status.success(), "{told}{}", text(&out.stderr));
+    assert!(
+        told.contains("the record: received 2025-03-01T00:00:42") && told.contains("from ID/PEMDA/1602/"),
+        "{told}"
+    );
+    assert!(told.contains("answered 200; sent on to the service") && told.contains(": POST /r1/"), "{told}");
+    assert!(told.contains("the request body: surat.json is the one recorded"), "{told}");
+
+    let out = check(&["--request-body", "other.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("other.json is not the request body recorded: it has 2 bytes"), "{err}");
+    // A record with no response body digest cannot match any file.
+    let out = check(&["--response-body", "surat.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("the record holds no response body digest"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn check_proof_wants_the_regions_ca_or_to_be_told_to_go_without() {
     let log = Log::new(100);
     log.ok(&["audit", "proof", "audit", &exchange_id(7), "--out", "p.json"]);

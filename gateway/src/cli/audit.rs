@@ -262,6 +262,15 @@ pub(crate) struct CheckProofArgs {
     /// not who signed it, and the output says so.
     #[arg(long, conflicts_with = "ca")]
     no_ca: bool,
+    /// For an inclusion proof: a file that must be the request body the record's digest was
+    /// taken of (the bytes the client sent; for gRPC the framed messages as sent, each with its
+    /// 5-byte prefix).
+    #[arg(long, value_name = "FILE")]
+    request_body: Option<PathBuf>,
+    /// For an inclusion proof: a file that must be the response body the record's digest was
+    /// taken of (the bytes sent to the client).
+    #[arg(long, value_name = "FILE")]
+    response_body: Option<PathBuf>,
     /// The checkpoint kept from earlier (an inclusion or consistency proof, an export's
     /// MANIFEST.json, or the checkpoint alone). A consistency proof must start from it; an
     /// inclusion proof under a checkpoint of the same size must have its root, or the gateway
@@ -788,16 +797,88 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
                 checked.signer_fingerprint,
                 hex::encode(&cp.key_sha256)
             ));
+            out::line(&format!("the record: {}", describe_record(&checked.record)));
             if ca.is_none() {
                 out::line(&not_checked_against_ca("the signer certificate was", "it was"));
             }
-            Ok(ExitCode::SUCCESS)
+            let bodies = [
+                ("request", &args.request_body, &checked.record.request_body_sha256, checked.record.request_body_bytes),
+                (
+                    "response",
+                    &args.response_body,
+                    &checked.record.response_body_sha256,
+                    checked.record.response_body_bytes,
+                ),
+            ];
+            let mut all_match = true;
+            for (which, file, recorded, bytes) in bodies {
+                let Some(file) = file else { continue };
+                let (digest, len) = file_sha256(file)?;
+                if recorded.is_empty() {
+                    all_match = false;
+                    eprintln!(
+                        "error: the record holds no {which} body digest ({bytes} bytes {}), so no file can be shown to \
+                         be its {which} body",
+                        if which == "request" { "received: the body was not read whole" } else { "sent" }
+                    );
+                } else if recorded.as_slice() == digest.as_slice() {
+                    out::line(&format!(
+                        "the {which} body: {} is the one recorded ({len} bytes, SHA-256 {})",
+                        file.display(),
+                        hex::encode(digest)
+                    ));
+                } else {
+                    all_match = false;
+                    eprintln!(
+                        "error: {} is not the {which} body recorded: it has {len} bytes with SHA-256 {}, the record \
+                         {bytes} bytes with SHA-256 {}",
+                        file.display(),
+                        hex::encode(digest),
+                        hex::encode(recorded)
+                    );
+                }
+            }
+            Ok(if all_match { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Err(e) => {
             eprintln!("error: {}: the proof does not hold: {e}", args.file.display());
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A record in one line: when, who asked what of whom, and how it ended.
+fn describe_record(r: &ExchangeRecord) -> String {
+    let at = verify::rfc3339_nanos(r.received_at_unix_nanos).unwrap_or_else(|| "-".to_owned());
+    let client = if r.client.is_empty() { "an unidentified client".to_owned() } else { r.client.clone() };
+    let service = if r.service.is_empty() { "no known service".to_owned() } else { r.service.clone() };
+    let status = match r.grpc_status {
+        Some(grpc) => format!("{} (gRPC status {grpc})", r.status),
+        None => r.status.to_string(),
+    };
+    let error = if r.error_type.is_empty() { String::new() } else { format!(", {}", r.error_type) };
+    let sent = if r.forwarded_at_unix_nanos == 0 { "not sent on to the service" } else { "sent on to the service" };
+    format!("received {at} from {client} for {service}: {} {}; answered {status}{error}; {sent}", r.method, r.path)
+}
+
+/// The SHA-256 of a file, read in pieces, and its length.
+fn file_sha256(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        len += n as u64;
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ctx.finish().as_ref());
+    Ok((digest, len))
 }
 
 fn check_consistency_cmd(

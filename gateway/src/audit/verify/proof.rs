@@ -429,7 +429,7 @@ fn latest_checkpoint(dir: &Path) -> Result<Located, ProofError> {
 }
 
 /// What a proof that holds shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckedProof {
     /// The record's exchange id.
     pub exchange_id: String,
@@ -441,6 +441,8 @@ pub struct CheckedProof {
     pub signer_identity: Option<String>,
     /// The signer certificate's SHA-256 fingerprint, lowercase hex.
     pub signer_fingerprint: String,
+    /// The record proven, as stored.
+    pub record: ExchangeRecord,
 }
 
 /// Checks a proof document made by [`make_proof`] without the log: that the record shown is the
@@ -505,11 +507,12 @@ pub fn check_proof(text: &str, ca: Option<&[u8]>) -> Result<CheckedProof, ProofE
     }
     let (identity, fingerprint) = check_signed(&cp, &proof.signer_certificate, ca).map_err(invalid)?;
     Ok(CheckedProof {
-        exchange_id: record.exchange_id,
+        exchange_id: record.exchange_id.clone(),
         leaf_index: proof.leaf_index,
         checkpoint: cp,
         signer_identity: identity,
         signer_fingerprint: fingerprint,
+        record,
     })
 }
 
