@@ -400,7 +400,7 @@ fn an_altered_checkpoint_fails_its_signature() {
     bytes[4..8].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, bytes).unwrap();
     let all = log.fails(&["audit", "verify", "audit"]);
-    assert!(all.contains("checkpoints.log: byte 0, checkpoint 0: the signature does not verify"), "{all}");
+    assert!(all.contains("checkpoints.log: byte 0, checkpoint 0: the checkpoint's signature does not verify"), "{all}");
 }
 
 #[test]
@@ -977,6 +977,14 @@ fn an_export_and_its_manifest_are_signed_only_by_the_logs_own_gateway() {
 fn a_partial_archive_is_refused_naming_the_missing_file() {
     let log = Log::new(150);
     log.ok(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);
+    // The archive itself, not extracted: said so, with how.
+    let out = log.splpd(&["audit", "verify", "all.tar"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("all.tar is a file, not an audit log's directory") && all.contains("tar -xf all.tar"),
+        "{all}"
+    );
     for (gone, kept) in [("MANIFEST.json", "MANIFEST.sig"), ("MANIFEST.sig", "MANIFEST.json")] {
         let dir = log.path(&format!("without-{gone}"));
         extract(&log.path("all.tar"), &dir);
@@ -1228,6 +1236,7 @@ fn reversed_ranges_and_empty_results_are_told() {
 
     let out = log.splpd(&["audit", "query", "audit", "--client", "nobody"]);
     assert!(out.status.success() && out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("--client nobody names no whole identifier"), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("0 of 100 record(s) read match"), "{}", text(&out.stderr));
 }
 

@@ -296,8 +296,7 @@ impl<'a> Signers<'a> {
     /// gateway's, or that the CA did not issue, is said as such.
     fn check(&mut self, cp: &Checkpoint) -> Result<(), String> {
         let signer = self.get(&cp.key_sha256).map_err(|e| format!("the signature cannot be checked: {e}"))?;
-        verify_checkpoint(cp, &signer.der)
-            .map_err(|e| format!("the signature does not verify: {e} (certificate {})", signer.file))?;
+        verify_checkpoint(cp, &signer.der).map_err(|e| format!("{e} (certificate {})", signer.file))?;
         check_gateway_certificate(&signer.der, &cp.gateway, self.ca, cp.time_unix_nanos).map_err(|problem| {
             problem.describe("it names", &cp.gateway, &format!("its signer certificate {}", signer.file))
         })
@@ -442,11 +441,20 @@ pub struct NotALog(pub PathBuf);
 /// instead of reporting an empty log. A gateway makes its first segment when it opens the log,
 /// so even a log without records has one.
 pub fn ensure_log(dir: &Path) -> Result<(), VerifyError> {
-    let segments = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), error: e })?;
+    let segments = listed(dir)?;
     if segments.is_empty() && !dir.join(CHECKPOINTS_FILE).exists() {
         return Err(NotALog(dir.to_owned()).into());
     }
     Ok(())
+}
+
+/// The segments of the log in `dir`; a file given for the directory (an export archive, most
+/// likely) is told as such.
+fn listed(dir: &Path) -> Result<Vec<(u64, PathBuf)>, VerifyError> {
+    if dir.is_file() {
+        return Err(VerifyError::File(dir.to_owned()));
+    }
+    Ok(list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), error: e })?)
 }
 
 /// Why a directory could not be verified at all (as opposed to a log that fails verification,
@@ -459,6 +467,13 @@ pub enum VerifyError {
     /// The directory or a file could not be read.
     #[error(transparent)]
     Segments(#[from] SegmentError),
+    /// A file was given where the log's directory belongs.
+    #[error(
+        "{shown} is a file, not an audit log's directory; an export archive is checked once extracted into an empty \
+         directory: mkdir x && tar -xf {shown} -C x && splpd audit verify x",
+        shown = .0.display()
+    )]
+    File(PathBuf),
 }
 
 /// What [`verify_log`] found.
@@ -714,7 +729,7 @@ pub fn verify_log(
             CheckpointReader::empty(dir)
         }
     };
-    let segment_names = list_segments(dir).map_err(|e| SegmentError::Io { path: dir.to_owned(), error: e })?;
+    let segment_names = listed(dir)?;
     report.segments = segment_names.len();
     if segment_names.is_empty() && !checkpoints.exists() {
         return Err(NotALog(dir.to_owned()).into());

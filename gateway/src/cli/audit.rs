@@ -423,7 +423,7 @@ fn summary_of(report: &VerifyReport) -> String {
         text.push_str(&format!("; latest: {}", verify::describe_checkpoint(&latest.checkpoint)));
     }
     if let Some(manifest) = &report.manifest {
-        text.push_str(&format!("; manifest of {} signed by key {}", manifest.gateway, manifest.signer.key_sha256));
+        text.push_str(&format!("; manifest of {}, naming signer key {}", manifest.gateway, manifest.signer.key_sha256));
     }
     text
 }
@@ -480,6 +480,19 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
             // matched" from "nothing ran".
             let limited = if summary.limited { " (stopped at --limit)" } else { "" };
             eprintln!("{} of {} record(s) read match{limited}", summary.matched, summary.scanned);
+            if summary.matched == 0 {
+                let named = [("--client", &filter.client), ("--service", &filter.service), ("--peer", &filter.peer)];
+                for (flag, pattern) in named {
+                    if let Some(Pattern::Exact(given)) = pattern
+                        && !given.contains('/')
+                    {
+                        eprintln!(
+                            "note: {flag} {given} names no whole identifier: records carry them whole, such as \
+                             ID/PEMDA/1602/RSUD; end it with '*' to match a beginning"
+                        );
+                    }
+                }
+            }
             let Some(report) = &summary.checked else {
                 // A log that retention trimmed: the query did not see the removed records.
                 if let Some(removed) = verify::removed_note(&args.dir).strip_prefix("; ") {

@@ -80,15 +80,14 @@ pub enum Damage {
         name: u64,
     },
     /// A segment starts later than the previous one ends: records are missing.
-    #[error(
-        "records {expected}..{found} are missing: the segment before this one ends short of it (a record removed \
-         from it), or a whole segment is missing between them"
-    )]
+    #[error("records {expected}..{found} are missing: {}", missing_why(*found, *first))]
     MissingRecords {
         /// The record that should have come next.
         expected: u64,
         /// The record this segment starts at.
         found: u64,
+        /// Whether this is the first segment read (none before it to end short).
+        first: bool,
     },
     /// A segment starts earlier than the previous one ends: two segments overlap.
     #[error("the segment starts at record {found}, but the previous segments already hold records up to {expected}")]
@@ -136,4 +135,19 @@ pub enum Damage {
         /// What made the first of them unreadable.
         damage: Box<Damage>,
     },
+}
+
+/// Why records before segment `found` are missing: segments removed before the first, or a gap
+/// between two.
+fn missing_why(found: u64, first: bool) -> String {
+    if first {
+        format!(
+            "the log's first segment starts at record {found}: the segments before it were removed (retention notes \
+             what it removes in base.json, which is missing or was replaced), or this is a part of a log"
+        )
+    } else {
+        "the segment before this one ends short of it (a record removed from it), or a whole segment is missing \
+         between them"
+            .to_owned()
+    }
 }

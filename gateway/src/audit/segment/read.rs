@@ -198,7 +198,9 @@ impl SegmentReader {
         let expected = self.next_seq;
         let damage = match first_seq.cmp(&expected) {
             std::cmp::Ordering::Equal => return Ok(()),
-            std::cmp::Ordering::Greater => Damage::MissingRecords { expected, found: first_seq },
+            std::cmp::Ordering::Greater => {
+                Damage::MissingRecords { expected, found: first_seq, first: self.last.is_none() }
+            }
             std::cmp::Ordering::Less => Damage::Overlap { expected, found: first_seq },
         };
         Err(SegmentError::Damaged { path: path.to_owned(), offset: 0, seq: expected, damage })

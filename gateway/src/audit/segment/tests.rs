@@ -769,16 +769,24 @@ async fn a_missing_segment_stops_the_open() {
     fs::remove_file(&paths[1]).unwrap();
     let (expected, found) = (first_seq_of(&paths[1]), first_seq_of(&paths[2]));
     match open_err(&opts) {
-        SegmentError::Damaged { path, offset: 0, seq, damage: Damage::MissingRecords { expected: e, found: f } } => {
+        SegmentError::Damaged {
+            path,
+            offset: 0,
+            seq,
+            damage: Damage::MissingRecords { expected: e, found: f, .. },
+        } => {
             assert_eq!((path, seq, e, f), (paths[2].clone(), expected, expected, found));
         }
         other => panic!("{other:?}"),
     }
+    assert!(open_err(&opts).to_string().contains("the segment before this one ends short"));
 
-    // The first segment too: a log starts at record 0.
+    // The first segment too: a log starts at record 0, and there is no segment before it.
     fs::remove_file(&paths[0]).unwrap();
     let err = open_err(&opts);
     assert!(matches!(err, SegmentError::Damaged { damage: Damage::MissingRecords { expected: 0, .. }, .. }), "{err}");
+    let told = err.to_string();
+    assert!(told.contains("the log's first segment starts at record") && !told.contains("before this one"), "{told}");
 }
 
 #[tokio::test]

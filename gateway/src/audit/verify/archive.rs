@@ -210,7 +210,7 @@ fn verify_signature(algorithm: &str, cert_der: &[u8], message: &[u8], sig: &[u8]
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| format!("certificate: {e}"))?;
     UnparsedPublicKey::new(verification, &cert.public_key().subject_public_key.data)
         .verify(message, sig)
-        .map_err(|_| "the signature does not verify".to_owned())
+        .map_err(|_| format!("{MANIFEST_SIG_FILE} does not verify: the manifest was changed after it was signed, or signed by another key"))
 }
 
 /// SHA-256 while reading.
@@ -759,7 +759,8 @@ pub(crate) fn check_manifest(
                 problems.push(format!("{MANIFEST_FILE}: {e}"));
             }
         }
-        Err(e) => problems.push(format!("{MANIFEST_FILE}: {MANIFEST_SIG_FILE} does not verify: {e}")),
+        // Each reason says itself what failed: the signature, or a file it needs.
+        Err(e) => problems.push(format!("{MANIFEST_FILE}: not proven signed: {e}")),
     }
 
     for entry in &manifest.files {

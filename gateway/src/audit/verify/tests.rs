@@ -122,7 +122,10 @@ fn a_reader_from_a_later_record_starts_where_it_is_told_and_names_damage() {
     // Starting elsewhere is missing records; a cut-short last frame reads as a torn tail, which
     // verify counts as damage in an archive (the exporter copies whole frames only).
     let err = SegmentReader::open_from(tmp.path(), 30).unwrap().next_record().unwrap_err();
-    assert!(matches!(err, SegmentError::Damaged { damage: Damage::MissingRecords { expected: 30, found: 40 }, .. }));
+    assert!(matches!(
+        err,
+        SegmentError::Damaged { damage: Damage::MissingRecords { expected: 30, found: 40, .. }, .. }
+    ));
     fs::write(tmp.path().join(segment_file_name(42)), [header(42), record(b"cc")[..5].to_vec()].concat()).unwrap();
     let mut reader = SegmentReader::open_from(tmp.path(), 40).unwrap();
     let err = loop {
