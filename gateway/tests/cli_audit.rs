@@ -976,6 +976,38 @@ fn an_export_and_its_manifest_are_signed_only_by_the_logs_own_gateway() {
 }
 
 #[test]
+fn export_takes_a_time_range_as_the_records_received_in_it() {
+    let log = Log::new(300);
+    let wib = ["--since", "2025-03-01T07:01:40+07:00", "--until", "2025-03-01T00:03:20Z"];
+    let out = log.ok(&[&["audit", "export", "audit", "--to", "t.tar", "--key", "gw1.key"], &wib[..]].concat());
+    assert!(out.contains("(asked for 100..=199)"), "{out}");
+    let dir = log.path("t");
+    extract(&log.path("t.tar"), &dir);
+    log.ok(&["audit", "verify", &name(&dir), "--ca", "ca/ca.crt"]);
+    let since_only = ["--since", "2025-03-01T00:04:00Z"];
+    let out = log.ok(&[&["audit", "export", "audit", "--to", "s.tar", "--key", "gw1.key"], &since_only[..]].concat());
+    assert!(out.contains("(asked for 240..=299)"), "{out}");
+    let none = ["--since", "2026-01-01T00:00:00Z"];
+    let out = log.splpd(&[&["audit", "export", "audit", "--to", "n.tar", "--key", "gw1.key"], &none[..]].concat());
+    assert!(!out.status.success() && !log.path("n.tar").exists());
+    assert!(text(&out.stderr).contains("no record in audit was received between 2026-01-01"), "{}", text(&out.stderr));
+    let both = log.splpd(&[
+        "audit",
+        "export",
+        "audit",
+        "--to",
+        "b.tar",
+        "--key",
+        "gw1.key",
+        "--from-seq",
+        "1",
+        "--since",
+        "2025-03-01T00:04:00Z",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "a range by number or by time, not both");
+}
+
+#[test]
 fn a_partial_archive_is_refused_naming_the_missing_file() {
     let log = Log::new(150);
     log.ok(&["audit", "export", "audit", "--to", "all.tar", "--key", "gw1.key"]);

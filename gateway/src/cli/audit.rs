@@ -111,6 +111,8 @@ Examples:
   splpd audit export /var/lib/splpd/audit --to audit-2025-03.tar --key /etc/splpd/gw1.key
   splpd audit export /var/lib/splpd/audit --to part.tar --from-seq 1000000 --to-seq 1999999 \\
       --key gw1.key --cert gw1.crt
+  splpd audit export /var/lib/splpd/audit --to march.tar --since 2025-03-01T00:00:00+07:00 \\
+      --until 2025-04-01T00:00:00+07:00 --key gw1.key
 Then: mkdir x && tar -xf audit-2025-03.tar -C x && splpd audit verify x")]
     Export(ExportArgs),
 }
@@ -292,6 +294,13 @@ pub(crate) struct ExportArgs {
     /// The last record to export (default: the last).
     #[arg(long, value_name = "M")]
     to_seq: Option<u64>,
+    /// Export the records received at or after this time (RFC 3339): from the first such record
+    /// in the log on.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time, conflicts_with = "from_seq")]
+    since: Option<i64>,
+    /// Export the records received before this time (RFC 3339): up to the last such record.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time, conflicts_with = "to_seq")]
+    until: Option<i64>,
     /// The gateway's private key (PEM), to sign the manifest.
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
@@ -940,15 +949,44 @@ fn check_consistency_cmd(
     }
 }
 
+/// The records received in `[since, until)` as a range of record numbers: from the first to the
+/// last such record. Records are written as exchanges end, so one received inside the window
+/// may sit after one received outside it; the range holds them all (and those between).
+fn seqs_received_between(dir: &Path, since: Option<i64>, until: Option<i64>) -> anyhow::Result<(u64, u64)> {
+    let filter = Filter { since_unix_nanos: since, until_unix_nanos: until, ..Filter::default() };
+    let mut range: Option<(u64, u64)> = None;
+    let read = verify::query(dir, &filter, None, false, &mut |seq, _| {
+        range = Some(range.map_or((seq, seq), |(first, _)| (first, seq)));
+        Ok(())
+    });
+    read.map_err(|e| anyhow::anyhow!("{e}; the log must be readable to find the records of a time range"))?;
+    let at = |nanos: Option<i64>| nanos.and_then(verify::rfc3339_nanos).unwrap_or_else(|| "-".to_owned());
+    range.with_context(|| {
+        format!(
+            "no record in {} was received between {} and {}: `splpd audit query {0} --since … --format table` shows \
+             what is there",
+            dir.display(),
+            at(since),
+            at(until)
+        )
+    })
+}
+
 fn export_cmd(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let options = ExportOptions {
-        dir: args.dir,
-        to: args.to,
-        from_seq: args.from_seq,
-        to_seq: args.to_seq,
-        key: args.key,
-        cert: args.cert,
-    };
+    let (mut from_seq, mut to_seq) = (args.from_seq, args.to_seq);
+    if args.since.is_some() || args.until.is_some() {
+        if let (Some(since), Some(until)) = (args.since, args.until) {
+            anyhow::ensure!(since < until, "the time range is empty: give the earlier time with --since");
+        }
+        let (first, last) = seqs_received_between(&args.dir, args.since, args.until)?;
+        if args.since.is_some() {
+            from_seq = Some(first);
+        }
+        if args.until.is_some() {
+            to_seq = Some(last);
+        }
+    }
+    let options = ExportOptions { dir: args.dir, to: args.to, from_seq, to_seq, key: args.key, cert: args.cert };
     match verify::export(&options) {
         Ok(summary) => {
             for warning in &summary.warnings {
