@@ -563,6 +563,18 @@ fn a_signing_key_comes_with_its_own_certificate_for_the_gateway() {
 }
 
 #[test]
+fn a_quota_that_would_refuse_every_call_is_refused_at_its_key() {
+    let example = std::fs::read_to_string(Fixture::new().config()).unwrap();
+    let line_of = |text: &str| example.lines().position(|l| l == text).unwrap() + 1;
+    let f = Fixture::new();
+    f.edit("per_second = 200", "per_second = 0");
+    f.fails_at(line_of("per_second = 200"), "per_second = 0 would refuse every call");
+    let f = Fixture::new();
+    f.edit("burst = 400", "burst = 0");
+    f.fails_at(line_of("burst = 400"), "burst = 0 would refuse every call");
+}
+
+#[test]
 fn bad_listener_address_is_refused() {
     let f = Fixture::new();
     f.edit("address = \"0.0.0.0:8443\"", "address = \"gateway.local:8443\"");

@@ -777,16 +777,18 @@ impl Validator<'_, '_, '_> {
     }
 
     fn rate(&mut self, path: &[Seg<'_>], per_second: u32, burst: Option<u32>) {
+        // At the key's own line.
+        let key = |name| [path, &[Seg::Key(name)]].concat();
         if per_second == 0 {
             self.err(
-                path,
+                &key("per_second"),
                 "per_second = 0 would refuse every call",
                 "remove the limit or set a positive rate; to close a service, remove its grants",
             );
         }
         if burst == Some(0) {
             self.err(
-                path,
+                &key("burst"),
                 "burst = 0 would refuse every call",
                 "leave burst out (it defaults to per_second) or make it positive",
             );
