@@ -462,7 +462,17 @@ fn a_reloaded_crl_that_ages_out_within_the_hour_is_told_when_it_does() {
     log.wait_for(&["ready"]);
 
     let crl = ca.crl(1, passes - time::Duration::days(1)).unwrap();
+    // What the reload loaded anew is said, in the log and in its audit record.
+    let said = log.wait_for(&["loaded anew: CRL", "crl.pem"]);
+    assert!(said.contains("number 3, issued") && said.contains("(was number 2, issued"), "{said}");
     log.wait_for(&["configuration reloaded"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["audit", "query", "reload-audit", "--method", "RELOAD", "--unchecked"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let records = String::from_utf8_lossy(&out.stdout);
+    assert!(records.contains("\"reloaded\":[\"CRL ") && records.contains("(was number 2"), "{records}");
     let told = log.wait_for(&["passed its next update"]);
     assert!(told.contains("every certificate of that CA is"), "{told}");
     assert!(time::OffsetDateTime::now_utc() >= crl.next_update, "told before it passed: {told}");

@@ -92,6 +92,7 @@ mod tests {
             response_body: b"{\"valid\":true}".to_vec(),
             host_user: String::new(),
             client_address: "10.20.0.7".to_owned(),
+            reloaded: vec!["CRL /etc/splpd/pki/crl.pem of trust anchor \"region\": number 3".to_owned()],
         };
 
         let bytes = record.encode_to_vec();

@@ -121,6 +121,9 @@ async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
     let warned = splpd_tests::logs::Logs::capture().lines_with(&config).await;
     let warnings = warned.iter().filter(|l| l.contains("the gateway's key changed")).count();
     assert_eq!(warnings, 1, "{warned:#?}");
+    // The renewed certificate is said once, by the reload that loaded it.
+    let renewed = warned.iter().filter(|l| l.contains("loaded anew: the gateway's certificate")).count();
+    assert_eq!(renewed, 1, "{warned:#?}");
     // Readiness keeps saying it, for as long as it lasts.
     let waiting = reloader.waiting_for_restart();
     assert!(waiting.len() == 1 && waiting[0].contains("until splpd is restarted"), "{waiting:?}");

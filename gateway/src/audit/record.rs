@@ -141,6 +141,11 @@ impl RecordBuilder {
         self.record.status = 200;
     }
 
+    /// What a reload loaded anew beyond the configuration's text (see the proto's `reloaded`).
+    pub fn set_reloaded(&mut self, reloaded: Vec<String>) {
+        self.record.reloaded = reloaded;
+    }
+
     /// The IP address the client's connection came from; an IPv4 address mapped into IPv6 is
     /// written as IPv4.
     pub fn set_client_address(&mut self, address: std::net::IpAddr) {

@@ -255,8 +255,16 @@ impl Reloader {
         let mut kept = self.replace_file(old_text.clone(), in_force, text.clone()).await?;
         // In the audit log before it is in force, as every change is; without the record, the
         // file goes back to what it held.
-        let record =
-            configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), Author::Operator(by));
+        let reloaded = super::loaded_anew(&self.gateway.snapshot(), &snapshot);
+        let record = configuration_record(
+            &self.gateway,
+            "RELOAD",
+            &self.path,
+            digest,
+            text.len(),
+            Author::Operator(by),
+            reloaded,
+        );
         if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
             match self.write(old_text).await {
                 // No change was made, so there is none to undo; the kept copy goes only once the

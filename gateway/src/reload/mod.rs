@@ -399,7 +399,12 @@ impl Reloader {
                     })
                     .map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
-                let record = configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), by);
+                let reloaded = loaded_anew(&self.gateway.snapshot(), &snapshot);
+                for file in &reloaded {
+                    tracing::info!(config = %self.path.display(), "loaded anew: {file}");
+                }
+                let record =
+                    configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), by, reloaded);
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
@@ -551,6 +556,69 @@ struct Watching {
     dirs: HashSet<PathBuf>,
 }
 
+/// What `new` loaded anew from the files the configuration names, compared with `old`: CRLs
+/// published or dropped, the gateway's certificate renewed, trust anchors' CA certificates added
+/// or removed. Said in the `RELOAD` record and the log, since a reload of the same text looks
+/// like any other otherwise.
+pub(crate) fn loaded_anew(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    let mut said = Vec::new();
+    let at = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let issue = |c: &crate::tls::CrlStatus| match &c.number {
+        Some(n) => format!("number {n}, issued {}", at(c.this_update)),
+        None => format!("issued {}", at(c.this_update)),
+    };
+    let crl_key = |c: &crate::tls::CrlStatus| (c.anchor.clone(), c.path.clone(), c.signer.clone());
+    for c in new.trust.crl_status() {
+        let before = old.trust.crl_status().iter().find(|o| crl_key(o) == crl_key(c));
+        let name = format!("CRL {} of trust anchor {:?}", c.path.display(), c.anchor);
+        match before {
+            None => said.push(format!("{name}: {} (new)", issue(c))),
+            Some(o) if o.this_update != c.this_update || o.number != c.number => {
+                said.push(format!("{name}: {} (was {})", issue(c), issue(o)));
+            }
+            Some(_) => {}
+        }
+    }
+    for o in old.trust.crl_status() {
+        if !new.trust.crl_status().iter().any(|c| crl_key(c) == crl_key(o)) {
+            said.push(format!(
+                "CRL {} of trust anchor {:?}: no longer loaded (was {})",
+                o.path.display(),
+                o.anchor,
+                issue(o)
+            ));
+        }
+    }
+    let ca_key = |c: &crate::tls::CaStatus| (c.anchor.clone(), c.subject.clone(), c.not_after);
+    for c in new.trust.ca_status() {
+        if !old.trust.ca_status().iter().any(|o| ca_key(o) == ca_key(c)) {
+            said.push(format!(
+                "CA {} of trust anchor {:?}: trusted now (valid until {})",
+                c.subject,
+                c.anchor,
+                at(c.not_after)
+            ));
+        }
+    }
+    for o in old.trust.ca_status() {
+        if !new.trust.ca_status().iter().any(|c| ca_key(c) == ca_key(o)) {
+            said.push(format!("CA {} of trust anchor {:?}: no longer trusted", o.subject, o.anchor));
+        }
+    }
+    let leaf = |g: &crate::tls::GatewayCert| g.chain().first().map(|der| splpd_certs::load::sha256(der));
+    if leaf(&new.gateway_cert) != leaf(&old.gateway_cert) {
+        said.push(format!(
+            "the gateway's certificate {}: SHA-256 {}, valid until {} (was SHA-256 {}, valid until {})",
+            new.config.gateway.cert.display(),
+            leaf(&new.gateway_cert).map(hex::encode).unwrap_or_default(),
+            at(new.gateway_cert.not_after()),
+            leaf(&old.gateway_cert).map(hex::encode).unwrap_or_default(),
+            at(old.gateway_cert.not_after())
+        ));
+    }
+    said
+}
+
 /// The audit record of a configuration put in force (`action`: `START` or `RELOAD`): the file,
 /// and the SHA-256 of its text, by which an auditor can tell which grants were in force when;
 /// and who made the change, where known: the operator (through the admin listener) or the host
@@ -562,8 +630,10 @@ fn configuration_record(
     digest: [u8; 32],
     len: usize,
     by: Author<'_>,
+    reloaded: Vec<String>,
 ) -> ExchangeRecord {
     let mut record = RecordBuilder::received_now(&gateway.snapshot().gateway_id);
+    record.set_reloaded(reloaded);
     record.set_exchange_id(uuid::Uuid::new_v4());
     // The file as an absolute path: `--config splpd.toml` would tell an auditor nothing about
     // which folder it was in. Kept as given when it cannot be resolved (it was just read, so rarely).
@@ -597,6 +667,7 @@ pub async fn record_start(gateway: &Gateway, path: &Path, text: &str) -> Result<
         splpd_certs::load::sha256(text.as_bytes()),
         text.len(),
         Author::Unknown,
+        Vec::new(),
     );
     gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
 }

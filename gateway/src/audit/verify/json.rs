@@ -60,6 +60,9 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("attempts", &Attempts(&r.attempts))?;
         map.serialize_entry("upstream_note", &r.upstream_note)?;
         // Fields most records leave empty, only where they are set.
+        if !r.reloaded.is_empty() {
+            map.serialize_entry("reloaded", &r.reloaded)?;
+        }
         if !r.host_user.is_empty() {
             map.serialize_entry("host_user", &r.host_user)?;
         }
