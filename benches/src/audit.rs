@@ -142,7 +142,9 @@ pub(crate) async fn verify_speed(records: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = std::time::Instant::now();
-    let report = splpd_gateway::audit::verify::verify_log(&dir, None, &mut |_, _, _, _| {})?;
+    let report = splpd_gateway::audit::verify::verify_log(&dir, None, &mut |_, _, _, _| {
+        splpd_gateway::audit::verify::Reading::On
+    })?;
     let took = started.elapsed();
     anyhow::ensure!(report.is_ok(), "the freshly written log does not verify: {report:?}");
     println!("verify: {records} records in {took:.2?}: {:.0} records/s", records as f64 / took.as_secs_f64());

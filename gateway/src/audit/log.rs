@@ -806,8 +806,10 @@ mod tests {
         }
         log.shutdown().await.unwrap();
         let ca_der = splpd_certs::load::read_certificates(&tmp.path().join("ca").join("ca.crt")).unwrap().remove(0);
-        let report =
-            crate::audit::verify::verify_log(&options.segments.dir, Some(&ca_der), &mut |_, _, _, _| {}).unwrap();
+        let report = crate::audit::verify::verify_log(&options.segments.dir, Some(&ca_der), &mut |_, _, _, _| {
+            crate::audit::verify::Reading::On
+        })
+        .unwrap();
         assert!(report.is_ok() && report.checkpoints > 0, "{:?}", report.problems);
     }
 
@@ -918,7 +920,9 @@ mod tests {
             ticket.await.unwrap();
         }
         log.shutdown().await.unwrap();
-        let report = crate::audit::verify::verify_log(&audit, None, &mut |_, _, _, _| {}).unwrap();
+        let report =
+            crate::audit::verify::verify_log(&audit, None, &mut |_, _, _, _| crate::audit::verify::Reading::On)
+                .unwrap();
         assert!(report.is_ok() && report.checkpoints > 0, "{:?}", report.problems);
     }
 

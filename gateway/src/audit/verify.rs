@@ -508,6 +508,9 @@ pub struct VerifyReport {
     pub notes: Vec<String>,
     /// The manifest, when the directory is an extracted export archive.
     pub manifest: Option<Manifest>,
+    /// The observer had enough, and the log was read only up to a checkpoint that covers what
+    /// it was shown ([`Reading::Enough`]).
+    pub stopped_early: bool,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -699,8 +702,19 @@ pub(crate) fn time_text(nanos: i64) -> String {
 }
 
 /// What [`verify_log`] shows each record to: its number, its stored bytes, the record (`None`
-/// when it does not decode) and the tree before it.
-pub type RecordObserver<'a> = dyn FnMut(u64, &[u8], Option<&ExchangeRecord>, &Tree) + 'a;
+/// when it does not decode) and the tree before it. It answers whether to read on.
+pub type RecordObserver<'a> = dyn FnMut(u64, &[u8], Option<&ExchangeRecord>, &Tree) -> Reading + 'a;
+
+/// An observer's answer to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Read and check the whole log.
+    On,
+    /// The observer needs no more records: the log is read on only until a signed checkpoint
+    /// that matches covers this one (so that what the observer was shown is checked), and the
+    /// rest is left unread; the report says where it stopped.
+    Enough,
+}
 
 /// Verifies the audit log in `dir`: every segment (header, frames, checksums, sequence), every
 /// record decodes, the Merkle tree over all records, and every checkpoint of `checkpoints.log`
@@ -805,6 +819,10 @@ pub fn verify_log(
 
     let mut ended = None;
     let mut damaged = false;
+    // The record the observer had enough at, and the checkpoint that covers it, when the reading
+    // stopped there.
+    let mut enough_at = None;
+    let mut stopped: Option<(u64, u64)> = None;
     let mut record = ExchangeRecord::default();
     match SegmentReader::open_from(dir, tree.size()) {
         Err(e) => {
@@ -823,11 +841,20 @@ pub fn verify_log(
                             None
                         }
                     };
-                    observer(seq, payload, decoded, &tree);
+                    if enough_at.is_none() && observer(seq, payload, decoded, &tree) == Reading::Enough {
+                        enough_at = Some(seq);
+                    }
                     tree.push(leaf_hash(payload));
                     run.report.records_read += 1;
                     run.report.bytes += (payload.len() + 8) as u64;
                     run.check_reached(&tree);
+                    // Covered by a checkpoint that matches, or shown not to be by one that does not.
+                    if let Some(last) = enough_at
+                        && (run.last_match.is_some_and(|(_, size)| size > last) || run.first_mismatch.is_some())
+                    {
+                        stopped = run.last_match.filter(|(_, size)| *size > last);
+                        break;
+                    }
                 }
                 Ok(None) => break,
                 // An archive holds only whole frames the exporter checked: a torn one is damage.
@@ -858,6 +885,19 @@ pub fn verify_log(
         },
     }
 
+    if let Some((index, size)) = stopped {
+        // What follows looks at the log's end, which was not read.
+        run.report.notes.push(format!(
+            "read up to record {}, which checkpoint {index} (of {size} records) covers, and no further",
+            size - 1
+        ));
+        run.report.stopped_early = true;
+        let mut report = run.report;
+        report.tree_size = tree.size();
+        report.root = tree.root();
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
     // Checkpoints the records never reached.
     if let Some(located) = run.pending.take() {
         let why = if damaged {

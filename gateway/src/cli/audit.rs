@@ -42,9 +42,11 @@ Examples:
     /// --service, --peer, --address, --host-user, --issue, --user-id, --error-type, --method and
     /// --path match exactly, or as a prefix when they end with '*'.
     ///
-    /// The log is checked as it is read, as `splpd audit verify` checks it (without --ca): the
-    /// whole log is read, and the query exits 1, after the records, when they are not the ones
-    /// its signed checkpoints cover. --unchecked only reads.
+    /// The log is checked as it is read, as `splpd audit verify` checks it (with --ca, the
+    /// signers too): the query exits 1, after the records, when the log does not match its signed
+    /// checkpoints. Records past the last checkpoint are shown with a warning: nothing proves
+    /// them yet. At --limit, the log is read on to the checkpoint that covers the last record
+    /// shown. --unchecked only reads.
     #[command(after_help = "\
 Examples:
   splpd audit query /var/lib/splpd/audit --client ID/PEMDA/1602/DINKES --status 4xx
@@ -227,9 +229,12 @@ pub(crate) struct QueryArgs {
     /// Stop after this many records.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
+    /// Check the checkpoints' signer certificates against this CA (the region's ca.crt) as the
+    /// log is read, as `splpd audit verify --ca` does.
+    #[arg(long, value_name = "FILE", conflicts_with = "unchecked")]
+    ca: Option<PathBuf>,
     /// Show the records as stored, without checking the log against its signed checkpoints as it
-    /// is read: faster with --limit on a large log, but a record changed and given a fresh
-    /// checksum then shows like any other.
+    /// is read: a record changed and given a fresh checksum then shows like any other.
     #[arg(long)]
     unchecked: bool,
 }
@@ -365,7 +370,7 @@ fn read_ca(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
 
 fn verify_cmd(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let ca = read_ca(args.ca.as_deref())?;
-    let report = verify::verify_log(&args.dir, ca.as_deref(), &mut |_, _, _, _| {})?;
+    let report = verify::verify_log(&args.dir, ca.as_deref(), &mut |_, _, _, _| verify::Reading::On)?;
     for note in &report.notes {
         eprintln!("note: {note}");
     }
@@ -464,7 +469,9 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut table = Table::in_zone(args.tz.clone());
-    let result = verify::query(&args.dir, &filter, args.limit, !args.unchecked, &mut |seq, record| {
+    let ca = read_ca(args.ca.as_deref())?;
+    let check = (!args.unchecked).then_some(ca.as_deref());
+    let result = verify::query(&args.dir, &filter, args.limit, check, &mut |seq, record| {
         match args.format {
             Format::Jsonl => {
                 // The record's number comes first: `proof --record` and verify's messages use it.
@@ -522,7 +529,7 @@ fn query_cmd(args: QueryArgs) -> anyhow::Result<ExitCode> {
             }
             if report.is_ok() {
                 eprintln!("checked as read: {}", summary_of(report));
-                if report.checkpoints > 0 || report.manifest.is_some() {
+                if ca.is_none() && (report.checkpoints > 0 || report.manifest.is_some()) {
                     eprintln!("{}", not_checked_against_ca("the signers were", "they were"));
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -955,7 +962,7 @@ fn check_consistency_cmd(
 fn seqs_received_between(dir: &Path, since: Option<i64>, until: Option<i64>) -> anyhow::Result<(u64, u64)> {
     let filter = Filter { since_unix_nanos: since, until_unix_nanos: until, ..Filter::default() };
     let mut range: Option<(u64, u64)> = None;
-    let read = verify::query(dir, &filter, None, false, &mut |seq, _| {
+    let read = verify::query(dir, &filter, None, None, &mut |seq, _| {
         range = Some(range.map_or((seq, seq), |(first, _)| (first, seq)));
         Ok(())
     });

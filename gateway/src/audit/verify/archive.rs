@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::proof::CheckpointJson;
 use super::{
-    CheckpointReader, certificate_key_sha256, check_gateway_certificate, check_own_certificate, ensure_log,
+    CheckpointReader, Reading, certificate_key_sha256, check_gateway_certificate, check_own_certificate, ensure_log,
     signer_file_name, verify_log,
 };
 use crate::audit::checkpoint::{Checkpoint, CheckpointSigner, SignatureAlgorithm};
@@ -386,6 +386,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
         if seq == start_seq {
             frontier = Some(tree.frontier().to_vec());
         }
+        Reading::On
     })
     .map_err(|e| other(e.to_string()))?;
     if !report.is_ok() {

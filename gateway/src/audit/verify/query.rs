@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use prost::Message as _;
 
-use super::{VerifyError, VerifyReport, ensure_log, verify_log};
+use super::{Reading, VerifyError, VerifyReport, ensure_log, verify_log};
 use crate::audit::ExchangeRecord;
 use crate::audit::segment::{SegmentError, SegmentReader};
 
@@ -266,20 +266,20 @@ pub enum QueryError {
 /// Streams the records of the log in `dir` that `filter` selects to `each`, in log order, up to
 /// `limit` of them.
 ///
-/// With `check`, the log is verified as it is read ([`verify_log`], without a CA): the whole log
-/// is read, past the limit too, and the summary's `checked` says whether the records are the
-/// ones the signed checkpoints cover. A record changed and given a fresh checksum reads like any
-/// other, so what a query shows is evidence only once it is checked. Records before damage are
-/// handed on either way.
+/// With `check`, the log is verified as it is read ([`verify_log`], with `ca` when given), and
+/// the summary's `checked` says whether the records are the ones the signed checkpoints cover:
+/// a record changed and given a fresh checksum reads like any other. At the limit the log is read
+/// on only to the checkpoint that covers the last record shown. Records before damage are handed
+/// on either way.
 pub fn query(
     dir: &Path,
     filter: &Filter,
     limit: Option<u64>,
-    check: bool,
+    check: Option<Option<&[u8]>>,
     each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
 ) -> Result<QuerySummary, QueryError> {
-    if check {
-        return query_checked(dir, filter, limit, each);
+    if let Some(ca) = check {
+        return query_checked(dir, filter, limit, ca, each);
     }
     ensure_log(dir)?;
     // Every record there is, from the first segment on: an extracted archive starts after record
@@ -326,21 +326,28 @@ fn query_checked(
     dir: &Path,
     filter: &Filter,
     limit: Option<u64>,
+    ca: Option<&[u8]>,
     each: &mut dyn FnMut(u64, &ExchangeRecord) -> Result<(), String>,
 ) -> Result<QuerySummary, QueryError> {
     let mut summary = QuerySummary { limited: limit == Some(0), ..QuerySummary::default() };
     let mut failed = None;
-    let report = verify_log(dir, None, &mut |seq, _, record, _| {
+    let report = verify_log(dir, ca, &mut |seq, _, record, _| {
         summary.scanned += 1;
-        let Some(record) = record else { return };
-        if summary.limited || failed.is_some() || !filter.matches(record) {
-            return;
+        let Some(record) = record else { return Reading::On };
+        if summary.limited || failed.is_some() {
+            return Reading::Enough;
+        }
+        if !filter.matches(record) {
+            return Reading::On;
         }
         summary.matched += 1;
         if let Err(e) = each(seq, record) {
+            // Output gone (a closed pipe): nothing more to show.
             failed = Some(e);
+            return Reading::Enough;
         }
         summary.limited = limit.is_some_and(|limit| summary.matched >= limit);
+        if summary.limited { Reading::Enough } else { Reading::On }
     })?;
     if let Some(e) = failed {
         return Err(QueryError::Output(e));

@@ -85,7 +85,7 @@ fn checkpoint_frames_are_read_with_their_place_and_a_torn_last_one_is_told() {
 #[test]
 fn a_directory_without_a_log_is_no_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = verify_log(tmp.path(), None, &mut |_, _, _, _| {}).unwrap_err();
+    let err = verify_log(tmp.path(), None, &mut |_, _, _, _| Reading::On).unwrap_err();
     assert!(matches!(err, VerifyError::NotALog(_)), "{err}");
 }
 
