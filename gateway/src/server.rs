@@ -519,9 +519,11 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
         let now = time::OffsetDateTime::now_utc();
         let snap = gateway.snapshot();
         let crls = snap.trust.crl_status().iter().map(|c| (c.expired(now), c.concern(now)));
-        // A CA's end is said at every load from half a year ahead, and every hour in its last month.
-        let cas = snap.trust.ca_status().iter().filter(|c| c.not_after - now <= CA_HOURLY);
-        for (expired, concern) in crls.chain(cas.map(|c| (c.expired(now), c.concern(now)))) {
+        // A CA's end is said at every load from half a year ahead, and every hour in its last
+        // month or once it stops its anchor.
+        let cas =
+            snap.trust.ca_concerns(now).into_iter().filter(|c| c.stops || (c.ends > now && c.ends - now <= CA_HOURLY));
+        for (expired, concern) in crls.chain(cas.map(|c| (c.stops, Some(c.text)))) {
             match concern {
                 Some(concern) if expired => tracing::error!("{concern}"),
                 Some(concern) => tracing::warn!("{concern}"),

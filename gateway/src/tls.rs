@@ -364,6 +364,19 @@ pub const CRL_WARNING: time::Duration = time::Duration::days(7);
 /// certificate for every agency, which takes months.
 pub const CA_WARNING: time::Duration = time::Duration::days(180);
 
+/// Something to say about a trust anchor's CA ([`TrustStore::ca_concerns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaConcern {
+    /// The anchor's name.
+    pub anchor: String,
+    /// Whether the anchor vouches for no one any more: every CA of it has expired.
+    pub stops: bool,
+    /// When the CA ends (or ended).
+    pub ends: time::OffsetDateTime,
+    /// What to say, with what to do.
+    pub text: String,
+}
+
 /// A trust anchor's CA certificate and when it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaStatus {
@@ -471,6 +484,10 @@ impl TrustStore {
         }
         store.refuse_crls_of_shared_names()?;
         store.keep_latest_crls();
+        // Said, not refused, as for a CRL: the operator may be putting the new CA in place.
+        for concern in store.ca_concerns(time::OffsetDateTime::now_utc()) {
+            tracing::warn!("{}", concern.text);
+        }
         store.roots = Arc::new(roots);
         for m in mappings {
             let anchor = anchors
@@ -575,10 +592,6 @@ impl TrustStore {
                 subject: cert.subject().to_string(),
                 not_after: cert.validity().not_after.to_datetime(),
             };
-            // Said, not refused, as for a CRL: the operator may be putting the new CA in place.
-            if let Some(concern) = status.concern(time::OffsetDateTime::now_utc()) {
-                tracing::warn!("{concern}");
-            }
             self.ca_status.push(status);
         }
         for path in &anchor.crls {
@@ -657,6 +670,39 @@ impl TrustStore {
     /// When each anchor's CA certificates expire, in configuration order.
     pub fn ca_status(&self) -> &[CaStatus] {
         &self.ca_status
+    }
+
+    /// What to say at `now` about the anchors' CAs, anchor by anchor: a CA near its end, unless a
+    /// CA of the same anchor that outlives the warning stands beside it (a rollover under way);
+    /// one past its end, which stops the anchor only when no CA of it is left in force (during a
+    /// rollover the old one's end refuses only what was not renewed).
+    pub fn ca_concerns(&self, now: time::OffsetDateTime) -> Vec<CaConcern> {
+        let mut concerns = Vec::new();
+        for ca in &self.ca_status {
+            let others = || self.ca_status.iter().filter(|o| o.anchor == ca.anchor && !std::ptr::eq(*o, ca));
+            if ca.expired(now) {
+                let in_force = others().any(|o| !o.expired(now));
+                let text = match ca.concern(now) {
+                    Some(_) if in_force => format!(
+                        "the CA {} of trust anchor {:?} expired at {}: its certificates are refused, and the anchor's \
+                         other CA is in force; take the expired one out of the anchor's `ca` file (and its CRL out of \
+                         `crls`)",
+                        ca.subject,
+                        ca.anchor,
+                        rfc3339(ca.not_after)
+                    ),
+                    Some(text) => text,
+                    None => continue,
+                };
+                concerns.push(CaConcern { anchor: ca.anchor.clone(), stops: !in_force, ends: ca.not_after, text });
+            } else if let Some(text) = ca.concern(now) {
+                if others().any(|o| o.not_after - now > CA_WARNING) {
+                    continue;
+                }
+                concerns.push(CaConcern { anchor: ca.anchor.clone(), stops: false, ends: ca.not_after, text });
+            }
+        }
+        concerns
     }
 
     /// The trust anchors, in configuration order.
@@ -1605,6 +1651,38 @@ pub(crate) mod tests {
         assert!(short.expired(later));
         let past = short.concern(later).unwrap();
         assert!(past.contains("expired at") && past.contains("every certificate it issued is refused"), "{past}");
+    }
+
+    /// During a rollover the old CA's end is neither a warning nor, once past, a reason the
+    /// anchor stops: the new CA stands beside it. Alone, it is both.
+    #[test]
+    fn a_cas_end_counts_for_its_anchor_only_when_no_other_ca_of_it_outlives_it() {
+        let pki = Pki::new();
+        let make = |name: &str, from: OffsetDateTime, days: u32| {
+            let dir = pki.tmp.path().join(name);
+            let opts = InitOptions { days, ..InitOptions::new("Pemda Lama", vec!["ID/PEMDA/1699".parse().unwrap()]) };
+            Ca::init(&dir, &opts, from).unwrap();
+            std::fs::read_to_string(dir.join("ca.crt")).unwrap()
+        };
+        // The old CA has 90 days left; the new one, ten years.
+        let old = make("old", now() - Duration::days(3560), 3650);
+        let new = make("new", now(), 3650);
+        let anchor = |pem: String| {
+            let path = pki.tmp.path().join(format!("bundle-{}.crt", pem.len()));
+            std::fs::write(&path, pem).unwrap();
+            TrustAnchor { name: "lama".into(), ca: path, scopes: vec!["ID/PEMDA/1699".parse().unwrap()], crls: vec![] }
+        };
+        let alone = TrustStore::new(&[anchor(old.clone())], &[]).unwrap();
+        let both = TrustStore::new(&[anchor(format!("{old}{new}"))], &[]).unwrap();
+        let [soon] = &alone.ca_concerns(now())[..] else { panic!("{:?}", alone.ca_concerns(now())) };
+        assert!(!soon.stops && soon.text.contains("expires at"), "{soon:?}");
+        assert_eq!(both.ca_concerns(now()), vec![], "a rollover under way");
+
+        let later = now() + Duration::days(100);
+        let [ended] = &alone.ca_concerns(later)[..] else { panic!() };
+        assert!(ended.stops && ended.text.contains("every certificate it issued is refused"), "{ended:?}");
+        let [left] = &both.ca_concerns(later)[..] else { panic!() };
+        assert!(!left.stops && left.text.contains("take the expired one out"), "{left:?}");
     }
 
     #[tokio::test]

@@ -499,9 +499,9 @@ impl Readiness {
                 tell(crl.expired(now), crl.concern(now));
             }
         }
-        for ca in snap.trust.ca_status() {
+        for ca in snap.trust.ca_concerns(now) {
             if snap.trust.anchor(&ca.anchor).is_some_and(ours) {
-                tell(ca.expired(now), ca.concern(now));
+                tell(ca.stops, Some(ca.text));
             }
         }
         Self { reasons, notes }

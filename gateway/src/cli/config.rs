@@ -118,7 +118,7 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                     Ok(trust) => {
                         let now = time::OffsetDateTime::now_utc();
                         let crls = trust.crl_status().iter().filter_map(|c| c.concern(now));
-                        for concern in crls.chain(trust.ca_status().iter().filter_map(|c| c.concern(now))) {
+                        for concern in crls.chain(trust.ca_concerns(now).into_iter().map(|c| c.text)) {
                             eprintln!("warning: {concern}");
                         }
                     }
