@@ -1231,6 +1231,11 @@ fn check_proof_says_what_the_record_is_and_whether_a_document_is_its_body() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("other.json is not the request body recorded: it has 2 bytes"), "{err}");
+    assert!(!text(&out.stdout).contains(": ok:"), "no ok for a proof of another document: {}", text(&out.stdout));
+    // A consistency proof holds no record, so no body.
+    log.ok(&["audit", "consistency", "audit", "--from", "1", "--out", "c.json"]);
+    let out = log.splpd(&["audit", "check-proof", "c.json", "--ca", "ca/ca.crt", "--request-body", "surat.json"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("go with an inclusion proof"), "{}", text(&out.stderr));
     // A record with no response body digest cannot match any file.
     let out = check(&["--response-body", "surat.json"]);
     assert_eq!(out.status.code(), Some(1));

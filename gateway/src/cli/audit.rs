@@ -616,13 +616,7 @@ impl Table {
             dash(&r.client_address),
             dash(&r.service),
             dash(&r.method),
-            // A gRPC answer is HTTP 200 whatever happened: its gRPC status says what. A strict
-            // exchange's request record has no status yet: said so, not shown as 0.
-            match r.grpc_status {
-                _ if r.kind() == splpd_proto::v1::RecordKind::Request => "request".to_owned(),
-                Some(grpc) => format!("{} gRPC {grpc}", r.status),
-                None => r.status.to_string(),
-            },
+            status_text(r),
             dash(&r.error_type),
             dash(&r.issue),
             dash(&r.path),
@@ -781,6 +775,11 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let kept = args.kept.as_deref().map(read_kept).transpose()?;
     if proof_format(&text).as_deref() == Some(verify::CONSISTENCY_PROOF_FORMAT) {
+        anyhow::ensure!(
+            args.request_body.is_none() && args.response_body.is_none(),
+            "--request-body and --response-body go with an inclusion proof (`splpd audit proof`), which holds a \
+             record; a consistency proof holds none"
+        );
         return check_consistency_cmd(args, &text, ca.as_deref(), kept.as_ref());
     }
     match verify::check_proof(&text, ca.as_deref()) {
@@ -809,6 +808,33 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+            // The documents first: a proof that holds of another body is no "ok".
+            let r = &checked.record;
+            let bodies = [
+                ("request", &args.request_body, &r.request_body_sha256, r.request_body_bytes),
+                ("response", &args.response_body, &r.response_body_sha256, r.response_body_bytes),
+            ];
+            let mut matched = Vec::new();
+            let mut mismatched = Vec::new();
+            for (which, file, recorded, bytes) in bodies {
+                let Some(file) = file else { continue };
+                match body_verdict(which, file, recorded, bytes)? {
+                    Ok(line) => matched.push(line),
+                    Err(line) => mismatched.push(line),
+                }
+            }
+            if !mismatched.is_empty() {
+                for line in &mismatched {
+                    eprintln!("error: {line}");
+                }
+                eprintln!(
+                    "error: {}: the proof holds for exchange {} (record {}), but not of the document given",
+                    args.file.display(),
+                    checked.exchange_id,
+                    checked.leaf_index
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             out::line(&format!(
                 "{}: ok: exchange {} is record {} of gateway {}'s audit log, under the checkpoint of {} records \
                  (root {}) signed at {}",
@@ -827,47 +853,13 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
                 hex::encode(&cp.key_sha256)
             ));
             out::line(&format!("the record: {}", describe_record(&checked.record)));
+            for line in matched {
+                out::line(&line);
+            }
             if ca.is_none() {
                 out::line(&not_checked_against_ca("the signer certificate was", "it was"));
             }
-            let bodies = [
-                ("request", &args.request_body, &checked.record.request_body_sha256, checked.record.request_body_bytes),
-                (
-                    "response",
-                    &args.response_body,
-                    &checked.record.response_body_sha256,
-                    checked.record.response_body_bytes,
-                ),
-            ];
-            let mut all_match = true;
-            for (which, file, recorded, bytes) in bodies {
-                let Some(file) = file else { continue };
-                let (digest, len) = file_sha256(file)?;
-                if recorded.is_empty() {
-                    all_match = false;
-                    eprintln!(
-                        "error: the record holds no {which} body digest ({bytes} bytes {}), so no file can be shown to \
-                         be its {which} body",
-                        if which == "request" { "received: the body was not read whole" } else { "sent" }
-                    );
-                } else if recorded.as_slice() == digest.as_slice() {
-                    out::line(&format!(
-                        "the {which} body: {} is the one recorded ({len} bytes, SHA-256 {})",
-                        file.display(),
-                        hex::encode(digest)
-                    ));
-                } else {
-                    all_match = false;
-                    eprintln!(
-                        "error: {} is not the {which} body recorded: it has {len} bytes with SHA-256 {}, the record \
-                         {bytes} bytes with SHA-256 {}",
-                        file.display(),
-                        hex::encode(digest),
-                        hex::encode(recorded)
-                    );
-                }
-            }
-            Ok(if all_match { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("error: {}: the proof does not hold: {e}", args.file.display());
@@ -876,38 +868,65 @@ fn check_proof_cmd(args: &CheckProofArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A record's status as the table and `check-proof` show it: a gRPC answer is HTTP 200 whatever
+/// happened, so its gRPC status says what; a strict exchange's request record has no status yet,
+/// said so rather than shown as 0.
+fn status_text(r: &ExchangeRecord) -> String {
+    match r.grpc_status {
+        _ if r.kind() == splpd_proto::v1::RecordKind::Request => "request".to_owned(),
+        Some(grpc) => format!("{} gRPC {grpc}", r.status),
+        None => r.status.to_string(),
+    }
+}
+
 /// A record in one line: when, who asked what of whom, and how it ended.
 fn describe_record(r: &ExchangeRecord) -> String {
     let at = verify::rfc3339_nanos(r.received_at_unix_nanos).unwrap_or_else(|| "-".to_owned());
     let client = if r.client.is_empty() { "an unidentified client".to_owned() } else { r.client.clone() };
     let service = if r.service.is_empty() { "no known service".to_owned() } else { r.service.clone() };
-    let status = match r.grpc_status {
-        Some(grpc) => format!("{} (gRPC status {grpc})", r.status),
-        None => r.status.to_string(),
-    };
+    let status = status_text(r);
     let error = if r.error_type.is_empty() { String::new() } else { format!(", {}", r.error_type) };
     let sent = if r.forwarded_at_unix_nanos == 0 { "not sent on to the service" } else { "sent on to the service" };
     format!("received {at} from {client} for {service}: {} {}; answered {status}{error}; {sent}", r.method, r.path)
 }
 
-/// The SHA-256 of a file, read in pieces, and its length.
-fn file_sha256(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
+/// Whether `file` is the body whose digest the record holds (`recorded`, of `bytes` bytes): the
+/// line to say either way, `Err` when it is not. Hashed as the gateway hashes bodies.
+fn body_verdict(which: &str, file: &Path, recorded: &[u8], bytes: u64) -> anyhow::Result<Result<String, String>> {
     use std::io::Read as _;
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut reader = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut hasher = splpd_gateway::audit::BodyHasher::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0u64;
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = reader.read(&mut buf).with_context(|| format!("reading {}", file.display()))?;
         if n == 0 {
             break;
         }
-        ctx.update(&buf[..n]);
-        len += n as u64;
+        hasher.update(&buf[..n]);
     }
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(ctx.finish().as_ref());
-    Ok((digest, len))
+    let digest = hasher.finish();
+    Ok(if recorded.is_empty() {
+        let how = if which == "request" { "received: the body was not read whole" } else { "sent" };
+        Err(format!(
+            "the record holds no {which} body digest ({bytes} bytes {how}), so no file can be shown to be its {which} body"
+        ))
+    } else if recorded == digest.sha256.as_slice() {
+        Ok(format!(
+            "the {which} body: {} is the one recorded ({} bytes, SHA-256 {})",
+            file.display(),
+            digest.bytes,
+            hex::encode(digest.sha256)
+        ))
+    } else {
+        Err(format!(
+            "{} is not the {which} body recorded: it has {} bytes with SHA-256 {}, the record {bytes} bytes with \
+             SHA-256 {}",
+            file.display(),
+            digest.bytes,
+            hex::encode(digest.sha256),
+            hex::encode(recorded)
+        ))
+    })
 }
 
 fn check_consistency_cmd(
