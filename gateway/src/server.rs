@@ -499,13 +499,17 @@ const CA_HOURLY: time::Duration = time::Duration::days(30);
 /// Trust anchors' CAs within [`CA_HOURLY`] of their end, or past it, are said with them.
 async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let Some(replacements) = gateway.upgrade().map(|g| g.replacements()) else { return };
+    // The hourly look keeps its time across reloads: a CRL fetched by cron every half hour must
+    // not put it off for ever.
+    let mut hourly = tokio::time::Instant::now() + CRL_WATCH;
     loop {
         // Registered before the CRLs are read, so that a reload in between is not missed: a CRL
         // it loads that passes its next update before the hour is out is then told when it does.
         let replaced = replacements.notified();
+        let left = hourly.saturating_duration_since(tokio::time::Instant::now());
         let wait = match gateway.upgrade() {
             Some(gateway) => {
-                until_next_crl_look(gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc())
+                until_next_crl_look(gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc(), left)
             }
             None => return,
         };
@@ -515,6 +519,7 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
             () = replaced => continue,
             () = stopped(&mut shutdown) => return,
         }
+        hourly = tokio::time::Instant::now() + CRL_WATCH;
         let Some(gateway) = gateway.upgrade() else { return };
         let now = time::OffsetDateTime::now_utc();
         let snap = gateway.snapshot();
@@ -535,13 +540,13 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
 
 /// Until the next look at the CRLs: [`CRL_WATCH`], or the moment one passes its next update when
 /// that comes sooner, so that the log says so then, not up to an hour later.
-fn until_next_crl_look(crls: &[crate::tls::CrlStatus], now: time::OffsetDateTime) -> Duration {
+fn until_next_crl_look(crls: &[crate::tls::CrlStatus], now: time::OffsetDateTime, hourly: Duration) -> Duration {
     crls.iter()
         .filter_map(|c| c.next_update)
         .filter(|next| *next > now)
         .filter_map(|next| Duration::try_from(next - now).ok())
         .map(|left| left + Duration::from_secs(1))
-        .fold(CRL_WATCH, Duration::min)
+        .fold(hourly, Duration::min)
 }
 
 impl Running {
@@ -619,10 +624,12 @@ mod tests {
             issuer: Box::default(),
             scope: None,
         };
-        assert_eq!(until_next_crl_look(&[], now), CRL_WATCH);
+        assert_eq!(until_next_crl_look(&[], now, CRL_WATCH), CRL_WATCH);
+        // The hourly look's own time left, when nothing comes sooner.
+        assert_eq!(until_next_crl_look(&[], now, Duration::from_secs(600)), Duration::from_secs(600));
         let soon = [crl(Some(time::Duration::days(3))), crl(Some(time::Duration::seconds(90))), crl(None)];
-        assert_eq!(until_next_crl_look(&soon, now), Duration::from_secs(91));
+        assert_eq!(until_next_crl_look(&soon, now, CRL_WATCH), Duration::from_secs(91));
         // One already past is said at every look; it does not make the looks come faster.
-        assert_eq!(until_next_crl_look(&[crl(Some(time::Duration::seconds(-5)))], now), CRL_WATCH);
+        assert_eq!(until_next_crl_look(&[crl(Some(time::Duration::seconds(-5)))], now, CRL_WATCH), CRL_WATCH);
     }
 }
