@@ -42,7 +42,7 @@ fn attach(region: &Region) -> (Arc<Reloader>, tokio::sync::watch::Sender<bool>) 
     let reloader = Arc::new(Reloader::new(region.config_path(), Arc::clone(region.gateway())));
     region.gateway().attach_reloader(&reloader);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(Arc::clone(&reloader).run(stopped));
+    tokio::spawn(Arc::clone(&reloader).run(None, stopped));
     (reloader, stop)
 }
 

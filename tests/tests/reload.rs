@@ -269,7 +269,7 @@ async fn a_file_put_back_as_in_force_after_a_refused_edit_clears_the_refusal() {
     let region = builder(&pki, &upstream, &[DINKES]).start().await;
     let reloader = std::sync::Arc::new(Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway())));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let watching = tokio::spawn(std::sync::Arc::clone(&reloader).run(stopped));
+    let watching = tokio::spawn(std::sync::Arc::clone(&reloader).run(None, stopped));
     let good = std::fs::read_to_string(region.config_path()).unwrap();
     // Writes `text` (again, each second, in case the watcher started after a write) until `done`.
     let write_until = async |text: &str, done: &dyn Fn() -> bool| {

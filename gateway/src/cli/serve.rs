@@ -90,6 +90,8 @@ impl Served {
         what: &str,
     ) -> anyhow::Result<Self> {
         let audit_dir = config.audit.dir.clone();
+        // Before the gateway loads the files: a CRL published while it starts reaches the reloader.
+        let watch = splpd_gateway::reload::FileWatch::before_start(path, &config);
         let audit: Arc<dyn AuditSink> = Arc::new(
             AuditLog::open(&AuditLogOptions::from_config(&config).with_workers(workers))
                 .with_context(|| format!("opening the audit log of {what} in {}", audit_dir.display()))?,
@@ -101,7 +103,7 @@ impl Served {
         let reloader = Arc::new(Reloader::started_with(path, Arc::clone(running.gateway()), Some(text.as_bytes())));
         running.gateway().attach_reloader(&reloader);
         let (stop_reload, reload_stopped) = tokio::sync::watch::channel(false);
-        let reloading = tokio::spawn(reloader.run(reload_stopped));
+        let reloading = tokio::spawn(reloader.run(Some(watch), reload_stopped));
         Ok(Self { running, stop_reload, reloading })
     }
 

@@ -456,52 +456,40 @@ impl Reloader {
     /// Reloads on SIGHUP and on changes of the watched files until `stop` turns true. Reloads
     /// run one at a time, in the returned future's task.
     ///
-    /// The files are watched from the call on, not from the future's first poll: a gateway that
-    /// says it is ready, and whose CA publishes a CRL the moment after, must not miss it.
-    pub fn run(self: Arc<Self>, stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    /// The files are watched from the call on, not from the future's first poll; `early`, a
+    /// watch started before the gateway loaded its files ([`FileWatch::before_start`]), takes
+    /// over what it saw since, so that a CRL published while the gateway started is not missed.
+    pub fn run(
+        self: Arc<Self>,
+        early: Option<FileWatch>,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let hangup: Hangup = lock(&self.hangup).take().unwrap_or_default();
-        let (tx, changes) = mpsc::channel::<PathBuf>(64);
-        let watched = Arc::new(Mutex::new(self.watched_files()));
-        let mut watcher = match file_watcher(Arc::clone(&watched), tx) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!("cannot watch the configuration files ({e}); reload with SIGHUP instead");
-                None
-            }
-        };
-        let mut dirs = HashSet::new();
-        if let Some(w) = &mut watcher {
-            // A copy: the watcher's thread takes the lock in its callback while `watch` waits
-            // for that thread.
-            let files = lock(&watched).clone();
-            watch_dirs(w, &files, &mut dirs);
-        }
-        self.reload_until_stopped(Watching { hangup, changes, watched, watcher, dirs }, stop)
+        let mut files = early.unwrap_or_else(|| FileWatch::start(&HashSet::new()));
+        // What the configuration in force names, which is what the early watch was given too.
+        files.watch(&self.watched_files());
+        self.reload_until_stopped(Watching { hangup, files }, stop)
     }
 
     async fn reload_until_stopped(self: Arc<Self>, watching: Watching, mut stop: watch::Receiver<bool>) {
-        let Watching { mut hangup, mut changes, watched, mut watcher, mut dirs } = watching;
+        let Watching { mut hangup, mut files } = watching;
         loop {
             let changed = tokio::select! {
                 () = next_hangup(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     None
                 }
-                Some(first) = changes.recv() => {
+                Some(first) = files.changes.recv() => {
                     // Wait for the writes to settle: reload once the files have been quiet a while.
                     let mut changed = std::collections::BTreeSet::from([first]);
-                    while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                    while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, files.changes.recv()).await {
                         changed.insert(path);
                     }
                     Some(changed)
                 }
                 // A change through the admin listener is in force: only the files to watch change.
                 () = self.changed_elsewhere.notified() => {
-                    let files = self.watched_files();
-                    if let Some(w) = &mut watcher {
-                        watch_dirs(w, &files, &mut dirs);
-                    }
-                    *lock(&watched) = files;
+                    files.watch(&self.watched_files());
                     continue;
                 }
                 () = stopped(&mut stop) => return,
@@ -537,11 +525,7 @@ impl Reloader {
             let _ = self.reload_held().await;
             drop(one_at_a_time);
             // The configuration in force, or the one refused, may name other files.
-            let files = self.watched_files();
-            if let Some(w) = &mut watcher {
-                watch_dirs(w, &files, &mut dirs);
-            }
-            *lock(&watched) = files;
+            files.watch(&self.watched_files());
         }
     }
 }
@@ -550,10 +534,51 @@ impl Reloader {
 /// the changed paths to `changes`.
 struct Watching {
     hangup: Hangup,
+    files: FileWatch,
+}
+
+/// A watch on the files a configuration names: its callback sends the changed paths to
+/// `changes`. Without a watcher (the system refused one), only SIGHUP reloads.
+#[derive(Debug)]
+pub struct FileWatch {
     changes: mpsc::Receiver<PathBuf>,
     watched: Arc<Mutex<HashSet<PathBuf>>>,
     watcher: Option<notify::RecommendedWatcher>,
     dirs: HashSet<PathBuf>,
+}
+
+impl FileWatch {
+    fn start(files: &HashSet<PathBuf>) -> Self {
+        let (tx, changes) = mpsc::channel::<PathBuf>(64);
+        let watched = Arc::new(Mutex::new(HashSet::new()));
+        let watcher = match file_watcher(Arc::clone(&watched), tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot watch the configuration files ({e}); reload with SIGHUP instead");
+                None
+            }
+        };
+        let mut watch = Self { changes, watched, watcher, dirs: HashSet::new() };
+        watch.watch(files);
+        watch
+    }
+
+    /// Watches the files `config` (read from `path`) names, before the gateway loads them: a
+    /// change made while it starts then reaches [`Reloader::run`].
+    pub fn before_start(path: &Path, config: &Config) -> Self {
+        let files = std::iter::once(path.to_owned()).chain(config_files(config));
+        Self::start(&files.map(|p| std::path::absolute(&p).unwrap_or(p)).collect())
+    }
+
+    /// Watches `files` from now on (and their folders), in place of those before.
+    fn watch(&mut self, files: &HashSet<PathBuf>) {
+        // Not held while the folders are watched: the watcher's thread takes the lock in its
+        // callback while `watch` waits for that thread.
+        files.clone_into(&mut lock(&self.watched));
+        if let Some(w) = &mut self.watcher {
+            watch_dirs(w, files, &mut self.dirs);
+        }
+    }
 }
 
 /// What `new` loaded anew from the files the configuration names, compared with `old`: CRLs
