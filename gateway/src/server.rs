@@ -623,6 +623,7 @@ mod tests {
             signer: Box::default(),
             issuer: Box::default(),
             scope: None,
+            sha256: [0; 32],
         };
         assert_eq!(until_next_crl_look(&[], now, CRL_WATCH), CRL_WATCH);
         // The hourly look's own time left, when nothing comes sooner.

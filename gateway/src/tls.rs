@@ -274,6 +274,8 @@ pub struct CrlStatus {
     pub issuer: Box<[u8]>,
     /// See `signer`.
     pub scope: Option<Box<[u8]>>,
+    /// The SHA-256 of the CRL's DER: two issues alike in every field above still differ here.
+    pub sha256: [u8; 32],
 }
 
 impl CrlStatus {
@@ -384,6 +386,8 @@ pub struct CaStatus {
     pub anchor: String,
     /// The CA's subject, as text.
     pub subject: String,
+    /// The SHA-256 of its certificate, lowercase hex: two CAs may share a name.
+    pub fingerprint: String,
     /// The end of its validity.
     pub not_after: time::OffsetDateTime,
 }
@@ -590,6 +594,7 @@ impl TrustStore {
             let status = CaStatus {
                 anchor: name.clone(),
                 subject: cert.subject().to_string(),
+                fingerprint: hex::encode(splpd_certs::load::sha256(der)),
                 not_after: cert.validity().not_after.to_datetime(),
             };
             self.ca_status.push(status);
@@ -652,6 +657,7 @@ impl TrustStore {
                 .iter()
                 .find(|e| e.oid == OID_X509_EXT_ISSUER_DISTRIBUTION_POINT)
                 .map(|e| e.value.into()),
+            sha256: splpd_certs::load::sha256(der),
         };
         // Not fatal: the operator may be about to replace it, and reloading must not fail
         // because of it. But every certificate of this CA is refused once it has expired.
@@ -1529,6 +1535,7 @@ pub(crate) mod tests {
             signer: signer.into(),
             issuer: b"CN=CA".as_slice().into(),
             scope: None,
+            sha256: [0; 32],
         };
         // By when they were issued.
         let why = crl(b"ca", Some(2), 5).older_than(&crl(b"ca", Some(3), 0)).expect("issued earlier");
@@ -1608,6 +1615,7 @@ pub(crate) mod tests {
             signer: Box::default(),
             issuer: Box::default(),
             scope: None,
+            sha256: [0; 32],
         };
         assert_eq!(status(8).concern(now), None);
         let soon = status(3).concern(now).expect("three days ahead");

@@ -595,11 +595,11 @@ pub fn encode_state(out: &mut Exposition, s: &StateSnapshot) {
     out.family(
         "splpd_trust_anchor_ca_expiry_timestamp_seconds",
         "gauge",
-        "When each trust anchor's CA certificate expires (Unix time), by anchor and CA: every certificate it issued \
-         ends with it.",
+        "When each trust anchor's CA certificate expires (Unix time), by anchor, CA name and certificate SHA-256 \
+         (two CAs may share a name): every certificate it issued ends with it.",
     );
     for c in &s.cas {
-        let labels = [("anchor", c.anchor.as_str()), ("ca", c.subject.as_str())];
+        let labels = [("anchor", c.anchor.as_str()), ("ca", c.subject.as_str()), ("sha256", c.fingerprint.as_str())];
         out.sample("splpd_trust_anchor_ca_expiry_timestamp_seconds", &labels, c.not_after.unix_timestamp());
     }
     out.family(

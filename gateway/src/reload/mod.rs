@@ -400,15 +400,15 @@ impl Reloader {
                     .map_or(Author::Unknown, Author::Host);
                 // Like every change, a new configuration is in the audit log before it is in force.
                 let reloaded = loaded_anew(&self.gateway.snapshot(), &snapshot);
-                for file in &reloaded {
-                    tracing::info!(config = %self.path.display(), "loaded anew: {file}");
-                }
                 let record =
-                    configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), by, reloaded);
+                    configuration_record(&self.gateway, "RELOAD", &self.path, digest, text.len(), by, reloaded.clone());
                 if let Err(e) = self.gateway.operations_log().append(record, AuditMode::Sync).await {
                     return (Err(ReloadError::Unlogged(e.to_string())), version);
                 }
                 self.gateway.replace(snapshot);
+                for file in &reloaded {
+                    tracing::info!(config = %self.path.display(), "loaded anew: {file}");
+                }
                 self.now_in_force(digest, text, by, &report);
                 (Ok(report), version)
             }
@@ -592,15 +592,17 @@ pub(crate) fn loaded_anew(old: &Snapshot, new: &Snapshot) -> Vec<String> {
         Some(n) => format!("number {n}, issued {}", at(c.this_update)),
         None => format!("issued {}", at(c.this_update)),
     };
-    let crl_key = |c: &crate::tls::CrlStatus| (c.anchor.clone(), c.path.clone(), c.signer.clone());
+    // One CA's list, issue after issue: its file, signer, issuer and scope (a file may hold
+    // several lists of one CA, each for a part of its certificates).
+    let crl_key = |c: &crate::tls::CrlStatus| {
+        (c.anchor.clone(), c.path.clone(), c.signer.clone(), c.issuer.clone(), c.scope.clone())
+    };
     for c in new.trust.crl_status() {
         let before = old.trust.crl_status().iter().find(|o| crl_key(o) == crl_key(c));
         let name = format!("CRL {} of trust anchor {:?}", c.path.display(), c.anchor);
         match before {
             None => said.push(format!("{name}: {} (new)", issue(c))),
-            Some(o) if o.this_update != c.this_update || o.number != c.number => {
-                said.push(format!("{name}: {} (was {})", issue(c), issue(o)));
-            }
+            Some(o) if o.sha256 != c.sha256 => said.push(format!("{name}: {} (was {})", issue(c), issue(o))),
             Some(_) => {}
         }
     }
@@ -614,7 +616,7 @@ pub(crate) fn loaded_anew(old: &Snapshot, new: &Snapshot) -> Vec<String> {
             ));
         }
     }
-    let ca_key = |c: &crate::tls::CaStatus| (c.anchor.clone(), c.subject.clone(), c.not_after);
+    let ca_key = |c: &crate::tls::CaStatus| (c.anchor.clone(), c.fingerprint.clone());
     for c in new.trust.ca_status() {
         if !old.trust.ca_status().iter().any(|o| ca_key(o) == ca_key(c)) {
             said.push(format!(
