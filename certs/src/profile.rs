@@ -216,13 +216,28 @@ pub fn ca_params(
 ) -> Result<CertificateParams, ProfileError> {
     check_organisation(organisation)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = subject(&format!("{organisation} SPLPD CA {generation}"), organisation);
+    params.distinguished_name = subject(&ca_common_name(organisation, generation), organisation);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params.serial_number = Some(serial);
     Ok(params)
+}
+
+/// The CA's common name, `ORGANISATION SPLPD CA GENERATION`, within X.509's 64 characters: a long
+/// organisation is cut at a word (it is whole in the O attribute beside it).
+fn ca_common_name(organisation: &str, generation: &str) -> String {
+    const MAX_COMMON_NAME: usize = 64;
+    let suffix = format!(" SPLPD CA {generation}");
+    let room = MAX_COMMON_NAME.saturating_sub(suffix.chars().count());
+    let mut name: String = organisation.chars().take(room).collect();
+    if name.len() < organisation.len()
+        && let Some(space) = name.trim_end().rfind(' ')
+    {
+        name.truncate(space);
+    }
+    format!("{}{suffix}", name.trim_end())
 }
 
 /// Parameters of an end-entity certificate for `identity`: the URI SAN, CN = identifier, O = the
@@ -724,6 +739,15 @@ mod tests {
             assert_eq!(check(&cert, now()), Vec::new(), "{identity}");
             assert_eq!(identity_of(&cert).unwrap(), identity);
         }
+    }
+
+    #[test]
+    fn a_cas_common_name_stays_within_64_characters() {
+        assert_eq!(ca_common_name("Pemda OKI", "2026 0A1B2C3D"), "Pemda OKI SPLPD CA 2026 0A1B2C3D");
+        let long = ca_common_name("Pemerintah Provinsi Kepulauan Bangka Belitung", "2026 0A1B2C3D");
+        assert_eq!(long, "Pemerintah Provinsi Kepulauan Bangka SPLPD CA 2026 0A1B2C3D");
+        let longest = ca_common_name(&"Dinas ".repeat(10), "2026 0A1B2C3D");
+        assert!(longest.chars().count() <= 64 && longest.ends_with(" SPLPD CA 2026 0A1B2C3D"), "{longest}");
     }
 
     #[test]
