@@ -119,7 +119,8 @@ async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
     assert!(reloader.reload().await.unwrap().signing_key_changed);
     let config = region.config_path().display().to_string();
     let warned = splpd_tests::logs::Logs::capture().lines_with(&config).await;
-    let warnings = warned.iter().filter(|l| l.contains("the gateway's key changed")).count();
+    let warnings =
+        warned.iter().filter(|l| l.contains("the key that signs the audit log's checkpoints changed")).count();
     assert_eq!(warnings, 1, "{warned:#?}");
     // The renewed certificate is said once, by the reload that loaded it.
     let renewed = warned.iter().filter(|l| l.contains("loaded anew: the gateway's certificate")).count();
@@ -127,7 +128,11 @@ async fn a_new_gateway_key_is_reported_as_not_yet_signing_the_audit_log() {
     // Readiness keeps saying it, for as long as it lasts.
     let waiting = reloader.waiting_for_restart();
     assert!(waiting.len() == 1 && waiting[0].contains("until splpd is restarted"), "{waiting:?}");
-    assert!(notes().iter().any(|n| n.contains("the gateway's key changed")), "{:?}", notes());
+    assert!(
+        notes().iter().any(|n| n.contains("the key that signs the audit log's checkpoints changed")),
+        "{:?}",
+        notes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

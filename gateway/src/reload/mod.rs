@@ -105,9 +105,9 @@ impl ReloadReport {
         }
         if self.signing_key_changed {
             waiting.push(
-                "the gateway's key changed: TLS uses the new one now, but the audit log signs its checkpoints with the \
-                 key it was opened with until splpd is restarted; restart it soon, and at once if the old key may have \
-                 been compromised"
+                "the key that signs the audit log's checkpoints changed (the gateway's key, or [audit] signing_key): \
+                 the audit log signs with the key it was opened with until splpd is restarted, while TLS takes a new \
+                 gateway key at once; restart it soon, and at once if the old key may have been compromised"
                     .to_owned(),
             );
         }
