@@ -1465,6 +1465,16 @@ fn an_export_ships_and_checks_only_the_gateways_own_current_certificate() {
          expected gateway {GATEWAY}'s own server certificate"
     );
     assert!(all.contains(&expected), "{all}");
+    // A fresh key with a self-made certificate that names the gateway: its name proves nothing,
+    // and the key is not the one that signs the log.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["gw1.example".to_owned()]).unwrap();
+    let urn = format!("urn:splp:server:{}", GATEWAY.replace('/', ":"));
+    params.subject_alt_names.push(rcgen::SanType::URI(urn.as_str().try_into().unwrap()));
+    fs::write(log.path("self.key"), key.serialize_pem()).unwrap();
+    fs::write(log.path("self.crt"), params.self_signed(&key).unwrap().pem()).unwrap();
+    let all = refused("self.key", "self.crt");
+    assert!(all.contains("self.key is not the key that signs this log: its latest checkpoint"), "{all}");
 
     // The gateway's own certificate, but expired.
     let ca = Ca::open(&log.path("ca")).unwrap();

@@ -107,7 +107,7 @@ Examples:
     /// first record) with MANIFEST.sig, its signature by the gateway key. Extracted into an
     /// empty directory, it passes `splpd audit verify`. A range that no checkpoint would cover is
     /// refused, naming the ranges that would be; so is a certificate that is not the gateway's
-    /// own current server certificate.
+    /// own current server certificate, and a key other than the one that signs the log now.
     #[command(after_help = "\
 Examples:
   splpd audit export /var/lib/splpd/audit --to audit-2025-03.tar --key /etc/splpd/gw1.key

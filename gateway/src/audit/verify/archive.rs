@@ -353,8 +353,7 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     if options.cert.is_none() && !dir.join(&signer_name).exists() {
         return Err(other(format!(
             "{} has not signed this log's checkpoints ({} keeps no {signer_name}): give the key of the gateway whose \
-             log this is (its [gateway] key, or [audit] signing_key); a key it has only begun to use needs its \
-             certificate with --cert",
+             log this is (its [gateway] key, or [audit] signing_key)",
             options.key.display(),
             dir.display()
         )));
@@ -402,11 +401,15 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
     }
     // The manifest is signed for the gateway whose log this is: its checkpoints name it, and a
     // verified log with records has one.
-    let gateway = report
+    let latest = report
         .latest
         .as_ref()
-        .map(|l| l.checkpoint.gateway.clone())
+        .map(|l| &l.checkpoint)
         .ok_or_else(|| other("the log has no checkpoint, so which gateway's it is is not known"))?;
+    let gateway = latest.gateway.clone();
+    let signs_now = latest.key_sha256.clone();
+    let signs_now_size = latest.tree_size;
+
     // The certificate shipped for the manifest's key is the one checked. When the directory keeps
     // one for that key already (`signer-<sha>.crt`, which the gateway wrote when the key began
     // signing checkpoints), the archive ships that file, not the one given with --cert: the
@@ -423,6 +426,18 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
             problem.describe("the log's checkpoints name", &gateway, "this certificate")
         ))
     })?;
+    // And with the key that signs the log now: a certificate naming the gateway proves nothing
+    // by itself (anyone can make one), while the key of the log's latest checkpoint is the
+    // gateway's own, or the log would not verify against it.
+    if signs_now.as_slice() != key_sha256.as_slice() {
+        return Err(other(format!(
+            "{} is not the key that signs this log: its latest checkpoint ({} records) was signed by key {}, which \
+             must sign the archive too; give the gateway's [gateway] key, or its [audit] signing_key when it has one",
+            options.key.display(),
+            signs_now_size,
+            hex::encode(&signs_now)
+        )));
+    }
     let kept_path = dir.join(&signer_name);
     let shipped = if kept_path.exists() {
         let bytes =
