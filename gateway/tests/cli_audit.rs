@@ -404,6 +404,26 @@ fn an_altered_checkpoint_fails_its_signature() {
 }
 
 #[test]
+fn verify_says_in_its_verdict_which_records_no_checkpoint_proves_yet() {
+    let log = Log::new(200);
+    let path = log.dir().join("checkpoints.log");
+    let original = fs::read(&path).unwrap();
+    // The last checkpoint cut off at a frame's end: the records after the first are unproven,
+    // which a running gateway's newest records are too, so a warning, not a failure.
+    let first_len = 8 + u32::from_le_bytes(original[..4].try_into().unwrap()) as usize;
+    fs::write(&path, &original[..first_len]).unwrap();
+    let out = log.splpd(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    let verdict = said.lines().next().unwrap_or_default();
+    assert!(verdict.contains(": ok: 200 records"), "{said}");
+    assert!(verdict.contains("records 100..200 (100 of them) are not covered by a signed checkpoint yet"), "{said}");
+    fs::write(&path, &original).unwrap();
+    let said = log.ok(&["audit", "verify", "audit", "--ca", "ca/ca.crt"]);
+    assert!(!said.contains("not covered"), "{said}");
+}
+
+#[test]
 fn checkpoints_must_not_go_backwards() {
     let log = Log::new(200);
     let path = log.dir().join("checkpoints.log");

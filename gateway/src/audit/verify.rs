@@ -511,6 +511,9 @@ pub struct VerifyReport {
     /// The observer had enough, and the log was read only up to a checkpoint that covers what
     /// it was shown ([`Reading::Enough`]).
     pub stopped_early: bool,
+    /// The first of the records past the largest checkpoint, when there are any: read and
+    /// hashed, but not proven by any signature yet.
+    pub unproven_from: Option<u64>,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -964,6 +967,7 @@ pub fn verify_log(
     {
         // The largest, not the last: a checkpoint replayed at the end of the file (a problem of
         // its own) does not uncover the records a larger one before it covers.
+        run.report.unproven_from = Some(largest);
         run.report.warnings.push(format!(
             "records {}..{} are not covered by a checkpoint yet: as expected while the gateway runs or after a crash \
              (its next start signs them), but a gateway signs a last checkpoint when it stops, so on a log stopped \

@@ -433,6 +433,13 @@ fn summary_of(report: &VerifyReport) -> String {
         format!("{} of {} checkpoint(s) match", report.checkpoints_matched, report.checkpoints)
     };
     text.push_str(&format!(" in {} segment(s), root {}; {compared}", report.segments, hex::encode(report.root)));
+    if let Some(from) = report.unproven_from {
+        text.push_str(&format!(
+            "; records {from}..{} ({} of them) are not covered by a signed checkpoint yet, so nothing proves them",
+            report.tree_size,
+            report.tree_size - from
+        ));
+    }
     if let Some(latest) = &report.latest {
         text.push_str(&format!("; latest: {}", verify::describe_checkpoint(&latest.checkpoint)));
     }
