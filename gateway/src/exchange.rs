@@ -731,6 +731,11 @@ impl Gateway {
         }
         forward::strip_hop_by_hop(&mut parts.headers);
         forward::strip_service_software(&mut parts.headers);
+        // A service's own X-Road-Error would pass for a refusal by the gateway, which callers tell
+        // by it; a peer gateway's or the national SPLP's is their refusal, passed on as given.
+        if matches!(via, Via::Local) {
+            parts.headers.remove(&xroad::ERROR);
+        }
         forward::set(&mut parts.headers, xroad::CLIENT, &client);
         forward::set(&mut parts.headers, xroad::SERVICE, &route.id.to_string());
         forward::set(&mut parts.headers, xroad::ID, &ctx.exchange_id);

@@ -41,11 +41,13 @@ use crate::pki::ClientCert;
 pub const FIXED_JSON: &str = r#"{"nik":"valid","source":"disdukcapil"}"#;
 
 /// Headers `/echo/…` sets on its response, which the gateway must replace with its own.
-pub const UPSTREAM_XROAD_HEADERS: [(&str, &str); 4] = [
+pub const UPSTREAM_XROAD_HEADERS: [(&str, &str); 5] = [
     ("x-road-id", "upstream-made-this-up"),
     ("x-road-client", "ID/PEMDA/9999/UPSTREAM"),
     ("x-road-service", "ID/PEMDA/9999/UPSTREAM/fake"),
     ("x-road-request-hash", "dXBzdHJlYW0="),
+    // A service's own would pass for a refusal by the gateway.
+    ("x-road-error", "Client.AccessDenied"),
 ];
 
 /// What the upstream received.
