@@ -237,9 +237,9 @@ pub enum IdentifyError {
     #[error(
         "no client certificate was presented, and this listener serves only clients that present one (mTLS): \
          connect with the certificate and key issued to the application (curl --cert app.crt --key app.key; grpcurl \
-         -cert app.crt -key app.key), which the region's CA issues with `splpd certs issue --ca DIR subsystem \
-         ID/...`. A client sends only a certificate of a CA this gateway names in its handshake: one from another \
-         CA is not sent at all"
+         -cert app.crt -key app.key). An application without one makes a key and a certificate request \
+         (`splpd certs csr` or openssl) and asks the region's ICT office, which runs its CA, to sign it. A client \
+         sends only a certificate of a CA this gateway names in its handshake: one from another CA is not sent at all"
     )]
     CertificateRequired,
     /// A connection without a certificate carries no `X-Road-Client`.
@@ -266,9 +266,10 @@ pub enum IdentifyError {
     EmptyClientHeader,
     /// A client named by `X-Road-Client` is not opted in to this connection type on this listener.
     #[error(
-        "{client} connected over {} but is {}; every client uses mTLS unless an operator opts it in: add \
-         {{ client = \"{client}\", connection = \"{}\" }} to this listener's `clients` (intranet listeners only), or \
-         issue the application a certificate with `splpd certs issue --ca DIR subsystem {client}`",
+        "{client} connected over {} but is {}; every client uses mTLS unless the gateway's operator opts it in: \
+         call with the application's certificate (the region's ICT office signs one from the application's request, \
+         `splpd certs csr`), or ask the operator to add {{ client = \"{client}\", connection = \"{}\" }} to this \
+         listener's `clients` (intranet listeners only)",
         connection_name(*connection),
         match opted { Some(other) => format!("opted in to {} on this listener", connection_word(*other)), None => "not opted in on this listener".to_owned() },
         connection_word(*connection)
@@ -739,6 +740,11 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("connected over plain HTTP but is opted in to tls on this listener"), "{msg}");
         assert!(msg.contains(r#"{ client = "ID/PEMDA/1602/SIMPEG", connection = "http" }"#), "{msg}");
+        // Said to the application's developer: what they do, and what they ask the operator for.
+        assert!(msg.contains("call with the application's certificate") && msg.contains("ask the operator"), "{msg}");
+        assert!(!msg.contains("splpd certs issue"), "the CA's own command is the ICT office's: {msg}");
+        let required = IdentifyError::CertificateRequired.to_string();
+        assert!(required.contains("splpd certs csr") && !required.contains("certs issue"), "{required}");
         assert_eq!(err.xroad_type(), "Client.Unauthenticated");
 
         // Not opted in at all: naming a client is not enough.
