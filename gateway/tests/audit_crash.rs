@@ -224,5 +224,17 @@ fn every_acknowledged_exchange_survives_a_kill_9() {
     let told = std::fs::read_to_string(&serve_log).unwrap();
     let unclean = told.matches("the gateway before this one did not stop cleanly").count();
     assert!((1..=CRASHES).contains(&unclean), "{unclean} restarts said so:\n{told}");
+    // And the audit log says so too, in the START record of each such restart, for an auditor:
+    // which records were signed only after the gateway was down.
+    let starts = Command::new(env!("CARGO_BIN_EXE_splpd"))
+        .args(["audit", "query"])
+        .arg(&audit)
+        .args(["--method", "START", "--unchecked"])
+        .output()
+        .unwrap();
+    let starts = String::from_utf8_lossy(&starts.stdout);
+    let recovered = starts.lines().filter(|l| l.contains("\"recovered\":\"")).count();
+    assert_eq!(recovered, unclean, "{starts}");
+    assert!(starts.contains("had no signed checkpoint, and were signed at this start"), "{starts}");
     eprintln!("{CRASHES} crashes, {} acknowledged exchanges checked, in {:?}", all_acked.len(), started.elapsed());
 }

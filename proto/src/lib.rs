@@ -93,6 +93,7 @@ mod tests {
             host_user: String::new(),
             client_address: "10.20.0.7".to_owned(),
             reloaded: vec!["CRL /etc/splpd/pki/crl.pem of trust anchor \"region\": number 3".to_owned()],
+            recovered: String::new(),
         };
 
         let bytes = record.encode_to_vec();

@@ -148,6 +148,8 @@ pub struct AuditLog {
     /// Signs the checkpoint that records written before a quiet spell are still waiting for;
     /// stopped when the log is dropped.
     _quiet_checkpoints: Ticker,
+    /// What the open did after an unclean stop ([`AuditSink::recovered_at_open`]).
+    recovered: Option<String>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -263,6 +265,13 @@ impl AuditLog {
             clock_told: false,
         }));
         let segments = SegmentLog::open_locked_with_hook(&options.segments, lock, Hook(Arc::clone(&checkpointer)))?;
+        let mut recovered = Vec::new();
+        let torn = segments.recovered().torn_bytes;
+        if torn > 0 {
+            recovered.push(format!(
+                "a torn tail of {torn} bytes, a record whose write the stop cut short, was cut off the last segment"
+            ));
+        }
         {
             // Records a crash left unsigned (recovered, and made durable, by the open above) are
             // signed now rather than after the next exchange: a log is provable from its start,
@@ -270,15 +279,21 @@ impl AuditLog {
             let mut cp = checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
             if cp.durable == cp.tree.size() && cp.tree.size() > cp.signed_size {
                 // A gateway that stops signs its last records as it goes: these were left by a
-                // crash, a kill or a power cut, which the operator should hear of.
-                tracing::warn!(
-                    "audit log: the gateway before this one did not stop cleanly: records {}..{} had no signed \
-                     checkpoint yet, and are signed now; every one of them is kept",
+                // crash, a kill or a power cut, which the operator should hear of, and the
+                // auditor (the next START record says it).
+                recovered.push(format!(
+                    "records {}..{} had no signed checkpoint, and were signed at this start",
                     cp.signed_size,
                     cp.tree.size()
-                );
+                ));
                 cp.checkpoint();
             }
+        }
+        let recovered = (!recovered.is_empty()).then(|| recovered.join("; "));
+        if let Some(recovered) = &recovered {
+            tracing::warn!(
+                "audit log: the gateway before this one did not stop cleanly: {recovered}; every whole record is kept"
+            );
         }
         let retention = match options.retention {
             Some((policy, interval)) => {
@@ -313,6 +328,7 @@ impl AuditLog {
             space,
             _space_watch: space_watch,
             _quiet_checkpoints: quiet_checkpoints,
+            recovered,
         })
     }
 
@@ -338,6 +354,10 @@ impl AuditSink for AuditLog {
 
     fn taking_records(&self) -> bool {
         self.segments.taking_records()
+    }
+
+    fn recovered_at_open(&self) -> Option<String> {
+        self.recovered.clone()
     }
 
     fn counters(&self) -> Option<super::AuditCounters> {

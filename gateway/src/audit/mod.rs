@@ -66,6 +66,12 @@ pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
     /// resolves once everything accepted before it is durable, for a graceful shutdown.
     fn shutdown(&self) -> AuditTicket;
 
+    /// What opening the log did after an unclean stop of the gateway before (records signed
+    /// only now, a torn tail cut), in words, for the `START` record; `None` after a clean stop.
+    fn recovered_at_open(&self) -> Option<String> {
+        None
+    }
+
     /// What the log has written since it opened, for metrics; `None` for a sink that does not
     /// count.
     fn counters(&self) -> Option<AuditCounters> {

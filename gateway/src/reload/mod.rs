@@ -687,7 +687,7 @@ fn configuration_record(
 /// the gateway serves (an exchange that arrives in the same instant may come just before it).
 /// It names no one: what the text replaced, and so whose change it was, is not known here.
 pub async fn record_start(gateway: &Gateway, path: &Path, text: &str) -> Result<(), String> {
-    let record = configuration_record(
+    let mut record = configuration_record(
         gateway,
         "START",
         path,
@@ -696,6 +696,9 @@ pub async fn record_start(gateway: &Gateway, path: &Path, text: &str) -> Result<
         Author::Unknown,
         Vec::new(),
     );
+    if let Some(recovered) = gateway.operations_log().recovered_at_open() {
+        record.recovered = recovered;
+    }
     gateway.operations_log().append(record, AuditMode::Sync).await.map_err(|e| e.to_string())
 }
 

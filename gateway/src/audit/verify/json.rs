@@ -63,6 +63,9 @@ impl Serialize for RecordJson<'_> {
         if !r.reloaded.is_empty() {
             map.serialize_entry("reloaded", &r.reloaded)?;
         }
+        if !r.recovered.is_empty() {
+            map.serialize_entry("recovered", &r.recovered)?;
+        }
         if !r.host_user.is_empty() {
             map.serialize_entry("host_user", &r.host_user)?;
         }
