@@ -197,7 +197,7 @@ fn a_clean_log_verifies_and_reports_its_speed() {
     let other_ca = other.path().join("ca/ca.crt");
     let all = log.fails(&["audit", "verify", "audit", "--ca", other_ca.to_str().unwrap()]);
     // The signature verifies and the identity is right: only the CA check fails, and says so.
-    let only_ca = format!("is gateway {GATEWAY}'s own server certificate, but it was not issued by the given CA");
+    let only_ca = format!("names gateway {GATEWAY}, but it was not issued by the given CA: anyone can make");
     assert!(all.contains("checkpoint 0: the signature verifies, and its signer certificate signer-"), "{all}");
     assert!(all.contains(&only_ca) && !all.contains("does not verify") && !all.contains("but its signer"), "{all}");
     // Said once, not once per checkpoint: the others are counted.
@@ -211,7 +211,7 @@ fn a_clean_log_verifies_and_reports_its_speed() {
     log.ok(&["audit", "proof", "audit", &exchange_id(7), "--out", "p7.json"]);
     let all = log.fails(&["audit", "check-proof", "p7.json", "--ca", other_ca.to_str().unwrap()]);
     assert!(all.contains(&format!("the signer certificate {only_ca}")), "{all}");
-    assert!(!all.contains("does not verify") && !all.contains("names gateway"), "{all}");
+    assert!(!all.contains("does not verify") && !all.contains("expected gateway"), "{all}");
 }
 
 #[test]
@@ -548,6 +548,14 @@ fn query_filters_select_the_right_records() {
     assert_eq!(bad.status.code(), Some(2), "clap refuses a bad status");
     let bad = log.splpd(&["audit", "query", "audit", "--since", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2));
+    // A time without its zone, the likeliest slip, is told as such.
+    let bad = log.splpd(&["audit", "query", "audit", "--since", "2025-03-01T13:00:00"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("has no time zone: add it, e.g. 2025-03-01T13:00:00+07:00 for WIB"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
 
 #[test]
@@ -990,9 +998,9 @@ fn an_export_and_its_manifest_are_signed_only_by_the_logs_own_gateway() {
     let ok = log.ok(&["audit", "verify", "all-self-made"]);
     assert!(ok.contains("not checked against any CA") && ok.contains("--ca"), "{ok}");
     let all = log.fails(&["audit", "verify", "all-self-made", "--ca", "ca/ca.crt"]);
-    let only_ca = format!("is gateway {GATEWAY}'s own server certificate, but it was not issued by the given CA");
+    let only_ca = format!("names gateway {GATEWAY}, but it was not issued by the given CA: anyone can make");
     assert!(all.contains("MANIFEST.json: the signature verifies, and its signer certificate signer-"), "{all}");
-    assert!(all.contains(&only_ca) && !all.contains("names gateway") && !all.contains("does not verify"), "{all}");
+    assert!(all.contains(&only_ca) && !all.contains("expected gateway") && !all.contains("does not verify"), "{all}");
 }
 
 #[test]
@@ -1195,7 +1203,9 @@ fn a_kept_checkpoint_reveals_a_log_rewritten_with_the_gateways_own_key() {
     });
     log.ok(&["audit", "verify", "forged", "--ca", "ca/ca.crt"]);
     log.ok(&["audit", "consistency", "forged", "--from", "300", "--out", "f.json"]);
-    log.ok(&["audit", "check-proof", "f.json", "--ca", "ca/ca.crt"]);
+    // Without the kept checkpoint it holds, and says what that leaves open.
+    let ok = log.ok(&["audit", "check-proof", "f.json", "--ca", "ca/ca.crt"]);
+    assert!(ok.contains("its old checkpoint was taken from the log, not from one you kept"), "{ok}");
     let all = log.fails(&["audit", "check-proof", "f.json", "--ca", "ca/ca.crt", "--kept", "kept.json"]);
     assert!(all.contains("the log was rewritten since the kept checkpoint"), "{all}");
     let all = log.fails(&["audit", "consistency", "forged", "--kept", "kept.json", "--out", "f2.json"]);
@@ -1502,7 +1512,7 @@ fn an_export_ships_and_checks_only_the_gateways_own_current_certificate() {
     let ten_days_ago = time::OffsetDateTime::now_utc() - time::Duration::days(10);
     ca.issue(&request, KeyType::default(), &log.path("old.crt"), &log.path("old.key"), false, ten_days_ago).unwrap();
     let all = refused("old.key", "old.crt");
-    assert!(all.contains(&format!("is gateway {GATEWAY}'s own server certificate, but it was not valid at")), "{all}");
+    assert!(all.contains(&format!("names gateway {GATEWAY}, but it was not valid at")), "{all}");
 
     // The archive ships the certificate the log keeps for the key, so that one is checked too:
     // here one of gw1's key, self-made, naming no identity (the log still verifies without --ca).

@@ -354,11 +354,18 @@ impl CertificateProblem {
                     "{names} gateway {gateway}, but {cert} {what}; expected gateway {gateway}'s own server certificate"
                 )
             }
-            Self::Ca(what) => format!(
-                "the signature verifies, and {cert} is gateway {gateway}'s own server certificate, but it {what}, so it \
-                 does not show that gateway {gateway} signed: check that --ca is the region's CA certificate"
+            // Anyone can make a certificate that names the gateway: the CA's signature is what
+            // would make it the gateway's, so it is not called the gateway's own before that.
+            Self::Ca(what) if what.starts_with("was not issued") => format!(
+                "the signature verifies, and {cert} names gateway {gateway}, but it {what}: anyone can make a \
+                 certificate that names a gateway, so this does not show that gateway {gateway} signed (unless --ca is \
+                 not the region's CA certificate: check that it is)"
             ),
-            Self::NotValid(what) => format!("{cert} is gateway {gateway}'s own server certificate, but it {what}"),
+            Self::Ca(what) => format!(
+                "the signature verifies, and {cert} names gateway {gateway}, but it {what}, so it does not show that \
+                 gateway {gateway} signed then"
+            ),
+            Self::NotValid(what) => format!("{cert} names gateway {gateway}, but it {what}"),
         }
     }
 }

@@ -319,8 +319,18 @@ fn parse_status(s: &str) -> Result<StatusMatch, String> {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    let t = OffsetDateTime::parse(s, &Rfc3339)
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2025-03-01T08:00:00+07:00: {e}"))?;
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
+        // A time without its zone is the likeliest slip: say that, not the parser's words.
+        let zoned =
+            s.ends_with(['Z', 'z']) || s.get(s.len().saturating_sub(6)..).is_some_and(|t| t.starts_with(['+', '-']));
+        if s.len() >= 19 && !zoned {
+            format!(
+                "{s:?} has no time zone: add it, e.g. {s}+07:00 for WIB, +08:00 for WITA, +09:00 for WIT, or Z for UTC"
+            )
+        } else {
+            format!("{s:?} is not an RFC 3339 time such as 2025-03-01T08:00:00+07:00: {e}")
+        }
+    })?;
     i64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("{s:?} is out of range"))
 }
 
@@ -967,6 +977,15 @@ fn check_consistency_cmd(
                      so the {} records the kept one covers are unchanged in it; keep the new checkpoint (this proof) \
                      to check the next proof against",
                     path.display(),
+                    old.tree_size
+                ));
+            } else {
+                // The old end came from the log itself: a log rewritten and signed again with the
+                // gateway's key has a matching old checkpoint of its own.
+                out::line(&format!(
+                    "its old checkpoint was taken from the log, not from one you kept: a log rewritten and signed again \
+                     with the gateway's key would pass too; give --kept with the checkpoint you kept of {} records (a \
+                     proof or archive of then) to show that the log was not rewritten since",
                     old.tree_size
                 ));
             }
