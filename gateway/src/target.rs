@@ -36,6 +36,12 @@ pub fn parse(path_and_query: &str, max_len: usize) -> Result<Target<'_>, Gateway
     let Some(rest) = path.strip_prefix(R1) else {
         return Err(if path.starts_with("/r") && path[2..].starts_with(|c: char| c.is_ascii_digit()) {
             bad("this gateway speaks version r1 of the X-Road REST protocol; call /r1/{serviceId}/…".to_owned())
+        } else if path.trim_end_matches('/').eq_ignore_ascii_case("/listClients") {
+            // The metadata service's name, spelt otherwise: the path is case-sensitive.
+            bad(format!(
+                "{:?} is not a path of this gateway: the region's members and subsystems are at /listClients",
+                clip(path)
+            ))
         } else {
             bad(format!(
                 "{:?} is not an X-Road REST call; call /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path], \
@@ -214,6 +220,12 @@ mod tests {
             let said = err(short);
             assert!(said.contains("the URL names no service") && said.contains("/listMethods"), "{short}: {said}");
         }
+        // The metadata service's name in another case, or with a slash: told where it is.
+        for near in ["/listclients", "/ListClients/"] {
+            let said = err(near);
+            assert!(said.contains("the region's members and subsystems are at /listClients"), "{near}: {said}");
+        }
+        assert!(err("/foo").contains("is not an X-Road REST call"));
     }
 
     #[test]
