@@ -249,6 +249,22 @@ async fn keep_calling(h1: Client, h2: Client, load: Arc<Load>) {
 /// The gateway process, killed if the test ends early so that it never outlives the test.
 struct Serving(Child);
 
+impl Serving {
+    /// `splpd serve --config CONFIG`, its log on a pipe at info level.
+    fn start(config: &Path) -> Self {
+        Self(
+            Command::new(env!("CARGO_BIN_EXE_splpd"))
+                .args(["serve", "--config", config.to_str().unwrap()])
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
@@ -273,16 +289,7 @@ fn twenty_reloads_under_load_fail_no_call_and_a_new_crl_refuses_the_revoked_clie
     let config = dir.join("reload.toml");
     write_config(&config, &config_text(0, upstream, false, false));
 
-    let mut serving = Serving(
-        Command::new(env!("CARGO_BIN_EXE_splpd"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serving = Serving::start(&config);
     let child = &mut serving.0;
     let log = Log::follow(child);
     let listening = log.wait_for(&["listening", "public"]);
@@ -448,16 +455,7 @@ fn a_reloaded_crl_that_ages_out_within_the_hour_is_told_when_it_does() {
     let ca = splpd_certs::pki::Ca::open(&dir.join("pki/ca")).unwrap();
     let passes = time::OffsetDateTime::now_utc() + time::Duration::seconds(8);
     ca.crl(2, passes - time::Duration::days(1) - time::Duration::minutes(1)).unwrap();
-    let mut serving = Serving(
-        Command::new(env!("CARGO_BIN_EXE_splpd"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serving = Serving::start(&config);
     let log = Log::follow(&mut serving.0);
     log.wait_for(&["ready"]);
 
