@@ -769,6 +769,9 @@ impl Gateway {
             };
         }
         let mut body = AuditedBody::new(body, ctx.record, Arc::clone(&self.audit), ctx.mode, ctx.grpc, route, summary);
+        if matches!(via, Via::Local) {
+            body = body.for_local_service();
+        }
         body.lease = lease;
         if let Some(why) = failed {
             body.request_failed(why);

@@ -169,6 +169,9 @@ pub(crate) struct AuditedBody {
     request: Option<Result<BodySummary, String>>,
     /// The endpoint's request slot, held until the answer has streamed.
     pub(crate) lease: Option<Lease>,
+    /// The answer is a local service's, whose `X-Road-Error` trailer would pass for the
+    /// gateway's own (see [`AuditedBody::for_local_service`]).
+    local: bool,
 }
 
 impl std::fmt::Debug for AuditedBody {
@@ -202,7 +205,15 @@ impl AuditedBody {
             summary,
             request: None,
             lease: None,
+            local: false,
         }
+    }
+
+    /// The answer is a local service's: an `X-Road-Error` in its trailers is dropped, as in its
+    /// headers, since callers tell the gateway's refusals by it.
+    pub(crate) fn for_local_service(mut self) -> Self {
+        self.local = true;
+        self
     }
 
     /// The request body failed (`why`, e.g. "body over N bytes") before the answer started.
@@ -332,7 +343,12 @@ impl Body for AuditedBody {
                         this.ticket = this.close(None, None);
                     }
                     Err(frame) => {
-                        let trailers = frame.into_trailers().ok();
+                        let mut trailers = frame.into_trailers().ok();
+                        if this.local
+                            && let Some(t) = trailers.as_mut()
+                        {
+                            t.remove(&crate::forward::xroad::ERROR);
+                        }
                         let code = if this.grpc { trailers.as_ref().and_then(grpc::status_in) } else { None };
                         this.trailers = trailers;
                         this.ticket = this.close(None, code);

@@ -1103,6 +1103,12 @@ fn query_checks_the_log_as_it_reads_and_fails_on_a_record_forged_under_a_fresh_c
     assert!(told.contains(" 200 "), "shown as stored: {told}");
     assert!(told.contains("records 100..200 (after checkpoint 0, which matches) were altered"), "{told}");
     assert!(told.contains("does not check out against its signed checkpoints"), "{told}");
+    // A limit reached at the forged record stops at the checkpoint that does not match: the
+    // query fails, and says where it stopped, not that the log was cut short.
+    let (code, told) = all(log.splpd(&["audit", "query", "audit", "--exchange-id", &exchange_id(153), "--limit", "1"]));
+    assert_eq!(code, Some(1), "{told}");
+    assert!(told.contains("read up to record 199, past a checkpoint that does not match"), "{told}");
+    assert!(!told.contains("truncated") && !told.contains("cannot be checked"), "{told}");
     // At --limit, the log is read on to the checkpoint that covers the last record shown: the
     // first records are proven by the checkpoint of 100, which the forgery at 153 does not touch.
     let (code, told) = all(log.splpd(&["audit", "query", "audit", "--limit", "1"]));

@@ -189,10 +189,12 @@ fn tag_of(metadata: &MetadataMap, ask: Option<&Ask>) -> String {
 }
 
 /// The status `fail_code` with a message the gateway must pass untouched (it needs
-/// percent-encoding) and a custom trailer.
+/// percent-encoding), a custom trailer, and an `x-road-error` of the service's own, which the
+/// gateway must not pass (it would pass for the gateway's refusal).
 fn failure(code: i32, text: &str) -> Status {
     let mut metadata = MetadataMap::new();
     metadata.insert(DETAIL, MetadataValue::from_static("from-the-service"));
+    metadata.insert("x-road-error", MetadataValue::from_static("Client.AccessDenied"));
     Status::with_metadata(Code::from_i32(code), failure_message(text), metadata)
 }
 

@@ -364,7 +364,7 @@ async fn the_services_own_errors_pass_through_untouched() {
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), failure_message("rujukan RJK-1"), "the message passes untouched");
     assert_eq!(text(status.metadata(), DETAIL).as_deref(), Some("from-the-service"), "custom trailers pass");
-    assert_eq!(text(status.metadata(), "x-road-error"), None, "not the gateway's error");
+    assert_eq!(text(status.metadata(), "x-road-error"), None, "not the gateway's error, nor the service's");
     let id = exchange_id(status.metadata());
     assert_grpc_record(&region, &id, (RSUD, PROBE, &method_path("Unary")), 5, "").await;
 
@@ -379,7 +379,7 @@ async fn the_services_own_errors_pass_through_untouched() {
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), failure_message("tahap"));
     assert_eq!(text(status.metadata(), DETAIL).as_deref(), Some("from-the-service"));
-    assert_eq!(text(status.metadata(), "x-road-error"), None);
+    assert_eq!(text(status.metadata(), "x-road-error"), None, "the service's own, in its trailers, is dropped");
     assert_grpc_record(&region, &id, (RSUD, PROBE, &method_path("Download")), 9, "").await;
 
     assert_eq!(probe.seen().len(), 2);

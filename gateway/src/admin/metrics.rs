@@ -754,6 +754,10 @@ impl AuditSink for Metered {
     fn counters(&self) -> Option<AuditCounters> {
         self.inner.counters()
     }
+
+    fn recovered_at_open(&self) -> Option<String> {
+        self.inner.recovered_at_open()
+    }
 }
 
 /// Prometheus text exposition (format 0.0.4), written family by family.

@@ -333,11 +333,11 @@ pub(crate) enum CertificateProblem {
     /// It is not the gateway's own server certificate: what it is instead, to follow the
     /// certificate's name ("is gateway ID/PEMDA/1602/gw2's", "carries no splpd identity").
     NotTheGateways(String),
-    /// It is the gateway's own server certificate, but the CA check failed: how, to follow
-    /// "it" ("was not issued by the given CA", "was not valid at …").
+    /// It names the gateway, but the CA check failed: how, to follow "it" ("was not issued by
+    /// the given CA", "was not valid at …").
     Ca(String),
-    /// It is the gateway's own server certificate, but was not valid at the time asked about
-    /// (an export's: now): when, to follow "it".
+    /// It names the gateway, but was not valid at the time asked about (an export's: now): when,
+    /// to follow "it".
     NotValid(String),
 }
 
@@ -829,10 +829,10 @@ pub fn verify_log(
 
     let mut ended = None;
     let mut damaged = false;
-    // The record the observer had enough at, and the checkpoint that covers it, when the reading
-    // stopped there.
+    // The record the observer had enough at; and, when the reading stopped there, the
+    // checkpoint that covers it (`None`: one before it does not match).
     let mut enough_at = None;
-    let mut stopped: Option<(u64, u64)> = None;
+    let mut stopped: Option<Option<(u64, u64)>> = None;
     let mut record = ExchangeRecord::default();
     match SegmentReader::open_from(dir, tree.size()) {
         Err(e) => {
@@ -862,7 +862,7 @@ pub fn verify_log(
                     if let Some(last) = enough_at
                         && (run.last_match.is_some_and(|(_, size)| size > last) || run.first_mismatch.is_some())
                     {
-                        stopped = run.last_match.filter(|(_, size)| *size > last);
+                        stopped = Some(run.last_match.filter(|(_, size)| *size > last));
                         break;
                     }
                 }
@@ -895,12 +895,21 @@ pub fn verify_log(
         },
     }
 
-    if let Some((index, size)) = stopped {
+    if let Some(covered) = stopped {
         // What follows looks at the log's end, which was not read.
-        run.report.notes.push(format!(
-            "read up to record {}, which checkpoint {index} (of {size} records) covers, and no further",
-            size - 1
-        ));
+        run.report.notes.push(match covered {
+            Some((index, size)) => {
+                format!(
+                    "read up to record {}, which checkpoint {index} (of {size} records) covers, and no further",
+                    size - 1
+                )
+            }
+            None => format!(
+                "read up to record {}, past a checkpoint that does not match, and no further; `splpd audit verify` \
+                 reads the whole log",
+                tree.size().saturating_sub(1)
+            ),
+        });
         run.report.stopped_early = true;
         let mut report = run.report;
         report.tree_size = tree.size();

@@ -427,8 +427,8 @@ pub fn export(options: &ExportOptions) -> Result<ExportSummary, ExportError> {
         ))
     })?;
     // And with the key that signs the log now: a certificate naming the gateway proves nothing
-    // by itself (anyone can make one), while the key of the log's latest checkpoint is the
-    // gateway's own, or the log would not verify against it.
+    // by itself (anyone can make one). No CA is checked here: checkpoints re-signed with another
+    // key would make that key the latest's, which `verify --ca` tells.
     if signs_now.as_slice() != key_sha256.as_slice() {
         return Err(other(format!(
             "{} is not the key that signs this log: its latest checkpoint ({} records) was signed by key {}, which \
