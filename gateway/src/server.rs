@@ -614,17 +614,7 @@ mod tests {
     #[test]
     fn the_next_look_at_the_crls_is_when_one_passes_its_next_update_if_sooner() {
         let now = time::OffsetDateTime::now_utc();
-        let crl = |next: Option<time::Duration>| crate::tls::CrlStatus {
-            anchor: "region".into(),
-            path: "crl.pem".into(),
-            next_update: next.map(|d| now + d),
-            this_update: now,
-            number: None,
-            signer: Box::default(),
-            issuer: Box::default(),
-            scope: None,
-            sha256: [0; 32],
-        };
+        let crl = |next: Option<time::Duration>| crate::tls::tests::crl_status("crl.pem", next.map(|d| now + d), now);
         assert_eq!(until_next_crl_look(&[], now, CRL_WATCH), CRL_WATCH);
         // The hourly look's own time left, when nothing comes sooner.
         assert_eq!(until_next_crl_look(&[], now, Duration::from_secs(600)), Duration::from_secs(600));

@@ -1301,6 +1301,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// The status of a CRL of anchor "region" with only its file and dates set, for tests of
+    /// what is said of its dates.
+    pub(crate) fn crl_status(
+        path: &str,
+        next_update: Option<OffsetDateTime>,
+        this_update: OffsetDateTime,
+    ) -> CrlStatus {
+        CrlStatus {
+            anchor: "region".into(),
+            path: path.into(),
+            next_update,
+            this_update,
+            number: None,
+            signer: Box::default(),
+            issuer: Box::default(),
+            scope: None,
+            sha256: [0; 32],
+        }
+    }
+
     /// Profile-conforming parameters for `identity`, valid for a month.
     pub(crate) fn leaf_params(identity: &Identity) -> CertificateParams {
         profile::leaf_params(
@@ -1606,17 +1626,7 @@ pub(crate) mod tests {
     #[test]
     fn a_crl_near_or_past_its_next_update_is_a_concern_saying_what_to_do() {
         let now = time::OffsetDateTime::now_utc();
-        let status = |days: i64| CrlStatus {
-            anchor: "region".into(),
-            path: "/etc/splpd/pki/crl.pem".into(),
-            next_update: Some(now + Duration::days(days)),
-            this_update: now,
-            number: None,
-            signer: Box::default(),
-            issuer: Box::default(),
-            scope: None,
-            sha256: [0; 32],
-        };
+        let status = |days: i64| crl_status("/etc/splpd/pki/crl.pem", Some(now + Duration::days(days)), now);
         assert_eq!(status(8).concern(now), None);
         let soon = status(3).concern(now).expect("three days ahead");
         assert!(soon.contains("in 3 day(s)") && soon.contains("splpd certs crl --ca DIR"), "{soon}");
