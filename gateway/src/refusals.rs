@@ -84,10 +84,7 @@ impl RefusalBudget {
         // waits a minute for its next warning, which costs less than spending the cap's few
         // warnings on addresses already warned of.
         if self.warned.check_key(&key).is_ok() && self.warnings.check().is_ok() {
-            let address = match key {
-                IpAddr::V6(prefix) => format!("{prefix}/64"),
-                v4 => v4.to_string(),
-            };
+            let address = shown(key);
             tracing::warn!(
                 %address,
                 refusals_per_address = per_minute,
@@ -126,6 +123,14 @@ pub(crate) fn counted_as(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
         v4 => v4,
+    }
+}
+
+/// An address as [`counted_as`] gave it, as the log names it: an IPv6 one with its /64.
+pub(crate) fn shown(counted: IpAddr) -> String {
+    match counted {
+        IpAddr::V6(prefix) => format!("{prefix}/64"),
+        v4 => v4.to_string(),
     }
 }
 

@@ -139,6 +139,7 @@ impl Snapshot {
                     .parse()
                     .map_err(|_| RuntimeError::Invalid(format!("bad [admin] address {}", a.address)))?,
                 tls: crate::tls::server_config(&trust, &gateway, crate::tls::ClientAuth::Operators)?,
+                client_verifier: crate::tls::client_verifier(&trust, crate::tls::ClientAuth::Operators)?,
                 operators: a.operators.clone(),
                 viewers: a.viewers.clone(),
             })),

@@ -167,7 +167,7 @@ async fn accept_loop(
                         Ok(slot) => slot,
                         Err(address) => {
                             if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                                let shown = if address.is_ipv6() { format!("{address}/64") } else { address.to_string() };
+                                let shown = crate::refusals::shown(address);
                                 tracing::warn!(
                                     listener = %listener.name,
                                     %remote,
@@ -274,12 +274,15 @@ async fn serve_connection(gateway: Arc<Gateway>, accepted: Accepted, shutdown: w
                         stats.handshakes_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // A few a minute per listener: a CRL past its next update refuses every one.
                         let kind = format!("TLS handshake {}", listener.name);
-                        let line = crate::tls::refusal(&e, refused);
+                        // Worded only where said: past the budget, at debug, mostly not at all.
                         match gateway.log_budget().take(&kind, std::time::Instant::now()) {
                             Some(left_out) => tracing::info!(
-                                listener = %listener.name, %remote, "{line}{}", crate::log_budget::left_out_note(left_out)
+                                listener = %listener.name, %remote, "{}{}", crate::tls::refusal(&e, refused),
+                                crate::log_budget::left_out_note(left_out)
                             ),
-                            None => tracing::debug!(listener = %listener.name, %remote, "{line}"),
+                            None => {
+                                tracing::debug!(listener = %listener.name, %remote, "{}", crate::tls::refusal(&e, refused));
+                            }
                         }
                     }
                     return;

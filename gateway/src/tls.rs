@@ -288,10 +288,7 @@ impl CrlStatus {
             return None;
         }
         let older = self.issued_before(in_force);
-        let describe = |c: &CrlStatus| match &c.number {
-            Some(n) => format!("number {n}, issued {}", rfc3339(c.this_update)),
-            None => format!("issued {}", rfc3339(c.this_update)),
-        };
+        let describe = CrlStatus::issue;
         // Issued earlier but numbered higher: two tools (openssl's `crlnumber` file and splpd's
         // CA, say) number this CA's CRLs apart; the issue date decides, and the operator is told.
         let numbered_apart = matches!((&self.number, &in_force.number), (Some(a), Some(b)) if a > b);
@@ -346,6 +343,14 @@ fn step_back(read: &[CrlStatus], trusted: &dyn Fn(&[u8]) -> bool, in_force: &[Cr
 }
 
 impl CrlStatus {
+    /// Which issue of its CA's list it is: "number N, issued T", or "issued T" without a number.
+    pub fn issue(&self) -> String {
+        match &self.number {
+            Some(n) => format!("number {n}, issued {}", rfc3339(self.this_update)),
+            None => format!("issued {}", rfc3339(self.this_update)),
+        }
+    }
+
     /// Whether the two are issues of one list (see `signer`).
     pub fn same_list(&self, other: &CrlStatus) -> bool {
         self.signer == other.signer && self.issuer == other.issuer && self.scope == other.scope
@@ -685,28 +690,28 @@ impl TrustStore {
     pub fn ca_concerns(&self, now: time::OffsetDateTime) -> Vec<CaConcern> {
         let mut concerns = Vec::new();
         for ca in &self.ca_status {
-            let others = || self.ca_status.iter().filter(|o| o.anchor == ca.anchor && !std::ptr::eq(*o, ca));
-            if ca.expired(now) {
-                let in_force = others().any(|o| !o.expired(now));
-                let text = match ca.concern(now) {
-                    Some(_) if in_force => format!(
+            let Some(text) = ca.concern(now) else { continue };
+            let mut others = self.ca_status.iter().filter(|o| o.anchor == ca.anchor && !std::ptr::eq(*o, ca));
+            let (stops, text) = if ca.expired(now) {
+                if others.any(|o| !o.expired(now)) {
+                    let cleanup = format!(
                         "the CA {} of trust anchor {:?} expired at {}: its certificates are refused, and the anchor's \
                          other CA is in force; take the expired one out of the anchor's `ca` file (and its CRL out of \
                          `crls`)",
                         ca.subject,
                         ca.anchor,
                         rfc3339(ca.not_after)
-                    ),
-                    Some(text) => text,
-                    None => continue,
-                };
-                concerns.push(CaConcern { anchor: ca.anchor.clone(), stops: !in_force, ends: ca.not_after, text });
-            } else if let Some(text) = ca.concern(now) {
-                if others().any(|o| o.not_after - now > CA_WARNING) {
-                    continue;
+                    );
+                    (false, cleanup)
+                } else {
+                    (true, text)
                 }
-                concerns.push(CaConcern { anchor: ca.anchor.clone(), stops: false, ends: ca.not_after, text });
-            }
+            } else if others.any(|o| o.not_after - now > CA_WARNING) {
+                continue;
+            } else {
+                (false, text)
+            };
+            concerns.push(CaConcern { anchor: ca.anchor.clone(), stops, ends: ca.not_after, text });
         }
         concerns
     }

@@ -71,6 +71,9 @@ pub struct AdminListener {
     pub address: SocketAddr,
     /// mTLS, client certificate required, verified against every trust anchor with its CRLs.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The same verifier on its own, to check an open connection's certificate again after a
+    /// reload.
+    pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The operators allowed in; empty: any admin certificate of the gateway's member.
     pub operators: Vec<AdminId>,
     /// Admin certificates that may only read (see [`READABLE`]).
@@ -256,9 +259,12 @@ impl AdminPeer {
         let generation = gateway.generation();
         if generation != self.generation {
             let snap = gateway.snapshot();
-            let identity = match crate::tls::client_verifier(&snap.trust, crate::tls::ClientAuth::Operators) {
-                Ok(verifier) => crate::reload::verify_again(Some(&*verifier), &snap, &self.chain),
-                Err(e) => Err(identify::IdentifyError::NoLongerValid { reason: e.to_string() }),
+            // A reload cannot take `[admin]` away (`Reloader` refuses one that would).
+            let identity = match &snap.admin {
+                Some(admin) => crate::reload::verify_again(Some(&*admin.client_verifier), &snap, &self.chain),
+                None => Err(identify::IdentifyError::NoLongerValid {
+                    reason: "the configuration in force has no [admin] listener".to_owned(),
+                }),
             };
             if let (Ok(_), Err(e)) = (&self.now.0, &identity) {
                 tracing::warn!(%remote, "admin listener: a connection's certificate is no longer accepted: {e}");

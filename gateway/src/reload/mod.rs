@@ -468,11 +468,15 @@ impl Reloader {
         let mut files = early.unwrap_or_else(|| FileWatch::start(&HashSet::new()));
         // What the configuration in force names, which is what the early watch was given too.
         files.watch(&self.watched_files());
-        self.reload_until_stopped(Watching { hangup, files }, stop)
+        self.reload_until_stopped(hangup, files, stop)
     }
 
-    async fn reload_until_stopped(self: Arc<Self>, watching: Watching, mut stop: watch::Receiver<bool>) {
-        let Watching { mut hangup, mut files } = watching;
+    async fn reload_until_stopped(
+        self: Arc<Self>,
+        mut hangup: Hangup,
+        mut files: FileWatch,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
             let changed = tokio::select! {
                 () = next_hangup(&mut hangup) => {
@@ -530,13 +534,6 @@ impl Reloader {
     }
 }
 
-/// What [`Reloader::run`] watches: SIGHUP, and the files through `watcher`, whose callback sends
-/// the changed paths to `changes`.
-struct Watching {
-    hangup: Hangup,
-    files: FileWatch,
-}
-
 /// A watch on the files a configuration names: its callback sends the changed paths to
 /// `changes`. Without a watcher (the system refused one), only SIGHUP reloads.
 #[derive(Debug)]
@@ -587,38 +584,34 @@ impl FileWatch {
 /// like any other otherwise.
 pub(crate) fn loaded_anew(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     let mut said = Vec::new();
-    let at = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let issue = |c: &crate::tls::CrlStatus| match &c.number {
-        Some(n) => format!("number {n}, issued {}", at(c.this_update)),
-        None => format!("issued {}", at(c.this_update)),
-    };
-    // One CA's list, issue after issue: its file, signer, issuer and scope (a file may hold
-    // several lists of one CA, each for a part of its certificates).
-    let crl_key = |c: &crate::tls::CrlStatus| {
-        (c.anchor.clone(), c.path.clone(), c.signer.clone(), c.issuer.clone(), c.scope.clone())
+    let at = splpd_certs::inspect::rfc3339;
+    // One CA's list, issue after issue: its file, and its signer, issuer and scope (a file may
+    // hold several lists of one CA, each for a part of its certificates).
+    let same = |a: &crate::tls::CrlStatus, b: &crate::tls::CrlStatus| {
+        a.anchor == b.anchor && a.path == b.path && a.same_list(b)
     };
     for c in new.trust.crl_status() {
-        let before = old.trust.crl_status().iter().find(|o| crl_key(o) == crl_key(c));
         let name = format!("CRL {} of trust anchor {:?}", c.path.display(), c.anchor);
-        match before {
-            None => said.push(format!("{name}: {} (new)", issue(c))),
-            Some(o) if o.sha256 != c.sha256 => said.push(format!("{name}: {} (was {})", issue(c), issue(o))),
+        match old.trust.crl_status().iter().find(|o| same(o, c)) {
+            None => said.push(format!("{name}: {} (new)", c.issue())),
+            Some(o) if o.sha256 != c.sha256 => said.push(format!("{name}: {} (was {})", c.issue(), o.issue())),
             Some(_) => {}
         }
     }
     for o in old.trust.crl_status() {
-        if !new.trust.crl_status().iter().any(|c| crl_key(c) == crl_key(o)) {
+        if !new.trust.crl_status().iter().any(|c| same(c, o)) {
             said.push(format!(
                 "CRL {} of trust anchor {:?}: no longer loaded (was {})",
                 o.path.display(),
                 o.anchor,
-                issue(o)
+                o.issue()
             ));
         }
     }
-    let ca_key = |c: &crate::tls::CaStatus| (c.anchor.clone(), c.fingerprint.clone());
+    let same_ca =
+        |a: &crate::tls::CaStatus, b: &crate::tls::CaStatus| a.anchor == b.anchor && a.fingerprint == b.fingerprint;
     for c in new.trust.ca_status() {
-        if !old.trust.ca_status().iter().any(|o| ca_key(o) == ca_key(c)) {
+        if !old.trust.ca_status().iter().any(|o| same_ca(o, c)) {
             said.push(format!(
                 "CA {} of trust anchor {:?}: trusted now (valid until {})",
                 c.subject,
@@ -628,7 +621,7 @@ pub(crate) fn loaded_anew(old: &Snapshot, new: &Snapshot) -> Vec<String> {
         }
     }
     for o in old.trust.ca_status() {
-        if !new.trust.ca_status().iter().any(|c| ca_key(c) == ca_key(o)) {
+        if !new.trust.ca_status().iter().any(|c| same_ca(c, o)) {
             said.push(format!("CA {} of trust anchor {:?}: no longer trusted", o.subject, o.anchor));
         }
     }
