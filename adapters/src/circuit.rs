@@ -75,6 +75,24 @@ pub enum Refusal {
     },
 }
 
+/// The wait suggested to a caller refused while a half-open circuit's probe is under way: the
+/// probe's answer, which closes or reopens the circuit, is not timed, and a second is the least a
+/// `Retry-After` can say.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+impl Refusal {
+    /// When the endpoint may take a request again, for the caller's `Retry-After`; `None` for a
+    /// wait for a slot that ran out, which says nothing of when one frees.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Open { left } => Some(*left),
+            Self::Probing => Some(PROBE_WAIT),
+            Self::Overflow { open_for, .. } => Some(*open_for),
+            Self::Timeout { .. } => None,
+        }
+    }
+}
+
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;

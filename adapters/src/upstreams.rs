@@ -17,7 +17,7 @@ use hyper::body::{Body as _, Incoming};
 
 use crate::arriving::{Arrival, Watched};
 use crate::balance::{self, Rng};
-use crate::circuit::{Circuit, CircuitOptions, CircuitState, Lease, Refusal};
+use crate::circuit::{Circuit, CircuitOptions, CircuitState, Lease, PROBE_WAIT, Refusal};
 use crate::clock::{self, Epoch};
 use crate::health::{
     Checked, GRPC_HEALTH_CHECK_PATH, HealthCheckOptions, HealthTracker, grpc_check_body, read_grpc_health,
@@ -143,8 +143,14 @@ pub enum DispatchError {
     #[error(transparent)]
     Upstream(UpstreamError),
     /// No endpoint could take the request: none healthy, all ejected, or circuits open.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{why}")]
+    Unavailable {
+        /// Each endpoint and why it is not offered requests.
+        why: String,
+        /// When the first endpoint is offered requests again, where that is known (an ejection
+        /// or an open circuit ends); `None` while the only hope is a health check passing.
+        retry_after: Option<Duration>,
+    },
     /// The request waited for a free slot until its deadline.
     #[error("{0}")]
     QueueTimeout(String),
@@ -341,6 +347,22 @@ impl ServiceUpstreams {
         e.healthy.load(Ordering::Relaxed) && !e.outlier.is_ejected(self.epoch, now) && e.circuit.admits(now)
     }
 
+    /// How soon an endpoint not offered requests now will be: when its ejection and open circuit
+    /// end, or a second while its circuit's probe is under way. `None` when it fails its health
+    /// checks, since when it passes one is not known.
+    fn available_in(&self, e: &Endpoint, now: Instant) -> Option<Duration> {
+        if !e.healthy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ejected = e.outlier.ejected_until(self.epoch, now).map_or(Duration::ZERO, |until| until - now);
+        let circuit = match e.circuit.state(now) {
+            CircuitState::Open { until } => until - now,
+            CircuitState::HalfOpen if !e.circuit.admits(now) => PROBE_WAIT,
+            _ => Duration::ZERO,
+        };
+        Some(ejected.max(circuit))
+    }
+
     /// Why an endpoint is not offered requests, for the refusal's message.
     fn unavailable_because(&self, e: &Endpoint, now: Instant) -> String {
         let mut why = Vec::new();
@@ -436,7 +458,8 @@ impl ServiceUpstreams {
                 let reasons: Vec<String> = self.endpoints.iter().map(|e| self.unavailable_because(e, now)).collect();
                 let why = format!("no endpoint of the service can take the call: {}", reasons.join("; "));
                 notes.push(why.clone());
-                return Err(fail(DispatchError::Unavailable(why), None, attempts, &notes));
+                let retry_after = self.endpoints.iter().filter_map(|e| self.available_in(e, now)).min();
+                return Err(fail(DispatchError::Unavailable { why, retry_after }, None, attempts, &notes));
             };
             tried.push(i);
             let endpoint = &self.endpoints[i];
@@ -451,7 +474,7 @@ impl ServiceUpstreams {
                             return Err(fail(DispatchError::Upstream(err), Some(uri), attempts, &notes));
                         }
                         (None, Refusal::Timeout { .. }) => DispatchError::QueueTimeout(why),
-                        (None, _) => DispatchError::Unavailable(why),
+                        (None, refusal) => DispatchError::Unavailable { why, retry_after: refusal.retry_after() },
                     };
                     return Err(fail(error, None, attempts, &notes));
                 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -71,9 +72,10 @@ pub enum GatewayError {
     #[error("{0}")]
     RequestHashMismatch(Failure),
     /// No endpoint of the service can take the call now: none healthy, all ejected after
-    /// failures, or their circuits open. Nothing was sent; the call may be retried later.
+    /// failures, or their circuits open. Nothing was sent; the call may be retried later, after
+    /// the seconds given where the gateway knows when an endpoint comes back.
     #[error("{0}")]
-    ServiceUnavailable(Failure),
+    ServiceUnavailable(Failure, Option<u64>),
     /// The audit log cannot take the exchange's record, so the exchange is refused (fail closed).
     #[error("{0}")]
     AuditUnavailable(String),
@@ -85,7 +87,24 @@ pub enum GatewayError {
     Internal(Failure),
 }
 
+/// A wait as `Retry-After` says it: whole seconds, rounded up so a client that obeys it is not
+/// refused again, and at least 1 since `Retry-After: 0` invites an immediate retry storm.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 impl GatewayError {
+    /// The seconds a refused caller is told to wait before calling again (`Retry-After`, and
+    /// `grpc-retry-pushback-ms` for gRPC), where the gateway knows them.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::ServiceUnavailable(_, after) => *after,
+            _ => None,
+        }
+    }
+
     /// The X-Road error type: `Client.*` for the caller's mistakes, `Server.ServerProxy.*` for
     /// the provider side, `Server.*` for the gateway itself.
     pub fn xroad_type(&self) -> &'static str {
@@ -102,7 +121,7 @@ impl GatewayError {
             Self::ServiceFailed(_) => "Server.ServerProxy.ServiceFailed",
             Self::ServiceTimeout(_) => "Server.ServerProxy.ServiceTimeout",
             Self::RequestHashMismatch(_) => crate::peer::REQUEST_HASH_MISMATCH,
-            Self::ServiceUnavailable(_) => "Server.ServerProxy.ServiceUnavailable",
+            Self::ServiceUnavailable(..) => "Server.ServerProxy.ServiceUnavailable",
             Self::AuditUnavailable(_) => "Server.AuditUnavailable",
             Self::Overloaded(_) => "Server.Overloaded",
             Self::Internal(_) => "Server.InternalError",
@@ -124,7 +143,7 @@ impl GatewayError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceFailed(_) | Self::RequestHashMismatch(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::AuditUnavailable(_) | Self::ServiceUnavailable(_) | Self::Overloaded(_) => {
+            Self::AuditUnavailable(_) | Self::ServiceUnavailable(..) | Self::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,7 +162,7 @@ impl GatewayError {
             Self::ServiceFailed(_)
             | Self::RequestHashMismatch(_)
             | Self::AuditUnavailable(_)
-            | Self::ServiceUnavailable(_)
+            | Self::ServiceUnavailable(..)
             | Self::Overloaded(_) => GrpcCode::Unavailable,
             Self::ServiceTimeout(_) | Self::RequestTimeout(_) | Self::DeadlineExceeded(_) => GrpcCode::DeadlineExceeded,
             Self::Internal(_) => GrpcCode::Internal,
@@ -157,7 +176,7 @@ impl GatewayError {
         match &mut told {
             Self::ServiceFailed(f)
             | Self::ServiceTimeout(f)
-            | Self::ServiceUnavailable(f)
+            | Self::ServiceUnavailable(f, _)
             | Self::RequestHashMismatch(f)
             | Self::Internal(f)
                 if f.operator.is_some() =>
@@ -175,7 +194,7 @@ impl GatewayError {
         match self {
             Self::ServiceFailed(f)
             | Self::ServiceTimeout(f)
-            | Self::ServiceUnavailable(f)
+            | Self::ServiceUnavailable(f, _)
             | Self::RequestHashMismatch(f)
             | Self::Internal(f) => Cow::Borrowed(f.for_operator()),
             other => Cow::Owned(other.to_string()),
@@ -324,7 +343,7 @@ pub fn http_status_of_type(error_type: &str) -> Option<u16> {
         GatewayError::ServiceFailed(failed()),
         GatewayError::ServiceTimeout(failed()),
         GatewayError::RequestHashMismatch(failed()),
-        GatewayError::ServiceUnavailable(failed()),
+        GatewayError::ServiceUnavailable(failed(), None),
         GatewayError::AuditUnavailable(said()),
         GatewayError::Overloaded(said()),
         GatewayError::Internal(failed()),
@@ -360,7 +379,7 @@ mod tests {
             (GatewayError::ServiceFailed("x".into()), "Server.ServerProxy.ServiceFailed", 502),
             (GatewayError::ServiceTimeout("x".into()), "Server.ServerProxy.ServiceTimeout", 504),
             (GatewayError::AuditUnavailable("x".into()), "Server.AuditUnavailable", 503),
-            (GatewayError::ServiceUnavailable("x".into()), "Server.ServerProxy.ServiceUnavailable", 503),
+            (GatewayError::ServiceUnavailable("x".into(), None), "Server.ServerProxy.ServiceUnavailable", 503),
             (GatewayError::Overloaded("x".into()), "Server.Overloaded", 503),
         ];
         for (err, kind, status) in cases {
@@ -378,7 +397,7 @@ mod tests {
             (GatewayError::BodyTooLarge { limit: 1, service: "s".into() }, 8),
             (GatewayError::ServiceFailed("x".into()), 14),
             (GatewayError::AuditUnavailable("x".into()), 14),
-            (GatewayError::ServiceUnavailable("x".into()), 14),
+            (GatewayError::ServiceUnavailable("x".into(), None), 14),
             (GatewayError::ServiceTimeout("x".into()), 4),
             (GatewayError::BadRequest("x".into()), 3),
             (GatewayError::HeadersTooLarge("x".into()), 3),

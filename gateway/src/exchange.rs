@@ -1129,10 +1129,13 @@ fn dispatch_error(route: &Route, err: DispatchError, tls: bool, deadline: Option
     let service = &route.id;
     match err {
         DispatchError::Upstream(e) => upstream_error(service, &e, tls),
-        DispatchError::Unavailable(why) => GatewayError::ServiceUnavailable(Failure::hidden(
-            format!("{service}: no endpoint of the service can take calls now; try again later"),
-            format!("{service}: {why}"),
-        )),
+        DispatchError::Unavailable { why, retry_after } => GatewayError::ServiceUnavailable(
+            Failure::hidden(
+                format!("{service}: no endpoint of the service can take calls now; try again later"),
+                format!("{service}: {why}"),
+            ),
+            retry_after.map(crate::error::retry_after_secs),
+        ),
         DispatchError::QueueTimeout(why) => GatewayError::ServiceTimeout(Failure::hidden(
             format!("{service}: the service stayed busy until the call's deadline; try again later"),
             format!("{service}: {why}"),
@@ -1177,10 +1180,13 @@ fn upstream_error(service: &ServiceId, err: &UpstreamError, tls: bool) -> Gatewa
             format!("{service}: the service did not answer within {after:?}"),
             operator,
         )),
-        UpstreamError::Saturated { .. } => GatewayError::ServiceUnavailable(Failure::hidden(
-            format!("{service}: the service has as many calls open as the gateway allows it; try again later"),
-            operator,
-        )),
+        UpstreamError::Saturated { .. } => GatewayError::ServiceUnavailable(
+            Failure::hidden(
+                format!("{service}: the service has as many calls open as the gateway allows it; try again later"),
+                operator,
+            ),
+            None,
+        ),
         UpstreamError::Connect { .. } | UpstreamError::Broken { .. } => {
             let caller = if matches!(err, UpstreamError::Connect { .. }) {
                 format!("{service}: the gateway could not connect to the service")
@@ -1270,8 +1276,8 @@ pub fn error_response(
     if let Some(s) = service {
         forward::set(h, xroad::SERVICE, &s.to_string());
     }
-    if let GatewayError::RateLimited { retry_after_secs, .. } = err {
-        forward::set(h, header::RETRY_AFTER, &retry_after_secs.to_string());
+    if let Some(secs) = err.retry_after_secs() {
+        forward::set(h, header::RETRY_AFTER, &secs.to_string());
     }
     resp
 }

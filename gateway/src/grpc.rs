@@ -235,15 +235,15 @@ pub fn decode_message(sent: &str) -> String {
 }
 
 /// The status the gateway's error makes: `grpc-status`, `grpc-message`, `x-road-error`, and for
-/// a refusal over quota `grpc-retry-pushback-ms`. Sent as trailers, or as the headers of a
-/// trailers-only response.
+/// a refusal with a known wait (over quota; a service whose endpoints come back at a known time)
+/// `grpc-retry-pushback-ms`. Sent as trailers, or as the headers of a trailers-only response.
 pub fn error_trailers(err: &GatewayError) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(GRPC_STATUS, HeaderValue::from(err.grpc_code().as_u32()));
     forward::set(&mut h, GRPC_MESSAGE, &encode_message(&err.to_string()));
     forward::set(&mut h, xroad::ERROR, err.xroad_type());
-    if let GatewayError::RateLimited { retry_after_secs, .. } = err {
-        h.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(retry_after_secs.saturating_mul(1000)));
+    if let Some(secs) = err.retry_after_secs() {
+        h.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(secs.saturating_mul(1000)));
     }
     h
 }
@@ -408,6 +408,14 @@ mod tests {
         assert_eq!(encode_message("100% sure"), "100%25 sure");
         assert_eq!(encode_message("kuota habis\n"), "kuota habis%0A");
         assert_eq!(encode_message("résumé"), "r%C3%A9sum%C3%A9");
+    }
+
+    #[test]
+    fn a_known_wait_is_pushed_back_and_an_unknown_one_is_not() {
+        let back_in = GatewayError::ServiceUnavailable("no endpoint can take calls now".into(), Some(30));
+        assert_eq!(error_trailers(&back_in)[GRPC_RETRY_PUSHBACK_MS], "30000");
+        let unknown = GatewayError::ServiceUnavailable("no endpoint can take calls now".into(), None);
+        assert!(error_trailers(&unknown).get(GRPC_RETRY_PUSHBACK_MS).is_none());
     }
 
     #[test]

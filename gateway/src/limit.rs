@@ -113,11 +113,9 @@ impl RateLimited {
         self.wait
     }
 
-    /// The wait for `Retry-After`: whole seconds, rounded up so a client that obeys it is not
-    /// refused again, and at least 1 since `Retry-After: 0` invites an immediate retry storm.
+    /// The wait for `Retry-After` ([`crate::error::retry_after_secs`]).
     pub fn retry_after_secs(&self) -> u64 {
-        let secs = self.wait.as_secs() + u64::from(self.wait.subsec_nanos() > 0);
-        secs.max(1)
+        crate::error::retry_after_secs(self.wait)
     }
 }
 

@@ -635,9 +635,21 @@ fn national(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Resul
     };
     let invalid = |why: String| RuntimeError::Invalid(format!("[national]: {why}"));
     let secret = client_secret(n)?;
-    // The API manager's certificate is verified against the trust anchors; one without scopes
-    // holds the CA of a national endpoint without letting it vouch for any client.
-    let tls = crate::tls::upstream_client_config(trust, gateway, None)?;
+    // The API manager's certificate is verified against its own anchor when `trust_anchor` names
+    // one, else against those that may vouch for servers: never a neighbour's CA, which would
+    // otherwise be handed the client secret by a host that answers for the API manager's name.
+    let roots = match &n.trust_anchor {
+        Some(name) => trust.server_roots(|a| **a.name() == **name),
+        None => trust.server_roots(|a| config.vouches_for_servers(a.name())),
+    };
+    if roots.is_empty() {
+        return Err(invalid(format!(
+            "no [[trust_anchor]] may vouch for the API manager's certificate{}; name the anchor of the national \
+             SPLP's CA in trust_anchor",
+            n.trust_anchor.as_ref().map_or_else(String::new, |a| format!(" ({a:?} is not defined)"))
+        )));
+    }
+    let tls = crate::tls::upstream_client_config(trust, gateway, None, &roots)?;
     let client = HttpUpstream::new((*tls).clone(), &UpstreamOptions::default()).map_err(|e| invalid(e.to_string()))?;
     let parse = |what: &str, text: &str| {
         text.trim_end_matches('/').parse::<Uri>().map_err(|e| invalid(format!("{what} {text:?}: {e}")))
@@ -757,6 +769,7 @@ mod tests {
             client_secret_file: file,
             client_secret_env: env.map(str::to_owned),
             token_header: "Authorization".into(),
+            trust_anchor: None,
             apis: Vec::new(),
         }
     }

@@ -147,8 +147,19 @@ impl Snapshot {
         };
         let mut routes = HashMap::new();
         let mut grpc_services = HashMap::new();
+        let server_roots = trust.server_roots(|a| config.vouches_for_servers(a.name()));
         for s in &config.services {
-            let tls = crate::tls::upstream_client_config(&trust, &gateway, s.tls.as_ref())?;
+            let roots = if server_roots.is_empty() {
+                let https = s.upstreams.iter().any(|u| u.starts_with("https://"));
+                if https && s.tls.as_ref().is_none_or(|t| t.ca.is_none()) {
+                    return Err(crate::tls::TlsSetupError::NoServerAnchors { service: s.id.to_string() }.into());
+                }
+                // Never asked: the service has no https:// upstream, or pins its own CA.
+                trust.all_roots()
+            } else {
+                &server_roots
+            };
+            let tls = crate::tls::upstream_client_config(&trust, &gateway, s.tls.as_ref(), roots)?;
             let mut opts = UpstreamOptions::default();
             if let Some(t) = s.connect_timeout {
                 opts.connect_timeout = t.0;

@@ -170,6 +170,17 @@ pub enum TlsSetupError {
         /// What went wrong, naming the file.
         reason: String,
     },
+    /// No trust anchor may vouch for the servers the gateway calls by URL (see
+    /// [`TrustStore::server_roots`]), and a service's `https://` upstream needs one.
+    #[error(
+        "service {service}: its https:// upstream's certificate could not be verified: no [[trust_anchor]] vouches \
+         for this region's servers (each is scoped to other regions' identifiers); give the service `tls.ca`, or \
+         add the CA that issued the upstream's certificate as a [[trust_anchor]] with no scopes"
+    )]
+    NoServerAnchors {
+        /// The service.
+        service: String,
+    },
     /// rustls refused to build a certificate verifier.
     #[error("cannot build the certificate verifier: {reason}")]
     Verifier {
@@ -220,6 +231,8 @@ pub(crate) struct AnchorCa {
     pub(crate) subject: Box<[u8]>,
     /// DER of the SubjectPublicKeyInfo.
     pub(crate) spki: Box<[u8]>,
+    /// The certificate, for the roots of servers the anchor may vouch for.
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl AnchorCa {
@@ -510,6 +523,18 @@ impl TrustStore {
         Ok(store)
     }
 
+    /// The CA certificates of the anchors `admit` picks: what a server the gateway calls by URL
+    /// (a service's `https://` upstream, the national API manager) may chain to. A CA trusted to
+    /// vouch for a neighbour's gateway alone must not vouch for those too.
+    pub fn server_roots(&self, admit: impl Fn(&Anchor) -> bool) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        for ca in self.cas.iter().filter(|ca| self.anchors.get(ca.anchor).is_some_and(&admit)) {
+            // Each was added to `roots` when the anchor was loaded.
+            let _ = roots.add(ca.der.clone());
+        }
+        Arc::new(roots)
+    }
+
     /// Refuses a CRL whose issuer's name another CA with another key also has (a CA rolled over
     /// to a new key under its old name): see [`TlsSetupError::CaNameShared`].
     fn refuse_crls_of_shared_names(&self) -> Result<(), TlsSetupError> {
@@ -595,7 +620,7 @@ impl TrustStore {
                 });
             }
             roots.add(der.clone()).map_err(|e| unusable(e.to_string()))?;
-            self.cas.push(AnchorCa { anchor: index, subject: subject.into(), spki: spki.into() });
+            self.cas.push(AnchorCa { anchor: index, subject: subject.into(), spki: spki.into(), der: der.clone() });
             let status = CaStatus {
                 anchor: name.clone(),
                 subject: cert.subject().to_string(),
@@ -734,6 +759,11 @@ impl TrustStore {
     /// The `[[identity]]` mapping of a certificate, by its SHA-256 fingerprint.
     pub(crate) fn mapping(&self, fingerprint: &[u8; 32]) -> Option<&Mapping> {
         self.mappings.get(fingerprint)
+    }
+
+    /// The CA certificates of all anchors.
+    pub(crate) fn all_roots(&self) -> &Arc<RootCertStore> {
+        &self.roots
     }
 
     /// The CRLs of all anchors; see [`server_config`] for how they are applied.
@@ -1087,20 +1117,21 @@ impl rustls::server::danger::ClientCertVerifier for NamingVerifier {
 
 /// The rustls client configuration for a service's `https://` upstreams: TLS 1.3 and 1.2, ALPN
 /// `h2` then `http/1.1`, the upstream's certificate verified against `tls.ca` when given or else
-/// every trust anchor (with their CRLs), and the gateway's own certificate presented when
-/// `tls.client_cert` is set. The name to verify (`tls.server_name` or the URL's host) is the
-/// connector's business.
+/// `roots` (from [`TrustStore::server_roots`]) with the anchors' CRLs, and the gateway's own
+/// certificate presented when `tls.client_cert` is set. The name to verify (`tls.server_name` or
+/// the URL's host) is the connector's business.
 pub fn upstream_client_config(
     trust: &TrustStore,
     gateway: &GatewayCert,
     tls: Option<&UpstreamTls>,
+    roots: &Arc<RootCertStore>,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = Arc::clone(&trust.provider);
     let verifier = match tls.and_then(|t| t.ca.as_deref()) {
         Some(path) => {
             rustls::client::WebPkiServerVerifier::builder_with_provider(upstream_roots(path)?, provider.clone())
         }
-        None => rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::clone(&trust.roots), provider.clone())
+        None => rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::clone(roots), provider.clone())
             .with_crls(trust.crls())
             .only_check_end_entity_revocation()
             .allow_unknown_revocation_status()
@@ -1845,25 +1876,49 @@ pub(crate) mod tests {
         let upstream = server_config(&trust, &service, ClientAuth::Required).unwrap();
 
         let mtls = UpstreamTls { ca: None, client_cert: true, server_name: None };
-        let client = upstream_client_config(&trust, &pki.gateway, Some(&mtls)).unwrap();
+        let client = upstream_client_config(&trust, &pki.gateway, Some(&mtls), trust.all_roots()).unwrap();
         assert_eq!(client.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
         let accepted = handshake(Arc::clone(&upstream), client).await.server().unwrap();
         assert_eq!(accepted.peer.unwrap(), pki.gateway.chain());
 
         // Without client_cert the gateway presents nothing, and this upstream refuses it.
-        let client = upstream_client_config(&trust, &pki.gateway, None).unwrap();
+        let client = upstream_client_config(&trust, &pki.gateway, None, trust.all_roots()).unwrap();
         let err = handshake(Arc::clone(&upstream), client).await.server().unwrap_err();
         assert_eq!(err, TlsError::NoCertificatesPresented);
 
         // With `ca` naming another CA, the region-issued service certificate is not trusted.
         let other = pki.ca("other", "Somewhere Else", "ID/PEMDA/1602");
         let pinned = UpstreamTls { ca: Some(other.cert_path()), client_cert: true, server_name: None };
-        let client = upstream_client_config(&trust, &pki.gateway, Some(&pinned)).unwrap();
+        let client = upstream_client_config(&trust, &pki.gateway, Some(&pinned), trust.all_roots()).unwrap();
         let outcome = handshake(upstream, client).await;
         assert!(
             matches!(client_tls_error(&outcome), Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer))),
             "{outcome:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_is_verified_only_against_the_anchors_picked_for_servers() {
+        let pki = Pki::new();
+        let peer = pki.ca("peer", "Kabupaten Tetangga", "ID/PEMDA/1601");
+        let trust =
+            TrustStore::new(&[pki.region_anchor(), peer.anchor("peer-1601", &["ID/PEMDA/1601/gw1"])], &[]).unwrap();
+        // A host answering with a certificate from the neighbour's CA, which vouches for the
+        // neighbour's gateway alone.
+        let impostor = server_cert(&peer, pki.tmp.path(), "ID/PEMDA/1601/gw1");
+        let impostor = server_config(&trust, &impostor, ClientAuth::Optional).unwrap();
+        let region_only = trust.server_roots(|a| &**a.name() == "region");
+        assert_eq!(region_only.len(), 1);
+        let client = upstream_client_config(&trust, &pki.gateway, None, &region_only).unwrap();
+        let outcome = handshake(Arc::clone(&impostor), client).await;
+        assert!(
+            matches!(client_tls_error(&outcome), Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer))),
+            "{outcome:?}"
+        );
+        // Picked, the same anchor's certificate is taken.
+        let peer_only = trust.server_roots(|a| &**a.name() == "peer-1601");
+        let client = upstream_client_config(&trust, &pki.gateway, None, &peer_only).unwrap();
+        handshake(impostor, client).await.server().unwrap();
     }
 
     fn listener(opt_ins: &[(&str, ConnectionType)]) -> Listener {

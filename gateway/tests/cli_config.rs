@@ -348,7 +348,24 @@ fn a_peer_anchor_that_does_not_cover_the_peer_is_refused_with_the_narrow_scope_t
     // Naming the region's own CA for the peer is answered with what a peer's anchor is.
     f.edit("trust_anchor = \"peer-1601\"", "trust_anchor = \"region\"");
     let err = f.fails_at(f.line_of("trust_anchor = \"region\""), "trust anchor \"region\" may not vouch for");
-    assert!(err.contains("\"region\" is the CA of this gateway's own region"), "{err}");
+    assert!(err.contains("\"region\" vouches for this gateway's own identity (ID/PEMDA/1602/gw1)"), "{err}");
+    // So is a peer's anchor whose scope was mistyped as this gateway's: it is not called ours.
+    f.edit("trust_anchor = \"region\"", "trust_anchor = \"peer-1601\"");
+    f.edit("scopes = [\"ID/PEMDA/1601/gw2\"]", "scopes = [\"ID/PEMDA/1602/gw1\"]");
+    let err = f.fails_at(f.line_of("trust_anchor = \"peer-1601\""), "trust anchor \"peer-1601\" may not vouch for");
+    assert!(err.contains("\"peer-1601\" vouches for this gateway's own identity"), "{err}");
+    assert!(!err.contains("own region"), "{err}");
+}
+
+#[test]
+fn the_national_api_managers_anchor_must_be_defined() {
+    let f = Fixture::new();
+    f.edit("# trust_anchor = \"splp-nasional\"", "trust_anchor = \"regoin\"");
+    let err = f.fails_at(
+        f.line_of("trust_anchor = \"regoin\""),
+        "[national] names trust anchor \"regoin\", which is not defined",
+    );
+    assert!(err.contains("did you mean \"region\"?"), "{err}");
 }
 
 #[test]

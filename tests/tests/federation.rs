@@ -636,3 +636,46 @@ async fn a_peer_endpoint_showing_another_gateways_certificate_gets_no_call() {
     assert!(!line.contains("unexpected error") && !line.contains("OtherError"), "{line}");
     a.stop().await;
 }
+
+/// A region whose only anchor for the national SPLP's CA is scoped to identifiers, as a
+/// neighbour's CA is: whether `[national]` pins it with `trust_anchor`.
+async fn national_region(pki: &Pki, national: &NationalStandIn, pinned: bool) -> Region {
+    std::fs::write(pki.dir().join("national.secret"), format!("{CLIENT_SECRET}\n")).unwrap();
+    RegionBuilder::new(pki)
+        .grant(&grant(NATIONAL_NIK, RSUD))
+        .toml(&format!(
+            "[[trust_anchor]]\nname = \"kl-gateway\"\nca = \"{}\"\nscopes = [\"ID/KL/KOMDIGI/splp\"]\n\n\
+             [national]\nprefixes = [\"ID/KL\"]\nbase_url = \"{url}\"\ntenant = \"{TENANT}\"\n\
+             token_url = \"{url}/oauth2/token\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"national.secret\"\n\
+             token_header = \"{TOKEN_HEADER}\"\n{}\n\
+             [[national.api]]\nservice = \"{NATIONAL_NIK}\"\napi = \"dukcapil-nik\"\nversion = \"v1\"",
+            national.ca_cert().display(),
+            if pinned { "trust_anchor = \"kl-gateway\"\n" } else { "" },
+            url = national.url(),
+        ))
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_manager_is_not_vouched_for_by_a_ca_scoped_to_other_identities() {
+    let pki = Pki::new();
+    let national = NationalStandIn::start(pki.dir(), TOKEN_HEADER, 3600).await;
+    let rsud = pki.client(RSUD);
+
+    // A CA trusted to vouch for one gateway's identity (as a neighbour's is) does not vouch for
+    // the host the client secret goes to: the handshake fails before the secret is sent.
+    let unpinned = national_region(&pki, &national, false).await;
+    let reply = unpinned.call(Some(&rsud), Proto::H1, nik_call(NATIONAL_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert_eq!(national.token_requests(), 0, "no token was asked for: the secret stayed home");
+    assert!(national.calls().is_empty());
+    unpinned.stop().await;
+
+    // Named in `[national] trust_anchor`, the same CA is the API manager's.
+    let pinned = national_region(&pki, &national, true).await;
+    let reply = pinned.call(Some(&rsud), Proto::H1, nik_call(NATIONAL_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(national.tokens_issued(), 1);
+    pinned.stop().await;
+}

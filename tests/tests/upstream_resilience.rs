@@ -220,6 +220,7 @@ async fn the_circuit_opens_at_its_limit_then_half_opens_and_closes_on_success() 
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
     assert!(message.contains("try again later") && !message.contains(&url), "{message}");
+    assert_eq!(reply.header("retry-after"), Some("1"), "the circuit opens for its 1 s");
     // Why is the operator's to see, in the log and the record.
     let logged = Logs::capture().lines_with(reply.exchange_id()).await;
     assert!(logged.iter().any(|l| l.contains("2 requests in flight") && l.contains("circuit opens")), "{logged:#?}");
@@ -388,6 +389,36 @@ async fn a_reload_keeps_what_the_health_checks_know_of_each_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_endpoints_are_all_ejected_tells_callers_when_to_retry() {
+    let pki = Pki::new();
+    let mut up = Upstream::start().await;
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &up.url(), "outlier = { consecutive_failures = 1, base_ejection = \"30s\" }")
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    up.kill().await;
+    // The first call meets the dead endpoint, which ejects it.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
+    assert_eq!(reply.header("retry-after"), None, "a failed call's wait is not known");
+    let ejected = endpoint(&region, SERVICE, &up.url());
+    assert!(ejected.ejected_until.is_some(), "{ejected:#?}");
+
+    // The next ones are refused without an attempt, and told when the endpoint is back: within
+    // the ejection's 30 s, not the quota's or a made-up few seconds.
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+        assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
+        let after: u64 = reply.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!((20..=30).contains(&after), "Retry-After: {after}");
+        let rec = region.record(reply.exchange_id()).await;
+        assert!(rec.attempts.is_empty(), "{rec:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passing_health_check_ends_an_ejection_early() {
     let pki = Pki::new();
     let (a, mut b) = (Upstream::start().await, Upstream::start().await);
@@ -538,6 +569,7 @@ async fn a_call_that_would_need_a_connection_over_the_limit_is_refused_503() {
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
     assert!(message.contains("try again later") && !message.contains("max_connections"), "{message}");
+    assert_eq!(reply.header("retry-after"), None, "when a connection frees is not known");
     let logged = Logs::capture().lines_with(reply.exchange_id()).await;
     assert!(logged.iter().any(|l| l.contains("max_connections")), "the operator is told the limit: {logged:#?}");
     let rec = region.record(reply.exchange_id()).await;

@@ -70,6 +70,15 @@ pub struct Gateway {
 }
 
 impl Config {
+    /// Whether trust anchor `name` may vouch for a server the gateway calls by URL (a service's
+    /// `https://` upstream without `tls.ca`, the national API manager without `trust_anchor`): an
+    /// anchor with no scopes (an outside CA, such as the national one), or one that vouches for
+    /// this region. A CA scoped to other regions' identifiers (a neighbour's) vouches for those
+    /// identities alone, not for the hosts this gateway sends its calls and secrets to.
+    pub fn vouches_for_servers(&self, name: &str) -> bool {
+        self.trust_anchors.iter().any(|a| a.name == name && a.scopes.is_empty()) || self.vouches_for_region(name)
+    }
+
     /// Whether the CA of trust anchor `name` vouches for this gateway's own region: its scopes
     /// overlap what the gateway serves or cover the gateway itself, or an `[[identity]]` maps
     /// one of its certificates into the region (as for BSrE). Its CRL then decides whether the
@@ -385,6 +394,9 @@ pub struct National {
     /// The header that carries the token: `Authorization` or e.g. `AuthorizationSPLP`.
     #[serde(default = "default_token_header")]
     pub token_header: String,
+    /// The `[[trust_anchor]]` whose CA the API manager's certificate must chain to. Without it,
+    /// any anchor that may vouch for servers ([`Config::vouches_for_servers`]).
+    pub trust_anchor: Option<String>,
     /// National APIs by service identifier.
     #[serde(default, rename = "api")]
     pub apis: Vec<NationalApi>,
@@ -582,5 +594,18 @@ mod tests {
         assert!(p("ID/PEMDA/1602").overlaps(&p("ID/PEMDA")));
         assert!(!p("ID/PEMDA/1601").overlaps(&p("ID/PEMDA/1602")));
         assert!(!p("ID/PEMDA/160").overlaps(&p("ID/PEMDA/1602")), "whole parts only");
+    }
+
+    #[test]
+    fn servers_are_vouched_for_by_the_region_and_unscoped_anchors_not_by_a_neighbours() {
+        let text = format!(
+            "{}\n[[trust_anchor]]\nname = \"splp-nasional\"\nca = \"pki/splp/ca.crt\"\n",
+            include_str!("../../../examples/region-1602.toml")
+        );
+        let config = crate::config::parse_shape(std::path::Path::new("splpd.toml"), &text).unwrap();
+        assert!(config.vouches_for_servers("region"));
+        assert!(config.vouches_for_servers("splp-nasional"));
+        assert!(!config.vouches_for_servers("peer-1601"), "a neighbour's CA vouches for its gateway alone");
+        assert!(!config.vouches_for_servers("no-such-anchor"));
     }
 }

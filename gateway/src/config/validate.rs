@@ -1060,10 +1060,10 @@ impl Validator<'_, '_, '_> {
                         let own = a.scopes.iter().any(|s| cfg.gateway.id.is_within(s));
                         let hint = if own {
                             format!(
-                                "{:?} is the CA of this gateway's own region; the peer's certificate comes from its \
-                                 region's CA: give that CA a [[trust_anchor]] of its own with scopes = [\"{}\"] and \
-                                 name it here",
-                                a.name, p.id
+                                "{:?} vouches for this gateway's own identity ({}), not the peer's; the peer's \
+                                 certificate comes from its region's CA: give that CA a [[trust_anchor]] of its own \
+                                 with scopes = [\"{}\"] and name it here",
+                                a.name, cfg.gateway.id, p.id
                             )
                         } else {
                             format!(
@@ -1118,6 +1118,24 @@ impl Validator<'_, '_, '_> {
         }
         self.url(at!["national", "base_url"], &n.base_url, true);
         self.url(at!["national", "token_url"], &n.token_url, true);
+        match &n.trust_anchor {
+            Some(name) if !cfg.trust_anchors.iter().any(|a| a.name == *name) => {
+                let hint = did_you_mean(name, self.anchor_names(), "trust anchor");
+                self.err(
+                    at!["national", "trust_anchor"],
+                    format!("[national] names trust anchor {name:?}, which is not defined"),
+                    hint,
+                );
+            }
+            Some(_) => {}
+            None if !cfg.trust_anchors.iter().any(|a| cfg.vouches_for_servers(&a.name)) => self.err(
+                at!["national"],
+                "no [[trust_anchor]] may vouch for the API manager's certificate: each is scoped to other regions' \
+                 identifiers",
+                "give the national SPLP's CA a [[trust_anchor]] with no scopes, and name it in trust_anchor",
+            ),
+            None => {}
+        }
         if n.tenant.is_empty() || n.tenant.contains(['/', '?', '#', ' ']) {
             self.err(
                 at!["national", "tenant"],
