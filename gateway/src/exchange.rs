@@ -1214,13 +1214,32 @@ const SINGLE_VALUED: [(HeaderName, &str); 6] = [
     (xroad::REPRESENTED_PARTY, "X-Road-Represented-Party"),
 ];
 
+/// Whether a header name with an underscore is, read with `_` as `-`, one of the X-Road or SPLP
+/// headers the gateway checks, sets or records. Such a name is not one of them to the gateway, and
+/// is one to a service whose server folds the two (as nginx refuses underscores by default for).
+fn reads_as_xroad(name: &str) -> bool {
+    let dashed = |prefix: &str| {
+        name.len() > prefix.len() && name.bytes().zip(prefix.bytes()).all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+    };
+    name.contains('_') && (dashed("x-road-") || dashed("x-splp-"))
+}
+
 /// Refuses a header the log keeps that was found over [`MAX_RECORDED_HEADER`] (`oversized`, as
-/// the record saw it), and one of [`SINGLE_VALUED`] sent twice.
+/// the record saw it), a header that a service may read as an X-Road header ([`reads_as_xroad`]),
+/// and one of [`SINGLE_VALUED`] sent twice.
 fn check_single_valued(headers: &HeaderMap, oversized: Option<(&str, usize)>) -> Result<(), GatewayError> {
     if let Some((shown, len)) = oversized {
         return Err(GatewayError::BadRequest(format!(
             "{shown} is {len} bytes long; at most {MAX_RECORDED_HEADER} are accepted, since the audit log keeps it with \
              the exchange: send a shorter value (a reference, not a document)"
+        )));
+    }
+    if let Some(name) = headers.keys().find(|n| reads_as_xroad(n.as_str())) {
+        return Err(GatewayError::BadRequest(format!(
+            "header {name} reads as {} to services that take `_` for `-` (CGI, WSGI, Rack and PHP servers do), which \
+             would see a value the gateway neither checked nor recorded; leave it out, and send the X-Road header \
+             with dashes, once",
+            name.as_str().replace('_', "-")
         )));
     }
     // Most requests repeat no header at all: then there is nothing to look up.
@@ -1285,6 +1304,17 @@ pub fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_with_underscores_reads_as_xroad_where_dashes_would_make_one() {
+        for name in ["x_road_client", "x-road_client", "x_road-userid", "x_splp_purpose", "x-road-represented_party"] {
+            assert!(reads_as_xroad(name), "{name}");
+        }
+        for name in ["x-road-client", "x_roads", "x_road_", "my_header", "x-splp", "xx_road_client", "x_forwarded_for"]
+        {
+            assert!(!reads_as_xroad(name), "{name}");
+        }
+    }
 
     #[test]
     fn a_grants_endpoint_names_a_rest_method_only_with_one_other_than_post() {

@@ -771,6 +771,37 @@ async fn an_identity_or_purpose_header_sent_twice_is_refused() {
     assert_eq!(upstream.received().len(), 1);
 }
 
+/// A header that reads as an X-Road header with `_` taken for `-`, as CGI-style servers take it,
+/// is refused: the service would see a client, purpose or user the gateway never checked or logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xroad_header_spelt_with_underscores_is_refused() {
+    let Setup { region, upstream, pki } = setup().await;
+    let puskesmas = pki.client(PUSKESMAS);
+    let expect =
+        Expect { client: PUSKESMAS, service: SERVICE, status: 400, error_type: "Client.BadRequest", may_omit: true };
+    for (proto, name, value, read_as) in [
+        (Proto::H1, "X_Road_Client", DINKES, "x-road-client"),
+        (Proto::H2, "x_splp_purpose", "pemasaran", "x-splp-purpose"),
+        (Proto::H1, "X-Road_UserId", "someone-else", "x-road-userid"),
+    ] {
+        let call = Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")))
+            .header("x-splp-purpose", "pelayanan-kesehatan")
+            .header(name, value);
+        let reply = region.call(Some(&puskesmas), proto, call).await.unwrap();
+        let message = assert_gateway_error(&reply, 400, "Client.BadRequest");
+        assert!(message.contains(&format!("reads as {read_as}")), "{message}");
+        assert_record(&region, &reply, Some(NIK_QUERY), &expect).await;
+    }
+    assert!(upstream.received().is_empty(), "nothing reached the service");
+    // Other names with underscores pass as they are.
+    let call = Call::get(target(SERVICE, &format!("/json/x?{NIK_QUERY}")))
+        .header("x-splp-purpose", "pelayanan-kesehatan")
+        .header("x_agency_ref", "rs-1");
+    let reply = region.call(Some(&puskesmas), Proto::H1, call).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(upstream.received()[0].header("x_agency_ref"), Some("rs-1"));
+}
+
 /// The headers the log keeps with every record are refused over 512 bytes, so that a caller
 /// cannot fill the log's disk with one header; the refusal's record keeps the value's beginning
 /// and its length.
