@@ -477,9 +477,14 @@ impl Gateway {
         }
 
         // rate-limit
-        snap.limiter.check(&caller.client, &route.id).map_err(|limited| GatewayError::RateLimited {
-            message: limited.to_string(),
-            retry_after_secs: limited.retry_after_secs(),
+        snap.limiter.check(&caller.client, &route.id).map_err(|limited| {
+            // Relayed by the caller's own gateway, whose quotas it may think of first.
+            let message = if from_peer {
+                format!("{limited} (refused by {}, the service's own gateway, by its own quota)", snap.gateway_id)
+            } else {
+                limited.to_string()
+            };
+            GatewayError::RateLimited { message, retry_after_secs: limited.retry_after_secs() }
         })?;
 
         // A declared length over the limit is refused before a byte is forwarded.
@@ -709,11 +714,39 @@ impl Gateway {
         };
 
         let (mut parts, body) = resp.into_parts();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // The caller's `Upgrade` is stripped (hop by hop), so the service was never asked to
+            // switch: passed on, a 101 would leave the caller's connection in neither protocol,
+            // and HTTP/2 has no 101 at all.
+            let id = &route.id;
+            let err = GatewayError::ServiceFailed(Failure::hidden(
+                format!("{id}: the service answered 101 Switching Protocols, which the gateway never asked for"),
+                format!("{id}: the service answered 101 Switching Protocols to a request without Upgrade"),
+            ));
+            return self.refuse(ctx, &err).await;
+        }
         // The client's connection speaks its own version: a service answering in HTTP/1.0 must
         // not make the answer to an HTTP/1.1 client a 1.0 one, which closes its connection.
         parts.version = http::Version::default();
         ctx.record.set_status(parts.status);
         if let Some(refused) = peer::peer_error(&via, &parts.headers) {
+            if refused == "Client.Unauthenticated" {
+                // The caller was identified here; the peer, which takes its identity from this
+                // gateway, can only have refused this gateway's own connection (a certificate
+                // it no longer trusts): not the caller's doing, nor to be told as such.
+                let peer = via.peer().map_or_else(String::new, ToString::to_string);
+                let err = GatewayError::ServiceFailed(Failure::hidden(
+                    format!("{}: peer gateway {peer} refused this gateway's certificate", route.id),
+                    format!(
+                        "{}: peer gateway {peer} answered {} Client.Unauthenticated: it does not accept this \
+                         gateway's certificate; its operator finds why in its log under this exchange id (check that \
+                         its [[trust_anchor]] for this region holds our CA and current CRL)",
+                        route.id,
+                        parts.status.as_u16()
+                    ),
+                ));
+                return self.refuse(ctx, &err).await;
+            }
             // The peer's own error (a refusal, or its service failing): its log has why; this one
             // says whose it is.
             tracing::info!(
@@ -782,6 +815,11 @@ impl Gateway {
                 let unavailable =
                     GatewayError::AuditUnavailable(format!("the exchange could not be logged: {audit_err}"));
                 answer(ctx.grpc, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref(), &unavailable)
+            }
+            Settled::BrokeOff(err) => {
+                let named = err.told_by(&self.snapshot().gateway_id);
+                let err = named.as_ref().unwrap_or(&err);
+                answer(ctx.grpc, &ctx.exchange_id, ctx.client.as_ref(), ctx.service.as_ref(), err)
             }
         }
     }

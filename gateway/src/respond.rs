@@ -39,6 +39,9 @@ pub(crate) enum Settled {
     /// The record could not be logged before anything of the answer was sent: the client gets
     /// the gateway's error instead.
     NotLogged(AuditError),
+    /// The service broke the answer off before anything of it was sent: the client gets this
+    /// error instead, which the record (now durable) holds.
+    BrokeOff(GatewayError),
 }
 
 /// Reads the frames of the answer that are already here, and all of an answer whose length
@@ -53,6 +56,7 @@ pub(crate) enum Settled {
 /// ACK back. Under `splpd-bench compare`'s HTTP/1.1 load that was 6.2 TCP segments per
 /// exchange against 4.1 with this (see `benches/RESULTS.md`, "The audit log's modes").
 pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
+    body.unsent = true;
     let mut ready = VecDeque::new();
     let mut bytes = 0;
     // An answer that says it is small is waited for whole even when its bytes lag its head: it
@@ -78,7 +82,10 @@ pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
         .await;
         match next {
             None => break,
-            Some(None) => return Settled::Body(ReadyThenRest { ready, rest: None }),
+            Some(None) => {
+                body.unsent = false;
+                return Settled::Body(ReadyThenRest { ready, rest: None });
+            }
             Some(Some(Ok(frame))) => {
                 bytes += frame.data_ref().map_or(0, Bytes::len);
                 ready.push_back(Ok(frame));
@@ -90,11 +97,22 @@ pub(crate) async fn settle(mut body: AuditedBody) -> Settled {
                     Ok(audit) => return Settled::NotLogged(*audit),
                     Err(e) => e,
                 };
+                if let Some((err, ticket)) = body.broke_off_unsent(&e) {
+                    let logged = match ticket {
+                        Some(ticket) => ticket.await,
+                        None => Ok(()),
+                    };
+                    return match logged {
+                        Ok(()) => Settled::BrokeOff(err),
+                        Err(audit) => Settled::NotLogged(audit),
+                    };
+                }
                 ready.push_back(Err(e));
                 return Settled::Body(ReadyThenRest { ready, rest: None });
             }
         }
     }
+    body.unsent = false;
     Settled::Body(ReadyThenRest { ready, rest: Some(body) })
 }
 
@@ -172,6 +190,9 @@ pub(crate) struct AuditedBody {
     /// The answer is a local service's, whose `X-Road-Error` trailer would pass for the
     /// gateway's own (see [`AuditedBody::for_local_service`]).
     local: bool,
+    /// [`settle`] is reading the answer and nothing of it has left: should the service break it
+    /// off now, the client can still be answered 502 in its place ([`AuditedBody::broke_off_unsent`]).
+    unsent: bool,
 }
 
 impl std::fmt::Debug for AuditedBody {
@@ -206,6 +227,7 @@ impl AuditedBody {
             request: None,
             lease: None,
             local: false,
+            unsent: false,
         }
     }
 
@@ -283,6 +305,26 @@ impl AuditedBody {
     }
 
     /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
+    /// The service broke its answer off while [`settle`] held all of it back (`e`, its cause):
+    /// the client is answered the gateway's 502 instead, and the record says so. `None` when the
+    /// record was already completed (the request's own body over its limit cut the answer).
+    fn broke_off_unsent(&mut self, e: &BoxError) -> Option<(GatewayError, Option<AuditTicket>)> {
+        let record = self.record.as_mut()?;
+        let id = &self.route.id;
+        let why = splpd_adapters::http::root_cause(&**e);
+        let err = GatewayError::ServiceFailed(crate::error::Failure::hidden(
+            format!("{id}: the service's answer broke off before its end; none of it was passed on"),
+            format!("{id}: the service's answer broke off before its end: {why}"),
+        ));
+        record.set_status(err.status());
+        self.log_broken(&err.for_operator());
+        // What the client gets is the gateway's error, not the service's body in part.
+        self.tally = None;
+        self.keeper = None;
+        let ticket = self.close(Some(err.xroad_type()), None);
+        Some((err, ticket))
+    }
+
     fn fail_grpc(&mut self, err: &GatewayError) {
         self.trailers = Some(grpc::error_trailers(err));
         self.ticket = self.close(Some(err.xroad_type()), Some(err.grpc_code().as_u32()));
@@ -377,6 +419,10 @@ impl Body for AuditedBody {
                     // The client's own body over its limit can cut a streaming answer too: that is
                     // the client's doing, and its record says so.
                     let over = this.request_over_limit();
+                    if this.unsent && !over {
+                        // `settle` answers in its place, and completes the record.
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
                     if !over {
                         let why = splpd_adapters::http::root_cause(&e);
                         this.log_broken(&format!(

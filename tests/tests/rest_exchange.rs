@@ -1342,15 +1342,54 @@ async fn an_upstream_refusing_connections_is_service_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_that_breaks_off_is_answered_502_and_recorded_so() {
+    Logs::capture();
+    let Setup { region, upstream: _upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    // 8 KiB announced, 4 KiB sent: held back whole, nothing of it has left when it breaks, so
+    // the client gets the gateway's clean 502 rather than a status and a cut body.
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/cut/4096"))).await.unwrap();
+        let message = assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
+        assert!(message.contains("broke off before its end"), "{message}");
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.status, rec.error_type.as_str()), (502, "Server.ServerProxy.ServiceFailed"), "{rec:#?}");
+        assert_eq!(rec.response_body_bytes, 0, "the service's part answer is not what the client got: {rec:#?}");
+        let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+        assert!(
+            logged.iter().any(|l| l.contains(" WARN ") && l.contains("the service's answer broke off before its end")),
+            "{logged:#?}"
+        );
+    }
+    // The connection the client used still serves.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_switch_the_gateway_never_asked_for_is_answered_502() {
+    let Setup { region, upstream: _upstream, pki } = setup().await;
+    let dinkes = pki.client(DINKES);
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/status/101/x"))).await.unwrap();
+        let message = assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
+        assert!(message.contains("101 Switching Protocols"), "{message}");
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.status, rec.error_type.as_str()), (502, "Server.ServerProxy.ServiceFailed"), "{rec:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_breaks_off_after_it_started_is_logged_under_its_exchange_id() {
     Logs::capture();
     let Setup { region, upstream: _upstream, pki } = setup().await;
     let dinkes = pki.client(DINKES);
-    // The client sees the status, then a body cut short; it may not see the whole of either.
-    let _ = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/cut/4096"))).await;
+    // Past what the gateway holds back (64 KiB), the answer streams: the client sees the status,
+    // then a body cut short; it may not see the whole of either.
+    let _ = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/cut/98304"))).await;
     let records = region.wait_records(1).await;
-    let rec = records.iter().find(|r| r.path.ends_with("/cut/4096")).expect("the exchange is logged");
-    assert_eq!(rec.error_type, "Server.ServerProxy.ServiceFailed", "{rec:#?}");
+    let rec = records.iter().find(|r| r.path.ends_with("/cut/98304")).expect("the exchange is logged");
+    assert_eq!((rec.status, rec.error_type.as_str()), (200, "Server.ServerProxy.ServiceFailed"), "{rec:#?}");
     let logged = Logs::capture().lines_with(&rec.exchange_id).await;
     assert!(
         logged.iter().any(|l| l.contains(" WARN ") && l.contains("the service's answer broke off after it started")),
