@@ -77,6 +77,29 @@ impl fmt::Display for Quoted {
     }
 }
 
+/// Why a certificate's identity is outside its anchor's scopes, and what to do: most often an
+/// agency of a neighbouring region calling here directly, whose CA vouches here for that region's
+/// gateway alone; it calls through that gateway.
+fn out_of_scope(anchor: &str, identity: &Identity, scopes: &[IdPrefix]) -> String {
+    let member = identity.member().to_string();
+    let gateway = member
+        .parse::<IdPrefix>()
+        .ok()
+        .and_then(|member| scopes.iter().find(|scope| scope.len() > member.len() && member.overlaps(scope)));
+    match gateway {
+        Some(gateway) => format!(
+            "trust anchor {anchor:?} vouches here only for {gateway}, not for {identity}: an agency of {member} \
+             calls this region's services through its own gateway ({gateway}), which asserts its identity here; \
+             send the call there"
+        ),
+        None => format!(
+            "trust anchor {anchor:?} tried to vouch for {identity}, outside its scopes ({}); a CA may only vouch for \
+             identifiers under its scopes, so {identity} needs a certificate from the CA responsible for {member}",
+            scope_list(scopes)
+        ),
+    }
+}
+
 fn scope_list(scopes: &[IdPrefix]) -> String {
     if scopes.is_empty() {
         "it has none: its certificates count only through [[identity]] fingerprint mappings".to_owned()
@@ -189,12 +212,7 @@ pub enum IdentifyError {
         cause: IdentityError,
     },
     /// The anchor that issued the certificate may not vouch for the identity it carries.
-    #[error(
-        "trust anchor {anchor:?} tried to vouch for {identity}, outside its scopes ({}); a CA may only vouch for \
-         identifiers under its scopes, so {identity} needs a certificate from the CA responsible for {}",
-        scope_list(scopes),
-        identity.member()
-    )]
+    #[error("{}", out_of_scope(anchor, identity, scopes))]
     OutOfScope {
         /// The anchor that issued the certificate.
         anchor: Arc<str>,
@@ -506,6 +524,24 @@ mod tests {
         assert_eq!(peer.identity, identity(IdKind::Subsystem, DINKES));
         assert_eq!(&*peer.anchor, "region");
         assert_eq!(peer.cert_sha256, load::sha256(leaf.der()));
+    }
+
+    #[test]
+    fn a_neighbours_agency_calling_here_directly_is_told_to_call_through_its_gateway() {
+        let pki = Pki::new();
+        let peer_ca = pki.ca("peer", "Pemerintah Kabupaten Ogan Komering Ulu", "ID/PEMDA/1601");
+        let gateway_only = peer_ca.anchor("peer-1601", &["ID/PEMDA/1601/gw1"]);
+        let trust = TrustStore::new(&[pki.region_anchor(), gateway_only], &[]).unwrap();
+        let agency = peer_ca.issue(IdKind::Subsystem, "ID/PEMDA/1601/RSUD");
+        let err = identify_peer(&trust, &agency.chain).unwrap_err();
+        assert_eq!(err.xroad_type(), "Client.InvalidClientIdentity");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("vouches here only for ID/PEMDA/1601/gw1")
+                && msg.contains("through its own gateway (ID/PEMDA/1601/gw1)"),
+            "{msg}"
+        );
+        assert!(!msg.contains("needs a certificate from the CA"), "it has one: {msg}");
     }
 
     #[tokio::test]

@@ -448,8 +448,9 @@ impl CrlStatus {
     pub fn concern(&self, now: time::OffsetDateTime) -> Option<String> {
         let next = self.next_update?;
         let when = rfc3339(next);
-        let fix = "sign a fresh one with `splpd certs crl --ca DIR` and copy it there (run that from cron or a \
-                   systemd timer, e.g. weekly, well within the CRL's lifetime)";
+        let fix = "for this region's CA, sign a fresh one with `splpd certs crl --ca DIR` and copy it there (run \
+                   that from cron or a systemd timer, e.g. weekly, well within the CRL's lifetime); for a \
+                   neighbouring region's, copy in the latest CRL its operators publish";
         if next <= now {
             Some(format!(
                 "the CRL {} of trust anchor {:?} passed its next update at {when}: every certificate of that CA is \
@@ -1666,6 +1667,7 @@ pub(crate) mod tests {
         assert_eq!(status(8).concern(now), None);
         let soon = status(3).concern(now).expect("three days ahead");
         assert!(soon.contains("in 3 day(s)") && soon.contains("splpd certs crl --ca DIR"), "{soon}");
+        assert!(soon.contains("the latest CRL its operators publish"), "a neighbour's CRL is theirs to sign: {soon}");
         assert!(!status(3).expired(now));
         let past = status(-1).concern(now).expect("a day past");
         assert!(past.contains("passed its next update") && past.contains("every certificate of that CA is refused"));

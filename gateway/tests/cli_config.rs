@@ -358,6 +358,14 @@ fn a_peer_anchor_that_does_not_cover_the_peer_is_refused_with_the_narrow_scope_t
 }
 
 #[test]
+fn a_peer_endpoint_with_a_path_is_refused() {
+    let f = Fixture::new();
+    f.edit("endpoints = [\"https://127.0.0.1:18443\"]", "endpoints = [\"https://127.0.0.1:18443/splpd\"]");
+    let err = f.fails_at(f.line_of("https://127.0.0.1:18443/splpd"), "has a path (/splpd)");
+    assert!(err.contains("e.g. \"https://127.0.0.1:18443\""), "{err}");
+}
+
+#[test]
 fn the_national_api_managers_anchor_must_be_defined() {
     let f = Fixture::new();
     f.edit("# trust_anchor = \"splp-nasional\"", "trust_anchor = \"regoin\"");
@@ -536,6 +544,17 @@ fn a_grant_for_another_regions_service_without_a_peer_says_a_peer_is_needed() {
         "ID/PEMDA/1603/DISDUKCAPIL/nik-verify, which this gateway does not serve, and no [[peer]]",
     );
     assert!(err.contains("authoritative = [\"ID/PEMDA/1603\"]"), "{err}");
+}
+
+#[test]
+fn a_grant_for_a_national_service_no_api_maps_is_warned_of() {
+    let f = Fixture::new();
+    f.append("[[grant]]\nservice = \"ID/KL/KEMENKES/SATUSEHAT/pasien\"\nclient = \"ID/PEMDA/1602/RSUD\"\n");
+    let (ok, _, err) = f.check();
+    assert!(ok, "a warning, not a failure: {err}");
+    let warned: Vec<&str> = err.lines().filter(|l| l.contains("no [[national.api]] maps")).collect();
+    assert_eq!(warned.len(), 1, "{err}");
+    assert!(warned[0].contains("ID/KL/KEMENKES/SATUSEHAT/pasien"), "{err}");
 }
 
 #[test]

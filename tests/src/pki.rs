@@ -287,6 +287,15 @@ impl Pki {
         self.region.crl(30, now()).expect("CRL");
     }
 
+    /// Revokes the gateway's own certificate (`gw1.crt`) and publishes a fresh CRL
+    /// (`region/crl.pem`): what a peer region that loads that CRL then refuses.
+    pub fn revoke_gateway(&self) {
+        self.region
+            .revoke(&RevokeTarget::Certificate(self.dir().join("gw1.crt")), RevocationReason::KeyCompromise, now())
+            .expect("revoke");
+        self.region.crl(30, now()).expect("CRL");
+    }
+
     /// A certificate from the region CA, revoked, with a fresh CRL (`region/crl.pem`) listing it.
     /// Call before starting a gateway: CRLs are loaded at start.
     pub fn revoked_client(&self, id: &str) -> ClientCert {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::StatusCode;
+use splpd_gateway::reload::Reloader;
 use splpd_tests::grpc::pb::Ask;
 use splpd_tests::grpc::{ProbeUpstream, request};
 use splpd_tests::logs::Logs;
@@ -76,6 +77,7 @@ async fn topology() -> Topology {
         .grant(&grant(B_DOWN, RSUD))
         .grant(&grant(B_NIK, RSUD))
         .grant(&grant(B_PROBE, RSUD))
+        .toml(&format!("[[quota]]\nservice = \"{B_DOWN}\"\nclient = \"{RSUD}\"\nper_second = 1\nburst = 1\n"))
         .toml(&format!(
             "[[peer]]\nid = \"ID/PEMDA/1602/gw1\"\nendpoints = [\"{}\"]\nauthoritative = [\"ID/PEMDA/1602\"]\n\
              trust_anchor = \"peer-1602\"",
@@ -678,4 +680,46 @@ async fn the_api_manager_is_not_vouched_for_by_a_ca_scoped_to_other_identities()
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(national.tokens_issued(), 1);
     pinned.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_quota_refusal_says_it_is_the_peers() {
+    let t = topology().await;
+    let rsud = t.pki.client(RSUD);
+    // B's quota for RSUD on its service: one call a second, the first spent here.
+    let first = t.a.call(Some(&rsud), Proto::H1, nik_call(B_DOWN, RSUD)).await.unwrap();
+    assert_ne!(first.status, StatusCode::TOO_MANY_REQUESTS, "{}", first.text());
+    let reply = t.a.call(Some(&rsud), Proto::H1, nik_call(B_DOWN, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
+    assert_eq!(reply.xroad_error(), Some("Client.RateLimited"));
+    let told = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(told.contains("refused by ID/PEMDA/1601/gw1, the service's own gateway, by its own quota"), "{told}");
+    assert!(reply.header("retry-after").is_some(), "B's wait is passed on");
+    t.a.stop().await;
+    t.b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_no_longer_accepts_this_gateway_is_not_told_to_the_caller_as_its_own_fault() {
+    let t = topology().await;
+    let rsud = t.pki.client(RSUD);
+    // One call opens A's connection to B.
+    let reply = t.a.call(Some(&rsud), Proto::H2, nik_call(B_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // B's operator revokes A's gateway certificate and B reloads: on the connection A keeps, B
+    // refuses A itself with 401 Client.Unauthenticated.
+    t.pki.revoke_gateway();
+    let reloader = Reloader::new(t.b.config_path(), Arc::clone(t.b.gateway()));
+    reloader.reload().await.unwrap();
+    let reply = t.a.call(Some(&rsud), Proto::H2, nik_call(B_NIK, RSUD)).await.unwrap();
+    // RSUD's own certificate is fine: it is told that the hop failed, not that it is unknown.
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert_eq!(reply.xroad_error(), Some("Server.ServerProxy.ServiceFailed"));
+    let told = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(told.contains("peer gateway ID/PEMDA/1601/gw1 refused this gateway's certificate"), "{told}");
+    let ra = t.a.record(reply.exchange_id()).await;
+    assert_eq!((ra.status, ra.error_type.as_str()), (502, "Server.ServerProxy.ServiceFailed"), "{ra:#?}");
+    t.a.stop().await;
+    t.b.stop().await;
 }

@@ -121,6 +121,9 @@ async fn health_check_over_grpc_answers_for_the_gateway_and_each_service() {
         let status = client.check(check(unknown)).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{unknown}: {status:?}");
         assert!(status.message().contains("not known here"), "{status:?}");
+        // The example offered is one of this gateway's own services.
+        let example = [NIK, PROBE].iter().find(|id| status.message().contains(&format!("such as {id}")));
+        assert!(example.is_some(), "{status:?}");
     }
 
     // The check is an exchange like any other, logged under the gateway's meta-service.

@@ -168,6 +168,13 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                          listener can identify, so it can never be used: check the identifier (its region code?)"
                     );
                 }
+                for service in config::unmapped_national_grants(&cfg) {
+                    eprintln!(
+                        "warning: a grant names {service}, a national service that no [[national.api]] maps, so every \
+                         call to it is refused as unknown: add [[national.api]] service = \"{service}\" with the API's \
+                         name and version in the API manager, or correct the identifier"
+                    );
+                }
                 if let Some(var) = cfg.national.as_ref().and_then(|n| n.client_secret_env.as_deref())
                     && std::env::var_os(var).is_none()
                 {

@@ -8,7 +8,7 @@ pub mod resilience;
 pub mod units;
 mod validate;
 
-pub use validate::{header_identified_clients, unidentifiable_clients};
+pub use validate::{header_identified_clients, unidentifiable_clients, unmapped_national_grants};
 
 use std::path::{Path, PathBuf};
 

@@ -73,6 +73,24 @@ fn routed_elsewhere(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool 
         || cfg.national.iter().flat_map(|n| &n.prefixes).any(|p| service.is_within(p))
 }
 
+/// National services named by grants that no `[[national.api]]` maps: under `[national]`
+/// prefixes (and no peer's), so routed to the national SPLP, where every call to them is then
+/// refused as an unknown service. Most often the API table was forgotten or the identifier typed
+/// two ways.
+pub fn unmapped_national_grants(cfg: &Config) -> Vec<String> {
+    let Some(n) = &cfg.national else { return Vec::new() };
+    let mut named: Vec<String> = Vec::new();
+    for g in &cfg.grants {
+        let national = n.prefixes.iter().any(|p| g.service.is_within(p))
+            && !cfg.peers.iter().flat_map(|p| &p.authoritative).any(|p| g.service.is_within(p));
+        let text = g.service.to_string();
+        if national && !n.apis.iter().any(|a| a.service == g.service) && !named.contains(&text) {
+            named.push(text);
+        }
+    }
+    named
+}
+
 /// Clients named by grants (directly or through a group) that nothing in the configuration could
 /// ever identify: no trust anchor's scope covers them, no [[identity]] maps a certificate to them,
 /// no [[peer]] speaks for them, and no listener names them. Such a grant can never be used, which
@@ -1020,6 +1038,24 @@ impl Validator<'_, '_, '_> {
             }
             for (j, e) in p.endpoints.iter().enumerate() {
                 self.url(at!["peer", i, "endpoints", j], e, true);
+                // A peer gateway takes X-Road calls at /r1/… and gRPC at /package.Service/…: a
+                // path before them would make every call a malformed one there.
+                if let Ok(u) = url::Url::parse(e)
+                    && !matches!(u.path(), "" | "/")
+                {
+                    self.err(
+                        at!["peer", i, "endpoints", j],
+                        format!("{e:?} has a path ({}); a peer gateway is called at its root", u.path()),
+                        format!(
+                            "write the address alone, e.g. \"{}://{}\"",
+                            u.scheme(),
+                            u.host_str().map_or_else(String::new, |h| match u.port() {
+                                Some(port) => format!("{h}:{port}"),
+                                None => h.to_owned(),
+                            })
+                        ),
+                    );
+                }
             }
             if p.authoritative.is_empty() {
                 self.err(

@@ -55,10 +55,14 @@ fn context<T>(request: &Request<T>) -> Result<Call, Status> {
         .ok_or_else(|| Status::internal("the health service was called outside an exchange"))
 }
 
-fn unknown(service: &str) -> Status {
+/// `service` is not known here: what may be asked for instead, with one of this gateway's own
+/// services as the example (a service of another region is its gateway's to report on).
+fn unknown(call: &Call, service: &str) -> Status {
+    let example = call.snapshot.routes.keys().map(ToString::to_string).min();
+    let example = example.map_or_else(String::new, |id| format!(" such as {id}"));
     Status::not_found(format!(
-        "{service:?} is not known here; ask for \"\" (the gateway), a service identifier such as \
-         ID/PEMDA/1602/DINKES/rujukan, or a gRPC service name the gateway routes"
+        "{service:?} is not known here; ask for \"\" (the gateway), the identifier of one of this gateway's own \
+         services{example}, or a gRPC service name the gateway routes"
     ))
 }
 
@@ -73,7 +77,7 @@ impl Health for HealthApi {
     async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let call = context(&request)?;
         let service = &request.get_ref().service;
-        let status = status_of(&call, service).ok_or_else(|| unknown(service))?;
+        let status = status_of(&call, service).ok_or_else(|| unknown(&call, service))?;
         Ok(Response::new(HealthCheckResponse { status: status.into() }))
     }
 
