@@ -131,8 +131,12 @@ pub enum Elsewhere {
 /// Every prefix routed to another gateway, longest first, so that the first match is the most
 /// specific: the one table routing ([`Federation`]) and the directory's messages both read.
 pub fn elsewhere(config: &Config) -> Vec<(IdPrefix, Elsewhere)> {
-    let peers =
-        config.peers.iter().flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), Elsewhere::Peer(p.id.clone()))));
+    // A peer without endpoints only calls here (the national SPLP, whose services `[national]` routes).
+    let peers = config
+        .peers
+        .iter()
+        .filter(|p| !p.endpoints.is_empty())
+        .flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), Elsewhere::Peer(p.id.clone()))));
     let national = config.national.iter().flat_map(|n| n.prefixes.iter().map(|p| (p.clone(), Elsewhere::National)));
     let mut table: Vec<_> = peers.chain(national).collect();
     table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));

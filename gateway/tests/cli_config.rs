@@ -358,6 +358,20 @@ fn a_peer_anchor_that_does_not_cover_the_peer_is_refused_with_the_narrow_scope_t
 }
 
 #[test]
+fn only_a_peer_for_national_prefixes_may_go_without_endpoints() {
+    let f = Fixture::new();
+    f.append(
+        "[[trust_anchor]]\nname = \"splp-nasional\"\nca = \"pki/ca/ca.crt\"\nscopes = [\"ID/KL/KOMDIGI/splp\"]\n\n\
+         [[peer]]\nid = \"ID/KL/KOMDIGI/splp\"\nauthoritative = [\"ID/KL\"]\ntrust_anchor = \"splp-nasional\"\n",
+    );
+    let (_, _, err) = f.check();
+    assert!(!err.contains("has no endpoint") && !err.contains("also routed to peer"), "{err}");
+    f.edit("authoritative = [\"ID/KL\"]\ntrust_anchor", "authoritative = [\"ID/KL\", \"ID/PEMDA/1603\"]\ntrust_anchor");
+    // Told at the table, where the key is missing.
+    f.fails_at(f.line_of("id = \"ID/KL/KOMDIGI/splp\"") - 1, "peer ID/KL/KOMDIGI/splp has no endpoint");
+}
+
+#[test]
 fn a_peer_endpoint_with_a_path_is_refused() {
     let f = Fixture::new();
     f.edit("endpoints = [\"https://127.0.0.1:18443\"]", "endpoints = [\"https://127.0.0.1:18443/splpd\"]");

@@ -42,6 +42,11 @@ const OKU_RSUD: &str = "ID/PEMDA/1601/RSUD";
 /// A's client granted by A only B's NIK check's GET endpoints.
 const BAPPEDA: &str = "ID/PEMDA/1602/BAPPEDA";
 
+/// The national SPLP's gateway, as its certificate names it.
+const NATIONAL_GATEWAY: &str = "ID/KL/KOMDIGI/splp";
+/// A national agency that calls A's service through the national SPLP.
+const NATIONAL_CLIENT: &str = "ID/KL/KEMENDAGRI/DUKCAPIL";
+
 /// The national token header, as the API manager of the national SPLP calls it.
 const TOKEN_HEADER: &str = "AuthorizationSPLP";
 
@@ -96,14 +101,16 @@ async fn topology() -> Topology {
         .grant(&grant(B_DOWN, RSUD))
         .grant(&grant(B_NIK, DINKES))
         .grant(&grant(NATIONAL_NIK, RSUD))
+        .grant(&grant(A_NIK, NATIONAL_CLIENT))
         .grant(&format!("{}\nendpoints = [\"GET /nik/*\"]", grant(B_NIK, BAPPEDA)))
         .toml(&format!(
-            "[[trust_anchor]]\nname = \"national\"\nca = \"{}\"\n\n\
+            "[[trust_anchor]]\nname = \"national\"\nca = \"{}\"\nscopes = [\"{NATIONAL_GATEWAY}\"]\n\n\
+             [[peer]]\nid = \"{NATIONAL_GATEWAY}\"\nauthoritative = [\"ID/KL\"]\ntrust_anchor = \"national\"\n\n\
              [[peer]]\nid = \"ID/PEMDA/1601/gw1\"\nendpoints = [\"{}\", \"https://{}\"]\n\
              authoritative = [\"ID/PEMDA/1601\"]\ntrust_anchor = \"peer-1601\"\n\n\
              [national]\nprefixes = [\"ID/KL\"]\nbase_url = \"{url}\"\ntenant = \"{TENANT}\"\n\
              token_url = \"{url}/oauth2/token\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"national.secret\"\n\
-             token_header = \"{TOKEN_HEADER}\"\n\n\
+             token_header = \"{TOKEN_HEADER}\"\ntrust_anchor = \"national\"\n\n\
              [[national.api]]\nservice = \"{NATIONAL_NIK}\"\napi = \"dukcapil-nik\"\nversion = \"v1\"",
             national.ca_cert().display(),
             relay_b.https_url(),
@@ -720,6 +727,34 @@ async fn a_peer_that_no_longer_accepts_this_gateway_is_not_told_to_the_caller_as
     assert!(told.contains("peer gateway ID/PEMDA/1601/gw1 refused this gateway's certificate"), "{told}");
     let ra = t.a.record(reply.exchange_id()).await;
     assert_eq!((ra.status, ra.error_type.as_str()), (502, "Server.ServerProxy.ServiceFailed"), "{ra:#?}");
+    t.a.stop().await;
+    t.b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_national_splp_calls_in_as_a_peer_while_its_services_go_through_the_national_connector() {
+    let t = topology().await;
+    // The national SPLP's gateway, asserting a national agency, calls A's service: its [[peer]]
+    // has no endpoints, so it speaks for ID/KL inbound while calls to ID/KL still go out through
+    // [national].
+    let national_gateway = splpd_tests::ClientCert {
+        identity: NATIONAL_GATEWAY.into(),
+        chain: splpd_certs::load::read_certificates(&t.pki.dir().join("national/splp.crt")).unwrap(),
+        key: splpd_certs::load::read_private_key(&t.pki.dir().join("national/splp.key")).unwrap(),
+    };
+    let reply = t.a.call(Some(&national_gateway), Proto::H2, nik_call(A_NIK, NATIONAL_CLIENT)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = t.a.record(reply.exchange_id()).await;
+    assert_eq!((rec.client.as_str(), rec.peer.as_str()), (NATIONAL_CLIENT, NATIONAL_GATEWAY), "{rec:#?}");
+    // It speaks for national identifiers alone.
+    let reply = t.a.call(Some(&national_gateway), Proto::H2, nik_call(A_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.xroad_error(), Some("Client.InvalidClientIdentity"), "{}", reply.text());
+
+    // And a national service is still called at the API manager.
+    let rsud = t.pki.client(RSUD);
+    let reply = t.a.call(Some(&rsud), Proto::H1, nik_call(NATIONAL_NIK, RSUD)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(t.a.record(reply.exchange_id()).await.upstream, t.national.url());
     t.a.stop().await;
     t.b.stop().await;
 }

@@ -364,10 +364,13 @@ pub struct Quota {
 pub struct Peer {
     /// The peer's server identifier; its certificate must carry it.
     pub id: ServerId,
-    /// `https://` URLs of its endpoints, tried in turn.
+    /// `https://` URLs of its endpoints, tried in turn. Empty for a peer that only calls this
+    /// gateway, as the national SPLP does, whose services go through `[national]` instead: then
+    /// nothing is routed to it.
+    #[serde(default)]
     pub endpoints: Vec<String>,
-    /// Identifier prefixes the peer is authoritative for: services routed to it, and client
-    /// identities it may assert.
+    /// Identifier prefixes the peer is authoritative for: services routed to it (when it has
+    /// endpoints), and client identities it may assert.
     pub authoritative: Vec<IdPrefix>,
     /// The trust anchor that vouches for the peer's server certificate.
     pub trust_anchor: String,

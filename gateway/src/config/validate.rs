@@ -69,8 +69,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Whether a service is reached through a `[[peer]]` or `[national]` rather than served here.
 fn routed_elsewhere(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool {
-    cfg.peers.iter().flat_map(|p| &p.authoritative).any(|p| service.is_within(p))
-        || cfg.national.iter().flat_map(|n| &n.prefixes).any(|p| service.is_within(p))
+    routed_to_peer(cfg, service) || cfg.national.iter().flat_map(|n| &n.prefixes).any(|p| service.is_within(p))
+}
+
+/// Whether calls to `service` go to a peer gateway (one with endpoints: a peer without only calls
+/// here).
+fn routed_to_peer(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool {
+    cfg.peers.iter().filter(|p| !p.endpoints.is_empty()).flat_map(|p| &p.authoritative).any(|p| service.is_within(p))
 }
 
 /// National services named by grants that no `[[national.api]]` maps: under `[national]`
@@ -81,8 +86,7 @@ pub fn unmapped_national_grants(cfg: &Config) -> Vec<String> {
     let Some(n) = &cfg.national else { return Vec::new() };
     let mut named: Vec<String> = Vec::new();
     for g in &cfg.grants {
-        let national = n.prefixes.iter().any(|p| g.service.is_within(p))
-            && !cfg.peers.iter().flat_map(|p| &p.authoritative).any(|p| g.service.is_within(p));
+        let national = n.prefixes.iter().any(|p| g.service.is_within(p)) && !routed_to_peer(cfg, &g.service);
         let text = g.service.to_string();
         if national && !n.apis.iter().any(|a| a.service == g.service) && !named.contains(&text) {
             named.push(text);
@@ -1029,11 +1033,17 @@ impl Validator<'_, '_, '_> {
                     "a peer is another region's gateway",
                 );
             }
-            if p.endpoints.is_empty() {
+            // Without endpoints a peer only calls here: the national SPLP, whose services go
+            // through [national], so that all it speaks for must be national.
+            let national = |prefix: &IdPrefix| {
+                cfg.national.iter().flat_map(|n| &n.prefixes).any(|n| prefix.len() >= n.len() && n.overlaps(prefix))
+            };
+            if p.endpoints.is_empty() && !(cfg.national.is_some() && p.authoritative.iter().all(national)) {
                 self.err(
                     at!["peer", i, "endpoints"],
                     format!("peer {} has no endpoint", p.id),
-                    "add its https:// address, e.g. endpoints = [\"https://gw1.example.go.id:8443\"]",
+                    "add its https:// address, e.g. endpoints = [\"https://gw1.example.go.id:8443\"]; only a peer \
+                     authoritative for [national] prefixes alone (the national SPLP calling here) goes without",
                 );
             }
             for (j, e) in p.endpoints.iter().enumerate() {
@@ -1144,11 +1154,12 @@ impl Validator<'_, '_, '_> {
                     "national prefixes name national services only",
                 );
             }
-            if let Some(peer) = cfg.peers.iter().find(|p| p.authoritative.contains(prefix)) {
+            if let Some(peer) = cfg.peers.iter().find(|p| !p.endpoints.is_empty() && p.authoritative.contains(prefix)) {
                 self.err(
                     at!["national", "prefixes", j],
                     format!("{prefix} is also routed to peer {}", peer.id),
-                    "route each prefix one way",
+                    "route each prefix one way; a [[peer]] for the national SPLP's calls to this gateway has no \
+                     endpoints, so that nothing is routed to it",
                 );
             }
         }
