@@ -237,6 +237,15 @@ fn a_crl_near_or_past_its_next_update_is_warned_of_with_what_to_do() {
     assert!(err.contains("passed its next update") && err.contains("every certificate of that CA is refused"), "{err}");
 }
 
+#[test]
+fn a_crl_listed_under_another_ca_s_anchor_is_told_at_its_line() {
+    let f = Fixture::new();
+    f.edit("crls = [\"pki/peer-1601/crl.pem\"]", "crls = [\"pki/ca/crl.pem\"]");
+    // The peer anchor's `crls`, four lines below its `ca`.
+    let err = f.fails_at(f.line_of("ca = \"pki/peer-1601/ca.crt\"") + 4, "which is not a CA of this anchor");
+    assert!(err.contains("hint: list each CRL under the anchor of the CA that signed it"), "{err}");
+}
+
 /// What the file cannot show but `splpd serve` depends on is said as a warning: a gateway key
 /// other accounts may read, a secret's environment variable that is not set.
 #[test]

@@ -603,8 +603,10 @@ impl Validator<'_, '_, '_> {
                     }
                 }
             }
+            let mut crls_read = true;
             for (j, crl) in a.crls.iter().enumerate() {
                 if let Err(e) = load::read_crls(&self.file(crl)) {
+                    crls_read = false;
                     let hint = Self::load_hint(
                         &e,
                         "check the path (relative to this file's folder), or publish the CA's CRL there with \
@@ -612,6 +614,9 @@ impl Validator<'_, '_, '_> {
                     );
                     self.err(at!["trust_anchor", i, "crls", j], e.to_string(), hint);
                 }
+            }
+            if crls_read && !a.crls.is_empty() {
+                self.crls_of_anchor(i, a);
             }
             for (j, scope) in a.scopes.iter().enumerate() {
                 if let Some((other, other_name, _, _)) = scopes.iter().find(|(s, ..)| s.overlaps(scope)) {
@@ -629,6 +634,32 @@ impl Validator<'_, '_, '_> {
                 scopes.push((scope, a.name.as_str(), i, j));
             }
         }
+    }
+
+    /// The anchor's CRLs as the gateway takes them: each signed by a CA of the anchor, in the
+    /// profile the TLS library takes. A CRL that is not is told at its line in `crls`.
+    fn crls_of_anchor(&mut self, i: usize, a: &crate::config::TrustAnchor) {
+        let resolved = crate::config::TrustAnchor {
+            ca: self.file(&a.ca),
+            crls: a.crls.iter().map(|c| self.file(c)).collect(),
+            ..a.clone()
+        };
+        // Silent: the gateway (or `config check`) loads the anchors again, and says then what
+        // concerns it, once.
+        let loaded = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            crate::tls::TrustStore::new(std::slice::from_ref(&resolved), &[])
+        });
+        let Err(crate::tls::TlsSetupError::CrlUnusable { path, reason, .. }) = loaded else {
+            return;
+        };
+        let j = resolved.crls.iter().position(|c| *c == path).unwrap_or(0);
+        // The reason ends with its fix, after the last "; ".
+        let (what, fix) = reason.rsplit_once("; ").unwrap_or((reason.as_str(), "check the file"));
+        self.err(
+            at!["trust_anchor", i, "crls", j],
+            format!("the CRL in {} {what}", a.crls.get(j).unwrap_or(&path).display()),
+            fix,
+        );
     }
 
     fn anchor_names(&self) -> impl Iterator<Item = &str> {
