@@ -59,6 +59,8 @@ pub enum OAuthError {
         url: String,
         /// What went wrong.
         reason: String,
+        /// The side a failed connection points to, where it was one.
+        fault: Option<crate::http::ConnectFault>,
     },
     /// The token endpoint refused the request (RFC 6749 §5.2).
     #[error(
@@ -271,7 +273,8 @@ impl ClientCredentials {
 
     async fn request(&self) -> Result<Grant, OAuthError> {
         let url = self.url.to_string();
-        let unreachable = |reason: String| OAuthError::Unreachable { url: url.clone(), reason };
+        let failed = |reason: String, fault| OAuthError::Unreachable { url: url.clone(), reason, fault };
+        let unreachable = |reason: String| failed(reason, None);
         let mut auth = HeaderValue::from_str(self.basic.expose())
             .map_err(|_| unreachable("the client credentials cannot be sent in a header".into()))?;
         auth.set_sensitive(true);
@@ -285,7 +288,9 @@ impl ClientCredentials {
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         h.insert(header::AUTHORIZATION, auth);
         let resp = self.client.send(req, self.timeout).await.map_err(|e| match e {
-            UpstreamError::Connect { reason, .. } | UpstreamError::Broken { reason, .. } => unreachable(reason),
+            UpstreamError::Connect { reason, fault, .. } | UpstreamError::Broken { reason, fault, .. } => {
+                failed(reason, fault)
+            }
             UpstreamError::Timeout { after, .. } => unreachable(format!("no answer within {after:?}")),
             e @ UpstreamError::Saturated { .. } => unreachable(e.to_string()),
         })?;
@@ -373,7 +378,11 @@ mod tests {
         fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Grant, OAuthError>> + Send + '_>> {
             Box::pin(async move {
                 if self.failing.load(Ordering::SeqCst) {
-                    return Err(OAuthError::Unreachable { url: "https://token".into(), reason: "down".into() });
+                    return Err(OAuthError::Unreachable {
+                        url: "https://token".into(),
+                        reason: "down".into(),
+                        fault: None,
+                    });
                 }
                 let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
                 Ok(Grant { access_token: Secret::new(format!("token-{n}")), expires_in: self.life })

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use splpd_adapters::http::{HttpUpstream, UpstreamBody, UpstreamError, UpstreamOptions};
 use splpd_adapters::national::{NationalConnector, NationalError, NationalSettings};
-use splpd_adapters::oauth::Secret;
+use splpd_adapters::oauth::{OAuthError, Secret};
 use splpd_adapters::peer::{PeerAnswer, PeerEndpoints, PeerFailure};
 use splpd_adapters::upstreams::{Attempt, Policy, ServiceUpstreams};
 use splpd_certs::id::{ClientId, IdKind, IdPrefix, Identity, ServerId, ServiceId};
@@ -350,10 +350,21 @@ impl Via {
                     NationalError::Body(_) => {
                         GatewayError::ServiceFailed(format!("{}: the national SPLP: {e}", route.id).into())
                     }
-                    e => GatewayError::ServiceFailed(Failure::hidden(
-                        format!("{}: the call to the national SPLP failed", route.id),
-                        format!("{}: the national SPLP: {e}", route.id),
-                    )),
+                    e => {
+                        let fault = match &e {
+                            NationalError::Upstream(
+                                UpstreamError::Connect { fault, .. } | UpstreamError::Broken { fault, .. },
+                            )
+                            | NationalError::Token(OAuthError::Unreachable { fault, .. }) => *fault,
+                            _ => None,
+                        };
+                        let hint =
+                            crate::upstream::national_hint(fault).map_or_else(String::new, |h| format!(" ({h})"));
+                        GatewayError::ServiceFailed(Failure::hidden(
+                            format!("{}: the call to the national SPLP failed", route.id),
+                            format!("{}: the national SPLP: {e}{hint}", route.id),
+                        ))
+                    }
                 }))
             }),
         }

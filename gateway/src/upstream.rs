@@ -92,6 +92,27 @@ pub(crate) fn connect_hint(err: &UpstreamError, side: &Side<'_>) -> Option<Strin
     Some(hint)
 }
 
+/// What the operator should check after a connection to the national SPLP's API manager (its
+/// API or token endpoint) failed, following the side the failure points to.
+pub(crate) fn national_hint(fault: Option<ConnectFault>) -> Option<&'static str> {
+    Some(match fault? {
+        ConnectFault::Unreachable => {
+            "check base_url and token_url in [national], and that this host may reach the API manager (a firewall \
+             or a proxy in between?)"
+        }
+        ConnectFault::RefusedByFarSide => {
+            "the API manager ended the TLS handshake with a certificate alert: ask its operators what it expects of \
+             this gateway"
+        }
+        ConnectFault::TheirCertificate => {
+            "check that the API manager's certificate is issued for the host in the URL by the CA of the \
+             [[trust_anchor]] that [national] trust_anchor names (without that key, of an anchor with no scopes or \
+             of this region: a neighbour's CA does not vouch for it)"
+        }
+        ConnectFault::NotTls => "nothing speaks TLS there: check the port in [national] base_url and token_url",
+    })
+}
+
 /// One service's endpoints as they stand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceStatus {

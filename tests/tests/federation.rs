@@ -668,6 +668,7 @@ async fn national_region(pki: &Pki, national: &NationalStandIn, pinned: bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_manager_is_not_vouched_for_by_a_ca_scoped_to_other_identities() {
+    Logs::capture();
     let pki = Pki::new();
     let national = NationalStandIn::start(pki.dir(), TOKEN_HEADER, 3600).await;
     let rsud = pki.client(RSUD);
@@ -678,6 +679,9 @@ async fn the_api_manager_is_not_vouched_for_by_a_ca_scoped_to_other_identities()
     let reply = unpinned.call(Some(&rsud), Proto::H1, nik_call(NATIONAL_NIK, RSUD)).await.unwrap();
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
     assert_eq!(national.token_requests(), 0, "no token was asked for: the secret stayed home");
+    // The operator is told what the API manager's certificate must chain to.
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(logged.iter().any(|l| l.contains("[national] trust_anchor names")), "{logged:#?}");
     assert!(national.calls().is_empty());
     unpinned.stop().await;
 
