@@ -127,6 +127,15 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
             return Err(bad(format!("the path {:?} has an empty segment (`//`); send it without one", clip(path))));
         }
         let decoded = decode_segment(seg).map_err(bad)?;
+        // Servers that decode overlong UTF-8 (`%c0%ae` as `.`) would see what no check here saw.
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(bad(format!(
+                "the path {:?} has the segment {:?}, whose escapes are not UTF-8 once decoded (an overlong or broken \
+                 sequence, which some servers read as `.` or `/`); send the segment's text as UTF-8, percent-encoded",
+                clip(path),
+                clip(seg)
+            )));
+        }
         // A service that decodes twice reads `%252e%252e` as `..` and `%252f` as `/`: a segment
         // holding an escape once decoded is checked decoded twice too.
         // Decoded leniently: a service that decodes twice may well keep a bad escape as it is.
@@ -135,14 +144,14 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
             // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
             // resolve dots, so `..;x` is `..` to them: the name before any `;` must not be a dot.
             let name = d.split(|b| *b == b';').next().unwrap_or_default();
-            if name == b"." || name == b".." {
+            if let Some(dots) = read_as_dots(name) {
                 return Err(bad(format!(
                     "the path {:?} has the segment {:?}, which a service may read as `{}`: `.` and `..` segments are \
-                     not allowed in any spelling (encoded, encoded twice, or followed by `;`); send the path without \
-                     them",
+                     not allowed in any spelling (encoded, encoded twice, followed by `;` or by spaces, or in \
+                     full-width dots); send the path without them",
                     clip(path),
                     clip(seg),
-                    String::from_utf8_lossy(name)
+                    dots
                 )));
             }
             if let Some(b) = d.iter().find(|b| matches!(b, b'/' | b'\\' | 0)) {
@@ -165,17 +174,41 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// Whether a segment's name (decoded, before any `;`) is `.` or `..` to some server: as it is,
+/// with spaces or tabs after it (Windows servers drop them), or in dots that Unicode
+/// normalisation (NFKC) folds into `.` (full-width U+FF0E, small U+FE52, leaders U+2024 and U+2025).
+fn read_as_dots(name: &[u8]) -> Option<&'static str> {
+    let text = std::str::from_utf8(name).ok()?.trim_end_matches([' ', '\t']);
+    let mut dots = 0;
+    for c in text.chars() {
+        dots += match c {
+            '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}' => 1,
+            '\u{2025}' => 2,
+            _ => return None,
+        };
+    }
+    match dots {
+        1 => Some("."),
+        2 => Some(".."),
+        _ => None,
+    }
+}
+
 /// The query: well-formed escapes, and each parameter at most once (parameter pollution lets a
-/// caller pass one value to the gateway's checks and another to the service).
+/// caller pass one value to the gateway's checks and another to the service). Once as any server
+/// reads it: some split on `;` as well as `&` (older CGI and Python), some ignore the case of
+/// names (ASP.NET).
 fn check_query(query: &str) -> Result<(), GatewayError> {
     let mut names: Vec<Vec<u8>> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    for pair in query.split(['&', ';']).filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode_segment(&name.replace('+', " ")).map_err(bad)?;
+        let mut name = decode_segment(&name.replace('+', " ")).map_err(bad)?;
         decode_segment(value).map_err(bad)?;
+        name.make_ascii_lowercase();
         if names.contains(&name) {
             return Err(bad(format!(
-                "the query parameter {:?} appears more than once; send each parameter once",
+                "the query parameter {:?} appears more than once (as some servers read it: names in any case, \
+                 and `;` as well as `&` between parameters); send each parameter once",
                 String::from_utf8_lossy(&name)
             )));
         }
@@ -265,6 +298,16 @@ mod tests {
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%252f..%252fadmin%25").contains("encoded twice"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/%252e%252e;%25/x").contains("read as `..`"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a//b").contains("empty segment"));
+        // Dots as other servers read them: with spaces after (Windows), full-width (NFKC), overlong.
+        for seg in ["..%20", "..%09", ".%20%20", "%ef%bc%8e%ef%bc%8e", "%e2%80%a5", ".%ef%b9%92;x"] {
+            let said = err(&format!("/r1/ID/PEMDA/1602/A/s/{seg}/admin"));
+            assert!(said.contains("may read as `.") && said.contains("full-width dots"), "{seg}: {said}");
+        }
+        assert!(err("/r1/ID/PEMDA/1602/A/s/%c0%ae%c0%ae/admin").contains("not UTF-8 once decoded"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/%e0%80%ae/admin").contains("not UTF-8 once decoded"));
+        // Names with dots and spaces or full-width dots among other text are names.
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/...%20/a%20./%ef%bc%8ex").path, "/...%20/a%20./%ef%bc%8ex");
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/caf%c3%a9").path, "/caf%c3%a9");
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%zz").contains("two hex digits"));
     }
 
@@ -272,6 +315,10 @@ mod tests {
     fn parameter_pollution_is_refused() {
         assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&nik=2").contains("\"nik\" appears more than once"));
         assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&n%69k=2").contains("appears more than once"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1;nik=2").contains("appears more than once"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&NIK=2").contains("names in any case"));
+        // A `;` inside a value is the value's, when it makes no second parameter of a name.
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s?q=a;b&page=2").query, Some("q=a;b&page=2"));
         assert!(err("/r1/ID/PEMDA/1602/A/s?a=%G1").contains("two hex digits"));
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s?a=1&b=2&&").query, Some("a=1&b=2&&"));
     }
