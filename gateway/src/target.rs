@@ -120,6 +120,14 @@ fn decode_escapes(bytes: &[u8], strict: bool) -> Option<Vec<u8>> {
 /// The path under the service: no `.`/`..` segments (plain or encoded), no encoded `/`, `\` or
 /// NUL that an upstream might decode into a different path, no empty segments inside it.
 fn check_path(path: &str) -> Result<(), GatewayError> {
+    // HTTP/1.1's parser refuses these; an HTTP/2 `:path` may carry them, and a service's parser
+    // would then meet bytes the URI syntax has no place for.
+    if let Some(b) = path.bytes().find(|b| !b.is_ascii_graphic()) {
+        return Err(bad(format!(
+            "the path {:?} holds the byte 0x{b:02X} unencoded; percent-encode it (UTF-8, e.g. %C3%A9 for é)",
+            clip(path)
+        )));
+    }
     let segments: Vec<&str> = path[1..].split('/').collect();
     let last = segments.len() - 1;
     for (i, seg) in segments.iter().enumerate() {
@@ -308,6 +316,7 @@ mod tests {
         // Names with dots and spaces or full-width dots among other text are names.
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/...%20/a%20./%ef%bc%8ex").path, "/...%20/a%20./%ef%bc%8ex");
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/caf%c3%a9").path, "/caf%c3%a9");
+        assert!(err("/r1/ID/PEMDA/1602/A/s/caf\u{e9}").contains("the byte 0xC3 unencoded"));
         assert!(err("/r1/ID/PEMDA/1602/A/s/a%zz").contains("two hex digits"));
     }
 
