@@ -1058,6 +1058,18 @@ fn a_partial_archive_is_refused_naming_the_missing_file() {
             "{all}"
         );
     }
+    // Cut before its end, where the manifest and its signature are: the archive's first file
+    // still says what the folder is, and it does not pass for a plain log.
+    let dir = log.path("cut");
+    extract(&log.path("all.tar"), &dir);
+    fs::remove_file(dir.join("MANIFEST.json")).unwrap();
+    fs::remove_file(dir.join("MANIFEST.sig")).unwrap();
+    let all = log.fails(&["audit", "verify", &name(&dir), "--ca", "ca/ca.crt"]);
+    assert!(
+        all.contains("SPLPD-EXPORT.txt is here but MANIFEST.json is missing")
+            && all.contains("extract the whole archive again"),
+        "{all}"
+    );
 }
 
 /// Alters record `seq` of the log in `dir` (a flipped bit in its payload) and gives its frame a

@@ -25,8 +25,8 @@ use splpd_certs::id::Identity;
 use splpd_certs::load::{read_certificates, sha256};
 
 pub use self::archive::{
-    ExportError, ExportOptions, ExportSummary, FileEntry, MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_SIG_FILE, Manifest,
-    ManifestSigner, SeqRange, Start, export,
+    EXPORT_MARKER_FILE, ExportError, ExportOptions, ExportSummary, FileEntry, MANIFEST_FILE, MANIFEST_FORMAT,
+    MANIFEST_SIG_FILE, Manifest, ManifestSigner, SeqRange, Start, export,
 };
 pub use self::consistency::{
     CONSISTENCY_PROOF_FORMAT, CheckedConsistency, check_consistency_proof, make_consistency_proof,
@@ -760,13 +760,16 @@ pub fn verify_log(
     }
 
     let mut tree = Tree::new();
-    if !dir.join(MANIFEST_FILE).exists() && dir.join(MANIFEST_SIG_FILE).exists() {
+    if !dir.join(MANIFEST_FILE).exists() {
         // Part of an archive: what is left cannot be told from a live log.
-        report.problem(format!(
-            "{}: {MANIFEST_SIG_FILE} is here but {MANIFEST_FILE} is missing: an export archive extracted in part, \
-             or its manifest deleted; extract the whole archive again into an empty directory",
-            dir.display()
-        ));
+        let here = [MANIFEST_SIG_FILE, EXPORT_MARKER_FILE].into_iter().find(|f| dir.join(f).exists());
+        if let Some(here) = here {
+            report.problem(format!(
+                "{}: {here} is here but {MANIFEST_FILE} is missing: an export archive extracted in part, or its \
+                 manifest deleted; extract the whole archive again into an empty directory",
+                dir.display()
+            ));
+        }
     }
     if dir.join(MANIFEST_FILE).exists() {
         match archive::check_manifest(dir, &segment_names, ca) {

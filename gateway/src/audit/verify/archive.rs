@@ -28,6 +28,13 @@ use crate::audit::segment::{FRAME_HEADER_LEN, HEADER_LEN};
 
 /// The manifest's file name in an archive.
 pub const MANIFEST_FILE: &str = "MANIFEST.json";
+/// The archive's first file, which says what it is: the manifest comes last, so that a folder
+/// extracted in part (cut before the manifest) would otherwise pass for a plain audit log.
+pub const EXPORT_MARKER_FILE: &str = "SPLPD-EXPORT.txt";
+/// What [`EXPORT_MARKER_FILE`] holds.
+const EXPORT_MARKER_TEXT: &[u8] = b"splpd-audit-export/v1: a signed export of an splpd audit log. MANIFEST.json and \
+MANIFEST.sig come last in the archive; a folder holding this file without them was extracted in part. Check it with \
+`splpd audit verify DIR --ca CA.crt`.\n";
 /// The file of the manifest's signature: the raw signature over the bytes of `MANIFEST.json`
 /// (ASN.1 DER for ECDSA, 64 bytes for Ed25519), made by the key named in the manifest.
 pub const MANIFEST_SIG_FILE: &str = "MANIFEST.sig";
@@ -643,7 +650,7 @@ fn partial_path(to: &Path) -> PathBuf {
     to.with_file_name(name)
 }
 
-/// Writes the archive: segments, checkpoints, certificates, then the manifest `make_manifest`
+/// Writes the archive: its marker, segments, checkpoints, certificates, then the manifest `make_manifest`
 /// builds from the file list, and its signature.
 fn write_archive(
     path: &Path,
@@ -659,6 +666,11 @@ fn write_archive(
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
     let mtime = u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0);
     let mut files = Vec::new();
+
+    tar.append_data(&mut tar_header(EXPORT_MARKER_TEXT.len() as u64, mtime), EXPORT_MARKER_FILE, EXPORT_MARKER_TEXT)
+        .map_err(io_err)?;
+    let sha256 = hex::encode(digest::digest(&digest::SHA256, EXPORT_MARKER_TEXT).as_ref());
+    files.push(FileEntry { name: EXPORT_MARKER_FILE.to_owned(), bytes: EXPORT_MARKER_TEXT.len() as u64, sha256 });
 
     for (first, end, segment) in segments {
         let len = frames_len(segment, end - first).map_err(|e| other(format!("{}: {e}", segment.display())))?;
