@@ -512,7 +512,8 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
         let left = hourly.saturating_duration_since(tokio::time::Instant::now());
         let wait = match gateway.upgrade() {
             Some(gateway) => {
-                until_next_crl_look(gateway.snapshot().trust.crl_status(), time::OffsetDateTime::now_utc(), left)
+                let now = time::OffsetDateTime::now_utc();
+                until_next_look(moments_to_tell(&gateway.snapshot().trust, now), now, left)
             }
             None => return,
         };
@@ -541,11 +542,23 @@ async fn watch_crls(gateway: std::sync::Weak<Gateway>, mut shutdown: watch::Rece
     }
 }
 
-/// Until the next look at the CRLs: [`CRL_WATCH`], or the moment one passes its next update when
-/// that comes sooner, so that the log says so then, not up to an hour later.
-fn until_next_crl_look(crls: &[crate::tls::CrlStatus], now: time::OffsetDateTime, hourly: Duration) -> Duration {
-    crls.iter()
-        .filter_map(|c| c.next_update)
+/// When something of the trust store changes what the log should say: a CRL passing its next
+/// update, a CA (of those said at all) ending.
+fn moments_to_tell(trust: &crate::tls::TrustStore, now: time::OffsetDateTime) -> Vec<time::OffsetDateTime> {
+    let crls = trust.crl_status().iter().filter_map(|c| c.next_update);
+    crls.chain(trust.ca_concerns(now).into_iter().map(|c| c.ends)).collect()
+}
+
+/// Until the next look at the CRLs and CAs: [`CRL_WATCH`], or the first of `moments` (a CRL's
+/// next update, a CA's end) when that comes sooner, so that the log says so then, not up to an
+/// hour later.
+fn until_next_look(
+    moments: impl IntoIterator<Item = time::OffsetDateTime>,
+    now: time::OffsetDateTime,
+    hourly: Duration,
+) -> Duration {
+    moments
+        .into_iter()
         .filter(|next| *next > now)
         .filter_map(|next| Duration::try_from(next - now).ok())
         .map(|left| left + Duration::from_secs(1))
@@ -615,15 +628,34 @@ mod tests {
 
     /// The CRLs are looked at hourly, and also as one passes its next update.
     #[test]
-    fn the_next_look_at_the_crls_is_when_one_passes_its_next_update_if_sooner() {
+    fn the_next_look_is_at_the_first_moment_to_come_within_the_hour() {
         let now = time::OffsetDateTime::now_utc();
-        let crl = |next: Option<time::Duration>| crate::tls::tests::crl_status("crl.pem", next.map(|d| now + d), now);
-        assert_eq!(until_next_crl_look(&[], now, CRL_WATCH), CRL_WATCH);
+        let at = |d: time::Duration| now + d;
+        assert_eq!(until_next_look([], now, CRL_WATCH), CRL_WATCH);
         // The hourly look's own time left, when nothing comes sooner.
-        assert_eq!(until_next_crl_look(&[], now, Duration::from_secs(600)), Duration::from_secs(600));
-        let soon = [crl(Some(time::Duration::days(3))), crl(Some(time::Duration::seconds(90))), crl(None)];
-        assert_eq!(until_next_crl_look(&soon, now, CRL_WATCH), Duration::from_secs(91));
+        assert_eq!(until_next_look([], now, Duration::from_secs(600)), Duration::from_secs(600));
+        let soon = [at(time::Duration::days(3)), at(time::Duration::seconds(90))];
+        assert_eq!(until_next_look(soon, now, CRL_WATCH), Duration::from_secs(91));
         // One already past is said at every look; it does not make the looks come faster.
-        assert_eq!(until_next_crl_look(&[crl(Some(time::Duration::seconds(-5)))], now, CRL_WATCH), CRL_WATCH);
+        assert_eq!(until_next_look([at(time::Duration::seconds(-5))], now, CRL_WATCH), CRL_WATCH);
+    }
+
+    #[test]
+    fn the_next_look_comes_when_a_crl_or_a_ca_ends_within_the_hour() {
+        use splpd_certs::pki::{Ca, InitOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        // A one-day CA of the anchor that ends in ten minutes, with its CRL.
+        let opts = InitOptions { days: 1, ..InitOptions::new("Pemda Singkat", vec!["ID/PEMDA/1699".parse().unwrap()]) };
+        Ca::init(tmp.path(), &opts, now - time::Duration::days(1) + time::Duration::minutes(10)).unwrap();
+        let anchor = crate::config::TrustAnchor {
+            name: "short".into(),
+            ca: tmp.path().join("ca.crt"),
+            scopes: vec!["ID/PEMDA/1699".parse().unwrap()],
+            crls: vec![tmp.path().join("crl.pem")],
+        };
+        let trust = crate::tls::TrustStore::new(&[anchor], &[]).unwrap();
+        let wait = until_next_look(moments_to_tell(&trust, now), now, CRL_WATCH);
+        assert!(wait <= Duration::from_secs(601) && wait > Duration::from_secs(590), "{wait:?}");
     }
 }
