@@ -394,6 +394,37 @@ async fn a_change_through_the_admin_listener_may_not_name_a_new_file() {
     let _ = stop.send(true);
 }
 
+/// Which CAs may vouch for the national API manager is where its client secret goes, too: an
+/// operator's certificate may not point `[national] trust_anchor` at a neighbour's CA, whose
+/// holders could then answer for the API manager's host and be sent the secret.
+#[tokio::test]
+async fn a_change_through_the_admin_listener_may_not_change_who_vouches_for_the_api_manager() {
+    let pki = Pki::new();
+    std::fs::write(pki.dir().join("national.secret"), "rahasia\n").unwrap();
+    let national = "[national]\nprefixes = [\"ID/KL\"]\nbase_url = \"https://splp.example\"\ntenant = \"t\"\n\
+                    token_url = \"https://splp.example/token\"\nclient_id = \"x\"\nclient_secret_file = \"national.secret\"\n";
+    let region = RegionBuilder::new(&pki)
+        .toml(&format!("[admin]\naddress = \"127.0.0.1:0\"\noperators = [\"{BUDI}\"]"))
+        .toml(national)
+        .start()
+        .await;
+    let s = Setup { region, budi: pki.admin(BUDI), pki, _upstream: Upstream::start().await };
+    let (_reloader, stop) = attach(&s.region);
+    let path = s.region.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let pinned = text.replacen("client_id = \"x\"\n", "client_id = \"x\"\ntrust_anchor = \"peer-1601\"\n", 1);
+    assert_ne!(pinned, text);
+    let reply = call(&s, Call::new(Method::POST, "/config/check").body(pinned)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("[national] trust_anchor") && message.contains("splpd config apply --config"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "nothing changed");
+    let _ = stop.send(true);
+}
+
 /// An operator's connection opened before a new CRL revokes their certificate is refused from
 /// then on, as an agency's is on the exchange listeners: a revoked operator must not go on
 /// changing the gateway over a connection kept open.

@@ -98,11 +98,13 @@ pub enum ChangeError {
         path: PathBuf,
     },
     /// A change through the admin listener would change where the national client secret is
-    /// sent (`[national]` `token_url`, `base_url`, `client_secret_env`).
+    /// sent (`[national]` `token_url`, `base_url`, `client_secret_env`, and the CAs that may vouch
+    /// for the API manager: `trust_anchor`, or the anchors' scopes without it).
     #[error(
         "[national] token_url, base_url and client_secret_env say where the gateway sends its national client secret \
-         and tokens, and which of its environment variables is that secret: through the admin listener they stay as \
-         they are; make this change on the gateway's host (splpd config apply --config FILE NEW)"
+         and tokens, and which of its environment variables is that secret, and [national] trust_anchor (or, without \
+         it, which anchors have no scopes) which CAs may vouch for the host it goes to: through the admin listener \
+         they stay as they are; make this change on the gateway's host (splpd config apply --config FILE NEW)"
     )]
     SecretDestination,
     /// There is no earlier version to go back to.
@@ -205,7 +207,22 @@ impl Reloader {
         // Where the national client secret, and the tokens it buys, are sent, and which
         // variable of the gateway's environment is sent as it, are the host's to change too.
         let destination = |c: &crate::config::Config| {
-            c.national.as_ref().map(|n| (n.token_url.clone(), n.base_url.clone(), n.client_secret_env.clone()))
+            c.national.as_ref().map(|n| {
+                // The CAs the API manager's certificate may chain to (see `peer::national`).
+                let vouches = |a: &crate::config::TrustAnchor| match &n.trust_anchor {
+                    Some(name) => a.name == *name,
+                    None => c.vouches_for_servers(&a.name),
+                };
+                let mut cas: Vec<&std::path::Path> =
+                    c.trust_anchors.iter().filter(|a| vouches(a)).map(|a| a.ca.as_path()).collect();
+                cas.sort();
+                (
+                    n.token_url.clone(),
+                    n.base_url.clone(),
+                    n.client_secret_env.clone(),
+                    cas.into_iter().map(Into::into).collect::<Vec<std::path::PathBuf>>(),
+                )
+            })
         };
         if destination(&new) != destination(&snap.config) {
             return Err(ChangeError::SecretDestination);
