@@ -124,7 +124,9 @@ impl NationalConnector {
             let resp = self.client.send(out, timeout.saturating_sub(started.elapsed())).await?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 1 {
                 // Revoked or expired early on the API manager's side: one more try, fresh token.
-                tracing::info!(url = %parts.uri, "the national SPLP refused the token; fetching a new one");
+                // The host alone: the path and query are the caller's, and may hold personal data.
+                let host = parts.uri.authority().map_or("", |a| a.as_str());
+                tracing::info!(host, "the national SPLP refused the token; fetching a new one");
                 self.tokens.invalidate(&token);
                 continue;
             }

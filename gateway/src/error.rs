@@ -188,6 +188,23 @@ impl GatewayError {
         }
     }
 
+    /// The error as the gateway's process log keeps it: for a failure on the provider's or the
+    /// gateway's side, the operator's story ([`GatewayError::for_operator`]); for a refusal of
+    /// the caller's request (`Client.*`), the kind of refusal alone. What the caller is told
+    /// quotes its request (its path, query, identity and purpose headers), which may hold
+    /// personal data such as a NIK: the audit record keeps the call, the query only hashed, under
+    /// the exchange's id, in files made for it; a process log is not.
+    pub fn for_log(&self) -> Cow<'_, str> {
+        if self.xroad_type().starts_with("Client.") {
+            Cow::Borrowed(
+                "the caller's request was refused; what it was told quotes the request, which may hold personal \
+                 data, so it is not logged: `splpd audit query --exchange-id ID` shows the call",
+            )
+        } else {
+            self.for_operator()
+        }
+    }
+
     /// The error as the gateway's operator is told it, in its log: with what the caller is not
     /// told (see [`Failure`]).
     pub fn for_operator(&self) -> Cow<'_, str> {

@@ -850,13 +850,13 @@ impl Gateway {
             // an operator runs with (warn and above, as the demo does).
             Some(left_out) if named.is_some() => {
                 let note = crate::log_budget::left_out_note(left_out);
-                tracing::warn!(exchange = %id, error = kind_of, grpc, "{}{note}", err.for_operator());
+                tracing::warn!(exchange = %id, error = kind_of, grpc, "{}{note}", err.for_log());
             }
             Some(left_out) => {
                 let note = crate::log_budget::left_out_note(left_out);
-                tracing::info!(exchange = %id, error = kind_of, grpc, "{}{note}", err.for_operator());
+                tracing::info!(exchange = %id, error = kind_of, grpc, "{}{note}", err.for_log());
             }
-            None => tracing::debug!(exchange = %id, error = kind_of, grpc, "{}", err.for_operator()),
+            None => tracing::debug!(exchange = %id, error = kind_of, grpc, "{}", err.for_log()),
         }
         if ctx.grpc {
             ctx.record.set_status(StatusCode::OK);

@@ -819,7 +819,7 @@ impl GatewayCert {
 
     /// Loads `[gateway] cert` and `key` of a configuration.
     pub fn from_config(config: &Config) -> Result<Self, TlsSetupError> {
-        if let Some(concern) = key_file_concern(&config.gateway.key) {
+        for concern in secret_file_concerns(config) {
             tracing::warn!("{concern}");
         }
         let loaded = Self::load(&config.gateway.cert, &config.gateway.key)?;
@@ -876,15 +876,29 @@ impl GatewayCert {
     }
 }
 
-/// What is wrong with how a private key file is kept, if anything: other accounts may read it
-/// (`splpd certs` writes keys 0600, but a copy or an unpacked archive may not be).
-pub fn key_file_concern(path: &Path) -> Option<String> {
+/// What is wrong with how the configuration's secret files are kept, if anything: the gateway's
+/// private key, the audit log's signing key and the national client secret, where other accounts
+/// may read them (`splpd certs` writes keys 0600, but a copy, an unpacked archive or a file
+/// written by hand may not be).
+pub fn secret_file_concerns(config: &Config) -> Vec<String> {
+    let mut files = vec![(config.gateway.key.as_path(), "the gateway's private key")];
+    if let Some(key) = &config.audit.signing_key {
+        files.push((key, "the audit log's signing key"));
+    }
+    if let Some(secret) = config.national.as_ref().and_then(|n| n.client_secret_file.as_deref()) {
+        files.push((secret, "the national client secret"));
+    }
+    files.into_iter().filter_map(|(path, what)| secret_file_concern(path, what)).collect()
+}
+
+/// What is wrong with how `what`, kept in `path`, is kept: other accounts may read it.
+fn secret_file_concern(path: &Path, what: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then(|| {
         format!(
-            "the gateway's private key {} may be read by other accounts on this host (mode {mode:04o}): `chmod 600 {}`, \
-             and make it owned by the account splpd runs as",
+            "{what} {} may be read by other accounts on this host (mode {mode:04o}): `chmod 600 {}`, and make it \
+             owned by the account splpd runs as",
             path.display(),
             path.display()
         )

@@ -277,6 +277,15 @@ fn a_readable_key_and_an_unset_secret_variable_are_warned_of() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("other accounts") && !err.contains("not set here"), "{err}");
+
+    // The national client secret in a file others may read is said too.
+    let secret = f.dir.path().join("national.secret");
+    std::fs::write(&secret, "rahasia\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f.edit("client_secret_env = \"SPLPD_NATIONAL_CLIENT_SECRET\"", "client_secret_file = \"national.secret\"");
+    let (ok, _, err) = f.check();
+    assert!(ok, "a warning, not an error: {err}");
+    assert!(err.contains("the national client secret") && err.contains("may be read by other accounts"), "{err}");
 }
 
 #[test]

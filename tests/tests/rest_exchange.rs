@@ -771,6 +771,34 @@ async fn an_identity_or_purpose_header_sent_twice_is_refused() {
     assert_eq!(upstream.received().len(), 1);
 }
 
+/// A refusal's message quotes the request back to its caller, but the process log keeps no
+/// personal data from it: no path, no query, no identity or purpose header. The audit record has
+/// the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_logged_without_the_personal_data_of_the_request() {
+    Logs::capture();
+    let Setup { region, upstream: _upstream, pki } = setup().await;
+    let puskesmas = pki.client(PUSKESMAS);
+    const NIK: &str = "3201015708900001";
+    let refused = [
+        // A purpose the grant does not allow: the message quotes the method and path.
+        Call::get(target(SERVICE, &format!("/nik/{NIK}?nik={NIK}"))).header("x-splp-purpose", "penagihan"),
+        // A bad escape in the query: the message quotes the value.
+        Call::get(target(SERVICE, &format!("/json/x?nik={NIK}%zz"))),
+        // Another's identity claimed, naming the NIK.
+        Call::get(target(SERVICE, "/json/x")).header("x-road-client", format!("ID/PEMDA/1602/{NIK}")),
+    ];
+    for call in refused {
+        let reply = region.call(Some(&puskesmas), Proto::H1, call).await.unwrap();
+        assert!(reply.status.is_client_error(), "{}", reply.text());
+        assert!(reply.text().contains(NIK), "the caller is told what was wrong: {}", reply.text());
+        let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+        assert!(!logged.is_empty(), "the refusal is logged");
+        assert!(logged.iter().all(|l| !l.contains(NIK)), "{logged:#?}");
+        assert!(logged.iter().any(|l| l.contains("audit query --exchange-id")), "{logged:#?}");
+    }
+}
+
 /// A header that reads as an X-Road header with `_` taken for `-`, as CGI-style servers take it,
 /// is refused: the service would see a client, purpose or user the gateway never checked or logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

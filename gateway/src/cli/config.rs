@@ -129,7 +129,7 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 }
                 // What depends on the host splpd runs on rather than on the file: said, not
                 // failed, since the check may run under another account or shell.
-                if let Some(concern) = splpd_gateway::tls::key_file_concern(&cfg.gateway.key) {
+                for concern in splpd_gateway::tls::secret_file_concerns(&cfg) {
                     eprintln!("warning: {concern}");
                 }
                 // An expired certificate is a mistake in the file, reported above; one near its

@@ -190,7 +190,10 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("proto/kesehatan/v1"))?;
     std::fs::write(dir.join("proto/kesehatan/v1/rujukan.proto"), RUJUKAN_PROTO)?;
     let config_path = dir.join("splpd.toml");
-    std::fs::write(dir.join(addresses::NATIONAL_SECRET), "placeholder: the sandbox has no national SPLP\n")?;
+    // Kept as a secret is: readable by the account splpd runs as alone.
+    let secret = dir.join(addresses::NATIONAL_SECRET);
+    std::fs::write(&secret, "placeholder: the sandbox has no national SPLP\n")?;
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::fs::write(&config_path, addresses::sandbox_config(EXAMPLE_CONFIG, &addrs)?)?;
     let (config, config_text) = splpd_gateway::config::load_with_text(&config_path)?;
     std::fs::write(dir.join(PEER_CONFIG), peer_region::config_text(peer, public, addrs.nik))?;
