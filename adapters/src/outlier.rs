@@ -34,9 +34,14 @@ impl Default for OutlierOptions {
 }
 
 impl OutlierOptions {
-    /// How many of `endpoints` may be ejected at once.
+    /// How many of `endpoints` may be ejected at once: `max_ejected_percent` of them, at least
+    /// one, and never all. An ejection steers calls to the other endpoints; with none left it
+    /// would turn every call, including those the service would answer, into the gateway's 503
+    /// for the ejection's length, over some calls' failures (a service's own 503 on one path).
+    /// nginx never marks a lone server down, and Envoy's panic routing sends to every endpoint
+    /// once too few are healthy: the same rule.
     pub fn max_ejected(&self, endpoints: usize) -> usize {
-        (endpoints * self.max_ejected_percent.min(100) as usize / 100).max(1)
+        (endpoints * self.max_ejected_percent.min(100) as usize / 100).max(1).min(endpoints.saturating_sub(1))
     }
 }
 
@@ -208,7 +213,8 @@ mod tests {
         }
         assert!(!s.is_ejected(epoch, t0));
         assert_eq!(o.max_ejected(2), 1);
-        assert_eq!(o.max_ejected(1), 1, "a lone endpoint may still be ejected");
+        assert_eq!(o.max_ejected(1), 0, "a lone endpoint is never ejected");
+        assert_eq!(OutlierOptions { max_ejected_percent: 100, ..opts() }.max_ejected(3), 2, "nor all of them");
         assert_eq!(o.max_ejected(10), 5);
     }
 

@@ -73,7 +73,9 @@ pub fn no_retry(
         Some("the request timeout is spent".to_owned())
     } else if grpc && failure != Failure::Refused {
         Some("a gRPC call is retried only when its connection was refused, before anything was sent".into())
-    } else if !grpc && !idempotent(method) && !opts.non_idempotent {
+    } else if !grpc && !idempotent(method) && !opts.non_idempotent && failure != Failure::Refused {
+        // Refused, nothing of it reached the endpoint: any method may go to another (as nginx
+        // and gRPC have it), since the service cannot have acted on it.
         Some(format!("{method} is not idempotent (a service may opt in with [service.retry] non_idempotent)"))
     } else if !body_kept {
         Some(format!(
@@ -215,9 +217,10 @@ mod tests {
         assert!(no_retry(&o, false, &get, Failure::Broken, true, 3).unwrap().contains("3 attempt(s)"));
         assert!(no_retry(&o, false, &get, Failure::TimedOut, true, 1).unwrap().contains("timeout"));
         assert!(no_retry(&o, false, &get, Failure::Broken, false, 1).unwrap().contains("not kept"));
-        // POST and PATCH: never, not even refused, unless the service opts in.
-        assert!(no_retry(&o, false, &post, Failure::Refused, true, 1).unwrap().contains("POST is not idempotent"));
-        assert!(no_retry(&o, false, &Method::PATCH, Failure::Refused, true, 1).is_some());
+        // POST and PATCH: only when refused (nothing was sent), unless the service opts in.
+        assert_eq!(no_retry(&o, false, &post, Failure::Refused, true, 1), None);
+        assert!(no_retry(&o, false, &post, Failure::Broken, true, 1).unwrap().contains("POST is not idempotent"));
+        assert!(no_retry(&o, false, &Method::PATCH, Failure::Broken, true, 1).is_some());
         let opted = RetryOptions { non_idempotent: true, ..RetryOptions::default() };
         assert_eq!(no_retry(&opted, false, &post, Failure::Broken, true, 1), None);
         // gRPC: only a refused connection, with the stream never read.
