@@ -762,6 +762,11 @@ impl Gateway {
             // A trailers-only answer: the status is in the headers.
             ctx.record.set_grpc_status(code);
         }
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            // Framed both ways, the answer was read by its chunks: its length, which says
+            // otherwise, must not go on (RFC 9112 §6.3), or the caller waits for bytes never sent.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         forward::strip_hop_by_hop(&mut parts.headers);
         forward::strip_service_software(&mut parts.headers);
         // A service's own X-Road-Error would pass for a refusal by the gateway, which callers tell

@@ -431,3 +431,44 @@ async fn a_configuration_is_in_the_audit_log_before_it_is_in_force() {
     assert_eq!(region.records().iter().filter(|r| r.method == "RELOAD").count(), 1);
     region.stop().await;
 }
+
+/// An OpenAPI document edited in place is served anew without a SIGHUP: the reloader watches
+/// every file the configuration names, not only certificates and CRLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_openapi_document_is_served_anew() {
+    let pki = Pki::new();
+    let upstream = Upstream::start().await;
+    let document = pki.dir().join("nik.json");
+    let text = |title: &str| {
+        format!("{{\"openapi\": \"3.0.3\", \"info\": {{\"title\": \"{title}\", \"version\": \"1\"}}, \"paths\": {{}}}}")
+    };
+    std::fs::write(&document, text("Verifikasi NIK")).unwrap();
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &upstream.url(), "openapi = \"nik.json\"")
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{RSUD}\""))
+        .start()
+        .await;
+    let reloader = std::sync::Arc::new(Reloader::new(region.config_path(), std::sync::Arc::clone(region.gateway())));
+    assert!(reloader.watched_files().contains(&std::path::absolute(&document).unwrap()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(std::sync::Arc::clone(&reloader).run(None, stopped));
+    let rsud = pki.client(RSUD);
+    let get = || Call::get("/r1/ID/PEMDA/1602/DISDUKCAPIL/getOpenAPI?serviceCode=nik-verify");
+    let served = region.call(Some(&rsud), Proto::H1, get()).await.unwrap();
+    assert!(served.text().contains("Verifikasi NIK"), "{}", served.text());
+
+    // Give the watch a moment to be in place, then edit the document.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    std::fs::write(&document, text("Verifikasi NIK v2")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let served = region.call(Some(&rsud), Proto::H1, get()).await.unwrap();
+        if served.text().contains("Verifikasi NIK v2") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still the old document: {}", served.text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(true);
+    region.stop().await;
+}

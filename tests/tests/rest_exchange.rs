@@ -1394,6 +1394,45 @@ async fn a_small_answer_that_breaks_off_is_answered_502_and_recorded_so() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
+/// A service's answer with both `Content-Length` and `Transfer-Encoding: chunked` is read
+/// chunked, as HTTP/1.1 says; its `Content-Length` is dropped before the answer goes on (RFC 9112
+/// §6.3), or the caller would wait for bytes that never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_framed_both_ways_goes_on_chunked_without_its_length() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buf = vec![0u8; 8192];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n @ 1..) = tcp.read(&mut buf).await else { return };
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\
+                               Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+                let _ = tcp.write_all(answer).await;
+            });
+        }
+    });
+    let pki = Pki::new();
+    let region = RegionBuilder::new(&pki)
+        .service(SERVICE, &format!("http://{addr}"), "")
+        .grant(&format!("service = \"{SERVICE}\"\nclient = \"{DINKES}\""))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    for proto in [Proto::H1, Proto::H2] {
+        let reply = region.call(Some(&dinkes), proto, Call::get(target(SERVICE, "/x"))).await.unwrap();
+        assert_eq!((reply.status, reply.body.as_ref()), (StatusCode::OK, &b"ok"[..]), "{proto:?}");
+        assert_ne!(reply.header("content-length"), Some("100"), "{proto:?}");
+        let rec = region.record(reply.exchange_id()).await;
+        assert_eq!((rec.status, rec.error_type.as_str(), rec.response_body_bytes), (200, "", 2), "{rec:#?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_switch_the_gateway_never_asked_for_is_answered_502() {
     let Setup { region, upstream: _upstream, pki } = setup().await;

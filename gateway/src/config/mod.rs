@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 pub use diag::{ConfigError, Diagnostic};
 pub use model::*;
 
+/// The key [`Config::files`] names the audit log's folder by: the one named path that is not a
+/// file the gateway reads.
+pub const AUDIT_DIR: &str = "[audit] dir";
+
 /// Reads, parses and validates a configuration file. Relative paths inside it are taken from the
 /// file's own directory, and are returned resolved.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -188,7 +192,7 @@ impl Config {
         if let Some(national) = &mut self.national {
             national.client_secret_file.iter_mut().for_each(|p| f("[national] client_secret_file", p));
         }
-        f("[audit] dir", &mut self.audit.dir);
+        f(AUDIT_DIR, &mut self.audit.dir);
         self.audit.signing_key.iter_mut().for_each(|p| f("[audit] signing_key", p));
         self.audit.signing_cert.iter_mut().for_each(|p| f("[audit] signing_cert", p));
     }

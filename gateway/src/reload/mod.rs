@@ -440,8 +440,9 @@ impl Reloader {
         std::fs::read(&self.path).is_ok_and(|text| splpd_certs::load::sha256(&text) == in_force)
     }
 
-    /// The files whose change triggers a reload: the configuration itself and every certificate,
-    /// key, CA and CRL file the running configuration names, and those the file names now, if it
+    /// The files whose change triggers a reload: the configuration itself and every file the
+    /// running configuration names (certificates, keys, CAs, CRLs, OpenAPI documents, the
+    /// national client secret), and those the file names now, if it
     /// holds a version that was refused: a fix of the CRL or key it complained about then brings
     /// it in, as a fix of the file itself does.
     pub fn watched_files(&self) -> HashSet<PathBuf> {
@@ -799,16 +800,9 @@ fn audit_changes(old: &config::Audit, new: &config::Audit) -> Vec<String> {
 }
 
 /// Every file a configuration loads certificates, keys or CRLs from.
+/// Every file the configuration names (not the audit log's folder, which the gateway writes).
 fn config_files(config: &Config) -> Vec<PathBuf> {
-    let mut files = vec![config.gateway.cert.clone(), config.gateway.key.clone()];
-    for anchor in &config.trust_anchors {
-        files.push(anchor.ca.clone());
-        files.extend(anchor.crls.iter().cloned());
-    }
-    for service in &config.services {
-        files.extend(service.tls.as_ref().and_then(|t| t.ca.clone()));
-    }
-    files
+    config.files().into_iter().filter(|(key, _)| *key != config::AUDIT_DIR).map(|(_, path)| path).collect()
 }
 
 fn file_watcher(
