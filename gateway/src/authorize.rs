@@ -612,6 +612,8 @@ members = ["ID/PEMDA/1602/PKM-KAYUAGUNG", "ID/PEMDA/1602/PKM-TUGUMULYO"]
         assert!(matches!(get(&p, DINKES, "/nik/"), Err(Denial::EndpointNotCovered { .. })));
         let err = call(&p, DINKES, NIK, "POST", "/nik/1", None, NOW).unwrap_err();
         assert!(matches!(err, Denial::EndpointNotCovered { .. }), "{err:?}");
+        // What GET may read, HEAD may ask after.
+        assert_eq!(call(&p, DINKES, NIK, "HEAD", "/nik/3201010101010001", None, NOW), Ok(0));
     }
 
     #[test]

@@ -264,8 +264,10 @@ pub struct EndpointPattern {
 impl EndpointPattern {
     /// Whether a call with this method and path (the part after the service identifier) matches.
     pub fn matches(&self, method: &str, path: &str) -> bool {
+        // HEAD is GET without the body (RFC 9110 §9.3.2): what GET may read, HEAD may ask after.
         if let Some(m) = &self.method
             && m != method
+            && !(m == "GET" && method == "HEAD")
         {
             return false;
         }
@@ -393,6 +395,7 @@ mod tests {
         let p: EndpointPattern = "GET /nik/*".parse().unwrap();
         assert!(p.matches("GET", "/nik/3201010101010001"));
         assert!(!p.matches("POST", "/nik/3201010101010001"));
+        assert!(p.matches("HEAD", "/nik/3201010101010001"), "HEAD asks what GET reads");
         assert!(!p.matches("GET", "/nik/3201/extra"));
         assert!(!p.matches("GET", "/nik/"));
         assert!(!p.matches("GET", "/nik"));
