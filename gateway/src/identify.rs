@@ -148,6 +148,21 @@ pub enum IdentifyError {
         /// The parser's complaint.
         reason: String,
     },
+    /// The anchor's CA signed the certificate through more intermediate CAs than its path length
+    /// constraint allows: an intermediate the CA was never meant to have made.
+    #[error(
+        "the client certificate reaches trust anchor {anchor:?} through {below} intermediate CA(s), but that anchor's \
+         CA allows {max} (its path length constraint): a CA under it that it was not meant to have issued the \
+         certificate; certificates are issued by the anchor's CA itself"
+    )]
+    PathTooLong {
+        /// The anchor.
+        anchor: Arc<str>,
+        /// Its CA's path length constraint.
+        max: u32,
+        /// The intermediates the chain had.
+        below: u32,
+    },
     /// No configured anchor's CA signed the certificate (or the intermediates it was sent with).
     #[error(
         "the client certificate {fingerprint} (issuer {issuer}) was not signed by the CA of any trust anchor; check that \
@@ -311,6 +326,7 @@ impl IdentifyError {
             | Self::NoLongerValid { .. }
             | Self::UnreadableCertificate { .. }
             | Self::UnknownAnchor { .. }
+            | Self::PathTooLong { .. }
             | Self::NoIdentity { .. }
             | Self::NotForClients { .. }
             | Self::MissingClientHeader { .. }
@@ -346,7 +362,7 @@ pub fn identify_peer(trust: &TrustStore, chain: &[CertificateDer<'_>]) -> Result
     let anchor_index = issuing_anchor(trust, &leaf, intermediates).ok_or_else(|| IdentifyError::UnknownAnchor {
         fingerprint: Fingerprint(cert_sha256),
         issuer: leaf.issuer().to_string(),
-    })?;
+    })??;
     let anchor = &trust.anchors()[anchor_index];
 
     if let Some(mapping) = trust.mapping(&cert_sha256) {
@@ -388,35 +404,43 @@ pub fn identify_peer(trust: &TrustStore, chain: &[CertificateDer<'_>]) -> Result
 }
 
 /// The index of the anchor whose CA signed `leaf`, directly or through the `intermediates` the
-/// client sent. Each step needs both the name match and a verifying signature.
+/// client sent, or why that CA may not have: more intermediates than its path length allows.
+/// Each step needs both the name match and a verifying signature.
 fn issuing_anchor(
     trust: &TrustStore,
     leaf: &X509Certificate<'_>,
     intermediates: &[CertificateDer<'_>],
-) -> Option<usize> {
-    let signed_by_anchor = |cert: &X509Certificate<'_>| {
+) -> Option<Result<usize, IdentifyError>> {
+    // `below`: the intermediate CAs between the anchor's CA and the leaf, which its path length
+    // constraint bounds (the region's CA, made with path length 0, signs leaves alone).
+    let signed_by_anchor = |cert: &X509Certificate<'_>, below: u32| {
         let issuer = cert.issuer().as_raw();
-        trust
+        let ca = trust
             .anchor_cas()
             .iter()
             .filter(|ca| *ca.subject == *issuer)
-            .find(|ca| ca.public_key().is_some_and(|key| cert.verify_signature(Some(&key)).is_ok()))
-            .map(|ca| ca.anchor)
+            .find(|ca| ca.public_key().is_some_and(|key| cert.verify_signature(Some(&key)).is_ok()))?;
+        Some(match ca.max_path_len {
+            Some(max) if below > max => {
+                Err(IdentifyError::PathTooLong { anchor: Arc::clone(trust.anchors()[ca.anchor].name()), max, below })
+            }
+            _ => Ok(ca.anchor),
+        })
     };
-    if let Some(anchor) = signed_by_anchor(leaf) {
+    if let Some(anchor) = signed_by_anchor(leaf, 0) {
         return Some(anchor);
     }
     // Rare (region CAs sign leaves directly), so parsed only when needed.
     let parsed: Vec<X509Certificate<'_>> = intermediates.iter().filter_map(|der| parse(der).ok()).collect();
     let mut current = leaf;
     // Each step moves to a different certificate of the chain, so this many steps suffice.
-    for _ in 0..parsed.len() {
+    for below in 1..=parsed.len() {
         let issuer = current.issuer().as_raw();
         current = parsed
             .iter()
             .filter(|c| c.subject().as_raw() == issuer)
             .find(|c| current.verify_signature(Some(c.public_key())).is_ok())?;
-        if let Some(anchor) = signed_by_anchor(current) {
+        if let Some(anchor) = signed_by_anchor(current, u32::try_from(below).unwrap_or(u32::MAX)) {
             return Some(anchor);
         }
     }
@@ -706,6 +730,31 @@ mod tests {
         let err = identify_peer(&trust, &chain[..1]).unwrap_err();
         assert!(matches!(err, IdentifyError::UnknownAnchor { .. }), "{err:?}");
         assert!(err.to_string().contains("issuer CN=BSrE Issuing CA"), "{err}");
+
+        // A root that allows no intermediate (path length 0, as `init-ca` makes the region's) is
+        // held to it, which the TLS library does not do for a trust anchor.
+        let strict_key = KeyPair::generate().unwrap();
+        let strict_params = ca("BSrE Root", BasicConstraints::Constrained(0));
+        let strict = strict_params.self_signed(&strict_key).unwrap();
+        let strict_issuer = Issuer::new(strict_params, strict_key);
+        let rogue_sub = ca("BSrE Issuing CA", BasicConstraints::Constrained(0));
+        let rogue_key = KeyPair::generate().unwrap();
+        let rogue_sub_cert = rogue_sub.signed_by(&rogue_key, &strict_issuer).unwrap();
+        let rogue_leaf = leaf_params(&identity(IdKind::Subsystem, "ID/KL/BSSN/SIGN"))
+            .signed_by(&KeyPair::generate().unwrap(), &Issuer::new(rogue_sub, rogue_key))
+            .unwrap();
+        let strict_path = tmp.path().join("strict-root.crt");
+        std::fs::write(&strict_path, strict.pem()).unwrap();
+        let anchor = TrustAnchor {
+            name: "strict".into(),
+            ca: strict_path,
+            scopes: vec!["ID/KL/BSSN".parse().unwrap()],
+            crls: vec![],
+        };
+        let trust = TrustStore::new(&[anchor], &[]).unwrap();
+        let err = identify_peer(&trust, &[rogue_leaf.der().clone(), rogue_sub_cert.der().clone()]).unwrap_err();
+        assert!(matches!(err, IdentifyError::PathTooLong { max: 0, below: 1, .. }), "{err:?}");
+        assert_eq!(err.xroad_type(), "Client.Unauthenticated");
     }
 
     #[test]

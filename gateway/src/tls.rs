@@ -233,6 +233,9 @@ pub(crate) struct AnchorCa {
     pub(crate) spki: Box<[u8]>,
     /// The certificate, for the roots of servers the anchor may vouch for.
     pub(crate) der: CertificateDer<'static>,
+    /// Its basic constraints' path length: how many intermediate CAs may stand between it and a
+    /// leaf. The TLS library does not apply a trust anchor's own constraints, so `identify` does.
+    pub(crate) max_path_len: Option<u32>,
 }
 
 impl AnchorCa {
@@ -621,7 +624,10 @@ impl TrustStore {
                 });
             }
             roots.add(der.clone()).map_err(|e| unusable(e.to_string()))?;
-            self.cas.push(AnchorCa { anchor: index, subject: subject.into(), spki: spki.into(), der: der.clone() });
+            let max_path_len = cert.basic_constraints().ok().flatten().and_then(|bc| bc.value.path_len_constraint);
+            let ca =
+                AnchorCa { anchor: index, subject: subject.into(), spki: spki.into(), der: der.clone(), max_path_len };
+            self.cas.push(ca);
             let status = CaStatus {
                 anchor: name.clone(),
                 subject: cert.subject().to_string(),
