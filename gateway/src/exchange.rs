@@ -387,6 +387,7 @@ impl Gateway {
             )));
         }
         check_header_limits(req, snap)?;
+        check_host(req)?;
 
         // parse target
         let target = target.map_err(|e| match e {
@@ -1295,6 +1296,19 @@ fn check_single_valued(headers: &HeaderMap, oversized: Option<(&str, usize)>) ->
              service must see that same one"
         ))),
         None => Ok(()),
+    }
+}
+
+/// An HTTP/1.1 request names its host once (RFC 9112 §3.2): a server answers 400 to one
+/// without `Host` or with two, which intermediaries before and after it may read differently.
+fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    if req.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    match req.headers().get_all(header::HOST).iter().count() {
+        1 => Ok(()),
+        0 => Err(GatewayError::BadRequest("the HTTP/1.1 request has no Host header; send one".into())),
+        _ => Err(GatewayError::BadRequest("the HTTP/1.1 request has more than one Host header; send one".into())),
     }
 }
 

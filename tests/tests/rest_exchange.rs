@@ -1394,6 +1394,33 @@ async fn a_small_answer_that_breaks_off_is_answered_502_and_recorded_so() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
+/// An HTTP/1.1 request without `Host`, or with two, is refused with 400 as HTTP/1.1 asks, not
+/// passed on for intermediaries to read two ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http11_request_without_one_host_is_refused() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Setup { region, upstream, pki: _pki } = setup().await;
+    let request = |hosts: &str| {
+        format!("GET /r1/{SERVICE}/json/x HTTP/1.1\r\n{hosts}X-Road-Client: {LEGACY}\r\nConnection: close\r\n\r\n")
+    };
+    for (hosts, said) in [("", "no Host header"), ("Host: a\r\nHost: b\r\n", "more than one Host header")] {
+        let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
+        tcp.write_all(request(hosts).as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("Client.BadRequest") && answer.contains(said), "{answer}");
+    }
+    assert!(upstream.received().is_empty(), "nothing reached the service");
+    // With one, the same call goes through.
+    let mut tcp = tokio::net::TcpStream::connect(region.addr("intranet")).await.unwrap();
+    tcp.write_all(request("Host: gw\r\n").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+}
+
 /// A service's answer with both `Content-Length` and `Transfer-Encoding: chunked` is read
 /// chunked, as HTTP/1.1 says; its `Content-Length` is dropped before the answer goes on (RFC 9112
 /// §6.3), or the caller would wait for bytes that never come.
