@@ -188,20 +188,22 @@ impl GatewayError {
         }
     }
 
-    /// The error as the gateway's process log keeps it: for a failure on the provider's or the
-    /// gateway's side, the operator's story ([`GatewayError::for_operator`]); for a refusal of
-    /// the caller's request (`Client.*`), the kind of refusal alone. What the caller is told
-    /// quotes its request (its path, query, identity and purpose headers), which may hold
-    /// personal data such as a NIK: the audit record keeps the call, the query only hashed, under
-    /// the exchange's id, in files made for it; a process log is not.
+    /// The error as the gateway's process log keeps it: the operator's story
+    /// ([`GatewayError::for_operator`]), but for the refusals whose message quotes the request
+    /// back to its caller (its path and query, its identity, purpose or other header values),
+    /// which may hold personal data such as a NIK: of those, the kind alone. The audit record
+    /// keeps the call, the query only hashed, under the exchange's id, in files made for it; a
+    /// process log is not. A refusal about the caller's certificate, its size or its timing quotes
+    /// none of it, and is logged whole.
     pub fn for_log(&self) -> Cow<'_, str> {
-        if self.xroad_type().starts_with("Client.") {
-            Cow::Borrowed(
-                "the caller's request was refused; what it was told quotes the request, which may hold personal \
-                 data, so it is not logged: `splpd audit query --exchange-id ID` shows the call",
-            )
-        } else {
-            self.for_operator()
+        match self {
+            Self::BadRequest(_) | Self::InvalidClientIdentity(_) | Self::UnknownService(_) | Self::AccessDenied(_) => {
+                Cow::Borrowed(
+                    "the caller's request was refused; what it was told quotes the request, which may hold personal \
+                     data, so it is not logged: `splpd audit query --exchange-id ID` shows the call",
+                )
+            }
+            _ => self.for_operator(),
         }
     }
 

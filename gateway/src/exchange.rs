@@ -752,7 +752,7 @@ impl Gateway {
             // says whose it is.
             tracing::info!(
                 exchange = %ctx.exchange_id, peer = %via.peer().map_or_else(String::new, ToString::to_string), status = parts.status.as_u16(),
-                "the peer gateway answered with its own error {refused}; its operator finds why in its log under this \
+                "the peer gateway answered with its own error {refused}; its operator finds the call in its audit log under this \
                  exchange id"
             );
             ctx.record.set_error_type(&refused);

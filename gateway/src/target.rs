@@ -120,8 +120,10 @@ fn decode_escapes(bytes: &[u8], strict: bool) -> Option<Vec<u8>> {
 /// The path under the service: no `.`/`..` segments (plain or encoded), no encoded `/`, `\` or
 /// NUL that an upstream might decode into a different path, no empty segments inside it.
 fn check_path(path: &str) -> Result<(), GatewayError> {
-    // HTTP/1.1's parser refuses these; an HTTP/2 `:path` may carry them, and a service's parser
-    // would then meet bytes the URI syntax has no place for.
+    // The URI syntax has no place for raw bytes outside ASCII, nor for controls (RFC 3986): a
+    // service's parser may read them in another encoding than the gateway's checks did. Refused
+    // over both versions (hyper lets raw UTF-8 through on either); browsers and HTTP libraries
+    // percent-encode them.
     if let Some(b) = path.bytes().find(|b| !b.is_ascii_graphic()) {
         return Err(bad(format!(
             "the path {:?} holds the byte 0x{b:02X} unencoded; percent-encode it (UTF-8, e.g. %C3%A9 for é)",
@@ -134,21 +136,24 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
         if seg.is_empty() && i != last {
             return Err(bad(format!("the path {:?} has an empty segment (`//`); send it without one", clip(path))));
         }
-        let decoded = decode_segment(seg).map_err(bad)?;
-        // Servers that decode overlong UTF-8 (`%c0%ae` as `.`) would see what no check here saw.
-        if std::str::from_utf8(&decoded).is_err() {
-            return Err(bad(format!(
-                "the path {:?} has the segment {:?}, whose escapes are not UTF-8 once decoded (an overlong or broken \
-                 sequence, which some servers read as `.` or `/`); send the segment's text as UTF-8, percent-encoded",
-                clip(path),
-                clip(seg)
-            )));
-        }
+        // Without an escape the segment is itself (ASCII, checked above): no decoding to do.
+        let decoded = if seg.contains('%') { decode_segment(seg).map_err(bad)? } else { seg.as_bytes().to_vec() };
         // A service that decodes twice reads `%252e%252e` as `..` and `%252f` as `/`: a segment
         // holding an escape once decoded is checked decoded twice too.
         // Decoded leniently: a service that decodes twice may well keep a bad escape as it is.
         let again = decoded.contains(&b'%').then(|| decode_escapes(&decoded, false).unwrap_or_default());
         for (d, twice) in std::iter::once((&decoded, false)).chain(again.as_ref().map(|a| (a, true))) {
+            // Servers that decode overlong UTF-8 read `%c0%ae` as `.` and `%c0%af` as `/`, which
+            // no check here would have seen. Other bytes that are not UTF-8 (Latin-1 text, say)
+            // are the service's to read.
+            if overlong(d) {
+                return Err(bad(format!(
+                    "the path {:?} has the segment {:?}, whose escapes spell an overlong UTF-8 sequence (which some \
+                     servers read as `.`, `/` or `\\`); send the segment's text as UTF-8, percent-encoded",
+                    clip(path),
+                    clip(seg)
+                )));
+            }
             // Java servers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
             // resolve dots, so `..;x` is `..` to them: the name before any `;` must not be a dot.
             let name = d.split(|b| *b == b';').next().unwrap_or_default();
@@ -182,6 +187,17 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// Whether `bytes` hold the start of an overlong UTF-8 sequence: a lead byte 0xC0 or 0xC1, or
+/// 0xE0 followed by 0x80–0x9F, or 0xF0 followed by 0x80–0x8F (RFC 3629 forbids all of them).
+fn overlong(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, b)| match b {
+        0xC0 | 0xC1 => true,
+        0xE0 => bytes.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n)),
+        0xF0 => bytes.get(i + 1).is_some_and(|n| (0x80..=0x8F).contains(n)),
+        _ => false,
+    })
+}
+
 /// Whether a segment's name (decoded, before any `;`) is `.` or `..` to some server: as it is,
 /// with spaces or tabs after it (Windows servers drop them), or in dots that Unicode
 /// normalisation (NFKC) folds into `.` (full-width U+FF0E, small U+FE52, leaders U+2024 and U+2025).
@@ -208,7 +224,13 @@ fn read_as_dots(name: &[u8]) -> Option<&'static str> {
 /// names (ASP.NET).
 fn check_query(query: &str) -> Result<(), GatewayError> {
     let mut names: Vec<Vec<u8>> = Vec::new();
-    for pair in query.split(['&', ';']).filter(|p| !p.is_empty()) {
+    // After a `;`, a piece is a parameter only with a `=` (`from=2024-01-01;00:00` is one value).
+    let pieces = query.split('&').flat_map(|pair| {
+        let mut parts = pair.split(';');
+        let first = parts.next();
+        first.into_iter().chain(parts.filter(|p| p.contains('=')))
+    });
+    for pair in pieces.filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let mut name = decode_segment(&name.replace('+', " ")).map_err(bad)?;
         decode_segment(value).map_err(bad)?;
@@ -311,8 +333,11 @@ mod tests {
             let said = err(&format!("/r1/ID/PEMDA/1602/A/s/{seg}/admin"));
             assert!(said.contains("may read as `.") && said.contains("full-width dots"), "{seg}: {said}");
         }
-        assert!(err("/r1/ID/PEMDA/1602/A/s/%c0%ae%c0%ae/admin").contains("not UTF-8 once decoded"));
-        assert!(err("/r1/ID/PEMDA/1602/A/s/%e0%80%ae/admin").contains("not UTF-8 once decoded"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/%c0%ae%c0%ae/admin").contains("overlong UTF-8"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/%e0%80%ae/admin").contains("overlong UTF-8"));
+        assert!(err("/r1/ID/PEMDA/1602/A/s/%25c0%25ae%25c0%25ae/admin").contains("overlong UTF-8"), "encoded twice");
+        // Latin-1 text, not UTF-8, is the service's to read.
+        assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/nama/Jos%E9").path, "/nama/Jos%E9");
         // Names with dots and spaces or full-width dots among other text are names.
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/...%20/a%20./%ef%bc%8ex").path, "/...%20/a%20./%ef%bc%8ex");
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s/caf%c3%a9").path, "/caf%c3%a9");
@@ -326,8 +351,10 @@ mod tests {
         assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&n%69k=2").contains("appears more than once"));
         assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1;nik=2").contains("appears more than once"));
         assert!(err("/r1/ID/PEMDA/1602/A/s?nik=1&NIK=2").contains("names in any case"));
-        // A `;` inside a value is the value's, when it makes no second parameter of a name.
+        // A `;` inside a value is the value's, unless what follows it is a parameter (has a `=`).
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s?q=a;b&page=2").query, Some("q=a;b&page=2"));
+        let times = "from=2024-01-01;00:00&to=2024-01-31;00:00";
+        assert_eq!(ok(&format!("/r1/ID/PEMDA/1602/A/s?{times}")).query, Some(times));
         assert!(err("/r1/ID/PEMDA/1602/A/s?a=%G1").contains("two hex digits"));
         assert_eq!(ok("/r1/ID/PEMDA/1602/A/s?a=1&b=2&&").query, Some("a=1&b=2&&"));
     }

@@ -797,6 +797,12 @@ async fn a_refusal_is_logged_without_the_personal_data_of_the_request() {
         assert!(logged.iter().all(|l| !l.contains(NIK)), "{logged:#?}");
         assert!(logged.iter().any(|l| l.contains("audit query --exchange-id")), "{logged:#?}");
     }
+    // A refusal about the caller's certificate quotes none of the request: it is logged whole,
+    // for the operator to see why.
+    let reply = region.call(None, Proto::H1, Call::get(target(SERVICE, &format!("/nik/{NIK}")))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    let logged = Logs::capture().lines_with(reply.exchange_id()).await;
+    assert!(logged.iter().any(|l| l.contains("certificate") && !l.contains(NIK)), "{logged:#?}");
 }
 
 /// A header that reads as an X-Road header with `_` taken for `-`, as CGI-style servers take it,
