@@ -17,8 +17,8 @@ pub struct OutlierOptions {
     pub base_ejection: Duration,
     /// The longest an ejection lasts.
     pub max_ejection: Duration,
-    /// At most this share of a service's endpoints is ejected at once (at least one may always
-    /// be), so that a fault shared by every endpoint does not empty the service.
+    /// At most this share of a service's endpoints is ejected at once (at least one, never all),
+    /// so that a fault shared by every endpoint does not empty the service.
     pub max_ejected_percent: u32,
 }
 

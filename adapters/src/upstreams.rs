@@ -73,6 +73,9 @@ pub struct ServiceUpstreams {
     budget: RetryBudget,
     rng: Rng,
     epoch: Epoch,
+    /// Held while a failure may eject, so that two endpoints reaching their thresholds together
+    /// cannot both pass the cap ([`OutlierOptions::max_ejected`]).
+    ejecting: std::sync::Mutex<()>,
     _health: Option<AbortOnDrop>,
 }
 
@@ -291,6 +294,7 @@ impl ServiceUpstreams {
             policy,
             rng: Rng::from_time(),
             epoch,
+            ejecting: std::sync::Mutex::new(()),
             _health: health,
         }
     }
@@ -394,8 +398,15 @@ impl ServiceUpstreams {
         }
         let opts = &self.policy.outlier;
         let cap = opts.max_ejected(self.endpoints.len());
-        let ejected = || self.endpoints.iter().filter(|o| o.outlier.is_ejected(self.epoch, now)).count() < cap;
-        if let Some(until) = e.outlier.failure(opts, self.epoch, now, ejected) {
+        // An ejection steers calls elsewhere: only while another endpoint can take them (one
+        // failing its health checks cannot), and within the cap.
+        let may_eject = || {
+            let ejected = self.endpoints.iter().filter(|o| o.outlier.is_ejected(self.epoch, now)).count();
+            let elsewhere = self.endpoints.iter().enumerate().any(|(j, o)| j != i && self.available(o, now));
+            ejected < cap && elsewhere
+        };
+        let _one_at_a_time = self.ejecting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = e.outlier.failure(opts, self.epoch, now, may_eject) {
             tracing::warn!(
                 service = %self.policy.service,
                 endpoint = %e.label,

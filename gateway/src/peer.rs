@@ -135,7 +135,7 @@ pub fn elsewhere(config: &Config) -> Vec<(IdPrefix, Elsewhere)> {
     let peers = config
         .peers
         .iter()
-        .filter(|p| !p.endpoints.is_empty())
+        .filter(|p| p.routes_calls())
         .flat_map(|p| p.authoritative.iter().map(|a| (a.clone(), Elsewhere::Peer(p.id.clone()))));
     let national = config.national.iter().flat_map(|n| n.prefixes.iter().map(|p| (p.clone(), Elsewhere::National)));
     let mut table: Vec<_> = peers.chain(national).collect();
@@ -653,10 +653,7 @@ fn national(config: &Config, trust: &TrustStore, gateway: &GatewayCert) -> Resul
     // The API manager's certificate is verified against its own anchor when `trust_anchor` names
     // one, else against those that may vouch for servers: never a neighbour's CA, which would
     // otherwise be handed the client secret by a host that answers for the API manager's name.
-    let roots = match &n.trust_anchor {
-        Some(name) => trust.server_roots(|a| **a.name() == **name),
-        None => trust.server_roots(|a| config.vouches_for_servers(a.name())),
-    };
+    let roots = trust.server_roots(|a| config.vouches_for_api_manager(a.name()));
     if roots.is_empty() {
         return Err(invalid(format!(
             "no [[trust_anchor]] may vouch for the API manager's certificate{}; name the anchor of the national \

@@ -304,7 +304,6 @@ impl AuditedBody {
         tracing::warn!(exchange = %exchange, "{what}");
     }
 
-    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
     /// The service broke its answer off while [`settle`] held all of it back (`e`, its cause):
     /// the client is answered the gateway's 502 instead, and the record says so. `None` when the
     /// record was already completed (the request's own body over its limit cut the answer).
@@ -325,6 +324,7 @@ impl AuditedBody {
         Some((err, ticket))
     }
 
+    /// The gateway's error ends a gRPC answer: its status goes into the trailers and the record.
     fn fail_grpc(&mut self, err: &GatewayError) {
         self.trailers = Some(grpc::error_trailers(err));
         self.ticket = self.close(Some(err.xroad_type()), Some(err.grpc_code().as_u32()));

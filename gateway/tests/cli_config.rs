@@ -378,12 +378,19 @@ fn a_peer_anchor_that_does_not_cover_the_peer_is_refused_with_the_narrow_scope_t
 #[test]
 fn only_a_peer_for_national_prefixes_may_go_without_endpoints() {
     let f = Fixture::new();
+    ca(&f.dir.path().join("pki/splp"), "Kementerian Komunikasi dan Digital SPLP CA");
     f.append(
-        "[[trust_anchor]]\nname = \"splp-nasional\"\nca = \"pki/ca/ca.crt\"\nscopes = [\"ID/KL/KOMDIGI/splp\"]\n\n\
+        "[[trust_anchor]]\nname = \"splp-nasional\"\nca = \"pki/splp/ca.crt\"\nscopes = [\"ID/KL/KOMDIGI/splp\"]\n\n\
          [[peer]]\nid = \"ID/KL/KOMDIGI/splp\"\nauthoritative = [\"ID/KL\"]\ntrust_anchor = \"splp-nasional\"\n",
     );
-    let (_, _, err) = f.check();
-    assert!(!err.contains("has no endpoint") && !err.contains("also routed to peer"), "{err}");
+    let (ok, _, err) = f.check();
+    assert!(ok, "{err}");
+    // Its anchor, scoped to its gateway, vouches for no server: the API manager's pin is advised.
+    assert!(err.contains("warning: [[peer]] ID/KL/KOMDIGI/splp (the national SPLP calling in)"), "{err}");
+    assert!(err.contains("add trust_anchor = \"splp-nasional\" to [national]"), "{err}");
+    f.edit("# trust_anchor = \"splp-nasional\"", "trust_anchor = \"splp-nasional\"");
+    let (ok, _, err) = f.check();
+    assert!(ok && !err.contains("the national SPLP calling in"), "pinned: {err}");
     f.edit("authoritative = [\"ID/KL\"]\ntrust_anchor", "authoritative = [\"ID/KL\", \"ID/PEMDA/1603\"]\ntrust_anchor");
     // Told at the table, where the key is missing.
     f.fails_at(f.line_of("id = \"ID/KL/KOMDIGI/splp\"") - 1, "peer ID/KL/KOMDIGI/splp has no endpoint");

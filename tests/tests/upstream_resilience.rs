@@ -223,7 +223,8 @@ async fn the_circuit_opens_at_its_limit_then_half_opens_and_closes_on_success() 
     let message = assert_gateway_error(&reply, 503, "Server.ServerProxy.ServiceUnavailable");
     assert!(message.contains("try again later") && !message.contains(&url), "{message}");
     assert_eq!(reply.header("retry-after"), Some("1"), "the circuit opens for its 1 s");
-    // While it is open, a call is refused at once, told the same.
+    // While it is open, a call is refused at once, told the same (as it is once it half-opens:
+    // the two slow calls still hold both slots, so its probe overflows them again).
     let again = region.call(Some(&dinkes), Proto::H2, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     assert_gateway_error(&again, 503, "Server.ServerProxy.ServiceUnavailable");
     assert_eq!(again.header("retry-after"), Some("1"), "{}", again.text());
@@ -435,6 +436,36 @@ async fn a_lone_endpoint_is_never_ejected_so_one_paths_failures_do_not_close_the
     let lone = endpoint(&region, SERVICE, &up.url());
     assert!(lone.ejected_until.is_none() && lone.available, "{lone:#?}");
     // Its other paths are still answered.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_endpoint_that_can_take_calls_is_not_ejected() {
+    let pki = Pki::new();
+    let (mut a, b) = (Upstream::start().await, Upstream::start().await);
+    let region = RegionBuilder::new(&pki)
+        .service_with(
+            SERVICE,
+            &[&a.url(), &b.url()],
+            "outlier = { consecutive_failures = 2, base_ejection = \"30s\" }\n\
+             health_check = { path = \"/json/health\", interval = \"100ms\", unhealthy_threshold = 1 }",
+        )
+        .grant(&grant(SERVICE))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    // A fails its health checks: B alone takes calls.
+    let a_url = a.url();
+    a.kill().await;
+    wait_endpoint(&region, SERVICE, &a_url, "failing its checks", |e| !e.healthy).await;
+    // B's own 503s on one path, more than enough in a row to eject it had A been up.
+    for _ in 0..4 {
+        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/status/503/x"))).await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.xroad_error()), (503, None), "{}", reply.text());
+    }
+    let last = endpoint(&region, SERVICE, &b.url());
+    assert!(last.ejected_until.is_none() && last.available, "{last:#?}");
     let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }

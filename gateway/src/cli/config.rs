@@ -168,6 +168,20 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                          listener can identify, so it can never be used: check the identifier (its region code?)"
                     );
                 }
+                if let Some(n) = cfg.national.as_ref().filter(|n| n.trust_anchor.is_none()) {
+                    // The national SPLP calling in: its anchor is scoped to its gateway, so without
+                    // the pin it vouches for no server, the API manager included.
+                    let inbound = cfg.peers.iter().filter(|p| !p.routes_calls());
+                    for peer in inbound.filter(|p| !cfg.vouches_for_servers(&p.trust_anchor)) {
+                        eprintln!(
+                            "warning: [[peer]] {} (the national SPLP calling in) is vouched for by trust anchor {:?}, \
+                             which vouches for no server the gateway calls, so the API manager at {} is verified \
+                             against other anchors: if its certificate comes from that CA, add trust_anchor = {:?} \
+                             to [national]",
+                            peer.id, peer.trust_anchor, n.base_url, peer.trust_anchor
+                        );
+                    }
+                }
                 for service in config::unmapped_national_grants(&cfg) {
                     eprintln!(
                         "warning: a grant names {service}, a national service that no [[national.api]] maps, so every \

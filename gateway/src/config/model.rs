@@ -73,10 +73,33 @@ impl Config {
     /// Whether trust anchor `name` may vouch for a server the gateway calls by URL (a service's
     /// `https://` upstream without `tls.ca`, the national API manager without `trust_anchor`): an
     /// anchor with no scopes (an outside CA, such as the national one), or one that vouches for
-    /// this region. A CA scoped to other regions' identifiers (a neighbour's) vouches for those
-    /// identities alone, not for the hosts this gateway sends its calls and secrets to.
+    /// this region by its scopes. A CA scoped to other regions' identifiers (a neighbour's)
+    /// vouches for those identities alone, not for the hosts this gateway sends its calls and
+    /// secrets to, even when one of its certificates is mapped into the region by `[[identity]]`.
     pub fn vouches_for_servers(&self, name: &str) -> bool {
-        self.trust_anchors.iter().any(|a| a.name == name && a.scopes.is_empty()) || self.vouches_for_region(name)
+        self.trust_anchors.iter().any(|a| a.name == name && a.scopes.is_empty()) || self.scoped_to_region(name)
+    }
+
+    /// Whether trust anchor `name` may vouch for the national API manager: the one `[national]
+    /// trust_anchor` names, or without it any that may vouch for servers. Where the client secret
+    /// goes depends on it (see the admin listener's guard on it).
+    pub fn vouches_for_api_manager(&self, name: &str) -> bool {
+        match self.national.as_ref().and_then(|n| n.trust_anchor.as_deref()) {
+            Some(pinned) => pinned == name,
+            None => self.vouches_for_servers(name),
+        }
+    }
+
+    /// Whether the scopes of trust anchor `name` overlap what the gateway serves or cover the
+    /// gateway itself.
+    fn scoped_to_region(&self, name: &str) -> bool {
+        let own = splpd_certs::id::Identity::Server(self.gateway.id.clone());
+        let served = self.gateway.served_prefixes();
+        self.trust_anchors
+            .iter()
+            .filter(|a| a.name == name)
+            .flat_map(|a| &a.scopes)
+            .any(|scope| own.is_within(scope) || served.iter().any(|p| scope.overlaps(p)))
     }
 
     /// Whether the CA of trust anchor `name` vouches for this gateway's own region: its scopes
@@ -87,13 +110,7 @@ impl Config {
         let own = splpd_certs::id::Identity::Server(self.gateway.id.clone());
         let served = self.gateway.served_prefixes();
         let in_region = |id: &splpd_certs::id::Identity| *id == own || served.iter().any(|p| id.is_within(p));
-        let scoped = self
-            .trust_anchors
-            .iter()
-            .filter(|a| a.name == name)
-            .flat_map(|a| &a.scopes)
-            .any(|scope| own.is_within(scope) || served.iter().any(|p| scope.overlaps(p)));
-        scoped
+        self.scoped_to_region(name)
             || self.identities.iter().any(|m| {
                 m.anchor == name && splpd_certs::id::Identity::parse(m.kind, &m.id).is_ok_and(|id| in_region(&id))
             })
@@ -251,7 +268,8 @@ pub struct Steward {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
-    /// CA certificate(s) that sign the upstream's certificate, PEM; defaults to the trust anchors.
+    /// CA certificate(s) that sign the upstream's certificate, PEM; defaults to the trust anchors
+    /// that may vouch for servers ([`Config::vouches_for_servers`]).
     pub ca: Option<PathBuf>,
     /// Present the gateway's own certificate to the upstream (mutual TLS).
     #[serde(default)]
@@ -374,6 +392,13 @@ pub struct Peer {
     pub authoritative: Vec<IdPrefix>,
     /// The trust anchor that vouches for the peer's server certificate.
     pub trust_anchor: String,
+}
+
+impl Peer {
+    /// Whether calls are sent to it: a peer without endpoints only calls this gateway.
+    pub fn routes_calls(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
 }
 
 /// `[national]`: the national SPLP connector.
@@ -610,5 +635,12 @@ mod tests {
         assert!(config.vouches_for_servers("splp-nasional"));
         assert!(!config.vouches_for_servers("peer-1601"), "a neighbour's CA vouches for its gateway alone");
         assert!(!config.vouches_for_servers("no-such-anchor"));
+        // A neighbour's certificate mapped into the region does not make its CA one for servers.
+        let mapped = format!(
+            "{text}\n[[identity]]\nfingerprint = \"sha256:{}\"\nid = \"ID/PEMDA/1602/BAPPEDA\"\nanchor = \"peer-1601\"\n",
+            "AB".repeat(32)
+        );
+        let config = crate::config::parse_shape(std::path::Path::new("splpd.toml"), &mapped).unwrap();
+        assert!(config.vouches_for_region("peer-1601") && !config.vouches_for_servers("peer-1601"));
     }
 }

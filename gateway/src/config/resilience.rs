@@ -56,7 +56,8 @@ pub struct Outlier {
     pub base_ejection: Span,
     /// The longest ejection.
     pub max_ejection: Span,
-    /// Most of the endpoints ejected at once, in percent (at least one always may be).
+    /// Most of the endpoints ejected at once, in percent (at least one, never all, and only
+    /// while another endpoint can take calls).
     pub max_ejected_percent: u32,
 }
 

@@ -75,7 +75,7 @@ fn routed_elsewhere(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool 
 /// Whether calls to `service` go to a peer gateway (one with endpoints: a peer without only calls
 /// here).
 fn routed_to_peer(cfg: &Config, service: &splpd_certs::id::ServiceId) -> bool {
-    cfg.peers.iter().filter(|p| !p.endpoints.is_empty()).flat_map(|p| &p.authoritative).any(|p| service.is_within(p))
+    cfg.peers.iter().filter(|p| p.routes_calls()).flat_map(|p| &p.authoritative).any(|p| service.is_within(p))
 }
 
 /// National services named by grants that no `[[national.api]]` maps: under `[national]`
@@ -1069,7 +1069,8 @@ impl Validator<'_, '_, '_> {
             let national = |prefix: &IdPrefix| {
                 cfg.national.iter().flat_map(|n| &n.prefixes).any(|n| prefix.len() >= n.len() && n.overlaps(prefix))
             };
-            if p.endpoints.is_empty() && !(cfg.national.is_some() && p.authoritative.iter().all(national)) {
+            let calls_in_only = cfg.national.is_some() && p.authoritative.iter().all(national);
+            if !p.routes_calls() && !calls_in_only {
                 self.err(
                     at!["peer", i, "endpoints"],
                     format!("peer {} has no endpoint", p.id),
@@ -1185,7 +1186,7 @@ impl Validator<'_, '_, '_> {
                     "national prefixes name national services only",
                 );
             }
-            if let Some(peer) = cfg.peers.iter().find(|p| !p.endpoints.is_empty() && p.authoritative.contains(prefix)) {
+            if let Some(peer) = cfg.peers.iter().find(|p| p.routes_calls() && p.authoritative.contains(prefix)) {
                 self.err(
                     at!["national", "prefixes", j],
                     format!("{prefix} is also routed to peer {}", peer.id),
@@ -1210,7 +1211,7 @@ impl Validator<'_, '_, '_> {
                 at!["national"],
                 "no [[trust_anchor]] may vouch for the API manager's certificate: each is scoped to other regions' \
                  identifiers",
-                "give the national SPLP's CA a [[trust_anchor]] with no scopes, and name it in trust_anchor",
+                "give the national SPLP's CA a [[trust_anchor]] of its own, and name it in trust_anchor",
             ),
             None => {}
         }

@@ -103,8 +103,9 @@ pub enum ChangeError {
     #[error(
         "[national] token_url, base_url and client_secret_env say where the gateway sends its national client secret \
          and tokens, and which of its environment variables is that secret, and [national] trust_anchor (or, without \
-         it, which anchors have no scopes) which CAs may vouch for the host it goes to: through the admin listener \
-         they stay as they are; make this change on the gateway's host (splpd config apply --config FILE NEW)"
+         it, the anchors' scopes and CRLs, and what the gateway serves) which CAs may vouch for the host it goes to: \
+         through the admin listener they stay as they are; make this change on the gateway's host (splpd config apply \
+         --config FILE NEW)"
     )]
     SecretDestination,
     /// There is no earlier version to go back to.
@@ -208,20 +209,15 @@ impl Reloader {
         // variable of the gateway's environment is sent as it, are the host's to change too.
         let destination = |c: &crate::config::Config| {
             c.national.as_ref().map(|n| {
-                // The CAs the API manager's certificate may chain to (see `peer::national`).
-                let vouches = |a: &crate::config::TrustAnchor| match &n.trust_anchor {
-                    Some(name) => a.name == *name,
-                    None => c.vouches_for_servers(&a.name),
-                };
-                let mut cas: Vec<&std::path::Path> =
-                    c.trust_anchors.iter().filter(|a| vouches(a)).map(|a| a.ca.as_path()).collect();
-                cas.sort();
-                (
-                    n.token_url.clone(),
-                    n.base_url.clone(),
-                    n.client_secret_env.clone(),
-                    cas.into_iter().map(Into::into).collect::<Vec<std::path::PathBuf>>(),
-                )
+                // The CAs the API manager's certificate may chain to, and their CRLs.
+                let mut trusted: Vec<(PathBuf, Vec<PathBuf>)> = c
+                    .trust_anchors
+                    .iter()
+                    .filter(|a| c.vouches_for_api_manager(&a.name))
+                    .map(|a| (a.ca.clone(), a.crls.clone()))
+                    .collect();
+                trusted.sort();
+                (n.token_url.clone(), n.base_url.clone(), n.client_secret_env.clone(), trusted)
             })
         };
         if destination(&new) != destination(&snap.config) {

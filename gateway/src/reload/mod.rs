@@ -799,7 +799,6 @@ fn audit_changes(old: &config::Audit, new: &config::Audit) -> Vec<String> {
     keys.into_iter().filter(|k| !at_once.contains(&k.as_str()) && old.get(*k) != new.get(*k)).cloned().collect()
 }
 
-/// Every file a configuration loads certificates, keys or CRLs from.
 /// Every file the configuration names (not the audit log's folder, which the gateway writes).
 fn config_files(config: &Config) -> Vec<PathBuf> {
     config.files().into_iter().filter(|(key, _)| *key != config::AUDIT_DIR).map(|(_, path)| path).collect()
