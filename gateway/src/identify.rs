@@ -88,9 +88,9 @@ fn out_of_scope(anchor: &str, identity: &Identity, scopes: &[IdPrefix]) -> Strin
         .and_then(|member| scopes.iter().find(|scope| scope.len() > member.len() && member.overlaps(scope)));
     match gateway {
         Some(gateway) => format!(
-            "trust anchor {anchor:?} vouches here only for {gateway}, not for {identity}: an agency of {member} \
-             calls this region's services through its own gateway ({gateway}), which asserts its identity here; \
-             send the call there"
+            "trust anchor {anchor:?} vouches here only for {gateway}, not for {identity}: when {gateway} is the \
+             gateway of {member}, an agency of {member} calls this region's services through it, and it asserts the \
+             agency's identity here; send the call there"
         ),
         None => format!(
             "trust anchor {anchor:?} tried to vouch for {identity}, outside its scopes ({}); a CA may only vouch for \
@@ -562,7 +562,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("vouches here only for ID/PEMDA/1601/gw1")
-                && msg.contains("through its own gateway (ID/PEMDA/1601/gw1)"),
+                && msg.contains("calls this region's services through it"),
             "{msg}"
         );
         assert!(!msg.contains("needs a certificate from the CA"), "it has one: {msg}");

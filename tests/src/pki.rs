@@ -167,11 +167,17 @@ impl Pki {
     /// (server identity `id`, valid for `localhost` and `127.0.0.1`), issued through the CA
     /// tooling. It is a chain and a key like a client's, so it comes as a [`ClientCert`].
     pub fn service_server_cert(&self, id: &str) -> ClientCert {
+        self.server_cert_from(&self.region, id)
+    }
+
+    /// A server certificate as [`Self::service_server_cert`], from `ca` (the peer region's, say,
+    /// for a host a neighbour's CA would vouch for).
+    pub fn server_cert_from(&self, ca: &Ca, id: &str) -> ClientCert {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         let (cert, key) = (self.dir().join(format!("service{n}.crt")), self.dir().join(format!("service{n}.key")));
         let req = LeafRequest::new(Identity::parse(IdKind::Server, id).expect("server identifier"))
             .with_names(vec!["localhost".into()], vec![IpAddr::from([127, 0, 0, 1])]);
-        self.region.issue(&req, KeyType::default(), &cert, &key, false, now()).expect("service certificate");
+        ca.issue(&req, KeyType::default(), &cert, &key, false, now()).expect("service certificate");
         ClientCert {
             identity: id.to_owned(),
             chain: load::read_certificates(&cert).expect("issued certificate"),

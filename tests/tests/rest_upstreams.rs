@@ -229,6 +229,31 @@ async fn without_client_cert_an_upstream_requiring_one_refuses_the_gateway() {
     assert_eq!(rec.upstream, mtls.url());
 }
 
+/// Without `tls.ca`, an `https://` upstream is verified against the anchors that may vouch for
+/// servers: the region's, not a neighbour's, whose CA the gateway trusts for that neighbour's
+/// gateway alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_with_a_certificate_from_a_neighbours_ca_is_refused() {
+    let pki = Pki::new();
+    let impostor =
+        Upstream::start_tls(tls_server_config(&pki.server_cert_from(pki.peer(), "ID/PEMDA/1601/gw1"), None)).await;
+    let genuine = Upstream::start_tls(tls_server_config(&pki.service_server_cert(SERVICE_SERVER), None)).await;
+    let region = RegionBuilder::new(&pki)
+        .service(OPEN_TLS, &impostor.url(), "tls = { client_cert = false }\nconnect_timeout = \"2s\"")
+        .service(NAMED, &genuine.url(), "tls = { client_cert = false }\nconnect_timeout = \"2s\"")
+        .grant(&grant_all(OPEN_TLS, DINKES))
+        .grant(&grant_all(NAMED, DINKES))
+        .start()
+        .await;
+    let dinkes = pki.client(DINKES);
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(OPEN_TLS, "/json/x"))).await.unwrap();
+    assert_gateway_error(&reply, 502, "Server.ServerProxy.ServiceFailed");
+    assert!(impostor.received().is_empty(), "nothing was sent to it");
+    // The region's CA vouches for its own services' hosts.
+    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(NAMED, "/json/x"))).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_whose_certificate_the_configured_ca_did_not_sign_is_refused_by_the_gateway() {
     let TlsSetup { region, mtls, open: _open, pki } = tls_setup().await;
