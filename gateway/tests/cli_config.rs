@@ -397,6 +397,16 @@ fn only_a_peer_for_national_prefixes_may_go_without_endpoints() {
 }
 
 #[test]
+fn an_https_upstream_no_anchor_may_vouch_for_is_refused() {
+    let f = Fixture::new();
+    f.edit("upstreams = [\"http://127.0.0.1:9101\"]", "upstreams = [\"https://127.0.0.1:9101\"]");
+    // The region's own anchor scoped away from the region: only the neighbour's is left.
+    f.edit("scopes = [\"ID/PEMDA/1602\"]", "scopes = [\"ID/PEMDA/1699\"]");
+    let err = f.fails_at(f.line_of("https://127.0.0.1:9101"), "no [[trust_anchor]] may vouch for its certificate");
+    assert!(err.contains("set the service's tls.ca"), "{err}");
+}
+
+#[test]
 fn a_peer_endpoint_with_a_path_is_refused() {
     let f = Fixture::new();
     f.edit("endpoints = [\"https://127.0.0.1:18443\"]", "endpoints = [\"https://127.0.0.1:18443/splpd\"]");

@@ -736,6 +736,20 @@ impl Validator<'_, '_, '_> {
             }
             for (j, u) in s.upstreams.iter().enumerate() {
                 self.url(at!["service", i, "upstreams", j], u, false);
+                // Without `tls.ca`, its certificate is checked against the anchors that may vouch
+                // for servers: there must be one (the region's, or one with no scopes).
+                let pinned = s.tls.as_ref().is_some_and(|t| t.ca.is_some());
+                if u.starts_with("https://")
+                    && !pinned
+                    && !cfg.trust_anchors.iter().any(|a| cfg.vouches_for_servers(&a.name))
+                {
+                    self.err(
+                        at!["service", i, "upstreams", j],
+                        format!("{u:?} is https://, and no [[trust_anchor]] may vouch for its certificate"),
+                        "set the service's tls.ca to the CA that signs it, or give that CA a [[trust_anchor]] with no \
+                         scopes; an anchor scoped to another region's identifiers vouches for no host",
+                    );
+                }
             }
             if let Some(tls) = &s.tls {
                 if !s.upstreams.iter().any(|u| u.starts_with("https://")) {
