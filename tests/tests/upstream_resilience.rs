@@ -426,17 +426,22 @@ async fn a_lone_endpoint_is_never_ejected_so_one_paths_failures_do_not_close_the
         .grant(&grant(SERVICE))
         .start()
         .await;
-    let dinkes = pki.client(DINKES);
     // The service's own 503s on one path, more than enough in a row to eject an endpoint that
-    // had another beside it: passed on as the service's answers.
+    // had another beside it.
+    stays_in_despite_its_503s(&region, &pki.client(DINKES), &up.url()).await;
+}
+
+/// Calls one path of [`SERVICE`] that `url` answers 503, more often in a row than the service's
+/// outlier rule (2 failures) allows: each 503 is passed on as the service's own, `url` stays in,
+/// and the service's other paths are still answered.
+async fn stays_in_despite_its_503s(region: &Region, dinkes: &ClientCert, url: &str) {
     for _ in 0..4 {
-        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/status/503/x"))).await.unwrap();
+        let reply = region.call(Some(dinkes), Proto::H1, Call::get(target(SERVICE, "/status/503/x"))).await.unwrap();
         assert_eq!((reply.status.as_u16(), reply.xroad_error()), (503, None), "{}", reply.text());
     }
-    let lone = endpoint(&region, SERVICE, &up.url());
-    assert!(lone.ejected_until.is_none() && lone.available, "{lone:#?}");
-    // Its other paths are still answered.
-    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
+    let kept = endpoint(region, SERVICE, url);
+    assert!(kept.ejected_until.is_none() && kept.available, "{kept:#?}");
+    let reply = region.call(Some(dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 
@@ -454,20 +459,12 @@ async fn the_last_endpoint_that_can_take_calls_is_not_ejected() {
         .grant(&grant(SERVICE))
         .start()
         .await;
-    let dinkes = pki.client(DINKES);
-    // A fails its health checks: B alone takes calls.
+    // A fails its health checks: B alone takes calls, and is not ejected for its 503s, as it
+    // would be had A been up.
     let a_url = a.url();
     a.kill().await;
     wait_endpoint(&region, SERVICE, &a_url, "failing its checks", |e| !e.healthy).await;
-    // B's own 503s on one path, more than enough in a row to eject it had A been up.
-    for _ in 0..4 {
-        let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/status/503/x"))).await.unwrap();
-        assert_eq!((reply.status.as_u16(), reply.xroad_error()), (503, None), "{}", reply.text());
-    }
-    let last = endpoint(&region, SERVICE, &b.url());
-    assert!(last.ejected_until.is_none() && last.available, "{last:#?}");
-    let reply = region.call(Some(&dinkes), Proto::H1, Call::get(target(SERVICE, "/json/x"))).await.unwrap();
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    stays_in_despite_its_503s(&region, &pki.client(DINKES), &b.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
