@@ -351,42 +351,35 @@ impl ServiceUpstreams {
         e.healthy.load(Ordering::Relaxed) && !e.outlier.is_ejected(self.epoch, now) && e.circuit.admits(now)
     }
 
-    /// How soon an endpoint not offered requests now will be: when its ejection and open circuit
-    /// end, or a second while its circuit's probe is under way. `None` when it fails its health
-    /// checks, since when it passes one is not known.
-    fn available_in(&self, e: &Endpoint, now: Instant) -> Option<Duration> {
-        if !e.healthy.load(Ordering::Relaxed) {
-            return None;
-        }
-        let ejected = e.outlier.ejected_until(self.epoch, now).map_or(Duration::ZERO, |until| until - now);
-        let circuit = match e.circuit.state(now) {
-            CircuitState::Open { until } => until - now,
-            CircuitState::HalfOpen if !e.circuit.admits(now) => PROBE_WAIT,
-            _ => Duration::ZERO,
-        };
-        Some(ejected.max(circuit))
-    }
-
-    /// Why an endpoint is not offered requests, for the refusal's message.
-    fn unavailable_because(&self, e: &Endpoint, now: Instant) -> String {
+    /// Why an endpoint is not offered requests, for the refusal's message, and how soon it will
+    /// be: when its ejection and open circuit end, or a second while its circuit's probe is under
+    /// way; `None` when it fails its health checks, since when it passes one is not known.
+    fn unavailable_because(&self, e: &Endpoint, now: Instant) -> (String, Option<Duration>) {
         let mut why = Vec::new();
-        if !e.healthy.load(Ordering::Relaxed) {
+        let healthy = e.healthy.load(Ordering::Relaxed);
+        if !healthy {
             why.push("fails its health checks".to_owned());
         }
+        let mut wait = Duration::ZERO;
         if let Some(until) = e.outlier.ejected_until(self.epoch, now) {
             why.push(format!("ejected for another {}s after failing in a row", (until - now).as_secs() + 1));
+            wait = until - now;
         }
         match e.circuit.state(now) {
             CircuitState::Open { until } => {
                 why.push(format!("its circuit is open for another {}s", (until - now).as_secs() + 1));
+                wait = wait.max(until - now);
             }
-            CircuitState::HalfOpen if !e.circuit.admits(now) => why.push("its circuit is half-open, probing".into()),
+            CircuitState::HalfOpen if !e.circuit.admits(now) => {
+                why.push("its circuit is half-open, probing".into());
+                wait = wait.max(PROBE_WAIT);
+            }
             _ => {}
         }
         if why.is_empty() {
             why.push("already tried".to_owned());
         }
-        format!("{} {}", e.label, why.join(", "))
+        (format!("{} {}", e.label, why.join(", ")), healthy.then_some(wait))
     }
 
     /// The outcome of an exchange with endpoint `i`, for outlier ejection.
@@ -466,10 +459,11 @@ impl ServiceUpstreams {
                     notes.push("no retry: no other endpoint is available".into());
                     return Err(fail(DispatchError::Upstream(err), Some(uri), attempts, &notes));
                 }
-                let reasons: Vec<String> = self.endpoints.iter().map(|e| self.unavailable_because(e, now)).collect();
+                let (reasons, waits): (Vec<String>, Vec<Option<Duration>>) =
+                    self.endpoints.iter().map(|e| self.unavailable_because(e, now)).unzip();
                 let why = format!("no endpoint of the service can take the call: {}", reasons.join("; "));
                 notes.push(why.clone());
-                let retry_after = self.endpoints.iter().filter_map(|e| self.available_in(e, now)).min();
+                let retry_after = waits.into_iter().flatten().min();
                 return Err(fail(DispatchError::Unavailable { why, retry_after }, None, attempts, &notes));
             };
             tried.push(i);
